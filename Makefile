@@ -1,0 +1,52 @@
+# pylvs: `make demo` and `make test` each set themselves up from a fresh Debian machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: all demo test lint typecheck check bench bench-proxy bench-micro clean sysdeps-test sysdeps-bench
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+sysdeps-test:
+	bash scripts/system-deps.sh test
+
+sysdeps-bench:
+	bash scripts/system-deps.sh bench
+
+demo: $(STAMP)
+	bash scripts/system-deps.sh demo
+	$(PY) -m pylvs.demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+check: lint typecheck
+
+test: $(STAMP) sysdeps-test
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+bench: bench-micro bench-proxy
+
+bench-micro: $(STAMP)
+	$(PY) bench/bench_core.py
+
+bench-proxy: $(STAMP) sysdeps-bench
+	$(PY) bench/bench_proxy.py
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

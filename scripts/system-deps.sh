@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages a purpose needs (test, demo, bench), once: packages already
+# present are not fetched again, so the step is idempotent and offline when nothing is missing.
+# Services shipped by these packages are kept from starting on install (policy-rc.d): the tests
+# start their own nginx/keepalived/haproxy processes with their own configs.
+set -euo pipefail
+purpose=${1:-test}
+test_pkgs="iproute2 curl nginx-light keepalived tcpdump ethtool procps psmisc ipvsadm"
+bench_pkgs="haproxy nginx-light wrk util-linux"
+case "$purpose" in
+  test)  pkgs="$test_pkgs" ;;
+  demo)  pkgs="iproute2 curl" ;;
+  bench) pkgs="$test_pkgs $bench_pkgs" ;;
+  *) echo "system-deps.sh: unknown purpose '$purpose' (test, demo, bench)" >&2; exit 2 ;;
+esac
+if [ "$(id -u)" != 0 ]; then
+  echo "system-deps.sh: not root, skipping apt packages ($pkgs); tests that need them will skip" >&2
+  exit 0
+fi
+missing=""
+for p in $pkgs; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing"
+cleanup_policy=0
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  cleanup_policy=1
+fi
+trap '[ $cleanup_policy = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing

@@ -1,0 +1,1 @@
+"""Command-line front ends: pylvsadm (ipvsadm-compatible) and the pylvs tool."""

@@ -1,0 +1,1 @@
+"""The local control socket between pylvsadm and the director daemon."""

@@ -1,0 +1,1 @@
+"""The director core, sans-IO: model, table, schedulers, connection tracking, statistics."""

@@ -1,0 +1,1 @@
+"""The director daemon: holds the table, serves the control socket, runs a data plane."""

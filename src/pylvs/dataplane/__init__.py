@@ -1,0 +1,1 @@
+"""Data planes: the ways traffic is actually forwarded (proxy, packet, kernel)."""
