@@ -43,7 +43,8 @@ test: $(STAMP) sysdeps-test
 bench: bench-micro bench-proxy
 
 bench-micro: $(STAMP)
-	$(PY) bench/bench_core.py
+	$(PY) bench/bench_sched.py
+	$(PY) bench/bench_conntrack.py
 
 bench-proxy: $(STAMP) sysdeps-bench
 	$(PY) bench/bench_proxy.py
