@@ -6,7 +6,7 @@
 set -euo pipefail
 purpose=${1:-test}
 test_pkgs="iproute2 curl nginx-light keepalived tcpdump ethtool procps psmisc ipvsadm"
-bench_pkgs="haproxy nginx-light wrk util-linux"
+bench_pkgs="haproxy nginx-light libnginx-mod-stream wrk util-linux"
 case "$purpose" in
   test)  pkgs="$test_pkgs" ;;
   demo)  pkgs="iproute2 curl" ;;
