@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all demo test lint typecheck check bench bench-proxy bench-micro clean sysdeps-test sysdeps-bench
+.PHONY: all demo test lint typecheck check bench bench-proxy bench-micro clean sysdeps-test sysdeps-bench vm-run bench-kernel
 
 all: test
 
@@ -48,6 +48,13 @@ bench-micro: $(STAMP)
 
 bench-proxy: $(STAMP) sysdeps-bench
 	$(PY) bench/bench_proxy.py
+
+# Runs CMD as root in a QEMU VM on Debian's kernel (host root read-only over 9p): make vm-run CMD='uname -r; lsmod'
+vm-run: sysdeps-test
+	$(PYTHON) vm/vmrun.py -- "$$CMD"
+
+bench-kernel: $(STAMP) sysdeps-test
+	$(PY) bench/bench_kernel.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
