@@ -16,6 +16,7 @@ from collections.abc import Sequence
 # Each registered subparser sets ``func`` (args -> exit code) with ``set_defaults``.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "pylvs.daemon.main",
+    "pylvs.lab.cli",
 )
 
 

@@ -1,0 +1,119 @@
+"""``pylvs lab up|down|status|exec``: the namespace lab from the command line.
+
+What this is for: an operator or a demo script builds, inspects and removes the lab and runs
+commands on its hosts (``pylvs lab exec client -- curl http://192.168.168.100/``). What this is
+not for: the lab's logic, which lives in ``pylvs.lab.topology`` so tests use it without a shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from pylvs.lab.topology import Lab, LabError, all_lab_ids
+
+
+def _lab(args: argparse.Namespace) -> Lab:
+    nginx: bool | None = False if getattr(args, "no_nginx", False) else None
+    return Lab(args.id, use_nginx=nginx, servers=not getattr(args, "no_servers", False))
+
+
+def _need_root() -> str | None:
+    if os.geteuid() != 0:
+        return "pylvs lab: needs root (network namespaces)"
+    return None
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    if (msg := _need_root()) is not None:
+        print(msg, file=sys.stderr)
+        return 1
+    lab = _lab(args)
+    try:
+        lab.up()
+    except LabError as exc:
+        print(f"pylvs lab up: {exc}", file=sys.stderr)
+        lab.down()
+        return 1
+    _print_status(lab)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    if (msg := _need_root()) is not None:
+        print(msg, file=sys.stderr)
+        return 1
+    ids = list(all_lab_ids()) if args.all else [args.id]
+    for lab_id in ids:
+        Lab(lab_id, use_nginx=False).down()
+        print(f"lab {lab_id}: down")
+    return 0
+
+
+def _print_status(lab: Lab) -> None:
+    rows: list[dict[str, Any]] = lab.status()
+    state = "up" if lab.is_up() else ("partial" if lab.namespaces() else "down")
+    print(f"lab {lab.lab_id}: {state}  (VIP {lab.vip})")
+    for r in rows:
+        mark = "+" if r["present"] else "-"
+        print(f"  {mark} {r['host']:<9} {r['netns']:<16} {', '.join(r['addresses']):<40} {r['server']}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    lab = Lab(args.id, use_nginx=False)
+    _print_status(lab)
+    return 0 if lab.is_up() else 3
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    lab = Lab(args.id, use_nginx=False)
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        print("pylvs lab exec: no command given (pylvs lab exec HOST -- CMD ...)", file=sys.stderr)
+        return 2
+    try:
+        ns = lab.ns(args.host)
+    except LabError as exc:
+        print(f"pylvs lab exec: {exc}", file=sys.stderr)
+        return 2
+    if ns not in lab.namespaces():
+        print(f"pylvs lab exec: lab {args.id} is not up (no namespace {ns})", file=sys.stderr)
+        return 1
+    os.execvp("ip", lab.argv(args.host, cmd))
+    return 1  # not reached
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("lab", help="the seed's cluster in network namespaces")
+    p.add_argument("--id", default="0", help="lab id, part of every name (default 0)")
+    sub = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    up = sub.add_parser("up", help="build the lab (idempotent)")
+    up.add_argument("--no-nginx", action="store_true", help="use the built-in HTTP server")
+    up.add_argument("--no-servers", action="store_true", help="start no HTTP servers")
+    up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help="remove everything the lab made")
+    down.add_argument("--all", action="store_true", help="every lab on this machine")
+    down.set_defaults(func=cmd_down)
+    st = sub.add_parser("status", help="show hosts, addresses and servers")
+    st.set_defaults(func=cmd_status)
+    ex = sub.add_parser("exec", help="run a command on a lab host")
+    ex.add_argument("host")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=cmd_exec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pylvs.lab.cli ...``: the same as ``pylvs lab ...``."""
+    parser = argparse.ArgumentParser(prog="pylvs")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["lab", *(sys.argv[1:] if argv is None else argv)])
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
