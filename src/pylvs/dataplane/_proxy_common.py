@@ -1,0 +1,99 @@
+"""State shared by the TCP and UDP halves of the socket-level proxy.
+
+What this is for: one ``ProxyContext`` per ``ProxyDataPlane`` carries the settings, the live
+relays and flows, and the counters that ``describe()`` reports, so the hot-path objects reach them
+through one attribute instead of through the data plane. ``ServiceEndpoint`` is a virtual service
+as a listening socket sees it (packed VIP, port, family), computed once per listener.
+
+What this is not for: any decision about which real server gets a connection (the core's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pylvs.core.model import ServiceKey
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pylvs.core.director import Connection, Director
+    from pylvs.dataplane._proxy_tcp import ClientSide
+    from pylvs.dataplane._proxy_udp import UdpFlow
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEndpoint:
+    """A TCP or UDP virtual service as its listening socket sees it."""
+
+    key: ServiceKey
+    protocol: int
+    af: int
+    vaddr: bytes  # packed, as the core's schedule() wants it
+    vport: int
+    host: str  # the VIP as text, for bind()
+
+    @classmethod
+    def of(cls, key: ServiceKey) -> ServiceEndpoint:
+        assert key.addr is not None
+        return cls(key, key.protocol, key.af, key.addr.packed, key.port, str(key.addr))
+
+    def __str__(self) -> str:
+        return str(self.key)
+
+
+@dataclass(slots=True, eq=False)
+class ProxyContext:
+    """Settings, live objects and counters of one proxy data plane."""
+
+    loop: asyncio.AbstractEventLoop
+    director: Director
+    connect_timeout: float
+    retries: int
+    high_water: int
+    max_tcp_relays: int
+    max_udp_flows: int
+    relays: set[ClientSide] = field(default_factory=set)
+    udp_flows: dict[Any, UdpFlow] = field(default_factory=dict)
+    accepted: int = 0
+    refused: int = 0
+    connect_failures: int = 0
+    retried: int = 0
+    udp_dropped: int = 0
+    _hosts: dict[bytes, str] = field(default_factory=dict)
+
+    def host_of(self, af: int, packed: bytes) -> str:
+        """A real server's address as text for connect(), cached: there are few of them."""
+        host = self._hosts.get(packed)
+        if host is None:
+            if len(self._hosts) > 4096:
+                self._hosts.clear()
+            host = self._hosts[packed] = socket.inet_ntop(
+                socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed
+            )
+        return host
+
+    def reschedule(
+        self, ep: ServiceEndpoint, peer: tuple[Any, ...], failed: list[Any]
+    ) -> Connection | None:
+        """A new connection for the same client to a server not in ``failed``, or None.
+
+        The core is asked again (so weights, thresholds and quiescent servers still count); an
+        answer that names a server that already failed for this client is handed straight back
+        as closed and the core is asked once more, at most once per real server of the service.
+        Persistence sends a client to its template's server every time: when that one is
+        down, the client gets no server, as with kernel IPVS until the checker removes it.
+        """
+        svc = self.director.table.lookup(ep.key)
+        if svc is None:
+            return None
+        caddr = socket.inet_pton(ep.af, peer[0])
+        for _ in range(len(svc.destinations)):
+            conn = self.director.schedule(ep.protocol, caddr, peer[1], ep.vaddr, ep.vport)
+            if conn is None:
+                return None
+            if not any(conn.dest is d for d in failed):
+                return conn
+            self.director.proxy_closed(conn)
+        return None

@@ -1,0 +1,298 @@
+"""The ``proxy`` data plane: full NAT at the socket level, for TCP and UDP virtual services.
+
+What this is for: forwarding without root, raw sockets or kernel IPVS, on any OS with asyncio
+(uvloop when the daemon installs it; the plain loop works too). Every virtual service VIP:port of
+the table gets a listening socket; each accepted client connection (or UDP client address) is
+given to the real server the core's ``Director.schedule`` picks, over a second socket from the
+director, so real servers see the director as the client (like ``-m`` NAT plus source NAT,
+whatever forwarding method the table names). The core is told of each connection's life
+(``proxy_established``, ``proxy_half_closed``, ``proxy_closed``) and traffic (``account``), so
+``ipvsadm -L``/``-Lc``/``--stats`` read the same as with a packet data plane.
+
+What this is not for:
+- firewall-mark services: a socket sees no marks. They are logged once and skipped.
+- port-0 ("all ports") services: a socket listens on one port. They are logged once and skipped;
+  a packet data plane serves them.
+- choosing servers, persistence, thresholds, connection states: the core's. The proxy marks no
+  server down when a connect fails; it retries another one (see ``_proxy_tcp``) and leaves
+  health to the checker.
+
+Listeners follow the table through a ``TableListener``: adding a service binds its socket at once
+(bind errors are logged with the service and reported by ``describe()``), deleting it closes the
+listening socket while the connections already relayed carry on, as IPVS keeps existing
+connections of a deleted service. Listening sockets set ``IP_FREEBIND`` so a VIP that VRRP has not
+yet brought up can be bound.
+
+The data plane also runs a housekeeping timer (``housekeeping_interval``, 1 s): it hands batched
+traffic counts to the core, closes idle UDP flows, and calls ``Director.tick`` unless
+``drive_tick=False`` (when the daemon drives the core's clock itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import resource
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from pylvs.core.model import Protocol, ServiceKey, VirtualService
+from pylvs.core.table import TableListener
+from pylvs.dataplane._proxy_common import ProxyContext, ServiceEndpoint
+from pylvs.dataplane._proxy_tcp import ClientSide
+from pylvs.dataplane._proxy_udp import UdpService
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pylvs.core.director import Director
+
+log = logging.getLogger("pylvs.dataplane.proxy")
+
+IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
+DEFAULT_BACKLOG = 4096
+
+
+def raise_nofile_limit(want: int = 1 << 20) -> int:
+    """Raise the soft RLIMIT_NOFILE towards the hard limit: each relay holds two descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _bind_socket(ep: ServiceEndpoint, kind: int) -> socket.socket:
+    sock = socket.socket(ep.af, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        if ep.af == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((ep.host, ep.vport))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(DEFAULT_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Listener:
+    """The listening side of one virtual service: a TCP server or a UDP VIP socket."""
+
+    def __init__(self, ep: ServiceEndpoint) -> None:
+        self.ep = ep
+        self.server: asyncio.AbstractServer | None = None
+        self.opening: asyncio.Task[None] | None = None
+        self.sock: socket.socket | None = None
+        self.udp: UdpService | None = None
+        self.error = ""
+
+    def close(self) -> None:
+        if self.opening is not None and not self.opening.done():
+            self.opening.cancel()
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        elif self.sock is not None:
+            self.sock.close()
+        self.sock = None
+        if self.udp is not None:
+            self.udp.close()
+            self.udp = None
+
+    def describe(self) -> dict[str, Any]:
+        state = "error" if self.error else "listening"
+        d: dict[str, Any] = {"service": str(self.ep), "state": state}
+        if self.error:
+            d["error"] = self.error
+        if self.udp is not None:
+            d["flows"] = len(self.udp.flows)
+        return d
+
+
+class _Follower(TableListener):
+    """Keeps the listeners in step with the table."""
+
+    def __init__(self, plane: ProxyDataPlane) -> None:
+        self.plane = plane
+
+    def service_added(self, svc: VirtualService) -> None:
+        self.plane._open(svc.key)
+
+    def service_deleted(self, svc: VirtualService) -> None:
+        self.plane._close(svc.key)
+
+
+class ProxyDataPlane:
+    """Socket-level full-NAT forwarding of every TCP and UDP virtual service in the table."""
+
+    name = "proxy"
+
+    def __init__(
+        self,
+        director: Director,
+        *,
+        connect_timeout: float = 3.0,
+        retries: int = 1,
+        high_water: int = 256 * 1024,
+        max_tcp_relays: int = 100_000,
+        max_udp_flows: int = 65_536,
+        housekeeping_interval: float = 1.0,
+        drive_tick: bool = True,
+    ) -> None:
+        if connect_timeout <= 0 or retries < 0 or high_water < 1024:
+            raise ValueError("connect_timeout > 0, retries >= 0 and high_water >= 1024 needed")
+        self.director = director
+        self.connect_timeout = connect_timeout
+        self.retries = retries
+        self.high_water = high_water
+        self.max_tcp_relays = max_tcp_relays
+        self.max_udp_flows = max_udp_flows
+        self.housekeeping_interval = housekeeping_interval
+        self.drive_tick = drive_tick
+        self.listeners: dict[ServiceKey, _Listener] = {}
+        self.skipped: dict[ServiceKey, str] = {}
+        self.ctx: ProxyContext | None = None
+        self._follower: _Follower | None = None
+        self._housekeeping: asyncio.TimerHandle | None = None
+
+    # ---- DataPlane -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.ctx is not None:
+            return
+        loop = asyncio.get_running_loop()
+        raise_nofile_limit()
+        self.ctx = ProxyContext(
+            loop, self.director, self.connect_timeout, self.retries, self.high_water,
+            self.max_tcp_relays, self.max_udp_flows,
+        )
+        self._follower = _Follower(self)
+        self.director.table.listeners.append(self._follower)
+        for svc in list(self.director.table.services()):
+            self._open(svc.key)
+        self._housekeeping = loop.call_later(self.housekeeping_interval, self._housekeep)
+
+    async def stop(self) -> None:
+        ctx = self.ctx
+        if ctx is None:
+            return
+        if self._follower is not None:
+            with contextlib.suppress(ValueError):
+                self.director.table.listeners.remove(self._follower)
+            self._follower = None
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            self._housekeeping = None
+        for key in list(self.listeners):
+            self._close(key)
+        for relay in list(ctx.relays):
+            relay.abort()
+        # Let the transports' connection_lost callbacks run before the loop may close.
+        await asyncio.sleep(0)
+        self.ctx = None
+
+    def describe(self) -> dict[str, Any]:
+        ctx = self.ctx
+        d: dict[str, Any] = {
+            "name": self.name,
+            "running": ctx is not None,
+            "listeners": [lst.describe() for lst in self.listeners.values()],
+            "skipped": {str(k): why for k, why in self.skipped.items()},
+        }
+        if ctx is not None:
+            d["counters"] = {
+                "tcp_relays": len(ctx.relays),
+                "udp_flows": len(ctx.udp_flows),
+                "accepted": ctx.accepted,
+                "refused": ctx.refused,
+                "connect_failures": ctx.connect_failures,
+                "retried": ctx.retried,
+                "udp_dropped": ctx.udp_dropped,
+            }
+        return d
+
+    # ---- counters --------------------------------------------------------------------------
+
+    def flush_stats(self) -> None:
+        """Hand every live relay's batched counts to the core now (the timer does it each second)."""
+        if self.ctx is not None:
+            for relay in self.ctx.relays:
+                relay.flush()
+
+    # ---- listeners -------------------------------------------------------------------------
+
+    def _open(self, key: ServiceKey) -> None:
+        ctx = self.ctx
+        if ctx is None or key in self.listeners or key in self.skipped:
+            return
+        if key.is_fwmark:
+            self._skip(key, "firewall-mark services cannot be served at socket level")
+            return
+        if key.port == 0:
+            self._skip(key, "port-0 (all ports) services cannot be served at socket level")
+            return
+        if key.protocol not in (Protocol.TCP, Protocol.UDP):
+            self._skip(key, "only TCP and UDP services are proxied")
+            return
+        ep = ServiceEndpoint.of(key)
+        lst = _Listener(ep)
+        self.listeners[key] = lst
+        kind = socket.SOCK_STREAM if key.protocol == Protocol.TCP else socket.SOCK_DGRAM
+        try:
+            sock = _bind_socket(ep, kind)
+        except OSError as e:
+            lst.error = f"cannot bind {ep.host}:{ep.vport}: {e.strerror or e}"
+            log.error("proxy: %s: %s", key, lst.error)
+            return
+        if kind == socket.SOCK_DGRAM:
+            lst.udp = UdpService(ctx, ep, sock)
+            return
+        lst.sock = sock
+        lst.opening = ctx.loop.create_task(self._serve(lst, ctx, sock))
+
+    async def _serve(self, lst: _Listener, ctx: ProxyContext, sock: socket.socket) -> None:
+        factory = functools.partial(ClientSide, ctx, lst.ep)
+        try:
+            lst.server = await ctx.loop.create_server(factory, sock=sock, backlog=DEFAULT_BACKLOG)
+        except OSError as e:
+            lst.error = f"cannot listen on {lst.ep.host}:{lst.ep.vport}: {e.strerror or e}"
+            log.error("proxy: %s: %s", lst.ep.key, lst.error)
+            sock.close()
+            lst.sock = None
+
+    def _skip(self, key: ServiceKey, why: str) -> None:
+        self.skipped[key] = why
+        log.warning("proxy: %s skipped: %s", key, why)
+
+    def _close(self, key: ServiceKey) -> None:
+        self.skipped.pop(key, None)
+        lst = self.listeners.pop(key, None)
+        if lst is not None:
+            lst.close()
+
+    # ---- housekeeping ----------------------------------------------------------------------
+
+    def _housekeep(self) -> None:
+        ctx = self.ctx
+        if ctx is None:
+            return
+        try:
+            for relay in ctx.relays:
+                relay.flush()
+            idle = float(self.director.table.timeouts.udp)
+            now = time.monotonic()
+            for lst in self.listeners.values():
+                if lst.udp is not None:
+                    lst.udp.expire(now, idle)
+            if self.drive_tick:
+                self.director.tick()
+        except Exception:  # keep the timer alive whatever one pass hit
+            log.exception("proxy: housekeeping failed")
+        self._housekeeping = ctx.loop.call_later(self.housekeeping_interval, self._housekeep)
