@@ -1,0 +1,407 @@
+"""The IPVS connection table: entries, the TCP/UDP state machines, timeouts and expiry.
+
+What this is for: remembering, per client connection, which real server it was given, so every
+later packet (or proxied byte) of that connection goes to the same place; and counting those
+connections on the real servers exactly as the kernel does (``ip_vs_conn.c``,
+``ip_vs_proto_tcp.c``, ``ip_vs_proto_udp.c`` of Linux 6.1): a connection is *active* while its
+TCP state is ESTABLISHED and *inactive* otherwise, a persistence template counts in
+``persistconns``, and the OVERLOAD flag of a real server follows its upper/lower thresholds as
+connections are bound and unbound.
+
+What this is not for: choosing real servers (schedulers and persistence live in
+``pylvs.core.director``) or touching packets and sockets. Everything here is driven by calls with
+the caller's clock value; nothing runs on its own.
+
+Layout, chosen for a million entries in a few hundred MB of Python:
+- An entry is a slotted ``Connection``. Client address, client port and protocol are packed into
+  one int (``ckey``) that is also the hash key, so they cost no objects of their own; virtual and
+  real-server addresses and ports are shared with the service and real server objects.
+- As in the kernel, entries are hashed on (protocol, client address, client port) only, so the
+  same hash serves client->VIP lookups and real-server->client (NAT reply) lookups; the rare
+  entries that share a key are chained through ``Connection.next``.
+- Expiry is a timer wheel of one-second buckets with lazy re-filing: refreshing a timer (every
+  packet) is one float store; an entry is only moved when its bucket comes due and its deadline
+  has moved on, or when a state change shortens its timeout. Each entry is touched O(1) times
+  per timeout period.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+from pylvs.core.model import DestFlags, RealServer, Timeouts
+
+# ---- IP_VS_CONN_F_* (include/uapi/linux/ip_vs.h) ---------------------------------------------
+CONN_F_FWD_MASK = 0x0007
+CONN_F_HASHED = 0x0040
+CONN_F_NOOUTPUT = 0x0080
+CONN_F_INACTIVE = 0x0100
+CONN_F_NO_CPORT = 0x0800
+CONN_F_TEMPLATE = 0x1000
+CONN_F_ONE_PACKET = 0x2000
+
+# ---- directions, as ip_vs_set_state takes them ----------------------------------------------
+DIR_INPUT = 0
+DIR_OUTPUT = 1
+DIR_INPUT_ONLY = 2
+
+# ---- TCP header flag bits (as in the header's flags byte) ------------------------------------
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_ACK = 0x10
+
+# ---- IP_VS_TCP_S_* ---------------------------------------------------------------------------
+TCP_S_NONE = 0
+TCP_S_ESTABLISHED = 1
+TCP_S_SYN_SENT = 2
+TCP_S_SYN_RECV = 3
+TCP_S_FIN_WAIT = 4
+TCP_S_TIME_WAIT = 5
+TCP_S_CLOSE = 6
+TCP_S_CLOSE_WAIT = 7
+TCP_S_LAST_ACK = 8
+TCP_S_LISTEN = 9
+TCP_S_SYNACK = 10
+
+TCP_STATE_NAMES = (
+    "NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE",
+    "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK",
+)
+# Seconds, as tcp_timeouts[] (ESTABLISHED and FIN_WAIT follow ``ipvsadm --set``).
+TCP_TIMEOUTS = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120)
+
+UDP_S_NORMAL = 0
+UDP_STATE_NAME = "UDP"
+
+# Persistence templates: IP_VS_CTPL_S_*.
+CTPL_S_NONE = 0
+CTPL_S_ASSURED = 1
+CTPL_STATE_NAMES = ("NONE", "ASSURED")
+
+# The timeout a fresh entry gets before its first state transition (ip_vs_conn_new: 3*HZ).
+INITIAL_TIMEOUT = 3
+
+_sNO, _sES, _sSS, _sSR, _sFW, _sTW, _sCL, _sCW, _sLA, _sLI, _sSA = range(11)
+
+# tcp_states[]: rows are [direction offset + flag index], columns the current state.
+# Row order per direction: syn, fin, ack, rst.
+_TCP_STATES: tuple[tuple[int, ...], ...] = (
+    # INPUT
+    (_sSR, _sES, _sES, _sSR, _sSR, _sSR, _sSR, _sSR, _sSR, _sSR, _sSR),
+    (_sCL, _sCW, _sSS, _sTW, _sTW, _sTW, _sCL, _sCW, _sLA, _sLI, _sTW),
+    (_sCL, _sES, _sSS, _sES, _sFW, _sTW, _sCL, _sCW, _sCL, _sLI, _sES),
+    (_sCL, _sCL, _sCL, _sSR, _sCL, _sCL, _sCL, _sCL, _sLA, _sLI, _sSR),
+    # OUTPUT
+    (_sSS, _sES, _sSS, _sSR, _sSS, _sSS, _sSS, _sSS, _sSS, _sLI, _sSR),
+    (_sTW, _sFW, _sSS, _sTW, _sFW, _sTW, _sCL, _sTW, _sLA, _sLI, _sTW),
+    (_sES, _sES, _sSS, _sES, _sFW, _sTW, _sCL, _sCW, _sLA, _sES, _sES),
+    (_sCL, _sCL, _sSS, _sCL, _sCL, _sTW, _sCL, _sCL, _sCL, _sCL, _sCL),
+    # INPUT-ONLY (the director sees only client->server packets: DR, TUN)
+    (_sSR, _sES, _sES, _sSR, _sSR, _sSR, _sSR, _sSR, _sSR, _sSR, _sSR),
+    (_sCL, _sFW, _sSS, _sTW, _sFW, _sTW, _sCL, _sCW, _sLA, _sLI, _sTW),
+    (_sCL, _sES, _sSS, _sES, _sFW, _sTW, _sCL, _sCW, _sCL, _sLI, _sES),
+    (_sCL, _sCL, _sCL, _sSR, _sCL, _sCL, _sCL, _sCL, _sLA, _sLI, _sCL),
+)
+_DIR_OFFSET = (0, 4, 8)
+
+
+def _flag_row(tcp_flags: int) -> int:
+    """tcp_state_idx(): RST beats SYN beats FIN beats ACK; -1 for none of them."""
+    if tcp_flags & TCP_RST:
+        return 3
+    if tcp_flags & TCP_SYN:
+        return 0
+    if tcp_flags & TCP_FIN:
+        return 1
+    if tcp_flags & TCP_ACK:
+        return 2
+    return -1
+
+
+# (direction, tcp flags, state) -> next state, flattened: index = (direction * 64 + flags) * 16
+# + state, for the six low flag bits (FIN SYN RST PSH ACK URG). Flag index -1
+# (a segment with none of SYN/FIN/ACK/RST) sends the kernel to CLOSE; those slots hold CLOSE.
+TCP_NEXT_STATE: list[int] = [_sCL] * (3 * 64 * 16)
+for _dir in (0, 1, 2):
+    for _flags in range(64):
+        _row = _flag_row(_flags)
+        for _st in range(11):
+            _nxt = _sCL if _row < 0 else _TCP_STATES[_DIR_OFFSET[_dir] + _row][_st]
+            TCP_NEXT_STATE[(_dir * 64 + _flags) * 16 + _st] = _nxt
+del _dir, _flags, _row, _st, _nxt
+
+
+def tcp_next_state(state: int, direction: int, tcp_flags: int) -> int:
+    """The state after a segment with ``tcp_flags`` seen in ``direction`` (set_tcp_state)."""
+    return TCP_NEXT_STATE[(direction * 64 + (tcp_flags & 0x3F)) * 16 + state]
+
+
+def tcp_timeout_table(timeouts: Timeouts) -> tuple[int, ...]:
+    """Per-state TCP timeouts with the ``--set tcp tcpfin`` values applied."""
+    t = list(TCP_TIMEOUTS)
+    t[TCP_S_ESTABLISHED] = timeouts.tcp
+    t[TCP_S_FIN_WAIT] = timeouts.tcp_fin
+    return tuple(t)
+
+
+class _Bucket:
+    """One second of the timer wheel: the entries whose deadline falls within it."""
+
+    __slots__ = ("at", "conns")
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.conns: list[Connection] = []
+
+
+class Connection:
+    """One IPVS connection entry or persistence template (``struct ip_vs_conn``).
+
+    ``state`` is the kernel's number (``TCP_S_*``, ``UDP_S_NORMAL`` or ``CTPL_S_*`` for a
+    template); ``state_name`` the word ``ipvsadm -Lc`` prints. Addresses are packed bytes and
+    ports host-order ints, as data planes read them off packets.
+    """
+
+    __slots__ = (
+        "bucket", "ckey", "control", "daddr", "deadline", "dest", "dport", "flags", "n_control",
+        "next", "state", "timeout", "vaddr", "vport",
+    )
+
+    def __init__(
+        self, ckey: int, vaddr: bytes, vport: int, dest: RealServer, dport: int, flags: int,
+    ) -> None:
+        self.ckey = ckey
+        self.vaddr = vaddr
+        self.vport = vport
+        self.dest = dest
+        self.daddr = dest.addr_packed
+        self.dport = dport
+        self.flags = flags
+        self.state = 0
+        self.timeout = INITIAL_TIMEOUT
+        self.deadline = 0.0
+        self.bucket: _Bucket | None = None
+        self.control: Connection | None = None
+        self.n_control = 0
+        self.next: Connection | None = None
+
+    # Client address, port and protocol live in ``ckey`` (see ``make_ckey``).
+    @property
+    def protocol(self) -> int:
+        return self.ckey & 0xFF
+
+    @property
+    def cport(self) -> int:
+        return (self.ckey >> 8) & 0xFFFF
+
+    @property
+    def caddr(self) -> bytes:
+        return ((self.ckey >> 24) & _ADDR_MASK).to_bytes(len(self.vaddr), "big")
+
+    @property
+    def is_template(self) -> bool:
+        return bool(self.flags & CONN_F_TEMPLATE)
+
+    @property
+    def active(self) -> bool:
+        """Counted in the real server's ActiveConn (not a template, not INACTIVE)."""
+        return not self.flags & (CONN_F_INACTIVE | CONN_F_TEMPLATE)
+
+    @property
+    def alive(self) -> bool:
+        """Still in the table (False once expired, and for one-packet entries never stored)."""
+        return self.bucket is not None
+
+    @property
+    def state_name(self) -> str:
+        if self.flags & CONN_F_TEMPLATE:
+            return CTPL_STATE_NAMES[self.state] if self.state < 2 else "ERR!"
+        p = self.ckey & 0xFF
+        if p == 6:
+            return TCP_STATE_NAMES[self.state] if self.state < 11 else "ERR!"
+        if p == 17:
+            return UDP_STATE_NAME
+        return "NONE"
+
+    def __repr__(self) -> str:
+        return (
+            f"Connection(proto={self.protocol} {self.caddr.hex()}:{self.cport} -> "
+            f"{self.vaddr.hex()}:{self.vport} -> {self.daddr.hex()}:{self.dport} "
+            f"{self.state_name})"
+        )
+
+
+# 128 bits of address; the family is told apart by the length of vaddr (same family as caddr).
+_ADDR_MASK = (1 << 128) - 1
+_V6_MARK = 1 << 160
+
+
+def make_ckey(protocol: int, caddr: bytes, cport: int) -> int:
+    """The hash key of an entry: protocol, client address and port in one int.
+
+    IPv6 keys carry a marker bit above the address so that ``::a.b.c.d`` and ``a.b.c.d`` differ.
+    """
+    k = (int.from_bytes(caddr, "big") << 24) | (cport << 8) | protocol
+    if len(caddr) == 16:
+        k |= _V6_MARK
+    return k
+
+
+def bind_dest(conn: Connection, dest: RealServer) -> None:
+    """ip_vs_bind_dest: count a new entry on its real server and raise OVERLOAD if due."""
+    if conn.flags & CONN_F_TEMPLATE:
+        dest.persistconns += 1
+    elif conn.flags & CONN_F_INACTIVE:
+        dest.inactconns += 1
+    else:
+        dest.activeconns += 1
+    if dest.u_threshold and dest.activeconns + dest.inactconns >= dest.u_threshold:
+        dest.flags |= DestFlags.OVERLOAD
+
+
+def unbind_dest(conn: Connection, dest: RealServer) -> None:
+    """ip_vs_unbind_dest: uncount an entry and clear OVERLOAD once below the low-water mark."""
+    if conn.flags & CONN_F_TEMPLATE:
+        dest.persistconns -= 1
+    elif conn.flags & CONN_F_INACTIVE:
+        dest.inactconns -= 1
+    else:
+        dest.activeconns -= 1
+    if dest.flags & DestFlags.OVERLOAD:
+        total = dest.activeconns + dest.inactconns
+        if dest.l_threshold:
+            if total < dest.l_threshold:
+                dest.flags &= ~DestFlags.OVERLOAD
+        elif dest.u_threshold:
+            if total * 4 < dest.u_threshold * 3:
+                dest.flags &= ~DestFlags.OVERLOAD
+        else:
+            dest.flags &= ~DestFlags.OVERLOAD
+
+
+class ConnectionTable:
+    """Entries by hash key, plus the timer wheel that expires them.
+
+    ``on_expire(conn, now)`` is called for an entry whose deadline has passed; it returns True to
+    let the table drop it, False when it re-armed the entry instead (a template that still
+    controls connections).
+    """
+
+    def __init__(self, on_expire: Callable[[Connection, float], bool], now: float) -> None:
+        self.conns: dict[int, Connection] = {}
+        self.templates: dict[int, Connection] = {}
+        self.count = 0  # entries stored (connections and templates)
+        self._wheel: dict[int, _Bucket] = {}
+        self._wheel_pos = math.floor(now)  # every bucket at or before this second is done
+        self._on_expire = on_expire
+
+    # ---- hashing -------------------------------------------------------------------------
+
+    @staticmethod
+    def _link(table: dict[int, Connection], conn: Connection) -> None:
+        conn.next = table.get(conn.ckey)
+        table[conn.ckey] = conn
+
+    @staticmethod
+    def _unlink(table: dict[int, Connection], conn: Connection) -> None:
+        head = table.get(conn.ckey)
+        if head is conn:
+            if conn.next is None:
+                del table[conn.ckey]
+            else:
+                table[conn.ckey] = conn.next
+        else:
+            while head is not None:
+                if head.next is conn:
+                    head.next = conn.next
+                    break
+                head = head.next
+        conn.next = None
+
+    def insert(self, conn: Connection, now: float) -> None:
+        self._link(self.templates if conn.flags & CONN_F_TEMPLATE else self.conns, conn)
+        conn.flags |= CONN_F_HASHED
+        self.count += 1
+        self.arm(conn, now)
+
+    def unhash(self, conn: Connection) -> None:
+        """Take an entry out of the hash (it stays on the wheel until it expires)."""
+        if conn.flags & CONN_F_HASHED:
+            self._unlink(self.templates if conn.flags & CONN_F_TEMPLATE else self.conns, conn)
+            conn.flags &= ~CONN_F_HASHED
+
+    def remove(self, conn: Connection) -> None:
+        self.unhash(conn)
+        conn.bucket = None
+        self.count -= 1
+
+    # ---- the timer wheel -----------------------------------------------------------------
+
+    def arm(self, conn: Connection, now: float) -> None:
+        """Set the deadline to ``now + conn.timeout`` and file the entry no later than it."""
+        deadline = now + conn.timeout
+        conn.deadline = deadline
+        b = conn.bucket
+        sec = math.ceil(deadline)
+        if b is not None and b.at <= sec:
+            return  # its bucket comes first; it is re-filed then
+        if sec <= self._wheel_pos:
+            sec = self._wheel_pos + 1
+        bucket = self._wheel.get(sec)
+        if bucket is None:
+            bucket = self._wheel[sec] = _Bucket(sec)
+        bucket.conns.append(conn)
+        conn.bucket = bucket
+
+    def expire(self, now: float) -> int:
+        """Run every bucket due by ``now``; returns how many entries were dropped."""
+        end = math.floor(now)
+        pos = self._wheel_pos
+        if end <= pos:
+            return 0
+        wheel = self._wheel
+        if end - pos > 2 * len(wheel) + 64:
+            due = sorted(s for s in wheel if s <= end)
+        else:
+            due = [s for s in range(pos + 1, end + 1) if s in wheel]
+        self._wheel_pos = end
+        dropped = 0
+        on_expire = self._on_expire
+        for sec in due:
+            bucket = wheel.pop(sec)
+            for conn in bucket.conns:
+                if conn.bucket is not bucket:
+                    continue  # stale: re-filed earlier, or already gone
+                conn.bucket = None
+                if conn.deadline > now:
+                    self._refile(conn)
+                elif on_expire(conn, now):
+                    self.unhash(conn)
+                    self.count -= 1
+                    dropped += 1
+                elif conn.bucket is None:
+                    self._refile(conn)
+        return dropped
+
+    def _refile(self, conn: Connection) -> None:
+        sec = math.ceil(conn.deadline)
+        if sec <= self._wheel_pos:
+            sec = self._wheel_pos + 1
+        bucket = self._wheel.get(sec)
+        if bucket is None:
+            bucket = self._wheel[sec] = _Bucket(sec)
+        bucket.conns.append(conn)
+        conn.bucket = bucket
+
+    # ---- listing -------------------------------------------------------------------------
+
+    def entries(self) -> Iterator[Connection]:
+        """Every stored entry: connections, then templates (hash order within each)."""
+        for table in (self.conns, self.templates):
+            for head in table.values():
+                c: Connection | None = head
+                while c is not None:
+                    yield c
+                    c = c.next

@@ -1,0 +1,575 @@
+"""The director's brain without I/O: which real server a new connection goes to, and what
+happens to it afterwards.
+
+What this is for: everything ``ip_vs_core.c`` decides for a packet, as plain calls a data plane
+makes with the addresses and flags it read off the wire (or off a socket): find the virtual
+service (fwmark, exact port, then port 0), apply persistence templates (``-p``/``-M``), ask the
+scheduler, create and count the connection entry, run the TCP/UDP state machines, account
+packets and bytes, expire entries and run the rate estimator on the caller's clock. The same
+object serves the socket proxy (``proxy_*`` events) and the packet forwarder (``tcp_packet``).
+
+What this is not for: moving packets, opening sockets, timers or threads. Data planes own those
+and call in; ``tick()`` must be called regularly (once a second is plenty).
+
+Addresses are packed bytes (4 or 16), ports host-order ints, exactly as read from headers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+
+from pylvs.core.conntrack import (
+    CONN_F_INACTIVE,
+    CONN_F_NOOUTPUT,
+    CONN_F_ONE_PACKET,
+    CONN_F_TEMPLATE,
+    CTPL_S_ASSURED,
+    DIR_INPUT,
+    DIR_INPUT_ONLY,
+    DIR_OUTPUT,
+    INITIAL_TIMEOUT,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_NEXT_STATE,
+    TCP_RST,
+    TCP_S_CLOSE,
+    TCP_S_CLOSE_WAIT,
+    TCP_S_ESTABLISHED,
+    TCP_S_FIN_WAIT,
+    TCP_S_SYN_RECV,
+    TCP_S_TIME_WAIT,
+    TCP_SYN,
+    UDP_S_NORMAL,
+    Connection,
+    ConnectionTable,
+    bind_dest,
+    make_ckey,
+    tcp_next_state,
+    tcp_timeout_table,
+    unbind_dest,
+)
+from pylvs.core.model import (
+    AF_INET,
+    AF_INET6,
+    DEFAULT_PERSISTENCE_TIMEOUT,
+    ConnEntry,
+    DestFlags,
+    ForwardingMethod,
+    RealServer,
+    ServiceKey,
+    Timeouts,
+    VirtualService,
+)
+from pylvs.core.stats import ESTIMATOR_PERIOD
+from pylvs.core.table import IPVSTable, TableListener
+
+# Re-exported so data planes can import everything they need from here.
+__all__ = [
+    "CONN_F_INACTIVE",
+    "CONN_F_NOOUTPUT",
+    "CONN_F_ONE_PACKET",
+    "CONN_F_TEMPLATE",
+    "DIR_INPUT",
+    "DIR_INPUT_ONLY",
+    "DIR_OUTPUT",
+    "INITIAL_TIMEOUT",
+    "TCP_ACK",
+    "TCP_FIN",
+    "TCP_RST",
+    "TCP_SYN",
+    "TCP_S_CLOSE",
+    "TCP_S_CLOSE_WAIT",
+    "TCP_S_ESTABLISHED",
+    "TCP_S_FIN_WAIT",
+    "TCP_S_SYN_RECV",
+    "TCP_S_TIME_WAIT",
+    "UDP_S_NORMAL",
+    "Connection",
+    "Director",
+]
+
+_IPPROTO_IP = 0
+_IPPROTO_TCP = 6
+_IPPROTO_UDP = 17
+_FTPPORT = 21
+
+
+class _ServiceCache(TableListener):
+    """Service lookup by packed address, dropped whenever the table's services change."""
+
+    def __init__(self) -> None:
+        self.by_addr: dict[tuple[int, bytes, int], VirtualService | None] = {}
+        self.by_mark: dict[tuple[int, int], VirtualService | None] = {}
+
+    def clear(self) -> None:
+        self.by_addr.clear()
+        self.by_mark.clear()
+
+    def service_added(self, svc: VirtualService) -> None:
+        self.clear()
+
+    def service_deleted(self, svc: VirtualService) -> None:
+        self.clear()
+
+
+class Director:
+    """The connection-handling half of an IPVS director, owning a table and its connections.
+
+    Not thread-safe: one event loop owns it. ``clock`` is a monotonic seconds source; tests pass
+    a fake one. Past ``max_connections`` stored entries, new connections are refused (counted in
+    ``refused_full``) so a SYN flood cannot grow memory without bound.
+    """
+
+    def __init__(
+        self,
+        table: IPVSTable | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_connections: int = 1_000_000,
+    ) -> None:
+        self.table = table if table is not None else IPVSTable()
+        self.clock = clock
+        self.max_connections = max_connections
+        # sysctl net.ipv4.vs.expire_quiescent_template (off by default, as in the kernel).
+        self.expire_quiescent_template = False
+        self.refused_full = 0
+        self.refused_no_dest = 0
+        now = clock()
+        self.conns = ConnectionTable(self._expire, now)
+        self._next_estimate = now + ESTIMATOR_PERIOD
+        self._services = _ServiceCache()
+        self.table.listeners.append(self._services)
+        self.table.connection_provider = self.connection_entries
+        self._timeouts_src: Timeouts | None = None
+        self._tcp_timeouts: tuple[int, ...] = ()
+        self._udp_timeout = 300
+        self._load_timeouts()
+
+    # ---- timeouts --------------------------------------------------------------------------
+
+    def _load_timeouts(self) -> None:
+        t = self.table.timeouts
+        self._timeouts_src = t
+        self._tcp_timeouts = tcp_timeout_table(t)
+        self._udp_timeout = t.udp
+
+    def _tcp_timeout(self, state: int) -> int:
+        if self.table.timeouts is not self._timeouts_src:
+            self._load_timeouts()
+        return self._tcp_timeouts[state]
+
+    def _udp_timeout_now(self) -> int:
+        if self.table.timeouts is not self._timeouts_src:
+            self._load_timeouts()
+        return self._udp_timeout
+
+    # ---- service lookup --------------------------------------------------------------------
+
+    def find_service(
+        self, protocol: int, vaddr: bytes, vport: int, fwmark: int = 0,
+    ) -> VirtualService | None:
+        """ip_vs_service_find: the fwmark service first, then exact port, then port 0."""
+        cache = self._services
+        if fwmark:
+            mk = (fwmark, len(vaddr))
+            try:
+                svc = cache.by_mark[mk]
+            except KeyError:
+                af = AF_INET6 if len(vaddr) == 16 else AF_INET
+                svc = cache.by_mark[mk] = self.table.lookup(ServiceKey.mark(fwmark, af))
+            if svc is not None:
+                return svc
+        k = (protocol, vaddr, vport)
+        try:
+            return cache.by_addr[k]
+        except KeyError:
+            pass
+        if len(cache.by_addr) > 65536:
+            cache.by_addr.clear()  # a scan of many VIPs/ports must not grow the cache
+        svc = self.table.lookup_inet(protocol, ipaddress.ip_address(vaddr), vport)
+        cache.by_addr[k] = svc
+        return svc
+
+    # ---- new connections -------------------------------------------------------------------
+
+    def schedule(
+        self, protocol: int, caddr: bytes, cport: int, vaddr: bytes, vport: int, fwmark: int = 0,
+    ) -> Connection | None:
+        """A new connection's first packet has arrived: bind it to a real server.
+
+        The entry comes back already moved by that first packet (a TCP SYN from the client:
+        SYN_RECV; UDP: its one state), so a data plane that also reports the SYN through
+        ``tcp_packet`` changes nothing. ``None``: no service, port 0 without persistence, no
+        real server available, or the table is full. With ``-o`` (one-packet) on a UDP
+        service the entry is returned but not kept.
+        """
+        svc = self.find_service(protocol, vaddr, vport, fwmark)
+        if svc is None:
+            return None
+        now = self.clock()
+        ckey = make_ckey(protocol, caddr, cport)
+        head = self.conns.conns.get(ckey)
+        if head is not None:
+            old = self._match(head, vaddr, vport)
+            if old is not None:
+                # conn_reuse_mode: a new SYN on a TIME_WAIT entry without persistence starts over.
+                if (
+                    protocol == _IPPROTO_TCP and old.state == TCP_S_TIME_WAIT
+                    and old.control is None
+                ):
+                    self._drop(old)
+                else:
+                    return old
+        if self.conns.count >= self.max_connections:
+            self.refused_full += 1
+            return None
+        if svc.flags & 0x0001:  # IP_VS_SVC_F_PERSISTENT
+            return self._schedule_persist(svc, protocol, caddr, cport, vaddr, vport, ckey, now)
+        if not svc.key.fwmark and vport != svc.key.port:
+            return None  # port zero is only supported by persistent services
+        sched = svc.scheduler
+        dest = sched.schedule(caddr, cport, vaddr, vport, now) if sched is not None else None
+        if dest is None:
+            self.refused_no_dest += 1
+            return None
+        one_packet = bool(svc.flags & 0x0004) and protocol == _IPPROTO_UDP
+        conn = self._new_conn(ckey, vaddr, svc.key.port or vport, dest,
+                              dest.port or vport, one_packet)
+        self._count_new(conn, dest, svc)
+        self._first_packet(conn, protocol, now)
+        return conn
+
+    @staticmethod
+    def _match(head: Connection, vaddr: bytes, vport: int) -> Connection | None:
+        c: Connection | None = head
+        while c is not None:
+            if c.vport == vport and c.vaddr == vaddr:
+                return c
+            c = c.next
+        return None
+
+    def _new_conn(
+        self, ckey: int, vaddr: bytes, vport: int, dest: RealServer, dport: int,
+        one_packet: bool,
+    ) -> Connection:
+        fwd = int(dest.fwd)
+        flags = fwd | CONN_F_INACTIVE
+        if fwd != ForwardingMethod.MASQ:
+            flags |= CONN_F_NOOUTPUT
+        if one_packet:
+            flags |= CONN_F_ONE_PACKET
+        return Connection(ckey, vaddr, vport, dest, dport, flags)
+
+    def _count_new(self, conn: Connection, dest: RealServer, svc: VirtualService) -> None:
+        """ip_vs_conn_stats plus, for a kept entry, ip_vs_bind_dest."""
+        dest.stats.conns += 1
+        svc.stats.conns += 1
+        self.table.total.conns += 1
+        if not conn.flags & CONN_F_ONE_PACKET:
+            bind_dest(conn, dest)
+
+    def _first_packet(self, conn: Connection, protocol: int, now: float) -> None:
+        if protocol == _IPPROTO_TCP:
+            # The first segment is the client's SYN: NONE -> SYN_RECV in every direction table.
+            conn.state = TCP_S_SYN_RECV
+            conn.timeout = self._tcp_timeout(TCP_S_SYN_RECV)
+        else:
+            conn.state = UDP_S_NORMAL
+            conn.timeout = self._udp_timeout_now()
+        if conn.flags & CONN_F_ONE_PACKET:
+            return
+        self.conns.insert(conn, now)
+
+    def _schedule_persist(
+        self, svc: VirtualService, protocol: int, caddr: bytes, cport: int, vaddr: bytes,
+        vport: int, ckey: int, now: float,
+    ) -> Connection | None:
+        """ip_vs_sched_persist: reuse or create the client network's template, then the entry."""
+        snet = self._mask(svc, caddr)
+        svc_port = svc.key.port
+        if svc.key.fwmark:
+            # fwmark template: <IPPROTO_IP, snet, 0, fwmark, 0>
+            t_proto, t_vaddr, t_vport = _IPPROTO_IP, _fwmark_addr(svc.key.fwmark, len(vaddr)), 0
+        elif vport == svc_port and svc_port != _FTPPORT:
+            t_proto, t_vaddr, t_vport = protocol, vaddr, vport
+        else:
+            # port-zero (and FTP) template: <protocol, snet, 0, vaddr, 0>
+            t_proto, t_vaddr, t_vport = protocol, vaddr, 0
+        tkey = make_ckey(t_proto, snet, 0)
+        ct: Connection | None = None
+        head = self.conns.templates.get(tkey)
+        if head is not None:
+            ct = self._match(head, t_vaddr, t_vport)
+            if ct is not None and not self._check_template(ct):
+                ct = None
+        if ct is None:
+            if self.conns.count + 1 >= self.max_connections:
+                self.refused_full += 1
+                return None
+            sched = svc.scheduler
+            dest = sched.schedule(caddr, cport, vaddr, vport, now) if sched is not None else None
+            if dest is None:
+                self.refused_no_dest += 1
+                return None
+            t_dport = dest.port if (vport == svc_port and svc_port != _FTPPORT) else 0
+            ct = Connection(tkey, t_vaddr, t_vport, dest, t_dport,
+                            int(dest.fwd) | CONN_F_TEMPLATE)
+            ct.state = 0
+            ct.timeout = svc.timeout or DEFAULT_PERSISTENCE_TIMEOUT
+            bind_dest(ct, dest)
+            self.conns.insert(ct, now)
+        else:
+            dest = ct.dest
+        dport = vport
+        if dport == svc_port and dest.port:
+            dport = dest.port
+        one_packet = bool(svc.flags & 0x0004) and protocol == _IPPROTO_UDP
+        conn = self._new_conn(ckey, vaddr, svc_port or vport, dest, dport, one_packet)
+        if not one_packet:
+            conn.control = ct
+            ct.n_control += 1
+        self._count_new(conn, dest, svc)
+        self._first_packet(conn, protocol, now)
+        # ip_vs_conn_put(ct): the template's timer restarts with every connection it hands out.
+        self.conns.arm(ct, now)
+        return conn
+
+    @staticmethod
+    def _mask(svc: VirtualService, caddr: bytes) -> bytes:
+        if len(caddr) == 4:
+            mask = svc.netmask & 0xFFFFFFFF
+            if mask == 0xFFFFFFFF:
+                return caddr
+            return (int.from_bytes(caddr, "big") & mask).to_bytes(4, "big")
+        plen = svc.netmask if 0 < svc.netmask <= 128 else 128
+        if plen == 128:
+            return caddr
+        m = ((1 << plen) - 1) << (128 - plen)
+        return (int.from_bytes(caddr, "big") & m).to_bytes(16, "big")
+
+    def _check_template(self, ct: Connection) -> bool:
+        """ip_vs_check_template: a template whose server is gone (or quiescent, if so set)
+        no longer binds; it is unhashed so the next connection makes a fresh one."""
+        dest = ct.dest
+        if not dest.flags & DestFlags.AVAILABLE or (
+            self.expire_quiescent_template and dest.weight == 0
+        ):
+            self.conns.unhash(ct)
+            return False
+        return True
+
+    # ---- lookups ---------------------------------------------------------------------------
+
+    def lookup(
+        self, protocol: int, caddr: bytes, cport: int, vaddr: bytes, vport: int,
+    ) -> Connection | None:
+        """The entry of a client->VIP packet, or None (then ``schedule`` it if it opens one)."""
+        k = (int.from_bytes(caddr, "big") << 24) | (cport << 8) | protocol
+        if len(caddr) == 16:
+            k |= 1 << 160
+        c = self.conns.conns.get(k)
+        while c is not None:
+            if c.vport == vport and c.vaddr == vaddr:
+                return c
+            c = c.next
+        return None
+
+    def lookup_reply(
+        self, protocol: int, daddr: bytes, dport: int, caddr: bytes, cport: int,
+    ) -> Connection | None:
+        """The entry of a real server->client packet (NAT replies), by its source and
+        destination."""
+        k = (int.from_bytes(caddr, "big") << 24) | (cport << 8) | protocol
+        if len(caddr) == 16:
+            k |= 1 << 160
+        c = self.conns.conns.get(k)
+        while c is not None:
+            if c.dport == dport and c.daddr == daddr:
+                return c
+            c = c.next
+        return None
+
+    # ---- state machines --------------------------------------------------------------------
+
+    def tcp_packet(self, conn: Connection, direction: int, tcp_flags: int) -> None:
+        """set_tcp_state: a segment with ``tcp_flags`` passed in ``direction``; the entry's
+        timer restarts with the timeout of its (new) state."""
+        if conn.bucket is None:
+            return  # expired or never stored
+        flags = conn.flags
+        if flags & CONN_F_NOOUTPUT:
+            if direction == DIR_OUTPUT:
+                conn.flags = flags = flags & ~CONN_F_NOOUTPUT
+            else:
+                direction = DIR_INPUT_ONLY
+        old = conn.state
+        new = TCP_NEXT_STATE[(direction * 64 + (tcp_flags & 0x3F)) * 16 + old]
+        now = self.clock()
+        if new == old:
+            conn.deadline = now + conn.timeout
+            return
+        self._set_tcp_state(conn, new, now)
+
+    def _set_tcp_state(self, conn: Connection, new: int, now: float) -> None:
+        flags = conn.flags
+        dest = conn.dest
+        if new == TCP_S_ESTABLISHED:
+            if flags & CONN_F_INACTIVE:
+                dest.activeconns += 1
+                dest.inactconns -= 1
+                conn.flags = flags & ~CONN_F_INACTIVE
+            ct = conn.control
+            if ct is not None and ct.flags & CONN_F_TEMPLATE:
+                ct.state |= CTPL_S_ASSURED
+        elif not flags & CONN_F_INACTIVE:
+            dest.activeconns -= 1
+            dest.inactconns += 1
+            conn.flags = flags | CONN_F_INACTIVE
+        conn.state = new
+        conn.timeout = self._tcp_timeout(new)
+        self.conns.arm(conn, now)
+
+    def udp_packet(self, conn: Connection, direction: int) -> None:
+        """udp_state_transition: restart the timer; a reply assures the template."""
+        if conn.bucket is None:
+            return
+        conn.timeout = self._udp_timeout_now()
+        if direction == DIR_OUTPUT:
+            conn.flags &= ~CONN_F_NOOUTPUT
+            ct = conn.control
+            if ct is not None:
+                ct.state |= CTPL_S_ASSURED
+        self.conns.arm(conn, self.clock())
+
+    # ---- socket-level data planes ----------------------------------------------------------
+
+    def proxy_established(self, conn: Connection) -> None:
+        """Both legs of a proxied TCP connection are up: ESTABLISHED, counted active."""
+        if conn.bucket is None or conn.ckey & 0xFF != _IPPROTO_TCP:
+            return
+        conn.flags &= ~CONN_F_NOOUTPUT
+        if conn.state != TCP_S_ESTABLISHED:
+            self._set_tcp_state(conn, TCP_S_ESTABLISHED, self.clock())
+
+    def proxy_half_closed(self, conn: Connection, by_client: bool) -> None:
+        """One side sent FIN: the client's is an input FIN, the server's an output FIN."""
+        if conn.bucket is None or conn.ckey & 0xFF != _IPPROTO_TCP:
+            return
+        conn.flags &= ~CONN_F_NOOUTPUT
+        new = tcp_next_state(conn.state, DIR_INPUT if by_client else DIR_OUTPUT, TCP_FIN)
+        now = self.clock()
+        if new == conn.state:
+            conn.deadline = now + conn.timeout
+        else:
+            self._set_tcp_state(conn, new, now)
+
+    def proxy_closed(self, conn: Connection) -> None:
+        """Both sides closed: TIME_WAIT, inactive until it expires (UDP: nothing to do)."""
+        if conn.bucket is None or conn.ckey & 0xFF != _IPPROTO_TCP:
+            return
+        self._set_tcp_state(conn, TCP_S_TIME_WAIT, self.clock())
+
+    # ---- counters --------------------------------------------------------------------------
+
+    def account(self, conn: Connection, direction: int, packets: int, nbytes: int) -> None:
+        """ip_vs_in_stats / ip_vs_out_stats: ``DIR_OUTPUT`` is real server->client, anything
+        else client->real server. Also restarts the entry's timer, as any packet does."""
+        dest = conn.dest
+        svc = dest.service
+        total = self.table.total
+        if direction == DIR_OUTPUT:
+            s = dest.stats
+            s.outpkts += packets
+            s.outbytes += nbytes
+            if svc is not None:
+                s = svc.stats
+                s.outpkts += packets
+                s.outbytes += nbytes
+            total.outpkts += packets
+            total.outbytes += nbytes
+        else:
+            s = dest.stats
+            s.inpkts += packets
+            s.inbytes += nbytes
+            if svc is not None:
+                s = svc.stats
+                s.inpkts += packets
+                s.inbytes += nbytes
+            total.inpkts += packets
+            total.inbytes += nbytes
+        if conn.bucket is not None:
+            conn.deadline = self.clock() + conn.timeout
+
+    # ---- time ------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Expire due entries and run the rate estimator every 2 s of clock time."""
+        now = self.clock()
+        self.conns.expire(now)
+        if now >= self._next_estimate:
+            self.table.estimate()
+            self._next_estimate += ESTIMATOR_PERIOD
+            if now >= self._next_estimate:
+                # The caller slept through several periods: the kernel's timer would have run
+                # late once too; resynchronise instead of replaying the missed ticks.
+                self._next_estimate = now + ESTIMATOR_PERIOD
+
+    def _expire(self, conn: Connection, now: float) -> bool:
+        """ip_vs_conn_expire: drop an entry, or keep a template that still controls some."""
+        if conn.n_control:
+            conn.deadline = now + conn.timeout
+            return False
+        self._release(conn)
+        return True
+
+    def _release(self, conn: Connection) -> None:
+        """Undo an entry's counts and its link to its template."""
+        ct = conn.control
+        if ct is not None:
+            ct.n_control -= 1
+            conn.control = None
+        unbind_dest(conn, conn.dest)
+
+    def _drop(self, conn: Connection) -> None:
+        """ip_vs_conn_expire_now for an entry that is being replaced."""
+        self._release(conn)
+        self.conns.remove(conn)
+
+    # ---- listing ---------------------------------------------------------------------------
+
+    @property
+    def connection_count(self) -> int:
+        """Stored entries, templates included."""
+        return self.conns.count
+
+    def connection_entries(self) -> list[ConnEntry]:
+        """The rows of ``ipvsadm -Lc``: connections and persistence templates."""
+        now = self.clock()
+        rows: list[ConnEntry] = []
+        for c in self.conns.entries():
+            vlen = len(c.vaddr)
+            af = AF_INET6 if vlen == 16 else AF_INET
+            caddr = ipaddress.ip_address(c.caddr)
+            vaddr = ipaddress.ip_address(c.vaddr)
+            rows.append(ConnEntry(
+                protocol=c.ckey & 0xFF,
+                af=af,
+                caddr=caddr,
+                cport=c.cport,
+                vaddr=vaddr,
+                vport=c.vport,
+                daddr=c.dest.addr,
+                dport=c.dport,
+                state=c.state_name,
+                expires=max(0.0, c.deadline - now),
+                flags=c.flags,
+            ))
+        return rows
+
+
+def _fwmark_addr(fwmark: int, length: int) -> bytes:
+    """A fwmark template's "virtual address": the mark in the first four bytes, as the kernel
+    stores it in a ``union nf_inet_addr``."""
+    return fwmark.to_bytes(4, "big") + bytes(length - 4)
+
