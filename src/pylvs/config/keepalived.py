@@ -1,0 +1,657 @@
+"""keepalived.conf: global_defs, vrrp_script, vrrp_instance and vrrp_sync_group as typed,
+immutable dataclasses, with keepalived's defaults and its file:line diagnostics.
+
+``load(path)`` returns a :class:`KeepalivedConfig` or raises :class:`ConfigError`; unknown
+keywords are warnings (keepalived logs them and runs), malformed values and braces are errors
+(nothing starts). Top-level blocks this part does not interpret (virtual_server,
+virtual_server_group, static_ipaddress, ...) are kept as generic :class:`Statement` trees in
+``other`` so the health-check part can interpret them from the same parse.
+
+Not for: running anything, or checking the host (interfaces, script paths): that is the driver's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from pylvs.config.grammar import ConfigError, Diagnostic, Reader, Statement, parse_tree
+
+__all__ = [
+    "ConfigError", "Diagnostic", "GlobalDefs", "KeepalivedConfig", "Statement", "TrackInterface",
+    "TrackScript", "VRRPInstance", "VRRPScript", "VRRPSyncGroup", "VirtualIP", "load", "parse_text",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalDefs:
+    router_id: str | None = None
+    notification_email: tuple[str, ...] = ()
+    notification_email_from: str | None = None
+    smtp_server: str | None = None
+    smtp_connect_timeout: int = 30
+    vrrp_mcast_group4: str = "224.0.0.18"
+    vrrp_mcast_group6: str = "ff02::12"
+    vrrp_version: int = 2
+    vrrp_garp_master_delay: float = 5.0
+    vrrp_garp_master_repeat: int = 5
+    vrrp_garp_master_refresh: float = 0.0
+    vrrp_garp_master_refresh_repeat: int = 1
+    vrrp_garp_lower_prio_repeat: int = 0
+    vrrp_lower_prio_no_advert: bool = False
+    vrrp_higher_prio_send_advert: bool = False
+    vrrp_skip_check_adv_addr: bool = False
+    vrrp_strict: bool = False
+    enable_script_security: bool = False
+    script_user: str | None = None
+    other: tuple[Statement, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualIP:
+    """One line of virtual_ipaddress: ``<ip>[/<prefix>] [brd X] [dev IF] [scope S] [label L]``."""
+
+    address: str  # "ip/prefix"
+    dev: str | None = None
+    label: str | None = None
+    scope: str | None = None
+    broadcast: str | None = None
+    line: int = 0
+
+    @property
+    def family(self) -> int:
+        return ipaddress.ip_interface(self.address).version
+
+
+@dataclass(frozen=True, slots=True)
+class TrackInterface:
+    name: str
+    weight: int = 0  # 0: interface down puts the instance in FAULT
+
+
+@dataclass(frozen=True, slots=True)
+class TrackScript:
+    name: str
+    weight: int | None = None  # None: use the vrrp_script's own weight
+
+
+@dataclass(frozen=True, slots=True)
+class VRRPScript:
+    name: str
+    script: str
+    interval: float = 1.0
+    timeout: float | None = None
+    weight: int = 0
+    rise: int = 1
+    fall: int = 1
+    user: str | None = None
+    init_fail: bool = False
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VRRPInstance:
+    name: str
+    interface: str | None = None
+    state: str = "BACKUP"  # wanted initial state
+    virtual_router_id: int = 0
+    priority: int = 100
+    advert_int: float = 1.0
+    version: int | None = None  # None: global vrrp_version (3 for IPv6)
+    nopreempt: bool = False
+    preempt_delay: float = 0.0
+    auth_type: str | None = None  # "PASS" | "AH"
+    auth_pass: str | None = None
+    virtual_ipaddress: tuple[VirtualIP, ...] = ()
+    virtual_ipaddress_excluded: tuple[VirtualIP, ...] = ()
+    mcast_src_ip: str | None = None
+    unicast_src_ip: str | None = None
+    unicast_peer: tuple[str, ...] = ()
+    track_interface: tuple[TrackInterface, ...] = ()
+    track_script: tuple[TrackScript, ...] = ()
+    dont_track_primary: bool = False
+    notify: str | None = None
+    notify_master: str | None = None
+    notify_backup: str | None = None
+    notify_fault: str | None = None
+    notify_stop: str | None = None
+    garp_master_delay: float | None = None
+    garp_master_repeat: int | None = None
+    garp_master_refresh: float | None = None
+    garp_master_refresh_repeat: int | None = None
+    garp_lower_prio_repeat: int | None = None
+    lower_prio_no_advert: bool | None = None
+    higher_prio_send_advert: bool | None = None
+    skip_check_adv_addr: bool = False
+    smtp_alert: bool = False
+    use_vmac: bool = False
+    other: tuple[Statement, ...] = ()  # accepted keywords not acted on
+    file: str = ""
+    line: int = 0
+
+    @property
+    def family(self) -> int:
+        return self.virtual_ipaddress[0].family if self.virtual_ipaddress else 4
+
+    def effective_version(self, g: GlobalDefs) -> int:
+        if self.version is not None:
+            return self.version
+        return 3 if self.family == 6 else g.vrrp_version
+
+
+@dataclass(frozen=True, slots=True)
+class VRRPSyncGroup:
+    name: str
+    group: tuple[str, ...]
+    notify: str | None = None
+    notify_master: str | None = None
+    notify_backup: str | None = None
+    notify_fault: str | None = None
+    notify_stop: str | None = None
+    track_script: tuple[TrackScript, ...] = ()
+    track_interface: tuple[TrackInterface, ...] = ()
+    other: tuple[Statement, ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeepalivedConfig:
+    global_defs: GlobalDefs
+    vrrp_scripts: tuple[VRRPScript, ...]
+    vrrp_instances: tuple[VRRPInstance, ...]
+    vrrp_sync_groups: tuple[VRRPSyncGroup, ...]
+    other: tuple[Statement, ...]  # virtual_server & co, for the checker part
+    diagnostics: tuple[Diagnostic, ...]
+    files: tuple[str, ...]
+
+    @property
+    def warnings(self) -> tuple[Diagnostic, ...]:
+        return tuple(d for d in self.diagnostics if d.severity == "warning")
+
+    def instance(self, name: str) -> VRRPInstance:
+        for i in self.vrrp_instances:
+            if i.name == name:
+                return i
+        raise KeyError(name)
+
+    def script(self, name: str) -> VRRPScript | None:
+        for s in self.vrrp_scripts:
+            if s.name == name:
+                return s
+        return None
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Keywords keepalived 2.2 accepts that this part does not act on (kept in ``other``).
+_GLOBAL_ACCEPTED = _words("""
+smtp_helo_name smtp_alert smtp_alert_vrrp smtp_alert_checker lvs_id lvs_timeouts lvs_flush
+lvs_flush_onstop lvs_sync_daemon vrrp_garp_interval vrrp_gna_interval vrrp_min_garp
+vrrp_garp_lower_prio_delay vrrp_iptables vrrp_ipsets vrrp_check_unicast_src vrrp_priority
+checker_priority bfd_priority vrrp_no_swap checker_no_swap bfd_no_swap vrrp_rt_priority
+checker_rt_priority bfd_rt_priority vrrp_cpu_affinity checker_cpu_affinity bfd_cpu_affinity
+snmp_socket enable_snmp_keepalived enable_snmp_vrrp enable_snmp_checker enable_snmp_rfc
+enable_snmp_rfcv2 enable_snmp_rfcv3 enable_traps enable_dbus dbus_service_name notify_fifo
+notify_fifo_script vrrp_notify_fifo vrrp_notify_fifo_script lvs_notify_fifo lvs_notify_fifo_script
+max_auto_priority min_auto_priority_delay dynamic_interfaces default_interface
+vrrp_netlink_cmd_rcv_bufs vrrp_netlink_cmd_rcv_bufs_force vrrp_netlink_monitor_rcv_bufs
+vrrp_netlink_monitor_rcv_bufs_force lvs_netlink_cmd_rcv_bufs lvs_netlink_monitor_rcv_bufs
+process_monitor_rcv_bufs vrrp_startup_delay process_names process_name vrrp_process_name
+checker_process_name bfd_process_name instance net_namespace namespace_with_ipsets nftables
+nftables_priority nftables_counters nftables_ifindex vrrp_rx_bufs_policy vrrp_rx_bufs_multiplier
+umask vrrp_notify_priority_changes no_checker_emails vrrp_tx_bufs vrrp_iptables_no_sync
+script_security use_pid_dir linkbeat_use_polling local_name data_use_instance vrrp_owner_ignore
+random_seed checker_log_all_failures
+""")
+
+_INSTANCE_ACCEPTED = _words("""
+use_vmac vmac_xmit_base use_ipvlan native_ipv6 track_process track_file track_bfd track_src_ip
+unicast_ttl old_unicast_checksum check_unicast_src lvs_sync_daemon_interface garp_lower_prio_delay
+garp_extra_if virtual_routes virtual_rules accept no_accept strict_mode preempt debug notify_deleted
+notify_master_rx_lower_pri kernel_rx_buf_size linkbeat_use_polling unicast_fault_no_peer
+notify_priority_changes down_timer_adverts promote_secondaries sync_group_tracking_weight
+vmac_garp_intvl unicast_peer_ttl
+""")
+
+_SYNC_ACCEPTED = _words("smtp_alert global_tracking sync_group_tracking_weight notify_priority_changes track_process track_file track_bfd")
+
+# Top-level blocks owned by other parts of pylvs (or not implemented): parsed, kept, reported.
+_OTHER_TOPLEVEL = _words("""
+virtual_server virtual_server_group static_ipaddress static_routes static_rules linkbeat_interfaces
+vrrp_track_process vrrp_track_file track_file garp_group bfd_instance net_namespace
+""")
+
+_LB_KINDS = frozenset({"NAT", "DR", "TUN"})
+
+
+class _Interp:
+    def __init__(self, reader: Reader) -> None:
+        self.r = reader
+
+    def warn(self, st: Statement, msg: str) -> None:
+        self.r.warn(st.file, st.line, msg)
+
+    def error(self, st: Statement, msg: str) -> None:
+        self.r.error(st.file, st.line, msg)
+
+    def unknown(self, st: Statement) -> None:
+        self.warn(st, f"Unknown keyword '{st.keyword}'")
+
+    # -- value helpers --
+
+    def arg(self, st: Statement) -> str | None:
+        if not st.args:
+            self.error(st, f"'{st.keyword}' needs a value")
+            return None
+        return st.args[0]
+
+    def int_(self, st: Statement, lo: int, hi: int) -> int | None:
+        v = self.arg(st)
+        if v is None:
+            return None
+        try:
+            n = int(v)
+        except ValueError:
+            self.error(st, f"'{st.keyword}': invalid number '{v}'")
+            return None
+        if not lo <= n <= hi:
+            self.error(st, f"'{st.keyword}': number '{n}' outside range [{lo}, {hi}]")
+            return None
+        return n
+
+    def float_(self, st: Statement, lo: float, hi: float) -> float | None:
+        v = self.arg(st)
+        if v is None:
+            return None
+        try:
+            n = float(v)
+        except ValueError:
+            self.error(st, f"'{st.keyword}': invalid number '{v}'")
+            return None
+        if not lo <= n <= hi:
+            self.error(st, f"'{st.keyword}': number '{v}' outside range [{lo:.6g}, {hi:.10g}]")
+            return None
+        return n
+
+    def ip(self, st: Statement, text: str) -> str | None:
+        try:
+            return str(ipaddress.ip_address(text))
+        except ValueError:
+            self.error(st, f"'{st.keyword}': invalid IP address '{text}'")
+            return None
+
+    def script_cmd(self, st: Statement) -> str | None:
+        if not st.args:
+            self.error(st, f"'{st.keyword}' needs a script")
+            return None
+        return " ".join(st.args)
+
+    # -- blocks --
+
+    def global_defs(self, st: Statement) -> GlobalDefs:
+        kw: dict[str, object] = {}
+        other: list[Statement] = []
+        for s in st.block or ():
+            k = s.keyword
+            if k == "router_id":
+                kw[k] = self.arg(s)
+            elif k == "notification_email":
+                kw[k] = tuple(c.keyword for c in (s.block or ())) + tuple(s.args)
+            elif k in ("notification_email_from", "smtp_server", "script_user"):
+                kw[k] = " ".join(s.args) if s.args else self.arg(s)
+            elif k == "smtp_connect_timeout":
+                kw[k] = self.int_(s, 1, 3600) or 30
+            elif k == "vrrp_mcast_group4" or k == "vrrp_mcast_group6":
+                addr = self.arg(s)
+                if addr is not None and self.ip(s, addr) is not None:
+                    kw[k] = addr
+            elif k == "vrrp_version":
+                kw[k] = self.int_(s, 2, 3) or 2
+            elif k in ("vrrp_garp_master_delay", "vrrp_garp_master_refresh"):
+                v = self.float_(s, 0, 86400)
+                if v is not None:
+                    kw[k] = v
+            elif k in ("vrrp_garp_master_repeat", "vrrp_garp_master_refresh_repeat", "vrrp_garp_lower_prio_repeat"):
+                v2 = self.int_(s, 0, 65535)
+                if v2 is not None:
+                    kw[k] = v2
+            elif k in ("vrrp_garp_interval", "vrrp_gna_interval"):
+                self.float_(s, 0.000001, 4294.967295)
+                other.append(s)
+            elif k in ("vrrp_lower_prio_no_advert", "vrrp_higher_prio_send_advert"):
+                kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
+            elif k in ("vrrp_skip_check_adv_addr", "vrrp_strict", "enable_script_security"):
+                kw[k] = True
+            elif k in _GLOBAL_ACCEPTED:
+                other.append(s)
+            else:
+                self.unknown(s)
+        return GlobalDefs(other=tuple(other), **kw)  # type: ignore[arg-type]
+
+    def vrrp_script(self, st: Statement) -> VRRPScript | None:
+        if not st.args:
+            self.error(st, "vrrp_script needs a name")
+            return None
+        kw: dict[str, object] = {}
+        script = None
+        for s in st.block or ():
+            k = s.keyword
+            if k == "script":
+                script = self.script_cmd(s)
+            elif k == "interval":
+                kw[k] = self.float_(s, 0.000001, 86400) or 1.0
+            elif k == "timeout":
+                kw[k] = self.float_(s, 0.000001, 86400)
+            elif k == "weight":
+                v = self.int_(s, -253, 253)
+                if v is not None:
+                    kw[k] = v
+                if len(s.args) > 1 and s.args[1] != "reverse":
+                    self.warn(s, f"unexpected '{s.args[1]}' after weight")
+            elif k in ("rise", "fall"):
+                kw[k] = self.int_(s, 1, 65535) or 1
+            elif k == "user":
+                kw[k] = self.arg(s)
+            elif k == "init_fail":
+                kw[k] = True
+            else:
+                self.unknown(s)
+        if script is None:
+            self.error(st, f"vrrp_script {st.args[0]} has no script")
+            return None
+        return VRRPScript(st.args[0], script, file=st.file, line=st.line, **kw)  # type: ignore[arg-type]
+
+    def vips(self, st: Statement, family: list[int]) -> tuple[VirtualIP, ...]:
+        out: list[VirtualIP] = []
+        for s in st.block or ():
+            words = s.words
+            try:
+                iface = ipaddress.ip_interface(words[0])
+            except ValueError:
+                self.error(s, f"VRRP parsed invalid IP {words[0]}")
+                continue
+            opts: dict[str, str] = {}
+            i = 1
+            while i < len(words):
+                key = words[i]
+                if key in ("dev", "label", "scope", "brd", "broadcast") and i + 1 < len(words):
+                    opts["broadcast" if key in ("brd", "broadcast") else key] = words[i + 1]
+                    i += 2
+                elif key in ("no_track", "home", "nodad", "noprefixroute", "autojoin", "-", "track"):
+                    i += 1
+                elif key in ("preferred_lft", "peer", "metric") and i + 1 < len(words):
+                    i += 2
+                else:
+                    self.warn(s, f"unknown virtual_ipaddress option '{key}'")
+                    i += 1
+            vip = VirtualIP(str(iface.with_prefixlen), opts.get("dev"), opts.get("label"), opts.get("scope"),
+                            opts.get("broadcast"), s.line)
+            if family and vip.family != family[0]:
+                self.warn(s, f"address family must match VRRP instance [{words[0]}] - ignoring")
+                continue
+            if not family:
+                family.append(vip.family)
+            out.append(vip)
+        return tuple(out)
+
+    def tracks_if(self, st: Statement) -> tuple[TrackInterface, ...]:
+        out: list[TrackInterface] = []
+        for s in st.block or ():
+            weight = 0
+            if len(s.args) >= 2 and s.args[0] == "weight":
+                try:
+                    weight = int(s.args[1])
+                except ValueError:
+                    self.error(s, f"track_interface {s.keyword}: invalid weight '{s.args[1]}'")
+            out.append(TrackInterface(s.keyword, weight))
+        return tuple(out)
+
+    def tracks_script(self, st: Statement) -> tuple[TrackScript, ...]:
+        out: list[TrackScript] = []
+        for s in st.block or ():
+            weight = None
+            if len(s.args) >= 2 and s.args[0] == "weight":
+                try:
+                    weight = int(s.args[1])
+                except ValueError:
+                    self.error(s, f"track_script {s.keyword}: invalid weight '{s.args[1]}'")
+            out.append(TrackScript(s.keyword, weight))
+        return tuple(out)
+
+    def vrrp_instance(self, st: Statement) -> VRRPInstance | None:
+        if not st.args:
+            self.error(st, "vrrp_instance needs a name")
+            return None
+        name = st.args[0]
+        kw: dict[str, object] = {}
+        other: list[Statement] = []
+        family: list[int] = []
+        for s in st.block or ():
+            k = s.keyword
+            if k == "state":
+                v = (self.arg(s) or "").upper()
+                if v not in ("MASTER", "BACKUP"):
+                    self.error(s, f"state must be MASTER or BACKUP, not '{v}'")
+                else:
+                    kw[k] = v
+            elif k == "interface":
+                kw[k] = self.arg(s)
+            elif k in ("virtual_router_id", "priority"):
+                kw[k] = self.int_(s, 1, 255)
+            elif k == "advert_int":
+                kw[k] = self.float_(s, 0.01, 255)
+            elif k == "version":
+                kw[k] = self.int_(s, 2, 3)
+            elif k == "nopreempt":
+                kw[k] = True
+            elif k == "preempt_delay":
+                kw[k] = self.float_(s, 0, 1000)
+            elif k == "authentication":
+                for a in s.block or ():
+                    if a.keyword == "auth_type":
+                        t = (self.arg(a) or "").upper()
+                        if t not in ("PASS", "AH"):
+                            self.error(a, f"unknown auth_type '{t}'")
+                        kw["auth_type"] = t
+                    elif a.keyword == "auth_pass":
+                        pw = " ".join(a.args)
+                        if len(pw) > 8:
+                            self.warn(a, "Truncating auth_pass to 8 characters")
+                        kw["auth_pass"] = pw
+                    else:
+                        self.unknown(a)
+            elif k == "virtual_ipaddress":
+                kw[k] = self.vips(s, family)
+            elif k == "virtual_ipaddress_excluded":
+                kw[k] = self.vips(s, [])
+            elif k in ("mcast_src_ip", "unicast_src_ip"):
+                a0 = self.arg(s)
+                kw[k] = self.ip(s, a0) if a0 else None
+            elif k == "unicast_peer":
+                peers = []
+                for p in s.block or ():
+                    ip = self.ip(p, p.keyword)
+                    if ip:
+                        peers.append(ip)
+                kw[k] = tuple(peers)
+            elif k == "track_interface":
+                kw[k] = self.tracks_if(s)
+            elif k == "track_script":
+                kw[k] = self.tracks_script(s)
+            elif k in ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop"):
+                kw[k] = self.script_cmd(s)
+            elif k in ("garp_master_delay", "garp_master_refresh"):
+                kw[k] = self.float_(s, 0, 86400)
+            elif k in ("garp_master_repeat", "garp_master_refresh_repeat", "garp_lower_prio_repeat"):
+                kw[k] = self.int_(s, 0, 65535)
+            elif k in ("lower_prio_no_advert", "higher_prio_send_advert"):
+                kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
+            elif k in ("dont_track_primary", "skip_check_adv_addr", "smtp_alert", "use_vmac"):
+                kw[k] = True
+                if k == "use_vmac":
+                    self.warn(s, "use_vmac is not supported by pylvs yet; the VIPs go on the interface itself")
+                    other.append(s)
+            elif k in _INSTANCE_ACCEPTED:
+                other.append(s)
+            else:
+                self.unknown(s)
+        kw = {k: v for k, v in kw.items() if v is not None}
+        inst = VRRPInstance(name, other=tuple(other), file=st.file, line=st.line, **kw)  # type: ignore[arg-type]
+        if not inst.virtual_router_id:
+            if "virtual_router_id" not in kw:
+                self.error(st, f"({name}) the virtual router id must be set")
+            return None
+        if inst.state == "MASTER" and inst.nopreempt:
+            self.warn(st, f"({name}) Warning - nopreempt will not work with initial state MASTER - clearing")
+            inst = _replace(inst, nopreempt=False)
+        if inst.state == "MASTER" and inst.preempt_delay:
+            self.warn(st, f"({name}) Warning - preempt delay will not work with initial state MASTER - clearing")
+            inst = _replace(inst, preempt_delay=0.0)
+        if inst.auth_type == "AH":
+            self.warn(st, f"({name}) AH authentication is not supported by pylvs (IPsec AH is deprecated in RFC 3768); running without")
+            if inst.state == "MASTER":
+                self.warn(st, f"({name}) Initial state master is incompatible with AH authentication - clearing")
+                inst = _replace(inst, state="BACKUP")
+        if not inst.virtual_ipaddress:
+            self.warn(st, f"({name}) No VIP specified; at least one is sensible")
+        return inst
+
+    def sync_group(self, st: Statement) -> VRRPSyncGroup | None:
+        if not st.args:
+            self.error(st, "vrrp_sync_group needs a name")
+            return None
+        kw: dict[str, object] = {}
+        other: list[Statement] = []
+        group: tuple[str, ...] = ()
+        for s in st.block or ():
+            k = s.keyword
+            if k == "group":
+                group = tuple(w for c in (s.block or ()) for w in c.words)
+            elif k in ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop"):
+                kw[k] = self.script_cmd(s)
+            elif k == "track_script":
+                kw[k] = self.tracks_script(s)
+            elif k == "track_interface":
+                kw[k] = self.tracks_if(s)
+            elif k in _SYNC_ACCEPTED:
+                other.append(s)
+            else:
+                self.unknown(s)
+        return VRRPSyncGroup(st.args[0], group, other=tuple(other), line=st.line, **kw)  # type: ignore[arg-type]
+
+    def virtual_server(self, st: Statement) -> None:
+        """Only what makes a virtual_server malformed; its meaning belongs to the checker part."""
+        if not any(s.keyword in ("lb_kind", "lvs_method") for s in st.block or ()):
+            self.warn(st, f"Virtual server {' '.join(st.args)}: no forwarding method set, setting default NAT")
+        for s in st.block or ():
+            if s.keyword in ("lb_kind", "lvs_method") and s.args and s.args[0].upper() not in _LB_KINDS:
+                self.error(s, f"unknown [{s.args[0]}] routing method for virtual server")
+            elif s.keyword == "quorum":
+                self.int_(s, 1, 4294967295)
+            elif s.keyword == "nat_mask":
+                self.unknown(s)
+
+
+def _replace(inst: VRRPInstance, **kw: object) -> VRRPInstance:
+    import dataclasses
+    return dataclasses.replace(inst, **kw)  # type: ignore[arg-type]
+
+
+def _interpret(tree: tuple[Statement, ...], reader: Reader) -> KeepalivedConfig:
+    it = _Interp(reader)
+    g = GlobalDefs()
+    scripts: list[VRRPScript] = []
+    instances: list[VRRPInstance] = []
+    groups: list[VRRPSyncGroup] = []
+    other: list[Statement] = []
+    seen_vrid: dict[tuple[str | None, int, int], str] = {}
+    for st in tree:
+        k = st.keyword
+        if k == "global_defs":
+            g = it.global_defs(st)
+        elif k == "vrrp_script":
+            sc = it.vrrp_script(st)
+            if sc:
+                scripts.append(sc)
+        elif k == "vrrp_instance":
+            inst = it.vrrp_instance(st)
+            if inst:
+                key = (inst.interface, inst.family, inst.virtual_router_id)
+                if key in seen_vrid:
+                    it.error(st, f"({inst.name}) VRID {inst.virtual_router_id} on {inst.interface} already used by {seen_vrid[key]}")
+                seen_vrid[key] = inst.name
+                instances.append(inst)
+        elif k == "vrrp_sync_group":
+            sg = it.sync_group(st)
+            if sg:
+                groups.append(sg)
+        elif k in _OTHER_TOPLEVEL:
+            if k == "virtual_server":
+                it.virtual_server(st)
+            other.append(st)
+        else:
+            it.unknown(st)
+            if st.block is not None:
+                other.append(st)
+    names = {i.name for i in instances}
+    scripts_by = {s.name for s in scripts}
+    for sg in groups:
+        for n in sg.group:
+            if n not in names:
+                reader.warn(reader.files[0] if reader.files else "", sg.line, f"vrrp_sync_group {sg.name}: unknown vrrp_instance {n}")
+    for inst in instances:
+        for ts in inst.track_script:
+            if ts.name not in scripts_by:
+                reader.warn(inst.file, inst.line, f"({inst.name}) track_script {ts.name} not found, ignoring")
+    if other:
+        kinds = sorted({s.keyword for s in other})
+        first = other[0]
+        reader.warn(first.file, first.line, f"{', '.join(kinds)}: parsed and kept, not handled by the VRRP part")
+    return KeepalivedConfig(g, tuple(scripts), tuple(instances), tuple(groups), tuple(other),
+                            tuple(reader.diagnostics), tuple(reader.files))
+
+
+def load(path: str, config_id: str | None = None, strict: bool = True) -> KeepalivedConfig:
+    """Parse ``path`` (and its includes). Raises :class:`ConfigError` when any error was found
+    (``strict``), so a bad file never replaces a running configuration."""
+    reader = Reader(config_id=config_id)
+    lines = reader.read(path)
+    tree = parse_tree(lines, reader)
+    cfg = _interpret(tree, reader)
+    if strict and any(d.severity == "error" for d in reader.diagnostics):
+        raise ConfigError(list(reader.diagnostics))
+    return cfg
+
+
+def parse_text(text: str, name: str = "<string>", config_id: str | None = None, strict: bool = True) -> KeepalivedConfig:
+    """Parse configuration text (tests, fuzzing); includes resolve against the current directory."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, os.path.basename(name) or "keepalived.conf")
+        with open(path, "w", encoding="utf-8", errors="surrogateescape") as fh:
+            fh.write(text)
+        reader = Reader(config_id=config_id)
+        lines = reader.read(path)
+        tree = parse_tree(lines, reader)
+        # report the caller's name, not the temporary path
+        reader.diagnostics = [Diagnostic(x.severity, name if x.file == path else x.file, x.line, x.message)
+                              for x in reader.diagnostics]
+        tree = _rename(tree, path, name)
+        reader.files = [name]
+        cfg = _interpret(tree, reader)
+    if strict and any(d.severity == "error" for d in cfg.diagnostics):
+        raise ConfigError(list(cfg.diagnostics))
+    return cfg
+
+
+def _rename(tree: tuple[Statement, ...], old: str, new: str) -> tuple[Statement, ...]:
+    return tuple(
+        Statement(s.keyword, s.args, new if s.file == old else s.file, s.line,
+                  None if s.block is None else _rename(s.block, old, new))
+        for s in tree
+    )
