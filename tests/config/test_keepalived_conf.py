@@ -174,7 +174,7 @@ def test_include_with_glob_and_relative_paths(tmp_path: Path) -> None:
     main.write_text("global_defs {\n router_id X\n}\ninclude conf.d/*.conf\n")
     cfg = K.load(str(main))
     assert [i.name for i in cfg.vrrp_instances] == ["A", "B"]
-    w = [d for d in cfg.warnings if "bad_kw" in d.message][0]
+    w = next(d for d in cfg.warnings if "bad_kw" in d.message)
     assert w.file.endswith("b.conf") and w.line == 4
 
 
