@@ -1,0 +1,1 @@
+"""Talking to the Linux kernel over netlink: the IPVS generic-netlink family (``ipvs``)."""
