@@ -17,6 +17,7 @@ from collections.abc import Sequence
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "pylvs.daemon.main",
     "pylvs.lab.cli",
+    "pylvs.hostsetup.cli",
 )
 
 
