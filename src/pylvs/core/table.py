@@ -149,9 +149,11 @@ class IPVSTable:
             raise IPVSError(errno.ENOENT)
 
     def add_service(self, spec: ServiceSpec) -> None:
-        self._check_service(spec)
+        # The kernel looks the service up before it looks at the scheduler: adding an existing
+        # service with an unknown scheduler is EEXIST ("Service already exists"), not ENOENT.
         if spec.key in self._services:
             raise IPVSError(errno.EEXIST)
+        self._check_service(spec)
         svc = VirtualService.from_spec(spec)
         svc.flags = spec.flags | ServiceFlags.HASHED
         svc.seq = next(self._seq)
@@ -203,6 +205,11 @@ class IPVSTable:
             raise IPVSError(errno.ERANGE)
         if dest.tun_type == TunnelType.GUE and dest.tun_port == 0:
             raise IPVSError(errno.EINVAL)
+
+    @staticmethod
+    def _check_new_dest_addr(dest: DestSpec) -> None:
+        # ip_vs_new_dest: only a unicast (or local) address can become a real server. The
+        # kernel checks this after the duplicate lookup and never for an edit.
         addr = dest.addr
         if addr.is_multicast or addr.is_unspecified or (
             addr.version == 4 and int(addr) == 0xFFFFFFFF
@@ -214,6 +221,7 @@ class IPVSTable:
         self._check_dest(svc, dest)
         if svc.find_dest(dest.addr, dest.port) is not None:
             raise IPVSError(errno.EEXIST)
+        self._check_new_dest_addr(dest)
         rs = RealServer.from_spec(dest)
         rs.service = svc
         rs.flags = DestFlags.AVAILABLE
