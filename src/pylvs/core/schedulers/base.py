@@ -8,6 +8,14 @@ value handed in by the caller, and return a decision. They never create connecti
 Hook order mirrors ``struct ip_vs_scheduler``: the table calls ``add_dest``/``del_dest``/``upd_dest``
 after it has changed ``service.destinations`` (so the list already reflects the change), and
 ``done`` when the service is deleted or its scheduler replaced.
+
+Connection counts: the least-connection family (lc, wlc, sed, nq) can answer in O(1) instead of
+walking every real server, if the connection table tells it when counts change. Schedulers with
+``reads_conns`` true accept ``conns_changed(dest)``; the first call switches the scheduler into
+"notified" mode, in which it trusts an index it keeps up to date from these calls. A connection
+table that calls it once must call it after *every* change of ``activeconns``, ``inactconns`` or
+the OVERLOAD flag of a real server of the service. Without any call, schedulers read the live
+counters on each decision, which is always right, only slower.
 """
 
 from __future__ import annotations
@@ -15,13 +23,26 @@ from __future__ import annotations
 import abc
 from typing import ClassVar
 
-from pylvs.core.model import RealServer, VirtualService
+from pylvs.core.model import DestFlags, RealServer, VirtualService
+
+# Flags are compared by identity first in hot loops: ``IntFlag.__and__`` costs a Python call.
+_OVERLOAD = DestFlags.OVERLOAD
+
+
+def is_overloaded(dest: RealServer) -> bool:
+    """``dest->flags & IP_VS_DEST_F_OVERLOAD``, cheap for the usual case."""
+    f = dest.flags
+    if f is DestFlags.AVAILABLE or f is DestFlags.NONE:
+        return False
+    return bool(f & _OVERLOAD)
 
 
 class Scheduler(abc.ABC):
     """Base class of a scheduling algorithm bound to one virtual service."""
 
     name: ClassVar[str]
+    #: Decisions read activeconns/inactconns; see ``conns_changed``.
+    reads_conns: ClassVar[bool] = False
 
     def __init__(self, service: VirtualService) -> None:
         self.service = service
@@ -40,6 +61,9 @@ class Scheduler(abc.ABC):
 
     def update(self) -> None:  # noqa: B027 - optional hook, most schedulers keep no state
         """Recompute any state derived from the list of real servers."""
+
+    def conns_changed(self, dest: RealServer) -> None:  # noqa: B027 - optional hook
+        """``dest``'s activeconns/inactconns or OVERLOAD flag changed (see the module docstring)."""
 
     def done(self) -> None:  # noqa: B027 - optional hook
         """The service is going away or switching scheduler: drop timers and tables."""

@@ -1,0 +1,80 @@
+"""Locality-based least-connection (``ip_vs_lblc.c``): one real server per destination address.
+
+What this is for: cache clusters. The first connection to a destination address (the packet's
+``vaddr``) is given the weighted-least-connection server of the whole service and remembered;
+later ones go to the same server while it is available, has weight > 0, and is not "overloaded"
+in the kernel's sense (more active connections than its weight while another server has fewer
+than half its weight) - then a new wlc pick replaces the entry. Entries expire as in the kernel
+(see ``_locality``), driven by the ``now`` of each decision.
+
+What this is not for: per-client stickiness (that is persistence, or ``sh``).
+"""
+
+from __future__ import annotations
+
+from pylvs.core.model import DestFlags, RealServer, VirtualService
+from pylvs.core.schedulers._locality import (
+    DEFAULT_EXPIRATION,
+    Entry,
+    ExpiryClock,
+    busy_while_others_idle,
+    least_weighted,
+)
+from pylvs.core.schedulers.base import Scheduler
+
+
+class LblcEntry:
+    __slots__ = ("dest", "lastuse")
+
+    def __init__(self, dest: RealServer, lastuse: float) -> None:
+        self.dest = dest
+        self.lastuse = lastuse
+
+
+class LocalityBasedLeastConnection(Scheduler):
+    name = "lblc"
+    reads_conns = True
+
+    def __init__(self, service: VirtualService, expiration: float = DEFAULT_EXPIRATION) -> None:
+        super().__init__(service)
+        self.entries: dict[bytes, LblcEntry] = {}
+        self._dead = False
+        entries: dict[bytes, Entry] = self.entries  # type: ignore[assignment]
+        self.clock = ExpiryClock(entries, self._drop, expiration)
+
+    def _drop(self, addr: bytes) -> None:
+        del self.entries[addr]
+
+    def done(self) -> None:
+        self._dead = True
+        self.entries.clear()
+        self.clock.count = 0
+
+    def schedule(
+        self, caddr: bytes, cport: int, vaddr: bytes, vport: int, now: float
+    ) -> RealServer | None:
+        self.clock.advance(now)
+        svc = self.service
+        en = self.entries.get(vaddr)
+        if en is not None:
+            en.lastuse = now
+            dest = en.dest
+            if (
+                dest.flags & DestFlags.AVAILABLE
+                and dest.weight > 0
+                and not busy_while_others_idle(dest, svc)
+            ):
+                return dest
+        dest2 = least_weighted(svc)
+        if dest2 is None:
+            return None
+        # ip_vs_lblc_new: a changed server replaces the entry (re-hashed at its bucket head).
+        if not self._dead and (en is None or en.dest is not dest2):
+            if en is not None:
+                del self.entries[vaddr]
+            self.entries[vaddr] = LblcEntry(dest2, now)
+            self.clock.count += 1  # the kernel counts a replacement as a new entry too
+        return dest2
+
+
+SCHEDULER = LocalityBasedLeastConnection
