@@ -1,0 +1,82 @@
+"""Which ``location`` serves a URI, in nginx's order, and URI normalisation.
+
+nginx's order: an exact ``=`` match wins at once; otherwise the longest matching prefix is
+remembered, and if it is ``^~`` it wins without regexes; otherwise the ``~`` / ``~*`` regexes are
+tried in configuration order and the first match wins; with none, the remembered prefix serves.
+Matching runs on the normalised URI (percent-decoded, ``//`` merged, dot segments resolved), as
+nginx's ``$uri``, so ``/a/../b.jsp`` and ``/b%2Ejsp`` reach the same location as ``/b.jsp``.
+
+Not for: server selection by Host (``server.py``) or what the location then does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from urllib.parse import unquote_to_bytes
+
+from pylvs.l7.config import Location
+
+
+class BadURI(ValueError):
+    """The request target cannot be mapped to a path (400 in nginx)."""
+
+
+def normalize(path: str) -> str:
+    """Decode and canonicalise a request path; refuses paths climbing above the root."""
+    if not path.startswith("/"):
+        raise BadURI("request target is not an absolute path")
+    try:
+        decoded = unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadURI("request path is not UTF-8") from None
+    if "\x00" in decoded:
+        raise BadURI("NUL in request path")
+    out: list[str] = []
+    segments = decoded.split("/")
+    for i, seg in enumerate(segments[1:], 1):
+        last = i == len(segments) - 1
+        if seg == "" and not last:
+            continue
+        if seg == ".":
+            if last:
+                out.append("")
+            continue
+        if seg == "..":
+            if not out:
+                raise BadURI("request path climbs above the root")
+            out.pop()
+            if last:
+                out.append("")
+            continue
+        out.append(seg)
+    return "/" + "/".join(out)
+
+
+class LocationMatcher:
+    """Precomputed per server: exact map, prefixes longest first, regexes in order."""
+
+    __slots__ = ("_exact", "_fallback", "_prefixes", "_regexes")
+
+    def __init__(self, locations: Sequence[Location], fallback: Location) -> None:
+        self._exact = {loc.pattern: loc for loc in locations if loc.modifier == "="}
+        self._prefixes = sorted((loc for loc in locations if loc.modifier in ("", "^~")),
+                                key=lambda loc: len(loc.pattern), reverse=True)
+        self._regexes = [loc for loc in locations if loc.regex is not None]
+        self._fallback = fallback
+
+    def match(self, uri: str) -> Location:
+        exact = self._exact.get(uri)
+        if exact is not None:
+            return exact
+        best: Location | None = None
+        for loc in self._prefixes:
+            if uri.startswith(loc.pattern):
+                best = loc
+                break
+        if best is not None and best.modifier == "^~":
+            return best
+        for loc in self._regexes:
+            assert loc.regex is not None
+            if loc.regex.search(uri):
+                return loc
+        return best if best is not None else self._fallback

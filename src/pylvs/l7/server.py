@@ -1,0 +1,1425 @@
+"""The HTTP/1.1 server side: client connections, static files, proxying, logs.
+
+A ``ClientConnection`` feeds bytes to httptools, which calls back with the parts of each request;
+complete request heads queue up and one task per connection answers them strictly in order
+(pipelining). Bodies stream both ways: request bodies through a bounded ``BodyReader`` that pauses
+the client socket past a high-water mark, response bodies from ``upstream.UpstreamConnection``
+straight to the client socket with the client's write flow control pausing the upstream.
+Every wait has nginx's timer (client_header_timeout against slowloris, client_body_timeout,
+send_timeout, keepalive_timeout, proxy_connect/read/send_timeout).
+
+Not for: parsing configuration (``config``), choosing a location (``location``) or an upstream
+peer (``balancer``). One process: ``worker_processes`` above 1 is read but runs as 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import http
+import os
+import stat
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import IO, cast
+
+import httptools
+
+from pylvs import __version__ as _pkg_version
+from pylvs.l7.balancer import Peer
+from pylvs.l7.config import AccessLog, Config, Location, Server
+from pylvs.l7.location import BadURI, LocationMatcher, normalize
+from pylvs.l7.upstream import UpstreamConnection, UpstreamPool
+from pylvs.l7.variables import Template, expand
+
+BODY_HIGH_WATER = 256 * 1024
+FILE_CHUNK = 256 * 1024
+
+# Request headers never forwarded: hop-by-hop (RFC 9110 7.6.1) plus the framing the proxy redoes.
+_HOP_REQUEST = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+    b"upgrade", b"expect", b"content-length",
+})
+# Response headers not passed to the client: hop-by-hop, framing, and Date/Server that nginx
+# replaces with its own.
+_HOP_RESPONSE = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+    b"upgrade", b"date", b"server", b"x-pad", b"x-accel-expires", b"x-accel-redirect",
+    b"x-accel-limit-rate", b"x-accel-buffering", b"x-accel-charset",
+})
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+_CLOSING_STATUSES = frozenset({400, 408, 413, 414, 500, 501})
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _reason(code: int) -> str:
+    try:
+        return http.HTTPStatus(code).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _error_page(code: int, tokens: bool, text: str | None = None) -> bytes:
+    title = f"{code} {text or _reason(code)}"
+    sig = f"pylvs/{_pkg_version}" if tokens else "pylvs"
+    return (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{title}</h1></center>\r\n<hr><center>{sig}</center>\r\n"
+            "</body>\r\n</html>\r\n").encode()
+
+
+class _Clock:
+    """Date header and $time_local, formatted once a second rather than per request."""
+
+    def __init__(self) -> None:
+        self._sec = -1
+        self.date = b""
+        self.local = ""
+        self.errlog = ""
+
+    def tick(self) -> None:
+        now = time.time()
+        sec = int(now)
+        if sec == self._sec:
+            return
+        self._sec = sec
+        self.date = email.utils.formatdate(sec, usegmt=True).encode()
+        lt = time.localtime(sec)
+        off = lt.tm_gmtoff or 0
+        sign = "+" if off >= 0 else "-"
+        off = abs(off)
+        self.local = (f"{lt.tm_mday:02d}/{_MONTHS[lt.tm_mon - 1]}/{lt.tm_year}:"
+                      f"{lt.tm_hour:02d}:{lt.tm_min:02d}:{lt.tm_sec:02d} "
+                      f"{sign}{off // 3600:02d}{off % 3600 // 60:02d}")
+        self.errlog = time.strftime("%Y/%m/%d %H:%M:%S", lt)
+
+
+class BodyReader:
+    """A request body as it arrives: bounded buffer, pauses the client socket when full."""
+
+    __slots__ = (
+        "_chunks",
+        "_size",
+        "_waiter",
+        "conn",
+        "consumed",
+        "done",
+        "error",
+        "received",
+        "req",
+        "spool",
+        "started",
+    )
+
+    def __init__(self, conn: ClientConnection, req: Request) -> None:
+        self.conn = conn
+        self.req = req
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self.done = False
+        self.error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.received = 0
+        self.consumed = False
+        self.started = False
+        self.spool: IO[bytes] | None = None
+
+    @property
+    def buffered(self) -> int:
+        return self._size
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        self.received += len(data)
+        self._wake()
+
+    def finish(self) -> None:
+        self.done = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done:
+            self.error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def read(self) -> bytes:
+        """Next chunk, b"" at the end; sends 100 Continue on first need if the client waits."""
+        self.started = True
+        conn = self.conn
+        if self.spool is not None:
+            data = self.spool.read(FILE_CHUNK)
+            if not data:
+                self.spool.close()
+                self.consumed = True
+            return data
+        if not self._chunks and not self.done and self.error is None:
+            conn.maybe_continue(self.req)
+        while not self._chunks and not self.done and self.error is None:
+            conn.update_reading()
+            self._waiter = conn.loop.create_future()
+            conn.arm_timer(self.req.location_timeout("body"), "body")
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+                conn.disarm_timer("body")
+        if self._chunks:
+            data = self._chunks.popleft()
+            self._size -= len(data)
+            if self._size < BODY_HIGH_WATER:
+                conn.update_reading()
+            return data
+        if self.error is not None:
+            raise self.error
+        self.consumed = True
+        return b""
+
+
+class Request:
+    __slots__ = (
+        "args",
+        "body",
+        "body_bytes_sent",
+        "bytes_sent",
+        "chunked",
+        "conn",
+        "content_length",
+        "continue_sent",
+        "expect_continue",
+        "head_size",
+        "headers",
+        "hmap",
+        "host",
+        "keep_alive",
+        "location",
+        "method",
+        "path",
+        "proxy_host",
+        "server",
+        "start",
+        "status",
+        "target",
+        "upstream_addr",
+        "upstream_status",
+        "uri",
+        "version",
+    )
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+        self.method = "GET"
+        self.target = ""
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.hmap: dict[bytes, bytes] = {}
+        self.keep_alive = True
+        self.body: BodyReader | None = None
+        self.expect_continue = False
+        self.continue_sent = False
+        self.content_length: int | None = None
+        self.chunked = False
+        self.start = 0.0
+        self.server: Server | None = None
+        self.location: Location | None = None
+        self.uri = ""
+        self.path = ""
+        self.args = ""
+        self.status = 0
+        self.body_bytes_sent = 0
+        self.bytes_sent = 0
+        self.upstream_addr = ""
+        self.upstream_status = ""
+        self.head_size = 0
+        self.host = ""
+        self.proxy_host = ""
+
+    def location_timeout(self, kind: str) -> float:
+        loc = self.location
+        if loc is None:
+            return 60.0
+        return loc.client_body_timeout if kind == "body" else loc.send_timeout
+
+    def header(self, lname: bytes) -> str:
+        v = self.hmap.get(lname)
+        return v.decode("latin-1") if v is not None else ""
+
+    # nginx variables
+    def variable(self, name: str) -> str:
+        conn = self.conn
+        if name == "host":
+            return self.host
+        if name == "remote_addr":
+            return conn.remote_addr
+        if name == "proxy_add_x_forwarded_for":
+            xff = self.header(b"x-forwarded-for")
+            return f"{xff}, {conn.remote_addr}" if xff else conn.remote_addr
+        if name == "proxy_host":
+            return self.proxy_host
+        if name == "request_uri":
+            return self.target
+        if name == "scheme":
+            return "http"
+        if name == "request":
+            return f"{self.method} {self.target} HTTP/{self.version}"
+        if name == "status":
+            return str(self.status)
+        if name == "body_bytes_sent":
+            return str(self.body_bytes_sent)
+        if name == "bytes_sent":
+            return str(self.bytes_sent)
+        if name == "time_local":
+            return conn.app.clock.local
+        if name == "remote_user":
+            return ""
+        if name.startswith("http_"):
+            return self.header(name[5:].replace("_", "-").encode())
+        if name in ("uri", "document_uri"):
+            return self.uri
+        if name in ("args", "query_string"):
+            return self.args
+        if name == "is_args":
+            return "?" if self.args else ""
+        if name.startswith("arg_"):
+            for pair in self.args.split("&"):
+                k, _, v = pair.partition("=")
+                if k == name[4:]:
+                    return v
+            return ""
+        if name.startswith("cookie_"):
+            for c in self.header(b"cookie").split(";"):
+                k, _, v = c.strip().partition("=")
+                if k == name[7:]:
+                    return v
+            return ""
+        if name == "request_method":
+            return self.method
+        if name == "server_protocol":
+            return f"HTTP/{self.version}"
+        if name == "remote_port":
+            return str(conn.remote_port)
+        if name == "server_addr":
+            return conn.local_addr
+        if name == "server_port":
+            return str(conn.local_port)
+        if name == "server_name":
+            return self.server.server_names[0] if self.server else ""
+        if name == "http_host":
+            return self.header(b"host")
+        if name == "proxy_port":
+            return self.proxy_host.rpartition(":")[2] if ":" in self.proxy_host else "80"
+        if name == "time_iso8601":
+            return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        if name == "msec":
+            return f"{time.time():.3f}"
+        if name == "request_time":
+            return f"{max(0.0, time.monotonic() - self.start):.3f}"
+        if name == "request_length":
+            return str(self.head_size + (self.body.received if self.body else 0))
+        if name == "upstream_addr":
+            return self.upstream_addr
+        if name == "upstream_status":
+            return self.upstream_status
+        if name == "upstream_response_time":
+            return ""
+        if name == "connection":
+            return str(conn.serial)
+        if name == "connection_requests":
+            return str(conn.requests)
+        if name == "content_length":
+            return self.header(b"content-length")
+        if name == "content_type":
+            return self.header(b"content-type")
+        if name == "pid":
+            return str(os.getpid())
+        if name == "hostname":
+            return os.uname().nodename
+        if name == "document_root":
+            return self.location.root if self.location else ""
+        if name == "nginx_version":
+            return _pkg_version
+        return ""
+
+
+class _ListenGroup:
+    """The servers sharing one listening socket, chosen by Host like nginx's server_name."""
+
+    def __init__(self, servers: list[Server]) -> None:
+        self.servers = servers
+        self.default = next((s for s in servers for lst in s.listens if lst.default_server),
+                            servers[0])
+        self.exact: dict[str, Server] = {}
+        self.wild: list[tuple[str, Server]] = []
+        for s in servers:
+            for name in s.server_names:
+                if name.startswith("*."):
+                    self.wild.append((name[1:], s))
+                elif name.startswith("."):
+                    self.exact.setdefault(name[1:], s)
+                    self.wild.append((name, s))
+                else:
+                    self.exact.setdefault(name, s)
+        self.matchers = {id(s): LocationMatcher(s.locations, s.fallback) for s in servers}
+
+    def select(self, host: str) -> Server:
+        if len(self.servers) == 1:
+            return self.servers[0]
+        s = self.exact.get(host)
+        if s is not None:
+            return s
+        for suffix, srv in self.wild:
+            if host.endswith(suffix):
+                return srv
+        return self.default
+
+
+class _Log:
+    """One access log file, written in batches at the end of each event-loop pass."""
+
+    def __init__(self, path: str, loop: asyncio.AbstractEventLoop) -> None:
+        self.path = path
+        self.loop = loop
+        self.f: IO[str] = open(path, "a", buffering=1 << 16, encoding="utf-8")  # noqa: SIM115
+        self._scheduled = False
+
+    def write(self, line: str) -> None:
+        self.f.write(line)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        with contextlib.suppress(OSError, ValueError):
+            self.f.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.f.close()
+
+
+class L7Server:
+    """Everything one worker runs from a Config: listeners, upstream pools, logs."""
+
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.config = config
+        self.loop = loop or asyncio.get_event_loop()
+        self.clock = _Clock()
+        self.clock.tick()
+        self.pools = {name: UpstreamPool(u, self.loop) for name, u in config.upstreams.items()}
+        self._logs: dict[str, _Log] = {}
+        self._servers: list[asyncio.AbstractServer] = []
+        self.connections: set[ClientConnection] = set()
+        self._serial = 0
+        self.error_file: IO[str] = sys.stderr
+        self._own_error_file = False
+        if config.error_log is not None:
+            self.error_file = open(config.error_log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            self._own_error_file = True
+        for srv in config.servers:
+            for loc in (*srv.locations, srv.fallback):
+                for al in loc.access_log:
+                    self.log_for(al)
+        self._tick_handle: asyncio.TimerHandle | None = None
+
+    def log_for(self, al: AccessLog) -> _Log:
+        log = self._logs.get(al.path)
+        if log is None:
+            log = self._logs[al.path] = _Log(al.path, self.loop)
+        return log
+
+    def next_serial(self) -> int:
+        self._serial += 1
+        return self._serial
+
+    def error(self, level: str, message: str, conn: ClientConnection | None = None,
+              req: Request | None = None, upstream: str = "") -> None:
+        parts = [f"{self.clock.errlog} [{level}] {os.getpid()}#0: "]
+        if conn is not None:
+            parts.append(f"*{conn.serial} ")
+        parts.append(message)
+        if conn is not None:
+            parts.append(f", client: {conn.remote_addr}, server: "
+                         f"{req.server.server_names[0] if req and req.server else ''}")
+        if req is not None:
+            parts.append(f', request: "{req.method} {req.target} HTTP/{req.version}"')
+            if upstream:
+                parts.append(f', upstream: "{upstream}"')
+            if req.host:
+                parts.append(f', host: "{req.header(b"host") or req.host}"')
+        parts.append("\n")
+        with contextlib.suppress(OSError, ValueError):
+            self.error_file.write("".join(parts))
+            self.error_file.flush()
+
+    async def start(self) -> None:
+        groups: dict[tuple[str, int], list[Server]] = {}
+        for srv in self.config.servers:
+            for lst in srv.listens:
+                groups.setdefault((lst.host, lst.port), []).append(srv)
+        for (host, port), servers in groups.items():
+            group = _ListenGroup(servers)
+            s = await self.loop.create_server(
+                lambda g=group: ClientConnection(self, g), host, port,  # type: ignore[misc]
+                reuse_address=True, backlog=511)
+            self._servers.append(s)
+        self._tick()
+
+    def _tick(self) -> None:
+        self.clock.tick()
+        self._tick_handle = self.loop.call_later(1.0 - (time.time() % 1.0) + 0.001, self._tick)
+
+    @property
+    def sockets(self) -> list[tuple[str, int]]:
+        out = []
+        for s in self._servers:
+            for sock in getattr(s, "sockets", ()):
+                name = sock.getsockname()
+                out.append((str(name[0]), int(name[1])))
+        return out
+
+    async def close(self) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        for s in self._servers:
+            s.close()
+        for c in list(self.connections):
+            c.abort()
+        for s in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(s.wait_closed(), 2.0)
+        for p in self.pools.values():
+            p.close()
+        for log in self._logs.values():
+            log.flush()
+            log.close()
+        if self._own_error_file:
+            self.error_file.close()
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, app: L7Server, group: _ListenGroup) -> None:
+        self.app = app
+        self.group = group
+        self.loop = app.loop
+        self.serial = app.next_serial()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.remote_addr = "-"
+        self.remote_port = 0
+        self.local_addr = ""
+        self.local_port = 0
+        self.queue: deque[Request] = deque()
+        self.current: Request | None = None  # request whose head is being parsed
+        self.active: Request | None = None  # request being answered
+        self.requests = 0
+        self.closed = False
+        self._url = b""
+        self._head_bytes = 0
+        self._head_limit = 4 * 8192
+        self._line_limit = 8192
+        self._head_started = 0.0
+        self._in_head = False
+        self._bad: tuple[int, str] | None = None
+        self._req_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_kind = ""
+        self._task: asyncio.Task[None] | None = None
+        self.sink: ProxyAttempt | None = None
+        srv = group.servers[0]
+        self._head_limit = srv.large_header_buffers[0] * srv.large_header_buffers[1]
+        self._line_limit = srv.large_header_buffers[1]
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.app.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.remote_addr, self.remote_port = str(peer[0]), int(peer[1])
+        local = transport.get_extra_info("sockname")
+        if local:
+            self.local_addr, self.local_port = str(local[0]), int(local[1])
+        self._task = self.loop.create_task(self._serve())
+
+    def data_received(self, data: bytes) -> None:
+        if self._bad is not None:
+            return
+        if self.current is None or self._in_head:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._reject(400, "upgrade is not supported")
+            del e
+        except httptools.HttpParserError as e:
+            if self._bad is None:
+                self._reject(400, f"client sent invalid request: {e}")
+        else:
+            if self._in_head and self._head_bytes > self._head_limit:
+                self._reject(400, "client sent too long header line",
+                             "Request Header Or Cookie Too Large")
+            elif self._in_head and len(self._url) > self._line_limit:
+                self._reject(414, "client sent too long URI")
+
+    def eof_received(self) -> bool | None:
+        if self.current is not None and self.current.body is not None:
+            self.current.body.fail(ConnectionResetError("client closed the connection"))
+        if self.active is None and not self.queue:
+            return None
+        return True  # keep the write side open to finish answering (half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.app.connections.discard(self)
+        self.disarm_timer("")
+        gone = ConnectionResetError("client closed the connection")
+        for r in (self.current, self.active, *self.queue):
+            if r is not None and r.body is not None:
+                r.body.fail(gone)
+        if self._req_waiter is not None and not self._req_waiter.done():
+            self._req_waiter.set_result(None)
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(gone)
+        if self.sink is not None:
+            self.sink.client_gone()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+        if self.sink is not None:
+            self.sink.client_drained()
+
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        req = Request(self)
+        self.current = req
+        self._in_head = True
+        self._url = b""
+        self._head_started = self.loop.time()
+        if self._timer_kind == "idle":
+            self.arm_timer(self.group.servers[0].client_header_timeout, "header")
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.current
+        assert req is not None
+        req.headers.append((name, value))
+        lname = name.lower()
+        old = req.hmap.get(lname)
+        if old is None:
+            req.hmap[lname] = value
+        else:
+            req.hmap[lname] = old + (b"; " if lname == b"cookie" else b", ") + value
+
+    def on_headers_complete(self) -> None:
+        req = self.current
+        assert req is not None
+        p = self.parser
+        self._in_head = False
+        req.head_size = self._head_bytes
+        self._head_bytes = 0
+        req.start = time.monotonic()
+        req.method = p.get_method().decode("ascii", "replace")
+        req.version = p.get_http_version()
+        req.keep_alive = p.should_keep_alive()
+        req.target = self._url.decode("latin-1")
+        te = req.hmap.get(b"transfer-encoding")
+        cl = req.hmap.get(b"content-length")
+        if te is not None:
+            req.chunked = True
+        elif cl is not None:
+            try:
+                req.content_length = int(cl)
+            except ValueError:
+                req.content_length = 0
+        if req.chunked or (req.content_length or 0) > 0:
+            req.body = BodyReader(self, req)
+            exp = req.hmap.get(b"expect")
+            if exp is not None and exp.lower() == b"100-continue" and req.version == "1.1":
+                req.expect_continue = True
+        self.queue.append(req)
+        self.requests += 1
+        if self._req_waiter is not None and not self._req_waiter.done():
+            self._req_waiter.set_result(None)
+        self.update_reading()
+
+    def on_body(self, data: bytes) -> None:
+        req = self.current
+        if req is None or req.body is None:
+            return
+        req.body.feed(data)
+        loc = req.location
+        if loc is not None and req.body.received > loc.client_max_body_size > 0:
+            req.body.fail(_TooLarge())
+        if req.body.buffered >= BODY_HIGH_WATER:
+            self.update_reading()
+
+    def on_message_complete(self) -> None:
+        req = self.current
+        self.current = None
+        self._head_bytes = 0
+        if req is not None and req.body is not None:
+            req.body.finish()
+
+    # -- flow control and timers -------------------------------------------------------------
+
+    def update_reading(self) -> None:
+        """Read only while the active body is below its high-water mark and nothing queues."""
+        if self.closed or self.transport is None:
+            return
+        pause = len(self.queue) > 1 or (self.active is not None and len(self.queue) > 0)
+        for r in (self.active, self.current):
+            if r is not None and r.body is not None and r.body.buffered >= BODY_HIGH_WATER:
+                pause = True
+        if self.active is not None and self.active.body is not None \
+                and self.active.body._waiter is not None:
+            pause = False
+        if pause and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        elif not pause and self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def arm_timer(self, seconds: float, kind: str) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_kind = kind
+        self._timer = self.loop.call_later(seconds, self._on_timeout, kind)
+
+    def disarm_timer(self, kind: str) -> None:
+        if self._timer is not None and (not kind or self._timer_kind == kind):
+            self._timer.cancel()
+            self._timer = None
+            self._timer_kind = ""
+
+    def _on_timeout(self, kind: str) -> None:
+        self._timer = None
+        self._timer_kind = ""
+        if kind == "idle":
+            self.abort()
+        elif kind == "header":
+            req = self.current
+            if req is not None:
+                req.status = 408
+                req.method = req.method or "-"
+                self._log_raw(req, '"-"')
+            self.abort()
+        elif kind == "body":
+            r = self.active
+            if r is not None and r.body is not None:
+                r.body.fail(TimeoutError("client timed out"))
+        elif kind == "send":
+            self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def _reject(self, code: int, message: str, text: str | None = None) -> None:
+        """Malformed input: answer after the requests before it, then close."""
+        self._bad = (code, text or _reason(code))
+        self._bad_message = message
+        if self.transport is not None:
+            self.transport.pause_reading()
+            self._reading_paused = True
+        if self.current is not None and self.current.body is not None and \
+                self.current not in self.queue:
+            pass
+        if self.current is not None and self.current.body is not None:
+            self.current.body.fail(ConnectionResetError("bad request"))
+        if self._req_waiter is not None and not self._req_waiter.done():
+            self._req_waiter.set_result(None)
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    async def drain(self, timeout: float) -> None:
+        if not self._write_paused:
+            return
+        if self.closed:
+            raise ConnectionResetError("client closed the connection")
+        if self._drain is None:
+            self._drain = self.loop.create_future()
+        self.arm_timer(timeout, "send")
+        try:
+            await self._drain
+        finally:
+            self.disarm_timer("send")
+
+    def maybe_continue(self, req: Request) -> None:
+        if req.expect_continue and not req.continue_sent and req.body is not None \
+                and req.body.received == 0:
+            req.continue_sent = True
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def response_head(self, req: Request, status: int, headers: list[bytes],
+                      reason: str | None = None, length: int | None = None,
+                      chunked: bool = False) -> bytes:
+        """Bytes of a response head; decides keep-alive (closing statuses, 1.0 without length)."""
+        if status in _CLOSING_STATUSES or self._bad is not None:
+            req.keep_alive = False
+        if length is None and not chunked and status not in (204, 304) and req.method != "HEAD":
+            req.keep_alive = False
+        loc = req.location
+        tokens = loc.server_tokens if loc is not None else True
+        req.status = status
+        out = [b"HTTP/1.1 %d %s\r\n" % (status, (reason or _reason(status)).encode("latin-1")),
+               b"Server: pylvs/" + _pkg_version.encode() + b"\r\n" if tokens else b"Server: pylvs\r\n",
+               b"Date: " + self.app.clock.date + b"\r\n"]
+        out.extend(headers)
+        if length is not None:
+            out.append(b"Content-Length: %d\r\n" % length)
+        elif chunked:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        out.append(b"Connection: keep-alive\r\n\r\n" if req.keep_alive else b"Connection: close\r\n\r\n")
+        return b"".join(out)
+
+    async def respond(self, req: Request, status: int, body: bytes = b"",
+                      headers: list[bytes] | None = None, reason: str | None = None,
+                      content_type: bytes = b"text/html") -> None:
+        hdrs = list(headers or [])
+        if body or status >= 300:
+            hdrs.insert(0, b"Content-Type: " + content_type + b"\r\n")
+        head = self.response_head(req, status, hdrs, reason, length=len(body))
+        if req.method == "HEAD":
+            body = b""
+        self.write(head + body)
+        req.bytes_sent += len(head) + len(body)
+        req.body_bytes_sent += len(body)
+
+    async def respond_error(self, req: Request, status: int, text: str | None = None) -> None:
+        loc = req.location
+        page = _error_page(status, loc.server_tokens if loc else True, text)
+        await self.respond(req, status, page, reason=text)
+
+    # -- the per-connection task ------------------------------------------------------------
+
+    async def _next_request(self) -> Request | None:
+        first = True
+        while not self.queue:
+            if self.closed:
+                return None
+            if self._bad is not None:
+                return None
+            srv = self.group.servers[0]
+            if first:
+                if self.current is not None and self._in_head:
+                    left = srv.client_header_timeout - (self.loop.time() - self._head_started)
+                    self.arm_timer(max(0.0, left), "header")
+                elif self.requests == 0:
+                    self.arm_timer(srv.client_header_timeout, "idle")
+                else:
+                    self.arm_timer(srv.keepalive_timeout, "idle")
+                first = False
+            self.update_reading()
+            self._req_waiter = self.loop.create_future()
+            try:
+                await self._req_waiter
+            finally:
+                self._req_waiter = None
+        self.disarm_timer("")
+        return self.queue[0]
+
+    async def _serve(self) -> None:
+        try:
+            while True:
+                req = await self._next_request()
+                if req is None:
+                    break
+                self.active = req
+                try:
+                    await self._handle(req)
+                finally:
+                    self.queue.popleft()
+                    self.active = None
+                    self.sink = None
+                self._log(req)
+                if not req.keep_alive or self.closed:
+                    break
+                if req.body is not None and not req.body.done:
+                    break
+            if self._bad is not None and not self.closed:
+                code, text = self._bad
+                bad = Request(self)
+                bad.method, bad.target, bad.keep_alive = "-", "", False
+                self.app.error("info", self._bad_message, self)
+                await self.respond_error(bad, code, text)
+                self._log_raw(bad, '"-"' if not self._url else None)
+        except (ConnectionError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.app.error("alert", f"internal error: {e!r}", self)
+        finally:
+            self.disarm_timer("")
+            if self.transport is not None and not self.closed:
+                if self._write_paused:
+                    with contextlib.suppress(Exception):
+                        await self.drain(5.0)
+                self.transport.close()
+
+    def _log(self, req: Request) -> None:
+        loc = req.location
+        if loc is None or not loc.access_log:
+            return
+        for al in loc.access_log:
+            line = expand(al.format, req.variable, "-")
+            self.app.log_for(al).write(line + "\n")
+
+    def _log_raw(self, req: Request, request_field: str | None) -> None:
+        """Log a request that never got a location (bad or timed-out head): server level."""
+        srv = self.group.servers[0]
+        for al in srv.fallback.access_log:
+            line = expand(al.format, req.variable, "-")
+            if request_field is not None:
+                line = line.replace('"-  HTTP/1.1"', request_field).replace('"  HTTP/1.1"', request_field)
+            self.app.log_for(al).write(line + "\n")
+
+    async def _handle(self, req: Request) -> None:
+        # Host and server
+        host_raw = req.hmap.get(b"host")
+        if host_raw is None:
+            if req.version == "1.1":
+                req.server = self.group.servers[0]
+                req.location = req.server.fallback
+                await self.respond_error(req, 400)
+                return
+            host = ""
+        else:
+            host = host_raw.decode("latin-1").lower()
+            host = host[:host.find("]") + 1] if host.startswith("[") else host.partition(":")[0]
+            if not host or any(c in host for c in "/\\ \t"):
+                req.server = self.group.servers[0]
+                req.location = req.server.fallback
+                await self.respond_error(req, 400)
+                return
+        server = self.group.select(host)
+        req.server = server
+        req.host = host or server.server_names[0]
+        target = req.target
+        path, _, args = target.partition("?")
+        if path.startswith(("http://", "https://")):
+            path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
+        req.args = args
+        req.location = server.fallback
+        if req.method == "CONNECT" or not path.startswith("/"):
+            await self.respond_error(req, 400)
+            return
+        try:
+            req.uri = normalize(path)
+        except BadURI:
+            await self.respond_error(req, 400)
+            return
+        loc = self.group.matchers[id(server)].match(req.uri)
+        req.location = loc
+        if req.content_length is not None and req.content_length > loc.client_max_body_size > 0:
+            self.app.error("error", f"client intended to send too large body: "
+                                    f"{req.content_length} bytes", self, req)
+            await self.respond_error(req, 413)
+            return
+        await self._dispatch(req, loc, server, depth=0)
+        if req.body is not None and not req.body.done and not self.closed:
+            if req.expect_continue and not req.continue_sent:
+                req.keep_alive = False
+            else:
+                await self._discard_body(req)
+
+    async def _discard_body(self, req: Request) -> None:
+        assert req.body is not None
+        try:
+            while await req.body.read():
+                pass
+        except (ConnectionError, TimeoutError, _TooLarge):
+            req.keep_alive = False
+
+    async def _dispatch(self, req: Request, loc: Location, server: Server, depth: int) -> None:
+        if loc.ret is not None:
+            await self._return(req, loc)
+        elif loc.proxy_pass is not None:
+            await ProxyAttempt.run(self, req, loc)
+        else:
+            await self._static(req, loc, server, depth)
+
+    async def _return(self, req: Request, loc: Location) -> None:
+        assert loc.ret is not None
+        code = loc.ret.code
+        if code == 444:
+            req.status = 444
+            req.keep_alive = False
+            self.abort()
+            return
+        text = expand(loc.ret.text, req.variable) if loc.ret.text is not None else None
+        if code in (301, 302, 303, 307, 308):
+            location = text or ""
+            await self.respond(req, code, _error_page(code, loc.server_tokens),
+                               [b"Location: " + location.encode("latin-1") + b"\r\n"])
+        elif text is not None:
+            await self.respond(req, code, text.encode(),
+                               content_type=loc.default_type.encode())
+        else:
+            await self.respond_error(req, code)
+
+    async def _static(self, req: Request, loc: Location, server: Server, depth: int) -> None:
+        uri = req.uri
+        if uri.endswith("/"):
+            for name in loc.index:
+                candidate = uri + name
+                if os.path.isfile(loc.root + candidate) and depth < 10:
+                    req.uri = candidate
+                    nloc = self.group.matchers[id(server)].match(candidate)
+                    req.location = nloc
+                    await self._dispatch(req, nloc, server, depth + 1)
+                    return
+            if os.path.isdir(loc.root + uri):
+                self.app.error("error", f'directory index of "{loc.root}{uri}" is forbidden',
+                               self, req)
+                await self.respond_error(req, 403)
+            else:
+                await self.respond_error(req, 404)
+            return
+        if req.method not in ("GET", "HEAD"):
+            await self.respond_error(req, 405)
+            return
+        fpath = loc.root + uri
+        try:
+            fd = os.open(fpath, os.O_RDONLY | os.O_NONBLOCK)
+        except FileNotFoundError:
+            self.app.error("error", f'open() "{fpath}" failed (2: No such file or directory)',
+                           self, req)
+            await self.respond_error(req, 404)
+            return
+        except NotADirectoryError:
+            await self.respond_error(req, 404)
+            return
+        except PermissionError:
+            self.app.error("error", f'open() "{fpath}" failed (13: Permission denied)', self, req)
+            await self.respond_error(req, 403)
+            return
+        except OSError:
+            await self.respond_error(req, 500)
+            return
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                port = "" if self.local_port == 80 else f":{self.local_port}"
+                loc_hdr = f"http://{req.host}{port}{req.uri}/" + (f"?{req.args}" if req.args else "")
+                await self.respond(req, 301, _error_page(301, loc.server_tokens),
+                                   [b"Location: " + loc_hdr.encode("latin-1") + b"\r\n"])
+                return
+            if not stat.S_ISREG(st.st_mode):
+                await self.respond_error(req, 403)
+                return
+            size = st.st_size
+            mtime = int(st.st_mtime)
+            last_mod = email.utils.formatdate(mtime, usegmt=True).encode()
+            etag = b'"%x-%x"' % (mtime, size)
+            inm = req.hmap.get(b"if-none-match")
+            ims = req.hmap.get(b"if-modified-since")
+            if (inm is not None and (inm == etag or inm == b"*")) or \
+                    (inm is None and ims is not None and ims == last_mod):
+                head = self.response_head(req, 304, [b"Last-Modified: " + last_mod + b"\r\n",
+                                                     b"ETag: " + etag + b"\r\n"])
+                self.write(head)
+                req.bytes_sent += len(head)
+                return
+            ext = uri.rpartition("/")[2].rpartition(".")
+            ctype = loc.types.get(ext[2].lower(), loc.default_type) if ext[1] else loc.default_type
+            hdrs = [b"Content-Type: " + ctype.encode() + b"\r\n",
+                    b"Last-Modified: " + last_mod + b"\r\n",
+                    b"ETag: " + etag + b"\r\n", b"Accept-Ranges: bytes\r\n"]
+            head = self.response_head(req, 200, hdrs, length=size)
+            req.bytes_sent += len(head)
+            if req.method == "HEAD":
+                self.write(head)
+                return
+            first = f.read(min(size, FILE_CHUNK)) if size else b""
+            self.write(head + first)
+            sent = len(first)
+            while sent < size:
+                await self.drain(loc.send_timeout)
+                chunk = f.read(min(size - sent, FILE_CHUNK))
+                if not chunk:
+                    break
+                self.write(chunk)
+                sent += len(chunk)
+            req.body_bytes_sent += sent
+            req.bytes_sent += sent
+            if sent < size:  # file shrank under us: the framing is now wrong
+                req.keep_alive = False
+                self.abort()
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class ProxyAttempt:
+    """One request through one upstream connection; the ResponseSink of ``upstream``."""
+
+    def __init__(self, client: ClientConnection, req: Request, loc: Location,
+                 pool: UpstreamPool, conn: UpstreamConnection, can_retry_status: bool) -> None:
+        self.client = client
+        self.req = req
+        self.loc = loc
+        self.pool = pool
+        self.conn = conn
+        self.head_only = req.method == "HEAD"
+        self.done: asyncio.Future[str] = client.loop.create_future()
+        self.started = False  # response head sent to the client
+        self.chunked = False
+        self.can_retry_status = can_retry_status
+        self.retry_status = 0
+        self.failure: tuple[str, str] | None = None
+        self.upstream_paused = False
+        self.keep_alive = False
+        self.request_sent = False
+
+    # -- ResponseSink ---------------------------------------------------------------------------
+
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                      keep_alive: bool, until_eof: bool) -> None:
+        req = self.req
+        self.keep_alive = keep_alive
+        req.upstream_status = str(status)
+        if self.can_retry_status and f"http_{status}" in self.loc.proxy_next_upstream:
+            self.retry_status = status
+            return
+        client = self.client
+        out: list[bytes] = []
+        length: int | None = None
+        chunked_in = False
+        for name, value in headers:
+            n = name.lower()
+            if n in _HOP_RESPONSE:
+                if n == b"transfer-encoding":
+                    chunked_in = True
+                continue
+            if n == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    continue
+                continue
+            out.append(name + b": " + value + b"\r\n")
+        no_body = self.head_only or status in (204, 304)
+        chunked = req.version == "1.1" and length is None and (not no_body or chunked_in)
+        self.chunked = chunked and not no_body
+        if no_body and length is None and not chunked:
+            # Nothing follows the head, so it needs no framing and the connection can stay.
+            keep = req.keep_alive
+            head = client.response_head(req, status, out, reason.decode("latin-1") or None,
+                                        length=0 if status not in (204, 304) else None)
+            if status not in (204, 304):
+                head = head.replace(b"Content-Length: 0\r\n", b"")
+            req.keep_alive = keep and req.keep_alive
+        else:
+            head = client.response_head(req, status, out, reason.decode("latin-1") or None,
+                                        length=length, chunked=chunked)
+        client.write(head)
+        req.bytes_sent += len(head)
+        self.started = True
+        self._check_client_flow()
+
+    def response_body(self, data: bytes) -> None:
+        if self.retry_status or not self.started:
+            return
+        t = self.client.transport
+        if t is None or self.client.closed:
+            return
+        if self.chunked:
+            t.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            self.req.bytes_sent += len(data) + 7
+        else:
+            t.write(data)
+            self.req.bytes_sent += len(data)
+        self.req.body_bytes_sent += len(data)
+        self._check_client_flow()
+
+    def response_complete(self) -> None:
+        if self.chunked and self.started:
+            self.client.write(b"0\r\n\r\n")
+            self.req.bytes_sent += 5
+        if not self.done.done():
+            self.done.set_result("retry" if self.retry_status else "ok")
+
+    def upstream_failed(self, kind: str, message: str) -> None:
+        self.failure = (kind, message)
+        if not self.done.done():
+            self.done.set_result("failed")
+
+    # -- flow control between the two sockets ------------------------------------------------------
+
+    def _check_client_flow(self) -> None:
+        if self.client._write_paused and not self.upstream_paused:
+            self.upstream_paused = True
+            self.conn.pause_reading()
+
+    def client_drained(self) -> None:
+        if self.upstream_paused:
+            self.upstream_paused = False
+            self.conn.resume_reading()
+
+    def client_gone(self) -> None:
+        if not self.done.done():
+            self.failure = ("client", "client closed connection")
+            self.done.set_result("client")
+
+    # -- the request side ------------------------------------------------------------------------
+
+    def request_head(self) -> bytes:
+        req, loc = self.req, self.loc
+        assert loc.proxy_pass is not None
+        pp = loc.proxy_pass
+        if pp.uri is not None and loc.modifier in ("", "^~", "="):
+            rest = req.uri[len(loc.pattern):] if req.uri.startswith(loc.pattern) else req.uri
+            target = pp.uri + rest + (f"?{req.args}" if req.args else "")
+        elif pp.uri is not None:
+            target = pp.uri
+        else:
+            target = req.target
+        version = loc.proxy_http_version
+        lines = [f"{req.method} {target} HTTP/{version}\r\n".encode("latin-1")]
+        overridden: set[bytes] = set()
+        for name, tmpl in loc.proxy_set_header:
+            lname = name.lower().encode("latin-1")
+            overridden.add(lname)
+            value = _expand_header(tmpl, req)
+            if value:
+                lines.append(name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n")
+        conn_tokens: set[bytes] = set()
+        ch = req.hmap.get(b"connection")
+        if ch:
+            conn_tokens = {t.strip().lower() for t in ch.split(b",")}
+        for hname, hvalue in req.headers:
+            n = hname.lower()
+            if n in overridden or n in _HOP_REQUEST or n in conn_tokens:
+                continue
+            lines.append(hname + b": " + hvalue + b"\r\n")
+        if req.body is not None:
+            if req.content_length is not None:
+                lines.append(b"Content-Length: %d\r\n" % req.content_length)
+            else:
+                lines.append(b"Transfer-Encoding: chunked\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    async def send_body(self, timeout: float) -> None:
+        req, conn = self.req, self.conn
+        assert req.body is not None
+        chunked = req.content_length is None
+        while True:
+            data = await req.body.read()
+            if self.done.done() or conn.closed:
+                return
+            if not data:
+                if chunked:
+                    conn.write(b"0\r\n\r\n")
+                break
+            if chunked:
+                conn.write(b"%x\r\n" % len(data) + data + b"\r\n")
+            else:
+                conn.write(data)
+            await conn.drain(timeout)
+        self.request_sent = True
+
+    @staticmethod
+    async def run(client: ClientConnection, req: Request, loc: Location) -> None:
+        app = client.app
+        pp = loc.proxy_pass
+        assert pp is not None
+        req.proxy_host = pp.proxy_host
+        pool = app.pools[pp.upstream]
+        balancer = pool.balancer
+        tried: set[int] = set()
+        tries_left = loc.proxy_next_upstream_tries or balancer.tries
+        nu = loc.proxy_next_upstream
+        if loc.proxy_http_version == "1.0" and req.body is not None and req.content_length is None:
+            # An HTTP/1.0 upstream needs a length: spool the chunked body to a temp file first.
+            await _spool_chunked(client, req)
+        idempotent = req.method in _IDEMPOTENT or "non_idempotent" in nu
+        addrs: list[str] = []
+        statuses: list[str] = []
+        last_kind = "error"
+        while True:
+            now = time.monotonic()
+            peer = balancer.get(tried, now)
+            if peer is None:
+                app.error("error", "no live upstreams while connecting to upstream", client,
+                          req, f"http://{pp.proxy_host}{req.target}")
+                req.upstream_addr = ", ".join([*addrs, pp.upstream]) if addrs else pp.upstream
+                await client.respond_error(req, 504 if last_kind == "timeout" else 502)
+                return
+            tried.add(peer.index)
+            tries_left -= 1
+            addr = peer.server.address
+            addrs.append(addr)
+            upstream_url = f"http://{addr}{req.target}"
+            conn = pool.take(peer)
+            fresh_retry = conn is not None
+            if conn is None:
+                try:
+                    conn = await pool.connect(peer, loc.proxy_connect_timeout)
+                except (TimeoutError, OSError) as e:
+                    kind = "timeout" if isinstance(e, TimeoutError) else "error"
+                    if kind == "timeout":
+                        msg = "upstream timed out (110: Connection timed out)"
+                    else:
+                        err = getattr(e, "errno", None) or 111
+                        msg = f"connect() failed ({err}: {os.strerror(err)})"
+                    app.error("error", f"{msg} while connecting to upstream", client, req,
+                              upstream_url)
+                    balancer.failed(peer, time.monotonic())
+                    statuses.append("502" if kind == "error" else "504")
+                    last_kind = kind
+                    body_touched = req.body is not None and req.body.started
+                    if kind in nu and tries_left > 0 and not body_touched and idempotent:
+                        continue
+                    req.upstream_addr = ", ".join(addrs)
+                    req.upstream_status = ", ".join(statuses)
+                    await client.respond_error(req, 504 if kind == "timeout" else 502)
+                    return
+            can_retry_status = tries_left > 0 and idempotent and req.body is None
+            att = ProxyAttempt(client, req, loc, pool, conn, can_retry_status)
+            client.sink = att
+            conn.attach(att, loc.proxy_read_timeout)
+            body_task: asyncio.Task[None] | None = None
+            try:
+                conn.write(att.request_head())
+                if req.body is not None:
+                    body_task = client.loop.create_task(att.send_body(loc.proxy_send_timeout))
+                    body_task.add_done_callback(_read_timer_starter(conn))
+                else:
+                    att.request_sent = True
+                    conn.start_read_timer()
+                result = await att.done
+            finally:
+                if body_task is not None and not body_task.done():
+                    body_task.cancel()
+                if body_task is not None:
+                    with contextlib.suppress(BaseException):
+                        await body_task
+                    exc = None if body_task.cancelled() else body_task.exception()
+                    if exc is not None and not att.done.done():
+                        att.failure = ("client", str(exc))
+                        result = "client"
+                client.sink = None
+            statuses.append(req.upstream_status or "502")
+            if result == "ok":
+                balancer.succeeded(peer)
+                reusable = att.keep_alive and att.request_sent and not att.upstream_paused
+                if att.upstream_paused:
+                    conn.resume_reading()
+                    reusable = att.keep_alive and att.request_sent
+                pool.release(conn, reusable)
+                req.upstream_addr = ", ".join(addrs)
+                req.upstream_status = ", ".join(statuses)
+                return
+            if result == "retry":
+                status = att.retry_status
+                if status != 404 and status != 403:
+                    balancer.failed(peer, time.monotonic())
+                pool.release(conn, att.keep_alive and att.request_sent)
+                last_kind = "error"
+                continue
+            conn.close()
+            if result == "client":
+                req.keep_alive = False
+                req.upstream_addr = ", ".join(addrs)
+                req.status = req.status or 499
+                client.abort()
+                return
+            kind, msg = att.failure or ("error", "upstream failed")
+            if att.started:
+                app.error("error", f"{msg} while reading upstream", client, req, upstream_url)
+                req.keep_alive = False
+                req.upstream_addr = ", ".join(addrs)
+                client.abort()
+                return
+            if fresh_retry and kind == "error" and not conn.got_response:
+                # A kept-alive connection the upstream had closed: not the peer's failure.
+                tried.discard(peer.index)
+                tries_left += 1
+                addrs.pop()
+                statuses.pop()
+                if req.body is None or not req.body.started:
+                    continue
+            app.error("error", f"{msg} while reading response header from upstream", client,
+                      req, upstream_url)
+            balancer.failed(peer, time.monotonic())
+            last_kind = kind
+            body_touched = req.body is not None and req.body.started
+            if kind in nu and tries_left > 0 and not body_touched and idempotent:
+                statuses[-1:] = ["504" if kind == "timeout" else "502"]
+                continue
+            req.upstream_addr = ", ".join(addrs)
+            req.upstream_status = ", ".join([*statuses[:-1], "504" if kind == "timeout" else "502"])
+            await client.respond_error(req, 504 if kind == "timeout" else 502)
+            return
+
+
+def _read_timer_starter(conn: UpstreamConnection) -> Callable[[asyncio.Task[None]], None]:
+    def start(_: asyncio.Task[None]) -> None:
+        conn.start_read_timer()
+
+    return start
+
+
+def _expand_header(tmpl: Template, req: Request) -> str:
+    if len(tmpl) == 1 and isinstance(tmpl[0], str):
+        return tmpl[0]
+    return expand(tmpl, req.variable)
+
+
+async def _spool_chunked(client: ClientConnection, req: Request) -> None:
+    """Turn a chunked request body into a sized one through a temporary file (not memory)."""
+    import tempfile
+
+    assert req.body is not None
+    f = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the replacement reader
+    total = 0
+    while True:
+        data = await req.body.read()
+        if not data:
+            break
+        f.write(data)
+        total += len(data)
+    f.seek(0)
+    body = BodyReader(client, req)
+    body.received = total
+    body.done = True
+    body.spool = f
+    req.body = body if total else None
+    if not total:
+        f.close()
+    req.content_length = total
+    req.chunked = False
+
+
+def peer_label(peer: Peer) -> str:
+    return peer.server.address

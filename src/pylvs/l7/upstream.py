@@ -1,0 +1,294 @@
+"""Connections to upstream (app) servers: the response reader and the keepalive pool.
+
+An ``UpstreamConnection`` parses responses with httptools and hands each event straight to the
+``ResponseSink`` of the request it serves, inside the same callback, so a body chunk goes from the
+upstream socket to the client socket without a task switch or a copy into a buffer; the client's
+write flow control pauses this socket's reading (backpressure end to end). ``UpstreamPool`` keeps
+up to ``keepalive N`` idle connections per upstream, as nginx's keepalive module does, closing the
+oldest beyond that and any idle longer than the upstream's ``keepalive_timeout``.
+
+Not for: choosing the peer (``balancer``) or the request side (``server``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Protocol, cast
+
+import httptools
+
+from pylvs.l7.balancer import Peer, RoundRobin
+from pylvs.l7.config import UpstreamConfig
+
+
+class ResponseSink(Protocol):
+    head_only: bool
+
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                      keep_alive: bool, until_eof: bool) -> None: ...
+    def response_body(self, data: bytes) -> None: ...
+    def response_complete(self) -> None: ...
+    def upstream_failed(self, kind: str, message: str) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, pool: UpstreamPool, peer: Peer) -> None:
+        self.pool = pool
+        self.peer = peer
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.sink: ResponseSink | None = None
+        self.closed = False
+        self.requests = 0
+        self.reused = False
+        self.got_response = False  # any byte of a response arrived for the current sink
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._skip = False  # inside an interim 1xx response
+        self._until_eof = False
+        self._in_body = False
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._read_timeout = 60.0
+        self._last_read = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.connected: asyncio.Future[None] = self.loop.create_future()
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        if not self.connected.done():
+            self.connected.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = self.loop.time()
+        if self.sink is None:
+            # Nothing is expected between responses: the connection is not reusable.
+            self.close()
+            return
+        self.got_response = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            sink = self.sink
+            self.close()
+            if sink is not None:
+                sink.upstream_failed("invalid_header", f"upstream sent invalid response: {e}")
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timers()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ConnectionResetError("upstream closed"))
+        self.pool.forget(self)
+        sink, self.sink = self.sink, None
+        if sink is None:
+            return
+        if self._in_body and self._until_eof and exc is None:
+            self._in_body = False
+            sink.response_complete()
+        elif isinstance(exc, ConnectionResetError):
+            sink.upstream_failed("error", "recv() failed (104: Connection reset by peer)")
+        else:
+            sink.upstream_failed("error", "upstream prematurely closed connection")
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = b""
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            self._skip = True
+            return
+        sink = self.sink
+        if sink is None:
+            return
+        until_eof = False
+        if not sink.head_only and status not in (204, 304):
+            until_eof = True
+            for name, value in self._headers:
+                n = name.lower()
+                if n == b"content-length" or (n == b"transfer-encoding" and b"chunked" in value.lower()):
+                    until_eof = False
+                    break
+        self._until_eof = until_eof
+        keep_alive = self.parser.should_keep_alive() and not until_eof
+        self._in_body = True
+        sink.response_head(status, self._reason, self._headers, keep_alive, until_eof)
+        if sink.head_only and self.sink is sink:
+            # httptools cannot be told the response has no body: finish here and read the next
+            # response with a fresh parser.
+            self._in_body = False
+            self.parser = httptools.HttpResponseParser(self)
+            self.sink = None
+            self._cancel_timer()
+            sink.response_complete()
+
+    def on_body(self, data: bytes) -> None:
+        if self._skip:
+            return
+        sink = self.sink
+        if sink is not None:
+            sink.response_body(data)
+
+    def on_message_complete(self) -> None:
+        if self._skip:
+            self._skip = False
+            return
+        sink, self.sink = self.sink, None
+        self._in_body = False
+        self._cancel_timer()
+        if sink is not None:
+            sink.response_complete()
+
+    # -- used by the request side ---------------------------------------------------------
+
+    def attach(self, sink: ResponseSink, read_timeout: float) -> None:
+        self.sink = sink
+        self.got_response = False
+        self.requests += 1
+        self._read_timeout = read_timeout
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def start_read_timer(self) -> None:
+        """Arm proxy_read_timeout: it runs between two successive reads, as in nginx."""
+        if self.sink is None or self.closed:
+            return
+        self._last_read = self.loop.time()
+        self._cancel_timer()
+        self._timer = self.loop.call_at(self._last_read + self._read_timeout, self._check_timeout)
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        if self.sink is None or self.closed:
+            return
+        due = self._last_read + self._read_timeout
+        if self.loop.time() < due - 0.001:
+            self._timer = self.loop.call_at(due, self._check_timeout)
+            return
+        sink, self.sink = self.sink, None
+        self.close()
+        sink.upstream_failed("timeout", "upstream timed out (110: Connection timed out)")
+
+    def write(self, data: bytes | memoryview) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def drain(self, timeout: float) -> None:
+        if not self._write_paused or self.closed:
+            return
+        if self._drain is None:
+            self._drain = self.loop.create_future()
+        async with asyncio.timeout(timeout):
+            await self._drain
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_timer()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def detach(self) -> None:
+        self.sink = None
+        self._cancel_timer()
+
+    def close(self) -> None:
+        self._cancel_timers()
+        self.sink = None
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            if self.transport is not None:
+                self.transport.abort()
+
+    def idle_expired(self) -> None:
+        self._idle_timer = None
+        self.close()
+
+
+class UpstreamPool:
+    """One upstream block at run time: its balancer and its idle keepalive connections."""
+
+    def __init__(self, config: UpstreamConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.loop = loop
+        self.balancer = RoundRobin(config.servers)
+        self._idle: deque[UpstreamConnection] = deque()
+
+    def take(self, peer: Peer) -> UpstreamConnection | None:
+        for conn in reversed(self._idle):
+            if conn.peer is peer:
+                self._idle.remove(conn)
+                if conn.closed:
+                    continue
+                conn.reused = True
+                return conn
+        return None
+
+    async def connect(self, peer: Peer, timeout: float) -> UpstreamConnection:
+        conn = UpstreamConnection(self, peer)
+        async with asyncio.timeout(timeout):
+            await self.loop.create_connection(lambda: conn, peer.server.host, peer.server.port)
+        return conn
+
+    def release(self, conn: UpstreamConnection, reusable: bool) -> None:
+        """Give a connection back after its response; keep it if keepalive allows."""
+        conn.detach()
+        cfg = self.config
+        if (not reusable or conn.closed or cfg.keepalive == 0
+                or conn.requests >= cfg.keepalive_requests):
+            conn.close()
+            return
+        self._idle.append(conn)
+        conn._idle_timer = self.loop.call_later(cfg.keepalive_timeout, conn.idle_expired)
+        while len(self._idle) > cfg.keepalive:
+            self._idle.popleft().close()
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        with contextlib.suppress(ValueError):
+            self._idle.remove(conn)
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.popleft().close()
