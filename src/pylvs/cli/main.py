@@ -18,6 +18,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "pylvs.daemon.main",
     "pylvs.lab.cli",
     "pylvs.hostsetup.cli",
+    "pylvs.l7.cli",
+    "pylvs.vrrp.cli",
 )
 
 
