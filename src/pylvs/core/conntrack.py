@@ -171,6 +171,7 @@ class Connection:
 
     def __init__(
         self, ckey: int, vaddr: bytes, vport: int, dest: RealServer, dport: int, flags: int,
+        state: int = 0, timeout: int = INITIAL_TIMEOUT,
     ) -> None:
         self.ckey = ckey
         self.vaddr = vaddr
@@ -179,8 +180,8 @@ class Connection:
         self.daddr = dest.addr_packed
         self.dport = dport
         self.flags = flags
-        self.state = 0
-        self.timeout = INITIAL_TIMEOUT
+        self.state = state
+        self.timeout = timeout
         self.deadline = 0.0
         self.bucket: _Bucket | None = None
         self.control: Connection | None = None
@@ -235,7 +236,7 @@ class Connection:
 
 # 128 bits of address; the family is told apart by the length of vaddr (same family as caddr).
 _ADDR_MASK = (1 << 128) - 1
-_V6_MARK = 1 << 160
+V6_MARK = 1 << 160
 
 
 def make_ckey(protocol: int, caddr: bytes, cport: int) -> int:
@@ -245,7 +246,7 @@ def make_ckey(protocol: int, caddr: bytes, cport: int) -> int:
     """
     k = (int.from_bytes(caddr, "big") << 24) | (cport << 8) | protocol
     if len(caddr) == 16:
-        k |= _V6_MARK
+        k |= V6_MARK
     return k
 
 
@@ -300,11 +301,6 @@ class ConnectionTable:
     # ---- hashing -------------------------------------------------------------------------
 
     @staticmethod
-    def _link(table: dict[int, Connection], conn: Connection) -> None:
-        conn.next = table.get(conn.ckey)
-        table[conn.ckey] = conn
-
-    @staticmethod
     def _unlink(table: dict[int, Connection], conn: Connection) -> None:
         head = table.get(conn.ckey)
         if head is conn:
@@ -321,10 +317,22 @@ class ConnectionTable:
         conn.next = None
 
     def insert(self, conn: Connection, now: float) -> None:
-        self._link(self.templates if conn.flags & CONN_F_TEMPLATE else self.conns, conn)
+        """Hash a new entry and start its timer (``conn.timeout`` from ``now``)."""
+        table = self.templates if conn.flags & CONN_F_TEMPLATE else self.conns
+        ckey = conn.ckey
+        conn.next = table.get(ckey)
+        table[ckey] = conn
         conn.flags |= CONN_F_HASHED
         self.count += 1
-        self.arm(conn, now)
+        deadline = conn.deadline = now + conn.timeout
+        sec = math.ceil(deadline)
+        if sec <= self._wheel_pos:
+            sec = self._wheel_pos + 1
+        bucket = self._wheel.get(sec)
+        if bucket is None:
+            bucket = self._wheel[sec] = _Bucket(sec)
+        bucket.conns.append(conn)
+        conn.bucket = bucket
 
     def unhash(self, conn: Connection) -> None:
         """Take an entry out of the hash (it stays on the wheel until it expires)."""

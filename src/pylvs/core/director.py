@@ -21,11 +21,13 @@ import time
 from collections.abc import Callable
 
 from pylvs.core.conntrack import (
+    CONN_F_FWD_MASK,
     CONN_F_INACTIVE,
     CONN_F_NOOUTPUT,
     CONN_F_ONE_PACKET,
     CONN_F_TEMPLATE,
     CTPL_S_ASSURED,
+    CTPL_S_NONE,
     DIR_INPUT,
     DIR_INPUT_ONLY,
     DIR_OUTPUT,
@@ -42,6 +44,7 @@ from pylvs.core.conntrack import (
     TCP_S_TIME_WAIT,
     TCP_SYN,
     UDP_S_NORMAL,
+    V6_MARK,
     Connection,
     ConnectionTable,
     bind_dest,
@@ -56,8 +59,6 @@ from pylvs.core.model import (
     DEFAULT_PERSISTENCE_TIMEOUT,
     ConnEntry,
     DestFlags,
-    ForwardingMethod,
-    RealServer,
     ServiceKey,
     Timeouts,
     VirtualService,
@@ -96,18 +97,35 @@ _IPPROTO_UDP = 17
 _FTPPORT = 21
 
 
+class _Plan:
+    """What scheduling needs of a service, read once: the flags as plain ints."""
+
+    __slots__ = ("one_packet", "persistent", "port", "svc")
+
+    def __init__(self, svc: VirtualService) -> None:
+        self.svc = svc
+        flags = int(svc.flags)
+        self.persistent = bool(flags & 0x0001)  # IP_VS_SVC_F_PERSISTENT
+        self.one_packet = bool(flags & 0x0004)  # IP_VS_SVC_F_ONEPACKET
+        # Port-zero services match any port unless persistent; fwmark services any port.
+        self.port = svc.key.port
+
+
 class _ServiceCache(TableListener):
     """Service lookup by packed address, dropped whenever the table's services change."""
 
     def __init__(self) -> None:
-        self.by_addr: dict[tuple[int, bytes, int], VirtualService | None] = {}
-        self.by_mark: dict[tuple[int, int], VirtualService | None] = {}
+        self.by_addr: dict[tuple[int, bytes, int], _Plan | None] = {}
+        self.by_mark: dict[tuple[int, int], _Plan | None] = {}
 
     def clear(self) -> None:
         self.by_addr.clear()
         self.by_mark.clear()
 
     def service_added(self, svc: VirtualService) -> None:
+        self.clear()
+
+    def service_changed(self, svc: VirtualService) -> None:
         self.clear()
 
     def service_deleted(self, svc: VirtualService) -> None:
@@ -170,16 +188,21 @@ class Director:
         self, protocol: int, vaddr: bytes, vport: int, fwmark: int = 0,
     ) -> VirtualService | None:
         """ip_vs_service_find: the fwmark service first, then exact port, then port 0."""
+        plan = self._plan(protocol, vaddr, vport, fwmark)
+        return plan.svc if plan is not None else None
+
+    def _plan(self, protocol: int, vaddr: bytes, vport: int, fwmark: int) -> _Plan | None:
         cache = self._services
         if fwmark:
             mk = (fwmark, len(vaddr))
             try:
-                svc = cache.by_mark[mk]
+                plan = cache.by_mark[mk]
             except KeyError:
                 af = AF_INET6 if len(vaddr) == 16 else AF_INET
-                svc = cache.by_mark[mk] = self.table.lookup(ServiceKey.mark(fwmark, af))
-            if svc is not None:
-                return svc
+                svc = self.table.lookup(ServiceKey.mark(fwmark, af))
+                plan = cache.by_mark[mk] = _Plan(svc) if svc is not None else None
+            if plan is not None:
+                return plan
         k = (protocol, vaddr, vport)
         try:
             return cache.by_addr[k]
@@ -188,8 +211,8 @@ class Director:
         if len(cache.by_addr) > 65536:
             cache.by_addr.clear()  # a scan of many VIPs/ports must not grow the cache
         svc = self.table.lookup_inet(protocol, ipaddress.ip_address(vaddr), vport)
-        cache.by_addr[k] = svc
-        return svc
+        plan = cache.by_addr[k] = _Plan(svc) if svc is not None else None
+        return plan
 
     # ---- new connections -------------------------------------------------------------------
 
@@ -202,18 +225,22 @@ class Director:
         SYN_RECV; UDP: its one state), so a data plane that also reports the SYN through
         ``tcp_packet`` changes nothing. ``None``: no service, port 0 without persistence, no
         real server available, or the table is full. With ``-o`` (one-packet) on a UDP
-        service the entry is returned but not kept.
+        service the entry is returned but not kept. Call ``lookup`` first: an entry that
+        already exists is returned as it is (unless it is a TCP TIME_WAIT entry without
+        persistence, which a new SYN replaces, as conn_reuse_mode does).
         """
-        svc = self.find_service(protocol, vaddr, vport, fwmark)
-        if svc is None:
+        plan = self._plan(protocol, vaddr, vport, fwmark)
+        if plan is None:
             return None
         now = self.clock()
-        ckey = make_ckey(protocol, caddr, cport)
-        head = self.conns.conns.get(ckey)
+        ckey = (int.from_bytes(caddr, "big") << 24) | (cport << 8) | protocol
+        if len(caddr) == 16:
+            ckey |= V6_MARK
+        table = self.conns
+        head = table.conns.get(ckey)
         if head is not None:
             old = self._match(head, vaddr, vport)
             if old is not None:
-                # conn_reuse_mode: a new SYN on a TIME_WAIT entry without persistence starts over.
                 if (
                     protocol == _IPPROTO_TCP and old.state == TCP_S_TIME_WAIT
                     and old.control is None
@@ -221,23 +248,48 @@ class Director:
                     self._drop(old)
                 else:
                     return old
-        if self.conns.count >= self.max_connections:
+        if table.count >= self.max_connections:
             self.refused_full += 1
             return None
-        if svc.flags & 0x0001:  # IP_VS_SVC_F_PERSISTENT
-            return self._schedule_persist(svc, protocol, caddr, cport, vaddr, vport, ckey, now)
-        if not svc.key.fwmark and vport != svc.key.port:
+        svc = plan.svc
+        if plan.persistent:
+            return self._schedule_persist(plan, protocol, caddr, cport, vaddr, vport, ckey, now)
+        port = plan.port
+        if port != vport and not svc.key.fwmark:
             return None  # port zero is only supported by persistent services
         sched = svc.scheduler
         dest = sched.schedule(caddr, cport, vaddr, vport, now) if sched is not None else None
         if dest is None:
             self.refused_no_dest += 1
             return None
-        one_packet = bool(svc.flags & 0x0004) and protocol == _IPPROTO_UDP
-        conn = self._new_conn(ckey, vaddr, svc.key.port or vport, dest,
-                              dest.port or vport, one_packet)
-        self._count_new(conn, dest, svc)
-        self._first_packet(conn, protocol, now)
+        flags = dest.fwd | CONN_F_INACTIVE
+        if flags & CONN_F_FWD_MASK:  # not MASQ: the director may never see the replies
+            flags |= CONN_F_NOOUTPUT
+        dport = dest.port or vport
+        # ip_vs_conn_stats
+        dest.stats.conns += 1
+        svc.stats.conns += 1
+        self.table.total.conns += 1
+        if protocol == _IPPROTO_TCP:
+            # The first segment is the client's SYN: NONE -> SYN_RECV in every direction table.
+            if self.table.timeouts is not self._timeouts_src:
+                self._load_timeouts()
+            conn = Connection(ckey, vaddr, port or vport, dest, dport, flags,
+                              TCP_S_SYN_RECV, self._tcp_timeouts[TCP_S_SYN_RECV])
+        else:
+            if self.table.timeouts is not self._timeouts_src:
+                self._load_timeouts()
+            if plan.one_packet and protocol == _IPPROTO_UDP:
+                return Connection(ckey, vaddr, port or vport, dest, dport,
+                                  flags | CONN_F_ONE_PACKET, UDP_S_NORMAL, self._udp_timeout)
+            conn = Connection(ckey, vaddr, port or vport, dest, dport, flags,
+                              UDP_S_NORMAL, self._udp_timeout)
+        # ip_vs_bind_dest: a new entry starts INACTIVE.
+        dest.inactconns += 1
+        u = dest.u_threshold
+        if u and dest.activeconns + dest.inactconns >= u:
+            dest.flags |= DestFlags.OVERLOAD
+        table.insert(conn, now)
         return conn
 
     @staticmethod
@@ -249,62 +301,32 @@ class Director:
             c = c.next
         return None
 
-    def _new_conn(
-        self, ckey: int, vaddr: bytes, vport: int, dest: RealServer, dport: int,
-        one_packet: bool,
-    ) -> Connection:
-        fwd = int(dest.fwd)
-        flags = fwd | CONN_F_INACTIVE
-        if fwd != ForwardingMethod.MASQ:
-            flags |= CONN_F_NOOUTPUT
-        if one_packet:
-            flags |= CONN_F_ONE_PACKET
-        return Connection(ckey, vaddr, vport, dest, dport, flags)
-
-    def _count_new(self, conn: Connection, dest: RealServer, svc: VirtualService) -> None:
-        """ip_vs_conn_stats plus, for a kept entry, ip_vs_bind_dest."""
-        dest.stats.conns += 1
-        svc.stats.conns += 1
-        self.table.total.conns += 1
-        if not conn.flags & CONN_F_ONE_PACKET:
-            bind_dest(conn, dest)
-
-    def _first_packet(self, conn: Connection, protocol: int, now: float) -> None:
-        if protocol == _IPPROTO_TCP:
-            # The first segment is the client's SYN: NONE -> SYN_RECV in every direction table.
-            conn.state = TCP_S_SYN_RECV
-            conn.timeout = self._tcp_timeout(TCP_S_SYN_RECV)
-        else:
-            conn.state = UDP_S_NORMAL
-            conn.timeout = self._udp_timeout_now()
-        if conn.flags & CONN_F_ONE_PACKET:
-            return
-        self.conns.insert(conn, now)
-
     def _schedule_persist(
-        self, svc: VirtualService, protocol: int, caddr: bytes, cport: int, vaddr: bytes,
+        self, plan: _Plan, protocol: int, caddr: bytes, cport: int, vaddr: bytes,
         vport: int, ckey: int, now: float,
     ) -> Connection | None:
         """ip_vs_sched_persist: reuse or create the client network's template, then the entry."""
+        svc = plan.svc
         snet = self._mask(svc, caddr)
-        svc_port = svc.key.port
+        svc_port = plan.port
         if svc.key.fwmark:
             # fwmark template: <IPPROTO_IP, snet, 0, fwmark, 0>
             t_proto, t_vaddr, t_vport = _IPPROTO_IP, _fwmark_addr(svc.key.fwmark, len(vaddr)), 0
         elif vport == svc_port and svc_port != _FTPPORT:
-            t_proto, t_vaddr, t_vport = protocol, vaddr, vport
+            t_proto, t_vaddr, t_vport = protocol, vaddr, svc_port
         else:
             # port-zero (and FTP) template: <protocol, snet, 0, vaddr, 0>
             t_proto, t_vaddr, t_vport = protocol, vaddr, 0
         tkey = make_ckey(t_proto, snet, 0)
+        table = self.conns
         ct: Connection | None = None
-        head = self.conns.templates.get(tkey)
+        head = table.templates.get(tkey)
         if head is not None:
             ct = self._match(head, t_vaddr, t_vport)
             if ct is not None and not self._check_template(ct):
                 ct = None
         if ct is None:
-            if self.conns.count + 1 >= self.max_connections:
+            if table.count + 1 >= self.max_connections:
                 self.refused_full += 1
                 return None
             sched = svc.scheduler
@@ -313,26 +335,39 @@ class Director:
                 self.refused_no_dest += 1
                 return None
             t_dport = dest.port if (vport == svc_port and svc_port != _FTPPORT) else 0
-            ct = Connection(tkey, t_vaddr, t_vport, dest, t_dport,
-                            int(dest.fwd) | CONN_F_TEMPLATE)
-            ct.state = 0
-            ct.timeout = svc.timeout or DEFAULT_PERSISTENCE_TIMEOUT
+            ct = Connection(tkey, t_vaddr, t_vport, dest, t_dport, dest.fwd | CONN_F_TEMPLATE,
+                            CTPL_S_NONE, svc.timeout or DEFAULT_PERSISTENCE_TIMEOUT)
             bind_dest(ct, dest)
-            self.conns.insert(ct, now)
+            table.insert(ct, now)
         else:
             dest = ct.dest
         dport = vport
         if dport == svc_port and dest.port:
             dport = dest.port
-        one_packet = bool(svc.flags & 0x0004) and protocol == _IPPROTO_UDP
-        conn = self._new_conn(ckey, vaddr, svc_port or vport, dest, dport, one_packet)
-        if not one_packet:
+        flags = dest.fwd | CONN_F_INACTIVE
+        if flags & CONN_F_FWD_MASK:
+            flags |= CONN_F_NOOUTPUT
+        dest.stats.conns += 1
+        svc.stats.conns += 1
+        self.table.total.conns += 1
+        if self.table.timeouts is not self._timeouts_src:
+            self._load_timeouts()
+        if protocol == _IPPROTO_TCP:
+            conn = Connection(ckey, vaddr, svc_port or vport, dest, dport, flags,
+                              TCP_S_SYN_RECV, self._tcp_timeouts[TCP_S_SYN_RECV])
+        elif plan.one_packet and protocol == _IPPROTO_UDP:
+            conn = Connection(ckey, vaddr, svc_port or vport, dest, dport,
+                              flags | CONN_F_ONE_PACKET, UDP_S_NORMAL, self._udp_timeout)
+        else:
+            conn = Connection(ckey, vaddr, svc_port or vport, dest, dport, flags,
+                              UDP_S_NORMAL, self._udp_timeout)
+        if not conn.flags & CONN_F_ONE_PACKET:
             conn.control = ct
             ct.n_control += 1
-        self._count_new(conn, dest, svc)
-        self._first_packet(conn, protocol, now)
+            bind_dest(conn, dest)
+            table.insert(conn, now)
         # ip_vs_conn_put(ct): the template's timer restarts with every connection it hands out.
-        self.conns.arm(ct, now)
+        table.arm(ct, now)
         return conn
 
     @staticmethod
@@ -367,7 +402,7 @@ class Director:
         """The entry of a client->VIP packet, or None (then ``schedule`` it if it opens one)."""
         k = (int.from_bytes(caddr, "big") << 24) | (cport << 8) | protocol
         if len(caddr) == 16:
-            k |= 1 << 160
+            k |= V6_MARK
         c = self.conns.conns.get(k)
         while c is not None:
             if c.vport == vport and c.vaddr == vaddr:
@@ -382,7 +417,7 @@ class Director:
         destination."""
         k = (int.from_bytes(caddr, "big") << 24) | (cport << 8) | protocol
         if len(caddr) == 16:
-            k |= 1 << 160
+            k |= V6_MARK
         c = self.conns.conns.get(k)
         while c is not None:
             if c.dport == dport and c.daddr == daddr:
