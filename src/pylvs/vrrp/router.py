@@ -110,6 +110,7 @@ class RouterConfig:
     lower_prio_no_advert: bool = False
     higher_prio_send_advert: bool = False
     check_vips: bool = True  # keepalived's default; vrrp_skip_check_adv_addr turns it off
+    mcast_group: bytes = b""  # empty: 224.0.0.18 / ff02::12 (global_defs vrrp_mcast_group4/6)
 
     @property
     def family(self) -> int:
@@ -220,7 +221,7 @@ class VRRPRouter:
             auth_type=cfg.auth_type if cfg.version == 2 else pkt.AUTH_NONE,
             auth_data=pkt.password_field(cfg.auth_pass) if cfg.auth_type == pkt.AUTH_PASS else b"\0" * 8,
         )
-        dsts = cfg.unicast_peers or (pkt.VRRP_MCAST_V4 if cfg.family == 4 else pkt.VRRP_MCAST_V6,)
+        dsts = cfg.unicast_peers or (cfg.mcast_group or (pkt.VRRP_MCAST_V4 if cfg.family == 4 else pkt.VRRP_MCAST_V6),)
         frames = tuple((d, pkt.encode(adv, cfg.primary_address, d)) for d in dsts)
         self.stats.advert_sent += 1
         if priority == PRIO_STOP:

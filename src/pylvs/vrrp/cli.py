@@ -1,0 +1,78 @@
+"""``pylvs keepalived -f FILE``: run the VRRP part of a keepalived.conf, with keepalived's
+command-line habits (-n -l -D accepted, -t tests the configuration, -i picks @conditional lines).
+
+Not for: the virtual_server/checker part of keepalived.conf (parsed, reported, not run here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from pylvs.config import keepalived as K
+from pylvs.config.grammar import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("keepalived", help="run VRRP from a keepalived.conf (keepalived-compatible)",
+                              description="Run the VRRP instances of a keepalived.conf.")
+    p.add_argument("-f", "--use-file", dest="file", default="/etc/keepalived/keepalived.conf",
+                   help="configuration file (default /etc/keepalived/keepalived.conf)")
+    p.add_argument("-t", "--config-test", action="store_true", help="check the configuration and exit")
+    p.add_argument("-i", "--config-id", default=None, help="use @ID conditional lines")
+    p.add_argument("-p", "--pid", "--vrrp_pid", dest="pidfile", default=None, help="write the PID here")
+    p.add_argument("-n", "--dont-fork", action="store_true", help="accepted for keepalived compatibility (never forks)")
+    p.add_argument("-l", "--log-console", action="store_true", help="log to the console (always)")
+    p.add_argument("-D", "--log-detail", action="store_true", help="more detailed logging")
+    p.add_argument("-P", "--vrrp", action="store_true", help="accepted: only the VRRP part runs")
+    p.add_argument("--state-file", default=None, help="JSON state, rewritten on every change and on SIGUSR1")
+    p.add_argument("--arbitrator", default=None, metavar="IP",
+                   help="address (gateway) this node must reach to stay MASTER/BACKUP; else FAULT")
+    p.add_argument("--arbitrator-interval", type=float, default=1.0, metavar="S")
+    p.add_argument("--arbitrator-fall", type=int, default=3, metavar="N")
+    p.add_argument("--arbitrator-rise", type=int, default=2, metavar="N")
+    p.add_argument("--notify-split-brain", default=None, metavar="SCRIPT",
+                   help="run as SCRIPT INSTANCE SPLIT_BRAIN|SPLIT_BRAIN_RESOLVED PEER REASON")
+    p.add_argument("--no-split-brain-probe", action="store_true",
+                   help="do not ARP for the VIP while MASTER (duplicate-answer detection)")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.log_detail else logging.INFO,
+        format="%(asctime)s: %(message)s", stream=sys.stderr,
+    )
+    if args.config_test:
+        try:
+            cfg = K.load(args.file, args.config_id)
+        except ConfigError as exc:
+            for d in exc.diagnostics:
+                print(d, file=sys.stderr)
+            return 1
+        for d in cfg.diagnostics:
+            print(d, file=sys.stderr)
+        return 0
+    from pylvs.vrrp.driver import KeepalivedDaemon
+
+    daemon = KeepalivedDaemon(
+        args.file, config_id=args.config_id, state_file=args.state_file, arbitrator=args.arbitrator,
+        arbitrator_interval=args.arbitrator_interval, arbitrator_fall=args.arbitrator_fall,
+        arbitrator_rise=args.arbitrator_rise, notify_split_brain=args.notify_split_brain,
+        split_brain_probe=not args.no_split_brain_probe, metrics_port=args.metrics_port,
+    )
+    if args.pidfile:
+        with open(args.pidfile, "w", encoding="ascii") as fh:
+            fh.write(f"{os.getpid()}\n")
+    try:
+        return asyncio.run(daemon.run())
+    finally:
+        if args.pidfile:
+            try:
+                os.unlink(args.pidfile)
+            except OSError:
+                pass

@@ -1,0 +1,662 @@
+"""The asyncio driver of ``pylvs keepalived``: builds one :class:`VRRPRouter` per vrrp_instance
+from keepalived.conf, feeds it packets and timers, and carries out its actions (sockets, VIPs,
+gratuitous ARP, notify scripts), plus vrrp_script / track_interface tracking, the arbitrator
+check and split-brain evidence from ARP.
+
+Signals as keepalived: SIGHUP reloads atomically (a bad file keeps the running configuration),
+SIGTERM resigns mastership (priority 0) and removes the VIPs. Not for: protocol decisions, which
+all live in :mod:`pylvs.vrrp.router`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import json
+import logging
+import os
+import shlex
+import signal
+import socket
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from pylvs.config import keepalived as K
+from pylvs.config.grammar import ConfigError
+from pylvs.vrrp import netio
+from pylvs.vrrp import packet as pkt
+from pylvs.vrrp.router import (
+    Action,
+    AddVIPs,
+    Dispatcher,
+    Log,
+    Notify,
+    Received,
+    RemoveVIPs,
+    RouterConfig,
+    SendAdvert,
+    SendGARP,
+    SplitBrain,
+    State,
+    VRRPRouter,
+)
+
+log = logging.getLogger("pylvs.vrrp")
+T = TypeVar("T")
+
+
+class HostError(Exception):
+    """The configuration cannot run on this host (missing interface, no source address)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePlan:
+    """Everything needed to run one vrrp_instance, resolved against the host."""
+
+    instance: K.VRRPInstance
+    router: RouterConfig
+    ifname: str
+    vips: tuple[netio.VIPSpec, ...]
+    mcast_group: bytes | None
+    notify: tuple[str | None, str | None, str | None, str | None, str | None]  # notify, master, backup, fault, stop
+    group_notify: tuple[str, str | None, str | None, str | None, str | None, str | None] | None
+
+
+def plan_instances(cfg: K.KeepalivedConfig) -> list[InstancePlan]:
+    g = cfg.global_defs
+    groups = {n: sg for sg in cfg.vrrp_sync_groups for n in sg.group}
+    plans = []
+    for inst in cfg.vrrp_instances:
+        if not inst.interface:
+            raise HostError(f"{inst.file}:{inst.line}: ({inst.name}) no interface (pylvs needs one)")
+        try:
+            netio.ifindex(inst.interface)
+        except OSError as exc:
+            raise HostError(f"{inst.file}:{inst.line}: ({inst.name}) interface {inst.interface} doesn't exist") from exc
+        fam = inst.family
+        src = inst.unicast_src_ip or inst.mcast_src_ip or netio.primary_address(inst.interface, fam)
+        if not src:
+            raise HostError(f"{inst.file}:{inst.line}: ({inst.name}) no IPv{fam} address on {inst.interface}")
+        version = inst.effective_version(g)
+        auth = pkt.AUTH_NONE
+        if version == 2 and inst.auth_type == "PASS" and inst.auth_pass:
+            auth = pkt.AUTH_PASS
+        rc = RouterConfig(
+            name=inst.name, vrid=inst.virtual_router_id, priority=inst.priority,
+            primary_address=ipaddress.ip_address(src).packed,
+            vips=tuple(v.address for v in inst.virtual_ipaddress),
+            version=version, adver_int=inst.advert_int if version == 3 else max(1.0, round(inst.advert_int)),
+            initial_state=State.MASTER if inst.state == "MASTER" else State.BACKUP,
+            preempt=not inst.nopreempt, preempt_delay=inst.preempt_delay,
+            auth_type=auth, auth_pass=(inst.auth_pass or "").encode()[:8],
+            unicast_peers=tuple(ipaddress.ip_address(p).packed for p in inst.unicast_peer),
+            garp_master_delay=_pick(inst.garp_master_delay, g.vrrp_garp_master_delay),
+            garp_master_repeat=_pick(inst.garp_master_repeat, g.vrrp_garp_master_repeat),
+            garp_master_refresh=_pick(inst.garp_master_refresh, g.vrrp_garp_master_refresh),
+            garp_master_refresh_repeat=_pick(inst.garp_master_refresh_repeat, g.vrrp_garp_master_refresh_repeat),
+            garp_lower_prio_repeat=_pick(inst.garp_lower_prio_repeat, g.vrrp_garp_lower_prio_repeat),
+            lower_prio_no_advert=_pick(inst.lower_prio_no_advert, g.vrrp_lower_prio_no_advert),
+            higher_prio_send_advert=_pick(inst.higher_prio_send_advert, g.vrrp_higher_prio_send_advert),
+            check_vips=not (g.vrrp_skip_check_adv_addr or inst.skip_check_adv_addr),
+        )
+        vips = []
+        for v in inst.virtual_ipaddress:
+            iface = ipaddress.ip_interface(v.address)
+            dev = v.dev or inst.interface
+            try:
+                netio.ifindex(dev)
+            except OSError as exc:
+                raise HostError(f"{inst.file}:{v.line}: ({inst.name}) VIP device {dev} doesn't exist") from exc
+            vips.append(netio.VIPSpec(str(iface.ip), iface.network.prefixlen, dev, v.label, v.broadcast, v.scope))
+        mcast = None
+        if not inst.unicast_peer:
+            mcast = ipaddress.ip_address(g.vrrp_mcast_group4 if fam == 4 else g.vrrp_mcast_group6).packed
+            rc = dataclasses.replace(rc, mcast_group=mcast)
+        sg = groups.get(inst.name)
+        gn = (sg.name, sg.notify, sg.notify_master, sg.notify_backup, sg.notify_fault, sg.notify_stop) if sg else None
+        plans.append(InstancePlan(inst, rc, inst.interface, tuple(vips), mcast,
+                                  (inst.notify, inst.notify_master, inst.notify_backup, inst.notify_fault, inst.notify_stop), gn))
+    return plans
+
+
+def _pick(v: T | None, default: T) -> T:
+    """An instance setting, else the global_defs one (keepalived's inheritance)."""
+    return default if v is None else v
+
+
+@dataclass(slots=True)
+class ScriptState:
+    script: K.VRRPScript
+    ok: bool | None = None  # None until rise/fall decided
+    streak: int = 0
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(slots=True)
+class Runtime:
+    plan: InstancePlan
+    router: VRRPRouter
+    sock: netio.VRRPSocket
+    link: netio.LinkSocket | None
+    timer: asyncio.TimerHandle | None = None
+    iface_down: set[str] = field(default_factory=set)
+
+
+class KeepalivedDaemon:
+    def __init__(self, path: str, config_id: str | None = None, state_file: str | None = None,
+                 arbitrator: str | None = None, arbitrator_interval: float = 1.0, arbitrator_fall: int = 3,
+                 arbitrator_rise: int = 2, notify_split_brain: str | None = None,
+                 split_brain_probe: bool = True, metrics_port: int | None = None) -> None:
+        self.path = path
+        self.config_id = config_id
+        self.state_file = state_file
+        self.arbitrator = arbitrator
+        self.arbitrator_interval = arbitrator_interval
+        self.arbitrator_fall = arbitrator_fall
+        self.arbitrator_rise = arbitrator_rise
+        self.notify_split_brain = notify_split_brain
+        self.split_brain_probe = split_brain_probe
+        self.metrics_port = metrics_port
+        self.cfg: K.KeepalivedConfig | None = None
+        self.runtimes: dict[str, Runtime] = {}
+        self.sockets: dict[tuple[str, int], tuple[netio.VRRPSocket, Dispatcher]] = {}
+        self.links: dict[str, netio.LinkSocket] = {}
+        self.scripts: dict[str, ScriptState] = {}
+        self.addrs = netio.AddressManager()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.done: asyncio.Event | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.arbitrator_ok = True
+        self._children: set[asyncio.Task[None]] = set()
+        self._metrics = _Metrics(metrics_port)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        self.done = asyncio.Event()
+        try:
+            cfg = K.load(self.path, self.config_id)
+        except ConfigError as exc:
+            for d in exc.diagnostics:
+                log.error("%s", d)
+            return 1
+        for d in cfg.diagnostics:
+            log.warning("%s", d)
+        try:
+            plans = plan_instances(cfg)
+        except HostError as exc:
+            log.error("%s", exc)
+            return 1
+        self.cfg = cfg
+        self._start_scripts(cfg)
+        for p in plans:
+            self._start_instance(p)
+        self.loop.add_signal_handler(signal.SIGHUP, self._reload)
+        self.loop.add_signal_handler(signal.SIGTERM, self.done.set)
+        self.loop.add_signal_handler(signal.SIGINT, self.done.set)
+        self.loop.add_signal_handler(signal.SIGUSR1, self.write_state)
+        self.tasks.append(asyncio.create_task(self._track_interfaces()))
+        if self.arbitrator:
+            self.tasks.append(asyncio.create_task(self._arbitrate()))
+        log.info("Startup complete")
+        await self.done.wait()
+        self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        for name in list(self.runtimes):
+            self._stop_instance(name)
+        for t in self.tasks:
+            t.cancel()
+        for s in self.scripts.values():
+            if s.task:
+                s.task.cancel()
+        self.write_state()
+        self.addrs.close()
+        log.info("Stopped")
+
+    def _reload(self) -> None:
+        """SIGHUP: parse and resolve the new file first; only a fully good one replaces the old."""
+        log.info("Reloading")
+        try:
+            cfg = K.load(self.path, self.config_id)
+            plans = plan_instances(cfg)
+        except ConfigError as exc:
+            for d in exc.diagnostics:
+                if d.severity == "error":
+                    log.error("reload rejected, keeping the running configuration: %s", d)
+            return
+        except HostError as exc:
+            log.error("reload rejected, keeping the running configuration: %s", exc)
+            return
+        for d in cfg.diagnostics:
+            log.warning("%s", d)
+        new = {p.instance.name: p for p in plans}
+        for name, rt in list(self.runtimes.items()):
+            p = new.get(name)
+            if p is not None and p.router == rt.plan.router and p.vips == rt.plan.vips and p.mcast_group == rt.plan.mcast_group:
+                rt.plan = p  # scripts/notify may change without disturbing the state
+                del new[name]
+            else:
+                self._stop_instance(name)
+        for s in self.scripts.values():
+            if s.task:
+                s.task.cancel()
+        self.scripts.clear()
+        self.cfg = cfg
+        self._start_scripts(cfg)
+        for p in new.values():
+            self._start_instance(p)
+        self.write_state()
+        log.info("Reload complete")
+
+    def _start_instance(self, plan: InstancePlan) -> None:
+        assert self.loop is not None
+        key = (plan.ifname, plan.router.family)
+        entry = self.sockets.get(key)
+        if entry is None:
+            sock = netio.VRRPSocket(plan.ifname, plan.router.family, plan.mcast_group)
+            entry = (sock, Dispatcher())
+            self.sockets[key] = entry
+            self.loop.add_reader(sock.fileno(), self._on_vrrp_readable, key)
+        elif plan.mcast_group and plan.router.family == 4:
+            with contextlib.suppress(OSError):
+                mreqn = plan.mcast_group + b"\0\0\0\0" + struct.pack("@i", entry[0].ifindex)
+                entry[0].rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+        sock, disp = entry
+        link = None
+        if plan.router.family == 4:
+            link = self.links.get(plan.ifname)
+            if link is None:
+                try:
+                    link = netio.LinkSocket(plan.ifname)
+                except OSError as exc:
+                    log.warning("(%s) no ARP socket on %s: %s", plan.instance.name, plan.ifname, exc)
+                else:
+                    self.links[plan.ifname] = link
+                    self.loop.add_reader(link.fileno(), self._on_arp_readable, plan.ifname)
+        router = VRRPRouter(plan.router)
+        rt = Runtime(plan, router, sock, link)
+        disp.routers[plan.router.vrid] = router
+        self.runtimes[plan.instance.name] = rt
+        self._update_tracking(rt, self.loop.time(), initial=True)
+        self._apply(rt, router.start(self.loop.time()))
+
+    def _stop_instance(self, name: str) -> None:
+        assert self.loop is not None
+        rt = self.runtimes.pop(name)
+        if rt.timer:
+            rt.timer.cancel()
+        self._apply(rt, rt.router.stop(self.loop.time()))
+        key = (rt.plan.ifname, rt.plan.router.family)
+        sock, disp = self.sockets[key]
+        disp.routers.pop(rt.plan.router.vrid, None)
+        if not disp.routers:
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+            del self.sockets[key]
+        if rt.link and not any(r.link is rt.link for r in self.runtimes.values()):
+            self.loop.remove_reader(rt.link.fileno())
+            rt.link.close()
+            self.links.pop(rt.plan.ifname, None)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _on_vrrp_readable(self, key: tuple[str, int]) -> None:
+        assert self.loop is not None
+        sock, disp = self.sockets[key]
+        for _ in range(64):
+            try:
+                got = sock.recv()
+            except pkt.DecodeError:
+                disp.malformed += 1
+                continue
+            except OSError as exc:
+                log.warning("VRRP receive on %s: %s", sock.ifname, exc)
+                return
+            if got is None:
+                return
+            payload, src, dst, ttl = got
+            now = self.loop.time()
+            for router, actions in disp.receive(Received(payload, src, dst, ttl), now):
+                rt = self.runtimes.get(router.config.name)
+                if rt is not None:
+                    self._apply(rt, actions)
+
+    def _on_arp_readable(self, ifname: str) -> None:
+        assert self.loop is not None
+        link = self.links.get(ifname)
+        if link is None:
+            return
+        for _ in range(64):
+            try:
+                seen = link.recv()
+            except OSError:
+                return
+            if seen is None:
+                return
+            if seen.sender_mac == link.mac or seen.sender_ip == b"\0\0\0\0":
+                continue
+            for rt in self.runtimes.values():
+                if rt.link is link and rt.router.state is State.MASTER and seen.sender_ip in rt.router._vip_packed:
+                    mac = seen.sender_mac.hex(":")
+                    why = f"another host ({mac}) answers ARP for VIP {socket.inet_ntoa(seen.sender_ip)}"
+                    self._apply(rt, rt.router.report_split_brain(seen.sender_ip, why, self.loop.time()))
+
+    def _on_timer(self, name: str) -> None:
+        assert self.loop is not None
+        rt = self.runtimes.get(name)
+        if rt is None:
+            return
+        rt.timer = None
+        self._apply(rt, rt.router.tick(self.loop.time()))
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def _apply(self, rt: Runtime, actions: list[Action]) -> None:
+        assert self.loop is not None
+        name = rt.plan.instance.name
+        changed = False
+        for a in actions:
+            if isinstance(a, SendAdvert):
+                for dst, payload in a.frames:
+                    try:
+                        rt.sock.send(rt.plan.router.primary_address, dst, payload)
+                    except OSError as exc:
+                        log.warning("(%s) advert send failed: %s", name, exc)
+                if self.split_brain_probe and rt.link and rt.router.state is State.MASTER and a.priority > 0 and rt.plan.vips:
+                    with contextlib.suppress(OSError):
+                        rt.link.probe(rt.plan.router.primary_address, socket.inet_aton(rt.plan.vips[0].address))
+            elif isinstance(a, AddVIPs):
+                for v in rt.plan.vips:
+                    try:
+                        self.addrs.add(v)
+                    except Exception as exc:
+                        log.error("(%s) cannot add VIP %s/%s on %s: %s", name, v.address, v.prefixlen, v.dev, exc)
+            elif isinstance(a, RemoveVIPs):
+                for v in rt.plan.vips:
+                    try:
+                        self.addrs.remove(v)
+                    except Exception as exc:
+                        log.error("(%s) cannot remove VIP %s on %s: %s", name, v.address, v.dev, exc)
+            elif isinstance(a, SendGARP):
+                self._garp(rt, a.repeat)
+            elif isinstance(a, Notify):
+                changed = True
+                self._notify(rt, a)
+            elif isinstance(a, SplitBrain):
+                changed = True
+                self._metrics.split_brain(name, a.active)
+                if self.notify_split_brain:
+                    peer = _ntop(a.peer)
+                    self._spawn([*shlex.split(self.notify_split_brain), name, "SPLIT_BRAIN" if a.active else "SPLIT_BRAIN_RESOLVED", peer, a.reason])
+            elif isinstance(a, Log):
+                log.info("%s", a.message)
+        if changed:
+            self._metrics.state(name, rt.router.state)
+            self.write_state()
+        if rt.timer:
+            rt.timer.cancel()
+            rt.timer = None
+        deadline = rt.router.next_deadline()
+        if deadline is not None and name in self.runtimes:
+            rt.timer = self.loop.call_at(deadline, self._on_timer, name)
+
+    def _garp(self, rt: Runtime, repeat: int) -> None:
+        for v in rt.plan.vips:
+            for _ in range(max(repeat, 0)):
+                try:
+                    if ":" in v.address:
+                        netio.unsolicited_na(v.dev, ipaddress.IPv6Address(v.address).packed)
+                    else:
+                        link = self.links.get(v.dev) if v.dev != rt.plan.ifname else rt.link
+                        if link is None:
+                            link = netio.LinkSocket(v.dev)
+                            self.links[v.dev] = link
+                        link.garp(socket.inet_aton(v.address))
+                except OSError as exc:
+                    log.warning("(%s) gratuitous ARP for %s failed: %s", rt.plan.instance.name, v.address, exc)
+                    break
+
+    def _notify(self, rt: Runtime, n: Notify) -> None:
+        """keepalived's conventions: notify_<state> runs as written; ``notify`` gets
+        INSTANCE <name> <STATE> <priority> appended (GROUP <name> <STATE> for sync groups)."""
+        generic, master, backup, fault, stop = rt.plan.notify
+        specific = {State.MASTER: master, State.BACKUP: backup, State.FAULT: fault, State.STOP: stop}.get(n.state)
+        if specific:
+            self._spawn(shlex.split(specific))
+        if generic:
+            self._spawn([*shlex.split(generic), "INSTANCE", rt.plan.instance.name, n.state.value, str(n.priority)])
+        if rt.plan.group_notify:
+            gname, g_generic, g_master, g_backup, g_fault, g_stop = rt.plan.group_notify
+            g_specific = {State.MASTER: g_master, State.BACKUP: g_backup, State.FAULT: g_fault, State.STOP: g_stop}.get(n.state)
+            if g_specific:
+                self._spawn(shlex.split(g_specific))
+            if g_generic:
+                self._spawn([*shlex.split(g_generic), "GROUP", gname, n.state.value])
+
+    def _spawn(self, argv: list[str]) -> None:
+        async def run() -> None:
+            try:
+                proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
+                await proc.wait()
+            except OSError as exc:
+                log.warning("notify %s failed: %s", argv[0], exc)
+
+        task = asyncio.ensure_future(run())
+        self._children.add(task)
+        task.add_done_callback(self._children.discard)
+
+    # -- tracking: vrrp_script, track_interface, arbitrator ---------------------------------
+
+    def _start_scripts(self, cfg: K.KeepalivedConfig) -> None:
+        used = {ts.name for i in cfg.vrrp_instances for ts in i.track_script}
+        for sc in cfg.vrrp_scripts:
+            if sc.name in used:
+                st = ScriptState(sc, ok=False if sc.init_fail else None)
+                st.task = asyncio.create_task(self._run_script(st))
+                self.scripts[sc.name] = st
+
+    async def _run_script(self, st: ScriptState) -> None:
+        sc = st.script
+        timeout = sc.timeout or sc.interval
+        while True:
+            ok = False
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *shlex.split(sc.script), stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+                try:
+                    ok = await asyncio.wait_for(proc.wait(), timeout) == 0
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            except OSError:
+                ok = False
+            if ok == (st.ok is not False) and st.ok is not None:
+                st.streak = 0
+            else:
+                st.streak += 1
+                need = sc.rise if ok else sc.fall
+                if st.streak >= need or st.ok is None:
+                    st.ok = ok
+                    st.streak = 0
+                    log.info("VRRP_Script(%s) %s", sc.name, "succeeded" if ok else "failed")
+                    self._retrack()
+            await asyncio.sleep(sc.interval)
+
+    def _retrack(self) -> None:
+        assert self.loop is not None
+        now = self.loop.time()
+        for rt in list(self.runtimes.values()):
+            self._update_tracking(rt, now)
+
+    def _update_tracking(self, rt: Runtime, now: float, initial: bool = False) -> None:
+        inst = rt.plan.instance
+        offset = 0
+        faults: set[str] = set()
+        for ts in inst.track_script:
+            st = self.scripts.get(ts.name)
+            if st is None or st.ok is None:
+                continue
+            weight = st.script.weight if ts.weight is None else ts.weight
+            if weight == 0 and not st.ok:
+                faults.add(f"script {ts.name}")
+            elif (weight > 0 and st.ok) or (weight < 0 and not st.ok):
+                offset += weight
+        track = list(inst.track_interface)
+        if not inst.dont_track_primary:
+            track.append(K.TrackInterface(rt.plan.ifname, 0))
+        for ti in track:
+            up = netio.oper_up(ti.name)
+            if ti.weight == 0 and not up:
+                faults.add(f"interface {ti.name} down")
+            elif (ti.weight > 0 and up) or (ti.weight < 0 and not up):
+                offset += ti.weight
+        if not self.arbitrator_ok:
+            faults.add(f"arbitrator {self.arbitrator} unreachable")
+        acts: list[Action] = []
+        if initial:
+            rt.router.priority_offset = offset
+            rt.router.faults = set(faults)
+            return
+        acts += rt.router.set_priority_offset(offset, now)
+        for f in sorted(faults - rt.router.faults):
+            acts += rt.router.set_fault(f, now)
+        for f in sorted(rt.router.faults - faults):
+            acts += rt.router.clear_fault(f, now)
+        if acts:
+            self._apply(rt, acts)
+
+    async def _track_interfaces(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self._retrack()
+
+    async def _arbitrate(self) -> None:
+        """Demote this node while it cannot reach the arbitrator (gateway): a node cut off from
+        the network must not hold the VIP, which is what turns a partition into a split brain."""
+        assert self.arbitrator is not None
+        fails = oks = 0
+        seq = 0
+        while True:
+            seq += 1
+            ok = await _ping(self.arbitrator, seq, timeout=min(1.0, self.arbitrator_interval))
+            if ok:
+                oks, fails = oks + 1, 0
+                if not self.arbitrator_ok and oks >= self.arbitrator_rise:
+                    log.info("arbitrator %s reachable again", self.arbitrator)
+                    self.arbitrator_ok = True
+                    self._retrack()
+            else:
+                fails, oks = fails + 1, 0
+                if self.arbitrator_ok and fails >= self.arbitrator_fall:
+                    log.warning("arbitrator %s unreachable: leaving MASTER/BACKUP for FAULT", self.arbitrator)
+                    self.arbitrator_ok = False
+                    self._retrack()
+            await asyncio.sleep(self.arbitrator_interval)
+
+    # -- state -----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, object]:
+        out: dict[str, object] = {"pid": os.getpid(), "time": time.time(), "config": self.path, "instances": {}}
+        inst: dict[str, object] = {}
+        for name, rt in self.runtimes.items():
+            r = rt.router
+            inst[name] = {
+                "state": r.state.value, "vrid": r.config.vrid, "interface": rt.plan.ifname,
+                "version": r.config.version, "priority": r.base_priority,
+                "effective_priority": r.effective_priority,
+                "master": _ntop(r.master_address) if r.master_address else None,
+                "vips": list(r.config.vips), "faults": sorted(r.faults),
+                "split_brain": _ntop(r.split_brain_peer) if r.split_brain_peer else None,
+                "stats": dataclasses.asdict(r.stats),
+            }
+        out["instances"] = inst
+        out["arbitrator"] = {"address": self.arbitrator, "reachable": self.arbitrator_ok} if self.arbitrator else None
+        return out
+
+    def write_state(self) -> None:
+        if not self.state_file:
+            return
+        tmp = f"{self.state_file}.tmp{os.getpid()}"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(self.status(), fh, indent=1)
+            os.replace(tmp, self.state_file)
+        except OSError as exc:
+            log.warning("cannot write state file %s: %s", self.state_file, exc)
+
+
+def _ntop(a: bytes) -> str:
+    return str(ipaddress.ip_address(a))
+
+
+async def _ping(host: str, seq: int, timeout: float) -> bool:
+    """One ICMP echo over a raw socket; True when the matching reply arrives in time."""
+    loop = asyncio.get_running_loop()
+    ident = os.getpid() & 0xFFFF
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"pylvs-arbitrator"
+    csum = pkt.inet_checksum(body)
+    body = body[:2] + struct.pack("!H", csum) + body[4:]
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    except OSError:
+        return False
+    s.setblocking(False)
+    fut: asyncio.Future[bool] = loop.create_future()
+
+    def readable() -> None:
+        while True:
+            try:
+                data, addr = s.recvfrom(2048)
+            except BlockingIOError:
+                return
+            ihl = (data[0] & 0x0F) * 4
+            if addr[0] == host and len(data) >= ihl + 8 and data[ihl] == 0:
+                _, _, _, rid, rseq = struct.unpack_from("!BBHHH", data, ihl)
+                if rid == ident and rseq == seq and not fut.done():
+                    fut.set_result(True)
+
+    loop.add_reader(s.fileno(), readable)
+    try:
+        s.sendto(body, (host, 0))
+        return await asyncio.wait_for(fut, timeout)
+    except (TimeoutError, OSError):
+        return False
+    finally:
+        loop.remove_reader(s.fileno())
+        s.close()
+
+
+class _Metrics:
+    """Prometheus metrics for state and split brain, on their own registry (served only when a
+    port is given)."""
+
+    STATES = {State.INIT: 0, State.BACKUP: 1, State.MASTER: 2, State.FAULT: 3, State.STOP: 4}
+
+    def __init__(self, port: int | None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+        self.registry = CollectorRegistry()
+        self.g_state = Gauge("pylvs_vrrp_state", "VRRP state (0 init, 1 backup, 2 master, 3 fault, 4 stop)",
+                             ["instance"], registry=self.registry)
+        self.g_split = Gauge("pylvs_vrrp_split_brain", "1 while another master of our VRID is seen",
+                             ["instance"], registry=self.registry)
+        self.c_split = Counter("pylvs_vrrp_split_brain_events", "split brains detected",
+                               ["instance"], registry=self.registry)
+        if port:
+            start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+    def state(self, name: str, state: State) -> None:
+        self.g_state.labels(name).set(self.STATES[state])
+
+    def split_brain(self, name: str, active: bool) -> None:
+        self.g_split.labels(name).set(1 if active else 0)
+        if active:
+            self.c_split.labels(name).inc()

@@ -1,0 +1,290 @@
+"""The kernel side of VRRP: raw protocol-112 sockets (multicast or unicast, TTL 255), the VIPs
+via netlink (pyroute2), gratuitous ARP and unsolicited neighbour advertisements, and ARP frames
+seen on the wire (split-brain evidence).
+
+Thin wrappers with no protocol decisions. Not for: the VRRP state machine (:mod:`router`).
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from pylvs.vrrp import packet as pkt
+
+ETH_P_ARP = 0x0806
+ETH_P_ALL = 0x0003
+SO_BINDTODEVICE = 25
+IP_MULTICAST_ALL = 49
+IPV6_RECVPKTINFO = 49
+IPV6_PKTINFO = 50
+IPV6_RECVHOPLIMIT = 51
+IPV6_HOPLIMIT = 52
+BROADCAST_MAC = b"\xff" * 6
+
+
+def ifindex(name: str) -> int:
+    return socket.if_nametoindex(name)
+
+
+def mac_address(name: str) -> bytes:
+    text = Path(f"/sys/class/net/{name}/address").read_text().strip()
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def oper_up(name: str) -> bool:
+    """An interface counts as up when it exists and is administratively and operationally up."""
+    try:
+        flags = int(Path(f"/sys/class/net/{name}/flags").read_text(), 16)
+        state = Path(f"/sys/class/net/{name}/operstate").read_text().strip()
+    except OSError:
+        return False
+    return bool(flags & 1) and state in ("up", "unknown")
+
+
+def interface_addresses(name: str, family: int) -> list[str]:
+    """Addresses on ``name`` in kernel order (the first is the primary)."""
+    from pyroute2 import IPRoute
+
+    fam = socket.AF_INET if family == 4 else socket.AF_INET6
+    with IPRoute() as ipr:
+        out = []
+        for msg in ipr.get_addr(family=fam, index=ifindex(name)):
+            addr = msg.get_attr("IFA_ADDRESS")
+            if addr:
+                out.append(str(addr))
+        return out
+
+
+def primary_address(name: str, family: int) -> str | None:
+    addrs = interface_addresses(name, family)
+    if family == 6:
+        ll = [a for a in addrs if ipaddress.IPv6Address(a).is_link_local]
+        return ll[0] if ll else (addrs[0] if addrs else None)
+    return addrs[0] if addrs else None
+
+
+@dataclass(frozen=True, slots=True)
+class VIPSpec:
+    """One VIP as netlink needs it."""
+
+    address: str
+    prefixlen: int
+    dev: str
+    label: str | None = None
+    broadcast: str | None = None
+    scope: str | None = None
+
+
+_SCOPES = {"global": 0, "site": 200, "link": 253, "host": 254, "nowhere": 255}
+
+
+class AddressManager:
+    """Adds and removes VIPs; idempotent, so a restart or a double transition never fails."""
+
+    def __init__(self) -> None:
+        from pyroute2 import IPRoute
+
+        self._ipr = IPRoute()
+
+    def close(self) -> None:
+        self._ipr.close()
+
+    def _kw(self, vip: VIPSpec) -> dict[str, object]:
+        kw: dict[str, object] = {"index": ifindex(vip.dev), "address": vip.address, "prefixlen": vip.prefixlen}
+        if vip.label:
+            kw["label"] = vip.label
+        if vip.broadcast:
+            kw["broadcast"] = vip.broadcast
+        if vip.scope in _SCOPES:
+            kw["scope"] = _SCOPES[vip.scope]
+        if ":" in vip.address:
+            kw["family"] = socket.AF_INET6
+            kw.pop("label", None)
+        return kw
+
+    def add(self, vip: VIPSpec) -> None:
+        from pyroute2 import NetlinkError
+
+        try:
+            self._ipr.addr("add", **self._kw(vip))
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+
+    def remove(self, vip: VIPSpec) -> None:
+        from pyroute2 import NetlinkError
+
+        kw = self._kw(vip)
+        kw.pop("label", None)
+        kw.pop("broadcast", None)
+        kw.pop("scope", None)
+        try:
+            self._ipr.addr("del", **kw)
+        except NetlinkError as exc:
+            if exc.code not in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
+                raise
+
+    def present(self, vip: VIPSpec) -> bool:
+        return vip.address in interface_addresses(vip.dev, 6 if ":" in vip.address else 4)
+
+
+class VRRPSocket:
+    """Receives every protocol-112 packet on one interface and family; sends from one address."""
+
+    def __init__(self, ifname: str, family: int, multicast_group: bytes | None) -> None:
+        self.ifname = ifname
+        self.family = family
+        self.ifindex = ifindex(ifname)
+        af = socket.AF_INET if family == 4 else socket.AF_INET6
+        self.rx = socket.socket(af, socket.SOCK_RAW, pkt.IPPROTO_VRRP)
+        self.rx.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+        self.rx.setblocking(False)
+        if family == 4:
+            try:
+                self.rx.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            except OSError:
+                pass
+            if multicast_group:
+                mreqn = multicast_group + b"\0\0\0\0" + struct.pack("@i", self.ifindex)
+                self.rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+        else:
+            self.rx.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            self.rx.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+            if multicast_group:
+                mreq = multicast_group + struct.pack("@I", self.ifindex)
+                self.rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        self._tx: dict[bytes, socket.socket] = {}
+
+    def fileno(self) -> int:
+        return self.rx.fileno()
+
+    def sender(self, src: bytes) -> socket.socket:
+        s = self._tx.get(src)
+        if s is not None:
+            return s
+        if self.family == 4:
+            s = socket.socket(socket.AF_INET, socket.SOCK_RAW, pkt.IPPROTO_VRRP)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, pkt.VRRP_TTL)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, pkt.VRRP_TTL)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0xC0)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, b"\0" * 8 + struct.pack("@i", self.ifindex))
+            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.ifname.encode())
+            s.bind((socket.inet_ntop(socket.AF_INET, src), 0))
+        else:
+            s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, pkt.IPPROTO_VRRP)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, pkt.VRRP_TTL)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, pkt.VRRP_TTL)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
+            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.ifname.encode())
+            s.bind((socket.inet_ntop(socket.AF_INET6, src), 0, 0, self.ifindex))
+        s.setblocking(False)
+        self._tx[src] = s
+        return s
+
+    def send(self, src: bytes, dst: bytes, payload: bytes) -> None:
+        s = self.sender(src)
+        if self.family == 4:
+            s.sendto(payload, (socket.inet_ntop(socket.AF_INET, dst), 0))
+        else:
+            s.sendto(payload, (socket.inet_ntop(socket.AF_INET6, dst), 0, 0, self.ifindex))
+
+    def recv(self) -> tuple[bytes, bytes, bytes, int] | None:
+        """One packet as (VRRP payload, src, dst, ttl); raises DecodeError for a bad IPv4 envelope."""
+        try:
+            if self.family == 4:
+                data = self.rx.recv(65535)
+                ip = pkt.parse_ipv4(data)
+                if ip.protocol != pkt.IPPROTO_VRRP:
+                    return None
+                return ip.payload, ip.src, ip.dst, ip.ttl
+            data, anc, _flags, addr = self.rx.recvmsg(65535, 256)
+        except BlockingIOError:
+            return None
+        src = socket.inet_pton(socket.AF_INET6, addr[0].split("%")[0])
+        dst, hop = b"", -1
+        for level, typ, val in anc:
+            if level == socket.IPPROTO_IPV6 and typ == IPV6_PKTINFO:
+                dst = val[:16]
+            elif level == socket.IPPROTO_IPV6 and typ == IPV6_HOPLIMIT:
+                hop = struct.unpack("@i", val[:4])[0]
+        return data, src, dst or pkt.VRRP_MCAST_V6, hop
+
+    def close(self) -> None:
+        self.rx.close()
+        for s in self._tx.values():
+            s.close()
+
+
+def arp_frame(op: int, src_mac: bytes, sender_ip: bytes, target_ip: bytes, dst_mac: bytes = BROADCAST_MAC,
+              target_mac: bytes = b"\0" * 6) -> bytes:
+    eth = dst_mac + src_mac + struct.pack("!H", ETH_P_ARP)
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, op) + src_mac + sender_ip + target_mac + target_ip
+    return eth + arp + b"\0" * 18
+
+
+@dataclass(frozen=True, slots=True)
+class ARPSeen:
+    op: int
+    sender_mac: bytes
+    sender_ip: bytes
+    target_ip: bytes
+
+
+def parse_arp(frame: bytes) -> ARPSeen | None:
+    if len(frame) < 42 or frame[12:14] != b"\x08\x06":
+        return None
+    htype, ptype, hlen, plen, op = struct.unpack_from("!HHBBH", frame, 14)
+    if htype != 1 or ptype != 0x0800 or hlen != 6 or plen != 4:
+        return None
+    return ARPSeen(op, frame[22:28], frame[28:32], frame[38:42])
+
+
+class LinkSocket:
+    """AF_PACKET on one interface: sends gratuitous ARP and ARP probes, reads ARP traffic."""
+
+    def __init__(self, ifname: str) -> None:
+        self.ifname = ifname
+        self.mac = mac_address(ifname)
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        self.sock.bind((ifname, ETH_P_ARP))
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def garp(self, ip: bytes) -> None:
+        """Gratuitous ARP as keepalived sends it: a broadcast request for the VIP from the VIP."""
+        self.sock.send(arp_frame(1, self.mac, ip, ip, target_mac=BROADCAST_MAC))
+
+    def probe(self, sender_ip: bytes, target_ip: bytes) -> None:
+        self.sock.send(arp_frame(1, self.mac, sender_ip, target_ip))
+
+    def recv(self) -> ARPSeen | None:
+        try:
+            frame = self.sock.recv(2048)
+        except BlockingIOError:
+            return None
+        return parse_arp(frame)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def unsolicited_na(ifname: str, target: bytes) -> None:
+    """RFC 4861 unsolicited neighbour advertisement to all-nodes (override set) for an IPv6 VIP."""
+    mac = mac_address(ifname)
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    try:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex(ifname))
+        msg = struct.pack("!BBHI", 136, 0, 0, 0x20000000) + target + struct.pack("!BB", 2, 1) + mac
+        s.sendto(msg, ("ff02::1", 0, 0, ifindex(ifname)))
+    finally:
+        s.close()
