@@ -79,21 +79,30 @@ class ProxyContext:
     ) -> Connection | None:
         """A new connection for the same client to a server not in ``failed``, or None.
 
-        The core is asked again (so weights, thresholds and quiescent servers still count); an
-        answer that names a server that already failed for this client is handed straight back
-        as closed and the core is asked once more, at most once per real server of the service.
-        Persistence sends a client to its template's server every time: when that one is
-        down, the client gets no server, as with kernel IPVS until the checker removes it.
+        The failed attempt's entry has been closed (TIME_WAIT), so the core's ``schedule``
+        replaces it with a fresh one (conn_reuse_mode) and weights, thresholds and quiescent
+        servers count as for any connection. For that one decision only, the servers that
+        failed for this client carry weight 0 (quiescent, which every scheduler skips); their
+        weights are restored before returning, with no other code run in between, so nothing
+        stays marked: taking a server out is the health checker's job.
+
+        Persistence sends a client to its template's server every time: when that one is down
+        the client gets no server (None), as with kernel IPVS until the checker removes it.
         """
-        svc = self.director.table.lookup(ep.key)
-        if svc is None:
-            return None
         caddr = socket.inet_pton(ep.af, peer[0])
-        for _ in range(len(svc.destinations)):
+        saved: list[tuple[Any, int]] = []
+        for d in failed:
+            if d.weight > 0 and not any(d is s for s, _ in saved):
+                saved.append((d, d.weight))
+                d.weight = 0
+        try:
             conn = self.director.schedule(ep.protocol, caddr, peer[1], ep.vaddr, ep.vport)
-            if conn is None:
-                return None
-            if not any(conn.dest is d for d in failed):
-                return conn
+        finally:
+            for d, w in saved:
+                d.weight = w
+        if conn is None:
+            return None
+        if any(conn.dest is d for d in failed):
             self.director.proxy_closed(conn)
-        return None
+            return None
+        return conn

@@ -25,17 +25,19 @@ client gets a reset at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import struct
 from typing import TYPE_CHECKING, Any, cast
+
+from pylvs.core.director import DIR_INPUT, DIR_OUTPUT
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylvs.core.director import Connection
     from pylvs.dataplane._proxy_common import ProxyContext, ServiceEndpoint
 
-DIR_INPUT = 0  # client -> real server, as the core's Director.account counts it
-DIR_OUTPUT = 1  # real server -> client
 _LINGER_RST = struct.pack("ii", 1, 0)
+log = logging.getLogger("pylvs.dataplane.proxy")
 
 
 def reset_transport(transport: asyncio.Transport) -> None:
@@ -143,9 +145,13 @@ class ClientSide(asyncio.Protocol):
             reset_transport(transport)
             return
         self.peer = peer
-        conn = ctx.director.schedule(
-            ep.protocol, socket.inet_pton(ep.af, peer[0]), peer[1], ep.vaddr, ep.vport
-        )
+        try:
+            conn = ctx.director.schedule(
+                ep.protocol, socket.inet_pton(ep.af, peer[0]), peer[1], ep.vaddr, ep.vport
+            )
+        except Exception:  # a fault in the core must cost one connection, not the listener
+            log.exception("proxy: scheduling %s for %s failed", ep, peer)
+            conn = None
         if conn is None:
             ctx.refused += 1
             self.finished = True

@@ -22,12 +22,12 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+from pylvs.core.director import DIR_INPUT, DIR_OUTPUT
+
 if TYPE_CHECKING:  # pragma: no cover
     from pylvs.core.director import Connection
     from pylvs.dataplane._proxy_common import ProxyContext, ServiceEndpoint
 
-DIR_INPUT = 0
-DIR_OUTPUT = 1
 MAX_DATAGRAM = 65535
 # Datagrams handled per readiness callback, so one busy socket cannot starve the loop.
 BATCH = 64
