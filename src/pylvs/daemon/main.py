@@ -1,0 +1,206 @@
+"""``pylvsd`` / ``pylvs run``: the director daemon.
+
+What this is for: one long-lived process that owns the IPVS table and the connection table
+(``Director``), serves ``pylvsadm`` on the control socket, drives the chosen data plane, and
+ticks the clock-driven parts of the core (connection expiry, rate estimator). Table changes made
+through the socket act on the same objects the data plane reads: live, with no restart.
+
+It can restore a table at start (``--restore FILE``, ipvsadm-save format, checked whole before
+anything is applied, errors as ``FILE:LINE: ...``) and save it on exit (``--save-on-exit FILE``),
+so a restart keeps the operator's configuration.
+
+What this is not for: VRRP and health checks (``pylvs keepalived``), layer 7 (``pylvs http``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from pylvs.control.client import default_socket_path
+from pylvs.control.server import ControlServer, ControlSocketBusy
+from pylvs.core.director import Director
+from pylvs.core.table import IPVSTable
+from pylvs.dataplane import registry
+from pylvs.dataplane.base import DataPlane
+
+log = logging.getLogger("pylvs.daemon")
+
+TICK_INTERVAL = 1.0  # seconds between Director.tick() calls (expiry and the 2 s estimator)
+
+
+class StartupError(Exception):
+    """The daemon cannot start: bad restore file, busy socket, unknown data plane."""
+
+
+class DirectorDaemon:
+    """Wires a Director, a data plane and the control socket together on one event loop."""
+
+    def __init__(
+        self,
+        control_socket: str,
+        dataplane: str = "proxy",
+        restore: str | None = None,
+        save_on_exit: str | None = None,
+        dataplane_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.control_socket = control_socket
+        self.dataplane_name = dataplane
+        self.restore_path = restore
+        self.save_path = save_on_exit
+        self.dataplane_options = dataplane_options or {}
+        self.director = Director(IPVSTable())
+        self.dataplane: DataPlane | None = None
+        self.server = ControlServer(
+            self.director.table, control_socket, extra={"status": self._status}
+        )
+        self.started_at = time.time()
+        self._stop = asyncio.Event()
+
+    def _status(self, args: dict[str, Any]) -> dict[str, Any]:
+        table = self.director.table
+        return {
+            "pid": os.getpid(),
+            "uptime": round(time.time() - self.started_at, 1),
+            "control_socket": self.control_socket,
+            "dataplane": self.dataplane.describe() if self.dataplane else {"name": "none"},
+            "services": len(list(table.services())),
+            "connections": self.director.connection_count,
+        }
+
+    def _restore(self) -> None:
+        if not self.restore_path or not os.path.exists(self.restore_path):
+            return
+        from pylvs.cli import ipvsadm
+
+        with open(self.restore_path, encoding="utf-8") as f:
+            text = f.read()
+        try:
+            commands = ipvsadm.parse_restore(text, self.restore_path)
+        except ipvsadm.RestoreError as exc:
+            raise StartupError(str(exc)) from None
+        try:
+            ipvsadm.apply_commands(self.director.table, commands, self.restore_path)
+        except ipvsadm.RestoreError as exc:
+            raise StartupError(str(exc)) from None
+        log.info("restored %d rules from %s", len(commands), self.restore_path)
+
+    def _save(self) -> None:
+        if not self.save_path:
+            return
+        from pylvs.cli import ipvsadm
+
+        text = ipvsadm.save_rules(self.director.table, numeric=True)
+        tmp = f"{self.save_path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, self.save_path)
+        log.info("saved the table to %s", self.save_path)
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_INTERVAL)
+            self.director.tick()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        self._restore()
+        try:
+            self.dataplane = registry.create(
+                self.dataplane_name, self.director, **self.dataplane_options
+            )
+        except KeyError:
+            raise StartupError(
+                f"unknown data plane {self.dataplane_name!r} (available: {', '.join(registry.available())})"
+            ) from None
+        try:
+            await self.server.start()
+        except ControlSocketBusy as exc:
+            raise StartupError(str(exc)) from None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        ticker = asyncio.create_task(self._ticker())
+        try:
+            if self.dataplane is not None:
+                await self.dataplane.start()
+            log.info(
+                "director ready: data plane %s, control socket %s",
+                self.dataplane_name, self.control_socket,
+            )
+            await self._stop.wait()
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            try:
+                self._save()
+            finally:
+                if self.dataplane is not None:
+                    await self.dataplane.stop()
+                await self.server.stop()
+            log.info("director stopped")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--control-socket", metavar="PATH",
+        help="control socket for pylvsadm (default $PYLVS_CONTROL_SOCKET or /run/pylvs/pylvs.sock)",
+    )
+    p.add_argument(
+        "--dataplane", default="proxy", choices=registry.available(),
+        help="how traffic is forwarded (default: proxy)",
+    )
+    p.add_argument("--restore", metavar="FILE", help="load this ipvsadm-save file at start")
+    p.add_argument("--save-on-exit", metavar="FILE", help="write the table here (ipvsadm-save -n format) on exit")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    daemon = DirectorDaemon(
+        default_socket_path(args.control_socket),
+        dataplane=args.dataplane,
+        restore=args.restore,
+        save_on_exit=args.save_on_exit,
+    )
+    try:
+        asyncio.run(daemon.run())
+    except StartupError as exc:
+        print(f"pylvsd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the director daemon (same as pylvsd)")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="pylvsd", description="pylvs director daemon")
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
