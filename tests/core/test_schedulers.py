@@ -158,6 +158,14 @@ def test_wrr_weight_change_restarts_from_the_head_at_the_same_bar() -> None:
     assert picks(svc, 11) == [A, B, C, A, B, C, A, B, C, A, C]
 
 
+def test_wrr_snaps_the_weight_bar_onto_the_new_gcd_grid() -> None:
+    t, svc = make("wrr", (A, 2), (B, 1))
+    assert picks(svc, 3) == [A, B, A]  # passes cw=1 (A B), cw=2 (A): now cw = 2
+    edit_weight(t, A, 4)  # gcd 1: cw stays 2
+    edit_weight(t, B, 2)  # gcd 2, mw = 3: cw = (2 // 2) * 2 + 1 = 3
+    assert picks(svc, 6) == [A, A, B, A, A, B]
+
+
 def test_wrr_removal_restarts_from_the_head() -> None:
     t, svc = make("wrr", (A, 1), (B, 1), (C, 1))
     assert picks(svc, 2) == [A, B]
