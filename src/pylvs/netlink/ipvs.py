@@ -50,6 +50,7 @@ from pylvs.core.model import (
     Timeouts,
     TunnelFlags,
     TunnelType,
+    family_of,
 )
 from pylvs.core.stats import StatsSnapshot
 from pylvs.netlink.genl import (
@@ -294,8 +295,9 @@ def decode_service(a: Attrs) -> tuple[ServiceSpec, StatsSnapshot]:
 
 def decode_dest(a: Attrs, svc_af: int) -> DestStatus:
     af = get_u16(a, DEST_ADDR_FAMILY, svc_af)
+    addr = _addr_from(af, a.get(DEST_ADDR))
     spec = DestSpec(
-        _addr_from(af, a.get(DEST_ADDR)),
+        addr,
         get_be16(a, DEST_PORT),
         ForwardingMethod(get_u32(a, DEST_FWD_METHOD) & 7),
         struct.unpack("=i", a.get(DEST_WEIGHT) or bytes(4))[0],
@@ -304,7 +306,7 @@ def decode_dest(a: Attrs, svc_af: int) -> DestStatus:
         TunnelType(get_u8(a, DEST_TUN_TYPE)),
         get_be16(a, DEST_TUN_PORT),
         TunnelFlags(get_u16(a, DEST_TUN_FLAGS)),
-        af if af != svc_af else 0,
+        0 if af == family_of(addr) else af,
     )
     return DestStatus(
         spec,
