@@ -1,0 +1,323 @@
+"""``PacketDataPlane``: the ``packet`` data plane the director daemon runs (DR, NAT, TUN).
+
+What this is for: tying the sans-IO ``Forwarder`` to the host: one ``PacketRing`` per interface,
+the interfaces' MACs/addresses/MTUs, the kernel's neighbour table and default route read once with
+pyroute2, the table followed live (VIPs to answer ARP for, firewall rules), ``director.tick()``
+once a second. It runs inside an asyncio loop (``start``/``stop``) or as a plain blocking loop
+(``run_for``, used by benchmarks).
+
+Keeping the director's own stack out of the way: the kernel sees every frame the rings see. A
+packet to a VIP would be answered by the local stack (RST, or a second copy forwarded when
+ip_forward=1), and a NAT reply from a real server would be forwarded unchanged. So on start an
+nftables table ``inet pylvs_packet`` is installed in this network namespace: at the ``input`` and
+``forward`` hooks it drops TCP/UDP to the VIPs and TCP/UDP from NAT real servers; ARP, ICMP and
+the director's own traffic are untouched. AF_PACKET taps see frames before these hooks, so the
+data plane still gets them. Without ``nft`` a warning is logged and reported in ``describe()``.
+Offloads: frames must be whole and checksummed, so GRO/TSO/GSO and TX checksum offload are
+switched off on the interfaces (``ethtool``) on start.
+
+What this is not for: choosing real servers or tracking connections (the ``Director`` does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import select
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from pylvs.core.director import Director
+from pylvs.core.model import ForwardingMethod, RealServer, VirtualService
+from pylvs.core.table import TableListener
+from pylvs.dataplane.packet.forward import Forwarder, Interface
+from pylvs.dataplane.packet.ring import PacketRing
+
+log = logging.getLogger(__name__)
+NFT_TABLE = "pylvs_packet"
+
+
+def read_interfaces(names: Iterable[str] | None) -> tuple[list[Interface], tuple[int, bytes] | None,
+                                                          dict[bytes, bytes]]:
+    """Interfaces (all up non-loopback ones when ``names`` is None), the default route, and the
+    kernel's IPv4 neighbour table, from this network namespace."""
+    wanted = set(names) if names is not None else None
+    # an explicit plain loop: pyroute2 cannot share a running (or uvloop) event loop
+    loop = asyncio.SelectorEventLoop()
+    try:
+        return _read_interfaces(wanted, loop)
+    finally:
+        loop.close()
+
+
+def _read_interfaces(wanted: set[str] | None, loop: asyncio.AbstractEventLoop) -> tuple[
+        list[Interface], tuple[int, bytes] | None, dict[bytes, bytes]]:
+    ifaces: list[Interface] = []
+    neigh: dict[bytes, bytes] = {}
+    gateway: tuple[int, bytes] | None = None
+    with IPRoute(use_event_loop=loop) as ipr:
+        for link in ipr.get_links():
+            name = link.get("ifname")
+            if name == "lo" or (wanted is not None and name not in wanted):
+                continue
+            if wanted is None and not link["flags"] & 1:  # IFF_UP
+                continue
+            mac = link.get("address")
+            idx = link["index"]
+            addrs = [(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(family=socket.AF_INET, index=idx)]
+            if not addrs or not mac:
+                continue
+            nets = []
+            for a, plen in addrs:
+                net = ipaddress.IPv4Network(f"{a}/{plen}", strict=False)
+                nets.append((int(net.network_address), int(net.netmask)))
+            ifaces.append(Interface(
+                idx, name, bytes.fromhex(mac.replace(":", "")), socket.inet_aton(addrs[0][0]),
+                nets, link.get("mtu") or 1500, {socket.inet_aton(a) for a, _ in addrs},
+            ))
+        if wanted is not None:
+            missing = wanted - {i.name for i in ifaces}
+            if missing:
+                raise OSError(f"packet data plane: no usable IPv4 interface {', '.join(sorted(missing))}")
+        for n in ipr.get_neighbours(family=socket.AF_INET):
+            dst, lladdr = n.get("NDA_DST"), n.get("NDA_LLADDR")
+            if dst and lladdr and n["state"] & 0xDE:  # REACHABLE|STALE|DELAY|PROBE|PERMANENT|NOARP
+                neigh[socket.inet_aton(dst)] = bytes.fromhex(lladdr.replace(":", ""))
+        for r in ipr.get_default_routes(family=socket.AF_INET):
+            gw, oif = r.get("RTA_GATEWAY"), r.get("RTA_OIF")
+            if gw and oif:
+                gateway = (oif, socket.inet_aton(gw))
+                break
+    return ifaces, gateway, neigh
+
+
+def disable_offloads(names: Iterable[str]) -> None:
+    ethtool = shutil.which("ethtool")
+    if ethtool is None:
+        log.warning("ethtool not installed: GRO/TSO stay as they are")
+        return
+    for n in names:
+        subprocess.run([ethtool, "-K", n, "gro", "off", "gso", "off", "tso", "off", "tx", "off"],
+                       capture_output=True, timeout=10, check=False)
+
+
+class _Follow(TableListener):
+    def __init__(self, plane: PacketDataPlane) -> None:
+        self.plane = plane
+
+    def service_added(self, svc: VirtualService) -> None:
+        self.plane.table_changed()
+
+    def service_changed(self, svc: VirtualService) -> None:
+        self.plane.table_changed()
+
+    def service_deleted(self, svc: VirtualService) -> None:
+        self.plane.table_changed()
+
+    def dest_added(self, svc: VirtualService, dest: RealServer) -> None:
+        self.plane.table_changed()
+
+    def dest_changed(self, svc: VirtualService, dest: RealServer) -> None:
+        self.plane.table_changed()
+
+    def dest_deleted(self, svc: VirtualService, dest: RealServer) -> None:
+        self.plane.table_changed()
+
+
+class PacketDataPlane:
+    """DR/NAT/TUN forwarding on AF_PACKET rings for one director."""
+
+    name = "packet"
+
+    def __init__(self, director: Director, interfaces: str | list[str] | None = None,
+                 firewall: bool = True, offloads_off: bool = True, answer_arp: bool = True,
+                 verify_new_checksums: bool = True) -> None:
+        self.director = director
+        if isinstance(interfaces, str):
+            interfaces = [i for i in interfaces.split(",") if i]
+        self.interface_names = interfaces
+        self.firewall = firewall
+        self.offloads_off = offloads_off
+        self.answer_arp = answer_arp
+        self.verify_new_checksums = verify_new_checksums
+        self.forwarder: Forwarder | None = None
+        self.rings: dict[int, PacketRing] = {}
+        self.firewall_state = "off"
+        self._listener = _Follow(self)
+        self._tick_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- set-up --------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the rings and install the firewall rules (no event loop needed)."""
+        ifaces, gateway, neigh = read_interfaces(self.interface_names)
+        if not ifaces:
+            raise OSError("packet data plane: no interface with an IPv4 address to forward on")
+        if self.offloads_off:
+            disable_offloads(i.name for i in ifaces)
+        fw = Forwarder(self.director, ifaces, gateway,
+                       verify_new_checksums=self.verify_new_checksums)
+        fw.neighbours.update(neigh)
+        self.forwarder = fw
+        try:
+            for i in ifaces:
+                self.rings[i.ifindex] = PacketRing(i.name)
+        except OSError:
+            self.close()
+            raise
+        self.director.table.listeners.append(self._listener)
+        self.table_changed()
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.director.table.listeners.remove(self._listener)
+        for r in self.rings.values():
+            r.close()
+        self.rings.clear()
+        if self.firewall_state == "on":
+            self._nft(f"delete table inet {NFT_TABLE}\n")
+            self.firewall_state = "off"
+
+    def table_changed(self) -> None:
+        vips: set[bytes] = set()
+        nat_rips: set[bytes] = set()
+        for svc in self.director.table.services():
+            if svc.key.addr is not None and svc.key.addr.version == 4:
+                vips.add(svc.key.addr.packed)
+            for d in svc.destinations:
+                if d.fwd == ForwardingMethod.MASQ and d.addr.version == 4:
+                    nat_rips.add(d.addr.packed)
+        if self.forwarder is not None and self.answer_arp:
+            self.forwarder.set_vips(vips)
+        if self.firewall:
+            self._install_rules(vips, nat_rips)
+
+    def _install_rules(self, vips: set[bytes], rips: set[bytes]) -> None:
+        def elems(s: set[bytes]) -> str:
+            return ", ".join(sorted(socket.inet_ntoa(a) for a in s))
+
+        # input: only traffic to the VIPs (the director's own health checks of NAT real
+        # servers come back to it and must pass); forward: also NAT replies, which we rewrite
+        vip_rule = f"ip daddr {{ {elems(vips)} }} meta l4proto {{ tcp, udp }} drop" if vips else ""
+        rip_rule = f"ip saddr {{ {elems(rips)} }} meta l4proto {{ tcp, udp }} drop" if rips else ""
+        script = (
+            f"table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\n"
+            f"table inet {NFT_TABLE} {{\n"
+            f"  chain input {{ type filter hook input priority -300; policy accept;\n"
+            f"    {vip_rule}\n  }}\n"
+            f"  chain forward {{ type filter hook forward priority -300; policy accept;\n"
+            f"    {vip_rule}\n    {rip_rule}\n  }}\n"
+            "}\n"
+        )
+        self.firewall_state = "on" if self._nft(script) else "failed"
+
+    def _nft(self, script: str) -> bool:
+        nft = shutil.which("nft")
+        if nft is None:
+            log.warning("nft not installed: the local stack may answer or reset forwarded traffic")
+            return False
+        res = subprocess.run([nft, "-f", "-"], input=script, text=True, capture_output=True,
+                             timeout=20, check=False)
+        if res.returncode != 0:
+            log.warning("nft failed: %s", res.stderr.strip())
+            return False
+        return True
+
+    # -- the loop ------------------------------------------------------------------------------
+    def poll_once(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for frames, forward all that are ready; frames handled."""
+        fw = self.forwarder
+        assert fw is not None
+        rings = self.rings
+        ready, _, _ = select.select(list(rings.values()), [], [], timeout)
+        n = 0
+        for ring in ready:
+            n += self._drain(ring, fw)
+        return n
+
+    def _drain(self, ring: PacketRing, fw: Forwarder) -> int:
+        rings = self.rings
+        ifindex = ring.ifindex
+        handle = fw.handle
+        side = fw.side_frames
+
+        def on_frame(frame: bytearray) -> None:
+            out = handle(ifindex, frame)
+            if out is not None:
+                rings[out[0]].queue(out[1])
+            if side:
+                for idx, f in side:
+                    r = rings.get(idx)
+                    if r is not None:
+                        r.queue(f)
+                side.clear()
+
+        n = ring.receive(on_frame)
+        for r in rings.values():
+            r.flush()
+        return n
+
+    def run_for(self, seconds: float) -> int:
+        """Forward in a blocking loop for ``seconds`` (benchmarks); frames handled."""
+        end = time.monotonic() + seconds
+        next_tick = time.monotonic() + 1
+        total = 0
+        while True:
+            now = time.monotonic()
+            if now >= end:
+                return total
+            total += self.poll_once(min(0.2, end - now))
+            if now >= next_tick:
+                self.director.tick()
+                next_tick = now + 1
+
+    async def start(self) -> None:
+        # in a worker thread: netlink reads must not run on the daemon's event loop
+        await asyncio.to_thread(self.open)
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        fw = self.forwarder
+        assert fw is not None
+        for ring in self.rings.values():
+            loop.add_reader(ring.fileno(), self._drain, ring, fw)
+        self._tick_task = asyncio.create_task(self._ticker())
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.director.tick()
+
+    async def stop(self) -> None:
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick_task
+            self._tick_task = None
+        if self._loop is not None:
+            for ring in self.rings.values():
+                self._loop.remove_reader(ring.fileno())
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        fw = self.forwarder
+        return {
+            "name": self.name,
+            "interfaces": [r.ifname for r in self.rings.values()],
+            "firewall": self.firewall_state,
+            "forwarded": fw.forwarded if fw else 0,
+            "arp_replies": fw.arp_replies if fw else 0,
+            "arp_requests": fw.arp_requests if fw else 0,
+            "icmp_forwarded": fw.icmp_forwarded if fw else 0,
+            "drops": dict(fw.drops) if fw else {},
+            "rx_frames": sum(r.rx_frames for r in self.rings.values()),
+            "tx_frames": sum(r.tx_sent + r.tx_fallback for r in self.rings.values()),
+            "tx_errors": sum(r.tx_errors for r in self.rings.values()),
+        }

@@ -1,0 +1,320 @@
+"""What the director does with one frame: the LVS forwarding decision, without I/O.
+
+What this is for: the per-packet logic of kernel IPVS (``ip_vs_in``/``ip_vs_out`` and the
+``ip_vs_*_xmit`` functions) for the ``packet`` data plane. ``Forwarder.handle(ifindex, frame)``
+takes a received Ethernet frame (a bytearray it may rewrite) and returns where it goes as
+``(out_ifindex, frame)`` or None, using the ``Director`` for scheduling, connection tracking
+(TCP flags drive the states), persistence and statistics:
+
+- DR: destination MAC <- the real server's, source MAC <- the director's; the IP packet is
+  untouched, so the real server (VIP on lo) answers the client directly.
+- NAT: destination address/port <- the real server's, with incremental checksums; replies from
+  the real server (its gateway is the director) get their source rewritten back to VIP:port.
+- TUN: the whole IP packet inside an outer IPv4 header to the real server (IPIP); a packet that
+  would exceed the MTU once encapsulated gets ICMP "fragmentation needed" back (when DF is set).
+- ICMP errors quoting a tracked connection go to the same real server (and NAT ones are
+  rewritten both ways), as ``ip_vs_in_icmp``/``ip_vs_out_icmp`` do.
+- ARP: requests for a VIP the local stack does not own are answered with the director's MAC
+  (only the director answers for the VIP); every ARP packet teaches the neighbour cache; a
+  missing neighbour is asked for by ARP and the packet is dropped (the sender retransmits).
+
+New TCP connections are only created by a SYN (as with ``sloppy_tcp=0``); their TCP/UDP checksum
+is verified first, so a flood of corrupt SYNs creates no entries. Other packets are forwarded
+with their checksums as received (the real server verifies them; NAT updates are incremental so
+a bad checksum stays bad). Drops are counted by reason in ``drops``.
+
+What this is not for: sockets, rings, netlink (``ring``/``dataplane`` own those) or IPv6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, Connection, Director
+from pylvs.core.model import ForwardingMethod
+from pylvs.dataplane.packet import codec
+from pylvs.dataplane.packet.codec import (
+    ARP_REQUEST,
+    ETH_HLEN,
+    ETH_P_ARP,
+    ETH_P_IP,
+    IPPROTO_ICMP,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    TCP_ACK,
+    TCP_SYN,
+    Drop,
+)
+
+_MASQ = int(ForwardingMethod.MASQ)
+_DROUTE = int(ForwardingMethod.DROUTE)
+_TUNNEL = int(ForwardingMethod.TUNNEL)
+_ARP_RETRY = 1.0  # seconds between ARP requests for the same missing neighbour
+
+Output = tuple[int, bytearray | bytes]
+
+
+@dataclass(slots=True)
+class Interface:
+    """A director interface the data plane sends and receives on."""
+
+    ifindex: int
+    name: str
+    mac: bytes
+    addr: bytes  # primary IPv4 address (source of ARP requests and IPIP outer headers)
+    networks: list[tuple[int, int]] = field(default_factory=list)  # (network, mask) as ints
+    mtu: int = 1500
+    local: set[bytes] = field(default_factory=set)  # every address configured on it
+
+    def on_link(self, ip: int) -> bool:
+        return any(ip & mask == net for net, mask in self.networks)
+
+
+class Forwarder:
+    """The sans-IO forwarding engine of one director (all its interfaces)."""
+
+    def __init__(
+        self,
+        director: Director,
+        interfaces: Iterable[Interface],
+        gateway: tuple[int, bytes] | None = None,
+        clock: Callable[[], float] | None = None,
+        verify_new_checksums: bool = True,
+    ) -> None:
+        self.director = director
+        self.interfaces = {i.ifindex: i for i in interfaces}
+        self.gateway = gateway  # default route: (ifindex, next hop address)
+        self.clock = clock or director.clock
+        self.verify_new_checksums = verify_new_checksums
+        self.neighbours: dict[bytes, bytes] = {}
+        self.arp_vips: set[bytes] = set()  # VIPs this forwarder answers ARP for
+        self.local_addrs: set[bytes] = set()
+        for i in self.interfaces.values():
+            self.local_addrs |= i.local
+        self.drops: dict[str, int] = {}
+        self.forwarded = 0
+        self.arp_replies = 0
+        self.arp_requests = 0
+        self.icmp_forwarded = 0
+        self.side_frames: list[Output] = []  # ARP requests/replies and ICMP made here
+        self._route_cache: dict[bytes, tuple[Interface, bytes] | None] = {}
+        self._arp_asked: dict[bytes, float] = {}
+        self._ident = 0
+
+    # -- helpers -------------------------------------------------------------------------------
+    def drop(self, reason: Drop) -> None:
+        name = reason.name.lower()
+        self.drops[name] = self.drops.get(name, 0) + 1
+
+    def set_vips(self, vips: Iterable[bytes]) -> None:
+        """The VIPs of the table; ARP is answered for those the local stack does not own."""
+        self.arp_vips = {v for v in vips if v not in self.local_addrs}
+
+    def route(self, ip: bytes) -> tuple[Interface, bytes] | None:
+        """(out interface, next hop) for ``ip``: on-link first, else the default gateway."""
+        try:
+            return self._route_cache[ip]
+        except KeyError:
+            pass
+        n = int.from_bytes(ip, "big")
+        res: tuple[Interface, bytes] | None = None
+        for iface in self.interfaces.values():
+            if iface.on_link(n):
+                res = (iface, ip)
+                break
+        else:
+            if self.gateway is not None and self.gateway[0] in self.interfaces:
+                res = (self.interfaces[self.gateway[0]], self.gateway[1])
+        if len(self._route_cache) > 65536:
+            self._route_cache.clear()
+        self._route_cache[ip] = res
+        return res
+
+    def _next_mac(self, iface: Interface, hop: bytes) -> bytes | None:
+        mac = self.neighbours.get(hop)
+        if mac is not None:
+            return mac
+        now = self.clock()
+        if now - self._arp_asked.get(hop, -1e9) >= _ARP_RETRY:
+            self._arp_asked[hop] = now
+            self.arp_requests += 1
+            self.side_frames.append((iface.ifindex, codec.arp_request(iface.mac, iface.addr, hop)))
+        self.drop(Drop.NO_NEIGHBOUR)
+        return None
+
+    def _send_to(self, frame: bytearray, ip: bytes) -> Output | None:
+        r = self.route(ip)
+        if r is None:
+            self.drop(Drop.NO_NEIGHBOUR)
+            return None
+        iface, hop = r
+        mac = self._next_mac(iface, hop)
+        if mac is None:
+            return None
+        frame[0:6] = mac
+        frame[6:12] = iface.mac
+        self.forwarded += 1
+        return (iface.ifindex, frame)
+
+    # -- the entry point -----------------------------------------------------------------------
+    def handle(self, ifindex: int, frame: bytearray) -> Output | None:
+        """Decide what happens to ``frame`` received on ``ifindex`` (addressed to our MAC or
+        broadcast). Extra frames to send (ARP, ICMP) are appended to ``side_frames``."""
+        if len(frame) < ETH_HLEN:
+            self.drop(Drop.TRUNCATED_ETHERNET)
+            return None
+        et = frame[12] << 8 | frame[13]
+        if et == ETH_P_IP:
+            return self._ipv4(ifindex, frame)
+        if et == ETH_P_ARP:
+            self._arp(ifindex, frame)
+        return None
+
+    def _arp(self, ifindex: int, frame: bytearray) -> None:
+        info = codec.parse_arp(frame)
+        if isinstance(info, Drop):
+            self.drop(info)
+            return
+        op, sha, spa, _tha, tpa = info
+        iface = self.interfaces.get(ifindex)
+        if iface is None:
+            return
+        if spa != b"\0\0\0\0" and iface.on_link(int.from_bytes(spa, "big")):
+            self.neighbours[spa] = sha
+        if op == ARP_REQUEST and tpa in self.arp_vips:
+            self.arp_replies += 1
+            self.side_frames.append((ifindex, codec.arp_reply_for(info, iface.mac)))
+
+    def _ipv4(self, ifindex: int, frame: bytearray) -> Output | None:
+        if len(frame) > codec.MAX_FRAME:
+            self.drop(Drop.OVERSIZED)
+            return None
+        info = codec.parse_ipv4(frame)
+        if isinstance(info, Drop):
+            self.drop(info)
+            return None
+        proto, saddr, daddr, sport, dport, flags, l4, end = info
+        if proto in (IPPROTO_TCP, IPPROTO_UDP):
+            d = self.director
+            conn = d.lookup(proto, saddr, sport, daddr, dport)
+            if conn is not None:
+                return self._input(ifindex, frame, conn, proto, flags, l4, end)
+            conn = d.lookup_reply(proto, saddr, sport, daddr, dport)
+            if conn is not None:
+                if conn.dest.fwd != _MASQ:
+                    return None  # a DR/TUN server talking to its client: not ours to touch
+                return self._output(frame, conn, proto, flags, l4, end)
+            if d.find_service(proto, daddr, dport) is None:
+                return None  # not for a virtual service: the local stack's business
+            if proto == IPPROTO_TCP and (flags & (TCP_SYN | TCP_ACK)) != TCP_SYN:
+                self.drop(Drop.NO_CONNECTION)
+                return None
+            if self.verify_new_checksums and not codec.l4_checksum_ok(frame, ETH_HLEN, l4, end, proto):
+                self.drop(Drop.BAD_L4_CHECKSUM)
+                return None
+            iface = self.interfaces.get(ifindex)
+            if iface is not None and iface.on_link(int.from_bytes(saddr, "big")):
+                self.neighbours[saddr] = bytes(frame[6:12])
+            refused = d.refused_full
+            conn = d.schedule(proto, saddr, sport, daddr, dport)
+            if conn is None:
+                self.drop(Drop.TABLE_FULL if d.refused_full != refused else Drop.NO_SERVICE)
+                return None
+            return self._input(ifindex, frame, conn, proto, flags, l4, end)
+        if proto == IPPROTO_ICMP:
+            return self._icmp(ifindex, frame, sport, l4, end)
+        return None
+
+    # -- client -> real server -----------------------------------------------------------------
+    def _input(self, ifindex: int, frame: bytearray, conn: Connection, proto: int, flags: int,
+               l4: int, end: int) -> Output | None:
+        d = self.director
+        if proto == IPPROTO_TCP:
+            d.tcp_packet(conn, DIR_INPUT, flags)
+        else:
+            d.udp_packet(conn, DIR_INPUT)
+        d.account(conn, DIR_INPUT, 1, end - ETH_HLEN)
+        fwd = conn.dest.fwd
+        if fwd == _DROUTE:
+            return self._send_to(frame, conn.daddr)
+        if fwd == _MASQ:
+            codec.nat_rewrite(frame, ETH_HLEN, l4, proto, conn.daddr, conn.dport, True)
+            return self._send_to(frame, conn.daddr)
+        if fwd == _TUNNEL:
+            return self._tunnel(ifindex, frame, conn.daddr, end)
+        self.drop(Drop.UNSUPPORTED_PROTOCOL)
+        return None
+
+    def _tunnel(self, ifindex: int, frame: bytearray, rip: bytes, end: int) -> Output | None:
+        r = self.route(rip)
+        if r is None:
+            self.drop(Drop.NO_NEIGHBOUR)
+            return None
+        iface = r[0]
+        inner_len = end - ETH_HLEN
+        if inner_len + 20 > iface.mtu:
+            self.drop(Drop.TOO_BIG)
+            if frame[ETH_HLEN + 6] & 0x40:  # DF: tell the sender the path MTU
+                self._icmp_back(ifindex, frame, iface.mtu - 20)
+            return None
+        self._ident = (self._ident + 1) & 0xFFFF
+        outer = codec.ipip_encapsulate(memoryview(frame)[ETH_HLEN:end], iface.addr, rip, self._ident)
+        out = bytearray(frame[0:ETH_HLEN])
+        out += outer
+        return self._send_to(out, rip)
+
+    def _icmp_back(self, ifindex: int, frame: bytearray, mtu: int) -> None:
+        iface = self.interfaces.get(ifindex)
+        if iface is None:
+            return
+        icmp = codec.icmp_frag_needed(frame, ETH_HLEN, iface.addr, mtu)
+        out = bytearray(codec.ethernet(bytes(frame[6:12]), iface.mac, ETH_P_IP)) + icmp
+        self.side_frames.append((ifindex, out))
+
+    # -- real server -> client (NAT) -----------------------------------------------------------
+    def _output(self, frame: bytearray, conn: Connection, proto: int, flags: int, l4: int,
+                end: int) -> Output | None:
+        d = self.director
+        if proto == IPPROTO_TCP:
+            d.tcp_packet(conn, DIR_OUTPUT, flags)
+        else:
+            d.udp_packet(conn, DIR_OUTPUT)
+        d.account(conn, DIR_OUTPUT, 1, end - ETH_HLEN)
+        codec.nat_rewrite(frame, ETH_HLEN, l4, proto, conn.vaddr, conn.vport, False)
+        return self._send_to(frame, bytes(frame[30:34]))
+
+    # -- ICMP errors ---------------------------------------------------------------------------
+    def _icmp(self, ifindex: int, frame: bytearray, icmp_type: int, l4: int, end: int) -> Output | None:
+        if icmp_type not in codec.ICMP_ERROR_TYPES:
+            return None  # echo and friends: the local stack answers for its own addresses
+        inner = codec.parse_icmp_error(frame, l4, end)
+        if isinstance(inner, Drop):
+            self.drop(inner)
+            return None
+        iproto, isaddr, idaddr, isport, idport, inner_off = inner
+        if iproto not in (IPPROTO_TCP, IPPROTO_UDP):
+            return None
+        d = self.director
+        # about a packet the client got from us (VIP:vport -> client): goes to the real server
+        conn = d.lookup(iproto, idaddr, idport, isaddr, isport)
+        if conn is not None:
+            d.account(conn, DIR_INPUT, 1, end - ETH_HLEN)
+            self.icmp_forwarded += 1
+            fwd = conn.dest.fwd
+            if fwd == _MASQ:
+                codec.nat_rewrite_icmp_error(frame, ETH_HLEN, l4, end, inner_off, conn.daddr,
+                                             conn.dport, True)
+                return self._send_to(frame, conn.daddr)
+            if fwd == _TUNNEL:
+                return self._tunnel(ifindex, frame, conn.daddr, end)
+            return self._send_to(frame, conn.daddr)
+        # about a packet a NAT real server got (client -> RIP:rport): goes back to the client
+        conn = d.lookup_reply(iproto, idaddr, idport, isaddr, isport)
+        if conn is not None and conn.dest.fwd == _MASQ:
+            d.account(conn, DIR_OUTPUT, 1, end - ETH_HLEN)
+            self.icmp_forwarded += 1
+            codec.nat_rewrite_icmp_error(frame, ETH_HLEN, l4, end, inner_off, conn.vaddr,
+                                         conn.vport, False)
+            return self._send_to(frame, isaddr)
+        return None

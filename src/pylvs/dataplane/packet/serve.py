@@ -1,0 +1,55 @@
+"""``python -m pylvs.dataplane.packet.serve``: the director daemon with the ``packet`` data plane.
+
+What this is for: running a director that forwards real packets (DR/NAT/TUN) on a host or in a
+lab namespace, administered with ``pylvsadm`` over the daemon's control socket, while the daemon's
+own ``--dataplane`` choice does not list ``packet``: it registers the plane by name, then runs the
+ordinary ``DirectorDaemon``. ``--interfaces eth0,eth1`` limits the interfaces (default: every
+interface that is up and has an IPv4 address).
+
+What this is not for: anything the daemon does itself (table, control socket, save/restore).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from pylvs.control.client import default_socket_path
+from pylvs.daemon.main import DirectorDaemon, StartupError
+from pylvs.dataplane import registry
+
+ENTRY = "pylvs.dataplane.packet.dataplane:PacketDataPlane"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pylvs.dataplane.packet.serve")
+    p.add_argument("--control-socket", metavar="PATH")
+    p.add_argument("--interfaces", default="", help="comma-separated interface names")
+    p.add_argument("--no-firewall", action="store_true", help="install no nftables rules")
+    p.add_argument("--restore", metavar="FILE")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = p.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    registry.DATAPLANES.setdefault("packet", ENTRY)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    options = {"interfaces": args.interfaces or None, "firewall": not args.no_firewall}
+    daemon = DirectorDaemon(default_socket_path(args.control_socket), dataplane="packet",
+                            restore=args.restore, dataplane_options=options)
+    try:
+        asyncio.run(daemon.run())
+    except (StartupError, OSError) as exc:
+        print(f"pylvs packet director: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
