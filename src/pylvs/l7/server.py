@@ -524,6 +524,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self._url = b""
         self._head_bytes = 0
+        self._head_size = 0
         self._head_limit = 4 * 8192
         self._line_limit = 8192
         self._head_started = 0.0
@@ -614,6 +615,7 @@ class ClientConnection(asyncio.Protocol):
         self.current = req
         self._in_head = True
         self._url = b""
+        self._head_size = 0
         self._head_started = self.loop.time()
         if self._timer_kind == "idle":
             self.arm_timer(self.group.servers[0].client_header_timeout, "header")
@@ -625,6 +627,9 @@ class ClientConnection(asyncio.Protocol):
         req = self.current
         assert req is not None
         req.headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4
+        if len(name) + len(value) + 4 > self._line_limit:
+            self._head_size += self._head_limit  # one line over a buffer: as nginx, refuse
         lname = name.lower()
         old = req.hmap.get(lname)
         if old is None:
@@ -635,6 +640,12 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         req = self.current
         assert req is not None
+        if len(self._url) > self._line_limit:
+            self._reject(414, "client sent too long URI")
+            raise _Refused
+        if self._head_size + len(self._url) > self._head_limit:
+            self._reject(400, "client sent too long header line", "Request Header Or Cookie Too Large")
+            raise _Refused
         p = self.parser
         self._in_head = False
         req.head_size = self._head_bytes
@@ -688,7 +699,7 @@ class ClientConnection(asyncio.Protocol):
         """Read only while the active body is below its high-water mark and nothing queues."""
         if self.closed or self.transport is None:
             return
-        pause = len(self.queue) > 1 or (self.active is not None and len(self.queue) > 0)
+        pause = len(self.queue) > 1  # the head of the queue is the request being answered
         for r in (self.active, self.current):
             if r is not None and r.body is not None and r.body.buffered >= BODY_HIGH_WATER:
                 pause = True
@@ -781,7 +792,7 @@ class ClientConnection(asyncio.Protocol):
                       reason: str | None = None, length: int | None = None,
                       chunked: bool = False) -> bytes:
         """Bytes of a response head; decides keep-alive (closing statuses, 1.0 without length)."""
-        if status in _CLOSING_STATUSES or self._bad is not None:
+        if status in _CLOSING_STATUSES:
             req.keep_alive = False
         if length is None and not chunked and status not in (204, 304) and req.method != "HEAD":
             req.keep_alive = False
@@ -1077,6 +1088,10 @@ class ClientConnection(asyncio.Protocol):
 
 class _TooLarge(Exception):
     pass
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing a connection already refused."""
 
 
 class ProxyAttempt:

@@ -1,0 +1,346 @@
+"""pylvs http on loopback: the seed's layer 7 and HTTP/1.1 correctness, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import time
+from pathlib import Path
+
+from pylvs.l7.app import pattern_body
+from tests.l7.conftest import Client, Stack, get, wait_for
+
+COMBINED = re.compile(
+    r'^(\S+) - - \[(\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4})\] "([^"]*)" (\d{3}) (\d+) '
+    r'"([^"]*)" "([^"]*)"$')
+
+
+def test_jsp_goes_two_to_one_to_the_app_servers(seed: Stack) -> None:
+    c = Client(seed.port)
+    pages = [c.one(get("/index.jsp")).body for _ in range(9)]
+    c.close()
+    assert pages.count(b"dynamic page 1\n") == 6
+    assert pages.count(b"dynamic page 2\n") == 3
+    # smooth: never two "page 2" in a row, as nginx's weighted round robin spreads them
+    assert pages[:3] == [b"dynamic page 1\n", b"dynamic page 2\n", b"dynamic page 1\n"]
+
+
+def test_static_pages_come_from_the_root(seed: Stack) -> None:
+    c = Client(seed.port)
+    r = c.one(get("/"))
+    assert r.status == 200 and r.body == b"this is nginx1\n"
+    assert r.headers["content-type"] == "text/html"
+    big = (seed.tmp / "html" / "big.bin").read_bytes()
+    r = c.one(get("/big.bin"))
+    assert r.status == 200 and r.body == big
+    assert c.one(get("/missing.html")).status == 404
+    assert c.one(get("/a/../index.html")).body == b"this is nginx1\n"
+    assert c.one(get("/../../etc/passwd")).status == 400
+    c.close()
+
+
+def test_app_sees_client_address_and_host_as_nginx_sets_them(seed: Stack) -> None:
+    c = Client(seed.port)
+    r = c.one(get("/x.jsp?echo=headers", host="www.example.com:8080",
+                  extra="X-Forwarded-For: 10.9.8.7\r\nConnection: keep-alive, X-Drop\r\n"
+                        "X-Drop: 1\r\nTE: trailers\r\nUser-Agent: t\r\n"))
+    c.close()
+    head = r.body.decode()
+    lines = head.split("\r\n")
+    assert lines[0] == "GET /x.jsp?echo=headers HTTP/1.1"
+    assert "HOST: www.example.com" in lines
+    assert "X-Real-IP: 127.0.0.1" in lines
+    assert "X-Forwarded-For: 10.9.8.7, 127.0.0.1" in lines
+    assert "User-Agent: t" in lines
+    lower = head.lower()
+    assert "connection:" not in lower and "x-drop" not in lower and "\r\nte:" not in lower
+
+
+def test_keepalive_on_both_sides(stack: Stack) -> None:
+    conns = []
+
+    async def app(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conns.append(writer)
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n") if not reader.at_eof() else b""
+            if not head:
+                break
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    up = stack.upstream(app)
+    port = stack.proxy(_PROXY_CONF, up=up, extra="keepalive 4;", loc="")
+    c = Client(port)
+    for _ in range(5):
+        r = c.one(get("/k"))
+        assert r.status == 200 and r.body == b"ok"
+        assert r.headers["connection"] == "keep-alive"
+    c.close()
+    assert len(conns) == 1  # one upstream connection served all five requests
+
+
+_PROXY_CONF = """
+events {{}}
+http {{
+    error_log {tmp}/error.log;
+    access_log {tmp}/access.log;
+    upstream up {{ server 127.0.0.1:{up}; {extra} }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {tmp};
+        location / {{
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            {loc}
+        }}
+    }}
+}}
+"""
+
+
+def test_chunked_upload_and_download_stream_through(seed: Stack) -> None:
+    c = Client(seed.port)
+    body = pattern_body(300_000)
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 7000]), body[i:i + 7000])
+                      for i in range(0, len(body), 7000)) + b"0\r\n\r\n"
+    c.send(b"POST /up.jsp?echo=body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           + chunks)
+    r = c.read(1)[0]
+    assert r.status == 200 and r.body == body
+    r = c.one(get("/down.jsp?size=200000&chunked=1"))
+    assert r.status == 200 and r.body == pattern_body(200_000)
+    assert r.headers.get("transfer-encoding") == "chunked"
+    c.close()
+
+
+def test_head_gets_headers_only(seed: Stack) -> None:
+    c = Client(seed.port)
+    r = c.one(b"HEAD /index.jsp HTTP/1.1\r\nHost: x\r\n\r\n", head_only=True)
+    assert r.status == 200 and r.headers["content-length"] == "15"
+    r = c.one(b"HEAD /index.html HTTP/1.1\r\nHost: x\r\n\r\n", head_only=True)
+    assert r.status == 200 and r.headers["content-length"] == "15"
+    # the connection is still in sync: the next answer is whole
+    assert c.one(get("/index.html")).body == b"this is nginx1\n"
+    assert c.raw.count(b"this is nginx1") == 1
+    c.close()
+
+
+def test_expect_100_continue_is_answered_before_the_body(seed: Stack) -> None:
+    c = Client(seed.port)
+    c.send(b"POST /e.jsp?echo=body HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+           b"Expect: 100-continue\r\n\r\n")
+    c.sock.settimeout(5)
+    interim = c.sock.recv(100)
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    c.send(b"hello")
+    r = c.read(1)[0]
+    assert r.status == 200 and r.body == b"hello"
+    c.close()
+
+
+def test_pipelined_requests_are_answered_in_order(seed: Stack) -> None:
+    c = Client(seed.port)
+    c.send(get("/a.jsp?size=50000") + get("/index.html") + get("/b.jsp?echo=headers")
+           + get("/nope") + get("/c.jsp?size=10"))
+    rs = c.read(5)
+    assert [r.status for r in rs] == [200, 200, 200, 404, 200]
+    assert rs[0].body == pattern_body(50000)
+    assert rs[1].body == b"this is nginx1\n"
+    assert rs[2].body.startswith(b"GET /b.jsp?echo=headers HTTP/1.1")
+    assert rs[4].body == pattern_body(10)
+    c.close()
+
+
+def test_upstream_down_is_502(stack: Stack) -> None:
+    down = _closed_port()
+    port = stack.proxy(_PROXY_CONF, up=down, extra="", loc="")
+    c = Client(port)
+    r = c.one(get("/"))
+    assert r.status == 502 and b"502 Bad Gateway" in r.body
+    assert r.headers["connection"] == "keep-alive"
+    c.close()
+    assert wait_for(lambda: "connect() failed (111: Connection refused) while connecting to "
+                            "upstream" in _read(stack.tmp / "error.log"))
+
+
+def test_upstream_read_timeout_is_504(stack: Stack) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await asyncio.sleep(5)
+        writer.close()
+
+    up = stack.upstream(silent)
+    port = stack.proxy(_PROXY_CONF, up=up, extra="", loc="proxy_read_timeout 300ms;")
+    c = Client(port)
+    t0 = time.monotonic()
+    r = c.one(get("/slow"))
+    assert r.status == 504
+    assert time.monotonic() - t0 < 4
+    c.close()
+    assert wait_for(lambda: "upstream timed out (110: Connection timed out) while reading "
+                            "response header from upstream" in _read(stack.tmp / "error.log"))
+
+
+def test_next_upstream_on_failure(stack: Stack) -> None:
+    app = stack.app("7")
+    down = _closed_port()
+    conf = _PROXY_CONF.replace("server 127.0.0.1:{up};", "server 127.0.0.1:{up}; server 127.0.0.1:{app};")
+    port = stack.proxy(conf, up=down, app=app, extra="", loc="")
+    c = Client(port)
+    for _ in range(4):
+        r = c.one(get("/p.jsp"))
+        assert r.status == 200 and r.body == b"dynamic page 7\n"
+    c.close()
+    log = _read(stack.tmp / "error.log")
+    assert log.count("Connection refused") == 1  # max_fails=1: the dead peer is skipped after
+
+
+def test_next_upstream_http_503_and_backup(stack: Stack) -> None:
+    async def busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+        await writer.drain()
+        writer.close()
+
+    b = stack.upstream(busy)
+    app = stack.app("backup")
+    conf = _PROXY_CONF.replace("server 127.0.0.1:{up};",
+                               "server 127.0.0.1:{up}; server 127.0.0.1:{app} backup;")
+    port = stack.proxy(conf, up=b, app=app, extra="",
+                       loc="proxy_next_upstream error timeout http_503;")
+    c = Client(port)
+    r = c.one(get("/x.jsp"))
+    assert r.status == 200 and r.body == b"dynamic page backup\n"
+    c.close()
+
+
+def test_malformed_request_gets_400_and_close(seed: Stack) -> None:
+    for bad in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+                b"GET / HTTP/1.1\r\n\r\n",  # HTTP/1.1 without Host
+                b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"):
+        c = Client(seed.port)
+        r = c.one(bad)
+        assert r.status == 400, bad
+        assert r.headers.get("connection") == "close"
+        assert c.wait_closed()
+        c.close()
+
+
+def test_malformed_request_after_a_good_one_is_answered_in_order(seed: Stack) -> None:
+    c = Client(seed.port)
+    c.send(get("/index.html") + b"\x01\x02 nonsense\r\n\r\n")
+    rs = c.read(2)
+    assert [r.status for r in rs] == [200, 400]
+    assert c.wait_closed()
+    c.close()
+
+
+def test_oversized_headers_are_refused(seed: Stack) -> None:
+    c = Client(seed.port)
+    r = c.one(get("/", extra="X-Big: " + "a" * 40000 + "\r\n"))
+    assert r.status in (400, 431)
+    assert c.wait_closed()
+    c.close()
+    c = Client(seed.port)
+    r = c.one(get("/" + "u" * 9000))
+    assert r.status == 414
+    c.close()
+
+
+def test_oversized_body_is_413(seed: Stack) -> None:
+    c = Client(seed.port)
+    r = c.one(b"POST /x.jsp HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n")
+    assert r.status == 413
+    assert c.wait_closed()
+    c.close()
+
+
+def test_slowloris_client_times_out(stack: Stack) -> None:
+    (stack.tmp / "index.html").write_text("hi\n")
+    conf = _PROXY_CONF.replace("location / {{", "client_header_timeout 500ms;\n location /x {{")
+    port = stack.proxy(conf, up=_closed_port(), extra="", loc="")
+    slow = Client(port)
+    slow.send(b"GET / HTTP/1.1\r\n")
+    t0 = time.monotonic()
+    for _ in range(3):
+        slow.send(b"X-a: b\r\n")
+        time.sleep(0.1)
+    # meanwhile other clients are served
+    ok = Client(port)
+    assert ok.one(get("/index.html")).body == b"hi\n"
+    ok.close()
+    assert slow.wait_closed(5)
+    assert time.monotonic() - t0 < 4
+    slow.close()
+
+
+def test_upstream_reset_mid_response_closes_cleanly_and_logs(stack: Stack) -> None:
+    async def breaks(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        writer.transport.abort()
+
+    up = stack.upstream(breaks)
+    port = stack.proxy(_PROXY_CONF, up=up, extra="", loc="")
+    c = Client(port, timeout=5)
+    c.send(get("/r"))
+    t0 = time.monotonic()
+    got = c.read(1)
+    assert not got  # never a complete (corrupt) response
+    assert c.closed and time.monotonic() - t0 < 4
+    assert c.raw.startswith(b"HTTP/1.1 200 OK") and len(c.raw) < 100000
+    c.close()
+    assert wait_for(lambda: "while reading upstream" in _read(stack.tmp / "error.log"))
+    # the proxy still serves
+    c = Client(port)
+    c.send(get("/r2"))
+    c.close()
+
+
+def test_access_log_is_in_combined_format(seed: Stack) -> None:
+    c = Client(seed.port)
+    c.one(get("/index.html", extra="Referer: http://ref/\r\nUser-Agent: agent/1.0\r\n"))
+    c.one(get("/nothing"))
+    c.close()
+    log = seed.tmp / "access.log"
+    assert wait_for(lambda: _read(log).count("\n") >= 2)
+    lines = _read(log).splitlines()
+    m = COMBINED.match(lines[0])
+    assert m, lines[0]
+    assert m.group(1) == "127.0.0.1"
+    assert m.group(3) == "GET /index.html HTTP/1.1"
+    assert (m.group(4), m.group(5), m.group(6), m.group(7)) == ("200", "15", "http://ref/",
+                                                              "agent/1.0")
+    m = COMBINED.match(lines[1])
+    assert m and m.group(4) == "404" and m.group(6) == "-" and m.group(7) == "-"
+
+
+def test_keepalive_timeout_closes_idle_clients(stack: Stack) -> None:
+    (stack.tmp / "index.html").write_text("hi\n")
+    conf = _PROXY_CONF.replace("location / {{", "keepalive_timeout 300ms;\n location /x {{")
+    port = stack.proxy(conf, up=_closed_port(), extra="", loc="")
+    c = Client(port)
+    assert c.one(get("/index.html")).status == 200
+    assert c.wait_closed(5)
+    c.close()
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = int(s.getsockname()[1])
+    s.close()
+    return port
+
+
+def _read(p: Path) -> str:
+    try:
+        return p.read_text()
+    except FileNotFoundError:
+        return ""
