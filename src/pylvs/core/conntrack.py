@@ -405,6 +405,13 @@ class ConnectionTable:
 
     # ---- listing -------------------------------------------------------------------------
 
+    def live(self) -> Iterator[Connection]:
+        """Every entry still counted, including templates already unhashed (wheel order)."""
+        for bucket in list(self._wheel.values()):
+            for c in bucket.conns:
+                if c.bucket is bucket:
+                    yield c
+
     def entries(self) -> Iterator[Connection]:
         """Every stored entry: connections, then templates (hash order within each)."""
         for table in (self.conns, self.templates):

@@ -59,6 +59,7 @@ from pylvs.core.model import (
     DEFAULT_PERSISTENCE_TIMEOUT,
     ConnEntry,
     DestFlags,
+    RealServer,
     ServiceKey,
     Timeouts,
     VirtualService,
@@ -289,6 +290,8 @@ class Director:
         u = dest.u_threshold
         if u and dest.activeconns + dest.inactconns >= u:
             dest.flags |= DestFlags.OVERLOAD
+        if sched.reads_conns:  # type: ignore[union-attr]
+            sched.conns_changed(dest)  # type: ignore[union-attr]
         table.insert(conn, now)
         return conn
 
@@ -338,6 +341,7 @@ class Director:
             ct = Connection(tkey, t_vaddr, t_vport, dest, t_dport, dest.fwd | CONN_F_TEMPLATE,
                             CTPL_S_NONE, svc.timeout or DEFAULT_PERSISTENCE_TIMEOUT)
             bind_dest(ct, dest)
+            _conns_changed(dest)
             table.insert(ct, now)
         else:
             dest = ct.dest
@@ -365,6 +369,7 @@ class Director:
             conn.control = ct
             ct.n_control += 1
             bind_dest(conn, dest)
+            _conns_changed(dest)
             table.insert(conn, now)
         # ip_vs_conn_put(ct): the template's timer restarts with every connection it hands out.
         table.arm(ct, now)
@@ -454,6 +459,7 @@ class Director:
                 dest.activeconns += 1
                 dest.inactconns -= 1
                 conn.flags = flags & ~CONN_F_INACTIVE
+                _conns_changed(dest)
             ct = conn.control
             if ct is not None and ct.flags & CONN_F_TEMPLATE:
                 ct.state |= CTPL_S_ASSURED
@@ -461,6 +467,7 @@ class Director:
             dest.activeconns -= 1
             dest.inactconns += 1
             conn.flags = flags | CONN_F_INACTIVE
+            _conns_changed(dest)
         conn.state = new
         conn.timeout = self._tcp_timeout(new)
         self.conns.arm(conn, now)
@@ -565,6 +572,7 @@ class Director:
             ct.n_control -= 1
             conn.control = None
         unbind_dest(conn, conn.dest)
+        _conns_changed(conn.dest)
 
     def _drop(self, conn: Connection) -> None:
         """ip_vs_conn_expire_now for an entry that is being replaced."""
@@ -601,6 +609,16 @@ class Director:
                 flags=c.flags,
             ))
         return rows
+
+
+def _conns_changed(dest: RealServer) -> None:
+    """Tell a scheduler that keeps an index of connection counts (lc, wlc, sed, nq) that this
+    server's counts or OVERLOAD flag moved; see ``Scheduler.conns_changed``."""
+    svc = dest.service
+    if svc is not None:
+        sched = svc.scheduler
+        if sched is not None and sched.reads_conns:
+            sched.conns_changed(dest)
 
 
 def _fwmark_addr(fwmark: int, length: int) -> bytes:
