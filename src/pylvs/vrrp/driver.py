@@ -173,6 +173,7 @@ class KeepalivedDaemon:
         self.arbitrator_ok = True
         self._children: set[asyncio.Task[None]] = set()
         self._metrics = _Metrics(metrics_port)
+        self._last_state = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -199,7 +200,7 @@ class KeepalivedDaemon:
         self.loop.add_signal_handler(signal.SIGHUP, self._reload)
         self.loop.add_signal_handler(signal.SIGTERM, self.done.set)
         self.loop.add_signal_handler(signal.SIGINT, self.done.set)
-        self.loop.add_signal_handler(signal.SIGUSR1, self.write_state)
+        self.loop.add_signal_handler(signal.SIGUSR1, lambda: self.write_state())
         self.tasks.append(asyncio.create_task(self._track_interfaces()))
         if self.arbitrator:
             self.tasks.append(asyncio.create_task(self._arbitrate()))
@@ -537,6 +538,7 @@ class KeepalivedDaemon:
         while True:
             await asyncio.sleep(0.5)
             self._retrack()
+            self.write_state(only_if_changed=True)
 
     async def _arbitrate(self) -> None:
         """Demote this node while it cannot reach the arbitrator (gateway): a node cut off from
@@ -581,13 +583,19 @@ class KeepalivedDaemon:
         out["arbitrator"] = {"address": self.arbitrator, "reachable": self.arbitrator_ok} if self.arbitrator else None
         return out
 
-    def write_state(self) -> None:
+    def write_state(self, only_if_changed: bool = False) -> None:
+        """The state file is how tests, scripts and operators see the daemon: written atomically."""
         if not self.state_file:
             return
+        status = self.status()
+        key = json.dumps([status["instances"], status["arbitrator"]], sort_keys=True)
+        if only_if_changed and key == self._last_state:
+            return
+        self._last_state = key
         tmp = f"{self.state_file}.tmp{os.getpid()}"
         try:
             with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(self.status(), fh, indent=1)
+                json.dump(status, fh, indent=1)
             os.replace(tmp, self.state_file)
         except OSError as exc:
             log.warning("cannot write state file %s: %s", self.state_file, exc)

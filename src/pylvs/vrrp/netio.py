@@ -11,8 +11,11 @@ import errno
 import ipaddress
 import socket
 import struct
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pylvs.vrrp import packet as pkt
 
@@ -46,18 +49,32 @@ def oper_up(name: str) -> bool:
     return bool(flags & 1) and state in ("up", "unknown")
 
 
+# pyroute2's synchronous IPRoute runs its own event loop, which cannot nest in the daemon's:
+# every netlink call goes through this one worker thread (calls are short and rare).
+_NETLINK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pylvs-netlink")
+R = TypeVar("R")
+
+
+def in_netlink_thread(fn: Callable[[], R]) -> R:
+    return _NETLINK.submit(fn).result()
+
+
 def interface_addresses(name: str, family: int) -> list[str]:
     """Addresses on ``name`` in kernel order (the first is the primary)."""
-    from pyroute2 import IPRoute
 
-    fam = socket.AF_INET if family == 4 else socket.AF_INET6
-    with IPRoute() as ipr:
-        out = []
-        for msg in ipr.get_addr(family=fam, index=ifindex(name)):
-            addr = msg.get_attr("IFA_ADDRESS")
-            if addr:
-                out.append(str(addr))
-        return out
+    def get() -> list[str]:
+        from pyroute2 import IPRoute
+
+        fam = socket.AF_INET if family == 4 else socket.AF_INET6
+        with IPRoute() as ipr:
+            out = []
+            for msg in ipr.get_addr(family=fam, index=ifindex(name)):
+                addr = msg.get_attr("IFA_ADDRESS")
+                if addr:
+                    out.append(str(addr))
+            return out
+
+    return in_netlink_thread(get)
 
 
 def primary_address(name: str, family: int) -> str | None:
@@ -89,10 +106,10 @@ class AddressManager:
     def __init__(self) -> None:
         from pyroute2 import IPRoute
 
-        self._ipr = IPRoute()
+        self._ipr = in_netlink_thread(IPRoute)
 
     def close(self) -> None:
-        self._ipr.close()
+        in_netlink_thread(self._ipr.close)
 
     def _kw(self, vip: VIPSpec) -> dict[str, object]:
         kw: dict[str, object] = {"index": ifindex(vip.dev), "address": vip.address, "prefixlen": vip.prefixlen}
@@ -110,8 +127,9 @@ class AddressManager:
     def add(self, vip: VIPSpec) -> None:
         from pyroute2 import NetlinkError
 
+        kw = self._kw(vip)
         try:
-            self._ipr.addr("add", **self._kw(vip))
+            in_netlink_thread(lambda: self._ipr.addr("add", **kw))
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
                 raise
@@ -124,7 +142,7 @@ class AddressManager:
         kw.pop("broadcast", None)
         kw.pop("scope", None)
         try:
-            self._ipr.addr("del", **kw)
+            in_netlink_thread(lambda: self._ipr.addr("del", **kw))
         except NetlinkError as exc:
             if exc.code not in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
                 raise

@@ -1,0 +1,104 @@
+"""pylvs and the real keepalived in one VRRP group, in network namespaces: election, the VIP on
+exactly one node, failover on SIGKILL and SIGTERM, preemption back, nopreempt, mismatches."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from tests.vrrp.conftest import Lab, instance_conf, wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def settle_one_holder(lab: Lab, role: str, timeout: float = 15.0) -> None:
+    assert wait_for(lambda: lab.vip_holders() == [role], timeout), (lab.vip_holders(), [p.logtext()[-2000:] for p in lab.procs])
+
+
+@pytest.mark.parametrize("version,advert", [(2, 1.0), (3, 0.2)])
+def test_pylvs_master_keepalived_backup_failover_and_preemption(lab: Lab, version: int, advert: float) -> None:
+    py = lab.pylvs("a", instance_conf(prio=150, version=version, advert=advert))
+    lab.keepalived("b", instance_conf(prio=100, version=version, advert=advert))
+    settle_one_holder(lab, "a")
+    assert wait_for(lambda: py.instance().get("state") == "MASTER", 5)
+    assert "Entering BACKUP STATE" in lab.procs[1].logtext()
+    # SIGKILL the pylvs master: keepalived takes over after Master_Down_Interval
+    py.stop(signal.SIGKILL)
+    assert wait_for(lambda: lab.has_vip("b"), 3 * advert + 5), lab.procs[1].logtext()[-2000:]
+    # the killed router left its VIP behind (as keepalived would); clear it as a reboot would
+    lab.exec("a", "ip", "addr", "del", "10.77.0.100/24", "dev", "eth0", check=False)
+    # pylvs comes back with the higher priority and preempts
+    py2 = lab.pylvs("a", instance_conf(prio=150, version=version, advert=advert))
+    settle_one_holder(lab, "a", timeout=3 * advert + 10)
+    assert wait_for(lambda: py2.instance().get("state") == "MASTER", 5)
+    assert py2.instance()["stats"]["advert_rcvd"] >= 1  # type: ignore[index]
+
+
+@pytest.mark.parametrize("version,advert", [(2, 1.0), (3, 0.2)])
+def test_keepalived_master_pylvs_backup_failover_on_sigterm_and_preemption(lab: Lab, version: int, advert: float) -> None:
+    ka = lab.keepalived("a", instance_conf(state="MASTER", prio=150, version=version, advert=advert))
+    py = lab.pylvs("b", instance_conf(prio=100, version=version, advert=advert))
+    settle_one_holder(lab, "a")
+    assert wait_for(lambda: py.instance().get("state") == "BACKUP", 5)
+    assert wait_for(lambda: py.instance().get("master") == lab.addr("a"), 3 * advert + 3)
+    # keepalived stops: it sends priority 0, pylvs takes over after the skew time only
+    ka.stop(signal.SIGTERM)
+    settle_one_holder(lab, "b", timeout=5)
+    st = py.instance()["stats"]
+    assert st["pri_zero_rcvd"] >= 1  # type: ignore[index]
+    # keepalived back with higher priority: pylvs steps down and removes the VIP
+    lab.keepalived("a", instance_conf(state="BACKUP", prio=150, version=version, advert=advert))
+    settle_one_holder(lab, "a", timeout=3 * advert + 10)
+    assert wait_for(lambda: py.instance().get("state") == "BACKUP", 5)
+
+
+def test_pylvs_sigterm_resigns_with_priority_zero(lab: Lab) -> None:
+    py = lab.pylvs("a", instance_conf(prio=150, version=3, advert=1.0))
+    ka = lab.keepalived("b", instance_conf(prio=100, version=3, advert=1.0))
+    settle_one_holder(lab, "a")
+    py.stop(signal.SIGTERM)
+    assert not lab.has_vip("a")  # removed on the way out
+    # 3 s + skew if the resignation were missed; priority 0 makes it skew time only (< 1 s)
+    assert wait_for(lambda: lab.has_vip("b"), 2.5), ka.logtext()[-1500:]
+    assert "priority 0" in ka.logtext() or "Entering MASTER STATE" in ka.logtext()
+
+
+def test_nopreempt_backup_leaves_lower_priority_keepalived_master(lab: Lab) -> None:
+    lab.keepalived("a", instance_conf(prio=100, version=3, advert=0.2))
+    settle_one_holder(lab, "a")
+    py = lab.pylvs("b", instance_conf(prio=200, version=3, advert=0.2, nopreempt=True))
+    assert wait_for(lambda: py.instance().get("state") == "BACKUP", 5)
+    assert not wait_for(lambda: lab.has_vip("b"), 3.0)
+    assert lab.vip_holders() == ["a"]
+
+
+def test_pylvs_preempts_lower_priority_keepalived_master(lab: Lab) -> None:
+    lab.keepalived("a", instance_conf(prio=100, version=3, advert=0.2))
+    settle_one_holder(lab, "a")
+    py = lab.pylvs("b", instance_conf(prio=200, version=3, advert=0.2))
+    settle_one_holder(lab, "b", timeout=5)
+    assert py.instance().get("state") == "MASTER"
+
+
+def test_mismatched_password_both_master_and_counted(lab: Lab) -> None:
+    py = lab.pylvs("a", instance_conf(prio=150, password="one"))
+    lab.keepalived("b", instance_conf(prio=100, password="two"))
+    # each drops the other's adverts, as keepalived does: both end up MASTER
+    assert wait_for(lambda: lab.vip_holders() == ["a", "b"], 10)
+    assert wait_for(lambda: py.instance()["stats"]["auth_failure"] >= 1, 5)  # type: ignore[index]
+    assert "invalid passwd" in lab.procs[1].logtext()
+
+
+def test_mismatched_advert_int_v2_is_dropped(lab: Lab) -> None:
+    py = lab.pylvs("a", instance_conf(prio=150, advert=1.0))
+    lab.keepalived("b", instance_conf(prio=100, advert=2.0))
+    assert wait_for(lambda: py.instance().get("stats", {}).get("advert_interval_err", 0) >= 1, 10)  # type: ignore[union-attr]
+    assert "advertisement interval mismatch" in lab.procs[1].logtext() or lab.has_vip("b")
+
+
+def test_different_vrid_is_another_group(lab: Lab) -> None:
+    py = lab.pylvs("a", instance_conf(prio=150, version=3, advert=0.2, vrid=42))
+    lab.keepalived("b", instance_conf(prio=100, version=3, advert=0.2, vrid=43))
+    assert wait_for(lambda: lab.vip_holders() == ["a", "b"], 6)
+    assert py.instance()["stats"]["advert_rcvd"] == 0  # type: ignore[index]
