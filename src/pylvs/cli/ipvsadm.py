@@ -1024,7 +1024,18 @@ def select_backend(control_socket: str | None = None) -> IPVSBackend:
     from pylvs.control.client import ControlClient
 
     client = ControlClient(control_socket)
-    client.connect()
+    try:
+        client.connect()
+    except BackendUnavailable as no_daemon:
+        if control_socket is not None:
+            raise
+        # No director: talk to the kernel's IPVS directly, exactly like ipvsadm.
+        from pylvs.netlink.ipvs import KernelIPVS
+
+        try:
+            return KernelIPVS()
+        except BackendUnavailable as no_ipvs:
+            raise BackendUnavailable(f"{no_daemon}, and {no_ipvs}") from None
     return client
 
 

@@ -154,8 +154,8 @@ _PROTO_BY_NAME = {"TCP": 6, "UDP": 17, "SCTP": 132, "IP": 0, "AH": 51, "ESP": 50
 
 NO_IPVS = (
     "this kernel has no IPVS (the ip_vs module is neither loaded nor loadable); "
-    "run the pylvs daemon with '--dataplane proxy' instead (the 'kernel' data plane and "
-    "pylvsadm without a daemon need IPVS)"
+    "start the director with 'pylvsd --dataplane proxy' (or '--dataplane packet') and pylvsadm "
+    "will use it"
 )
 
 _FLAGS = struct.Struct("=II")
