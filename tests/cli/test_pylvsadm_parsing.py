@@ -1,0 +1,178 @@
+"""pylvsadm's command-line rules beyond the recordings, and a fuzz of the parser."""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pylvs.cli._ipvsadm.listing import FMT_EXACT, FMT_NONE, print_largenum
+from pylvs.cli._ipvsadm.names import Resolver
+from pylvs.cli.ipvsadm import main
+from pylvs.core.model import AF_INET, ConnEntry
+from pylvs.core.table import IPVSTable
+
+
+def run(
+    table: IPVSTable, *args: str, stdin: str = "", resolver: Resolver | None = None
+) -> tuple[str, str, int]:
+    out, err = io.StringIO(), io.StringIO()
+    rc = main(
+        list(args), backend=table, stdout=out, stderr=err, stdin=io.StringIO(stdin),
+        resolver=resolver,
+    )
+    return out.getvalue(), err.getvalue(), rc
+
+
+def saved(table: IPVSTable) -> str:
+    return run(table, "-Sn")[0]
+
+
+def test_popt_forms_glued_equals_long_and_clustered_are_all_accepted() -> None:
+    t = IPVSTable()
+    assert run(t, "--add-service", "--tcp-service=10.0.0.1:80", "-srr")[2] == 0
+    assert run(t, "-a", "-t10.0.0.1:80", "-r", "10.0.0.2", "-mw3")[2] == 0
+    assert run(t, "-a", "-t", "10.0.0.1:80", "--real-server=10.0.0.3", "--weight", "7", "-m")[2] == 0
+    assert run(t, "-a", "-t", "10.0.0.1:80", "-r", "10.0.0.4", "-w=5", "-g")[2] == 0
+    assert saved(t) == (
+        "-A -t 10.0.0.1:80 -s rr\n"
+        "-a -t 10.0.0.1:80 -r 10.0.0.2:80 -m -w 3\n"
+        "-a -t 10.0.0.1:80 -r 10.0.0.3:80 -m -w 7\n"
+        "-a -t 10.0.0.1:80 -r 10.0.0.4:80 -g -w 5\n"
+    )
+
+
+def test_persistent_takes_a_value_only_when_the_next_word_is_not_an_option() -> None:
+    t = IPVSTable()
+    assert run(t, "-A", "-t", "10.0.0.1:80", "-p", "-s", "rr")[2] == 0
+    assert run(t, "-A", "-t", "10.0.0.2:80", "-p", "45")[2] == 0
+    assert run(t, "-A", "-t", "10.0.0.3:80", "-p")[2] == 0
+    assert saved(t) == (
+        "-A -t 10.0.0.1:80 -s rr -p 360\n"
+        "-A -t 10.0.0.2:80 -s wlc -p 45\n"
+        "-A -t 10.0.0.3:80 -s wlc -p 360\n"
+    )
+
+
+def test_long_options_are_exact_as_in_popt_no_abbreviations() -> None:
+    t = IPVSTable()
+    assert run(t, "-L", "--numer") == ("", "--numer: unknown option\n", 255)
+    assert run(t, "--lis") == ("", "Try `ipvsadm -h' or 'ipvsadm --help' for more information.\n", 255)
+
+
+def test_a_second_command_is_an_invalid_option_named_as_typed() -> None:
+    t = IPVSTable()
+    assert run(t, "-LnC") == ("", "invalid option `-LnC'\n", 2)
+    assert run(t, "-L", "--start-daemon", "master") == ("", "invalid option `master'\n", 2)
+    assert run(t, "-L", "-h") == ("", "invalid option `-h'\n", 2)
+
+
+def test_option_rules_that_the_recordings_do_not_show() -> None:
+    t = IPVSTable()
+    assert run(t, "-A", "-t", "10.0.0.1:80", "-o") == (
+        "", "One-Packet Scheduling is only for UDP virtual services\n", 2)
+    assert run(t, "-A", "-f", "3", "-6", "-6", "-s", "rr")[2] == 0
+    assert run(t, "-A", "-6", "-f", "4") == ("", "-6 used before -f\n\n", 2)
+    assert run(t, "-a", "-f", "3", "-6", "-r", "2001:db8::9", "-m", "--tun-type", "gre") == (
+        "", "Tunnel options conflict with forward method\n", 2)
+    assert run(t, "-a", "-f", "3", "-6", "-r", "2001:db8::9", "-i", "--tun-type", "gue") == (
+        "", "You need to supply the 'tun-port' option for the 'gue' tunnel type\n", 2)
+    assert run(t, "-a", "-f", "3", "-6", "-r", "2001:db8::9", "-i", "--tun-type", "gre",
+               "--tun-csum", "--tun-nocsum") == (
+        "", "The option 'tun-csum' conflicts with the 'tun-nocsum' option in the 'gre' tunnel type\n", 2)
+    assert run(t, "-a", "-f", "3", "-6", "-r", "2001:db8::9", "-i", "--tun-port", "9") == (
+        "", "Illegal 'tun-port' option with the 'ipip' tunnel type\n", 2)
+    assert run(t, "-L", "--timeout", "--persistent-conn") == (
+        "", "options conflicts in the list command\n", 2)
+    assert run(t, "-L", "--timeout", "--daemon") == (
+        "", "The option 'daemon' conflicts with the 'timeout' option in the 'list' command\n", 2)
+    assert run(t, "--start-daemon", "primary") == (
+        "", "illegal start-daemon parameter specified\n", 2)
+    assert run(t, "--start-daemon", "master", "--mcast-group", "10.1.1.1") == (
+        "", "invalid IPv4 mcast-group `10.1.1.1'\n", 2)
+    assert run(t, "-A", "-t", "10.0.0.5:80", "-s", "wrr", "-b", "flag-1,flag-3")[2] == 0
+    assert run(t, "-Ln", "-t", "10.0.0.5:80")[0].endswith("TCP  10.0.0.5:80 wrr (flag-1,flag-3)\n")
+    assert run(t, "-e", "-f", "3", "-6", "-r", "2001:db8::1", "-w", "2") == (
+        "", "No such destination\n", 255)
+
+
+def test_fwmark_above_int_max_prints_negative_like_ipvsadm_131() -> None:
+    t = IPVSTable()
+    assert run(t, "-A", "-f", "4294967295", "-s", "rr")[2] == 0
+    assert saved(t) == "-A -f -1 -s rr\n"
+
+
+def test_big_counters_round_to_units_unless_exact() -> None:
+    assert print_largenum(99_999_999, FMT_NONE) == " 99999999"
+    assert print_largenum(100_000_000, FMT_NONE) == "  100000K"
+    assert print_largenum(1_000_000_000, FMT_NONE) == "    1000M"
+    assert print_largenum(99_999_999_999, FMT_NONE) == "   99999M"
+    assert print_largenum(100_000_000_000, FMT_NONE) == "     100G"
+    assert print_largenum(100_000_000_000_000, FMT_NONE) == "     100T"
+    assert print_largenum(123_456_789_012, FMT_EXACT) == " 123456789012"
+    assert print_largenum(5, FMT_EXACT) == "        5"
+
+
+def test_names_come_from_the_hosts_file_and_long_ones_are_cut_like_ipvsadm(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts"
+    long = "a-very-long-host-name.with.many.labels.example.org"
+    hosts.write_text(f"10.0.0.1 {long} short\n10.0.0.2\tbackend-two\n")
+    services = tmp_path / "services"
+    services.write_text("http\t\t80/tcp\t\twww\nweb8\t8080/tcp\n")
+    res = Resolver(str(hosts), str(services))
+    t = IPVSTable()
+    assert run(t, "-A", "-t", "short:www", "-s", "rr", resolver=res)[2] == 0
+    assert run(t, "-a", "-t", "short:http", "-r", "backend-two:web8", "-m", resolver=res)[2] == 0
+    out = run(t, "-L", resolver=res)[0].splitlines()
+    assert out[3] == f"TCP  {long}"[:33] + " rr"
+    assert out[4] == "  -> backend-two:web8             Masq    1      0          0         "
+    assert run(t, "-S", resolver=res)[0].splitlines()[0] == f"-A -t {long}:http -s rr"
+
+
+def test_connection_rows_show_templates_and_persistence_engine_data() -> None:
+    t = IPVSTable()
+    ip = ipaddress.ip_address
+    t.connection_provider = lambda: [
+        ConnEntry(0, AF_INET, ip("10.0.0.2"), 0, ip("0.0.0.1"), 0, ip("192.168.1.1"), 0,
+                  "ASSURED", 125.9),
+        ConnEntry(17, AF_INET, ip("10.0.0.2"), 5060, ip("10.0.0.100"), 5060, ip("192.168.1.2"),
+                  5060, "UDP", 299.0, pe_name="sip", pe_data="abc123"),
+    ]
+    out, err, rc = run(t, "-Lnc", "--persistent-conn")
+    assert (err, rc) == ("", 0)
+    assert out.splitlines() == [
+        "IPVS connection entries",
+        "pro expire state       source             virtual            destination        pe name          pe_data",
+        "IP  02:05  ASSURED     10.0.0.2:0         0.0.0.1:0          192.168.1.1:0",
+        "UDP 04:59  UDP         10.0.0.2:5060      10.0.0.100:5060    192.168.1.2:5060 sip                abc123",
+    ]
+
+
+_WORDS = [
+    "-A", "-E", "-D", "-C", "-R", "-S", "-a", "-e", "-d", "-L", "-l", "-Z", "--set", "-h", "-v",
+    "-t", "-u", "--sctp-service", "-f", "-s", "-p", "-M", "-r", "-g", "-i", "-m", "-w", "-x",
+    "-y", "-b", "--pe", "-6", "-o", "-c", "-n", "--stats", "--rate", "--thresholds",
+    "--persistent-conn", "--tun-info", "--nosort", "--sort", "--exact", "--timeout", "--daemon",
+    "--tun-type", "--tun-port", "--tun-nocsum", "--tun-csum", "--tun-remcsum", "--mcast-group",
+    "--mcast-interface", "--mcast-port", "--mcast-ttl", "--syncid", "--sync-maxlen",
+    "--start-daemon", "--stop-daemon", "-Ln", "-Lnc", "--", "-", "rr", "wrr", "sh", "mh",
+    "sh-port,sh-fallback", "10.0.0.1:80", "[2001:db8::1]:80", "2001:db8::2", "10.0.0.2", "1",
+    "0", "-1", "65536", "master", "backup", "gue", "gre", "ipip", "255.255.255.0", "sip",
+    "10.0.0.1:http", "::", "0.0.0.0:0", "x",
+]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.one_of(st.sampled_from(_WORDS), st.text(max_size=12)), max_size=10),
+    st.text(max_size=80),
+)
+def test_any_command_line_gets_an_answer_never_a_traceback(argv: list[str], stdin: str) -> None:
+    table = IPVSTable()
+    _out, err, rc = run(table, *argv, stdin=stdin)
+    assert 0 <= rc <= 255
+    if rc != 0:
+        assert err.strip() != "", (argv, rc)
