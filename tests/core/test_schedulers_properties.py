@@ -27,6 +27,7 @@ from pylvs.core.model import (
 )
 from pylvs.core.schedulers._least import LeastLoadScheduler
 from pylvs.core.schedulers.twos import PowerOfTwoChoices
+from pylvs.core.schedulers.wrr import WeightedRoundRobin
 from pylvs.core.table import IPVSTable
 
 KEY = ServiceKey.inet(Protocol.TCP, "10.1.1.1", 80)
@@ -207,3 +208,49 @@ def test_wrr_gives_each_server_its_weight_share_over_a_cycle(
         window = seq[start : start + cycle]
         for d in dests:
             assert sum(1 for x in window if x is d) == d.weight // g
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    servers=st.lists(server, min_size=1, max_size=8),
+    ops=st.lists(op, max_size=80),
+)
+def test_wrr_laid_out_cycle_decides_like_the_step_by_step_walk(
+    servers: list[tuple[int, bool, int, int]], ops: list[tuple[Any, ...]]
+) -> None:
+    fast = Harness("wrr", servers, 0, notify=False)
+    slow = Harness("wrr", servers, 0, notify=False)
+    slow_sched = slow.svc.scheduler
+    assert isinstance(slow_sched, WeightedRoundRobin)
+    slow_sched.max_cycle = 0
+    slow_sched.update()
+    for o in [*ops, ("pick", 0, 0), ("pick", 0, 0)]:
+        a, b = fast.apply(o), slow.apply(o)
+        if a == "skip":
+            continue
+        assert (a is None) == (b is None)
+        if isinstance(a, RealServer) and isinstance(b, RealServer):
+            assert a.addr == b.addr
+
+
+def test_wrr_laid_out_cycle_matches_the_walk_through_overload_storms() -> None:
+    rng = random.Random(2024)
+    for _ in range(300):
+        servers = [(rng.randint(0, 4), False, 0, 0) for _ in range(rng.randint(1, 5))]
+        fast = Harness("wrr", servers, 0, notify=False)
+        slow = Harness("wrr", servers, 0, notify=False)
+        slow_sched = slow.svc.scheduler
+        assert isinstance(slow_sched, WeightedRoundRobin)
+        slow_sched.max_cycle = 0
+        slow_sched.update()
+        for _ in range(60):
+            r = rng.random()
+            if r < 0.35:
+                o: tuple[Any, ...] = ("flag", rng.randint(0, 9), rng.random() < 0.6)
+            elif r < 0.4:
+                o = ("weight", rng.randint(0, 9), rng.randint(0, 4))
+            else:
+                o = ("pick", 0, 0)
+            a, b = fast.apply(o), slow.apply(o)
+            if a != "skip":
+                assert (None if a is None else a.addr) == (None if b is None else b.addr)  # type: ignore[union-attr]

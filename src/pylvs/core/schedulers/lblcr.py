@@ -26,6 +26,7 @@ from pylvs.core.schedulers._locality import (
 from pylvs.core.schedulers.base import Scheduler
 
 _AVAIL = DestFlags.AVAILABLE
+_NONE = DestFlags.NONE
 _OVERLOAD = DestFlags.OVERLOAD
 
 
@@ -57,16 +58,16 @@ class LblcrEntry:
         loh = lw = 0
         for d in self.members:
             f = d.flags
-            if f & _OVERLOAD:
-                continue
+            if f is _NONE or (f is not _AVAIL and f & _OVERLOAD):
+                continue  # a deleted server (no flag) is never chosen, whatever it compares
             if least is None:
-                if d.weight > 0 and f & _AVAIL:
+                if d.weight > 0 and (f is _AVAIL or f & _AVAIL):
                     least = d
                     lw = d.weight
                     loh = (d.activeconns << 8) + d.inactconns
                 continue
             doh = (d.activeconns << 8) + d.inactconns
-            if loh * d.weight > doh * lw and f & _AVAIL:
+            if loh * d.weight > doh * lw and (f is _AVAIL or f & _AVAIL):
                 least = d
                 lw = d.weight
                 loh = doh

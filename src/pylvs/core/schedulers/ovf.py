@@ -3,15 +3,17 @@
 What this is for: the kernel's rule. A server is eligible while ``activeconns <= weight`` (and
 it is not OVERLOADed, weight not 0); among eligible ones the first with the strictly highest
 weight wins, so traffic stays on the top server until it holds more active connections than its
-weight, then overflows to the next.
+weight, then overflows to the next. The servers are kept ranked by (weight descending, list
+position), so a decision stops at the first eligible one instead of walking the whole list.
 
 What this is not for: UDP services in practice: only active connections are counted.
 """
 
 from __future__ import annotations
 
-from pylvs.core.model import DestFlags, RealServer
+from pylvs.core.model import DestFlags, RealServer, VirtualService
 from pylvs.core.schedulers.base import Scheduler
+from pylvs.core.schedulers.fo import rank_by_weight
 
 _AVAIL = DestFlags.AVAILABLE
 _NONE = DestFlags.NONE
@@ -22,22 +24,23 @@ class Overflow(Scheduler):
     name = "ovf"
     reads_conns = True
 
+    def __init__(self, service: VirtualService) -> None:
+        super().__init__(service)
+        self._ranked = rank_by_weight(service)
+
+    def update(self) -> None:
+        self._ranked = rank_by_weight(self.service)
+
     def schedule(
         self, caddr: bytes, cport: int, vaddr: bytes, vport: int, now: float
     ) -> RealServer | None:
-        best: RealServer | None = None
-        hw = 0
-        for d in self.service.destinations:
-            w = d.weight
-            if w == 0 or d.activeconns > w:
+        for d in self._ranked:
+            if d.activeconns > d.weight:
                 continue
             f = d.flags
-            if not (f is _AVAIL or f is _NONE) and f & _OVERLOAD:
-                continue
-            if best is None or w > hw:
-                best = d
-                hw = w
-        return best
+            if f is _AVAIL or f is _NONE or not f & _OVERLOAD:
+                return d
+        return None
 
 
 SCHEDULER = Overflow

@@ -8,11 +8,18 @@ weights 4, 3, 2 the 9-step cycle is A A B A B C A B C. Any add/del/edit of a rea
 ``cl`` back to the head and snaps ``cw`` onto the new grid, as ``ip_vs_wrr_dest_changed`` does.
 OVERLOADed servers are skipped; weight 0 never reaches the bar.
 
+Speed: the sequence the kernel's walk visits (every pass, in list order, servers with weight
+>= cw) depends only on the weights, so it is laid out once per change (when its cycle is not
+huge) and a decision takes the next entry whose server is not OVERLOADed - the same server the
+walk would stop at. Only when every entry is OVERLOADed does the literal walk run, to leave the
+kernel's exact state behind it.
+
 What this is not for: smooth (nginx-style) weighted round-robin; the kernel's is bursty.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from math import gcd
 
 from pylvs.core.model import DestFlags, RealServer, VirtualService
@@ -21,10 +28,13 @@ from pylvs.core.schedulers.base import Scheduler
 _AVAIL = DestFlags.AVAILABLE
 _NONE = DestFlags.NONE
 _OVERLOAD = DestFlags.OVERLOAD
+# Longest cycle laid out in advance (sum of weights / gcd); beyond it the walk runs each time.
+MAX_CYCLE = 1 << 16
 
 
 class WeightedRoundRobin(Scheduler):
     name = "wrr"
+    max_cycle = MAX_CYCLE
 
     def __init__(self, service: VirtualService) -> None:
         super().__init__(service)
@@ -32,6 +42,39 @@ class WeightedRoundRobin(Scheduler):
         self._di = self._gcd_weight()
         self._mw = self._max_weight() - (self._di - 1)
         self._cw = self._mw
+        self._seq: list[RealServer] = []  # the cycle, pass after pass
+        self._seq_idx: list[int] = []  # list index of each entry
+        self._seq_cw: list[int] = []  # cw of each entry's pass
+        self._pass_start: list[int] = []  # first entry of pass j (cw = mw - j * di)
+        self._next = -1  # entry the next decision starts at; -1: derive from (cl, cw)
+        self._layout()
+
+    def _layout(self) -> None:
+        self._next = -1
+        seq: list[RealServer] = []
+        idx: list[int] = []
+        cws: list[int] = []
+        starts: list[int] = []
+        mw, di = self._mw, self._di
+        dests = self.service.destinations
+        if mw > 0 and sum(max(d.weight, 0) for d in dests) // di <= self.max_cycle:
+            for cw in range(mw, 0, -di):
+                starts.append(len(seq))
+                for i, d in enumerate(dests):
+                    if d.weight >= cw:
+                        seq.append(d)
+                        idx.append(i)
+                        cws.append(cw)
+        self._seq, self._seq_idx, self._seq_cw, self._pass_start = seq, idx, cws, starts
+
+    def _entry_from_state(self) -> int:
+        """The first entry the walk from (cl, cw) would look at."""
+        j = (self._mw - self._cw) // self._di
+        starts = self._pass_start
+        lo = starts[j]
+        hi = starts[j + 1] if j + 1 < len(starts) else len(self._seq)
+        k = bisect_right(self._seq_idx, self._cl, lo, hi)
+        return 0 if k == len(self._seq) else k
 
     def _gcd_weight(self) -> int:
         g = 0
@@ -54,6 +97,7 @@ class WeightedRoundRobin(Scheduler):
             self._cw = mw
         elif di > 1:
             self._cw = (cw // di) * di + 1
+        self._layout()
 
     def schedule(
         self, caddr: bytes, cport: int, vaddr: bytes, vport: int, now: float
@@ -61,6 +105,29 @@ class WeightedRoundRobin(Scheduler):
         mw = self._mw
         if mw <= 0:
             return None
+        seq = self._seq
+        if seq:
+            k = self._next
+            if k < 0:
+                k = self._entry_from_state()
+            size = len(seq)
+            for _ in range(size):
+                d = seq[k]
+                f = d.flags
+                if f is _AVAIL or f is _NONE or not f & _OVERLOAD:
+                    self._cl = self._seq_idx[k]
+                    self._cw = self._seq_cw[k]
+                    k += 1
+                    self._next = 0 if k == size else k
+                    return d
+                k += 1
+                if k == size:
+                    k = 0
+            self._next = -1  # all OVERLOADed: the walk below sets the kernel's final state
+        return self._walk(mw)
+
+    def _walk(self, mw: int) -> RealServer | None:
+        """``ip_vs_wrr_schedule``, step by step."""
         dests = self.service.destinations
         n = len(dests)
         di = self._di
