@@ -1095,6 +1095,17 @@ def main(
     except BackendUnavailable as exc:
         err.write(f"pylvsadm: {exc}\n")
         rc = 2
+    except IPVSError as exc:
+        # A refusal where ipvsadm expects none (a query): libipvs's words, its exit status.
+        err.write(ipvs_strerror("", exc.errno) + "\n")
+        rc = 255
+    except BrokenPipeError:
+        # `pylvsadm -Ln | head`: the reader went away; end quietly as a C tool killed by SIGPIPE.
+        if out is sys.stdout:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        rc = 141
     finally:
         close = getattr(chosen[0], "close", None) if chosen and backend is None else None
         if close is not None:
@@ -1133,28 +1144,5 @@ def restore_main(argv: Sequence[str] | None = None, **kwargs: Any) -> int:
     return main(["-R"], stdin=io.StringIO(text), **kwargs)
 
 
-def _console(entry: Callable[[], int]) -> None:
-    try:
-        rc = entry()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        rc = 141
-    sys.exit(rc)
-
-
-def console_main() -> None:
-    _console(main)
-
-
-def console_save() -> None:
-    _console(save_main)
-
-
-def console_restore() -> None:
-    _console(restore_main)
-
-
 if __name__ == "__main__":
-    console_main()
+    sys.exit(main())
