@@ -74,7 +74,7 @@ def _tokenize(text: str, file: str) -> list[tuple[str, int, bool]]:
             buf: list[str] = []
             while True:
                 if i >= n:
-                    raise ConfigError("unexpected end of file, expecting \";\" or \"}\"", file, line)
+                    raise ConfigError('unexpected end of file, expecting ";" or "}"', file, line)
                 ch = text[i]
                 if ch == "\\" and i + 1 < n and text[i + 1] in _ESCAPES:
                     buf.append(_ESCAPES[text[i + 1]])
@@ -105,11 +105,12 @@ def _tokenize(text: str, file: str) -> list[tuple[str, int, bool]]:
 
 
 def _parse_block(
-    tokens: list[tuple[str, int, bool]], pos: int, file: str, top: bool
+    tokens: list[tuple[str, int, bool]], pos: int, file: str, top: bool, eof_line: int
 ) -> tuple[list[Directive], int]:
+    """Directives up to the matching ``}``; nginx reports end-of-file errors at ``eof_line``."""
     out: list[Directive] = []
     words: list[str] = []
-    last_line = tokens[-1][1] if tokens else 1
+    last_line = eof_line
     while pos < len(tokens):
         tok, line, quoted = tokens[pos]
         pos += 1
@@ -123,7 +124,7 @@ def _parse_block(
                 raise ConfigError('unexpected "{"', file, line)
             d = Directive(words[0], words[1:], file, line, [])
             words = []
-            d.block, pos = _parse_block(tokens, pos, file, top=False)
+            d.block, pos = _parse_block(tokens, pos, file, False, eof_line)
             out.append(d)
         elif not quoted and tok == "}":
             if words:
@@ -149,7 +150,7 @@ def _read_tree(path: str) -> list[Directive]:
     except UnicodeDecodeError:
         raise ConfigError(f'"{path}" is not UTF-8 text') from None
     tokens = _tokenize(text, path)
-    tree, _ = _parse_block(tokens, 0, path, top=True)
+    tree, _ = _parse_block(tokens, 0, path, True, text.count("\n") + 1)
     return tree
 
 
@@ -360,9 +361,7 @@ def _int(value: str, d: Directive) -> int:
 
 def _flag(value: str, d: Directive) -> bool:
     if value not in ("on", "off"):
-        raise ConfigError(
-            f'invalid value "{value}" in "{d.name}" directive, it must be "on" or "off"',
-            d.file, d.line)
+        raise ConfigError(f'invalid value "{value}"', d.file, d.line)
     return value == "on"
 
 
@@ -555,9 +554,9 @@ class _Builder:
             elif s.name == "server":
                 servers.extend(self._upstream_server(s))
         if not servers:
-            raise ConfigError(f'no servers are inside upstream "{name}"', d.file, d.line)
+            raise ConfigError("no servers are inside upstream", d.file, d.line)
         if all(s.backup for s in servers):
-            raise ConfigError(f'no servers are inside upstream "{name}"', d.file, d.line)
+            raise ConfigError("no servers are inside upstream", d.file, d.line)
         self.upstreams[name] = UpstreamConfig(name, tuple(servers), keepalive, ka_timeout,
                                               ka_requests)
 
@@ -614,8 +613,7 @@ class _Builder:
                 own_headers.append((a[0], _template(a[1], d)))
             elif n == "proxy_http_version":
                 if a[0] not in ("1.0", "1.1"):
-                    raise ConfigError(f'invalid value "{a[0]}" in "proxy_http_version" directive',
-                                      d.file, d.line)
+                    raise ConfigError(f'invalid value "{a[0]}"', d.file, d.line)
                 s["proxy_http_version"] = a[0]
             elif n in ("proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout",
                        "client_body_timeout", "client_header_timeout", "send_timeout") or n == "keepalive_timeout":
@@ -760,7 +758,7 @@ class _Builder:
                 regex = re.compile(py, re.IGNORECASE if modifier == "~*" else 0)
             except re.error as e:
                 raise ConfigError(
-                    f'pcre2_compile() failed: {e.msg} in "{pattern}" at "{pattern[e.pos or 0:]}"',
+                    f'pcre2_compile() failed: {e.msg} in "{pattern}"',
                     d.file, d.line) from None
         assert d.block is not None
         block = self.expand(d.block, LOCATION)
