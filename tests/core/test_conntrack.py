@@ -398,3 +398,33 @@ def test_clock_jump_far_ahead_expires_everything_once() -> None:
     clock.advance(10**7)
     d.tick()
     assert d.connection_count == 0 and _counts(rs) == (0, 0)
+
+
+def test_refreshing_a_timer_does_not_grow_the_wheel() -> None:
+    d, clock, _ = _nat()
+    conn = _open(d)
+    d.tcp_packet(conn, DIR_INPUT, TCP_ACK)
+    for _ in range(5000):
+        clock.advance(0.5)
+        d.tcp_packet(conn, DIR_INPUT, TCP_ACK)
+        d.tick()
+    assert sum(len(b.conns) for b in d.conns._wheel.values()) <= 2
+    assert conn.alive and conn.deadline == clock.now + 900
+
+
+def test_least_connection_scheduler_follows_state_changes() -> None:
+    d, _ = make_director()
+    key = add_service(d, scheduler="wlc")
+    rs1 = add_dest(d, key, "192.168.168.11")
+    rs2 = add_dest(d, key, "192.168.168.12")
+    first = _open(d, 1)
+    d.tcp_packet(first, DIR_INPUT, TCP_ACK)  # ESTABLISHED: weighs 256 inactive ones in wlc
+    second = _open(d, 2)
+    assert second.dest is not first.dest
+    # Two inactive entries on the second server still weigh less than one active one.
+    third = _open(d, 3)
+    assert third.dest is second.dest
+    d.tcp_packet(first, DIR_INPUT, TCP_RST)  # first's server drops to one inactive entry
+    fourth = _open(d, 4)
+    assert fourth.dest is first.dest
+    assert {rs1.inactconns + rs1.activeconns, rs2.inactconns + rs2.activeconns} == {2}
