@@ -266,3 +266,14 @@ def test_dispatcher_counts_unknown_vrid() -> None:
 def test_config_is_immutable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg().priority = 1  # type: ignore[misc]
+
+
+def test_arp_evidence_must_persist_one_interval_before_split_brain() -> None:
+    r = started(initial_state=State.MASTER, adver_int=1.0)
+    vip = pkt_vip(VIPS[0])
+    assert r.report_split_brain(vip, "dup ARP", 0.1) == []  # a preempted backup may answer once
+    assert r.report_split_brain(vip, "dup ARP", 0.5) == []
+    acts = r.report_split_brain(vip, "dup ARP", 1.1)
+    assert any(isinstance(a, SplitBrain) and a.active for a in acts)
+    backup = started()
+    assert backup.report_split_brain(vip, "dup ARP", 0.1) == [] and backup.report_split_brain(vip, "dup ARP", 2.0) == []

@@ -43,10 +43,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if args.log_detail else logging.INFO,
-        format="%(asctime)s: %(message)s", stream=sys.stderr,
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s: %(message)s", stream=sys.stderr)
+    if args.log_detail:
+        logging.getLogger("pylvs").setLevel(logging.DEBUG)
     if args.config_test:
         try:
             cfg = K.load(args.file, args.config_id)

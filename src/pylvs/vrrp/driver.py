@@ -207,6 +207,8 @@ class KeepalivedDaemon:
         log.info("Startup complete")
         await self.done.wait()
         self.shutdown()
+        if self._children:  # notify_stop scripts run to completion before we exit
+            await asyncio.wait(set(self._children), timeout=10)
         return 0
 
     def shutdown(self) -> None:

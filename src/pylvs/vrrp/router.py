@@ -184,6 +184,7 @@ class VRRPRouter:
     _preempt_at: float | None = None
     _split_seen_at: float = 0.0
     _vip_packed: frozenset[bytes] = frozenset()
+    _evidence: dict[bytes, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.base_priority = self.config.priority
@@ -263,6 +264,7 @@ class VRRPRouter:
         self._clear_timers()
         self.master_adver_int = cfg.adver_int
         self.master_address = cfg.primary_address
+        self._evidence.clear()
         self.stats.become_master += 1
         acts: list[Action] = [
             self.advert(self.effective_priority),
@@ -489,9 +491,21 @@ class VRRPRouter:
                 SplitBrain(True, peer, prio, reason)]
 
     def report_split_brain(self, peer: bytes, reason: str, now: float) -> list[Action]:
-        """Evidence found outside VRRP (duplicate ARP replies for a VIP, a silent peer that still
-        answers probes) while we are master."""
+        """Evidence found outside VRRP (another host answering ARP for a VIP) while we are master.
+
+        A backup that has just been preempted may answer once before it drops the VIP, so the
+        evidence must still be there at least one advertisement interval after it was first
+        seen: a yielding peer never qualifies, a real second master does within 2 intervals."""
         if self.state is not State.MASTER:
+            return []
+        if self.split_brain_peer == peer:
+            self._split_seen_at = now
+            return []
+        first = self._evidence.get(peer)
+        if first is None or now - first > 4 * self.master_adver_int:
+            self._evidence[peer] = now
+            return []
+        if now - first < 0.9 * self.master_adver_int:
             return []
         return self._see_split_brain(peer, 0, now, reason)
 

@@ -1,0 +1,152 @@
+"""``pylvs keepalived`` as an operator runs it: split-brain detection and the arbitrator,
+SIGHUP reload, notify scripts with keepalived's arguments, unicast peers, and a client that keeps
+reaching the VIP across a failover."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.vrrp.conftest import VIP, Lab, instance_conf, sh, wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def test_split_brain_detected_when_partition_heals(lab: Lab) -> None:
+    hook_out = lab.tmp / "split.txt"
+    hook = lab.tmp / "split.sh"
+    hook.write_text(f"#!/bin/sh\necho \"$@\" >> {hook_out}\n")
+    hook.chmod(0o755)
+    py = lab.pylvs("a", instance_conf(prio=150, version=3, advert=0.2), "--notify-split-brain", str(hook))
+    lab.keepalived("b", instance_conf(prio=100, version=3, advert=0.2))
+    assert wait_for(lambda: lab.vip_holders() == ["a"], 10)
+    # cut a from b (isolated bridge ports: both still reach the client): b becomes a second master
+    for port in ("pa", "pb"):
+        sh("bridge", "-n", lab.hub, "link", "set", "dev", port, "isolated", "on")
+    assert wait_for(lambda: lab.has_vip("b"), 5)
+    assert py.instance().get("split_brain") is None
+    sh("bridge", "-n", lab.hub, "link", "set", "dev", "pb", "isolated", "off")
+    # evidence: b's lower-priority adverts reach us, or b answers ARP for the VIP
+    assert wait_for(lambda: py.instance()["stats"]["split_brain"] >= 1, 5), py.logtext()[-2000:]  # type: ignore[index]
+    assert "SPLIT BRAIN" in py.logtext()
+    assert wait_for(lambda: hook_out.exists() and "VI_T SPLIT_BRAIN " in hook_out.read_text(), 5)
+    # keepalived (lower priority) yields; the split brain clears
+    assert wait_for(lambda: lab.vip_holders() == ["a"], 5)
+    assert wait_for(lambda: py.instance().get("split_brain") is None, 5)
+
+
+def test_duplicate_arp_answer_for_vip_reports_split_brain(lab: Lab) -> None:
+    # different passwords: neither accepts the other's adverts, both hold the VIP
+    py = lab.pylvs("a", instance_conf(prio=150, password="one", advert=1.0))
+    lab.keepalived("b", instance_conf(prio=100, password="two", advert=1.0))
+    assert wait_for(lambda: lab.vip_holders() == ["a", "b"], 10)
+    assert wait_for(lambda: py.instance().get("split_brain") == VIP, 5), py.logtext()[-2000:]
+    assert "answers ARP for VIP" in py.logtext()
+
+
+def test_arbitrator_unreachable_demotes_to_fault_and_recovers(lab: Lab) -> None:
+    gw = "10.77.0.254"
+    py = lab.pylvs("a", instance_conf(prio=150, version=3, advert=0.2), "--arbitrator", gw,
+                   "--arbitrator-interval", "0.2")
+    lab.keepalived("b", instance_conf(prio=100, version=3, advert=0.2))
+    assert wait_for(lambda: py.instance().get("state") == "FAULT", 10), py.logtext()[-2000:]
+    assert wait_for(lambda: lab.vip_holders() == ["b"], 5)
+    sh("ip", "-n", lab.ns("c"), "addr", "add", f"{gw}/24", "dev", "eth0")
+    assert wait_for(lambda: py.instance().get("state") == "MASTER", 10), py.logtext()[-2000:]
+    assert wait_for(lambda: lab.vip_holders() == ["a"], 5)
+
+
+def test_sighup_keeps_running_config_on_bad_file_and_applies_good_one(lab: Lab) -> None:
+    py = lab.pylvs("a", instance_conf(prio=150, version=3, advert=0.2))
+    lab.keepalived("b", instance_conf(prio=100, version=3, advert=0.2))
+    assert wait_for(lambda: lab.vip_holders() == ["a"], 10)
+    conf: Path = py.conf  # type: ignore[attr-defined]
+    conf.write_text(instance_conf(prio=150, version=3, advert=0.2).replace("priority 150", "priority 150 }}"))
+    py.popen.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: "reload rejected" in py.logtext(), 5)
+    assert py.alive() and py.instance().get("state") == "MASTER" and lab.vip_holders() == ["a"]
+    conf.write_text(instance_conf(prio=50, version=3, advert=0.2))
+    py.popen.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: lab.vip_holders() == ["b"], 5), py.logtext()[-2000:]
+    assert wait_for(lambda: py.instance().get("state") == "BACKUP", 5)
+    assert py.instance()["priority"] == 50
+
+
+def test_notify_scripts_get_keepalived_arguments(lab: Lab) -> None:
+    out = lab.tmp / "notify.txt"
+    script = lab.tmp / "notify.sh"
+    script.write_text(f"#!/bin/sh\necho \"$@\" >> {out}\n")
+    script.chmod(0o755)
+    extra = f"    notify_master \"{script} became-master\"\n    notify_stop {script}\n"
+    py = lab.pylvs("a", instance_conf(prio=150, version=3, advert=0.2, notify=str(script), extra=extra))
+    assert wait_for(lambda: out.exists() and "INSTANCE VI_T MASTER 150" in out.read_text(), 10)
+    assert "became-master" in out.read_text()
+    py.stop(signal.SIGTERM)
+    assert wait_for(lambda: "INSTANCE VI_T STOP" in out.read_text(), 5), out.read_text()
+
+
+def test_unicast_peers_interoperate_with_keepalived(lab: Lab) -> None:
+    a, b = lab.addr("a"), lab.addr("b")
+    py = lab.pylvs("a", instance_conf(prio=150, advert=1.0, unicast=(a, b)))
+    ka = lab.keepalived("b", instance_conf(prio=100, advert=1.0, unicast=(b, a)))
+    assert wait_for(lambda: lab.vip_holders() == ["a"], 10), ka.logtext()[-1500:]
+    py.stop(signal.SIGTERM)
+    assert wait_for(lambda: lab.vip_holders() == ["b"], 4)
+
+
+CLIENT = r"""
+import socket, sys, time, json
+vip, port, dur = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+ok = fail = 0; seen = []
+end = time.monotonic() + dur
+while time.monotonic() < end:
+    try:
+        s = socket.create_connection((vip, port), timeout=0.3)
+        s.sendall(b"GET /node HTTP/1.0\r\n\r\n"); data = b""
+        while True:
+            c = s.recv(4096)
+            if not c: break
+            data += c
+        s.close()
+        node = data.split(b"\r\n\r\n", 1)[-1].strip().decode()
+        ok += 1
+        if not seen or seen[-1] != node: seen.append(node)
+    except OSError:
+        fail += 1
+    time.sleep(0.05)
+print(json.dumps({"ok": ok, "fail": fail, "seen": seen}))
+"""
+
+
+def test_client_keeps_reaching_vip_across_failover(lab: Lab) -> None:
+    servers = []
+    try:
+        for role in ("a", "b"):
+            d = lab.tmp / f"www{role}"
+            d.mkdir()
+            (d / "node").write_text(role)
+            servers.append(subprocess.Popen(
+                ["ip", "netns", "exec", lab.ns(role), sys.executable, "-m", "http.server", "8080", "-d", str(d)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        py = lab.pylvs("a", instance_conf(prio=150, version=3, advert=0.2))
+        lab.keepalived("b", instance_conf(prio=100, version=3, advert=0.2))
+        assert wait_for(lambda: lab.vip_holders() == ["a"], 10)
+        time.sleep(0.5)
+        client = subprocess.Popen(["ip", "netns", "exec", lab.ns("c"), sys.executable, "-c", CLIENT, VIP, "8080", "6"],
+                                  stdout=subprocess.PIPE, text=True)
+        time.sleep(2)
+        py.stop(signal.SIGKILL)
+        out, _ = client.communicate(timeout=30)
+        res = json.loads(out)
+        assert res["seen"] == ["a", "b"], res
+        assert res["ok"] > res["fail"], res
+    finally:
+        for s in servers:
+            s.kill()
+            s.wait()
