@@ -176,3 +176,28 @@ def test_any_command_line_gets_an_answer_never_a_traceback(argv: list[str], stdi
     assert 0 <= rc <= 255
     if rc != 0:
         assert err.strip() != "", (argv, rc)
+
+
+# Mostly close together (the keyed fast path), sometimes anywhere (the wrapping comparison).
+_any4 = st.one_of(
+    st.integers(0x0A000000, 0x0A0000FF), st.integers(0, 2**32 - 1)
+).map(ipaddress.IPv4Address)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(_any4, st.integers(0, 65535)), max_size=12, unique=True),
+    st.lists(st.tuples(st.integers(1, 2**32 - 1), st.sampled_from([2, 10])), max_size=8, unique=True),
+)
+def test_fast_ordering_is_exactly_ipvsadms_merge_sort(
+    dests: list[tuple[ipaddress.IPv4Address, int]], marks: list[tuple[int, int]]
+) -> None:
+    from pylvs.cli._ipvsadm import listing as L
+    from pylvs.core.api import DestStatus, ServiceStatus
+    from pylvs.core.model import DestSpec, ServiceKey, ServiceSpec
+
+    ds = [DestStatus(DestSpec(a, p)) for a, p in dests]
+    assert L.sort_dests(ds) == L.glibc_msort(ds, L.cmp_dests)
+    ss = [ServiceStatus(ServiceSpec(ServiceKey.mark(m, af))) for m, af in marks]
+    ss += [ServiceStatus(ServiceSpec(ServiceKey.inet(6, a, p))) for a, p in dests[:6]]
+    assert L.sort_services(ss, 0) == L.glibc_msort(ss, L.cmp_services)

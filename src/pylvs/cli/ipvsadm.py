@@ -643,7 +643,24 @@ def _parse_options(argv: Sequence[str], resolver: Resolver) -> IpvsadmCommand:
     return ce
 
 
+def _mask(row: str, rule: str) -> int:
+    return sum(1 << j for j, r in enumerate(row) if r == rule)
+
+
+_REQUIRED = tuple(_mask(row, "+") for row in COMMANDS_V_OPTIONS)
+_ILLEGAL = tuple(_mask(row, "x") for row in COMMANDS_V_OPTIONS)
+_EXCLUSIVE = tuple(_mask(row, "1") for row in COMMANDS_V_OPTIONS)
+
+
 def _generic_opt_check(command: int, options: int) -> None:
+    i = command - 1
+    if (
+        not _REQUIRED[i] & ~options
+        and not _ILLEGAL[i] & options
+        and (_EXCLUSIVE[i] & options).bit_count() <= 1
+    ):
+        return
+    # Something is wrong: walk the columns in ipvsadm's order so the same complaint comes first.
     row = COMMANDS_V_OPTIONS[command - 1]
     last = 0
     count = 0

@@ -111,6 +111,34 @@ def _cmp_addr(a: IPAddress | None, b: IPAddress | None, af: int) -> int:
     return r
 
 
+def _service_key(s: ServiceStatus) -> tuple[int, ...]:
+    k = s.spec.key
+    words = _words(k.addr, k.af)
+    return (k.fwmark, int(k.af), k.protocol, *words, *([0] * (4 - len(words))), k.port)
+
+
+def _dest_key(d: DestStatus) -> tuple[int, ...]:
+    words = _words(d.spec.addr, d.spec.family)
+    return (*words, *([0] * (4 - len(words))), d.spec.port)
+
+
+def _ordered(items: Sequence[T], keys: list[tuple[int, ...]], cmp: Callable[[T, T], int]) -> list[T]:
+    """ipvsadm's order. When no two values are 2**31 or more apart in any compared field, its
+    wrapping comparison agrees with plain integer order and a keyed sort gives the same (stable)
+    result much faster; otherwise run glibc's merge sort with the comparison itself."""
+    if all(max(col) - min(col) < 2**31 for col in zip(*keys, strict=True)):
+        order = sorted(range(len(items)), key=keys.__getitem__)
+        return [items[i] for i in order]
+    return glibc_msort(items, cmp)
+
+
+def sort_dests(dests: Sequence[DestStatus]) -> list[DestStatus]:
+    families = {d.spec.family for d in dests}
+    if len(families) > 1:  # the comparison reads both by the first one's family: not symmetric
+        return glibc_msort(dests, cmp_dests)
+    return _ordered(dests, [_dest_key(d) for d in dests], cmp_dests)
+
+
 def cmp_services(s1: ServiceStatus, s2: ServiceStatus) -> int:
     k1, k2 = s1.spec.key, s2.spec.key
     r = c_int32(k1.fwmark - k2.fwmark)
@@ -337,7 +365,7 @@ def service_entry(svc: ServiceStatus, fmt: int, resolver: Resolver) -> str:
 
     dests = list(svc.dests)
     if not fmt & FMT_NOSORT:
-        dests = glibc_msort(dests, cmp_dests)
+        dests = sort_dests(dests)
     for d in dests:
         ds = d.spec
         af = ds.family
@@ -388,7 +416,8 @@ def service_entry(svc: ServiceStatus, fmt: int, resolver: Resolver) -> str:
 def sort_services(services: Sequence[ServiceStatus], fmt: int) -> list[ServiceStatus]:
     if fmt & FMT_NOSORT:
         return list(services)
-    return glibc_msort(services, cmp_services)
+    # Families are compared before addresses, so services of both families key consistently.
+    return _ordered(services, [_service_key(s) for s in services], cmp_services)
 
 
 def timeouts_line(t: Timeouts) -> str:

@@ -47,6 +47,13 @@ class Popt:
     def __init__(self, argv: Sequence[str], options: Sequence[Option]) -> None:
         self.argv = list(argv)
         self.options = options
+        self._long: dict[str, Option] = {}
+        self._short: dict[str, Option] = {}
+        for opt in options:  # first entry wins, as popt's table scan does
+            if opt.long is not None:
+                self._long.setdefault(opt.long, opt)
+            if opt.short is not None:
+                self._short.setdefault(opt.short, opt)
         self.next = 1
         self._next_char: str | None = None
         self._rest_leftover = False
@@ -54,16 +61,10 @@ class Popt:
         self._next_leftover = 0
 
     def _find_long(self, name: str) -> Option | None:
-        for opt in self.options:
-            if opt.long is not None and opt.long == name:
-                return opt
-        return None
+        return self._long.get(name)
 
     def _find_short(self, ch: str) -> Option | None:
-        for opt in self.options:
-            if opt.short is not None and opt.short == ch:
-                return opt
-        return None
+        return self._short.get(ch)
 
     def bad_option(self) -> str:
         return self.argv[self.next - 1] if self.next >= 1 else ""
