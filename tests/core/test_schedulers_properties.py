@@ -254,3 +254,24 @@ def test_wrr_laid_out_cycle_matches_the_walk_through_overload_storms() -> None:
             a, b = fast.apply(o), slow.apply(o)
             if a != "skip":
                 assert (None if a is None else a.addr) == (None if b is None else b.addr)  # type: ignore[union-attr]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    servers=st.lists(server, min_size=1, max_size=8),
+    ops=st.lists(op, max_size=60),
+    seed=st.integers(0, 2**32),
+)
+def test_twos_bisect_path_decides_like_the_kernel_walk(
+    servers: list[tuple[int, bool, int, int]], ops: list[tuple[Any, ...]], seed: int
+) -> None:
+    h = Harness("twos", servers, 0, notify=False)
+    fast = PowerOfTwoChoices(h.svc, random.Random(seed))
+    h.svc.scheduler = fast
+    slow = PowerOfTwoChoices(h.svc, random.Random(seed))
+    for o in [*ops, ("pick", 0, 0)]:
+        if o[0] == "pick":
+            a = fast.schedule(b"\x01\x02\x03\x04", 1, VADDRS[0], 80, 0.0)
+            assert a is slow._walk()
+        else:
+            h.apply(o)

@@ -3,6 +3,8 @@
 What this is for: the kernel walks every real server on each decision; in Python that costs
 ~70 ns a server. Once the connection table reports count changes (``conns_changed``), these
 schedulers keep a heap of (load key, list position) instead, and a decision is a peek at its top.
+Key and position are packed into one int (``key << bits | position``) so heap comparisons stay
+on plain ints; superseded entries are recognised by a per-server version and compacted away.
 
 The key is exact, not a float: the kernel compares ``loh * dw > doh * lw`` in integers and keeps
 the *first* server in list order among equals. Dividing by the weight is replaced by multiplying by
@@ -18,7 +20,6 @@ from __future__ import annotations
 import abc
 import heapq
 from math import lcm
-from typing import Any
 
 from pylvs.core.model import DestFlags, RealServer, VirtualService
 from pylvs.core.schedulers.base import Scheduler
@@ -48,8 +49,10 @@ class LeastLoadScheduler(Scheduler):
     def __init__(self, service: VirtualService) -> None:
         super().__init__(service)
         self._notified = False
-        self._heap: list[tuple[Any, int, int, _Slot]] = []
+        self._heap: list[tuple[int, int, _Slot]] = []
+        self._pos_bits = 1
         self._slots: dict[int, _Slot] = {}
+        self._compact_at = 256
 
     # ---- the rule -----------------------------------------------------------------------
 
@@ -59,8 +62,8 @@ class LeastLoadScheduler(Scheduler):
 
     @staticmethod
     @abc.abstractmethod
-    def _key(dest: RealServer, mult: int) -> Any:
-        """The load of ``dest`` as a totally ordered key (smaller wins, ties go to list order)."""
+    def _key(dest: RealServer, mult: int) -> int:
+        """The load of ``dest`` as an int (smaller wins, ties go to list order)."""
 
     # Whether the weight enters the key (lc ignores it: no lcm needed).
     weighted = True
@@ -71,8 +74,9 @@ class LeastLoadScheduler(Scheduler):
         dests = self.service.destinations
         eligible = [d for d in dests if d.weight > 0]
         big = lcm(*(d.weight for d in eligible)) if eligible and self.weighted else 1
+        bits = self._pos_bits = max(len(dests), 1).bit_length()
         slots: dict[int, _Slot] = {}
-        heap: list[tuple[Any, int, int, _Slot]] = []
+        heap: list[tuple[int, int, _Slot]] = []
         key = self._key
         for pos, d in enumerate(dests):
             if d.weight <= 0:
@@ -81,10 +85,11 @@ class LeastLoadScheduler(Scheduler):
             slots[id(d)] = s
             f = d.flags
             if f is _AVAIL or f is _NONE or not f & _OVERLOAD:
-                heap.append((key(d, s.mult), pos, 0, s))
+                heap.append(((key(d, s.mult) << bits) | pos, 0, s))
         heapq.heapify(heap)
         self._slots = slots
         self._heap = heap
+        self._compact_at = 2 * len(slots) + 256
 
     def update(self) -> None:
         if self._notified:
@@ -102,9 +107,16 @@ class LeastLoadScheduler(Scheduler):
         f = dest.flags
         if f is _AVAIL or f is _NONE or not f & _OVERLOAD:
             heap = self._heap
-            heapq.heappush(heap, (self._key(dest, s.mult), s.pos, ver, s))
-            if len(heap) > 4 * len(self._slots) + 64:
-                self._rebuild()
+            heapq.heappush(heap, ((self._key(dest, s.mult) << self._pos_bits) | s.pos, ver, s))
+            if len(heap) > self._compact_at:
+                self._compact()
+
+    def _compact(self) -> None:
+        """Drop superseded heap entries (each count change leaves one behind)."""
+        heap = [e for e in self._heap if e[1] == e[2].ver]
+        heapq.heapify(heap)
+        self._heap = heap
+        self._compact_at = 2 * len(self._slots) + 256
 
     def schedule(
         self, caddr: bytes, cport: int, vaddr: bytes, vport: int, now: float
@@ -114,8 +126,8 @@ class LeastLoadScheduler(Scheduler):
         heap = self._heap
         while heap:
             top = heap[0]
-            s = top[3]
-            if top[2] == s.ver:
+            s = top[2]
+            if top[1] == s.ver:
                 return s.dest
             heapq.heappop(heap)
         return None

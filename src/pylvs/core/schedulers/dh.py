@@ -39,12 +39,12 @@ class DestinationHashing(Scheduler):
         self, caddr: bytes, cport: int, vaddr: bytes, vport: int, now: float
     ) -> RealServer | None:
         d = self._buckets[(fold_addr(vaddr) * GOLDEN_MULT) & TAB_MASK]
-        if d is None or d.weight <= 0 or not d.flags & DestFlags.AVAILABLE:
+        if d is None or d.weight <= 0:
             return None
         f = d.flags
-        if not (f is _AVAIL or f is _NONE) and f & _OVERLOAD:
-            return None
-        return d
+        if f is _AVAIL or (f is not _NONE and f & _AVAIL and not f & _OVERLOAD):
+            return d
+        return None
 
 
 SCHEDULER = DestinationHashing

@@ -22,6 +22,9 @@ from pylvs.core.schedulers._locality import (
 )
 from pylvs.core.schedulers.base import Scheduler
 
+_AVAIL = DestFlags.AVAILABLE
+_NONE = DestFlags.NONE
+
 
 class LblcEntry:
     __slots__ = ("dest", "lastuse")
@@ -59,8 +62,9 @@ class LocalityBasedLeastConnection(Scheduler):
         if en is not None:
             en.lastuse = now
             dest = en.dest
+            f = dest.flags
             if (
-                dest.flags & DestFlags.AVAILABLE
+                (f is _AVAIL or (f is not _NONE and f & _AVAIL))
                 and dest.weight > 0
                 and not busy_while_others_idle(dest, svc)
             ):

@@ -21,9 +21,10 @@ class NeverQueue(LeastLoadScheduler):
     name = "nq"
 
     @staticmethod
-    def _key(dest: RealServer, mult: int) -> tuple[int, int]:
+    def _key(dest: RealServer, mult: int) -> int:
+        # Idle servers (0) come before any busy one (>= 1), in list order among themselves.
         a = dest.activeconns
-        return (0, 0) if a == 0 else (1, (a + 1) * mult)
+        return 0 if a == 0 else (a + 1) * mult + 1
 
     def _scan(self) -> RealServer | None:
         least: RealServer | None = None

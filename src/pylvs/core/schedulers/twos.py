@@ -15,6 +15,9 @@ What this is not for: anything deterministic per client (that is sh/mh).
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
+from itertools import accumulate
+from operator import attrgetter
 
 from pylvs.core.model import DestFlags, RealServer, VirtualService
 from pylvs.core.schedulers.base import Scheduler
@@ -22,6 +25,7 @@ from pylvs.core.schedulers.base import Scheduler
 _AVAIL = DestFlags.AVAILABLE
 _NONE = DestFlags.NONE
 _OVERLOAD = DestFlags.OVERLOAD
+_flags_of = attrgetter("flags")
 
 
 class PowerOfTwoChoices(Scheduler):
@@ -31,10 +35,31 @@ class PowerOfTwoChoices(Scheduler):
     def __init__(self, service: VirtualService, rng: random.Random | None = None) -> None:
         super().__init__(service)
         self.rng = rng if rng is not None else random.Random()
+        self.update()
+
+    def update(self) -> None:
+        # Servers with weight > 0 in list order and their running weight sums: with no OVERLOAD
+        # flag set, the kernel's "subtract weights until <= 0" walk is a bisect on the sums.
+        self._positive = [d for d in self.service.destinations if d.weight > 0]
+        self._sums = list(accumulate(d.weight for d in self._positive))
 
     def schedule(
         self, caddr: bytes, cport: int, vaddr: bytes, vport: int, now: float
     ) -> RealServer | None:
+        positive = self._positive
+        if positive and list(map(_flags_of, positive)).count(_AVAIL) == len(positive):
+            sums = self._sums
+            total = sums[-1] + 1
+            bits = self.rng.getrandbits
+            c1 = positive[bisect_left(sums, bits(32) % total)]
+            c2 = positive[bisect_left(sums, bits(32) % total)]
+            oh1 = (c1.activeconns << 8) + c1.inactconns
+            oh2 = (c2.activeconns << 8) + c2.inactconns
+            return c2 if c2.weight * oh1 > c1.weight * oh2 else c1
+        return self._walk()
+
+    def _walk(self) -> RealServer | None:
+        """``ip_vs_twos_schedule`` step by step (some server is OVERLOADed)."""
         eligible = []
         total = 0
         for d in self.service.destinations:
