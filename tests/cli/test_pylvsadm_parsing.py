@@ -201,3 +201,12 @@ def test_fast_ordering_is_exactly_ipvsadms_merge_sort(
     ss = [ServiceStatus(ServiceSpec(ServiceKey.mark(m, af))) for m, af in marks]
     ss += [ServiceStatus(ServiceSpec(ServiceKey.inet(6, a, p))) for a, p in dests[:6]]
     assert L.sort_services(ss, 0) == L.glibc_msort(ss, L.cmp_services)
+
+
+def test_sync_daemon_commands_say_when_the_table_has_no_sync_daemon() -> None:
+    t = IPVSTable()
+    assert run(t, "--start-daemon", "master", "--mcast-interface", "eth1", "--syncid", "7") == (
+        "", "Connection synchronisation daemons are not supported here\n", 255)
+    assert run(t, "--stop-daemon", "backup")[2] == 255
+    assert run(t, "--stop-daemon", "master", "--syncid", "300") == ("", "illegal syncid specified\n", 2)
+    assert run(t, "-L", "--daemon") == ("", "", 0)

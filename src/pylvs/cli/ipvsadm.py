@@ -50,7 +50,7 @@ from pylvs.cli._ipvsadm.cparse import (
 from pylvs.cli._ipvsadm.names import Resolver
 from pylvs.cli._ipvsadm.popt import Option, Popt, PoptError
 from pylvs.cli._ipvsadm.usage import VERSION_LINE, usage_text
-from pylvs.core.api import BackendUnavailable, IPVSBackend, IPVSError
+from pylvs.core.api import BackendUnavailable, IPVSBackend, IPVSError, SyncDaemonStatus
 from pylvs.core.model import (
     AF_INET,
     AF_INET6,
@@ -884,7 +884,16 @@ class _Runner:
             if not hasattr(self.backend, func):
                 self.err.write("Connection synchronisation daemons are not supported here\n")
                 return -1
-            return self._call(func, ce.daemon)
+            d = ce.daemon
+            if cmd == CMD_STOPDAEMON:
+                return self._call(func, d.state)
+            return self._call(
+                func,
+                SyncDaemonStatus(
+                    d.state, d.mcast_ifn, d.syncid, d.sync_maxlen, d.mcast_group, d.mcast_port,
+                    d.mcast_ttl,
+                ),
+            )
         return 0
 
     # -- listings --
