@@ -61,7 +61,8 @@ def _run(steps: list[Step], kind: str, args: argparse.Namespace) -> int:
 def cmd_rs_setup(args: argparse.Namespace) -> int:
     try:
         use_kernel = args.mode == "tun" and not args.dry_run and kernel_ipip()
-        tun_dev = "tunl0" if use_kernel else DECAP_DEV if args.mode == "tun" else None
+        # the decapsulator's TUN device does not exist yet: it sets its own rp_filter
+        tun_dev = "tunl0" if use_kernel else None
         steps = rs_plan(args.vip, args.mode, tun_dev)
         if use_kernel:
             steps.append(AddrStep("tunl0", f"{args.vip.split('/')[0]}/32"))

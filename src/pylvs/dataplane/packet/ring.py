@@ -5,7 +5,8 @@ What this is for: the ``packet`` data plane's I/O, one ``PacketRing`` per direct
 Receiving: the kernel fills blocks of the RX ring and marks them ready; ``receive`` walks every
 ready block and hands each frame that was addressed to this host (or broadcast) to a callback,
 then returns the block to the kernel. Sending: frames are copied into free slots of the TX ring
-and one ``send()`` flushes a whole batch (with ``PACKET_QDISC_BYPASS``, straight to the driver);
+and one ``send()`` flushes a whole batch (optionally with ``PACKET_QDISC_BYPASS``, straight to the
+driver, invisible to tcpdump);
 when the TX ring is full the frame goes out by ``sendto``. The layout constants are those of
 ``include/uapi/linux/if_packet.h``.
 
@@ -50,28 +51,30 @@ class PacketRing:
     """One interface's AF_PACKET socket with an RX ring and a TX ring."""
 
     def __init__(self, ifname: str, block_size: int = 1 << 18, block_nr: int = 16,
-                 frame_size: int = 2048, tx_frames: int = 1024, block_timeout_ms: int = 2) -> None:
+                 frame_size: int = 2048, tx_frames: int = 1024, block_timeout_ms: int = 2,
+                 qdisc_bypass: bool = False) -> None:
         self.ifname = ifname
         # protocol 0 until bound: no frames of other interfaces slip into the ring meanwhile
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
-            self._setup(block_size, block_nr, frame_size, tx_frames, block_timeout_ms)
+            self._setup(block_size, block_nr, frame_size, tx_frames, block_timeout_ms, qdisc_bypass)
         except OSError:
             self.sock.close()
             raise
 
     def _setup(self, block_size: int, block_nr: int, frame_size: int, tx_frames: int,
-               tov: int) -> None:
+               tov: int, bypass: bool) -> None:
         s = self.sock
         s.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
         try:
             s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
         except OSError:
             pass  # older kernels: outgoing frames are skipped by their packet type instead
-        try:
-            s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-        except OSError:
-            pass
+        if bypass:  # faster, but then tcpdump on the director no longer sees what we send
+            try:
+                s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+            except OSError:
+                pass
         s.setsockopt(SOL_PACKET, PACKET_RX_RING,
                      _REQ3.pack(block_size, block_nr, frame_size, block_size * block_nr // frame_size,
                                 tov, 0, 0))

@@ -1,0 +1,223 @@
+"""A running packet-forwarding director in the namespace lab, per forwarding method.
+
+``Cluster`` wraps a lab whose real servers are prepared for the mode (``rs-setup``), a director
+running the ``packet`` data plane under the daemon (``pylvs.dataplane.packet.serve``), and
+``pylvsadm`` talking to it over the control socket, so tests speak the seed's commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pylvs.dataplane.packet import codec
+from pylvs.lab import Lab
+from tests.lab.conftest import lab_id, need_root
+
+VIP = "192.168.168.100"
+SETUP = [sys.executable, "-m", "pylvs.hostsetup.cli"]
+ADM = [sys.executable, "-m", "pylvs.cli.ipvsadm"]
+RS = {"dr": ("192.168.168.10", "192.168.168.20"), "tun": ("192.168.168.10", "192.168.168.20"),
+      "nat": ("10.168.0.10", "10.168.0.20")}
+FLAG = {"dr": "-g", "tun": "-i", "nat": "-m"}
+
+
+def wait_for(cond: Any, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Cluster:
+    def __init__(self, lab: Lab, mode: str) -> None:
+        self.lab = lab
+        self.mode = mode
+        self.rips = RS[mode]
+        self.flag = FLAG[mode]
+        self.sock = str(lab.state_dir / "ctl.sock")
+        self.procs: list[subprocess.Popen[Any]] = []
+        self.director: subprocess.Popen[Any] | None = None
+
+    # -- set-up ------------------------------------------------------------------------------
+    def start(self) -> None:
+        lab = self.lab
+        if self.mode in ("dr", "tun"):
+            for rs in ("rs1", "rs2"):
+                if self.mode == "dr":
+                    r = lab.run(rs, [*SETUP, "rs-setup", "--vip", VIP, "--mode", "dr"])
+                    assert r.returncode == 0, r.stderr
+                else:
+                    log = open(lab.state_dir / f"decap-{rs}.log", "w")  # noqa: SIM115
+                    p = lab.popen(rs, [*SETUP, "rs-setup", "--vip", VIP, "--mode", "tun"],
+                                  stdout=log, stderr=subprocess.STDOUT)
+                    self.procs.append(p)
+                    path = lab.state_dir / f"decap-{rs}.log"
+                    wait_for(lambda path=path: "ready" in path.read_text(), what=f"decapsulator on {rs}")
+            r = lab.run("director", [*SETUP, "director-setup", "--vip", f"{VIP}/24", "--dev", "eth0"])
+            assert r.returncode == 0, r.stderr
+        log = open(lab.state_dir / "director.log", "w")  # noqa: SIM115
+        self.director = lab.popen(
+            "director",
+            [sys.executable, "-m", "pylvs.dataplane.packet.serve", "--control-socket", self.sock,
+             "--interfaces", "eth0,eth1"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        self.procs.append(self.director)
+        wait_for(lambda: "director ready" in self.director_log(), what="the packet director")
+
+    def director_log(self) -> str:
+        return (self.lab.state_dir / "director.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+
+    # -- administration ----------------------------------------------------------------------
+    def adm(self, *args: str, check: bool = True) -> str:
+        env = dict(os.environ, PYLVS_CONTROL_SOCKET=self.sock)
+        r = subprocess.run([*ADM, *args], env=env, capture_output=True, text=True, timeout=30)
+        if check:
+            assert r.returncode == 0, f"pylvsadm {' '.join(args)}: {r.stderr}"
+        return r.stdout
+
+    def service(self, sched: str = "rr", *extra: str, port: int = 80, rport: int = 80,
+                weights: tuple[int, int] = (1, 1)) -> None:
+        self.adm("-C")
+        self.adm("-A", "-t", f"{VIP}:{port}", "-s", sched, *extra)
+        for rip, w in zip(self.rips, weights, strict=True):
+            self.adm("-a", "-t", f"{VIP}:{port}", "-r", f"{rip}:{rport}", self.flag, "-w", str(w))
+
+    # -- traffic -----------------------------------------------------------------------------
+    def curl(self, n: int, port: int = 80) -> list[str]:
+        """``n`` requests from the client, each on a new connection; the bodies."""
+        url = f"http://{VIP}:{port}/"
+        out = []
+        for _ in range(n):
+            r = self.lab.run("client", ["curl", "-sS", "--max-time", "5", url], timeout=20)
+            assert r.returncode == 0, f"curl {url}: {r.stderr}\n{self.director_log()[-2000:]}"
+            out.append(r.stdout.strip())
+        return out
+
+    def keepalive_client(self, port: int = 80) -> KeepAlive:
+        return KeepAlive(self, port)
+
+    @contextlib.contextmanager
+    def capture(self, host: str, iface: str = "eth0") -> Iterator[list[bytes]]:
+        """Frames seen on ``host``'s interface while the block runs (tcpdump)."""
+        if shutil.which("tcpdump") is None:
+            pytest.skip("needs tcpdump")
+        path = self.lab.state_dir / f"cap-{host}-{time.monotonic_ns()}.pcap"
+        frames: list[bytes] = []
+        p = self.lab.popen(host, ["tcpdump", "--immediate-mode", "-Z", "root", "-i", iface, "-n", "-U", "-s", "256", "-w", str(path),
+                                  "tcp or udp"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            assert p.stderr is not None
+            line = p.stderr.readline()
+            assert "listening" in line, line
+            yield frames
+            time.sleep(0.3)
+        finally:
+            p.send_signal(signal.SIGINT)
+            p.wait(10)
+        frames.extend(read_pcap(path))
+
+
+class KeepAlive:
+    """One HTTP/1.1 connection from the client, asked for a page on demand."""
+
+    CODE = (
+        "import socket, sys\n"
+        "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)\n"
+        "for line in sys.stdin:\n"
+        "    s.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n"
+        "    buf = b''\n"
+        "    while b'\\r\\n\\r\\n' not in buf: buf += s.recv(4096)\n"
+        "    head, _, body = buf.partition(b'\\r\\n\\r\\n')\n"
+        "    n = int([h.split(b':')[1] for h in head.split(b'\\r\\n') if h.lower().startswith(b'content-length')][0])\n"
+        "    while len(body) < n: body += s.recv(4096)\n"
+        "    print(body.decode().strip(), flush=True)\n"
+    )
+
+    def __init__(self, cluster: Cluster, port: int) -> None:
+        self.p = cluster.lab.popen("client", [sys.executable, "-c", self.CODE, VIP, str(port)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        cluster.procs.append(self.p)
+
+    def get(self) -> str:
+        assert self.p.stdin is not None and self.p.stdout is not None
+        self.p.stdin.write("go\n")
+        self.p.stdin.flush()
+        return self.p.stdout.readline().strip()
+
+    def close(self) -> None:
+        if self.p.stdin is not None:
+            self.p.stdin.close()
+        self.p.wait(10)
+
+
+def read_pcap(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    if len(data) < 24:
+        return []
+    endian = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    off, frames = 24, []
+    while off + 16 <= len(data):
+        incl = struct.unpack_from(endian + "I", data, off + 8)[0]
+        frames.append(data[off + 16:off + 16 + incl])
+        off += 16 + incl
+    return frames
+
+
+def tcp_frames(frames: list[bytes], src: str | None = None, dst: str | None = None,
+               sport: int | None = None) -> list[tuple[bytes, bytes, int, int]]:
+    """(src MAC, src IP, sport, dport) of the IPv4 TCP frames matching the filters."""
+    out = []
+    s = socket.inet_aton(src) if src else None
+    d = socket.inet_aton(dst) if dst else None
+    for f in frames:
+        if codec.ethertype(f) != codec.ETH_P_IP:
+            continue
+        info = codec.parse_ipv4(f, verify_checksum=False)
+        if isinstance(info, codec.Drop) or info[0] != codec.IPPROTO_TCP:
+            continue
+        if (s and info[1] != s) or (d and info[2] != d) or (sport is not None and info[3] != sport):
+            continue
+        out.append((f[6:12], info[1], info[3], info[4]))
+    return out
+
+
+def cluster_fixture(mode: str) -> Iterator[Cluster]:
+    need_root()
+    if shutil.which("curl") is None:
+        pytest.skip("needs curl")
+    lab = Lab(lab_id())
+    c = Cluster(lab, mode)
+    try:
+        lab.up()
+        c.start()
+        yield c
+    finally:
+        c.stop()
+        lab.down()

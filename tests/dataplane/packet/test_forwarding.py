@@ -1,0 +1,103 @@
+"""The packet data plane forwards the seed's cluster in DR, NAT and TUN: real curl through real
+namespaces, with captures showing which way the replies go."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from tests.dataplane.packet.conftest import VIP, Cluster, cluster_fixture, tcp_frames
+
+NGINX = ("this is nginx1", "this is nginx2")
+
+
+@pytest.fixture(scope="module", params=["dr", "nat", "tun"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    yield from cluster_fixture(request.param)
+
+
+def test_rr_alternates_rs1_rs2(cluster: Cluster) -> None:
+    cluster.service("rr")
+    bodies = cluster.curl(6)
+    assert set(bodies) == set(NGINX)
+    assert all(a != b for a, b in itertools.pairwise(bodies)), bodies
+    listing = cluster.adm("-Ln")
+    label = {"dr": "Route", "nat": "Masq", "tun": "Tunnel"}[cluster.mode]
+    assert listing.count(label) == 2
+    # six finished connections, three per real server, counted inactive until they expire
+    assert re.search(rf"{re.escape(cluster.rips[0])}:80\s+{label}\s+1\s+0\s+3", listing), listing
+
+
+def test_replies_take_the_right_path(cluster: Cluster) -> None:
+    """DR and TUN: replies reach the client straight from the real server's MAC and never cross
+    the director. NAT: they come from the director's MAC, rewritten back to the VIP."""
+    cluster.service("rr")
+    lab = cluster.lab
+    with cluster.capture("client") as at_client, cluster.capture("director") as at_director:
+        cluster.curl(4)
+    replies = tcp_frames(at_client, src=VIP, sport=80)
+    assert replies, "no replies captured at the client"
+    macs = {m for m, *_ in replies}
+    director_macs = {bytes.fromhex(lab.mac("director").replace(":", ""))}
+    rs_macs = {bytes.fromhex(lab.mac(h).replace(":", "")) for h in ("rs1", "rs2")}
+    replies_at_director = tcp_frames(at_director, src=VIP, sport=80)
+    requests_at_director = tcp_frames(at_director, dst=VIP)
+    assert requests_at_director, "the requests did not reach the director"
+    if cluster.mode == "nat":
+        assert macs == director_macs
+        # the director rewrote the real servers' replies: they reach the client from the VIP
+        assert len(replies_at_director) >= 4
+    else:
+        assert macs == rs_macs  # both real servers answered, each from its own MAC
+        assert replies_at_director == []
+
+
+def test_wrr_3_to_1(cluster: Cluster) -> None:
+    cluster.service("wrr", weights=(3, 1))
+    counts = Counter(cluster.curl(8))
+    assert counts == {"this is nginx1": 6, "this is nginx2": 2}
+
+
+def test_persistence_sends_a_client_to_one_server(cluster: Cluster) -> None:
+    cluster.service("rr", "-p", "60")
+    assert len(set(cluster.curl(5))) == 1
+    assert "persistent 60" in cluster.adm("-Ln")
+
+
+def test_weight_zero_quiesces_and_removed_server_keeps_its_connection(cluster: Cluster) -> None:
+    cluster.service("rr")
+    ka = cluster.keepalive_client()
+    try:
+        first = ka.get()
+        assert first in NGINX
+        idx = NGINX.index(first)
+        rip, other = cluster.rips[idx], NGINX[1 - idx]
+        cluster.adm("-e", "-t", f"{VIP}:80", "-r", f"{rip}:80", cluster.flag, "-w", "0")
+        assert set(cluster.curl(3)) == {other}  # no new connections to the quiesced server
+        assert ka.get() == first  # the established one carries on
+        cluster.adm("-d", "-t", f"{VIP}:80", "-r", f"{rip}:80")
+        assert ka.get() == first  # and even survives the server's removal, as in IPVS
+        assert set(cluster.curl(2)) == {other}
+    finally:
+        ka.close()
+
+
+def test_connection_listing_shows_states(cluster: Cluster) -> None:
+    cluster.service("rr")
+    ka = cluster.keepalive_client()
+    try:
+        ka.get()
+        lines = [ln for ln in cluster.adm("-Lnc").splitlines() if ln.startswith("TCP")]
+        assert any("ESTABLISHED" in ln for ln in lines), lines
+        est = next(ln for ln in lines if "ESTABLISHED" in ln)
+        assert re.match(r"TCP (14|15):\d\d  ESTABLISHED", est), est
+    finally:
+        ka.close()
+    cluster.curl(1)
+    states = {ln.split()[2] for ln in cluster.adm("-Lnc").splitlines() if ln.startswith("TCP")}
+    # DR/TUN see only the client's half: FIN_WAIT; NAT sees both: TIME_WAIT or CLOSE
+    assert states & ({"FIN_WAIT"} if cluster.mode != "nat" else {"TIME_WAIT", "CLOSE", "FIN_WAIT"})
