@@ -41,7 +41,9 @@ class Scheduler(abc.ABC):
     """Base class of a scheduling algorithm bound to one virtual service."""
 
     name: ClassVar[str]
-    #: Decisions read activeconns/inactconns; see ``conns_changed``.
+    #: Keeps an index of activeconns/inactconns and wants ``conns_changed`` calls (lc, wlc, sed,
+    #: nq). Schedulers that read the live counters on each decision (ovf, twos, lblc, lblcr)
+    #: leave it False, so the connection table can skip the call for them.
     reads_conns: ClassVar[bool] = False
 
     def __init__(self, service: VirtualService) -> None:

@@ -36,7 +36,6 @@ class LblcEntry:
 
 class LocalityBasedLeastConnection(Scheduler):
     name = "lblc"
-    reads_conns = True
 
     def __init__(self, service: VirtualService, expiration: float = DEFAULT_EXPIRATION) -> None:
         super().__init__(service)

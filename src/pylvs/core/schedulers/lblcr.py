@@ -94,7 +94,6 @@ class LblcrEntry:
 
 class LocalityBasedLeastConnectionReplicated(Scheduler):
     name = "lblcr"
-    reads_conns = True
 
     def __init__(self, service: VirtualService, expiration: float = DEFAULT_EXPIRATION) -> None:
         super().__init__(service)

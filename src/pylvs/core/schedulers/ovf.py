@@ -22,7 +22,6 @@ _OVERLOAD = DestFlags.OVERLOAD
 
 class Overflow(Scheduler):
     name = "ovf"
-    reads_conns = True
 
     def __init__(self, service: VirtualService) -> None:
         super().__init__(service)

@@ -30,7 +30,6 @@ _flags_of = attrgetter("flags")
 
 class PowerOfTwoChoices(Scheduler):
     name = "twos"
-    reads_conns = True
 
     def __init__(self, service: VirtualService, rng: random.Random | None = None) -> None:
         super().__init__(service)
