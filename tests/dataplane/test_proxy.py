@@ -228,7 +228,7 @@ async def test_persistence_keeps_client_on_one_server(
         assert template.dport == next(s.port for s in servers if s.name == name)
 
 
-@pytest.mark.parametrize("scheduler", ["rr", "wlc"])
+@pytest.mark.parametrize("scheduler", ["rr", "wrr", "lc", "wlc", "sed", "nq"])
 @proxy_test
 async def test_dead_backend_is_skipped_without_client_error(
     director: Director, plane: ProxyDataPlane, scheduler: str,

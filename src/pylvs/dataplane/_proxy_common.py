@@ -82,24 +82,35 @@ class ProxyContext:
         The failed attempt's entry has been closed (TIME_WAIT), so the core's ``schedule``
         replaces it with a fresh one (conn_reuse_mode) and weights, thresholds and quiescent
         servers count as for any connection. For that one decision only, the servers that
-        failed for this client carry weight 0 (quiescent, which every scheduler skips); their
-        weights are restored before returning, with no other code run in between, so nothing
-        stays marked: taking a server out is the health checker's job.
+        failed for this client carry weight 0 (quiescent, which every scheduler skips; indexed
+        schedulers hear it through ``upd_dest``); their weights are restored before returning,
+        with no other code run in between, so nothing stays marked: taking a server out is the
+        health checker's job. Hash schedulers (sh, dh, mh) keep their table and may name the
+        failed server again; the client is then refused, as the kernel would drop it.
 
         Persistence sends a client to its template's server every time: when that one is down
         the client gets no server (None), as with kernel IPVS until the checker removes it.
         """
         caddr = socket.inet_pton(ep.af, peer[0])
         saved: list[tuple[Any, int]] = []
+        svc = self.director.table.lookup(ep.key)
+        sched = svc.scheduler if svc is not None else None
+        # Schedulers that index their servers (the least-connection family) are told of the
+        # weight change through their upd_dest hook; the others read weights live.
+        indexed = sched is not None and sched.reads_conns
         for d in failed:
             if d.weight > 0 and not any(d is s for s, _ in saved):
                 saved.append((d, d.weight))
                 d.weight = 0
+                if indexed and d.service is svc:
+                    sched.upd_dest(d)  # type: ignore[union-attr]
         try:
             conn = self.director.schedule(ep.protocol, caddr, peer[1], ep.vaddr, ep.vport)
         finally:
             for d, w in saved:
                 d.weight = w
+                if indexed and d.service is svc:
+                    sched.upd_dest(d)  # type: ignore[union-attr]
         if conn is None:
             return None
         if any(conn.dest is d for d in failed):

@@ -54,11 +54,12 @@ def reset_transport(transport: asyncio.Transport) -> None:
 class ServerSide(asyncio.Protocol):
     """The director's connection to the real server; everything it reads goes to the client."""
 
-    __slots__ = ("relay", "transport")
+    __slots__ = ("relay", "timed_out", "transport")
 
     def __init__(self, relay: ClientSide) -> None:
         self.relay = relay
         self.transport: asyncio.Transport | None = None
+        self.timed_out = False
 
     def __call__(self) -> ServerSide:
         # Its own protocol factory: create_connection gets this very object back.
@@ -253,18 +254,25 @@ class ClientSide(asyncio.Protocol):
         ep = self.endpoint
         failed: list[Any] = []
         attempts_left = ctx.retries
+        loop = ctx.loop
         while True:
             server = ServerSide(self)
             self.server = server
             port = conn.dport or ep.vport
+            # A bare timer rather than asyncio.timeout(): this runs once per connection.
+            timer = loop.call_later(ctx.connect_timeout, self._connect_timed_out, server)
             try:
-                async with asyncio.timeout(ctx.connect_timeout):
-                    await ctx.loop.create_connection(
-                        server, ctx.host_of(ep.af, conn.daddr), port
-                    )
-                break
-            except (OSError, TimeoutError):
-                ctx.connect_failures += 1
+                await loop.create_connection(server, ctx.host_of(ep.af, conn.daddr), port)
+                timer.cancel()
+                if not server.timed_out:
+                    break
+            except OSError:
+                timer.cancel()
+            except asyncio.CancelledError:
+                timer.cancel()
+                if not server.timed_out:
+                    raise
+            ctx.connect_failures += 1
             if self.finished:
                 return
             self.server = None
@@ -305,6 +313,12 @@ class ClientSide(asyncio.Protocol):
         elif self.pending_size >= ctx.high_water:
             client.resume_reading()
         self.pending_size = 0
+
+    def _connect_timed_out(self, server: ServerSide) -> None:
+        task = self.connect_task
+        if self.server is server and task is not None and not task.done():
+            server.timed_out = True
+            task.cancel()
 
     def _close_both(self) -> None:
         assert self.client is not None

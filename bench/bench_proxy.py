@@ -1,0 +1,373 @@
+"""``make bench-proxy``: the pylvs proxy data plane against HAProxy (mode tcp) and nginx stream.
+
+What this is for: one run, same backends, same client, same CPU pinning for every proxy, so the
+ratios mean something. Every proxy and every backend runs on CPU 0; the load (wrk -t1 -c50, the
+bulk sink) runs on CPU 1. For each proxy:
+
+- keep-alive requests/s and p50/p99 latency: ``wrk -t1 -c50 -d{D}s --latency``;
+- new-connection requests/s: the same with ``-H 'Connection: close'`` (a TCP connection per
+  request, to the proxy and from the proxy to the backend);
+- bulk MB/s: one stream of ``--bulk-mb`` MiB from a source backend through the proxy, timed at
+  the sink.
+
+The HTTP backends are one nginx (one worker) with two ``server`` blocks answering a small body,
+scheduled round robin by every proxy: pylvs through a Director table (VIP 127.0.0.100, rr, NAT),
+HAProxy ``balance roundrobin``, nginx ``upstream`` (round robin by default). A "direct" row runs
+the same load straight at one backend, as the ceiling of this machine.
+
+What this is not for: pass/fail. Numbers on a shared machine are noisy; the run prints the load
+average before and after so a reader can judge. Every run is bounded in time; every process
+started here is stopped here, by PID.
+
+    python bench/bench_proxy.py [--duration 5] [--bulk-mb 1024] [--only pylvs,haproxy,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+BACKEND_HOSTS = ("127.0.0.21", "127.0.0.22")
+BULK_HOST = "127.0.0.23"
+VIPS = {"pylvs": "127.0.0.100", "haproxy": "127.0.0.101", "nginx-stream": "127.0.0.102"}
+STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+BODY = "hello from the real server\n"
+
+console = Console(width=150)
+
+
+@dataclass
+class Result:
+    name: str
+    ka_rps: float = 0.0
+    ka_p50_ms: float = 0.0
+    ka_p99_ms: float = 0.0
+    close_rps: float = 0.0
+    close_p50_ms: float = 0.0
+    close_p99_ms: float = 0.0
+    bulk_mbps: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(host: str, port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+class Processes:
+    """Every child this run starts, stopped by PID (then killed if it lingers)."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, argv: list[str], cpu: str, log: Path) -> subprocess.Popen[bytes]:
+        out = log.open("wb")
+        p = subprocess.Popen(
+            ["taskset", "-c", cpu, *argv], stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.procs.append((name, p))
+        return p
+
+    def stop(self, p: subprocess.Popen[bytes]) -> None:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+    def stop_all(self) -> None:
+        for _, p in reversed(self.procs):
+            self.stop(p)
+        self.procs.clear()
+
+
+def _ms(value: str, unit: str) -> float:
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return float(value) * scale
+
+
+def run_wrk(url: str, duration: int, close: bool) -> tuple[float, float, float, list[str]]:
+    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", "-c50", f"-d{duration}s", "--latency",
+            "--timeout", "5s"]
+    if close:
+        argv += ["-H", "Connection: close"]
+    out = subprocess.run(
+        [*argv, url], capture_output=True, text=True, timeout=duration + 30, check=False,
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"^\s+50%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    p99 = re.search(r"^\s+99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    errors = [line.strip() for line in out.splitlines()
+              if "Socket errors" in line or "Non-2xx" in line]
+    if rps is None or p50 is None or p99 is None:
+        return 0.0, 0.0, 0.0, [f"wrk output not understood: {out.strip()[:200]}"]
+    return float(rps[1]), _ms(p50[1], p50[2]), _ms(p99[1], p99[2]), errors
+
+
+def run_bulk(host: str, port: int, size: int) -> tuple[float, list[str]]:
+    argv = ["taskset", "-c", LOAD_CPU, PY, str(HERE / "_proxy_bulk.py"), "sink", host,
+            str(port), str(size)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    try:
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return 0.0, [f"bulk sink failed: {proc.stderr.strip()[-200:]}"]
+    errs = [] if r["bytes"] == size else [f"bulk got {r['bytes']} of {size} bytes"]
+    return r["bytes"] / r["seconds"] / 1e6, errs
+
+
+# ---- configurations ---------------------------------------------------------------------------
+
+
+def nginx_backend_conf(tmp: Path, ports: list[int]) -> str:
+    servers = "\n".join(
+        f"  server {{ listen {h}:{p} backlog=4096 reuseport; "
+        f"location / {{ return 200 \"{BODY[:-1]}\\n\"; }} }}"
+        for h, p in zip(BACKEND_HOSTS, ports, strict=True)
+    )
+    return f"""worker_processes 1;
+pid {tmp}/backend.pid;
+error_log {tmp}/backend-error.log warn;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off;
+  default_type text/plain;
+  keepalive_requests 10000000;
+  keepalive_timeout 65;
+{servers}
+}}
+"""
+
+
+def nginx_stream_conf(tmp: Path, vip: str, web_port: int, bulk_port: int,
+                      backends: list[tuple[str, int]], bulk: tuple[str, int]) -> str:
+    ups = "\n".join(f"    server {h}:{p};" for h, p in backends)
+    return f"""load_module {STREAM_MODULE};
+worker_processes 1;
+pid {tmp}/stream.pid;
+error_log {tmp}/stream-error.log warn;
+events {{ worker_connections 16384; }}
+stream {{
+  upstream web {{
+{ups}
+  }}
+  server {{ listen {vip}:{web_port} backlog=4096; proxy_pass web; }}
+  server {{ listen {vip}:{bulk_port}; proxy_pass {bulk[0]}:{bulk[1]}; }}
+}}
+"""
+
+
+def haproxy_conf(vip: str, web_port: int, bulk_port: int,
+                 backends: list[tuple[str, int]], bulk: tuple[str, int]) -> str:
+    servers = "\n".join(f"  server s{i} {h}:{p}" for i, (h, p) in enumerate(backends))
+    return f"""global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode tcp
+  timeout connect 3s
+  timeout client 30s
+  timeout server 30s
+frontend web
+  bind {vip}:{web_port}
+  default_backend web
+backend web
+  balance roundrobin
+{servers}
+frontend bulk
+  bind {vip}:{bulk_port}
+  default_backend bulk
+backend bulk
+  server b0 {bulk[0]}:{bulk[1]}
+"""
+
+
+# ---- the run ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def backends(procs: Processes, tmp: Path, bulk_size: int) -> Iterator[
+    tuple[list[tuple[str, int]], tuple[str, int]]
+]:
+    ports = [free_port(h) for h in BACKEND_HOSTS]
+    conf = tmp / "backend.conf"
+    conf.write_text(nginx_backend_conf(tmp, ports))
+    procs.start("nginx backend", ["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"],
+                PROXY_CPU, tmp / "backend.out")
+    bulk_port = free_port(BULK_HOST)
+    procs.start("bulk source", [PY, str(HERE / "_proxy_bulk.py"), "source", BULK_HOST,
+                                str(bulk_port), str(bulk_size)], PROXY_CPU, tmp / "bulk.out")
+    web = list(zip(BACKEND_HOSTS, ports, strict=True))
+    for h, p in [*web, (BULK_HOST, bulk_port)]:
+        wait_port(h, p)
+    yield web, (BULK_HOST, bulk_port)
+
+
+def start_proxy(procs: Processes, tmp: Path, name: str, web: list[tuple[str, int]],
+                bulk: tuple[str, int]) -> tuple[subprocess.Popen[bytes], str, int, int]:
+    vip = VIPS[name]
+    web_port, bulk_port = free_port(vip), free_port(vip)
+    if name == "pylvs":
+        env_src = str(HERE.parent / "src")
+        argv = [PY, str(HERE / "_proxy_pylvs.py"),
+                f"{vip}:{web_port}=" + ",".join(f"{h}:{p}" for h, p in web),
+                f"{vip}:{bulk_port}={bulk[0]}:{bulk[1]}"]
+        os.environ["PYTHONPATH"] = env_src + os.pathsep + os.environ.get("PYTHONPATH", "")
+    elif name == "haproxy":
+        conf = tmp / "haproxy.cfg"
+        conf.write_text(haproxy_conf(vip, web_port, bulk_port, web, bulk))
+        argv = ["haproxy", "-db", "-f", str(conf)]
+    else:
+        conf = tmp / "stream.conf"
+        conf.write_text(nginx_stream_conf(tmp, vip, web_port, bulk_port, web, bulk))
+        argv = ["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"]
+    p = procs.start(name, argv, PROXY_CPU, tmp / f"{name}.out")
+    wait_port(vip, web_port)
+    wait_port(vip, bulk_port)
+    return p, vip, web_port, bulk_port
+
+
+def measure(name: str, host: str, web_port: int, bulk: tuple[str, int], duration: int,
+            bulk_size: int) -> Result:
+    r = Result(name)
+    url = f"http://{host}:{web_port}/"
+    run_wrk(url, 1, close=False)  # warm-up: caches, first connections
+    r.ka_rps, r.ka_p50_ms, r.ka_p99_ms, errs = run_wrk(url, duration, close=False)
+    r.errors += [f"keep-alive: {e}" for e in errs]
+    r.close_rps, r.close_p50_ms, r.close_p99_ms, errs = run_wrk(url, duration, close=True)
+    r.errors += [f"close: {e}" for e in errs]
+    r.bulk_mbps, errs = run_bulk(bulk[0], bulk[1], bulk_size)
+    r.errors += errs
+    return r
+
+
+def ratio(x: float, ref: float) -> str:
+    return f"{x / ref:.2f}x" if ref else "-"
+
+
+def render(results: list[Result], loads: tuple[str, str], args: argparse.Namespace) -> None:
+    ref = next((r for r in results if r.name == "haproxy"), None)
+    t = Table(title=f"TCP proxies on loopback: wrk -t1 -c50 -d{args.duration}s, "
+                    f"bulk {args.bulk_mb} MiB; proxies+backends on CPU {PROXY_CPU}, "
+                    f"load on CPU {LOAD_CPU}")
+    for col in ("proxy", "keep-alive req/s", "vs HAProxy", "p50 ms", "p99 ms",
+                "new-conn req/s", "vs HAProxy", "p50 ms", "p99 ms", "bulk MB/s", "vs HAProxy"):
+        t.add_column(col, justify="left" if col == "proxy" else "right")
+    for r in results:
+        t.add_row(
+            r.name,
+            f"{r.ka_rps:,.0f}", ratio(r.ka_rps, ref.ka_rps) if ref else "-",
+            f"{r.ka_p50_ms:.2f}", f"{r.ka_p99_ms:.2f}",
+            f"{r.close_rps:,.0f}", ratio(r.close_rps, ref.close_rps) if ref else "-",
+            f"{r.close_p50_ms:.2f}", f"{r.close_p99_ms:.2f}",
+            f"{r.bulk_mbps:,.0f}" if r.bulk_mbps else "-",
+            ratio(r.bulk_mbps, ref.bulk_mbps) if ref and r.bulk_mbps else "-",
+        )
+    console.print(t)
+    console.print(f"load average before: {loads[0]}   after: {loads[1]}  "
+                  "(a shared machine: other work on these CPUs skews every row)")
+    for r in results:
+        for e in r.errors:
+            console.print(f"[yellow]{r.name}: {e}[/yellow]")
+
+
+def missing_tools() -> list[str]:
+    need = ["taskset", "wrk", "nginx", "haproxy"]
+    miss = [t for t in need if shutil.which(t) is None]
+    if not Path(STREAM_MODULE).exists():
+        miss.append("libnginx-mod-stream")
+    return miss
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run (1-60)")
+    ap.add_argument("--bulk-mb", type=int, default=1024, help="MiB per bulk stream (1-8192)")
+    ap.add_argument("--only", default="direct,pylvs,haproxy,nginx-stream",
+                    help="comma-separated subset of direct,pylvs,haproxy,nginx-stream")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args(argv)
+    if not 1 <= args.duration <= 60 or not 1 <= args.bulk_mb <= 8192:
+        ap.error("--duration must be 1-60 s and --bulk-mb 1-8192")
+    names = [n for n in args.only.split(",") if n]
+    unknown = set(names) - {"direct", *VIPS}
+    if unknown:
+        ap.error(f"unknown proxy name(s): {', '.join(sorted(unknown))}")
+    miss = missing_tools()
+    if miss:
+        print(f"bench_proxy: missing {', '.join(miss)} (make sysdeps-bench installs them)",
+              file=sys.stderr)
+        return 1
+    if (os.cpu_count() or 1) < 2:
+        print("bench_proxy: needs two CPUs (proxy on 0, load on 1)", file=sys.stderr)
+        return 1
+    bulk_size = args.bulk_mb << 20
+    results: list[Result] = []
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    procs = Processes()
+    with tempfile.TemporaryDirectory(prefix="pylvs-bench-proxy-") as d:
+        tmp = Path(d)
+        try:
+            with backends(procs, tmp, bulk_size) as (web, bulk):
+                for name in names:
+                    console.print(f"[bold]{name}[/bold] ...")
+                    if name == "direct":
+                        host, port = web[0]
+                        results.append(measure(name, host, port, bulk, args.duration,
+                                               bulk_size))
+                        continue
+                    p, vip, wp, bp = start_proxy(procs, tmp, name, web, bulk)
+                    try:
+                        results.append(measure(name, vip, wp, (vip, bp), args.duration,
+                                               bulk_size))
+                    finally:
+                        procs.stop(p)
+        finally:
+            procs.stop_all()
+    load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    render(results, (load_before, load_after), args)
+    if args.json:
+        args.json.write_text(json.dumps(
+            {"results": [r.__dict__ for r in results],
+             "load_before": load_before, "load_after": load_after}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
