@@ -16,6 +16,7 @@ from collections.abc import Sequence
 # Each registered subparser sets ``func`` (args -> exit code) with ``set_defaults``.
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "pylvs.daemon.main",
+    "pylvs.health.cli",
     "pylvs.lab.cli",
     "pylvs.hostsetup.cli",
     "pylvs.l7.cli",

@@ -1,0 +1,1 @@
+"""Real-server health checks as keepalived runs them: probes, up/down state, table reconciliation."""

@@ -1,0 +1,196 @@
+"""Every checker against real servers on loopback: healthy, dead, slow, garbage, hanging scripts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import random
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from pylvs.config.lvs import CheckerConfig, UrlCheck
+from pylvs.health.checks import dns_check, run_check
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def loopback() -> str:
+    return f"127.0.{random.randint(1, 250)}.{random.randint(2, 250)}"
+
+
+def cfg(kind: str, port: int, addr: str = "127.0.0.1", **kw: object) -> CheckerConfig:
+    return CheckerConfig(kind=kind, file="t.conf", line=1, connect_ip=ipaddress.ip_address(addr),
+                         connect_port=port, connect_timeout=1.0, **kw)  # type: ignore[arg-type]
+
+
+async def serve(handler: Handler) -> tuple[asyncio.AbstractServer, str, int]:
+    addr = loopback()
+    server = await asyncio.start_server(handler, addr, 0)
+    return server, addr, server.sockets[0].getsockname()[1]
+
+
+def http_handler(status: int, body: bytes, delay: float = 0.0) -> Handler:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:  # a TCP_CHECK connects and leaves
+            writer.close()
+            return
+        if delay:
+            await asyncio.sleep(delay)
+        writer.write(b"HTTP/1.0 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body))
+        await writer.drain()
+        writer.close()
+    return handle
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[tuple[str, int]]:
+    server, addr, port = await serve(http_handler(200, b"this is nginx1\n"))
+    yield addr, port
+    server.close()
+    await server.wait_closed()
+
+
+async def test_tcp_check_passes_on_a_listening_server_and_fails_on_a_closed_port(page: tuple[str, int]) -> None:
+    addr, port = page
+    assert (await run_check(cfg("TCP_CHECK", port, addr))).ok
+    s = socket.socket()
+    s.bind((addr, 0))
+    closed = s.getsockname()[1]
+    s.close()
+    res = await run_check(cfg("TCP_CHECK", closed, addr))
+    assert not res.ok and "refused" in res.detail.lower()
+
+
+async def test_http_get_checks_status_and_digest(page: tuple[str, int]) -> None:
+    addr, port = page
+    good = hashlib.md5(b"this is nginx1\n").hexdigest()
+    assert (await run_check(cfg("HTTP_GET", port, addr, urls=(UrlCheck("/", digest=good),)))).ok
+    res = await run_check(cfg("HTTP_GET", port, addr, urls=(UrlCheck("/", digest="0" * 32),)))
+    assert not res.ok and "digest" in res.detail
+    res = await run_check(cfg("HTTP_GET", port, addr, urls=(UrlCheck("/", status_codes=((300, 399),)),)))
+    assert not res.ok and "status 200" in res.detail
+
+
+async def test_slow_server_fails_at_connect_timeout_without_blocking_other_checks() -> None:
+    slow, addr, port = await serve(http_handler(200, b"late", delay=5))
+    fast, faddr, fport = await serve(http_handler(200, b"ok"))
+    try:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        slow_res, fast_res = await asyncio.gather(
+            run_check(cfg("HTTP_GET", port, addr, urls=(UrlCheck("/"),))),
+            run_check(cfg("HTTP_GET", fport, faddr, urls=(UrlCheck("/"),))),
+        )
+        assert not slow_res.ok and "timed out" in slow_res.detail
+        assert fast_res.ok
+        assert loop.time() - t0 < 4  # bounded by connect_timeout (1 s), not by the server
+    finally:
+        for s in (slow, fast):
+            s.close()
+
+
+async def test_garbage_answer_marks_the_check_failed() -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"\x00\xffnot http at all\r\n\r\n")
+        await writer.drain()
+        writer.close()
+    server, addr, port = await serve(garbage)
+    try:
+        res = await run_check(cfg("HTTP_GET", port, addr, urls=(UrlCheck("/"),)))
+        assert not res.ok and "status line" in res.detail
+    finally:
+        server.close()
+
+
+async def test_misc_check_exit_codes_dynamic_weight_and_hang_killed() -> None:
+    assert (await run_check(cfg("MISC_CHECK", 0, misc_path="exit 0"))).ok
+    assert not (await run_check(cfg("MISC_CHECK", 0, misc_path="exit 1"))).ok
+    dyn = await run_check(cfg("MISC_CHECK", 0, misc_path="exit 12", misc_dynamic=True))
+    assert dyn.ok and dyn.weight == 10
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    hung = await run_check(cfg("MISC_CHECK", 0, misc_path="sleep 30", misc_timeout=0.5))
+    assert not hung.ok and "killed" in hung.detail
+    assert loop.time() - t0 < 5
+
+
+async def test_smtp_check_wants_banner_and_helo() -> None:
+    async def smtp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 mail ESMTP\r\n")
+        line = await reader.readline()
+        writer.write(b"250 hello\r\n" if line.startswith(b"HELO lvs") else b"500 no\r\n")
+        await writer.drain()
+        await reader.readline()
+        writer.close()
+    server, addr, port = await serve(smtp)
+    try:
+        assert (await run_check(cfg("SMTP_CHECK", port, addr, helo_name="lvs.example"))).ok
+        assert not (await run_check(cfg("SMTP_CHECK", port, addr, helo_name="other"))).ok
+    finally:
+        server.close()
+
+
+async def test_dns_check_accepts_noerror_and_refuses_servfail() -> None:
+    loop = asyncio.get_running_loop()
+    rcode = {"value": 0}
+
+    class Responder(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.t: asyncio.DatagramTransport = transport  # type: ignore[assignment]
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            qid = data[:2]
+            self.t.sendto(qid + struct.pack("!H", 0x8180 | rcode["value"]) + data[4:], addr)
+
+    addr = loopback()
+    transport, _ = await loop.create_datagram_endpoint(Responder, local_addr=(addr, 0))
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        assert (await dns_check(cfg("DNS_CHECK", port, addr, dns_name="example.org", dns_type="A"))).ok
+        rcode["value"] = 2
+        res = await dns_check(cfg("DNS_CHECK", port, addr))
+        assert not res.ok and "rcode 2" in res.detail
+    finally:
+        transport.close()
+
+
+def test_genhash_prints_the_digest_a_digest_check_expects() -> None:
+    import subprocess
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "15")
+            self.end_headers()
+            self.wfile.write(b"this is nginx1\n")
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer((loopback(), 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        host, port = srv.server_address[:2]
+        res = subprocess.run(
+            [sys.executable, "-m", "pylvs.cli.main", "genhash", "-s", str(host), "-p", str(port), "-u", "/"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stdout == f"MD5SUM = {hashlib.md5(b'this is nginx1' + chr(10).encode()).hexdigest()}\n"
+        bad = subprocess.run(
+            [sys.executable, "-m", "pylvs.cli.main", "genhash", "-s", "not-an-ip", "-u", "/"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert bad.returncode == 2 and "not an IP address" in bad.stderr
+    finally:
+        srv.shutdown()
+        srv.server_close()
