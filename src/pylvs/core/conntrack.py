@@ -270,6 +270,15 @@ def unbind_dest(conn: Connection, dest: RealServer) -> None:
         dest.inactconns -= 1
     else:
         dest.activeconns -= 1
+    if dest.flags is not _AVAILABLE:
+        clear_overload(dest)
+
+
+_AVAILABLE = DestFlags.AVAILABLE
+
+
+def clear_overload(dest: RealServer) -> None:
+    """The OVERLOAD half of ip_vs_unbind_dest, after the counts went down."""
     if dest.flags & DestFlags.OVERLOAD:
         total = dest.activeconns + dest.inactconns
         if dest.l_threshold:
@@ -377,6 +386,8 @@ class ConnectionTable:
         self._wheel_pos = end
         dropped = 0
         on_expire = self._on_expire
+        conns = self.conns
+        templates = self.templates
         for sec in due:
             bucket = wheel.pop(sec)
             for conn in bucket.conns:
@@ -386,11 +397,19 @@ class ConnectionTable:
                 if conn.deadline > now:
                     self._refile(conn)
                 elif on_expire(conn, now):
-                    self.unhash(conn)
-                    self.count -= 1
+                    flags = conn.flags
+                    if flags & CONN_F_HASHED:
+                        table = templates if flags & CONN_F_TEMPLATE else conns
+                        ckey = conn.ckey
+                        if conn.next is None and table.get(ckey) is conn:
+                            del table[ckey]
+                        else:
+                            self._unlink(table, conn)
+                        conn.flags = flags & ~CONN_F_HASHED
                     dropped += 1
                 elif conn.bucket is None:
                     self._refile(conn)
+        self.count -= dropped
         return dropped
 
     def _refile(self, conn: Connection) -> None:

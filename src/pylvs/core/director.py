@@ -48,6 +48,7 @@ from pylvs.core.conntrack import (
     Connection,
     ConnectionTable,
     bind_dest,
+    clear_overload,
     make_ckey,
     tcp_next_state,
     tcp_timeout_table,
@@ -92,6 +93,7 @@ __all__ = [
     "Director",
 ]
 
+_AVAILABLE = DestFlags.AVAILABLE
 _IPPROTO_IP = 0
 _IPPROTO_TCP = 6
 _IPPROTO_UDP = 17
@@ -562,7 +564,26 @@ class Director:
         if conn.n_control:
             conn.deadline = now + conn.timeout
             return False
-        self._release(conn)
+        ct = conn.control
+        if ct is not None:
+            ct.n_control -= 1
+            conn.control = None
+        # ip_vs_unbind_dest, inline: this runs for every entry that ever lived.
+        dest = conn.dest
+        flags = conn.flags
+        if flags & CONN_F_TEMPLATE:
+            dest.persistconns -= 1
+        elif flags & CONN_F_INACTIVE:
+            dest.inactconns -= 1
+        else:
+            dest.activeconns -= 1
+        if dest.flags is not _AVAILABLE:
+            clear_overload(dest)
+        svc = dest.service
+        if svc is not None:
+            sched = svc.scheduler
+            if sched is not None and sched.reads_conns:
+                sched.conns_changed(dest)
         return True
 
     def _release(self, conn: Connection) -> None:
