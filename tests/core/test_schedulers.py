@@ -6,8 +6,10 @@ front) and the scheduler hooks fire as they do in ``ip_vs_ctl.c``.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -542,3 +544,32 @@ def test_every_scheduler_answers_none_on_an_empty_service() -> None:
         assert pick(svc) is None
         s2 = create_scheduler(name, svc)
         assert s2.schedule(b"\x01\x02\x03\x04", 1, VADDR, 80, 0.0) is None
+
+
+# ---- against the recorded kernel ------------------------------------------------------------
+
+GOLDEN = Path(__file__).resolve().parents[2] / ".." / "shared" / "golden" / "ipvsadm"
+
+
+def test_rr_matches_the_kernel_recording_of_the_first_connections() -> None:
+    path = GOLDEN / "e_conns.json"
+    if not path.exists():
+        pytest.skip(f"golden recordings not found at {path}")
+    steps = json.loads(path.read_text())["steps"]
+    first = next(s for s in steps if s.get("cmd") == "conns 10.0.0.100 3")
+    # The recording: ipvsadm -a ... rs1 (192.168.168.11) -m; -a ... rs2 (.12) -m -w 2; rr.
+    names = {"192.168.168.11": "rs1", "192.168.168.12": "rs2"}
+    t = IPVSTable()
+    key = ServiceKey.inet(Protocol.TCP, "10.0.0.100", 80)
+    t.add_service(ServiceSpec(key, "rr"))
+    t.add_dest(key, DestSpec(parse_address("192.168.168.11"), 80, weight=1))
+    t.add_dest(key, DestSpec(parse_address("192.168.168.12"), 80, weight=2))
+    svc = t.lookup(key)
+    assert svc is not None and svc.scheduler is not None
+    got = []
+    for i in range(3):
+        d = svc.scheduler.schedule(parse_address("10.0.0.2").packed, 40000 + i,
+                                   parse_address("10.0.0.100").packed, 80, float(i))
+        assert d is not None
+        got.append(names[str(d.addr)])
+    assert " ".join(got) == first["stdout"].strip()
