@@ -236,6 +236,7 @@ class Connection:
 
 # 128 bits of address; the family is told apart by the length of vaddr (same family as caddr).
 _ADDR_MASK = (1 << 128) - 1
+_from_bytes = int.from_bytes
 V6_MARK = 1 << 160
 
 
@@ -244,7 +245,7 @@ def make_ckey(protocol: int, caddr: bytes, cport: int) -> int:
 
     IPv6 keys carry a marker bit above the address so that ``::a.b.c.d`` and ``a.b.c.d`` differ.
     """
-    k = (int.from_bytes(caddr, "big") << 24) | (cport << 8) | protocol
+    k = (_from_bytes(caddr, "big") << 24) | (cport << 8) | protocol
     if len(caddr) == 16:
         k |= V6_MARK
     return k
