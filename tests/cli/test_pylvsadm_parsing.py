@@ -210,3 +210,19 @@ def test_sync_daemon_commands_say_when_the_table_has_no_sync_daemon() -> None:
     assert run(t, "--stop-daemon", "backup")[2] == 255
     assert run(t, "--stop-daemon", "master", "--syncid", "300") == ("", "illegal syncid specified\n", 2)
     assert run(t, "-L", "--daemon") == ("", "", 0)
+
+
+_LINES = [
+    "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 10.0.0.2 -m", "-D -t 10.0.0.1:80", "-C",
+    "-E -t 10.0.0.1:80 -s foo", "-L -n", "-Sn", "-R", "# comment", "", "  ", "ipvsadm -Z",
+    "-a -t 10.0.0.1:80 -r 10.0.0.3 -w 99999999999", "--set 1 2", "-Ln --bogus", "-h",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_LINES), st.text(max_size=30)), max_size=8))
+def test_any_restore_input_gets_an_answer_never_a_traceback(lines: list[str]) -> None:
+    _out, err, rc = run(IPVSTable(), "-R", stdin="\n".join(lines))
+    assert 0 <= rc <= 255
+    if rc != 0:
+        assert err.strip() != ""
