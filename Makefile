@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all demo test lint typecheck check bench bench-proxy bench-micro clean sysdeps-test sysdeps-bench vm-run bench-kernel
+.PHONY: all demo test lint typecheck check bench bench-proxy bench-micro clean sysdeps-test sysdeps-bench vm-run bench-kernel bench-failover
 
 all: test
 
@@ -55,6 +55,9 @@ vm-run: sysdeps-test
 
 bench-kernel: $(STAMP) sysdeps-test
 	$(PY) bench/bench_kernel.py
+
+bench-failover: $(STAMP) sysdeps-test
+	$(PY) bench/bench_failover.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
