@@ -201,3 +201,41 @@ def test_golden_ipvsadm_steps_match_byte_for_byte(case: str, tmp_path: Path) -> 
     RESULTS[case] = (matched, skipped)
     print(f"{case}: {matched} matched, {skipped} skipped, {len(failures)} failed")
     assert not failures, "\n".join(failures[:5])
+
+
+@pytest.mark.parametrize("case", ["e_bignum", "e_conns"])
+def test_recorded_rate_and_stats_rows_format_identically_from_the_same_figures(case: str) -> None:
+    """The listings skipped above for their live figures: same figures in, same bytes out."""
+    from pylvs.cli._ipvsadm import listing as L
+    from pylvs.cli._ipvsadm.names import Resolver
+    from pylvs.core.api import DestStatus, ServiceStatus
+    from pylvs.core.model import DestSpec, ServiceSpec
+    from pylvs.core.stats import StatsSnapshot
+
+    checked = 0
+    for step in _steps(case):
+        cmd = step["cmd"]
+        if not re.fullmatch(r"ipvsadm -Ln --(rate|stats)( --exact)?", cmd):
+            continue
+        fmt = L.FMT_NUMERIC | (L.FMT_RATE if "--rate" in cmd else L.FMT_STATS)
+        fmt |= L.FMT_EXACT if "--exact" in cmd else 0
+        lines = step["stdout"].splitlines(keepends=True)
+        services: list[ServiceStatus] = []
+        for line in lines[3:]:
+            cols = line.split()
+            figures = [int(x.rstrip("KMGT")) * {"K": 1000, "M": 10**6}.get(x[-1], 1) for x in cols[-5:]]
+            snap = StatsSnapshot(*figures) if fmt & L.FMT_STATS else StatsSnapshot(0, 0, 0, 0, 0, *figures)
+            addr, port = cols[1].rsplit(":", 1)
+            if line.startswith("  -> "):
+                last = services[-1]
+                dest = DestStatus(DestSpec(ipaddress.ip_address(addr), int(port)), stats=snap)
+                services[-1] = ServiceStatus(last.spec, (*last.dests, dest), last.stats)
+            else:
+                key = ServiceKey.inet({"TCP": 6, "UDP": 17}[cols[0]], addr, int(port))
+                services.append(ServiceStatus(ServiceSpec(key), (), snap))
+        text = "".join(lines[:1]) + L.title(fmt) + "".join(
+            L.service_entry(s, fmt | L.FMT_NOSORT, Resolver()) for s in services
+        )
+        assert text == step["stdout"], cmd
+        checked += 1
+    assert checked >= 4
