@@ -64,6 +64,7 @@ class DirectorDaemon:
         )
         self.started_at = time.time()
         self._stop = asyncio.Event()
+        self._ticker_task: asyncio.Task[None] | None = None
 
     def _status(self, args: dict[str, Any]) -> dict[str, Any]:
         table = self.director.table
@@ -113,7 +114,8 @@ class DirectorDaemon:
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def run(self) -> None:
+    async def start(self) -> None:
+        """Restore, build the data plane, open the control socket, start forwarding."""
         self._restore()
         try:
             self.dataplane = registry.create(
@@ -127,30 +129,45 @@ class DirectorDaemon:
             await self.server.start()
         except ControlSocketBusy as exc:
             raise StartupError(str(exc)) from None
+        self._ticker_task = asyncio.create_task(self._ticker())
+        try:
+            if self.dataplane is not None:
+                await self.dataplane.start()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "director ready: data plane %s, control socket %s",
+            self.dataplane_name, self.control_socket,
+        )
+
+    async def stop(self) -> None:
+        """Save the table if asked, stop forwarding, close the socket. Safe to call twice."""
+        task, self._ticker_task = self._ticker_task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        try:
+            self._save()
+        finally:
+            if self.dataplane is not None:
+                await self.dataplane.stop()
+            await self.server.stop()
+        log.info("director stopped")
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, stop."""
+        await self.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
-        ticker = asyncio.create_task(self._ticker())
         try:
-            if self.dataplane is not None:
-                await self.dataplane.start()
-            log.info(
-                "director ready: data plane %s, control socket %s",
-                self.dataplane_name, self.control_socket,
-            )
             await self._stop.wait()
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
-            try:
-                self._save()
-            finally:
-                if self.dataplane is not None:
-                    await self.dataplane.stop()
-                await self.server.stop()
-            log.info("director stopped")
+            await self.stop()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

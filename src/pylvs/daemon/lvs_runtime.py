@@ -1,0 +1,73 @@
+"""The LVS half of ``pylvs keepalived``: the virtual servers of a keepalived.conf, checked and served.
+
+What this is for: with the VRRP half (``pylvs.vrrp.driver``), one process runs a whole director
+from one keepalived.conf, as keepalived does. This part programs the virtual services into a table
+and keeps them healthy with the checkers (``pylvs.health``):
+- on a host with kernel IPVS (``dataplane="kernel"``), the table is the kernel's, through netlink,
+  as keepalived's ipvswrapper does; the control socket serves that same table;
+- elsewhere, a pylvs ``Director`` with the chosen data plane forwards the traffic and the control
+  socket lets ``pylvsadm`` read and change the live table.
+The control socket also answers ``checkers``: every checker's state and last result.
+
+What this is not for: VRRP, or parsing (``pylvs.config``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pylvs.config.lvs import LVSConfig
+from pylvs.control.server import ControlServer, ControlSocketBusy
+from pylvs.core.api import IPVSBackend
+from pylvs.daemon.main import DirectorDaemon, StartupError
+from pylvs.health.manager import HealthManager
+
+log = logging.getLogger("pylvs.keepalived")
+
+
+class LVSRuntime:
+    """Table + data plane + checkers for the virtual_server blocks of one configuration."""
+
+    def __init__(self, config: LVSConfig, control_socket: str, dataplane: str = "proxy") -> None:
+        self.config = config
+        self.dataplane = dataplane
+        self.director: DirectorDaemon | None = None
+        self.server: ControlServer | None = None
+        backend: IPVSBackend
+        if dataplane == "kernel":
+            from pylvs.netlink.ipvs import KernelIPVS
+
+            backend = KernelIPVS()
+            self.server = ControlServer(backend, control_socket, extra={"checkers": self._checkers})
+        else:
+            self.director = DirectorDaemon(control_socket, dataplane=dataplane)
+            self.director.server.extra["checkers"] = self._checkers
+            backend = self.director.director.table
+        self.health = HealthManager(backend, config)
+
+    def _checkers(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return self.health.status()
+
+    async def start(self) -> None:
+        if self.director is not None:
+            await self.director.start()
+        elif self.server is not None:
+            try:
+                await self.server.start()
+            except ControlSocketBusy as exc:
+                raise StartupError(str(exc)) from None
+        await self.health.start()
+        log.info("%d virtual server(s) under health checks", len(self.config.virtual_servers))
+
+    async def reload(self, config: LVSConfig) -> None:
+        """A new configuration: only the services and real servers that differ change."""
+        await self.health.reload(config)
+        self.config = config
+
+    async def stop(self) -> None:
+        await self.health.stop()
+        if self.director is not None:
+            await self.director.stop()
+        elif self.server is not None:
+            await self.server.stop()
