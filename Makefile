@@ -49,6 +49,10 @@ bench-micro: $(STAMP)
 bench-proxy: $(STAMP) sysdeps-bench
 	$(PY) bench/bench_proxy.py
 
+.PHONY: bench-l7
+bench-l7: $(STAMP) sysdeps-bench
+	$(PY) bench/bench_l7.py --duration 8 --mixed 10 --update BENCHMARKS.md
+
 # Runs CMD as root in a QEMU VM on Debian's kernel (host root read-only over 9p): make vm-run CMD='uname -r; lsmod'
 vm-run: sysdeps-test
 	$(PYTHON) vm/vmrun.py -- "$$CMD"

@@ -327,6 +327,10 @@ _IGNORED: dict[str, tuple[str, ...]] = {
     "client_body_buffer_size": HSL, "client_header_buffer_size": (HTTP, SERVER),
     "reset_timedout_connection": HSL, "open_file_cache": HSL, "charset": HSL,
     "zone": (UPSTREAM,), "keepalive_requests@upstream": (UPSTREAM,),
+    # nginx's spool directories: bodies here stream instead of being spooled to them.
+    "client_body_temp_path": (HTTP, SERVER, LOCATION), "proxy_temp_path": (HTTP, SERVER, LOCATION),
+    "fastcgi_temp_path": (HTTP, SERVER, LOCATION), "uwsgi_temp_path": (HTTP, SERVER, LOCATION),
+    "scgi_temp_path": (HTTP, SERVER, LOCATION),
 }
 
 _DEFAULT_TYPES = {"html": "text/html", "gif": "image/gif", "jpg": "image/jpeg"}
