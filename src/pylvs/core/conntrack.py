@@ -427,9 +427,12 @@ class ConnectionTable:
 
     def live(self) -> Iterator[Connection]:
         """Every entry still counted, including templates already unhashed (wheel order)."""
+        seen: set[int] = set()
         for bucket in list(self._wheel.values()):
             for c in bucket.conns:
-                if c.bucket is bucket:
+                # An entry can sit twice in its own bucket (re-filed where a stale copy was).
+                if c.bucket is bucket and id(c) not in seen:
+                    seen.add(id(c))
                     yield c
 
     def entries(self) -> Iterator[Connection]:

@@ -233,9 +233,11 @@ class Director:
         already exists is returned as it is (unless it is a TCP TIME_WAIT entry without
         persistence, which a new SYN replaces, as conn_reuse_mode does).
         """
-        plan = self._plan(protocol, vaddr, vport, fwmark)
+        plan = None if fwmark else self._services.by_addr.get((protocol, vaddr, vport))
         if plan is None:
-            return None
+            plan = self._plan(protocol, vaddr, vport, fwmark)
+            if plan is None:
+                return None
         now = self.clock()
         ckey = (_from_bytes(caddr, "big") << 24) | (cport << 8) | protocol
         if len(caddr) == 16:
