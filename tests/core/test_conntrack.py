@@ -28,7 +28,7 @@ from pylvs.core.director import (
     Connection,
     Director,
 )
-from pylvs.core.model import DestFlags, ForwardingMethod, Protocol, RealServer, Timeouts
+from pylvs.core.model import DestFlags, DestSpec, ForwardingMethod, Protocol, RealServer, Timeouts
 
 from .test_director_support import FakeClock, add_dest, add_service, ip, make_director
 
@@ -428,3 +428,45 @@ def test_least_connection_scheduler_follows_state_changes() -> None:
     fourth = _open(d, 4)
     assert fourth.dest is first.dest
     assert {rs1.inactconns + rs1.activeconns, rs2.inactconns + rs2.activeconns} == {2}
+
+
+def test_new_syn_on_closed_entry_is_rescheduled_but_not_on_established() -> None:
+    d, _, (rs1, rs2) = _nat(2)
+    first = _open(d)
+    d.tcp_packet(first, DIR_INPUT, TCP_ACK)
+    assert _open(d) is first  # ESTABLISHED: the SYN belongs to it
+    d.tcp_packet(first, DIR_OUTPUT, TCP_RST)  # CLOSE
+    second = _open(d)
+    assert second is not first and not first.alive
+    assert second.dest is not first.dest  # rr moved on
+    assert rs1.total_conns + rs2.total_conns == 1
+
+
+def test_expire_nodest_conn_drops_entries_of_a_deleted_server_at_their_next_packet() -> None:
+    d, _, _ = _nat(2)
+    a = _open(d, 1)
+    b = _open(d, 2)
+    gone = a.dest
+    assert gone.service is not None
+    key = gone.service.key
+    d.table.del_dest(key, gone.addr, gone.port)
+    # Off (the default): the entry stays and is found.
+    assert d.lookup(6, C, 1, VIP, 80) is a
+    d.expire_nodest_conn = True
+    assert d.lookup(6, C, 1, VIP, 80) is None and not a.alive
+    assert gone.total_conns == 0
+    assert d.lookup(6, C, 2, VIP, 80) is b  # the other server's entry is untouched
+    again = _open(d, 1)
+    assert again.dest is b.dest
+
+
+def test_expire_nodest_conn_reschedules_a_syn_for_a_quiescent_server() -> None:
+    d, _, _ = _nat(2)
+    d.expire_nodest_conn = True
+    a = _open(d, 1)
+    d.tcp_packet(a, DIR_INPUT, TCP_ACK)
+    old_dest = a.dest
+    assert old_dest.service is not None
+    d.table.edit_dest(old_dest.service.key, DestSpec(old_dest.addr, 80, ForwardingMethod.MASQ, 0))
+    moved = _open(d, 1)
+    assert moved is not a and moved.dest is not old_dest

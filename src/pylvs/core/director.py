@@ -155,6 +155,9 @@ class Director:
         self.max_connections = max_connections
         # sysctl net.ipv4.vs.expire_quiescent_template (off by default, as in the kernel).
         self.expire_quiescent_template = False
+        # sysctl net.ipv4.vs.expire_nodest_conn (off by default): entries of a deleted real
+        # server go at their next packet instead of living out their timeout.
+        self.expire_nodest_conn = False
         self.refused_full = 0
         self.refused_no_dest = 0
         now = clock()
@@ -247,13 +250,9 @@ class Director:
         if head is not None:
             old = self._match(head, vaddr, vport)
             if old is not None:
-                if (
-                    protocol == _IPPROTO_TCP and old.state == TCP_S_TIME_WAIT
-                    and old.control is None
-                ):
-                    self._drop(old)
-                else:
+                if not self._reschedule(old, protocol):
                     return old
+                self._drop(old)
         if table.count >= self.max_connections:
             self.refused_full += 1
             return None
@@ -299,6 +298,16 @@ class Director:
             sched.conns_changed(dest)  # type: ignore[union-attr]
         table.insert(conn, now)
         return conn
+
+    def _reschedule(self, old: Connection, protocol: int) -> bool:
+        """A new SYN for an existing entry (conn_reuse_mode 1): start over when the entry is
+        closing (TIME_WAIT, CLOSE) and not under a template, or when ``expire_nodest_conn`` is
+        set and its server was made quiescent."""
+        if self.expire_nodest_conn and old.dest.weight == 0:
+            return True
+        if protocol != _IPPROTO_TCP or old.control is not None:
+            return False
+        return old.state == TCP_S_TIME_WAIT or old.state == TCP_S_CLOSE
 
     @staticmethod
     def _match(head: Connection, vaddr: bytes, vport: int) -> Connection | None:
@@ -416,8 +425,18 @@ class Director:
         c = self.conns.conns.get(k)
         while c is not None:
             if c.vport == vport and c.vaddr == vaddr:
+                if c.dest.flags is not _AVAILABLE and self.expire_nodest_conn:
+                    return self._nodest(c)
                 return c
             c = c.next
+        return None
+
+    def _nodest(self, conn: Connection) -> Connection | None:
+        """expire_nodest_conn: an entry whose real server was deleted goes at its next packet,
+        so that packet finds nothing and a new connection is scheduled."""
+        if conn.dest.flags & DestFlags.AVAILABLE:
+            return conn
+        self._drop(conn)
         return None
 
     def lookup_reply(
