@@ -127,6 +127,7 @@ class Lab:
             sh("ip", "-n", self.hub, "link", "add", f"p{role}", "type", "veth", "peer", "name", "eth0", "netns", ns)
             sh("ip", "-n", self.hub, "link", "set", f"p{role}", "master", "br0", "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0")
             sh("ip", "-n", ns, "addr", "add", f"{self.addr(role)}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
 
@@ -141,6 +142,8 @@ class Lab:
 
     def has_vip(self, role: str, vip: str = VIP) -> bool:
         out = sh("ip", "-n", self.ns(role), "-o", "addr", "show", "dev", "eth0", check=False).stdout
+        if ":" in vip:
+            out = out.replace(" dadfailed", "")
         return f" {vip}/" in out
 
     def vip_holders(self, vip: str = VIP) -> list[str]:
@@ -200,7 +203,7 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         lab.destroy()
 
 
-def instance_conf(*, state: str = "BACKUP", prio: int = 100, version: int = 2, advert: float = 1.0,
+def instance_conf(*, state: str = "BACKUP", prio: int = 100, version: int = 2, advert: float = 1.0, vip: str = f"{VIP}/24",
                   password: str | None = "secret", vrid: int = 42, nopreempt: bool = False,
                   extra: str = "", unicast: tuple[str, str] | None = None, notify: str | None = None) -> str:
     auth = ""
@@ -222,7 +225,7 @@ vrrp_instance VI_T {{
     advert_int {advert}
     version {version}
 {auth}{uc}{nt}{'    nopreempt' + chr(10) if nopreempt else ''}    virtual_ipaddress {{
-        {VIP}/24 dev eth0 label eth0:vip
+        {vip} dev eth0{' label eth0:vip' if '.' in vip else ''}
     }}
 {extra}}}
 """

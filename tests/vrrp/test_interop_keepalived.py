@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from tests.vrrp.conftest import Lab, instance_conf, wait_for
+from tests.vrrp.conftest import VIP, Lab, instance_conf, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -16,11 +16,17 @@ def settle_one_holder(lab: Lab, role: str, timeout: float = 15.0) -> None:
     assert wait_for(lambda: lab.vip_holders() == [role], timeout), (lab.vip_holders(), [p.logtext()[-2000:] for p in lab.procs])
 
 
+def stays_one_holder(lab: Lab, role: str, seconds: float, vip: str = VIP) -> None:
+    """Longer than the other router's Master_Down_Interval: it really hears the master."""
+    assert not wait_for(lambda: lab.vip_holders(vip) != [role], seconds), (lab.vip_holders(vip), [p.logtext()[-2000:] for p in lab.procs])
+
+
 @pytest.mark.parametrize("version,advert", [(2, 1.0), (3, 0.2)])
 def test_pylvs_master_keepalived_backup_failover_and_preemption(lab: Lab, version: int, advert: float) -> None:
     py = lab.pylvs("a", instance_conf(prio=150, version=version, advert=advert))
     lab.keepalived("b", instance_conf(prio=100, version=version, advert=advert))
     settle_one_holder(lab, "a")
+    stays_one_holder(lab, "a", 3 * advert + 1)
     assert wait_for(lambda: py.instance().get("state") == "MASTER", 5)
     assert "Entering BACKUP STATE" in lab.procs[1].logtext()
     # SIGKILL the pylvs master: keepalived takes over after Master_Down_Interval
@@ -40,6 +46,7 @@ def test_keepalived_master_pylvs_backup_failover_on_sigterm_and_preemption(lab: 
     ka = lab.keepalived("a", instance_conf(state="MASTER", prio=150, version=version, advert=advert))
     py = lab.pylvs("b", instance_conf(prio=100, version=version, advert=advert))
     settle_one_holder(lab, "a")
+    stays_one_holder(lab, "a", 3 * advert + 1)
     assert wait_for(lambda: py.instance().get("state") == "BACKUP", 5)
     assert wait_for(lambda: py.instance().get("master") == lab.addr("a"), 3 * advert + 3)
     # keepalived stops: it sends priority 0, pylvs takes over after the skew time only
@@ -102,3 +109,17 @@ def test_different_vrid_is_another_group(lab: Lab) -> None:
     lab.keepalived("b", instance_conf(prio=100, version=3, advert=0.2, vrid=43))
     assert wait_for(lambda: lab.vip_holders() == ["a", "b"], 6)
     assert py.instance()["stats"]["advert_rcvd"] == 0  # type: ignore[index]
+
+
+def test_ipv6_v3_election_and_failover_with_keepalived(lab: Lab) -> None:
+    vip6 = "fd77::100"
+    for role in ("a", "b"):
+        lab.exec(role, "ip", "-6", "addr", "add", f"fd77::{ {'a': 1, 'b': 2}[role] }/64", "dev", "eth0", "nodad")
+    conf = dict(version=3, advert=0.2, vip=f"{vip6}/64", password=None)
+    py = lab.pylvs("a", instance_conf(prio=150, **conf))  # type: ignore[arg-type]
+    ka = lab.keepalived("b", instance_conf(prio=100, **conf))  # type: ignore[arg-type]
+    assert wait_for(lambda: lab.vip_holders(vip6) == ["a"], 10), (py.logtext()[-1500:], ka.logtext()[-1500:])
+    stays_one_holder(lab, "a", 1.6, vip6)
+    assert py.instance().get("state") == "MASTER"
+    py.stop(signal.SIGTERM)
+    assert wait_for(lambda: lab.vip_holders(vip6) == ["b"], 3), ka.logtext()[-1500:]

@@ -121,6 +121,7 @@ class AddressManager:
             kw["scope"] = _SCOPES[vip.scope]
         if ":" in vip.address:
             kw["family"] = socket.AF_INET6
+            kw["flags"] = 0x02  # IFA_F_NODAD: a VIP moving between routers must answer at once
             kw.pop("label", None)
         return kw
 
@@ -138,9 +139,8 @@ class AddressManager:
         from pyroute2 import NetlinkError
 
         kw = self._kw(vip)
-        kw.pop("label", None)
-        kw.pop("broadcast", None)
-        kw.pop("scope", None)
+        for k in ("label", "broadcast", "scope", "flags"):
+            kw.pop(k, None)
         try:
             in_netlink_thread(lambda: self._ipr.addr("del", **kw))
         except NetlinkError as exc:
