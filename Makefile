@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: all demo test lint typecheck check bench bench-proxy bench-micro clean sysdeps-test sysdeps-bench vm-run bench-kernel bench-failover
+.PHONY: all demo test lint typecheck check bench bench-proxy bench-micro bench-health bench-failover bench-kernel vm-run clean sysdeps-test sysdeps-bench vm-run bench-kernel bench-failover
 
 all: test
 
@@ -62,6 +62,9 @@ bench-kernel: $(STAMP) sysdeps-test
 
 bench-failover: $(STAMP) sysdeps-test
 	$(PY) bench/bench_failover.py
+
+bench-health: $(STAMP)
+	$(PY) bench/bench_health.py
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
