@@ -94,3 +94,22 @@ def test_help_and_version_need_no_director(tmp_path: Path) -> None:
     assert (got.stdout, got.returncode) == (
         "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n", 0
     )
+
+
+def _script(entry: str, sock: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    code = f"import sys; from pylvs.cli.ipvsadm import {entry}; sys.exit({entry}())"
+    return subprocess.run(
+        [PY, "-c", code, "--control-socket", str(sock), *args],
+        input=stdin, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_save_and_restore_scripts_reach_the_daemon_named_on_their_command_line(director: Path) -> None:
+    assert _pylvsadm(director, "-A", "-t", "10.3.3.3:80", "-s", "rr").returncode == 0
+    rules = "# kept by hand\n-A -u 10.4.4.4:53 -s wrr\n-a -u 10.4.4.4:53 -r 10.5.5.5 -m -w 2\n"
+    got = _script("restore_main", director, stdin=rules)
+    assert (got.stdout, got.stderr, got.returncode) == ("", "", 0)
+    saved = _script("save_main", director, "-n")
+    assert (saved.stdout, saved.returncode) == (
+        "-A -u 10.4.4.4:53 -s wrr\n-a -u 10.4.4.4:53 -r 10.5.5.5:53 -m -w 2\n", 0
+    )

@@ -1141,7 +1141,7 @@ def main(
 
 def save_main(argv: Sequence[str] | None = None, **kwargs: Any) -> int:
     """``pylvsadm-save [-n]``: ipvsadm-save, the table as ``-A``/``-a`` lines on stdout."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args, socket_path = _split_control_socket(list(sys.argv[1:] if argv is None else argv))
     err = kwargs.get("stderr") or sys.stderr
     numeric = False
     for a in args:
@@ -1153,21 +1153,25 @@ def save_main(argv: Sequence[str] | None = None, **kwargs: Any) -> int:
                 "   With the -n option, prints out the table in numeric format.\n"
             )
             return 1
-    return main(["-S", "-n"] if numeric else ["-S"], **kwargs)
+    where = ["--control-socket", socket_path] if socket_path else []
+    return main([*where, "-S", *(["-n"] if numeric else [])], **kwargs)
 
 
 def restore_main(argv: Sequence[str] | None = None, **kwargs: Any) -> int:
-    """``pylvsadm-restore``: ipvsadm-restore, clear the table then ``-R`` from stdin (``#`` lines
-    dropped first)."""
+    """``pylvsadm-restore``: ipvsadm-restore, ``#`` lines dropped, the table cleared, then ``-R``.
+
+    Like the script, the exit status is the restore's; other arguments are ignored.
+    """
     import io
 
+    args, socket_path = _split_control_socket(list(sys.argv[1:] if argv is None else argv))
+    del args  # ipvsadm-restore takes none
+    where = ["--control-socket", socket_path] if socket_path else []
     inp = kwargs.pop("stdin", None) or sys.stdin
     kept = [ln for ln in inp.read().split("\n") if not ln.startswith("#")]
     text = "\n".join(kept).rstrip("\n") + "\n"
-    rc = main(["-C"], **kwargs)
-    if rc != 0:
-        return rc
-    return main(["-R"], stdin=io.StringIO(text), **kwargs)
+    main([*where, "-C"], **kwargs)
+    return main([*where, "-R"], stdin=io.StringIO(text), **kwargs)
 
 
 if __name__ == "__main__":
