@@ -408,7 +408,7 @@ def test_refreshing_a_timer_does_not_grow_the_wheel() -> None:
         clock.advance(0.5)
         d.tcp_packet(conn, DIR_INPUT, TCP_ACK)
         d.tick()
-    assert sum(len(b.conns) for b in d.conns._wheel.values()) <= 2
+    assert sum(len(b.conns) for b in d.conns.wheel.values()) <= 2
     assert conn.alive and conn.deadline == clock.now + 900
 
 

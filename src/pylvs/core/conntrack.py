@@ -304,8 +304,8 @@ class ConnectionTable:
         self.conns: dict[int, Connection] = {}
         self.templates: dict[int, Connection] = {}
         self.count = 0  # entries stored (connections and templates)
-        self._wheel: dict[int, _Bucket] = {}
-        self._wheel_pos = math.floor(now)  # every bucket at or before this second is done
+        self.wheel: dict[int, _Bucket] = {}
+        self.wheel_pos = math.floor(now)  # every bucket at or before this second is done
         self._on_expire = on_expire
 
     # ---- hashing -------------------------------------------------------------------------
@@ -336,11 +336,11 @@ class ConnectionTable:
         self.count += 1
         deadline = conn.deadline = now + conn.timeout
         sec = math.ceil(deadline)
-        if sec <= self._wheel_pos:
-            sec = self._wheel_pos + 1
-        bucket = self._wheel.get(sec)
+        if sec <= self.wheel_pos:
+            sec = self.wheel_pos + 1
+        bucket = self.wheel.get(sec)
         if bucket is None:
-            bucket = self._wheel[sec] = _Bucket(sec)
+            bucket = self.wheel[sec] = _Bucket(sec)
         bucket.conns.append(conn)
         conn.bucket = bucket
 
@@ -365,26 +365,26 @@ class ConnectionTable:
         sec = math.ceil(deadline)
         if b is not None and b.at <= sec:
             return  # its bucket comes first; it is re-filed then
-        if sec <= self._wheel_pos:
-            sec = self._wheel_pos + 1
-        bucket = self._wheel.get(sec)
+        if sec <= self.wheel_pos:
+            sec = self.wheel_pos + 1
+        bucket = self.wheel.get(sec)
         if bucket is None:
-            bucket = self._wheel[sec] = _Bucket(sec)
+            bucket = self.wheel[sec] = _Bucket(sec)
         bucket.conns.append(conn)
         conn.bucket = bucket
 
     def expire(self, now: float) -> int:
         """Run every bucket due by ``now``; returns how many entries were dropped."""
         end = math.floor(now)
-        pos = self._wheel_pos
+        pos = self.wheel_pos
         if end <= pos:
             return 0
-        wheel = self._wheel
+        wheel = self.wheel
         if end - pos > 2 * len(wheel) + 64:
             due = sorted(s for s in wheel if s <= end)
         else:
             due = [s for s in range(pos + 1, end + 1) if s in wheel]
-        self._wheel_pos = end
+        self.wheel_pos = end
         dropped = 0
         on_expire = self._on_expire
         conns = self.conns
@@ -413,13 +413,17 @@ class ConnectionTable:
         self.count -= dropped
         return dropped
 
+    def new_bucket(self, sec: int) -> _Bucket:
+        bucket = self.wheel[sec] = _Bucket(sec)
+        return bucket
+
     def _refile(self, conn: Connection) -> None:
         sec = math.ceil(conn.deadline)
-        if sec <= self._wheel_pos:
-            sec = self._wheel_pos + 1
-        bucket = self._wheel.get(sec)
+        if sec <= self.wheel_pos:
+            sec = self.wheel_pos + 1
+        bucket = self.wheel.get(sec)
         if bucket is None:
-            bucket = self._wheel[sec] = _Bucket(sec)
+            bucket = self.wheel[sec] = _Bucket(sec)
         bucket.conns.append(conn)
         conn.bucket = bucket
 
@@ -428,7 +432,7 @@ class ConnectionTable:
     def live(self) -> Iterator[Connection]:
         """Every entry still counted, including templates already unhashed (wheel order)."""
         seen: set[int] = set()
-        for bucket in list(self._wheel.values()):
+        for bucket in list(self.wheel.values()):
             for c in bucket.conns:
                 # An entry can sit twice in its own bucket (re-filed where a stale copy was).
                 if c.bucket is bucket and id(c) not in seen:

@@ -17,11 +17,13 @@ Addresses are packed bytes (4 or 16), ports host-order ints, exactly as read fro
 from __future__ import annotations
 
 import ipaddress
+import math
 import time
 from collections.abc import Callable
 
 from pylvs.core.conntrack import (
     CONN_F_FWD_MASK,
+    CONN_F_HASHED,
     CONN_F_INACTIVE,
     CONN_F_NOOUTPUT,
     CONN_F_ONE_PACKET,
@@ -94,6 +96,7 @@ __all__ = [
 ]
 
 _AVAILABLE = DestFlags.AVAILABLE
+_ceil = math.ceil
 _from_bytes = int.from_bytes  # a global lookup is cheaper than int.from_bytes each time
 _IPPROTO_IP = 0
 _IPPROTO_TCP = 6
@@ -296,7 +299,21 @@ class Director:
             dest.flags |= DestFlags.OVERLOAD
         if sched.reads_conns:  # type: ignore[union-attr]
             sched.conns_changed(dest)  # type: ignore[union-attr]
-        table.insert(conn, now)
+        # ConnectionTable.insert, inline: this is the path a SYN flood takes.
+        conns = table.conns
+        conn.next = conns.get(ckey)
+        conns[ckey] = conn
+        conn.flags = flags | CONN_F_HASHED
+        table.count += 1
+        deadline = conn.deadline = now + conn.timeout
+        sec = _ceil(deadline)
+        if sec <= table.wheel_pos:
+            sec = table.wheel_pos + 1
+        bucket = table.wheel.get(sec)
+        if bucket is None:
+            bucket = table.new_bucket(sec)
+        bucket.conns.append(conn)
+        conn.bucket = bucket
         return conn
 
     def _reschedule(self, old: Connection, protocol: int) -> bool:
