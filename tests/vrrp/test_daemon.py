@@ -5,6 +5,7 @@ reaching the VIP across a failover."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -150,3 +151,18 @@ def test_client_keeps_reaching_vip_across_failover(lab: Lab) -> None:
         for s in servers:
             s.kill()
             s.wait()
+
+
+def test_vrrp_blocked_peer_alive_is_reported_and_split_brain_detected(lab: Lab) -> None:
+    if shutil.which("nft") is None:
+        pytest.skip("needs nft (nftables) to drop protocol 112")
+    lab.keepalived("a", instance_conf(prio=150, version=3, advert=0.2))
+    py = lab.pylvs("b", instance_conf(prio=100, version=3, advert=0.2))
+    assert wait_for(lambda: lab.vip_holders() == ["a"] and py.instance().get("state") == "BACKUP", 10)
+    # a firewall on b starts dropping VRRP: the classic split brain of the seed
+    lab.exec("b", "nft", "add table inet vrrptest")
+    lab.exec("b", "nft", "add chain inet vrrptest in { type filter hook input priority 0 ; }")
+    lab.exec("b", "nft", "add rule inet vrrptest in meta l4proto 112 drop")
+    assert wait_for(lambda: lab.vip_holders() == ["a", "b"], 5)
+    assert wait_for(lambda: py.instance().get("silent_peer_alive") == lab.addr("a"), 5), py.logtext()[-2000:]
+    assert wait_for(lambda: py.instance().get("split_brain") == VIP, 5), py.logtext()[-2000:]

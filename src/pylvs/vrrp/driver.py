@@ -22,7 +22,7 @@ import signal
 import socket
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from pylvs.config import keepalived as K
@@ -143,7 +143,8 @@ class Runtime:
     sock: netio.VRRPSocket
     link: netio.LinkSocket | None
     timer: asyncio.TimerHandle | None = None
-    iface_down: set[str] = field(default_factory=set)
+    silent_probe: tuple[bytes, float] | None = None
+    silent_peer: str | None = None  # last master that went silent yet answered a probe
 
 
 class KeepalivedDaemon:
@@ -345,6 +346,16 @@ class KeepalivedDaemon:
                 return
             if seen.sender_mac == link.mac or seen.sender_ip == b"\0\0\0\0":
                 continue
+            now = self.loop.time()
+            for rt in self.runtimes.values():
+                probe = rt.silent_probe
+                if probe and seen.op == 2 and seen.sender_ip == probe[0] and now <= probe[1]:
+                    rt.silent_probe = None
+                    rt.silent_peer = _ntop(probe[0])
+                    log.warning("(%s) peer %s stopped advertising but still answers ARP: VRRP between us is "
+                                "blocked, or its VRRP daemon died; a split brain follows if it keeps the VIP",
+                                rt.plan.instance.name, rt.silent_peer)
+                    self.write_state()
             for rt in self.runtimes.values():
                 if rt.link is link and rt.router.state is State.MASTER and seen.sender_ip in rt.router._vip_packed:
                     mac = seen.sender_mac.hex(":")
@@ -392,6 +403,11 @@ class KeepalivedDaemon:
             elif isinstance(a, Notify):
                 changed = True
                 self._notify(rt, a)
+                if a.state is State.MASTER and rt.link and len(rt.router.previous_master) == 4:
+                    # its adverts stopped: does the old master still answer on the wire?
+                    rt.silent_probe = (rt.router.previous_master, self.loop.time() + 1.0)
+                    with contextlib.suppress(OSError):
+                        rt.link.probe(rt.plan.router.primary_address, rt.router.previous_master)
             elif isinstance(a, SplitBrain):
                 changed = True
                 self._metrics.split_brain(name, a.active)
@@ -579,6 +595,7 @@ class KeepalivedDaemon:
                 "master": _ntop(r.master_address) if r.master_address else None,
                 "vips": list(r.config.vips), "faults": sorted(r.faults),
                 "split_brain": _ntop(r.split_brain_peer) if r.split_brain_peer else None,
+                "silent_peer_alive": rt.silent_peer,
                 "stats": dataclasses.asdict(r.stats),
             }
         out["instances"] = inst

@@ -174,6 +174,7 @@ class VRRPRouter:
     priority_offset: int = 0
     master_adver_int: float = 0.0
     master_address: bytes = b""
+    previous_master: bytes = b""  # the master we took over from (whose adverts stopped)
     master_priority: int = 0
     faults: set[str] = field(default_factory=set)
     split_brain_peer: bytes | None = None
@@ -263,6 +264,8 @@ class VRRPRouter:
         self.state = State.MASTER
         self._clear_timers()
         self.master_adver_int = cfg.adver_int
+        if self.master_address and self.master_address != cfg.primary_address:
+            self.previous_master = self.master_address
         self.master_address = cfg.primary_address
         self._evidence.clear()
         self.stats.become_master += 1
