@@ -1,0 +1,30 @@
+"""Golden replay in the VM, part 1: the table and listing cases (a_seed, b_listings,
+b_roundtrip) run as recorded, with pylvsadm on the kernel's IPVS standing in for ipvsadm:
+every step's stdout, stderr and exit code must match the recording."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.kernel.conftest import run_guest_script
+from tests.kernel.golden_compare import GOLDEN, differences
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+CASES = ("a_seed", "b_listings", "b_roundtrip")
+
+
+@pytest.fixture(scope="module")
+def replay() -> dict[str, Any]:
+    if not GOLDEN.is_dir():
+        pytest.skip(f"golden recordings not found at {GOLDEN}")
+    return run_guest_script("guest_golden.py", 300, *CASES)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_pylvsadm_on_kernel_matches_golden(replay: dict[str, Any], case: str) -> None:
+    result = replay[case]
+    assert result["script_rc"] == 0, result["script_stderr"]
+    diffs = differences(case, result["steps"])
+    assert not diffs, "\n".join(diffs[:20])
