@@ -129,9 +129,11 @@ def who(reply: bytes) -> str:
 
 def proxy_test(
     fn: Callable[..., Awaitable[None]] | None = None, *, loop: str = "uvloop",
+    **plane_options: Any,
 ) -> Any:
     """Run an async test on a fresh loop (uvloop unless ``loop="asyncio"``), handing it a new
-    ``director`` and, if it asks for one, a started ``plane`` that is stopped afterwards."""
+    ``director`` and, if it asks for one, a started ``plane`` (with ``plane_options``) that is
+    stopped afterwards."""
 
     def deco(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
         sig = inspect.signature(fn)
@@ -140,7 +142,8 @@ def proxy_test(
         def test(**kwargs: Any) -> None:
             async def main() -> None:
                 director = Director()
-                plane = ProxyDataPlane(director, connect_timeout=2.0, housekeeping_interval=0.2)
+                options = {"connect_timeout": 2.0, "housekeeping_interval": 0.2, **plane_options}
+                plane = ProxyDataPlane(director, **options)
                 if wants_plane:
                     await plane.start()
                     kwargs["plane"] = plane
@@ -340,10 +343,8 @@ async def test_half_close_by_server_reaches_client_which_can_still_send(
         srv.close()
 
 
-@proxy_test
-async def test_large_transfer_keeps_every_byte_both_ways(
-    director: Director, plane: ProxyDataPlane,
-) -> None:
+async def transfer_both_ways(director: Director, plane: ProxyDataPlane) -> None:
+    """50 MB up, then 50 MB down, through the proxy, checked by SHA-256 at both ends."""
     size = 50 * 1024 * 1024
     block = os.urandom(1 << 20)
     sent = hashlib.sha256()
@@ -388,6 +389,68 @@ async def test_large_transfer_keeps_every_byte_both_ways(
         await until(lambda: not plane.describe()["counters"]["tcp_relays"], "relay end")
         st = director.table.get_service(key).stats
         assert st.inbytes == size and st.outbytes == size + 32
+    finally:
+        srv.close()
+
+
+@proxy_test
+async def test_large_transfer_keeps_every_byte_both_ways_through_splice(
+    director: Director, plane: ProxyDataPlane,
+) -> None:
+    await transfer_both_ways(director, plane)
+    assert plane.describe()["counters"]["spliced"] == 2  # both directions went zero-copy
+
+
+@proxy_test(splice=False)
+async def test_large_transfer_keeps_every_byte_both_ways_through_transports(
+    director: Director, plane: ProxyDataPlane,
+) -> None:
+    await transfer_both_ways(director, plane)
+    assert plane.describe()["counters"]["spliced"] == 0
+
+
+@proxy_test(loop="asyncio")
+async def test_large_transfer_on_the_default_loop(
+    director: Director, plane: ProxyDataPlane,
+) -> None:
+    await transfer_both_ways(director, plane)
+
+
+@proxy_test
+async def test_client_reset_during_a_spliced_download_resets_the_server(
+    director: Director, plane: ProxyDataPlane,
+) -> None:
+    ended: list[str] = []
+    block = b"y" * (1 << 20)
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            for _ in range(2000):  # bounded: 2 GB at most
+                w.write(block)
+                await w.drain()
+            ended.append("finished")
+        except OSError:
+            ended.append("reset")
+        w.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.11", 0)
+    try:
+        key = tcp_key(free_port(VIP))
+        director.table.add_service(ServiceSpec(key, "rr"))
+        director.table.add_dest(key, DestSpec(
+            parse_address("127.0.0.11"), srv.sockets[0].getsockname()[1], ForwardingMethod.MASQ,
+        ))
+        r, w = await asyncio.open_connection(VIP, key.port)
+        got = 0
+        while got < 8 << 20:
+            got += len(await asyncio.wait_for(r.read(1 << 20), TIMEOUT))
+        assert plane.describe()["counters"]["spliced"] == 1
+        sock = w.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        w.transport.abort()
+        await until(lambda: bool(ended), "server notices")
+        assert ended == ["reset"]
+        await until(lambda: not plane.describe()["counters"]["tcp_relays"], "relay gone")
     finally:
         srv.close()
 

@@ -54,6 +54,7 @@ class ProxyContext:
     high_water: int
     max_tcp_relays: int
     max_udp_flows: int
+    splice: bool = True
     relays: set[ClientSide] = field(default_factory=set)
     udp_flows: dict[Any, UdpFlow] = field(default_factory=dict)
     accepted: int = 0
@@ -61,6 +62,7 @@ class ProxyContext:
     connect_failures: int = 0
     retried: int = 0
     udp_dropped: int = 0
+    spliced: int = 0
     _hosts: dict[bytes, str] = field(default_factory=dict)
 
     def host_of(self, af: int, packed: bytes) -> str:

@@ -31,12 +31,17 @@ import struct
 from typing import TYPE_CHECKING, Any, cast
 
 from pylvs.core.director import DIR_INPUT, DIR_OUTPUT
+from pylvs.dataplane._proxy_splice import SpliceLeg
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylvs.core.director import Connection
     from pylvs.dataplane._proxy_common import ProxyContext, ServiceEndpoint
 
 _LINGER_RST = struct.pack("ii", 1, 0)
+# A read this large means the peer is streaming; after SPLICE_AFTER of them in one direction
+# that direction moves to splice (when the data plane allows it).
+SPLICE_READ = 65536
+SPLICE_AFTER = 4
 log = logging.getLogger("pylvs.dataplane.proxy")
 
 
@@ -76,9 +81,12 @@ class ServerSide(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         relay = self.relay
+        n = len(data)
         relay.out_pkts += 1
-        relay.out_bytes += len(data)
+        relay.out_bytes += n
         relay.client.write(data)  # type: ignore[union-attr]
+        if n >= SPLICE_READ:
+            relay.big_read(False)
 
     def eof_received(self) -> bool:
         self.relay.server_eof_received()
@@ -105,9 +113,9 @@ class ClientSide(asyncio.Protocol):
     """One proxied connection, from the client's side: it owns the relay's state."""
 
     __slots__ = (
-        "client", "client_eof", "conn", "connect_task", "connected", "ctx", "endpoint",
-        "finished", "in_bytes", "in_pkts", "out_bytes", "out_pkts", "peer", "pending",
-        "pending_size", "server", "server_eof", "sink",
+        "big_in", "big_out", "client", "client_eof", "conn", "connect_task", "connected",
+        "ctx", "endpoint", "finished", "in_bytes", "in_leg", "in_pkts", "out_bytes", "out_leg",
+        "out_pkts", "peer", "pending", "pending_size", "server", "server_eof", "sink",
     )
 
     def __init__(self, ctx: ProxyContext, endpoint: ServiceEndpoint) -> None:
@@ -131,6 +139,11 @@ class ClientSide(asyncio.Protocol):
         self.pending: list[bytes] = []
         self.pending_size = 0
         self.sink = self._hold
+        # Bulk path (see _proxy_splice): full-size reads seen per direction, and the legs.
+        self.big_in = 0
+        self.big_out = 0
+        self.in_leg: SpliceLeg | None = None
+        self.out_leg: SpliceLeg | None = None
 
     # ---- client transport events ---------------------------------------------------------
 
@@ -166,9 +179,65 @@ class ClientSide(asyncio.Protocol):
         self.connect_task = ctx.loop.create_task(self._connect(conn))
 
     def data_received(self, data: bytes) -> None:
+        n = len(data)
         self.in_pkts += 1
-        self.in_bytes += len(data)
+        self.in_bytes += n
         self.sink(data)
+        if n >= SPLICE_READ:
+            self.big_read(True)
+
+    def big_read(self, from_client: bool) -> None:
+        """A full-size read: after a few, move that direction to splice."""
+        if from_client:
+            self.big_in += 1
+            if self.big_in < SPLICE_AFTER or self.in_leg is not None:
+                return
+        else:
+            self.big_out += 1
+            if self.big_out < SPLICE_AFTER or self.out_leg is not None:
+                return
+        if not self.ctx.splice or self.finished or self.sink == self._hold:
+            return
+        client = self.client
+        server = self.server.transport if self.server is not None else None
+        if client is None or server is None:
+            return
+        src, dst = (client, server) if from_client else (server, client)
+        if dst.get_write_buffer_size():
+            return  # bytes still queued in this direction: try again on a later read
+        if from_client:
+            leg = SpliceLeg(self, src, dst, self._count_in, self._spliced_client_eof)
+        else:
+            leg = SpliceLeg(self, src, dst, self._count_out, self.server_eof_received)
+        if not leg.start():
+            self.ctx.splice = False  # this host cannot splice; stop trying
+            return
+        self.ctx.spliced += 1
+        if from_client:
+            self.in_leg = leg
+        else:
+            self.out_leg = leg
+
+    def _count_in(self, n: int) -> None:
+        self.in_pkts += 1
+        self.in_bytes += n
+
+    def _count_out(self, n: int) -> None:
+        self.out_pkts += 1
+        self.out_bytes += n
+
+    def _spliced_client_eof(self) -> None:
+        self.eof_received()
+
+    def splice_failed(self, exc: OSError) -> None:
+        """A spliced direction hit a socket error: reset both sides, as a transport would."""
+        if self.finished:
+            return
+        if self.client is not None:
+            reset_transport(self.client)
+        if self.server is not None and self.server.transport is not None:
+            reset_transport(self.server.transport)
+        self._finish()
 
     def _hold(self, data: bytes) -> None:
         # Bytes that came before the real server answered: kept, up to the high-water mark.
@@ -331,6 +400,10 @@ class ClientSide(asyncio.Protocol):
         if self.finished:
             return
         self.finished = True
+        if self.in_leg is not None:
+            self.in_leg.close()
+        if self.out_leg is not None:
+            self.out_leg.close()
         self.ctx.relays.discard(self)
         conn = self.conn
         if conn is None:

@@ -23,6 +23,9 @@ listening socket while the connections already relayed carry on, as IPVS keeps e
 connections of a deleted service. Listening sockets set ``IP_FREEBIND`` so a VIP that VRRP has not
 yet brought up can be bound.
 
+Bulk streams move to ``os.splice`` (``_proxy_splice``) after a few full-size reads, unless
+``splice=False``; request/response traffic stays on the transports.
+
 The data plane also runs a housekeeping timer (``housekeeping_interval``, 1 s): it hands batched
 traffic counts to the core, closes idle UDP flows, and calls ``Director.tick`` unless
 ``drive_tick=False`` (when the daemon drives the core's clock itself).
@@ -42,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from pylvs.core.model import Protocol, ServiceKey, VirtualService
 from pylvs.core.table import TableListener
 from pylvs.dataplane._proxy_common import ProxyContext, ServiceEndpoint
+from pylvs.dataplane._proxy_splice import AVAILABLE as splice_available
 from pylvs.dataplane._proxy_tcp import ClientSide
 from pylvs.dataplane._proxy_udp import UdpService
 
@@ -145,6 +149,7 @@ class ProxyDataPlane:
         max_udp_flows: int = 65_536,
         housekeeping_interval: float = 1.0,
         drive_tick: bool = True,
+        splice: bool = True,
     ) -> None:
         if connect_timeout <= 0 or retries < 0 or high_water < 1024:
             raise ValueError("connect_timeout > 0, retries >= 0 and high_water >= 1024 needed")
@@ -156,6 +161,7 @@ class ProxyDataPlane:
         self.max_udp_flows = max_udp_flows
         self.housekeeping_interval = housekeeping_interval
         self.drive_tick = drive_tick
+        self.splice = splice and splice_available
         self.listeners: dict[ServiceKey, _Listener] = {}
         self.skipped: dict[ServiceKey, str] = {}
         self.ctx: ProxyContext | None = None
@@ -171,7 +177,7 @@ class ProxyDataPlane:
         raise_nofile_limit()
         self.ctx = ProxyContext(
             loop, self.director, self.connect_timeout, self.retries, self.high_water,
-            self.max_tcp_relays, self.max_udp_flows,
+            self.max_tcp_relays, self.max_udp_flows, self.splice,
         )
         self._follower = _Follower(self)
         self.director.table.listeners.append(self._follower)
@@ -215,6 +221,7 @@ class ProxyDataPlane:
                 "connect_failures": ctx.connect_failures,
                 "retried": ctx.retried,
                 "udp_dropped": ctx.udp_dropped,
+                "spliced": ctx.spliced,
             }
         return d
 
