@@ -947,10 +947,9 @@ class _Runner:
         if reading_stdin:
             raise _tryhelp(program)
         result = 0
-        if self.inp is None:
-            return 0
+        inp = self.inp if self.inp is not None else _stdin_as_ipvsadm_reads_it()
         while True:
-            line = self.inp.readline()
+            line = inp.readline()
             if not line:
                 break
             words = restore_words(line)
@@ -1085,6 +1084,26 @@ def _split_control_socket(argv: list[str]) -> tuple[list[str], str | None]:
     return out, path
 
 
+def _stdin_as_ipvsadm_reads_it() -> IO[str]:
+    """Standard input with lines ending only at ``\\n`` (a lone CR is a blank, as in C) and no
+    decoding error possible: rule files are bytes to ipvsadm."""
+    import io
+
+    global _STDIN
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        return sys.stdin
+    if _STDIN is None or _STDIN[0] is not buffer:
+        # Kept for the life of the process: a collected wrapper would close the real stdin.
+        _STDIN = (buffer, io.TextIOWrapper(
+            buffer, encoding="utf-8", errors="surrogateescape", newline="\n"
+        ))
+    return _STDIN[1]
+
+
+_STDIN: tuple[Any, IO[str]] | None = None
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -1098,7 +1117,7 @@ def main(
     args = list(sys.argv[1:] if argv is None else argv)
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
-    inp = stdin if stdin is not None else sys.stdin
+    inp = stdin
     args, socket_path = _split_control_socket(args)
     chosen: list[IPVSBackend] = [backend] if backend is not None else []
 
@@ -1167,7 +1186,7 @@ def restore_main(argv: Sequence[str] | None = None, **kwargs: Any) -> int:
     args, socket_path = _split_control_socket(list(sys.argv[1:] if argv is None else argv))
     del args  # ipvsadm-restore takes none
     where = ["--control-socket", socket_path] if socket_path else []
-    inp = kwargs.pop("stdin", None) or sys.stdin
+    inp = kwargs.pop("stdin", None) or _stdin_as_ipvsadm_reads_it()
     kept = [ln for ln in inp.read().split("\n") if not ln.startswith("#")]
     text = "\n".join(kept).rstrip("\n") + "\n"
     main([*where, "-C"], **kwargs)
