@@ -56,7 +56,19 @@ _CLOSING_STATUSES = frozenset({400, 408, 413, 414, 500, 501})
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+# nginx's own status lines where they differ from RFC 9110's phrases (clients and monitoring
+# that match on them see the same words).
+_NGINX_REASONS = {
+    302: "Moved Temporarily", 405: "Not Allowed", 408: "Request Time-out",
+    413: "Request Entity Too Large", 414: "Request-URI Too Large",
+    416: "Requested Range Not Satisfiable", 503: "Service Temporarily Unavailable",
+    504: "Gateway Time-out",
+}
+
+
 def _reason(code: int) -> str:
+    if code in _NGINX_REASONS:
+        return _NGINX_REASONS[code]
     try:
         return http.HTTPStatus(code).phrase
     except ValueError:
@@ -1035,8 +1047,11 @@ class ClientConnection(asyncio.Protocol):
         except OSError:
             await self.respond_error(req, 500)
             return
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            st = os.fstat(f.fileno())
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            os.close(fd)
+        with contextlib.nullcontext() if stat.S_ISDIR(st.st_mode) else \
+                os.fdopen(fd, "rb", buffering=0) as f:
             if stat.S_ISDIR(st.st_mode):
                 port = "" if self.local_port == 80 else f":{self.local_port}"
                 loc_hdr = f"http://{req.host}{port}{req.uri}/" + (f"?{req.args}" if req.args else "")
