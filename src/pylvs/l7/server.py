@@ -1050,14 +1050,12 @@ class ClientConnection(asyncio.Protocol):
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             os.close(fd)
-        with contextlib.nullcontext() if stat.S_ISDIR(st.st_mode) else \
-                os.fdopen(fd, "rb", buffering=0) as f:
-            if stat.S_ISDIR(st.st_mode):
-                port = "" if self.local_port == 80 else f":{self.local_port}"
-                loc_hdr = f"http://{req.host}{port}{req.uri}/" + (f"?{req.args}" if req.args else "")
-                await self.respond(req, 301, _error_page(301, loc.server_tokens),
-                                   [b"Location: " + loc_hdr.encode("latin-1") + b"\r\n"])
-                return
+            port = "" if self.local_port == 80 else f":{self.local_port}"
+            loc_hdr = f"http://{req.host}{port}{req.uri}/" + (f"?{req.args}" if req.args else "")
+            await self.respond(req, 301, _error_page(301, loc.server_tokens),
+                               [b"Location: " + loc_hdr.encode("latin-1") + b"\r\n"])
+            return
+        with os.fdopen(fd, "rb", buffering=0) as f:
             if not stat.S_ISREG(st.st_mode):
                 await self.respond_error(req, 403)
                 return
