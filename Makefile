@@ -49,6 +49,10 @@ bench-micro: $(STAMP)
 bench-proxy: $(STAMP) sysdeps-bench
 	$(PY) bench/bench_proxy.py
 
+.PHONY: bench-packet
+bench-packet: $(STAMP) sysdeps-bench
+	$(PY) bench/bench_packet.py
+
 .PHONY: bench-l7
 bench-l7: $(STAMP) sysdeps-bench
 	$(PY) bench/bench_l7.py --duration 8 --mixed 10 --update BENCHMARKS.md

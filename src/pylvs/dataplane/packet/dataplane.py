@@ -308,6 +308,8 @@ class PacketDataPlane:
 
     def describe(self) -> dict[str, Any]:
         fw = self.forwarder
+        for r in self.rings.values():
+            r.kernel_stats()
         return {
             "name": self.name,
             "interfaces": [r.ifname for r in self.rings.values()],
@@ -320,4 +322,5 @@ class PacketDataPlane:
             "rx_frames": sum(r.rx_frames for r in self.rings.values()),
             "tx_frames": sum(r.tx_sent + r.tx_fallback for r in self.rings.values()),
             "tx_errors": sum(r.tx_errors for r in self.rings.values()),
+            "rx_ring_drops": sum(r.kernel_drops for r in self.rings.values()),
         }

@@ -28,6 +28,7 @@ What this is not for: sockets, rings, netlink (``ring``/``dataplane`` own those)
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -53,6 +54,8 @@ _TUNNEL = int(ForwardingMethod.TUNNEL)
 _ARP_RETRY = 1.0  # seconds between ARP requests for the same missing neighbour
 
 Output = tuple[int, bytearray | bytes]
+# IPv4 header without options followed by the two ports of TCP/UDP
+_FAST = struct.Struct("!BBHHHBBH4s4sHH")
 
 
 @dataclass(slots=True)
@@ -99,6 +102,10 @@ class Forwarder:
         self.icmp_forwarded = 0
         self.side_frames: list[Output] = []  # ARP requests/replies and ICMP made here
         self._route_cache: dict[bytes, tuple[Interface, bytes] | None] = {}
+        # destination IP -> (out ifindex, dst MAC + src MAC): one lookup per forwarded frame
+        self._l2: dict[bytes, tuple[int, bytes]] = {}
+        # (old ip, old port, new ip, new port) -> the RFC 1624 sums that rewrite adds
+        self._nat_deltas: dict[tuple[bytes, int, bytes, int], tuple[int, int]] = {}
         self._arp_asked: dict[bytes, float] = {}
         self._ident = 0
 
@@ -144,6 +151,11 @@ class Forwarder:
         return None
 
     def _send_to(self, frame: bytearray, ip: bytes) -> Output | None:
+        hit = self._l2.get(ip)
+        if hit is not None:
+            frame[0:12] = hit[1]
+            self.forwarded += 1
+            return (hit[0], frame)
         r = self.route(ip)
         if r is None:
             self.drop(Drop.NO_NEIGHBOUR)
@@ -152,8 +164,11 @@ class Forwarder:
         mac = self._next_mac(iface, hop)
         if mac is None:
             return None
-        frame[0:6] = mac
-        frame[6:12] = iface.mac
+        macs = mac + iface.mac
+        if len(self._l2) > 65536:
+            self._l2.clear()
+        self._l2[ip] = (iface.ifindex, macs)
+        frame[0:12] = macs
         self.forwarded += 1
         return (iface.ifindex, frame)
 
@@ -180,51 +195,92 @@ class Forwarder:
         iface = self.interfaces.get(ifindex)
         if iface is None:
             return
-        if spa != b"\0\0\0\0" and iface.on_link(int.from_bytes(spa, "big")):
+        if (spa != b"\0\0\0\0" and iface.on_link(int.from_bytes(spa, "big"))
+                and self.neighbours.get(spa) != sha):
             self.neighbours[spa] = sha
+            self._l2.clear()
         if op == ARP_REQUEST and tpa in self.arp_vips:
             self.arp_replies += 1
             self.side_frames.append((ifindex, codec.arp_reply_for(info, iface.mac)))
 
     def _ipv4(self, ifindex: int, frame: bytearray) -> Output | None:
-        if len(frame) > codec.MAX_FRAME:
+        n = len(frame)
+        if n > codec.MAX_FRAME:
             self.drop(Drop.OVERSIZED)
             return None
+        # fast path: a 20-byte header and TCP/UDP, validated with a handful of integer tests
+        if n >= 42 and frame[14] == 0x45:
+            _v, _tos, tot, _id, frag, _ttl, proto, _c, saddr, daddr, sport, dport = _FAST.unpack_from(frame, 14)
+            end = 14 + tot
+            if int.from_bytes(frame[14:34], "big") % 0xFFFF:
+                self.drop(Drop.BAD_IP_CHECKSUM)
+                return None
+            if end > n or tot < 28:
+                self.drop(Drop.TRUNCATED_IP if end > n else Drop.BAD_IP_HEADER)
+                return None
+            if frag & 0x3FFF:
+                self.drop(Drop.FRAGMENT)
+                return None
+            if proto == IPPROTO_TCP:
+                doff = (frame[46] >> 4) << 2
+                if doff < 20 or 34 + doff > end:
+                    self.drop(Drop.TRUNCATED_L4)
+                    return None
+                flags = frame[47]
+            elif proto == IPPROTO_UDP:
+                ulen = frame[38] << 8 | frame[39]
+                if ulen < 8 or 34 + ulen > end:
+                    self.drop(Drop.TRUNCATED_L4)
+                    return None
+                flags = 0
+            else:
+                return self._ipv4_slow(ifindex, frame)
+            return self._transport(ifindex, frame, proto, saddr, daddr, sport, dport, flags, 34, end)
+        return self._ipv4_slow(ifindex, frame)
+
+    def _ipv4_slow(self, ifindex: int, frame: bytearray) -> Output | None:
         info = codec.parse_ipv4(frame)
         if isinstance(info, Drop):
             self.drop(info)
             return None
         proto, saddr, daddr, sport, dport, flags, l4, end = info
         if proto in (IPPROTO_TCP, IPPROTO_UDP):
-            d = self.director
-            conn = d.lookup(proto, saddr, sport, daddr, dport)
-            if conn is not None:
-                return self._input(ifindex, frame, conn, proto, flags, l4, end)
-            conn = d.lookup_reply(proto, saddr, sport, daddr, dport)
-            if conn is not None:
-                if conn.dest.fwd != _MASQ:
-                    return None  # a DR/TUN server talking to its client: not ours to touch
-                return self._output(frame, conn, proto, flags, l4, end)
-            if d.find_service(proto, daddr, dport) is None:
-                return None  # not for a virtual service: the local stack's business
-            if proto == IPPROTO_TCP and (flags & (TCP_SYN | TCP_ACK)) != TCP_SYN:
-                self.drop(Drop.NO_CONNECTION)
-                return None
-            if self.verify_new_checksums and not codec.l4_checksum_ok(frame, ETH_HLEN, l4, end, proto):
-                self.drop(Drop.BAD_L4_CHECKSUM)
-                return None
-            iface = self.interfaces.get(ifindex)
-            if iface is not None and iface.on_link(int.from_bytes(saddr, "big")):
-                self.neighbours[saddr] = bytes(frame[6:12])
-            refused = d.refused_full
-            conn = d.schedule(proto, saddr, sport, daddr, dport)
-            if conn is None:
-                self.drop(Drop.TABLE_FULL if d.refused_full != refused else Drop.NO_SERVICE)
-                return None
-            return self._input(ifindex, frame, conn, proto, flags, l4, end)
+            return self._transport(ifindex, frame, proto, saddr, daddr, sport, dport, flags, l4, end)
         if proto == IPPROTO_ICMP:
             return self._icmp(ifindex, frame, sport, l4, end)
         return None
+
+    def _transport(self, ifindex: int, frame: bytearray, proto: int, saddr: bytes, daddr: bytes,
+                   sport: int, dport: int, flags: int, l4: int, end: int) -> Output | None:
+        d = self.director
+        conn = d.lookup(proto, saddr, sport, daddr, dport)
+        if conn is not None:
+            return self._input(ifindex, frame, conn, proto, flags, l4, end)
+        conn = d.lookup_reply(proto, saddr, sport, daddr, dport)
+        if conn is not None:
+            if conn.dest.fwd != _MASQ:
+                return None  # a DR/TUN server talking to its client: not ours to touch
+            return self._output(frame, conn, proto, flags, l4, end)
+        if d.find_service(proto, daddr, dport) is None:
+            return None  # not for a virtual service: the local stack's business
+        if proto == IPPROTO_TCP and (flags & (TCP_SYN | TCP_ACK)) != TCP_SYN:
+            self.drop(Drop.NO_CONNECTION)
+            return None
+        if self.verify_new_checksums and not codec.l4_checksum_ok(frame, ETH_HLEN, l4, end, proto):
+            self.drop(Drop.BAD_L4_CHECKSUM)
+            return None
+        iface = self.interfaces.get(ifindex)
+        if iface is not None and iface.on_link(int.from_bytes(saddr, "big")):
+            mac = bytes(frame[6:12])
+            if self.neighbours.get(saddr) != mac:
+                self.neighbours[saddr] = mac
+                self._l2.clear()
+        refused = d.refused_full
+        conn = d.schedule(proto, saddr, sport, daddr, dport)
+        if conn is None:
+            self.drop(Drop.TABLE_FULL if d.refused_full != refused else Drop.NO_SERVICE)
+            return None
+        return self._input(ifindex, frame, conn, proto, flags, l4, end)
 
     # -- client -> real server -----------------------------------------------------------------
     def _input(self, ifindex: int, frame: bytearray, conn: Connection, proto: int, flags: int,
@@ -239,7 +295,7 @@ class Forwarder:
         if fwd == _DROUTE:
             return self._send_to(frame, conn.daddr)
         if fwd == _MASQ:
-            codec.nat_rewrite(frame, ETH_HLEN, l4, proto, conn.daddr, conn.dport, True)
+            self._nat(frame, l4, proto, conn.vaddr, conn.vport, conn.daddr, conn.dport, 30, l4 + 2)
             return self._send_to(frame, conn.daddr)
         if fwd == _TUNNEL:
             return self._tunnel(ifindex, frame, conn.daddr, end)
@@ -281,8 +337,41 @@ class Forwarder:
         else:
             d.udp_packet(conn, DIR_OUTPUT)
         d.account(conn, DIR_OUTPUT, 1, end - ETH_HLEN)
-        codec.nat_rewrite(frame, ETH_HLEN, l4, proto, conn.vaddr, conn.vport, False)
+        self._nat(frame, l4, proto, conn.daddr, conn.dport, conn.vaddr, conn.vport, 26, l4)
         return self._send_to(frame, bytes(frame[30:34]))
+
+    def _nat(self, frame: bytearray, l4: int, proto: int, old_ip: bytes, old_port: int,
+             new_ip: bytes, new_port: int, ip_off: int, port_off: int) -> None:
+        """Rewrite one address and port (destination or source) with checksum deltas computed
+        once per mapping: RFC 1624's ~m + m' is the same for every packet of a connection."""
+        key = (old_ip, old_port, new_ip, new_port)
+        deltas = self._nat_deltas.get(key)
+        if deltas is None:
+            o, nw = int.from_bytes(old_ip, "big"), int.from_bytes(new_ip, "big")
+            ip_sum = (~o >> 16 & 0xFFFF) + (~o & 0xFFFF) + (nw >> 16) + (nw & 0xFFFF)
+            deltas = (ip_sum, ip_sum + (~old_port & 0xFFFF) + new_port)
+            if len(self._nat_deltas) > 65536:
+                self._nat_deltas.clear()
+            self._nat_deltas[key] = deltas
+        frame[ip_off:ip_off + 4] = new_ip
+        frame[port_off] = new_port >> 8
+        frame[port_off + 1] = new_port & 0xFF
+        s = (~(frame[24] << 8 | frame[25]) & 0xFFFF) + deltas[0]
+        s = (s & 0xFFFF) + (s >> 16)
+        s = ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF
+        frame[24] = s >> 8
+        frame[25] = s & 0xFF
+        co = l4 + (16 if proto == IPPROTO_TCP else 6)
+        c = frame[co] << 8 | frame[co + 1]
+        if c == 0 and proto != IPPROTO_TCP:
+            return  # UDP without a checksum stays without
+        s = (~c & 0xFFFF) + deltas[1]
+        s = (s & 0xFFFF) + (s >> 16)
+        s = ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF
+        if s == 0 and proto != IPPROTO_TCP:
+            s = 0xFFFF
+        frame[co] = s >> 8
+        frame[co + 1] = s & 0xFF
 
     # -- ICMP errors ---------------------------------------------------------------------------
     def _icmp(self, ifindex: int, frame: bytearray, icmp_type: int, l4: int, end: int) -> Output | None:

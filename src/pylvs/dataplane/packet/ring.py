@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 SOL_PACKET = 263
 PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
 PACKET_VERSION = 10
 PACKET_TX_RING = 13
 PACKET_QDISC_BYPASS = 20
@@ -103,6 +104,8 @@ class PacketRing:
         self.tx_sent = 0
         self.tx_fallback = 0
         self.tx_errors = 0
+        self.kernel_packets = 0
+        self.kernel_drops = 0
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -178,6 +181,15 @@ class PacketRing:
             self.tx_errors += 1
         self.tx_sent += self._tx_pending
         self._tx_pending = 0
+
+    def kernel_stats(self) -> tuple[int, int]:
+        """(packets, drops) the kernel counted for this socket since the last call
+        (PACKET_STATISTICS): drops are frames lost because the RX ring was full."""
+        raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
+        packets, drops, _freeze = struct.unpack("=III", raw)
+        self.kernel_packets += packets
+        self.kernel_drops += drops
+        return packets, drops
 
     def close(self) -> None:
         try:

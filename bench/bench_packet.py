@@ -1,0 +1,237 @@
+"""Packets per second through the ``packet`` data plane (DR, NAT) beside kernel IP forwarding,
+between the same namespaces in the same run; and new connections per second.
+
+Set-up: the namespace lab. The client namespace is the load generator: it pre-builds UDP (or
+TCP SYN) frames addressed to the director's MAC and pushes them through an AF_PACKET TX ring as
+fast as it can for ``--seconds``. The director forwards them:
+- ``kernel``: plain Linux IP forwarding (ip_forward=1) from the LAN to nat1 on the back network,
+  no pylvs at all: the reference;
+- ``dr``: pylvs packet plane, UDP service VIP:80 -> rs1, MAC rewrite only;
+- ``nat``: pylvs packet plane, UDP service VIP:80 -> nat1:80, address/port rewrite with
+  incremental checksums;
+- ``dr-syn``: every frame a TCP SYN from a new client port: new connections per second.
+Received packets are read from the sink's kernel interface counters (no user-space sink to slow
+things down). "loss" is what the generator sent minus what arrived. CPU is the director process's
+user+system time over the run, as % of one core.
+
+Bounded: each scenario runs ``--seconds`` (3) and stops itself; the lab is removed at the end,
+also on failure. Needs root. The machine is shared with other work: figures are noisy, the
+reference beside ours is the fair comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "src"))
+
+from pylvs.dataplane.packet import codec  # noqa: E402
+
+VIP = "192.168.168.100"
+CLIENT = "192.168.168.60"
+
+
+def _frames(dst_mac: bytes, src_mac: bytes, dst_ip: str, dport: int, n_flows: int,
+            syn: bool, payload: int) -> list[bytes]:
+    src, dst = socket.inet_aton(CLIENT), socket.inet_aton(dst_ip)
+    out = []
+    for i in range(n_flows):
+        sport = 1024 + i % 64000
+        if syn:
+            seg = bytearray(struct.pack("!HHIIBBHHH", sport, dport, i, 0, 5 << 4, codec.TCP_SYN,
+                                        65535, 0, 0))
+            struct.pack_into("!H", seg, 16, codec.l4_checksum(src, dst, 6, seg))
+            proto = 6
+        else:
+            seg = bytearray(struct.pack("!HHHH", sport, dport, 8 + payload, 0) + b"x" * payload)
+            struct.pack_into("!H", seg, 6, codec.l4_checksum(src, dst, 17, seg) or 0xFFFF)
+            proto = 17
+        ip = codec.ipv4_header(src, dst, proto, len(seg), ident=i & 0xFFFF)
+        out.append(codec.ethernet(dst_mac, src_mac, codec.ETH_P_IP) + ip + bytes(seg))
+    return out
+
+
+def role_gen(args: argparse.Namespace) -> None:
+    """In the client namespace: blast pre-built frames through the TX ring for a while."""
+    from pylvs.dataplane.packet.ring import TP_STATUS_AVAILABLE, TP_STATUS_SEND_REQUEST, PacketRing
+
+    ring = PacketRing("eth0", block_nr=2, tx_frames=4096)
+    frames = _frames(bytes.fromhex(args.dst_mac), bytes.fromhex(args.src_mac), args.dst_ip,
+                     args.dport, args.flows, args.syn, args.payload)
+    mm, base, fs, nr = ring.mm, ring.rx_size, ring.frame_size, ring.tx_nr
+    u32 = struct.Struct("=I")
+    sent = 0
+    flow = 0
+    nflows = len(frames)
+    # fill every slot once; afterwards only slots whose flow changes are rewritten
+    slot_flow = [-1] * nr
+    end = time.monotonic() + args.seconds
+    slot = 0
+    while time.monotonic() < end:
+        for _ in range(256):
+            off = base + slot * fs
+            if u32.unpack_from(mm, off + 20)[0] != TP_STATUS_AVAILABLE:
+                break
+            if slot_flow[slot] != flow:
+                f = frames[flow]
+                mm[off + 48:off + 48 + len(f)] = f
+                u32.pack_into(mm, off + 16, len(f))
+                u32.pack_into(mm, off + 12, len(f))
+                slot_flow[slot] = flow
+            u32.pack_into(mm, off + 20, TP_STATUS_SEND_REQUEST)
+            slot = (slot + 1) % nr
+            flow = (flow + 1) % nflows
+            sent += 1
+        try:
+            ring.sock.send(b"")
+        except BlockingIOError:
+            pass
+    time.sleep(0.2)
+    print(json.dumps({"sent": sent}))
+
+
+def role_director(args: argparse.Namespace) -> None:
+    """In the director namespace: a Director with one UDP/TCP service and the packet plane."""
+    from pylvs.core.director import Director
+    from pylvs.core.model import DestSpec, ForwardingMethod, Protocol, ServiceKey, ServiceSpec
+    from pylvs.core.table import IPVSTable
+    from pylvs.dataplane.packet.dataplane import PacketDataPlane
+
+    d = Director(IPVSTable(), max_connections=2_000_000)
+    proto = Protocol.TCP if args.syn else Protocol.UDP
+    key = ServiceKey.inet(proto, VIP, 80)
+    d.table.add_service(ServiceSpec(key, "rr"))
+    fwd = ForwardingMethod.MASQ if args.mode == "nat" else ForwardingMethod.DROUTE
+    d.table.add_dest(key, DestSpec(ipaddress.ip_address(args.rip), 80, fwd))
+    plane = PacketDataPlane(d, interfaces=["eth0", "eth1"])
+    plane.open()
+    try:
+        print("ready", flush=True)
+        t0 = os.times()
+        w0 = time.monotonic()
+        plane.run_for(args.seconds)
+        t1 = os.times()
+        wall = time.monotonic() - w0
+        desc = plane.describe()
+    finally:
+        plane.close()
+    cpu = (t1.user - t0.user + t1.system - t0.system) / wall * 100
+    print(json.dumps({"forwarded": desc["forwarded"], "drops": desc["drops"], "cpu": cpu,
+                      "ring_drops": desc["rx_ring_drops"], "tx_errors": desc["tx_errors"],
+                      "connections": d.connection_count, "rx": desc["rx_frames"]}), flush=True)
+
+
+def _rx_packets(lab: Any, host: str) -> int:
+    r = lab.run(host, ["cat", "/sys/class/net/eth0/statistics/rx_packets"], check=True)
+    return int(r.stdout)
+
+
+def scenario(lab: Any, name: str, seconds: float, flows: int, payload: int) -> dict[str, Any]:
+    me = [sys.executable, os.path.abspath(__file__)]
+    director_mac = lab.mac("director").replace(":", "")
+    client_mac = lab.mac("client").replace(":", "")
+    syn = name == "dr-syn"
+    sink = "nat1" if name in ("kernel", "nat") else "rs1"
+    director: subprocess.Popen[str] | None = None
+    lab.run("director", ["sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"], check=True)
+    if name == "kernel":
+        lab.run("director", ["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"], check=True)
+        dst_ip = "10.168.0.10"
+    else:
+        dst_ip = VIP
+        rip = "10.168.0.10" if name == "nat" else "192.168.168.10"
+        director = lab.popen("director", [*me, "--role", "director", "--mode", name.split("-")[0],
+                                          "--rip", rip, "--seconds", str(seconds + 2)]
+                             + (["--syn"] if syn else []),
+                             stdout=subprocess.PIPE, text=True)
+        assert director.stdout is not None
+        line = director.stdout.readline()
+        if "ready" not in line:
+            raise RuntimeError(f"director did not start: {line}")
+        time.sleep(0.5)
+    before = _rx_packets(lab, sink)
+    gen = lab.run("client", [*me, "--role", "gen", "--dst-mac", director_mac, "--src-mac",
+                             client_mac, "--dst-ip", dst_ip, "--dport", "80" if name != "kernel" else "9",
+                             "--flows", str(flows), "--payload", str(payload),
+                             "--seconds", str(seconds)] + (["--syn"] if syn else []),
+                  check=True, timeout=seconds + 60)
+    time.sleep(0.5)
+    received = _rx_packets(lab, sink) - before
+    sent = json.loads(gen.stdout.strip().splitlines()[-1])["sent"]
+    res: dict[str, Any] = {"name": name, "sent": sent, "received": received,
+                           "pps": received / seconds, "loss": 1 - received / sent if sent else 0.0}
+    if director is not None:
+        out, _ = director.communicate(timeout=seconds + 30)
+        stats = json.loads(out.strip().splitlines()[-1])
+        res.update(stats)
+        res["conns_per_s"] = stats["connections"] / seconds if syn else None
+    lab.run("director", ["sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"], check=True)
+    return res
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--role", choices=["bench", "gen", "director"], default="bench")
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--flows", type=int, default=1000)
+    p.add_argument("--payload", type=int, default=18, help="UDP payload bytes (64-byte frames)")
+    p.add_argument("--scenarios", default="kernel,dr,nat,dr-syn")
+    p.add_argument("--mode", default="dr")
+    p.add_argument("--rip", default="192.168.168.10")
+    p.add_argument("--dst-mac", default="")
+    p.add_argument("--src-mac", default="")
+    p.add_argument("--dst-ip", default=VIP)
+    p.add_argument("--dport", type=int, default=80)
+    p.add_argument("--syn", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the results as JSON too")
+    args = p.parse_args()
+    if args.role == "gen":
+        role_gen(args)
+        return 0
+    if args.role == "director":
+        role_director(args)
+        return 0
+    if os.geteuid() != 0:
+        print("bench_packet: needs root (network namespaces, AF_PACKET)", file=sys.stderr)
+        return 1
+    from rich.console import Console
+    from rich.table import Table
+
+    from pylvs.lab import Lab
+
+    lab = Lab(f"b{os.getpid() % 100000}", servers=False)
+    results = []
+    try:
+        lab.up()
+        for name in args.scenarios.split(","):
+            flows = 64000 if name == "dr-syn" else args.flows
+            results.append(scenario(lab, name, args.seconds, flows, args.payload))
+    finally:
+        lab.down()
+    t = Table(title=f"packet data plane, {args.seconds:g} s per scenario, 64-byte frames, "
+                    f"{args.flows} flows (shared 2-core machine: noisy)")
+    for col in ("scenario", "sent", "received", "packets/s", "loss", "director CPU", "new conns/s"):
+        t.add_column(col, justify="right")
+    for r in results:
+        t.add_row(r["name"] + (" (reference)" if r["name"] == "kernel" else ""),
+                  f"{r['sent']:,}", f"{r['received']:,}", f"{r['pps']:,.0f}", f"{r['loss']:.1%}",
+                  f"{r['cpu']:.0f}%" if "cpu" in r else "kernel",
+                  f"{r['conns_per_s']:,.0f}" if r.get("conns_per_s") else "")
+    Console().print(t)
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
