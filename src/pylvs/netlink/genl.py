@@ -96,24 +96,26 @@ def get_u8(a: Attrs, k: int, default: int = 0) -> int:
 
 def get_u16(a: Attrs, k: int, default: int = 0) -> int:
     v = a.get(k)
-    return int(_U16.unpack_from(v)[0]) if v else default
+    return int(_U16.unpack_from(v)[0]) if v and len(v) >= _U16.size else default
 
 
 def get_be16(a: Attrs, k: int, default: int = 0) -> int:
     v = a.get(k)
-    return int(_BE16.unpack_from(v)[0]) if v else default
+    return int(_BE16.unpack_from(v)[0]) if v and len(v) >= _BE16.size else default
 
 
 def get_u32(a: Attrs, k: int, default: int = 0) -> int:
     v = a.get(k)
-    return int(_U32.unpack_from(v)[0]) if v else default
+    return int(_U32.unpack_from(v)[0]) if v and len(v) >= _U32.size else default
 
 
 def get_u64(a: Attrs, k: int, default: int = 0) -> int:
     v = a.get(k)
     if not v:
         return default
-    return int(_U64.unpack_from(v)[0]) if len(v) >= 8 else int(_U32.unpack_from(v)[0])
+    if len(v) >= 8:
+        return int(_U64.unpack_from(v)[0])
+    return int(_U32.unpack_from(v)[0]) if len(v) >= 4 else default
 
 
 def get_str(a: Attrs, k: int, default: str = "") -> str:

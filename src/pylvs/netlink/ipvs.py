@@ -28,6 +28,7 @@ import struct
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pylvs.core.api import (
     BackendUnavailable,
@@ -170,7 +171,7 @@ def _addr_bytes(addr: IPAddress | None) -> bytes:
 
 
 def _addr_from(af: int, raw: bytes | None) -> IPAddress:
-    raw = raw or _ZERO16
+    raw = (raw or b"") + _ZERO16
     if af == AF_INET6:
         return ipaddress.IPv6Address(raw[:16])
     return ipaddress.IPv4Address(raw[:4])
@@ -283,8 +284,8 @@ def decode_service(a: Attrs) -> tuple[ServiceSpec, StatsSnapshot]:
         key = ServiceKey(af, get_u16(a, SVC_PROTOCOL), _addr_from(af, a.get(SVC_ADDR)),
                          get_be16(a, SVC_PORT))
     raw_flags = a.get(SVC_FLAGS)
-    flags = _FLAGS.unpack_from(raw_flags)[0] if raw_flags else 0
-    raw_mask = a.get(SVC_NETMASK) or bytes(4)
+    flags = _FLAGS.unpack_from(raw_flags)[0] if raw_flags and len(raw_flags) >= 8 else 0
+    raw_mask = (a.get(SVC_NETMASK) or b"") + bytes(4)
     netmask = struct.unpack_from("=I" if af == AF_INET6 else ">I", raw_mask)[0]
     spec = ServiceSpec(
         key, get_str(a, SVC_SCHED_NAME), ServiceFlags(flags), get_u32(a, SVC_TIMEOUT), netmask,
@@ -293,17 +294,24 @@ def decode_service(a: Attrs) -> tuple[ServiceSpec, StatsSnapshot]:
     return spec, _stats(a, SVC_STATS, SVC_STATS64)
 
 
+def _enum(cls: Any, value: int, what: str) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        raise IPVSError(errno.EPROTO, f"the kernel reported {what} {value}, unknown here") from None
+
+
 def decode_dest(a: Attrs, svc_af: int) -> DestStatus:
     af = get_u16(a, DEST_ADDR_FAMILY, svc_af)
     addr = _addr_from(af, a.get(DEST_ADDR))
     spec = DestSpec(
         addr,
         get_be16(a, DEST_PORT),
-        ForwardingMethod(get_u32(a, DEST_FWD_METHOD) & 7),
-        struct.unpack("=i", a.get(DEST_WEIGHT) or bytes(4))[0],
+        _enum(ForwardingMethod, get_u32(a, DEST_FWD_METHOD) & 7, "forwarding method"),
+        struct.unpack_from("=i", (a.get(DEST_WEIGHT) or b"") + bytes(4))[0],
         get_u32(a, DEST_U_THRESH),
         get_u32(a, DEST_L_THRESH),
-        TunnelType(get_u8(a, DEST_TUN_TYPE)),
+        _enum(TunnelType, get_u8(a, DEST_TUN_TYPE), "tunnel type"),
         get_be16(a, DEST_TUN_PORT),
         TunnelFlags(get_u16(a, DEST_TUN_FLAGS)),
         0 if af == family_of(addr) else af,
