@@ -3,10 +3,7 @@ with real schedulers behind ``ipvsadm``-like calls."""
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
-import sys
-import types
 
 from pylvs.core.director import Director
 from pylvs.core.model import (
@@ -18,39 +15,7 @@ from pylvs.core.model import (
     ServiceKey,
     ServiceSpec,
 )
-from pylvs.core.schedulers.base import Scheduler
 from pylvs.core.table import IPVSTable
-
-
-class _LocalRoundRobin(Scheduler):
-    """Stands in for ``rr`` only while that scheduler is not in the tree: the next available
-    server in list order, skipping weight 0 and OVERLOAD, like ip_vs_rr.c."""
-
-    name = "rr"
-
-    def __init__(self, service: object) -> None:
-        super().__init__(service)  # type: ignore[arg-type]
-        self._i = -1
-
-    def schedule(
-        self, caddr: bytes, cport: int, vaddr: bytes, vport: int, now: float,
-    ) -> RealServer | None:
-        dests = self.service.destinations
-        for step in range(1, len(dests) + 1):
-            j = (self._i + step) % len(dests)
-            rs = dests[j]
-            if rs.weight > 0 and not rs.overloaded:
-                self._i = j
-                return rs
-        return None
-
-
-try:
-    importlib.import_module("pylvs.core.schedulers.rr")
-except ImportError:  # pragma: no cover - only before the rr scheduler exists
-    _mod = types.ModuleType("pylvs.core.schedulers.rr")
-    _mod.SCHEDULER = _LocalRoundRobin  # type: ignore[attr-defined]
-    sys.modules["pylvs.core.schedulers.rr"] = _mod
 
 
 class FakeClock:
