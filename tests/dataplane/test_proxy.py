@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import inspect
 import os
+import random
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -521,6 +522,78 @@ async def test_client_reset_is_passed_to_the_server(
         await until(lambda: not plane.describe()["counters"]["tcp_relays"], "relay gone")
     finally:
         srv.close()
+
+
+@proxy_test
+async def test_abusive_clients_cannot_break_the_proxy(
+    director: Director, plane: ProxyDataPlane,
+) -> None:
+    """Random bytes, early closes, resets and half-closes from 300 clients at once; afterwards
+    the proxy still serves and every relay is gone."""
+    rnd = random.Random(4242)
+    async with line_servers("A", "B") as (a, b):
+        key = add_service(director, [a, b])
+
+        async def abuse(i: int) -> None:
+            action = rnd.choice(["garbage", "reset", "close", "halfclose", "nothing"])
+            payload = rnd.randbytes(rnd.randint(0, 200_000))
+            try:
+                r, w = await asyncio.wait_for(asyncio.open_connection(VIP, key.port), TIMEOUT)
+            except OSError:
+                return
+            try:
+                if action in ("garbage", "halfclose"):
+                    w.write(payload)
+                if action == "halfclose":
+                    w.write_eof()
+                    with contextlib.suppress(OSError):
+                        await asyncio.wait_for(r.read(), TIMEOUT)
+                if action == "reset":
+                    w.write(payload[:1000])
+                    w.get_extra_info("socket").setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00" * 2,
+                    )
+                    w.transport.abort()
+                    return
+                await asyncio.sleep(rnd.random() * 0.05)
+            finally:
+                w.close()
+
+        await asyncio.gather(*(abuse(i) for i in range(300)))
+        await until(lambda: not plane.describe()["counters"]["tcp_relays"], "relays drain")
+        assert who(await ask(key.port)) in ("A", "B")
+        dests = director.table.get_service(key).dests
+        assert sum(d.activeconns for d in dests) == 0
+
+
+@proxy_test
+async def test_ipv6_vip_is_proxied(director: Director, plane: ProxyDataPlane) -> None:
+    if not socket.has_ipv6 or not os.path.exists("/proc/net/if_inet6"):
+        pytest.skip("no IPv6 on this host")
+    srv = await asyncio.start_server(
+        lambda r, w: (w.write(b"v6 ok"), w.close()), "::1", 0,  # type: ignore[func-returns-value]
+    )
+    try:
+        port = free_port6()
+        key = ServiceKey.inet(6, "::1", port)
+        director.table.add_service(ServiceSpec(key, "rr"))
+        director.table.add_dest(key, DestSpec(
+            parse_address("::1"), srv.sockets[0].getsockname()[1], ForwardingMethod.MASQ,
+        ))
+        r, w = await asyncio.open_connection("::1", port)
+        assert await asyncio.wait_for(r.read(), TIMEOUT) == b"v6 ok"
+        w.close()
+        (entry,) = director.connection_entries()
+        assert str(entry.caddr) == "::1" and entry.vport == port
+    finally:
+        srv.close()
+
+
+def free_port6() -> int:
+    with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+        s.bind(("::1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 # ---- following the table ------------------------------------------------------------------
