@@ -150,9 +150,11 @@ class PacketDataPlane:
         self.verify_new_checksums = verify_new_checksums
         self.forwarder: Forwarder | None = None
         self.rings: dict[int, PacketRing] = {}
+        self.rings_by_fd: dict[int, PacketRing] = {}
         self.firewall_state = "off"
         self._listener = _Follow(self)
         self._tick_task: asyncio.Task[None] | None = None
+        self._poller: select.poll | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- set-up --------------------------------------------------------------------------------
@@ -170,6 +172,7 @@ class PacketDataPlane:
         try:
             for i in ifaces:
                 self.rings[i.ifindex] = PacketRing(i.name)
+            self.rings_by_fd = {r.fileno(): r for r in self.rings.values()}
         except OSError:
             self.close()
             raise
@@ -182,6 +185,8 @@ class PacketDataPlane:
         for r in self.rings.values():
             r.close()
         self.rings.clear()
+        self.rings_by_fd.clear()
+        self._poller = None
         if self.firewall_state == "on":
             self._nft(f"delete table inet {NFT_TABLE}\n")
             self.firewall_state = "off"
@@ -236,11 +241,13 @@ class PacketDataPlane:
         """Wait up to ``timeout`` s for frames, forward all that are ready; frames handled."""
         fw = self.forwarder
         assert fw is not None
-        rings = self.rings
-        ready, _, _ = select.select(list(rings.values()), [], [], timeout)
+        if self._poller is None:
+            self._poller = select.poll()
+            for fd in self.rings_by_fd:
+                self._poller.register(fd, select.POLLIN)
         n = 0
-        for ring in ready:
-            n += self._drain(ring, fw)
+        for fd, _ev in self._poller.poll(timeout * 1000):
+            n += self._drain(self.rings_by_fd[fd], fw)
         return n
 
     def _drain(self, ring: PacketRing, fw: Forwarder) -> int:

@@ -46,6 +46,8 @@ _BLOCK = struct.Struct("=IIIIIIQ")  # version, offset_to_priv, block_status, num
 _PKT = struct.Struct("=IIIIIIHH")  # next_offset, sec, nsec, snaplen, len, status, mac, net
 _REQ3 = struct.Struct("=IIIIIII")
 _U32 = struct.Struct("=I")
+_PKT_HOT = struct.Struct("=I8xI8xH")  # tp_next_offset, tp_snaplen, tp_mac
+_LEN_STATUS = struct.Struct("=II")  # tp_len, tp_status
 
 
 class PacketRing:
@@ -118,7 +120,7 @@ class PacketRing:
         bs = self.block_size
         count = 0
         blocks = 0
-        unpack_pkt = _PKT.unpack_from
+        unpack_pkt = _PKT_HOT.unpack_from
         while True:
             base = self._rx_cur * bs
             status = _U32.unpack_from(mm, base + 8)[0]
@@ -127,7 +129,7 @@ class PacketRing:
             num = _U32.unpack_from(mm, base + 12)[0]
             off = base + _U32.unpack_from(mm, base + 16)[0]
             for _ in range(num):
-                nxt, _s, _ns, snap, _ln, _st, mac, _net = unpack_pkt(mm, off)
+                nxt, snap, mac = unpack_pkt(mm, off)
                 # struct sockaddr_ll follows the header: sll_pkttype at +10
                 if mm[off + TPACKET3_HDRLEN + 10] <= PACKET_BROADCAST:
                     start = off + mac
@@ -161,9 +163,8 @@ class PacketRing:
                 self.tx_errors += 1
             return
         self.view[base + TPACKET3_HDRLEN:base + TPACKET3_HDRLEN + n] = frame
-        _U32.pack_into(mm, base + 16, n)  # tp_len
-        _U32.pack_into(mm, base + 12, n)  # tp_snaplen
-        _U32.pack_into(mm, base + 20, TP_STATUS_SEND_REQUEST)
+        # tp_len and tp_status together: the kernel reads the slot only during send()
+        _LEN_STATUS.pack_into(mm, base + 16, n, TP_STATUS_SEND_REQUEST)
         self._tx_cur = (self._tx_cur + 1) % self.tx_nr
         self._tx_pending += 1
         if self._tx_pending >= 64:
