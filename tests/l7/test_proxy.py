@@ -344,3 +344,16 @@ def _read(p: Path) -> str:
         return p.read_text()
     except FileNotFoundError:
         return ""
+
+
+def test_chunked_body_over_client_max_body_size_is_413(stack: Stack) -> None:
+    app = stack.app("1")
+    port = stack.proxy(_PROXY_CONF, up=app, extra="", loc="client_max_body_size 1k;")
+    c = Client(port)
+    chunk = b"400\r\n" + b"a" * 1024 + b"\r\n"
+    c.send(b"POST /e.jsp?echo=body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           + chunk * 3 + b"0\r\n\r\n")
+    r = c.read(1)
+    assert r and r[0].status == 413
+    assert c.wait_closed()
+    c.close()

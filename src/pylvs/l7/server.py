@@ -29,7 +29,6 @@ from typing import IO, cast
 import httptools
 
 from pylvs import __version__ as _pkg_version
-from pylvs.l7.balancer import Peer
 from pylvs.l7.config import AccessLog, Config, Location, Server
 from pylvs.l7.location import BadURI, LocationMatcher, normalize
 from pylvs.l7.upstream import UpstreamConnection, UpstreamPool
@@ -81,6 +80,19 @@ def _error_page(code: int, tokens: bool, text: str | None = None) -> bytes:
     return (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
             f"<center><h1>{title}</h1></center>\r\n<hr><center>{sig}</center>\r\n"
             "</body>\r\n</html>\r\n").encode()
+
+
+_DATES: dict[int, bytes] = {}
+
+
+def _http_date(t: int) -> bytes:
+    """Last-Modified values, formatted once per distinct mtime (files rarely change)."""
+    d = _DATES.get(t)
+    if d is None:
+        if len(_DATES) > 4096:
+            _DATES.clear()
+        d = _DATES[t] = email.utils.formatdate(t, usegmt=True).encode()
+    return d
 
 
 class _Clock:
@@ -189,6 +201,9 @@ class BodyReader:
             self._size -= len(data)
             if self._size < BODY_HIGH_WATER:
                 conn.update_reading()
+            loc = self.req.location
+            if loc is not None and self.received > loc.client_max_body_size > 0:
+                raise _TooLarge
             return data
         if self.error is not None:
             raise self.error
@@ -216,6 +231,7 @@ class Request:
         "method",
         "path",
         "proxy_host",
+        "request_line",
         "server",
         "start",
         "status",
@@ -253,6 +269,7 @@ class Request:
         self.head_size = 0
         self.host = ""
         self.proxy_host = ""
+        self.request_line: str | None = None  # set for heads that never parsed: logged as is
 
     def location_timeout(self, kind: str) -> float:
         loc = self.location
@@ -264,42 +281,13 @@ class Request:
         v = self.hmap.get(lname)
         return v.decode("latin-1") if v is not None else ""
 
-    # nginx variables
     def variable(self, name: str) -> str:
-        conn = self.conn
-        if name == "host":
-            return self.host
-        if name == "remote_addr":
-            return conn.remote_addr
-        if name == "proxy_add_x_forwarded_for":
-            xff = self.header(b"x-forwarded-for")
-            return f"{xff}, {conn.remote_addr}" if xff else conn.remote_addr
-        if name == "proxy_host":
-            return self.proxy_host
-        if name == "request_uri":
-            return self.target
-        if name == "scheme":
-            return "http"
-        if name == "request":
-            return f"{self.method} {self.target} HTTP/{self.version}"
-        if name == "status":
-            return str(self.status)
-        if name == "body_bytes_sent":
-            return str(self.body_bytes_sent)
-        if name == "bytes_sent":
-            return str(self.bytes_sent)
-        if name == "time_local":
-            return conn.app.clock.local
-        if name == "remote_user":
-            return ""
+        """The value of nginx's ``$name`` for this request ("" when it has none)."""
+        f = _VARIABLES.get(name)
+        if f is not None:
+            return f(self)
         if name.startswith("http_"):
             return self.header(name[5:].replace("_", "-").encode())
-        if name in ("uri", "document_uri"):
-            return self.uri
-        if name in ("args", "query_string"):
-            return self.args
-        if name == "is_args":
-            return "?" if self.args else ""
         if name.startswith("arg_"):
             for pair in self.args.split("&"):
                 k, _, v = pair.partition("=")
@@ -311,53 +299,6 @@ class Request:
                 k, _, v = c.strip().partition("=")
                 if k == name[7:]:
                     return v
-            return ""
-        if name == "request_method":
-            return self.method
-        if name == "server_protocol":
-            return f"HTTP/{self.version}"
-        if name == "remote_port":
-            return str(conn.remote_port)
-        if name == "server_addr":
-            return conn.local_addr
-        if name == "server_port":
-            return str(conn.local_port)
-        if name == "server_name":
-            return self.server.server_names[0] if self.server else ""
-        if name == "http_host":
-            return self.header(b"host")
-        if name == "proxy_port":
-            return self.proxy_host.rpartition(":")[2] if ":" in self.proxy_host else "80"
-        if name == "time_iso8601":
-            return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        if name == "msec":
-            return f"{time.time():.3f}"
-        if name == "request_time":
-            return f"{max(0.0, time.monotonic() - self.start):.3f}"
-        if name == "request_length":
-            return str(self.head_size + (self.body.received if self.body else 0))
-        if name == "upstream_addr":
-            return self.upstream_addr
-        if name == "upstream_status":
-            return self.upstream_status
-        if name == "upstream_response_time":
-            return ""
-        if name == "connection":
-            return str(conn.serial)
-        if name == "connection_requests":
-            return str(conn.requests)
-        if name == "content_length":
-            return self.header(b"content-length")
-        if name == "content_type":
-            return self.header(b"content-type")
-        if name == "pid":
-            return str(os.getpid())
-        if name == "hostname":
-            return os.uname().nodename
-        if name == "document_root":
-            return self.location.root if self.location else ""
-        if name == "nginx_version":
-            return _pkg_version
         return ""
 
 
@@ -570,7 +511,9 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._bad is not None:
             return
-        if self.current is None or self._in_head:
+        if self._in_head:
+            # Bytes of a head still incomplete (a head that began inside the previous read
+            # escapes by at most that read): bounds what httptools buffers for one header.
             self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -628,6 +571,7 @@ class ClientConnection(asyncio.Protocol):
         self._in_head = True
         self._url = b""
         self._head_size = 0
+        self._head_bytes = 0
         self._head_started = self.loop.time()
         if self._timer_kind == "idle":
             self.arm_timer(self.group.servers[0].client_header_timeout, "header")
@@ -660,7 +604,7 @@ class ClientConnection(asyncio.Protocol):
             raise _Refused
         p = self.parser
         self._in_head = False
-        req.head_size = self._head_bytes
+        req.head_size = self._head_size + len(self._url)
         self._head_bytes = 0
         req.start = time.monotonic()
         req.method = p.get_method().decode("ascii", "replace")
@@ -746,8 +690,8 @@ class ClientConnection(asyncio.Protocol):
             req = self.current
             if req is not None:
                 req.status = 408
-                req.method = req.method or "-"
-                self._log_raw(req, '"-"')
+                req.request_line = ""
+                self._log_raw(req)
             self.abort()
         elif kind == "body":
             r = self.active
@@ -767,9 +711,6 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.pause_reading()
             self._reading_paused = True
-        if self.current is not None and self.current.body is not None and \
-                self.current not in self.queue:
-            pass
         if self.current is not None and self.current.body is not None:
             self.current.body.fail(ConnectionResetError("bad request"))
         if self._req_waiter is not None and not self._req_waiter.done():
@@ -889,10 +830,11 @@ class ClientConnection(asyncio.Protocol):
             if self._bad is not None and not self.closed:
                 code, text = self._bad
                 bad = Request(self)
-                bad.method, bad.target, bad.keep_alive = "-", "", False
+                bad.keep_alive = False
+                bad.request_line = ""
                 self.app.error("info", self._bad_message, self)
                 await self.respond_error(bad, code, text)
-                self._log_raw(bad, '"-"' if not self._url else None)
+                self._log_raw(bad)
         except (ConnectionError, TimeoutError):
             pass
         except asyncio.CancelledError:
@@ -915,14 +857,11 @@ class ClientConnection(asyncio.Protocol):
             line = expand(al.format, req.variable, "-")
             self.app.log_for(al).write(line + "\n")
 
-    def _log_raw(self, req: Request, request_field: str | None) -> None:
+    def _log_raw(self, req: Request) -> None:
         """Log a request that never got a location (bad or timed-out head): server level."""
         srv = self.group.servers[0]
         for al in srv.fallback.access_log:
-            line = expand(al.format, req.variable, "-")
-            if request_field is not None:
-                line = line.replace('"-  HTTP/1.1"', request_field).replace('"  HTTP/1.1"', request_field)
-            self.app.log_for(al).write(line + "\n")
+            self.app.log_for(al).write(expand(al.format, req.variable, "-") + "\n")
 
     async def _handle(self, req: Request) -> None:
         # Host and server
@@ -1061,7 +1000,7 @@ class ClientConnection(asyncio.Protocol):
                 return
             size = st.st_size
             mtime = int(st.st_mtime)
-            last_mod = email.utils.formatdate(mtime, usegmt=True).encode()
+            last_mod = _http_date(mtime)
             etag = b'"%x-%x"' % (mtime, size)
             inm = req.hmap.get(b"if-none-match")
             ims = req.hmap.get(b"if-modified-since")
@@ -1258,23 +1197,31 @@ class ProxyAttempt:
         return b"".join(lines)
 
     async def send_body(self, timeout: float) -> None:
+        """Stream the request body; a client-side failure ends the attempt at once."""
         req, conn = self.req, self.conn
         assert req.body is not None
         chunked = req.content_length is None
-        while True:
-            data = await req.body.read()
-            if self.done.done() or conn.closed:
-                return
-            if not data:
+        try:
+            while True:
+                data = await req.body.read()
+                if self.done.done() or conn.closed:
+                    return
+                if not data:
+                    if chunked:
+                        conn.write(b"0\r\n\r\n")
+                    break
                 if chunked:
-                    conn.write(b"0\r\n\r\n")
-                break
-            if chunked:
-                conn.write(b"%x\r\n" % len(data) + data + b"\r\n")
-            else:
-                conn.write(data)
-            await conn.drain(timeout)
+                    conn.write(b"%x\r\n" % len(data) + data + b"\r\n")
+                else:
+                    conn.write(data)
+                await conn.drain(timeout)
+        except (ConnectionError, TimeoutError, _TooLarge) as e:
+            if not self.done.done():
+                self.failure = ("client", str(e) or type(e).__name__)
+                self.done.set_result("too_large" if isinstance(e, _TooLarge) else "client")
+            return
         self.request_sent = True
+        conn.start_read_timer()
 
     @staticmethod
     async def run(client: ClientConnection, req: Request, loc: Location) -> None:
@@ -1341,7 +1288,6 @@ class ProxyAttempt:
                 conn.write(att.request_head())
                 if req.body is not None:
                     body_task = client.loop.create_task(att.send_body(loc.proxy_send_timeout))
-                    body_task.add_done_callback(_read_timer_starter(conn))
                 else:
                     att.request_sent = True
                     conn.start_read_timer()
@@ -1352,10 +1298,6 @@ class ProxyAttempt:
                 if body_task is not None:
                     with contextlib.suppress(BaseException):
                         await body_task
-                    exc = None if body_task.cancelled() else body_task.exception()
-                    if exc is not None and not att.done.done():
-                        att.failure = ("client", str(exc))
-                        result = "client"
                 client.sink = None
             statuses.append(req.upstream_status or "502")
             if result == "ok":
@@ -1376,7 +1318,12 @@ class ProxyAttempt:
                 last_kind = "error"
                 continue
             conn.close()
-            if result == "client":
+            if result == "too_large" and not att.started:
+                app.error("error", "client intended to send too large chunked body", client, req)
+                req.upstream_addr = ", ".join(addrs)
+                await client.respond_error(req, 413)
+                return
+            if result in ("client", "too_large"):
                 req.keep_alive = False
                 req.upstream_addr = ", ".join(addrs)
                 req.status = req.status or 499
@@ -1411,13 +1358,6 @@ class ProxyAttempt:
             return
 
 
-def _read_timer_starter(conn: UpstreamConnection) -> Callable[[asyncio.Task[None]], None]:
-    def start(_: asyncio.Task[None]) -> None:
-        conn.start_read_timer()
-
-    return start
-
-
 def _expand_header(tmpl: Template, req: Request) -> str:
     if len(tmpl) == 1 and isinstance(tmpl[0], str):
         return tmpl[0]
@@ -1449,5 +1389,56 @@ async def _spool_chunked(client: ClientConnection, req: Request) -> None:
     req.chunked = False
 
 
-def peer_label(peer: Peer) -> str:
-    return peer.server.address
+def _xff(r: Request) -> str:
+    xff = r.header(b"x-forwarded-for")
+    return f"{xff}, {r.conn.remote_addr}" if xff else r.conn.remote_addr
+
+
+def _request_line(r: Request) -> str:
+    if r.request_line is not None:
+        return r.request_line
+    return f"{r.method} {r.target} HTTP/{r.version}"
+
+
+_VARIABLES: dict[str, Callable[[Request], str]] = {
+    "host": lambda r: r.host,
+    "remote_addr": lambda r: r.conn.remote_addr,
+    "proxy_add_x_forwarded_for": _xff,
+    "proxy_host": lambda r: r.proxy_host,
+    "request_uri": lambda r: r.target,
+    "scheme": lambda r: "http",
+    "request": _request_line,
+    "status": lambda r: str(r.status),
+    "body_bytes_sent": lambda r: str(r.body_bytes_sent),
+    "bytes_sent": lambda r: str(r.bytes_sent),
+    "time_local": lambda r: r.conn.app.clock.local,
+    "remote_user": lambda r: "",
+    "uri": lambda r: r.uri,
+    "document_uri": lambda r: r.uri,
+    "args": lambda r: r.args,
+    "query_string": lambda r: r.args,
+    "is_args": lambda r: "?" if r.args else "",
+    "request_method": lambda r: r.method,
+    "server_protocol": lambda r: f"HTTP/{r.version}",
+    "remote_port": lambda r: str(r.conn.remote_port),
+    "server_addr": lambda r: r.conn.local_addr,
+    "server_port": lambda r: str(r.conn.local_port),
+    "server_name": lambda r: r.server.server_names[0] if r.server else "",
+    "http_host": lambda r: r.header(b"host"),
+    "proxy_port": lambda r: r.proxy_host.rpartition(":")[2] if ":" in r.proxy_host else "80",
+    "time_iso8601": lambda r: time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    "msec": lambda r: f"{time.time():.3f}",
+    "request_time": lambda r: f"{max(0.0, time.monotonic() - r.start):.3f}",
+    "request_length": lambda r: str(r.head_size + (r.body.received if r.body else 0)),
+    "upstream_addr": lambda r: r.upstream_addr,
+    "upstream_status": lambda r: r.upstream_status,
+    "upstream_response_time": lambda r: "",
+    "connection": lambda r: str(r.conn.serial),
+    "connection_requests": lambda r: str(r.conn.requests),
+    "content_length": lambda r: r.header(b"content-length"),
+    "content_type": lambda r: r.header(b"content-type"),
+    "pid": lambda r: str(os.getpid()),
+    "hostname": lambda r: os.uname().nodename,
+    "document_root": lambda r: r.location.root if r.location else "",
+    "nginx_version": lambda r: _pkg_version,
+}
