@@ -668,6 +668,9 @@ class _Metrics:
     STATES = {State.INIT: 0, State.BACKUP: 1, State.MASTER: 2, State.FAULT: 3, State.STOP: 4}
 
     def __init__(self, port: int | None) -> None:
+        self.enabled = bool(port)
+        if not port:
+            return  # prometheus_client is slow to import: only when metrics are served
         from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
         self.registry = CollectorRegistry()
@@ -681,9 +684,13 @@ class _Metrics:
             start_http_server(port, addr="127.0.0.1", registry=self.registry)
 
     def state(self, name: str, state: State) -> None:
+        if not self.enabled:
+            return
         self.g_state.labels(name).set(self.STATES[state])
 
     def split_brain(self, name: str, active: bool) -> None:
+        if not self.enabled:
+            return
         self.g_split.labels(name).set(1 if active else 0)
         if active:
             self.c_split.labels(name).inc()

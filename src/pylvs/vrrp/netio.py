@@ -8,6 +8,7 @@ Thin wrappers with no protocol decisions. Not for: the VRRP state machine (:mod:
 from __future__ import annotations
 
 import errno
+import fcntl
 import ipaddress
 import socket
 import struct
@@ -15,13 +16,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pylvs.vrrp import packet as pkt
 
 ETH_P_ARP = 0x0806
 ETH_P_ALL = 0x0003
 SO_BINDTODEVICE = 25
+SIOCGIFADDR = 0x8915
 IP_MULTICAST_ALL = 49
 IPV6_RECVPKTINFO = 49
 IPV6_PKTINFO = 50
@@ -78,11 +80,28 @@ def interface_addresses(name: str, family: int) -> list[str]:
 
 
 def primary_address(name: str, family: int) -> str | None:
-    addrs = interface_addresses(name, family)
-    if family == 6:
-        ll = [a for a in addrs if ipaddress.IPv6Address(a).is_link_local]
-        return ll[0] if ll else (addrs[0] if addrs else None)
-    return addrs[0] if addrs else None
+    """The address adverts are sent from: the interface's primary IPv4 address, or its IPv6
+    link-local one. Read without netlink (ioctl, /proc) so start-up never waits for it."""
+    if family == 4:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            res = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+        except OSError:
+            return None
+        finally:
+            s.close()
+        return socket.inet_ntoa(res[20:24])
+    found: list[str] = []
+    try:
+        lines = Path("/proc/net/if_inet6").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        f = line.split()
+        if len(f) >= 6 and f[5] == name:
+            found.append(str(ipaddress.IPv6Address(bytes.fromhex(f[0]))))
+    ll = [a for a in found if ipaddress.IPv6Address(a).is_link_local]
+    return ll[0] if ll else (found[0] if found else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +119,23 @@ class VIPSpec:
 _SCOPES = {"global": 0, "site": 200, "link": 253, "host": 254, "nowhere": 255}
 
 
+def _new_iproute() -> Any:
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
 class AddressManager:
     """Adds and removes VIPs; idempotent, so a restart or a double transition never fails."""
 
     def __init__(self) -> None:
-        from pyroute2 import IPRoute
+        # pyroute2 takes a while to import: warm it up in the netlink thread while the routers
+        # start (a backup needs no netlink call before its first Master_Down_Interval ends)
+        self._ipr_future = _NETLINK.submit(_new_iproute)
 
-        self._ipr = in_netlink_thread(IPRoute)
+    @property
+    def _ipr(self) -> Any:
+        return self._ipr_future.result()
 
     def close(self) -> None:
         in_netlink_thread(self._ipr.close)
