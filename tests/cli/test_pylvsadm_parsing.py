@@ -226,3 +226,37 @@ def test_any_restore_input_gets_an_answer_never_a_traceback(lines: list[str]) ->
     assert 0 <= rc <= 255
     if rc != 0:
         assert err.strip() != ""
+
+
+def test_table_refuses_what_the_kernel_refuses_for_real_servers() -> None:
+    t = IPVSTable()
+    assert run(t, "-A", "-t", "10.0.0.1:80", "-s", "rr")[2] == 0
+    invalid = "Invalid operation.  Possibly wrong module version, address not unicast, ...\n"
+    for addr in ("0.1.2.3", "224.0.0.5", "255.255.255.255"):
+        assert run(t, "-a", "-t", "10.0.0.1:80", "-r", addr, "-m") == ("", invalid, 255), addr
+    assert run(t, "-A", "-t", "[2001:db8::1]:80", "-s", "rr")[2] == 0
+    assert run(t, "-a", "-t", "[2001:db8::1]:80", "-r", "[fe80::1]:80", "-m") == ("", invalid, 255)
+    # editing never checks the address; a missing one is simply not there
+    assert run(t, "-e", "-t", "10.0.0.1:80", "-r", "0.1.2.3", "-m") == ("", "No such destination\n", 255)
+    # the other family only through a tunnel, as the kernel checks it too
+    assert run(t, "-a", "-t", "[2001:db8::1]:80", "-r", "10.0.0.9", "-i")[2] == 0
+
+
+def test_table_refuses_a_real_server_of_the_other_family_unless_tunnelled() -> None:
+    import errno
+
+    import pytest
+
+    from pylvs.core.api import IPVSError
+    from pylvs.core.model import DestSpec, ForwardingMethod, ServiceKey, ServiceSpec
+
+    t = IPVSTable()
+    key = ServiceKey.inet(6, "2001:db8::1", 80)
+    t.add_service(ServiceSpec(key, "rr", netmask=128))
+    with pytest.raises(IPVSError) as exc:
+        t.add_dest(key, DestSpec(ipaddress.ip_address("10.0.0.9"), 80, ForwardingMethod.MASQ))
+    assert exc.value.errno == errno.EINVAL
+    t.add_dest(key, DestSpec(ipaddress.ip_address("10.0.0.9"), 80, ForwardingMethod.TUNNEL))
+    with pytest.raises(IPVSError) as exc:
+        t.edit_dest(key, DestSpec(ipaddress.ip_address("10.0.0.9"), 80, ForwardingMethod.DROUTE))
+    assert exc.value.errno == errno.EINVAL

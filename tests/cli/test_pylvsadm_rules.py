@@ -165,7 +165,7 @@ def test_strict_restore_never_fails_other_than_with_a_located_error(text: str) -
         assert line.isdigit() and 1 <= int(line) <= text.count("\n") + 1
 
 
-_addrs4 = st.integers(1, 0xDFFFFFFE).map(lambda n: ipaddress.IPv4Address(n))
+_addrs4 = st.integers(0x01000000, 0xDFFFFFFF).map(lambda n: ipaddress.IPv4Address(n))  # unicast
 _addrs6 = st.integers(1, 2**64).map(lambda n: ipaddress.IPv6Address((0x20010DB8 << 96) | n))
 
 

@@ -27,6 +27,7 @@ from pylvs.core.model import (
     ConnEntry,
     DestFlags,
     DestSpec,
+    ForwardingMethod,
     IPAddress,
     Protocol,
     RealServer,
@@ -199,6 +200,10 @@ class IPVSTable:
 
     @staticmethod
     def _check_dest(svc: VirtualService, dest: DestSpec) -> None:
+        # A real server of the other address family is only reachable through a tunnel
+        # (ip_vs_genl_set_cmd checks this before anything else about the destination).
+        if dest.family != svc.af and dest.fwd != ForwardingMethod.TUNNEL:
+            raise IPVSError(errno.EINVAL)
         if dest.weight < 0 or dest.weight > MAX_WEIGHT:
             raise IPVSError(errno.ERANGE)
         if dest.l_threshold > dest.u_threshold:
@@ -210,10 +215,14 @@ class IPVSTable:
     def _check_new_dest_addr(dest: DestSpec) -> None:
         # ip_vs_new_dest: only a unicast (or local) address can become a real server. The
         # kernel checks this after the duplicate lookup and never for an edit.
+        # IPv4: inet_addr_type() says BROADCAST for 0.0.0.0/8 and 255.255.255.255, MULTICAST
+        # for 224/4. IPv6: not unicast, or link-local (unless the director's own address).
         addr = dest.addr
-        if addr.is_multicast or addr.is_unspecified or (
-            addr.version == 4 and int(addr) == 0xFFFFFFFF
-        ):
+        if addr.is_multicast or addr.is_unspecified:
+            raise IPVSError(errno.EINVAL)
+        if addr.version == 4 and (int(addr) >> 24 == 0 or int(addr) == 0xFFFFFFFF):
+            raise IPVSError(errno.EINVAL)
+        if addr.version == 6 and addr.is_link_local:
             raise IPVSError(errno.EINVAL)
 
     def add_dest(self, key: ServiceKey, dest: DestSpec) -> None:
