@@ -20,7 +20,14 @@ from rich.console import Console
 from rich.table import Table
 
 from pylvs.core.director import DIR_INPUT, TCP_ACK, Director
-from pylvs.core.model import DestSpec, ForwardingMethod, Protocol, ServiceKey, ServiceSpec
+from pylvs.core.model import (
+    DestSpec,
+    ForwardingMethod,
+    Protocol,
+    ServiceFlags,
+    ServiceKey,
+    ServiceSpec,
+)
 from pylvs.core.table import IPVSTable
 
 BUDGET_BYTES = 300  # our own ceiling per entry at 1 M entries
@@ -35,13 +42,15 @@ class Clock:
 
 
 def build(n_servers: int, clock: Clock, max_connections: int) -> Director:
+    """10.0.0.100:80 rr, and 10.0.0.101:80 rr persistent 300 /24, each with n_servers (NAT)."""
     d = Director(IPVSTable(), clock=clock, max_connections=max_connections)
-    key = ServiceKey.inet(Protocol.TCP, "10.0.0.100", 80)
-    d.table.add_service(ServiceSpec(key, "rr"))
-    for i in range(n_servers):
-        d.table.add_dest(
-            key, DestSpec(ipaddress.ip_address(f"192.168.168.{10 + i}"), 80, ForwardingMethod.MASQ),
-        )
+    for vip, flags, timeout in (("10.0.0.100", ServiceFlags.NONE, 0),
+                                ("10.0.0.101", ServiceFlags.PERSISTENT, 300)):
+        key = ServiceKey.inet(Protocol.TCP, vip, 80)
+        d.table.add_service(ServiceSpec(key, "rr", flags, timeout, 0xFFFFFF00))
+        for i in range(n_servers):
+            addr = ipaddress.ip_address(f"192.168.168.{10 + i}")
+            d.table.add_dest(key, DestSpec(addr, 80, ForwardingMethod.MASQ))
     return d
 
 
@@ -91,6 +100,12 @@ def main() -> None:
     d.tick()
     t6 = cpu()
     assert d.connection_count == 0
+    pvip = ipaddress.ip_address("10.0.0.101").packed
+    t7 = cpu()
+    for caddr, cport in speed_addrs:
+        schedule(6, caddr, cport, pvip, 80)
+    t8 = cpu()
+    del d
 
     # Memory: only the table's own allocations are traced (the client list exists before).
     gc.collect()
@@ -114,6 +129,8 @@ def main() -> None:
     table.add_column("pylvs", justify="right")
     table.add_column("budget", justify="right")
     table.add_row("new connection (schedule, rr, 4 RS)", f"{sn:,}", f"{(t1 - t0) / sn:,.0f} ns", "")
+    table.add_row("new connection, persistent -p 300 -M /24", f"{sn:,}",
+                  f"{(t8 - t7) / sn:,.0f} ns", "")
     table.add_row("lookup (client->VIP)", f"{sn:,}", f"{(t2 - t1) / sn:,.0f} ns", "")
     table.add_row("tcp_packet (SYN_RECV->ESTABLISHED)", f"{sn:,}", f"{(t4 - t3) / sn:,.0f} ns", "")
     table.add_row("expiry (one tick, per entry)", f"{sn:,}", f"{(t6 - t5) / sn:,.0f} ns", "")

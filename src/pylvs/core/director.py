@@ -51,7 +51,6 @@ from pylvs.core.conntrack import (
     ConnectionTable,
     bind_dest,
     clear_overload,
-    make_ckey,
     tcp_next_state,
     tcp_timeout_table,
     unbind_dest,
@@ -107,7 +106,7 @@ _FTPPORT = 21
 class _Plan:
     """What scheduling needs of a service, read once: the flags as plain ints."""
 
-    __slots__ = ("one_packet", "persistent", "port", "svc")
+    __slots__ = ("fwmark", "mask4", "mask6", "one_packet", "persistent", "port", "svc")
 
     def __init__(self, svc: VirtualService) -> None:
         self.svc = svc
@@ -116,6 +115,11 @@ class _Plan:
         self.one_packet = bool(flags & 0x0004)  # IP_VS_SVC_F_ONEPACKET
         # Port-zero services match any port unless persistent; fwmark services any port.
         self.port = svc.key.port
+        self.fwmark = svc.key.fwmark
+        # Persistence granularity (-M): an IPv4 mask, or an IPv6 prefix length.
+        self.mask4 = svc.netmask & 0xFFFFFFFF
+        plen = svc.netmask if 0 < svc.netmask <= 128 else 128
+        self.mask6 = ((1 << plen) - 1) << (128 - plen)
 
 
 class _ServiceCache(TableListener):
@@ -341,23 +345,28 @@ class Director:
     ) -> Connection | None:
         """ip_vs_sched_persist: reuse or create the client network's template, then the entry."""
         svc = plan.svc
-        snet = self._mask(svc, caddr)
         svc_port = plan.port
-        if svc.key.fwmark:
+        if plan.fwmark:
             # fwmark template: <IPPROTO_IP, snet, 0, fwmark, 0>
-            t_proto, t_vaddr, t_vport = _IPPROTO_IP, _fwmark_addr(svc.key.fwmark, len(vaddr)), 0
+            t_proto, t_vaddr, t_vport = _IPPROTO_IP, _fwmark_addr(plan.fwmark, len(vaddr)), 0
         elif vport == svc_port and svc_port != _FTPPORT:
             t_proto, t_vaddr, t_vport = protocol, vaddr, svc_port
         else:
             # port-zero (and FTP) template: <protocol, snet, 0, vaddr, 0>
             t_proto, t_vaddr, t_vport = protocol, vaddr, 0
-        tkey = make_ckey(t_proto, snet, 0)
+        # The template's key: the client address masked to the persistence granularity, port 0.
+        if len(caddr) == 4:
+            tkey = ((_from_bytes(caddr, "big") & plan.mask4) << 24) | t_proto
+        else:
+            tkey = ((_from_bytes(caddr, "big") & plan.mask6) << 24) | t_proto | V6_MARK
         table = self.conns
         ct: Connection | None = None
         head = table.templates.get(tkey)
         if head is not None:
             ct = self._match(head, t_vaddr, t_vport)
-            if ct is not None and not self._check_template(ct):
+            if ct is not None and (
+                ct.dest.flags is not _AVAILABLE or self.expire_quiescent_template
+            ) and not self._check_template(ct):
                 ct = None
         if ct is None:
             if table.count + 1 >= self.max_connections:
@@ -405,19 +414,6 @@ class Director:
         # ip_vs_conn_put(ct): the template's timer restarts with every connection it hands out.
         table.arm(ct, now)
         return conn
-
-    @staticmethod
-    def _mask(svc: VirtualService, caddr: bytes) -> bytes:
-        if len(caddr) == 4:
-            mask = svc.netmask & 0xFFFFFFFF
-            if mask == 0xFFFFFFFF:
-                return caddr
-            return (int.from_bytes(caddr, "big") & mask).to_bytes(4, "big")
-        plen = svc.netmask if 0 < svc.netmask <= 128 else 128
-        if plen == 128:
-            return caddr
-        m = ((1 << plen) - 1) << (128 - plen)
-        return (int.from_bytes(caddr, "big") & m).to_bytes(16, "big")
 
     def _check_template(self, ct: Connection) -> bool:
         """ip_vs_check_template: a template whose server is gone (or quiescent, if so set)
