@@ -472,8 +472,8 @@ class Director:
     def tcp_packet(self, conn: Connection, direction: int, tcp_flags: int) -> None:
         """set_tcp_state: a segment with ``tcp_flags`` passed in ``direction``; the entry's
         timer restarts with the timeout of its (new) state."""
-        if conn.bucket is None:
-            return  # expired or never stored
+        if conn.bucket is None or conn.ckey & 0xFF != _IPPROTO_TCP:
+            return  # expired, never stored, or not TCP
         flags = conn.flags
         if flags & CONN_F_NOOUTPUT:
             if direction == DIR_OUTPUT:
