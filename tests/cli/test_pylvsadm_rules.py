@@ -149,9 +149,15 @@ def test_strict_restore_applies_in_order_and_reports_refusals_with_line_numbers(
     assert run(table, "-Sn")[0] == (
         "-A -t 10.1.1.1:80 -s rr\n-a -t 10.1.1.1:80 -r 10.2.2.2:80 -m -w 1\n"
     )
-    dup = parse_restore("-Z\n-A -t 10.1.1.1:80 -s wrr\n", "f")
+    before = run(table, "-Sn")[0]
+    dup = parse_restore("-A -t 10.9.9.9:80 -s rr\n-A -t 10.1.1.1:80 -s wrr\n", "f")
     with pytest.raises(RestoreError, match=r"^f:2: Service already exists$"):
         apply_commands(table, dup, "f")
+    assert run(table, "-Sn")[0] == before  # refused as a whole: line 1 was not applied either
+    bad_sched = parse_restore("-D -t 10.1.1.1:80\n-A -t 10.1.1.1:80 -s nosuch\n", "g")
+    with pytest.raises(RestoreError, match=r"^g:2: Scheduler or persistence engine not found$"):
+        apply_commands(table, bad_sched, "g")
+    assert run(table, "-Sn")[0] == before
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -20,9 +20,9 @@ Two ways to read a rule file, on purpose:
 - ``parse_restore(text, source)`` + ``apply_commands(backend, commands)`` are the strict form the
   director uses for its own start-up rule file: every line is parsed first (blank lines and
   lines starting with ``#`` are skipped), and any bad line raises ``RestoreError`` with
-  ``source:LINE: what is wrong`` before anything is applied. ``apply_commands`` then applies the
-  commands in order and raises ``RestoreError`` (with the line number) at the first one the
-  table refuses.
+  ``source:LINE: what is wrong`` before anything is applied. ``apply_commands`` then rehearses
+  the commands on an in-memory copy of the table, so a line the table would refuse is also
+  reported (with its line number) before anything changes, and only then applies them.
 """
 
 from __future__ import annotations
@@ -1009,10 +1009,7 @@ def parse_restore(
     return commands
 
 
-def apply_commands(
-    backend: IPVSBackend, commands: Sequence[IpvsadmCommand], source: str = "<rules>"
-) -> None:
-    """Apply parsed commands in order; the first refusal raises ``RestoreError``."""
+def _apply(backend: IPVSBackend, commands: Sequence[IpvsadmCommand], source: str) -> None:
     errors: list[str] = []
 
     class _Collect:
@@ -1026,6 +1023,38 @@ def apply_commands(
         if runner.execute(ce) != 0:
             msg = "".join(errors).strip() or "refused"
             raise RestoreError(f"{source}:{ce.lineno}: {msg}")
+
+
+def _scratch_copy(backend: IPVSBackend) -> IPVSBackend | None:
+    """An in-memory copy of the backend's services and real servers, or None if it has
+    something the in-memory table would not take (then there is no rehearsal)."""
+    from pylvs.core.table import IPVSTable
+
+    scratch = IPVSTable()
+    try:
+        for svc in backend.get_services():
+            scratch.add_service(svc.spec)
+            for d in reversed(svc.dests):
+                scratch.add_dest(svc.spec.key, d.spec)
+    except IPVSError:
+        return None
+    return scratch
+
+
+def apply_commands(
+    backend: IPVSBackend, commands: Sequence[IpvsadmCommand], source: str = "<rules>"
+) -> None:
+    """Apply parsed commands in order, all or nothing as far as the table's rules go.
+
+    The commands are first rehearsed on an in-memory copy of the table, so a line the table
+    would refuse (a duplicate service, a real server of a missing service, an unknown
+    scheduler) raises ``RestoreError("source:LINE: ...")`` before anything changes. Only a
+    refusal the copy could not foresee (the backend failing midway) leaves earlier lines in.
+    """
+    scratch = _scratch_copy(backend)
+    if scratch is not None:
+        _apply(scratch, commands, source)
+    _apply(backend, commands, source)
 
 
 def save_rules(backend: IPVSBackend, numeric: bool = True) -> str:
