@@ -252,15 +252,18 @@ class ClientSide(asyncio.Protocol):
         self.client_eof = True
         if self.sink == self._hold:
             return True  # passed on once the real server is connected
-        conn = self.conn
-        assert conn is not None
-        self.ctx.director.proxy_half_closed(conn, True)
         server = self.server
         if server is not None and server.transport is not None:
             if self.server_eof:
+                # Both FINs seen: straight to proxy_closed (TIME_WAIT) in _close_both, the
+                # second half-close would change nothing in the core.
                 self._close_both()
-            elif server.transport.can_write_eof():
-                server.transport.write_eof()
+            else:
+                conn = self.conn
+                assert conn is not None
+                self.ctx.director.proxy_half_closed(conn, True)
+                if server.transport.can_write_eof():
+                    server.transport.write_eof()
         return True
 
     def pause_writing(self) -> None:
@@ -294,14 +297,15 @@ class ClientSide(asyncio.Protocol):
         if self.finished:
             return
         self.server_eof = True
-        conn = self.conn
-        assert conn is not None
-        self.ctx.director.proxy_half_closed(conn, False)
         client = self.client
         assert client is not None
         if self.client_eof:
             self._close_both()
-        elif client.can_write_eof():
+            return
+        conn = self.conn
+        assert conn is not None
+        self.ctx.director.proxy_half_closed(conn, False)
+        if client.can_write_eof():
             client.write_eof()
 
     def server_lost(self, exc: Exception | None) -> None:
@@ -335,7 +339,7 @@ class ClientSide(asyncio.Protocol):
                 timer.cancel()
                 if not server.timed_out:
                     break
-            except OSError:
+            except (OSError, ValueError):  # refused, unreachable, bad address
                 timer.cancel()
             except asyncio.CancelledError:
                 timer.cancel()
