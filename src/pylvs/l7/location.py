@@ -25,6 +25,8 @@ def normalize(path: str) -> str:
     """Decode and canonicalise a request path; refuses paths climbing above the root."""
     if not path.startswith("/"):
         raise BadURI("request target is not an absolute path")
+    if "%" not in path and "/." not in path and "//" not in path:
+        return path  # already canonical: the common case, kept cheap
     try:
         decoded = unquote_to_bytes(path).decode("utf-8")
     except UnicodeDecodeError:

@@ -428,6 +428,8 @@ class L7Server:
 
     def _tick(self) -> None:
         self.clock.tick()
+        for pool in self.pools.values():
+            pool.sweep()
         self._tick_handle = self.loop.call_later(1.0 - (time.time() % 1.0) + 0.001, self._tick)
 
     @property

@@ -5,7 +5,8 @@ An ``UpstreamConnection`` parses responses with httptools and hands each event s
 upstream socket to the client socket without a task switch or a copy into a buffer; the client's
 write flow control pauses this socket's reading (backpressure end to end). ``UpstreamPool`` keeps
 up to ``keepalive N`` idle connections per upstream, as nginx's keepalive module does, closing the
-oldest beyond that and any idle longer than the upstream's ``keepalive_timeout``.
+oldest beyond that and any idle longer than the upstream's ``keepalive_timeout`` (checked on
+reuse and by a sweep once a second, not by a timer per request).
 
 Not for: choosing the peer (``balancer``) or the request side (``server``).
 """
@@ -55,7 +56,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._read_timeout = 60.0
         self._last_read = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.connected: asyncio.Future[None] = self.loop.create_future()
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -174,9 +175,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_response = False
         self.requests += 1
         self._read_timeout = read_timeout
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
 
     def start_read_timer(self) -> None:
         """Arm proxy_read_timeout: it runs between two successive reads, as in nginx."""
@@ -225,9 +223,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _cancel_timers(self) -> None:
         self._cancel_timer()
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
 
     def detach(self) -> None:
         self.sink = None
@@ -242,10 +237,6 @@ class UpstreamConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
 
-    def idle_expired(self) -> None:
-        self._idle_timer = None
-        self.close()
-
 
 class UpstreamPool:
     """One upstream block at run time: its balancer and its idle keepalive connections."""
@@ -257,14 +248,25 @@ class UpstreamPool:
         self._idle: deque[UpstreamConnection] = deque()
 
     def take(self, peer: Peer) -> UpstreamConnection | None:
+        now = self.loop.time()
         for conn in reversed(self._idle):
             if conn.peer is peer:
                 self._idle.remove(conn)
                 if conn.closed:
                     continue
+                if now - conn.idle_since > self.config.keepalive_timeout:
+                    conn.close()
+                    continue
                 conn.reused = True
                 return conn
         return None
+
+    def sweep(self) -> None:
+        """Close connections idle past keepalive_timeout (called about once a second)."""
+        now = self.loop.time()
+        limit = self.config.keepalive_timeout
+        for conn in [c for c in self._idle if now - c.idle_since > limit]:
+            conn.close()
 
     async def connect(self, peer: Peer, timeout: float) -> UpstreamConnection:
         conn = UpstreamConnection(self, peer)
@@ -280,8 +282,8 @@ class UpstreamPool:
                 or conn.requests >= cfg.keepalive_requests):
             conn.close()
             return
+        conn.idle_since = self.loop.time()
         self._idle.append(conn)
-        conn._idle_timer = self.loop.call_later(cfg.keepalive_timeout, conn.idle_expired)
         while len(self._idle) > cfg.keepalive:
             self._idle.popleft().close()
 
