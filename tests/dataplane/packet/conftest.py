@@ -119,6 +119,50 @@ class Cluster:
             out.append(r.stdout.strip())
         return out
 
+    def udp_responders(self, port: int) -> list[subprocess.Popen[Any]]:
+        """A UDP server on each real server answering its name; DR/TUN ones bind the VIP so
+        the answer leaves from the VIP, as LVS-DR UDP services must."""
+        code = (
+            "import socket, sys\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.bind((sys.argv[1], int(sys.argv[2])))\n"
+            "print('ready', flush=True)\n"
+            "while True:\n"
+            "    data, peer = s.recvfrom(2048)\n"
+            "    s.sendto(sys.argv[3].encode(), peer)\n"
+        )
+        hosts = ("nat1", "nat2") if self.mode == "nat" else ("rs1", "rs2")
+        bind = "0.0.0.0" if self.mode == "nat" else VIP
+        procs = []
+        for i, h in enumerate(hosts):
+            p = self.lab.popen(h, [sys.executable, "-c", code, bind, str(port), f"udp{i + 1}"],
+                               stdout=subprocess.PIPE, text=True)
+            self.procs.append(p)
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+            procs.append(p)
+        return procs
+
+    def udp_ask(self, port: int, n: int) -> list[str]:
+        """``n`` datagrams to VIP:port, each from a new client port; the answers."""
+        code = (
+            "import socket, sys\n"
+            "for _ in range(int(sys.argv[3])):\n"
+            "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "    s.settimeout(2)\n"
+            "    s.connect((sys.argv[1], int(sys.argv[2])))\n"
+            "    for attempt in range(5):  # UDP clients retransmit, as a resolver does\n"
+            "        s.send(b'who')\n"
+            "        try:\n"
+            "            print(s.recv(100).decode(), flush=True)\n"
+            "            break\n"
+            "        except TimeoutError:\n"
+            "            print('retry', file=sys.stderr, flush=True)\n"
+            "    s.close()\n"
+        )
+        r = self.lab.run("client", [sys.executable, "-c", code, VIP, str(port), str(n)], timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+
     def keepalive_client(self, port: int = 80) -> KeepAlive:
         return KeepAlive(self, port)
 
@@ -191,8 +235,8 @@ def read_pcap(path: Path) -> list[bytes]:
 
 
 def tcp_frames(frames: list[bytes], src: str | None = None, dst: str | None = None,
-               sport: int | None = None) -> list[tuple[bytes, bytes, int, int]]:
-    """(src MAC, src IP, sport, dport) of the IPv4 TCP frames matching the filters."""
+               sport: int | None = None) -> list[tuple[bytes, bytes, int, int, int]]:
+    """(src MAC, src IP, sport, dport, TCP flags) of the IPv4 TCP frames matching the filters."""
     out = []
     s = socket.inet_aton(src) if src else None
     d = socket.inet_aton(dst) if dst else None
@@ -204,7 +248,7 @@ def tcp_frames(frames: list[bytes], src: str | None = None, dst: str | None = No
             continue
         if (s and info[1] != s) or (d and info[2] != d) or (sport is not None and info[3] != sport):
             continue
-        out.append((f[6:12], info[1], info[3], info[4]))
+        out.append((f[6:12], info[1], info[3], info[4], info[5]))
     return out
 
 

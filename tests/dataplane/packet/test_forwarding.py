@@ -41,6 +41,8 @@ def test_replies_take_the_right_path(cluster: Cluster) -> None:
         cluster.curl(4)
     replies = tcp_frames(at_client, src=VIP, sport=80)
     assert replies, "no replies captured at the client"
+    # the director's own stack never answered (a RST would break every connection)
+    assert not [r for r in replies if r[4] & 0x04], "a RST came from the VIP"
     macs = {m for m, *_ in replies}
     director_macs = {bytes.fromhex(lab.mac("director").replace(":", ""))}
     rs_macs = {bytes.fromhex(lab.mac(h).replace(":", "")) for h in ("rs1", "rs2")}
@@ -101,3 +103,20 @@ def test_connection_listing_shows_states(cluster: Cluster) -> None:
     states = {ln.split()[2] for ln in cluster.adm("-Lnc").splitlines() if ln.startswith("TCP")}
     # DR/TUN see only the client's half: FIN_WAIT; NAT sees both: TIME_WAIT or CLOSE
     assert states & ({"FIN_WAIT"} if cluster.mode != "nat" else {"TIME_WAIT", "CLOSE", "FIN_WAIT"})
+
+
+def test_udp_service_alternates_and_answers_from_the_vip(cluster: Cluster) -> None:
+    cluster.adm("-C")
+    cluster.adm("-A", "-u", f"{VIP}:5353", "-s", "rr")
+    for rip in cluster.rips:
+        cluster.adm("-a", "-u", f"{VIP}:5353", "-r", f"{rip}:5353", cluster.flag)
+    procs = cluster.udp_responders(5353)
+    try:
+        answers = cluster.udp_ask(5353, 4)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(5)
+    # connected client sockets only accept answers from VIP:5353, so every answer proves it
+    assert sorted(answers) == ["udp1", "udp1", "udp2", "udp2"]
+    assert [ln for ln in cluster.adm("-Lnc").splitlines() if ln.startswith("UDP")]

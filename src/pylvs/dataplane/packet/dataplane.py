@@ -2,9 +2,9 @@
 
 What this is for: tying the sans-IO ``Forwarder`` to the host: one ``PacketRing`` per interface,
 the interfaces' MACs/addresses/MTUs, the kernel's neighbour table and default route read once with
-pyroute2, the table followed live (VIPs to answer ARP for, firewall rules), ``director.tick()``
-once a second. It runs inside an asyncio loop (``start``/``stop``) or as a plain blocking loop
-(``run_for``, used by benchmarks).
+pyroute2, the table followed live (VIPs to answer ARP for, firewall rules). It runs inside the daemon's
+asyncio loop (``start``/``stop``; the daemon calls ``director.tick()``) or as a plain blocking
+loop that ticks the director itself (``run_for``, used by benchmarks).
 
 Keeping the director's own stack out of the way: the kernel sees every frame the rings see. A
 packet to a VIP would be answered by the local stack (RST, or a second copy forwarded when
@@ -152,8 +152,8 @@ class PacketDataPlane:
         self.rings: dict[int, PacketRing] = {}
         self.rings_by_fd: dict[int, PacketRing] = {}
         self.firewall_state = "off"
+        self._rules_for: tuple[set[bytes], set[bytes]] | None = None
         self._listener = _Follow(self)
-        self._tick_task: asyncio.Task[None] | None = None
         self._poller: select.poll | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -190,6 +190,7 @@ class PacketDataPlane:
         if self.firewall_state == "on":
             self._nft(f"delete table inet {NFT_TABLE}\n")
             self.firewall_state = "off"
+        self._rules_for = None
 
     def table_changed(self) -> None:
         vips: set[bytes] = set()
@@ -202,7 +203,9 @@ class PacketDataPlane:
                     nat_rips.add(d.addr.packed)
         if self.forwarder is not None and self.answer_arp:
             self.forwarder.set_vips(vips)
-        if self.firewall:
+        if self.firewall and (vips, nat_rips) != self._rules_for:
+            # only when the addresses change: weights and schedulers need no new rules
+            self._rules_for = (vips, nat_rips)
             self._install_rules(vips, nat_rips)
 
     def _install_rules(self, vips: set[bytes], rips: set[bytes]) -> None:
@@ -295,19 +298,9 @@ class PacketDataPlane:
         assert fw is not None
         for ring in self.rings.values():
             loop.add_reader(ring.fileno(), self._drain, ring, fw)
-        self._tick_task = asyncio.create_task(self._ticker())
-
-    async def _ticker(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            self.director.tick()
+        # director.tick() is the daemon's job under asyncio (it ticks whatever the data plane)
 
     async def stop(self) -> None:
-        if self._tick_task is not None:
-            self._tick_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._tick_task
-            self._tick_task = None
         if self._loop is not None:
             for ring in self.rings.values():
                 self._loop.remove_reader(ring.fileno())
