@@ -4,6 +4,7 @@ template lives, as ip_vs_sched_persist does; and the golden ``e_conns`` case rep
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import re
 from collections import Counter
@@ -20,9 +21,10 @@ from pylvs.core.director import (
     TCP_SYN,
     Director,
 )
-from pylvs.core.model import DestSpec, ForwardingMethod, Protocol
+from pylvs.core.model import DestSpec, ForwardingMethod, Protocol, ServiceKey
 
 from .test_director_support import (
+    FakeClock,
     add_dest,
     add_fwmark_service,
     add_service,
@@ -424,3 +426,45 @@ def test_golden_e_conns_listings_through_pylvsadm() -> None:
     # Columns line up as ipvsadm's: the same widths, whatever the values.
     for line in got_c.splitlines()[2:]:
         assert re.match(r"^(TCP|UDP) \d\d:\d\d  [A-Z_]{1,11} +\S+ +\S+ +\S+$", line), line
+
+
+def test_golden_e_conns_bulk_counts_and_deleted_server_entries() -> None:
+    """The second half of ``e_conns``: 1100 more short connections, the counters, then a real
+    server with entries deleted: the table forgets it, its entries stay listed."""
+    steps = _golden_steps()
+    d = _replay_e_conns()
+    client = ip("10.0.0.2")
+    vip = ip("10.0.0.100")
+    for i in range(1100):
+        conn = d.schedule(6, client, 10000 + i, vip, 80)
+        assert conn is not None
+        d.tcp_packet(conn, DIR_OUTPUT, TCP_SYN | TCP_ACK)
+        d.tcp_packet(conn, DIR_INPUT, TCP_ACK)
+        d.tcp_packet(conn, DIR_INPUT, TCP_FIN | TCP_ACK)
+        d.tcp_packet(conn, DIR_OUTPUT, TCP_FIN | TCP_ACK)
+        d.tcp_packet(conn, DIR_INPUT, TCP_ACK)
+    want = _golden_stdout(steps, "ipvsadm -Ln -t 10.0.0.100:80")
+    assert _pylvsadm(d, "-Ln", "-t", "10.0.0.100:80") == want
+    # Conns column of --stats (packets and bytes depend on the real exchange, not replayed).
+    stats = _golden_stdout(steps, "ipvsadm -Ln --stats", after="ipvsadm -Ln --stats -t 10.0.0.100:80")
+    want_conns = [line.split()[:2] for line in stats.splitlines()[3:]]
+    got_conns = [line.split()[:2] for line in _pylvsadm(d, "-Ln", "--stats").splitlines()[3:]]
+    assert got_conns == want_conns
+
+    # ipvsadm ran these some seconds later: the CLOSE entry (10 s) was gone by then.
+    clock = d.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(10)
+    d.tick()
+    key = ServiceKey.inet(Protocol.TCP, "10.0.0.100", 80)
+    d.table.del_dest(key, ipaddress.ip_address("192.168.168.12"), 80)
+    cmd = next(str(s["cmd"]) for s in steps if str(s.get("cmd", "")).startswith("ipvsadm -d "))
+    golden = _golden_stdout(steps, cmd)
+    listing, summary = golden.split("      1 ASSURED", 1)
+    assert _pylvsadm(d, "-Ln", "-t", "10.0.0.100:80") == listing
+    want_rows: Counter[tuple[str, str]] = Counter()
+    for line in ("      1 ASSURED" + summary).splitlines():
+        n, state, dst = line.split()
+        want_rows[(state, dst)] = int(n)
+    got_rows = Counter((r.state, f"{r.daddr}:{r.dport}") for r in d.connection_entries())
+    assert got_rows == want_rows
