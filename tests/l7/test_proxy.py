@@ -297,9 +297,10 @@ def test_upstream_reset_mid_response_closes_cleanly_and_logs(stack: Stack) -> No
     assert c.raw.startswith(b"HTTP/1.1 200 OK") and len(c.raw) < 100000
     c.close()
     assert wait_for(lambda: "while reading upstream" in _read(stack.tmp / "error.log"))
-    # the proxy still serves
-    c = Client(port)
+    # the proxy still serves: the next client gets the same clean cut, not a hang
+    c = Client(port, timeout=5)
     c.send(get("/r2"))
+    assert not c.read(1) and c.closed and c.raw.startswith(b"HTTP/1.1 200 OK")
     c.close()
 
 
@@ -355,5 +356,58 @@ def test_chunked_body_over_client_max_body_size_is_413(stack: Stack) -> None:
            + chunk * 3 + b"0\r\n\r\n")
     r = c.read(1)
     assert r and r[0].status == 413
+    assert c.wait_closed()
+    c.close()
+
+
+def test_http10_client_gets_close_delimited_body(seed: Stack) -> None:
+    c = Client(seed.port)
+    c.send(b"GET /d.jsp?size=5000&chunked=1 HTTP/1.0\r\nHost: x\r\n\r\n")
+    assert c.wait_closed()
+    head, _, body = c.raw.partition(b"\r\n\r\n")
+    assert b"Connection: close" in head and b"Transfer-Encoding" not in head
+    assert body == pattern_body(5000)
+    c.close()
+
+
+def test_upstream_body_until_close_is_rechunked_for_http11(stack: Stack) -> None:
+    async def old(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n" + b"z" * 70000)
+        await writer.drain()
+        writer.close()
+
+    up = stack.upstream(old)
+    port = stack.proxy(_PROXY_CONF, up=up, extra="", loc="")
+    c = Client(port)
+    r = c.one(get("/old"))
+    assert r.status == 200 and r.body == b"z" * 70000
+    assert r.headers["transfer-encoding"] == "chunked"
+    assert c.one(get("/old")).body == b"z" * 70000  # and the client connection stays usable
+    c.close()
+
+
+def test_chunked_upload_to_http10_upstream_is_sized(stack: Stack) -> None:
+    """proxy_http_version 1.0 (nginx's default) needs a Content-Length: the body is spooled."""
+    app = stack.app("1")
+    conf = _PROXY_CONF.replace("proxy_http_version 1.1;", "").replace('proxy_set_header Connection "";', "")
+    port = stack.proxy(conf, up=app, extra="", loc="")
+    c = Client(port)
+    body = pattern_body(100_000)
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 9000]), body[i:i + 9000])
+                      for i in range(0, len(body), 9000)) + b"0\r\n\r\n"
+    c.send(b"POST /u?echo=body HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks)
+    r = c.read(1)[0]
+    assert r.status == 200 and r.body == body
+    r = c.one(get("/h?echo=headers"))
+    assert r.body.startswith(b"GET /h?echo=headers HTTP/1.0\r\n")
+    assert b"Connection: close\r\n" in r.body
+    c.close()
+
+
+def test_client_connection_close_is_honoured(seed: Stack) -> None:
+    c = Client(seed.port)
+    r = c.one(get("/index.jsp", extra="Connection: close\r\n"))
+    assert r.status == 200 and r.headers["connection"] == "close"
     assert c.wait_closed()
     c.close()
