@@ -110,3 +110,30 @@ def test_counts_never_negative_and_match_live_entries(ops: list[tuple[object, ..
     _check(d, servers)
     assert d.connection_count == 0
     assert all((rs.activeconns, rs.inactconns, rs.persistconns) == (0, 0, 0) for rs in servers)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from((0, 1, 6, 17, 132, 255)),
+            st.binary(min_size=0, max_size=17),
+            st.integers(-1, 70000),
+            st.sampled_from((VIPS[0], VIPS[1], b"\x0a\x00\x00", ip("::1"))),
+            st.sampled_from((0, 80, 81, 65535, 65536)),
+            st.integers(0, 3),
+        ),
+        max_size=30,
+    )
+)
+def test_malformed_tuples_are_refused_without_touching_state(
+    calls: list[tuple[int, bytes, int, bytes, int, int]],
+) -> None:
+    d, _clock, servers = _build()
+    for proto, caddr, cport, vaddr, vport, fwmark in calls:
+        conn = d.schedule(proto, caddr, cport, vaddr, vport, fwmark)
+        if conn is not None:
+            assert len(conn.caddr) == len(conn.vaddr) and conn.cport == cport
+            assert d.lookup(proto, caddr, cport, vaddr, vport) in (conn, None)
+        d.lookup(proto, caddr, cport if 0 <= cport <= 0xFFFF else 0, vaddr, vport)
+        _check(d, servers)

@@ -224,7 +224,9 @@ class Director:
             pass
         if len(cache.by_addr) > 65536:
             cache.by_addr.clear()  # a scan of many VIPs/ports must not grow the cache
-        svc = self.table.lookup_inet(protocol, ipaddress.ip_address(vaddr), vport)
+        if len(vaddr) not in (4, 16):
+            return None
+        svc = self.table.lookup_inet(protocol, ipaddress.ip_address(bytes(vaddr)), vport)
         plan = cache.by_addr[k] = _Plan(svc) if svc is not None else None
         return plan
 
@@ -248,6 +250,8 @@ class Director:
             plan = self._plan(protocol, vaddr, vport, fwmark)
             if plan is None:
                 return None
+        if len(caddr) != len(vaddr) or not 0 <= cport <= 0xFFFF or not 0 <= protocol <= 0xFF:
+            return None  # not something a parsed header can say
         now = self.clock()
         ckey = (_from_bytes(caddr, "big") << 24) | (cport << 8) | protocol
         if len(caddr) == 16:
