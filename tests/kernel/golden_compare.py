@@ -81,3 +81,51 @@ def differences(case: str, replayed: list[dict[str, Any]]) -> list[str]:
                 out.append(f"{case}#{i} $ {g['cmd']}\n  {field} golden:   {g[field]!r}\n"
                            f"  {field} replayed: {r[field]!r}")
     return out
+
+
+def pair_differences(pairs: list[dict[str, Any]]) -> list[str]:
+    """pylvsadm against the real ipvsadm run just before and just after it on the same live
+    kernel state: identical but for connection expiry seconds, which tick between the calls."""
+    out: list[str] = []
+
+    def view(r: dict[str, Any]) -> tuple[str, str, int]:
+        return _EXPIRE.sub("MM:SS", r["stdout"]), r["stderr"], r["rc"]
+
+    for p in pairs:
+        ours = view(p["ours"])
+        if ours not in (view(p["before"]), view(p["after"])):
+            out.append(f"$ {p['prog']} {' '.join(p['argv'])}\n  pylvsadm: {p['ours']!r}\n"
+                       f"  ipvsadm:  {p['before']!r}")
+    return out
+
+
+# A number (decimal, or hex as /proc prints it, with ipvsadm's K/M/G) with its padding.
+_DIGITS = re.compile(r" *\b(?:[0-9A-F]*[0-9][0-9A-F]*|[A-F]{2,})[KMG]?\b")
+
+
+def traffic_differences(case: str, replayed: list[dict[str, Any]]) -> tuple[list[str], int]:
+    """For the traffic cases, whose counters and surviving connections depend on timing (TCG
+    runs many times slower than the recording machine): exit codes and stderr must match; stdout
+    must match with every number masked, except for steps that list connections, which are
+    skipped (their rows depend on which connections outlived the slower run). Returns the
+    differences and the number of skipped steps."""
+    out: list[str] = []
+    skipped = 0
+    for i, (g, r) in enumerate(zip(golden_steps(case), replayed, strict=False)):
+        if "note" in g:
+            continue
+        if g["cmd"] != r.get("cmd"):
+            out.append(f"{case}#{i}: step out of order")
+            break
+        if (g["rc"], g["stderr"]) != (r["rc"], r["stderr"]):
+            out.append(f"{case}#{i} $ {g['cmd']}: rc/stderr {g['rc']}/{g['stderr']!r} vs "
+                       f"{r['rc']}/{r['stderr']!r}")
+            continue
+        if "-Lnc" in g["cmd"] or "-Lc" in g["cmd"] or "--connection" in g["cmd"] or \
+                "-c" in g["cmd"].split():
+            skipped += 1
+            continue
+        if _DIGITS.sub(" N", g["stdout"]) != _DIGITS.sub(" N", r["stdout"]):
+            out.append(f"{case}#{i} $ {g['cmd']}\n  golden:   {g['stdout']!r}\n"
+                       f"  replayed: {r['stdout']!r}")
+    return out, skipped

@@ -86,9 +86,27 @@ def setup() -> None:
     os.mkfifo(FIFO)
 
 
-def serve_one(prog: str, d: Path) -> None:
+# Commands that only read the table: with --pair the real ipvsadm runs them too, just before
+# and just after pylvsadm, on the same live kernel state.
+_READ_ONLY = ("-L", "-l", "--list", "-S", "--save")
+PAIRS: list[dict[str, Any]] = []
+
+
+def _real(prog: str, argv: list[str]) -> dict[str, Any]:
+    p = subprocess.run([f"/usr/sbin/{prog}", *argv], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL)
+    return {"stdout": p.stdout, "stderr": p.stderr, "rc": p.returncode}
+
+
+def serve_one(prog: str, d: Path, pair: bool = False) -> None:
     argv = [a.decode() for a in (d / "argv").read_bytes().split(b"\0")[:-1]]
     stdin = (d / "stdin").read_text()
+    paired = pair and (prog == "ipvsadm-save" or (
+        prog == "ipvsadm" and any(a in _READ_ONLY or (a[:1] == "-" and a[1:2] != "-" and
+                                  ("L" in a or "l" in a or "S" in a)) for a in argv)
+        and not any(a in ("-Z", "--zero", "-C", "--clear", "-R", "--restore") for a in argv)
+    ))
+    before = _real(prog, argv) if paired else None
     out, err = io.StringIO(), io.StringIO()
     kw: dict[str, Any] = {"stdout": out, "stderr": err}
     try:
@@ -101,13 +119,16 @@ def serve_one(prog: str, d: Path) -> None:
     except Exception as e:  # a crash is a finding, not a reason to hang the script
         err.write(f"pylvsadm crashed: {type(e).__name__}: {e}\n")
         rc = 99
+    if paired:
+        PAIRS.append({"prog": prog, "argv": argv, "before": before, "after": _real(prog, argv),
+                      "ours": {"stdout": out.getvalue(), "stderr": err.getvalue(), "rc": rc}})
     (d / "stdout").write_text(out.getvalue())
     (d / "stderr").write_text(err.getvalue())
     with open(d / "done", "w") as f:
         f.write(f"{rc}\n")
 
 
-def run_case(name: str, timeout: float) -> dict[str, Any]:
+def run_case(name: str, timeout: float, pair: bool = False) -> dict[str, Any]:
     Path("/etc/hosts").write_text(GOLDEN_HOSTS)
     # The recording VM had no resolv.conf (its name lookups fail fast): the same here.
     Path("/etc/resolv.conf").unlink(missing_ok=True)
@@ -117,7 +138,9 @@ def run_case(name: str, timeout: float) -> dict[str, Any]:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     env = dict(os.environ)
     env["PATH"] = f"{WRAP}:{BB}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    script = f". {GOLDEN / 'rec.sh'}; . {GOLDEN / (name + '.sh')}"
+    path = Path(name).resolve() if name.endswith(".sh") else GOLDEN / f"{name}.sh"
+    script = f". {GOLDEN / 'rec.sh'}; . {path}"
+    PAIRS.clear()
     t0 = time.monotonic()
     proc = subprocess.Popen(["/bin/busybox", "sh", "-c", script], env=env, cwd="/",
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -135,7 +158,7 @@ def run_case(name: str, timeout: float) -> dict[str, Any]:
                     line, buf = buf.split(b"\n", 1)
                     prog, _, d = line.decode().partition(" ")
                     t1 = time.monotonic()
-                    serve_one(prog, Path(d))
+                    serve_one(prog, Path(d), pair)
                     serve_time += time.monotonic() - t1
                     calls += 1
             elif proc.poll() is not None:
@@ -168,16 +191,18 @@ def run_case(name: str, timeout: float) -> dict[str, Any]:
                 pass
         subprocess.run(["ip", "netns", "del", extra], capture_output=True)
     leave_netns(back)
-    return {"steps": steps, "script_rc": proc.returncode, "script_stderr": stderr,
+    return {"steps": steps, "pairs": list(PAIRS), "script_rc": proc.returncode,
+            "script_stderr": stderr,
             "seconds": time.monotonic() - t0, "serve_seconds": serve_time, "calls": calls}
 
 
 def main() -> None:
     setup()
-    cases = sys.argv[1:]
+    pair = "--pair" in sys.argv
+    cases = [a for a in sys.argv[1:] if a != "--pair"]
     out = {}
     for name in cases:
-        out[name] = run_case(name, timeout=240)
+        out[Path(name).stem] = run_case(name, timeout=400, pair=pair)
     json.dump(out, sys.stdout)
 
 

@@ -4,12 +4,13 @@ every step's stdout, stderr and exit code must match the recording."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
 
 from tests.kernel.conftest import run_guest_script
-from tests.kernel.golden_compare import GOLDEN, differences
+from tests.kernel.golden_compare import GOLDEN, traffic_differences
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 CASES = ("e_conns", "e_bignum")
@@ -17,14 +18,17 @@ CASES = ("e_conns", "e_bignum")
 
 @pytest.fixture(scope="module")
 def replay() -> dict[str, Any]:
+    if not os.environ.get("PYLVS_VM_SLOW"):
+        pytest.skip("takes several minutes under TCG (1,100 connections, 151 MiB through NAT); "
+                    "set PYLVS_VM_SLOW=1 to run it")
     if not GOLDEN.is_dir():
         pytest.skip(f"golden recordings not found at {GOLDEN}")
-    return run_guest_script("guest_golden.py", 300, *CASES)
+    return run_guest_script("guest_golden.py", 900, *CASES)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_pylvsadm_on_kernel_matches_golden(replay: dict[str, Any], case: str) -> None:
     result = replay[case]
     assert result["script_rc"] == 0, result["script_stderr"]
-    diffs = differences(case, result["steps"])
+    diffs, _skipped = traffic_differences(case, result["steps"])
     assert not diffs, "\n".join(diffs[:20])
