@@ -137,3 +137,40 @@ def test_malformed_tuples_are_refused_without_touching_state(
             assert d.lookup(proto, caddr, cport, vaddr, vport) in (conn, None)
         d.lookup(proto, caddr, cport if 0 <= cport <= 0xFFFF else 0, vaddr, vport)
         _check(d, servers)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 63), st.integers(0, 1500),
+                          st.floats(0, 50, allow_nan=False)), max_size=40),
+       st.sampled_from((6, 17)), st.sampled_from((0, 1)))
+def test_packet_does_what_state_call_plus_account_do(
+    seq: list[tuple[int, int, int, float]], proto: int, which_dest: int,
+) -> None:
+    """``packet`` is ``tcp_packet``/``udp_packet`` then ``account``, in one call."""
+    results = []
+    for combined in (False, True):
+        d, clock = make_director()
+        key = add_service(d, proto=Protocol.TCP if proto == 6 else Protocol.UDP)
+        add_dest(d, key, "192.168.168.11", fwd=ForwardingMethod.MASQ)
+        add_dest(d, key, "192.168.168.12", fwd=ForwardingMethod.DROUTE)
+        conns = [d.schedule(proto, ip("10.0.0.2"), 1000 + i, VIPS[0], 80) for i in range(2)]
+        c = conns[which_dest]
+        assert c is not None
+        for direction, flags, nbytes, dt in seq:
+            clock.advance(dt)
+            d.tick()
+            if combined:
+                d.packet(c, direction, flags, nbytes)
+            elif proto == 6:
+                d.tcp_packet(c, direction, flags)
+                d.account(c, direction, 1, nbytes)
+            else:
+                d.udp_packet(c, direction)
+                d.account(c, direction, 1, nbytes)
+        results.append((
+            c.state, c.flags, c.deadline if c.alive else None, c.alive,
+            [(r.activeconns, r.inactconns, r.stats.snapshot()) for s in d.table.services()
+             for r in s.destinations],
+            d.table.total.snapshot(),
+        ))
+    assert results[0] == results[1]

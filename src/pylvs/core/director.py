@@ -492,6 +492,58 @@ class Director:
             return
         self._set_tcp_state(conn, new, now)
 
+    def packet(self, conn: Connection, direction: int, tcp_flags: int, nbytes: int) -> None:
+        """One forwarded packet in one call: ``tcp_packet`` (TCP) or ``udp_packet`` (other
+        protocols) followed by ``account(conn, direction, 1, nbytes)``, for data planes that
+        handle every packet and want one call, and one clock reading, per packet."""
+        dest = conn.dest
+        svc = dest.service
+        total = self.table.total
+        if direction == DIR_OUTPUT:
+            st = dest.stats
+            st.outpkts += 1
+            st.outbytes += nbytes
+            if svc is not None:
+                st = svc.stats
+                st.outpkts += 1
+                st.outbytes += nbytes
+            total.outpkts += 1
+            total.outbytes += nbytes
+        else:
+            st = dest.stats
+            st.inpkts += 1
+            st.inbytes += nbytes
+            if svc is not None:
+                st = svc.stats
+                st.inpkts += 1
+                st.inbytes += nbytes
+            total.inpkts += 1
+            total.inbytes += nbytes
+        if conn.bucket is None:
+            return
+        flags = conn.flags
+        if conn.ckey & 0xFF != _IPPROTO_TCP:
+            if direction == DIR_OUTPUT:
+                conn.flags = flags & ~CONN_F_NOOUTPUT
+                ct = conn.control
+                if ct is not None:
+                    ct.state |= CTPL_S_ASSURED
+            conn.timeout = self._udp_timeout_now()
+            self.conns.arm(conn, self.clock())
+            return
+        if flags & CONN_F_NOOUTPUT:
+            if direction == DIR_OUTPUT:
+                conn.flags = flags & ~CONN_F_NOOUTPUT
+            else:
+                direction = DIR_INPUT_ONLY
+        old = conn.state
+        state = TCP_NEXT_STATE[(direction * 64 + (tcp_flags & 0x3F)) * 16 + old]
+        now = self.clock()
+        if state == old:
+            conn.deadline = now + conn.timeout
+        else:
+            self._set_tcp_state(conn, state, now)
+
     def _set_tcp_state(self, conn: Connection, new: int, now: float) -> None:
         flags = conn.flags
         dest = conn.dest
