@@ -170,3 +170,40 @@ def test_vrrp_blocked_peer_alive_is_reported_and_split_brain_detected(lab: Lab) 
     assert wait_for(lambda: lab.vip_holders() == ["a", "b"], 5)
     assert wait_for(lambda: py.instance().get("silent_peer_alive") == lab.addr("a"), 5), py.logtext()[-2000:]
     assert wait_for(lambda: py.instance().get("split_brain") == VIP, 5), py.logtext()[-2000:]
+
+
+def test_track_script_weight_hands_the_vip_to_keepalived(lab: Lab) -> None:
+    flag = lab.tmp / "healthy"
+    flag.write_text("ok")
+    script = f"""vrrp_script chk_flag {{
+    script "/usr/bin/test -e {flag}"
+    interval 0.2
+    fall 2
+    rise 2
+    weight -100
+}}
+"""
+    extra = "    track_script {\n        chk_flag\n    }\n"
+    py = lab.pylvs("a", script + instance_conf(prio=150, version=3, advert=0.2, extra=extra))
+    lab.keepalived("b", instance_conf(prio=100, version=3, advert=0.2))
+    assert wait_for(lambda: lab.vip_holders() == ["a"], 10)
+    flag.unlink()  # the tracked service fails: 150 - 100 = 50 < 100
+    assert wait_for(lambda: lab.vip_holders() == ["b"], 5), py.logtext()[-2000:]
+    assert py.instance()["effective_priority"] == 50
+    flag.write_text("ok")  # healthy again: priority 150 preempts back
+    assert wait_for(lambda: lab.vip_holders() == ["a"], 5), py.logtext()[-2000:]
+
+
+def test_track_interface_down_puts_instance_in_fault(lab: Lab) -> None:
+    lab.exec("a", "ip", "link", "add", "trk7", "type", "veth", "peer", "name", "trk7p")
+    lab.exec("a", "ip", "link", "set", "trk7", "up")
+    lab.exec("a", "ip", "link", "set", "trk7p", "up")
+    extra = "    track_interface {\n        trk7\n    }\n"
+    py = lab.pylvs("a", instance_conf(prio=150, version=3, advert=0.2, extra=extra))
+    lab.keepalived("b", instance_conf(prio=100, version=3, advert=0.2))
+    assert wait_for(lambda: lab.vip_holders() == ["a"], 10)
+    lab.exec("a", "ip", "link", "set", "trk7p", "down")  # carrier lost on trk7
+    assert wait_for(lambda: py.instance().get("state") == "FAULT", 5)
+    assert wait_for(lambda: lab.vip_holders() == ["b"], 5)
+    lab.exec("a", "ip", "link", "set", "trk7p", "up")
+    assert wait_for(lambda: lab.vip_holders() == ["a"], 5)

@@ -131,7 +131,7 @@ def _pick(v: T | None, default: T) -> T:
 @dataclass(slots=True)
 class ScriptState:
     script: K.VRRPScript
-    ok: bool | None = None  # None until rise/fall decided
+    ok: bool = True
     streak: int = 0
     task: asyncio.Task[None] | None = None
 
@@ -477,7 +477,8 @@ class KeepalivedDaemon:
         used = {ts.name for i in cfg.vrrp_instances for ts in i.track_script}
         for sc in cfg.vrrp_scripts:
             if sc.name in used:
-                st = ScriptState(sc, ok=False if sc.init_fail else None)
+                # keepalived: a script counts as succeeding until it has failed `fall` times
+                st = ScriptState(sc, ok=not sc.init_fail)
                 st.task = asyncio.create_task(self._run_script(st))
                 self.scripts[sc.name] = st
 
@@ -497,12 +498,11 @@ class KeepalivedDaemon:
                     await proc.wait()
             except OSError:
                 ok = False
-            if ok == (st.ok is not False) and st.ok is not None:
+            if ok == st.ok:
                 st.streak = 0
             else:
                 st.streak += 1
-                need = sc.rise if ok else sc.fall
-                if st.streak >= need or st.ok is None:
+                if st.streak >= (sc.rise if ok else sc.fall):
                     st.ok = ok
                     st.streak = 0
                     log.info("VRRP_Script(%s) %s", sc.name, "succeeded" if ok else "failed")
@@ -521,7 +521,7 @@ class KeepalivedDaemon:
         faults: set[str] = set()
         for ts in inst.track_script:
             st = self.scripts.get(ts.name)
-            if st is None or st.ok is None:
+            if st is None:
                 continue
             weight = st.script.weight if ts.weight is None else ts.weight
             if weight == 0 and not st.ok:
