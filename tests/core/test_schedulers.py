@@ -25,7 +25,7 @@ from pylvs.core.model import (
     parse_address,
 )
 from pylvs.core.schedulers import create_scheduler
-from pylvs.core.schedulers._hash import GOLDEN_MULT, hash_32, hsiphash_u32, siphash
+from pylvs.core.schedulers._hash import hash_32, hsiphash_u32, siphash
 from pylvs.core.schedulers.twos import PowerOfTwoChoices
 from pylvs.core.table import IPVSTable
 
@@ -335,7 +335,7 @@ def test_sh_maps_a_client_to_the_bucket_of_its_hash() -> None:
     _, svc = make("sh", (A, 1), (B, 1))  # buckets alternate A B A B ...
     for i in range(50):
         client = f"172.16.{i}.{i * 7 % 256}"
-        h = (int(parse_address(client)) * GOLDEN_MULT) & 255
+        h = hash_32(int(parse_address(client)), 8)
         assert pick(svc, client, cport=1000 + i) == (A if h % 2 == 0 else B)
         assert pick(svc, client, cport=2000 + i) == (A if h % 2 == 0 else B)
 
@@ -344,7 +344,7 @@ def test_sh_weights_fill_consecutive_buckets() -> None:
     _, svc = make("sh", (A, 3), (B, 1))  # A A A B A A A B ...
     for i in range(50):
         client = f"172.16.9.{i}"
-        h = (int(parse_address(client)) * GOLDEN_MULT) & 255
+        h = hash_32(int(parse_address(client)), 8)
         assert pick(svc, client) == (B if h % 4 == 3 else A)
 
 
@@ -353,7 +353,7 @@ def test_sh_port_flag_hashes_the_source_port() -> None:
     client = "172.16.0.10"
     seen = set()
     for port in range(1000, 1010):
-        h = (((port + int(parse_address(client))) & 0xFFFFFFFF) * GOLDEN_MULT) & 255
+        h = hash_32((port + int(parse_address(client))) & 0xFFFFFFFF, 8)
         got = pick(svc, client, cport=port)
         assert got == (A if h % 2 == 0 else B)
         seen.add(got)
@@ -367,8 +367,7 @@ def test_sh_refuses_unavailable_server_unless_fallback() -> None:
         before = {c: pick(svc, c) for c in clients}
         edit_weight(t, B, 0)  # B keeps one bucket per round (A B C A B C ...) but is refused
         for c in clients:
-            base = int(parse_address(c)) * GOLDEN_MULT
-            ihash = base & 255
+            ihash = hash_32(int(parse_address(c)), 8)
             assert before[c] == (A, B, C)[ihash % 3]
             got = pick(svc, c)
             if before[c] != B:
@@ -376,8 +375,8 @@ def test_sh_refuses_unavailable_server_unless_fallback() -> None:
             elif not fallback:
                 assert got is None
             else:
-                # ip_vs_sh_get_fallback: probe (roffset + base) & 255, roffset = ihash, ihash+1...
-                probes = ((A, B, C)[(((off + ihash) % 256 + base) & 255) % 3] for off in range(256))
+                # ip_vs_sh_get_fallback: probe (roffset + hash) & 255, roffset = ihash, ihash+1...
+                probes = ((A, B, C)[(((off + ihash) % 256 + ihash) & 255) % 3] for off in range(256))
                 assert got == next(p for p in probes if p != B)
 
 
@@ -385,7 +384,7 @@ def test_dh_hashes_the_destination_address_one_bucket_per_server() -> None:
     _, svc = make("dh", (A, 1), (B, 5), (C, 1))  # weight does not count: A B C A B C ...
     for i in range(30):
         vaddr = parse_address(f"10.9.{i}.1").packed
-        h = (int.from_bytes(vaddr, "big") * GOLDEN_MULT) & 255
+        h = hash_32(int.from_bytes(vaddr, "big"), 8)
         expected = (A, B, C)[h % 3]
         assert pick(svc, "192.0.2.1", vaddr=vaddr) == expected
         assert pick(svc, "198.51.100.7", vaddr=vaddr) == expected

@@ -1,8 +1,10 @@
 """The kernel's hash functions, bit for bit, for the hashing schedulers (sh, dh, mh, lblc, lblcr).
 
 What this is for: which real server a client lands on under sh/dh/mh depends on the exact hash the
-kernel computes, so these reproduce ``ip_vs_*_hashkey``, ``hash_32`` and the 64-bit ``hsiphash``
-(which on 64-bit kernels is SipHash-1-3 truncated to 32 bits, not HalfSipHash) with Python ints.
+kernel computes, so these reproduce the address fold of ``ip_vs_*_hashkey``, ``hash_32`` (sh, dh,
+lblc, lblcr) and the 64-bit ``hsiphash`` (mh; on 64-bit kernels it is SipHash-1-3 truncated to 32
+bits, not HalfSipHash) with Python ints. sh, dh and mh decisions made with them were compared with
+Debian 12's 6.1 kernel for the same tables and clients, and agree.
 
 What this is not for: hashing connections or anything the kernel does not hash the same way.
 """
@@ -12,8 +14,6 @@ from __future__ import annotations
 _M32 = 0xFFFFFFFF
 _M64 = 0xFFFFFFFFFFFFFFFF
 
-# Knuth's multiplicative constant used by ip_vs_sh/dh/lblc hashkeys (2654435761UL).
-GOLDEN_MULT = 2654435761
 # include/linux/hash.h GOLDEN_RATIO_32 (hash_32 since Linux 4.7).
 GOLDEN_RATIO_32 = 0x61C88647
 

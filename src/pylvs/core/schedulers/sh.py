@@ -2,7 +2,9 @@
 
 What this is for: the kernel's 256-bucket table, filled by walking the list and giving each server
 ``weight`` consecutive buckets (a weight-0 server still takes one), and its hash
-``(offset + (port + ntohl(addr)) * 2654435761) & 255`` of the client address (IPv6 folded by XOR).
+``(offset + hash_32(port + ntohl(addr), 8)) & 255`` of the client address (IPv6 folded by XOR;
+older kernels multiplied by 2654435761 instead, Debian 12's 6.1 uses ``hash_32``, checked
+against it).
 The selected server is refused if its weight is 0 or it is OVERLOADed; with ``sh-fallback``
 (``ServiceFlags.SCHED1``) the table is probed again with offsets until an available server is found;
 with ``sh-port`` (``SCHED2``) the client's source port joins the hash.
@@ -13,7 +15,7 @@ What this is not for: consistent hashing with minimal disruption (that is ``mh``
 from __future__ import annotations
 
 from pylvs.core.model import DestFlags, RealServer, ServiceFlags, VirtualService
-from pylvs.core.schedulers._hash import GOLDEN_MULT, fold_addr
+from pylvs.core.schedulers._hash import fold_addr, hash_32
 from pylvs.core.schedulers.base import Scheduler
 
 TAB_BITS = 8
@@ -67,9 +69,9 @@ class SourceHashing(Scheduler):
     ) -> RealServer | None:
         flags = self.service.flags
         port = cport if flags & SH_PORT else 0
-        base = ((port + fold_addr(caddr)) & 0xFFFFFFFF) * GOLDEN_MULT
+        base = hash_32((port + fold_addr(caddr)) & 0xFFFFFFFF, TAB_BITS)
         buckets = self._buckets
-        ihash = base & TAB_MASK
+        ihash = base
         d = buckets[ihash]
         if d is None:
             return None
