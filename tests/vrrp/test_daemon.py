@@ -207,3 +207,33 @@ def test_track_interface_down_puts_instance_in_fault(lab: Lab) -> None:
     assert wait_for(lambda: lab.vip_holders() == ["b"], 5)
     lab.exec("a", "ip", "link", "set", "trk7p", "up")
     assert wait_for(lambda: lab.vip_holders() == ["a"], 5)
+
+
+def _two_instances(prio: int, vips: tuple[str, str], group: bool, script: str = "") -> str:
+    out = script
+    if group:
+        out += "vrrp_sync_group G {\n    group {\n        VI_A\n        VI_B\n    }\n}\n"
+    for name, vrid, vip in (("VI_A", 42, vips[0]), ("VI_B", 43, vips[1])):
+        track = "    track_script {\n        chk_flag\n    }\n" if script and name == "VI_A" else ""
+        out += (f"vrrp_instance {name} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n"
+                f"    priority {prio}\n    advert_int 0.2\n    version 3\n{track}"
+                f"    virtual_ipaddress {{\n        {vip}/24 dev eth0\n    }}\n}}\n")
+    return out
+
+
+def test_sync_group_moves_both_vips_together(lab: Lab) -> None:
+    vips = (VIP, "10.77.0.101")
+    flag = lab.tmp / "healthy"
+    flag.write_text("ok")
+    script = (f'vrrp_script chk_flag {{\n    script "/usr/bin/test -e {flag}"\n    interval 0.2\n'
+              "    weight -100\n}\n")
+    py = lab.pylvs("a", _two_instances(150, vips, True, script))
+    lab.keepalived("b", _two_instances(100, vips, False))
+    both_on = lambda role: all(lab.has_vip(role, v) for v in vips) and not any(  # noqa: E731
+        lab.has_vip("b" if role == "a" else "a", v) for v in vips)
+    assert wait_for(lambda: both_on("a"), 10)
+    flag.unlink()  # only VI_A's script fails; the group takes VI_B along
+    assert wait_for(lambda: both_on("b"), 6), py.logtext()[-2500:]
+    assert not wait_for(lambda: not both_on("b"), 2.0), py.logtext()[-2500:]  # B held, no flapping
+    flag.write_text("ok")
+    assert wait_for(lambda: both_on("a"), 6), py.logtext()[-2500:]

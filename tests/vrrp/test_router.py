@@ -11,6 +11,7 @@ from pylvs.vrrp.router import (
     PRIO_OWNER,
     AddVIPs,
     Dispatcher,
+    Log,
     Notify,
     Received,
     RemoveVIPs,
@@ -277,3 +278,26 @@ def test_arp_evidence_must_persist_one_interval_before_split_brain() -> None:
     assert any(isinstance(a, SplitBrain) and a.active for a in acts)
     backup = started()
     assert backup.report_split_brain(vip, "dup ARP", 0.1) == [] and backup.report_split_brain(vip, "dup ARP", 2.0) == []
+
+
+def test_sync_group_members_follow_each_other() -> None:
+    a = started(initial_state=State.MASTER)
+    b = started(vrid=52)
+    acts = b.follow(State.MASTER, 0.1)
+    assert b.state is State.MASTER and AddVIPs in kinds(acts)
+    acts = b.follow(State.BACKUP, 0.2)
+    assert b.state is State.BACKUP and RemoveVIPs(VIPS) in acts
+    a.follow(State.FAULT, 0.3)
+    assert a.state is State.FAULT
+    a.follow(State.BACKUP, 0.4)
+    assert a.state is State.MASTER  # initial state MASTER: back to master once the group recovers
+
+
+def test_sync_group_gate_holds_a_backup_whose_partner_still_hears_a_master() -> None:
+    r = started(priority=150)
+    r.sync_gate = lambda _r: False
+    acts = r.tick(r.master_down_interval() + 0.01)
+    assert r.state is State.BACKUP and r.wants_master
+    assert any(isinstance(a, Log) and "held in BACKUP" in a.message for a in acts)
+    r.receive(advert_from(PEER_HIGH, 200), 5.0)  # a master is heard again: no longer wants master
+    assert not r.wants_master

@@ -22,6 +22,7 @@ import signal
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -285,6 +286,8 @@ class KeepalivedDaemon:
                     self.links[plan.ifname] = link
                     self.loop.add_reader(link.fileno(), self._on_arp_readable, plan.ifname)
         router = VRRPRouter(plan.router)
+        if plan.group_notify is not None:
+            router.sync_gate = self._sync_gate_for(plan.group_notify[0])
         rt = Runtime(plan, router, sock, link)
         disp.routers[plan.router.vrid] = router
         self.runtimes[plan.instance.name] = rt
@@ -403,6 +406,7 @@ class KeepalivedDaemon:
             elif isinstance(a, Notify):
                 changed = True
                 self._notify(rt, a)
+                self._sync_group_follow(rt, a.state)
                 if a.state is State.MASTER and rt.link and len(rt.router.previous_master) == 4:
                     # its adverts stopped: does the old master still answer on the wire?
                     rt.silent_probe = (rt.router.previous_master, self.loop.time() + 1.0)
@@ -416,6 +420,8 @@ class KeepalivedDaemon:
                     self._spawn([*shlex.split(self.notify_split_brain), name, "SPLIT_BRAIN" if a.active else "SPLIT_BRAIN_RESOLVED", peer, a.reason])
             elif isinstance(a, Log):
                 log.info("%s", a.message)
+                if a.message.endswith("held in BACKUP by its sync group"):
+                    self._release_sync_group(rt)
         if changed:
             self._metrics.state(name, rt.router.state)
             self.write_state()
@@ -425,6 +431,38 @@ class KeepalivedDaemon:
         deadline = rt.router.next_deadline()
         if deadline is not None and name in self.runtimes:
             rt.timer = self.loop.call_at(deadline, self._on_timer, name)
+
+    def _release_sync_group(self, rt: Runtime) -> None:
+        """When every member of a group wants MASTER, the held ones go together."""
+        assert self.loop is not None and rt.plan.group_notify is not None
+        members = self._group_members(rt.plan.group_notify[0])
+        if all(m.router.state is State.MASTER or m.router.wants_master for m in members):
+            for m in members:
+                if m.router.wants_master and m.router.state is State.BACKUP:
+                    m.router.sync_gate = None
+                    try:
+                        self._apply(m, m.router.follow(State.MASTER, self.loop.time()))
+                    finally:
+                        m.router.sync_gate = self._sync_gate_for(rt.plan.group_notify[0])
+
+    def _group_members(self, group: str) -> list[Runtime]:
+        return [r for r in self.runtimes.values() if r.plan.group_notify and r.plan.group_notify[0] == group]
+
+    def _sync_gate_for(self, group: str) -> Callable[[VRRPRouter], bool]:
+        def gate(router: VRRPRouter) -> bool:
+            return all(m.router is router or m.router.state is State.MASTER or m.router.wants_master
+                       for m in self._group_members(group))
+        return gate
+
+    def _sync_group_follow(self, rt: Runtime, state: State) -> None:
+        if rt.plan.group_notify is None or state not in (State.MASTER, State.BACKUP, State.FAULT):
+            return
+        assert self.loop is not None
+        for other in self._group_members(rt.plan.group_notify[0]):
+            if other is not rt:
+                acts = other.router.follow(state, self.loop.time())
+                if acts:
+                    self._apply(other, acts)
 
     def _garp(self, rt: Runtime, repeat: int) -> None:
         for v in rt.plan.vips:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pylvs.vrrp import packet as pkt
@@ -186,6 +187,9 @@ class VRRPRouter:
     _split_seen_at: float = 0.0
     _vip_packed: frozenset[bytes] = frozenset()
     _evidence: dict[bytes, float] = field(default_factory=dict)
+    # vrrp_sync_group: may this router become master now? (None: not in a group)
+    sync_gate: Callable[[VRRPRouter], bool] | None = None
+    wants_master: bool = False
 
     def __post_init__(self) -> None:
         self.base_priority = self.config.priority
@@ -262,6 +266,7 @@ class VRRPRouter:
         cfg = self.config
         was = self.state
         self.state = State.MASTER
+        self.wants_master = False
         self._clear_timers()
         self.master_adver_int = cfg.adver_int
         if self.master_address and self.master_address != cfg.primary_address:
@@ -298,6 +303,26 @@ class VRRPRouter:
         acts.append(Notify(State.BACKUP, self.effective_priority))
         self._down_at = now + self.master_down_interval()
         acts += self._end_split_brain()
+        return acts
+
+    # -- vrrp_sync_group: members follow each other --
+
+    def follow(self, state: State, now: float) -> list[Action]:
+        """Another member of our sync group changed state: keepalived moves the whole group, so
+        the VIPs of every member (say the public VIP and the NAT gateway) stay on one node."""
+        if state is self.state or self.state in (State.INIT, State.STOP):
+            return []
+        acts: list[Action] = []
+        sync_fault = "sync group member in FAULT"
+        if state in (State.MASTER, State.BACKUP) and self.state is State.FAULT and self.faults == {sync_fault}:
+            # the group recovered: leave FAULT as keepalived does; the driver propagates the result
+            return self.clear_fault(sync_fault, now)
+        if state is State.MASTER and self.state is State.BACKUP:
+            return [*acts, Log(f"({self.config.name}) sync group member became MASTER"), *self._become_master(now)]
+        if state is State.BACKUP and self.state is State.MASTER:
+            return [*acts, Log(f"({self.config.name}) sync group member left MASTER"), *self._become_backup(now, "", was_master=True)]
+        if state is State.FAULT:
+            return [*acts, *self.set_fault(sync_fault, now)]
         return acts
 
     # -- faults (track_interface, track_script weight 0, arbitrator) --
@@ -351,7 +376,13 @@ class VRRPRouter:
                 if self._down_at is not None:
                     self._down_at = min(self._down_at, now)
             if self._down_at is not None and now >= self._down_at:
-                acts += self._become_master(now)
+                if self.sync_gate is not None and not self.sync_gate(self):
+                    # keepalived: a sync group goes master together or not at all
+                    self.wants_master = True
+                    self._down_at = None
+                    acts.append(Log(f"({cfg.name}) held in BACKUP by its sync group"))
+                else:
+                    acts += self._become_master(now)
         elif self.state is State.MASTER:
             if self._advert_at is not None and now >= self._advert_at:
                 acts.append(self.advert(self.effective_priority))
@@ -437,6 +468,7 @@ class VRRPRouter:
                 self.master_adver_int = adv.adver_int_cs / 100
             self.master_address = src
             self.master_priority = adv.priority
+            self.wants_master = False
             self._down_at = now + self.master_down_interval()
             if cfg.preempt_delay > 0 and cfg.preempt:
                 if adv.priority >= prio:
