@@ -119,6 +119,24 @@ class WrkResult:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     errors: str = ""
+    requests: int = 0
+    cpu_us_per_req: float = 0.0  # CPU time the front end spent per request (all its processes)
+
+
+def session_cpu_seconds(sid: int) -> float:
+    """user+system CPU of every process in session ``sid`` (nginx's master and worker)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -187,6 +205,8 @@ def run_wrk(url: str, duration: int, connections: int) -> WrkResult:
     res = WrkResult()
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     res.rps = float(m.group(1)) if m else 0.0
+    m = re.search(r"(\d+) requests in", out)
+    res.requests = int(m.group(1)) if m else 0
     for pct, attr in (("50", "p50_ms"), ("99", "p99_ms")):
         m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
         if m:
@@ -373,12 +393,17 @@ def main() -> int:
             for rnd in range(args.rounds):
                 order = ("nginx", "pylvs") if rnd % 2 == 0 else ("pylvs", "nginx")
                 for name in order:
-                    with process(front_argv(name, conf, tmp), tmp / f"{name}.log", FRONT_CPU):
+                    argv = front_argv(name, conf, tmp)
+                    with process(argv, tmp / f"{name}.log", FRONT_CPU) as front:
                         wait_port(port)
-                        for label, path in (("proxy *.jsp", "/index.jsp"), ("static", "/index.html")):
+                        for label, path in (("proxy *.jsp", "/index.jsp"),
+                                            ("static", "/index.html")):
                             run_wrk(f"http://127.0.0.1:{port}{path}", 1, args.connections)  # warm-up
+                            cpu0 = session_cpu_seconds(front.pid)
                             r = run_wrk(f"http://127.0.0.1:{port}{path}", args.duration,
                                         args.connections)
+                            cpu = session_cpu_seconds(front.pid) - cpu0
+                            r.cpu_us_per_req = cpu * 1e6 / r.requests if r.requests else 0.0
                             best = throughput[name].get(label)
                             if best is None or r.rps > best.rps:
                                 throughput[name][label] = r
@@ -411,19 +436,25 @@ def render(throughput: dict[str, dict[str, WrkResult]], mixed: dict[str, MixedRe
     table = Table(title=f"pylvs http vs nginx, one worker each, wrk -t1 -c{args.connections} "
                         f"-d{args.duration}s, best of {args.rounds} alternating rounds "
                         f"(front CPU {FRONT_CPU}, load+backends CPU {LOAD_CPU})")
-    for col in ("request", "server", "req/s", "p50 ms", "p99 ms", "errors", "pylvs / nginx"):
+    for col in ("request", "server", "req/s", "p50 ms", "p99 ms", "CPU us/req", "errors",
+                "req/s pylvs/nginx", "CPU/req nginx/pylvs"):
         table.add_column(col)
     md = [f"wrk -t1 -c{args.connections} -d{args.duration}s, best of {args.rounds} alternating "
-          f"rounds; front end on CPU {FRONT_CPU}, wrk and backends on CPU {LOAD_CPU}.", "",
-          "| request | server | req/s | p50 ms | p99 ms | errors | pylvs / nginx |",
-          "|---|---|---:|---:|---:|---|---:|"]
+          f"rounds; front end on CPU {FRONT_CPU}, wrk and backends on CPU {LOAD_CPU}. "
+          "CPU us/req is the front end's own user+system time per request (all its processes), "
+          "the figure least disturbed by other load on the machine.", "",
+          "| request | server | req/s | p50 ms | p99 ms | CPU us/req | errors | req/s pylvs/nginx "
+          "| CPU/req nginx/pylvs |",
+          "|---|---|---:|---:|---:|---:|---|---:|---:|"]
     for label in ("proxy *.jsp", "static"):
-        base = throughput["nginx"][label].rps
+        base = throughput["nginx"][label]
         for name in ("nginx", "pylvs"):
             r = throughput[name][label]
-            ratio = f"{r.rps / base:.2f}x" if name == "pylvs" and base else ""
+            ratio = f"{r.rps / base.rps:.2f}x" if name == "pylvs" and base.rps else ""
+            eff = (f"{base.cpu_us_per_req / r.cpu_us_per_req:.2f}x"
+                   if name == "pylvs" and r.cpu_us_per_req else "")
             row = [label, name, f"{r.rps:,.0f}", f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}",
-                   r.errors or "-", ratio]
+                   f"{r.cpu_us_per_req:.0f}", r.errors or "-", ratio, eff]
             table.add_row(*row)
             md.append("| " + " | ".join(row) + " |")
     console.print(table)

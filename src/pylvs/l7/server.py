@@ -490,6 +490,8 @@ class ClientConnection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._reading_paused = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline = 0.0
         self._timer_kind = ""
         self._task: asyncio.Task[None] | None = None
         self.sink: ProxyAttempt | None = None
@@ -672,20 +674,35 @@ class ClientConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def arm_timer(self, seconds: float, kind: str) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        """One deadline per connection. The loop timer is only moved earlier, never cancelled
+        per request: when it fires early it re-arms for the current deadline (keep-alive
+        requests then cost no timer operations)."""
+        deadline = self.loop.time() + seconds
+        self._deadline = deadline
         self._timer_kind = kind
-        self._timer = self.loop.call_later(seconds, self._on_timeout, kind)
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._fire_timer)
 
     def disarm_timer(self, kind: str) -> None:
-        if self._timer is not None and (not kind or self._timer_kind == kind):
-            self._timer.cancel()
-            self._timer = None
+        if not kind or self._timer_kind == kind:
             self._timer_kind = ""
 
-    def _on_timeout(self, kind: str) -> None:
+    def _fire_timer(self) -> None:
         self._timer = None
+        kind = self._timer_kind
+        if not kind or self.closed:
+            return
+        if self.loop.time() < self._deadline - 0.001:
+            self._timer_at = self._deadline
+            self._timer = self.loop.call_at(self._deadline, self._fire_timer)
+            return
         self._timer_kind = ""
+        self._on_timeout(kind)
+
+    def _on_timeout(self, kind: str) -> None:
         if kind == "idle":
             self.abort()
         elif kind == "header":
@@ -1172,15 +1189,16 @@ class ProxyAttempt:
             target = pp.uri
         else:
             target = req.target
-        version = loc.proxy_http_version
-        lines = [f"{req.method} {target} HTTP/{version}\r\n".encode("latin-1")]
-        overridden: set[bytes] = set()
-        for name, tmpl in loc.proxy_set_header:
-            lname = name.lower().encode("latin-1")
-            overridden.add(lname)
-            value = _expand_header(tmpl, req)
+        plan = _header_plan(loc)
+        lines = [f"{req.method} {target} HTTP/{loc.proxy_http_version}\r\n".encode("latin-1")]
+        for prefix, tmpl in plan.headers:
+            if tmpl is None:
+                lines.append(prefix)
+                continue
+            value = expand(tmpl, req.variable)
             if value:
-                lines.append(name.encode("latin-1") + b": " + value.encode("latin-1") + b"\r\n")
+                lines.append(prefix + value.encode("latin-1") + b"\r\n")
+        overridden = plan.overridden
         conn_tokens: set[bytes] = set()
         ch = req.hmap.get(b"connection")
         if ch:
@@ -1360,10 +1378,33 @@ class ProxyAttempt:
             return
 
 
-def _expand_header(tmpl: Template, req: Request) -> str:
-    if len(tmpl) == 1 and isinstance(tmpl[0], str):
-        return tmpl[0]
-    return expand(tmpl, req.variable)
+class _HeaderPlan:
+    """A location's proxy_set_header, prepared once: constant lines as bytes, the rest as
+    "Name: " plus a template, and the names they replace among the client's headers."""
+
+    __slots__ = ("headers", "overridden")
+
+    def __init__(self, loc: Location) -> None:
+        self.headers: list[tuple[bytes, Template | None]] = []
+        self.overridden = frozenset(n.lower().encode("latin-1") for n, _ in loc.proxy_set_header)
+        for name, tmpl in loc.proxy_set_header:
+            prefix = name.encode("latin-1") + b": "
+            if all(isinstance(p, str) for p in tmpl):
+                value = "".join(p for p in tmpl if isinstance(p, str))
+                if value:
+                    self.headers.append((prefix + value.encode("latin-1") + b"\r\n", None))
+            else:
+                self.headers.append((prefix, tmpl))
+
+
+_PLANS: dict[int, tuple[Location, _HeaderPlan]] = {}
+
+
+def _header_plan(loc: Location) -> _HeaderPlan:
+    got = _PLANS.get(id(loc))
+    if got is None or got[0] is not loc:
+        got = _PLANS[id(loc)] = (loc, _HeaderPlan(loc))
+    return got[1]
 
 
 async def _spool_chunked(client: ClientConnection, req: Request) -> None:

@@ -56,6 +56,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._read_timeout = 60.0
         self._last_read = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._reading = False
         self.idle_since = 0.0
         self.connected: asyncio.Future[None] = self.loop.create_future()
 
@@ -148,7 +150,6 @@ class UpstreamConnection(asyncio.Protocol):
             self._in_body = False
             self.parser = httptools.HttpResponseParser(self)
             self.sink = None
-            self._cancel_timer()
             sink.response_complete()
 
     def on_body(self, data: bytes) -> None:
@@ -164,7 +165,6 @@ class UpstreamConnection(asyncio.Protocol):
             return
         sink, self.sink = self.sink, None
         self._in_body = False
-        self._cancel_timer()
         if sink is not None:
             sink.response_complete()
 
@@ -172,6 +172,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def attach(self, sink: ResponseSink, read_timeout: float) -> None:
         self.sink = sink
+        self._reading = False  # proxy_read_timeout runs once the request is sent
         self.got_response = False
         self.requests += 1
         self._read_timeout = read_timeout
@@ -181,15 +182,23 @@ class UpstreamConnection(asyncio.Protocol):
         if self.sink is None or self.closed:
             return
         self._last_read = self.loop.time()
-        self._cancel_timer()
-        self._timer = self.loop.call_at(self._last_read + self._read_timeout, self._check_timeout)
+        self._reading = True
+        due = self._last_read + self._read_timeout
+        if self._timer is None or self._timer_at > due:
+            # Left armed between requests: it re-checks when it fires instead of being
+            # cancelled and re-created for every response.
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = due
+            self._timer = self.loop.call_at(due, self._check_timeout)
 
     def _check_timeout(self) -> None:
         self._timer = None
-        if self.sink is None or self.closed:
+        if self.sink is None or self.closed or not self._reading:
             return
         due = self._last_read + self._read_timeout
         if self.loop.time() < due - 0.001:
+            self._timer_at = due
             self._timer = self.loop.call_at(due, self._check_timeout)
             return
         sink, self.sink = self.sink, None
@@ -226,7 +235,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def detach(self) -> None:
         self.sink = None
-        self._cancel_timer()
 
     def close(self) -> None:
         self._cancel_timers()
