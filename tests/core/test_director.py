@@ -46,14 +46,14 @@ def test_schedule_without_service_or_server_returns_none() -> None:
     assert d.schedule(6, C, 1234, VIP, 81) is None
 
 
-def test_new_connection_counts_conns_and_inactive_until_established() -> None:
+def test_new_connection_counts_conns_and_is_active_through_the_handshake() -> None:
     d, _ = make_director()
     key = add_service(d)
     rs = add_dest(d, key, "192.168.168.11")
     conn = d.schedule(6, C, 40000, VIP, 80)
     assert conn is not None
     assert conn.state_name == "SYN_RECV"
-    assert (rs.activeconns, rs.inactconns) == (0, 1)
+    assert (rs.activeconns, rs.inactconns) == (1, 0)
     svc = d.table.lookup(key)
     assert svc is not None
     assert rs.stats.conns == svc.stats.conns == d.table.total.conns == 1

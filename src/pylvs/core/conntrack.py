@@ -4,7 +4,8 @@ What this is for: remembering, per client connection, which real server it was g
 later packet (or proxied byte) of that connection goes to the same place; and counting those
 connections on the real servers exactly as the kernel does (``ip_vs_conn.c``,
 ``ip_vs_proto_tcp.c``, ``ip_vs_proto_udp.c`` of Linux 6.1): a connection is *active* while its
-TCP state is ESTABLISHED and *inactive* otherwise, a persistence template counts in
+TCP state is ESTABLISHED or part of the handshake (SYN_SENT, SYN_RECV, SYNACK) and *inactive*
+otherwise (closing states, UDP), a persistence template counts in
 ``persistconns``, and the OVERLOAD flag of a real server follows its upper/lower thresholds as
 connections are bound and unbound.
 
@@ -72,6 +73,10 @@ TCP_STATE_NAMES = (
     "NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE",
     "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK",
 )
+# tcp_state_active_table[]: the states counted in ActiveConn (the handshake counts: a server
+# busy accepting is busy); every other state is InActConn.
+TCP_ACTIVE_STATES = frozenset({1, 2, 3, 10})  # ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK
+TCP_STATE_ACTIVE = tuple(s in TCP_ACTIVE_STATES for s in range(11))
 # Seconds, as tcp_timeouts[] (ESTABLISHED and FIN_WAIT follow ``ipvsadm --set``).
 TCP_TIMEOUTS = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120)
 
@@ -94,7 +99,7 @@ _TCP_STATES: tuple[tuple[int, ...], ...] = (
     # INPUT
     (_sSR, _sES, _sES, _sSR, _sSR, _sSR, _sSR, _sSR, _sSR, _sSR, _sSR),
     (_sCL, _sCW, _sSS, _sTW, _sTW, _sTW, _sCL, _sCW, _sLA, _sLI, _sTW),
-    (_sCL, _sES, _sSS, _sES, _sFW, _sTW, _sCL, _sCW, _sCL, _sLI, _sES),
+    (_sES, _sES, _sSS, _sES, _sFW, _sTW, _sCL, _sCW, _sCL, _sLI, _sES),
     (_sCL, _sCL, _sCL, _sSR, _sCL, _sCL, _sCL, _sCL, _sLA, _sLI, _sSR),
     # OUTPUT
     (_sSS, _sES, _sSS, _sSR, _sSS, _sSS, _sSS, _sSS, _sSS, _sLI, _sSR),
@@ -104,7 +109,7 @@ _TCP_STATES: tuple[tuple[int, ...], ...] = (
     # INPUT-ONLY (the director sees only client->server packets: DR, TUN)
     (_sSR, _sES, _sES, _sSR, _sSR, _sSR, _sSR, _sSR, _sSR, _sSR, _sSR),
     (_sCL, _sFW, _sSS, _sTW, _sFW, _sTW, _sCL, _sCW, _sLA, _sLI, _sTW),
-    (_sCL, _sES, _sSS, _sES, _sFW, _sTW, _sCL, _sCW, _sCL, _sLI, _sES),
+    (_sES, _sES, _sSS, _sES, _sFW, _sTW, _sCL, _sCW, _sCL, _sLI, _sES),
     (_sCL, _sCL, _sCL, _sSR, _sCL, _sCL, _sCL, _sCL, _sLA, _sLI, _sCL),
 )
 _DIR_OFFSET = (0, 4, 8)

@@ -44,6 +44,7 @@ from pylvs.core.conntrack import (
     TCP_S_FIN_WAIT,
     TCP_S_SYN_RECV,
     TCP_S_TIME_WAIT,
+    TCP_STATE_ACTIVE,
     TCP_SYN,
     UDP_S_NORMAL,
     V6_MARK,
@@ -300,8 +301,13 @@ class Director:
                                   flags | CONN_F_ONE_PACKET, UDP_S_NORMAL, self._udp_timeout)
             conn = Connection(ckey, vaddr, port or vport, dest, dport, flags,
                               UDP_S_NORMAL, self._udp_timeout)
-        # ip_vs_bind_dest: a new entry starts INACTIVE.
-        dest.inactconns += 1
+        # ip_vs_bind_dest counts a new entry INACTIVE; the SYN that created it moves it to
+        # SYN_RECV, an active state: the net effect is one more active connection.
+        if protocol == _IPPROTO_TCP:
+            dest.activeconns += 1
+            conn.flags = flags = flags & ~CONN_F_INACTIVE
+        else:
+            dest.inactconns += 1
         u = dest.u_threshold
         if u and dest.activeconns + dest.inactconns >= u:
             dest.flags |= DestFlags.OVERLOAD
@@ -412,6 +418,8 @@ class Director:
         if not conn.flags & CONN_F_ONE_PACKET:
             conn.control = ct
             ct.n_control += 1
+            if protocol == _IPPROTO_TCP:
+                conn.flags &= ~CONN_F_INACTIVE  # bound INACTIVE, then the SYN: SYN_RECV, active
             bind_dest(conn, dest)
             _conns_changed(dest)
             table.insert(conn, now)
@@ -545,22 +553,24 @@ class Director:
             self._set_tcp_state(conn, state, now)
 
     def _set_tcp_state(self, conn: Connection, new: int, now: float) -> None:
+        """The part of set_tcp_state that runs when the state changes."""
         flags = conn.flags
         dest = conn.dest
-        if new == TCP_S_ESTABLISHED:
+        if TCP_STATE_ACTIVE[new]:
             if flags & CONN_F_INACTIVE:
                 dest.activeconns += 1
                 dest.inactconns -= 1
                 conn.flags = flags & ~CONN_F_INACTIVE
                 _conns_changed(dest)
-            ct = conn.control
-            if ct is not None and ct.flags & CONN_F_TEMPLATE:
-                ct.state |= CTPL_S_ASSURED
         elif not flags & CONN_F_INACTIVE:
             dest.activeconns -= 1
             dest.inactconns += 1
             conn.flags = flags | CONN_F_INACTIVE
             _conns_changed(dest)
+        if new == TCP_S_ESTABLISHED:
+            ct = conn.control
+            if ct is not None and ct.flags & CONN_F_TEMPLATE:
+                ct.state |= CTPL_S_ASSURED
         conn.state = new
         conn.timeout = self._tcp_timeout(new)
         self.conns.arm(conn, now)
