@@ -6,7 +6,8 @@ makes with the addresses and flags it read off the wire (or off a socket): find 
 service (fwmark, exact port, then port 0), apply persistence templates (``-p``/``-M``), ask the
 scheduler, create and count the connection entry, run the TCP/UDP state machines, account
 packets and bytes, expire entries and run the rate estimator on the caller's clock. The same
-object serves the socket proxy (``proxy_*`` events) and the packet forwarder (``tcp_packet``).
+object serves the socket proxy (``proxy_*`` events) and the packet forwarder (``tcp_packet`` /
+``udp_packet`` + ``account``, or ``packet`` for both in one call).
 
 What this is not for: moving packets, opening sockets, timers or threads. Data planes own those
 and call in; ``tick()`` must be called regularly (once a second is plenty).
@@ -243,8 +244,10 @@ class Director:
         ``tcp_packet`` changes nothing. ``None``: no service, port 0 without persistence, no
         real server available, or the table is full. With ``-o`` (one-packet) on a UDP
         service the entry is returned but not kept. Call ``lookup`` first: an entry that
-        already exists is returned as it is (unless it is a TCP TIME_WAIT entry without
-        persistence, which a new SYN replaces, as conn_reuse_mode does).
+        already exists is returned as it is, unless a new SYN should replace it
+        (conn_reuse_mode: TIME_WAIT or CLOSE without a template; expire_nodest_conn and a
+        quiescent server). A packet data plane that gets a SYN for an entry ``lookup`` found
+        calls ``schedule`` for it to have that rule applied.
         """
         plan = None if fwmark else self._services.by_addr.get((protocol, vaddr, vport))
         if plan is None:
