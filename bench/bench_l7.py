@@ -74,7 +74,7 @@ http {{
     upstream tomcat {{
         server 127.0.0.1:{app1} weight=2;
         server 127.0.0.1:{app2} weight=1;
-        keepalive 64;
+        keepalive 128;
     }}
     server {{
         listen 127.0.0.1:{port};
