@@ -121,7 +121,15 @@ def role_director(args: argparse.Namespace) -> None:
         print("ready", flush=True)
         t0 = os.times()
         w0 = time.monotonic()
-        plane.run_for(args.seconds)
+        if os.environ.get("BENCH_PACKET_PROFILE"):
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.runcall(plane.run_for, args.seconds)
+            pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(14)
+        else:
+            plane.run_for(args.seconds)
         t1 = os.times()
         wall = time.monotonic() - w0
         desc = plane.describe()

@@ -39,7 +39,7 @@ from pylvs.core.director import Director
 from pylvs.core.model import ForwardingMethod, RealServer, VirtualService
 from pylvs.core.table import TableListener
 from pylvs.dataplane.packet.forward import Forwarder, Interface
-from pylvs.dataplane.packet.ring import PacketRing
+from pylvs.dataplane.packet.ring import ArpSocket, PacketRing
 
 log = logging.getLogger(__name__)
 NFT_TABLE = "pylvs_packet"
@@ -150,12 +150,14 @@ class PacketDataPlane:
         self.verify_new_checksums = verify_new_checksums
         self.forwarder: Forwarder | None = None
         self.rings: dict[int, PacketRing] = {}
-        self.rings_by_fd: dict[int, PacketRing] = {}
+        self.rings_by_fd: dict[int, PacketRing | ArpSocket] = {}
+        self.arp_socks: list[ArpSocket] = []
         self.firewall_state = "off"
         self._rules_for: tuple[set[bytes], set[bytes]] | None = None
         self._listener = _Follow(self)
         self._poller: select.poll | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     # -- set-up --------------------------------------------------------------------------------
     def open(self) -> None:
@@ -172,7 +174,9 @@ class PacketDataPlane:
         try:
             for i in ifaces:
                 self.rings[i.ifindex] = PacketRing(i.name)
+                self.arp_socks.append(ArpSocket(i.name))
             self.rings_by_fd = {r.fileno(): r for r in self.rings.values()}
+            self.rings_by_fd.update({a.fileno(): a for a in self.arp_socks})
         except OSError:
             self.close()
             raise
@@ -185,6 +189,9 @@ class PacketDataPlane:
         for r in self.rings.values():
             r.close()
         self.rings.clear()
+        for a in self.arp_socks:
+            a.close()
+        self.arp_socks.clear()
         self.rings_by_fd.clear()
         self._poller = None
         if self.firewall_state == "on":
@@ -253,7 +260,7 @@ class PacketDataPlane:
             n += self._drain(self.rings_by_fd[fd], fw)
         return n
 
-    def _drain(self, ring: PacketRing, fw: Forwarder) -> int:
+    def _drain(self, ring: PacketRing | ArpSocket, fw: Forwarder) -> int:
         rings = self.rings
         ifindex = ring.ifindex
         handle = fw.handle
@@ -296,14 +303,14 @@ class PacketDataPlane:
         self._loop = loop
         fw = self.forwarder
         assert fw is not None
-        for ring in self.rings.values():
-            loop.add_reader(ring.fileno(), self._drain, ring, fw)
+        for src in self.rings_by_fd.values():
+            loop.add_reader(src.fileno(), self._drain, src, fw)
         # director.tick() is the daemon's job under asyncio (it ticks whatever the data plane)
 
     async def stop(self) -> None:
         if self._loop is not None:
-            for ring in self.rings.values():
-                self._loop.remove_reader(ring.fileno())
+            for fd in self.rings_by_fd:
+                self._loop.remove_reader(fd)
         self.close()
 
     def describe(self) -> dict[str, Any]:

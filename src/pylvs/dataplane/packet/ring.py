@@ -10,6 +10,9 @@ driver, invisible to tcpdump);
 when the TX ring is full the frame goes out by ``sendto``. The layout constants are those of
 ``include/uapi/linux/if_packet.h``.
 
+The ring carries IPv4 only; ARP has its own small socket (``ArpSocket``) so that a full ring
+never starves neighbour resolution.
+
 What this is not for: deciding anything about the frames (``forward``) or configuring interfaces.
 """
 
@@ -29,6 +32,8 @@ PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 TPACKET_V3 = 2
 ETH_P_ALL = 0x0003
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
 
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
@@ -55,8 +60,9 @@ class PacketRing:
 
     def __init__(self, ifname: str, block_size: int = 1 << 18, block_nr: int = 16,
                  frame_size: int = 2048, tx_frames: int = 1024, block_timeout_ms: int = 2,
-                 qdisc_bypass: bool = False) -> None:
+                 qdisc_bypass: bool = False, protocol: int = ETH_P_IP) -> None:
         self.ifname = ifname
+        self.protocol = protocol
         # protocol 0 until bound: no frames of other interfaces slip into the ring meanwhile
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
@@ -99,7 +105,7 @@ class PacketRing:
         self._rx_cur = 0
         self._tx_cur = 0
         self._tx_pending = 0
-        s.bind((self.ifname, ETH_P_ALL))  # CPython applies htons here itself
+        s.bind((self.ifname, self.protocol))  # CPython applies htons here itself
         self.ifindex: int = socket.if_nametoindex(self.ifname)
         s.setblocking(False)
         self.rx_frames = 0
@@ -143,6 +149,28 @@ class PacketRing:
                 break
         self.rx_frames += count
         return count
+
+    def resync(self) -> bool:
+        """Point the reader at the oldest block the kernel has handed over, if it is not there.
+
+        Reader and kernel walk the blocks in the same order, but an interface that goes down and
+        up can leave the kernel filling a block other than the one the reader waits on; every
+        block then fills and frames are dropped. Block descriptors carry a sequence number, so
+        the oldest ready block is where reading must resume. True when the reader moved.
+        """
+        mm = self.mm
+        bs = self.block_size
+        if _U32.unpack_from(mm, self._rx_cur * bs + 8)[0] & TP_STATUS_USER:
+            return False
+        ready = [
+            (struct.unpack_from("=Q", mm, i * bs + 24)[0], i)
+            for i in range(self.block_nr)
+            if _U32.unpack_from(mm, i * bs + 8)[0] & TP_STATUS_USER
+        ]
+        if not ready:
+            return False
+        self._rx_cur = min(ready)[1]
+        return True
 
     def queue(self, frame: bytes | bytearray) -> None:
         """Put ``frame`` in the TX ring (flushed by ``flush``); ``sendto`` when the ring is full."""
@@ -199,3 +227,35 @@ class PacketRing:
             self.view.release()
             self.mm.close()
             self.sock.close()
+
+
+class ArpSocket:
+    """ARP frames of one interface on their own AF_PACKET socket, outside the ring: when a
+    flood fills the ring, the neighbour answers the forwarder waits for still get through."""
+
+    def __init__(self, ifname: str) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            self.sock.bind((ifname, ETH_P_ARP))
+            self.sock.setblocking(False)
+        except OSError:
+            self.sock.close()
+            raise
+        self.ifindex: int = socket.if_nametoindex(ifname)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def receive(self, on_frame: Callable[[bytearray], None]) -> int:
+        n = 0
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return n
+            if addr[2] <= PACKET_BROADCAST:  # not our own requests going out
+                on_frame(bytearray(data))
+                n += 1
+
+    def close(self) -> None:
+        self.sock.close()

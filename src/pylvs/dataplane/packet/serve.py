@@ -30,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--control-socket", metavar="PATH")
     p.add_argument("--interfaces", default="", help="comma-separated interface names")
     p.add_argument("--no-firewall", action="store_true", help="install no nftables rules")
+    p.add_argument("--no-arp", action="store_true",
+                   help="do not answer ARP for the VIPs (VRRP owns them, as on a director pair)")
     p.add_argument("--restore", metavar="FILE")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
@@ -40,7 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    options = {"interfaces": args.interfaces or None, "firewall": not args.no_firewall}
+    options = {"interfaces": args.interfaces or None, "firewall": not args.no_firewall,
+               "answer_arp": not args.no_arp}
     daemon = DirectorDaemon(default_socket_path(args.control_socket), dataplane="packet",
                             restore=args.restore, dataplane_options=options)
     try:
