@@ -8,7 +8,11 @@ back (preemption), and a probe in the client namespace records, from that instan
 Both pairs (pylvs+pylvs, keepalived+keepalived) run the same keepalived.conf. Prints a Markdown
 table with the median of --reps runs (and min-max). Needs root, iproute2 and keepalived.
 
+Also: split-brain detection time of pylvs (a keepalived peer that stops receiving VRRP becomes a
+second master; time from it holding the VIP to pylvs reporting the split brain).
+
 Usage: python bench/bench_failover.py [--reps N] [--cases v2-kill,v2-term,v2-preempt,v3-kill]
+                                      [--split-brain v2,v3]
 """
 
 from __future__ import annotations
@@ -147,9 +151,11 @@ class Router:
         cfg = lab.tmp / f"{tag}.conf"
         cfg.write_text(text)
         self.pid = lab.tmp / f"{tag}.pid"
+        self.state = lab.tmp / f"{tag}.json"
         log = (lab.tmp / f"{tag}.log").open("wb")
         if impl == "pylvs":
-            cmd = [sys.executable, "-m", "pylvs.cli.main", "keepalived", "-n", "-l", "-f", str(cfg)]
+            cmd = [sys.executable, "-m", "pylvs.cli.main", "keepalived", "-n", "-l", "-f", str(cfg),
+                   "--state-file", str(self.state)]
         else:
             cmd = [shutil.which("keepalived") or "/usr/sbin/keepalived", "-n", "-l", "-P", "-f", str(cfg),
                    "-p", str(self.pid), "-r", str(self.pid.with_suffix(".vrrp")), "-c", str(self.pid.with_suffix(".chk"))]
@@ -231,6 +237,42 @@ def one_run(lab: Lab, impl: str, case: str) -> tuple[float | None, float | None]
         lab.clear_vip("b")
 
 
+def split_brain_run(lab: Lab, version: int, advert: float) -> float | None:
+    """pylvs master (a) and keepalived (b); b stops receiving VRRP (nftables) and becomes a second
+    master: the time from b holding the VIP to pylvs reporting the split brain."""
+    a = Router(lab, "pylvs", "a", conf(100, version, advert))
+    b = Router(lab, "keepalived", "b", conf(90, version, advert))
+    try:
+        if not wait_for(lambda: lab.has_vip("a") and not lab.has_vip("b"), 20):
+            return None
+        time.sleep(1.0)
+        sh("ip", "netns", "exec", lab.ns["b"], "nft", "add table inet fbench")
+        sh("ip", "netns", "exec", lab.ns["b"], "nft", "add chain inet fbench in { type filter hook input priority 0 ; }")
+        sh("ip", "netns", "exec", lab.ns["b"], "nft", "add rule inet fbench in meta l4proto 112 drop")
+        t_appear = t_detect = None
+        end = time.monotonic() + 10 + 4 * advert
+        while time.monotonic() < end and t_detect is None:
+            now = time.monotonic()
+            if t_appear is None and lab.has_vip("b"):
+                t_appear = now
+            try:
+                inst = json.loads(a.state.read_text())["instances"]["VI_B"]
+            except (OSError, ValueError, KeyError):
+                inst = {}
+            if inst.get("split_brain"):
+                t_detect = now
+            time.sleep(0.005)
+        if t_appear is None or t_detect is None:
+            return None
+        return t_detect - t_appear
+    finally:
+        sh("ip", "netns", "exec", lab.ns["b"], "nft", "delete table inet fbench", check=False)
+        a.stop()
+        b.stop()
+        lab.clear_vip("a")
+        lab.clear_vip("b")
+
+
 def fmt(xs: list[float | None]) -> str:
     got = [x for x in xs if x is not None]
     if not got:
@@ -244,6 +286,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--cases", default="v2-kill,v2-term,v2-preempt,v3-kill")
+    ap.add_argument("--split-brain", default="v2,v3", help="split-brain detection cases ('' for none)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench_failover: needs root (network namespaces)", file=sys.stderr)
@@ -252,6 +295,7 @@ def main() -> int:
         print("bench_failover: keepalived not installed (make sysdeps-test)", file=sys.stderr)
         return 2
     results: dict[tuple[str, str], tuple[list[float | None], list[float | None]]] = {}
+    split: dict[str, list[float | None]] = {}
     with tempfile.TemporaryDirectory(prefix="pylvs-failover-") as d:
         lab = Lab(Path(d))
         try:
@@ -264,6 +308,12 @@ def main() -> int:
                         r[0].append(arp)
                         r[1].append(tcp)
                         print(f"# {case} {impl} rep {rep + 1}: arp {arp} tcp {tcp}", file=sys.stderr, flush=True)
+            for v in filter(None, args.split_brain.split(",")):
+                for rep in range(args.reps):
+                    version, advert = (3, 0.1) if v == "v3" else (2, 1.0)
+                    t = split_brain_run(lab, version, advert)
+                    split.setdefault(v, []).append(t)
+                    print(f"# split-brain {v} rep {rep + 1}: {t}", file=sys.stderr, flush=True)
         finally:
             lab.destroy()
     titles = {"v2-kill": "v2 advert_int 1, master SIGKILLed", "v2-term": "v2 advert_int 1, master SIGTERMed (priority 0)",
@@ -275,6 +325,15 @@ def main() -> int:
     for case in args.cases.split(","):
         ka, py = results[(case, "keepalived")], results[(case, "pylvs")]
         print(f"| {titles.get(case, case)} | {fmt(ka[0])} | {fmt(py[0])} | {fmt(ka[1])} | {fmt(py[1])} |")
+    if split:
+        print()
+        print("Split brain (pylvs master, keepalived peer that stops receiving VRRP): from the second master")
+        print("holding the VIP to pylvs reporting it (keepalived has no such detection)")
+        print()
+        print("| case | pylvs detection | 2 x advert_int |")
+        print("|---|---|---|")
+        for v, xs in split.items():
+            print(f"| {v} advert_int {'0.1' if v == 'v3' else '1'} | {fmt(xs)} | {'0.2 s' if v == 'v3' else '2 s'} |")
     return 0
 
 
