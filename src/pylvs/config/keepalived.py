@@ -498,10 +498,11 @@ class _Interp:
                 other.append(s)
             else:
                 self.unknown(s)
+        given = set(kw)
         kw = {k: v for k, v in kw.items() if v is not None}
         inst = VRRPInstance(name, other=tuple(other), file=st.file, line=st.line, **kw)  # type: ignore[arg-type]
         if not inst.virtual_router_id:
-            if "virtual_router_id" not in kw:
+            if "virtual_router_id" not in given:  # an invalid one was reported where it stands
                 self.error(st, f"({name}) the virtual router id must be set")
             return None
         if inst.state == "MASTER" and inst.nopreempt:
