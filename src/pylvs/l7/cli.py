@@ -77,7 +77,7 @@ async def _serve_http(cfg: Config) -> int:
         await server.start()
     except OSError as e:
         await server.close()
-        print(f"{PREFIX} [emerg] bind() failed ({e.errno}: {e.strerror})", file=sys.stderr)
+        print(f"{PREFIX} [emerg] {e.strerror}", file=sys.stderr)
         return 1
     await _until_signal(loop)
     await server.close()

@@ -420,9 +420,14 @@ class L7Server:
                 groups.setdefault((lst.host, lst.port), []).append(srv)
         for (host, port), servers in groups.items():
             group = _ListenGroup(servers)
-            s = await self.loop.create_server(
-                lambda g=group: ClientConnection(self, g), host, port,  # type: ignore[misc]
-                reuse_address=True, backlog=511)
+            try:
+                s = await self.loop.create_server(
+                    lambda g=group: ClientConnection(self, g), host, port,  # type: ignore[misc]
+                    reuse_address=True, backlog=511)
+            except OSError as e:
+                err = e.errno or 0
+                raise OSError(err, f"bind() to {host}:{port} failed ({err}: "
+                                   f"{os.strerror(err)})") from None
             self._servers.append(s)
         self._tick()
 
