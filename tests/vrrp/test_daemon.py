@@ -86,13 +86,19 @@ def test_notify_scripts_get_keepalived_arguments(lab: Lab) -> None:
     script.write_text(f"#!/bin/sh\necho \"$@\" >> {out}\n")
     script.chmod(0o755)
     extra = f"    notify_master \"{script} became-master\"\n    notify_stop {script}\n"
+    ctl = str(lab.tmp / "ctl.sock")
     py = lab.pylvs("a", instance_conf(prio=150, version=3, advert=0.2, notify=str(script), extra=extra),
-                   "--metrics-port", "9477")
+                   "--metrics-port", "9477", "--control-socket", ctl)
     assert wait_for(lambda: out.exists() and "INSTANCE VI_T MASTER 150" in out.read_text(), 10)
     assert "became-master" in out.read_text()
     metrics = lab.exec("a", sys.executable, "-c",
                        "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9477/').read().decode())").stdout
     assert 'pylvs_vrrp_state{instance="VI_T"} 2.0' in metrics
+    from pylvs.control.client import ControlClient
+
+    with ControlClient(ctl) as c:
+        status = c.call("vrrp_status")
+    assert status["instances"]["VI_T"]["state"] == "MASTER" and status["instances"]["VI_T"]["vrid"] == 42
     py.stop(signal.SIGTERM)
     assert wait_for(lambda: "INSTANCE VI_T STOP" in out.read_text(), 5), out.read_text()
 

@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--no-split-brain-probe", action="store_true",
                    help="do not ARP for the VIP while MASTER (duplicate-answer detection)")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument("--control-socket", default=None, metavar="PATH",
+                   help="serve the pylvs control API here (operation vrrp_status: states, counters, split brain)")
     p.set_defaults(func=run)
 
 
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         arbitrator_interval=args.arbitrator_interval, arbitrator_fall=args.arbitrator_fall,
         arbitrator_rise=args.arbitrator_rise, notify_split_brain=args.notify_split_brain,
         split_brain_probe=not args.no_split_brain_probe, metrics_port=args.metrics_port,
+        control_socket=args.control_socket,
     )
     if args.pidfile:
         with open(args.pidfile, "w", encoding="ascii") as fh:

@@ -152,7 +152,8 @@ class KeepalivedDaemon:
     def __init__(self, path: str, config_id: str | None = None, state_file: str | None = None,
                  arbitrator: str | None = None, arbitrator_interval: float = 1.0, arbitrator_fall: int = 3,
                  arbitrator_rise: int = 2, notify_split_brain: str | None = None,
-                 split_brain_probe: bool = True, metrics_port: int | None = None) -> None:
+                 split_brain_probe: bool = True, metrics_port: int | None = None,
+                 control_socket: str | None = None) -> None:
         self.path = path
         self.config_id = config_id
         self.state_file = state_file
@@ -163,6 +164,7 @@ class KeepalivedDaemon:
         self.notify_split_brain = notify_split_brain
         self.split_brain_probe = split_brain_probe
         self.metrics_port = metrics_port
+        self.control_socket = control_socket
         self.cfg: K.KeepalivedConfig | None = None
         self.runtimes: dict[str, Runtime] = {}
         self.sockets: dict[tuple[str, int], tuple[netio.VRRPSocket, Dispatcher]] = {}
@@ -207,8 +209,23 @@ class KeepalivedDaemon:
         self.tasks.append(asyncio.create_task(self._track_interfaces()))
         if self.arbitrator:
             self.tasks.append(asyncio.create_task(self._arbitrate()))
+        control = None
+        if self.control_socket:
+            # the control API every pylvs daemon speaks; ``vrrp_status`` is this daemon's addition
+            # (its IPVS table is empty until the virtual_server part runs here)
+            from pylvs.control.server import ControlServer
+            from pylvs.core.table import IPVSTable
+
+            control = ControlServer(IPVSTable(), self.control_socket, extra={"vrrp_status": lambda _args: self.status()})
+            try:
+                await control.start()
+            except Exception as exc:
+                log.error("control socket %s: %s", self.control_socket, exc)
+                control = None
         log.info("Startup complete")
         await self.done.wait()
+        if control is not None:
+            await control.stop()
         self.shutdown()
         if self._children:  # notify_stop scripts run to completion before we exit
             await asyncio.wait(set(self._children), timeout=10)
