@@ -1,8 +1,9 @@
 """Connection-table micro-benchmark: CPU ns per new connection, per lookup, per state change and
 per expiry, and traced bytes per entry with a million entries.
 
-Bounded: speed over ``--speed-n`` entries (200,000), memory at ``-n`` entries (1,000,000), about
-500 MB at most, then it stops. Times are process CPU time (``process_time_ns``), so other work on
+Bounded: speed over ``--speed-n`` entries (200,000), memory at ``-n`` entries (1,000,000): about
+half a minute of CPU (tracing a million entries' allocations is most of it) and under 1 GB, then it
+stops. Bytes per entry depend a little on state: flag values above 255 are ints of their own. Times are process CPU time (``process_time_ns``), so other work on
 a shared machine inflates them less than wall time would, but still some: run it twice. This host
 has no kernel IPVS to measure beside it; the budget column is our own ceiling.
 """
