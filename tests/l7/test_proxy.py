@@ -8,6 +8,9 @@ import socket
 import time
 from pathlib import Path
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from pylvs.l7.app import pattern_body
 from tests.l7.conftest import Client, Stack, get, wait_for
 
@@ -411,3 +414,28 @@ def test_client_connection_close_is_honoured(seed: Stack) -> None:
     assert r.status == 200 and r.headers["connection"] == "close"
     assert c.wait_closed()
     c.close()
+
+
+_FUZZ_PIECES = st.sampled_from([
+    b"GET ", b"POST ", b"HEAD ", b"/", b"/x.jsp", b"/index.html", b"?a=b", b"%", b"%2e%2e/",
+    b" HTTP/1.1", b" HTTP/1.0", b" HTTP/9.9", b"\r\n", b"\n", b"Host: x", b"Host:", b": ",
+    b"Content-Length: 5", b"Content-Length: -1", b"Transfer-Encoding: chunked", b"5\r\nhello",
+    b"0\r\n\r\n", b"Expect: 100-continue", b"Connection: close", b"\x00", b"\xff", b" ", b"\t",
+])
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_FUZZ_PIECES, max_size=25))
+def test_random_requests_never_hang_or_break_the_server(seed: Stack, pieces: list[bytes]) -> None:
+    c = Client(seed.port, timeout=3)
+    try:
+        c.send(b"".join(pieces) + b"\r\n\r\n")
+        c.sock.shutdown(socket.SHUT_WR)  # the client is done: whatever it sent must be answered
+        assert c.wait_closed(10)
+        assert c.raw == b"" or re.match(rb"HTTP/1\.1 [1-5]\d\d ", c.raw), c.raw[:200]
+    finally:
+        c.close()
+    ok = Client(seed.port)
+    assert ok.one(get("/index.html")).body == b"this is nginx1\n"
+    ok.close()
