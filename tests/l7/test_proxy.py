@@ -439,3 +439,12 @@ def test_random_requests_never_hang_or_break_the_server(seed: Stack, pieces: lis
     ok = Client(seed.port)
     assert ok.one(get("/index.html")).body == b"this is nginx1\n"
     ok.close()
+
+
+def test_unknown_transfer_coding_is_501(seed: Stack) -> None:
+    c = Client(seed.port)
+    r = c.one(b"POST /x.jsp HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+              b"0\r\n\r\n")
+    assert r.status == 501
+    assert c.wait_closed()
+    c.close()

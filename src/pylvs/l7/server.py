@@ -922,6 +922,11 @@ class ClientConnection(asyncio.Protocol):
         except BadURI:
             await self.respond_error(req, 400)
             return
+        if req.chunked and req.hmap.get(b"transfer-encoding", b"").lower() != b"chunked":
+            self.app.error("info", 'client sent unknown "Transfer-Encoding": "'
+                           f'{req.header(b"transfer-encoding")}"', self, req)
+            await self.respond_error(req, 501)
+            return
         loc = self.group.matchers[id(server)].match(req.uri)
         req.location = loc
         if req.content_length is not None and req.content_length > loc.client_max_body_size > 0:
@@ -1121,17 +1126,9 @@ class ProxyAttempt:
         no_body = self.head_only or status in (204, 304)
         chunked = req.version == "1.1" and length is None and (not no_body or chunked_in)
         self.chunked = chunked and not no_body
-        if no_body and length is None and not chunked:
-            # Nothing follows the head, so it needs no framing and the connection can stay.
-            keep = req.keep_alive
-            head = client.response_head(req, status, out, reason.decode("latin-1") or None,
-                                        length=0 if status not in (204, 304) else None)
-            if status not in (204, 304):
-                head = head.replace(b"Content-Length: 0\r\n", b"")
-            req.keep_alive = keep and req.keep_alive
-        else:
-            head = client.response_head(req, status, out, reason.decode("latin-1") or None,
-                                        length=length, chunked=chunked)
+        # A head-only answer (HEAD, 204, 304) needs no framing: response_head keeps it alive.
+        head = client.response_head(req, status, out, reason.decode("latin-1") or None,
+                                    length=length, chunked=chunked)
         client.write(head)
         req.bytes_sent += len(head)
         self.started = True
