@@ -99,6 +99,22 @@ def _read_interfaces(wanted: set[str] | None, loop: asyncio.AbstractEventLoop) -
     return ifaces, gateway, neigh
 
 
+def kernel_neighbours() -> dict[bytes, bytes]:
+    """The kernel's complete IPv4 neighbour entries, from /proc/net/arp (no netlink, so it is
+    safe on the event loop and cheap enough to poll)."""
+    found: dict[bytes, bytes] = {}
+    try:
+        with open("/proc/net/arp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 4 and int(parts[2], 16) & 0x2:  # ATF_COM: resolved
+                    found[socket.inet_aton(parts[0])] = bytes.fromhex(parts[3].replace(":", ""))
+    except (OSError, ValueError, StopIteration):
+        pass
+    return found
+
+
 def disable_offloads(names: Iterable[str]) -> None:
     ethtool = shutil.which("ethtool")
     if ethtool is None:
@@ -156,6 +172,8 @@ class PacketDataPlane:
         self._rules_for: tuple[set[bytes], set[bytes]] | None = None
         self._listener = _Follow(self)
         self._poller: select.poll | None = None
+        self._kick: socket.socket | None = None
+        self._neigh_check_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -170,7 +188,10 @@ class PacketDataPlane:
         fw = Forwarder(self.director, ifaces, gateway,
                        verify_new_checksums=self.verify_new_checksums)
         fw.neighbours.update(neigh)
+        fw.on_missing_neighbour = self._kick_kernel_arp
         self.forwarder = fw
+        self._kick = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._kick.setblocking(False)
         try:
             for i in ifaces:
                 self.rings[i.ifindex] = PacketRing(i.name)
@@ -183,7 +204,26 @@ class PacketDataPlane:
         self.director.table.listeners.append(self._listener)
         self.table_changed()
 
+    def _kick_kernel_arp(self, ip: bytes) -> None:
+        """Make the kernel resolve ``ip`` too (one empty datagram to the discard port), and look
+        at its table shortly after: our own ARP request and socket are the fast path, this one
+        does not depend on them."""
+        if self._kick is not None:
+            with contextlib.suppress(OSError):
+                self._kick.sendto(b"", (socket.inet_ntoa(ip), 9))
+        self._neigh_check_at = time.monotonic() + 0.2
+        if self._loop is not None:
+            self._loop.call_later(0.25, self._check_kernel_neighbours)
+
+    def _check_kernel_neighbours(self) -> None:
+        self._neigh_check_at = 0.0
+        if self.forwarder is not None:
+            self.forwarder.learn(kernel_neighbours())
+
     def close(self) -> None:
+        if self._kick is not None:
+            self._kick.close()
+            self._kick = None
         with contextlib.suppress(ValueError):
             self.director.table.listeners.remove(self._listener)
         for r in self.rings.values():
@@ -292,6 +332,8 @@ class PacketDataPlane:
             if now >= end:
                 return total
             total += self.poll_once(min(0.2, end - now))
+            if self._neigh_check_at and now >= self._neigh_check_at:
+                self._check_kernel_neighbours()
             if now >= next_tick:
                 self.director.tick()
                 next_tick = now + 1

@@ -101,6 +101,8 @@ class Forwarder:
         self.arp_requests = 0
         self.icmp_forwarded = 0
         self.side_frames: list[Output] = []  # ARP requests/replies and ICMP made here
+        # a second way to resolve (the driver asks the kernel too), called with the address
+        self.on_missing_neighbour: Callable[[bytes], None] | None = None
         self._route_cache: dict[bytes, tuple[Interface, bytes] | None] = {}
         # destination IP -> (out ifindex, dst MAC + src MAC): one lookup per forwarded frame
         self._l2: dict[bytes, tuple[int, bytes]] = {}
@@ -113,6 +115,16 @@ class Forwarder:
     def drop(self, reason: Drop) -> None:
         name = reason.name.lower()
         self.drops[name] = self.drops.get(name, 0) + 1
+
+    def learn(self, entries: dict[bytes, bytes]) -> None:
+        """Neighbours found elsewhere (the kernel's table); changed ones replace ours."""
+        changed = False
+        for ip, mac in entries.items():
+            if self.neighbours.get(ip) != mac:
+                self.neighbours[ip] = mac
+                changed = True
+        if changed:
+            self._l2.clear()
 
     def set_vips(self, vips: Iterable[bytes]) -> None:
         """The VIPs of the table; ARP is answered for those the local stack does not own."""
@@ -147,6 +159,8 @@ class Forwarder:
             self._arp_asked[hop] = now
             self.arp_requests += 1
             self.side_frames.append((iface.ifindex, codec.arp_request(iface.mac, iface.addr, hop)))
+            if self.on_missing_neighbour is not None:
+                self.on_missing_neighbour(hop)
         self.drop(Drop.NO_NEIGHBOUR)
         return None
 
