@@ -36,14 +36,34 @@ from collections.abc import Callable, Iterator
 
 from pylvs.core.model import DestFlags, RealServer, Timeouts
 
-# ---- IP_VS_CONN_F_* (include/uapi/linux/ip_vs.h) ---------------------------------------------
-CONN_F_FWD_MASK = 0x0007
-CONN_F_HASHED = 0x0040
-CONN_F_NOOUTPUT = 0x0080
-CONN_F_INACTIVE = 0x0100
-CONN_F_NO_CPORT = 0x0800
-CONN_F_TEMPLATE = 0x1000
-CONN_F_ONE_PACKET = 0x2000
+# ---- connection flags -------------------------------------------------------------------------
+# The meanings of IP_VS_CONN_F_* (include/uapi/linux/ip_vs.h), packed into one byte so that every
+# combination is one of Python's shared small ints: an entry's flags then cost no memory of their
+# own and changing them allocates nothing. ``kernel_conn_flags`` gives the kernel's bit values
+# (what ``ConnEntry.flags`` and netlink carry).
+CONN_F_FWD_MASK = 0x07  # the ForwardingMethod, same values as the kernel's
+CONN_F_NOOUTPUT = 0x08
+CONN_F_INACTIVE = 0x10
+CONN_F_HASHED = 0x20
+CONN_F_TEMPLATE = 0x40
+CONN_F_ONE_PACKET = 0x80
+
+_KERNEL_BITS = (
+    (CONN_F_NOOUTPUT, 0x0080),
+    (CONN_F_INACTIVE, 0x0100),
+    (CONN_F_HASHED, 0x0040),
+    (CONN_F_TEMPLATE, 0x1000),
+    (CONN_F_ONE_PACKET, 0x2000),
+)
+
+
+def kernel_conn_flags(flags: int) -> int:
+    """The IP_VS_CONN_F_* value of an entry's flags."""
+    out = flags & CONN_F_FWD_MASK
+    for ours, theirs in _KERNEL_BITS:
+        if flags & ours:
+            out |= theirs
+    return out
 
 # ---- directions, as ip_vs_set_state takes them ----------------------------------------------
 DIR_INPUT = 0

@@ -53,6 +53,7 @@ from pylvs.core.conntrack import (
     ConnectionTable,
     bind_dest,
     clear_overload,
+    kernel_conn_flags,
     tcp_next_state,
     tcp_timeout_table,
     unbind_dest,
@@ -731,7 +732,7 @@ class Director:
                 dport=c.dport,
                 state=c.state_name,
                 expires=max(0.0, c.deadline - now),
-                flags=c.flags,
+                flags=kernel_conn_flags(c.flags),
             ))
         return rows
 
