@@ -326,32 +326,39 @@ def decode_dest(a: Attrs, svc_af: int) -> DestStatus:
 
 
 def parse_proc_conns(text: str) -> list[ConnEntry]:
-    """Rows of ``/proc/net/ip_vs_conn`` (hex addresses and ports, expiry in seconds)."""
+    """Rows of ``/proc/net/ip_vs_conn`` (hex addresses and ports, expiry in seconds).
+
+    Addresses repeat (a few VIPs and real servers, clients with many connections), so each
+    distinct one is parsed once: 100,000 rows is what ``-Lnc`` may have to read.
+    """
     out: list[ConnEntry] = []
+    cache: dict[str, IPAddress] = {}
     v4 = ipaddress.IPv4Address
     ip = ipaddress.ip_address
+    protos = _PROTO_BY_NAME
+    template_flag = IP_VS_CONN_F_TEMPLATE
+    append = out.append
+
+    def addr(h: str) -> IPAddress:
+        a = cache.get(h)
+        if a is None:
+            a = ip(h) if ":" in h else v4(int(h, 16))
+            cache[h] = a
+        return a
+
     for line in text.splitlines()[1:]:
         f = line.split()
         if len(f) < 9:
             continue
-        proto = _PROTO_BY_NAME.get(f[0], 0)
-        if ":" in f[1]:
-            af = AF_INET6
-            caddr: IPAddress = ip(f[1])
-            vaddr: IPAddress = ip(f[3])
-        else:
-            af = AF_INET
-            caddr = v4(int(f[1], 16))
-            vaddr = v4(int(f[3], 16))
-        daddr: IPAddress = ip(f[5]) if ":" in f[5] else v4(int(f[5], 16))
+        caddr = cache.get(f[1]) or addr(f[1])
         cport = int(f[2], 16)
         state = f[7]
         template = state == "ASSURED" or (state == "NONE" and cport == 0)
-        pe_name = f[9] if len(f) > 9 else ""
-        pe_data = f[10] if len(f) > 10 else ""
-        out.append(ConnEntry(
-            proto, af, caddr, cport, vaddr, int(f[4], 16), daddr, int(f[6], 16), state,
-            float(f[8]), IP_VS_CONN_F_TEMPLATE if template else 0, pe_name, pe_data,
+        append(ConnEntry(
+            protos.get(f[0], 0), AF_INET6 if caddr.version == 6 else AF_INET, caddr, cport,
+            cache.get(f[3]) or addr(f[3]), int(f[4], 16), cache.get(f[5]) or addr(f[5]),
+            int(f[6], 16), state, float(f[8]), template_flag if template else 0,
+            f[9] if len(f) > 9 else "", f[10] if len(f) > 10 else "",
         ))
     return out
 
