@@ -448,3 +448,27 @@ def test_unknown_transfer_coding_is_501(seed: Stack) -> None:
     assert r.status == 501
     assert c.wait_closed()
     c.close()
+
+
+def test_upstream_closing_an_idle_keepalive_connection_is_not_an_error(stack: Stack) -> None:
+    served = []
+
+    async def one_shot(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # answers one request with keep-alive, then silently closes the idle connection
+        await reader.readuntil(b"\r\n\r\n")
+        served.append(1)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+
+    up = stack.upstream(one_shot)
+    port = stack.proxy(_PROXY_CONF, up=up, extra="keepalive 4;", loc="")
+    c = Client(port)
+    assert c.one(get("/a")).body == b"yes"
+    time.sleep(0.5)
+    r = c.one(get("/b"))
+    assert r.status == 200 and r.body == b"yes"
+    assert len(served) == 2
+    c.close()
+    time.sleep(0.3)  # let the scripted upstream finish before the loop stops

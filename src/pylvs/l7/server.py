@@ -1358,14 +1358,15 @@ class ProxyAttempt:
                 req.upstream_addr = ", ".join(addrs)
                 client.abort()
                 return
-            if fresh_retry and kind == "error" and not conn.got_response:
-                # A kept-alive connection the upstream had closed: not the peer's failure.
+            if fresh_retry and kind == "error" and not conn.got_response and (
+                    req.body is None or not req.body.started):
+                # A kept-alive connection the upstream had closed meanwhile: not the peer's
+                # failure; try again (the pool holds finitely many such connections).
                 tried.discard(peer.index)
                 tries_left += 1
                 addrs.pop()
                 statuses.pop()
-                if req.body is None or not req.body.started:
-                    continue
+                continue
             app.error("error", f"{msg} while reading response header from upstream", client,
                       req, upstream_url)
             balancer.failed(peer, time.monotonic())
