@@ -41,6 +41,15 @@ def rules(t: list[tuple[ServiceSpec, list[DestSpec]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def synthetic_conn_rows(n: int) -> str:
+    """``/proc/net/ip_vs_conn`` text with ``n`` rows and up to 65,536 distinct clients."""
+    rows = ["Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData"]
+    for i in range(n):
+        rows.append(f"TCP 0A00{i >> 8 & 0xFF:02X}{i & 0xFF:02X} {1024 + i % 60000:04X} 0A000001 "
+                    f"0050 C0A8{i % 250:02X}01 1F40 ESTABLISHED     899")
+    return "\n".join(rows) + "\n"
+
+
 def count(k: KernelIPVS) -> list[int]:
     svcs = k.get_services()
     return [len(svcs), sum(len(s.dests) for s in svcs)]
@@ -101,11 +110,7 @@ def main() -> None:
 
     # Reading 100,000 connection rows: the kernel's /proc format, rows synthesised here
     # (making 100,000 real connections under TCG would take far longer than the bench).
-    rows = ["Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData"]
-    for i in range(100_000):
-        rows.append(f"TCP 0A00{i >> 8 & 0xFF:02X}{i & 0xFF:02X} {1024 + i % 60000:04X} 0A000001 "
-                    f"0050 C0A8{i % 250:02X}01 1F40 ESTABLISHED     899")
-    blob = "\n".join(rows) + "\n"
+    blob = synthetic_conn_rows(100_000)
     t0 = time.perf_counter()
     conns = parse_proc_conns(blob)
     out["parse_100k_conns_seconds"] = time.perf_counter() - t0
