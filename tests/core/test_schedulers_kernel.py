@@ -90,6 +90,16 @@ def _experiments() -> dict[str, Experiment]:
     add("ovf", "ovf", [1, 2, 3], 12)
     add("lblc", "lblc", [1, 2, 3], 30)
     add("lblcr", "lblcr", [1, 2, 3], 30)
+    add("lblcr_uneven", "lblcr", [1, 1, 5], 60)
+    # weight 0 from the start, weight changes that reshape the hash tables
+    add("sh_zero_weights", "sh", [2, 0, 1, 0, 3], 300, "sh-fallback")
+    add("mh_zero_weights", "mh", [1, 0, 2, 0, 1], 300, "mh-fallback")
+    add("mh_weight_raised", "mh", [1] * 5, 0, "", ["-e VS -r RS.2:80 -g -w 3"], 300)
+    add("mh_requiesced", "mh", [2, 1, 1], 0, "",
+        ["-e VS -r RS.1:80 -g -w 0", "-e VS -r RS.1:80 -g -w 1"], 300)
+    add("wrr_with_zero", "wrr", [3, 0, 2], 30)
+    add("nq_with_zero", "nq", [0, 1, 2], 30)
+    add("sed_uneven", "sed", [1, 10], 40)
     # dh hashes the virtual address: one service per address, same three servers each.
     setup: list[str] = []
     first: list[Client] = []
