@@ -116,3 +116,20 @@ def test_director_lists_connections_through_its_table() -> None:
         17, "10.0.0.2", 5353, "10.0.0.100", 53)
     assert (str(r.daddr), r.dport, r.state) == ("192.168.168.11", 53, "UDP")
     assert 299 <= r.expires <= 300
+
+
+def test_proxy_connection_that_never_established_closes_like_a_refused_one() -> None:
+    d, clock = make_director()
+    key = add_service(d)
+    rs = add_dest(d, key, "192.168.168.11")
+    conn = d.schedule(6, C, 40000, VIP, 80)
+    assert conn is not None
+    d.proxy_closed(conn)  # the real server refused: no handshake
+    assert conn.state_name == "CLOSE" and conn.timeout == 10
+    assert (rs.activeconns, rs.inactconns) == (0, 1)
+    # A retry from the same client port replaces it at once.
+    again = d.schedule(6, C, 40000, VIP, 80)
+    assert again is not None and again is not conn and not conn.alive
+    clock.advance(61)
+    d.tick()
+    assert d.connection_count == 0 and (rs.activeconns, rs.inactconns) == (0, 0)

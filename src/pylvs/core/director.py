@@ -104,6 +104,7 @@ _IPPROTO_IP = 0
 _IPPROTO_TCP = 6
 _IPPROTO_UDP = 17
 _FTPPORT = 21
+_HANDSHAKE_STATES = frozenset({0, 2, 3, 10})  # NONE, SYN_SENT, SYN_RECV, SYNACK
 
 
 class _Plan:
@@ -614,10 +615,15 @@ class Director:
             self._set_tcp_state(conn, new, now)
 
     def proxy_closed(self, conn: Connection) -> None:
-        """Both sides closed: TIME_WAIT, inactive until it expires (UDP: nothing to do)."""
+        """Both sides closed: TIME_WAIT, inactive until it expires (UDP: nothing to do).
+
+        A connection that never got past the handshake (the real server refused it or did not
+        answer) goes to CLOSE instead, with its 10 s timeout, as the RST would take it in the
+        kernel."""
         if conn.bucket is None or conn.ckey & 0xFF != _IPPROTO_TCP:
             return
-        self._set_tcp_state(conn, TCP_S_TIME_WAIT, self.clock())
+        new = TCP_S_CLOSE if conn.state in _HANDSHAKE_STATES else TCP_S_TIME_WAIT
+        self._set_tcp_state(conn, new, self.clock())
 
     # ---- counters --------------------------------------------------------------------------
 
