@@ -648,6 +648,25 @@ async def test_vip_port_taken_is_reported_not_fatal(
         squatter.close()
 
 
+@proxy_test
+async def test_stop_closes_listeners_and_relays(director: Director) -> None:
+    plane = ProxyDataPlane(director)
+    await plane.start()
+    async with line_servers("A") as (a,):
+        key = add_service(director, [a])
+        r, w = await asyncio.open_connection(VIP, key.port)
+        w.write(b"x\n")
+        assert await asyncio.wait_for(r.readline(), TIMEOUT) == b"A:x\n"
+        follower = plane._follower
+        await plane.stop()
+        assert follower not in director.table.listeners
+        assert await asyncio.wait_for(r.read(), TIMEOUT) == b""  # the relay was dropped
+        w.close()
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(VIP, key.port)
+        assert plane.describe()["running"] is False
+
+
 # ---- counters -----------------------------------------------------------------------------
 
 

@@ -5,6 +5,13 @@ two sockets. The client's connection ends at the VIP; a second connection goes f
 the real server the core chose; bytes are copied between the two with asyncio Protocols (no
 streams, no per-chunk coroutine), with bounded buffers and backpressure, and both half-closes are
 propagated (``shutdown(SHUT_WR)`` on one side becomes ``shutdown(SHUT_WR)`` on the other).
+Bytes a client sends before the real server has answered are held (up to the high-water mark,
+then the client is paused) and sent as soon as it has; long one-way streams move to splice
+(``_proxy_splice``).
+
+Core events: ``proxy_established`` once the real server accepted, ``proxy_half_closed`` for the
+first FIN (by_client tells whose), ``proxy_closed`` when both directions are done or either side
+failed (a second FIN goes straight to ``proxy_closed``: it would not change the core's state).
 
 What this is not for: choosing servers, persistence, thresholds and connection states (all the
 core's, through ``Director``), or opening listening sockets (``proxy.py``).
