@@ -239,3 +239,27 @@ async def test_client_sees_no_failed_request_while_a_server_dies(pair: tuple[str
     finally:
         await plane.stop()
         await mgr.stop()
+
+
+async def test_ha_suspend_stops_checking_while_the_vip_is_not_local(pair: tuple[str, int, list[Backend]]) -> None:
+    net, port, (rs1, _) = pair
+    lvs = conf(net, port, vs_extra="ha_suspend")
+    # a VIP outside loopback that this host does not hold (never sent to: only bound)
+    vs = lvs.virtual_servers[0]
+    from dataclasses import replace
+
+    from pylvs.core.model import ServiceKey as K
+    foreign = replace(vs.services[0], key=K.inet(6, "192.0.2.100", port))
+    lvs.virtual_servers[0] = replace(vs, services=(foreign,))
+    table = IPVSTable()
+    mgr = HealthManager(table, lvs)
+    await mgr.start()
+    try:
+        await rs1.stop()
+        await asyncio.sleep(1.5)  # several delay_loops: a checking director would have reacted
+        svc = table.get_service(foreign.key)
+        assert {str(d.spec.addr) for d in svc.dests} == {f"{net}.10", f"{net}.20"}
+        results = [c["last_result"] for r in mgr.status()[0]["real_servers"] for c in r["checkers"]]
+        assert all("ha_suspend" in r for r in results)
+    finally:
+        await mgr.stop()

@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,22 @@ def _dest_key(d: DestSpec) -> tuple[str, int]:
 def _same_dest(a: DestSpec, b: DestSpec) -> bool:
     return (a.fwd, a.weight, a.u_threshold, a.l_threshold, a.tun_type, a.tun_port, a.tun_flags) == (
         b.fwd, b.weight, b.u_threshold, b.l_threshold, b.tun_type, b.tun_port, b.tun_flags)
+
+
+def _vips_are_local(config: VirtualServerConfig) -> bool:
+    """Whether this host holds the virtual server's addresses: a socket can bind only to a
+    local address (fwmark services have none and count as local)."""
+    for spec in config.services:
+        addr = spec.key.addr
+        if addr is None:
+            continue
+        family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((str(addr), 0))
+            except OSError:
+                return False
+    return True
 
 
 class HealthManager:
@@ -190,6 +207,11 @@ class HealthManager:
             delay = chk.next_due - self.clock()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if vs.config.ha_suspend and not _vips_are_local(vs.config):
+                # ha_suspend: a backup director (no VIP) does not check; its view stays as it was
+                chk.next_due = self.clock() + chk.config.delay_loop
+                chk.last_result = "suspended: the VIP is not on this host (ha_suspend)"
+                continue
             try:
                 res: CheckResult = await self.probe(chk.config)
             except Exception as exc:  # a probe bug must not kill the checker loop
