@@ -472,3 +472,18 @@ def test_upstream_closing_an_idle_keepalive_connection_is_not_an_error(stack: St
     assert len(served) == 2
     c.close()
     time.sleep(0.3)  # let the scripted upstream finish before the loop stops
+
+
+def test_static_byte_ranges(seed: Stack) -> None:
+    big = (seed.tmp / "html" / "big.bin").read_bytes()
+    c = Client(seed.port)
+    r = c.one(get("/big.bin", extra="Range: bytes=100-199\r\n"))
+    assert r.status == 206 and r.body == big[100:200]
+    assert r.headers["content-range"] == f"bytes 100-199/{len(big)}"
+    r = c.one(get("/big.bin", extra="Range: bytes=-10\r\n"))
+    assert r.status == 206 and r.body == big[-10:]
+    r = c.one(get("/big.bin", extra=f"Range: bytes={len(big)}-\r\n"))
+    assert r.status == 416
+    r = c.one(get("/index.html", extra="Range: bytes=0-\r\n"))
+    assert r.status == 200 and r.body == b"this is nginx1\n"
+    c.close()

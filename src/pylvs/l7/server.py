@@ -1023,48 +1023,89 @@ class ClientConnection(asyncio.Protocol):
             await self.respond(req, 301, _error_page(301, loc.server_tokens),
                                [b"Location: " + loc_hdr.encode("latin-1") + b"\r\n"])
             return
-        with os.fdopen(fd, "rb", buffering=0) as f:
-            if not stat.S_ISREG(st.st_mode):
-                await self.respond_error(req, 403)
-                return
-            size = st.st_size
-            mtime = int(st.st_mtime)
-            last_mod = _http_date(mtime)
-            etag = b'"%x-%x"' % (mtime, size)
-            inm = req.hmap.get(b"if-none-match")
-            ims = req.hmap.get(b"if-modified-since")
-            if (inm is not None and (inm == etag or inm == b"*")) or \
-                    (inm is None and ims is not None and ims == last_mod):
-                head = self.response_head(req, 304, [b"Last-Modified: " + last_mod + b"\r\n",
-                                                     b"ETag: " + etag + b"\r\n"])
-                self.write(head)
-                req.bytes_sent += len(head)
-                return
-            ext = uri.rpartition("/")[2].rpartition(".")
-            ctype = loc.types.get(ext[2].lower(), loc.default_type) if ext[1] else loc.default_type
-            hdrs = [b"Content-Type: " + ctype.encode() + b"\r\n",
-                    b"Last-Modified: " + last_mod + b"\r\n",
-                    b"ETag: " + etag + b"\r\n", b"Accept-Ranges: bytes\r\n"]
-            head = self.response_head(req, 200, hdrs, length=size)
+        try:
+            await self._send_file(req, loc, fd, st)
+        finally:
+            os.close(fd)
+
+    async def _send_file(self, req: Request, loc: Location, fd: int, st: os.stat_result) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            await self.respond_error(req, 403)
+            return
+        size = st.st_size
+        mtime = int(st.st_mtime)
+        last_mod = _http_date(mtime)
+        etag = b'"%x-%x"' % (mtime, size)
+        inm = req.hmap.get(b"if-none-match")
+        ims = req.hmap.get(b"if-modified-since")
+        if (inm is not None and (inm == etag or inm == b"*")) or \
+                (inm is None and ims is not None and ims == last_mod):
+            head = self.response_head(req, 304, [b"Last-Modified: " + last_mod + b"\r\n",
+                                                 b"ETag: " + etag + b"\r\n"])
+            self.write(head)
             req.bytes_sent += len(head)
-            if req.method == "HEAD":
-                self.write(head)
+            return
+        ext = req.uri.rpartition("/")[2].rpartition(".")
+        ctype = loc.types.get(ext[2].lower(), loc.default_type) if ext[1] else loc.default_type
+        hdrs = [b"Content-Type: " + ctype.encode() + b"\r\n",
+                b"Last-Modified: " + last_mod + b"\r\n",
+                b"ETag: " + etag + b"\r\n"]
+        status, start, end = 200, 0, size
+        rng = req.hmap.get(b"range")
+        if rng is not None and req.method == "GET":
+            parsed = _single_range(rng, size)
+            if parsed is None:
+                hdrs = [b"Content-Range: bytes */%d\r\n" % size]
+                await self.respond(req, 416, _error_page(416, loc.server_tokens), hdrs)
                 return
-            first = f.read(min(size, FILE_CHUNK)) if size else b""
-            self.write(head + first)
-            sent = len(first)
-            while sent < size:
-                await self.drain(loc.send_timeout)
-                chunk = f.read(min(size - sent, FILE_CHUNK))
-                if not chunk:
-                    break
-                self.write(chunk)
-                sent += len(chunk)
-            req.body_bytes_sent += sent
-            req.bytes_sent += sent
-            if sent < size:  # file shrank under us: the framing is now wrong
-                req.keep_alive = False
-                self.abort()
+            if parsed != (0, size):
+                status, (start, end) = 206, parsed
+                hdrs.append(b"Content-Range: bytes %d-%d/%d\r\n" % (start, end - 1, size))
+        if status == 200:
+            hdrs.append(b"Accept-Ranges: bytes\r\n")
+        head = self.response_head(req, status, hdrs, length=end - start)
+        req.bytes_sent += len(head)
+        if req.method == "HEAD":
+            self.write(head)
+            return
+        want = end - start
+        first = os.pread(fd, min(want, FILE_CHUNK), start) if want else b""
+        self.write(head + first)
+        sent = len(first)
+        while sent < want and first:
+            await self.drain(loc.send_timeout)
+            first = os.pread(fd, min(want - sent, FILE_CHUNK), start + sent)
+            self.write(first)
+            sent += len(first)
+        req.body_bytes_sent += sent
+        req.bytes_sent += sent
+        if sent < want:  # the file shrank under us: the framing is now wrong
+            req.keep_alive = False
+            self.abort()
+
+
+def _single_range(value: bytes, size: int) -> tuple[int, int] | None:
+    """``bytes=a-b`` / ``a-`` / ``-n`` as [start, end); None = unsatisfiable. Several ranges
+    or a malformed header are served whole, as the header may be ignored."""
+    unit, _, spec = value.partition(b"=")
+    if unit.strip().lower() != b"bytes" or b"," in spec:
+        return (0, size)
+    first, dash, last = spec.strip().partition(b"-")
+    if not dash:
+        return (0, size)
+    try:
+        if not first:
+            n = int(last)
+            if n <= 0:
+                return None
+            return (max(0, size - n), size)
+        a = int(first)
+        b = int(last) + 1 if last else size
+    except ValueError:
+        return (0, size)
+    if a >= size or b <= a:
+        return None
+    return (a, min(b, size))
 
 
 class _TooLarge(Exception):
