@@ -8,7 +8,6 @@ running the ``packet`` data plane under the daemon (``pylvs.dataplane.packet.ser
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -24,14 +23,10 @@ import pytest
 
 from pylvs.dataplane.packet import codec
 from pylvs.lab import Lab
+from pylvs.lab.lvs import LVSCluster
 from tests.lab.conftest import lab_id, need_root
 
 VIP = "192.168.168.100"
-SETUP = [sys.executable, "-m", "pylvs.hostsetup.cli"]
-ADM = [sys.executable, "-m", "pylvs.cli.ipvsadm"]
-RS = {"dr": ("192.168.168.10", "192.168.168.20"), "tun": ("192.168.168.10", "192.168.168.20"),
-      "nat": ("10.168.0.10", "10.168.0.20")}
-FLAG = {"dr": "-g", "tun": "-i", "nat": "-m"}
 
 
 def wait_for(cond: Any, timeout: float = 20.0, what: str = "condition") -> None:
@@ -43,73 +38,25 @@ def wait_for(cond: Any, timeout: float = 20.0, what: str = "condition") -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-class Cluster:
-    def __init__(self, lab: Lab, mode: str) -> None:
-        self.lab = lab
-        self.mode = mode
-        self.rips = RS[mode]
-        self.flag = FLAG[mode]
-        self.sock = str(lab.state_dir / "ctl.sock")
-        self.procs: list[subprocess.Popen[Any]] = []
-        self.director: subprocess.Popen[Any] | None = None
+class Cluster(LVSCluster):
+    """``LVSCluster`` plus what the tests look at: many curls, captures, long-lived clients."""
 
-    # -- set-up ------------------------------------------------------------------------------
-    def start(self) -> None:
-        lab = self.lab
-        if self.mode in ("dr", "tun"):
-            for rs in ("rs1", "rs2"):
-                if self.mode == "dr":
-                    r = lab.run(rs, [*SETUP, "rs-setup", "--vip", VIP, "--mode", "dr"])
-                    assert r.returncode == 0, r.stderr
-                else:
-                    log = open(lab.state_dir / f"decap-{rs}.log", "w")  # noqa: SIM115
-                    p = lab.popen(rs, [*SETUP, "rs-setup", "--vip", VIP, "--mode", "tun"],
-                                  stdout=log, stderr=subprocess.STDOUT)
-                    self.procs.append(p)
-                    path = lab.state_dir / f"decap-{rs}.log"
-                    wait_for(lambda path=path: "ready" in path.read_text(), what=f"decapsulator on {rs}")
-            r = lab.run("director", [*SETUP, "director-setup", "--vip", f"{VIP}/24", "--dev", "eth0"])
-            assert r.returncode == 0, r.stderr
-        log = open(lab.state_dir / "director.log", "w")  # noqa: SIM115
-        self.director = lab.popen(
-            "director",
-            [sys.executable, "-m", "pylvs.dataplane.packet.serve", "--control-socket", self.sock,
-             "--interfaces", "eth0,eth1"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )
-        self.procs.append(self.director)
-        wait_for(lambda: "director ready" in self.director_log(), what="the packet director")
+    def __init__(self, lab: Lab, mode: str) -> None:
+        super().__init__(lab, mode)
+        self.sock = self.control_socket
 
     def director_log(self) -> str:
-        return (self.lab.state_dir / "director.log").read_text(errors="replace")
+        return self.log_text(f"{self.director_host}.log")
 
-    def stop(self) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(5)
+    def adm(self, *args: str) -> str:
+        return self.ipvsadm(*args)
 
-    # -- administration ----------------------------------------------------------------------
-    def adm(self, *args: str, check: bool = True) -> str:
-        env = dict(os.environ, PYLVS_CONTROL_SOCKET=self.sock)
-        r = subprocess.run([*ADM, *args], env=env, capture_output=True, text=True, timeout=30)
-        if check:
-            assert r.returncode == 0, f"pylvsadm {' '.join(args)}: {r.stderr}"
-        return r.stdout
-
-    def service(self, sched: str = "rr", *extra: str, port: int = 80, rport: int = 80,
+    def service(self, sched: str = "rr", *extra: str, port: int = 80,
                 weights: tuple[int, int] = (1, 1)) -> None:
-        self.adm("-C")
-        self.adm("-A", "-t", f"{VIP}:{port}", "-s", sched, *extra)
-        for rip, w in zip(self.rips, weights, strict=True):
-            self.adm("-a", "-t", f"{VIP}:{port}", "-r", f"{rip}:{rport}", self.flag, "-w", str(w))
+        self.seed_service(sched, port, *extra, weights=weights)
 
     # -- traffic -----------------------------------------------------------------------------
-    def curl(self, n: int, port: int = 80) -> list[str]:
+    def curl_many(self, n: int, port: int = 80) -> list[str]:
         """``n`` requests from the client, each on a new connection; the bodies."""
         url = f"http://{VIP}:{port}/"
         out = []

@@ -22,7 +22,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
 
 def test_rr_alternates_rs1_rs2(cluster: Cluster) -> None:
     cluster.service("rr")
-    bodies = cluster.curl(6)
+    bodies = cluster.curl_many(6)
     assert set(bodies) == set(NGINX)
     assert all(a != b for a, b in itertools.pairwise(bodies)), bodies
     listing = cluster.adm("-Ln")
@@ -30,6 +30,9 @@ def test_rr_alternates_rs1_rs2(cluster: Cluster) -> None:
     assert listing.count(label) == 2
     # six finished connections, three per real server, counted inactive until they expire
     assert re.search(rf"{re.escape(cluster.rips[0])}:80\s+{label}\s+1\s+0\s+3", listing), listing
+    plane = cluster.status()["dataplane"]
+    assert plane["name"] == "packet" and plane["firewall"] == "on"
+    assert plane["forwarded"] >= 6 * 5  # at least SYN, ACK, request, FIN, ACK per connection
 
 
 def test_replies_take_the_right_path(cluster: Cluster) -> None:
@@ -38,7 +41,7 @@ def test_replies_take_the_right_path(cluster: Cluster) -> None:
     cluster.service("rr")
     lab = cluster.lab
     with cluster.capture("client") as at_client, cluster.capture("director") as at_director:
-        cluster.curl(4)
+        cluster.curl_many(4)
     replies = tcp_frames(at_client, src=VIP, sport=80)
     assert replies, "no replies captured at the client"
     # the director's own stack never answered (a RST would break every connection)
@@ -60,13 +63,13 @@ def test_replies_take_the_right_path(cluster: Cluster) -> None:
 
 def test_wrr_3_to_1(cluster: Cluster) -> None:
     cluster.service("wrr", weights=(3, 1))
-    counts = Counter(cluster.curl(8))
+    counts = Counter(cluster.curl_many(8))
     assert counts == {"this is nginx1": 6, "this is nginx2": 2}
 
 
 def test_persistence_sends_a_client_to_one_server(cluster: Cluster) -> None:
     cluster.service("rr", "-p", "60")
-    assert len(set(cluster.curl(5))) == 1
+    assert len(set(cluster.curl_many(5))) == 1
     assert "persistent 60" in cluster.adm("-Ln")
 
 
@@ -79,11 +82,11 @@ def test_weight_zero_quiesces_and_removed_server_keeps_its_connection(cluster: C
         idx = NGINX.index(first)
         rip, other = cluster.rips[idx], NGINX[1 - idx]
         cluster.adm("-e", "-t", f"{VIP}:80", "-r", f"{rip}:80", cluster.flag, "-w", "0")
-        assert set(cluster.curl(3)) == {other}  # no new connections to the quiesced server
+        assert set(cluster.curl_many(3)) == {other}  # no new connections to the quiesced server
         assert ka.get() == first  # the established one carries on
         cluster.adm("-d", "-t", f"{VIP}:80", "-r", f"{rip}:80")
         assert ka.get() == first  # and even survives the server's removal, as in IPVS
-        assert set(cluster.curl(2)) == {other}
+        assert set(cluster.curl_many(2)) == {other}
     finally:
         ka.close()
 
@@ -99,7 +102,7 @@ def test_connection_listing_shows_states(cluster: Cluster) -> None:
         assert re.match(r"TCP (14|15):\d\d  ESTABLISHED", est), est
     finally:
         ka.close()
-    cluster.curl(1)
+    cluster.curl_many(1)
     states = {ln.split()[2] for ln in cluster.adm("-Lnc").splitlines() if ln.startswith("TCP")}
     # DR/TUN see only the client's half: FIN_WAIT; NAT sees both: TIME_WAIT or CLOSE
     assert states & ({"FIN_WAIT"} if cluster.mode != "nat" else {"TIME_WAIT", "CLOSE", "FIN_WAIT"})
