@@ -217,7 +217,11 @@ class ClientSide(asyncio.Protocol):
         else:
             leg = SpliceLeg(self, src, dst, self._count_out, self.server_eof_received)
         if not leg.start():
-            self.ctx.splice = False  # this host cannot splice; stop trying
+            # Out of descriptors or pipes for now: this relay stays on its transports.
+            if from_client:
+                self.big_in = -(1 << 62)
+            else:
+                self.big_out = -(1 << 62)
             return
         self.ctx.spliced += 1
         if from_client:

@@ -127,7 +127,11 @@ class UdpService:
         conn = ctx.director.schedule(ep.protocol, caddr, addr[1], ep.vaddr, ep.vport)
         if conn is None:
             return None
-        up = socket.socket(ep.af, socket.SOCK_DGRAM)
+        try:
+            up = socket.socket(ep.af, socket.SOCK_DGRAM)
+        except OSError:  # out of descriptors: drop, the client will retry
+            ctx.director.proxy_closed(conn)
+            return None
         try:
             up.setblocking(False)
             up.connect((ctx.host_of(ep.af, conn.daddr), conn.dport or ep.vport))

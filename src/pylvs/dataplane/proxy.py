@@ -174,10 +174,15 @@ class ProxyDataPlane:
         if self.ctx is not None:
             return
         loop = asyncio.get_running_loop()
-        raise_nofile_limit()
+        nofile = raise_nofile_limit()
+        # A relay holds two descriptors (four more per spliced direction), a UDP flow one: keep
+        # both below what the process may open, so running out shows as refused connections
+        # and dropped datagrams rather than as errors deep in the event loop.
+        fd_budget = max(256, nofile - 64) if nofile != resource.RLIM_INFINITY else 1 << 30
         self.ctx = ProxyContext(
             loop, self.director, self.connect_timeout, self.retries, self.high_water,
-            self.max_tcp_relays, self.max_udp_flows, self.splice,
+            min(self.max_tcp_relays, fd_budget // 3), min(self.max_udp_flows, fd_budget // 4),
+            self.splice,
         )
         self._follower = _Follower(self)
         self.director.table.listeners.append(self._follower)
@@ -223,6 +228,7 @@ class ProxyDataPlane:
                 "udp_dropped": ctx.udp_dropped,
                 "spliced": ctx.spliced,
             }
+            d["limits"] = {"tcp_relays": ctx.max_tcp_relays, "udp_flows": ctx.max_udp_flows}
         return d
 
     # ---- counters --------------------------------------------------------------------------
