@@ -128,6 +128,8 @@ class MaglevHashing(Scheduler):
     def __init__(self, service: VirtualService, tab_size: int = TAB_SIZE) -> None:
         super().__init__(service)
         self.tab_size = tab_size
+        self._flags_seen: ServiceFlags | None = None
+        self._use_port = self._fallback = False
         self._last_weight: dict[int, int] = {id(d): d.weight for d in service.destinations}
         self._table: list[RealServer | None] = [None] * tab_size
         self._rebuild()
@@ -159,7 +161,11 @@ class MaglevHashing(Scheduler):
         self, caddr: bytes, cport: int, vaddr: bytes, vport: int, now: float
     ) -> RealServer | None:
         flags = self.service.flags
-        port = cport if flags & MH_PORT else 0
+        if flags is not self._flags_seen:  # re-read the bits only when the flags object changes
+            self._flags_seen = flags
+            self._use_port = bool(flags & MH_PORT)
+            self._fallback = bool(flags & MH_FALLBACK)
+        port = cport if self._use_port else 0
         base = port + fold_addr(caddr)
         table = self._table
         size = self.tab_size
@@ -169,7 +175,7 @@ class MaglevHashing(Scheduler):
             return None
         if not _unavailable(d):
             return d
-        if not flags & MH_FALLBACK:
+        if not self._fallback:
             return None
         for offset in range(size):
             roffset = (offset + ihash) % size

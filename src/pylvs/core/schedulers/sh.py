@@ -60,6 +60,8 @@ class SourceHashing(Scheduler):
     def __init__(self, service: VirtualService) -> None:
         super().__init__(service)
         self._buckets = fill_buckets(service.destinations, TAB_SIZE, True)
+        self._flags_seen: ServiceFlags | None = None
+        self._use_port = self._fallback = False
 
     def update(self) -> None:
         self._buckets = fill_buckets(self.service.destinations, TAB_SIZE, True)
@@ -68,7 +70,11 @@ class SourceHashing(Scheduler):
         self, caddr: bytes, cport: int, vaddr: bytes, vport: int, now: float
     ) -> RealServer | None:
         flags = self.service.flags
-        port = cport if flags & SH_PORT else 0
+        if flags is not self._flags_seen:  # re-read the bits only when the flags object changes
+            self._flags_seen = flags
+            self._use_port = bool(flags & SH_PORT)
+            self._fallback = bool(flags & SH_FALLBACK)
+        port = cport if self._use_port else 0
         base = hash_32((port + fold_addr(caddr)) & 0xFFFFFFFF, TAB_BITS)
         buckets = self._buckets
         ihash = base
@@ -77,7 +83,7 @@ class SourceHashing(Scheduler):
             return None
         if not _unavailable(d):
             return d
-        if not flags & SH_FALLBACK:
+        if not self._fallback:
             return None
         for offset in range(TAB_SIZE):
             roffset = (offset + ihash) % TAB_SIZE
