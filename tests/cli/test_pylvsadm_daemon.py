@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +28,9 @@ def _pylvsadm(sock: Path, *args: str, stdin: str = "") -> subprocess.CompletedPr
 
 @pytest.fixture
 def director(tmp_path: Path) -> Iterator[Path]:
-    sock = tmp_path / f"pylvs-{os.getpid()}.sock"
+    # A short directory of its own: AF_UNIX paths are limited to 107 bytes.
+    sockdir = Path(tempfile.mkdtemp(prefix=f"plv{os.getpid()}-", dir="/tmp"))
+    sock = sockdir / "d.sock"
     log = open(tmp_path / "daemon.log", "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         [PY, "-m", "pylvs.daemon.main", "--control-socket", str(sock), "--dataplane", "none"],
@@ -47,6 +51,7 @@ def director(tmp_path: Path) -> Iterator[Path]:
             proc.kill()
             proc.wait()
         log.close()
+        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 @pytest.mark.skipif(not GOLDEN.is_dir(), reason="golden recordings absent")
