@@ -275,3 +275,41 @@ def test_twos_bisect_path_decides_like_the_kernel_walk(
             assert a is slow._walk()
         else:
             h.apply(o)
+
+
+def _fo_loop(svc: VirtualService) -> RealServer | None:
+    """ip_vs_fo_schedule as written: the first strictly highest weight, not OVERLOADed."""
+    best, hw = None, 0
+    for d in svc.destinations:
+        if not d.flags & DestFlags.OVERLOAD and d.weight > hw:
+            best, hw = d, d.weight
+    return best
+
+
+def _ovf_loop(svc: VirtualService) -> RealServer | None:
+    """ip_vs_ovf_schedule as written."""
+    best, hw = None, 0
+    for d in svc.destinations:
+        w = d.weight
+        if d.flags & DestFlags.OVERLOAD or d.activeconns > w or w == 0:
+            continue
+        if best is None or w > hw:
+            best, hw = d, w
+    return best
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=st.sampled_from(["fo", "ovf"]),
+    servers=st.lists(server, min_size=1, max_size=8),
+    ops=st.lists(op, max_size=50),
+)
+def test_fo_and_ovf_rankings_decide_like_the_kernel_loops(
+    name: str, servers: list[tuple[int, bool, int, int]], ops: list[tuple[Any, ...]]
+) -> None:
+    h = Harness(name, servers, 0, notify=False)
+    loop = _fo_loop if name == "fo" else _ovf_loop
+    for o in [*ops, ("pick", 0, 0)]:
+        got = h.apply(o)
+        if got != "skip":
+            assert got is loop(h.svc)
