@@ -1,7 +1,8 @@
 """The seed's layer 7 in the namespace lab: the client curls the VIP, the packet director (DR)
-spreads connections over RS1/RS2 running ``pylvs http`` with the seed's configuration, and they
-proxy ``*.jsp`` 2:1 to the app servers .40/.90 (the built-in dynamic app standing in for Tomcat)
-while serving static pages themselves."""
+spreads connections over RS1/RS2 running ``pylvs http`` (or real nginx, from the same file) with
+the seed's configuration, and they proxy ``*.jsp`` 2:1 to the app servers .40/.90 (the built-in
+dynamic app standing in for Tomcat, which is not installed for the tests) while serving static
+pages themselves."""
 
 from __future__ import annotations
 
@@ -20,10 +21,17 @@ from tests.dataplane.packet.conftest import VIP, Cluster
 from tests.lab.conftest import lab_id, need_root
 
 RS_CONF = """
+user root;
+pid {d}/nginx.pid;
 events {{ worker_connections 1024; }}
 http {{
     access_log {d}/access.log;
     error_log {d}/error.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
     upstream tomcat {{
         server 192.168.168.40:8080 weight=2;
         server 192.168.168.90:8080 weight=1;
@@ -55,11 +63,15 @@ def _wait_listening(lab: Lab, host: str, port: int, proc: subprocess.Popen[Any])
     raise AssertionError(f"nothing listens on {host}:{port}")
 
 
-@pytest.fixture(scope="module")
-def l7_cluster() -> Iterator[Cluster]:
+@pytest.fixture(scope="module", params=["pylvs", "nginx"])
+def l7_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The RS tier runs ``pylvs http`` or, as the lab option, real nginx: same config file."""
     need_root()
     if shutil.which("curl") is None or shutil.which("ss") is None:
         pytest.skip("needs curl and ss (iproute2)")
+    rs_server = request.param
+    if rs_server == "nginx" and shutil.which("nginx") is None:
+        pytest.skip("needs nginx (Debian nginx-light)")
     lab = Lab(lab_id(), servers=False)
     c = Cluster(lab, "dr")
     try:
@@ -75,9 +87,13 @@ def l7_cluster() -> Iterator[Cluster]:
             (d / "html").mkdir(parents=True)
             (d / "html" / "index.html").write_text(f"this is nginx{n}\n")
             (d / "nginx.conf").write_text(RS_CONF.format(d=d))
+            for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+                (d / sub).mkdir()
+            argv = [sys.executable, "-m", "pylvs.cli.main", "http", "-c", str(d / "nginx.conf")]
+            if rs_server == "nginx":
+                argv = ["nginx", "-g", "daemon off;", "-p", str(d), "-c", str(d / "nginx.conf")]
             log = open(d / "stderr.log", "w")  # noqa: SIM115 - handed to the child
-            p = lab.popen(rs, [sys.executable, "-m", "pylvs.cli.main", "http", "-c",
-                               str(d / "nginx.conf")], stdout=log, stderr=subprocess.STDOUT)
+            p = lab.popen(rs, argv, stdout=log, stderr=subprocess.STDOUT)
             c.procs.append(p)
             _wait_listening(lab, rs, 80, p)
         c.service("rr")
