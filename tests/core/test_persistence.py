@@ -458,3 +458,24 @@ def test_golden_e_conns_bulk_counts_and_deleted_server_entries() -> None:
         want_rows[(state, dst)] = int(n)
     got_rows = Counter((r.state, f"{r.daddr}:{r.dport}") for r in d.connection_entries())
     assert got_rows == want_rows
+
+
+def test_dropping_the_only_connection_of_an_unassured_template_drops_the_template() -> None:
+    d, _ = make_director()
+    d.expire_nodest_conn = True
+    key = add_service(d, "10.0.0.101", persistence=300)
+    add_dest(d, key, "192.168.168.11")
+    add_dest(d, key, "192.168.168.12")
+    c = ip("10.0.0.2")
+    hello = d.schedule(6, c, 1, VIP, 80)  # SYN only: the template is not assured
+    kept = d.schedule(6, ip("10.0.0.3"), 1, VIP, 80)
+    assert hello is not None and kept is not None and kept.dest is not hello.dest
+    d.tcp_packet(kept, DIR_INPUT, TCP_ACK)  # assured
+    for conn in (hello, kept):
+        d.table.del_dest(key, conn.dest.addr, conn.dest.port)
+    assert d.lookup(6, c, 1, VIP, 80) is None
+    assert d.lookup(6, ip("10.0.0.3"), 1, VIP, 80) is None
+    rows = d.connection_entries()
+    # The assured template stays (it lives out its timeout); the other went with its entry.
+    assert [(str(r.caddr), r.state) for r in rows] == [("10.0.0.3", "ASSURED")]
+    assert hello.dest.persistconns == 0 and kept.dest.persistconns == 1

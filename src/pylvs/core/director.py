@@ -707,9 +707,19 @@ class Director:
         _conns_changed(conn.dest)
 
     def _drop(self, conn: Connection) -> None:
-        """ip_vs_conn_expire_now for an entry that is being replaced."""
+        """ip_vs_conn_expire_now for an entry that is being replaced or whose server is gone.
+
+        Its template goes with it when nothing else uses it and it was never assured (no
+        connection under it reached ESTABLISHED, no UDP reply): it has bound nobody yet."""
+        ct = conn.control
         self._release(conn)
         self.conns.remove(conn)
+        if (
+            ct is not None and ct.n_control == 0 and not ct.state & CTPL_S_ASSURED
+            and ct.bucket is not None
+        ):
+            self._release(ct)
+            self.conns.remove(ct)
 
     # ---- listing ---------------------------------------------------------------------------
 
