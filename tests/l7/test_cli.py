@@ -71,3 +71,35 @@ def test_busy_port_is_refused_like_nginx(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert err.strip() == (f"pylvs http: [emerg] bind() to 127.0.0.1:{port} failed "
                            "(98: Address already in use)")
+
+
+def test_worker_processes_share_the_port_and_stop_together(tmp_path: Path) -> None:
+    port = free_port()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("worker_processes 2;\n" + CONF.format(port=port).replace(
+        '"hello from pylvs\\n"', '"pid $pid\\n"'))
+    proc = _start(conf)
+    try:
+        pids = set()
+        deadline = time.monotonic() + 30
+        while len(pids) < 2 and time.monotonic() < deadline:
+            try:
+                c = Client(port)
+            except OSError:
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.1)
+                continue
+            r = c.one(get("/hello"))
+            c.close()
+            assert r.status == 200
+            pids.add(r.body)
+        assert len(pids) == 2  # both workers answer on the one port
+        workers = [int(b.split()[1]) for b in pids]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        for w in workers:
+            assert not Path(f"/proc/{w}").exists() or "Z" in Path(f"/proc/{w}/stat").read_text().split()[2]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

@@ -60,10 +60,57 @@ def run_http(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"{PREFIX} [emerg] {e}", file=sys.stderr)
         return 1
-    return _run(_serve_http(cfg))
+    if cfg.worker_processes <= 1:
+        return _run(_serve_http(cfg, None))
+    return _master(cfg)
 
 
-async def _serve_http(cfg: Config) -> int:
+def _master(cfg: Config) -> int:
+    """nginx's process model: bind once, fork ``worker_processes`` workers sharing the
+    listening sockets, pass SIGTERM/SIGINT/SIGQUIT on to them, exit when they have ended.
+    Each worker balances its upstreams on its own, as nginx's workers do without a zone."""
+    from pylvs.l7.server import bind_listener, listen_groups
+
+    bound: dict[tuple[str, int], Any] = {}
+    try:
+        for host, port in listen_groups(cfg):
+            bound[(host, port)] = bind_listener(host, port)
+    except OSError as e:
+        print(f"{PREFIX} [emerg] {e.strerror}", file=sys.stderr)
+        return 1
+    pids: list[int] = []
+    for _ in range(cfg.worker_processes):
+        pid = os.fork()
+        if pid == 0:
+            rc = 1
+            try:
+                rc = _run(_serve_http(cfg, bound))
+            finally:
+                os._exit(rc)
+        pids.append(pid)
+    for s in bound.values():
+        s.close()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(sig, forward)
+    rc = 0
+    for p in pids:
+        while True:
+            try:
+                _, status = os.waitpid(p, 0)
+                break
+            except InterruptedError:
+                continue
+        rc = rc or os.waitstatus_to_exitcode(status)
+    return 0 if rc in (0, -signal.SIGTERM, -signal.SIGINT) else 1
+
+
+async def _serve_http(cfg: Config, bound: dict[tuple[str, int], Any] | None) -> int:
     from pylvs.l7.server import L7Server
 
     loop = asyncio.get_running_loop()
@@ -74,7 +121,7 @@ async def _serve_http(cfg: Config) -> int:
               file=sys.stderr)
         return 1
     try:
-        await server.start()
+        await server.start(bound)
     except OSError as e:
         await server.close()
         print(f"{PREFIX} [emerg] {e.strerror}", file=sys.stderr)

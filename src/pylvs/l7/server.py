@@ -9,7 +9,7 @@ Every wait has nginx's timer (client_header_timeout against slowloris, client_bo
 send_timeout, keepalive_timeout, proxy_connect/read/send_timeout).
 
 Not for: parsing configuration (``config``), choosing a location (``location``) or an upstream
-peer (``balancer``). One process: ``worker_processes`` above 1 is read but runs as 1.
+peer (``balancer``), or the master process of ``worker_processes`` > 1 (``cli``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import contextlib
 import email.utils
 import http
 import os
+import socket
 import stat
 import sys
 import time
@@ -359,6 +360,32 @@ class _Log:
             self.f.close()
 
 
+def listen_groups(config: Config) -> dict[tuple[str, int], list[Server]]:
+    """The servers behind each listening address, in configuration order."""
+    groups: dict[tuple[str, int], list[Server]] = {}
+    for srv in config.servers:
+        for lst in srv.listens:
+            groups.setdefault((lst.host, lst.port), []).append(srv)
+    return groups
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening socket; the error names the address as nginx's bind() message does."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(511)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        err = e.errno or 0
+        shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        raise OSError(err, f"bind() to {shown} failed ({err}: {os.strerror(err)})") from None
+    return sock
+
+
 class L7Server:
     """Everything one worker runs from a Config: listeners, upstream pools, logs."""
 
@@ -413,21 +440,17 @@ class L7Server:
             self.error_file.write("".join(parts))
             self.error_file.flush()
 
-    async def start(self) -> None:
-        groups: dict[tuple[str, int], list[Server]] = {}
-        for srv in self.config.servers:
-            for lst in srv.listens:
-                groups.setdefault((lst.host, lst.port), []).append(srv)
-        for (host, port), servers in groups.items():
+    async def start(self, bound: dict[tuple[str, int], socket.socket] | None = None) -> None:
+        """Listen on every ``listen`` address; ``bound`` = sockets a master process bound for
+        its workers (``worker_processes`` > 1), otherwise they are bound here."""
+        for (host, port), servers in listen_groups(self.config).items():
             group = _ListenGroup(servers)
-            try:
-                s = await self.loop.create_server(
-                    lambda g=group: ClientConnection(self, g), host, port,  # type: ignore[misc]
-                    reuse_address=True, backlog=511)
-            except OSError as e:
-                err = e.errno or 0
-                raise OSError(err, f"bind() to {host}:{port} failed ({err}: "
-                                   f"{os.strerror(err)})") from None
+            sock = bound.get((host, port)) if bound is not None else None
+            if sock is None:
+                sock = bind_listener(host, port)
+            s = await self.loop.create_server(
+                lambda g=group: ClientConnection(self, g),  # type: ignore[misc]
+                sock=sock, backlog=511)
             self._servers.append(s)
         self._tick()
 
