@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SUBNET = "10.78.0"
 VIP = f"{SUBNET}.100"
+PYLVS_ENTRY = "cli"  # "cli": pylvs keepalived; "module": python -m pylvs.vrrp (loads only VRRP)
 
 PROBE = r"""
 import json, socket, struct, sys, time, select
@@ -154,8 +155,8 @@ class Router:
         self.state = lab.tmp / f"{tag}.json"
         log = (lab.tmp / f"{tag}.log").open("wb")
         if impl == "pylvs":
-            cmd = [sys.executable, "-m", "pylvs.cli.main", "keepalived", "-n", "-l", "-f", str(cfg),
-                   "--state-file", str(self.state)]
+            entry = ["pylvs.cli.main", "keepalived"] if PYLVS_ENTRY == "cli" else ["pylvs.vrrp"]
+            cmd = [sys.executable, "-m", *entry, "-n", "-l", "-f", str(cfg), "--state-file", str(self.state)]
         else:
             cmd = [shutil.which("keepalived") or "/usr/sbin/keepalived", "-n", "-l", "-P", "-f", str(cfg),
                    "-p", str(self.pid), "-r", str(self.pid.with_suffix(".vrrp")), "-c", str(self.pid.with_suffix(".chk"))]
@@ -287,7 +288,11 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--cases", default="v2-kill,v2-term,v2-preempt,v3-kill")
     ap.add_argument("--split-brain", default="v2,v3", help="split-brain detection cases ('' for none)")
+    ap.add_argument("--pylvs-entry", choices=("cli", "module"), default="cli",
+                    help="start pylvs as 'pylvs keepalived' (cli) or 'python -m pylvs.vrrp' (module)")
     args = ap.parse_args()
+    global PYLVS_ENTRY
+    PYLVS_ENTRY = args.pylvs_entry
     if os.geteuid() != 0:
         print("bench_failover: needs root (network namespaces)", file=sys.stderr)
         return 2

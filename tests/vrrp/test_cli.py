@@ -31,3 +31,12 @@ def test_daemon_refuses_to_start_on_malformed_config(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     assert main(["keepalived", "-f", str(bad), "--state-file", str(state)]) == 1
     assert not state.exists()
+
+
+def test_module_entry_point_is_the_same_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pylvs.vrrp.__main__ import main as vrrp_main
+
+    bad = tmp_path / "bad.conf"
+    bad.write_text("vrrp_instance V {\n  interface lo\n  priority 0\n}\n")
+    assert vrrp_main(["-t", "-f", str(bad)]) == 1
+    assert f"{bad}:3: error:" in capsys.readouterr().err
