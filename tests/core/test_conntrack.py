@@ -469,3 +469,31 @@ def test_expire_nodest_conn_reschedules_a_syn_for_a_quiescent_server() -> None:
     d.table.edit_dest(old_dest.service.key, DestSpec(old_dest.addr, 80, ForwardingMethod.MASQ, 0))
     moved = _open(d, 1)
     assert moved is not a and moved.dest is not old_dest
+
+
+def test_secure_tcp_keeps_dr_entries_in_synack_until_the_client_acks() -> None:
+    d, _, rs = _dr()
+    d.secure_tcp = True
+    conn = _open(d)
+    assert conn.state_name == "SYNACK" and conn.timeout == 120
+    assert _counts(rs) == (1, 0)
+    d.tcp_packet(conn, DIR_INPUT, TCP_ACK)
+    assert conn.state == TCP_S_ESTABLISHED
+
+
+def test_secure_tcp_nat_needs_the_real_servers_answer_to_establish() -> None:
+    d, _, _ = _nat()
+    d.secure_tcp = True
+    assert d.secure_tcp
+    conn = _open(d)
+    assert conn.state_name == "SYN_RECV"
+    d.tcp_packet(conn, DIR_INPUT, TCP_ACK)  # a client ACK alone proves nothing
+    assert conn.state_name == "SYN_RECV"
+    d.tcp_packet(conn, DIR_OUTPUT, TCP_SYN | TCP_ACK)
+    assert conn.state_name == "SYNACK"
+    d.tcp_packet(conn, DIR_INPUT, TCP_ACK)
+    assert conn.state_name == "SYNACK"
+    d.tcp_packet(conn, DIR_OUTPUT, TCP_ACK)
+    assert conn.state == TCP_S_ESTABLISHED
+    d.secure_tcp = False
+    assert not d.secure_tcp and _open(d, 2).state_name == "SYN_RECV"

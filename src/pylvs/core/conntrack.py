@@ -132,6 +132,26 @@ _TCP_STATES: tuple[tuple[int, ...], ...] = (
     (_sES, _sES, _sSS, _sES, _sFW, _sTW, _sCL, _sCW, _sCL, _sLI, _sES),
     (_sCL, _sCL, _sCL, _sSR, _sCL, _sCL, _sCL, _sCL, _sLA, _sLI, _sCL),
 )
+# tcp_states_dos[]: the table ``secure_tcp`` switches to under SYN-flood defence. A client's ACK
+# no longer completes a handshake the real server has not answered, and a DR/TUN entry opened by a
+# SYN waits in SYNACK.
+_TCP_STATES_SECURE: tuple[tuple[int, ...], ...] = (
+    # INPUT
+    (_sSR, _sES, _sES, _sSR, _sSR, _sSR, _sSR, _sSR, _sSR, _sSR, _sSA),
+    (_sCL, _sCW, _sSS, _sTW, _sTW, _sTW, _sCL, _sCW, _sLA, _sLI, _sSA),
+    (_sES, _sES, _sSS, _sSR, _sFW, _sTW, _sCL, _sCW, _sCL, _sLI, _sSA),
+    (_sCL, _sCL, _sCL, _sSR, _sCL, _sCL, _sCL, _sCL, _sLA, _sLI, _sCL),
+    # OUTPUT
+    (_sSS, _sES, _sSS, _sSA, _sSS, _sSS, _sSS, _sSS, _sSS, _sLI, _sSA),
+    (_sTW, _sFW, _sSS, _sTW, _sFW, _sTW, _sCL, _sTW, _sLA, _sLI, _sTW),
+    (_sES, _sES, _sSS, _sES, _sFW, _sTW, _sCL, _sCW, _sLA, _sES, _sES),
+    (_sCL, _sCL, _sSS, _sCL, _sCL, _sTW, _sCL, _sCL, _sCL, _sCL, _sCL),
+    # INPUT-ONLY
+    (_sSA, _sES, _sES, _sSR, _sSA, _sSA, _sSA, _sSA, _sSA, _sSA, _sSA),
+    (_sCL, _sFW, _sSS, _sTW, _sFW, _sTW, _sCL, _sCW, _sLA, _sLI, _sTW),
+    (_sES, _sES, _sSS, _sES, _sFW, _sTW, _sCL, _sCW, _sCL, _sLI, _sES),
+    (_sCL, _sCL, _sCL, _sSR, _sCL, _sCL, _sCL, _sCL, _sLA, _sLI, _sCL),
+)
 _DIR_OFFSET = (0, 4, 8)
 
 
@@ -151,19 +171,25 @@ def _flag_row(tcp_flags: int) -> int:
 # (direction, tcp flags, state) -> next state, flattened: index = (direction * 64 + flags) * 16
 # + state, for the six low flag bits (FIN SYN RST PSH ACK URG). Flag index -1
 # (a segment with none of SYN/FIN/ACK/RST) sends the kernel to CLOSE; those slots hold CLOSE.
-TCP_NEXT_STATE: list[int] = [_sCL] * (3 * 64 * 16)
-for _dir in (0, 1, 2):
-    for _flags in range(64):
-        _row = _flag_row(_flags)
-        for _st in range(11):
-            _nxt = _sCL if _row < 0 else _TCP_STATES[_DIR_OFFSET[_dir] + _row][_st]
-            TCP_NEXT_STATE[(_dir * 64 + _flags) * 16 + _st] = _nxt
-del _dir, _flags, _row, _st, _nxt
+def _flatten(rows: tuple[tuple[int, ...], ...]) -> list[int]:
+    out = [_sCL] * (3 * 64 * 16)
+    for direction in (0, 1, 2):
+        for flags in range(64):
+            row = _flag_row(flags)
+            for st in range(11):
+                nxt = _sCL if row < 0 else rows[_DIR_OFFSET[direction] + row][st]
+                out[(direction * 64 + flags) * 16 + st] = nxt
+    return out
 
 
-def tcp_next_state(state: int, direction: int, tcp_flags: int) -> int:
+TCP_NEXT_STATE = _flatten(_TCP_STATES)
+TCP_NEXT_STATE_SECURE = _flatten(_TCP_STATES_SECURE)
+
+
+def tcp_next_state(state: int, direction: int, tcp_flags: int, secure: bool = False) -> int:
     """The state after a segment with ``tcp_flags`` seen in ``direction`` (set_tcp_state)."""
-    return TCP_NEXT_STATE[(direction * 64 + (tcp_flags & 0x3F)) * 16 + state]
+    table = TCP_NEXT_STATE_SECURE if secure else TCP_NEXT_STATE
+    return table[(direction * 64 + (tcp_flags & 0x3F)) * 16 + state]
 
 
 def tcp_timeout_table(timeouts: Timeouts) -> tuple[int, ...]:

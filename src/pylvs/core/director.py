@@ -38,6 +38,7 @@ from pylvs.core.conntrack import (
     TCP_ACK,
     TCP_FIN,
     TCP_NEXT_STATE,
+    TCP_NEXT_STATE_SECURE,
     TCP_RST,
     TCP_S_CLOSE,
     TCP_S_CLOSE_WAIT,
@@ -169,6 +170,9 @@ class Director:
         # sysctl net.ipv4.vs.expire_nodest_conn (off by default): entries of a deleted real
         # server go at their next packet instead of living out their timeout.
         self.expire_nodest_conn = False
+        self._tcp_next = TCP_NEXT_STATE
+        # The state a client's first SYN leaves an entry in: (seen both ways, input only).
+        self._syn_states = (TCP_S_SYN_RECV, TCP_S_SYN_RECV)
         self.refused_full = 0
         self.refused_no_dest = 0
         now = clock()
@@ -181,6 +185,18 @@ class Director:
         self._tcp_timeouts: tuple[int, ...] = ()
         self._udp_timeout = 300
         self._load_timeouts()
+
+    @property
+    def secure_tcp(self) -> bool:
+        """sysctl net.ipv4.vs.secure_tcp at 3 (always on): the SYN-flood defence state table."""
+        return self._tcp_next is TCP_NEXT_STATE_SECURE
+
+    @secure_tcp.setter
+    def secure_tcp(self, on: bool) -> None:
+        table = TCP_NEXT_STATE_SECURE if on else TCP_NEXT_STATE
+        self._tcp_next = table
+        self._syn_states = (table[(DIR_INPUT * 64 + TCP_SYN) * 16],
+                            table[(DIR_INPUT_ONLY * 64 + TCP_SYN) * 16])
 
     # ---- timeouts --------------------------------------------------------------------------
 
@@ -296,8 +312,9 @@ class Director:
             # The first segment is the client's SYN: NONE -> SYN_RECV in every direction table.
             if self.table.timeouts is not self._timeouts_src:
                 self._load_timeouts()
+            first = self._syn_states[1 if flags & CONN_F_NOOUTPUT else 0]
             conn = Connection(ckey, vaddr, port or vport, dest, dport, flags,
-                              TCP_S_SYN_RECV, self._tcp_timeouts[TCP_S_SYN_RECV])
+                              first, self._tcp_timeouts[first])
         else:
             if self.table.timeouts is not self._timeouts_src:
                 self._load_timeouts()
@@ -412,8 +429,9 @@ class Director:
         if self.table.timeouts is not self._timeouts_src:
             self._load_timeouts()
         if protocol == _IPPROTO_TCP:
+            first = self._syn_states[1 if flags & CONN_F_NOOUTPUT else 0]
             conn = Connection(ckey, vaddr, svc_port or vport, dest, dport, flags,
-                              TCP_S_SYN_RECV, self._tcp_timeouts[TCP_S_SYN_RECV])
+                              first, self._tcp_timeouts[first])
         elif plan.one_packet and protocol == _IPPROTO_UDP:
             conn = Connection(ckey, vaddr, svc_port or vport, dest, dport,
                               flags | CONN_F_ONE_PACKET, UDP_S_NORMAL, self._udp_timeout)
@@ -498,7 +516,7 @@ class Director:
             else:
                 direction = DIR_INPUT_ONLY
         old = conn.state
-        new = TCP_NEXT_STATE[(direction * 64 + (tcp_flags & 0x3F)) * 16 + old]
+        new = self._tcp_next[(direction * 64 + (tcp_flags & 0x3F)) * 16 + old]
         now = self.clock()
         if new == old:
             conn.deadline = now + conn.timeout
@@ -550,7 +568,7 @@ class Director:
             else:
                 direction = DIR_INPUT_ONLY
         old = conn.state
-        state = TCP_NEXT_STATE[(direction * 64 + (tcp_flags & 0x3F)) * 16 + old]
+        state = self._tcp_next[(direction * 64 + (tcp_flags & 0x3F)) * 16 + old]
         now = self.clock()
         if state == old:
             conn.deadline = now + conn.timeout
@@ -607,7 +625,8 @@ class Director:
         if conn.bucket is None or conn.ckey & 0xFF != _IPPROTO_TCP:
             return
         conn.flags &= ~CONN_F_NOOUTPUT
-        new = tcp_next_state(conn.state, DIR_INPUT if by_client else DIR_OUTPUT, TCP_FIN)
+        new = tcp_next_state(conn.state, DIR_INPUT if by_client else DIR_OUTPUT, TCP_FIN,
+                             self.secure_tcp)
         now = self.clock()
         if new == conn.state:
             conn.deadline = now + conn.timeout
