@@ -274,11 +274,13 @@ class VRRPRouter:
         self.master_address = cfg.primary_address
         self._evidence.clear()
         self.stats.become_master += 1
+        # keepalived's order: the advert first (so the old master drops the VIPs before our
+        # gratuitous ARPs), then the VIPs and the ARPs; logging comes after the time-critical part
         acts: list[Action] = [
             self.advert(self.effective_priority),
-            Log(f"({cfg.name}) Entering MASTER STATE" + (" (from FAULT)" if was is State.FAULT else "")),
             AddVIPs(cfg.vips),
             SendGARP(cfg.vips, cfg.garp_master_repeat),
+            Log(f"({cfg.name}) Entering MASTER STATE" + (" (from FAULT)" if was is State.FAULT else "")),
             Notify(State.MASTER, self.effective_priority),
         ]
         self._advert_at = now + cfg.adver_int
