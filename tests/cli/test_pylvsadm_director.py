@@ -58,7 +58,8 @@ def test_connections_of_a_live_director_list_as_ipvsadm_lists_them() -> None:
     ])
     assert run("-Ln", "--persistent-conn").splitlines()[3:] == [
         "TCP  10.0.0.100:80 rr",
-        "  -> 192.168.168.11:80            1         0           1          1         ",
+        # SYN_RECV counts as active, as the recorded kernel shows for an unanswered SYN
+        "  -> 192.168.168.11:80            1         0           2          0         ",
         "TCP  10.0.0.101:80 rr persistent 120",
         "  -> 192.168.168.13:80            1         1           0          1         ",
         "UDP  10.0.0.100:53 rr",
