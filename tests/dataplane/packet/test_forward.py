@@ -202,6 +202,7 @@ def test_udp_is_forwarded() -> None:
 def test_any_frame_is_handled_without_raising(data: bytes, fwd: ForwardingMethod) -> None:
     fw, _ = make(fwd)
     fw.handle(2, bytearray(data))
+    fw.handle(2, memoryview(bytearray(data)))  # as the ring hands frames out
     # and with a valid Ethernet/IPv4 prefix so the deeper parsers get exercised
     frame = from_client()
     cut = bytearray(frame[:14]) + bytearray(data)
@@ -209,3 +210,13 @@ def test_any_frame_is_handled_without_raising(data: bytes, fwd: ForwardingMethod
     arp = bytearray(codec.ethernet(DIR_MAC, CLIENT_MAC, codec.ETH_P_ARP)) + bytearray(data)
     fw.handle(2, arp)
     assert all(isinstance(v, int) for v in fw.drops.values())
+
+
+def test_ring_views_are_rewritten_in_place() -> None:
+    fw, _ = make(ForwardingMethod.MASQ, rips=(NAT1,))
+    ring = bytearray(100) + from_client(payload=b"abc")
+    view = memoryview(ring)[100:]
+    out = fw.handle(2, view)
+    assert out is not None and out[1] is view
+    info = codec.parse_ipv4(ring, 114)
+    assert isinstance(info, tuple) and info[2] == NAT1

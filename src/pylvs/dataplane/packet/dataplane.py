@@ -39,7 +39,7 @@ from pylvs.core.director import Director
 from pylvs.core.model import ForwardingMethod, RealServer, VirtualService
 from pylvs.core.table import TableListener
 from pylvs.dataplane.packet.forward import Forwarder, Interface
-from pylvs.dataplane.packet.ring import ArpSocket, PacketRing
+from pylvs.dataplane.packet.ring import ArpSocket, PacketRing, RxFrame
 
 log = logging.getLogger(__name__)
 NFT_TABLE = "pylvs_packet"
@@ -306,7 +306,7 @@ class PacketDataPlane:
         handle = fw.handle
         side = fw.side_frames
 
-        def on_frame(frame: bytearray) -> None:
+        def on_frame(frame: RxFrame) -> None:
             out = handle(ifindex, frame)
             if out is not None:
                 rings[out[0]].queue(out[1])

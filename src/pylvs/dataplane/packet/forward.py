@@ -2,7 +2,7 @@
 
 What this is for: the per-packet logic of kernel IPVS (``ip_vs_in``/``ip_vs_out`` and the
 ``ip_vs_*_xmit`` functions) for the ``packet`` data plane. ``Forwarder.handle(ifindex, frame)``
-takes a received Ethernet frame (a bytearray it may rewrite) and returns where it goes as
+takes a received Ethernet frame (a bytearray or ring view it may rewrite) and returns where it goes as
 ``(out_ifindex, frame)`` or None, using the ``Director`` for scheduling, connection tracking
 (TCP flags drive the states), persistence and statistics:
 
@@ -53,7 +53,9 @@ _DROUTE = int(ForwardingMethod.DROUTE)
 _TUNNEL = int(ForwardingMethod.TUNNEL)
 _ARP_RETRY = 1.0  # seconds between ARP requests for the same missing neighbour
 
-Output = tuple[int, bytearray | bytes]
+# A frame is rewritten in place: a bytearray, or a writable view into a receive ring.
+Frame = bytearray | memoryview
+Output = tuple[int, bytearray | bytes | memoryview]
 # IPv4 header without options followed by the two ports of TCP/UDP
 _FAST = struct.Struct("!BBHHHBBH4s4sHH")
 
@@ -164,7 +166,7 @@ class Forwarder:
         self.drop(Drop.NO_NEIGHBOUR)
         return None
 
-    def _send_to(self, frame: bytearray, ip: bytes) -> Output | None:
+    def _send_to(self, frame: Frame, ip: bytes) -> Output | None:
         hit = self._l2.get(ip)
         if hit is not None:
             frame[0:12] = hit[1]
@@ -187,7 +189,7 @@ class Forwarder:
         return (iface.ifindex, frame)
 
     # -- the entry point -----------------------------------------------------------------------
-    def handle(self, ifindex: int, frame: bytearray) -> Output | None:
+    def handle(self, ifindex: int, frame: Frame) -> Output | None:
         """Decide what happens to ``frame`` received on ``ifindex`` (addressed to our MAC or
         broadcast). Extra frames to send (ARP, ICMP) are appended to ``side_frames``."""
         if len(frame) < ETH_HLEN:
@@ -200,7 +202,7 @@ class Forwarder:
             self._arp(ifindex, frame)
         return None
 
-    def _arp(self, ifindex: int, frame: bytearray) -> None:
+    def _arp(self, ifindex: int, frame: Frame) -> None:
         info = codec.parse_arp(frame)
         if isinstance(info, Drop):
             self.drop(info)
@@ -217,7 +219,7 @@ class Forwarder:
             self.arp_replies += 1
             self.side_frames.append((ifindex, codec.arp_reply_for(info, iface.mac)))
 
-    def _ipv4(self, ifindex: int, frame: bytearray) -> Output | None:
+    def _ipv4(self, ifindex: int, frame: Frame) -> Output | None:
         n = len(frame)
         if n > codec.MAX_FRAME:
             self.drop(Drop.OVERSIZED)
@@ -252,7 +254,7 @@ class Forwarder:
             return self._transport(ifindex, frame, proto, saddr, daddr, sport, dport, flags, 34, end)
         return self._ipv4_slow(ifindex, frame)
 
-    def _ipv4_slow(self, ifindex: int, frame: bytearray) -> Output | None:
+    def _ipv4_slow(self, ifindex: int, frame: Frame) -> Output | None:
         info = codec.parse_ipv4(frame)
         if isinstance(info, Drop):
             self.drop(info)
@@ -264,7 +266,7 @@ class Forwarder:
             return self._icmp(ifindex, frame, sport, l4, end)
         return None
 
-    def _transport(self, ifindex: int, frame: bytearray, proto: int, saddr: bytes, daddr: bytes,
+    def _transport(self, ifindex: int, frame: Frame, proto: int, saddr: bytes, daddr: bytes,
                    sport: int, dport: int, flags: int, l4: int, end: int) -> Output | None:
         d = self.director
         conn = d.lookup(proto, saddr, sport, daddr, dport)
@@ -297,7 +299,7 @@ class Forwarder:
         return self._input(ifindex, frame, conn, proto, flags, l4, end)
 
     # -- client -> real server -----------------------------------------------------------------
-    def _input(self, ifindex: int, frame: bytearray, conn: Connection, proto: int, flags: int,
+    def _input(self, ifindex: int, frame: Frame, conn: Connection, proto: int, flags: int,
                l4: int, end: int) -> Output | None:
         d = self.director
         if proto == IPPROTO_TCP:
@@ -316,7 +318,7 @@ class Forwarder:
         self.drop(Drop.UNSUPPORTED_PROTOCOL)
         return None
 
-    def _tunnel(self, ifindex: int, frame: bytearray, rip: bytes, end: int) -> Output | None:
+    def _tunnel(self, ifindex: int, frame: Frame, rip: bytes, end: int) -> Output | None:
         r = self.route(rip)
         if r is None:
             self.drop(Drop.NO_NEIGHBOUR)
@@ -334,7 +336,7 @@ class Forwarder:
         out += outer
         return self._send_to(out, rip)
 
-    def _icmp_back(self, ifindex: int, frame: bytearray, mtu: int) -> None:
+    def _icmp_back(self, ifindex: int, frame: Frame, mtu: int) -> None:
         iface = self.interfaces.get(ifindex)
         if iface is None:
             return
@@ -343,7 +345,7 @@ class Forwarder:
         self.side_frames.append((ifindex, out))
 
     # -- real server -> client (NAT) -----------------------------------------------------------
-    def _output(self, frame: bytearray, conn: Connection, proto: int, flags: int, l4: int,
+    def _output(self, frame: Frame, conn: Connection, proto: int, flags: int, l4: int,
                 end: int) -> Output | None:
         d = self.director
         if proto == IPPROTO_TCP:
@@ -354,7 +356,7 @@ class Forwarder:
         self._nat(frame, l4, proto, conn.daddr, conn.dport, conn.vaddr, conn.vport, 26, l4)
         return self._send_to(frame, bytes(frame[30:34]))
 
-    def _nat(self, frame: bytearray, l4: int, proto: int, old_ip: bytes, old_port: int,
+    def _nat(self, frame: Frame, l4: int, proto: int, old_ip: bytes, old_port: int,
              new_ip: bytes, new_port: int, ip_off: int, port_off: int) -> None:
         """Rewrite one address and port (destination or source) with checksum deltas computed
         once per mapping: RFC 1624's ~m + m' is the same for every packet of a connection."""
@@ -388,7 +390,7 @@ class Forwarder:
         frame[co + 1] = s & 0xFF
 
     # -- ICMP errors ---------------------------------------------------------------------------
-    def _icmp(self, ifindex: int, frame: bytearray, icmp_type: int, l4: int, end: int) -> Output | None:
+    def _icmp(self, ifindex: int, frame: Frame, icmp_type: int, l4: int, end: int) -> Output | None:
         if icmp_type not in codec.ICMP_ERROR_TYPES:
             return None  # echo and friends: the local stack answers for its own addresses
         inner = codec.parse_icmp_error(frame, l4, end)

@@ -51,6 +51,8 @@ _BLOCK = struct.Struct("=IIIIIIQ")  # version, offset_to_priv, block_status, num
 _PKT = struct.Struct("=IIIIIIHH")  # next_offset, sec, nsec, snaplen, len, status, mac, net
 _REQ3 = struct.Struct("=IIIIIII")
 _U32 = struct.Struct("=I")
+Frame = bytes | bytearray | memoryview
+RxFrame = bytearray | memoryview  # what receive() hands out: writable
 _PKT_HOT = struct.Struct("=I8xI8xH")  # tp_next_offset, tp_snaplen, tp_mac
 _LEN_STATUS = struct.Struct("=II")  # tp_len, tp_status
 
@@ -118,9 +120,11 @@ class PacketRing:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def receive(self, on_frame: Callable[[bytearray], None], max_blocks: int = 0) -> int:
-        """Hand every ready frame addressed to us to ``on_frame`` (as a private bytearray it may
-        rewrite); returns the number of frames. ``max_blocks`` bounds the work (0 = all)."""
+    def receive(self, on_frame: Callable[[RxFrame], None], max_blocks: int = 0) -> int:
+        """Hand every ready frame addressed to us to ``on_frame``, as a writable view into the
+        ring: it may rewrite the frame in place (no copy) but must not keep the view, which is
+        only valid until the block goes back to the kernel. Returns the number of frames;
+        ``max_blocks`` bounds the work (0 = all)."""
         mm = self.mm
         view = self.view
         bs = self.block_size
@@ -139,7 +143,7 @@ class PacketRing:
                 # struct sockaddr_ll follows the header: sll_pkttype at +10
                 if mm[off + TPACKET3_HDRLEN + 10] <= PACKET_BROADCAST:
                     start = off + mac
-                    on_frame(bytearray(view[start:start + snap]))
+                    on_frame(view[start:start + snap])
                     count += 1
                 off += nxt
             _U32.pack_into(mm, base + 8, TP_STATUS_KERNEL)
@@ -172,7 +176,7 @@ class PacketRing:
         self._rx_cur = min(ready)[1]
         return True
 
-    def queue(self, frame: bytes | bytearray) -> None:
+    def queue(self, frame: Frame) -> None:
         """Put ``frame`` in the TX ring (flushed by ``flush``); ``sendto`` when the ring is full."""
         n = len(frame)
         base = self.rx_size + self._tx_cur * self.frame_size
@@ -246,7 +250,7 @@ class ArpSocket:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def receive(self, on_frame: Callable[[bytearray], None]) -> int:
+    def receive(self, on_frame: Callable[[RxFrame], None]) -> int:
         n = 0
         while True:
             try:
