@@ -168,6 +168,13 @@ def test_wrr_snaps_the_weight_bar_onto_the_new_gcd_grid() -> None:
     assert picks(svc, 6) == [A, A, B, A, A, B]
 
 
+def test_wrr_service_edit_keeps_the_rotation() -> None:
+    t, svc = make("wrr", (A, 4), (B, 3), (C, 2))
+    assert picks(svc, 5) == [A, B, C, A, A]
+    t.edit_service(ServiceSpec(KEY, "wrr", ServiceFlags.SCHED1))  # the kernel calls no hook
+    assert picks(svc, 4) == [B, A, B, C]
+
+
 def test_wrr_removal_restarts_from_the_head() -> None:
     t, svc = make("wrr", (A, 1), (B, 1), (C, 1))
     assert picks(svc, 2) == [A, B]

@@ -98,6 +98,10 @@ def _experiments() -> dict[str, Experiment]:
     add("mh_requiesced", "mh", [2, 1, 1], 0, "",
         ["-e VS -r RS.1:80 -g -w 0", "-e VS -r RS.1:80 -g -w 1"], 300)
     add("wrr_with_zero", "wrr", [3, 0, 2], 30)
+    # Editing the service without changing its scheduler leaves the scheduler's state alone.
+    add("wrr_service_edit", "wrr", [4, 3, 2], 5, "", ["-E VS -s wrr -b flag-1"], 11)
+    add("rr_service_edit", "rr", [1, 1, 1], 2, "", ["-E VS -s rr"], 4)
+    add("rr_to_wrr", "rr", [3, 1, 2], 2, "", ["-E VS -s wrr"], 12)
     add("nq_with_zero", "nq", [0, 1, 2], 30)
     add("sed_uneven", "sed", [1, 10], 40)
     # dh hashes the virtual address: one service per address, same three servers each.
@@ -246,12 +250,13 @@ def _apply(t: IPVSTable, lines: list[str]) -> None:
     for line in lines:
         f = line.split()
         op, key = f[0], _key(f[2].rsplit(":", 1)[0])
-        if op == "-A":
+        if op in ("-A", "-E"):
             flags = ServiceFlags.NONE
             if "-b" in f:
                 for name in f[f.index("-b") + 1].split(","):
                     flags |= SCHED_FLAG_NAMES[name]
-            t.add_service(ServiceSpec(key, f[f.index("-s") + 1], flags))
+            spec = ServiceSpec(key, f[f.index("-s") + 1], flags)
+            (t.add_service if op == "-A" else t.edit_service)(spec)
             continue
         addr, port = f[f.index("-r") + 1].rsplit(":", 1)
         addr = addr.strip("[]")

@@ -223,7 +223,7 @@ def test_wrr_laid_out_cycle_decides_like_the_step_by_step_walk(
     slow_sched = slow.svc.scheduler
     assert isinstance(slow_sched, WeightedRoundRobin)
     slow_sched.max_cycle = 0
-    slow_sched.update()
+    slow_sched._layout()
     for o in [*ops, ("pick", 0, 0), ("pick", 0, 0)]:
         a, b = fast.apply(o), slow.apply(o)
         if a == "skip":
@@ -242,7 +242,7 @@ def test_wrr_laid_out_cycle_matches_the_walk_through_overload_storms() -> None:
         slow_sched = slow.svc.scheduler
         assert isinstance(slow_sched, WeightedRoundRobin)
         slow_sched.max_cycle = 0
-        slow_sched.update()
+        slow_sched._layout()
         for _ in range(60):
             r = rng.random()
             if r < 0.35:

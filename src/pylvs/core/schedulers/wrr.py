@@ -87,8 +87,22 @@ class WeightedRoundRobin(Scheduler):
     def _max_weight(self) -> int:
         return max((d.weight for d in self.service.destinations), default=0)
 
+    def add_dest(self, dest: RealServer) -> None:
+        self._dest_changed()
+
+    def del_dest(self, dest: RealServer) -> None:
+        self._dest_changed()
+
+    def upd_dest(self, dest: RealServer) -> None:
+        self._dest_changed()
+
     def update(self) -> None:
-        # ip_vs_wrr_dest_changed (add, del and edit all land here).
+        """Editing the service (same scheduler) leaves the kernel's mark alone: only the
+        laid-out cycle is refreshed, which does not move the rotation."""
+        self._layout()
+
+    def _dest_changed(self) -> None:
+        # ip_vs_wrr_dest_changed: add, del and edit of a real server all land here.
         self._cl = -1
         di = self._di = self._gcd_weight()
         mw = self._mw = self._max_weight() - (di - 1)
