@@ -4,7 +4,8 @@ A VM on Debian's own kernel (``vm/vmrun.py``) gets the tables below with ``ipvsa
 client namespace sends crafted TCP SYNs (each one makes the kernel schedule a new connection; the
 real servers need not exist). ``ipvsadm -Lnc`` then says where each client went. Here the same
 table is built with ``IPVSTable`` and the same clients are scheduled in the same order, counting
-each new connection as active (a SYN_RECV entry is an ActiveConn in the kernel's listing).
+each new connection as active (a SYN_RECV entry is an ActiveConn in the kernel's listing) and
+setting OVERLOAD when a server reaches its upper threshold, as ``ip_vs_bind_dest`` does.
 
 Every experiment has its own virtual address, so no real server is shared between them (the
 kernel reuses a deleted real server, counters included, when the same one is added back).
@@ -23,6 +24,7 @@ import pytest
 
 from pylvs.core.model import (
     SCHED_FLAG_NAMES,
+    DestFlags,
     DestSpec,
     Protocol,
     ServiceFlags,
@@ -46,13 +48,15 @@ def _experiments() -> dict[str, Experiment]:
     n = 0
 
     def add(name: str, sched: str, weights: list[int], clients: int | str = 300,
-            flags: str = "", then: list[str] | None = None, more: int = 0) -> None:
+            flags: str = "", then: list[str] | None = None, more: int = 0,
+            upper: list[int] | None = None) -> None:
         nonlocal n
         n += 1
         vip = f"10.3.{n}.1"
         svc = f"-t {vip}:80"
         setup = [f"-A {svc} -s {sched}" + (f" -b {flags}" if flags else "")]
         setup += [f"-a {svc} -r 192.168.{100 + n}.{i + 1}:80 -g -w {w}"
+                  + (f" -x {upper[i]}" if upper and upper[i] else "")
                   for i, w in enumerate(weights)]
         base = f"100.{64 + n}"
         if clients == "ports":  # one client address, many source ports
@@ -102,6 +106,19 @@ def _experiments() -> dict[str, Experiment]:
     add("wrr_service_edit", "wrr", [4, 3, 2], 5, "", ["-E VS -s wrr -b flag-1"], 11)
     add("rr_service_edit", "rr", [1, 1, 1], 2, "", ["-E VS -s rr"], 4)
     add("rr_to_wrr", "rr", [3, 1, 2], 2, "", ["-E VS -s wrr"], 12)
+    add("rr_readded", "rr", [1, 1, 1, 1], 2, "",
+        ["-d VS -r RS.3:80", "-a VS -r RS.3:80 -g -w 1"], 9)
+    # Upper thresholds: a server is OVERLOADed once it holds that many connections.
+    add("rr_thresholds", "rr", [1, 1, 1], 12, upper=[2, 0, 4])
+    add("wrr_thresholds", "wrr", [4, 3, 2], 20, upper=[3, 5, 0])
+    add("wrr_all_overloaded", "wrr", [2, 1], 8, upper=[2, 2])
+    add("wlc_thresholds", "wlc", [1, 2, 3], 20, upper=[0, 3, 5])
+    add("fo_thresholds", "fo", [1, 3, 2], 12, upper=[0, 4, 3])
+    add("sh_fallback_thresholds", "sh", [1] * 4, 300, "sh-fallback", upper=[30, 0, 20, 0])
+    add("mh_fallback_thresholds", "mh", [1] * 4, 300, "mh-fallback", upper=[30, 0, 20, 0])
+    add("mh_thresholds", "mh", [1] * 4, 300, "", upper=[30, 0, 20, 0])
+    add("lblc_thresholds", "lblc", [1, 2, 3], 20, upper=[0, 0, 2])
+    add("lblcr_thresholds", "lblcr", [1, 2, 3], 20, upper=[0, 0, 2])
     add("nq_with_zero", "nq", [0, 1, 2], 30)
     add("sed_uneven", "sed", [1, 10], 40)
     # dh hashes the virtual address: one service per address, same three servers each.
@@ -263,7 +280,9 @@ def _apply(t: IPVSTable, lines: list[str]) -> None:
         if op == "-d":
             t.del_dest(key, ipaddress.ip_address(addr), int(port))
             continue
-        spec = DestSpec(ipaddress.ip_address(addr), int(port), weight=int(f[f.index("-w") + 1]))
+        upper = int(f[f.index("-x") + 1]) if "-x" in f else 0
+        spec = DestSpec(ipaddress.ip_address(addr), int(port), weight=int(f[f.index("-w") + 1]),
+                        u_threshold=upper)
         (t.add_dest if op == "-a" else t.edit_dest)(key, spec)
 
 
@@ -282,6 +301,8 @@ def _ours(exp: Experiment) -> dict[str, str]:
             if d is None:
                 continue
             d.activeconns += 1  # the kernel's SYN_RECV entry counts as active
+            if d.u_threshold and d.activeconns + d.inactconns >= d.u_threshold:
+                d.flags |= DestFlags.OVERLOAD  # ip_vs_bind_dest
             if svc.scheduler.reads_conns:
                 svc.scheduler.conns_changed(d)
             got[_endpoint(src, sport)] = format_addr_port(d.addr, d.port)
