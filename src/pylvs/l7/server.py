@@ -19,6 +19,7 @@ import contextlib
 import email.utils
 import http
 import os
+import re
 import socket
 import stat
 import sys
@@ -50,6 +51,7 @@ _HOP_RESPONSE = frozenset({
     b"upgrade", b"date", b"server", b"x-pad", b"x-accel-expires", b"x-accel-redirect",
     b"x-accel-limit-rate", b"x-accel-buffering", b"x-accel-charset",
 })
+_BAD_HOST = re.compile(r"[/\\\s]")
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 _CLOSING_STATUSES = frozenset({400, 408, 413, 414, 500, 501})
 
@@ -66,13 +68,20 @@ _NGINX_REASONS = {
 }
 
 
-def _reason(code: int) -> str:
+def _phrase(code: int) -> str:
     if code in _NGINX_REASONS:
         return _NGINX_REASONS[code]
     try:
         return http.HTTPStatus(code).phrase
     except ValueError:
         return "Unknown"
+
+
+_REASONS = {code: _phrase(code) for code in range(100, 600)}
+
+
+def _reason(code: int) -> str:
+    return _REASONS.get(code) or _phrase(code)
 
 
 def _error_page(code: int, tokens: bool, text: str | None = None) -> bytes:
@@ -923,7 +932,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             host = host_raw.decode("latin-1").lower()
             host = host[:host.find("]") + 1] if host.startswith("[") else host.partition(":")[0]
-            if not host or any(c in host for c in "/\\ \t"):
+            if not host or _BAD_HOST.search(host):
                 req.server = self.group.servers[0]
                 req.location = req.server.fallback
                 await self.respond_error(req, 400)
@@ -1159,6 +1168,7 @@ class ProxyAttempt:
         self.upstream_paused = False
         self.keep_alive = False
         self.request_sent = False
+        self._out: list[bytes] = []  # client-bound bytes of the current upstream read
 
     # -- ResponseSink ---------------------------------------------------------------------------
 
@@ -1193,34 +1203,46 @@ class ProxyAttempt:
         # A head-only answer (HEAD, 204, 304) needs no framing: response_head keeps it alive.
         head = client.response_head(req, status, out, reason.decode("latin-1") or None,
                                     length=length, chunked=chunked)
-        client.write(head)
+        self._out.append(head)
         req.bytes_sent += len(head)
         self.started = True
-        self._check_client_flow()
 
     def response_body(self, data: bytes) -> None:
         if self.retry_status or not self.started:
             return
+        if self.chunked:
+            self._out += (b"%x\r\n" % len(data), data, b"\r\n")
+            self.req.bytes_sent += len(data) + 7
+        else:
+            self._out.append(data)
+            self.req.bytes_sent += len(data)
+        self.req.body_bytes_sent += len(data)
+
+    def flush(self) -> None:
+        """Hand what one upstream read produced to the client socket in one write."""
+        out = self._out
+        if not out:
+            return
+        self._out = []
         t = self.client.transport
         if t is None or self.client.closed:
             return
-        if self.chunked:
-            t.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-            self.req.bytes_sent += len(data) + 7
+        if len(out) == 1:
+            t.write(out[0])
         else:
-            t.write(data)
-            self.req.bytes_sent += len(data)
-        self.req.body_bytes_sent += len(data)
+            t.writelines(out)
         self._check_client_flow()
 
     def response_complete(self) -> None:
         if self.chunked and self.started:
-            self.client.write(b"0\r\n\r\n")
+            self._out.append(b"0\r\n\r\n")
             self.req.bytes_sent += 5
+        self.flush()
         if not self.done.done():
             self.done.set_result("retry" if self.retry_status else "ok")
 
     def upstream_failed(self, kind: str, message: str) -> None:
+        self.flush()
         self.failure = (kind, message)
         if not self.done.done():
             self.done.set_result("failed")

@@ -31,6 +31,7 @@ class ResponseSink(Protocol):
                       keep_alive: bool, until_eof: bool) -> None: ...
     def response_body(self, data: bytes) -> None: ...
     def response_complete(self) -> None: ...
+    def flush(self) -> None: ...
     def upstream_failed(self, kind: str, message: str) -> None: ...
 
 
@@ -75,6 +76,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.got_response = True
+        sink = self.sink
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -82,6 +84,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             if sink is not None:
                 sink.upstream_failed("invalid_header", f"upstream sent invalid response: {e}")
+            return
+        sink.flush()  # one client write per upstream read
 
     def eof_received(self) -> bool | None:
         return None
