@@ -1,10 +1,9 @@
 """Source hashing (``ip_vs_sh.c``): a client address always maps to the same real server.
 
 What this is for: the kernel's 256-bucket table, filled by walking the list and giving each server
-``weight`` consecutive buckets (a weight-0 server still takes one), and its hash
-``(offset + hash_32(port + ntohl(addr), 8)) & 255`` of the client address (IPv6 folded by XOR;
-older kernels multiplied by 2654435761 instead, Debian 12's 6.1 uses ``hash_32``, checked
-against it).
+``weight`` consecutive buckets (a weight-0 server still takes one), and its hash of the client
+address, ``(offset + hash_32(port + ntohl(addr), 8)) & 255`` (IPv6 folded by XOR). Old kernels
+multiplied by 2654435761 instead; this is what Debian 12's 6.1 kernel does, checked against it.
 The selected server is refused if its weight is 0 or it is OVERLOADed; with ``sh-fallback``
 (``ServiceFlags.SCHED1``) the table is probed again with offsets until an available server is found;
 with ``sh-port`` (``SCHED2``) the client's source port joins the hash.
