@@ -619,6 +619,31 @@ async def test_service_added_and_deleted_while_running_opens_and_closes_its_list
         assert plane.describe()["listeners"] == []
 
 
+async def add_then_delete_at_once(director: Director, plane: ProxyDataPlane) -> None:
+    for _ in range(20):
+        key = tcp_key(free_port(VIP))
+        director.table.add_service(ServiceSpec(key, "rr"))
+        director.table.del_service(key)  # before the listener's set-up has run
+        await asyncio.sleep(0.01)
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(VIP, key.port)
+    assert plane.describe()["listeners"] == []
+
+
+@proxy_test
+async def test_service_added_and_deleted_in_one_go_leaves_no_listener(
+    director: Director, plane: ProxyDataPlane,
+) -> None:
+    await add_then_delete_at_once(director, plane)
+
+
+@proxy_test(loop="asyncio")
+async def test_service_added_and_deleted_in_one_go_on_the_default_loop(
+    director: Director, plane: ProxyDataPlane,
+) -> None:
+    await add_then_delete_at_once(director, plane)
+
+
 @proxy_test
 async def test_fwmark_and_port_zero_services_are_skipped_and_reported(
     director: Director, plane: ProxyDataPlane,

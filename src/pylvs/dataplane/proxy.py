@@ -96,11 +96,16 @@ class _Listener:
         self.sock: socket.socket | None = None
         self.udp: UdpService | None = None
         self.error = ""
+        self.closed = False
 
     def close(self) -> None:
+        self.closed = True
         if self.opening is not None and not self.opening.done():
-            self.opening.cancel()
-        if self.server is not None:
+            # create_server owns the socket from its first step: let it finish, _serve then
+            # closes the server it made (one loop iteration later), rather than cancelling it
+            # halfway and leaving a registered, closed descriptor behind.
+            pass
+        elif self.server is not None:
             self.server.close()
             self.server = None
         elif self.sock is not None:
@@ -273,12 +278,17 @@ class ProxyDataPlane:
     async def _serve(self, lst: _Listener, ctx: ProxyContext, sock: socket.socket) -> None:
         factory = functools.partial(ClientSide, ctx, lst.ep)
         try:
-            lst.server = await ctx.loop.create_server(factory, sock=sock, backlog=DEFAULT_BACKLOG)
+            server = await ctx.loop.create_server(factory, sock=sock, backlog=DEFAULT_BACKLOG)
         except OSError as e:
             lst.error = f"cannot listen on {lst.ep.host}:{lst.ep.vport}: {e.strerror or e}"
             log.error("proxy: %s: %s", lst.ep.key, lst.error)
             sock.close()
             lst.sock = None
+            return
+        if lst.closed:  # the service went away while the server was being set up
+            server.close()
+        else:
+            lst.server = server
 
     def _skip(self, key: ServiceKey, why: str) -> None:
         self.skipped[key] = why
