@@ -1362,7 +1362,6 @@ class ProxyAttempt:
             tries_left -= 1
             addr = peer.server.address
             addrs.append(addr)
-            upstream_url = f"http://{addr}{req.target}"
             conn = pool.take(peer)
             fresh_retry = conn is not None
             if conn is None:
@@ -1376,7 +1375,7 @@ class ProxyAttempt:
                         err = getattr(e, "errno", None) or 111
                         msg = f"connect() failed ({err}: {os.strerror(err)})"
                     app.error("error", f"{msg} while connecting to upstream", client, req,
-                              upstream_url)
+                              f"http://{addr}{req.target}")
                     balancer.failed(peer, time.monotonic())
                     statuses.append("502" if kind == "error" else "504")
                     last_kind = kind
@@ -1439,7 +1438,7 @@ class ProxyAttempt:
                 return
             kind, msg = att.failure or ("error", "upstream failed")
             if att.started:
-                app.error("error", f"{msg} while reading upstream", client, req, upstream_url)
+                app.error("error", f"{msg} while reading upstream", client, req, f"http://{addr}{req.target}")
                 req.keep_alive = False
                 req.upstream_addr = ", ".join(addrs)
                 client.abort()
@@ -1454,7 +1453,7 @@ class ProxyAttempt:
                 statuses.pop()
                 continue
             app.error("error", f"{msg} while reading response header from upstream", client,
-                      req, upstream_url)
+                      req, f"http://{addr}{req.target}")
             balancer.failed(peer, time.monotonic())
             last_kind = kind
             body_touched = req.body is not None and req.body.started

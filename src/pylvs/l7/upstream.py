@@ -14,8 +14,6 @@ Not for: choosing the peer (``balancer``) or the request side (``server``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import deque
 from typing import Protocol, cast
 
 import httptools
@@ -257,28 +255,32 @@ class UpstreamPool:
         self.config = config
         self.loop = loop
         self.balancer = RoundRobin(config.servers)
-        self._idle: deque[UpstreamConnection] = deque()
+        self._idle: dict[int, list[UpstreamConnection]] = {p.index: [] for p in self.balancer.peers}
+        self._count = 0  # idle connections over all peers
 
     def take(self, peer: Peer) -> UpstreamConnection | None:
+        """The most recently used idle connection to ``peer`` (warmest), if any."""
+        idle = self._idle[peer.index]
         now = self.loop.time()
-        for conn in reversed(self._idle):
-            if conn.peer is peer:
-                self._idle.remove(conn)
-                if conn.closed:
-                    continue
-                if now - conn.idle_since > self.config.keepalive_timeout:
-                    conn.close()
-                    continue
-                conn.reused = True
-                return conn
+        while idle:
+            conn = idle.pop()
+            self._count -= 1
+            if conn.closed:
+                continue
+            if now - conn.idle_since > self.config.keepalive_timeout:
+                conn.close()
+                continue
+            conn.reused = True
+            return conn
         return None
 
     def sweep(self) -> None:
         """Close connections idle past keepalive_timeout (called about once a second)."""
         now = self.loop.time()
         limit = self.config.keepalive_timeout
-        for conn in [c for c in self._idle if now - c.idle_since > limit]:
-            conn.close()
+        for idle in self._idle.values():
+            for conn in [c for c in idle if now - c.idle_since > limit]:
+                conn.close()
 
     async def connect(self, peer: Peer, timeout: float) -> UpstreamConnection:
         conn = UpstreamConnection(self, peer)
@@ -295,14 +297,22 @@ class UpstreamPool:
             conn.close()
             return
         conn.idle_since = self.loop.time()
-        self._idle.append(conn)
-        while len(self._idle) > cfg.keepalive:
-            self._idle.popleft().close()
+        self._idle[conn.peer.index].append(conn)
+        self._count += 1
+        while self._count > cfg.keepalive:
+            # over the cache size: close the oldest idle connection of the busiest peer
+            idle = max(self._idle.values(), key=len)
+            self._count -= 1
+            idle.pop(0).close()
 
     def forget(self, conn: UpstreamConnection) -> None:
-        with contextlib.suppress(ValueError):
-            self._idle.remove(conn)
+        idle = self._idle.get(conn.peer.index)
+        if idle is not None and conn in idle:
+            idle.remove(conn)
+            self._count -= 1
 
     def close(self) -> None:
-        while self._idle:
-            self._idle.popleft().close()
+        for idle in self._idle.values():
+            while idle:
+                self._count -= 1
+                idle.pop().close()
