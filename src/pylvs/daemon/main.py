@@ -118,9 +118,8 @@ class DirectorDaemon:
         """Restore, build the data plane, open the control socket, start forwarding."""
         self._restore()
         try:
-            self.dataplane = registry.create(
-                self.dataplane_name, self.director, **self.dataplane_options
-            )
+            options = {**registry.UNDER_DAEMON.get(self.dataplane_name, {}), **self.dataplane_options}
+            self.dataplane = registry.create(self.dataplane_name, self.director, **options)
         except KeyError:
             raise StartupError(
                 f"unknown data plane {self.dataplane_name!r} (available: {', '.join(registry.available())})"

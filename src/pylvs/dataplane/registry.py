@@ -15,6 +15,12 @@ from pylvs.dataplane.base import DataPlane
 
 DATAPLANES: dict[str, str] = {
     "proxy": "pylvs.dataplane.proxy:ProxyDataPlane",
+    "packet": "pylvs.dataplane.packet.dataplane:PacketDataPlane",
+}
+# Options a data plane gets when it runs under the daemon, which drives the core's clock itself
+# (Director.tick); a plane used on its own (tests, benchmarks) keeps its defaults.
+UNDER_DAEMON: dict[str, dict[str, Any]] = {
+    "proxy": {"drive_tick": False},
 }
 # "none": the table is served and kept (pylvsadm works) but nothing forwards traffic.
 NONE = "none"
