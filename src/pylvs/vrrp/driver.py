@@ -408,11 +408,13 @@ class KeepalivedDaemon:
                     with contextlib.suppress(OSError):
                         rt.link.probe(rt.plan.router.primary_address, socket.inet_aton(rt.plan.vips[0].address))
             elif isinstance(a, AddVIPs):
+                t_add = time.monotonic()
                 for v in rt.plan.vips:
                     try:
                         self.addrs.add(v)
                     except Exception as exc:
                         log.error("(%s) cannot add VIP %s/%s on %s: %s", name, v.address, v.prefixlen, v.dev, exc)
+                log.debug("(%s) VIPs added in %.1f ms", name, 1000 * (time.monotonic() - t_add))
             elif isinstance(a, RemoveVIPs):
                 for v in rt.plan.vips:
                     try:
