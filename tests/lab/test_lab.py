@@ -104,3 +104,30 @@ def test_cli_status_reports_down_for_an_unknown_lab() -> None:
 def test_bad_lab_id_is_refused() -> None:
     with pytest.raises(LabError, match="lab id"):
         Lab("Bad_Id!")
+
+
+def test_cli_up_with_lvs_serves_the_seed_and_stays_idempotent() -> None:
+    need_root()
+    if shutil.which("curl") is None:
+        pytest.skip("needs curl")
+    lid = lab_id()
+    cli = [sys.executable, "-m", "pylvs.lab.cli", "--id", lid]
+    try:
+        r = subprocess.run([*cli, "up", "--lvs", "dr"], capture_output=True, text=True, timeout=180)
+        assert r.returncode == 0, r.stderr
+        assert "LVS-DR" in r.stdout
+        again = subprocess.run([*cli, "up", "--lvs", "dr"], capture_output=True, text=True,
+                               timeout=180)
+        assert again.returncode == 0 and "already running" in again.stdout
+        bodies = [
+            subprocess.run([*cli, "exec", "client", "--", "curl", "-sS", "--max-time", "5",
+                            "http://192.168.168.100/"], capture_output=True, text=True,
+                           timeout=60).stdout.strip()
+            for _ in range(4)
+        ]
+        assert sorted(bodies) == ["this is nginx1", "this is nginx1", "this is nginx2",
+                                  "this is nginx2"]
+        assert bodies[0] != bodies[1]
+    finally:
+        subprocess.run([*cli, "down"], capture_output=True, timeout=120)
+    assert Lab(lid).namespaces() == []

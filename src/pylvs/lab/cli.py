@@ -31,13 +31,35 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(msg, file=sys.stderr)
         return 1
     lab = _lab(args)
+    was_up = lab.is_up()
     try:
         lab.up()
+        if args.lvs:
+            from pylvs.lab.lvs import LVSCluster
+
+            cluster = LVSCluster(lab, args.lvs)
+            if was_up and cluster.running():
+                _print_status(lab)
+                print(f"a director is already running ({cluster.control_socket})")
+                return 0
+            try:
+                cluster.start()
+                cluster.seed_service(args.scheduler)
+            except BaseException:
+                cluster.stop()
+                raise
+            cluster.detach()
     except LabError as exc:
         print(f"pylvs lab up: {exc}", file=sys.stderr)
-        lab.down()
+        if not was_up:  # never tear down a lab that was working before this command
+            lab.down()
         return 1
     _print_status(lab)
+    if args.lvs:
+        print(f"LVS-{args.lvs.upper()}: packet director on 'director', the seed's service "
+              f"{lab.vip}:80 ({args.scheduler}); try:\n"
+              f"  pylvs lab --id {lab.lab_id} exec client -- curl -s http://{lab.vip}/\n"
+              f"  PYLVS_CONTROL_SOCKET={cluster.control_socket} pylvsadm -Ln")
     return 0
 
 
@@ -94,6 +116,9 @@ def register(subparsers: Any) -> None:
     up = sub.add_parser("up", help="build the lab (idempotent)")
     up.add_argument("--no-nginx", action="store_true", help="use the built-in HTTP server")
     up.add_argument("--no-servers", action="store_true", help="start no HTTP servers")
+    up.add_argument("--lvs", choices=("dr", "nat", "tun"),
+                    help="also run a packet-forwarding director with the seed's service")
+    up.add_argument("--scheduler", default="rr", help="scheduler of that service (default rr)")
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="remove everything the lab made")
     down.add_argument("--all", action="store_true", help="every lab on this machine")

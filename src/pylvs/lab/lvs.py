@@ -95,7 +95,8 @@ class LVSCluster:
                 else:
                     name = f"decap-{rs}.log"
                     with self._log(name) as log:
-                        p = lab.popen(rs, argv, stdout=log, stderr=subprocess.STDOUT)
+                        p = lab.popen(rs, argv, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
                     self.procs.append(p)
                     self._wait(name, "ready", p, f"IPIP decapsulator on {rs}")
                 self._rs_done.append(rs)
@@ -109,9 +110,26 @@ class LVSCluster:
             p = lab.popen(self.director_host,
                           [sys.executable, "-m", "pylvs.dataplane.packet.serve", "--control-socket",
                            self.control_socket, "--interfaces", "eth0,eth1"],
-                          stdout=log, stderr=subprocess.STDOUT)
+                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(p)
         self._wait(name, "director ready", p, "the packet director")
+
+    def running(self) -> bool:
+        """Whether a director answers on this cluster's control socket."""
+        from pylvs.control.client import ControlClient
+
+        try:
+            with ControlClient(self.control_socket, timeout=3) as client:
+                client.call("status")
+        except Exception:
+            return False
+        return True
+
+    def detach(self) -> None:
+        """Leave everything running for good (``pylvs lab up --lvs``): ``Lab.down`` ends it."""
+        self.procs.clear()
+        self._rs_done.clear()
+        self._director_setup = False
 
     def stop(self) -> None:
         """End the processes this cluster started and undo the host settings it made."""
