@@ -33,24 +33,18 @@ import httptools
 from pylvs import __version__ as _pkg_version
 from pylvs.l7.config import AccessLog, Config, Location, Server
 from pylvs.l7.location import BadURI, LocationMatcher, normalize
+from pylvs.l7.message import (
+    client_response_headers,
+    response_framing,
+    single_range,
+    upstream_request_head,
+)
 from pylvs.l7.upstream import UpstreamConnection, UpstreamPool
 from pylvs.l7.variables import Template, expand
 
 BODY_HIGH_WATER = 256 * 1024
 FILE_CHUNK = 256 * 1024
 
-# Request headers never forwarded: hop-by-hop (RFC 9110 7.6.1) plus the framing the proxy redoes.
-_HOP_REQUEST = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-    b"upgrade", b"expect", b"content-length",
-})
-# Response headers not passed to the client: hop-by-hop, framing, and Date/Server that nginx
-# replaces with its own.
-_HOP_RESPONSE = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-    b"upgrade", b"date", b"server", b"x-pad", b"x-accel-expires", b"x-accel-redirect",
-    b"x-accel-limit-rate", b"x-accel-buffering", b"x-accel-charset",
-})
 _BAD_HOST = re.compile(r"[/\\\s]")
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 _CLOSING_STATUSES = frozenset({400, 408, 413, 414, 500, 501})
@@ -1085,7 +1079,7 @@ class ClientConnection(asyncio.Protocol):
         status, start, end = 200, 0, size
         rng = req.hmap.get(b"range")
         if rng is not None and req.method == "GET":
-            parsed = _single_range(rng, size)
+            parsed = single_range(rng, size)
             if parsed is None:
                 hdrs = [b"Content-Range: bytes */%d\r\n" % size]
                 await self.respond(req, 416, _error_page(416, loc.server_tokens), hdrs)
@@ -1114,30 +1108,6 @@ class ClientConnection(asyncio.Protocol):
         if sent < want:  # the file shrank under us: the framing is now wrong
             req.keep_alive = False
             self.abort()
-
-
-def _single_range(value: bytes, size: int) -> tuple[int, int] | None:
-    """``bytes=a-b`` / ``a-`` / ``-n`` as [start, end); None = unsatisfiable. Several ranges
-    or a malformed header are served whole, as the header may be ignored."""
-    unit, _, spec = value.partition(b"=")
-    if unit.strip().lower() != b"bytes" or b"," in spec:
-        return (0, size)
-    first, dash, last = spec.strip().partition(b"-")
-    if not dash:
-        return (0, size)
-    try:
-        if not first:
-            n = int(last)
-            if n <= 0:
-                return None
-            return (max(0, size - n), size)
-        a = int(first)
-        b = int(last) + 1 if last else size
-    except ValueError:
-        return (0, size)
-    if a >= size or b <= a:
-        return None
-    return (a, min(b, size))
 
 
 class _TooLarge(Exception):
@@ -1181,25 +1151,9 @@ class ProxyAttempt:
             self.retry_status = status
             return
         client = self.client
-        out: list[bytes] = []
-        length: int | None = None
-        chunked_in = False
-        for name, value in headers:
-            n = name.lower()
-            if n in _HOP_RESPONSE:
-                if n == b"transfer-encoding":
-                    chunked_in = True
-                continue
-            if n == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    continue
-                continue
-            out.append(name + b": " + value + b"\r\n")
-        no_body = self.head_only or status in (204, 304)
-        chunked = req.version == "1.1" and length is None and (not no_body or chunked_in)
-        self.chunked = chunked and not no_body
+        out, length, coded = client_response_headers(headers)
+        chunked, has_body = response_framing(status, self.head_only, req.version, length, coded)
+        self.chunked = chunked and has_body
         # A head-only answer (HEAD, 204, 304) needs no framing: response_head keeps it alive.
         head = client.response_head(req, status, out, reason.decode("latin-1") or None,
                                     length=length, chunked=chunked)
@@ -1278,31 +1232,19 @@ class ProxyAttempt:
         else:
             target = req.target
         plan = _header_plan(loc)
-        lines = [f"{req.method} {target} HTTP/{loc.proxy_http_version}\r\n".encode("latin-1")]
+        own: list[bytes] = []
         for prefix, tmpl in plan.headers:
             if tmpl is None:
-                lines.append(prefix)
+                own.append(prefix)
                 continue
             value = expand(tmpl, req.variable)
             if value:
-                lines.append(prefix + value.encode("latin-1") + b"\r\n")
-        overridden = plan.overridden
-        conn_tokens: set[bytes] = set()
-        ch = req.hmap.get(b"connection")
-        if ch:
-            conn_tokens = {t.strip().lower() for t in ch.split(b",")}
-        for hname, hvalue in req.headers:
-            n = hname.lower()
-            if n in overridden or n in _HOP_REQUEST or n in conn_tokens:
-                continue
-            lines.append(hname + b": " + hvalue + b"\r\n")
-        if req.body is not None:
-            if req.content_length is not None:
-                lines.append(b"Content-Length: %d\r\n" % req.content_length)
-            else:
-                lines.append(b"Transfer-Encoding: chunked\r\n")
-        lines.append(b"\r\n")
-        return b"".join(lines)
+                own.append(prefix + value.encode("latin-1") + b"\r\n")
+        line = f"{req.method} {target} HTTP/{loc.proxy_http_version}\r\n".encode("latin-1")
+        return upstream_request_head(
+            line, own, req.headers, plan.overridden, req.hmap.get(b"connection"),
+            req.content_length if req.body is not None else None,
+            req.body is not None and req.content_length is None)
 
     async def send_body(self, timeout: float) -> None:
         """Stream the request body; a client-side failure ends the attempt at once."""

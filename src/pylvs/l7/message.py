@@ -1,0 +1,120 @@
+"""The proxy's HTTP message rules as plain functions: which headers cross, how bodies are framed.
+
+What a proxy forwards and how it frames it is the subtle part of HTTP proxying (hop-by-hop
+headers, headers named in ``Connection``, nginx's own replacements, chunked vs sized bodies).
+Keeping those rules here, bytes in and bytes out with no socket and no clock, lets them be tested
+with plain calls and read in one place.
+
+Not for: parsing (httptools does that) or any I/O (``server`` and ``upstream`` drive these).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+# Request headers never forwarded: hop-by-hop (RFC 9110 7.6.1), Expect (the proxy answers it),
+# and the framing the proxy redoes.
+HOP_REQUEST = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+    b"upgrade", b"expect", b"content-length",
+})
+# Response headers not passed to the client: hop-by-hop, framing, and Date/Server/X-Accel-*
+# that nginx replaces or consumes.
+HOP_RESPONSE = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+    b"upgrade", b"date", b"server", b"x-pad", b"x-accel-expires", b"x-accel-redirect",
+    b"x-accel-limit-rate", b"x-accel-buffering", b"x-accel-charset",
+})
+
+
+def connection_tokens(value: bytes | None) -> frozenset[bytes]:
+    """Header names a ``Connection`` header declares hop-by-hop."""
+    if not value:
+        return frozenset()
+    return frozenset(t.strip().lower() for t in value.split(b","))
+
+
+def upstream_request_head(request_line: bytes, own: Iterable[bytes],
+                          client_headers: Sequence[tuple[bytes, bytes]],
+                          overridden: frozenset[bytes], connection: bytes | None,
+                          content_length: int | None, chunked: bool) -> bytes:
+    """The head sent upstream: ``own`` lines (proxy_set_header, already expanded, in order),
+    then the client's headers minus those replaced, hop-by-hop ones and those its Connection
+    header names, then the body framing the proxy itself chose."""
+    lines = [request_line, *own]
+    tokens = connection_tokens(connection)
+    for name, value in client_headers:
+        n = name.lower()
+        if n in overridden or n in HOP_REQUEST or n in tokens:
+            continue
+        lines.append(name + b": " + value + b"\r\n")
+    if content_length is not None:
+        lines.append(b"Content-Length: %d\r\n" % content_length)
+    elif chunked:
+        lines.append(b"Transfer-Encoding: chunked\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def client_response_headers(
+        headers: Sequence[tuple[bytes, bytes]]) -> tuple[list[bytes], int | None, bool]:
+    """Upstream response headers as lines for the client, the Content-Length if valid, and
+    whether the upstream used a transfer coding (the proxy re-frames the body itself)."""
+    out: list[bytes] = []
+    length: int | None = None
+    coded = False
+    tokens: frozenset[bytes] = frozenset()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens = connection_tokens(value)
+    for name, value in headers:
+        n = name.lower()
+        if n in HOP_RESPONSE or n in tokens:
+            if n == b"transfer-encoding":
+                coded = True
+            continue
+        if n == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                pass
+            continue
+        out.append(name + b": " + value + b"\r\n")
+    return out, length, coded
+
+
+def response_framing(status: int, head_only: bool, client_version: str, length: int | None,
+                     coded: bool) -> tuple[bool, bool]:
+    """(send chunked, body follows) for a proxied response.
+
+    A sized body keeps its Content-Length; an unsized one goes chunked to HTTP/1.1 clients and
+    close-delimited to HTTP/1.0 ones. HEAD, 204 and 304 carry no body; a HEAD answer keeps the
+    Transfer-Encoding the GET would have had, as nginx does.
+    """
+    no_body = head_only or status in (204, 304) or 100 <= status < 200
+    chunked = client_version == "1.1" and length is None and (not no_body or coded)
+    return chunked, not no_body
+
+
+def single_range(value: bytes, size: int) -> tuple[int, int] | None:
+    """``bytes=a-b`` / ``a-`` / ``-n`` as [start, end); None = unsatisfiable (416). Several
+    ranges or a malformed header give the whole file: a server may ignore Range."""
+    unit, _, spec = value.partition(b"=")
+    if unit.strip().lower() != b"bytes" or b"," in spec:
+        return (0, size)
+    first, dash, last = spec.strip().partition(b"-")
+    if not dash:
+        return (0, size)
+    try:
+        if not first:
+            n = int(last)
+            if n <= 0:
+                return None
+            return (max(0, size - n), size)
+        a = int(first)
+        b = int(last) + 1 if last else size
+    except ValueError:
+        return (0, size)
+    if a < 0 or a >= size or b <= a:
+        return None
+    return (a, min(b, size))
