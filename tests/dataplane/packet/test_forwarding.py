@@ -123,3 +123,18 @@ def test_udp_service_alternates_and_answers_from_the_vip(cluster: Cluster) -> No
     # connected client sockets only accept answers from VIP:5353, so every answer proves it
     assert sorted(answers) == ["udp1", "udp1", "udp2", "udp2"]
     assert [ln for ln in cluster.adm("-Lnc").splitlines() if ln.startswith("UDP")]
+
+
+def test_large_upload_passes(cluster: Cluster) -> None:
+    """Full-size segments: in TUN the director answers "fragmentation needed" (the encapsulated
+    packet would exceed the MTU) and the client's path MTU discovery makes them fit."""
+    cluster.service("rr")
+    lab = cluster.lab
+    body = lab.state_dir / "upload.bin"
+    body.write_bytes(b"x" * 300_000)
+    r = lab.run("client", ["curl", "-sS", "--max-time", "20", "--data-binary", f"@{body}",
+                           f"http://{VIP}/"], timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in NGINX
+    if cluster.mode == "tun":
+        assert cluster.status()["dataplane"]["drops"].get("too_big", 0) >= 1
