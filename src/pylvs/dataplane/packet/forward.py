@@ -2,9 +2,9 @@
 
 What this is for: the per-packet logic of kernel IPVS (``ip_vs_in``/``ip_vs_out`` and the
 ``ip_vs_*_xmit`` functions) for the ``packet`` data plane. ``Forwarder.handle(ifindex, frame)``
-takes a received Ethernet frame (a bytearray or ring view it may rewrite) and returns where it goes as
-``(out_ifindex, frame)`` or None, using the ``Director`` for scheduling, connection tracking
-(TCP flags drive the states), persistence and statistics:
+takes a received Ethernet frame (a bytearray or ring view it may rewrite in place) and returns
+where it goes as ``(out_ifindex, frame)`` or None, using the ``Director`` for scheduling,
+connection tracking (TCP flags drive the states), persistence and statistics:
 
 - DR: destination MAC <- the real server's, source MAC <- the director's; the IP packet is
   untouched, so the real server (VIP on lo) answers the client directly.
@@ -16,7 +16,8 @@ takes a received Ethernet frame (a bytearray or ring view it may rewrite) and re
   rewritten both ways), as ``ip_vs_in_icmp``/``ip_vs_out_icmp`` do.
 - ARP: requests for a VIP the local stack does not own are answered with the director's MAC
   (only the director answers for the VIP); every ARP packet teaches the neighbour cache; a
-  missing neighbour is asked for by ARP and the packet is dropped (the sender retransmits).
+  missing neighbour is asked for by ARP (and through ``on_missing_neighbour``, the kernel) and
+  the packet is dropped (the sender retransmits).
 
 New TCP connections are only created by a SYN (as with ``sloppy_tcp=0``); their TCP/UDP checksum
 is verified first, so a flood of corrupt SYNs creates no entries. Other packets are forwarded
