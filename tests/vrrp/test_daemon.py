@@ -73,8 +73,17 @@ def test_sighup_keeps_running_config_on_bad_file_and_applies_good_one(lab: Lab) 
     py.popen.send_signal(signal.SIGHUP)
     assert wait_for(lambda: "reload rejected" in py.logtext(), 5)
     assert py.alive() and py.instance().get("state") == "MASTER" and lab.vip_holders() == ["a"]
+    # a good file with one more VIP: applied in place, still MASTER, no failover
+    two_vips = instance_conf(prio=150, version=3, advert=0.2).replace(
+        "dev eth0 label eth0:vip\n", "dev eth0 label eth0:vip\n        10.77.0.101/24 dev eth0\n")
+    conf.write_text(two_vips)
+    py.popen.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: lab.has_vip("a", "10.77.0.101"), 5), py.logtext()[-2000:]
+    assert py.instance()["state"] == "MASTER" and py.instance()["stats"]["become_master"] == 1  # type: ignore[index]
+    assert lab.has_vip("a")
     conf.write_text(instance_conf(prio=50, version=3, advert=0.2))
     py.popen.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: not lab.has_vip("a", "10.77.0.101"), 5)
     assert wait_for(lambda: lab.vip_holders() == ["b"], 5), py.logtext()[-2000:]
     assert wait_for(lambda: py.instance().get("state") == "BACKUP", 5)
     assert py.instance()["priority"] == 50

@@ -301,3 +301,15 @@ def test_sync_group_gate_holds_a_backup_whose_partner_still_hears_a_master() -> 
     assert any(isinstance(a, Log) and "held in BACKUP" in a.message for a in acts)
     r.receive(advert_from(PEER_HIGH, 200), 5.0)  # a master is heard again: no longer wants master
     assert not r.wants_master
+
+
+def test_reload_keeps_mastership_and_applies_new_vips_and_priority() -> None:
+    r = started(initial_state=State.MASTER)
+    new = dataclasses.replace(r.config, priority=120, vips=(*VIPS, "10.0.0.101/24"))
+    assert r.same_group(new)
+    acts = r.reconfigure(new, 1.0)
+    assert r.state is State.MASTER and r.stats.become_master == 1
+    assert AddVIPs(("10.0.0.101/24",)) in acts
+    adv = next(a for a in acts if isinstance(a, SendAdvert))
+    assert adv.priority == 120
+    assert not r.same_group(dataclasses.replace(new, vrid=99))

@@ -260,13 +260,26 @@ class KeepalivedDaemon:
         for d in cfg.diagnostics:
             log.warning("%s", d)
         new = {p.instance.name: p for p in plans}
+        assert self.loop is not None
         for name, rt in list(self.runtimes.items()):
             p = new.get(name)
-            if p is not None and p.router == rt.plan.router and p.vips == rt.plan.vips and p.mcast_group == rt.plan.mcast_group:
-                rt.plan = p  # scripts/notify may change without disturbing the state
-                del new[name]
-            else:
-                self._stop_instance(name)
+            if p is None or p.ifname != rt.plan.ifname or not rt.router.same_group(p.router):
+                self._stop_instance(name)  # gone, or another group on the wire: resign and restart
+                continue
+            del new[name]
+            old_plan = rt.plan
+            rt.plan = p
+            if p.router == old_plan.router and p.vips == old_plan.vips:
+                continue  # scripts/notify may change without disturbing anything
+            acts = rt.router.reconfigure(p.router, self.loop.time())
+            if rt.router.state is State.MASTER:
+                # VIPs whose options changed (label, device) are put back with the new ones
+                for v in old_plan.vips:
+                    if v not in p.vips:
+                        with contextlib.suppress(Exception):
+                            self.addrs.remove(v)
+                acts.insert(0, AddVIPs(tuple(f"{v.address}/{v.prefixlen}" for v in p.vips if v not in old_plan.vips)))
+            self._apply(rt, acts)
         for s in self.scripts.values():
             if s.task:
                 s.task.cancel()
@@ -409,20 +422,20 @@ class KeepalivedDaemon:
                         rt.link.probe(rt.plan.router.primary_address, socket.inet_aton(rt.plan.vips[0].address))
             elif isinstance(a, AddVIPs):
                 t_add = time.monotonic()
-                for v in rt.plan.vips:
+                for v in _specs(rt.plan, a.addresses):
                     try:
                         self.addrs.add(v)
                     except Exception as exc:
                         log.error("(%s) cannot add VIP %s/%s on %s: %s", name, v.address, v.prefixlen, v.dev, exc)
                 log.debug("(%s) VIPs added in %.1f ms", name, 1000 * (time.monotonic() - t_add))
             elif isinstance(a, RemoveVIPs):
-                for v in rt.plan.vips:
+                for v in _specs(rt.plan, a.addresses):
                     try:
                         self.addrs.remove(v)
                     except Exception as exc:
                         log.error("(%s) cannot remove VIP %s on %s: %s", name, v.address, v.dev, exc)
             elif isinstance(a, SendGARP):
-                self._garp(rt, a.repeat)
+                self._garp(rt, a.repeat, a.addresses)
             elif isinstance(a, Notify):
                 changed = True
                 self._notify(rt, a)
@@ -484,8 +497,8 @@ class KeepalivedDaemon:
                 if acts:
                     self._apply(other, acts)
 
-    def _garp(self, rt: Runtime, repeat: int) -> None:
-        for v in rt.plan.vips:
+    def _garp(self, rt: Runtime, repeat: int, addresses: tuple[str, ...]) -> None:
+        for v in _specs(rt.plan, addresses):
             for _ in range(max(repeat, 0)):
                 try:
                     if ":" in v.address:
@@ -676,6 +689,12 @@ class KeepalivedDaemon:
             os.replace(tmp, self.state_file)
         except OSError as exc:
             log.warning("cannot write state file %s: %s", self.state_file, exc)
+
+
+def _specs(plan: InstancePlan, addresses: tuple[str, ...]) -> list[netio.VIPSpec]:
+    """The netlink specs of the VIPs an action names ("ip/prefix" as configured)."""
+    wanted = set(addresses)
+    return [v for v in plan.vips if f"{v.address}/{v.prefixlen}" in wanted]
 
 
 def _process_priority(g: K.GlobalDefs) -> None:

@@ -307,6 +307,36 @@ class VRRPRouter:
         acts += self._end_split_brain()
         return acts
 
+    # -- reload --
+
+    def same_group(self, new: RouterConfig) -> bool:
+        """Whether ``new`` can replace our configuration in place (same VRRP group on the wire)."""
+        old = self.config
+        return (old.vrid, old.version, old.primary_address, old.unicast_peers, old.mcast_group) == (
+            new.vrid, new.version, new.primary_address, new.unicast_peers, new.mcast_group)
+
+    def reconfigure(self, new: RouterConfig, now: float) -> list[Action]:
+        """SIGHUP with this instance still present: keep the state, as keepalived does, and
+        apply what changed (priority, VIPs, timers); a master re-advertises at once."""
+        old = self.config
+        self.config = new
+        self.base_priority = new.priority
+        self._vip_packed = frozenset(vip_packed(v) for v in new.vips)
+        acts: list[Action] = [Log(f"({new.name}) configuration reloaded")]
+        if self.state is State.MASTER:
+            gone = tuple(v for v in old.vips if v not in new.vips)
+            added = tuple(v for v in new.vips if v not in old.vips)
+            self.master_adver_int = new.adver_int
+            if gone:
+                acts.append(RemoveVIPs(gone))
+            if added:
+                acts += [AddVIPs(added), SendGARP(added, new.garp_master_repeat)]
+            acts.append(self.advert(self.effective_priority))
+            self._advert_at = now + new.adver_int
+        elif self.state is State.BACKUP and self._down_at is not None and new.version == 2:
+            self.master_adver_int = new.adver_int
+        return acts
+
     # -- vrrp_sync_group: members follow each other --
 
     def follow(self, state: State, now: float) -> list[Action]:
