@@ -8,6 +8,9 @@ straight to the client socket with the client's write flow control pausing the u
 Every wait has nginx's timer (client_header_timeout against slowloris, client_body_timeout,
 send_timeout, keepalive_timeout, proxy_connect/read/send_timeout).
 
+The rules of what crosses the proxy and how bodies are framed are plain functions in
+``message``; this module applies them to sockets.
+
 Not for: parsing configuration (``config``), choosing a location (``location``) or an upstream
 peer (``balancer``), or the master process of ``worker_processes`` > 1 (``cli``).
 """
