@@ -487,3 +487,80 @@ def test_static_byte_ranges(seed: Stack) -> None:
     r = c.one(get("/index.html", extra="Range: bytes=0-\r\n"))
     assert r.status == 200 and r.body == b"this is nginx1\n"
     c.close()
+
+
+def test_download_is_streamed_with_backpressure_not_buffered(stack: Stack) -> None:
+    total = 64 * 1024 * 1024
+    written = [0]
+
+    async def firehose(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        block = b"x" * 65536
+        try:
+            while written[0] < total:
+                writer.write(block)
+                await writer.drain()
+                written[0] += len(block)
+        except ConnectionError:
+            pass
+        writer.close()
+
+    up = stack.upstream(firehose)
+    port = stack.proxy(_PROXY_CONF, up=up, extra="", loc="")
+    c = Client(port)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    c.send(get("/big"))
+    time.sleep(1.5)  # the client reads nothing: the proxy must stop reading the upstream
+    stalled_at = written[0]
+    assert stalled_at < 24 * 1024 * 1024, stalled_at  # socket buffers, not the whole body
+    got = 0
+    while got < total:  # now drain it all: the stream resumes and completes
+        data = c.sock.recv(1 << 20)
+        assert data
+        got += len(data)
+    c.close()
+    assert written[0] == total
+
+
+def test_upload_is_streamed_with_backpressure_not_buffered(stack: Stack) -> None:
+    release = asyncio.Event()
+    received = [0]
+
+    async def sluggish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        await release.wait()
+        while received[0] < length:
+            data = await reader.read(1 << 20)
+            if not data:
+                break
+            received[0] += len(data)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    up = stack.upstream(sluggish)
+    port = stack.proxy(_PROXY_CONF, up=up, extra="", loc="client_max_body_size 0;")
+    total = 64 * 1024 * 1024
+    c = Client(port)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+    c.send(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % total)
+    c.sock.setblocking(False)
+    sent = 0
+    block = b"y" * 65536
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        try:
+            sent += c.sock.send(block)
+        except BlockingIOError:
+            time.sleep(0.01)
+    assert sent < 24 * 1024 * 1024, sent  # the proxy stopped reading: nothing piles up in it
+    stack.lt.loop.call_soon_threadsafe(release.set)
+    c.sock.setblocking(True)
+    while sent < total:
+        sent += c.sock.send(block[: min(len(block), total - sent)])
+    r = c.read(1)
+    assert r and r[0].status == 200
+    c.close()
+    assert received[0] == total
