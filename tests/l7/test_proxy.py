@@ -564,3 +564,41 @@ def test_upload_is_streamed_with_backpressure_not_buffered(stack: Stack) -> None
     assert r and r[0].status == 200
     c.close()
     assert received[0] == total
+
+
+def test_client_that_stops_reading_a_proxied_body_hits_send_timeout(stack: Stack) -> None:
+    total = 64 * 1024 * 1024
+
+    async def firehose(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        try:
+            for _ in range(total // 65536):
+                writer.write(b"x" * 65536)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    up = stack.upstream(firehose)
+    port = stack.proxy(_PROXY_CONF, up=up, extra="",
+                       loc="send_timeout 500ms; proxy_read_timeout 30s;")
+    c = Client(port)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    c.send(get("/big"))
+    time.sleep(2.0)  # read nothing: the proxy gives up on this client after send_timeout
+    c.sock.settimeout(10)
+    got, closed = 0, False
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            data = c.sock.recv(1 << 20)
+        except ConnectionResetError:
+            closed = True
+            break
+        if not data:
+            closed = True
+            break
+        got += len(data)
+    c.close()
+    assert closed and got < total

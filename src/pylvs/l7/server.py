@@ -592,9 +592,13 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        if self.sink is not None and self.active is not None:
+            # a proxied response waits on this client: nginx's send_timeout applies
+            self.arm_timer(self.active.location_timeout("send"), "send")
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self.disarm_timer("send")
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
         self._drain = None

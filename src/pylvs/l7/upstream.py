@@ -24,6 +24,7 @@ from pylvs.l7.config import UpstreamConfig
 
 class ResponseSink(Protocol):
     head_only: bool
+    upstream_paused: bool  # the client is not reading: the wait is the client's, not ours
 
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
                       keep_alive: bool, until_eof: bool) -> None: ...
@@ -199,6 +200,10 @@ class UpstreamConnection(asyncio.Protocol):
         if self.sink is None or self.closed or not self._reading:
             return
         due = self._last_read + self._read_timeout
+        if self.sink.upstream_paused:
+            # Reading stopped because the client does not read: send_timeout is the client's.
+            due = self.loop.time() + self._read_timeout
+            self._last_read = self.loop.time()
         if self.loop.time() < due - 0.001:
             self._timer_at = due
             self._timer = self.loop.call_at(due, self._check_timeout)
