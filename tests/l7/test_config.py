@@ -187,3 +187,16 @@ def test_parser_survives_arbitrary_text(tmp_path: Path, text: str) -> None:
         load(str(p))
     except ConfigError:
         pass
+
+
+def test_add_header_inherits_like_proxy_set_header(tmp_path: Path) -> None:
+    p = tmp_path / "n.conf"
+    p.write_text("events {}\nhttp {\n add_header X-A 1;\n server { listen 127.0.0.1:1;\n"
+                 "  location /own { add_header X-B 2 always; }\n  location /inh { }\n }\n}\n")
+    srv = load(str(p)).servers[0]
+    own, inh = srv.locations
+    assert [(n, a) for n, _, a in own.add_header] == [("X-B", True)]
+    assert [(n, a) for n, _, a in inh.add_header] == [("X-A", False)]
+    p.write_text("events {}\nhttp { add_header X-A 1 sometimes; }\n")
+    with pytest.raises(ConfigError, match='invalid parameter "sometimes"'):
+        load(str(p))

@@ -37,6 +37,7 @@ http {{
         server_name localhost;
         root {tmp}/html;
         index index.html;
+        add_header X-Served-By "rs $host";
         location ~ .*.jsp$ {{
             proxy_pass http://tomcat;
             proxy_http_version 1.1;
@@ -49,6 +50,7 @@ http {{
             proxy_pass http://tomcat/app/;
         }}
         location = /exact {{
+            add_header X-Always "$status" always;
             return 200 "exact $host $request_uri\\n";
         }}
     }}
@@ -88,7 +90,7 @@ def nginx_bin() -> str:
 
 
 _COMPARED = ("content-type", "content-length", "content-range", "transfer-encoding",
-             "connection", "accept-ranges", "x-app-page")
+             "connection", "accept-ranges", "x-app-page", "x-served-by", "x-always")
 
 
 def _answers(port: int) -> list[tuple[int, bytes, str | None, tuple[str | None, ...]]]:

@@ -228,6 +228,7 @@ class Location:
     default_type: str
     server_tokens: bool
     ret: Return | None
+    add_header: tuple[tuple[str, Template, bool], ...] = ()  # (name, value, always)
     file: str = ""
     line: int = 0
 
@@ -291,6 +292,7 @@ _d("root", HSL, 1, 1)
 _d("index", HSL, 1, -1)
 _d("proxy_pass", (LOCATION,), 1, 1)
 _d("proxy_set_header", HSL, 2, 2)
+_d("add_header", HSL, 2, 3)
 _d("proxy_http_version", HSL, 1, 1)
 _d("proxy_connect_timeout", HSL, 1, 1)
 _d("proxy_read_timeout", HSL, 1, 1)
@@ -319,7 +321,11 @@ _IGNORED: dict[str, tuple[str, ...]] = {
     "daemon": (MAIN,), "master_process": (MAIN,),
     "worker_connections": (EVENTS,), "use": (EVENTS,), "multi_accept": (EVENTS,),
     "accept_mutex": (EVENTS,),
-    "sendfile": HSL, "tcp_nopush": HSL, "tcp_nodelay": HSL, "gzip": HSL,
+    "sendfile": HSL, "tcp_nopush": HSL, "tcp_nodelay": HSL,
+    # gzip is accepted so stock configs load; responses then go uncompressed, which every
+    # client accepts (it only changes Content-Encoding and size).
+    "gzip": HSL, "gzip_types": HSL, "gzip_vary": HSL, "gzip_proxied": HSL,
+    "gzip_comp_level": HSL, "gzip_min_length": HSL,
     "types_hash_max_size": (HTTP,), "types_hash_bucket_size": (HTTP,),
     "server_names_hash_bucket_size": (HTTP,), "server_names_hash_max_size": (HTTP,),
     "proxy_buffering": HSL, "proxy_buffers": HSL, "proxy_buffer_size": HSL,
@@ -596,6 +602,7 @@ class _Builder:
     def _settings(self, parent: dict[str, Any], block: list[Directive], ctx: str) -> dict[str, Any]:
         s = dict(parent)
         own_headers: list[tuple[str, Template]] = []
+        own_add: list[tuple[str, Template, bool]] = []
         own_logs: list[AccessLog] | None = None
         seen: set[str] = set()
 
@@ -615,6 +622,10 @@ class _Builder:
                 s["index"] = tuple(a)
             elif n == "proxy_set_header":
                 own_headers.append((a[0], _template(a[1], d)))
+            elif n == "add_header":
+                if len(a) == 3 and a[2] != "always":
+                    raise ConfigError(f'invalid parameter "{a[2]}"', d.file, d.line)
+                own_add.append((a[0], _template(a[1], d), len(a) == 3))
             elif n == "proxy_http_version":
                 if a[0] not in ("1.0", "1.1"):
                     raise ConfigError(f'invalid value "{a[0]}"', d.file, d.line)
@@ -674,6 +685,8 @@ class _Builder:
                 s["proxy_pass"] = d
         if own_headers:
             s["proxy_set_header"] = tuple(own_headers)
+        if own_add:
+            s["add_header"] = tuple(own_add)
         if own_logs is not None:
             s["access_log"] = tuple(own_logs)
         return s
@@ -808,6 +821,7 @@ class _Builder:
             default_type=s.get("default_type", "text/plain"),
             server_tokens=s.get("server_tokens", True),
             ret=s.get("return"),
+            add_header=s.get("add_header", ()),
             file=d.file,
             line=d.line,
         )

@@ -48,6 +48,8 @@ from pylvs.l7.variables import Template, expand
 BODY_HIGH_WATER = 256 * 1024
 FILE_CHUNK = 256 * 1024
 
+# Statuses add_header applies to without "always", as in nginx.
+_ADD_HEADER_STATUSES = frozenset({200, 201, 204, 206, 301, 302, 303, 304, 307, 308})
 _BAD_HOST = re.compile(r"[/\\\s]")
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 _CLOSING_STATUSES = frozenset({400, 408, 413, 414, 500, 501})
@@ -800,7 +802,7 @@ class ClientConnection(asyncio.Protocol):
 
     def response_head(self, req: Request, status: int, headers: list[bytes],
                       reason: str | None = None, length: int | None = None,
-                      chunked: bool = False) -> bytes:
+                      chunked: bool = False, filter_status: int = 0) -> bytes:
         """Bytes of a response head; decides keep-alive (closing statuses, 1.0 without length)."""
         if status in _CLOSING_STATUSES:
             req.keep_alive = False
@@ -813,6 +815,12 @@ class ClientConnection(asyncio.Protocol):
                b"Server: pylvs/" + _pkg_version.encode() + b"\r\n" if tokens else b"Server: pylvs\r\n",
                b"Date: " + self.app.clock.date + b"\r\n"]
         out.extend(headers)
+        if loc is not None and loc.add_header:
+            for name, tmpl, always in loc.add_header:
+                if always or (filter_status or status) in _ADD_HEADER_STATUSES:
+                    value = expand(tmpl, req.variable)
+                    if value:
+                        out.append(f"{name}: {value}\r\n".encode("latin-1"))
         if length is not None:
             out.append(b"Content-Length: %d\r\n" % length)
         elif chunked:
@@ -822,11 +830,12 @@ class ClientConnection(asyncio.Protocol):
 
     async def respond(self, req: Request, status: int, body: bytes = b"",
                       headers: list[bytes] | None = None, reason: str | None = None,
-                      content_type: bytes = b"text/html") -> None:
+                      content_type: bytes = b"text/html", filter_status: int = 0) -> None:
         hdrs = list(headers or [])
         if body or status >= 300:
             hdrs.insert(0, b"Content-Type: " + content_type + b"\r\n")
-        head = self.response_head(req, status, hdrs, reason, length=len(body))
+        head = self.response_head(req, status, hdrs, reason, length=len(body),
+                                  filter_status=filter_status)
         if req.method == "HEAD":
             body = b""
         self.write(head + body)
@@ -1089,7 +1098,9 @@ class ClientConnection(asyncio.Protocol):
             parsed = single_range(rng, size)
             if parsed is None:
                 hdrs = [b"Content-Range: bytes */%d\r\n" % size]
-                await self.respond(req, 416, _error_page(416, loc.server_tokens), hdrs)
+                # nginx's header filters see the file's 200 before the range filter's 416
+                await self.respond(req, 416, _error_page(416, loc.server_tokens), hdrs,
+                                   filter_status=200)
                 return
             if parsed != (0, size):
                 status, (start, end) = 206, parsed
