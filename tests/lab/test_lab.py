@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -68,6 +70,13 @@ def test_down_after_crash_removes_namespaces_and_processes() -> None:
     try:
         assert lab.is_up()
         sleeper = lab.popen("client", ["sleep", "300"])
+        # wait until it runs inside the namespace (ip netns exec has switched and exec'd)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{sleeper.pid}/comm").read_text().strip() == "sleep":
+                    break
+            time.sleep(0.02)
         pids = [*lab.server_pids().values(), sleeper.pid]
     finally:
         lab.down()

@@ -1,8 +1,8 @@
 """A running packet-forwarding director in the namespace lab, per forwarding method.
 
-``Cluster`` wraps a lab whose real servers are prepared for the mode (``rs-setup``), a director
-running the ``packet`` data plane under the daemon (``pylvs.dataplane.packet.serve``), and
-``pylvsadm`` talking to it over the control socket, so tests speak the seed's commands.
+``Cluster`` is ``pylvs.lab.LVSCluster`` (real servers prepared with ``rs-setup``, a director
+running the ``packet`` data plane under the daemon, ``pylvsadm`` on its control socket, so tests
+speak the seed's commands) plus what tests look at: captures, long-lived clients, UDP.
 """
 
 from __future__ import annotations
@@ -27,15 +27,6 @@ from pylvs.lab.lvs import LVSCluster
 from tests.lab.conftest import lab_id, need_root
 
 VIP = "192.168.168.100"
-
-
-def wait_for(cond: Any, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Cluster(LVSCluster):
