@@ -12,7 +12,8 @@ fast as it can for ``--seconds``. The director forwards them:
 - ``dr-syn``: every frame a TCP SYN from a new client port: new connections per second.
 Received packets are read from the sink's kernel interface counters (no user-space sink to slow
 things down). "loss" is what the generator sent minus what arrived. CPU is the director process's
-user+system time over the run, as % of one core, and per received frame (the system share
+user+system time over the run, as % of one core during the load's seconds, and per received
+frame (the system share
 includes the kernel's delivery of what we transmit: veth hands frames on inside our send()),
 "pps per core" is
 what that cost allows on one otherwise idle core, the figure that survives a busy machine (the
@@ -143,7 +144,7 @@ def role_director(args: argparse.Namespace) -> None:
     print(json.dumps({"forwarded": desc["forwarded"], "drops": desc["drops"], "cpu": cpu,
                       "ring_drops": desc["rx_ring_drops"], "tx_errors": desc["tx_errors"],
                       "cpu_us_per_packet": cpu_s / max(1, desc["rx_frames"]) * 1e6,
-                      "sys_share": sys_share,
+                      "sys_share": sys_share, "cpu_s": cpu_s,
                       "connections": d.connection_count, "rx": desc["rx_frames"]}), flush=True)
 
 
@@ -190,6 +191,8 @@ def scenario(lab: Any, name: str, seconds: float, flows: int, payload: int) -> d
         out, _ = director.communicate(timeout=seconds + 30)
         stats = json.loads(out.strip().splitlines()[-1])
         res.update(stats)
+        # share of one core while the load ran (the director idles before and after)
+        res["cpu"] = stats["cpu_s"] / seconds * 100
         res["conns_per_s"] = stats["connections"] / seconds if syn else None
     lab.run("director", ["sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"], check=True)
     return res
