@@ -100,6 +100,7 @@ def test_notify_scripts_get_keepalived_arguments(lab: Lab) -> None:
                    "--metrics-port", "9477", "--control-socket", ctl)
     assert wait_for(lambda: out.exists() and "INSTANCE VI_T MASTER 150" in out.read_text(), 10)
     assert "became-master" in out.read_text()
+    assert wait_for(lambda: Path(ctl).exists(), 10)
     metrics = lab.exec("a", sys.executable, "-c",
                        "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9477/').read().decode())").stdout
     assert 'pylvs_vrrp_state{instance="VI_T"} 2.0' in metrics
@@ -109,7 +110,7 @@ def test_notify_scripts_get_keepalived_arguments(lab: Lab) -> None:
         status = c.call("vrrp_status")
     assert status["instances"]["VI_T"]["state"] == "MASTER" and status["instances"]["VI_T"]["vrid"] == 42
     py.stop(signal.SIGTERM)
-    assert wait_for(lambda: "INSTANCE VI_T STOP" in out.read_text(), 5), out.read_text()
+    assert wait_for(lambda: "INSTANCE VI_T STOP" in out.read_text(), 15), (out.read_text(), py.logtext()[-2000:])
 
 
 def test_unicast_peers_interoperate_with_keepalived(lab: Lab) -> None:
