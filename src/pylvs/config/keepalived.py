@@ -135,9 +135,9 @@ class VRRPInstance:
         return self.virtual_ipaddress[0].family if self.virtual_ipaddress else 4
 
     def effective_version(self, g: GlobalDefs) -> int:
-        if self.version is not None:
-            return self.version
-        return 3 if self.family == 6 else g.vrrp_version
+        if self.family == 6:
+            return 3  # RFC 5798: IPv6 exists only in VRRPv3
+        return self.version if self.version is not None else g.vrrp_version
 
 
 @dataclass(frozen=True, slots=True)
