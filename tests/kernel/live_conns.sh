@@ -12,10 +12,28 @@ ipvsadm -A -u 10.0.0.100:53 -s rr
 ipvsadm -a -u 10.0.0.100:53 -r 192.168.168.11:53 -m
 ipvsadm -A -t 10.0.0.102:81 -s rr
 ipvsadm -a -t 10.0.0.102:81 -r 192.168.168.14:81 -m -x 10 -y 2
+# Direct routing: the real servers hold the VIP themselves (on lo, not answering ARP for it)
+# and answer from it straight to the client over the server LAN (the client has a leg on br0,
+# 192.168.168.200), never through the director: a policy route for replies from the VIP.
+ip link add cbr0 type veth peer name eth1 netns client
+ip link set cbr0 master br0 up
+ip -n client addr add 192.168.168.200/24 dev eth1
+ip -n client link set eth1 up
+ip netns exec client sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.eth1.rp_filter=0
+for i in 1 2; do
+  ip netns exec rs$i sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2
+  ip -n rs$i addr add 10.0.0.110/32 dev lo
+  ip -n rs$i rule add from 10.0.0.110 table 110
+  ip -n rs$i route add default via 192.168.168.200 table 110
+done
+ipvsadm -A -t 10.0.0.110:80 -s rr
+ipvsadm -a -t 10.0.0.110:80 -r 192.168.168.11:80 -g
+ipvsadm -a -t 10.0.0.110:80 -r 192.168.168.12:80 -g
 rec 'conns 10.0.0.100 6'
 hold 10.0.0.100
 hold 10.0.0.100
 rec 'conns 10.0.0.101 3'
+rec 'conns 10.0.0.110 4'
 rec 'ip netns exec client timeout 3 nslookup example.org 10.0.0.100 >/dev/null 2>&1; echo nslookup rc=$?'
 rec 'ip netns exec client timeout 3 nc 10.0.0.102 81 </dev/null; echo nc rc=$?'
 sleep 2.5

@@ -31,6 +31,16 @@ def test_traffic_flows_through_kernel_ipvs(live: dict[str, Any]) -> None:
     by_cmd = {s["cmd"]: s for s in live["steps"] if "cmd" in s}
     assert by_cmd["conns 10.0.0.100 6"]["stdout"].split() == ["rs2", "rs1"] * 3
     assert by_cmd["conns 10.0.0.101 3"]["stdout"].split() == ["rs3"] * 3
+    # direct routing: the servers answer from the VIP they hold themselves
+    assert by_cmd["conns 10.0.0.110 4"]["stdout"].split() == ["rs2", "rs1"] * 2
+
+
+def test_dr_replies_bypass_director(live: dict[str, Any]) -> None:
+    stats = next(s["stdout"] for s in live["steps"] if s.get("cmd") == "ipvsadm -Ln --stats")
+    row = next(line.split() for line in stats.splitlines() if "10.0.0.110:80" in line)
+    conns, inpkts, outpkts = int(row[2]), int(row[3]), int(row[4])
+    assert conns == 4 and inpkts > 0
+    assert outpkts == 0  # not one reply packet crossed the director
 
 
 def test_listings_with_live_connections_match_real_ipvsadm(live: dict[str, Any]) -> None:
