@@ -372,4 +372,5 @@ class PacketDataPlane:
             "tx_frames": sum(r.tx_sent + r.tx_fallback for r in self.rings.values()),
             "tx_errors": sum(r.tx_errors for r in self.rings.values()),
             "rx_ring_drops": sum(r.kernel_drops for r in self.rings.values()),
+            "tx_ring_full": sum(r.tx_ring_full for r in self.rings.values()),
         }

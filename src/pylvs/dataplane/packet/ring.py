@@ -7,7 +7,7 @@ ready block and hands each frame that was addressed to this host (or broadcast) 
 then returns the block to the kernel. Sending: frames are copied into free slots of the TX ring
 and one ``send()`` flushes a whole batch (optionally with ``PACKET_QDISC_BYPASS``, straight to the
 driver, invisible to tcpdump);
-when the TX ring is full the frame goes out by ``sendto``. The layout constants are those of
+frames bigger than a slot go out by a plain ``send`` on a second socket. The layout constants are those of
 ``include/uapi/linux/if_packet.h``.
 
 The ring carries IPv4 only; ARP has its own small socket (``ArpSocket``) so that a full ring
@@ -116,6 +116,8 @@ class PacketRing:
         self.tx_errors = 0
         self.kernel_packets = 0
         self.kernel_drops = 0
+        self.tx_ring_full = 0
+        self._plain: socket.socket | None = None
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -177,7 +179,9 @@ class PacketRing:
         return True
 
     def queue(self, frame: Frame) -> None:
-        """Put ``frame`` in the TX ring (flushed by ``flush``); ``sendto`` when the ring is full."""
+        """Put ``frame`` in the TX ring (sent by ``flush``, or every 64 frames). A frame bigger
+        than a slot goes out by a plain ``send``; when the ring stays full it is dropped and
+        counted (``tx_ring_full``), as a full NIC queue would."""
         n = len(frame)
         base = self.rx_size + self._tx_cur * self.frame_size
         mm = self.mm
@@ -186,14 +190,16 @@ class PacketRing:
             self.tx_errors += 1
             _U32.pack_into(mm, base + 20, TP_STATUS_AVAILABLE)
             status = TP_STATUS_AVAILABLE
-        if n > self.tx_max or status != TP_STATUS_AVAILABLE:
-            self.flush()
-            try:
-                self.sock.send(frame)
-                self.tx_fallback += 1
-            except OSError:
-                self.tx_errors += 1
+        if n > self.tx_max:  # bigger than a ring slot (jumbo frames): one sendto of its own
+            self._send_plain(frame)
             return
+        if status != TP_STATUS_AVAILABLE:
+            # a full ring: have the kernel send what is queued, then look at the slot again
+            self._kick()
+            status = _U32.unpack_from(mm, base + 20)[0]
+            if status != TP_STATUS_AVAILABLE:
+                self.tx_ring_full += 1
+                return
         self.view[base + TPACKET3_HDRLEN:base + TPACKET3_HDRLEN + n] = frame
         # tp_len and tp_status together: the kernel reads the slot only during send()
         _LEN_STATUS.pack_into(mm, base + 16, n, TP_STATUS_SEND_REQUEST)
@@ -204,8 +210,11 @@ class PacketRing:
 
     def flush(self) -> None:
         """Ask the kernel to send every queued frame."""
-        if not self._tx_pending:
-            return
+        if self._tx_pending:
+            self._kick()
+
+    def _kick(self) -> None:
+        # with a TX ring, send() transmits the ring's ready slots and ignores its own buffer
         try:
             self.sock.send(b"")
         except BlockingIOError:
@@ -214,6 +223,16 @@ class PacketRing:
             self.tx_errors += 1
         self.tx_sent += self._tx_pending
         self._tx_pending = 0
+
+    def _send_plain(self, frame: Frame) -> None:
+        if self._plain is None:
+            self._plain = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            self._plain.bind((self.ifname, 0))
+        try:
+            self._plain.send(frame)
+            self.tx_fallback += 1
+        except OSError:
+            self.tx_errors += 1
 
     def kernel_stats(self) -> tuple[int, int]:
         """(packets, drops) the kernel counted for this socket since the last call
@@ -228,6 +247,8 @@ class PacketRing:
         try:
             self.flush()
         finally:
+            if self._plain is not None:
+                self._plain.close()
             self.view.release()
             self.mm.close()
             self.sock.close()
