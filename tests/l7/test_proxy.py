@@ -602,3 +602,80 @@ def test_client_that_stops_reading_a_proxied_body_hits_send_timeout(stack: Stack
         got += len(data)
     c.close()
     assert closed and got < total
+
+
+def _scripted(behaviours: list[str]) -> object:
+    """An upstream keeping its connection alive whose n-th request gets behaviours[n]:
+    "ok" answers, "hang" never answers, "break" resets mid-body."""
+    count = [0]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                what = behaviours[min(count[0], len(behaviours) - 1)]
+                count[0] += 1
+                if what == "hang":
+                    await asyncio.sleep(3)
+                    break
+                if what == "break":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100)
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+                    writer.transport.abort()
+                    return
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    return handler
+
+
+def test_read_timeout_on_a_kept_alive_upstream_is_504_and_client_stays(stack: Stack) -> None:
+    up = stack.upstream(_scripted(["ok", "hang", "ok"]))  # type: ignore[arg-type]
+    port = stack.proxy(_PROXY_CONF, up=up, extra="keepalive 4;", loc="proxy_read_timeout 300ms;")
+    c = Client(port)
+    assert c.one(get("/1")).body == b"ok"
+    r = c.one(get("/2"))
+    assert r.status == 504
+    assert r.headers["connection"] == "keep-alive"
+    assert c.one(get("/3")).body == b"ok"
+    c.close()
+
+
+def test_reset_mid_body_on_a_kept_alive_upstream_cuts_the_client(stack: Stack) -> None:
+    up = stack.upstream(_scripted(["ok", "break"]))  # type: ignore[arg-type]
+    port = stack.proxy(_PROXY_CONF, up=up, extra="keepalive 4;", loc="")
+    c = Client(port, timeout=5)
+    assert c.one(get("/1")).body == b"ok"
+    c.send(get("/2"))
+    assert not c.read(1) and c.closed
+    c.close()
+    assert wait_for(lambda: "while reading upstream" in _read(stack.tmp / "error.log"))
+
+
+def test_pipelined_requests_on_warm_upstreams_keep_their_order(seed: Stack) -> None:
+    c = Client(seed.port)
+    assert c.one(get("/warm.jsp")).status == 200  # the pool now has a connection
+    c.send(get("/a.jsp?size=70000") + get("/b.jsp?size=3") + get("/index.html")
+           + get("/c.jsp?echo=headers") + get("/d.jsp?size=5&chunked=1"))
+    rs = c.read(5)
+    assert [r.status for r in rs] == [200] * 5
+    assert rs[0].body == pattern_body(70000) and rs[1].body == pattern_body(3)
+    assert rs[2].body == b"this is nginx1\n" and rs[3].body.startswith(b"GET /c.jsp")
+    assert rs[4].body == pattern_body(5)
+    c.close()
+
+
+def test_client_leaving_mid_response_on_a_warm_upstream(seed: Stack) -> None:
+    c = Client(seed.port)
+    assert c.one(get("/warm.jsp")).status == 200
+    c.send(get("/big.jsp?size=20000000"))
+    c.sock.recv(1000)
+    c.close()
+    ok = Client(seed.port)
+    for _ in range(3):
+        assert ok.one(get("/after.jsp")).status == 200
+    ok.close()

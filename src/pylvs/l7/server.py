@@ -34,6 +34,7 @@ from typing import IO, cast
 import httptools
 
 from pylvs import __version__ as _pkg_version
+from pylvs.l7.balancer import Peer
 from pylvs.l7.config import AccessLog, Config, Location, Server
 from pylvs.l7.location import BadURI, LocationMatcher, normalize
 from pylvs.l7.message import (
@@ -231,6 +232,7 @@ class Request:
         "content_length",
         "continue_sent",
         "expect_continue",
+        "fast_failed",
         "head_size",
         "headers",
         "hmap",
@@ -239,8 +241,11 @@ class Request:
         "location",
         "method",
         "path",
+        "preset_peer",
         "proxy_host",
         "request_line",
+        "routed",
+        "seq",
         "server",
         "start",
         "status",
@@ -279,6 +284,10 @@ class Request:
         self.host = ""
         self.proxy_host = ""
         self.request_line: str | None = None  # set for heads that never parsed: logged as is
+        self.routed = -1  # _route's answer once it ran (the fast path may have run it)
+        self.preset_peer: tuple[Peer | None] | None = None  # peer the fast path already chose
+        self.fast_failed: tuple[Peer, str] | None = None  # its failed try, for the task to go on
+        self.seq = 0  # this request's number on its connection (keepalive_requests)
 
     def location_timeout(self, kind: str) -> float:
         loc = self.location
@@ -531,6 +540,7 @@ class ClientConnection(asyncio.Protocol):
         self._timer_kind = ""
         self._task: asyncio.Task[None] | None = None
         self.sink: ProxyAttempt | None = None
+        self._fast = False  # a fast-path exchange is in progress
         srv = group.servers[0]
         self._head_limit = srv.large_header_buffers[0] * srv.large_header_buffers[1]
         self._line_limit = srv.large_header_buffers[1]
@@ -671,8 +681,15 @@ class ClientConnection(asyncio.Protocol):
                 req.expect_continue = True
         self.queue.append(req)
         self.requests += 1
-        if self._req_waiter is not None and not self._req_waiter.done():
-            self._req_waiter.set_result(None)
+        req.seq = self.requests
+        if self._fast:
+            pass  # answered after the fast exchange in progress (it wakes the task)
+        elif (req.body is None and len(self.queue) == 1 and self.active is None
+                and self._req_waiter is not None and not self._req_waiter.done()
+                and self._try_fast(req)):
+            pass
+        else:
+            self._wake_task()
         self.update_reading()
 
     def on_body(self, data: bytes) -> None:
@@ -806,9 +823,11 @@ class ClientConnection(asyncio.Protocol):
         """Bytes of a response head; decides keep-alive (closing statuses, 1.0 without length)."""
         if status in _CLOSING_STATUSES:
             req.keep_alive = False
+        loc = req.location
+        if loc is not None and req.seq >= loc.keepalive_requests:
+            req.keep_alive = False
         if length is None and not chunked and status not in (204, 304) and req.method != "HEAD":
             req.keep_alive = False
-        loc = req.location
         tokens = loc.server_tokens if loc is not None else True
         req.status = status
         out = [b"HTTP/1.1 %d %s\r\n" % (status, (reason or _reason(status)).encode("latin-1")),
@@ -929,59 +948,152 @@ class ClientConnection(asyncio.Protocol):
         for al in srv.fallback.access_log:
             self.app.log_for(al).write(expand(al.format, req.variable, "-") + "\n")
 
-    async def _handle(self, req: Request) -> None:
-        # Host and server
+    def _route(self, req: Request) -> int:
+        """Choose the server and location (no I/O); 0, or the error status to answer."""
         host_raw = req.hmap.get(b"host")
+        req.server = self.group.servers[0]
+        req.location = req.server.fallback
         if host_raw is None:
             if req.version == "1.1":
-                req.server = self.group.servers[0]
-                req.location = req.server.fallback
-                await self.respond_error(req, 400)
-                return
+                return 400
             host = ""
         else:
             host = host_raw.decode("latin-1").lower()
             host = host[:host.find("]") + 1] if host.startswith("[") else host.partition(":")[0]
             if not host or _BAD_HOST.search(host):
-                req.server = self.group.servers[0]
-                req.location = req.server.fallback
-                await self.respond_error(req, 400)
-                return
+                return 400
         server = self.group.select(host)
         req.server = server
         req.host = host or server.server_names[0]
-        target = req.target
-        path, _, args = target.partition("?")
+        path, _, args = req.target.partition("?")
         if path.startswith(("http://", "https://")):
             path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
         req.args = args
         req.location = server.fallback
         if req.method == "CONNECT" or not path.startswith("/"):
-            await self.respond_error(req, 400)
-            return
+            return 400
         try:
             req.uri = normalize(path)
         except BadURI:
-            await self.respond_error(req, 400)
-            return
+            return 400
         if req.chunked and req.hmap.get(b"transfer-encoding", b"").lower() != b"chunked":
             self.app.error("info", 'client sent unknown "Transfer-Encoding": "'
                            f'{req.header(b"transfer-encoding")}"', self, req)
-            await self.respond_error(req, 501)
-            return
+            return 501
         loc = self.group.matchers[id(server)].match(req.uri)
         req.location = loc
         if req.content_length is not None and req.content_length > loc.client_max_body_size > 0:
             self.app.error("error", f"client intended to send too large body: "
                                     f"{req.content_length} bytes", self, req)
-            await self.respond_error(req, 413)
+            return 413
+        return 0
+
+    async def _handle(self, req: Request) -> None:
+        code = self._route(req) if req.routed < 0 else req.routed
+        if code:
+            await self.respond_error(req, code)
             return
-        await self._dispatch(req, loc, server, depth=0)
+        assert req.location is not None and req.server is not None
+        await self._dispatch(req, req.location, req.server, depth=0)
         if req.body is not None and not req.body.done and not self.closed:
             if req.expect_continue and not req.continue_sent:
                 req.keep_alive = False
             else:
                 await self._discard_body(req)
+
+    # -- the fast path: a body-less proxied request on a warm upstream connection, driven by
+    # callbacks from arrival to completion without waking the connection's task -----------------
+
+    def _try_fast(self, req: Request) -> bool:
+        code = self._route(req)
+        req.routed = code
+        loc = req.location
+        if code or loc is None or loc.proxy_pass is None or loc.ret is not None:
+            return False
+        plan = _header_plan(loc)
+        if plan.retries_on_status:
+            return False
+        pool = self.app.pools[loc.proxy_pass.upstream]
+        peer = pool.balancer.get(set(), time.monotonic())
+        req.preset_peer = (peer,)
+        if peer is None:
+            return False
+        conn = pool.take(peer)
+        if conn is None:
+            return False
+        req.preset_peer = None
+        req.proxy_host = loc.proxy_pass.proxy_host
+        att = ProxyAttempt(self, req, loc, pool, conn, False)
+        att.fast_peer = peer
+        self.active = req
+        self._fast = True
+        self.sink = att
+        self.disarm_timer("")
+        conn.attach(att, loc.proxy_read_timeout)
+        conn.write(att.request_head())
+        att.request_sent = True
+        conn.start_read_timer()
+        return True
+
+    def fast_done(self, att: ProxyAttempt, result: str) -> None:
+        """The end of a fast-path exchange, in whatever callback it happened."""
+        req, conn, pool = att.req, att.conn, att.pool
+        peer = att.fast_peer
+        assert peer is not None
+        self.sink = None
+        self._fast = False
+        req.upstream_addr = peer.server.address
+        if result == "ok":
+            pool.balancer.succeeded(peer)
+            if att.upstream_paused:
+                conn.resume_reading()
+            pool.release(conn, att.keep_alive)
+            self._complete(req)
+            return
+        conn.close()
+        if result == "client":
+            req.keep_alive = False
+            req.status = req.status or 499
+            self._complete(req)
+            return
+        kind, msg = att.failure or ("error", "upstream failed")
+        url = f"http://{peer.server.address}{req.target}"
+        if att.started:
+            self.app.error("error", f"{msg} while reading upstream", self, req, url)
+            req.keep_alive = False
+            self.abort()
+            self._complete(req)
+            return
+        # Nothing reached the client yet: the task takes over (next upstream, 502/504).
+        stale = conn.reused and kind == "error" and not conn.got_response
+        if not stale:
+            self.app.error("error", f"{msg} while reading response header from upstream",
+                           self, req, url)
+            pool.balancer.failed(peer, time.monotonic())
+            req.fast_failed = (peer, kind)
+        self.active = None
+        req.upstream_status = ""
+        self._wake_task()
+
+    def _complete(self, req: Request) -> None:
+        self.queue.popleft()
+        self.active = None
+        self._log(req)
+        if not req.keep_alive or self.closed:
+            if self.transport is not None and not self.closed:
+                self.transport.close()
+            return
+        if self.queue:
+            self._wake_task()
+        else:
+            srv = self.group.servers[0]
+            self.arm_timer(srv.keepalive_timeout, "idle")
+            self.update_reading()
+
+    def _wake_task(self) -> None:
+        w = self._req_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
 
     async def _discard_body(self, req: Request) -> None:
         assert req.body is not None
@@ -1157,6 +1269,7 @@ class ProxyAttempt:
         self.keep_alive = False
         self.request_sent = False
         self._out: list[bytes] = []  # client-bound bytes of the current upstream read
+        self.fast_peer: Peer | None = None  # set when the fast path drives this attempt
 
     # -- ResponseSink ---------------------------------------------------------------------------
 
@@ -1190,6 +1303,13 @@ class ProxyAttempt:
             self.req.bytes_sent += len(data)
         self.req.body_bytes_sent += len(data)
 
+    def _finish(self, result: str) -> None:
+        if self.done.done():
+            return
+        self.done.set_result(result)
+        if self.fast_peer is not None:
+            self.client.fast_done(self, result)
+
     def flush(self) -> None:
         """Hand what one upstream read produced to the client socket in one write."""
         out = self._out
@@ -1210,14 +1330,12 @@ class ProxyAttempt:
             self._out.append(b"0\r\n\r\n")
             self.req.bytes_sent += 5
         self.flush()
-        if not self.done.done():
-            self.done.set_result("retry" if self.retry_status else "ok")
+        self._finish("retry" if self.retry_status else "ok")
 
     def upstream_failed(self, kind: str, message: str) -> None:
         self.flush()
         self.failure = (kind, message)
-        if not self.done.done():
-            self.done.set_result("failed")
+        self._finish("failed")
 
     # -- flow control between the two sockets ------------------------------------------------------
 
@@ -1234,7 +1352,7 @@ class ProxyAttempt:
     def client_gone(self) -> None:
         if not self.done.done():
             self.failure = ("client", "client closed connection")
-            self.done.set_result("client")
+            self._finish("client")
 
     # -- the request side ------------------------------------------------------------------------
 
@@ -1309,9 +1427,28 @@ class ProxyAttempt:
         addrs: list[str] = []
         statuses: list[str] = []
         last_kind = "error"
+        preset, req.preset_peer = req.preset_peer, None
+        if req.fast_failed is not None:
+            # the fast path's try failed before any byte reached the client: count it here
+            peer0, kind0 = req.fast_failed
+            req.fast_failed = None
+            preset = None
+            tried.add(peer0.index)
+            tries_left -= 1
+            addrs.append(peer0.server.address)
+            statuses.append("504" if kind0 == "timeout" else "502")
+            last_kind = kind0
+            if not (kind0 in nu and tries_left > 0 and idempotent):
+                req.upstream_addr = ", ".join(addrs)
+                req.upstream_status = ", ".join(statuses)
+                await client.respond_error(req, 504 if kind0 == "timeout" else 502)
+                return
         while True:
             now = time.monotonic()
-            peer = balancer.get(tried, now)
+            if preset is not None:
+                peer, preset = preset[0], None
+            else:
+                peer = balancer.get(tried, now)
             if peer is None:
                 app.error("error", "no live upstreams while connecting to upstream", client,
                           req, f"http://{pp.proxy_host}{req.target}")
@@ -1430,9 +1567,10 @@ class _HeaderPlan:
     """A location's proxy_set_header, prepared once: constant lines as bytes, the rest as
     "Name: " plus a template, and the names they replace among the client's headers."""
 
-    __slots__ = ("headers", "overridden")
+    __slots__ = ("headers", "overridden", "retries_on_status")
 
     def __init__(self, loc: Location) -> None:
+        self.retries_on_status = any(k.startswith("http_") for k in loc.proxy_next_upstream)
         self.headers: list[tuple[bytes, Template | None]] = []
         self.overridden = frozenset(n.lower().encode("latin-1") for n, _ in loc.proxy_set_header)
         for name, tmpl in loc.proxy_set_header:
