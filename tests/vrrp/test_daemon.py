@@ -254,3 +254,47 @@ def test_sync_group_moves_both_vips_together(lab: Lab) -> None:
     assert not wait_for(lambda: not both_on("b"), 2.0), py.logtext()[-2500:]  # B held, no flapping
     flag.write_text("ok")
     assert wait_for(lambda: both_on("a"), 6), py.logtext()[-2500:]
+
+
+def test_one_keepalived_conf_runs_vrrp_and_virtual_servers(lab: Lab) -> None:
+    """VRRP holds the VIP; the virtual_server half (proxy data plane) forwards it to a checked
+    real server; pylvsadm and vrrp_status answer on the same control socket."""
+    rs = subprocess.Popen(["ip", "netns", "exec", lab.ns("c"), sys.executable, "-m", "http.server", "8080",
+                           "-b", lab.addr("c"), "-d", str(lab.tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (lab.tmp / "hello.txt").write_text("from the real server\n")
+    try:
+        vs = f"""virtual_server {VIP} 80 {{
+    delay_loop 0.5
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server {lab.addr("c")} 8080 {{
+        weight 1
+        TCP_CHECK {{
+            connect_timeout 1
+        }}
+    }}
+}}
+"""
+        ctl = str(lab.tmp / "director.sock")
+        py = lab.pylvs("a", instance_conf(prio=150, version=3, advert=0.2) + vs, "--control-socket", ctl)
+        assert wait_for(lambda: lab.has_vip("a"), 10), py.logtext()[-2000:]
+        assert wait_for(lambda: Path(ctl).exists(), 10), py.logtext()[-2000:]
+        from pylvs.control.client import ControlClient
+
+        def rs_alive() -> bool:
+            with ControlClient(ctl) as c:
+                status = c.call("checkers")
+            return bool(status) and all(r["alive"] for r in status[0]["real_servers"])
+
+        assert wait_for(rs_alive, 10), py.logtext()[-2000:]
+        with ControlClient(ctl) as c:
+            assert c.call("vrrp_status")["instances"]["VI_T"]["state"] == "MASTER"
+            services = c.get_services()
+        assert len(services) == 1
+        listing = sh("ip", "netns", "exec", lab.ns("c"), "curl", "-s", "--max-time", "5",
+                     f"http://{VIP}/hello.txt", check=False).stdout
+        assert listing == "from the real server\n", py.logtext()[-2000:]
+    finally:
+        rs.kill()
+        rs.wait()

@@ -5,7 +5,7 @@ immutable dataclasses, with keepalived's defaults and its file:line diagnostics.
 keywords are warnings (keepalived logs them and runs), malformed values and braces are errors
 (nothing starts). Top-level blocks this part does not interpret (virtual_server,
 virtual_server_group, static_ipaddress, ...) are kept as generic :class:`Statement` trees in
-``other`` so the health-check part can interpret them from the same parse.
+``other``; :mod:`pylvs.config.lvs` interprets the virtual_server part from them (``load_full``).
 
 Not for: running anything, or checking the host (interfaces, script paths): that is the driver's.
 """
@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pylvs.config.grammar import ConfigError, Diagnostic, Reader, Statement, parse_tree
 
+if TYPE_CHECKING:
+    from pylvs.config.lvs import LVSConfig
+
 __all__ = [
     "ConfigError", "Diagnostic", "GlobalDefs", "KeepalivedConfig", "Statement", "TrackInterface",
-    "TrackScript", "VRRPInstance", "VRRPScript", "VRRPSyncGroup", "VirtualIP", "load", "parse_text",
+    "TrackScript", "VRRPInstance", "VRRPScript", "VRRPSyncGroup", "VirtualIP", "load", "load_full",
+    "parse_text",
 ]
 
 
@@ -224,7 +229,8 @@ virtual_server virtual_server_group static_ipaddress static_routes static_rules 
 vrrp_track_process vrrp_track_file track_file garp_group bfd_instance net_namespace
 """)
 
-_LB_KINDS = frozenset({"NAT", "DR", "TUN"})
+# Interpreted by pylvs.config.lvs (the health-check part) from ``other``.
+_LVS_TOPLEVEL = frozenset({"virtual_server", "virtual_server_group"})
 
 
 class _Interp:
@@ -543,18 +549,6 @@ class _Interp:
                 self.unknown(s)
         return VRRPSyncGroup(st.args[0], group, other=tuple(other), line=st.line, **kw)  # type: ignore[arg-type]
 
-    def virtual_server(self, st: Statement) -> None:
-        """Only what makes a virtual_server malformed; its meaning belongs to the checker part."""
-        if not any(s.keyword in ("lb_kind", "lvs_method") for s in st.block or ()):
-            self.warn(st, f"Virtual server {' '.join(st.args)}: no forwarding method set, setting default NAT")
-        for s in st.block or ():
-            if s.keyword in ("lb_kind", "lvs_method") and s.args and s.args[0].upper() not in _LB_KINDS:
-                self.error(s, f"unknown [{s.args[0]}] routing method for virtual server")
-            elif s.keyword == "quorum":
-                self.int_(s, 1, 4294967295)
-            elif s.keyword == "nat_mask":
-                self.unknown(s)
-
 
 def _replace(inst: VRRPInstance, **kw: object) -> VRRPInstance:
     import dataclasses
@@ -590,8 +584,6 @@ def _interpret(tree: tuple[Statement, ...], reader: Reader) -> KeepalivedConfig:
             if sg:
                 groups.append(sg)
         elif k in _OTHER_TOPLEVEL:
-            if k == "virtual_server":
-                it.virtual_server(st)
             other.append(st)
         else:
             it.unknown(st)
@@ -607,10 +599,11 @@ def _interpret(tree: tuple[Statement, ...], reader: Reader) -> KeepalivedConfig:
         for ts in inst.track_script:
             if ts.name not in scripts_by:
                 reader.warn(inst.file, inst.line, f"({inst.name}) track_script {ts.name} not found, ignoring")
-    if other:
-        kinds = sorted({s.keyword for s in other})
-        first = other[0]
-        reader.warn(first.file, first.line, f"{', '.join(kinds)}: parsed and kept, not handled by the VRRP part")
+    unhandled = [s for s in other if s.keyword not in _LVS_TOPLEVEL]
+    if unhandled:
+        kinds = sorted({s.keyword for s in unhandled})
+        first = unhandled[0]
+        reader.warn(first.file, first.line, f"{', '.join(kinds)}: parsed and kept, not handled by pylvs yet")
     return KeepalivedConfig(g, tuple(scripts), tuple(instances), tuple(groups), tuple(other),
                             tuple(reader.diagnostics), tuple(reader.files))
 
@@ -625,6 +618,20 @@ def load(path: str, config_id: str | None = None, strict: bool = True) -> Keepal
     if strict and any(d.severity == "error" for d in reader.diagnostics):
         raise ConfigError(list(reader.diagnostics))
     return cfg
+
+
+def load_full(path: str, config_id: str | None = None) -> tuple[KeepalivedConfig, LVSConfig]:
+    """The whole file as ``pylvs keepalived`` runs it: the VRRP part (this module) and the
+    virtual_server part (:mod:`pylvs.config.lvs`). Raises :class:`ConfigError` with the
+    diagnostics of both when either has an error."""
+    from pylvs.config.lvs import interpret
+
+    cfg = load(path, config_id, strict=False)
+    lvs = interpret(cfg.other)
+    diags = [*cfg.diagnostics, *lvs.diagnostics]
+    if any(d.severity == "error" for d in diags):
+        raise ConfigError(diags)
+    return cfg, lvs
 
 
 def parse_text(text: str, name: str = "<string>", config_id: str | None = None, strict: bool = True) -> KeepalivedConfig:

@@ -1,7 +1,8 @@
-"""``pylvs keepalived -f FILE``: run the VRRP part of a keepalived.conf, with keepalived's
-command-line habits (-n -l -D accepted, -t tests the configuration, -i picks @conditional lines).
+"""``pylvs keepalived -f FILE``: run a keepalived.conf, VRRP (``pylvs.vrrp.driver``) and virtual
+servers with their checks (``pylvs.daemon.lvs_runtime``), with keepalived's command-line habits
+(-n -l -D accepted, -t tests the configuration, -i picks @conditional lines).
 
-Not for: the virtual_server/checker part of keepalived.conf (parsed, reported, not run here).
+Not for: any protocol or checking logic; this only turns the command line into a daemon.
 """
 
 from __future__ import annotations
@@ -40,7 +41,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="do not ARP for the VIP while MASTER (duplicate-answer detection)")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT")
     p.add_argument("--control-socket", default=None, metavar="PATH",
-                   help="serve the pylvs control API here (operation vrrp_status: states, counters, split brain)")
+                   help="serve the pylvs control API here (pylvsadm, checkers, vrrp_status); with "
+                        "virtual servers the default is pylvs' usual control socket")
+    p.add_argument("--dataplane", default="proxy", metavar="NAME",
+                   help="how the virtual servers forward (a pylvs data plane, or 'kernel' for kernel IPVS)")
     p.set_defaults(func=run)
 
 
@@ -50,12 +54,12 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("pylvs").setLevel(logging.DEBUG)
     if args.config_test:
         try:
-            cfg = K.load(args.file, args.config_id)
+            cfg, lvs = K.load_full(args.file, args.config_id)
         except ConfigError as exc:
             for d in exc.diagnostics:
                 print(d, file=sys.stderr)
             return 1
-        for d in cfg.diagnostics:
+        for d in [*cfg.diagnostics, *lvs.diagnostics]:
             print(d, file=sys.stderr)
         return 0
     from pylvs.vrrp.driver import KeepalivedDaemon
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         arbitrator_interval=args.arbitrator_interval, arbitrator_fall=args.arbitrator_fall,
         arbitrator_rise=args.arbitrator_rise, notify_split_brain=args.notify_split_brain,
         split_brain_probe=not args.no_split_brain_probe, metrics_port=args.metrics_port,
-        control_socket=args.control_socket,
+        control_socket=args.control_socket, dataplane=args.dataplane,
     )
     if args.pidfile:
         with open(args.pidfile, "w", encoding="ascii") as fh:

@@ -1,7 +1,8 @@
 """The asyncio driver of ``pylvs keepalived``: builds one :class:`VRRPRouter` per vrrp_instance
 from keepalived.conf, feeds it packets and timers, and carries out its actions (sockets, VIPs,
 gratuitous ARP, notify scripts), plus vrrp_script / track_interface tracking, the arbitrator
-check and split-brain evidence from ARP.
+check and split-brain evidence from ARP. The file's virtual servers run beside it in the same
+process (``pylvs.daemon.lvs_runtime``), as in keepalived.
 
 Signals as keepalived: SIGHUP reloads atomically (a bad file keeps the running configuration),
 SIGTERM resigns mastership (priority 0) and removes the VIPs. Not for: protocol decisions, which
@@ -24,7 +25,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pylvs.config import keepalived as K
 from pylvs.config.grammar import ConfigError
@@ -45,6 +46,10 @@ from pylvs.vrrp.router import (
     State,
     VRRPRouter,
 )
+
+if TYPE_CHECKING:
+    from pylvs.config.lvs import LVSConfig
+    from pylvs.daemon.lvs_runtime import LVSRuntime
 
 log = logging.getLogger("pylvs.vrrp")
 T = TypeVar("T")
@@ -153,7 +158,7 @@ class KeepalivedDaemon:
                  arbitrator: str | None = None, arbitrator_interval: float = 1.0, arbitrator_fall: int = 3,
                  arbitrator_rise: int = 2, notify_split_brain: str | None = None,
                  split_brain_probe: bool = True, metrics_port: int | None = None,
-                 control_socket: str | None = None) -> None:
+                 control_socket: str | None = None, dataplane: str = "proxy") -> None:
         self.path = path
         self.config_id = config_id
         self.state_file = state_file
@@ -165,6 +170,8 @@ class KeepalivedDaemon:
         self.split_brain_probe = split_brain_probe
         self.metrics_port = metrics_port
         self.control_socket = control_socket
+        self.dataplane = dataplane
+        self.lvs: LVSRuntime | None = None
         self.cfg: K.KeepalivedConfig | None = None
         self.runtimes: dict[str, Runtime] = {}
         self.sockets: dict[tuple[str, int], tuple[netio.VRRPSocket, Dispatcher]] = {}
@@ -185,12 +192,12 @@ class KeepalivedDaemon:
         self.loop = asyncio.get_running_loop()
         self.done = asyncio.Event()
         try:
-            cfg = K.load(self.path, self.config_id)
+            cfg, lvs = K.load_full(self.path, self.config_id)
         except ConfigError as exc:
             for d in exc.diagnostics:
-                log.error("%s", d)
+                (log.error if d.severity == "error" else log.warning)("%s", d)
             return 1
-        for d in cfg.diagnostics:
+        for d in [*cfg.diagnostics, *lvs.diagnostics]:
             log.warning("%s", d)
         try:
             plans = plan_instances(cfg)
@@ -198,6 +205,8 @@ class KeepalivedDaemon:
             log.error("%s", exc)
             return 1
         self.cfg = cfg
+        if lvs.virtual_servers and not await self._start_lvs(lvs):
+            return 1
         _process_priority(cfg.global_defs)
         self._start_scripts(cfg)
         for p in plans:
@@ -210,13 +219,13 @@ class KeepalivedDaemon:
         if self.arbitrator:
             self.tasks.append(asyncio.create_task(self._arbitrate()))
         control = None
-        if self.control_socket:
-            # the control API every pylvs daemon speaks; ``vrrp_status`` is this daemon's addition
-            # (its IPVS table is empty until the virtual_server part runs here)
+        if self.control_socket and self.lvs is None:
+            # VRRP only: the control API every pylvs daemon speaks, with an empty table
+            # (with virtual servers, the LVS half serves the socket and vrrp_status is added there)
             from pylvs.control.server import ControlServer
             from pylvs.core.table import IPVSTable
 
-            control = ControlServer(IPVSTable(), self.control_socket, extra={"vrrp_status": lambda _args: self.status()})
+            control = ControlServer(IPVSTable(), self.control_socket, extra=self._control_extra())
             try:
                 await control.start()
             except Exception as exc:
@@ -226,10 +235,46 @@ class KeepalivedDaemon:
         await self.done.wait()
         if control is not None:
             await control.stop()
-        self.shutdown()
+        self.shutdown()  # VRRP first: resign and drop the VIPs before the services go
         if self._children:  # notify_stop scripts run to completion before we exit
             await asyncio.wait(set(self._children), timeout=10)
+        if self.lvs is not None:
+            await self.lvs.stop()
         return 0
+
+    # -- the virtual_server half (pylvs.daemon.lvs_runtime) --------------------------------
+
+    def _control_extra(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        return {"vrrp_status": lambda _args: self.status()}
+
+    async def _start_lvs(self, lvs: LVSConfig) -> bool:
+        """Program and check the virtual servers, served on the control socket with VRRP's state."""
+        from pylvs.control.client import default_socket_path
+        from pylvs.daemon.lvs_runtime import LVSRuntime
+
+        rt = LVSRuntime(lvs, self.control_socket or default_socket_path(), dataplane=self.dataplane)
+        try:
+            await rt.start()
+        except Exception as exc:
+            log.error("virtual servers cannot start: %s", exc)
+            return False
+        server = rt.director.server if rt.director is not None else rt.server
+        if server is not None:
+            server.extra.update(self._control_extra())
+        self.lvs = rt
+        return True
+
+    async def _reload_lvs(self, lvs: LVSConfig) -> None:
+        try:
+            if self.lvs is not None and lvs.virtual_servers:
+                await self.lvs.reload(lvs)
+            elif self.lvs is not None:
+                await self.lvs.stop()
+                self.lvs = None
+            elif lvs.virtual_servers:
+                await self._start_lvs(lvs)
+        except Exception as exc:
+            log.error("virtual servers reload failed: %s", exc)
 
     def shutdown(self) -> None:
         for name in list(self.runtimes):
@@ -247,7 +292,7 @@ class KeepalivedDaemon:
         """SIGHUP: parse and resolve the new file first; only a fully good one replaces the old."""
         log.info("Reloading")
         try:
-            cfg = K.load(self.path, self.config_id)
+            cfg, lvs = K.load_full(self.path, self.config_id)
             plans = plan_instances(cfg)
         except ConfigError as exc:
             for d in exc.diagnostics:
@@ -257,8 +302,11 @@ class KeepalivedDaemon:
         except HostError as exc:
             log.error("reload rejected, keeping the running configuration: %s", exc)
             return
-        for d in cfg.diagnostics:
+        for d in [*cfg.diagnostics, *lvs.diagnostics]:
             log.warning("%s", d)
+        task = asyncio.ensure_future(self._reload_lvs(lvs))
+        self._children.add(task)
+        task.add_done_callback(self._children.discard)
         new = {p.instance.name: p for p in plans}
         assert self.loop is not None
         for name, rt in list(self.runtimes.items()):
