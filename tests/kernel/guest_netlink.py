@@ -4,12 +4,14 @@ kernel and the real ipvsadm on the same table, and prints one JSON object of fin
 from __future__ import annotations
 
 import errno
+import io
 import json
 import subprocess
 import sys
 import time
 from typing import Any
 
+from pylvs.cli import ipvsadm as pylvsadm_cli
 from pylvs.core.api import IPVSError
 from pylvs.core.model import (
     DestSpec,
@@ -84,6 +86,12 @@ SPECS: list[tuple[ServiceSpec, list[DestSpec]]] = [
 def ipvsadm(*args: str) -> dict[str, Any]:
     p = subprocess.run(["ipvsadm", *args], capture_output=True, text=True)
     return {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr}
+
+
+def pylvsadm(*args: str) -> dict[str, Any]:
+    o, e = io.StringIO(), io.StringIO()
+    rc = pylvsadm_cli.main(list(args), stdout=o, stderr=e)
+    return {"rc": rc, "stdout": o.getvalue(), "stderr": e.getvalue()}
 
 
 def norm(spec: ServiceSpec) -> ServiceSpec:
@@ -210,6 +218,17 @@ def main() -> None:
     out["pipeline_dests"] = sum(len(s.dests) for s in services)
     out["pipeline_save_lines"] = len(ipvsadm("-Sn")["stdout"].splitlines())
     k.flush()
+
+    # 8. Sync daemons through pylvsadm (no director running: the kernel backend), read back by
+    # the real ipvsadm and by pylvsadm.
+    subprocess.run("ip link add pylvsy0 type dummy && ip link set pylvsy0 multicast on up",
+                   shell=True, check=True)
+    out["daemon_start"] = pylvsadm("--start-daemon", "master", "--mcast-interface", "pylvsy0",
+                                   "--syncid", "5")
+    out["daemon_list_ours"] = pylvsadm("-L", "--daemon")
+    out["daemon_list_theirs"] = ipvsadm("-L", "--daemon")
+    out["daemon_stop"] = pylvsadm("--stop-daemon", "master")
+    out["daemon_after_stop"] = ipvsadm("-L", "--daemon")
     k.close()
     json.dump(out, sys.stdout)
 

@@ -78,3 +78,12 @@ def test_pipelined_apply_reports_each_refusal_and_goes_on(guest: dict[str, Any])
     assert guest["pipeline_services"] == 200
     assert guest["pipeline_dests"] == 2000
     assert guest["pipeline_save_lines"] == 2200
+
+
+def test_sync_daemon_started_by_pylvsadm_lists_like_ipvsadm(guest: dict[str, Any]) -> None:
+    assert guest["daemon_start"] == {"rc": 0, "stdout": "", "stderr": ""}
+    theirs = guest["daemon_list_theirs"]
+    assert theirs["stdout"].startswith("master sync daemon (mcast=pylvsy0, syncid=5")
+    assert guest["daemon_list_ours"] == theirs
+    assert guest["daemon_stop"]["rc"] == 0
+    assert guest["daemon_after_stop"]["stdout"] == ""
