@@ -10,7 +10,8 @@ import pytest
 
 from tests.kernel.conftest import run_guest_script
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+# A boot under TCG on a loaded machine can take minutes: more than the default per-test limit.
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
