@@ -223,6 +223,19 @@ vmac_garp_intvl unicast_peer_ttl
 
 _SYNC_ACCEPTED = _words("smtp_alert global_tracking sync_group_tracking_weight notify_priority_changes track_process track_file track_bfd")
 
+# Accepted keywords whose effect pylvs does not reproduce yet: a warning says so, with file:line,
+# rather than letting an operator believe they are in force.
+_UNSUPPORTED = _words("""
+track_process track_file track_bfd virtual_routes virtual_rules accept no_accept strict_mode
+use_ipvlan garp_extra_if unicast_fault_no_peer old_unicast_checksum lvs_sync_daemon_interface
+notify_master_rx_lower_pri notify_deleted vmac_xmit_base track_src_ip
+vrrp_strict enable_snmp_keepalived enable_snmp_vrrp enable_snmp_checker enable_snmp_rfc
+enable_snmp_rfcv2 enable_snmp_rfcv3 enable_traps enable_dbus notify_fifo notify_fifo_script
+vrrp_notify_fifo vrrp_notify_fifo_script lvs_notify_fifo lvs_notify_fifo_script vrrp_iptables
+vrrp_ipsets nftables lvs_sync_daemon net_namespace instance vrrp_garp_interval vrrp_gna_interval
+smtp_alert smtp_alert_vrrp smtp_alert_checker
+""")
+
 # Top-level blocks owned by other parts of pylvs (or not implemented): parsed, kept, reported.
 _OTHER_TOPLEVEL = _words("""
 virtual_server virtual_server_group static_ipaddress static_routes static_rules linkbeat_interfaces
@@ -325,13 +338,18 @@ class _Interp:
                 if v2 is not None:
                     kw[k] = v2
             elif k in ("vrrp_garp_interval", "vrrp_gna_interval"):
-                self.float_(s, 0.000001, 4294.967295)
+                if self.float_(s, 0.000001, 4294.967295) is not None:
+                    self.warn(s, f"'{k}' accepted but not supported by pylvs yet (gratuitous ARPs go back to back)")
                 other.append(s)
             elif k in ("vrrp_lower_prio_no_advert", "vrrp_higher_prio_send_advert"):
                 kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
             elif k in ("vrrp_skip_check_adv_addr", "vrrp_strict", "enable_script_security"):
                 kw[k] = True
+                if k == "vrrp_strict":
+                    self.warn(s, "'vrrp_strict' accepted; its extra RFC checks are not enforced by pylvs yet")
             elif k in _GLOBAL_ACCEPTED:
+                if k in _UNSUPPORTED:
+                    self.warn(s, f"'{k}' accepted but not supported by pylvs yet; ignored")
                 other.append(s)
             else:
                 self.unknown(s)
@@ -497,10 +515,14 @@ class _Interp:
                 kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
             elif k in ("dont_track_primary", "skip_check_adv_addr", "smtp_alert", "use_vmac"):
                 kw[k] = True
+                if k == "smtp_alert":
+                    self.warn(s, "'smtp_alert' accepted but pylvs sends no mail; use notify scripts")
                 if k == "use_vmac":
                     self.warn(s, "use_vmac is not supported by pylvs yet; the VIPs go on the interface itself")
                     other.append(s)
             elif k in _INSTANCE_ACCEPTED:
+                if k in _UNSUPPORTED:
+                    self.warn(s, f"'{k}' accepted but not supported by pylvs yet; ignored")
                 other.append(s)
             else:
                 self.unknown(s)
