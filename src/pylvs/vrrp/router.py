@@ -241,7 +241,8 @@ class VRRPRouter:
         everyone else waits Master_Down_Interval as backup."""
         if self.faults:
             self.state = State.FAULT
-            return [Log(f"({self.config.name}) Entering FAULT STATE (init)"), Notify(State.FAULT, self.effective_priority)]
+            return [RemoveVIPs(self.config.vips), Log(f"({self.config.name}) Entering FAULT STATE (init)"),
+                    Notify(State.FAULT, self.effective_priority)]
         if self.config.initial_state is State.MASTER or self.base_priority == PRIO_OWNER:
             return self._become_master(now)
         return self._become_backup(now, "(init)", was_master=False)
