@@ -317,7 +317,9 @@ class PacketDataPlane:
                         r.queue(f)
                 side.clear()
 
-        n = ring.receive(on_frame)
+        # a bounded share per wake-up: under a flood the ring never runs dry, and the event
+        # loop (control socket, timers) must still get its turn
+        n = ring.receive(on_frame, 8) if isinstance(ring, PacketRing) else ring.receive(on_frame)
         for r in rings.values():
             r.flush()
         return n
