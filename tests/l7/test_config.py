@@ -200,3 +200,14 @@ def test_add_header_inherits_like_proxy_set_header(tmp_path: Path) -> None:
     p.write_text("events {}\nhttp { add_header X-A 1 sometimes; }\n")
     with pytest.raises(ConfigError, match='invalid parameter "sometimes"'):
         load(str(p))
+
+
+def test_upstream_keepalive_settings(tmp_path: Path) -> None:
+    p = tmp_path / "n.conf"
+    p.write_text("events {}\nhttp {\n upstream u {\n  server 127.0.0.1:1 max_fails=3 fail_timeout=30s;\n"
+                 "  server 127.0.0.1:2 backup;\n  server 127.0.0.1:3 down;\n  keepalive 16;\n"
+                 "  keepalive_requests 50;\n  keepalive_timeout 5s;\n  zone u 64k;\n }\n}\n")
+    up = load(str(p)).upstreams["u"]
+    assert (up.keepalive, up.keepalive_requests, up.keepalive_timeout) == (16, 50, 5.0)
+    assert [(s.max_fails, s.fail_timeout, s.backup, s.down) for s in up.servers] == [
+        (3, 30.0, False, False), (1, 10.0, True, False), (1, 10.0, False, True)]

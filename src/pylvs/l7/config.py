@@ -313,6 +313,9 @@ _d("server_tokens", HSL, 1, 1)
 _d("return", (SERVER, LOCATION), 1, 2)
 _d("keepalive", (UPSTREAM,), 1, 1)
 _d("server@upstream", (UPSTREAM,), 1, -1)
+_d("keepalive_requests@upstream", (UPSTREAM,), 1, 1)
+_d("keepalive_timeout@upstream", (UPSTREAM,), 1, 1)
+_UPSTREAM_OWN = ("server", "keepalive_requests", "keepalive_timeout")
 
 # Accepted and without effect here: performance knobs of nginx's own design whose absence a client
 # cannot observe (buffers, sendfile, hash sizes), and process-management settings.
@@ -332,7 +335,7 @@ _IGNORED: dict[str, tuple[str, ...]] = {
     "proxy_busy_buffers_size": HSL, "proxy_request_buffering": HSL, "log_not_found": HSL,
     "client_body_buffer_size": HSL, "client_header_buffer_size": (HTTP, SERVER),
     "reset_timedout_connection": HSL, "open_file_cache": HSL, "charset": HSL,
-    "zone": (UPSTREAM,), "keepalive_requests@upstream": (UPSTREAM,),
+    "zone": (UPSTREAM,),
     # nginx's spool directories: bodies here stream instead of being spooled to them.
     "client_body_temp_path": (HTTP, SERVER, LOCATION), "proxy_temp_path": (HTTP, SERVER, LOCATION),
     "fastcgi_temp_path": (HTTP, SERVER, LOCATION), "uwsgi_temp_path": (HTTP, SERVER, LOCATION),
@@ -435,15 +438,14 @@ class _Builder:
         out: list[Directive] = []
         for d in block:
             key = d.name
-            if context == UPSTREAM and d.name in ("server", "keepalive_requests"):
-                key = f"{d.name}@upstream"
-            if key in _IGNORED or (key == "keepalive_requests@upstream"):
-                if context not in _IGNORED.get(key, ()):
+            if context == UPSTREAM and d.name in _UPSTREAM_OWN:
+                key = f"{d.name}@upstream"  # same name, another meaning inside upstream {}
+            if key in _IGNORED:
+                if context not in _IGNORED[key]:
                     raise ConfigError(f'"{d.name}" directive is not allowed here', d.file, d.line)
                 if d.block is not None:
-                    raise ConfigError(f'directive "{d.name}" has no opening "{{"', d.file, d.line)
-                if key == "keepalive_requests@upstream":
-                    out.append(d)
+                    raise ConfigError(f'directive "{d.name}" is not terminated by ";"',
+                                      d.file, d.line)
                 continue
             if context == TYPES:
                 if d.block is not None:
