@@ -194,6 +194,8 @@ def cluster_fixture(mode: str) -> Iterator[Cluster]:
     need_root()
     if shutil.which("curl") is None:
         pytest.skip("needs curl")
+    if shutil.which("nft") is None:
+        pytest.skip("needs nftables (keeps the director's own stack off forwarded traffic)")
     lab = Lab(lab_id())
     c = Cluster(lab, mode)
     try:

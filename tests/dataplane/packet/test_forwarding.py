@@ -31,7 +31,8 @@ def test_rr_alternates_rs1_rs2(cluster: Cluster) -> None:
     # six finished connections, three per real server, counted inactive until they expire
     assert re.search(rf"{re.escape(cluster.rips[0])}:80\s+{label}\s+1\s+0\s+3", listing), listing
     plane = cluster.status()["dataplane"]
-    assert plane["name"] == "packet" and plane["firewall"] == "on"
+    assert plane["name"] == "packet"
+    assert plane["firewall"] == "on"
     assert plane["forwarded"] >= 6 * 5  # at least SYN, ACK, request, FIN, ACK per connection
 
 
