@@ -679,3 +679,14 @@ def test_client_leaving_mid_response_on_a_warm_upstream(seed: Stack) -> None:
     for _ in range(3):
         assert ok.one(get("/after.jsp")).status == 200
     ok.close()
+
+
+def test_client_body_timeout_is_408(stack: Stack) -> None:
+    app = stack.app("1")
+    port = stack.proxy(_PROXY_CONF, up=app, extra="", loc="client_body_timeout 300ms;")
+    c = Client(port)
+    c.send(b"POST /e?echo=body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part")
+    r = c.read(1)
+    assert r and r[0].status == 408
+    assert c.wait_closed()
+    c.close()

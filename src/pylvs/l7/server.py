@@ -1400,11 +1400,22 @@ class ProxyAttempt:
                     conn.write(b"%x\r\n" % len(data) + data + b"\r\n")
                 else:
                     conn.write(data)
-                await conn.drain(timeout)
+                try:
+                    await conn.drain(timeout)
+                except (TimeoutError, ConnectionError) as e:
+                    # the upstream's side: proxy_send_timeout or a closed upstream
+                    if not self.done.done():
+                        self.failure = (
+                            "timeout", "upstream timed out (110: Connection timed out) while "
+                                       "sending request to upstream",
+                        ) if isinstance(e, TimeoutError) else ("error", f"send() failed ({e})")
+                        self._finish("failed")
+                    return
         except (ConnectionError, TimeoutError, _TooLarge) as e:
             if not self.done.done():
                 self.failure = ("client", str(e) or type(e).__name__)
-                self.done.set_result("too_large" if isinstance(e, _TooLarge) else "client")
+                self._finish("too_large" if isinstance(e, _TooLarge)
+                             else "client_timeout" if isinstance(e, TimeoutError) else "client")
             return
         self.request_sent = True
         conn.start_read_timer()
@@ -1527,7 +1538,13 @@ class ProxyAttempt:
                 req.upstream_addr = ", ".join(addrs)
                 await client.respond_error(req, 413)
                 return
-            if result in ("client", "too_large"):
+            if result == "client_timeout" and not att.started:
+                app.error("info", "client timed out (110: Connection timed out) while reading "
+                                  "client request body", client, req)
+                req.upstream_addr = ", ".join(addrs)
+                await client.respond_error(req, 408)
+                return
+            if result in ("client", "too_large", "client_timeout"):
                 req.keep_alive = False
                 req.upstream_addr = ", ".join(addrs)
                 req.status = req.status or 499
