@@ -79,7 +79,10 @@ def main() -> None:
     out["more_requests"] = plane.requests_sent - n0
     out["kernel_after_changes"] = canon(k)
     out["table_after_changes"] = canon_table(director)
-    t.set_timeouts(Timeouts(0, 0, 0))
+    t.set_timeouts(Timeouts(901, 0, 0))  # pylvsadm --set 901 0 0 through the daemon
+    plane.sync_counters()
+    kt = k.get_timeouts()
+    out["kernel_timeouts"] = [kt.tcp, kt.tcp_fin, kt.udp]
 
     # A service the kernel cannot run (no such scheduler module in this kernel).
     odd = ServiceKey.inet(Protocol.TCP, "10.99.0.2", 80)

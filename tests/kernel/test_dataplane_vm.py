@@ -58,3 +58,7 @@ def test_zero_through_the_table_zeroes_the_kernel(guest: dict[str, Any]) -> None
 
 def test_stop_leaves_the_kernel_table_in_place(guest: dict[str, Any]) -> None:
     assert guest["kernel_after_stop"] == 1
+
+
+def test_timeouts_set_in_the_table_reach_the_kernel(guest: dict[str, Any]) -> None:
+    assert guest["kernel_timeouts"] == [901, 100, 200]

@@ -31,6 +31,7 @@ from pylvs.core.model import (
     ServiceFlags,
     ServiceKey,
     ServiceSpec,
+    Timeouts,
     VirtualService,
 )
 from pylvs.core.stats import Stats, StatsSnapshot
@@ -112,6 +113,7 @@ class KernelDataPlane:
         self._mirror: _Mirror | None = None
         self._sync_task: asyncio.Task[None] | None = None
         self._last_conns: dict[int, int] = {}
+        self._timeouts: Timeouts | None = None
 
     # ---- DataPlane -------------------------------------------------------------------------
 
@@ -156,6 +158,9 @@ class KernelDataPlane:
             for key, found in kernel_now.items():
                 if table.lookup(key) is None:
                     self._adopt_service(found)
+        else:
+            self.kernel.set_timeouts(table.timeouts)
+        self._timeouts = table.timeouts
         for svc in list(table.services()):
             ks = kernel_now.get(svc.key)
             if ks is None:
@@ -287,7 +292,8 @@ class KernelDataPlane:
             self.out_of_sync.pop(name, None)
 
     def sync_counters(self) -> None:
-        """Copy the kernel's counters, rates and connection counts into the table.
+        """Copy the kernel's counters, rates and connection counts into the table (and push
+        changed timeouts the other way).
 
         A counter lower than what was copied last time means someone zeroed it in the table
         (``pylvsadm -Z`` through the daemon): the kernel's is zeroed too.
@@ -295,6 +301,13 @@ class KernelDataPlane:
         if self.kernel is None:
             return
         table = self.director.table
+        # Timeouts have no listener hook: ``pylvsadm --set`` through the daemon shows up here.
+        if table.timeouts != self._timeouts:
+            try:
+                self.kernel.set_timeouts(table.timeouts)
+                self._timeouts = table.timeouts
+            except IPVSError as e:
+                self.refused.append(f"kernel refused timeouts {table.timeouts}: {e}")
         zeroed: list[ServiceKey] = []
         for svc in table.services():
             last = self._last_conns.get(id(svc.stats))
