@@ -1566,7 +1566,8 @@ class ProxyAttempt:
                 addrs.pop()
                 statuses.pop()
                 continue
-            app.error("error", f"{msg} while reading response header from upstream", client,
+            where = "" if " while " in msg else " while reading response header from upstream"
+            app.error("error", f"{msg}{where}", client,
                       req, f"http://{addr}{req.target}")
             balancer.failed(peer, time.monotonic())
             last_kind = kind
