@@ -124,6 +124,10 @@ def guest_kernel() -> GuestKernel:
     """Debian's current kernel, downloaded and unpacked once; an older cached one if offline."""
     with _lock("kernel"):
         pkg = _image_package()
+        if pkg is None and not _cached_kernels() and os.geteuid() == 0:
+            # A fresh machine may have no apt lists yet.
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, timeout=600)
+            pkg = _image_package()
         if pkg is not None:
             for k in _cached_kernels():
                 if k.root.name == pkg:
