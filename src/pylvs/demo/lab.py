@@ -201,10 +201,10 @@ class LabDemo:
         results = [ln.split() for ln in self.log("probe.log").splitlines() if ln.strip()]
         ok = sum(1 for r in results if r[1] == "ok")
         failed = [float(r[0]) for r in results if r[1] != "ok"]
-        span = f" (all within {max(failed) - min(failed) + 0.25:.1f} s)" if failed else ""
+        when = ", ".join(f"{t:.1f}" for t in failed)
         console.print(
-            f"client probe: {ok} of {len(results)} requests answered, "
-            f"{len(failed)} failed while the VIP moved{span}"
+            f"client probe (a request every 0.25 s, link down at 1 s): {ok} of {len(results)} "
+            f"answered; {len(failed)} failed while the VIP moved" + (f", at t = {when} s" if failed else "")
         )
         self.stop_all()
         for rs in ("rs1", "rs2"):

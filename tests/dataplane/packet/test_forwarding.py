@@ -139,3 +139,23 @@ def test_large_upload_passes(cluster: Cluster) -> None:
     assert r.stdout.strip() in NGINX
     if cluster.mode == "tun":
         assert cluster.status()["dataplane"]["drops"].get("too_big", 0) >= 1
+
+
+def test_forwarding_resumes_after_the_directors_link_flaps(cluster: Cluster) -> None:
+    """A VRRP master whose link goes down and comes back must forward again (its rings keep
+    filling while the event loop is no longer woken for them)."""
+    if cluster.mode != "dr":
+        pytest.skip("one mode is enough: the rings are the same in every mode")
+    cluster.service("rr")
+    assert set(cluster.curl_many(2)) == set(NGINX)
+    lab = cluster.lab
+    lab.run("director", ["ip", "link", "set", "eth0", "down"], check=True)
+    lab.run("director", ["ip", "link", "set", "eth0", "up"], check=True)
+    answered: list[str] = []
+    for _ in range(20):  # the link needs a moment to come back; then every request is answered
+        res = lab.run("client", ["curl", "-sS", "--max-time", "2", f"http://{VIP}/"], timeout=15)
+        if res.returncode == 0:
+            answered.append(res.stdout.strip())
+            if len(answered) == 4:
+                break
+    assert len(answered) == 4 and set(answered) == set(NGINX)

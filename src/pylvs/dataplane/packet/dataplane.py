@@ -42,6 +42,8 @@ from pylvs.dataplane.packet.forward import Forwarder, Interface
 from pylvs.dataplane.packet.ring import ArpSocket, PacketRing, RxFrame
 
 log = logging.getLogger(__name__)
+# How often rings are checked for frames the event loop was not woken for (see _watch_rings).
+WATCH_INTERVAL = 0.5
 NFT_TABLE = "pylvs_packet"
 
 
@@ -176,6 +178,7 @@ class PacketDataPlane:
         self._neigh_check_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self.ring_recoveries = 0
 
     # -- set-up --------------------------------------------------------------------------------
     def open(self) -> None:
@@ -349,9 +352,43 @@ class PacketDataPlane:
         assert fw is not None
         for src in self.rings_by_fd.values():
             loop.add_reader(src.fileno(), self._drain, src, fw)
+        self._watchdog = asyncio.create_task(self._watch_rings(loop, fw))
         # director.tick() is the daemon's job under asyncio (it ticks whatever the data plane)
 
+    async def _watch_rings(self, loop: asyncio.AbstractEventLoop, fw: Forwarder) -> None:
+        """Keep forwarding across a link that goes down and comes back.
+
+        When an interface goes down its packet sockets report ENETDOWN, and after that the
+        event loop may no longer be woken for the ring even though the kernel goes on filling
+        it: the ring fills, every later frame is dropped, and the director stops forwarding
+        for good (seen when a VRRP master's link flaps). So a ring found holding frames that
+        nobody read is drained here and its descriptor watched afresh.
+        """
+        waiting: dict[int, int] = {}  # ifindex -> rx_frames when frames were seen waiting
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            for idx, ring in list(self.rings.items()):
+                moved = ring.resync()
+                if not (moved or ring.ready()):
+                    waiting.pop(idx, None)
+                    continue
+                # frames waiting now: fine if the reader made progress since the last look
+                if not moved and waiting.get(idx) != ring.rx_frames:
+                    waiting[idx] = ring.rx_frames
+                    continue
+                waiting.pop(idx, None)
+                self.ring_recoveries += 1
+                log.info("%s: frames waiting in the ring unread, polling it again", ring.ifname)
+                loop.remove_reader(ring.fileno())
+                loop.add_reader(ring.fileno(), self._drain, ring, fw)
+                self._drain(ring, fw)
+
     async def stop(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
         if self._loop is not None:
             for fd in self.rings_by_fd:
                 self._loop.remove_reader(fd)
@@ -374,5 +411,6 @@ class PacketDataPlane:
             "tx_frames": sum(r.tx_sent + r.tx_fallback for r in self.rings.values()),
             "tx_errors": sum(r.tx_errors for r in self.rings.values()),
             "rx_ring_drops": sum(r.kernel_drops for r in self.rings.values()),
+            "ring_recoveries": self.ring_recoveries,
             "tx_ring_full": sum(r.tx_ring_full for r in self.rings.values()),
         }

@@ -156,6 +156,10 @@ class PacketRing:
         self.rx_frames += count
         return count
 
+    def ready(self) -> bool:
+        """Whether the block the reader waits on has been handed over by the kernel."""
+        return bool(_U32.unpack_from(self.mm, self._rx_cur * self.block_size + 8)[0] & TP_STATUS_USER)
+
     def resync(self) -> bool:
         """Point the reader at the oldest block the kernel has handed over, if it is not there.
 
@@ -277,6 +281,8 @@ class ArpSocket:
             try:
                 data, addr = self.sock.recvfrom(2048)
             except (BlockingIOError, InterruptedError):
+                return n
+            except OSError:  # ENETDOWN while the link is down: nothing to read
                 return n
             if addr[2] <= PACKET_BROADCAST:  # not our own requests going out
                 on_frame(bytearray(data))
