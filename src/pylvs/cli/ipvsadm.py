@@ -1071,9 +1071,10 @@ def save_rules(backend: IPVSBackend, numeric: bool = True) -> str:
 
 
 def select_backend(control_socket: str | None = None) -> IPVSBackend:
-    """The table pylvsadm talks to when none is given: the director's control socket.
+    """The table pylvsadm talks to when none is given: the director's control socket, or,
+    when no director runs (and no socket was named), the kernel's IPVS over netlink.
 
-    Kept as the one place that chooses, so a kernel (netlink) backend can be added here.
+    Kept as the one place that chooses.
     """
     from pylvs.control.client import ControlClient
 
