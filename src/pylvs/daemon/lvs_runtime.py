@@ -21,6 +21,7 @@ from pylvs.config.lvs import LVSConfig
 from pylvs.control.server import ControlServer, ControlSocketBusy
 from pylvs.core.api import IPVSBackend
 from pylvs.daemon.main import DirectorDaemon, StartupError
+from pylvs.dataplane import registry
 from pylvs.health.manager import HealthManager
 
 log = logging.getLogger("pylvs.keepalived")
@@ -31,7 +32,7 @@ class LVSRuntime:
 
     def __init__(self, config: LVSConfig, control_socket: str, dataplane: str = "proxy") -> None:
         self.config = config
-        self.dataplane = dataplane
+        self.dataplane = dataplane = registry.resolve(dataplane)
         self.director: DirectorDaemon | None = None
         self.server: ControlServer | None = None
         backend: IPVSBackend

@@ -53,7 +53,7 @@ class DirectorDaemon:
         dataplane_options: dict[str, Any] | None = None,
     ) -> None:
         self.control_socket = control_socket
-        self.dataplane_name = dataplane
+        self.dataplane_name = registry.resolve(dataplane)
         self.restore_path = restore
         self.save_path = save_on_exit
         self.dataplane_options = dataplane_options or {}
@@ -175,8 +175,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="control socket for pylvsadm (default $PYLVS_CONTROL_SOCKET or /run/pylvs/pylvs.sock)",
     )
     p.add_argument(
-        "--dataplane", default="proxy", choices=registry.available(),
-        help="how traffic is forwarded (default: proxy)",
+        "--dataplane", default="auto", choices=registry.available(),
+        help="how traffic is forwarded; auto: kernel IPVS where the kernel has it, else proxy",
     )
     p.add_argument("--restore", metavar="FILE", help="load this ipvsadm-save file at start")
     p.add_argument("--save-on-exit", metavar="FILE", help="write the table here (ipvsadm-save -n format) on exit")

@@ -8,6 +8,7 @@ the packet plane's ring code or the kernel plane's netlink code. A class is cons
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from pylvs.core.director import Director
@@ -16,7 +17,10 @@ from pylvs.dataplane.base import DataPlane
 DATAPLANES: dict[str, str] = {
     "proxy": "pylvs.dataplane.proxy:ProxyDataPlane",
     "packet": "pylvs.dataplane.packet.dataplane:PacketDataPlane",
+    "kernel": "pylvs.dataplane.kernel:KernelDataPlane",
 }
+# "auto": the kernel's own IPVS where the kernel has it (as keepalived would use), else the proxy.
+AUTO = "auto"
 # Options a data plane gets when it runs under the daemon, which drives the core's clock itself
 # (Director.tick); a plane used on its own (tests, benchmarks) keeps its defaults.
 UNDER_DAEMON: dict[str, dict[str, Any]] = {
@@ -27,11 +31,30 @@ NONE = "none"
 
 
 def available() -> list[str]:
-    return [NONE, *DATAPLANES]
+    return [AUTO, NONE, *DATAPLANES]
+
+
+def kernel_ipvs_present() -> bool:
+    """IPVS loaded in this kernel, or shipped as a module it can load."""
+    if os.path.exists("/proc/net/ip_vs"):
+        return True
+    release = os.uname().release
+    return any(
+        os.path.exists(f"/lib/modules/{release}/kernel/net/netfilter/ipvs/ip_vs.ko{ext}")
+        for ext in ("", ".xz", ".zst", ".gz")
+    )
+
+
+def resolve(name: str) -> str:
+    """The data plane ``name`` stands for on this host ("auto" becomes kernel or proxy)."""
+    if name != AUTO:
+        return name
+    return "kernel" if kernel_ipvs_present() else "proxy"
 
 
 def create(name: str, director: Director, **options: Any) -> DataPlane | None:
     """Build the named data plane; ``None`` for "none". ``KeyError`` for an unknown name."""
+    name = resolve(name)
     if name == NONE:
         return None
     module_name, _, cls_name = DATAPLANES[name].partition(":")

@@ -43,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--control-socket", default=None, metavar="PATH",
                    help="serve the pylvs control API here (pylvsadm, checkers, vrrp_status); with "
                         "virtual servers the default is pylvs' usual control socket")
-    p.add_argument("--dataplane", default="proxy", metavar="NAME",
-                   help="how the virtual servers forward (a pylvs data plane, or 'kernel' for kernel IPVS)")
+    p.add_argument("--dataplane", default="auto", metavar="NAME",
+                   help="how the virtual servers forward: auto (kernel IPVS where the kernel has it, "
+                        "else proxy), proxy, packet or kernel")
     p.set_defaults(func=run)
 
 
