@@ -226,12 +226,12 @@ def test_track_interface_down_puts_instance_in_fault(lab: Lab) -> None:
     assert wait_for(lambda: lab.vip_holders() == ["a"], 5)
 
 
-def _two_instances(prio: int, vips: tuple[str, str], group: bool, script: str = "") -> str:
+def _two_instances(prio: int, vips: tuple[str, str], group: bool, script: str = "", group_extra: str = "") -> str:
     out = script
     if group:
-        out += "vrrp_sync_group G {\n    group {\n        VI_A\n        VI_B\n    }\n}\n"
+        out += f"vrrp_sync_group G {{\n    group {{\n        VI_A\n        VI_B\n    }}\n{group_extra}}}\n"
     for name, vrid, vip in (("VI_A", 42, vips[0]), ("VI_B", 43, vips[1])):
-        track = "    track_script {\n        chk_flag\n    }\n" if script and name == "VI_A" else ""
+        track = "    track_script {\n        chk_flag\n    }\n" if script and name == "VI_A" and not group_extra else ""
         out += (f"vrrp_instance {name} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n"
                 f"    priority {prio}\n    advert_int 0.2\n    version 3\n{track}"
                 f"    virtual_ipaddress {{\n        {vip}/24 dev eth0\n    }}\n}}\n")
@@ -298,3 +298,25 @@ def test_one_keepalived_conf_runs_vrrp_and_virtual_servers(lab: Lab) -> None:
     finally:
         rs.kill()
         rs.wait()
+
+
+def test_sync_group_track_script_and_group_notify_once_per_transition(lab: Lab) -> None:
+    vips = (VIP, "10.77.0.101")
+    flag = lab.tmp / "healthy"
+    flag.write_text("ok")
+    out = lab.tmp / "group.txt"
+    notify = lab.tmp / "gnotify.sh"
+    notify.write_text(f"#!/bin/sh\necho \"$@\" >> {out}\n")
+    notify.chmod(0o755)
+    script = (f'vrrp_script chk_flag {{\n    script "/usr/bin/test -e {flag}"\n    interval 0.2\n'
+              "    weight -100\n}\n")
+    group_extra = f"    track_script {{\n        chk_flag\n    }}\n    notify {notify}\n"
+    py = lab.pylvs("a", _two_instances(150, vips, True, script, group_extra))
+    lab.keepalived("b", _two_instances(100, vips, False))
+    assert wait_for(lambda: all(lab.has_vip("a", v) for v in vips), 10), py.logtext()[-2000:]
+    assert wait_for(lambda: out.exists() and "GROUP G MASTER" in out.read_text(), 5)
+    flag.unlink()  # the group's script fails: both members drop to 50
+    assert wait_for(lambda: all(lab.has_vip("b", v) for v in vips) and not any(lab.has_vip("a", v) for v in vips), 6)
+    assert wait_for(lambda: "GROUP G BACKUP" in out.read_text().split("GROUP G MASTER", 1)[1], 5), out.read_text()
+    lines = out.read_text().splitlines()
+    assert lines.count("GROUP G MASTER") == 1 and lines.count("GROUP G BACKUP") == 2, lines  # start, then once

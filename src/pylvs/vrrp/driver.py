@@ -70,6 +70,8 @@ class InstancePlan:
     mcast_group: bytes | None
     notify: tuple[str | None, str | None, str | None, str | None, str | None]  # notify, master, backup, fault, stop
     group_notify: tuple[str, str | None, str | None, str | None, str | None, str | None] | None
+    group_track_script: tuple[K.TrackScript, ...] = ()  # a sync group's tracking applies to every member
+    group_track_interface: tuple[K.TrackInterface, ...] = ()
 
 
 def plan_instances(cfg: K.KeepalivedConfig) -> list[InstancePlan]:
@@ -125,7 +127,8 @@ def plan_instances(cfg: K.KeepalivedConfig) -> list[InstancePlan]:
         sg = groups.get(inst.name)
         gn = (sg.name, sg.notify, sg.notify_master, sg.notify_backup, sg.notify_fault, sg.notify_stop) if sg else None
         plans.append(InstancePlan(inst, rc, inst.interface, tuple(vips), mcast,
-                                  (inst.notify, inst.notify_master, inst.notify_backup, inst.notify_fault, inst.notify_stop), gn))
+                                  (inst.notify, inst.notify_master, inst.notify_backup, inst.notify_fault, inst.notify_stop), gn,
+                                  sg.track_script if sg else (), sg.track_interface if sg else ()))
     return plans
 
 
@@ -185,6 +188,7 @@ class KeepalivedDaemon:
         self._children: set[asyncio.Task[None]] = set()
         self._metrics = _Metrics(metrics_port)
         self._last_state = ""
+        self._group_state: dict[str, State] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -488,6 +492,7 @@ class KeepalivedDaemon:
                 changed = True
                 self._notify(rt, a)
                 self._sync_group_follow(rt, a.state)
+                self._group_notify(rt, a.state)
                 if a.state is State.MASTER and rt.link and len(rt.router.previous_master) == 4:
                     # its adverts stopped: does the old master still answer on the wire?
                     rt.silent_probe = (rt.router.previous_master, self.loop.time() + 1.0)
@@ -563,20 +568,28 @@ class KeepalivedDaemon:
 
     def _notify(self, rt: Runtime, n: Notify) -> None:
         """keepalived's conventions: notify_<state> runs as written; ``notify`` gets
-        INSTANCE <name> <STATE> <priority> appended (GROUP <name> <STATE> for sync groups)."""
+        INSTANCE <name> <STATE> <priority> appended (GROUP <name> <STATE> for sync groups, below)."""
         generic, master, backup, fault, stop = rt.plan.notify
         specific = {State.MASTER: master, State.BACKUP: backup, State.FAULT: fault, State.STOP: stop}.get(n.state)
         if specific:
             self._spawn(shlex.split(specific))
         if generic:
             self._spawn([*shlex.split(generic), "INSTANCE", rt.plan.instance.name, n.state.value, str(n.priority)])
-        if rt.plan.group_notify:
-            gname, g_generic, g_master, g_backup, g_fault, g_stop = rt.plan.group_notify
-            g_specific = {State.MASTER: g_master, State.BACKUP: g_backup, State.FAULT: g_fault, State.STOP: g_stop}.get(n.state)
-            if g_specific:
-                self._spawn(shlex.split(g_specific))
-            if g_generic:
-                self._spawn([*shlex.split(g_generic), "GROUP", gname, n.state.value])
+
+    def _group_notify(self, rt: Runtime, state: State) -> None:
+        """A sync group's scripts run once per group transition, when every member has made it."""
+        if rt.plan.group_notify is None:
+            return
+        gname, g_generic, g_master, g_backup, g_fault, g_stop = rt.plan.group_notify
+        if any(m.router.state is not state for m in self._group_members(gname) if m is not rt) or \
+                self._group_state.get(gname) is state:
+            return
+        self._group_state[gname] = state
+        g_specific = {State.MASTER: g_master, State.BACKUP: g_backup, State.FAULT: g_fault, State.STOP: g_stop}.get(state)
+        if g_specific:
+            self._spawn(shlex.split(g_specific))
+        if g_generic:
+            self._spawn([*shlex.split(g_generic), "GROUP", gname, state.value])
 
     def _spawn(self, argv: list[str]) -> None:
         async def run() -> None:
@@ -594,6 +607,7 @@ class KeepalivedDaemon:
 
     def _start_scripts(self, cfg: K.KeepalivedConfig) -> None:
         used = {ts.name for i in cfg.vrrp_instances for ts in i.track_script}
+        used |= {ts.name for g in cfg.vrrp_sync_groups for ts in g.track_script}
         for sc in cfg.vrrp_scripts:
             if sc.name in used:
                 # keepalived: a script counts as succeeding until it has failed `fall` times
@@ -638,7 +652,7 @@ class KeepalivedDaemon:
         inst = rt.plan.instance
         offset = 0
         faults: set[str] = set()
-        for ts in inst.track_script:
+        for ts in (*inst.track_script, *rt.plan.group_track_script):
             st = self.scripts.get(ts.name)
             if st is None:
                 continue
@@ -647,7 +661,7 @@ class KeepalivedDaemon:
                 faults.add(f"script {ts.name}")
             elif (weight > 0 and st.ok) or (weight < 0 and not st.ok):
                 offset += weight
-        track = list(inst.track_interface)
+        track = [*inst.track_interface, *rt.plan.group_track_interface]
         if not inst.dont_track_primary:
             track.append(K.TrackInterface(rt.plan.ifname, 0))
         for ti in track:
