@@ -81,3 +81,27 @@ virtual_server fwmark 9 {
     (rs,) = web.real_servers
     assert rs.dest.fwd == ForwardingMethod.TUNNEL and rs.dest.tun_port == 6080 and rs.dest.weight == 3
     assert mark.services[0].key.fwmark == 9 and mark.services[0].scheduler == "wrr"
+
+
+def test_nb_get_retry_counts_in_http_get_only_as_keepalived_does() -> None:
+    text = """
+virtual_server 10.0.0.1 80 {
+    real_server 10.0.1.1 80 {
+        HTTP_GET {
+            url {
+                path /
+            }
+            nb_get_retry 4
+        }
+        TCP_CHECK {
+            nb_get_retry 3
+        }
+    }
+}
+"""
+    lvs = interpret(keepalived.parse_text(text, "n.conf").other)
+    http, tcp = lvs.virtual_servers[0].real_servers[0].checkers
+    assert http.retry == 4
+    assert tcp.retry == 1  # ignored there, as keepalived 2.2.7 ignores it
+    assert [(d.line, d.severity) for d in lvs.diagnostics] == [(11, "warning")]
+    assert "nb_get_retry" in lvs.diagnostics[0].message

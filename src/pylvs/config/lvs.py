@@ -176,7 +176,7 @@ class _Inherit:
 
 
 _INHERITED = {
-    "delay_loop", "connect_timeout", "retry", "nb_get_retry", "delay_before_retry", "warmup",
+    "delay_loop", "connect_timeout", "retry", "delay_before_retry", "warmup",
     "alpha", "inhibit_on_failure", "virtualhost",
 }
 
@@ -301,7 +301,7 @@ class _Interp:
             inh.delay_loop = self.number(st, 0.000001, 4294.967295)
         elif k == "connect_timeout":
             inh.connect_timeout = self.number(st, 0.000001, 4294.967295)
-        elif k in ("retry", "nb_get_retry"):
+        elif k == "retry":
             inh.retry = self.integer(st, 0, 2**31 - 1)
         elif k == "delay_before_retry":
             inh.delay_before_retry = self.number(st, 0, 4294.967295)
@@ -558,6 +558,10 @@ class _Interp:
         for s in st.block or ():
             k = s.keyword
             try:
+                if k == "nb_get_retry" and kind in ("HTTP_GET", "SSL_GET"):
+                    # keepalived's older name for retry, still accepted in the HTTP checkers only
+                    inh.retry = self.integer(s, 0, 2**31 - 1)
+                    continue
                 if self.inherited(s, inh):
                     continue
                 if k == "connect_ip":

@@ -42,7 +42,10 @@ class LVSRuntime:
             backend = KernelIPVS()
             self.server = ControlServer(backend, control_socket, extra={"checkers": self._checkers})
         else:
-            self.director = DirectorDaemon(control_socket, dataplane=dataplane)
+            # Under keepalived the VIPs are VRRP's: the master holds them as local addresses and
+            # its kernel answers ARP; the packet plane must not answer for them on a backup.
+            options = {"answer_arp": False} if dataplane == "packet" else {}
+            self.director = DirectorDaemon(control_socket, dataplane=dataplane, dataplane_options=options)
             self.director.server.extra["checkers"] = self._checkers
             backend = self.director.director.table
         self.health = HealthManager(backend, config)
