@@ -103,3 +103,13 @@ def test_router_survives_any_packet_sequence(packets: list[tuple[bytes, int, flo
         assert r.state in (State.MASTER, State.BACKUP)
         deadline = r.next_deadline()
         assert deadline is None or deadline >= now - 10
+
+
+def test_process_age_is_measured_from_the_process_start() -> None:
+    import subprocess
+    import sys
+
+    code = "import time; time.sleep(0.3); from pylvs.vrrp.driver import process_age; print(process_age())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    age = float(out.stdout)
+    assert 0.3 <= age < 30  # clock ticks are 10 ms; a loaded machine may start slowly

@@ -25,6 +25,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pylvs.config import keepalived as K
@@ -213,8 +214,14 @@ class KeepalivedDaemon:
             return 1
         _process_priority(cfg.global_defs)
         self._start_scripts(cfg)
+        # Startup event (RFC 3768 6.4.1) at the process's own start, not after Python has loaded:
+        # the wait for Master_Down_Interval then ends when a C daemon's would. At most half an
+        # advertisement interval is taken back, so a backup still hears the master's adverts
+        # (which restart its timer) well before the interval runs out.
+        age = process_age()
         for p in plans:
-            self._start_instance(p)
+            back = min(age, 0.5 * p.router.adver_int)
+            self._start_instance(p, started=self.loop.time() - back)
         self.loop.add_signal_handler(signal.SIGHUP, self._reload)
         self.loop.add_signal_handler(signal.SIGTERM, self.done.set)
         self.loop.add_signal_handler(signal.SIGINT, self.done.set)
@@ -343,7 +350,7 @@ class KeepalivedDaemon:
         self.write_state()
         log.info("Reload complete")
 
-    def _start_instance(self, plan: InstancePlan) -> None:
+    def _start_instance(self, plan: InstancePlan, started: float | None = None) -> None:
         assert self.loop is not None
         key = (plan.ifname, plan.router.family)
         entry = self.sockets.get(key)
@@ -375,7 +382,7 @@ class KeepalivedDaemon:
         disp.routers[plan.router.vrid] = router
         self.runtimes[plan.instance.name] = rt
         self._update_tracking(rt, self.loop.time(), initial=True)
-        self._apply(rt, router.start(self.loop.time()))
+        self._apply(rt, router.start(self.loop.time() if started is None else started))
 
     def _stop_instance(self, name: str) -> None:
         assert self.loop is not None
@@ -770,6 +777,17 @@ def _process_priority(g: K.GlobalDefs) -> None:
                 os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(max(1, min(99, int(st.args[0])))))
         except (ValueError, OSError) as exc:
             log.warning("%s: %s %s: %s", st.where, st.keyword, " ".join(st.args), exc)
+
+
+def process_age() -> float:
+    """Seconds since this process started (from /proc/self/stat), 0 when it cannot be read."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        start_ticks = int(stat[stat.rindex(")") + 2:].split()[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, age)
 
 
 def _ntop(a: bytes) -> str:
