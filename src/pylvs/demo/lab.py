@@ -34,6 +34,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from pylvs.lab import VIP, Lab
+from pylvs.lab.lvs import LVSCluster
 
 console = Console(highlight=False)
 PY = sys.executable
@@ -125,13 +126,12 @@ class LabDemo:
             raise RuntimeError(f"pylvsadm {args}: {res.stderr.strip()}")
         return res.stdout
 
-    def packet_director(self, host: str, interfaces: str, act: str, vrrp: bool = False) -> None:
-        """Start the packet data plane on ``host``; with ``vrrp`` it leaves ARP for the VIP to
+    def packet_director(self, host: str) -> None:
+        """Start the packet data plane on ``host``'s LAN interface, leaving ARP for the VIP to
         the VRRP router (only the master may answer for it)."""
-        log = f"{act}-{host}-director.log"
-        extra = ["--no-arp"] if vrrp else []
+        log = f"{host}-director.log"
         self.start(host, [PY, "-m", "pylvs.dataplane.packet.serve", "--control-socket",
-                          self.sock(host), "--interfaces", interfaces, *extra], log)
+                          self.sock(host), "--interfaces", "eth0", "--no-arp"], log)
         self.wait(lambda: "director ready" in self.log(log), f"the packet director on {host}")
 
     def has_vip(self, host: str) -> bool:
@@ -170,7 +170,7 @@ class LabDemo:
             conf.write_text(VRRP_CONF.format(name=host, state=state, priority=prio, vip=VIP))
             self.start(host, [PY, "-m", "pylvs.cli.main", "keepalived", "-n", "-l", "-f", str(conf)],
                        f"{host}-vrrp.log")
-            self.packet_director(host, "eth0", "dr", vrrp=True)
+            self.packet_director(host)
         self.say("director", "pylvs keepalived -f keepalived.conf   (priority 100; backup: 90)")
         took = self.wait(lambda: self.has_vip("director"), "the master to take the VIP")
         console.print(f"[green]director is MASTER[/]: it holds {VIP} on eth0:0 after {took:.1f} s")
@@ -216,32 +216,20 @@ class LabDemo:
             console.print("[red]the client is not served again after the master came back[/]")
         return rr["this is nginx1"] == rr["this is nginx2"] == 10 and recovered
 
-    def nat(self) -> bool:
-        console.rule("[bold]3. NAT: real servers on a private network, the director as their gateway")
-        self.run("director", [PY, "-m", "pylvs.cli.main", "director-setup", "--vip", f"{VIP}/24", "--dev", "eth0"],
-                 show=f"pylvs director-setup --vip {VIP}/24 --dev eth0", echo=False)
-        self.packet_director("director", "eth0,eth1", "nat")
-        self.adm("director", f"-A -t {VIP}:80 -s rr")
-        self.adm("director", f"-a -t {VIP}:80 -r 10.168.0.10:80 -m")
-        self.adm("director", f"-a -t {VIP}:80 -r 10.168.0.20:80 -m")
-        seen = self.curl(10, "client: 10 x curl (NAT: replies come back through the director)")
-        self.adm("director", "-Ln --stats")
-        self.stop_all()
-        return seen["this is nginx1"] == seen["this is nginx2"] == 5
-
-    def tun(self) -> bool:
-        console.rule("[bold]4. TUN: IP-in-IP to the real servers, which answer the client directly")
-        for rs in ("rs1", "rs2"):
-            self.say(rs, f"pylvs rs-setup --vip {VIP} --mode tun")
-            self.start(rs, [PY, "-m", "pylvs.cli.main", "rs-setup", "--vip", VIP, "--mode", "tun"],
-                       f"{rs}-decap.log")
-            self.wait(lambda rs=rs: "ready" in self.log(f"{rs}-decap.log"), f"the decapsulator on {rs}")
-        self.packet_director("director", "eth0", "tun")
-        self.adm("director", f"-A -t {VIP}:80 -s rr")
-        self.adm("director", f"-a -t {VIP}:80 -r 192.168.168.10:80 -i")
-        self.adm("director", f"-a -t {VIP}:80 -r 192.168.168.20:80 -i")
-        seen = self.curl(10, "client: 10 x curl (TUN)")
-        self.stop_all()
+    def other_mode(self, mode: str, title: str, note: str) -> bool:
+        """NAT or TUN: the lab's ready-made cluster for the mode, administered as in the seed."""
+        console.rule(f"[bold]{title}")
+        console.print(note)
+        with LVSCluster(self.lab, mode) as cluster:
+            for rs in cluster.real_servers if mode == "tun" else ():
+                self.say(rs, f"pylvs rs-setup --vip {VIP} --mode tun")
+            for args in (f"-A -t {VIP}:80 -s rr",
+                         *(f"-a -t {VIP}:80 -r {rip}:80 {cluster.flag}" for rip in cluster.rips)):
+                self.say("director", f"pylvsadm {args}")
+                cluster.ipvsadm(*args.split())
+            seen = self.curl(10, f"client: 10 x curl ({mode.upper()})")
+            self.say("director", "pylvsadm -Ln --stats")
+            console.print(cluster.ipvsadm("-Ln", "--stats").rstrip("\n"), markup=False)
         return seen["this is nginx1"] == seen["this is nginx2"] == 5
 
 
@@ -282,7 +270,15 @@ def main() -> int:
     with _lab() as lab:
         demo = LabDemo(lab)
         try:
-            results = {"DR + failover": demo.dr_with_failover(), "NAT": demo.nat(), "TUN": demo.tun()}
+            results = {
+                "DR + failover": demo.dr_with_failover(),
+                "NAT": demo.other_mode(
+                    "nat", "3. NAT: real servers on a private network, the director as their gateway",
+                    "nat1 10.168.0.10 / nat2 10.168.0.20 route through the director; replies come back through it"),
+                "TUN": demo.other_mode(
+                    "tun", "4. TUN: IP-in-IP to the real servers, which answer the client directly",
+                    "the real servers decapsulate IPIP (pylvs rs-setup --mode tun) and answer from the VIP"),
+            }
         finally:
             demo.stop_all()
         if all(results.values()):
