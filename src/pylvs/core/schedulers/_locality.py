@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from pylvs.core.model import DestFlags, RealServer, VirtualService
+from pylvs.core.model import RealServer, VirtualService
 from pylvs.core.schedulers._hash import fold_addr, hash_32
 
 CHECK_EXPIRE_INTERVAL = 60.0
@@ -29,9 +29,6 @@ TAB_SIZE = 1 << TAB_BITS
 TAB_MASK = TAB_SIZE - 1
 MAX_SIZE = TAB_SIZE * 16
 
-_AVAIL = DestFlags.AVAILABLE
-_NONE = DestFlags.NONE
-_OVERLOAD = DestFlags.OVERLOAD
 
 
 class Entry(Protocol):
@@ -41,29 +38,6 @@ class Entry(Protocol):
 def bucket_of(addr: bytes) -> int:
     """The hash bucket of a destination address (``hash_32(ntohl(addr_fold), 10)``)."""
     return hash_32(fold_addr(addr), TAB_BITS)
-
-
-def least_weighted(service: VirtualService) -> RealServer | None:
-    """``__ip_vs_lblc_schedule``: wlc over every real server of the service."""
-    least: RealServer | None = None
-    loh = lw = 0
-    for d in service.destinations:
-        f = d.flags
-        if not (f is _AVAIL or f is _NONE) and f & _OVERLOAD:
-            continue
-        dw = d.weight
-        if least is None:
-            if dw > 0:
-                least = d
-                lw = dw
-                loh = (d.activeconns << 8) + d.inactconns
-            continue
-        doh = (d.activeconns << 8) + d.inactconns
-        if loh * dw > doh * lw:
-            least = d
-            lw = dw
-            loh = doh
-    return least
 
 
 def busy_while_others_idle(dest: RealServer, service: VirtualService) -> bool:

@@ -18,9 +18,9 @@ from pylvs.core.schedulers._locality import (
     Entry,
     ExpiryClock,
     busy_while_others_idle,
-    least_weighted,
 )
 from pylvs.core.schedulers.base import Scheduler
+from pylvs.core.schedulers.wlc import least_weighted
 
 _AVAIL = DestFlags.AVAILABLE
 _NONE = DestFlags.NONE
