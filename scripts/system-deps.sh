@@ -5,7 +5,7 @@
 # start their own nginx/keepalived/haproxy processes with their own configs.
 set -euo pipefail
 purpose=${1:-test}
-test_pkgs="iproute2 curl nginx-light keepalived tcpdump ethtool procps psmisc ipvsadm qemu-system-x86 busybox-static nftables netbase"
+test_pkgs="iproute2 curl nginx-light keepalived tcpdump ethtool procps psmisc ipvsadm qemu-system-x86 busybox-static nftables netbase tomcat10"
 bench_pkgs="haproxy nginx-light libnginx-mod-stream wrk util-linux"
 case "$purpose" in
   test)  pkgs="$test_pkgs" ;;

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from pylvs.lab import Lab
+from pylvs.lab.tomcat import start_tomcat, tomcat_available
 from tests.dataplane.packet.conftest import VIP, Cluster
 from tests.lab.conftest import lab_id, need_root
 
@@ -63,23 +64,29 @@ def _wait_listening(lab: Lab, host: str, port: int, proc: subprocess.Popen[Any])
     raise AssertionError(f"nothing listens on {host}:{port}")
 
 
-@pytest.fixture(scope="module", params=["pylvs", "nginx"])
+@pytest.fixture(scope="module", params=["pylvs", "nginx", "pylvs+tomcat"])
 def l7_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """The RS tier runs ``pylvs http`` or, as the lab option, real nginx: same config file."""
+    """The RS tier runs ``pylvs http`` or, as the lab option, real nginx: same config file; the
+    app tier runs the built-in app or real Tomcat with the seed's JSP page."""
     need_root()
     if shutil.which("curl") is None or shutil.which("ss") is None:
         pytest.skip("needs curl and ss (iproute2)")
-    rs_server = request.param
+    rs_server, _, app_server = request.param.partition("+")
     if rs_server == "nginx" and shutil.which("nginx") is None:
         pytest.skip("needs nginx (Debian nginx-light)")
+    if app_server == "tomcat" and not tomcat_available():
+        pytest.skip("needs Tomcat (Debian tomcat10)")
     lab = Lab(lab_id(), servers=False)
     c = Cluster(lab, "dr")
     try:
         lab.up()
         c.start()
         for n, app in (("1", "app1"), ("2", "app2")):
-            p = lab.popen(app, [sys.executable, "-m", "pylvs.cli.main", "http-app", "--listen",
-                                "0.0.0.0:8080", "--page", n])
+            if app_server == "tomcat":
+                p = start_tomcat(lab, app, int(n))
+            else:
+                p = lab.popen(app, [sys.executable, "-m", "pylvs.cli.main", "http-app", "--listen",
+                                    "0.0.0.0:8080", "--page", n])
             c.procs.append(p)
             _wait_listening(lab, app, 8080, p)
         for n, rs in (("1", "rs1"), ("2", "rs2")):
@@ -127,7 +134,9 @@ def test_static_pages_come_from_the_rs_tier(l7_cluster: Cluster) -> None:
 @pytest.mark.root
 def test_app_sees_the_client_address(l7_cluster: Cluster) -> None:
     head = _curl(l7_cluster, "/x.jsp?echo=headers", "-H", "X-Forwarded-For: 203.0.113.9")
-    lines = head.splitlines()  # curl's output is text here: line ends are normalised
-    assert "X-Real-IP: 192.168.168.60" in lines
-    assert "X-Forwarded-For: 203.0.113.9, 192.168.168.60" in lines
-    assert f"HOST: {VIP}" in lines
+    # curl's output is text here: line ends are normalised; header names are case-insensitive
+    # (Tomcat reports them in lower case)
+    lines = [f"{n.lower()}:{v}" for n, _, v in (ln.partition(":") for ln in head.splitlines())]
+    assert "x-real-ip: 192.168.168.60" in lines
+    assert "x-forwarded-for: 203.0.113.9, 192.168.168.60" in lines
+    assert f"host: {VIP}" in lines

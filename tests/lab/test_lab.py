@@ -140,3 +140,20 @@ def test_cli_up_with_lvs_serves_the_seed_and_stays_idempotent() -> None:
     finally:
         subprocess.run([*cli, "down"], capture_output=True, timeout=120)
     assert Lab(lid).namespaces() == []
+
+
+@pytest.mark.root
+def test_app_servers_can_run_real_tomcat_with_the_seeds_page() -> None:
+    from pylvs.lab.tomcat import tomcat_available
+
+    need_root()
+    if not tomcat_available() or shutil.which("curl") is None:
+        pytest.skip("needs Tomcat (Debian tomcat10) and curl")
+    lab = Lab(lab_id(), use_tomcat=True)
+    try:
+        lab.up()
+        assert lab.curl("http://192.168.168.40:8080/index.jsp").strip() == "dynamic page 1"
+        assert lab.curl("http://192.168.168.90:8080/index.jsp").strip() == "dynamic page 2"
+        assert lab.curl("http://192.168.168.10/").strip() == "this is nginx1"
+    finally:
+        lab.down()

@@ -17,7 +17,8 @@ from pylvs.lab.topology import Lab, LabError, all_lab_ids
 
 def _lab(args: argparse.Namespace) -> Lab:
     nginx: bool | None = False if getattr(args, "no_nginx", False) else None
-    return Lab(args.id, use_nginx=nginx, servers=not getattr(args, "no_servers", False))
+    return Lab(args.id, use_nginx=nginx, servers=not getattr(args, "no_servers", False),
+               use_tomcat=getattr(args, "tomcat", False))
 
 
 def _need_root() -> str | None:
@@ -115,6 +116,8 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
     up = sub.add_parser("up", help="build the lab (idempotent)")
     up.add_argument("--no-nginx", action="store_true", help="use the built-in HTTP server")
+    up.add_argument("--tomcat", action="store_true",
+                    help="real Tomcat (Debian tomcat10) with the seed's JSP on the app servers")
     up.add_argument("--no-servers", action="store_true", help="start no HTTP servers")
     up.add_argument("--lvs", choices=("dr", "nat", "tun"),
                     help="also run a packet-forwarding director with the seed's service")

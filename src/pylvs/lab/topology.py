@@ -210,11 +210,13 @@ class Lab:
     ``lab_id``: 1-8 lower-case letters/digits, part of every name (``pl<id>-client``).
     ``servers``: start the HTTP servers on the real and app servers.
     ``use_nginx``: real nginx where the host wants it (None = when installed).
+    ``use_tomcat``: real Tomcat (Debian tomcat10) on the app servers instead of the built-in app.
     """
 
     lab_id: str = "0"
     servers: bool = True
     use_nginx: bool | None = None
+    use_tomcat: bool = False
     hosts: dict[str, HostSpec] = field(default_factory=lambda: dict(HOSTS_BY_NAME))
     vip: str = VIP
 
@@ -363,6 +365,15 @@ class Lab:
             d = self.state_dir / spec.name
             d.mkdir(parents=True, exist_ok=True)
             log = open(d / "server.log", "wb")  # noqa: SIM115 - handed to the child
+            if self.use_tomcat and spec.serve_port == 8080:
+                from pylvs.lab.tomcat import start_tomcat  # it builds on this module
+
+                with log:
+                    proc = start_tomcat(self, spec.name, int(spec.serve_text.split()[-1]),
+                                        spec.serve_port, stdout=log, stderr=log,
+                                        start_new_session=True)
+                pids[spec.name] = proc.pid
+                continue
             if spec.nginx and self.use_nginx:
                 (d / "nginx.conf").write_text(_nginx_conf(d, spec.serve_port, spec.serve_text))
                 argv = ["nginx", "-c", str(d / "nginx.conf"), "-p", str(d), "-e", str(d / "error.log")]
