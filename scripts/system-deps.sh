@@ -9,7 +9,7 @@ test_pkgs="iproute2 curl nginx-light keepalived tcpdump ethtool procps psmisc ip
 bench_pkgs="haproxy nginx-light libnginx-mod-stream wrk util-linux"
 case "$purpose" in
   test)  pkgs="$test_pkgs" ;;
-  demo)  pkgs="iproute2 curl" ;;
+  demo)  pkgs="iproute2 curl nftables ethtool procps nginx-light" ;;
   bench) pkgs="$test_pkgs $bench_pkgs" ;;
   *) echo "system-deps.sh: unknown purpose '$purpose' (test, demo, bench)" >&2; exit 2 ;;
 esac
