@@ -15,10 +15,11 @@ What this is not for: anything per connection; entries are per destination addre
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from pylvs.core.model import RealServer, VirtualService
 from pylvs.core.schedulers._hash import fold_addr, hash_32
+from pylvs.core.schedulers.base import Scheduler
 
 CHECK_EXPIRE_INTERVAL = 60.0
 ENTRY_TIMEOUT = 6 * 60.0
@@ -119,3 +120,30 @@ class ExpiryClock:
             self.drop(addr)
             self.count -= 1
         # The kernel's full check walks every bucket once from the rover: it ends where it began.
+
+
+E = TypeVar("E", bound=Entry)
+
+
+class LocalityScheduler(Scheduler, Generic[E]):
+    """What lblc and lblcr share: the per-destination-address table and its expiry clock.
+
+    ``_dead`` is set once the service is gone (the kernel's ``done_service``): a decision in
+    flight may still pick a server, but no new entry is stored.
+    """
+
+    def __init__(self, service: VirtualService, expiration: float = DEFAULT_EXPIRATION) -> None:
+        super().__init__(service)
+        self.entries: dict[bytes, E] = {}
+        self._dead = False
+        self.expiration = expiration
+        entries: dict[bytes, Entry] = self.entries  # type: ignore[assignment]
+        self.clock = ExpiryClock(entries, self._drop, expiration)
+
+    def _drop(self, addr: bytes) -> None:
+        del self.entries[addr]
+
+    def done(self) -> None:
+        self._dead = True
+        self.entries.clear()
+        self.clock.count = 0

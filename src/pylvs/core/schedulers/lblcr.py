@@ -15,14 +15,11 @@ What this is not for: per-client stickiness (that is persistence, or ``sh``).
 
 from __future__ import annotations
 
-from pylvs.core.model import DestFlags, RealServer, VirtualService
+from pylvs.core.model import DestFlags, RealServer
 from pylvs.core.schedulers._locality import (
-    DEFAULT_EXPIRATION,
-    Entry,
-    ExpiryClock,
+    LocalityScheduler,
     busy_while_others_idle,
 )
-from pylvs.core.schedulers.base import Scheduler
 from pylvs.core.schedulers.wlc import least_weighted
 
 _AVAIL = DestFlags.AVAILABLE
@@ -92,24 +89,8 @@ class LblcrEntry:
         return most
 
 
-class LocalityBasedLeastConnectionReplicated(Scheduler):
+class LocalityBasedLeastConnectionReplicated(LocalityScheduler[LblcrEntry]):
     name = "lblcr"
-
-    def __init__(self, service: VirtualService, expiration: float = DEFAULT_EXPIRATION) -> None:
-        super().__init__(service)
-        self.entries: dict[bytes, LblcrEntry] = {}
-        self._dead = False
-        self.expiration = expiration
-        entries: dict[bytes, Entry] = self.entries  # type: ignore[assignment]
-        self.clock = ExpiryClock(entries, self._drop, expiration)
-
-    def _drop(self, addr: bytes) -> None:
-        del self.entries[addr]
-
-    def done(self) -> None:
-        self._dead = True
-        self.entries.clear()
-        self.clock.count = 0
 
     def schedule(
         self, caddr: bytes, cport: int, vaddr: bytes, vport: int, now: float
