@@ -31,7 +31,7 @@ import errno as _errno
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -662,52 +662,21 @@ def _generic_opt_check(command: int, options: int) -> None:
         return
     # Something is wrong: walk the columns in ipvsadm's order so the same complaint comes first.
     row = COMMANDS_V_OPTIONS[command - 1]
-    last = 0
-    count = 0
-    for j in range(34):
-        rule = row[j]
-        if not options & _bit(j):
-            if rule == "+":
-                raise _fail(
-                    2,
-                    f"You need to supply the '{OPT_NAMES[j]}' option for the "
-                    f"'{CMD_NAMES[command - 1]}' command",
-                )
-        else:
-            if rule == "x":
-                raise _fail(
-                    2, f"Illegal '{OPT_NAMES[j]}' option with the '{CMD_NAMES[command - 1]}' command"
-                )
-            if rule == "1":
-                count += 1
-                if count == 1:
-                    last = j
-                    continue
-                raise _fail(
-                    2,
-                    f"The option '{OPT_NAMES[j]}' conflicts with the '{OPT_NAMES[last]}' option "
-                    f"in the '{CMD_NAMES[command - 1]}' command",
-                )
+    _check_rules(((row[j], j) for j in range(34)), options, f"the '{CMD_NAMES[command - 1]}' command")
 
 
-def _tunnel_opt_check(tun_type: int, options: int) -> None:
-    row = TUNNEL_TYPES_V_OPTIONS[tun_type]
+def _check_rules(rules: Iterable[tuple[str, int]], options: int, context: str) -> None:
+    """ipvsadm's table check, in its column order: '+' must be given, 'x' must not, and at
+    most one '1' of a row; ``context`` ends each message ("the '-A' command", ...)."""
     last = 0
     count = 0
-    for j, k in enumerate(TUN_OPTS):
-        rule = row[j]
+    for rule, k in rules:
         if not options & _bit(k):
             if rule == "+":
-                raise _fail(
-                    2,
-                    f"You need to supply the '{OPT_NAMES[k]}' option for the "
-                    f"'{TUN_NAMES[tun_type]}' tunnel type",
-                )
+                raise _fail(2, f"You need to supply the '{OPT_NAMES[k]}' option for {context}")
         else:
             if rule == "x":
-                raise _fail(
-                    2, f"Illegal '{OPT_NAMES[k]}' option with the '{TUN_NAMES[tun_type]}' tunnel type"
-                )
+                raise _fail(2, f"Illegal '{OPT_NAMES[k]}' option with {context}")
             if rule == "1":
                 count += 1
                 if count == 1:
@@ -716,8 +685,16 @@ def _tunnel_opt_check(tun_type: int, options: int) -> None:
                 raise _fail(
                     2,
                     f"The option '{OPT_NAMES[k]}' conflicts with the '{OPT_NAMES[last]}' option "
-                    f"in the '{TUN_NAMES[tun_type]}' tunnel type",
+                    f"in {context}",
                 )
+
+
+def _tunnel_opt_check(tun_type: int, options: int) -> None:
+    row = TUNNEL_TYPES_V_OPTIONS[tun_type]
+    _check_rules(
+        ((row[j], k) for j, k in enumerate(TUN_OPTS)), options,
+        f"the '{TUN_NAMES[tun_type]}' tunnel type",
+    )
 
 
 def parse_command(argv: Sequence[str], resolver: Resolver | None = None) -> IpvsadmCommand:
