@@ -13,6 +13,7 @@ What this is not for: probing (``pylvs.health.checks``) or talking to a table.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from pylvs.config.lvs import CheckerConfig, RealServerConfig, VirtualServerConfig
@@ -103,10 +104,7 @@ class RealServerState:
         return self.config.dest.weight
 
     def dest(self, weight: int | None = None) -> DestSpec:
-        d = self.config.dest
-        w = self.weight if weight is None else weight
-        return DestSpec(d.addr, d.port, d.fwd, w, d.u_threshold, d.l_threshold,
-                        d.tun_type, d.tun_port, d.tun_flags, d.af)
+        return dataclasses.replace(self.config.dest, weight=self.weight if weight is None else weight)
 
 
 @dataclass(slots=True)
@@ -179,10 +177,6 @@ class VirtualServerState:
             elif s.config.inhibit_on_failure:
                 out.append(s.dest(0))
         if c.sorry_server is not None and c.sorry_server_inhibit:
-            out.append(_with_weight(c.sorry_server.dest, 0))
+            out.append(dataclasses.replace(c.sorry_server.dest, weight=0))
         return out
 
-
-def _with_weight(d: DestSpec, weight: int) -> DestSpec:
-    return DestSpec(d.addr, d.port, d.fwd, weight, d.u_threshold, d.l_threshold,
-                    d.tun_type, d.tun_port, d.tun_flags, d.af)
