@@ -239,7 +239,7 @@ def run_in_vm_full(
             "-kernel", str(k.vmlinuz), "-initrd", str(initrd),
             "-append", (
                 "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off tsc=reliable "
-                f"pylvs.scratch={scratch} pylvs.kmods={k.root}"
+                f"pylvs.scratch={scratch} pylvs.kmods={k.root} pylvs.repo={HERE.parent}"
             ),
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
             "multidevs=remap",
