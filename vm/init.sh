@@ -27,19 +27,26 @@ mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/u,workdir=/upper/w /
   || { echo "pylvs-vm: overlay over 9p failed"; poweroff -f; }
 
 # Fresh /tmp and /run: the host's own (netns names, pid files) must not leak into the guest.
-# A checkout that itself lives under /tmp or /run (a CI clone, say) stays visible at its path,
-# writable through the overlay like everything else.
-repo=$(arg pylvs.repo)
-case "$repo" in
-  /tmp/?*|/run/?*) mkdir -p /keep && mount --bind "/newroot$repo" /keep ;;
-  *) repo="" ;;
-esac
+# A checkout that itself lives under /tmp or /run (a CI clone, say), and the reference data beside
+# it, stay visible at their paths, writable through the overlay like everything else.
+# pylvs.keep=VISIBLE=REAL,... (REAL is the host path with symlinks resolved).
+kept=""
+n=0
+for pair in $(arg pylvs.keep | tr ',' ' '); do
+  vis=${pair%%=*}
+  real=${pair#*=}
+  case "$vis" in /tmp/?*|/run/?*) ;; *) continue ;; esac
+  [ -d "/newroot$real" ] || continue
+  n=$((n + 1))
+  mkdir -p "/keep/$n" && mount --bind "/newroot$real" "/keep/$n" && kept="$kept $n=$vis"
+done
 mount -t tmpfs -o mode=1777 tmp /newroot/tmp
 mount -t tmpfs -o mode=0755 run /newroot/run
-if [ -n "$repo" ]; then
-  mkdir -p "/newroot$repo"
-  mount --move /keep "/newroot$repo" || { echo "pylvs-vm: cannot keep $repo"; poweroff -f; }
-fi
+for k in $kept; do
+  vis=${k#*=}
+  mkdir -p "/newroot$vis"
+  mount --move "/keep/${k%%=*}" "/newroot$vis" || { echo "pylvs-vm: cannot keep $vis"; poweroff -f; }
+done
 mkdir -p "/newroot$scratch"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 scratch "/newroot$scratch" \
   || { echo "pylvs-vm: cannot mount scratch"; poweroff -f; }

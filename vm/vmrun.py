@@ -169,6 +169,16 @@ def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
     return out.getvalue()
 
 
+def _kept_paths() -> str:
+    """The checkout and the reference data beside it (``../shared``), as ``VISIBLE=REAL`` pairs:
+    the guest gets fresh /tmp and /run, and re-mounts these there when they live under them."""
+    pairs = []
+    for p in (HERE.parent, HERE.parent / ".." / "shared"):
+        if p.exists():
+            pairs.append(f"{os.path.normpath(p)}={p.resolve()}")
+    return ",".join(pairs)
+
+
 def initramfs(k: GuestKernel) -> Path:
     """The guest's initramfs (busybox, init, 9p/overlay modules), rebuilt when an input changes."""
     if not Path(BUSYBOX).exists():
@@ -239,7 +249,7 @@ def run_in_vm_full(
             "-kernel", str(k.vmlinuz), "-initrd", str(initrd),
             "-append", (
                 "console=ttyS0 quiet loglevel=4 panic=-1 mitigations=off tsc=reliable "
-                f"pylvs.scratch={scratch} pylvs.kmods={k.root} pylvs.repo={HERE.parent}"
+                f"pylvs.scratch={scratch} pylvs.kmods={k.root} pylvs.keep={_kept_paths()}"
             ),
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
             "multidevs=remap",
