@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from pylvs.config.lvs import CheckerConfig, UrlCheck
-from pylvs.health.checks import dns_check, run_check
+from pylvs.health.checks import dns_check, ping_check, run_check
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -23,8 +23,9 @@ def loopback() -> str:
 
 
 def cfg(kind: str, port: int, addr: str = "127.0.0.1", **kw: object) -> CheckerConfig:
+    kw.setdefault("connect_timeout", 1.0)
     return CheckerConfig(kind=kind, file="t.conf", line=1, connect_ip=ipaddress.ip_address(addr),
-                         connect_port=port, connect_timeout=1.0, **kw)  # type: ignore[arg-type]
+                         connect_port=port, **kw)  # type: ignore[arg-type]
 
 
 async def serve(handler: Handler) -> tuple[asyncio.AbstractServer, str, int]:
@@ -194,3 +195,97 @@ def test_genhash_prints_the_digest_a_digest_check_expects() -> None:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+async def _udp_responder(answer: bytes | None) -> tuple[asyncio.DatagramTransport, str, int]:
+    loop = asyncio.get_running_loop()
+
+    class Responder(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.t: asyncio.DatagramTransport = transport  # type: ignore[assignment]
+
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            if answer is not None:
+                self.t.sendto(answer, addr)
+
+    addr = loopback()
+    transport, _ = await loop.create_datagram_endpoint(Responder, local_addr=(addr, 0))
+    return transport, addr, transport.get_extra_info("sockname")[1]
+
+
+def _closed_udp_port(addr: str) -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((addr, 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port
+
+
+async def test_udp_check_fails_on_port_unreachable_and_passes_on_silence() -> None:
+    transport, addr, port = await _udp_responder(None)  # listens, never answers
+    try:
+        assert (await run_check(cfg("UDP_CHECK", port, addr, connect_timeout=0.3))).ok
+        res = await run_check(cfg("UDP_CHECK", port, addr, connect_timeout=0.3, require_reply=True))
+        assert not res.ok and "no reply" in res.detail
+    finally:
+        transport.close()
+    dead = _closed_udp_port(addr)
+    res = await run_check(cfg("UDP_CHECK", dead, addr, connect_timeout=2.0))
+    assert not res.ok and "refused" in res.detail.lower()
+
+
+async def test_udp_check_require_reply_checks_pattern_with_wildcards_and_length() -> None:
+    transport, addr, port = await _udp_responder(b"\x4f\x12hello")
+    try:
+        want = {"require_reply": True, "udp_payload": b"ping"}
+        assert (await run_check(cfg("UDP_CHECK", port, addr, reply_value=b"\x40\x12",
+                                    reply_mask=b"\xf0\xff", **want))).ok
+        res = await run_check(cfg("UDP_CHECK", port, addr, reply_value=b"\x40\x13",
+                                  reply_mask=b"\xff\xff", **want))
+        assert not res.ok and "does not match" in res.detail
+        res = await run_check(cfg("UDP_CHECK", port, addr, max_reply_length=4, **want))
+        assert not res.ok and "7 bytes" in res.detail
+    finally:
+        transport.close()
+
+
+async def test_ping_check_gets_an_echo_reply_from_loopback() -> None:
+    res = await run_check(cfg("PING_CHECK", 0, loopback()))
+    assert res.ok, res.detail
+    v6 = await run_check(cfg("PING_CHECK", 0, "::1"))
+    assert v6.ok, v6.detail
+
+
+@pytest.mark.root
+async def test_ping_check_over_a_raw_socket_skips_other_icmp() -> None:
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("raw ICMP sockets need root")
+    for addr in (loopback(), "::1"):
+        res = await ping_check(cfg("PING_CHECK", 0, addr), raw=True)
+        assert res.ok, res.detail
+
+
+@pytest.mark.root
+def test_ping_check_fails_where_the_host_cannot_be_reached() -> None:
+    import os
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace")
+    ns = f"pyck{os.getpid() % 100000}{random.randint(0, 999)}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        # lo stays down in the new namespace: no route anywhere, nothing is sent
+        code = ("import asyncio, ipaddress; from pylvs.config.lvs import CheckerConfig; "
+                "from pylvs.health.checks import run_check; "
+                "c = CheckerConfig(kind='PING_CHECK', file='t', line=1, "
+                "connect_ip=ipaddress.ip_address('127.0.0.1'), connect_port=0, connect_timeout=1.0); "
+                "r = asyncio.run(run_check(c)); print(r.ok, r.detail)")
+        out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code],
+                             capture_output=True, text=True, timeout=60)
+        assert out.stdout.startswith("False PING_CHECK 127.0.0.1"), out.stdout + out.stderr
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -105,3 +105,50 @@ virtual_server 10.0.0.1 80 {
     assert tcp.retry == 1  # ignored there, as keepalived 2.2.7 ignores it
     assert [(d.line, d.severity) for d in lvs.diagnostics] == [(11, "warning")]
     assert "nb_get_retry" in lvs.diagnostics[0].message
+
+
+def test_udp_and_ping_checks_read_keepalived_hex_strings_and_lengths() -> None:
+    text = """
+virtual_server 10.0.0.1 53 {
+    protocol UDP
+    real_server 10.0.1.1 53 {
+        UDP_CHECK {
+            payload Ab12f 3 456 546443123
+            require_reply 0x 12
+            min_reply_length 2
+            max_reply_length 40
+        }
+        PING_CHECK {
+            connect_timeout 2
+        }
+    }
+}
+"""
+    lvs = interpret(keepalived.parse_text(text, "u.conf").other)
+    udp, ping = lvs.virtual_servers[0].real_servers[0].checkers
+    assert udp.kind == "UDP_CHECK" and udp.connect_port == 53
+    assert udp.udp_payload == bytes.fromhex("AB120F0345065464431203")
+    assert udp.require_reply and udp.reply_value == b"\x00\x12" and udp.reply_mask == b"\xf0\xff"
+    assert (udp.min_reply_length, udp.max_reply_length) == (2, 40)
+    assert ping.kind == "PING_CHECK" and ping.connect_timeout == 2
+    assert lvs.diagnostics == []
+
+
+def test_udp_check_with_bad_hex_or_lengths_is_an_error_at_its_line() -> None:
+    text = """
+virtual_server 10.0.0.1 53 {
+    real_server 10.0.1.1 53 {
+        UDP_CHECK {
+            payload 12zz
+        }
+        UDP_CHECK {
+            min_reply_length 9
+            max_reply_length 3
+        }
+    }
+}
+"""
+    lvs = interpret(keepalived.parse_text(text, "b.conf").other)
+    errors = [(d.line, d.severity) for d in lvs.diagnostics]
+    assert errors == [(5, "error"), (7, "error")]
+    assert "12zz" in lvs.diagnostics[0].message

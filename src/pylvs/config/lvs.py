@@ -33,9 +33,10 @@ from pylvs.core.model import (
     TunnelType,
 )
 
-CHECKER_KINDS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "DNS_CHECK", "SMTP_CHECK")
+CHECKER_KINDS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "DNS_CHECK", "SMTP_CHECK",
+                 "UDP_CHECK", "PING_CHECK")
 # Checkers keepalived has that pylvs does not run: parsed, warned about, ignored.
-UNSUPPORTED_CHECKERS = ("BFD_CHECK", "UDP_CHECK", "PING_CHECK", "FILE_CHECK")
+UNSUPPORTED_CHECKERS = ("BFD_CHECK", "FILE_CHECK")
 DEFAULT_DELAY_LOOP = 60.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 _METHODS = {
@@ -92,6 +93,14 @@ class CheckerConfig:
     dns_name: str = "."
     # SMTP_CHECK
     helo_name: str = ""
+    # UDP_CHECK: what is sent (None: random bytes), whether an answer is needed, and the
+    # pattern it must start with as (value, mask) bytes (mask 0 nibbles: keepalived's X)
+    udp_payload: bytes | None = None
+    require_reply: bool = False
+    reply_value: bytes = b""
+    reply_mask: bytes = b""
+    min_reply_length: int = 0
+    max_reply_length: int = 255
 
     @property
     def where(self) -> str:
@@ -605,6 +614,15 @@ class _Interp:
                             connect_port = self.port(h, self.arg(h))
                         elif h.keyword == "bindto":
                             kw["bindto"] = self.address(h, self.arg(h))
+                elif k == "payload" and kind == "UDP_CHECK":
+                    kw["udp_payload"] = self.hex_string(s, " ".join(s.args), wildcards=False)[0]
+                elif k == "require_reply" and kind == "UDP_CHECK":
+                    kw["require_reply"] = True
+                    if s.args:
+                        kw["reply_value"], kw["reply_mask"] = self.hex_string(
+                            s, " ".join(s.args), wildcards=True)
+                elif k in ("min_reply_length", "max_reply_length") and kind == "UDP_CHECK":
+                    kw[k] = self.integer(s, 0, 65535)
                 elif k in ("fwmark", "bind_if", "log_all_failures", "fast_recovery", "user"):
                     self.warn(s, f"'{k}' is accepted but has no effect in pylvs")
                 else:
@@ -617,7 +635,11 @@ class _Interp:
         if kind in ("HTTP_GET", "SSL_GET") and not urls:
             self.error(st, f"{kind} needs at least one url")
             raise _Bad
-        if connect_port == 0 and kind not in ("MISC_CHECK",):
+        lo, hi = kw.get("min_reply_length", 0), kw.get("max_reply_length", 255)
+        if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+            self.error(st, "UDP_CHECK: min_reply_length is greater than max_reply_length")
+            raise _Bad
+        if connect_port == 0 and kind not in ("MISC_CHECK", "PING_CHECK"):
             connect_port = {"HTTP_GET": 80, "SSL_GET": 443, "DNS_CHECK": 53, "SMTP_CHECK": 25}.get(kind, 0)
             if connect_port == 0:
                 self.error(st, f"{kind} needs a port: the real server has none and connect_port is not set")
@@ -637,6 +659,34 @@ class _Interp:
             urls=tuple(urls), virtualhost=inh.virtualhost,
             **kw,  # type: ignore[arg-type]
         )
+
+    def hex_string(self, st: Statement, text: str, wildcards: bool) -> tuple[bytes, bytes]:
+        """keepalived's free-form HEX_STR: each word is read two digits a byte, a lone last digit
+        being a byte of its own ("Ab12f 3" is AB 12 0F 03); with ``wildcards`` an X digit
+        matches anything. Returns (value, mask)."""
+        value = bytearray()
+        mask = bytearray()
+        for word in text.split():
+            for i in range(0, len(word), 2):
+                digits = word[i:i + 2].rjust(2, "0")
+                v = m = 0
+                for d in digits:
+                    v <<= 4
+                    m <<= 4
+                    if wildcards and d in "xX":
+                        continue
+                    try:
+                        v |= int(d, 16)
+                    except ValueError:
+                        self.error(st, f"'{word}' is not a hex string")
+                        raise _Bad from None
+                    m |= 0xF
+                value.append(v)
+                mask.append(m)
+        if not value:
+            self.error(st, f"'{st.keyword}' needs a hex string")
+            raise _Bad
+        return bytes(value), bytes(mask)
 
     def url(self, st: Statement) -> UrlCheck:
         path = "/"

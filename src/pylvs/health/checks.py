@@ -1,4 +1,5 @@
-"""The probes of keepalived's checkers: TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK, DNS_CHECK, SMTP_CHECK.
+"""The probes of keepalived's checkers: TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK, DNS_CHECK,
+SMTP_CHECK, UDP_CHECK and PING_CHECK.
 
 What this is for: one attempt each, bounded by its timeout, answering "did the real server pass"
 with a one-line reason (and a weight for MISC_CHECK ``misc_dynamic``). They never block the event
@@ -18,8 +19,10 @@ import os
 import random
 import re
 import signal
+import socket
 import ssl
 import struct
+import time
 from dataclasses import dataclass
 
 from pylvs.config.lvs import CheckerConfig, UrlCheck
@@ -252,11 +255,128 @@ async def smtp_check(cfg: CheckerConfig) -> CheckResult:
         return CheckResult(False, f"SMTP_CHECK: {exc.strerror or exc}")
 
 
+def _datagram_socket(cfg: CheckerConfig, kind: int, proto: int = 0) -> socket.socket:
+    family = socket.AF_INET6 if cfg.connect_ip.version == 6 else socket.AF_INET
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setblocking(False)
+        if cfg.bindto is not None:
+            sock.bind((str(cfg.bindto), cfg.bind_port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def reply_matches(cfg: CheckerConfig, data: bytes) -> str | None:
+    """Why a UDP_CHECK answer is not the one required (None when it is): its length must lie in
+    [min_reply_length, max_reply_length] and it must agree with the require_reply pattern over
+    the bytes both have, X nibbles matching anything."""
+    if not cfg.min_reply_length <= len(data) <= cfg.max_reply_length:
+        return (f"reply of {len(data)} bytes, not {cfg.min_reply_length}-"
+                f"{cfg.max_reply_length}")
+    for got, want, mask in zip(data, cfg.reply_value, cfg.reply_mask, strict=False):
+        if got & mask != want & mask:
+            return "reply does not match require_reply"
+    return None
+
+
+async def udp_check(cfg: CheckerConfig) -> CheckResult:
+    """One datagram to the server. Without require_reply the check passes unless an ICMP error
+    (port or host unreachable) comes back within connect_timeout, as keepalived's does; with it,
+    an answer of the right length and content must arrive in that time."""
+    loop = asyncio.get_running_loop()
+    where = f"{cfg.connect_ip}:{cfg.connect_port}"
+    payload = cfg.udp_payload if cfg.udp_payload is not None else os.urandom(16)
+    sock = _datagram_socket(cfg, socket.SOCK_DGRAM)
+    try:
+        # datagram connects complete at once (and uvloop's sock_connect wants stream sockets)
+        sock.connect((str(cfg.connect_ip), cfg.connect_port))
+        await loop.sock_sendall(sock, payload)
+        try:
+            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), cfg.connect_timeout)
+        except TimeoutError:
+            if cfg.require_reply:
+                return CheckResult(False, f"UDP_CHECK {where}: no reply")
+            return CheckResult(True, f"UDP_CHECK {where}: no ICMP error")
+        except OSError as exc:
+            return CheckResult(False, f"UDP_CHECK {where}: {exc.strerror or exc}")
+        if cfg.require_reply:
+            why = reply_matches(cfg, data)
+            if why is not None:
+                return CheckResult(False, f"UDP_CHECK {where}: {why}")
+        return CheckResult(True, f"UDP_CHECK {where}: replied")
+    finally:
+        sock.close()
+
+
+def _icmp_socket(cfg: CheckerConfig, raw: bool | None) -> tuple[socket.socket, bool]:
+    """An unprivileged ping socket where ping_group_range allows one, else a raw ICMP socket
+    (root); the flag says raw (IPv4 raw sockets hand over the IP header too)."""
+    proto = socket.IPPROTO_ICMPV6 if cfg.connect_ip.version == 6 else socket.IPPROTO_ICMP
+    if raw:
+        return _datagram_socket(cfg, socket.SOCK_RAW, proto), True
+    try:
+        return _datagram_socket(cfg, socket.SOCK_DGRAM, proto), False
+    except PermissionError:
+        return _datagram_socket(cfg, socket.SOCK_RAW, proto), True
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+async def ping_check(cfg: CheckerConfig, raw: bool | None = None) -> CheckResult:
+    """An ICMP (or ICMPv6) echo request; an echo reply with our identifier and sequence within
+    connect_timeout passes. Other ICMP traffic a raw socket sees is skipped. ``raw`` forces
+    the raw socket (None: a ping socket when allowed)."""
+    loop = asyncio.get_running_loop()
+    v6 = cfg.connect_ip.version == 6
+    request, reply = (128, 129) if v6 else (8, 0)
+    ident, seq = random.randrange(1, 65536), random.randrange(65536)
+    body = b"pylvs PING_CHECK" + os.urandom(8)
+    sock, raw = _icmp_socket(cfg, raw)
+    try:
+        packet = struct.pack("!BBHHH", request, 0, 0, ident, seq) + body
+        if not v6:  # the kernel fills in ICMPv6 checksums itself
+            packet = packet[:2] + struct.pack("!H", _checksum(packet)) + packet[4:]
+        sock.connect((str(cfg.connect_ip), 0))
+        await loop.sock_sendall(sock, packet)
+        if not raw:
+            ident = sock.getsockname()[1]  # ping sockets choose the identifier themselves
+        deadline = time.monotonic() + cfg.connect_timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return CheckResult(False, f"PING_CHECK {cfg.connect_ip}: no echo reply")
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 65535), left)
+            except TimeoutError:
+                continue
+            if raw and not v6:
+                data = data[(data[0] & 0x0F) * 4:] if data else data
+            if len(data) < 8:
+                continue
+            typ, _code, _sum, rid, rseq = struct.unpack_from("!BBHHH", data)
+            if typ == reply and rid == ident and rseq == seq and data[8:] == body:
+                return CheckResult(True, f"PING_CHECK {cfg.connect_ip}: echo reply")
+    except OSError as exc:
+        return CheckResult(False, f"PING_CHECK {cfg.connect_ip}: {exc.strerror or exc}")
+    finally:
+        sock.close()
+
+
 async def run_check(cfg: CheckerConfig) -> CheckResult:
     """One attempt of any checker kind; never raises for what a real server does."""
     probe = {
         "TCP_CHECK": tcp_check, "HTTP_GET": http_check, "SSL_GET": http_check,
         "MISC_CHECK": misc_check, "DNS_CHECK": dns_check, "SMTP_CHECK": smtp_check,
+        "UDP_CHECK": udp_check, "PING_CHECK": ping_check,
     }[cfg.kind]
     try:
         return await probe(cfg)
