@@ -211,6 +211,36 @@ def test_track_script_weight_hands_the_vip_to_keepalived(lab: Lab) -> None:
     assert wait_for(lambda: lab.vip_holders() == ["a"], 5), py.logtext()[-2000:]
 
 
+def test_track_file_maintenance_switch_and_weight_move_the_vip(lab: Lab) -> None:
+    maint = lab.tmp / "maint"
+    load = lab.tmp / "load"
+    files = f"""track_file maint {{
+    file {maint}
+    weight 0
+    init_file 0
+}}
+track_file load {{
+    file {load}
+    weight -10
+}}
+"""
+    extra = "    track_file {\n        maint\n        load\n    }\n"
+    py = lab.pylvs("a", files + instance_conf(prio=150, version=3, advert=0.2, extra=extra))
+    lab.keepalived("b", instance_conf(prio=100, version=3, advert=0.2))
+    assert wait_for(lambda: lab.vip_holders() == ["a"], 10)
+    assert maint.read_text() == "0\n"  # init_file wrote it
+    maint.write_text("1\n")  # the operator's maintenance switch: FAULT, the backup takes over
+    assert wait_for(lambda: py.instance().get("state") == "FAULT", 5), py.logtext()[-2000:]
+    assert wait_for(lambda: lab.vip_holders() == ["b"], 5)
+    maint.write_text("0\n")
+    assert wait_for(lambda: lab.vip_holders() == ["a"], 5), py.logtext()[-2000:]
+    load.write_text("6\n")  # 150 - 6 * 10 = 90 < 100
+    assert wait_for(lambda: lab.vip_holders() == ["b"], 5), py.logtext()[-2000:]
+    assert py.instance()["effective_priority"] == 90
+    load.unlink()  # a missing file counts as 0: back to 150, which preempts
+    assert wait_for(lambda: lab.vip_holders() == ["a"], 5), py.logtext()[-2000:]
+
+
 def test_track_interface_down_puts_instance_in_fault(lab: Lab) -> None:
     lab.exec("a", "ip", "link", "add", "trk7", "type", "veth", "peer", "name", "trk7p")
     lab.exec("a", "ip", "link", "set", "trk7", "up")

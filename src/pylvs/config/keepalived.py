@@ -1,4 +1,4 @@
-"""keepalived.conf: global_defs, vrrp_script, vrrp_instance and vrrp_sync_group as typed,
+"""keepalived.conf: global_defs, vrrp_script, track_file, vrrp_instance and vrrp_sync_group as typed,
 immutable dataclasses, with keepalived's defaults and its file:line diagnostics.
 
 ``load(path)`` returns a :class:`KeepalivedConfig` or raises :class:`ConfigError`; unknown
@@ -22,8 +22,21 @@ if TYPE_CHECKING:
     from pylvs.config.lvs import LVSConfig
 
 __all__ = [
-    "ConfigError", "Diagnostic", "GlobalDefs", "KeepalivedConfig", "Statement", "TrackInterface",
-    "TrackScript", "VRRPInstance", "VRRPScript", "VRRPSyncGroup", "VirtualIP", "load", "load_full",
+    "ConfigError",
+    "Diagnostic",
+    "GlobalDefs",
+    "KeepalivedConfig",
+    "Statement",
+    "TrackFile",
+    "TrackFileRef",
+    "TrackInterface",
+    "TrackScript",
+    "VRRPInstance",
+    "VRRPScript",
+    "VRRPSyncGroup",
+    "VirtualIP",
+    "load",
+    "load_full",
     "parse_text",
 ]
 
@@ -81,6 +94,31 @@ class TrackScript:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackFileRef:
+    """``track_file { NAME [weight W [reverse]] }`` in an instance or sync group."""
+
+    name: str
+    weight: int | None = None  # None: the track_file's own weight (and its reverse)
+    reverse: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TrackFile:
+    """A top-level ``track_file NAME { file PATH; weight W [reverse]; init_file [V] [overwrite] }``:
+    a number an operator (or a script) writes to a file moves the priority of the instances
+    tracking it, or with weight 0 puts them in FAULT while it is not 0."""
+
+    name: str
+    path: str
+    weight: int = 1
+    reverse: bool = False
+    init_value: int | None = None  # None: leave the file alone at start
+    init_overwrite: bool = False
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class VRRPScript:
     name: str
     script: str
@@ -115,6 +153,7 @@ class VRRPInstance:
     unicast_peer: tuple[str, ...] = ()
     track_interface: tuple[TrackInterface, ...] = ()
     track_script: tuple[TrackScript, ...] = ()
+    track_file: tuple[TrackFileRef, ...] = ()
     dont_track_primary: bool = False
     notify: str | None = None
     notify_master: str | None = None
@@ -156,6 +195,7 @@ class VRRPSyncGroup:
     notify_stop: str | None = None
     track_script: tuple[TrackScript, ...] = ()
     track_interface: tuple[TrackInterface, ...] = ()
+    track_file: tuple[TrackFileRef, ...] = ()
     other: tuple[Statement, ...] = ()
     line: int = 0
 
@@ -169,6 +209,7 @@ class KeepalivedConfig:
     other: tuple[Statement, ...]  # virtual_server & co, for the checker part
     diagnostics: tuple[Diagnostic, ...]
     files: tuple[str, ...]
+    track_files: tuple[TrackFile, ...] = ()
 
     @property
     def warnings(self) -> tuple[Diagnostic, ...]:
@@ -213,7 +254,7 @@ random_seed checker_log_all_failures
 """)
 
 _INSTANCE_ACCEPTED = _words("""
-use_vmac vmac_xmit_base use_ipvlan native_ipv6 track_process track_file track_bfd track_src_ip
+use_vmac vmac_xmit_base use_ipvlan native_ipv6 track_process track_bfd track_src_ip
 unicast_ttl old_unicast_checksum check_unicast_src lvs_sync_daemon_interface garp_lower_prio_delay
 garp_extra_if virtual_routes virtual_rules accept no_accept strict_mode preempt debug notify_deleted
 notify_master_rx_lower_pri kernel_rx_buf_size linkbeat_use_polling unicast_fault_no_peer
@@ -221,12 +262,12 @@ notify_priority_changes down_timer_adverts promote_secondaries sync_group_tracki
 vmac_garp_intvl unicast_peer_ttl
 """)
 
-_SYNC_ACCEPTED = _words("smtp_alert global_tracking sync_group_tracking_weight notify_priority_changes track_process track_file track_bfd")
+_SYNC_ACCEPTED = _words("smtp_alert global_tracking sync_group_tracking_weight notify_priority_changes track_process track_bfd")
 
 # Accepted keywords whose effect pylvs does not reproduce yet: a warning says so, with file:line,
 # rather than letting an operator believe they are in force.
 _UNSUPPORTED = _words("""
-track_process track_file track_bfd virtual_routes virtual_rules accept no_accept strict_mode
+track_process track_bfd virtual_routes virtual_rules accept no_accept strict_mode
 use_ipvlan garp_extra_if unicast_fault_no_peer old_unicast_checksum lvs_sync_daemon_interface
 notify_master_rx_lower_pri notify_deleted vmac_xmit_base track_src_ip
 vrrp_strict enable_snmp_keepalived enable_snmp_vrrp enable_snmp_checker enable_snmp_rfc
@@ -239,7 +280,7 @@ smtp_alert smtp_alert_vrrp smtp_alert_checker
 # Top-level blocks owned by other parts of pylvs (or not implemented): parsed, kept, reported.
 _OTHER_TOPLEVEL = _words("""
 virtual_server virtual_server_group static_ipaddress static_routes static_rules linkbeat_interfaces
-vrrp_track_process vrrp_track_file track_file garp_group bfd_instance net_namespace
+vrrp_track_process garp_group bfd_instance net_namespace
 """)
 
 # Interpreted by pylvs.config.lvs (the health-check part) from ``other``.
@@ -388,6 +429,61 @@ class _Interp:
             return None
         return VRRPScript(st.args[0], script, file=st.file, line=st.line, **kw)  # type: ignore[arg-type]
 
+    def track_file(self, st: Statement) -> TrackFile | None:
+        if not st.args:
+            self.error(st, f"{st.keyword} needs a name")
+            return None
+        kw: dict[str, object] = {}
+        path = None
+        for s in st.block or ():
+            k = s.keyword
+            if k == "file":
+                path = self.arg(s)
+            elif k == "weight":
+                v = self.int_(s, -2147483647, 2147483647)
+                if v is not None:
+                    kw[k] = v
+                if len(s.args) > 1:
+                    if s.args[1] == "reverse":
+                        kw["reverse"] = True
+                    else:
+                        self.warn(s, f"unexpected '{s.args[1]}' after weight")
+            elif k == "init_file":
+                args = list(s.args)
+                if args and args[-1] == "overwrite":
+                    kw["init_overwrite"] = True
+                    args.pop()
+                value = 0
+                if args:
+                    try:
+                        value = int(args[0], 0)
+                    except ValueError:
+                        self.error(s, f"init_file value '{args[0]}' is not a number")
+                        continue
+                kw["init_value"] = value
+            else:
+                self.unknown(s)
+        if not path:
+            self.error(st, f"track_file {st.args[0]} has no file")
+            return None
+        return TrackFile(st.args[0], path, file=st.file, line=st.line, **kw)  # type: ignore[arg-type]
+
+    def track_weight(self, s: Statement, what: str) -> int | None:
+        """The ``weight W`` after a tracked name (None when absent or malformed)."""
+        if len(s.args) >= 2 and s.args[0] == "weight":
+            try:
+                return int(s.args[1])
+            except ValueError:
+                self.error(s, f"{what} {s.keyword}: invalid weight '{s.args[1]}'")
+        return None
+
+    def tracks_file(self, st: Statement) -> tuple[TrackFileRef, ...]:
+        return tuple(
+            TrackFileRef(s.keyword, self.track_weight(s, "track_file"),
+                         len(s.args) >= 3 and s.args[2] == "reverse")
+            for s in st.block or ()
+        )
+
     def vips(self, st: Statement, family: list[int]) -> tuple[VirtualIP, ...]:
         out: list[VirtualIP] = []
         for s in st.block or ():
@@ -422,28 +518,12 @@ class _Interp:
         return tuple(out)
 
     def tracks_if(self, st: Statement) -> tuple[TrackInterface, ...]:
-        out: list[TrackInterface] = []
-        for s in st.block or ():
-            weight = 0
-            if len(s.args) >= 2 and s.args[0] == "weight":
-                try:
-                    weight = int(s.args[1])
-                except ValueError:
-                    self.error(s, f"track_interface {s.keyword}: invalid weight '{s.args[1]}'")
-            out.append(TrackInterface(s.keyword, weight))
-        return tuple(out)
+        return tuple(TrackInterface(s.keyword, self.track_weight(s, "track_interface") or 0)
+                     for s in st.block or ())
 
     def tracks_script(self, st: Statement) -> tuple[TrackScript, ...]:
-        out: list[TrackScript] = []
-        for s in st.block or ():
-            weight = None
-            if len(s.args) >= 2 and s.args[0] == "weight":
-                try:
-                    weight = int(s.args[1])
-                except ValueError:
-                    self.error(s, f"track_script {s.keyword}: invalid weight '{s.args[1]}'")
-            out.append(TrackScript(s.keyword, weight))
-        return tuple(out)
+        return tuple(TrackScript(s.keyword, self.track_weight(s, "track_script"))
+                     for s in st.block or ())
 
     def vrrp_instance(self, st: Statement) -> VRRPInstance | None:
         if not st.args:
@@ -505,6 +585,8 @@ class _Interp:
                 kw[k] = self.tracks_if(s)
             elif k == "track_script":
                 kw[k] = self.tracks_script(s)
+            elif k == "track_file":
+                kw[k] = self.tracks_file(s)
             elif k in ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop"):
                 kw[k] = self.script_cmd(s)
             elif k in ("garp_master_delay", "garp_master_refresh"):
@@ -565,6 +647,8 @@ class _Interp:
                 kw[k] = self.tracks_script(s)
             elif k == "track_interface":
                 kw[k] = self.tracks_if(s)
+            elif k == "track_file":
+                kw[k] = self.tracks_file(s)
             elif k in _SYNC_ACCEPTED:
                 other.append(s)
             else:
@@ -581,6 +665,7 @@ def _interpret(tree: tuple[Statement, ...], reader: Reader) -> KeepalivedConfig:
     it = _Interp(reader)
     g = GlobalDefs()
     scripts: list[VRRPScript] = []
+    track_files: list[TrackFile] = []
     instances: list[VRRPInstance] = []
     groups: list[VRRPSyncGroup] = []
     other: list[Statement] = []
@@ -593,6 +678,10 @@ def _interpret(tree: tuple[Statement, ...], reader: Reader) -> KeepalivedConfig:
             sc = it.vrrp_script(st)
             if sc:
                 scripts.append(sc)
+        elif k in ("track_file", "vrrp_track_file"):
+            tf = it.track_file(st)
+            if tf:
+                track_files.append(tf)
         elif k == "vrrp_instance":
             inst = it.vrrp_instance(st)
             if inst:
@@ -621,13 +710,21 @@ def _interpret(tree: tuple[Statement, ...], reader: Reader) -> KeepalivedConfig:
         for ts in inst.track_script:
             if ts.name not in scripts_by:
                 reader.warn(inst.file, inst.line, f"({inst.name}) track_script {ts.name} not found, ignoring")
+    files_by = {f.name for f in track_files}
+    for name, line, where, refs in (
+        *((i.name, i.line, i.file, i.track_file) for i in instances),
+        *((g.name, g.line, reader.files[0] if reader.files else "", g.track_file) for g in groups),
+    ):
+        for ref in refs:
+            if ref.name not in files_by:
+                reader.warn(where, line, f"({name}) track_file {ref.name} not found, ignoring")
     unhandled = [s for s in other if s.keyword not in _LVS_TOPLEVEL]
     if unhandled:
         kinds = sorted({s.keyword for s in unhandled})
         first = unhandled[0]
         reader.warn(first.file, first.line, f"{', '.join(kinds)}: parsed and kept, not handled by pylvs yet")
     return KeepalivedConfig(g, tuple(scripts), tuple(instances), tuple(groups), tuple(other),
-                            tuple(reader.diagnostics), tuple(reader.files))
+                            tuple(reader.diagnostics), tuple(reader.files), tuple(track_files))
 
 
 def load(path: str, config_id: str | None = None, strict: bool = True) -> KeepalivedConfig:

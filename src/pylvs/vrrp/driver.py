@@ -47,6 +47,7 @@ from pylvs.vrrp.router import (
     State,
     VRRPRouter,
 )
+from pylvs.vrrp.trackfile import FAULT, TrackFileWatcher
 
 if TYPE_CHECKING:
     from pylvs.config.lvs import LVSConfig
@@ -73,6 +74,7 @@ class InstancePlan:
     group_notify: tuple[str, str | None, str | None, str | None, str | None, str | None] | None
     group_track_script: tuple[K.TrackScript, ...] = ()  # a sync group's tracking applies to every member
     group_track_interface: tuple[K.TrackInterface, ...] = ()
+    group_track_file: tuple[K.TrackFileRef, ...] = ()
 
 
 def plan_instances(cfg: K.KeepalivedConfig) -> list[InstancePlan]:
@@ -129,7 +131,8 @@ def plan_instances(cfg: K.KeepalivedConfig) -> list[InstancePlan]:
         gn = (sg.name, sg.notify, sg.notify_master, sg.notify_backup, sg.notify_fault, sg.notify_stop) if sg else None
         plans.append(InstancePlan(inst, rc, inst.interface, tuple(vips), mcast,
                                   (inst.notify, inst.notify_master, inst.notify_backup, inst.notify_fault, inst.notify_stop), gn,
-                                  sg.track_script if sg else (), sg.track_interface if sg else ()))
+                                  sg.track_script if sg else (), sg.track_interface if sg else (),
+                                  sg.track_file if sg else ()))
     return plans
 
 
@@ -181,6 +184,7 @@ class KeepalivedDaemon:
         self.sockets: dict[tuple[str, int], tuple[netio.VRRPSocket, Dispatcher]] = {}
         self.links: dict[str, netio.LinkSocket] = {}
         self.scripts: dict[str, ScriptState] = {}
+        self.track_files = TrackFileWatcher()
         self.addrs = netio.AddressManager()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Event | None = None
@@ -613,6 +617,9 @@ class KeepalivedDaemon:
     # -- tracking: vrrp_script, track_interface, arbitrator ---------------------------------
 
     def _start_scripts(self, cfg: K.KeepalivedConfig) -> None:
+        files = {r.name for i in cfg.vrrp_instances for r in i.track_file}
+        files |= {r.name for g in cfg.vrrp_sync_groups for r in g.track_file}
+        self.track_files = TrackFileWatcher.start(cfg.track_files, files)
         used = {ts.name for i in cfg.vrrp_instances for ts in i.track_script}
         used |= {ts.name for g in cfg.vrrp_sync_groups for ts in g.track_script}
         for sc in cfg.vrrp_scripts:
@@ -668,6 +675,12 @@ class KeepalivedDaemon:
                 faults.add(f"script {ts.name}")
             elif (weight > 0 and st.ok) or (weight < 0 and not st.ok):
                 offset += weight
+        for ref in (*inst.track_file, *rt.plan.group_track_file):
+            effect = self.track_files.status(ref)
+            if effect is FAULT:
+                faults.add(f"track_file {ref.name}")
+            else:
+                offset += effect
         track = [*inst.track_interface, *rt.plan.group_track_interface]
         if not inst.dont_track_primary:
             track.append(K.TrackInterface(rt.plan.ifname, 0))
@@ -695,6 +708,8 @@ class KeepalivedDaemon:
     async def _track_interfaces(self) -> None:
         while True:
             await asyncio.sleep(0.5)
+            for name in self.track_files.poll():
+                log.info("Track file %s now %d", name, self.track_files.values()[name])
             self._retrack()
             self.write_state(only_if_changed=True)
 
