@@ -19,7 +19,7 @@ from pylvs.core.model import ServiceKey
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylvs.core.director import Connection, Director
-    from pylvs.dataplane._proxy_tcp import ClientSide
+    from pylvs.dataplane._proxy_tcp import Relay
     from pylvs.dataplane._proxy_udp import UdpFlow
 
 
@@ -55,7 +55,7 @@ class ProxyContext:
     max_tcp_relays: int
     max_udp_flows: int
     splice: bool = True
-    relays: set[ClientSide] = field(default_factory=set)
+    relays: set[Relay] = field(default_factory=set)
     udp_flows: dict[Any, UdpFlow] = field(default_factory=dict)
     accepted: int = 0
     refused: int = 0

@@ -1,451 +1,697 @@
 """TCP relay of the socket-level proxy: one accepted client connection joined to one real server.
 
 What this is for: the hot path of ``ProxyDataPlane`` for TCP services, i.e. full NAT done with
-two sockets. The client's connection ends at the VIP; a second connection goes from the director to
-the real server the core chose; bytes are copied between the two with asyncio Protocols (no
-streams, no per-chunk coroutine), with bounded buffers and backpressure, and both half-closes are
-propagated (``shutdown(SHUT_WR)`` on one side becomes ``shutdown(SHUT_WR)`` on the other).
-Bytes a client sends before the real server has answered are held (up to the high-water mark,
-then the client is paused) and sent as soon as it has; long one-way streams move to splice
-(``_proxy_splice``).
-
-Core events: ``proxy_established`` once the real server accepted, ``proxy_half_closed`` for the
-first FIN (by_client tells whose), ``proxy_closed`` when both directions are done or either side
-failed (a second FIN goes straight to ``proxy_closed``: it would not change the core's state).
+two sockets. The client's connection ends at the VIP; a second connection goes from the director
+to the real server the core chose; bytes are copied between the two, with bounded buffers and
+backpressure, and both half-closes are propagated (a FIN read on one side becomes
+``shutdown(SHUT_WR)`` on the other). Long one-way streams move to splice (``_proxy_splice``).
 
 What this is not for: choosing servers, persistence, thresholds and connection states (all the
-core's, through ``Director``), or opening listening sockets (``proxy.py``).
+core's, through ``Director``), or binding listening sockets (``proxy.py``).
 
-Counting, as the core's ``account`` wants it: a socket-level proxy sees no packets, so one
-``data_received`` call (one read of up to the loop's read size) counts as one packet in its
-direction; bytes are exact. Counts are kept in the relay and handed to the core in batches (when
-the relay ends and on the data plane's housekeeping tick, about once a second), which keeps the
-per-read work to two integer additions and one write.
+Why raw sockets and one epoll rather than asyncio transports: a proxied connection is a handful of
+system calls of real work (accept, socket, connect, a read and a write per request and side,
+shutdown, close); transports add per-connection objects, callbacks, name look-ups
+(getsockname/getpeername), option calls and event-registration changes that cost more than the
+work itself. Here every listening socket and every relay socket is registered once, edge-triggered
+for reads, writes and the peer's FIN, in one ``select.epoll`` (``TcpEngine``) whose own descriptor
+the asyncio loop watches; one readiness callback drains that epoll and hands each event to its
+socket's handler. Registrations never change: a side that cannot be written to is simply not read
+until the edge-triggered "writable" event comes. Accepted sockets stay blocking (reads and writes
+pass MSG_DONTWAIT) and inherit TCP_NODELAY from the listener; the peer's address comes from accept
+and the VIP is the listener's, so nothing is asked of the kernel per connection beyond the
+relay itself.
 
-Connect failures: when the real server refuses or does not answer within ``connect_timeout``, the
-relay asks the core again, skipping the servers that failed for this client (up to ``retries``
-more attempts), so a client sees no error while one server is down. Nothing is marked in the core:
-taking a server out is the health checker's job. When no server can take the connection, the
-client gets a reset at once.
+Bytes are read into one buffer shared by every relay and written straight to the other side; what
+the other side does not take at once (at most one read) is kept and that direction stops reading
+until the other side is writable again, so per direction at most one read size is held in the
+proxy, the rest stays in the kernel's socket buffers, which the senders' TCP windows then push
+back on. Bytes a client sends before the real server has accepted stay in the client's socket.
+
+Core events: ``proxy_established`` once the real server accepted, ``proxy_half_closed`` for the
+first FIN passed on (by_client tells whose), ``proxy_closed`` when both directions are done or
+either side failed (the second FIN goes straight to ``proxy_closed``: it would not change the
+core's state).
+
+Counting, as the core's ``account`` wants it: a socket-level proxy sees no packets, so one read
+(of up to 64 KiB; one splice on the bulk path) counts as one packet in its direction; bytes are
+exact. Counts are kept in the relay and handed to the core in batches (when the relay ends and on
+the data plane's housekeeping tick, about once a second).
+
+Connect failures: when the real server refuses or does not answer within ``connect_timeout``
+(checked by one coarse timer for all relays, not a timer per connection), the relay asks the core
+again, skipping the servers that failed for this client (up to ``retries`` more attempts), so a
+client sees no error while one server is down. Nothing is marked in the core: taking a server out
+is the health checker's job. When no server can take the connection, the client gets a reset.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
+import math
+import os
+import select
 import socket
 import struct
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from pylvs.core.director import DIR_INPUT, DIR_OUTPUT
-from pylvs.dataplane._proxy_splice import SpliceLeg
+from pylvs.dataplane._proxy_splice import PIPE_SIZE, SPLICE_FLAGS, open_pipe
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylvs.core.director import Connection
     from pylvs.dataplane._proxy_common import ProxyContext, ServiceEndpoint
 
-_LINGER_RST = struct.pack("ii", 1, 0)
-# A read this large means the peer is streaming; after SPLICE_AFTER of them in one direction
-# that direction moves to splice (when the data plane allows it).
-SPLICE_READ = 65536
-SPLICE_AFTER = 4
 log = logging.getLogger("pylvs.dataplane.proxy")
 
+_LINGER_RST = struct.pack("ii", 1, 0)
+# One read's size: a read this large means the peer is streaming; after SPLICE_AFTER of them in
+# one direction that direction moves to splice (when the data plane allows it).
+READ_SIZE = 65536
+SPLICE_AFTER = 4
+# Reads (or splices) per direction and turn, and accepts per listener and turn, so that one busy
+# stream or a connection storm cannot starve the others.
+BATCH = 16
+ACCEPT_BATCH = 64
+# Resolution of the connect-timeout clock: deadlines are rounded up to the next tick.
+TICK = 0.1
 
-def reset_transport(transport: asyncio.Transport) -> None:
-    """Close with a TCP reset rather than a FIN: the client learns at once that nobody is there."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
+_IN = select.EPOLLIN
+_OUT = select.EPOLLOUT
+_ERR = select.EPOLLERR
+_HUP = select.EPOLLHUP
+_RDHUP = select.EPOLLRDHUP
+_EDGE = select.EPOLLET
+# Everything a relay socket can report, registered once for its whole life.
+_RELAY_EVENTS = _IN | _OUT | _RDHUP | _EDGE
+# A FIN, hang-up or error is pending: read until the socket says there is nothing more.
+_MORE = _RDHUP | _HUP | _ERR
+# Passed by the relay itself when it resumes a direction: read until the socket is empty.
+_DRAIN = _RDHUP
+_DONTWAIT = socket.MSG_DONTWAIT
+_EINPROGRESS = errno.EINPROGRESS
+_NONBLOCK_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+_OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def _reset(sock: socket.socket) -> None:
+    """Make the coming close a TCP reset rather than a FIN: the peer learns at once."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+
+
+class TcpEngine:
+    """One epoll for every listening socket and relay socket of a data plane."""
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.epoll = select.epoll()
+        self.handlers: dict[int, Callable[[int], None]] = {}
+        # Sockets to close once the current batch of events is handled: an event fetched for a
+        # descriptor that has meanwhile been closed and reused must not reach the new owner.
+        self.dead: list[socket.socket] = []
+        # Directions that used up their turn with bytes still waiting (edge-triggered: no new
+        # event will come for those), resumed on the loop's next iteration.
+        self.again: list[Flow] = []
+        self.again_handle: asyncio.Handle | None = None
+        self.buf = bytearray(READ_SIZE)
+        self.view = memoryview(self.buf)
+        # Relays connecting, by the tick their connect times out at.
+        self.connecting: dict[int, set[Relay]] = {}
+        self.next_tick = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.loop.add_reader(self.epoll.fileno(), self._ready)
+
+    # ---- the loop's side ---------------------------------------------------------------------
+
+    def _ready(self) -> None:
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-        except OSError:
-            pass
-    transport.abort()
+            events = self.epoll.poll(0, 1024)
+        except InterruptedError:
+            return
+        handlers = self.handlers
+        try:
+            for fd, ev in events:
+                handler = handlers.get(fd)
+                if handler is not None:
+                    try:
+                        handler(ev)
+                    except Exception:  # a fault must cost one connection, not the data plane
+                        self._fault(getattr(handler, "__self__", None))
+        finally:
+            self._end_turn()
+
+    def _fault(self, owner: object) -> None:
+        log.exception("proxy: relay failed")
+        if isinstance(owner, Relay):
+            owner.broken()
+
+    def _end_turn(self) -> None:
+        dead = self.dead
+        if dead:
+            self.dead = []
+            for sock in dead:
+                sock.close()
+        if self.again and self.again_handle is None and not self.closed:
+            self.again_handle = self.loop.call_soon(self._run_again)
+
+    def _run_again(self) -> None:
+        self.again_handle = None
+        flows = self.again
+        self.again = []
+        try:
+            for flow in flows:
+                if not flow.relay.finished:
+                    try:
+                        flow.pump(_DRAIN)
+                    except Exception:
+                        self._fault(flow.relay)
+        finally:
+            self._end_turn()
+
+    def add(self, sock: socket.socket, handler: Callable[[int], None], events: int) -> None:
+        fd = sock.fileno()
+        self.handlers[fd] = handler
+        self.epoll.register(fd, events)
+
+    def forget(self, sock: socket.socket | None) -> None:
+        """Stop handling ``sock`` and close it at the end of the turn (closing deregisters it)."""
+        if sock is not None:
+            fd = sock.fileno()
+            if fd >= 0:
+                self.handlers.pop(fd, None)
+                self.dead.append(sock)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.again_handle is not None:
+            self.again_handle.cancel()
+            self.again_handle = None
+        self._end_turn()
+        self.loop.remove_reader(self.epoll.fileno())
+        self.epoll.close()
+
+    # ---- connect deadlines -------------------------------------------------------------------
+
+    def arm(self, relay: Relay) -> None:
+        tick = math.ceil((self.loop.time() + self.ctx.connect_timeout) / TICK)
+        bucket = self.connecting.get(tick)
+        if bucket is None:
+            bucket = self.connecting[tick] = set()
+        bucket.add(relay)
+        relay.tick = tick
+        if self.timer is None:
+            self.next_tick = math.floor(self.loop.time() / TICK)
+            self.timer = self.loop.call_at((self.next_tick + 1) * TICK, self._on_tick)
+
+    def disarm(self, relay: Relay) -> None:
+        bucket = self.connecting.get(relay.tick)
+        if bucket is not None:
+            bucket.discard(relay)
+
+    def _on_tick(self) -> None:
+        self.timer = None
+        now_tick = math.floor(self.loop.time() / TICK)
+        expired: list[Relay] = []
+        connecting = self.connecting
+        for tick in range(self.next_tick, now_tick + 1):
+            bucket = connecting.pop(tick, None)
+            if bucket:
+                expired.extend(bucket)
+        self.next_tick = now_tick + 1
+        try:
+            for relay in expired:
+                if not relay.finished and not relay.connected:
+                    relay.connect_failed()
+        finally:
+            self._end_turn()
+        if connecting and not self.closed:
+            self.timer = self.loop.call_at((self.next_tick) * TICK + 1e-6, self._on_tick)
 
 
-class ServerSide(asyncio.Protocol):
-    """The director's connection to the real server; everything it reads goes to the client."""
+class Listener:
+    """A listening socket of a TCP virtual service, accepting in batches."""
 
-    __slots__ = ("relay", "timed_out", "transport")
+    __slots__ = ("engine", "ep", "paused", "sock")
 
-    def __init__(self, relay: ClientSide) -> None:
-        self.relay = relay
-        self.transport: asyncio.Transport | None = None
-        self.timed_out = False
+    def __init__(self, engine: TcpEngine, ep: ServiceEndpoint, sock: socket.socket) -> None:
+        self.engine = engine
+        self.ep = ep
+        self.sock = sock
+        self.paused = False
+        engine.add(sock, self.on_event, _IN)  # level-triggered: a batch left over comes again
 
-    def __call__(self) -> ServerSide:
-        # Its own protocol factory: create_connection gets this very object back.
-        return self
+    def on_event(self, ev: int) -> None:
+        engine = self.engine
+        ctx = engine.ctx
+        ep = self.ep
+        lsock = self.sock
+        accept = lsock.accept
+        af = ep.af
+        for _ in range(ACCEPT_BATCH):
+            try:
+                csock, peer = accept()
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if e.errno in _OUT_OF_FDS:
+                    self._pause(e)
+                    return
+                continue  # ECONNABORTED and the like: that client is gone
+            if len(ctx.relays) >= ctx.max_tcp_relays:
+                ctx.refused += 1
+                _reset(csock)
+                csock.close()
+                continue
+            try:
+                conn = ctx.director.schedule(
+                    ep.protocol, socket.inet_pton(af, peer[0]), peer[1], ep.vaddr, ep.vport
+                )
+            except Exception:  # a fault in the core must cost one connection, not the listener
+                log.exception("proxy: scheduling %s for %s failed", ep, peer)
+                conn = None
+            if conn is None:
+                ctx.refused += 1
+                _reset(csock)
+                csock.close()
+                continue
+            ctx.accepted += 1
+            relay = Relay(engine, ep, csock, peer, conn)
+            ctx.relays.add(relay)
+            engine.add(csock, relay.on_client, _RELAY_EVENTS)
+            relay.connect()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        transport = cast(asyncio.Transport, transport)
-        self.transport = transport
-        relay = self.relay
-        relay.connected = True
-        hw = relay.ctx.high_water
-        transport.set_write_buffer_limits(hw, hw // 4)
+    def _pause(self, exc: OSError) -> None:
+        # Out of descriptors: stop accepting for a moment rather than spinning on the backlog.
+        log.warning("proxy: %s: accept: %s; pausing for 0.1 s", self.ep, exc.strerror or exc)
+        self.paused = True
+        with contextlib.suppress(OSError):
+            self.engine.epoll.modify(self.sock.fileno(), 0)
+        self.engine.loop.call_later(0.1, self._resume)
 
-    def data_received(self, data: bytes) -> None:
-        relay = self.relay
-        n = len(data)
-        relay.out_pkts += 1
-        relay.out_bytes += n
-        relay.client.write(data)  # type: ignore[union-attr]
-        if n >= SPLICE_READ:
-            relay.big_read(False)
+    def _resume(self) -> None:
+        if self.paused and self.sock.fileno() >= 0 and not self.engine.closed:
+            self.paused = False
+            with contextlib.suppress(OSError):
+                self.engine.epoll.modify(self.sock.fileno(), _IN)
 
-    def eof_received(self) -> bool:
-        self.relay.server_eof_received()
-        return True
-
-    def pause_writing(self) -> None:
-        # The real server is slower than the client: stop reading the client.
-        relay = self.relay
-        if not relay.finished and relay.client is not None:
-            relay.client.pause_reading()
-
-    def resume_writing(self) -> None:
-        relay = self.relay
-        if not relay.finished and relay.client is not None and relay.connected:
-            relay.client.resume_reading()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        relay = self.relay
-        if relay.server is self:
-            relay.server_lost(exc)
+    def close(self) -> None:
+        fd = self.sock.fileno()
+        if fd >= 0:
+            self.engine.handlers.pop(fd, None)
+            if not self.engine.closed:
+                with contextlib.suppress(OSError):
+                    self.engine.epoll.unregister(fd)
+        self.sock.close()
 
 
-class ClientSide(asyncio.Protocol):
-    """One proxied connection, from the client's side: it owns the relay's state."""
+class Flow:
+    """One direction of a relay: bytes read from ``src`` are written to ``dst``."""
 
     __slots__ = (
-        "big_in", "big_out", "client", "client_eof", "conn", "connect_task", "connected",
-        "ctx", "endpoint", "finished", "in_bytes", "in_leg", "in_pkts", "out_bytes", "out_leg",
-        "out_pkts", "peer", "pending", "pending_size", "server", "server_eof", "sink",
+        "big", "by_client", "done", "dst", "eof", "in_pipe", "left", "nbytes", "pipe_r",
+        "pipe_w", "pkts", "relay", "spliced", "src",
     )
 
-    def __init__(self, ctx: ProxyContext, endpoint: ServiceEndpoint) -> None:
-        self.ctx = ctx
-        self.endpoint = endpoint
-        self.client: asyncio.Transport | None = None
-        self.server: ServerSide | None = None
-        self.conn: Connection | None = None
-        self.connect_task: asyncio.Task[None] | None = None
-        self.peer: tuple[Any, ...] = ()
-        self.connected = False
-        self.finished = False
-        self.client_eof = False
-        self.server_eof = False
-        self.in_pkts = 0
-        self.in_bytes = 0
-        self.out_pkts = 0
-        self.out_bytes = 0
-        # Where the client's bytes go: a bounded list until the real server is connected, then
-        # straight to the server transport's write (one attribute call on the hot path).
-        self.pending: list[bytes] = []
-        self.pending_size = 0
-        self.sink = self._hold
-        # Bulk path (see _proxy_splice): full-size reads seen per direction, and the legs.
-        self.big_in = 0
-        self.big_out = 0
-        self.in_leg: SpliceLeg | None = None
-        self.out_leg: SpliceLeg | None = None
+    def __init__(self, relay: Relay, by_client: bool) -> None:
+        self.relay = relay
+        self.by_client = by_client
+        self.src: socket.socket = relay.csock
+        self.dst: socket.socket = relay.csock  # set when the real server's socket exists
+        self.left: bytes | None = None  # what dst did not take yet; src is not read meanwhile
+        self.eof = False  # src sent its FIN
+        self.done = False  # ... and everything before it reached dst
+        self.pkts = 0
+        self.nbytes = 0
+        self.big = 0
+        self.spliced = False
+        self.pipe_r = -1
+        self.pipe_w = -1
+        self.in_pipe = 0
 
-    # ---- client transport events ---------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport = cast(asyncio.Transport, transport)
-        self.client = transport
-        ctx = self.ctx
-        ep = self.endpoint
-        peer = transport.get_extra_info("peername")
-        if not peer or len(ctx.relays) >= ctx.max_tcp_relays:
-            ctx.refused += 1
-            self.finished = True
-            reset_transport(transport)
+    def pump(self, ev: int) -> None:
+        """``src`` has something (bytes, FIN or an error): move what ``dst`` will take."""
+        if self.eof or self.left is not None or self.in_pipe:
+            # Done, or waiting for dst to be writable (then the whole socket is read): only an
+            # error needs an answer now.
+            if ev & _ERR:
+                self.relay.broken()
             return
-        self.peer = peer
-        try:
-            conn = ctx.director.schedule(
-                ep.protocol, socket.inet_pton(ep.af, peer[0]), peer[1], ep.vaddr, ep.vport
-            )
-        except Exception:  # a fault in the core must cost one connection, not the listener
-            log.exception("proxy: scheduling %s for %s failed", ep, peer)
-            conn = None
-        if conn is None:
-            ctx.refused += 1
-            self.finished = True
-            reset_transport(transport)
+        if self.spliced:
+            self._splice()
             return
-        ctx.accepted += 1
-        self.conn = conn
-        ctx.relays.add(self)
-        hw = ctx.high_water
-        transport.set_write_buffer_limits(hw, hw // 4)
-        self.connect_task = ctx.loop.create_task(self._connect(conn))
-
-    def data_received(self, data: bytes) -> None:
-        n = len(data)
-        self.in_pkts += 1
-        self.in_bytes += n
-        self.sink(data)
-        if n >= SPLICE_READ:
-            self.big_read(True)
-
-    def big_read(self, from_client: bool) -> None:
-        """A full-size read: after a few, move that direction to splice."""
-        if from_client:
-            self.big_in += 1
-            if self.big_in < SPLICE_AFTER or self.in_leg is not None:
+        engine = self.relay.engine
+        buf = engine.buf
+        view = engine.view
+        src = self.src
+        dst = self.dst
+        for _ in range(BATCH):
+            try:
+                n = src.recv_into(buf, READ_SIZE, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
                 return
-        else:
-            self.big_out += 1
-            if self.big_out < SPLICE_AFTER or self.out_leg is not None:
+            except OSError:
+                self.relay.broken()
                 return
-        if not self.ctx.splice or self.finished or self.sink == self._hold:
-            return
-        client = self.client
-        server = self.server.transport if self.server is not None else None
-        if client is None or server is None:
-            return
-        src, dst = (client, server) if from_client else (server, client)
-        if dst.get_write_buffer_size():
-            return  # bytes still queued in this direction: try again on a later read
-        if from_client:
-            leg = SpliceLeg(self, src, dst, self._count_in, self._spliced_client_eof)
-        else:
-            leg = SpliceLeg(self, src, dst, self._count_out, self.server_eof_received)
-        if not leg.start():
-            # Out of descriptors or pipes for now: this relay stays on its transports.
-            if from_client:
-                self.big_in = -(1 << 62)
+            if not n:
+                self._eof()
+                return
+            self.pkts += 1
+            self.nbytes += n
+            try:
+                m = dst.send(view[:n], _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                m = 0
+            except OSError:
+                self.relay.broken()
+                return
+            if m < n:
+                self.left = view[m:n].tobytes()
+                return
+            if n < READ_SIZE:
+                # Short read: the socket is empty now; a later arrival brings a new event,
+                # unless a FIN or an error was already reported with this one.
+                if not ev & _MORE:
+                    return
             else:
-                self.big_out = -(1 << 62)
-            return
-        self.ctx.spliced += 1
-        if from_client:
-            self.in_leg = leg
+                self.big += 1
+                if self.big >= SPLICE_AFTER and self._start_splice():
+                    self._splice()
+                    return
+        engine.again.append(self)
+
+    def writable(self) -> None:
+        """``dst`` has room again: send what it did not take, then read ``src`` again."""
+        if self.left is not None:
+            left = self.left
+            try:
+                m = self.dst.send(left, _DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.relay.broken()
+                return
+            if m < len(left):
+                self.left = left[m:]
+                return
+            self.left = None
+        elif self.in_pipe:
+            if not self._drain():
+                return
         else:
-            self.out_leg = leg
-
-    def _count_in(self, n: int) -> None:
-        self.in_pkts += 1
-        self.in_bytes += n
-
-    def _count_out(self, n: int) -> None:
-        self.out_pkts += 1
-        self.out_bytes += n
-
-    def _spliced_client_eof(self) -> None:
-        self.eof_received()
-
-    def splice_failed(self, exc: OSError) -> None:
-        """A spliced direction hit a socket error: reset both sides, as a transport would."""
-        if self.finished:
             return
-        if self.client is not None:
-            reset_transport(self.client)
-        if self.server is not None and self.server.transport is not None:
-            reset_transport(self.server.transport)
-        self._finish()
+        if self.eof:
+            self._finish_direction()
+        else:
+            self.pump(_DRAIN)
 
-    def _hold(self, data: bytes) -> None:
-        # Bytes that came before the real server answered: kept, up to the high-water mark.
-        self.pending.append(data)
-        self.pending_size += len(data)
-        if self.pending_size >= self.ctx.high_water and self.client is not None:
-            self.client.pause_reading()
+    def _eof(self) -> None:
+        self.eof = True
+        if self.left is None and not self.in_pipe:
+            self._finish_direction()
 
-    def eof_received(self) -> bool:
-        if self.finished:
+    def _finish_direction(self) -> None:
+        if not self.done:
+            self.done = True
+            self.relay.direction_done(self)
+
+    # ---- the zero-copy bulk path ---------------------------------------------------------------
+
+    def _start_splice(self) -> bool:
+        relay = self.relay
+        ctx = relay.engine.ctx
+        if not ctx.splice or self.big < 0:
             return False
-        self.client_eof = True
-        if self.sink == self._hold:
-            return True  # passed on once the real server is connected
-        server = self.server
-        if server is not None and server.transport is not None:
-            if self.server_eof:
-                # Both FINs seen: straight to proxy_closed (TIME_WAIT) in _close_both, the
-                # second half-close would change nothing in the core.
-                self._close_both()
-            else:
-                conn = self.conn
-                assert conn is not None
-                self.ctx.director.proxy_half_closed(conn, True)
-                if server.transport.can_write_eof():
-                    server.transport.write_eof()
+        pipe = open_pipe()
+        if pipe is None:
+            # Out of descriptors or pipes for now: this direction stays on reads and writes.
+            self.big = -(1 << 62)
+            return False
+        self.pipe_r, self.pipe_w = pipe
+        # splice() honours O_NONBLOCK of the sockets themselves, not MSG_DONTWAIT.
+        try:
+            self.src.setblocking(False)
+            self.dst.setblocking(False)
+        except OSError:
+            self.close_pipe()
+            self.big = -(1 << 62)
+            return False
+        self.spliced = True
+        ctx.spliced += 1
         return True
 
-    def pause_writing(self) -> None:
-        # The client is slower than the real server: stop reading the real server.
-        server = self.server
-        if not self.finished and server is not None and server.transport is not None:
-            server.transport.pause_reading()
+    def _splice(self) -> None:
+        splice = os.splice
+        src_fd = self.src.fileno()
+        for _ in range(BATCH):
+            if self.in_pipe and not self._drain():
+                return
+            try:
+                n = splice(src_fd, self.pipe_w, PIPE_SIZE, flags=SPLICE_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.relay.broken()
+                return
+            if not n:
+                self._eof()
+                return
+            self.pkts += 1
+            self.nbytes += n
+            self.in_pipe = n
+        if self.in_pipe:
+            self._drain()
+        if not self.relay.finished and not self.in_pipe:
+            self.relay.engine.again.append(self)
 
-    def resume_writing(self) -> None:
-        server = self.server
-        if not self.finished and server is not None and server.transport is not None:
-            server.transport.resume_reading()
+    def _drain(self) -> bool:
+        """Move the pipe's bytes to ``dst``; True once the pipe is empty."""
+        dst_fd = self.dst.fileno()
+        while self.in_pipe:
+            try:
+                m = os.splice(self.pipe_r, dst_fd, self.in_pipe, flags=SPLICE_FLAGS)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                self.relay.broken()
+                return False
+            if not m:
+                return False
+            self.in_pipe -= m
+        return True
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.finished:
-            return
-        server = self.server
-        if server is not None and server.transport is not None:
-            if exc is None:
-                server.transport.close()
-            else:
-                reset_transport(server.transport)
-        task = self.connect_task
-        if task is not None and not task.done():
-            task.cancel()
+    def close_pipe(self) -> None:
+        for fd in (self.pipe_r, self.pipe_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.pipe_r = self.pipe_w = -1
+        self.in_pipe = 0
+
+
+class Relay:
+    """One proxied connection: the client's socket, the real server's, and both directions."""
+
+    __slots__ = (
+        "attempts_left", "c2s", "conn", "connected", "csock", "engine", "ep", "failed",
+        "finished", "peer", "s2c", "ssock", "tick", "waiting",
+    )
+
+    def __init__(
+        self, engine: TcpEngine, ep: ServiceEndpoint, csock: socket.socket, peer: tuple[Any, ...],
+        conn: Connection,
+    ) -> None:
+        self.engine = engine
+        self.ep = ep
+        self.csock = csock
+        self.peer = peer
+        self.conn: Connection | None = conn
+        self.ssock: socket.socket | None = None
+        self.connected = False
+        self.finished = False
+        # Events the client's socket reported before the real server accepted.
+        self.waiting = 0
+        self.failed: list[Any] | None = None
+        self.attempts_left = engine.ctx.retries
+        self.tick = 0
+        self.c2s = Flow(self, True)
+        self.s2c = Flow(self, False)
+
+    # ---- connecting --------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Start a non-blocking connect to the real server of ``self.conn``."""
+        engine = self.engine
+        ctx = engine.ctx
+        ep = self.ep
+        while not self.finished:
+            conn = self.conn
+            assert conn is not None
+            try:
+                s = socket.socket(ep.af, _NONBLOCK_STREAM)
+            except OSError:
+                self._give_up()
+                return
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            err = s.connect_ex((ctx.host_of(ep.af, conn.daddr), conn.dport or ep.vport))
+            if err == _EINPROGRESS or err == 0:
+                self.ssock = s
+                self.c2s.dst = s
+                self.s2c.src = s
+                engine.add(s, self.on_server, _RELAY_EVENTS)
+                engine.arm(self)
+                return
+            s.close()  # refused or unreachable at once
+            if not self._next_server():
+                return
+
+    def connect_failed(self) -> None:
+        """The real server refused, reset or did not answer in time: try another one."""
+        engine = self.engine
+        engine.disarm(self)
+        engine.forget(self.ssock)
+        self.ssock = None
+        if self._next_server():
+            self.connect()
+
+    def _next_server(self) -> bool:
+        ctx = self.engine.ctx
+        ctx.connect_failures += 1
+        conn = self.conn
+        assert conn is not None
+        if self.failed is None:
+            self.failed = []
+        self.failed.append(conn.dest)
+        ctx.director.proxy_closed(conn)
+        nxt = ctx.reschedule(self.ep, self.peer, self.failed) if self.attempts_left > 0 else None
+        self.attempts_left -= 1
+        if nxt is None:
+            self.conn = None
+            self._give_up()
+            return False
+        ctx.retried += 1
+        self.conn = nxt
+        return True
+
+    def _give_up(self) -> None:
+        # No real server can take it: the client gets a reset at once.
+        self.engine.ctx.refused += 1
+        _reset(self.csock)
         self._finish()
 
-    # ---- real-server side events (called by ServerSide) ------------------------------------
+    def _established(self) -> None:
+        self.connected = True
+        engine = self.engine
+        engine.disarm(self)
+        conn = self.conn
+        assert conn is not None
+        engine.ctx.director.proxy_established(conn)
+        if self.waiting:
+            ev = self.waiting
+            self.waiting = 0
+            self.c2s.pump(ev)
 
-    def server_eof_received(self) -> None:
-        if self.finished:
+    # ---- events ------------------------------------------------------------------------------
+
+    def on_client(self, ev: int) -> None:
+        if not self.connected:
+            if ev & (_ERR | _HUP):  # the client left before the real server answered
+                _reset(self.csock)
+                self._finish()
+                return
+            self.waiting |= ev & (_IN | _RDHUP)
             return
-        self.server_eof = True
-        client = self.client
-        assert client is not None
-        if self.client_eof:
-            self._close_both()
+        if ev & (_IN | _MORE):
+            self.c2s.pump(ev)
+        if ev & _OUT and not self.finished:
+            self.s2c.writable()
+
+    def on_server(self, ev: int) -> None:
+        if not self.connected:
+            if ev & (_ERR | _HUP):
+                self.connect_failed()
+                return
+            if not ev & _OUT:
+                return
+            self._established()
+            if self.finished:
+                return
+        if ev & (_IN | _MORE):
+            self.s2c.pump(ev)
+        if ev & _OUT and not self.finished:
+            self.c2s.writable()
+
+    # ---- endings -------------------------------------------------------------------------------
+
+    def direction_done(self, flow: Flow) -> None:
+        """One side's FIN and all its bytes reached the other side."""
+        other = self.s2c if flow is self.c2s else self.c2s
+        if other.done:
+            # Both FINs passed: closing sends the second; straight to proxy_closed (TIME_WAIT).
+            self._finish()
             return
         conn = self.conn
         assert conn is not None
-        self.ctx.director.proxy_half_closed(conn, False)
-        if client.can_write_eof():
-            client.write_eof()
+        self.engine.ctx.director.proxy_half_closed(conn, flow.by_client)
+        with contextlib.suppress(OSError):
+            flow.dst.shutdown(socket.SHUT_WR)
 
-    def server_lost(self, exc: Exception | None) -> None:
-        if self.finished or not self.connected:
+    def broken(self) -> None:
+        """A socket error on either side: both sides get a reset, as a router in between would."""
+        if self.finished:
             return
-        client = self.client
-        assert client is not None
-        if exc is None:
-            client.close()
-        else:
-            reset_transport(client)
+        _reset(self.csock)
+        if self.ssock is not None:
+            _reset(self.ssock)
         self._finish()
 
-    # ---- connection set-up and tear-down ---------------------------------------------------
-
-    async def _connect(self, conn: Connection) -> None:
-        ctx = self.ctx
-        director = ctx.director
-        ep = self.endpoint
-        failed: list[Any] = []
-        attempts_left = ctx.retries
-        loop = ctx.loop
-        while True:
-            server = ServerSide(self)
-            self.server = server
-            port = conn.dport or ep.vport
-            # A bare timer rather than asyncio.timeout(): this runs once per connection.
-            timer = loop.call_later(ctx.connect_timeout, self._connect_timed_out, server)
-            try:
-                await loop.create_connection(server, ctx.host_of(ep.af, conn.daddr), port)
-                timer.cancel()
-                if not server.timed_out:
-                    break
-            except (OSError, ValueError):  # refused, unreachable, bad address
-                timer.cancel()
-            except asyncio.CancelledError:
-                timer.cancel()
-                if not server.timed_out:
-                    raise
-            ctx.connect_failures += 1
-            if self.finished:
-                return
-            self.server = None
-            self.connected = False
-            if server.transport is not None:  # connected just as the timer fired
-                server.transport.abort()
-            failed.append(conn.dest)
-            director.proxy_closed(conn)
-            nxt = ctx.reschedule(ep, self.peer, failed) if attempts_left > 0 else None
-            attempts_left -= 1
-            if nxt is None:
-                self.finished = True
-                self.conn = None
-                ctx.relays.discard(self)
-                ctx.refused += 1
-                assert self.client is not None
-                reset_transport(self.client)
-                return
-            ctx.retried += 1
-            self.conn = conn = nxt
-        client = self.client
-        assert client is not None and server.transport is not None
-        if self.finished:  # one side left while we were connecting
-            server.transport.close()
-            return
-        director.proxy_established(conn)
-        st = server.transport
-        if self.pending:
-            st.writelines(self.pending)
-            self.pending = []
-        self.sink = st.write
-        if self.client_eof:
-            director.proxy_half_closed(conn, True)
-            if self.server_eof:
-                self._close_both()
-            elif st.can_write_eof():
-                st.write_eof()
-        elif self.pending_size >= ctx.high_water:
-            client.resume_reading()
-        self.pending_size = 0
-
-    def _connect_timed_out(self, server: ServerSide) -> None:
-        task = self.connect_task
-        if self.server is server and task is not None and not task.done():
-            server.timed_out = True
-            task.cancel()
-
-    def _close_both(self) -> None:
-        assert self.client is not None
-        self.client.close()
-        if self.server is not None and self.server.transport is not None:
-            self.server.transport.close()
+    def abort(self) -> None:
+        """Drop the relay at once, closing both sides (the data plane is stopping)."""
         self._finish()
 
     def _finish(self) -> None:
         if self.finished:
             return
         self.finished = True
-        if self.in_leg is not None:
-            self.in_leg.close()
-        if self.out_leg is not None:
-            self.out_leg.close()
-        self.ctx.relays.discard(self)
+        engine = self.engine
+        if not self.connected:
+            engine.disarm(self)
+        engine.forget(self.csock)
+        engine.forget(self.ssock)
+        if self.c2s.spliced:
+            self.c2s.close_pipe()
+        if self.s2c.spliced:
+            self.s2c.close_pipe()
+        engine.ctx.relays.discard(self)
         conn = self.conn
         if conn is None:
             return
         self.flush()
-        self.ctx.director.proxy_closed(conn)
+        engine.ctx.director.proxy_closed(conn)
 
     def flush(self) -> None:
         """Hand the counts gathered since the last flush to the core."""
         conn = self.conn
-        if conn is None or not (self.in_pkts or self.out_pkts):
+        if conn is None:
             return
-        account = self.ctx.director.account
-        if self.in_pkts:
-            account(conn, DIR_INPUT, self.in_pkts, self.in_bytes)
-            self.in_pkts = self.in_bytes = 0
-        if self.out_pkts:
-            account(conn, DIR_OUTPUT, self.out_pkts, self.out_bytes)
-            self.out_pkts = self.out_bytes = 0
-
-    def abort(self) -> None:
-        """Drop the relay at once (data plane stopping)."""
-        if self.client is not None:
-            self.client.abort()
-        if self.server is not None and self.server.transport is not None:
-            self.server.transport.abort()
-        task = self.connect_task
-        if task is not None and not task.done():
-            task.cancel()
-        self._finish()
+        c2s = self.c2s
+        s2c = self.s2c
+        if c2s.pkts:
+            self.engine.ctx.director.account(conn, DIR_INPUT, c2s.pkts, c2s.nbytes)
+            c2s.pkts = c2s.nbytes = 0
+        if s2c.pkts:
+            self.engine.ctx.director.account(conn, DIR_OUTPUT, s2c.pkts, s2c.nbytes)
+            s2c.pkts = s2c.nbytes = 0

@@ -1,6 +1,6 @@
 """The ``proxy`` data plane: full NAT at the socket level, for TCP and UDP virtual services.
 
-What this is for: forwarding without root, raw sockets or kernel IPVS, on any OS with asyncio
+What this is for: forwarding without root, raw sockets or kernel IPVS, on Linux with asyncio
 (uvloop when the daemon installs it; the plain loop works too). Every virtual service VIP:port of
 the table gets a listening socket; each accepted client connection (or UDP client address) is
 given to the real server the core's ``Director.schedule`` picks, over a second socket from the
@@ -23,8 +23,10 @@ listening socket while the connections already relayed carry on, as IPVS keeps e
 connections of a deleted service. Listening sockets set ``IP_FREEBIND`` so a VIP that VRRP has not
 yet brought up can be bound.
 
-Bulk streams move to ``os.splice`` (``_proxy_splice``) after a few full-size reads, unless
-``splice=False``; request/response traffic stays on the transports.
+TCP listening sockets and relays are not asyncio transports: they live in one edge-triggered
+epoll that the loop watches (``_proxy_tcp.TcpEngine``), which keeps a proxied connection down to
+the system calls that do its work. Bulk streams move to ``os.splice`` (``_proxy_splice``) after a
+few full-size reads, unless ``splice=False``; request/response traffic is read and written.
 
 The data plane also runs a housekeeping timer (``housekeeping_interval``, 1 s): it hands batched
 traffic counts to the core, closes idle UDP flows, and calls ``Director.tick`` unless
@@ -35,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import resource
 import socket
@@ -46,7 +47,7 @@ from pylvs.core.model import Protocol, ServiceKey, VirtualService
 from pylvs.core.table import TableListener
 from pylvs.dataplane._proxy_common import ProxyContext, ServiceEndpoint
 from pylvs.dataplane._proxy_splice import AVAILABLE as splice_available
-from pylvs.dataplane._proxy_tcp import ClientSide
+from pylvs.dataplane._proxy_tcp import Listener, TcpEngine
 from pylvs.dataplane._proxy_udp import UdpService
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -78,6 +79,9 @@ def _bind_socket(ep: ServiceEndpoint, kind: int) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((ep.host, ep.vport))
         if kind == socket.SOCK_STREAM:
+            # Accepted sockets inherit it: request/response traffic is not held back by Nagle,
+            # at no cost per connection.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.listen(DEFAULT_BACKLOG)
         sock.setblocking(False)
     except BaseException:
@@ -87,30 +91,18 @@ def _bind_socket(ep: ServiceEndpoint, kind: int) -> socket.socket:
 
 
 class _Listener:
-    """The listening side of one virtual service: a TCP server or a UDP VIP socket."""
+    """The listening side of one virtual service: a TCP listening socket or a UDP VIP socket."""
 
     def __init__(self, ep: ServiceEndpoint) -> None:
         self.ep = ep
-        self.server: asyncio.AbstractServer | None = None
-        self.opening: asyncio.Task[None] | None = None
-        self.sock: socket.socket | None = None
+        self.tcp: Listener | None = None
         self.udp: UdpService | None = None
         self.error = ""
-        self.closed = False
 
     def close(self) -> None:
-        self.closed = True
-        if self.opening is not None and not self.opening.done():
-            # create_server owns the socket from its first step: let it finish, _serve then
-            # closes the server it made (one loop iteration later), rather than cancelling it
-            # halfway and leaving a registered, closed descriptor behind.
-            pass
-        elif self.server is not None:
-            self.server.close()
-            self.server = None
-        elif self.sock is not None:
-            self.sock.close()
-        self.sock = None
+        if self.tcp is not None:
+            self.tcp.close()
+            self.tcp = None
         if self.udp is not None:
             self.udp.close()
             self.udp = None
@@ -170,6 +162,7 @@ class ProxyDataPlane:
         self.listeners: dict[ServiceKey, _Listener] = {}
         self.skipped: dict[ServiceKey, str] = {}
         self.ctx: ProxyContext | None = None
+        self.engine: TcpEngine | None = None
         self._follower: _Follower | None = None
         self._housekeeping: asyncio.TimerHandle | None = None
 
@@ -189,6 +182,7 @@ class ProxyDataPlane:
             min(self.max_tcp_relays, fd_budget // 3), min(self.max_udp_flows, fd_budget // 4),
             self.splice,
         )
+        self.engine = TcpEngine(self.ctx)
         self._follower = _Follower(self)
         self.director.table.listeners.append(self._follower)
         for svc in list(self.director.table.services()):
@@ -210,7 +204,10 @@ class ProxyDataPlane:
             self._close(key)
         for relay in list(ctx.relays):
             relay.abort()
-        # Let the transports' connection_lost callbacks run before the loop may close.
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
+        # Let the UDP transports' connection_lost callbacks run before the loop may close.
         await asyncio.sleep(0)
         self.ctx = None
 
@@ -272,23 +269,8 @@ class ProxyDataPlane:
         if kind == socket.SOCK_DGRAM:
             lst.udp = UdpService(ctx, ep, sock)
             return
-        lst.sock = sock
-        lst.opening = ctx.loop.create_task(self._serve(lst, ctx, sock))
-
-    async def _serve(self, lst: _Listener, ctx: ProxyContext, sock: socket.socket) -> None:
-        factory = functools.partial(ClientSide, ctx, lst.ep)
-        try:
-            server = await ctx.loop.create_server(factory, sock=sock, backlog=DEFAULT_BACKLOG)
-        except OSError as e:
-            lst.error = f"cannot listen on {lst.ep.host}:{lst.ep.vport}: {e.strerror or e}"
-            log.error("proxy: %s: %s", lst.ep.key, lst.error)
-            sock.close()
-            lst.sock = None
-            return
-        if lst.closed:  # the service went away while the server was being set up
-            server.close()
-        else:
-            lst.server = server
+        assert self.engine is not None
+        lst.tcp = Listener(self.engine, ep, sock)
 
     def _skip(self, key: ServiceKey, why: str) -> None:
         self.skipped[key] = why
