@@ -83,6 +83,39 @@ def client_response_headers(
     return out, length, coded
 
 
+class ResponseHead:
+    """An upstream response head reduced to what the client is sent: its status, reason and
+    end-to-end header lines (joined), the Content-Length if valid, whether the upstream used a
+    transfer coding, and whether the body is framed at all (a length or chunked) rather than
+    delimited by the upstream closing. Immutable once built, so one instance can answer every
+    response whose head is byte-for-byte the same."""
+
+    __slots__ = ("coded", "framed", "length", "lines", "reason", "status", "status_text")
+
+    def __init__(self, status: int, reason: bytes, lines: bytes, length: int | None, coded: bool,
+                 framed: bool) -> None:
+        self.status = status
+        self.status_text = str(status)
+        self.reason = reason
+        self.lines = lines
+        self.length = length
+        self.coded = coded
+        self.framed = framed
+
+
+def client_response_head(status: int, reason: bytes,
+                         headers: Sequence[tuple[bytes, bytes]]) -> ResponseHead:
+    """What ``client_response_headers`` keeps, plus the framing facts the proxy decides on."""
+    lines, length, coded = client_response_headers(headers)
+    framed = False
+    for name, value in headers:
+        n = name.lower()
+        if n == b"content-length" or (n == b"transfer-encoding" and b"chunked" in value.lower()):
+            framed = True
+            break
+    return ResponseHead(status, reason, b"".join(lines), length, coded, framed)
+
+
 def response_framing(status: int, head_only: bool, client_version: str, length: int | None,
                      coded: bool) -> tuple[bool, bool]:
     """(send chunked, body follows) for a proxied response.

@@ -38,7 +38,7 @@ from pylvs.l7.balancer import Peer
 from pylvs.l7.config import AccessLog, Config, Location, Server
 from pylvs.l7.location import BadURI, LocationMatcher, normalize
 from pylvs.l7.message import (
-    client_response_headers,
+    ResponseHead,
     response_framing,
     single_range,
     upstream_request_head,
@@ -84,6 +84,21 @@ def _reason(code: int) -> str:
     return _REASONS.get(code) or _phrase(code)
 
 
+_SERVER_FULL = b"Server: pylvs/" + _pkg_version.encode() + b"\r\n"
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
+
+
+def _status_line(status: int, reason: bytes = b"") -> bytes:
+    """``HTTP/1.1 200 OK`` and its CRLF, built once per status and reason."""
+    line = _STATUS_LINES.get((status, reason))
+    if line is None:
+        if len(_STATUS_LINES) > 1024:
+            _STATUS_LINES.clear()
+        line = _STATUS_LINES[(status, reason)] = b"HTTP/1.1 %d %s\r\n" % (
+            status, reason or _reason(status).encode("latin-1"))
+    return line
+
+
 def _error_page(code: int, tokens: bool, text: str | None = None) -> bytes:
     title = f"{code} {text or _reason(code)}"
     sig = f"pylvs/{_pkg_version}" if tokens else "pylvs"
@@ -113,6 +128,8 @@ class _Clock:
         self.date = b""
         self.local = ""
         self.errlog = ""
+        # "Server:" and "Date:" lines of every response, by server_tokens (off, on)
+        self.server_date = (b"", b"")
 
     def tick(self) -> None:
         now = time.time()
@@ -121,6 +138,8 @@ class _Clock:
             return
         self._sec = sec
         self.date = email.utils.formatdate(sec, usegmt=True).encode()
+        date_line = b"Date: " + self.date + b"\r\n"
+        self.server_date = (b"Server: pylvs\r\n" + date_line, _SERVER_FULL + date_line)
         lt = time.localtime(sec)
         off = lt.tm_gmtoff or 0
         sign = "+" if off >= 0 else "-"
@@ -821,19 +840,23 @@ class ClientConnection(asyncio.Protocol):
                       reason: str | None = None, length: int | None = None,
                       chunked: bool = False, filter_status: int = 0) -> bytes:
         """Bytes of a response head; decides keep-alive (closing statuses, 1.0 without length)."""
+        return self.head_bytes(req, status, _status_line(status, (reason or "").encode("latin-1")),
+                               b"".join(headers), length, chunked, filter_status)
+
+    def head_bytes(self, req: Request, status: int, status_line: bytes, lines: bytes,
+                   length: int | None, chunked: bool, filter_status: int = 0) -> bytes:
+        """``response_head`` with the status line and header lines already as bytes."""
         if status in _CLOSING_STATUSES:
             req.keep_alive = False
         loc = req.location
         if loc is not None and req.seq >= loc.keepalive_requests:
             req.keep_alive = False
-        if length is None and not chunked and status not in (204, 304) and req.method != "HEAD":
+        if length is None and not chunked and status != 204 and status != 304 \
+                and req.method != "HEAD":
             req.keep_alive = False
-        tokens = loc.server_tokens if loc is not None else True
         req.status = status
-        out = [b"HTTP/1.1 %d %s\r\n" % (status, (reason or _reason(status)).encode("latin-1")),
-               b"Server: pylvs/" + _pkg_version.encode() + b"\r\n" if tokens else b"Server: pylvs\r\n",
-               b"Date: " + self.app.clock.date + b"\r\n"]
-        out.extend(headers)
+        out = [status_line,
+               self.app.clock.server_date[loc is None or loc.server_tokens], lines]
         if loc is not None and loc.add_header:
             for name, tmpl, always in loc.add_header:
                 if always or (filter_status or status) in _ADD_HEADER_STATUSES:
@@ -1259,7 +1282,8 @@ class ProxyAttempt:
         self.pool = pool
         self.conn = conn
         self.head_only = req.method == "HEAD"
-        self.done: asyncio.Future[str] = client.loop.create_future()
+        self.result = ""  # "ok", "retry", "failed", "client"...: set once, when it ends
+        self._waiter: asyncio.Future[str] | None = None  # only the task path waits on it
         self.started = False  # response head sent to the client
         self.chunked = False
         self.can_retry_status = can_retry_status
@@ -1273,23 +1297,23 @@ class ProxyAttempt:
 
     # -- ResponseSink ---------------------------------------------------------------------------
 
-    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                      keep_alive: bool, until_eof: bool) -> None:
+    def response_head(self, head: ResponseHead, keep_alive: bool, until_eof: bool) -> None:
         req = self.req
         self.keep_alive = keep_alive
-        req.upstream_status = str(status)
+        status = head.status
+        req.upstream_status = head.status_text
         if self.can_retry_status and f"http_{status}" in self.loc.proxy_next_upstream:
             self.retry_status = status
             return
-        client = self.client
-        out, length, coded = client_response_headers(headers)
-        chunked, has_body = response_framing(status, self.head_only, req.version, length, coded)
+        length = head.length
+        chunked, has_body = response_framing(status, self.head_only, req.version, length,
+                                             head.coded)
         self.chunked = chunked and has_body
-        # A head-only answer (HEAD, 204, 304) needs no framing: response_head keeps it alive.
-        head = client.response_head(req, status, out, reason.decode("latin-1") or None,
-                                    length=length, chunked=chunked)
-        self._out.append(head)
-        req.bytes_sent += len(head)
+        # A head-only answer (HEAD, 204, 304) needs no framing: head_bytes keeps it alive.
+        out = self.client.head_bytes(req, status, _status_line(status, head.reason), head.lines,
+                                     length, chunked)
+        self._out.append(out)
+        req.bytes_sent += len(out)
         self.started = True
 
     def response_body(self, data: bytes) -> None:
@@ -1304,11 +1328,20 @@ class ProxyAttempt:
         self.req.body_bytes_sent += len(data)
 
     def _finish(self, result: str) -> None:
-        if self.done.done():
+        if self.result:
             return
-        self.done.set_result(result)
+        self.result = result
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(result)
         if self.fast_peer is not None:
             self.client.fast_done(self, result)
+
+    async def wait(self) -> str:
+        if not self.result:
+            self._waiter = self.client.loop.create_future()
+            await self._waiter
+        return self.result
 
     def flush(self) -> None:
         """Hand what one upstream read produced to the client socket in one write."""
@@ -1350,7 +1383,7 @@ class ProxyAttempt:
             self.conn.resume_reading()
 
     def client_gone(self) -> None:
-        if not self.done.done():
+        if not self.result:
             self.failure = ("client", "client closed connection")
             self._finish("client")
 
@@ -1390,7 +1423,7 @@ class ProxyAttempt:
         try:
             while True:
                 data = await req.body.read()
-                if self.done.done() or conn.closed:
+                if self.result or conn.closed:
                     return
                 if not data:
                     if chunked:
@@ -1404,7 +1437,7 @@ class ProxyAttempt:
                     await conn.drain(timeout)
                 except (TimeoutError, ConnectionError) as e:
                     # the upstream's side: proxy_send_timeout or a closed upstream
-                    if not self.done.done():
+                    if not self.result:
                         self.failure = (
                             "timeout", "upstream timed out (110: Connection timed out) while "
                                        "sending request to upstream",
@@ -1412,7 +1445,7 @@ class ProxyAttempt:
                         self._finish("failed")
                     return
         except (ConnectionError, TimeoutError, _TooLarge) as e:
-            if not self.done.done():
+            if not self.result:
                 self.failure = ("client", str(e) or type(e).__name__)
                 self._finish("too_large" if isinstance(e, _TooLarge)
                              else "client_timeout" if isinstance(e, TimeoutError) else "client")
@@ -1506,7 +1539,7 @@ class ProxyAttempt:
                 else:
                     att.request_sent = True
                     conn.start_read_timer()
-                result = await att.done
+                result = await att.wait()
             finally:
                 if body_task is not None and not body_task.done():
                     body_task.cancel()

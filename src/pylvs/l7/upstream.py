@@ -20,14 +20,67 @@ import httptools
 
 from pylvs.l7.balancer import Peer, RoundRobin
 from pylvs.l7.config import UpstreamConfig
+from pylvs.l7.message import ResponseHead, client_response_head
+
+# Response heads seen lately, raw bytes -> what the client is sent. An upstream answers the same
+# page with the same head (only its Date changes, once a second), so most responses skip header
+# parsing and filtering altogether; the bound keeps a stream of distinct heads from growing it.
+_HEADS: dict[bytes, ResponseHead] = {}
+_HEADS_MAX = 512
+# Larger response heads are refused (502), as nginx refuses those over proxy_buffer_size.
+MAX_HEAD = 64 * 1024
+
+
+class _HeadReader:
+    """httptools callbacks collecting one response head's fields (1xx interim heads skipped)."""
+
+    __slots__ = ("complete", "headers", "parser", "reason")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.complete = False
+
+    def on_message_begin(self) -> None:
+        self.reason = b""
+        self.headers = []
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if not 100 <= self.parser.get_status_code() < 200:
+            self.complete = True
+            raise _HeadRead
+
+
+class _HeadRead(Exception):
+    """Stops _HeadReader's parser at the end of the head it was after."""
+
+
+def read_response_head(raw: bytes) -> ResponseHead | None:
+    """The final (non-1xx) response head at the start of ``raw``, or None if it is not there."""
+    reader = _HeadReader()
+    try:
+        reader.parser.feed_data(raw)
+    except httptools.HttpParserCallbackError:
+        pass
+    except httptools.HttpParserError:
+        return None
+    if not reader.complete:
+        return None
+    return client_response_head(reader.parser.get_status_code(), reader.reason, reader.headers)
 
 
 class ResponseSink(Protocol):
     head_only: bool
     upstream_paused: bool  # the client is not reading: the wait is the client's, not ours
 
-    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                      keep_alive: bool, until_eof: bool) -> None: ...
+    def response_head(self, head: ResponseHead, keep_alive: bool, until_eof: bool) -> None: ...
     def response_body(self, data: bytes) -> None: ...
     def response_complete(self) -> None: ...
     def flush(self) -> None: ...
@@ -46,8 +99,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.requests = 0
         self.reused = False
         self.got_response = False  # any byte of a response arrived for the current sink
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._reason = b""
+        self._raw = b""  # bytes of the response since the request was sent, until its head ends
+        self._want_head = False
+        self._interim = False  # a 1xx head came first: the final head is not at _raw's start
         self._skip = False  # inside an interim 1xx response
         self._until_eof = False
         self._in_body = False
@@ -76,6 +130,8 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.got_response = True
         sink = self.sink
+        if self._want_head:
+            self._raw = self._raw + data if self._raw else data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -83,6 +139,10 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             if sink is not None:
                 sink.upstream_failed("invalid_header", f"upstream sent invalid response: {e}")
+            return
+        if self._want_head and len(self._raw) > MAX_HEAD and self.sink is sink:
+            self.close()
+            sink.upstream_failed("invalid_header", "upstream sent too big header")
             return
         sink.flush()  # one client write per upstream read
 
@@ -117,36 +177,41 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._reason = b""
-
-    def on_status(self, status: bytes) -> None:
-        self._reason += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+    # No on_header/on_status: the head is taken whole from the bytes read (``_raw``) and looked
+    # up in _HEADS; only a head not seen lately is parsed field by field (read_response_head).
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200:
             self._skip = True
+            self._interim = True
             return
         sink = self.sink
         if sink is None:
             return
-        until_eof = False
-        if not sink.head_only and status not in (204, 304):
-            until_eof = True
-            for name, value in self._headers:
-                n = name.lower()
-                if n == b"content-length" or (n == b"transfer-encoding" and b"chunked" in value.lower()):
-                    until_eof = False
-                    break
+        raw, self._raw, self._want_head = self._raw, b"", False
+        head: ResponseHead | None = None
+        if not self._interim:
+            end = raw.find(b"\r\n\r\n") + 4
+            if end > 4:
+                key = raw if end == len(raw) else raw[:end]
+                head = _HEADS.get(key)
+                if head is None:
+                    head = read_response_head(key)
+                    if head is not None:
+                        if len(_HEADS) >= _HEADS_MAX:
+                            _HEADS.clear()
+                        _HEADS[key] = head
+        self._interim = False
+        if head is None:
+            head = read_response_head(raw)
+            if head is None:
+                raise httptools.HttpParserError("response head unreadable")
+        until_eof = not sink.head_only and status != 204 and status != 304 and not head.framed
         self._until_eof = until_eof
         keep_alive = self.parser.should_keep_alive() and not until_eof
         self._in_body = True
-        sink.response_head(status, self._reason, self._headers, keep_alive, until_eof)
+        sink.response_head(head, keep_alive, until_eof)
         if sink.head_only and self.sink is sink:
             # httptools cannot be told the response has no body: finish here and read the next
             # response with a fresh parser.
@@ -177,6 +242,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.sink = sink
         self._reading = False  # proxy_read_timeout runs once the request is sent
         self.got_response = False
+        self._raw = b""
+        self._want_head = True
+        self._interim = False
         self.requests += 1
         self._read_timeout = read_timeout
 
