@@ -185,6 +185,12 @@ class Director:
         self._tcp_timeouts: tuple[int, ...] = ()
         self._udp_timeout = 300
         self._load_timeouts()
+        # Run first in every tick: a data plane that forwards some packets outside these calls
+        # (the packet plane's C flows) reports them here, before anything expires.
+        self.before_tick: list[Callable[[], object]] = []
+        # A connection synchronisation master (``pylvs.core.sync``) listens here: called with
+        # an entry when its TCP state changes and when a UDP entry is created.
+        self.sync_hook: Callable[[Connection], None] | None = None
 
     @property
     def secure_tcp(self) -> bool:
@@ -350,6 +356,8 @@ class Director:
             bucket = table.new_bucket(sec)
         bucket.conns.append(conn)
         conn.bucket = bucket
+        if self.sync_hook is not None and protocol != _IPPROTO_TCP:
+            self.sync_hook(conn)
         return conn
 
     def _reschedule(self, old: Connection, protocol: int) -> bool:
@@ -448,6 +456,8 @@ class Director:
             table.insert(conn, now)
         # ip_vs_conn_put(ct): the template's timer restarts with every connection it hands out.
         table.arm(ct, now)
+        if self.sync_hook is not None and protocol != _IPPROTO_TCP:
+            self.sync_hook(conn)
         return conn
 
     def _check_template(self, ct: Connection) -> bool:
@@ -597,6 +607,8 @@ class Director:
         conn.state = new
         conn.timeout = self._tcp_timeout(new)
         self.conns.arm(conn, now)
+        if self.sync_hook is not None:
+            self.sync_hook(conn)
 
     def udp_packet(self, conn: Connection, direction: int) -> None:
         """udp_state_transition: restart the timer; a reply assures the template."""
@@ -679,6 +691,8 @@ class Director:
 
     def tick(self) -> None:
         """Expire due entries and run the rate estimator every 2 s of clock time."""
+        for hook in self.before_tick:
+            hook()
         now = self.clock()
         self.conns.expire(now)
         if now >= self._next_estimate:
