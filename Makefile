@@ -9,7 +9,10 @@ PYTEST_ARGS ?=
 
 all: test
 
-$(STAMP): pyproject.toml
+# The C hot path is compiled by pip install: the compiler and headers come first, and a changed
+# C file (or setup.py) reinstalls into the existing venv.
+$(STAMP): pyproject.toml setup.py src/pylvs/dataplane/packet/_fastpath.c
+	bash scripts/system-deps.sh build
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

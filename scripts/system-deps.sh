@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Installs the Debian packages a purpose needs (test, demo, bench), once: packages already
+# Installs the Debian packages a purpose needs (build, test, demo, bench), once: packages already
 # present are not fetched again, so the step is idempotent and offline when nothing is missing.
 # Services shipped by these packages are kept from starting on install (policy-rc.d): the tests
 # start their own nginx/keepalived/haproxy processes with their own configs.
 set -euo pipefail
 purpose=${1:-test}
+# build: what the venv's `pip install -e .` needs first, so the packet data plane's C hot path
+# gets compiled (without them it installs anyway, Python-only)
+build_pkgs="gcc python3-dev python3-venv"
 test_pkgs="iproute2 curl nginx-light keepalived tcpdump ethtool procps psmisc ipvsadm qemu-system-x86 busybox-static nftables netbase tomcat10"
 bench_pkgs="haproxy nginx-light libnginx-mod-stream wrk util-linux"
 case "$purpose" in
+  build) pkgs="$build_pkgs" ;;
   test)  pkgs="$test_pkgs" ;;
   demo)  pkgs="iproute2 curl nftables ethtool procps nginx-light" ;;
   bench) pkgs="$test_pkgs $bench_pkgs" ;;
-  *) echo "system-deps.sh: unknown purpose '$purpose' (test, demo, bench)" >&2; exit 2 ;;
+  *) echo "system-deps.sh: unknown purpose '$purpose' (build, test, demo, bench)" >&2; exit 2 ;;
 esac
 if [ "$(id -u)" != 0 ]; then
   echo "system-deps.sh: not root, skipping apt packages ($pkgs); tests that need them will skip" >&2

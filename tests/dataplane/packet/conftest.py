@@ -8,6 +8,7 @@ speak the seed's commands) plus what tests look at: captures, long-lived clients
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -35,6 +36,7 @@ class Cluster(LVSCluster):
     def __init__(self, lab: Lab, mode: str) -> None:
         super().__init__(lab, mode)
         self.sock = self.control_socket
+        self.fastpath = True
 
     def director_log(self) -> str:
         return self.log_text(f"{self.director_host}.log")
@@ -190,7 +192,9 @@ def tcp_frames(frames: list[bytes], src: str | None = None, dst: str | None = No
     return out
 
 
-def cluster_fixture(mode: str) -> Iterator[Cluster]:
+def cluster_fixture(mode: str, fastpath: bool = True) -> Iterator[Cluster]:
+    """The cluster in ``mode``; ``fastpath=False`` runs the director with the C hot path off
+    (``PYLVS_PACKET_FASTPATH=0`` in its environment), so the pure-Python path is tested live."""
     need_root()
     if shutil.which("curl") is None:
         pytest.skip("needs curl")
@@ -198,9 +202,18 @@ def cluster_fixture(mode: str) -> Iterator[Cluster]:
         pytest.skip("needs nftables (keeps the director's own stack off forwarded traffic)")
     lab = Lab(lab_id())
     c = Cluster(lab, mode)
+    saved = os.environ.get("PYLVS_PACKET_FASTPATH")
     try:
         lab.up()
-        c.start()
+        os.environ["PYLVS_PACKET_FASTPATH"] = "1" if fastpath else "0"
+        try:
+            c.start()  # the director inherits the environment
+        finally:
+            if saved is None:
+                os.environ.pop("PYLVS_PACKET_FASTPATH", None)
+            else:
+                os.environ["PYLVS_PACKET_FASTPATH"] = saved
+        c.fastpath = fastpath
         yield c
     finally:
         c.stop()

@@ -16,6 +16,11 @@ data plane still gets them. Without ``nft`` a warning is logged and reported in 
 Offloads: frames must be whole and checksummed, so GRO/TSO/GSO and TX checksum offload are
 switched off on the interfaces (``ethtool``) on start.
 
+The C hot path (``_fastpath``, when built; ``fastpath=False`` or ``PYLVS_PACKET_FASTPATH=0``
+turns it off): the rings are walked in C and frames of established DR/NAT connections are
+forwarded there from a flow table the ``Forwarder`` fills; its counters reach the Director before
+each ``Director.tick`` (``before_tick``). Any table change clears the flows.
+
 What this is not for: choosing real servers or tracking connections (the ``Director`` does).
 """
 
@@ -39,12 +44,18 @@ from pylvs.core.director import Director
 from pylvs.core.model import ForwardingMethod, RealServer, VirtualService
 from pylvs.core.table import TableListener
 from pylvs.dataplane.packet.forward import Forwarder, Interface
-from pylvs.dataplane.packet.ring import ArpSocket, PacketRing, RxFrame
+from pylvs.dataplane.packet.ring import ArpSocket, PacketRing, RxFrame, fastpath_wanted
+
+try:
+    from pylvs.dataplane.packet import _fastpath
+except ImportError:  # built without a compiler: frames go through the Python path only
+    _fastpath = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 # How often rings are checked for frames the event loop was not woken for (see _watch_rings).
 WATCH_INTERVAL = 0.5
 NFT_TABLE = "pylvs_packet"
+FLOW_LIMIT = 262144  # established connections the C flow table forwards at most
 
 
 def read_interfaces(names: Iterable[str] | None) -> tuple[list[Interface], tuple[int, bytes] | None,
@@ -157,8 +168,12 @@ class PacketDataPlane:
 
     def __init__(self, director: Director, interfaces: str | list[str] | None = None,
                  firewall: bool = True, offloads_off: bool = True, answer_arp: bool = True,
-                 verify_new_checksums: bool = True) -> None:
+                 verify_new_checksums: bool = True, fastpath: bool | None = None,
+                 flow_limit: int = FLOW_LIMIT) -> None:
         self.director = director
+        self.fastpath = fastpath_wanted(fastpath)
+        self.flow_limit = flow_limit
+        self.flows: Any = None  # the _fastpath.FlowTable while open with the C hot path
         if isinstance(interfaces, str):
             interfaces = [i for i in interfaces.split(",") if i]
         self.interface_names = interfaces
@@ -197,8 +212,14 @@ class PacketDataPlane:
         self._kick.setblocking(False)
         try:
             for i in ifaces:
-                self.rings[i.ifindex] = PacketRing(i.name)
+                self.rings[i.ifindex] = PacketRing(i.name, fast=self.fastpath)
                 self.arp_socks.append(ArpSocket(i.name))
+            if self.fastpath and _fastpath is not None:
+                self.flows = _fastpath.FlowTable(self.flow_limit)
+                for r in self.rings.values():
+                    self.flows.attach(r.fast)
+                fw.flows = self.flows
+                self.director.before_tick.append(fw.sync_flows)
             self.rings_by_fd = {r.fileno(): r for r in self.rings.values()}
             self.rings_by_fd.update({a.fileno(): a for a in self.arp_socks})
         except OSError:
@@ -229,6 +250,14 @@ class PacketDataPlane:
             self._kick = None
         with contextlib.suppress(ValueError):
             self.director.table.listeners.remove(self._listener)
+        if self.flows is not None:
+            if self.forwarder is not None:
+                self.forwarder.clear_flows()  # what they forwarded still counts
+                self.forwarder.flows = None
+                with contextlib.suppress(ValueError):
+                    self.director.before_tick.remove(self.forwarder.sync_flows)
+            self.flows.clear()
+            self.flows = None
         for r in self.rings.values():
             r.close()
         self.rings.clear()
@@ -243,6 +272,10 @@ class PacketDataPlane:
         self._rules_for = None
 
     def table_changed(self) -> None:
+        if self.forwarder is not None:
+            # a server deleted, quiesced or re-weighted, a service changed: the next packet of
+            # each connection goes through the Director again and installs its flow again
+            self.forwarder.clear_flows()
         vips: set[bytes] = set()
         nat_rips: set[bytes] = set()
         for svc in self.director.table.services():
@@ -322,7 +355,8 @@ class PacketDataPlane:
 
         # a bounded share per wake-up: under a flood the ring never runs dry, and the event
         # loop (control socket, timers) must still get its turn
-        n = ring.receive(on_frame, 8) if isinstance(ring, PacketRing) else ring.receive(on_frame)
+        n = (ring.receive(on_frame, 8, self.flows) if isinstance(ring, PacketRing)
+             else ring.receive(on_frame))
         for r in rings.values():
             r.flush()
         return n
@@ -402,7 +436,9 @@ class PacketDataPlane:
             "name": self.name,
             "interfaces": [r.ifname for r in self.rings.values()],
             "firewall": self.firewall_state,
-            "forwarded": fw.forwarded if fw else 0,
+            # frames the Python path forwarded, and those flows forwarded in C
+            "forwarded": ((fw.forwarded if fw else 0)
+                          + (self.flows.forwarded if self.flows is not None else 0)),
             "arp_replies": fw.arp_replies if fw else 0,
             "arp_requests": fw.arp_requests if fw else 0,
             "icmp_forwarded": fw.icmp_forwarded if fw else 0,
@@ -413,4 +449,7 @@ class PacketDataPlane:
             "rx_ring_drops": sum(r.kernel_drops for r in self.rings.values()),
             "ring_recoveries": self.ring_recoveries,
             "tx_ring_full": sum(r.tx_ring_full for r in self.rings.values()),
+            "fastpath": "on" if self.flows is not None else "off",
+            "flows": self.flows.count if self.flows is not None else 0,
+            "fast_frames": sum(r.fast_frames for r in self.rings.values()),
         }

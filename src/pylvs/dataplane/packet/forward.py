@@ -24,6 +24,13 @@ is verified first, so a flood of corrupt SYNs creates no entries. Other packets 
 with their checksums as received (the real server verifies them; NAT updates are incremental so
 a bad checksum stays bad). Drops are counted by reason in ``drops``.
 
+Flows (the C hot path): when ``flows`` is set (a ``_fastpath.FlowTable``), every DR/NAT packet
+this path forwards for an ESTABLISHED TCP or a stored UDP connection whose next hop is known
+offers the connection's rewrite to it, per direction; the ring then forwards the connection's
+later frames (ACK without SYN/FIN/RST) in C. A packet that leaves the connection in another state takes
+its flows out; a neighbour change clears them all. ``sync_flows`` (run before each
+``Director.tick``) gives the Director what the flows forwarded, as those packets would have.
+
 What this is not for: sockets, rings, netlink (``ring``/``dataplane`` own those) or IPv6.
 """
 
@@ -32,8 +39,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, Connection, Director
+from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, TCP_S_ESTABLISHED, Connection, Director
 from pylvs.core.model import ForwardingMethod
 from pylvs.dataplane.packet import codec
 from pylvs.dataplane.packet.codec import (
@@ -53,12 +61,32 @@ _MASQ = int(ForwardingMethod.MASQ)
 _DROUTE = int(ForwardingMethod.DROUTE)
 _TUNNEL = int(ForwardingMethod.TUNNEL)
 _ARP_RETRY = 1.0  # seconds between ARP requests for the same missing neighbour
+# the kinds of rewrite a flow does (as _fastpath.c numbers them)
+FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC = 0, 1, 2
 
 # A frame is rewritten in place: a bytearray, or a writable view into a receive ring.
 Frame = bytearray | memoryview
 Output = tuple[int, bytearray | bytes | memoryview]
 # IPv4 header without options followed by the two ports of TCP/UDP
 _FAST = struct.Struct("!BBHHHBBH4s4sHH")
+
+
+class FlowSink(Protocol):
+    """What the forwarder needs of a flow table (``_fastpath.FlowTable``)."""
+
+    @property
+    def count(self) -> int: ...
+
+    def install(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int, kind: int,
+                new_ip: bytes, new_port: int, out_ifindex: int, macs: bytes, conn: Any,
+                direction: int) -> bool: ...
+
+    def remove(self, proto: int, saddr: bytes, sport: int, daddr: bytes,
+               dport: int) -> tuple[Any, int, int, int, float] | None: ...
+
+    def clear(self) -> list[tuple[Any, int, int, int, float]]: ...
+
+    def sync(self) -> list[tuple[Any, int, int, int, float]]: ...
 
 
 @dataclass(slots=True)
@@ -113,6 +141,8 @@ class Forwarder:
         self._nat_deltas: dict[tuple[bytes, int, bytes, int], tuple[int, int]] = {}
         self._arp_asked: dict[bytes, float] = {}
         self._ident = 0
+        # established connections forwarded without Python (see the module docstring)
+        self.flows: FlowSink | None = None
 
     # -- helpers -------------------------------------------------------------------------------
     def drop(self, reason: Drop) -> None:
@@ -127,7 +157,13 @@ class Forwarder:
                 self.neighbours[ip] = mac
                 changed = True
         if changed:
-            self._l2.clear()
+            self._l2_reset()
+
+    def _l2_reset(self) -> None:
+        """A neighbour changed: cached next hops go, and with them every flow (the next
+        packet of each connection takes this path and installs it again)."""
+        self._l2.clear()
+        self.clear_flows()
 
     def set_vips(self, vips: Iterable[bytes]) -> None:
         """The VIPs of the table; ARP is answered for those the local stack does not own."""
@@ -183,7 +219,7 @@ class Forwarder:
             return None
         macs = mac + iface.mac
         if len(self._l2) > 65536:
-            self._l2.clear()
+            self._l2_reset()
         self._l2[ip] = (iface.ifindex, macs)
         frame[0:12] = macs
         self.forwarded += 1
@@ -229,6 +265,8 @@ class Forwarder:
                                           conn.dport, 30, 36)
                             frame[0:12] = hit[1]
                             self.forwarded += 1
+                            if self.flows is not None:
+                                self._offer(conn, proto, DIR_INPUT)
                             return (hit[0], frame)
                         return self._input(ifindex, frame, conn, proto,
                                            frame[47] if proto == IPPROTO_TCP else 0, 34, end)
@@ -254,7 +292,7 @@ class Forwarder:
         if (spa != b"\0\0\0\0" and iface.on_link(int.from_bytes(spa, "big"))
                 and self.neighbours.get(spa) != sha):
             self.neighbours[spa] = sha
-            self._l2.clear()
+            self._l2_reset()
         if op == ARP_REQUEST and tpa in self.arp_vips:
             self.arp_replies += 1
             self.side_frames.append((ifindex, codec.arp_reply_for(info, iface.mac)))
@@ -330,7 +368,7 @@ class Forwarder:
             mac = bytes(frame[6:12])
             if self.neighbours.get(saddr) != mac:
                 self.neighbours[saddr] = mac
-                self._l2.clear()
+                self._l2_reset()
         refused = d.refused_full
         conn = d.schedule(proto, saddr, sport, daddr, dport)
         if conn is None:
@@ -348,11 +386,14 @@ class Forwarder:
             d.udp_packet(conn, DIR_INPUT)
         d.account(conn, DIR_INPUT, 1, end - ETH_HLEN)
         fwd = conn.dest.fwd
-        if fwd == _DROUTE:
-            return self._send_to(frame, conn.daddr)
-        if fwd == _MASQ:
-            self._nat(frame, l4, proto, conn.vaddr, conn.vport, conn.daddr, conn.dport, 30, l4 + 2)
-            return self._send_to(frame, conn.daddr)
+        if fwd in (_DROUTE, _MASQ):
+            if fwd == _MASQ:
+                self._nat(frame, l4, proto, conn.vaddr, conn.vport, conn.daddr, conn.dport, 30,
+                          l4 + 2)
+            out = self._send_to(frame, conn.daddr)
+            if out is not None and self.flows is not None:
+                self._offer(conn, proto, DIR_INPUT)
+            return out
         if fwd == _TUNNEL:
             return self._tunnel(ifindex, frame, conn.daddr, end)
         self.drop(Drop.UNSUPPORTED_PROTOCOL)
@@ -394,7 +435,68 @@ class Forwarder:
             d.udp_packet(conn, DIR_OUTPUT)
         d.account(conn, DIR_OUTPUT, 1, end - ETH_HLEN)
         self._nat(frame, l4, proto, conn.daddr, conn.dport, conn.vaddr, conn.vport, 26, l4)
-        return self._send_to(frame, bytes(frame[30:34]))
+        out = self._send_to(frame, bytes(frame[30:34]))
+        if out is not None and self.flows is not None:
+            self._offer(conn, proto, DIR_OUTPUT)
+        return out
+
+    # -- flows ---------------------------------------------------------------------------------
+    def _offer(self, conn: Connection, proto: int, direction: int) -> None:
+        """After this path forwarded a packet of ``conn`` in ``direction``: hand the flow its
+        rewrite, or take the connection's flows out when it is no longer ESTABLISHED."""
+        flows = self.flows
+        assert flows is not None
+        stable = conn.bucket is not None and (proto != IPPROTO_TCP or conn.state == TCP_S_ESTABLISHED)
+        if not stable and not flows.count:
+            return  # the SYN path: nothing to take out
+        caddr, cport = conn.caddr, conn.cport
+        if len(caddr) != 4:
+            return
+        if not stable:
+            d = self.director
+            for row in (flows.remove(proto, caddr, cport, conn.vaddr, conn.vport),
+                        flows.remove(proto, conn.daddr, conn.dport, caddr, cport)):
+                if row is not None and row[2]:  # what it forwarded since the last sync
+                    d.account(row[0], row[1], row[2], row[3])
+            return
+        if direction == DIR_OUTPUT:  # a NAT reply: source back to VIP:vport, to the client
+            hit = self._l2.get(caddr)
+            if hit is not None:
+                flows.install(proto, conn.daddr, conn.dport, caddr, cport, FLOW_NAT_SRC,
+                              conn.vaddr, conn.vport, hit[0], hit[1], conn, DIR_OUTPUT)
+            return
+        hit = self._l2.get(conn.daddr)
+        if hit is not None:
+            kind = FLOW_NAT_DST if conn.dest.fwd == _MASQ else FLOW_DR
+            flows.install(proto, caddr, cport, conn.vaddr, conn.vport, kind, conn.daddr,
+                          conn.dport, hit[0], hit[1], conn, DIR_INPUT)
+
+    def clear_flows(self) -> None:
+        """Forget every flow (a neighbour or the table changed); what they forwarded since the
+        last sync is counted now. The next packet of each connection installs it again."""
+        if self.flows is not None:
+            d = self.director
+            for conn, direction, packets, nbytes, _seen in self.flows.clear():
+                d.account(conn, direction, packets, nbytes)
+
+    def sync_flows(self) -> int:
+        """Give the Director what the flows forwarded since the last call: the counters
+        (``account``) and the timer restart each packet would have made (one ACK-only segment
+        or UDP datagram per direction). Run before ``Director.tick`` so entries that live on in
+        C are not expired; flows whose entry is gone are dropped. Returns the packets."""
+        flows = self.flows
+        if flows is None:
+            return 0
+        d = self.director
+        total = 0
+        for conn, direction, packets, nbytes, _seen in flows.sync():
+            d.account(conn, direction, packets, nbytes)
+            if conn.ckey & 0xFF == IPPROTO_TCP:
+                d.tcp_packet(conn, direction, TCP_ACK)
+            else:
+                d.udp_packet(conn, direction)
+            total += packets
+        return total
 
     def _nat(self, frame: Frame, l4: int, proto: int, old_ip: bytes, old_port: int,
              new_ip: bytes, new_port: int, ip_off: int, port_off: int) -> None:

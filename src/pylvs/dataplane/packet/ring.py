@@ -13,15 +13,28 @@ frames bigger than a slot go out by a plain ``send`` on a second socket. The lay
 The ring carries IPv4 only; ARP has its own small socket (``ArpSocket``) so that a full ring
 never starves neighbour resolution.
 
+With ``fast=True`` and the C extension built (``_fastpath``; ``PYLVS_PACKET_FASTPATH=0`` turns it
+off) the ring walk and every TX slot belong to a ``_fastpath.Ring``: ``receive`` can then forward
+frames of installed flows without calling back into Python, and ``queue``/``flush`` go through the
+same C object, so the reader position and the TX slots have one owner. Without it the Python code
+below does the same work, frame by frame.
+
 What this is not for: deciding anything about the frames (``forward``) or configuring interfaces.
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import socket
 import struct
 from collections.abc import Callable
+from typing import Any
+
+try:
+    from pylvs.dataplane.packet import _fastpath
+except ImportError:  # built without a compiler: the pure-Python path does everything
+    _fastpath = None  # type: ignore[assignment]
 
 SOL_PACKET = 263
 PACKET_RX_RING = 5
@@ -57,18 +70,36 @@ _PKT_HOT = struct.Struct("=I8xI8xH")  # tp_next_offset, tp_snaplen, tp_mac
 _LEN_STATUS = struct.Struct("=II")  # tp_len, tp_status
 
 
+def fastpath_built() -> bool:
+    """Whether the C hot path was compiled for this installation."""
+    return _fastpath is not None
+
+
+def fastpath_wanted(option: bool | None = None) -> bool:
+    """Whether to run the C hot path: built, not turned off by ``PYLVS_PACKET_FASTPATH=0``
+    and not by the data plane's option (None: on when built)."""
+    if _fastpath is None or option is False:
+        return False
+    return os.environ.get("PYLVS_PACKET_FASTPATH", "1").strip().lower() not in ("0", "no", "off", "false")
+
+
 class PacketRing:
     """One interface's AF_PACKET socket with an RX ring and a TX ring."""
 
     def __init__(self, ifname: str, block_size: int = 1 << 18, block_nr: int = 16,
                  frame_size: int = 2048, tx_frames: int = 1024, block_timeout_ms: int = 2,
-                 qdisc_bypass: bool = False, protocol: int = ETH_P_IP) -> None:
+                 qdisc_bypass: bool = False, protocol: int = ETH_P_IP, fast: bool = False) -> None:
         self.ifname = ifname
+        self.fast: Any = None  # the _fastpath.Ring owning the reader and the TX slots
         self.protocol = protocol
         # protocol 0 until bound: no frames of other interfaces slip into the ring meanwhile
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             self._setup(block_size, block_nr, frame_size, tx_frames, block_timeout_ms, qdisc_bypass)
+            if fast and _fastpath is not None:
+                self.fast = _fastpath.Ring(self.mm, self.view, self.sock.fileno(), self.ifindex,
+                                           self.rx_size, block_size, self.block_nr, frame_size,
+                                           self.tx_nr)
         except OSError:
             self.sock.close()
             raise
@@ -104,29 +135,67 @@ class PacketRing:
         self.frame_size = frame_size
         self.tx_nr = tx_blocks * tx_per_block
         self.tx_max = frame_size - TPACKET3_HDRLEN
-        self._rx_cur = 0
+        self._rx_cur_py = 0
         self._tx_cur = 0
         self._tx_pending = 0
         s.bind((self.ifname, self.protocol))  # CPython applies htons here itself
         self.ifindex: int = socket.if_nametoindex(self.ifname)
         s.setblocking(False)
-        self.rx_frames = 0
-        self.tx_sent = 0
+        self._rx_frames = 0
+        self._tx_sent = 0
         self.tx_fallback = 0
-        self.tx_errors = 0
+        self._tx_errors = 0
         self.kernel_packets = 0
         self.kernel_drops = 0
-        self.tx_ring_full = 0
+        self._tx_ring_full = 0
         self._plain: socket.socket | None = None
+
+    # counters: what the Python code counted plus what the C ring counted
+    @property
+    def rx_frames(self) -> int:
+        return self._rx_frames + (self.fast.rx_frames if self.fast is not None else 0)
+
+    @property
+    def tx_sent(self) -> int:
+        return self._tx_sent + (self.fast.tx_sent if self.fast is not None else 0)
+
+    @property
+    def tx_errors(self) -> int:
+        return self._tx_errors + (self.fast.tx_errors if self.fast is not None else 0)
+
+    @property
+    def tx_ring_full(self) -> int:
+        return self._tx_ring_full + (self.fast.tx_ring_full if self.fast is not None else 0)
+
+    @property
+    def fast_frames(self) -> int:
+        """Frames the C flow table forwarded without Python."""
+        return self.fast.fast_frames if self.fast is not None else 0
+
+    @property
+    def _rx_cur(self) -> int:
+        return self.fast.rx_cur if self.fast is not None else self._rx_cur_py
+
+    @_rx_cur.setter
+    def _rx_cur(self, value: int) -> None:
+        if self.fast is not None:
+            self.fast.rx_cur = value
+        else:
+            self._rx_cur_py = value
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def receive(self, on_frame: Callable[[RxFrame], None], max_blocks: int = 0) -> int:
+    def receive(self, on_frame: Callable[[RxFrame], None], max_blocks: int = 0,
+                flows: Any = None) -> int:
         """Hand every ready frame addressed to us to ``on_frame``, as a writable view into the
         ring: it may rewrite the frame in place (no copy) but must not keep the view, which is
         only valid until the block goes back to the kernel. Returns the number of frames;
-        ``max_blocks`` bounds the work (0 = all)."""
+        ``max_blocks`` bounds the work (0 = all). ``flows`` (a ``_fastpath.FlowTable``, C ring
+        only): frames of its flows are forwarded in C and not handed to ``on_frame``."""
+        if self.fast is not None:
+            n: int = self.fast.receive(on_frame, max_blocks, flows)
+            return n
         mm = self.mm
         view = self.view
         bs = self.block_size
@@ -153,11 +222,13 @@ class PacketRing:
             blocks += 1
             if max_blocks and blocks >= max_blocks:
                 break
-        self.rx_frames += count
+        self._rx_frames += count
         return count
 
     def ready(self) -> bool:
         """Whether the block the reader waits on has been handed over by the kernel."""
+        if self.fast is not None:
+            return bool(self.fast.ready())
         return bool(_U32.unpack_from(self.mm, self._rx_cur * self.block_size + 8)[0] & TP_STATUS_USER)
 
     def resync(self) -> bool:
@@ -186,12 +257,16 @@ class PacketRing:
         """Put ``frame`` in the TX ring (sent by ``flush``, or every 64 frames). A frame bigger
         than a slot goes out by a plain ``send``; when the ring stays full it is dropped and
         counted (``tx_ring_full``), as a full NIC queue would."""
+        if self.fast is not None:
+            if self.fast.queue(frame) == 1:  # bigger than a slot
+                self._send_plain(frame)
+            return
         n = len(frame)
         base = self.rx_size + self._tx_cur * self.frame_size
         mm = self.mm
         status = _U32.unpack_from(mm, base + 20)[0]
         if status == TP_STATUS_WRONG_FORMAT:  # the kernel refused that slot's frame: reuse it
-            self.tx_errors += 1
+            self._tx_errors += 1
             _U32.pack_into(mm, base + 20, TP_STATUS_AVAILABLE)
             status = TP_STATUS_AVAILABLE
         if n > self.tx_max:  # bigger than a ring slot (jumbo frames): one sendto of its own
@@ -202,7 +277,7 @@ class PacketRing:
             self._kick()
             status = _U32.unpack_from(mm, base + 20)[0]
             if status != TP_STATUS_AVAILABLE:
-                self.tx_ring_full += 1
+                self._tx_ring_full += 1
                 return
         self.view[base + TPACKET3_HDRLEN:base + TPACKET3_HDRLEN + n] = frame
         # tp_len and tp_status together: the kernel reads the slot only during send()
@@ -214,7 +289,9 @@ class PacketRing:
 
     def flush(self) -> None:
         """Ask the kernel to send every queued frame."""
-        if self._tx_pending:
+        if self.fast is not None:
+            self.fast.flush()
+        elif self._tx_pending:
             self._kick()
 
     def _kick(self) -> None:
@@ -224,8 +301,8 @@ class PacketRing:
         except BlockingIOError:
             pass
         except OSError:
-            self.tx_errors += 1
-        self.tx_sent += self._tx_pending
+            self._tx_errors += 1
+        self._tx_sent += self._tx_pending
         self._tx_pending = 0
 
     def _send_plain(self, frame: Frame) -> None:
@@ -236,7 +313,7 @@ class PacketRing:
             self._plain.send(frame)
             self.tx_fallback += 1
         except OSError:
-            self.tx_errors += 1
+            self._tx_errors += 1
 
     def kernel_stats(self) -> tuple[int, int]:
         """(packets, drops) the kernel counted for this socket since the last call
@@ -251,6 +328,8 @@ class PacketRing:
         try:
             self.flush()
         finally:
+            if self.fast is not None:  # gives the mapping back before it is unmapped
+                self.fast.close()
             if self._plain is not None:
                 self._plain.close()
             self.view.release()

@@ -1,0 +1,961 @@
+/* The packet data plane's hot path in C: the RX ring walk, a flow table of established
+ * connections, their DR/NAT rewrites and the TX ring.
+ *
+ * Why C: in Python each forwarded frame costs 6-9 us of CPU (ring walk, header checks, the
+ * connection lookup and the counters), which caps one core at 110-150 k frames/s. Frames of
+ * a connection the Python path has already accepted need none of the Director's decisions:
+ * the rewrite is fixed for the connection's life. So Python installs a flow for it, and this
+ * module forwards its frames without entering the interpreter; the Director gets the
+ * counters once a tick (FlowTable.sync).
+ *
+ * What this is for: Ring (one interface's TPACKET_V3 mmap: it owns the RX reader position and
+ * every TX slot, so the Python queue() and the fast path never race for a slot) and FlowTable
+ * (open addressing, a hard size limit; DR = the 12 MAC bytes, NAT = destination (client ->
+ * real server) or source (real server -> client) address and port with RFC 1624 incremental
+ * checksums). A frame is taken only if it is IPv4 without options, TCP or UDP, not a
+ * fragment, has a valid IP header checksum, whole L4 header, and (TCP) ACK without SYN/FIN/RST:
+ * everything else goes to the Python callback unchanged, so the core's state machine sees
+ * every state change.
+ *
+ * What this is not for: deciding anything (scheduling, states, persistence, ARP, ICMP, TUN):
+ * that is forward.py's, which stays the reference this module must match byte for byte.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#define TPACKET3_HDRLEN 48
+#define TP_STATUS_KERNEL 0u
+#define TP_STATUS_USER 1u
+#define TP_STATUS_AVAILABLE 0u
+#define TP_STATUS_SEND_REQUEST 1u
+#define TP_STATUS_WRONG_FORMAT 4u
+#define TX_BATCH 64
+#define MAX_RINGS 64
+
+#define KIND_DR 0
+#define KIND_NAT_DST 1
+#define KIND_NAT_SRC 2
+
+static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline void st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static inline unsigned be16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
+
+/* ---------------------------------------------------------------------------------------- */
+/* Ring                                                                                     */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *view;          /* memoryview of the mmap: frames for Python are slices of it */
+    Py_buffer buf;           /* held while open: the mmap cannot be closed under us */
+    int held;
+    int fd;
+    int ifindex;
+    uint8_t *base;
+    Py_ssize_t rx_size;
+    Py_ssize_t block_size;
+    uint32_t block_nr, frame_size, tx_nr, tx_max;
+    uint32_t rx_cur, tx_cur, tx_pending;
+    unsigned long long rx_frames, fast_frames, tx_sent, tx_errors, tx_ring_full;
+} RingObject;
+
+static PyTypeObject RingType;
+
+static void ring_kick(RingObject *r)
+{
+    if (r->fd < 0)
+        return;
+    /* with a TX ring, send() transmits the ring's ready slots and ignores its own buffer */
+    if (send(r->fd, NULL, 0, MSG_DONTWAIT) < 0 && errno != EAGAIN && errno != EWOULDBLOCK
+            && errno != EINTR)
+        r->tx_errors++;
+    r->tx_sent += r->tx_pending;
+    r->tx_pending = 0;
+}
+
+/* 0: queued; 1: bigger than a slot (the caller sends it another way); 2: ring full, dropped */
+static int ring_tx(RingObject *r, const uint8_t *data, uint32_t n)
+{
+    uint8_t *slot = r->base + r->rx_size + (size_t)r->tx_cur * r->frame_size;
+    uint32_t *status = (uint32_t *)(slot + 20);
+    uint32_t st = __atomic_load_n(status, __ATOMIC_ACQUIRE);
+    if (st == TP_STATUS_WRONG_FORMAT) {  /* the kernel refused that slot's frame: reuse it */
+        r->tx_errors++;
+        __atomic_store_n(status, TP_STATUS_AVAILABLE, __ATOMIC_RELEASE);
+        st = TP_STATUS_AVAILABLE;
+    }
+    if (n > r->tx_max)
+        return 1;
+    if (st != TP_STATUS_AVAILABLE) {
+        ring_kick(r);
+        st = __atomic_load_n(status, __ATOMIC_ACQUIRE);
+        if (st != TP_STATUS_AVAILABLE) {
+            r->tx_ring_full++;
+            return 2;
+        }
+    }
+    memcpy(slot + TPACKET3_HDRLEN, data, n);
+    st32(slot + 16, n);  /* tp_len */
+    __atomic_store_n(status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
+    r->tx_cur = r->tx_cur + 1 == r->tx_nr ? 0 : r->tx_cur + 1;
+    if (++r->tx_pending >= TX_BATCH)
+        ring_kick(r);
+    return 0;
+}
+
+static void ring_release(RingObject *r)
+{
+    if (r->held) {
+        if (r->tx_pending)
+            ring_kick(r);
+        PyBuffer_Release(&r->buf);
+        r->held = 0;
+    }
+    r->base = NULL;
+    r->fd = -1;
+    Py_CLEAR(r->view);
+}
+
+static int Ring_init(RingObject *r, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"mm", "view", "fd", "ifindex", "rx_size", "block_size", "block_nr",
+                             "frame_size", "tx_nr", NULL};
+    PyObject *mm, *view;
+    int fd, ifindex;
+    Py_ssize_t rx_size, block_size;
+    unsigned int block_nr, frame_size, tx_nr;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOiinnIII", kwlist, &mm, &view, &fd, &ifindex,
+                                     &rx_size, &block_size, &block_nr, &frame_size, &tx_nr))
+        return -1;
+    ring_release(r);
+    if (frame_size <= TPACKET3_HDRLEN || block_nr == 0 || tx_nr == 0 || block_size <= 0
+            || rx_size != block_size * (Py_ssize_t)block_nr) {
+        PyErr_SetString(PyExc_ValueError, "Ring: inconsistent ring geometry");
+        return -1;
+    }
+    if (PyObject_GetBuffer(mm, &r->buf, PyBUF_WRITABLE) < 0)
+        return -1;
+    if (r->buf.len < rx_size + (Py_ssize_t)tx_nr * frame_size) {
+        PyBuffer_Release(&r->buf);
+        PyErr_SetString(PyExc_ValueError, "Ring: mapping smaller than its rings");
+        return -1;
+    }
+    r->held = 1;
+    Py_INCREF(view);
+    r->view = view;
+    r->fd = fd;
+    r->ifindex = ifindex;
+    r->base = r->buf.buf;
+    r->rx_size = rx_size;
+    r->block_size = block_size;
+    r->block_nr = block_nr;
+    r->frame_size = frame_size;
+    r->tx_nr = tx_nr;
+    r->tx_max = frame_size - TPACKET3_HDRLEN;
+    r->rx_cur = r->tx_cur = r->tx_pending = 0;
+    return 0;
+}
+
+static void Ring_dealloc(RingObject *r)
+{
+    ring_release(r);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyObject *closed_error(void)
+{
+    PyErr_SetString(PyExc_ValueError, "ring is closed");
+    return NULL;
+}
+
+static PyObject *Ring_queue(RingObject *r, PyObject *arg)
+{
+    Py_buffer b;
+    if (r->base == NULL)
+        return closed_error();
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE) < 0)
+        return NULL;
+    int rc = b.len > UINT32_MAX ? 1 : ring_tx(r, b.buf, (uint32_t)b.len);
+    PyBuffer_Release(&b);
+    return PyLong_FromLong(rc);
+}
+
+static PyObject *Ring_flush(RingObject *r, PyObject *Py_UNUSED(ignored))
+{
+    if (r->tx_pending)
+        ring_kick(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_kick(RingObject *r, PyObject *Py_UNUSED(ignored))
+{
+    ring_kick(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Ring_ready(RingObject *r, PyObject *Py_UNUSED(ignored))
+{
+    if (r->base == NULL)
+        return closed_error();
+    uint32_t st = __atomic_load_n((uint32_t *)(r->base + (size_t)r->rx_cur * r->block_size + 8),
+                                  __ATOMIC_ACQUIRE);
+    return PyBool_FromLong(st & TP_STATUS_USER);
+}
+
+static PyObject *Ring_close(RingObject *r, PyObject *Py_UNUSED(ignored))
+{
+    ring_release(r);
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* FlowTable                                                                                */
+
+typedef struct {
+    /* key: the packet's addresses and ports as they are on the wire */
+    uint32_t saddr, daddr;
+    uint16_t sport, dport;
+    uint8_t proto, used, kind, out;
+    uint8_t touched, direction;
+    uint8_t macs[12];          /* destination MAC + source MAC of the out interface */
+    uint32_t new_ip;           /* NAT: the address written (wire order) */
+    uint16_t new_port;         /* NAT: the port written (wire order) */
+    uint32_t d_ip, d_l4;       /* RFC 1624 sums ~m + m' for the IP and L4 checksums */
+    uint64_t pkts, bytes;
+    double last_seen;
+    PyObject *conn;            /* the Director's Connection, owned */
+} flow_t;
+
+typedef struct {
+    PyObject_HEAD
+    flow_t *slots;
+    uint32_t mask;
+    uint32_t count;
+    uint32_t limit;
+    int ifindex[MAX_RINGS];   /* the interfaces flows may send on */
+    RingObject *rings[MAX_RINGS];  /* their C rings (NULL: decisions only, as in tests) */
+    int nrings;
+    double now;
+    unsigned long long forwarded, full_refused;
+} FlowTableObject;
+
+static PyTypeObject FlowTableType;
+static PyObject *str_bucket;
+
+static inline uint32_t flow_hash(uint32_t s, uint32_t d, uint16_t sp, uint16_t dp, uint8_t pr)
+{
+    uint64_t h = ((uint64_t)s << 32 | d) * 0x9E3779B97F4A7C15ull;
+    h ^= ((uint64_t)sp << 24 | (uint64_t)dp << 8 | pr) * 0xC2B2AE3D27D4EB4Full;
+    h ^= h >> 29;
+    return (uint32_t)(h ^ h >> 32);
+}
+
+static inline flow_t *flow_find(FlowTableObject *t, uint32_t s, uint32_t d, uint16_t sp,
+                                uint16_t dp, uint8_t pr)
+{
+    uint32_t i = flow_hash(s, d, sp, dp, pr) & t->mask;
+    for (;;) {
+        flow_t *f = &t->slots[i];
+        if (!f->used)
+            return NULL;
+        if (f->saddr == s && f->daddr == d && f->sport == sp && f->dport == dp && f->proto == pr)
+            return f;
+        i = (i + 1) & t->mask;
+    }
+}
+
+/* linear probing deletion by backward shift: no tombstones, lookups stay short */
+static void flow_delete(FlowTableObject *t, flow_t *f)
+{
+    uint32_t i = (uint32_t)(f - t->slots);
+    Py_CLEAR(t->slots[i].conn);
+    t->slots[i].used = 0;
+    t->count--;
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & t->mask;
+        flow_t *g = &t->slots[j];
+        if (!g->used)
+            return;
+        uint32_t home = flow_hash(g->saddr, g->daddr, g->sport, g->dport, g->proto) & t->mask;
+        /* g may move to the hole at i when its home is not cyclically within (i, j] */
+        int move = (i <= j) ? (home <= i || home > j) : (home <= i && home > j);
+        if (move) {
+            t->slots[i] = *g;
+            g->used = 0;
+            g->conn = NULL;
+            i = j;
+        }
+    }
+}
+
+static void flows_clear(FlowTableObject *t)
+{
+    for (uint32_t i = 0; i <= t->mask; i++) {
+        flow_t *f = &t->slots[i];
+        if (f->used) {
+            f->used = 0;
+            Py_CLEAR(f->conn);
+        }
+    }
+    t->count = 0;
+}
+
+static int FlowTable_init(FlowTableObject *t, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"limit", NULL};
+    unsigned int limit = 65536;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|I", kwlist, &limit))
+        return -1;
+    if (limit < 1 || limit > (1u << 24)) {
+        PyErr_SetString(PyExc_ValueError, "FlowTable: limit must be 1..16777216");
+        return -1;
+    }
+    if (t->slots != NULL) {
+        flows_clear(t);
+        PyMem_Free(t->slots);
+        t->slots = NULL;
+    }
+    uint32_t cap = 16;
+    while (cap < limit * 2u)
+        cap <<= 1;
+    t->slots = PyMem_Calloc(cap, sizeof(flow_t));
+    if (t->slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    t->mask = cap - 1;
+    t->limit = limit;
+    t->count = 0;
+    return 0;
+}
+
+static void FlowTable_dealloc(FlowTableObject *t)
+{
+    if (t->slots != NULL) {
+        flows_clear(t);
+        PyMem_Free(t->slots);
+    }
+    for (int i = 0; i < t->nrings; i++)
+        Py_CLEAR(t->rings[i]);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static inline uint16_t fold_update(uint16_t csum_wire, uint32_t delta)
+{
+    /* RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), exactly as forward.py's _nat does it */
+    uint32_t s = (~(uint32_t)be16((const uint8_t *)&csum_wire) & 0xFFFF) + delta;
+    s = (s & 0xFFFF) + (s >> 16);
+    s = ~((s & 0xFFFF) + (s >> 16)) & 0xFFFF;
+    return (uint16_t)s;
+}
+
+/* The flow of a frame, or NULL (Python's). Applies exactly the checks of forward.py's hot
+ * path; n is the captured length; the frame is not touched. */
+static flow_t *fast_match(FlowTableObject *t, const uint8_t *p, Py_ssize_t n, uint32_t *ip_len)
+{
+    if (n < 42 || n > 1514 || p[12] != 8 || p[13] != 0 || p[14] != 0x45)
+        return NULL;
+    const uint8_t *ip = p + 14;
+    unsigned tot = be16(ip + 2);
+    if (tot < 28 || 14 + (Py_ssize_t)tot > n || (be16(ip + 6) & 0x3FFF))
+        return NULL;
+    uint32_t sum = 0;
+    for (int i = 0; i < 20; i += 2)
+        sum += be16(ip + i);
+    while (sum >> 16)
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    if (sum != 0xFFFF && sum != 0)
+        return NULL;
+    uint8_t proto = ip[9];
+    const uint8_t *l4 = ip + 20;
+    if (proto == 6) {
+        unsigned doff = (unsigned)(l4[12] >> 4) << 2;
+        if (doff < 20 || 34 + doff > 14 + tot)
+            return NULL;
+        /* ACK and none of FIN, SYN, RST: anything else moves the state machine (a segment
+         * with none of the four even closes the entry, as set_tcp_state does) */
+        if ((l4[13] & 0x17) != 0x10)
+            return NULL;
+    } else if (proto == 17) {
+        unsigned ulen = be16(l4 + 4);
+        if (ulen < 8 || 34 + ulen > 14 + tot)
+            return NULL;
+    } else {
+        return NULL;
+    }
+    *ip_len = tot;
+    return flow_find(t, ld32(ip + 12), ld32(ip + 16), ld16(l4), ld16(l4 + 2), proto);
+}
+
+/* The flow's rewrite, on a frame fast_match accepted for it. */
+static void fast_rewrite(const flow_t *f, uint8_t *p)
+{
+    if (f->kind != KIND_DR) {
+        uint8_t *ipw = p + 14;
+        uint8_t *l4w = ipw + 20;
+        int ip_off = f->kind == KIND_NAT_DST ? 16 : 12;
+        int port_off = f->kind == KIND_NAT_DST ? 2 : 0;
+        st32(ipw + ip_off, f->new_ip);
+        memcpy(l4w + port_off, &f->new_port, 2);
+        uint16_t c;
+        memcpy(&c, ipw + 10, 2);
+        uint16_t s = fold_update(c, f->d_ip);
+        ipw[10] = (uint8_t)(s >> 8);
+        ipw[11] = (uint8_t)s;
+        int co = f->proto == 6 ? 16 : 6;
+        memcpy(&c, l4w + co, 2);
+        if (!(c == 0 && f->proto == 17)) {  /* UDP without a checksum stays without */
+            s = fold_update(c, f->d_l4);
+            if (s == 0 && f->proto == 17)
+                s = 0xFFFF;
+            l4w[co] = (uint8_t)(s >> 8);
+            l4w[co + 1] = (uint8_t)s;
+        }
+    }
+    memcpy(p, f->macs, 12);
+}
+
+static inline void flow_count(FlowTableObject *t, flow_t *f, uint32_t ip_len)
+{
+    f->pkts++;
+    f->bytes += ip_len;
+    f->touched = 1;
+    f->last_seen = t->now;
+    t->forwarded++;
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int addr4(PyObject *o, uint32_t *out, const char *what)
+{
+    Py_buffer b;
+    if (PyObject_GetBuffer(o, &b, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (b.len != 4) {
+        PyBuffer_Release(&b);
+        PyErr_Format(PyExc_ValueError, "%s: an IPv4 address is 4 bytes", what);
+        return -1;
+    }
+    memcpy(out, b.buf, 4);
+    PyBuffer_Release(&b);
+    return 0;
+}
+
+static int port16(int port, uint16_t *out, const char *what)
+{
+    if (port < 0 || port > 0xFFFF) {
+        PyErr_Format(PyExc_ValueError, "%s: port %d out of range", what, port);
+        return -1;
+    }
+    uint8_t b[2] = {(uint8_t)(port >> 8), (uint8_t)port};
+    memcpy(out, b, 2);
+    return 0;
+}
+
+static PyObject *FlowTable_attach(FlowTableObject *t, PyObject *arg)
+{
+    /* a Ring, or a bare interface index (decisions without sending: tests, fuzzing) */
+    RingObject *r = NULL;
+    int ifindex;
+    if (PyObject_TypeCheck(arg, &RingType)) {
+        r = (RingObject *)arg;
+        ifindex = r->ifindex;
+    } else if (PyLong_Check(arg)) {
+        ifindex = (int)PyLong_AsLong(arg);
+        if (PyErr_Occurred())
+            return NULL;
+    } else {
+        PyErr_SetString(PyExc_TypeError, "attach: a Ring or an interface index is needed");
+        return NULL;
+    }
+    int i = 0;
+    while (i < t->nrings && t->ifindex[i] != ifindex)
+        i++;
+    if (i == MAX_RINGS) {
+        PyErr_SetString(PyExc_ValueError, "attach: too many interfaces");
+        return NULL;
+    }
+    if (i == t->nrings) {
+        t->nrings++;
+        t->rings[i] = NULL;
+    } else {
+        flows_clear(t);  /* a new ring for the interface: nothing may point at the old one */
+    }
+    t->ifindex[i] = ifindex;
+    Py_XINCREF(r);
+    Py_XSETREF(t->rings[i], r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *FlowTable_install(FlowTableObject *t, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"proto", "saddr", "sport", "daddr", "dport", "kind", "new_ip",
+                             "new_port", "out_ifindex", "macs", "conn", "direction", NULL};
+    int proto, sport, dport, kind, new_port, out_ifindex, direction;
+    PyObject *saddr, *daddr, *new_ip, *macs, *conn;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOiOiiOiiOOi", kwlist, &proto, &saddr, &sport,
+                                     &daddr, &dport, &kind, &new_ip, &new_port, &out_ifindex,
+                                     &macs, &conn, &direction))
+        return NULL;
+    if (proto != 6 && proto != 17) {
+        PyErr_SetString(PyExc_ValueError, "install: TCP or UDP only");
+        return NULL;
+    }
+    if (kind < KIND_DR || kind > KIND_NAT_SRC || direction < 0 || direction > 255) {
+        PyErr_SetString(PyExc_ValueError, "install: unknown kind or direction");
+        return NULL;
+    }
+    uint32_t s, d, nip = 0;
+    uint16_t sp, dp, np = 0;
+    if (addr4(saddr, &s, "install saddr") < 0 || addr4(daddr, &d, "install daddr") < 0
+            || port16(sport, &sp, "install sport") < 0 || port16(dport, &dp, "install dport") < 0)
+        return NULL;
+    if (kind != KIND_DR && (addr4(new_ip, &nip, "install new_ip") < 0
+                            || port16(new_port, &np, "install new_port") < 0))
+        return NULL;
+    Py_buffer mb;
+    if (PyObject_GetBuffer(macs, &mb, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (mb.len != 12) {
+        PyBuffer_Release(&mb);
+        PyErr_SetString(PyExc_ValueError, "install: macs is destination + source MAC, 12 bytes");
+        return NULL;
+    }
+    int out = -1;
+    for (int i = 0; i < t->nrings; i++)
+        if (t->ifindex[i] == out_ifindex)
+            out = i;
+    if (out < 0) {
+        PyBuffer_Release(&mb);
+        Py_RETURN_FALSE;  /* no ring to send on: the Python path keeps these frames */
+    }
+    flow_t *f = flow_find(t, s, d, sp, dp, (uint8_t)proto);
+    if (f == NULL) {
+        if (t->count >= t->limit) {
+            PyBuffer_Release(&mb);
+            t->full_refused++;
+            Py_RETURN_FALSE;
+        }
+        uint32_t i = flow_hash(s, d, sp, dp, (uint8_t)proto) & t->mask;
+        while (t->slots[i].used)
+            i = (i + 1) & t->mask;
+        f = &t->slots[i];
+        memset(f, 0, sizeof(*f));
+        f->saddr = s;
+        f->daddr = d;
+        f->sport = sp;
+        f->dport = dp;
+        f->proto = (uint8_t)proto;
+        f->used = 1;
+        t->count++;
+    }
+    memcpy(f->macs, mb.buf, 12);
+    PyBuffer_Release(&mb);
+    f->kind = (uint8_t)kind;
+    f->out = (uint8_t)out;
+    f->direction = (uint8_t)direction;
+    f->new_ip = nip;
+    f->new_port = np;
+    if (kind != KIND_DR) {
+        const uint8_t *o4 = (const uint8_t *)(kind == KIND_NAT_DST ? &d : &s);
+        const uint8_t *n4 = (const uint8_t *)&nip;
+        unsigned oport = be16((const uint8_t *)(kind == KIND_NAT_DST ? &dp : &sp));
+        unsigned nport = be16((const uint8_t *)&np);
+        uint32_t o = (uint32_t)o4[0] << 24 | (uint32_t)o4[1] << 16 | (uint32_t)o4[2] << 8 | o4[3];
+        uint32_t nw = (uint32_t)n4[0] << 24 | (uint32_t)n4[1] << 16 | (uint32_t)n4[2] << 8 | n4[3];
+        f->d_ip = ((~o >> 16) & 0xFFFF) + (~o & 0xFFFF) + (nw >> 16) + (nw & 0xFFFF);
+        f->d_l4 = f->d_ip + (~oport & 0xFFFF) + nport;
+    }
+    Py_INCREF(conn);
+    Py_XSETREF(f->conn, conn);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *flow_row(const flow_t *f)
+{
+    return Py_BuildValue("(OiKKd)", f->conn, (int)f->direction, (unsigned long long)f->pkts,
+                         (unsigned long long)f->bytes, f->last_seen);
+}
+
+/* remove(...) -> the flow's unsynced (conn, direction, packets, bytes, last_seen), or None */
+static PyObject *FlowTable_remove(FlowTableObject *t, PyObject *args)
+{
+    int proto, sport, dport;
+    PyObject *saddr, *daddr;
+    if (!PyArg_ParseTuple(args, "iOiOi", &proto, &saddr, &sport, &daddr, &dport))
+        return NULL;
+    uint32_t s, d;
+    uint16_t sp, dp;
+    if (addr4(saddr, &s, "remove saddr") < 0 || addr4(daddr, &d, "remove daddr") < 0
+            || port16(sport, &sp, "remove sport") < 0 || port16(dport, &dp, "remove dport") < 0)
+        return NULL;
+    if (proto < 0 || proto > 255)
+        Py_RETURN_NONE;
+    flow_t *f = flow_find(t, s, d, sp, dp, (uint8_t)proto);
+    if (f == NULL)
+        Py_RETURN_NONE;
+    PyObject *row = flow_row(f);
+    if (row == NULL)
+        return NULL;
+    flow_delete(t, f);
+    return row;
+}
+
+/* clear() -> the unsynced rows of the flows that were touched; every flow goes */
+static PyObject *FlowTable_clear(FlowTableObject *t, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (uint32_t i = 0; i <= t->mask; i++) {
+        flow_t *f = &t->slots[i];
+        if (f->used && f->touched) {
+            PyObject *row = flow_row(f);
+            if (row == NULL || PyList_Append(out, row) < 0) {
+                Py_XDECREF(row);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(row);
+        }
+    }
+    flows_clear(t);
+    return out;
+}
+
+/* Hand the counters of every flow touched since the last call to the caller, and drop the
+ * flows whose connection has left the table (``conn.bucket is None``). */
+static PyObject *FlowTable_sync(FlowTableObject *t, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    uint32_t i = 0;
+    while (i <= t->mask) {
+        flow_t *f = &t->slots[i];
+        if (!f->used) {
+            i++;
+            continue;
+        }
+        if (f->touched) {
+            PyObject *row = flow_row(f);
+            if (row == NULL || PyList_Append(out, row) < 0) {
+                Py_XDECREF(row);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(row);
+            f->pkts = f->bytes = 0;
+            f->touched = 0;
+        }
+        PyObject *bucket = PyObject_GetAttr(f->conn, str_bucket);
+        if (bucket == NULL) {
+            PyErr_Clear();
+            bucket = Py_None;
+            Py_INCREF(bucket);
+        }
+        int dead = bucket == Py_None;
+        Py_DECREF(bucket);
+        if (dead) {
+            /* a backward shift may move a later entry into slot i: look at it again. An
+             * entry shifted from beyond the end of the array to before i is missed until
+             * the next sync, which is harmless. */
+            flow_delete(t, f);
+            continue;
+        }
+        i++;
+    }
+    return out;
+}
+
+static PyObject *FlowTable_forward(FlowTableObject *t, PyObject *arg)
+{
+    /* The decision on one frame outside any ring (tests and fuzzing): rewrites a writable
+     * buffer in place; the out interface's index, or -1 when Python must handle it. */
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_WRITABLE) < 0)
+        return NULL;
+    uint32_t ip_len;
+    t->now = mono_now();
+    flow_t *f = fast_match(t, b.buf, b.len, &ip_len);
+    long res = -1;
+    if (f != NULL) {
+        fast_rewrite(f, b.buf);
+        flow_count(t, f, ip_len);
+        res = t->ifindex[f->out];
+    }
+    PyBuffer_Release(&b);
+    return PyLong_FromLong(res);
+}
+
+static PyObject *FlowTable_len_get(FlowTableObject *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(t->count);
+}
+
+static Py_ssize_t FlowTable_len(FlowTableObject *t) { return t->count; }
+
+/* ---------------------------------------------------------------------------------------- */
+/* the ring walk                                                                            */
+
+static PyObject *Ring_receive(RingObject *r, PyObject *args)
+{
+    PyObject *on_frame, *flows_obj = Py_None;
+    int max_blocks = 0;
+    if (!PyArg_ParseTuple(args, "O|iO", &on_frame, &max_blocks, &flows_obj))
+        return NULL;
+    if (r->base == NULL)
+        return closed_error();
+    FlowTableObject *ft = NULL;
+    if (flows_obj != Py_None) {
+        if (!PyObject_TypeCheck(flows_obj, &FlowTableType)) {
+            PyErr_SetString(PyExc_TypeError, "receive: flows must be a FlowTable or None");
+            return NULL;
+        }
+        ft = (FlowTableObject *)flows_obj;
+        if (ft->count == 0)
+            ft = NULL;
+        else
+            ft->now = mono_now();
+    }
+    /* the callback may close rings (never in the data plane; be safe anyway) */
+    Py_INCREF(r);
+    Py_INCREF(on_frame);
+    long count = 0;
+    int blocks = 0;
+    PyObject *err = NULL;
+    const Py_ssize_t bs = r->block_size;
+    while (r->base != NULL) {
+        uint8_t *blk = r->base + (size_t)r->rx_cur * bs;
+        uint32_t status = __atomic_load_n((uint32_t *)(blk + 8), __ATOMIC_ACQUIRE);
+        if (!(status & TP_STATUS_USER))
+            break;
+        uint32_t num = ld32(blk + 12);
+        Py_ssize_t off = ld32(blk + 16);
+        for (uint32_t k = 0; k < num && err == NULL && r->base != NULL; k++) {
+            if (off < 0 || off + TPACKET3_HDRLEN + 12 > bs)
+                break;
+            uint8_t *hdr = blk + off;
+            uint32_t nxt = ld32(hdr);
+            uint32_t snap = ld32(hdr + 12);
+            uint16_t mac = ld16(hdr + 24);
+            if ((Py_ssize_t)mac + snap > bs - off)
+                break;
+            /* struct sockaddr_ll follows the header: sll_pkttype at +10 */
+            if (hdr[TPACKET3_HDRLEN + 10] <= 1) {  /* PACKET_HOST, PACKET_BROADCAST */
+                uint8_t *frame = hdr + mac;
+                uint32_t ip_len;
+                flow_t *f = ft != NULL ? fast_match(ft, frame, snap, &ip_len) : NULL;
+                RingObject *o = f != NULL ? ft->rings[f->out] : NULL;
+                if (o != NULL && o->base != NULL && snap <= o->tx_max) {
+                    fast_rewrite(f, frame);
+                    ring_tx(o, frame, snap);
+                    flow_count(ft, f, ip_len);
+                    r->fast_frames++;
+                } else {
+                    Py_ssize_t start = (Py_ssize_t)r->rx_cur * bs + off + mac;
+                    PyObject *slice = PySequence_GetSlice(r->view, start, start + snap);
+                    PyObject *res = slice != NULL
+                        ? PyObject_CallOneArg(on_frame, slice) : NULL;
+                    Py_XDECREF(slice);
+                    if (res == NULL)
+                        err = on_frame;  /* marker: an exception is set */
+                    Py_XDECREF(res);
+                }
+                count++;
+            }
+            if (nxt == 0)
+                break;
+            off += nxt;
+        }
+        if (r->base == NULL)
+            break;
+        __atomic_store_n((uint32_t *)(blk + 8), TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+        r->rx_cur = r->rx_cur + 1 == r->block_nr ? 0 : r->rx_cur + 1;
+        blocks++;
+        if (err != NULL || (max_blocks > 0 && blocks >= max_blocks))
+            break;
+    }
+    r->rx_frames += (unsigned long long)count;
+    Py_DECREF(on_frame);
+    Py_DECREF(r);
+    if (err != NULL)
+        return NULL;
+    return PyLong_FromLong(count);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* type boilerplate                                                                         */
+
+static PyObject *Ring_get_rx_cur(RingObject *r, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(r->rx_cur);
+}
+
+static int Ring_set_rx_cur(RingObject *r, PyObject *v, void *Py_UNUSED(c))
+{
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "rx_cur cannot be deleted");
+        return -1;
+    }
+    unsigned long x = PyLong_AsUnsignedLong(v);
+    if (PyErr_Occurred())
+        return -1;
+    if (x >= r->block_nr) {
+        PyErr_SetString(PyExc_ValueError, "rx_cur beyond the ring");
+        return -1;
+    }
+    r->rx_cur = (uint32_t)x;
+    return 0;
+}
+
+#define RING_COUNTER(name)                                                         \
+    static PyObject *Ring_get_##name(RingObject *r, void *Py_UNUSED(c))          \
+    {                                                                              \
+        return PyLong_FromUnsignedLongLong(r->name);                               \
+    }
+RING_COUNTER(rx_frames)
+RING_COUNTER(fast_frames)
+RING_COUNTER(tx_sent)
+RING_COUNTER(tx_errors)
+RING_COUNTER(tx_ring_full)
+
+static PyObject *Ring_get_tx_pending(RingObject *r, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(r->tx_pending);
+}
+
+static PyObject *Ring_get_ifindex(RingObject *r, void *Py_UNUSED(c))
+{
+    return PyLong_FromLong(r->ifindex);
+}
+
+static PyGetSetDef Ring_getset[] = {
+    {"rx_cur", (getter)Ring_get_rx_cur, (setter)Ring_set_rx_cur, "block the reader waits on", NULL},
+    {"rx_frames", (getter)Ring_get_rx_frames, NULL, "frames received for this host", NULL},
+    {"fast_frames", (getter)Ring_get_fast_frames, NULL, "frames forwarded by a flow", NULL},
+    {"tx_sent", (getter)Ring_get_tx_sent, NULL, "frames handed to the kernel", NULL},
+    {"tx_errors", (getter)Ring_get_tx_errors, NULL, "send errors and refused slots", NULL},
+    {"tx_ring_full", (getter)Ring_get_tx_ring_full, NULL, "frames dropped: ring full", NULL},
+    {"tx_pending", (getter)Ring_get_tx_pending, NULL, "frames queued, not yet sent", NULL},
+    {"ifindex", (getter)Ring_get_ifindex, NULL, "the interface", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Ring_methods[] = {
+    {"receive", (PyCFunction)Ring_receive, METH_VARARGS,
+     "receive(on_frame, max_blocks=0, flows=None): walk the ready blocks"},
+    {"queue", (PyCFunction)Ring_queue, METH_O,
+     "queue(frame) -> 0 queued, 1 bigger than a slot, 2 ring full (dropped)"},
+    {"flush", (PyCFunction)Ring_flush, METH_NOARGS, "send what is queued"},
+    {"kick", (PyCFunction)Ring_kick, METH_NOARGS, "ask the kernel to send the ring"},
+    {"ready", (PyCFunction)Ring_ready, METH_NOARGS, "the awaited block is ready"},
+    {"close", (PyCFunction)Ring_close, METH_NOARGS, "send what is queued, release the mapping"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject RingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pylvs.dataplane.packet._fastpath.Ring",
+    .tp_basicsize = sizeof(RingObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "One interface's TPACKET_V3 RX and TX rings (reader position, every TX slot).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Ring_init,
+    .tp_dealloc = (destructor)Ring_dealloc,
+    .tp_methods = Ring_methods,
+    .tp_getset = Ring_getset,
+};
+
+static PyObject *FlowTable_get_forwarded(FlowTableObject *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLongLong(t->forwarded);
+}
+
+static PyObject *FlowTable_get_refused(FlowTableObject *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLongLong(t->full_refused);
+}
+
+static PyObject *FlowTable_get_limit(FlowTableObject *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(t->limit);
+}
+
+static PyGetSetDef FlowTable_getset[] = {
+    {"count", (getter)FlowTable_len_get, NULL, "flows installed", NULL},
+    {"forwarded", (getter)FlowTable_get_forwarded, NULL, "frames forwarded by flows", NULL},
+    {"refused_full", (getter)FlowTable_get_refused, NULL, "installs refused: table full", NULL},
+    {"limit", (getter)FlowTable_get_limit, NULL, "the most flows held", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef FlowTable_methods[] = {
+    {"attach", (PyCFunction)FlowTable_attach, METH_O, "attach(ring): an interface to send on"},
+    {"install", (PyCFunction)(void (*)(void))FlowTable_install, METH_VARARGS | METH_KEYWORDS,
+     "install(proto, saddr, sport, daddr, dport, kind, new_ip, new_port, out_ifindex, macs, "
+     "conn, direction) -> bool"},
+    {"remove", (PyCFunction)FlowTable_remove, METH_VARARGS,
+     "remove(proto, saddr, sport, daddr, dport) -> the flow's unsynced row, or None"},
+    {"clear", (PyCFunction)FlowTable_clear, METH_NOARGS,
+     "forget every flow -> the unsynced rows of those touched since the last sync"},
+    {"sync", (PyCFunction)FlowTable_sync, METH_NOARGS,
+     "[(conn, direction, packets, bytes, last_seen)] of the flows used since the last call"},
+    {"forward", (PyCFunction)FlowTable_forward, METH_O,
+     "forward(frame) -> out ifindex or -1: the decision on one writable frame"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods FlowTable_as_sequence = {
+    .sq_length = (lenfunc)FlowTable_len,
+};
+
+static PyTypeObject FlowTableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pylvs.dataplane.packet._fastpath.FlowTable",
+    .tp_basicsize = sizeof(FlowTableObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Established DR/NAT connections forwarded without Python, at most `limit`.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FlowTable_init,
+    .tp_dealloc = (destructor)FlowTable_dealloc,
+    .tp_methods = FlowTable_methods,
+    .tp_getset = FlowTable_getset,
+    .tp_as_sequence = &FlowTable_as_sequence,
+};
+
+static struct PyModuleDef fastpath_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "pylvs.dataplane.packet._fastpath",
+    .m_doc = "The packet data plane's hot path: ring walk, flow table, DR/NAT rewrites, TX ring.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC PyInit__fastpath(void)
+{
+    if (PyType_Ready(&RingType) < 0 || PyType_Ready(&FlowTableType) < 0)
+        return NULL;
+    str_bucket = PyUnicode_InternFromString("bucket");
+    if (str_bucket == NULL)
+        return NULL;
+    PyObject *m = PyModule_Create(&fastpath_module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddType(m, &RingType) < 0 || PyModule_AddType(m, &FlowTableType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
