@@ -51,13 +51,13 @@ import asyncio
 import contextlib
 import errno
 import logging
-import math
 import os
 import select
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pylvs.core.director import DIR_INPUT, DIR_OUTPUT
 from pylvs.dataplane._proxy_splice import PIPE_SIZE, SPLICE_FLAGS, open_pipe
@@ -77,7 +77,7 @@ SPLICE_AFTER = 4
 # stream or a connection storm cannot starve the others.
 BATCH = 16
 ACCEPT_BATCH = 64
-# Resolution of the connect-timeout clock: deadlines are rounded up to the next tick.
+# Resolution of the connect-timeout clock: a connect times out up to two ticks late.
 TICK = 0.1
 
 _IN = select.EPOLLIN
@@ -96,6 +96,7 @@ _DONTWAIT = socket.MSG_DONTWAIT
 _EINPROGRESS = errno.EINPROGRESS
 _NONBLOCK_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 _OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_NO_BUCKET: set[Any] = set()  # a relay's connect-timeout bucket before it has one (stays empty)
 
 
 def _reset(sock: socket.socket) -> None:
@@ -121,9 +122,11 @@ class TcpEngine:
         self.again_handle: asyncio.Handle | None = None
         self.buf = bytearray(READ_SIZE)
         self.view = memoryview(self.buf)
-        # Relays connecting, by the tick their connect times out at.
-        self.connecting: dict[int, set[Relay]] = {}
-        self.next_tick = 0
+        # Relays connecting: the bucket of this tick, then sealed buckets with their deadline,
+        # oldest first. A relay that connects leaves its bucket; what is left at the deadline
+        # timed out. One timer for all, running only while some relay is connecting.
+        self.filling: set[Relay] = set()
+        self.sealed: deque[tuple[float, set[Relay]]] = deque()
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.loop.add_reader(self.epoll.fileno(), self._ready)
@@ -205,50 +208,43 @@ class TcpEngine:
     # ---- connect deadlines -------------------------------------------------------------------
 
     def arm(self, relay: Relay) -> None:
-        tick = math.ceil((self.loop.time() + self.ctx.connect_timeout) / TICK)
-        bucket = self.connecting.get(tick)
-        if bucket is None:
-            bucket = self.connecting[tick] = set()
+        """Time the relay's connect out after ``connect_timeout`` (up to two ticks more)."""
+        bucket = self.filling
         bucket.add(relay)
-        relay.tick = tick
-        if self.timer is None:
-            self.next_tick = math.floor(self.loop.time() / TICK)
-            self.timer = self.loop.call_at((self.next_tick + 1) * TICK, self._on_tick)
-
-    def disarm(self, relay: Relay) -> None:
-        bucket = self.connecting.get(relay.tick)
-        if bucket is not None:
-            bucket.discard(relay)
+        relay.bucket = bucket
+        if self.timer is None and not self.closed:
+            self.timer = self.loop.call_later(TICK, self._on_tick)
 
     def _on_tick(self) -> None:
         self.timer = None
-        now_tick = math.floor(self.loop.time() / TICK)
+        now = self.loop.time()
+        if self.filling:
+            self.sealed.append((now + self.ctx.connect_timeout, self.filling))
+            self.filling = set()
+        sealed = self.sealed
         expired: list[Relay] = []
-        connecting = self.connecting
-        for tick in range(self.next_tick, now_tick + 1):
-            bucket = connecting.pop(tick, None)
-            if bucket:
-                expired.extend(bucket)
-        self.next_tick = now_tick + 1
+        while sealed and sealed[0][0] <= now:
+            expired.extend(sealed.popleft()[1])
         try:
             for relay in expired:
                 if not relay.finished and not relay.connected:
                     relay.connect_failed()
         finally:
             self._end_turn()
-        if connecting and not self.closed:
-            self.timer = self.loop.call_at((self.next_tick) * TICK + 1e-6, self._on_tick)
+        if (sealed or self.filling) and not self.closed:
+            self.timer = self.loop.call_later(TICK, self._on_tick)
 
 
 class Listener:
     """A listening socket of a TCP virtual service, accepting in batches."""
 
-    __slots__ = ("engine", "ep", "paused", "sock")
+    __slots__ = ("accept", "engine", "ep", "paused", "sock")
 
     def __init__(self, engine: TcpEngine, ep: ServiceEndpoint, sock: socket.socket) -> None:
         self.engine = engine
         self.ep = ep
         self.sock = sock
+        self.accept: Callable[[], tuple[int, Any]] = cast(Any, sock)._accept
         self.paused = False
         engine.add(sock, self.on_event, _IN)  # level-triggered: a batch left over comes again
 
@@ -256,12 +252,19 @@ class Listener:
         engine = self.engine
         ctx = engine.ctx
         ep = self.ep
-        lsock = self.sock
-        accept = lsock.accept
+        # The descriptor-level accept: socket.accept() would turn family and type into enums
+        # for every connection. Wrapping the descriptor costs one getsockname (CPython's check).
+        accept = self.accept
         af = ep.af
+        stream = socket.SOCK_STREAM
+        schedule = ctx.director.schedule
+        inet_pton = socket.inet_pton
+        protocol, vaddr, vport = ep.protocol, ep.vaddr, ep.vport
+        relays = ctx.relays
+        add = engine.add
         for _ in range(ACCEPT_BATCH):
             try:
-                csock, peer = accept()
+                fd, peer = accept()
             except BlockingIOError:
                 return
             except InterruptedError:
@@ -271,15 +274,14 @@ class Listener:
                     self._pause(e)
                     return
                 continue  # ECONNABORTED and the like: that client is gone
-            if len(ctx.relays) >= ctx.max_tcp_relays:
+            csock = socket.socket(af, stream, 0, fd)
+            if len(relays) >= ctx.max_tcp_relays:
                 ctx.refused += 1
                 _reset(csock)
                 csock.close()
                 continue
             try:
-                conn = ctx.director.schedule(
-                    ep.protocol, socket.inet_pton(af, peer[0]), peer[1], ep.vaddr, ep.vport
-                )
+                conn = schedule(protocol, inet_pton(af, peer[0]), peer[1], vaddr, vport)
             except Exception:  # a fault in the core must cost one connection, not the listener
                 log.exception("proxy: scheduling %s for %s failed", ep, peer)
                 conn = None
@@ -290,8 +292,8 @@ class Listener:
                 continue
             ctx.accepted += 1
             relay = Relay(engine, ep, csock, peer, conn)
-            ctx.relays.add(relay)
-            engine.add(csock, relay.on_client, _RELAY_EVENTS)
+            relays.add(relay)
+            add(csock, relay.on_client, _RELAY_EVENTS)
             relay.connect()
 
     def _pause(self, exc: OSError) -> None:
@@ -506,8 +508,8 @@ class Relay:
     """One proxied connection: the client's socket, the real server's, and both directions."""
 
     __slots__ = (
-        "attempts_left", "c2s", "conn", "connected", "csock", "engine", "ep", "failed",
-        "finished", "peer", "s2c", "ssock", "tick", "waiting",
+        "attempts_left", "bucket", "c2s", "conn", "connected", "csock", "engine", "ep", "failed",
+        "finished", "peer", "s2c", "ssock", "waiting",
     )
 
     def __init__(
@@ -526,7 +528,7 @@ class Relay:
         self.waiting = 0
         self.failed: list[Any] | None = None
         self.attempts_left = engine.ctx.retries
-        self.tick = 0
+        self.bucket = _NO_BUCKET
         self.c2s = Flow(self, True)
         self.s2c = Flow(self, False)
 
@@ -561,7 +563,7 @@ class Relay:
     def connect_failed(self) -> None:
         """The real server refused, reset or did not answer in time: try another one."""
         engine = self.engine
-        engine.disarm(self)
+        self.bucket.discard(self)
         engine.forget(self.ssock)
         self.ssock = None
         if self._next_server():
@@ -595,7 +597,7 @@ class Relay:
     def _established(self) -> None:
         self.connected = True
         engine = self.engine
-        engine.disarm(self)
+        self.bucket.discard(self)
         conn = self.conn
         assert conn is not None
         engine.ctx.director.proxy_established(conn)
@@ -668,7 +670,7 @@ class Relay:
         self.finished = True
         engine = self.engine
         if not self.connected:
-            engine.disarm(self)
+            self.bucket.discard(self)
         engine.forget(self.csock)
         engine.forget(self.ssock)
         if self.c2s.spliced:
@@ -677,10 +679,12 @@ class Relay:
             self.s2c.close_pipe()
         engine.ctx.relays.discard(self)
         conn = self.conn
-        if conn is None:
-            return
-        self.flush()
-        engine.ctx.director.proxy_closed(conn)
+        if conn is not None:
+            self.flush()
+            engine.ctx.director.proxy_closed(conn)
+        # Flow and relay point at each other: cut that here so the relay is freed at once by
+        # reference counting instead of waiting for (and costing) the cyclic collector.
+        self.c2s.relay = self.s2c.relay = _GONE
 
     def flush(self) -> None:
         """Hand the counts gathered since the last flush to the core."""
@@ -695,3 +699,8 @@ class Relay:
         if s2c.pkts:
             self.engine.ctx.director.account(conn, DIR_OUTPUT, s2c.pkts, s2c.nbytes)
             s2c.pkts = s2c.nbytes = 0
+
+
+# What a finished relay's directions point at: finished, so any late call on them is a no-op.
+_GONE = Relay.__new__(Relay)
+_GONE.finished = True
