@@ -37,17 +37,19 @@ def connection_tokens(value: bytes | None) -> frozenset[bytes]:
 def upstream_request_head(request_line: bytes, own: Iterable[bytes],
                           client_headers: Sequence[tuple[bytes, bytes]],
                           overridden: frozenset[bytes], connection: bytes | None,
-                          content_length: int | None, chunked: bool) -> bytes:
+                          content_length: int | None, chunked: bool,
+                          hop_included: bool = False) -> bytes:
     """The head sent upstream: ``own`` lines (proxy_set_header, already expanded, in order),
     then the client's headers minus those replaced, hop-by-hop ones and those its Connection
-    header names, then the body framing the proxy itself chose."""
+    header names, then the body framing the proxy itself chose. ``hop_included``: the caller
+    prepared ``overridden`` with HOP_REQUEST already in it (once, not per request)."""
     lines = [request_line, *own]
-    tokens = connection_tokens(connection)
+    drop = overridden if hop_included else overridden | HOP_REQUEST
+    if connection:
+        drop = drop | connection_tokens(connection)
     for name, value in client_headers:
-        n = name.lower()
-        if n in overridden or n in HOP_REQUEST or n in tokens:
-            continue
-        lines.append(name + b": " + value + b"\r\n")
+        if name.lower() not in drop:
+            lines += (name, b": ", value, b"\r\n")
     if content_length is not None:
         lines.append(b"Content-Length: %d\r\n" % content_length)
     elif chunked:

@@ -38,6 +38,7 @@ from pylvs.l7.balancer import Peer
 from pylvs.l7.config import AccessLog, Config, Location, Server
 from pylvs.l7.location import BadURI, LocationMatcher, normalize
 from pylvs.l7.message import (
+    HOP_REQUEST,
     ResponseHead,
     response_framing,
     single_range,
@@ -55,6 +56,7 @@ _BAD_HOST = re.compile(r"[/\\\s]")
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 _CLOSING_STATUSES = frozenset({400, 408, 413, 414, 500, 501})
 
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -241,72 +243,46 @@ class BodyReader:
 
 
 class Request:
-    __slots__ = (
-        "args",
-        "body",
-        "body_bytes_sent",
-        "bytes_sent",
-        "chunked",
-        "conn",
-        "content_length",
-        "continue_sent",
-        "expect_continue",
-        "fast_failed",
-        "head_size",
-        "headers",
-        "hmap",
-        "host",
-        "keep_alive",
-        "location",
-        "method",
-        "path",
-        "preset_peer",
-        "proxy_host",
-        "request_line",
-        "routed",
-        "seq",
-        "server",
-        "start",
-        "status",
-        "target",
-        "upstream_addr",
-        "upstream_status",
-        "uri",
-        "version",
-    )
+    """One request's state from its head to its log line.
+
+    Defaults live on the class and only what a request changes lands in its instance: a
+    request costs a few stores instead of thirty (this object is made once per request)."""
+
+    method = "GET"
+    raw_method = b"GET"
+    target = ""
+    raw_target = b""
+    version = "1.1"
+    keep_alive = True
+    body: BodyReader | None = None
+    expect_continue = False
+    continue_sent = False
+    content_length: int | None = None
+    chunked = False
+    start = 0.0
+    server: Server | None = None
+    location: Location | None = None
+    uri = ""
+    path = ""
+    args = ""
+    status = 0
+    body_bytes_sent = 0
+    bytes_sent = 0
+    upstream_addr = ""
+    upstream_status = ""
+    head_size = 0
+    host = ""
+    proxy_host = ""
+    request_line: str | None = None  # set for heads that never parsed: logged as is
+    routed = -1  # _route's answer once it ran (the fast path may have run it)
+    preset_peer: tuple[Peer | None] | None = None  # peer the fast path already chose
+    fast_failed: tuple[Peer, str] | None = None  # its failed try, for the task to go on
+    seq = 0  # this request's number on its connection (keepalive_requests)
 
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
-        self.method = "GET"
-        self.target = ""
-        self.version = "1.1"
         self.headers: list[tuple[bytes, bytes]] = []
         self.hmap: dict[bytes, bytes] = {}
-        self.keep_alive = True
-        self.body: BodyReader | None = None
-        self.expect_continue = False
-        self.continue_sent = False
-        self.content_length: int | None = None
-        self.chunked = False
-        self.start = 0.0
-        self.server: Server | None = None
-        self.location: Location | None = None
-        self.uri = ""
-        self.path = ""
-        self.args = ""
-        self.status = 0
-        self.body_bytes_sent = 0
-        self.bytes_sent = 0
-        self.upstream_addr = ""
-        self.upstream_status = ""
-        self.head_size = 0
-        self.host = ""
-        self.proxy_host = ""
-        self.request_line: str | None = None  # set for heads that never parsed: logged as is
-        self.routed = -1  # _route's answer once it ran (the fast path may have run it)
-        self.preset_peer: tuple[Peer | None] | None = None  # peer the fast path already chose
-        self.fast_failed: tuple[Peer, str] | None = None  # its failed try, for the task to go on
-        self.seq = 0  # this request's number on its connection (keepalive_requests)
 
     def location_timeout(self, kind: str) -> float:
         loc = self.location
@@ -533,6 +509,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.remote_addr = "-"
+        self.remote_addr_b = b"-"
         self.remote_port = 0
         self.local_addr = ""
         self.local_port = 0
@@ -572,6 +549,7 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.remote_addr, self.remote_port = str(peer[0]), int(peer[1])
+            self.remote_addr_b = self.remote_addr.encode("latin-1")
         local = transport.get_extra_info("sockname")
         if local:
             self.local_addr, self.local_port = str(local[0]), int(local[1])
@@ -656,15 +634,17 @@ class ClientConnection(asyncio.Protocol):
         req = self.current
         assert req is not None
         req.headers.append((name, value))
-        self._head_size += len(name) + len(value) + 4
-        if len(name) + len(value) + 4 > self._line_limit:
+        size = len(name) + len(value) + 4
+        self._head_size += size
+        if size > self._line_limit:
             self._head_size += self._head_limit  # one line over a buffer: as nginx, refuse
         lname = name.lower()
-        old = req.hmap.get(lname)
+        hmap = req.hmap
+        old = hmap.get(lname)
         if old is None:
-            req.hmap[lname] = value
+            hmap[lname] = value
         else:
-            req.hmap[lname] = old + (b"; " if lname == b"cookie" else b", ") + value
+            hmap[lname] = old + (b"; " if lname == b"cookie" else b", ") + value
 
     def on_headers_complete(self) -> None:
         req = self.current
@@ -676,40 +656,50 @@ class ClientConnection(asyncio.Protocol):
             self._reject(400, "client sent too long header line", "Request Header Or Cookie Too Large")
             raise _Refused
         p = self.parser
+        url = self._url
         self._in_head = False
-        req.head_size = self._head_size + len(self._url)
+        req.head_size = self._head_size + len(url)
         self._head_bytes = 0
         req.start = time.monotonic()
-        req.method = p.get_method().decode("ascii", "replace")
-        req.version = p.get_http_version()
-        req.keep_alive = p.should_keep_alive()
-        req.target = self._url.decode("latin-1")
-        te = req.hmap.get(b"transfer-encoding")
-        cl = req.hmap.get(b"content-length")
-        if te is not None:
+        method = p.get_method()
+        req.raw_method = method
+        req.method = _METHODS.get(method) or method.decode("ascii", "replace")
+        version = p.get_http_version()
+        if version != "1.1":
+            req.version = version
+        if not p.should_keep_alive():
+            req.keep_alive = False
+        req.raw_target = url
+        req.target = url.decode("latin-1")
+        hmap = req.hmap
+        if b"transfer-encoding" in hmap:
             req.chunked = True
-        elif cl is not None:
-            try:
-                req.content_length = int(cl)
-            except ValueError:
-                req.content_length = 0
+        else:
+            cl = hmap.get(b"content-length")
+            if cl is not None:
+                try:
+                    req.content_length = int(cl)
+                except ValueError:
+                    req.content_length = 0
         if req.chunked or (req.content_length or 0) > 0:
             req.body = BodyReader(self, req)
-            exp = req.hmap.get(b"expect")
+            exp = hmap.get(b"expect")
             if exp is not None and exp.lower() == b"100-continue" and req.version == "1.1":
                 req.expect_continue = True
-        self.queue.append(req)
+        queue = self.queue
+        queue.append(req)
         self.requests += 1
         req.seq = self.requests
         if self._fast:
             pass  # answered after the fast exchange in progress (it wakes the task)
-        elif (req.body is None and len(self.queue) == 1 and self.active is None
+        elif (req.body is None and len(queue) == 1 and self.active is None
                 and self._req_waiter is not None and not self._req_waiter.done()
                 and self._try_fast(req)):
             pass
         else:
             self._wake_task()
-        self.update_reading()
+        if self._reading_paused or len(queue) > 1 or req.body is not None:
+            self.update_reading()
 
     def on_body(self, data: bytes) -> None:
         req = self.current
@@ -1391,29 +1381,29 @@ class ProxyAttempt:
 
     def request_head(self) -> bytes:
         req, loc = self.req, self.loc
-        assert loc.proxy_pass is not None
         pp = loc.proxy_pass
-        if pp.uri is not None and loc.modifier in ("", "^~", "="):
+        assert pp is not None
+        if pp.uri is None:
+            target = req.raw_target
+        elif loc.modifier in ("", "^~", "="):
             rest = req.uri[len(loc.pattern):] if req.uri.startswith(loc.pattern) else req.uri
-            target = pp.uri + rest + (f"?{req.args}" if req.args else "")
-        elif pp.uri is not None:
-            target = pp.uri
+            target = (pp.uri + rest + (f"?{req.args}" if req.args else "")).encode("latin-1")
         else:
-            target = req.target
+            target = pp.uri.encode("latin-1")
         plan = _header_plan(loc)
-        own: list[bytes] = []
-        for prefix, tmpl in plan.headers:
-            if tmpl is None:
-                own.append(prefix)
+        out = [req.raw_method, b" ", target, plan.version_line]
+        for prefix, value_of in plan.headers:
+            if value_of is None:
+                out.append(prefix)
                 continue
-            value = expand(tmpl, req.variable)
+            value = value_of(req)
             if value:
-                own.append(prefix + value.encode("latin-1") + b"\r\n")
-        line = f"{req.method} {target} HTTP/{loc.proxy_http_version}\r\n".encode("latin-1")
+                out += (prefix, value, b"\r\n")
+        body = req.body
         return upstream_request_head(
-            line, own, req.headers, plan.overridden, req.hmap.get(b"connection"),
-            req.content_length if req.body is not None else None,
-            req.body is not None and req.content_length is None)
+            b"".join(out), (), req.headers, plan.skip, req.hmap.get(b"connection"),
+            req.content_length if body is not None else None,
+            body is not None and req.content_length is None, hop_included=True)
 
     async def send_body(self, timeout: float) -> None:
         """Stream the request body; a client-side failure ends the attempt at once."""
@@ -1615,23 +1605,28 @@ class ProxyAttempt:
 
 
 class _HeaderPlan:
-    """A location's proxy_set_header, prepared once: constant lines as bytes, the rest as
-    "Name: " plus a template, and the names they replace among the client's headers."""
+    """A location's proxying prepared once: the proxy_set_header lines (constant ones as bytes,
+    the rest as "Name: " plus a function giving the value's bytes), the client header names not
+    passed on (those replaced, and hop-by-hop ones), and the protocol of the request line."""
 
-    __slots__ = ("headers", "overridden", "retries_on_status")
+    __slots__ = ("headers", "retries_on_status", "skip", "version_line")
 
     def __init__(self, loc: Location) -> None:
         self.retries_on_status = any(k.startswith("http_") for k in loc.proxy_next_upstream)
-        self.headers: list[tuple[bytes, Template | None]] = []
-        self.overridden = frozenset(n.lower().encode("latin-1") for n, _ in loc.proxy_set_header)
+        self.headers: list[tuple[bytes, Callable[[Request], bytes] | None]] = []
+        overridden = frozenset(n.lower().encode("latin-1") for n, _ in loc.proxy_set_header)
+        self.skip = overridden | HOP_REQUEST
+        self.version_line = f" HTTP/{loc.proxy_http_version}\r\n".encode("latin-1")
         for name, tmpl in loc.proxy_set_header:
             prefix = name.encode("latin-1") + b": "
             if all(isinstance(p, str) for p in tmpl):
                 value = "".join(p for p in tmpl if isinstance(p, str))
                 if value:
                     self.headers.append((prefix + value.encode("latin-1") + b"\r\n", None))
+            elif len(tmpl) == 1 and not isinstance(tmpl[0], str) and tmpl[0][0] in _BYTES_VARIABLES:
+                self.headers.append((prefix, _BYTES_VARIABLES[tmpl[0][0]]))
             else:
-                self.headers.append((prefix, tmpl))
+                self.headers.append((prefix, _expander(tmpl)))
 
 
 _PLANS: dict[int, tuple[Location, _HeaderPlan]] = {}
@@ -1642,6 +1637,12 @@ def _header_plan(loc: Location) -> _HeaderPlan:
     if got is None or got[0] is not loc:
         got = _PLANS[id(loc)] = (loc, _HeaderPlan(loc))
     return got[1]
+
+
+def _expander(tmpl: Template) -> Callable[[Request], bytes]:
+    def value(r: Request) -> bytes:
+        return expand(tmpl, r.variable).encode("latin-1")
+    return value
 
 
 async def _spool_chunked(client: ClientConnection, req: Request) -> None:
@@ -1672,6 +1673,22 @@ async def _spool_chunked(client: ClientConnection, req: Request) -> None:
 def _xff(r: Request) -> str:
     xff = r.header(b"x-forwarded-for")
     return f"{xff}, {r.conn.remote_addr}" if xff else r.conn.remote_addr
+
+
+def _xff_bytes(r: Request) -> bytes:
+    xff = r.hmap.get(b"x-forwarded-for")
+    return xff + b", " + r.conn.remote_addr_b if xff else r.conn.remote_addr_b
+
+
+# Variables proxy_set_header uses most, as bytes straight from the request (no str round trip).
+_BYTES_VARIABLES: dict[str, Callable[[Request], bytes]] = {
+    "host": lambda r: r.host.encode("latin-1"),
+    "remote_addr": lambda r: r.conn.remote_addr_b,
+    "proxy_add_x_forwarded_for": _xff_bytes,
+    "request_uri": lambda r: r.raw_target,
+    "scheme": lambda r: b"http",
+    "proxy_host": lambda r: r.proxy_host.encode("latin-1"),
+}
 
 
 def _request_line(r: Request) -> str:
