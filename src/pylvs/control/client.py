@@ -149,6 +149,12 @@ class ControlClient:
     def get_daemons(self) -> list[SyncDaemonStatus]:
         return P.daemons_from_wire(self.call("get_daemons"))
 
+    def start_daemon(self, d: SyncDaemonStatus) -> None:
+        self.call("start_daemon", daemon=P.daemon_to_wire(d))
+
+    def stop_daemon(self, state: str) -> None:
+        self.call("stop_daemon", state=state)
+
     # ---- beyond ipvsadm -----------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:

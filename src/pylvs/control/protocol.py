@@ -115,15 +115,30 @@ def _connections(b: IPVSBackend, a: dict[str, Any]) -> Any:
     return [c.to_wire() for c in b.get_connections()]
 
 
+def daemon_to_wire(d: SyncDaemonStatus) -> dict[str, Any]:
+    return {
+        "state": d.state, "mcast_ifn": d.mcast_ifn, "syncid": d.syncid,
+        "sync_maxlen": d.sync_maxlen, "mcast_group": d.mcast_group,
+        "mcast_port": d.mcast_port, "mcast_ttl": d.mcast_ttl,
+    }
+
+
 def _daemons(b: IPVSBackend, a: dict[str, Any]) -> Any:
-    return [
-        {
-            "state": d.state, "mcast_ifn": d.mcast_ifn, "syncid": d.syncid,
-            "sync_maxlen": d.sync_maxlen, "mcast_group": d.mcast_group,
-            "mcast_port": d.mcast_port, "mcast_ttl": d.mcast_ttl,
-        }
-        for d in b.get_daemons()
-    ]
+    return [daemon_to_wire(d) for d in b.get_daemons()]
+
+
+def _start_daemon(b: IPVSBackend, a: dict[str, Any]) -> Any:
+    start = getattr(b, "start_daemon", None)
+    if start is None:
+        raise IPVSError(95, "connection synchronisation daemons are not supported by this table")
+    start(daemons_from_wire([a["daemon"]])[0])
+
+
+def _stop_daemon(b: IPVSBackend, a: dict[str, Any]) -> Any:
+    stop = getattr(b, "stop_daemon", None)
+    if stop is None:
+        raise IPVSError(95, "connection synchronisation daemons are not supported by this table")
+    stop(str(a["state"]))
 
 
 OPERATIONS: dict[str, Callable[[IPVSBackend, dict[str, Any]], Any]] = {
@@ -142,6 +157,8 @@ OPERATIONS: dict[str, Callable[[IPVSBackend, dict[str, Any]], Any]] = {
     "set_timeouts": _set_timeouts,
     "get_connections": _connections,
     "get_daemons": _daemons,
+    "start_daemon": _start_daemon,
+    "stop_daemon": _stop_daemon,
 }
 
 # Operations that only read: the daemon may answer them without a write lock or a save.

@@ -25,10 +25,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pylvs.control import protocol as P
 from pylvs.control.client import default_socket_path
 from pylvs.control.server import ControlServer, ControlSocketBusy
 from pylvs.core.director import Director
 from pylvs.core.table import IPVSTable
+from pylvs.daemon.sync import SyncDaemons
 from pylvs.dataplane import registry
 from pylvs.dataplane.base import DataPlane
 
@@ -59,12 +61,29 @@ class DirectorDaemon:
         self.dataplane_options = dataplane_options or {}
         self.director = Director(IPVSTable())
         self.dataplane: DataPlane | None = None
+        self.sync = SyncDaemons(self.director)
         self.server = ControlServer(
-            self.director.table, control_socket, extra={"status": self._status}
+            self.director.table, control_socket,
+            extra={
+                "status": self._status,
+                "get_daemons": self._get_daemons,
+                "start_daemon": self._start_daemon,
+                "stop_daemon": self._stop_daemon,
+            },
         )
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._ticker_task: asyncio.Task[None] | None = None
+
+    # The table's sync daemons are this process's (ipvsadm --start-daemon / --stop-daemon).
+    def _get_daemons(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        return [P.daemon_to_wire(d) for d in self.sync.status()]
+
+    def _start_daemon(self, args: dict[str, Any]) -> None:
+        self.sync.start(P.daemons_from_wire([args["daemon"]])[0])
+
+    def _stop_daemon(self, args: dict[str, Any]) -> None:
+        self.sync.stop(str(args["state"]))
 
     def _status(self, args: dict[str, Any]) -> dict[str, Any]:
         table = self.director.table
@@ -75,6 +94,7 @@ class DirectorDaemon:
             "dataplane": self.dataplane.describe() if self.dataplane else {"name": "none"},
             "services": len(list(table.services())),
             "connections": self.director.connection_count,
+            "sync": self.sync.counters(),
         }
 
     def _restore(self) -> None:
@@ -148,6 +168,7 @@ class DirectorDaemon:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        self.sync.close()
         try:
             self._save()
         finally:
