@@ -13,7 +13,7 @@ Not for: I/O. The caller reports ``failed``/``succeeded`` and passes the clock i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 
 from pylvs.l7.config import UpstreamServer
 
@@ -65,7 +65,7 @@ class RoundRobin:
     def tries(self) -> int:
         return len(self.peers)
 
-    def _pick(self, peers: list[Peer], tried: set[int], now: float) -> Peer | None:
+    def _pick(self, peers: list[Peer], tried: Set[int], now: float) -> Peer | None:
         if len(peers) == 1 and not self.backup and peers is self.primary:
             # nginx's single-peer upstream ignores max_fails: there is nowhere else to go.
             p = peers[0]
@@ -90,7 +90,7 @@ class RoundRobin:
             best.checked = now
         return best
 
-    def get(self, tried: set[int], now: float) -> Peer | None:
+    def get(self, tried: Set[int], now: float) -> Peer | None:
         """Next peer not in ``tried`` (peer indexes), or None: no live upstreams."""
         p = self._pick(self.primary, tried, now)
         if p is None and self.backup:

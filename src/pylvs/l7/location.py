@@ -57,7 +57,7 @@ def normalize(path: str) -> str:
 class LocationMatcher:
     """Precomputed per server: exact map, prefixes longest first, regexes in order."""
 
-    __slots__ = ("_exact", "_fallback", "_prefixes", "_regexes")
+    __slots__ = ("_cache", "_exact", "_fallback", "_prefixes", "_regexes")
 
     def __init__(self, locations: Sequence[Location], fallback: Location) -> None:
         self._exact = {loc.pattern: loc for loc in locations if loc.modifier == "="}
@@ -65,8 +65,20 @@ class LocationMatcher:
                                 key=lambda loc: len(loc.pattern), reverse=True)
         self._regexes = [loc for loc in locations if loc.regex is not None]
         self._fallback = fallback
+        # Answers for URIs seen lately: the same pages are asked again and again, and the
+        # answer depends on the URI alone (bounded: cleared when full).
+        self._cache: dict[str, Location] = {}
 
     def match(self, uri: str) -> Location:
+        loc = self._cache.get(uri)
+        if loc is None:
+            loc = self._match(uri)
+            if len(self._cache) >= 4096:
+                self._cache.clear()
+            self._cache[uri] = loc
+        return loc
+
+    def _match(self, uri: str) -> Location:
         exact = self._exact.get(uri)
         if exact is not None:
             return exact

@@ -57,6 +57,7 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 _CLOSING_STATUSES = frozenset({400, 408, 413, 414, 500, 501})
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+_NOTHING_TRIED: frozenset[int] = frozenset()
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -537,6 +538,8 @@ class ClientConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self.sink: ProxyAttempt | None = None
         self._fast = False  # a fast-path exchange is in progress
+        self._host_raw = b""  # the last valid Host header and what _route made of it
+        self._host_seen: tuple[str, Server] = ("", group.servers[0])
         srv = group.servers[0]
         self._head_limit = srv.large_header_buffers[0] * srv.large_header_buffers[1]
         self._line_limit = srv.large_header_buffers[1]
@@ -964,26 +967,37 @@ class ClientConnection(asyncio.Protocol):
     def _route(self, req: Request) -> int:
         """Choose the server and location (no I/O); 0, or the error status to answer."""
         host_raw = req.hmap.get(b"host")
-        req.server = self.group.servers[0]
-        req.location = req.server.fallback
-        if host_raw is None:
-            if req.version == "1.1":
-                return 400
-            host = ""
+        if host_raw is not None and host_raw == self._host_raw:
+            host, server = self._host_seen  # a keep-alive client repeats its Host
         else:
-            host = host_raw.decode("latin-1").lower()
-            host = host[:host.find("]") + 1] if host.startswith("[") else host.partition(":")[0]
-            if not host or _BAD_HOST.search(host):
-                return 400
-        server = self.group.select(host)
+            server = self.group.servers[0]
+            req.server = server
+            req.location = server.fallback
+            if host_raw is None:
+                if req.version == "1.1":
+                    return 400
+                host = ""
+            else:
+                host = host_raw.decode("latin-1").lower()
+                host = host[:host.find("]") + 1] if host.startswith("[") else host.partition(":")[0]
+                if not host or _BAD_HOST.search(host):
+                    return 400
+            server = self.group.select(host)
+            if host_raw is not None:
+                self._host_raw = host_raw
+                self._host_seen = (host, server)
         req.server = server
         req.host = host or server.server_names[0]
         path, _, args = req.target.partition("?")
-        if path.startswith(("http://", "https://")):
-            path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
-        req.args = args
+        if args:
+            req.args = args
         req.location = server.fallback
-        if req.method == "CONNECT" or not path.startswith("/"):
+        if not path.startswith("/"):
+            if path.startswith(("http://", "https://")):
+                path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
+            else:
+                return 400
+        if req.method == "CONNECT":
             return 400
         try:
             req.uri = normalize(path)
@@ -1027,7 +1041,7 @@ class ClientConnection(asyncio.Protocol):
         if plan.retries_on_status:
             return False
         pool = self.app.pools[loc.proxy_pass.upstream]
-        peer = pool.balancer.get(set(), time.monotonic())
+        peer = pool.balancer.get(_NOTHING_TRIED, time.monotonic())
         req.preset_peer = (peer,)
         if peer is None:
             return False
@@ -1099,9 +1113,9 @@ class ClientConnection(asyncio.Protocol):
         if self.queue:
             self._wake_task()
         else:
-            srv = self.group.servers[0]
-            self.arm_timer(srv.keepalive_timeout, "idle")
-            self.update_reading()
+            self.arm_timer(self.group.servers[0].keepalive_timeout, "idle")
+            if self._reading_paused:
+                self.update_reading()
 
     def _wake_task(self) -> None:
         w = self._req_waiter
@@ -1262,7 +1276,20 @@ class _Refused(Exception):
 
 
 class ProxyAttempt:
-    """One request through one upstream connection; the ResponseSink of ``upstream``."""
+    """One request through one upstream connection; the ResponseSink of ``upstream``.
+
+    Made once per proxied request: the fields that start the same are class defaults."""
+
+    result = ""  # "ok", "retry", "failed", "client"...: set once, when it ends
+    _waiter: asyncio.Future[str] | None = None  # only the task path waits on it
+    started = False  # response head sent to the client
+    chunked = False
+    retry_status = 0
+    failure: tuple[str, str] | None = None
+    upstream_paused = False
+    keep_alive = False
+    request_sent = False
+    fast_peer: Peer | None = None  # set when the fast path drives this attempt
 
     def __init__(self, client: ClientConnection, req: Request, loc: Location,
                  pool: UpstreamPool, conn: UpstreamConnection, can_retry_status: bool) -> None:
@@ -1272,18 +1299,8 @@ class ProxyAttempt:
         self.pool = pool
         self.conn = conn
         self.head_only = req.method == "HEAD"
-        self.result = ""  # "ok", "retry", "failed", "client"...: set once, when it ends
-        self._waiter: asyncio.Future[str] | None = None  # only the task path waits on it
-        self.started = False  # response head sent to the client
-        self.chunked = False
         self.can_retry_status = can_retry_status
-        self.retry_status = 0
-        self.failure: tuple[str, str] | None = None
-        self.upstream_paused = False
-        self.keep_alive = False
-        self.request_sent = False
         self._out: list[bytes] = []  # client-bound bytes of the current upstream read
-        self.fast_peer: Peer | None = None  # set when the fast path drives this attempt
 
     # -- ResponseSink ---------------------------------------------------------------------------
 
