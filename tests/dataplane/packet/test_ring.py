@@ -1,5 +1,6 @@
 """The TPACKET_V3 ring driver on a real veth pair: frames in, frames out, full rings, jumbo
-frames. Runs inside a private network namespace."""
+frames, with the Python ring walk and with the C one (``_fastpath.Ring``, which also owns the
+TX slots). Runs inside a private network namespace."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import subprocess
 import sys
 
 import pytest
+
+from pylvs.dataplane.packet.ring import fastpath_built
 
 SCRIPT = r"""
 import json, select, socket, struct, time
@@ -23,7 +26,8 @@ def frame(i, size=64):
     ip = codec.ipv4_header(b"\x0a\0\0\1", b"\x0a\0\0\2", 17, size - 34, ident=i & 0xffff)
     return codec.ethernet(VA, b"\x02\0\0\0\0\x0b", codec.ETH_P_IP) + ip + bytes(size - 34)
 
-ring = PacketRing("va")
+ring = PacketRing("va", fast=FAST)
+assert (ring.fast is not None) == FAST
 peer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
 peer.bind(("vb", 3))
 peer.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)  # SO_RCVBUFFORCE: hold all 3000 frames
@@ -62,7 +66,10 @@ ring.close()
 """
 
 
-def test_ring_receives_and_sends_on_a_veth_pair() -> None:
+@pytest.mark.parametrize("fast", [False, True], ids=["python", "c"])
+def test_ring_receives_and_sends_on_a_veth_pair(fast: bool) -> None:
+    if fast and not fastpath_built():
+        pytest.skip("the C hot path is not built (no compiler at install)")
     if os.geteuid() != 0:
         pytest.skip("needs root: network namespaces and AF_PACKET")
     ns = f"plring{os.getpid() % 10000}{random.randrange(100)}"
@@ -72,7 +79,8 @@ def test_ring_receives_and_sends_on_a_veth_pair() -> None:
                      "mtu", "9000"],
                     ["ip", "link", "set", "va", "up"], ["ip", "link", "set", "vb", "up"]):
             subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True)
-        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", SCRIPT],
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
+                            f"FAST = {fast}\n" + SCRIPT],
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         res = json.loads(r.stdout)
@@ -82,3 +90,79 @@ def test_ring_receives_and_sends_on_a_veth_pair() -> None:
     assert res["full"] == 0 and res["errors"] == 0
     assert res["out"] == 3000
     assert res["big"] == 1
+
+
+FLOW_SCRIPT = r"""
+import json, select, socket, time
+from pylvs.dataplane.packet import _fastpath, codec
+from pylvs.dataplane.packet.ring import PacketRing
+
+VA = bytes.fromhex(open("/sys/class/net/va/address").read().strip().replace(":", ""))
+VC = bytes.fromhex(open("/sys/class/net/vc/address").read().strip().replace(":", ""))
+PEER = b"\x02\0\0\0\0\x0d"
+
+def frame(sport):
+    udp = bytearray(sport.to_bytes(2, "big") + b"\0\x50\0\x0a\0\0xy")
+    ip = codec.ipv4_header(b"\x0a\0\0\1", b"\x0a\0\0\2", 17, len(udp))
+    return codec.ethernet(VA, b"\x02\0\0\0\0\x0b", codec.ETH_P_IP) + ip + bytes(udp)
+
+rin, rout = PacketRing("va", fast=True), PacketRing("vc", fast=True)
+flows = _fastpath.FlowTable(16)
+flows.attach(rin.fast)
+flows.attach(rout.fast)
+conn = object()
+assert flows.install(17, b"\x0a\0\0\1", 1000, b"\x0a\0\0\2", 80, 0, b"", 0, rout.ifindex,
+                     PEER + VC, conn, 0)
+send = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+send.bind(("vb", 0))
+sink = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+sink.bind(("vd", 0x0800))
+sink.settimeout(0.5)
+for i in range(300):
+    send.send(frame(1000 if i % 3 else 2000))  # two of three match the flow
+to_python, deadline = [], time.monotonic() + 10
+while rin.rx_frames < 300 and time.monotonic() < deadline:
+    select.select([rin], [], [], 0.2)
+    rin.receive(lambda f: to_python.append(bytes(f)), 0, flows)
+rout.flush()
+got = []
+try:
+    while True:
+        data, addr = sink.recvfrom(2048)
+        if addr[2] != 4:
+            got.append(data)
+except socket.timeout:
+    pass
+(row,) = flows.sync()
+print(json.dumps({"python": len(to_python), "python_ports": sorted({f[34:36].hex() for f in to_python}),
+                  "out": len(got), "macs_ok": all(g[0:12] == PEER + VC for g in got),
+                  "ip_same": all(g[14:] == frame(1000)[14:] for g in got),
+                  "fast": rin.fast_frames, "row": [row[0] is conn, row[1], row[2], row[3]],
+                  "tx_sent": rout.tx_sent}))
+rin.close()
+rout.close()
+"""
+
+
+def test_c_flows_forward_between_rings_and_hand_the_rest_to_python() -> None:
+    if not fastpath_built():
+        pytest.skip("the C hot path is not built (no compiler at install)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and AF_PACKET")
+    ns = f"plflow{os.getpid() % 10000}{random.randrange(100)}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for cmd in (["ip", "link", "add", "va", "type", "veth", "peer", "name", "vb"],
+                    ["ip", "link", "add", "vc", "type", "veth", "peer", "name", "vd"],
+                    *(["ip", "link", "set", n, "up"] for n in ("va", "vb", "vc", "vd"))):
+            subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True)
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", FLOW_SCRIPT],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    assert res["python"] == 100 and res["python_ports"] == ["07d0"], res
+    assert res["fast"] == 200 and res["out"] == 200 and res["tx_sent"] == 200, res
+    assert res["macs_ok"] and res["ip_same"], res
+    assert res["row"] == [True, 0, 200, 200 * 30], res
