@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from pylvs.lab import VIP, Lab
-from tests.lab.conftest import lab_id, need_root
+from tests.lab.director_pair import DirectorPair, director_pair, wait
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
-PY = sys.executable
 
 CONF = """
 vrrp_instance VI_1 {{
@@ -72,92 +66,12 @@ virtual_server {vip} 80 {{
 """
 
 
-def wait(cond: Any, what: str, timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-class Pair:
-    def __init__(self, lab: Lab, tmp: Path) -> None:
-        self.lab = lab
-        self.tmp = tmp
-        self.procs: dict[str, subprocess.Popen[Any]] = {}
-
-    def start(self) -> None:
-        for rs in ("rs1", "rs2"):
-            r = self.lab.run(rs, [PY, "-m", "pylvs.cli.main", "rs-setup", "--vip", VIP, "--mode", "dr"])
-            assert r.returncode == 0, r.stderr
-        for host, state, prio in (("director", "MASTER", 100), ("backup", "BACKUP", 90)):
-            for key in ("net.ipv4.ip_forward=0", "net.ipv4.conf.all.send_redirects=0"):
-                self.lab.run(host, ["sysctl", "-q", "-w", key], check=True)
-            conf = self.tmp / f"{host}.conf"
-            conf.write_text(CONF.format(state=state, priority=prio, vip=VIP))
-            log = open(self.tmp / f"{host}.log", "w")  # noqa: SIM115 - lives with the process
-            self.procs[host] = self.lab.popen(
-                host, [PY, "-m", "pylvs.cli.main", "keepalived", "-n", "-l", "-f", str(conf),
-                       "--dataplane", "packet", "--control-socket", self.sock(host)],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-
-    def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(5)
-
-    def sock(self, host: str) -> str:
-        return str(self.tmp / f"{host}.sock")
-
-    def log(self, host: str) -> str:
-        return (self.tmp / f"{host}.log").read_text(errors="replace")
-
-    def table(self, host: str) -> str:
-        if not os.path.exists(self.sock(host)):
-            return ""
-        r = subprocess.run([PY, "-m", "pylvs.cli.ipvsadm", "-Ln", "--control-socket", self.sock(host)],
-                           capture_output=True, text=True, timeout=30)
-        return r.stdout
-
-    def has_vip(self, host: str) -> bool:
-        out = self.lab.run(host, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"], timeout=10).stdout
-        return f" {VIP}/" in out
-
-    def curl(self, n: int) -> list[str]:
-        bodies = []
-        for _ in range(n):
-            r = self.lab.run("client", ["curl", "-sS", "--max-time", "3", f"http://{VIP}/"], timeout=20)
-            bodies.append(r.stdout.strip() if r.returncode == 0 else f"error {r.stderr.strip()}")
-        return bodies
-
-
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[Pair]:
-    need_root()
-    for tool in ("curl", "nft"):
-        if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
-            pytest.skip(f"needs {tool}")
-    lab = Lab(lab_id())
-    try:
-        lab.up()
-        p = Pair(lab, tmp_path)
-        try:
-            p.start()
-            yield p
-        finally:
-            p.stop()
-    finally:
-        lab.down()
+def pair(tmp_path: Path) -> Iterator[DirectorPair]:
+    yield from director_pair(tmp_path, CONF)
 
 
-def test_one_keepalived_conf_runs_the_seeds_director_pair(pair: Pair) -> None:
+def test_one_keepalived_conf_runs_the_seeds_director_pair(pair: DirectorPair) -> None:
     wait(lambda: pair.has_vip("director"), "the master to hold the VIP")
     both = ("192.168.168.10:80", "192.168.168.20:80")
     for host in ("director", "backup"):

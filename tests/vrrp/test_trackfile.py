@@ -109,3 +109,4 @@ vrrp_instance VI_1 {
         K.TrackFileRef("maint"), K.TrackFileRef("old", 5, True), K.TrackFileRef("nosuch"))
     assert cfg.vrrp_sync_groups[0].track_file == (K.TrackFileRef("old", 0),)
     assert [d.message for d in cfg.diagnostics] == ["(VI_1) track_file nosuch not found, ignoring"]
+

@@ -26,6 +26,7 @@ __all__ = [
     "Diagnostic",
     "GlobalDefs",
     "KeepalivedConfig",
+    "LVSSyncDaemon",
     "Statement",
     "TrackFile",
     "TrackFileRef",
@@ -62,7 +63,22 @@ class GlobalDefs:
     vrrp_strict: bool = False
     enable_script_security: bool = False
     script_user: str | None = None
+    lvs_sync_daemon: LVSSyncDaemon | None = None
     other: tuple[Statement, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LVSSyncDaemon:
+    """``lvs_sync_daemon IF INSTANCE [id N] [maxlen N] [port N] [ttl N] [group IP]``: the IPVS
+    connection sync daemon follows the VRRP instance (master while it is MASTER, else backup)."""
+
+    interface: str
+    instance: str
+    syncid: int = 0
+    maxlen: int = 0
+    port: int = 0
+    ttl: int = 0
+    group: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +289,7 @@ notify_master_rx_lower_pri notify_deleted vmac_xmit_base track_src_ip
 vrrp_strict enable_snmp_keepalived enable_snmp_vrrp enable_snmp_checker enable_snmp_rfc
 enable_snmp_rfcv2 enable_snmp_rfcv3 enable_traps enable_dbus notify_fifo notify_fifo_script
 vrrp_notify_fifo vrrp_notify_fifo_script lvs_notify_fifo lvs_notify_fifo_script vrrp_iptables
-vrrp_ipsets nftables lvs_sync_daemon net_namespace instance vrrp_garp_interval vrrp_gna_interval
+vrrp_ipsets nftables net_namespace instance vrrp_garp_interval vrrp_gna_interval
 smtp_alert smtp_alert_vrrp smtp_alert_checker
 """)
 
@@ -384,6 +400,10 @@ class _Interp:
                 other.append(s)
             elif k in ("vrrp_lower_prio_no_advert", "vrrp_higher_prio_send_advert"):
                 kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
+            elif k == "lvs_sync_daemon":
+                sd = self.lvs_sync_daemon(s)
+                if sd is not None:
+                    kw[k] = sd
             elif k in ("vrrp_skip_check_adv_addr", "vrrp_strict", "enable_script_security"):
                 kw[k] = True
                 if k == "vrrp_strict":
@@ -395,6 +415,39 @@ class _Interp:
             else:
                 self.unknown(s)
         return GlobalDefs(other=tuple(other), **kw)  # type: ignore[arg-type]
+
+    def lvs_sync_daemon(self, st: Statement) -> LVSSyncDaemon | None:
+        if len(st.args) < 2:
+            self.error(st, "lvs_sync_daemon needs an interface and a vrrp_instance")
+            return None
+        kw: dict[str, object] = {}
+        limits = {"id": ("syncid", 0, 255), "maxlen": ("maxlen", 1, 65535 - 20 - 8),
+                  "port": ("port", 1, 65535), "ttl": ("ttl", 1, 255)}
+        rest = list(st.args[2:])
+        while rest:
+            word = rest.pop(0)
+            if not rest:
+                self.error(st, f"lvs_sync_daemon: '{word}' needs a value")
+                return None
+            value = rest.pop(0)
+            if word == "group":
+                if self.ip(st, value) is None:
+                    return None
+                kw["group"] = value
+            elif word in limits:
+                name, lo, hi = limits[word]
+                try:
+                    n = int(value)
+                except ValueError:
+                    n = -1
+                if not lo <= n <= hi:
+                    self.error(st, f"lvs_sync_daemon: invalid {word} '{value}'")
+                    return None
+                kw[name] = n
+            else:
+                self.error(st, f"lvs_sync_daemon: unknown option '{word}'")
+                return None
+        return LVSSyncDaemon(st.args[0], st.args[1], **kw)  # type: ignore[arg-type]
 
     def vrrp_script(self, st: Statement) -> VRRPScript | None:
         if not st.args:
@@ -710,6 +763,10 @@ def _interpret(tree: tuple[Statement, ...], reader: Reader) -> KeepalivedConfig:
         for ts in inst.track_script:
             if ts.name not in scripts_by:
                 reader.warn(inst.file, inst.line, f"({inst.name}) track_script {ts.name} not found, ignoring")
+    sd = g.lvs_sync_daemon
+    if sd is not None and sd.instance not in names:
+        reader.warn(reader.files[0] if reader.files else "", 0,
+                    f"lvs_sync_daemon: unknown vrrp_instance {sd.instance}; no sync daemon runs")
     files_by = {f.name for f in track_files}
     for name, line, where, refs in (
         *((i.name, i.line, i.file, i.track_file) for i in instances),

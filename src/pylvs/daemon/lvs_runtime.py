@@ -14,12 +14,15 @@ What this is not for: VRRP, or parsing (``pylvs.config``).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 from typing import Any
 
+from pylvs.config.keepalived import LVSSyncDaemon
 from pylvs.config.lvs import LVSConfig
 from pylvs.control.server import ControlServer, ControlSocketBusy
-from pylvs.core.api import IPVSBackend
+from pylvs.core.api import IPVSBackend, IPVSError, SyncDaemonStatus
 from pylvs.daemon.main import DirectorDaemon, StartupError
 from pylvs.dataplane import registry
 from pylvs.health.manager import HealthManager
@@ -52,6 +55,26 @@ class LVSRuntime:
 
     def _checkers(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         return self.health.status()
+
+    def sync_daemon(self, state: str, cfg: LVSSyncDaemon) -> None:
+        """Run the connection sync daemon in ``state`` ("master" or "backup") and not the
+        other, as keepalived does when its lvs_sync_daemon instance changes state: the
+        kernel's daemons with kernel IPVS, this process's otherwise."""
+        other = "backup" if state == "master" else "master"
+        want = SyncDaemonStatus(state, cfg.interface, cfg.syncid, cfg.maxlen, cfg.group,
+                                cfg.port, cfg.ttl)
+        backend: Any = self.director.sync if self.director is not None else (
+            self.server.backend if self.server is not None else None)
+        if backend is None:
+            return
+        with contextlib.suppress(IPVSError):
+            backend.stop_daemon(other)
+        try:
+            backend.start_daemon(want)
+        except IPVSError as exc:
+            if exc.errno != errno.EEXIST:
+                log.warning("lvs_sync_daemon: cannot start the %s sync daemon on %s: %s",
+                            state, cfg.interface, exc)
 
     async def start(self) -> None:
         if self.director is not None:

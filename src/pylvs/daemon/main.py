@@ -77,13 +77,13 @@ class DirectorDaemon:
 
     # The table's sync daemons are this process's (ipvsadm --start-daemon / --stop-daemon).
     def _get_daemons(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        return [P.daemon_to_wire(d) for d in self.sync.status()]
+        return [P.daemon_to_wire(d) for d in self.sync.get_daemons()]
 
     def _start_daemon(self, args: dict[str, Any]) -> None:
-        self.sync.start(P.daemons_from_wire([args["daemon"]])[0])
+        self.sync.start_daemon(P.daemons_from_wire([args["daemon"]])[0])
 
     def _stop_daemon(self, args: dict[str, Any]) -> None:
-        self.sync.stop(str(args["state"]))
+        self.sync.stop_daemon(str(args["state"]))
 
     def _status(self, args: dict[str, Any]) -> dict[str, Any]:
         table = self.director.table

@@ -61,7 +61,8 @@ class _Running:
 
 
 class SyncDaemons:
-    """At most one master and one backup, as in the kernel."""
+    """At most one master and one backup, as in the kernel; the methods are named as the
+    table's (``KernelIPVS``) so that callers treat both alike."""
 
     def __init__(self, director: Director) -> None:
         self.director = director
@@ -69,7 +70,7 @@ class SyncDaemons:
 
     # ---- the control socket's operations -----------------------------------------------------
 
-    def start(self, want: SyncDaemonStatus) -> SyncDaemonStatus:
+    def start_daemon(self, want: SyncDaemonStatus) -> SyncDaemonStatus:
         if want.state not in ("master", "backup"):
             raise IPVSError(errno.EINVAL)
         if want.state in self.running:
@@ -96,7 +97,7 @@ class SyncDaemons:
                  st.state.upper(), st.mcast_ifn, st.syncid, st.mcast_group, st.mcast_port)
         return st
 
-    def stop(self, state: str) -> None:
+    def stop_daemon(self, state: str) -> None:
         run = self.running.pop(state, None)
         if run is None:
             raise IPVSError(errno.ESRCH, "No daemon is running")
@@ -110,7 +111,7 @@ class SyncDaemons:
         run.sock.close()
         log.info("sync daemon stopped: state = %s", state.upper())
 
-    def status(self) -> list[SyncDaemonStatus]:
+    def get_daemons(self) -> list[SyncDaemonStatus]:
         return [r.status for s in ("master", "backup") if (r := self.running.get(s)) is not None]
 
     def counters(self) -> dict[str, dict[str, int]]:
@@ -128,7 +129,7 @@ class SyncDaemons:
 
     def close(self) -> None:
         for state in list(self.running):
-            self.stop(state)
+            self.stop_daemon(state)
 
     # ---- master ------------------------------------------------------------------------------
 

@@ -277,6 +277,9 @@ class KeepalivedDaemon:
         if server is not None:
             server.extra.update(self._control_extra())
         self.lvs = rt
+        sd = self.cfg.global_defs.lvs_sync_daemon if self.cfg is not None else None
+        if sd is not None:
+            rt.sync_daemon("backup", sd)  # until its instance becomes MASTER, as keepalived does
         return True
 
     async def _reload_lvs(self, lvs: LVSConfig) -> None:
@@ -502,6 +505,7 @@ class KeepalivedDaemon:
             elif isinstance(a, Notify):
                 changed = True
                 self._notify(rt, a)
+                self._lvs_sync_follow(rt, a.state)
                 self._sync_group_follow(rt, a.state)
                 self._group_notify(rt, a.state)
                 if a.state is State.MASTER and rt.link and len(rt.router.previous_master) == 4:
@@ -586,6 +590,16 @@ class KeepalivedDaemon:
             self._spawn(shlex.split(specific))
         if generic:
             self._spawn([*shlex.split(generic), "INSTANCE", rt.plan.instance.name, n.state.value, str(n.priority)])
+
+    def _lvs_sync_follow(self, rt: Runtime, state: State) -> None:
+        """lvs_sync_daemon: the connection sync daemon is master while its instance is."""
+        sd = self.cfg.global_defs.lvs_sync_daemon if self.cfg is not None else None
+        if sd is None or self.lvs is None or sd.instance != rt.plan.instance.name:
+            return
+        if state is State.MASTER:
+            self.lvs.sync_daemon("master", sd)
+        elif state in (State.BACKUP, State.FAULT):
+            self.lvs.sync_daemon("backup", sd)
 
     def _group_notify(self, rt: Runtime, state: State) -> None:
         """A sync group's scripts run once per group transition, when every member has made it."""

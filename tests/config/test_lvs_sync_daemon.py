@@ -1,0 +1,27 @@
+"""keepalived's lvs_sync_daemon line, as global_defs reads it."""
+
+from __future__ import annotations
+
+from pylvs.config import keepalived as K
+
+
+def test_lvs_sync_daemon_is_read_with_its_options() -> None:
+    text = """
+global_defs {
+    lvs_sync_daemon eth1 VI_1 id 12 maxlen 1400 port 8849 ttl 2 group 224.0.0.82
+}
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {
+        10.1.1.1/24
+    }
+}
+"""
+    cfg = K.parse_text(text, "s.conf")
+    assert cfg.global_defs.lvs_sync_daemon == K.LVSSyncDaemon(
+        "eth1", "VI_1", 12, 1400, 8849, 2, "224.0.0.82")
+    assert cfg.diagnostics == ()
+    bad = K.parse_text(text.replace("id 12", "id 300").replace("VI_1 id", "VI_9 id"), "b.conf",
+                       strict=False)
+    assert any("invalid id '300'" in d.message for d in bad.diagnostics)
