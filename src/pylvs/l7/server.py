@@ -36,6 +36,8 @@ import httptools
 from pylvs import __version__ as _pkg_version
 from pylvs.l7.balancer import Peer
 from pylvs.l7.config import AccessLog, Config, Location, Server
+from pylvs.l7.files import FileCache, http_date
+from pylvs.l7.files import etag as file_etag
 from pylvs.l7.location import BadURI, LocationMatcher, normalize
 from pylvs.l7.message import (
     HOP_REQUEST,
@@ -87,6 +89,18 @@ def _reason(code: int) -> str:
     return _REASONS.get(code) or _phrase(code)
 
 
+_CONTENT_TYPES: dict[str, bytes] = {}
+
+
+def _content_type_line(ctype: str) -> bytes:
+    line = _CONTENT_TYPES.get(ctype)
+    if line is None:
+        if len(_CONTENT_TYPES) > 1024:
+            _CONTENT_TYPES.clear()
+        line = _CONTENT_TYPES[ctype] = b"Content-Type: " + ctype.encode("latin-1") + b"\r\n"
+    return line
+
+
 _SERVER_FULL = b"Server: pylvs/" + _pkg_version.encode() + b"\r\n"
 _STATUS_LINES: dict[tuple[int, bytes], bytes] = {}
 
@@ -102,25 +116,15 @@ def _status_line(status: int, reason: bytes = b"") -> bytes:
     return line
 
 
+_STATUS_200 = _status_line(200)
+
+
 def _error_page(code: int, tokens: bool, text: str | None = None) -> bytes:
     title = f"{code} {text or _reason(code)}"
     sig = f"pylvs/{_pkg_version}" if tokens else "pylvs"
     return (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
             f"<center><h1>{title}</h1></center>\r\n<hr><center>{sig}</center>\r\n"
             "</body>\r\n</html>\r\n").encode()
-
-
-_DATES: dict[int, bytes] = {}
-
-
-def _http_date(t: int) -> bytes:
-    """Last-Modified values, formatted once per distinct mtime (files rarely change)."""
-    d = _DATES.get(t)
-    if d is None:
-        if len(_DATES) > 4096:
-            _DATES.clear()
-        d = _DATES[t] = email.utils.formatdate(t, usegmt=True).encode()
-    return d
 
 
 class _Clock:
@@ -408,6 +412,7 @@ class L7Server:
         self.clock = _Clock()
         self.clock.tick()
         self.pools = {name: UpstreamPool(u, self.loop) for name, u in config.upstreams.items()}
+        self.files = FileCache()
         self._logs: dict[str, _Log] = {}
         self._servers: list[asyncio.AbstractServer] = []
         self.connections: set[ClientConnection] = set()
@@ -1035,8 +1040,10 @@ class ClientConnection(asyncio.Protocol):
         code = self._route(req)
         req.routed = code
         loc = req.location
-        if code or loc is None or loc.proxy_pass is None or loc.ret is not None:
+        if code or loc is None or loc.ret is not None:
             return False
+        if loc.proxy_pass is None:
+            return self._try_static(req, loc)
         plan = _header_plan(loc)
         if plan.retries_on_status:
             return False
@@ -1060,6 +1067,37 @@ class ClientConnection(asyncio.Protocol):
         conn.write(att.request_head())
         att.request_sent = True
         conn.start_read_timer()
+        return True
+
+    def _try_static(self, req: Request, loc: Location) -> bool:
+        """A small file answered at once from the file cache: GET or HEAD of a file, with no
+        Range or condition (those, indexes and every error take the task's ordinary path)."""
+        method = req.method
+        if method != "GET" and method != "HEAD":
+            return False
+        uri = req.uri
+        hmap = req.hmap
+        if uri.endswith("/") or b"range" in hmap or b"if-none-match" in hmap \
+                or b"if-modified-since" in hmap:
+            return False
+        f = self.app.files.get(loc.root + uri)
+        if f is None:
+            return False
+        ext = uri.rpartition("/")[2].rpartition(".")
+        ctype = loc.types.get(ext[2].lower(), loc.default_type) if ext[1] else loc.default_type
+        self.active = req
+        self.disarm_timer("")
+        head = self.head_bytes(req, 200, _STATUS_200,
+                               _content_type_line(ctype) + f.validators + b"Accept-Ranges: bytes\r\n",
+                               f.size, False)
+        if method == "HEAD":
+            self.write(head)
+            req.bytes_sent = len(head)
+        else:
+            self.write(head + f.body)
+            req.bytes_sent = len(head) + f.size
+            req.body_bytes_sent = f.size
+        self._complete(req)
         return True
 
     def fast_done(self, att: ProxyAttempt, result: str) -> None:
@@ -1215,8 +1253,8 @@ class ClientConnection(asyncio.Protocol):
             return
         size = st.st_size
         mtime = int(st.st_mtime)
-        last_mod = _http_date(mtime)
-        etag = b'"%x-%x"' % (mtime, size)
+        last_mod = http_date(mtime)
+        etag = file_etag(mtime, size)
         inm = req.hmap.get(b"if-none-match")
         ims = req.hmap.get(b"if-modified-since")
         if (inm is not None and (inm == etag or inm == b"*")) or \
