@@ -92,6 +92,7 @@ _RELAY_EVENTS = _IN | _OUT | _RDHUP | _EDGE
 _MORE = _RDHUP | _HUP | _ERR
 # Passed by the relay itself when it resumes a direction: read until the socket is empty.
 _DRAIN = _RDHUP
+_READ = _IN | _MORE
 _DONTWAIT = socket.MSG_DONTWAIT
 _EINPROGRESS = errno.EINPROGRESS
 _NONBLOCK_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
@@ -324,13 +325,15 @@ class Flow:
     """One direction of a relay: bytes read from ``src`` are written to ``dst``."""
 
     __slots__ = (
-        "big", "by_client", "done", "dst", "eof", "in_pipe", "left", "nbytes", "pipe_r",
-        "pipe_w", "pkts", "relay", "spliced", "src",
+        "big", "buf", "by_client", "done", "dst", "eof", "in_pipe", "left", "nbytes", "pipe_r",
+        "pipe_w", "pkts", "relay", "spliced", "src", "view",
     )
 
     def __init__(self, relay: Relay, by_client: bool) -> None:
         self.relay = relay
         self.by_client = by_client
+        self.buf = relay.engine.buf  # the engine's, shared by every relay
+        self.view = relay.engine.view
         self.src: socket.socket = relay.csock
         self.dst: socket.socket = relay.csock  # set when the real server's socket exists
         self.left: bytes | None = None  # what dst did not take yet; src is not read meanwhile
@@ -355,9 +358,8 @@ class Flow:
         if self.spliced:
             self._splice()
             return
-        engine = self.relay.engine
-        buf = engine.buf
-        view = engine.view
+        buf = self.buf
+        view = self.view
         src = self.src
         dst = self.dst
         for _ in range(BATCH):
@@ -393,7 +395,7 @@ class Flow:
                 if self.big >= SPLICE_AFTER and self._start_splice():
                     self._splice()
                     return
-        engine.again.append(self)
+        self.relay.engine.again.append(self)
 
     def writable(self) -> None:
         """``dst`` has room again: send what it did not take, then read ``src`` again."""
@@ -616,10 +618,12 @@ class Relay:
                 return
             self.waiting |= ev & (_IN | _RDHUP)
             return
-        if ev & (_IN | _MORE):
+        if ev & _READ:
             self.c2s.pump(ev)
         if ev & _OUT and not self.finished:
-            self.s2c.writable()
+            s2c = self.s2c
+            if s2c.left is not None or s2c.in_pipe:  # (the bit also comes with every read)
+                s2c.writable()
 
     def on_server(self, ev: int) -> None:
         if not self.connected:
@@ -631,10 +635,12 @@ class Relay:
             self._established()
             if self.finished:
                 return
-        if ev & (_IN | _MORE):
+        if ev & _READ:
             self.s2c.pump(ev)
         if ev & _OUT and not self.finished:
-            self.c2s.writable()
+            c2s = self.c2s
+            if c2s.left is not None or c2s.in_pipe:
+                c2s.writable()
 
     # ---- endings -------------------------------------------------------------------------------
 
