@@ -152,3 +152,29 @@ virtual_server 10.0.0.1 53 {
     errors = [(d.line, d.severity) for d in lvs.diagnostics]
     assert errors == [(5, "error"), (7, "error")]
     assert "12zz" in lvs.diagnostics[0].message
+
+
+def test_file_check_needs_a_defined_track_file() -> None:
+    text = """
+track_file maint {
+    file /run/maint
+    weight 0 reverse
+}
+virtual_server 10.0.0.1 80 {
+    real_server 10.0.1.1 80 {
+        FILE_CHECK {
+            track_file maint
+        }
+        FILE_CHECK {
+            track_file nosuch
+        }
+    }
+}
+"""
+    cfg = keepalived.parse_text(text, "f.conf")
+    lvs = interpret(cfg.other, cfg.track_files)
+    (chk,) = lvs.virtual_servers[0].real_servers[0].checkers
+    assert (chk.kind, chk.file_path, chk.file_weight, chk.file_reverse) == (
+        "FILE_CHECK", "/run/maint", 0, True)
+    assert [(d.line, d.severity) for d in lvs.diagnostics] == [(12, "error")]
+    assert "no track_file named 'nosuch'" in lvs.diagnostics[0].message

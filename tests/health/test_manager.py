@@ -263,3 +263,48 @@ async def test_ha_suspend_stops_checking_while_the_vip_is_not_local(pair: tuple[
         assert all("ha_suspend" in r for r in results)
     finally:
         await mgr.stop()
+
+
+async def test_file_check_drains_a_server_and_moves_its_weight(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    net = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}"
+    drain, load = tmp_path / "drain", tmp_path / "load"
+    text = f"""
+track_file drain {{
+    file {drain}
+    weight 0
+}}
+track_file load {{
+    file {load}
+}}
+virtual_server {net}.100 80 {{
+    lb_algo wrr
+    lb_kind DR
+    real_server {net}.10 80 {{
+        weight 5
+        FILE_CHECK {{
+            track_file drain
+        }}
+        FILE_CHECK {{
+            track_file load
+            weight -1
+            dynamic
+        }}
+    }}
+}}
+"""
+    cfg = keepalived.parse_text(text, "f.conf")
+    lvs = interpret(cfg.other, cfg.track_files)
+    assert not lvs.errors, lvs.errors
+    table = IPVSTable()
+    mgr = HealthManager(table, lvs)
+    await mgr.start()
+    try:
+        await wait_for(lambda: dests(table, net, 80) == {f"{net}.10": 5})
+        load.write_text("2\n")  # 5 + 2 x -1
+        await wait_for(lambda: dests(table, net, 80) == {f"{net}.10": 3}, timeout=5)
+        drain.write_text("1\n")  # any non-zero value with weight 0: the server leaves
+        await wait_for(lambda: dests(table, net, 80) == {}, timeout=5)
+        drain.unlink()  # a missing file reads 0
+        await wait_for(lambda: dests(table, net, 80) == {f"{net}.10": 3}, timeout=5)
+    finally:
+        await mgr.stop()

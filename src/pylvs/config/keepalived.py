@@ -803,7 +803,7 @@ def load_full(path: str, config_id: str | None = None) -> tuple[KeepalivedConfig
     from pylvs.config.lvs import interpret
 
     cfg = load(path, config_id, strict=False)
-    lvs = interpret(cfg.other)
+    lvs = interpret(cfg.other, cfg.track_files)
     diags = [*cfg.diagnostics, *lvs.diagnostics]
     if any(d.severity == "error" for d in diags):
         raise ConfigError(diags)

@@ -13,9 +13,14 @@ What this is not for: running checks or programming a table (``pylvs.health``).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pylvs.config.grammar import Diagnostic, Statement
+
+if TYPE_CHECKING:
+    from pylvs.config.keepalived import TrackFile
 from pylvs.core.model import (
     AF_INET,
     AF_INET6,
@@ -34,9 +39,11 @@ from pylvs.core.model import (
 )
 
 CHECKER_KINDS = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "DNS_CHECK", "SMTP_CHECK",
-                 "UDP_CHECK", "PING_CHECK")
+                 "UDP_CHECK", "PING_CHECK", "FILE_CHECK")
 # Checkers keepalived has that pylvs does not run: parsed, warned about, ignored.
-UNSUPPORTED_CHECKERS = ("BFD_CHECK", "FILE_CHECK")
+UNSUPPORTED_CHECKERS = ("BFD_CHECK",)
+# keepalived watches a FILE_CHECK's file with inotify; pylvs reads it this often.
+FILE_CHECK_INTERVAL = 1.0
 DEFAULT_DELAY_LOOP = 60.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
 _METHODS = {
@@ -101,6 +108,12 @@ class CheckerConfig:
     reply_mask: bytes = b""
     min_reply_length: int = 0
     max_reply_length: int = 255
+    # FILE_CHECK: the track_file's path, the weight its value is multiplied by (0: any
+    # non-zero value is a failure; reverse flips the sign) and whether it moves the weight
+    file_path: str = ""
+    file_weight: int = 1
+    file_reverse: bool = False
+    file_dynamic: bool = False
 
     @property
     def where(self) -> str:
@@ -191,9 +204,10 @@ _INHERITED = {
 
 
 class _Interp:
-    def __init__(self) -> None:
+    def __init__(self, track_files: Sequence[TrackFile] = ()) -> None:
         self.diags: list[Diagnostic] = []
         self.groups: dict[str, list[Statement]] = {}
+        self.track_files = {t.name: t for t in track_files}
 
     # ---- diagnostics and scalar values ---------------------------------------------------
 
@@ -558,8 +572,50 @@ class _Interp:
             checkers=tuple(checks), alpha=bool(inh.alpha), **kw,  # type: ignore[arg-type]
         )
 
+    def file_check(self, st: Statement, dest: DestSpec) -> CheckerConfig:
+        """FILE_CHECK { track_file NAME; weight W [reverse]; dynamic }: none of the other
+        checkers' options; the file is read every ``FILE_CHECK_INTERVAL`` seconds."""
+        tf = None
+        named = False  # a track_file line was there (and its error reported)
+        kw: dict[str, object] = {}
+        for s in st.block or ():
+            k = s.keyword
+            try:
+                if k == "track_file":
+                    name = self.arg(s)
+                    tf = self.track_files.get(name)
+                    if tf is None:
+                        self.error(s, f"FILE_CHECK: no track_file named '{name}'")
+                        named = True
+                        raise _Bad
+                elif k == "weight":
+                    kw["file_weight"] = self.integer(s, -2147483647, 2147483647)
+                    if len(s.args) > 1:
+                        if s.args[1] != "reverse":
+                            self.error(s, f"FILE_CHECK: unexpected '{s.args[1]}' after weight")
+                        kw["file_reverse"] = True
+                elif k == "dynamic":
+                    kw["file_dynamic"] = True
+                else:
+                    self.unknown(s, "FILE_CHECK")
+            except _Bad:
+                continue
+        if tf is None:
+            if not named:
+                self.error(st, "FILE_CHECK needs a track_file")
+            raise _Bad
+        if "file_weight" not in kw:
+            kw["file_weight"], kw["file_reverse"] = tf.weight, tf.reverse
+        return CheckerConfig(
+            kind="FILE_CHECK", file=st.file, line=st.line, connect_ip=dest.addr, connect_port=0,
+            retry=0, delay_loop=FILE_CHECK_INTERVAL, warmup=0.0, file_path=tf.path,
+            **kw,  # type: ignore[arg-type]
+        )
+
     def checker(self, st: Statement, inh: _Inherit, dest: DestSpec) -> CheckerConfig:
         kind = st.keyword
+        if kind == "FILE_CHECK":
+            return self.file_check(st, dest)
         kw: dict[str, object] = {}
         connect_ip: IPAddress = dest.addr
         connect_port = dest.port
@@ -730,9 +786,11 @@ class _Interp:
         return UrlCheck(path, digest, tuple(codes) or ((200, 299),), vhost, regex, no_match)
 
 
-def interpret(statements: tuple[Statement, ...] | list[Statement]) -> LVSConfig:
-    """Build the LVS part from the top-level statements the keepalived.conf parser kept aside."""
-    it = _Interp()
+def interpret(statements: tuple[Statement, ...] | list[Statement],
+              track_files: Sequence[TrackFile] = ()) -> LVSConfig:
+    """Build the LVS part from the top-level statements the keepalived.conf parser kept aside
+    (and the track_file definitions, for FILE_CHECK)."""
+    it = _Interp(track_files)
     for st in statements:
         if st.keyword == "virtual_server_group":
             if not st.args:

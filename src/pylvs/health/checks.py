@@ -1,5 +1,5 @@
 """The probes of keepalived's checkers: TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK, DNS_CHECK,
-SMTP_CHECK, UDP_CHECK and PING_CHECK.
+SMTP_CHECK, UDP_CHECK, PING_CHECK and FILE_CHECK.
 
 What this is for: one attempt each, bounded by its timeout, answering "did the real server pass"
 with a one-line reason (and a weight for MISC_CHECK ``misc_dynamic``). They never block the event
@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 from pylvs.config.lvs import CheckerConfig, UrlCheck
+from pylvs.vrrp.trackfile import read_value
 
 # A real server that sends more than this for one URL is cut off: the digest covers what was read.
 MAX_BODY = 16 << 20
@@ -371,12 +372,33 @@ async def ping_check(cfg: CheckerConfig, raw: bool | None = None) -> CheckResult
         sock.close()
 
 
+_file_values: dict[str, int] = {}  # the last good value of each FILE_CHECK file
+
+
+async def file_check(cfg: CheckerConfig) -> CheckResult:
+    """FILE_CHECK: the number in the track_file, as keepalived reads it (missing = 0, a value
+    out of 32 bits keeps the last one). Weight 0: any non-zero value fails the check (with
+    reverse, 0 does); otherwise value x weight is the real server's weight change (reported in
+    ``weight``, used with ``dynamic``), and a result at or below IPVS_WEIGHT_FAULT fails it."""
+    value = read_value(cfg.file_path)
+    if value is None:
+        value = _file_values.get(cfg.file_path, 0)
+    _file_values[cfg.file_path] = value
+    if cfg.file_weight == 0:
+        failed = (value != 0) != cfg.file_reverse
+        return CheckResult(not failed, f"FILE_CHECK {cfg.file_path}: {value}", 0)
+    offset = value * cfg.file_weight * (-1 if cfg.file_reverse else 1)
+    if offset <= -(1 << 31):
+        return CheckResult(False, f"FILE_CHECK {cfg.file_path}: {value} (fault)")
+    return CheckResult(True, f"FILE_CHECK {cfg.file_path}: {value}, weight {offset:+d}", offset)
+
+
 async def run_check(cfg: CheckerConfig) -> CheckResult:
     """One attempt of any checker kind; never raises for what a real server does."""
     probe = {
         "TCP_CHECK": tcp_check, "HTTP_GET": http_check, "SSL_GET": http_check,
         "MISC_CHECK": misc_check, "DNS_CHECK": dns_check, "SMTP_CHECK": smtp_check,
-        "UDP_CHECK": udp_check, "PING_CHECK": ping_check,
+        "UDP_CHECK": udp_check, "PING_CHECK": ping_check, "FILE_CHECK": file_check,
     }[cfg.kind]
     try:
         return await probe(cfg)

@@ -97,11 +97,14 @@ class RealServerState:
 
     @property
     def weight(self) -> int:
-        """Configured weight, or the MISC_CHECK dynamic one (exit status - 2) when reported."""
+        """Configured weight, or the MISC_CHECK dynamic one (exit status - 2) when reported;
+        FILE_CHECKs with ``dynamic`` add value x weight of their file to it (never below 0)."""
         for c in self.checkers:
             if c.config.misc_dynamic and c.dynamic_weight is not None:
                 return c.dynamic_weight
-        return self.config.dest.weight
+        offset = sum(c.dynamic_weight or 0 for c in self.checkers
+                     if c.config.file_dynamic and c.up)
+        return max(0, self.config.dest.weight + offset)
 
     def dest(self, weight: int | None = None) -> DestSpec:
         return dataclasses.replace(self.config.dest, weight=self.weight if weight is None else weight)
