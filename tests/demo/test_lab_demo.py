@@ -23,4 +23,5 @@ def test_lab_demo_runs_dr_with_failover_then_nat_and_tun() -> None:
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     out = res.stdout
     assert "backup is MASTER" in out and "director preempted" in out
+    assert "it survived the failover" in out
     assert out.count("as expected") == 3

@@ -6,7 +6,9 @@ What this shows, with real packets between real network stacks (``pylvs.lab``):
    ``packet`` data plane, and the seed's ipvsadm commands program them through ``pylvsadm``.
    The client's requests alternate "this is nginx1" / "this is nginx2".
 2. Failover: the master director's LAN link goes down; the backup takes the VIP within
-   Master_Down_Interval and keeps serving; the link comes back and the master preempts.
+   Master_Down_Interval and keeps serving; the link comes back and the master preempts. The
+   directors run the connection sync daemons (``pylvsadm --start-daemon``), so one keep-alive
+   connection opened through the master is answered by the backup after the failover.
 3. NAT (real servers on a private network behind the director) and TUN (IP-in-IP to the real
    servers, decapsulated by ``pylvs rs-setup --mode tun``), each with the same client traffic.
 
@@ -185,14 +187,36 @@ class LabDemo:
         rr = self.curl(20, f"client: 20 x curl http://{VIP}/ (rr, DR)")
         self.adm("director", "-Ln --stats")
         self.adm("director", "-Lnc")
+        console.print("Connection sync: the master multicasts its connections to the backup")
+        self.adm("director", "--start-daemon master --mcast-interface eth0")
+        self.adm("backup", "--start-daemon backup --mcast-interface eth0")
+        self.adm("backup", "-L --daemon")
 
         console.rule("[bold]2. failover: the master director loses its LAN link")
+        trigger, kept = self.tmp / "ask-again", self.tmp / "keepalive.out"
+        self.start("client", [PY, "-c", _KEEPALIVE, f"{VIP}", str(trigger), str(kept)],
+                   "keepalive.log")
+        self.wait(lambda: kept.exists() and kept.read_text().endswith("\n"),
+                  "the keep-alive client's first answer")
+        port, first = kept.read_text().split("\n")[0].split(" ", 1)
+        console.print(f"client: one keep-alive connection (port {port}) asked once: {first}")
+        self.wait(lambda: f":{port} " in self.adm("backup", "-Lnc", echo=False),
+                  "the connection to reach the backup", timeout=10)
+        self.adm("backup", "-Lnc")
         probe = self.start("client", [PY, "-c", _PROBE, f"http://{VIP}/", "15"], "probe.log")
         time.sleep(1.0)
         self.run("director", ["ip", "link", "set", "eth0", "down"], show="ip link set eth0 down")
         took = self.wait(lambda: self.has_vip("backup"), "the backup to take the VIP")
         console.print(f"[green]backup is MASTER[/] after {took:.1f} s (3 x advert_int + skew)")
-        time.sleep(3)
+        trigger.write_text("go")
+        self.wait(lambda: kept.read_text().count("\n") >= 2, "the keep-alive client's second answer")
+        second = kept.read_text().split("\n")[1]
+        survived = second == first
+        console.print(
+            f"client: the same connection asked again through the backup: {second} "
+            + ("[green](it survived the failover: the backup knew it from the sync)[/]" if survived
+               else "[red](lost)[/]"))
+        time.sleep(2)
         self.run("director", ["ip", "link", "set", "eth0", "up"], show="ip link set eth0 up")
         back = self.wait(lambda: self.has_vip("director") and not self.has_vip("backup"),
                          "the master to preempt", timeout=40)
@@ -214,7 +238,7 @@ class LabDemo:
         recovered = len(results) >= 5 and all(r[1] == "ok" for r in results[-5:])
         if not recovered:
             console.print("[red]the client is not served again after the master came back[/]")
-        return rr["this is nginx1"] == rr["this is nginx2"] == 10 and recovered
+        return rr["this is nginx1"] == rr["this is nginx2"] == 10 and recovered and survived
 
     def other_mode(self, mode: str, title: str, note: str) -> bool:
         """NAT or TUN: the lab's ready-made cluster for the mode, administered as in the seed."""
@@ -246,6 +270,38 @@ while time.monotonic() - t0 < seconds:
     except Exception as exc:
         print(f"{t:.2f} fail {type(exc).__name__}", flush=True)
     time.sleep(0.25)
+"""
+
+
+# One keep-alive HTTP connection: a request, then a second one on the same socket once the
+# trigger file exists; writes "<client port> <first answer>" and then the second answer.
+_KEEPALIVE = r"""
+import os, socket, sys, time
+vip, trigger, out = sys.argv[1:4]
+s = socket.create_connection((vip, 80), timeout=5)
+def ask():
+    s.sendall(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    size = next(int(h.split(b":")[1]) for h in head.split(b"\r\n")
+                if h.lower().startswith(b"content-length"))
+    while len(body) < size:
+        body += s.recv(4096)
+    return body.decode().strip()
+first = ask()
+with open(out, "w") as f:
+    f.write(f"{s.getsockname()[1]} {first}\n")
+while not os.path.exists(trigger):
+    time.sleep(0.05)
+s.settimeout(20)
+try:
+    second = ask()
+except OSError as exc:
+    second = f"error: {exc}"
+with open(out, "a") as f:
+    f.write(second + "\n")
 """
 
 
