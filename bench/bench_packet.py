@@ -248,10 +248,12 @@ def scenario(lab: Any, name: str, seconds: float, flows: int, payload: int,
 def search_no_loss(lab: Any, name: str, ladder: list[int],
                    args: argparse.Namespace) -> tuple[int, str]:
     """Bisect ``ladder`` for the highest rate forwarded with under 0.1% loss (assumes a rate
-    that passes means every lower one does). Returns it and, when the next rung failed only
-    because the generator could not send that fast, a note saying so."""
+    that passes means every lower one does). A rung the generator could not reach fails, but
+    what it did send without loss still counts: the result is the highest rate actually
+    forwarded without loss, with a note when the generator was the limit."""
     lo, hi = -1, len(ladder)  # ladder[lo] passed, ladder[hi] failed
     note = ""
+    best = 0
     while hi - lo > 1:
         mid = (lo + hi) // 2
         rate = ladder[mid]
@@ -260,6 +262,8 @@ def search_no_loss(lab: Any, name: str, ladder: list[int],
         short = r["sent"] < 0.9 * rate * 2.0  # a busy machine: the generator fell behind
         print(f"  {name} at {rate:,}/s: sent {r['sent']:,} lost {r['loss']:.2%}"
               + (" (generator short)" if short else ""), file=sys.stderr, flush=True)
+        if r["loss"] <= 0.001:
+            best = max(best, min(rate, round(r["sent"] / 2.0)))
         if r["loss"] > 0.001 or short:
             hi = mid
             note = f"generator reached only {r['sent'] / 2.0:,.0f}/s when asked {rate:,}" if short else ""
@@ -267,7 +271,7 @@ def search_no_loss(lab: Any, name: str, ladder: list[int],
             lo = mid
     if hi < len(ladder) and lo >= 0 and not note:
         note = f"{ladder[hi]:,}/s lost packets"
-    return (ladder[lo] if lo >= 0 else 0), note
+    return max(best, ladder[lo] if lo >= 0 else 0), note
 
 
 def main() -> int:

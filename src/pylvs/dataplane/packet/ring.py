@@ -86,7 +86,11 @@ def fastpath_wanted(option: bool | None = None) -> bool:
 class PacketRing:
     """One interface's AF_PACKET socket with an RX ring and a TX ring."""
 
-    def __init__(self, ifname: str, block_size: int = 1 << 18, block_nr: int = 16,
+    # Many small blocks: the kernel hands a block over when it is full or ``block_timeout_ms``
+    # after its first frame, so at ~100 k frames/s each block holds only a couple of
+    # milliseconds; the ring's slack against a reader that is not scheduled is about
+    # block_nr x block_timeout_ms (16 blocks of 256 KiB held 32 ms, 128 of 64 KiB hold 256 ms).
+    def __init__(self, ifname: str, block_size: int = 1 << 16, block_nr: int = 128,
                  frame_size: int = 2048, tx_frames: int = 1024, block_timeout_ms: int = 2,
                  qdisc_bypass: bool = False, protocol: int = ETH_P_IP, fast: bool = False) -> None:
         self.ifname = ifname
