@@ -22,6 +22,9 @@ pass MSG_DONTWAIT) and inherit TCP_NODELAY from the listener; the peer's address
 and the VIP is the listener's, so nothing is asked of the kernel per connection beyond the
 relay itself.
 
+Relay sockets are the C-level ``_socket.socket`` objects, without the Python wrapper class around
+them: its constructor and close are Python code, run twice per connection.
+
 Bytes are read into one buffer shared by every relay and written straight to the other side; what
 the other side does not take at once (at most one read) is kept and that direction stops reading
 until the other side is writable again, so per direction at most one read size is held in the
@@ -55,6 +58,7 @@ import os
 import select
 import socket
 import struct
+from _socket import socket as RawSocket
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -100,7 +104,7 @@ _OUT_OF_FDS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _NO_BUCKET: set[Any] = set()  # a relay's connect-timeout bucket before it has one (stays empty)
 
 
-def _reset(sock: socket.socket) -> None:
+def _reset(sock: RawSocket) -> None:
     """Make the coming close a TCP reset rather than a FIN: the peer learns at once."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
@@ -116,7 +120,7 @@ class TcpEngine:
         self.handlers: dict[int, Callable[[int], None]] = {}
         # Sockets to close once the current batch of events is handled: an event fetched for a
         # descriptor that has meanwhile been closed and reused must not reach the new owner.
-        self.dead: list[socket.socket] = []
+        self.dead: list[RawSocket] = []
         # Directions that used up their turn with bytes still waiting (edge-triggered: no new
         # event will come for those), resumed on the loop's next iteration.
         self.again: list[Flow] = []
@@ -179,12 +183,12 @@ class TcpEngine:
         finally:
             self._end_turn()
 
-    def add(self, sock: socket.socket, handler: Callable[[int], None], events: int) -> None:
+    def add(self, sock: RawSocket, handler: Callable[[int], None], events: int) -> None:
         fd = sock.fileno()
         self.handlers[fd] = handler
         self.epoll.register(fd, events)
 
-    def forget(self, sock: socket.socket | None) -> None:
+    def forget(self, sock: RawSocket | None) -> None:
         """Stop handling ``sock`` and close it at the end of the turn (closing deregisters it)."""
         if sock is not None:
             fd = sock.fileno()
@@ -275,7 +279,7 @@ class Listener:
                     self._pause(e)
                     return
                 continue  # ECONNABORTED and the like: that client is gone
-            csock = socket.socket(af, stream, 0, fd)
+            csock = RawSocket(af, stream, 0, fd)
             if len(relays) >= ctx.max_tcp_relays:
                 ctx.refused += 1
                 _reset(csock)
@@ -334,8 +338,8 @@ class Flow:
         self.by_client = by_client
         self.buf = relay.engine.buf  # the engine's, shared by every relay
         self.view = relay.engine.view
-        self.src: socket.socket = relay.csock
-        self.dst: socket.socket = relay.csock  # set when the real server's socket exists
+        self.src: RawSocket = relay.csock
+        self.dst: RawSocket = relay.csock  # set when the real server's socket exists
         self.left: bytes | None = None  # what dst did not take yet; src is not read meanwhile
         self.eof = False  # src sent its FIN
         self.done = False  # ... and everything before it reached dst
@@ -515,7 +519,7 @@ class Relay:
     )
 
     def __init__(
-        self, engine: TcpEngine, ep: ServiceEndpoint, csock: socket.socket, peer: tuple[Any, ...],
+        self, engine: TcpEngine, ep: ServiceEndpoint, csock: RawSocket, peer: tuple[Any, ...],
         conn: Connection,
     ) -> None:
         self.engine = engine
@@ -523,7 +527,7 @@ class Relay:
         self.csock = csock
         self.peer = peer
         self.conn: Connection | None = conn
-        self.ssock: socket.socket | None = None
+        self.ssock: RawSocket | None = None
         self.connected = False
         self.finished = False
         # Events the client's socket reported before the real server accepted.
@@ -545,7 +549,7 @@ class Relay:
             conn = self.conn
             assert conn is not None
             try:
-                s = socket.socket(ep.af, _NONBLOCK_STREAM)
+                s = RawSocket(ep.af, _NONBLOCK_STREAM)
             except OSError:
                 self._give_up()
                 return
