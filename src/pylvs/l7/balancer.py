@@ -21,6 +21,7 @@ from pylvs.l7.config import UpstreamServer
 class Peer:
     __slots__ = (
         "accessed",
+        "address",
         "backup",
         "checked",
         "current_weight",
@@ -36,6 +37,7 @@ class Peer:
 
     def __init__(self, server: UpstreamServer, index: int) -> None:
         self.server = server
+        self.address = server.address  # "host:port", as logged in $upstream_addr
         self.index = index
         self.weight = server.weight
         self.effective_weight = server.weight

@@ -960,14 +960,13 @@ class ClientConnection(asyncio.Protocol):
         if loc is None or not loc.access_log:
             return
         for al in loc.access_log:
-            line = expand(al.format, req.variable, "-")
-            self.app.log_for(al).write(line + "\n")
+            self.app.log_for(al).write(_log_line(al, req))
 
     def _log_raw(self, req: Request) -> None:
         """Log a request that never got a location (bad or timed-out head): server level."""
         srv = self.group.servers[0]
         for al in srv.fallback.access_log:
-            self.app.log_for(al).write(expand(al.format, req.variable, "-") + "\n")
+            self.app.log_for(al).write(_log_line(al, req))
 
     def _route(self, req: Request) -> int:
         """Choose the server and location (no I/O); 0, or the error status to answer."""
@@ -1064,7 +1063,7 @@ class ClientConnection(asyncio.Protocol):
         self.sink = att
         self.disarm_timer("")
         conn.attach(att, loc.proxy_read_timeout)
-        conn.write(att.request_head())
+        conn.write(att.request_head(plan))
         att.request_sent = True
         conn.start_read_timer()
         return True
@@ -1107,7 +1106,7 @@ class ClientConnection(asyncio.Protocol):
         assert peer is not None
         self.sink = None
         self._fast = False
-        req.upstream_addr = peer.server.address
+        req.upstream_addr = peer.address
         if result == "ok":
             pool.balancer.succeeded(peer)
             if att.upstream_paused:
@@ -1401,7 +1400,8 @@ class ProxyAttempt:
             t.write(out[0])
         else:
             t.writelines(out)
-        self._check_client_flow()
+        if self.client._write_paused and not self.upstream_paused:
+            self._check_client_flow()
 
     def response_complete(self) -> None:
         if self.chunked and self.started:
@@ -1434,7 +1434,7 @@ class ProxyAttempt:
 
     # -- the request side ------------------------------------------------------------------------
 
-    def request_head(self) -> bytes:
+    def request_head(self, plan: _HeaderPlan | None = None) -> bytes:
         req, loc = self.req, self.loc
         pp = loc.proxy_pass
         assert pp is not None
@@ -1445,7 +1445,8 @@ class ProxyAttempt:
             target = (pp.uri + rest + (f"?{req.args}" if req.args else "")).encode("latin-1")
         else:
             target = pp.uri.encode("latin-1")
-        plan = _header_plan(loc)
+        if plan is None:
+            plan = _header_plan(loc)
         out = [req.raw_method, b" ", target, plan.version_line]
         for prefix, value_of in plan.headers:
             if value_of is None:
@@ -1692,6 +1693,51 @@ def _header_plan(loc: Location) -> _HeaderPlan:
     if got is None or got[0] is not loc:
         got = _PLANS[id(loc)] = (loc, _HeaderPlan(loc))
     return got[1]
+
+
+def _getter(name: str) -> Callable[[Request], str]:
+    """The function giving ``$name`` of a request, chosen once rather than looked up per use."""
+    f = _VARIABLES.get(name)
+    if f is not None:
+        return f
+    if name.startswith("http_"):
+        key = name[5:].replace("_", "-").encode()
+        return lambda r: r.header(key)
+    return lambda r: r.variable(name)
+
+
+class _LogPlan:
+    """A log_format as (literal, variable getter) pairs and a tail: a line is then one pass."""
+
+    __slots__ = ("pairs", "tail")
+
+    def __init__(self, tmpl: Template) -> None:
+        self.pairs: list[tuple[str, Callable[[Request], str]]] = []
+        lit: list[str] = []
+        for part in tmpl:
+            if isinstance(part, str):
+                lit.append(part)
+            else:
+                self.pairs.append(("".join(lit), _getter(part[0])))
+                lit = []
+        self.tail = "".join(lit) + "\n"
+
+
+_LOG_PLANS: dict[int, tuple[AccessLog, _LogPlan]] = {}
+
+
+def _log_line(al: AccessLog, req: Request) -> str:
+    """One access log line; a variable without value shows as "-", as in nginx."""
+    got = _LOG_PLANS.get(id(al))
+    if got is None or got[0] is not al:
+        got = _LOG_PLANS[id(al)] = (al, _LogPlan(al.format))
+    plan = got[1]
+    out: list[str] = []
+    for lit, get in plan.pairs:
+        out.append(lit)
+        out.append(get(req) or "-")
+    out.append(plan.tail)
+    return "".join(out)
 
 
 def _expander(tmpl: Template) -> Callable[[Request], bytes]:
