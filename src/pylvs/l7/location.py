@@ -73,9 +73,10 @@ class LocationMatcher:
         loc = self._cache.get(uri)
         if loc is None:
             loc = self._match(uri)
-            if len(self._cache) >= 4096:
-                self._cache.clear()
-            self._cache[uri] = loc
+            if len(uri) <= 256:  # long (often one-off) URIs would only crowd the cache
+                if len(self._cache) >= 4096:
+                    self._cache.clear()
+                self._cache[uri] = loc
         return loc
 
     def _match(self, uri: str) -> Location:
