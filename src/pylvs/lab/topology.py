@@ -153,6 +153,20 @@ def _pids_in_netns(inodes: set[int]) -> list[int]:
     return found
 
 
+_WARM_UP = (
+    "import sys, time, urllib.request\n"
+    "end = time.monotonic() + 120\n"
+    "while True:\n"
+    "    try:\n"
+    "        urllib.request.urlopen(sys.argv[1], timeout=60).read()\n"
+    "        break\n"
+    "    except OSError:\n"
+    "        if time.monotonic() > end:\n"
+    "            raise\n"
+    "        time.sleep(0.5)\n"
+)
+
+
 def _listening(pid: int, port: int) -> bool:
     """Whether the network namespace of ``pid`` has a TCP socket listening on ``port``."""
     want = f":{port:04X}"
@@ -388,7 +402,8 @@ class Lab:
         state = self.read_state() or {}
         state["servers"] = pids
         self._write_state(state)
-        deadline = time.monotonic() + 30
+        # a JVM on a busy machine takes a while: Tomcat gets longer than the small servers
+        deadline = time.monotonic() + (120 if self.use_tomcat else 30)
         for name, pid in pids.items():
             port = self.hosts[name].serve_port
             while not _listening(pid, port):
@@ -396,6 +411,11 @@ class Lab:
                     log_text = (self.state_dir / name / "server.log").read_text(errors="replace")
                     raise LabError(f"server on {name} did not start listening on :{port}: {log_text[-500:]}")
                 time.sleep(0.02)
+            if self.use_tomcat and port == 8080:
+                # the first request compiles the JSP (seconds, more under load): done here, so
+                # that the lab's first user does not wait for it
+                self.run(name, [sys.executable, "-c", _WARM_UP, f"http://127.0.0.1:{port}/index.jsp"],
+                         timeout=150)
 
     # -- state ---------------------------------------------------------------------------------
     def read_state(self) -> dict[str, Any] | None:
