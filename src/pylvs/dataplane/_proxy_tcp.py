@@ -16,8 +16,9 @@ shutdown, close); transports add per-connection objects, callbacks, name look-up
 work itself. Here every listening socket and every relay socket is registered once, edge-triggered
 for reads, writes and the peer's FIN, in one ``select.epoll`` (``TcpEngine``) whose own descriptor
 the asyncio loop watches; one readiness callback drains that epoll and hands each event to its
-socket's handler. Registrations never change: a side that cannot be written to is simply not read
-until the edge-triggered "writable" event comes. Accepted sockets stay blocking (reads and writes
+socket's handler. A registration changes at most once (the client's socket is watched for
+"writable" only from the first time a reply has to wait for it): a side that cannot be written to
+is simply not read until the edge-triggered "writable" event comes. Accepted sockets stay blocking (reads and writes
 pass MSG_DONTWAIT) and inherit TCP_NODELAY from the listener; the peer's address comes from accept
 and the VIP is the listener's, so nothing is asked of the kernel per connection beyond the
 relay itself.
@@ -29,7 +30,9 @@ Bytes are read into one buffer shared by every relay and written straight to the
 the other side does not take at once (at most one read) is kept and that direction stops reading
 until the other side is writable again, so per direction at most one read size is held in the
 proxy, the rest stays in the kernel's socket buffers, which the senders' TCP windows then push
-back on. Bytes a client sends before the real server has accepted stay in the client's socket.
+back on. What a client sent before it was accepted (typically its whole request) is read at once,
+as one read, and sent when the real server accepts; anything later stays in the client's socket
+until then.
 
 Core events: ``proxy_established`` once the real server accepted, ``proxy_half_closed`` for the
 first FIN passed on (by_client tells whose), ``proxy_closed`` when both directions are done or
@@ -90,8 +93,11 @@ _ERR = select.EPOLLERR
 _HUP = select.EPOLLHUP
 _RDHUP = select.EPOLLRDHUP
 _EDGE = select.EPOLLET
-# Everything a relay socket can report, registered once for its whole life.
+# Everything a relay socket can report. The real server's socket is registered with all of it
+# (writable also says that the connect completed); the client's without writable until the
+# relay first has to wait for it (``Relay.watch_client_writes``).
 _RELAY_EVENTS = _IN | _OUT | _RDHUP | _EDGE
+_CLIENT_EVENTS = _IN | _RDHUP | _EDGE
 # A FIN, hang-up or error is pending: read until the socket says there is nothing more.
 _MORE = _RDHUP | _HUP | _ERR
 # Passed by the relay itself when it resumes a direction: read until the socket is empty.
@@ -298,7 +304,8 @@ class Listener:
             ctx.accepted += 1
             relay = Relay(engine, ep, csock, peer, conn)
             relays.add(relay)
-            add(csock, relay.on_client, _RELAY_EVENTS)
+            relay.c2s.read_early()
+            add(csock, relay.on_client, _CLIENT_EVENTS)
             relay.connect()
 
     def _pause(self, exc: OSError) -> None:
@@ -351,6 +358,19 @@ class Flow:
         self.pipe_w = -1
         self.in_pipe = 0
 
+    def read_early(self) -> None:
+        """Read what a just-accepted client has already sent (usually its whole request), to be
+        sent once the real server accepts: the client's socket then starts with nothing to
+        report, rather than with an event to put off."""
+        try:
+            n = self.src.recv_into(self.buf, READ_SIZE, _DONTWAIT)
+        except OSError:
+            return  # nothing yet, or an error that the registration reports at once
+        if n:
+            self.pkts += 1
+            self.nbytes += n
+            self.left = self.view[:n].tobytes()
+
     def pump(self, ev: int) -> None:
         """``src`` has something (bytes, FIN or an error): move what ``dst`` will take."""
         if self.eof or self.left is not None or self.in_pipe:
@@ -388,6 +408,7 @@ class Flow:
                 return
             if m < n:
                 self.left = view[m:n].tobytes()
+                self._blocked()
                 return
             if n < READ_SIZE:
                 # Short read: the socket is empty now; a later arrival brings a new event,
@@ -401,21 +422,35 @@ class Flow:
                     return
         self.relay.engine.again.append(self)
 
+    def send_left(self) -> bool:
+        """Send what ``dst`` did not take yet; True once all of it is gone."""
+        left = self.left
+        assert left is not None
+        try:
+            m = self.dst.send(left, _DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            m = 0
+        except OSError:
+            self.relay.broken()
+            return False
+        if m < len(left):
+            self.left = left[m:]
+            self._blocked()
+            return False
+        self.left = None
+        return True
+
+    def _blocked(self) -> None:
+        # The client's socket is registered without "writable" until a direction towards it
+        # first has to wait: that event would otherwise come with every state change.
+        if not self.by_client:
+            self.relay.watch_client_writes()
+
     def writable(self) -> None:
         """``dst`` has room again: send what it did not take, then read ``src`` again."""
         if self.left is not None:
-            left = self.left
-            try:
-                m = self.dst.send(left, _DONTWAIT)
-            except (BlockingIOError, InterruptedError):
+            if not self.send_left():
                 return
-            except OSError:
-                self.relay.broken()
-                return
-            if m < len(left):
-                self.left = left[m:]
-                return
-            self.left = None
         elif self.in_pipe:
             if not self._drain():
                 return
@@ -492,11 +527,13 @@ class Flow:
             try:
                 m = os.splice(self.pipe_r, dst_fd, self.in_pipe, flags=SPLICE_FLAGS)
             except (BlockingIOError, InterruptedError):
+                self._blocked()
                 return False
             except OSError:
                 self.relay.broken()
                 return False
             if not m:
+                self._blocked()
                 return False
             self.in_pipe -= m
         return True
@@ -514,8 +551,8 @@ class Relay:
     """One proxied connection: the client's socket, the real server's, and both directions."""
 
     __slots__ = (
-        "attempts_left", "bucket", "c2s", "conn", "connected", "csock", "engine", "ep", "failed",
-        "finished", "peer", "s2c", "ssock", "waiting",
+        "attempts_left", "bucket", "c2s", "client_out", "conn", "connected", "csock", "engine",
+        "ep", "failed", "finished", "peer", "s2c", "ssock", "waiting",
     )
 
     def __init__(
@@ -530,6 +567,7 @@ class Relay:
         self.ssock: RawSocket | None = None
         self.connected = False
         self.finished = False
+        self.client_out = False  # the client's socket is watched for "writable" too
         # Events the client's socket reported before the real server accepted.
         self.waiting = 0
         self.failed: list[Any] | None = None
@@ -539,6 +577,12 @@ class Relay:
         self.s2c = Flow(self, False)
 
     # ---- connecting --------------------------------------------------------------------------
+
+    def watch_client_writes(self) -> None:
+        if not self.client_out and not self.finished:
+            self.client_out = True
+            with contextlib.suppress(OSError):
+                self.engine.epoll.modify(self.csock.fileno(), _RELAY_EVENTS)
 
     def connect(self) -> None:
         """Start a non-blocking connect to the real server of ``self.conn``."""
@@ -607,6 +651,9 @@ class Relay:
         conn = self.conn
         assert conn is not None
         engine.ctx.director.proxy_established(conn)
+        c2s = self.c2s
+        if c2s.left is not None and not c2s.send_left():
+            return  # the rest goes when the server's socket is writable, then the client is read
         if self.waiting:
             ev = self.waiting
             self.waiting = 0
