@@ -4,6 +4,8 @@ upstream sends reaches the client as its own (interim 1xx heads first, oversized
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from collections.abc import Awaitable, Callable
 
 from pylvs.l7.upstream import read_response_head
@@ -114,3 +116,28 @@ def test_oversized_upstream_head_is_502(stack: Stack) -> None:
     c.close()
     log = (stack.tmp / "error.log").read_text()
     assert "upstream sent too big header while reading response header from upstream" in log
+
+
+def test_garbage_after_a_warm_proxied_request_gets_one_answer_each_in_order(seed: Stack) -> None:
+    c = Client(seed.port)
+    for _ in range(3):  # warm keepalive connections to both app servers
+        assert c.one(get("/index.jsp")).status == 200
+    c.send(get("/index.jsp") + b"\x01\x02 nonsense\r\n\r\n")
+    rs = c.read(3)
+    assert [r.status for r in rs] == [200, 400]
+    assert rs[0].body in (b"dynamic page 1\n", b"dynamic page 2\n")
+    assert c.wait_closed()
+    c.close()
+
+
+def test_half_closed_client_gets_its_answers_then_the_close(seed: Stack) -> None:
+    c = Client(seed.port, timeout=5)
+    assert c.one(get("/index.jsp")).status == 200
+    c.send(get("/index.jsp") + get("/index.html"))
+    c.sock.shutdown(socket.SHUT_WR)
+    t0 = time.monotonic()
+    rs = c.read(3)
+    assert [r.status for r in rs] == [200, 200]
+    assert rs[1].body == b"this is nginx1\n"
+    assert c.closed and time.monotonic() - t0 < 4  # not held until keepalive_timeout
+    c.close()

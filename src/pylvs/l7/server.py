@@ -543,6 +543,7 @@ class ClientConnection(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self.sink: ProxyAttempt | None = None
         self._fast = False  # a fast-path exchange is in progress
+        self._eof = False  # the client has half-closed: answer what is queued, then close
         self._host_raw = b""  # the last valid Host header and what _route made of it
         self._host_seen: tuple[str, Server] = ("", group.servers[0])
         srv = group.servers[0]
@@ -561,7 +562,9 @@ class ClientConnection(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         if local:
             self.local_addr, self.local_port = str(local[0]), int(local[1])
-        self._task = self.loop.create_task(self._serve())
+        # No task yet: requests the fast paths answer from callbacks never need one; the first
+        # that does (a body, a pipelined queue, an error, a retry) starts it (_wake_task).
+        self.arm_timer(self.group.servers[0].client_header_timeout, "idle")
 
     def data_received(self, data: bytes) -> None:
         if self._bad is not None:
@@ -586,6 +589,7 @@ class ClientConnection(asyncio.Protocol):
                 self._reject(414, "client sent too long URI")
 
     def eof_received(self) -> bool | None:
+        self._eof = True
         if self.current is not None and self.current.body is not None:
             self.current.body.fail(ConnectionResetError("client closed the connection"))
         if self.active is None and not self.queue:
@@ -701,8 +705,7 @@ class ClientConnection(asyncio.Protocol):
         if self._fast:
             pass  # answered after the fast exchange in progress (it wakes the task)
         elif (req.body is None and len(queue) == 1 and self.active is None
-                and self._req_waiter is not None and not self._req_waiter.done()
-                and self._try_fast(req)):
+                and self._task_idle() and self._try_fast(req)):
             pass
         else:
             self._wake_task()
@@ -806,8 +809,7 @@ class ClientConnection(asyncio.Protocol):
             self._reading_paused = True
         if self.current is not None and self.current.body is not None:
             self.current.body.fail(ConnectionResetError("bad request"))
-        if self._req_waiter is not None and not self._req_waiter.done():
-            self._req_waiter.set_result(None)
+        self._wake_task()
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -891,13 +893,17 @@ class ClientConnection(asyncio.Protocol):
 
     async def _next_request(self) -> Request | None:
         first = True
-        while not self.queue:
+        # A request the fast path is answering stays at the head of the queue until it is done:
+        # the task waits for it (and only then answers a malformed request after it).
+        while not self.queue or self._fast:
             if self.closed:
                 return None
-            if self._bad is not None:
+            if self._fast:
+                pass
+            elif self._bad is not None or self._eof:
                 return None
-            srv = self.group.servers[0]
-            if first:
+            elif first:
+                srv = self.group.servers[0]
                 if self.current is not None and self._in_head:
                     left = srv.client_header_timeout - (self.loop.time() - self._head_started)
                     self.arm_timer(max(0.0, left), "header")
@@ -1147,17 +1153,31 @@ class ClientConnection(asyncio.Protocol):
             if self.transport is not None and not self.closed:
                 self.transport.close()
             return
-        if self.queue:
+        if self.queue or self._bad is not None:
             self._wake_task()
+        elif self._eof:
+            if self.transport is not None:
+                self.transport.close()
         else:
             self.arm_timer(self.group.servers[0].keepalive_timeout, "idle")
             if self._reading_paused:
                 self.update_reading()
 
     def _wake_task(self) -> None:
+        if self._task is None:
+            if not self.closed:
+                self._task = self.loop.create_task(self._serve())
+            return
         w = self._req_waiter
         if w is not None and not w.done():
             w.set_result(None)
+
+    def _task_idle(self) -> bool:
+        """No task, or one waiting for a request: nothing is being answered."""
+        if self._task is None:
+            return True
+        w = self._req_waiter
+        return w is not None and not w.done()
 
     async def _discard_body(self, req: Request) -> None:
         assert req.body is not None
