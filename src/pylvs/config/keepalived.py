@@ -64,6 +64,13 @@ class GlobalDefs:
     enable_script_security: bool = False
     script_user: str | None = None
     lvs_sync_daemon: LVSSyncDaemon | None = None
+    # notify FIFOs (path) and the programs started to read them
+    notify_fifo: str | None = None
+    notify_fifo_script: str | None = None
+    vrrp_notify_fifo: str | None = None
+    vrrp_notify_fifo_script: str | None = None
+    lvs_notify_fifo: str | None = None
+    lvs_notify_fifo_script: str | None = None
     other: tuple[Statement, ...] = ()
 
 
@@ -287,8 +294,7 @@ track_process track_bfd virtual_routes virtual_rules accept no_accept strict_mod
 use_ipvlan garp_extra_if unicast_fault_no_peer old_unicast_checksum lvs_sync_daemon_interface
 notify_master_rx_lower_pri notify_deleted vmac_xmit_base track_src_ip
 vrrp_strict enable_snmp_keepalived enable_snmp_vrrp enable_snmp_checker enable_snmp_rfc
-enable_snmp_rfcv2 enable_snmp_rfcv3 enable_traps enable_dbus notify_fifo notify_fifo_script
-vrrp_notify_fifo vrrp_notify_fifo_script lvs_notify_fifo lvs_notify_fifo_script vrrp_iptables
+enable_snmp_rfcv2 enable_snmp_rfcv3 enable_traps enable_dbus vrrp_iptables
 vrrp_ipsets nftables net_namespace instance vrrp_garp_interval vrrp_gna_interval
 smtp_alert smtp_alert_vrrp smtp_alert_checker
 """)
@@ -400,6 +406,14 @@ class _Interp:
                 other.append(s)
             elif k in ("vrrp_lower_prio_no_advert", "vrrp_higher_prio_send_advert"):
                 kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
+            elif k in ("notify_fifo", "vrrp_notify_fifo", "lvs_notify_fifo"):
+                kw[k] = self.arg(s)
+                if len(s.args) > 1:
+                    self.warn(s, f"'{k}': the FIFO's user and group are not set by pylvs (root's)")
+            elif k in ("notify_fifo_script", "vrrp_notify_fifo_script", "lvs_notify_fifo_script"):
+                kw[k] = s.args[0] if s.args else self.script_cmd(s)
+                if len(s.args) > 1:
+                    self.warn(s, f"'{k}': the script runs as root; user and group are ignored")
             elif k == "lvs_sync_daemon":
                 sd = self.lvs_sync_daemon(s)
                 if sd is not None:

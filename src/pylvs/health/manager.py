@@ -25,7 +25,7 @@ from typing import Any
 
 from pylvs.config.lvs import LVSConfig, VirtualServerConfig
 from pylvs.core.api import IPVSBackend, IPVSError
-from pylvs.core.model import DestSpec, ServiceFlags, ServiceSpec
+from pylvs.core.model import DestSpec, ServiceFlags, ServiceKey, ServiceSpec
 from pylvs.health.checks import CheckResult, run_check
 from pylvs.health.state import CheckerState, Notify, RealServerState, VirtualServerState
 
@@ -70,6 +70,7 @@ class HealthManager:
     ) -> None:
         self.backend = backend
         self.config = config
+        self.on_event: Callable[[ServiceKey, DestSpec | None, bool], None] | None = None
         self.clock = clock
         self.rng = rng
         self.probe = probe
@@ -226,6 +227,17 @@ class HealthManager:
                 notes = vs.on_checker_change(rs)
                 self.reconcile(vs)
                 self._notify(notes)
+                self._fifo_lines(vs)
+
+    def _fifo_lines(self, vs: VirtualServerState) -> None:
+        """Hand what just changed to ``on_event`` (keepalived's lvs_notify_fifo): the virtual
+        service, the real server (None: the virtual server's quorum) and up or down."""
+        events, vs.events = vs.events, []
+        if self.on_event is None or not vs.config.services:
+            return
+        key = vs.config.services[0].key
+        for server, up in events:
+            self.on_event(key, server.config.dest if server is not None else None, up)
 
     def _notify(self, notes: list[Notify]) -> None:
         for n in notes:

@@ -117,6 +117,9 @@ class VirtualServerState:
     config: VirtualServerConfig
     servers: list[RealServerState] = field(default_factory=list)
     quorum_up: bool = True
+    # what changed, for notify FIFOs: (real server, alive) and (None, quorum up); the driver
+    # takes them out
+    events: list[tuple[RealServerState | None, bool]] = field(default_factory=list)
 
     @classmethod
     def start(cls, config: VirtualServerConfig, now: float, fractions: list[float] | None = None) -> VirtualServerState:
@@ -146,10 +149,12 @@ class VirtualServerState:
         out: list[Notify] = []
         if self.quorum_up and (total == 0 or total < c.quorum - c.hysteresis):
             self.quorum_up = False
+            self.events.append((None, False))
             if c.quorum_down:
                 out.append(Notify(c.quorum_down, f"quorum lost on {c.name}"))
         elif not self.quorum_up and total > 0 and total >= c.quorum + c.hysteresis:
             self.quorum_up = True
+            self.events.append((None, True))
             if c.quorum_up:
                 out.append(Notify(c.quorum_up, f"quorum gained on {c.name}"))
         return out
@@ -157,6 +162,7 @@ class VirtualServerState:
     def on_checker_change(self, server: RealServerState) -> list[Notify]:
         out: list[Notify] = []
         if server.recompute():
+            self.events.append((server, server.alive))
             cmd = server.config.notify_up if server.alive else server.config.notify_down
             if cmd:
                 out.append(Notify(cmd, f"{server.config.name} {'up' if server.alive else 'down'}"))

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pylvs.config import keepalived as K
 from pylvs.config.grammar import ConfigError
+from pylvs.daemon.notify_fifo import Fifos, NotifyFifo
 from pylvs.vrrp import netio
 from pylvs.vrrp import packet as pkt
 from pylvs.vrrp.router import (
@@ -184,6 +185,7 @@ class KeepalivedDaemon:
         self.sockets: dict[tuple[str, int], tuple[netio.VRRPSocket, Dispatcher]] = {}
         self.links: dict[str, netio.LinkSocket] = {}
         self.scripts: dict[str, ScriptState] = {}
+        self.fifos = Fifos()
         self.track_files = TrackFileWatcher()
         self.addrs = netio.AddressManager()
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -214,6 +216,8 @@ class KeepalivedDaemon:
             log.error("%s", exc)
             return 1
         self.cfg = cfg
+        self.fifos = _fifos(cfg.global_defs)
+        self.fifos.open()
         if lvs.virtual_servers and not await self._start_lvs(lvs):
             return 1
         _process_priority(cfg.global_defs)
@@ -276,6 +280,7 @@ class KeepalivedDaemon:
         server = rt.director.server if rt.director is not None else rt.server
         if server is not None:
             server.extra.update(self._control_extra())
+        rt.health.on_event = self.fifos.lvs_event
         self.lvs = rt
         sd = self.cfg.global_defs.lvs_sync_daemon if self.cfg is not None else None
         if sd is not None:
@@ -304,6 +309,7 @@ class KeepalivedDaemon:
                 s.task.cancel()
         self.write_state()
         self.addrs.close()
+        self.fifos.close()
         log.info("Stopped")
 
     def _reload(self) -> None:
@@ -590,6 +596,7 @@ class KeepalivedDaemon:
             self._spawn(shlex.split(specific))
         if generic:
             self._spawn([*shlex.split(generic), "INSTANCE", rt.plan.instance.name, n.state.value, str(n.priority)])
+        self.fifos.vrrp(f'INSTANCE "{rt.plan.instance.name}" {n.state.value} {n.priority}')
 
     def _lvs_sync_follow(self, rt: Runtime, state: State) -> None:
         """lvs_sync_daemon: the connection sync daemon is master while its instance is."""
@@ -615,6 +622,7 @@ class KeepalivedDaemon:
             self._spawn(shlex.split(g_specific))
         if g_generic:
             self._spawn([*shlex.split(g_generic), "GROUP", gname, state.value])
+        self.fifos.vrrp(f'GROUP "{gname}" {state.value} 0')
 
     def _spawn(self, argv: list[str]) -> None:
         async def run() -> None:
@@ -817,6 +825,15 @@ def process_age() -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return max(0.0, age)
+
+
+def _fifos(g: K.GlobalDefs) -> Fifos:
+    def make(path: str | None, script: str | None) -> NotifyFifo | None:
+        return NotifyFifo(path, script) if path else None
+
+    return Fifos(make(g.notify_fifo, g.notify_fifo_script),
+                 make(g.vrrp_notify_fifo, g.vrrp_notify_fifo_script),
+                 make(g.lvs_notify_fifo, g.lvs_notify_fifo_script))
 
 
 def _ntop(a: bytes) -> str:
