@@ -169,8 +169,6 @@ def test_established_connections_take_the_c_path_and_stay_counted(cluster: Clust
     """Requests on one kept-alive connection: with the C hot path, its segments after the
     handshake are forwarded by the flow table, and the Director still counts every packet
     (``-Ln --stats``) within a tick; without it, Python forwards them all."""
-    if cluster.mode == "tun":
-        pytest.skip("TUN frames always take the Python path")
     cluster.service("rr")
     before = cluster.status()["dataplane"]
     ka = cluster.keepalive_client()

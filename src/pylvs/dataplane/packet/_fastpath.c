@@ -1,5 +1,5 @@
 /* The packet data plane's hot path in C: the RX ring walk, a flow table of established
- * connections, their DR/NAT rewrites and the TX ring.
+ * connections, their DR/NAT/TUN rewrites and the TX ring.
  *
  * Why C: in Python each forwarded frame costs 6-9 us of CPU (ring walk, header checks, the
  * connection lookup and the counters), which caps one core at 110-150 k frames/s. Frames of
@@ -12,7 +12,9 @@
  * every TX slot, so the Python queue() and the fast path never race for a slot) and FlowTable
  * (open addressing, a hard size limit; DR = the 12 MAC bytes, NAT = destination (client ->
  * real server) or source (real server -> client) address and port with RFC 1624 incremental
- * checksums). A frame is taken only if it is IPv4 without options, TCP or UDP, not a
+ * checksums; TUN = the IP packet inside an outer IPv4 header to the real server, written straight
+ * into the TX slot, as codec.ipip_encapsulate builds it; a packet that would exceed the out MTU
+ * goes to Python, which answers "fragmentation needed"). A frame is taken only if it is IPv4 without options, TCP or UDP, not a
  * fragment, has a valid IP header checksum, whole L4 header, and (TCP) ACK without SYN/FIN/RST:
  * everything else goes to the Python callback unchanged, so the core's state machine sees
  * every state change.
@@ -41,6 +43,7 @@
 #define KIND_DR 0
 #define KIND_NAT_DST 1
 #define KIND_NAT_SRC 2
+#define KIND_TUN 3
 
 static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
@@ -79,8 +82,10 @@ static void ring_kick(RingObject *r)
     r->tx_pending = 0;
 }
 
-/* 0: queued; 1: bigger than a slot (the caller sends it another way); 2: ring full, dropped */
-static int ring_tx(RingObject *r, const uint8_t *data, uint32_t n)
+/* 0: queued; 1: bigger than a slot (the caller sends it another way); 2: ring full, dropped.
+ * The frame is data followed by data2 (n2 bytes, may be 0). */
+static int ring_tx2(RingObject *r, const uint8_t *data, uint32_t n, const uint8_t *data2,
+                    uint32_t n2)
 {
     uint8_t *slot = r->base + r->rx_size + (size_t)r->tx_cur * r->frame_size;
     uint32_t *status = (uint32_t *)(slot + 20);
@@ -90,7 +95,7 @@ static int ring_tx(RingObject *r, const uint8_t *data, uint32_t n)
         __atomic_store_n(status, TP_STATUS_AVAILABLE, __ATOMIC_RELEASE);
         st = TP_STATUS_AVAILABLE;
     }
-    if (n > r->tx_max)
+    if (n + n2 > r->tx_max)
         return 1;
     if (st != TP_STATUS_AVAILABLE) {
         ring_kick(r);
@@ -101,12 +106,20 @@ static int ring_tx(RingObject *r, const uint8_t *data, uint32_t n)
         }
     }
     memcpy(slot + TPACKET3_HDRLEN, data, n);
+    if (n2)
+        memcpy(slot + TPACKET3_HDRLEN + n, data2, n2);
+    n += n2;
     st32(slot + 16, n);  /* tp_len */
     __atomic_store_n(status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
     r->tx_cur = r->tx_cur + 1 == r->tx_nr ? 0 : r->tx_cur + 1;
     if (++r->tx_pending >= TX_BATCH)
         ring_kick(r);
     return 0;
+}
+
+static inline int ring_tx(RingObject *r, const uint8_t *data, uint32_t n)
+{
+    return ring_tx2(r, data, n, NULL, 0);
 }
 
 static void ring_release(RingObject *r)
@@ -226,6 +239,8 @@ typedef struct {
     uint8_t macs[12];          /* destination MAC + source MAC of the out interface */
     uint32_t new_ip;           /* NAT: the address written (wire order) */
     uint16_t new_port;         /* NAT: the port written (wire order) */
+    uint16_t mtu;              /* TUN: the out interface's MTU */
+    uint32_t tun_src;          /* TUN: the outer source address (wire order) */
     uint32_t d_ip, d_l4;       /* RFC 1624 sums ~m + m' for the IP and L4 checksums */
     uint64_t pkts, bytes;
     double last_seen;
@@ -242,6 +257,7 @@ typedef struct {
     RingObject *rings[MAX_RINGS];  /* their C rings (NULL: decisions only, as in tests) */
     int nrings;
     double now;
+    uint16_t ident;            /* TUN: the outer headers' IP ID, shared with forward.py */
     unsigned long long forwarded, full_refused;
 } FlowTableObject;
 
@@ -394,10 +410,43 @@ static flow_t *fast_match(FlowTableObject *t, const uint8_t *p, Py_ssize_t n, ui
     return flow_find(t, ld32(ip + 12), ld32(ip + 16), ld16(l4), ld16(l4 + 2), proto);
 }
 
-/* The flow's rewrite, on a frame fast_match accepted for it. */
+/* TUN: the Ethernet and outer IPv4 headers (34 bytes) for an inner packet of ip_len bytes. */
+static void tun_headers(FlowTableObject *t, const flow_t *f, const uint8_t *p, uint32_t ip_len,
+                        uint8_t *h)
+{
+    memcpy(h, f->macs, 12);
+    h[12] = 0x08;
+    h[13] = 0x00;
+    uint8_t *ip = h + 14;
+    uint32_t tot = ip_len + 20;
+    t->ident = (uint16_t)(t->ident + 1);
+    ip[0] = 0x45;
+    ip[1] = p[15];  /* the inner TOS */
+    ip[2] = (uint8_t)(tot >> 8);
+    ip[3] = (uint8_t)tot;
+    ip[4] = (uint8_t)(t->ident >> 8);
+    ip[5] = (uint8_t)t->ident;
+    ip[6] = p[20] & 0x40;  /* the inner DF */
+    ip[7] = 0;
+    ip[8] = 64;
+    ip[9] = 4;  /* IPPROTO_IPIP */
+    ip[10] = ip[11] = 0;
+    st32(ip + 12, f->tun_src);
+    st32(ip + 16, f->new_ip);
+    uint32_t sum = 0;
+    for (int i = 0; i < 20; i += 2)
+        sum += be16(ip + i);
+    while (sum >> 16)
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    sum = ~sum & 0xFFFF;
+    ip[10] = (uint8_t)(sum >> 8);
+    ip[11] = (uint8_t)sum;
+}
+
+/* The flow's rewrite, on a frame fast_match accepted for it (not TUN: that one grows). */
 static void fast_rewrite(const flow_t *f, uint8_t *p)
 {
-    if (f->kind != KIND_DR) {
+    if (f->kind == KIND_NAT_DST || f->kind == KIND_NAT_SRC) {
         uint8_t *ipw = p + 14;
         uint8_t *l4w = ipw + 20;
         int ip_off = f->kind == KIND_NAT_DST ? 16 : 12;
@@ -502,18 +551,19 @@ static PyObject *FlowTable_attach(FlowTableObject *t, PyObject *arg)
 static PyObject *FlowTable_install(FlowTableObject *t, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"proto", "saddr", "sport", "daddr", "dport", "kind", "new_ip",
-                             "new_port", "out_ifindex", "macs", "conn", "direction", NULL};
-    int proto, sport, dport, kind, new_port, out_ifindex, direction;
-    PyObject *saddr, *daddr, *new_ip, *macs, *conn;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOiOiiOiiOOi", kwlist, &proto, &saddr, &sport,
+                             "new_port", "out_ifindex", "macs", "conn", "direction", "tun_src",
+                             "mtu", NULL};
+    int proto, sport, dport, kind, new_port, out_ifindex, direction, mtu = 0;
+    PyObject *saddr, *daddr, *new_ip, *macs, *conn, *tun_src = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOiOiiOiiOOi|Oi", kwlist, &proto, &saddr, &sport,
                                      &daddr, &dport, &kind, &new_ip, &new_port, &out_ifindex,
-                                     &macs, &conn, &direction))
+                                     &macs, &conn, &direction, &tun_src, &mtu))
         return NULL;
     if (proto != 6 && proto != 17) {
         PyErr_SetString(PyExc_ValueError, "install: TCP or UDP only");
         return NULL;
     }
-    if (kind < KIND_DR || kind > KIND_NAT_SRC || direction < 0 || direction > 255) {
+    if (kind < KIND_DR || kind > KIND_TUN || direction < 0 || direction > 255) {
         PyErr_SetString(PyExc_ValueError, "install: unknown kind or direction");
         return NULL;
     }
@@ -522,9 +572,18 @@ static PyObject *FlowTable_install(FlowTableObject *t, PyObject *args, PyObject 
     if (addr4(saddr, &s, "install saddr") < 0 || addr4(daddr, &d, "install daddr") < 0
             || port16(sport, &sp, "install sport") < 0 || port16(dport, &dp, "install dport") < 0)
         return NULL;
-    if (kind != KIND_DR && (addr4(new_ip, &nip, "install new_ip") < 0
-                            || port16(new_port, &np, "install new_port") < 0))
+    uint32_t tsrc = 0;
+    if (kind == KIND_TUN) {
+        if (addr4(new_ip, &nip, "install new_ip") < 0 || addr4(tun_src, &tsrc, "install tun_src") < 0)
+            return NULL;
+        if (mtu < 68 || mtu > 0xFFFF) {
+            PyErr_SetString(PyExc_ValueError, "install: a TUN flow needs the out MTU (68..65535)");
+            return NULL;
+        }
+    } else if (kind != KIND_DR && (addr4(new_ip, &nip, "install new_ip") < 0
+                                   || port16(new_port, &np, "install new_port") < 0)) {
         return NULL;
+    }
     Py_buffer mb;
     if (PyObject_GetBuffer(macs, &mb, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -568,7 +627,9 @@ static PyObject *FlowTable_install(FlowTableObject *t, PyObject *args, PyObject 
     f->direction = (uint8_t)direction;
     f->new_ip = nip;
     f->new_port = np;
-    if (kind != KIND_DR) {
+    f->tun_src = tsrc;
+    f->mtu = (uint16_t)mtu;
+    if (kind == KIND_NAT_DST || kind == KIND_NAT_SRC) {
         const uint8_t *o4 = (const uint8_t *)(kind == KIND_NAT_DST ? &d : &s);
         const uint8_t *n4 = (const uint8_t *)&nip;
         unsigned oport = be16((const uint8_t *)(kind == KIND_NAT_DST ? &dp : &sp));
@@ -683,7 +744,8 @@ static PyObject *FlowTable_sync(FlowTableObject *t, PyObject *Py_UNUSED(ignored)
 static PyObject *FlowTable_forward(FlowTableObject *t, PyObject *arg)
 {
     /* The decision on one frame outside any ring (tests and fuzzing): rewrites a writable
-     * buffer in place; the out interface's index, or -1 when Python must handle it. */
+     * buffer in place (a TUN flow replaces a bytearray's contents with the encapsulated
+     * frame); the out interface's index, or -1 when Python must handle it. */
     Py_buffer b;
     if (PyObject_GetBuffer(arg, &b, PyBUF_WRITABLE) < 0)
         return NULL;
@@ -691,6 +753,27 @@ static PyObject *FlowTable_forward(FlowTableObject *t, PyObject *arg)
     t->now = mono_now();
     flow_t *f = fast_match(t, b.buf, b.len, &ip_len);
     long res = -1;
+    if (f != NULL && f->kind == KIND_TUN) {
+        if (ip_len + 20 > f->mtu || !PyByteArray_Check(arg)) {
+            PyBuffer_Release(&b);
+            return PyLong_FromLong(-1);
+        }
+        uint8_t *out = PyMem_Malloc(ip_len + 34);
+        if (out == NULL) {
+            PyBuffer_Release(&b);
+            return PyErr_NoMemory();
+        }
+        tun_headers(t, f, b.buf, ip_len, out);
+        memcpy(out + 34, (uint8_t *)b.buf + 14, ip_len);
+        PyBuffer_Release(&b);
+        flow_count(t, f, ip_len);
+        res = t->ifindex[f->out];
+        int rc = PyByteArray_Resize(arg, ip_len + 34);
+        if (rc == 0)
+            memcpy(PyByteArray_AS_STRING(arg), out, ip_len + 34);
+        PyMem_Free(out);
+        return rc == 0 ? PyLong_FromLong(res) : NULL;
+    }
     if (f != NULL) {
         fast_rewrite(f, b.buf);
         flow_count(t, f, ip_len);
@@ -759,12 +842,25 @@ static PyObject *Ring_receive(RingObject *r, PyObject *args)
                 uint32_t ip_len;
                 flow_t *f = ft != NULL ? fast_match(ft, frame, snap, &ip_len) : NULL;
                 RingObject *o = f != NULL ? ft->rings[f->out] : NULL;
-                if (o != NULL && o->base != NULL && snap <= o->tx_max) {
+                if (o != NULL && o->base != NULL && f->kind == KIND_TUN) {
+                    if (ip_len + 20 > f->mtu || ip_len + 34 > o->tx_max) {
+                        o = NULL;  /* too big once encapsulated: Python answers the client */
+                    } else {
+                        uint8_t h[34];
+                        tun_headers(ft, f, frame, ip_len, h);
+                        ring_tx2(o, h, 34, frame + 14, ip_len);
+                        flow_count(ft, f, ip_len);
+                        r->fast_frames++;
+                    }
+                } else if (o != NULL && o->base != NULL && snap <= o->tx_max) {
                     fast_rewrite(f, frame);
                     ring_tx(o, frame, snap);
                     flow_count(ft, f, ip_len);
                     r->fast_frames++;
                 } else {
+                    o = NULL;
+                }
+                if (o == NULL) {
                     Py_ssize_t start = (Py_ssize_t)r->rx_cur * bs + off + mac;
                     PyObject *slice = PySequence_GetSlice(r->view, start, start + snap);
                     PyObject *res = slice != NULL
@@ -894,7 +990,26 @@ static PyObject *FlowTable_get_limit(FlowTableObject *t, void *Py_UNUSED(c))
     return PyLong_FromUnsignedLong(t->limit);
 }
 
+static PyObject *FlowTable_get_ident(FlowTableObject *t, void *Py_UNUSED(c))
+{
+    return PyLong_FromLong(t->ident);
+}
+
+static int FlowTable_set_ident(FlowTableObject *t, PyObject *v, void *Py_UNUSED(c))
+{
+    long x = v != NULL ? PyLong_AsLong(v) : -1;
+    if (x == -1 && (v == NULL || PyErr_Occurred())) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "ident cannot be deleted");
+        return -1;
+    }
+    t->ident = (uint16_t)(x & 0xFFFF);
+    return 0;
+}
+
 static PyGetSetDef FlowTable_getset[] = {
+    {"ident", (getter)FlowTable_get_ident, (setter)FlowTable_set_ident,
+     "IP ID of the last outer IPIP header (shared with the Python path)", NULL},
     {"count", (getter)FlowTable_len_get, NULL, "flows installed", NULL},
     {"forwarded", (getter)FlowTable_get_forwarded, NULL, "frames forwarded by flows", NULL},
     {"refused_full", (getter)FlowTable_get_refused, NULL, "installs refused: table full", NULL},
@@ -927,7 +1042,7 @@ static PyTypeObject FlowTableType = {
     .tp_name = "pylvs.dataplane.packet._fastpath.FlowTable",
     .tp_basicsize = sizeof(FlowTableObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Established DR/NAT connections forwarded without Python, at most `limit`.",
+    .tp_doc = "Established DR/NAT/TUN connections forwarded without Python, at most `limit`.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)FlowTable_init,
     .tp_dealloc = (destructor)FlowTable_dealloc,
@@ -939,7 +1054,7 @@ static PyTypeObject FlowTableType = {
 static struct PyModuleDef fastpath_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "pylvs.dataplane.packet._fastpath",
-    .m_doc = "The packet data plane's hot path: ring walk, flow table, DR/NAT rewrites, TX ring.",
+    .m_doc = "The packet data plane's hot path: ring walk, flow table, DR/NAT/TUN rewrites, TX ring.",
     .m_size = -1,
 };
 

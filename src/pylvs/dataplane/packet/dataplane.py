@@ -17,7 +17,7 @@ Offloads: frames must be whole and checksummed, so GRO/TSO/GSO and TX checksum o
 switched off on the interfaces (``ethtool``) on start.
 
 The C hot path (``_fastpath``, when built; ``fastpath=False`` or ``PYLVS_PACKET_FASTPATH=0``
-turns it off): the rings are walked in C and frames of established DR/NAT connections are
+turns it off): the rings are walked in C and frames of established DR/NAT/TUN connections are
 forwarded there from a flow table the ``Forwarder`` fills; its counters reach the Director before
 each ``Director.tick`` (``before_tick``). Any table change clears the flows.
 

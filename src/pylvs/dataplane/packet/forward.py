@@ -24,11 +24,12 @@ is verified first, so a flood of corrupt SYNs creates no entries. Other packets 
 with their checksums as received (the real server verifies them; NAT updates are incremental so
 a bad checksum stays bad). Drops are counted by reason in ``drops``.
 
-Flows (the C hot path): when ``flows`` is set (a ``_fastpath.FlowTable``), every DR/NAT packet
-this path forwards for an ESTABLISHED TCP or a stored UDP connection whose next hop is known
-offers the connection's rewrite to it, per direction; the ring then forwards the connection's
-later frames (ACK without SYN/FIN/RST) in C. A packet that leaves the connection in another state takes
-its flows out; a neighbour change clears them all. ``sync_flows`` (run before each
+Flows (the C hot path): when ``flows`` is set (a ``_fastpath.FlowTable``), every DR/NAT/TUN
+packet this path forwards for an ESTABLISHED TCP or a stored UDP connection whose next hop is
+known offers the connection's rewrite to it, per direction (TUN: client to real server only);
+the ring then forwards the connection's later frames (ACK without SYN/FIN/RST) in C. A packet
+that leaves the connection in another state takes its flows out; a neighbour change clears them
+all. ``sync_flows`` (run before each
 ``Director.tick``) gives the Director what the flows forwarded, as those packets would have.
 
 What this is not for: sockets, rings, netlink (``ring``/``dataplane`` own those) or IPv6.
@@ -62,7 +63,7 @@ _DROUTE = int(ForwardingMethod.DROUTE)
 _TUNNEL = int(ForwardingMethod.TUNNEL)
 _ARP_RETRY = 1.0  # seconds between ARP requests for the same missing neighbour
 # the kinds of rewrite a flow does (as _fastpath.c numbers them)
-FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC = 0, 1, 2
+FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, FLOW_TUN = 0, 1, 2, 3
 
 # A frame is rewritten in place: a bytearray, or a writable view into a receive ring.
 Frame = bytearray | memoryview
@@ -74,12 +75,14 @@ _FAST = struct.Struct("!BBHHHBBH4s4sHH")
 class FlowSink(Protocol):
     """What the forwarder needs of a flow table (``_fastpath.FlowTable``)."""
 
+    ident: int  # the IP ID of the last outer IPIP header, one sequence for C and Python
+
     @property
     def count(self) -> int: ...
 
     def install(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int, kind: int,
                 new_ip: bytes, new_port: int, out_ifindex: int, macs: bytes, conn: Any,
-                direction: int) -> bool: ...
+                direction: int, tun_src: bytes | None = None, mtu: int = 0) -> bool: ...
 
     def remove(self, proto: int, saddr: bytes, sport: int, daddr: bytes,
                dport: int) -> tuple[Any, int, int, int, float] | None: ...
@@ -395,7 +398,10 @@ class Forwarder:
                 self._offer(conn, proto, DIR_INPUT)
             return out
         if fwd == _TUNNEL:
-            return self._tunnel(ifindex, frame, conn.daddr, end)
+            out = self._tunnel(ifindex, frame, conn.daddr, end)
+            if out is not None and self.flows is not None:
+                self._offer(conn, proto, DIR_INPUT)
+            return out
         self.drop(Drop.UNSUPPORTED_PROTOCOL)
         return None
 
@@ -411,8 +417,12 @@ class Forwarder:
             if frame[ETH_HLEN + 6] & 0x40:  # DF: tell the sender the path MTU
                 self._icmp_back(ifindex, frame, iface.mtu - 20)
             return None
-        self._ident = (self._ident + 1) & 0xFFFF
-        outer = codec.ipip_encapsulate(memoryview(frame)[ETH_HLEN:end], iface.addr, rip, self._ident)
+        flows = self.flows
+        if flows is not None:  # the C path numbers its outer headers from the same counter
+            ident = flows.ident = (flows.ident + 1) & 0xFFFF
+        else:
+            ident = self._ident = (self._ident + 1) & 0xFFFF
+        outer = codec.ipip_encapsulate(memoryview(frame)[ETH_HLEN:end], iface.addr, rip, ident)
         out = bytearray(frame[0:ETH_HLEN])
         out += outer
         return self._send_to(out, rip)
@@ -466,10 +476,18 @@ class Forwarder:
                               conn.vaddr, conn.vport, hit[0], hit[1], conn, DIR_OUTPUT)
             return
         hit = self._l2.get(conn.daddr)
-        if hit is not None:
-            kind = FLOW_NAT_DST if conn.dest.fwd == _MASQ else FLOW_DR
-            flows.install(proto, caddr, cport, conn.vaddr, conn.vport, kind, conn.daddr,
-                          conn.dport, hit[0], hit[1], conn, DIR_INPUT)
+        if hit is None:
+            return
+        fwd = conn.dest.fwd
+        if fwd == _TUNNEL:
+            r = self.route(conn.daddr)
+            if r is not None:
+                flows.install(proto, caddr, cport, conn.vaddr, conn.vport, FLOW_TUN, conn.daddr,
+                              0, hit[0], hit[1], conn, DIR_INPUT, r[0].addr, r[0].mtu)
+            return
+        kind = FLOW_NAT_DST if fwd == _MASQ else FLOW_DR
+        flows.install(proto, caddr, cport, conn.vaddr, conn.vport, kind, conn.daddr,
+                      conn.dport, hit[0], hit[1], conn, DIR_INPUT)
 
     def clear_flows(self) -> None:
         """Forget every flow (a neighbour or the table changed); what they forwarded since the
