@@ -177,7 +177,11 @@ def test_state_changing_and_odd_frames_go_to_python_untouched() -> None:
     other[0:6] = DIR_MAC
     icmp = bytearray(client_tcp(ACK))
     icmp[23] = 1
-    for frame in [*odd, frag, bad_sum, options, short, long_ip, other, icmp, bytearray(b"\0" * 60)]:
+    # IP says TCP with 8 bytes of it: the header fields beyond must not be read
+    cut_tcp = bytearray(client_tcp(ACK)[:42])
+    cut_tcp[14:34] = codec.ipv4_header(CLIENT, VIP, codec.IPPROTO_TCP, 8)
+    for frame in [*odd, frag, bad_sum, options, short, long_ip, other, icmp, cut_tcp,
+                  bytearray(b"\0" * 60)]:
         before = bytes(frame)
         assert flows.forward(frame) == -1
         assert bytes(frame) == before

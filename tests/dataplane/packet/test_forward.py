@@ -220,3 +220,16 @@ def test_ring_views_are_rewritten_in_place() -> None:
     assert out is not None and out[1] is view
     info = codec.parse_ipv4(ring, 114)
     assert isinstance(info, tuple) and info[2] == NAT1
+
+
+def test_tcp_header_cut_short_is_dropped_not_raised() -> None:
+    """A 42-byte frame whose valid IP header says TCP with only 8 bytes of it: the TCP header
+    fields past the frame's end must not be read."""
+    fw, d = make(ForwardingMethod.DROUTE)
+    ip = codec.ipv4_header(CLIENT, VIP, codec.IPPROTO_TCP, 8)
+    for tail in (b"", b"\0" * 5):  # cut at the packet's end, or Ethernet padding after it
+        frame = bytearray(codec.ethernet(DIR_MAC, CLIENT_MAC, codec.ETH_P_IP) + ip
+                          + b"\x9c\x40\x00\x50\0\0\0\1" + tail)
+        assert fw.handle(2, frame) is None
+        assert fw.handle(2, memoryview(frame)) is None
+    assert fw.drops == {"truncated_l4": 4} and d.connection_count == 0

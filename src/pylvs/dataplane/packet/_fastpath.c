@@ -392,6 +392,8 @@ static flow_t *fast_match(FlowTableObject *t, const uint8_t *p, Py_ssize_t n, ui
     uint8_t proto = ip[9];
     const uint8_t *l4 = ip + 20;
     if (proto == 6) {
+        if (tot < 40)  /* not even a 20-byte TCP header inside the packet */
+            return NULL;
         unsigned doff = (unsigned)(l4[12] >> 4) << 2;
         if (doff < 20 || 34 + doff > 14 + tot)
             return NULL;

@@ -246,7 +246,7 @@ class Forwarder:
                 if proto == IPPROTO_UDP:
                     ulen = frame[38] << 8 | frame[39]
                     ok = ulen >= 8 and 34 + ulen <= end
-                elif proto == IPPROTO_TCP:
+                elif proto == IPPROTO_TCP and tot >= 40:  # a whole 20-byte TCP header
                     doff = (frame[46] >> 4) << 2
                     ok = doff >= 20 and 34 + doff <= end
                 else:
@@ -319,6 +319,9 @@ class Forwarder:
                 self.drop(Drop.FRAGMENT)
                 return None
             if proto == IPPROTO_TCP:
+                if tot < 40:  # not even a 20-byte TCP header
+                    self.drop(Drop.TRUNCATED_L4)
+                    return None
                 doff = (frame[46] >> 4) << 2
                 if doff < 20 or 34 + doff > end:
                     self.drop(Drop.TRUNCATED_L4)
