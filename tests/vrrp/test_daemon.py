@@ -350,3 +350,23 @@ def test_sync_group_track_script_and_group_notify_once_per_transition(lab: Lab) 
     assert wait_for(lambda: "GROUP G BACKUP" in out.read_text().split("GROUP G MASTER", 1)[1], 5), out.read_text()
     lines = out.read_text().splitlines()
     assert lines.count("GROUP G MASTER") == 1 and lines.count("GROUP G BACKUP") == 2, lines  # start, then once
+
+
+def test_virtual_routes_follow_the_master(lab: Lab) -> None:
+    routes = ("    virtual_routes {\n"
+              "        10.99.0.0/24 via 10.77.0.254 dev eth0 metric 7\n"
+              "        blackhole 10.98.0.0/24\n"
+              "    }\n")
+
+    def has_routes(role: str) -> bool:
+        lines = lab.exec(role, "ip", "route", "show").stdout.splitlines()
+        return any(ln.startswith("10.99.0.0/24 via 10.77.0.254 dev eth0") and "metric 7" in ln
+                   for ln in lines) and any(ln.startswith("blackhole 10.98.0.0/24") for ln in lines)
+
+    a = lab.pylvs("a", instance_conf(prio=150, version=3, advert=0.2, extra=routes))
+    b = lab.pylvs("b", instance_conf(prio=100, version=3, advert=0.2, extra=routes))
+    assert wait_for(lambda: lab.vip_holders() == ["a"] and has_routes("a"), 10), a.logtext()[-2000:]
+    assert not has_routes("b")
+    a.stop()  # the master resigns: the backup takes the VIP and the routes
+    assert wait_for(lambda: lab.vip_holders() == ["b"] and has_routes("b"), 10), b.logtext()[-2000:]
+    assert not has_routes("a")

@@ -36,6 +36,7 @@ __all__ = [
     "VRRPScript",
     "VRRPSyncGroup",
     "VirtualIP",
+    "VirtualRoute",
     "load",
     "load_full",
     "parse_text",
@@ -102,6 +103,23 @@ class VirtualIP:
     @property
     def family(self) -> int:
         return ipaddress.ip_interface(self.address).version
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualRoute:
+    """One line of ``virtual_routes``: a route the instance installs while it is MASTER, e.g.
+    ``src 10.0.0.1 to 10.9.0.0/24 via 10.0.0.254 dev eth1 metric 5 table 100`` or
+    ``blackhole 10.8.0.0/24``."""
+
+    dst: str  # prefix, "default" allowed
+    kind: str = "unicast"  # unicast | blackhole | unreachable | prohibit
+    via: str | None = None
+    dev: str | None = None
+    src: str | None = None
+    metric: int | None = None
+    table: int | None = None
+    scope: str | None = None
+    line: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +195,7 @@ class VRRPInstance:
     track_interface: tuple[TrackInterface, ...] = ()
     track_script: tuple[TrackScript, ...] = ()
     track_file: tuple[TrackFileRef, ...] = ()
+    virtual_routes: tuple[VirtualRoute, ...] = ()
     dont_track_primary: bool = False
     notify: str | None = None
     notify_master: str | None = None
@@ -279,7 +298,7 @@ random_seed checker_log_all_failures
 _INSTANCE_ACCEPTED = _words("""
 use_vmac vmac_xmit_base use_ipvlan native_ipv6 track_process track_bfd track_src_ip
 unicast_ttl old_unicast_checksum check_unicast_src lvs_sync_daemon_interface garp_lower_prio_delay
-garp_extra_if virtual_routes virtual_rules accept no_accept strict_mode preempt debug notify_deleted
+garp_extra_if virtual_rules accept no_accept strict_mode preempt debug notify_deleted
 notify_master_rx_lower_pri kernel_rx_buf_size linkbeat_use_polling unicast_fault_no_peer
 notify_priority_changes down_timer_adverts promote_secondaries sync_group_tracking_weight
 vmac_garp_intvl unicast_peer_ttl
@@ -290,7 +309,7 @@ _SYNC_ACCEPTED = _words("smtp_alert global_tracking sync_group_tracking_weight n
 # Accepted keywords whose effect pylvs does not reproduce yet: a warning says so, with file:line,
 # rather than letting an operator believe they are in force.
 _UNSUPPORTED = _words("""
-track_process track_bfd virtual_routes virtual_rules accept no_accept strict_mode
+track_process track_bfd virtual_rules accept no_accept strict_mode
 use_ipvlan garp_extra_if unicast_fault_no_peer old_unicast_checksum lvs_sync_daemon_interface
 notify_master_rx_lower_pri notify_deleted vmac_xmit_base track_src_ip
 vrrp_strict enable_snmp_keepalived enable_snmp_vrrp enable_snmp_checker enable_snmp_rfc
@@ -544,6 +563,53 @@ class _Interp:
                 self.error(s, f"{what} {s.keyword}: invalid weight '{s.args[1]}'")
         return None
 
+    def virtual_route(self, st: Statement) -> VirtualRoute | None:
+        """keepalived's route syntax (ip route's words): [src IP] [to] PREFIX [via|gw IP]
+        [dev IF] [metric N] [table N] [scope S], or blackhole/unreachable/prohibit PREFIX."""
+        words = list(st.words)
+        kw: dict[str, object] = {}
+        dst = None
+        while words:
+            w = words.pop(0)
+            if w in ("blackhole", "unreachable", "prohibit") and dst is None:
+                kw["kind"] = w
+                continue
+            if w in ("src", "via", "gw", "dev", "metric", "table", "scope", "to"):
+                if not words:
+                    self.error(st, f"virtual_routes: '{w}' needs a value")
+                    return None
+                v = words.pop(0)
+                if w == "to":
+                    dst = v
+                elif w in ("src", "via", "gw"):
+                    if self.ip(st, v) is None:
+                        return None
+                    kw["via" if w == "gw" else w] = v
+                elif w in ("metric", "table"):
+                    try:
+                        kw[w] = int(v)
+                    except ValueError:
+                        self.error(st, f"virtual_routes: invalid {w} '{v}'")
+                        return None
+                else:
+                    kw[w] = v
+                continue
+            if dst is None:
+                dst = w
+                continue
+            self.error(st, f"virtual_routes: unknown word '{w}'")
+            return None
+        if dst is None:
+            self.error(st, "virtual_routes: a route needs a destination")
+            return None
+        if dst != "default":
+            try:
+                ipaddress.ip_network(dst, strict=False)
+            except ValueError:
+                self.error(st, f"virtual_routes: invalid destination '{dst}'")
+                return None
+        return VirtualRoute(dst, line=st.line, **kw)  # type: ignore[arg-type]
+
     def tracks_file(self, st: Statement) -> tuple[TrackFileRef, ...]:
         return tuple(
             TrackFileRef(s.keyword, self.track_weight(s, "track_file"),
@@ -654,6 +720,8 @@ class _Interp:
                 kw[k] = self.tracks_script(s)
             elif k == "track_file":
                 kw[k] = self.tracks_file(s)
+            elif k == "virtual_routes":
+                kw[k] = tuple(r for r in (self.virtual_route(x) for x in s.block or ()) if r)
             elif k in ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop"):
                 kw[k] = self.script_cmd(s)
             elif k in ("garp_master_delay", "garp_master_refresh"):

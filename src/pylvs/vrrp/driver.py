@@ -341,6 +341,13 @@ class KeepalivedDaemon:
             del new[name]
             old_plan = rt.plan
             rt.plan = p
+            old_routes, new_routes = old_plan.instance.virtual_routes, p.instance.virtual_routes
+            if rt.router.state is State.MASTER and old_routes != new_routes:
+                for route in old_routes:
+                    if route not in new_routes:
+                        with contextlib.suppress(Exception):
+                            self.addrs.remove_route(route)
+                self._virtual_routes(rt, State.MASTER)
             if p.router == old_plan.router and p.vips == old_plan.vips:
                 continue  # scripts/notify may change without disturbing anything
             acts = rt.router.reconfigure(p.router, self.loop.time())
@@ -511,6 +518,7 @@ class KeepalivedDaemon:
             elif isinstance(a, Notify):
                 changed = True
                 self._notify(rt, a)
+                self._virtual_routes(rt, a.state)
                 self._lvs_sync_follow(rt, a.state)
                 self._sync_group_follow(rt, a.state)
                 self._group_notify(rt, a.state)
@@ -597,6 +605,18 @@ class KeepalivedDaemon:
         if generic:
             self._spawn([*shlex.split(generic), "INSTANCE", rt.plan.instance.name, n.state.value, str(n.priority)])
         self.fifos.vrrp(f'INSTANCE "{rt.plan.instance.name}" {n.state.value} {n.priority}')
+
+    def _virtual_routes(self, rt: Runtime, state: State) -> None:
+        """virtual_routes are installed while the instance is MASTER, as its VIPs are."""
+        for route in rt.plan.instance.virtual_routes:
+            try:
+                if state is State.MASTER:
+                    self.addrs.add_route(route)
+                else:
+                    self.addrs.remove_route(route)
+            except Exception as exc:
+                log.error("(%s) virtual route %s (line %d): %s", rt.plan.instance.name,
+                          route.dst, route.line, exc)
 
     def _lvs_sync_follow(self, rt: Runtime, state: State) -> None:
         """lvs_sync_daemon: the connection sync daemon is master while its instance is."""

@@ -16,9 +16,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pylvs.vrrp import packet as pkt
+
+if TYPE_CHECKING:
+    from pylvs.config.keepalived import VirtualRoute
 
 ETH_P_ARP = 0x0806
 ETH_P_ALL = 0x0003
@@ -125,6 +128,35 @@ def _new_iproute() -> Any:
     return IPRoute()
 
 
+_ROUTE_TYPES = {"unicast": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
+_ROUTE_SCOPES = {"global": 0, "universe": 0, "site": 200, "link": 253, "host": 254}
+
+
+def route_args(route: VirtualRoute) -> dict[str, object]:
+    """pyroute2 arguments for a ``VirtualRoute`` (keepalived's virtual_routes line)."""
+    dst = route.dst
+    family = socket.AF_INET6 if ":" in dst or (route.via and ":" in route.via) else socket.AF_INET
+    kw: dict[str, object] = {"family": family, "type": _ROUTE_TYPES[route.kind]}
+    if dst == "default":
+        kw["dst"] = "::/0" if family == socket.AF_INET6 else "0.0.0.0/0"
+    else:
+        net = ipaddress.ip_network(dst, strict=False)
+        kw["dst"] = f"{net.network_address}/{net.prefixlen}"
+    if route.via:
+        kw["gateway"] = route.via
+    if route.dev:
+        kw["oif"] = ifindex(route.dev)
+    if route.src:
+        kw["prefsrc"] = route.src
+    if route.metric is not None:
+        kw["priority"] = route.metric
+    if route.table is not None:
+        kw["table"] = route.table
+    if route.scope is not None:
+        kw["scope"] = _ROUTE_SCOPES.get(route.scope, 0)
+    return kw
+
+
 class AddressManager:
     """Adds and removes VIPs; idempotent, so a restart or a double transition never fails."""
 
@@ -162,6 +194,28 @@ class AddressManager:
             in_netlink_thread(lambda: self._ipr.addr("add", **kw))
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
+                raise
+
+    def add_route(self, route: VirtualRoute) -> None:
+        """Install a virtual route; one that is already there is fine."""
+        from pyroute2 import NetlinkError
+
+        kw = route_args(route)
+        try:
+            in_netlink_thread(lambda: self._ipr.route("add", **kw))
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+
+    def remove_route(self, route: VirtualRoute) -> None:
+        """Take a virtual route out; one that is not there is fine."""
+        from pyroute2 import NetlinkError
+
+        kw = route_args(route)
+        try:
+            in_netlink_thread(lambda: self._ipr.route("del", **kw))
+        except NetlinkError as exc:
+            if exc.code not in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
                 raise
 
     def remove(self, vip: VIPSpec) -> None:

@@ -1,0 +1,41 @@
+"""virtual_routes in a vrrp_instance, read with ip route's words; bad lines are errors at their line."""
+
+from __future__ import annotations
+
+from pylvs.config import keepalived as K
+
+CONF = """
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {
+        10.1.1.1/24
+    }
+    virtual_routes {
+        src 10.1.1.1 to 10.9.0.0/24 via 10.1.1.254 dev eth1 metric 5 table 100
+        default gw 10.1.1.253
+        unreachable 10.8.0.0/16
+        %s
+    }
+}
+"""
+
+
+def test_routes_are_read_with_ip_route_words() -> None:
+    cfg = K.parse_text(CONF % "2001:db8::/64 dev eth0", "r.conf")
+    assert cfg.diagnostics == ()
+    r1, r2, r3, r4 = cfg.vrrp_instances[0].virtual_routes
+    assert (r1.dst, r1.src, r1.via, r1.dev, r1.metric, r1.table) == (
+        "10.9.0.0/24", "10.1.1.1", "10.1.1.254", "eth1", 5, 100)
+    assert (r2.dst, r2.via) == ("default", "10.1.1.253")
+    assert (r3.kind, r3.dst) == ("unreachable", "10.8.0.0/16")
+    assert (r4.dst, r4.dev, r4.line) == ("2001:db8::/64", "eth0", 12)
+
+
+def test_bad_route_lines_are_errors_at_their_line() -> None:
+    for bad, why in (("10.7.0.0/99", "invalid destination"), ("10.7.0.0/24 via nowhere", "invalid IP"),
+                     ("10.7.0.0/24 mtu 1400", "unknown word 'mtu'"), ("via 10.1.1.1", "needs a destination"),
+                     ("10.7.0.0/24 metric x", "invalid metric")):
+        cfg = K.parse_text(CONF % bad, "r.conf", strict=False)
+        errors = [d for d in cfg.diagnostics if d.severity == "error"]
+        assert [d.line for d in errors] == [12] and why in errors[0].message, (bad, errors)
