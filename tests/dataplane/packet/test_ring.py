@@ -60,8 +60,26 @@ try:
             seen += 1
 except socket.timeout:
     pass
+# a callback that raises: the exception comes out, and its block is not read a second time
+for i in range(1000, 1003):
+    peer.send(frame(i))
+time.sleep(0.1)
+seen_ids = []
+def fail(f):
+    seen_ids.append(struct.unpack_from("!H", f, 18)[0])
+    raise RuntimeError("callback failed")
+raised = False
+try:
+    ring.receive(fail)
+except RuntimeError:
+    raised = True
+deadline = time.monotonic() + 2
+while time.monotonic() < deadline:
+    ring.receive(lambda f: seen_ids.append(struct.unpack_from("!H", f, 18)[0]))
+    time.sleep(0.05)
 print(json.dumps({"in": len(got), "in_ids": sorted(set(got)) == list(range(500)), "out": seen,
-                  "big": big, "full": ring.tx_ring_full, "errors": ring.tx_errors}))
+                  "big": big, "full": ring.tx_ring_full, "errors": ring.tx_errors,
+                  "raised": raised, "no_reread": len(seen_ids) == len(set(seen_ids))}))
 ring.close()
 """
 
@@ -90,6 +108,7 @@ def test_ring_receives_and_sends_on_a_veth_pair(fast: bool) -> None:
     assert res["full"] == 0 and res["errors"] == 0
     assert res["out"] == 3000
     assert res["big"] == 1
+    assert res["raised"] and res["no_reread"], res
 
 
 FLOW_SCRIPT = r"""

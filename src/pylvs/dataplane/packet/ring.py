@@ -204,6 +204,7 @@ class PacketRing:
         view = self.view
         bs = self.block_size
         count = 0
+        counted = 0  # of count, already added to _rx_frames
         blocks = 0
         unpack_pkt = _PKT_HOT.unpack_from
         while True:
@@ -213,20 +214,25 @@ class PacketRing:
                 break
             num = _U32.unpack_from(mm, base + 12)[0]
             off = base + _U32.unpack_from(mm, base + 16)[0]
-            for _ in range(num):
-                nxt, snap, mac = unpack_pkt(mm, off)
-                # struct sockaddr_ll follows the header: sll_pkttype at +10
-                if mm[off + TPACKET3_HDRLEN + 10] <= PACKET_BROADCAST:
-                    start = off + mac
-                    on_frame(view[start:start + snap])
-                    count += 1
-                off += nxt
-            _U32.pack_into(mm, base + 8, TP_STATUS_KERNEL)
-            self._rx_cur = (self._rx_cur + 1) % self.block_nr
+            try:
+                for _ in range(num):
+                    nxt, snap, mac = unpack_pkt(mm, off)
+                    # struct sockaddr_ll follows the header: sll_pkttype at +10
+                    if mm[off + TPACKET3_HDRLEN + 10] <= PACKET_BROADCAST:
+                        start = off + mac
+                        on_frame(view[start:start + snap])
+                        count += 1
+                    off += nxt
+            finally:
+                # also when on_frame raised: the block goes back, so it is never read twice
+                # (as the C walk does)
+                _U32.pack_into(mm, base + 8, TP_STATUS_KERNEL)
+                self._rx_cur = (self._rx_cur + 1) % self.block_nr
+                self._rx_frames += count - counted
+                counted = count
             blocks += 1
             if max_blocks and blocks >= max_blocks:
                 break
-        self._rx_frames += count
         return count
 
     def ready(self) -> bool:
