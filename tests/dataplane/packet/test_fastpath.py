@@ -286,11 +286,16 @@ def test_removal_keeps_colliding_flows_reachable() -> None:
     assert not flows.install(17, CLIENT, 1, VIP, 80, 0, b"", 0, 99, RS1 * 3, conn, DIR_OUTPUT)
 
 
-def test_environment_turns_the_fast_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_and_option_turn_the_fast_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pylvs.dataplane.packet.dataplane import PacketDataPlane
+
     monkeypatch.setenv("PYLVS_PACKET_FASTPATH", "0")
     assert not fastpath_wanted(None) and not fastpath_wanted(True)
+    assert not PacketDataPlane(Director()).fastpath
     monkeypatch.setenv("PYLVS_PACKET_FASTPATH", "1")
     assert fastpath_wanted(None) and not fastpath_wanted(False)
+    assert PacketDataPlane(Director()).fastpath
+    assert not PacketDataPlane(Director(), fastpath=False).fastpath
 
 
 _FWD = st.sampled_from([ForwardingMethod.DROUTE, ForwardingMethod.MASQ, ForwardingMethod.TUNNEL])

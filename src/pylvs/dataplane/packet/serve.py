@@ -32,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-firewall", action="store_true", help="install no nftables rules")
     p.add_argument("--no-arp", action="store_true",
                    help="do not answer ARP for the VIPs (VRRP owns them, as on a director pair)")
+    p.add_argument("--no-fastpath", action="store_true",
+                   help="forward every frame in Python (no C flow table; also PYLVS_PACKET_FASTPATH=0)")
     p.add_argument("--restore", metavar="FILE")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
@@ -44,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     options = {"interfaces": args.interfaces or None, "firewall": not args.no_firewall,
                "answer_arp": not args.no_arp}
+    if args.no_fastpath:
+        options["fastpath"] = False
     daemon = DirectorDaemon(default_socket_path(args.control_socket), dataplane="packet",
                             restore=args.restore, dataplane_options=options)
     try:
