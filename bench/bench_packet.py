@@ -12,6 +12,10 @@ fast as it can for ``--seconds``. The director forwards them:
 - ``nat``: pylvs packet plane, UDP service VIP:80 -> nat1:80, address/port rewrite with
   incremental checksums;
 - ``dr-syn``: every frame a TCP SYN from a new client port: new connections per second.
+The lab's bridges pass frames through netfilter (br_netfilter, ``bridge-nf-call-*``) unless
+``--bridge-nf off``: then the bridge namespace skips it, as a plain switch would, for every
+scenario alike (the kernel reference too). That work runs in the softirq of whoever sends onto
+the bridge, so it is charged to the director's send() (and to the generator's).
 Received packets are read from the sink's kernel interface counters (no user-space sink to slow
 things down). "loss" is what the generator sent minus what arrived. CPU is the director process's
 user+system time over the run, as % of one core during the load's seconds, and per received
@@ -299,6 +303,8 @@ def main() -> int:
                    help="rate ladder (new connections/s) bisected for dr-syn")
     p.add_argument("--rates-py", default=",".join(str(r) for r in range(10_000, 150_001, 10_000)),
                    help="rate ladder (packets/s) bisected for the Python path")
+    p.add_argument("--bridge-nf", choices=["on", "off"], default="on",
+                   help="netfilter on the lab's bridges (br_netfilter), for every scenario")
     p.add_argument("--nice", type=int, default=-10,
                    help="priority of the generator and director (root; the machine is shared)")
     args = p.parse_args()
@@ -327,6 +333,10 @@ def main() -> int:
     load_before = os.getloadavg()
     try:
         lab.up()
+        if args.bridge_nf == "off":  # per network namespace: only the lab's bridges
+            lab.run("lan", ["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=0",
+                            "net.bridge.bridge-nf-call-ip6tables=0",
+                            "net.bridge.bridge-nf-call-arptables=0"], check=True)
         for name in args.scenarios.split(","):
             flows = 64000 if name.startswith("dr-syn") else args.flows
             results.append(scenario(lab, name, args.seconds, flows, args.payload))
@@ -339,7 +349,8 @@ def main() -> int:
         lab.down()
     load_after = os.getloadavg()
     t = Table(title=f"packet data plane, {args.seconds:g} s per scenario, 64-byte frames, "
-                    f"{args.flows} flows (shared 2-core machine: noisy; load average "
+                    f"{args.flows} flows, bridge netfilter {args.bridge_nf} "
+                    f"(shared 2-core machine: noisy; load average "
                     f"{load_before[0]:.2f} before, {load_after[0]:.2f} after)")
     for col in ("scenario", "sent", "received", "packets/s", "loss", "director CPU",
                 "CPU µs/packet (sys)", "user µs/packet", "pps per core", "via C", "new conns/s"):
