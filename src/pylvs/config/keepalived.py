@@ -31,6 +31,7 @@ __all__ = [
     "TrackFile",
     "TrackFileRef",
     "TrackInterface",
+    "TrackProcess",
     "TrackScript",
     "VRRPInstance",
     "VRRPScript",
@@ -160,6 +161,26 @@ class TrackFile:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackProcess:
+    """A top-level ``vrrp_track_process NAME { process CMD [ARGS]; param_match; weight; quorum;
+    quorum_max; fork_delay; terminate_delay; delay; full_command }``."""
+
+    name: str
+    process: str
+    params: tuple[str, ...] = ()
+    param_match: str | None = None  # None, "partial" or "initial"
+    weight: int = 1
+    reverse: bool = False
+    quorum: int = 1
+    quorum_max: int = 2**31 - 1
+    fork_delay: float = 0.0
+    terminate_delay: float = 0.0
+    full_command: bool = False
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class VRRPScript:
     name: str
     script: str
@@ -195,6 +216,7 @@ class VRRPInstance:
     track_interface: tuple[TrackInterface, ...] = ()
     track_script: tuple[TrackScript, ...] = ()
     track_file: tuple[TrackFileRef, ...] = ()
+    track_process: tuple[TrackFileRef, ...] = ()  # (name, weight, reverse) like track_file
     virtual_routes: tuple[VirtualRoute, ...] = ()
     dont_track_primary: bool = False
     notify: str | None = None
@@ -238,6 +260,7 @@ class VRRPSyncGroup:
     track_script: tuple[TrackScript, ...] = ()
     track_interface: tuple[TrackInterface, ...] = ()
     track_file: tuple[TrackFileRef, ...] = ()
+    track_process: tuple[TrackFileRef, ...] = ()
     other: tuple[Statement, ...] = ()
     line: int = 0
 
@@ -252,6 +275,7 @@ class KeepalivedConfig:
     diagnostics: tuple[Diagnostic, ...]
     files: tuple[str, ...]
     track_files: tuple[TrackFile, ...] = ()
+    track_processes: tuple[TrackProcess, ...] = ()
 
     @property
     def warnings(self) -> tuple[Diagnostic, ...]:
@@ -296,7 +320,7 @@ random_seed checker_log_all_failures
 """)
 
 _INSTANCE_ACCEPTED = _words("""
-use_vmac vmac_xmit_base use_ipvlan native_ipv6 track_process track_bfd track_src_ip
+use_vmac vmac_xmit_base use_ipvlan native_ipv6 track_bfd track_src_ip
 unicast_ttl old_unicast_checksum check_unicast_src lvs_sync_daemon_interface garp_lower_prio_delay
 garp_extra_if virtual_rules accept no_accept strict_mode preempt debug notify_deleted
 notify_master_rx_lower_pri kernel_rx_buf_size linkbeat_use_polling unicast_fault_no_peer
@@ -304,12 +328,12 @@ notify_priority_changes down_timer_adverts promote_secondaries sync_group_tracki
 vmac_garp_intvl unicast_peer_ttl
 """)
 
-_SYNC_ACCEPTED = _words("smtp_alert global_tracking sync_group_tracking_weight notify_priority_changes track_process track_bfd")
+_SYNC_ACCEPTED = _words("smtp_alert global_tracking sync_group_tracking_weight notify_priority_changes track_bfd")
 
 # Accepted keywords whose effect pylvs does not reproduce yet: a warning says so, with file:line,
 # rather than letting an operator believe they are in force.
 _UNSUPPORTED = _words("""
-track_process track_bfd virtual_rules accept no_accept strict_mode
+track_bfd virtual_rules accept no_accept strict_mode
 use_ipvlan garp_extra_if unicast_fault_no_peer old_unicast_checksum lvs_sync_daemon_interface
 notify_master_rx_lower_pri notify_deleted vmac_xmit_base track_src_ip
 vrrp_strict enable_snmp_keepalived enable_snmp_vrrp enable_snmp_checker enable_snmp_rfc
@@ -321,7 +345,7 @@ smtp_alert smtp_alert_vrrp smtp_alert_checker
 # Top-level blocks owned by other parts of pylvs (or not implemented): parsed, kept, reported.
 _OTHER_TOPLEVEL = _words("""
 virtual_server virtual_server_group static_ipaddress static_routes static_rules linkbeat_interfaces
-vrrp_track_process garp_group bfd_instance net_namespace
+garp_group bfd_instance net_namespace
 """)
 
 # Interpreted by pylvs.config.lvs (the health-check part) from ``other``.
@@ -515,6 +539,59 @@ class _Interp:
             return None
         return VRRPScript(st.args[0], script, file=st.file, line=st.line, **kw)  # type: ignore[arg-type]
 
+    def track_process(self, st: Statement) -> TrackProcess | None:
+        if not st.args:
+            self.error(st, "vrrp_track_process needs a name")
+            return None
+        kw: dict[str, object] = {}
+        process = None
+        for s in st.block or ():
+            k = s.keyword
+            if k == "process":
+                if not s.args:
+                    self.error(s, "'process' needs a command")
+                    continue
+                process = s.args[0]
+                kw["params"] = tuple(s.args[1:])
+            elif k == "param_match":
+                v = self.arg(s)
+                if v not in ("initial", "partial"):
+                    self.error(s, f"param_match must be initial or partial, not '{v}'")
+                    continue
+                kw[k] = v
+            elif k == "weight":
+                w = self.int_(s, -254, 254)
+                if w is not None:
+                    kw[k] = w
+                if len(s.args) > 1:
+                    if s.args[1] == "reverse":
+                        kw["reverse"] = True
+                    else:
+                        self.warn(s, f"unexpected '{s.args[1]}' after weight")
+            elif k in ("quorum", "quorum_max"):
+                n = self.int_(s, 0, 2**31 - 1)
+                if n is not None:
+                    kw[k] = n
+            elif k in ("fork_delay", "terminate_delay", "delay"):
+                d = self.float_(s, 0, 3600)
+                if d is not None:
+                    if k != "terminate_delay":
+                        kw["fork_delay"] = d
+                    if k != "fork_delay":
+                        kw["terminate_delay"] = d
+            elif k == "full_command":
+                kw[k] = True
+            else:
+                self.unknown(s)
+        if process is None:
+            self.error(st, f"vrrp_track_process {st.args[0]} has no process")
+            return None
+        tp = TrackProcess(st.args[0], process, file=st.file, line=st.line, **kw)  # type: ignore[arg-type]
+        if tp.quorum > tp.quorum_max:
+            self.error(st, f"vrrp_track_process {tp.name}: quorum {tp.quorum} above quorum_max {tp.quorum_max}")
+            return None
+        return tp
+
     def track_file(self, st: Statement) -> TrackFile | None:
         if not st.args:
             self.error(st, f"{st.keyword} needs a name")
@@ -610,9 +687,9 @@ class _Interp:
                 return None
         return VirtualRoute(dst, line=st.line, **kw)  # type: ignore[arg-type]
 
-    def tracks_file(self, st: Statement) -> tuple[TrackFileRef, ...]:
+    def tracks_file(self, st: Statement, what: str = "track_file") -> tuple[TrackFileRef, ...]:
         return tuple(
-            TrackFileRef(s.keyword, self.track_weight(s, "track_file"),
+            TrackFileRef(s.keyword, self.track_weight(s, what),
                          len(s.args) >= 3 and s.args[2] == "reverse")
             for s in st.block or ()
         )
@@ -720,6 +797,8 @@ class _Interp:
                 kw[k] = self.tracks_script(s)
             elif k == "track_file":
                 kw[k] = self.tracks_file(s)
+            elif k == "track_process":
+                kw[k] = self.tracks_file(s, "track_process")
             elif k == "virtual_routes":
                 kw[k] = tuple(r for r in (self.virtual_route(x) for x in s.block or ()) if r)
             elif k in ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop"):
@@ -784,6 +863,8 @@ class _Interp:
                 kw[k] = self.tracks_if(s)
             elif k == "track_file":
                 kw[k] = self.tracks_file(s)
+            elif k == "track_process":
+                kw[k] = self.tracks_file(s, "track_process")
             elif k in _SYNC_ACCEPTED:
                 other.append(s)
             else:
@@ -801,6 +882,7 @@ def _interpret(tree: tuple[Statement, ...], reader: Reader) -> KeepalivedConfig:
     g = GlobalDefs()
     scripts: list[VRRPScript] = []
     track_files: list[TrackFile] = []
+    track_processes: list[TrackProcess] = []
     instances: list[VRRPInstance] = []
     groups: list[VRRPSyncGroup] = []
     other: list[Statement] = []
@@ -813,6 +895,10 @@ def _interpret(tree: tuple[Statement, ...], reader: Reader) -> KeepalivedConfig:
             sc = it.vrrp_script(st)
             if sc:
                 scripts.append(sc)
+        elif k == "vrrp_track_process":
+            tp = it.track_process(st)
+            if tp:
+                track_processes.append(tp)
         elif k in ("track_file", "vrrp_track_file"):
             tf = it.track_file(st)
             if tf:
@@ -857,13 +943,19 @@ def _interpret(tree: tuple[Statement, ...], reader: Reader) -> KeepalivedConfig:
         for ref in refs:
             if ref.name not in files_by:
                 reader.warn(where, line, f"({name}) track_file {ref.name} not found, ignoring")
+    procs_by = {p.name for p in track_processes}
+    for inst in instances:
+        for ref in inst.track_process:
+            if ref.name not in procs_by:
+                reader.warn(inst.file, inst.line, f"({inst.name}) track_process {ref.name} not found, ignoring")
     unhandled = [s for s in other if s.keyword not in _LVS_TOPLEVEL]
     if unhandled:
         kinds = sorted({s.keyword for s in unhandled})
         first = unhandled[0]
         reader.warn(first.file, first.line, f"{', '.join(kinds)}: parsed and kept, not handled by pylvs yet")
     return KeepalivedConfig(g, tuple(scripts), tuple(instances), tuple(groups), tuple(other),
-                            tuple(reader.diagnostics), tuple(reader.files), tuple(track_files))
+                            tuple(reader.diagnostics), tuple(reader.files), tuple(track_files),
+                            tuple(track_processes))
 
 
 def load(path: str, config_id: str | None = None, strict: bool = True) -> KeepalivedConfig:

@@ -49,6 +49,7 @@ from pylvs.vrrp.router import (
     VRRPRouter,
 )
 from pylvs.vrrp.trackfile import FAULT, TrackFileWatcher
+from pylvs.vrrp.trackprocess import ProcessTracker, scan_proc
 
 if TYPE_CHECKING:
     from pylvs.config.lvs import LVSConfig
@@ -76,6 +77,7 @@ class InstancePlan:
     group_track_script: tuple[K.TrackScript, ...] = ()  # a sync group's tracking applies to every member
     group_track_interface: tuple[K.TrackInterface, ...] = ()
     group_track_file: tuple[K.TrackFileRef, ...] = ()
+    group_track_process: tuple[K.TrackFileRef, ...] = ()
 
 
 def plan_instances(cfg: K.KeepalivedConfig) -> list[InstancePlan]:
@@ -133,7 +135,7 @@ def plan_instances(cfg: K.KeepalivedConfig) -> list[InstancePlan]:
         plans.append(InstancePlan(inst, rc, inst.interface, tuple(vips), mcast,
                                   (inst.notify, inst.notify_master, inst.notify_backup, inst.notify_fault, inst.notify_stop), gn,
                                   sg.track_script if sg else (), sg.track_interface if sg else (),
-                                  sg.track_file if sg else ()))
+                                  sg.track_file if sg else (), sg.track_process if sg else ()))
     return plans
 
 
@@ -187,6 +189,7 @@ class KeepalivedDaemon:
         self.scripts: dict[str, ScriptState] = {}
         self.fifos = Fifos()
         self.track_files = TrackFileWatcher()
+        self.processes = ProcessTracker()
         self.addrs = netio.AddressManager()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Event | None = None
@@ -662,6 +665,10 @@ class KeepalivedDaemon:
         files = {r.name for i in cfg.vrrp_instances for r in i.track_file}
         files |= {r.name for g in cfg.vrrp_sync_groups for r in g.track_file}
         self.track_files = TrackFileWatcher.start(cfg.track_files, files)
+        procs = {r.name for i in cfg.vrrp_instances for r in i.track_process}
+        procs |= {r.name for g in cfg.vrrp_sync_groups for r in g.track_process}
+        self.processes = ProcessTracker.start(cfg.track_processes, procs,
+                                              scan_proc() if procs else [], time.monotonic())
         used = {ts.name for i in cfg.vrrp_instances for ts in i.track_script}
         used |= {ts.name for g in cfg.vrrp_sync_groups for ts in g.track_script}
         for sc in cfg.vrrp_scripts:
@@ -717,6 +724,19 @@ class KeepalivedDaemon:
                 faults.add(f"script {ts.name}")
             elif (weight > 0 and st.ok) or (weight < 0 and not st.ok):
                 offset += weight
+        for ref in (*inst.track_process, *rt.plan.group_track_process):
+            up = self.processes.up(ref.name)
+            if up is None:
+                continue
+            if ref.weight is None:
+                weight, reverse = self.processes.weight(ref.name), self.processes.reverse(ref.name)
+            else:
+                weight, reverse = ref.weight, ref.reverse
+            ok = up != reverse
+            if weight == 0 and not ok:
+                faults.add(f"process {ref.name}")
+            elif (weight > 0 and ok) or (weight < 0 and not ok):
+                offset += weight
         for ref in (*inst.track_file, *rt.plan.group_track_file):
             effect = self.track_files.status(ref)
             if effect is FAULT:
@@ -752,6 +772,10 @@ class KeepalivedDaemon:
             await asyncio.sleep(0.5)
             for name in self.track_files.poll():
                 log.info("Track file %s now %d", name, self.track_files.values()[name])
+            if self.processes.states:
+                for name in self.processes.update(scan_proc(), time.monotonic()):
+                    log.info("Track process %s now %s", name,
+                             "up" if self.processes.up(name) else "down")
             self._retrack()
             self.write_state(only_if_changed=True)
 
