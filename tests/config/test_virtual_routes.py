@@ -34,8 +34,18 @@ def test_routes_are_read_with_ip_route_words() -> None:
 
 def test_bad_route_lines_are_errors_at_their_line() -> None:
     for bad, why in (("10.7.0.0/99", "invalid destination"), ("10.7.0.0/24 via nowhere", "invalid IP"),
-                     ("10.7.0.0/24 mtu 1400", "unknown word 'mtu'"), ("via 10.1.1.1", "needs a destination"),
+                     ("10.7.0.0/24 frobnicate", "unknown word 'frobnicate'"),
+                     ("via 10.1.1.1", "needs a destination"), ("10.7.0.0/24 or 10.1.1.2", "without a first"),
                      ("10.7.0.0/24 metric x", "invalid metric")):
         cfg = K.parse_text(CONF % bad, "r.conf", strict=False)
         errors = [d for d in cfg.diagnostics if d.severity == "error"]
         assert [d.line for d in errors] == [12] and why in errors[0].message, (bad, errors)
+
+
+def test_multipath_and_unsupported_options() -> None:
+    cfg = K.parse_text(CONF % "10.6.0.0/24 via 10.1.1.1 or 10.1.1.2 dev eth0 mtu 1400 no_track",
+                       "r.conf", strict=False)
+    r = cfg.vrrp_instances[0].virtual_routes[-1]
+    assert (r.via, r.alt_via, r.dev) == ("10.1.1.1", ("10.1.1.2",), "eth0")
+    assert [(d.severity, d.line) for d in cfg.diagnostics] == [("warning", 12)]
+    assert "'mtu' is not supported" in cfg.diagnostics[0].message

@@ -120,6 +120,7 @@ class VirtualRoute:
     metric: int | None = None
     table: int | None = None
     scope: str | None = None
+    alt_via: tuple[str, ...] = ()  # "via A or B": more next hops (a multipath route)
     line: int = 0
 
 
@@ -641,15 +642,36 @@ class _Interp:
         return None
 
     def virtual_route(self, st: Statement) -> VirtualRoute | None:
-        """keepalived's route syntax (ip route's words): [src IP] [to] PREFIX [via|gw IP]
-        [dev IF] [metric N] [table N] [scope S], or blackhole/unreachable/prohibit PREFIX."""
+        """keepalived's route syntax (ip route's words): [src IP] [to] PREFIX [via|gw IP
+        [or IP...]] [dev IF] [metric N] [table N] [scope S], or blackhole/unreachable/prohibit
+        PREFIX. Other options of ip route are warned about and left out of the route."""
         words = list(st.words)
         kw: dict[str, object] = {}
+        alt: list[str] = []
         dst = None
         while words:
             w = words.pop(0)
             if w in ("blackhole", "unreachable", "prohibit") and dst is None:
                 kw["kind"] = w
+                continue
+            if w == "no_track":
+                continue  # pylvs does not watch the route once installed: nothing to turn off
+            if w == "or":
+                if not words or self.ip(st, words[0]) is None:
+                    self.error(st, "virtual_routes: 'or' needs a gateway address")
+                    return None
+                alt.append(words.pop(0))
+                continue
+            if w in ("onlink", "pervasive"):
+                self.warn(st, f"virtual_routes: '{w}' is not supported by pylvs; left out")
+                continue
+            if w in ("mtu", "advmss", "rtt", "rttvar", "reordering", "window", "cwnd", "ssthresh",
+                     "realms", "rto_min", "initcwnd", "initrwnd", "features", "quickack",
+                     "congctl", "pref", "protocol", "expires", "encap", "fastopen_no_cookie",
+                     "nexthop", "weight", "tos", "dsfield", "ttl-propagate"):
+                self.warn(st, f"virtual_routes: '{w}' is not supported by pylvs; left out")
+                if words:
+                    words.pop(0)
                 continue
             if w in ("src", "via", "gw", "dev", "metric", "table", "scope", "to"):
                 if not words:
@@ -685,7 +707,10 @@ class _Interp:
             except ValueError:
                 self.error(st, f"virtual_routes: invalid destination '{dst}'")
                 return None
-        return VirtualRoute(dst, line=st.line, **kw)  # type: ignore[arg-type]
+        if alt and "via" not in kw:
+            self.error(st, "virtual_routes: 'or' without a first gateway (via)")
+            return None
+        return VirtualRoute(dst, line=st.line, alt_via=tuple(alt), **kw)  # type: ignore[arg-type]
 
     def tracks_file(self, st: Statement, what: str = "track_file") -> tuple[TrackFileRef, ...]:
         return tuple(

@@ -142,10 +142,14 @@ def route_args(route: VirtualRoute) -> dict[str, object]:
     else:
         net = ipaddress.ip_network(dst, strict=False)
         kw["dst"] = f"{net.network_address}/{net.prefixlen}"
-    if route.via:
-        kw["gateway"] = route.via
-    if route.dev:
-        kw["oif"] = ifindex(route.dev)
+    if route.alt_via and route.via:
+        hop: dict[str, object] = {"oif": ifindex(route.dev)} if route.dev else {}
+        kw["multipath"] = [{"gateway": g, **hop} for g in (route.via, *route.alt_via)]
+    else:
+        if route.via:
+            kw["gateway"] = route.via
+        if route.dev:
+            kw["oif"] = ifindex(route.dev)
     if route.src:
         kw["prefsrc"] = route.src
     if route.metric is not None:
