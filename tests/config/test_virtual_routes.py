@@ -49,3 +49,18 @@ def test_multipath_and_unsupported_options() -> None:
     assert (r.via, r.alt_via, r.dev) == ("10.1.1.1", ("10.1.1.2",), "eth0")
     assert [(d.severity, d.line) for d in cfg.diagnostics] == [("warning", 12)]
     assert "'mtu' is not supported" in cfg.diagnostics[0].message
+
+
+def test_rules_are_read_with_ip_rule_words() -> None:
+    text = CONF.replace("    virtual_routes {", """    virtual_rules {
+        from 10.2.0.0/16 to 10.3.0.0/24 table 100 preference 50 fwmark 0x10/0xff iif eth1
+        to 2001:db8::/64 lookup main
+        from 10.2.0.0/16 priority 7
+    }
+    virtual_routes {""") % "10.6.0.0/24 dev eth0"
+    cfg = K.parse_text(text, "r.conf", strict=False)
+    r1, r2 = cfg.vrrp_instances[0].virtual_rules
+    assert (r1.src, r1.dst, r1.table, r1.priority, r1.fwmark, r1.fwmask, r1.iif) == (
+        "10.2.0.0/16", "10.3.0.0/24", 100, 50, 16, 255, "eth1")
+    assert (r2.dst, r2.table) == ("2001:db8::/64", 254)
+    assert [d.message for d in cfg.diagnostics] == ["virtual_rules: a rule needs a table"]

@@ -352,18 +352,22 @@ def test_sync_group_track_script_and_group_notify_once_per_transition(lab: Lab) 
     assert lines.count("GROUP G MASTER") == 1 and lines.count("GROUP G BACKUP") == 2, lines  # start, then once
 
 
-def test_virtual_routes_follow_the_master(lab: Lab) -> None:
+def test_virtual_routes_and_rules_follow_the_master(lab: Lab) -> None:
     routes = ("    virtual_routes {\n"
               "        10.99.0.0/24 via 10.77.0.254 dev eth0 metric 7\n"
               "        blackhole 10.98.0.0/24\n"
               "        10.97.0.0/24 via 10.77.0.253 or 10.77.0.252 dev eth0\n"
+              "    }\n"
+              "    virtual_rules {\n"
+              "        from 10.96.0.0/24 table 100 preference 123\n"
               "    }\n")
 
     def has_routes(role: str) -> bool:
         lines = lab.exec(role, "ip", "route", "show").stdout.splitlines()
         return any(ln.startswith("10.99.0.0/24 via 10.77.0.254 dev eth0") and "metric 7" in ln
                    for ln in lines) and any(ln.startswith("blackhole 10.98.0.0/24") for ln in lines) \
-            and any("nexthop via 10.77.0.252 dev eth0" in ln for ln in lines)
+            and any("nexthop via 10.77.0.252 dev eth0" in ln for ln in lines) \
+            and "123:\tfrom 10.96.0.0/24 lookup 100" in lab.exec(role, "ip", "rule", "show").stdout
 
     a = lab.pylvs("a", instance_conf(prio=150, version=3, advert=0.2, extra=routes))
     b = lab.pylvs("b", instance_conf(prio=100, version=3, advert=0.2, extra=routes))

@@ -38,6 +38,7 @@ __all__ = [
     "VRRPSyncGroup",
     "VirtualIP",
     "VirtualRoute",
+    "VirtualRule",
     "load",
     "load_full",
     "parse_text",
@@ -121,6 +122,22 @@ class VirtualRoute:
     table: int | None = None
     scope: str | None = None
     alt_via: tuple[str, ...] = ()  # "via A or B": more next hops (a multipath route)
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualRule:
+    """One line of ``virtual_rules``: a policy-routing rule the instance installs while MASTER,
+    e.g. ``from 10.0.2.0/24 table 100 preference 50``."""
+
+    src: str | None = None  # prefix
+    dst: str | None = None
+    table: int | None = None
+    priority: int | None = None
+    iif: str | None = None
+    oif: str | None = None
+    fwmark: int | None = None
+    fwmask: int | None = None
     line: int = 0
 
 
@@ -219,6 +236,7 @@ class VRRPInstance:
     track_file: tuple[TrackFileRef, ...] = ()
     track_process: tuple[TrackFileRef, ...] = ()  # (name, weight, reverse) like track_file
     virtual_routes: tuple[VirtualRoute, ...] = ()
+    virtual_rules: tuple[VirtualRule, ...] = ()
     dont_track_primary: bool = False
     notify: str | None = None
     notify_master: str | None = None
@@ -323,7 +341,7 @@ random_seed checker_log_all_failures
 _INSTANCE_ACCEPTED = _words("""
 use_vmac vmac_xmit_base use_ipvlan native_ipv6 track_bfd track_src_ip
 unicast_ttl old_unicast_checksum check_unicast_src lvs_sync_daemon_interface garp_lower_prio_delay
-garp_extra_if virtual_rules accept no_accept strict_mode preempt debug notify_deleted
+garp_extra_if accept no_accept strict_mode preempt debug notify_deleted
 notify_master_rx_lower_pri kernel_rx_buf_size linkbeat_use_polling unicast_fault_no_peer
 notify_priority_changes down_timer_adverts promote_secondaries sync_group_tracking_weight
 vmac_garp_intvl unicast_peer_ttl
@@ -334,7 +352,7 @@ _SYNC_ACCEPTED = _words("smtp_alert global_tracking sync_group_tracking_weight n
 # Accepted keywords whose effect pylvs does not reproduce yet: a warning says so, with file:line,
 # rather than letting an operator believe they are in force.
 _UNSUPPORTED = _words("""
-track_bfd virtual_rules accept no_accept strict_mode
+track_bfd accept no_accept strict_mode
 use_ipvlan garp_extra_if unicast_fault_no_peer old_unicast_checksum lvs_sync_daemon_interface
 notify_master_rx_lower_pri notify_deleted vmac_xmit_base track_src_ip
 vrrp_strict enable_snmp_keepalived enable_snmp_vrrp enable_snmp_checker enable_snmp_rfc
@@ -712,6 +730,45 @@ class _Interp:
             return None
         return VirtualRoute(dst, line=st.line, alt_via=tuple(alt), **kw)  # type: ignore[arg-type]
 
+    def virtual_rule(self, st: Statement) -> VirtualRule | None:
+        """ip rule's words: from/to PREFIX, table N, preference|priority|pref N, iif/oif IF,
+        fwmark N[/MASK]; others are warned about and left out of the rule."""
+        words = list(st.words)
+        kw: dict[str, object] = {}
+        while words:
+            w = words.pop(0)
+            if w == "no_track":
+                continue
+            if not words:
+                self.error(st, f"virtual_rules: '{w}' needs a value")
+                return None
+            v = words.pop(0)
+            try:
+                if w in ("from", "to"):
+                    if v != "all":
+                        net = ipaddress.ip_network(v, strict=False)
+                        kw["src" if w == "from" else "dst"] = f"{net.network_address}/{net.prefixlen}"
+                elif w in ("table", "lookup"):
+                    kw["table"] = {"main": 254, "local": 255, "default": 253}.get(v) or int(v)
+                elif w in ("preference", "priority", "pref", "order"):
+                    kw["priority"] = int(v)
+                elif w in ("iif", "oif"):
+                    kw[w] = v
+                elif w == "fwmark":
+                    mark, _, mask = v.partition("/")
+                    kw["fwmark"] = int(mark, 0)
+                    if mask:
+                        kw["fwmask"] = int(mask, 0)
+                else:
+                    self.warn(st, f"virtual_rules: '{w}' is not supported by pylvs; left out")
+            except ValueError:
+                self.error(st, f"virtual_rules: invalid {w} '{v}'")
+                return None
+        if kw.get("table") is None:
+            self.error(st, "virtual_rules: a rule needs a table")
+            return None
+        return VirtualRule(line=st.line, **kw)  # type: ignore[arg-type]
+
     def tracks_file(self, st: Statement, what: str = "track_file") -> tuple[TrackFileRef, ...]:
         return tuple(
             TrackFileRef(s.keyword, self.track_weight(s, what),
@@ -826,6 +883,8 @@ class _Interp:
                 kw[k] = self.tracks_file(s, "track_process")
             elif k == "virtual_routes":
                 kw[k] = tuple(r for r in (self.virtual_route(x) for x in s.block or ()) if r)
+            elif k == "virtual_rules":
+                kw[k] = tuple(r for r in (self.virtual_rule(x) for x in s.block or ()) if r)
             elif k in ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop"):
                 kw[k] = self.script_cmd(s)
             elif k in ("garp_master_delay", "garp_master_refresh"):

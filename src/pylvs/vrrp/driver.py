@@ -344,12 +344,17 @@ class KeepalivedDaemon:
             del new[name]
             old_plan = rt.plan
             rt.plan = p
-            old_routes, new_routes = old_plan.instance.virtual_routes, p.instance.virtual_routes
-            if rt.router.state is State.MASTER and old_routes != new_routes:
-                for route in old_routes:
-                    if route not in new_routes:
+            old_i, new_i = old_plan.instance, p.instance
+            if rt.router.state is State.MASTER and (old_i.virtual_routes, old_i.virtual_rules) != (
+                    new_i.virtual_routes, new_i.virtual_rules):
+                for route in old_i.virtual_routes:
+                    if route not in new_i.virtual_routes:
                         with contextlib.suppress(Exception):
                             self.addrs.remove_route(route)
+                for rule in old_i.virtual_rules:
+                    if rule not in new_i.virtual_rules:
+                        with contextlib.suppress(Exception):
+                            self.addrs.remove_rule(rule)
                 self._virtual_routes(rt, State.MASTER)
             if p.router == old_plan.router and p.vips == old_plan.vips:
                 continue  # scripts/notify may change without disturbing anything
@@ -610,16 +615,20 @@ class KeepalivedDaemon:
         self.fifos.vrrp(f'INSTANCE "{rt.plan.instance.name}" {n.state.value} {n.priority}')
 
     def _virtual_routes(self, rt: Runtime, state: State) -> None:
-        """virtual_routes are installed while the instance is MASTER, as its VIPs are."""
+        """virtual_routes and virtual_rules are installed while the instance is MASTER, as its
+        VIPs are."""
+        master = state is State.MASTER
         for route in rt.plan.instance.virtual_routes:
             try:
-                if state is State.MASTER:
-                    self.addrs.add_route(route)
-                else:
-                    self.addrs.remove_route(route)
+                (self.addrs.add_route if master else self.addrs.remove_route)(route)
             except Exception as exc:
                 log.error("(%s) virtual route %s (line %d): %s", rt.plan.instance.name,
                           route.dst, route.line, exc)
+        for rule in rt.plan.instance.virtual_rules:
+            try:
+                (self.addrs.add_rule if master else self.addrs.remove_rule)(rule)
+            except Exception as exc:
+                log.error("(%s) virtual rule at line %d: %s", rt.plan.instance.name, rule.line, exc)
 
     def _lvs_sync_follow(self, rt: Runtime, state: State) -> None:
         """lvs_sync_daemon: the connection sync daemon is master while its instance is."""

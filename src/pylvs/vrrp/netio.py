@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pylvs.vrrp import packet as pkt
 
 if TYPE_CHECKING:
-    from pylvs.config.keepalived import VirtualRoute
+    from pylvs.config.keepalived import VirtualRoute, VirtualRule
 
 ETH_P_ARP = 0x0806
 ETH_P_ALL = 0x0003
@@ -161,6 +161,29 @@ def route_args(route: VirtualRoute) -> dict[str, object]:
     return kw
 
 
+def rule_args(rule: VirtualRule) -> dict[str, object]:
+    """pyroute2 arguments for a ``VirtualRule`` (keepalived's virtual_rules line)."""
+    v6 = any(a and ":" in a for a in (rule.src, rule.dst))
+    kw: dict[str, object] = {"family": socket.AF_INET6 if v6 else socket.AF_INET,
+                             "table": rule.table, "action": "FR_ACT_TO_TBL"}
+    for name, prefix in (("src", rule.src), ("dst", rule.dst)):
+        if prefix:
+            addr, _, length = prefix.partition("/")
+            kw[name] = addr
+            kw[f"{name}_len"] = int(length)
+    if rule.priority is not None:
+        kw["priority"] = rule.priority
+    if rule.iif:
+        kw["iifname"] = rule.iif
+    if rule.oif:
+        kw["oifname"] = rule.oif
+    if rule.fwmark is not None:
+        kw["fwmark"] = rule.fwmark
+        if rule.fwmask is not None:
+            kw["fwmask"] = rule.fwmask
+    return kw
+
+
 class AddressManager:
     """Adds and removes VIPs; idempotent, so a restart or a double transition never fails."""
 
@@ -209,6 +232,26 @@ class AddressManager:
             in_netlink_thread(lambda: self._ipr.route("add", **kw))
         except NetlinkError as exc:
             if exc.code != errno.EEXIST:
+                raise
+
+    def add_rule(self, rule: VirtualRule) -> None:
+        from pyroute2 import NetlinkError
+
+        kw = rule_args(rule)
+        try:
+            in_netlink_thread(lambda: self._ipr.rule("add", **kw))
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+
+    def remove_rule(self, rule: VirtualRule) -> None:
+        from pyroute2 import NetlinkError
+
+        kw = rule_args(rule)
+        try:
+            in_netlink_thread(lambda: self._ipr.rule("del", **kw))
+        except NetlinkError as exc:
+            if exc.code not in (errno.ENOENT, errno.ESRCH):
                 raise
 
     def remove_route(self, route: VirtualRoute) -> None:
