@@ -32,14 +32,17 @@ def test_routes_are_read_with_ip_route_words() -> None:
     assert (r4.dst, r4.dev, r4.line) == ("2001:db8::/64", "eth0", 12)
 
 
-def test_bad_route_lines_are_errors_at_their_line() -> None:
+def test_bad_route_lines_are_reported_at_their_line_and_left_out() -> None:
+    # keepalived logs such a line and runs without it; so does pylvs, with a warning
     for bad, why in (("10.7.0.0/99", "invalid destination"), ("10.7.0.0/24 via nowhere", "invalid IP"),
                      ("10.7.0.0/24 frobnicate", "unknown word 'frobnicate'"),
                      ("via 10.1.1.1", "needs a destination"), ("10.7.0.0/24 or 10.1.1.2", "without a first"),
                      ("10.7.0.0/24 metric x", "invalid metric")):
-        cfg = K.parse_text(CONF % bad, "r.conf", strict=False)
-        errors = [d for d in cfg.diagnostics if d.severity == "error"]
-        assert [d.line for d in errors] == [12] and why in errors[0].message, (bad, errors)
+        cfg = K.parse_text(CONF % bad, "r.conf")
+        (d,) = cfg.diagnostics
+        assert (d.line, d.severity) == (12, "warning") and why in d.message, (bad, d)
+        assert d.message.endswith("this line is ignored")
+        assert len(cfg.vrrp_instances[0].virtual_routes) == 3
 
 
 def test_multipath_and_unsupported_options() -> None:
@@ -63,4 +66,5 @@ def test_rules_are_read_with_ip_rule_words() -> None:
     assert (r1.src, r1.dst, r1.table, r1.priority, r1.fwmark, r1.fwmask, r1.iif) == (
         "10.2.0.0/16", "10.3.0.0/24", 100, 50, 16, 255, "eth1")
     assert (r2.dst, r2.table) == ("2001:db8::/64", 254)
-    assert [d.message for d in cfg.diagnostics] == ["virtual_rules: a rule needs a table"]
+    assert [d.message for d in cfg.diagnostics] == [
+        "virtual_rules: a rule needs a table; this line is ignored"]

@@ -659,6 +659,10 @@ class _Interp:
                 self.error(s, f"{what} {s.keyword}: invalid weight '{s.args[1]}'")
         return None
 
+    def bad_line(self, st: Statement, msg: str) -> None:
+        """A virtual route or rule that cannot be read: keepalived logs it and runs without it."""
+        self.warn(st, f"{msg}; this line is ignored")
+
     def virtual_route(self, st: Statement) -> VirtualRoute | None:
         """keepalived's route syntax (ip route's words): [src IP] [to] PREFIX [via|gw IP
         [or IP...]] [dev IF] [metric N] [table N] [scope S], or blackhole/unreachable/prohibit
@@ -675,8 +679,8 @@ class _Interp:
             if w == "no_track":
                 continue  # pylvs does not watch the route once installed: nothing to turn off
             if w == "or":
-                if not words or self.ip(st, words[0]) is None:
-                    self.error(st, "virtual_routes: 'or' needs a gateway address")
+                if not words or not _is_ip(words[0]):
+                    self.bad_line(st, "virtual_routes: 'or' needs a gateway address")
                     return None
                 alt.append(words.pop(0))
                 continue
@@ -693,20 +697,21 @@ class _Interp:
                 continue
             if w in ("src", "via", "gw", "dev", "metric", "table", "scope", "to"):
                 if not words:
-                    self.error(st, f"virtual_routes: '{w}' needs a value")
+                    self.bad_line(st, f"virtual_routes: '{w}' needs a value")
                     return None
                 v = words.pop(0)
                 if w == "to":
                     dst = v
                 elif w in ("src", "via", "gw"):
-                    if self.ip(st, v) is None:
+                    if not _is_ip(v):
+                        self.bad_line(st, f"virtual_routes: invalid IP address '{v}'")
                         return None
                     kw["via" if w == "gw" else w] = v
                 elif w in ("metric", "table"):
                     try:
                         kw[w] = int(v)
                     except ValueError:
-                        self.error(st, f"virtual_routes: invalid {w} '{v}'")
+                        self.bad_line(st, f"virtual_routes: invalid {w} '{v}'")
                         return None
                 else:
                     kw[w] = v
@@ -714,19 +719,19 @@ class _Interp:
             if dst is None:
                 dst = w
                 continue
-            self.error(st, f"virtual_routes: unknown word '{w}'")
+            self.bad_line(st, f"virtual_routes: unknown word '{w}'")
             return None
         if dst is None:
-            self.error(st, "virtual_routes: a route needs a destination")
+            self.bad_line(st, "virtual_routes: a route needs a destination")
             return None
         if dst != "default":
             try:
                 ipaddress.ip_network(dst, strict=False)
             except ValueError:
-                self.error(st, f"virtual_routes: invalid destination '{dst}'")
+                self.bad_line(st, f"virtual_routes: invalid destination '{dst}'")
                 return None
         if alt and "via" not in kw:
-            self.error(st, "virtual_routes: 'or' without a first gateway (via)")
+            self.bad_line(st, "virtual_routes: 'or' without a first gateway (via)")
             return None
         return VirtualRoute(dst, line=st.line, alt_via=tuple(alt), **kw)  # type: ignore[arg-type]
 
@@ -740,7 +745,7 @@ class _Interp:
             if w == "no_track":
                 continue
             if not words:
-                self.error(st, f"virtual_rules: '{w}' needs a value")
+                self.bad_line(st, f"virtual_rules: '{w}' needs a value")
                 return None
             v = words.pop(0)
             try:
@@ -762,10 +767,10 @@ class _Interp:
                 else:
                     self.warn(st, f"virtual_rules: '{w}' is not supported by pylvs; left out")
             except ValueError:
-                self.error(st, f"virtual_rules: invalid {w} '{v}'")
+                self.bad_line(st, f"virtual_rules: invalid {w} '{v}'")
                 return None
         if kw.get("table") is None:
-            self.error(st, "virtual_rules: a rule needs a table")
+            self.bad_line(st, "virtual_rules: a rule needs a table")
             return None
         return VirtualRule(line=st.line, **kw)  # type: ignore[arg-type]
 
@@ -954,6 +959,14 @@ class _Interp:
             else:
                 self.unknown(s)
         return VRRPSyncGroup(st.args[0], group, other=tuple(other), line=st.line, **kw)  # type: ignore[arg-type]
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _replace(inst: VRRPInstance, **kw: object) -> VRRPInstance:
