@@ -52,6 +52,12 @@ class GlobalDefs:
     notification_email_from: str | None = None
     smtp_server: str | None = None
     smtp_connect_timeout: int = 30
+    smtp_helo_name: str | None = None
+    # defaults of the per-instance / per-server smtp_alert (None: not set)
+    smtp_alert: bool | None = None
+    smtp_alert_vrrp: bool | None = None
+    smtp_alert_checker: bool | None = None
+    no_email_faults: bool = False
     vrrp_mcast_group4: str = "224.0.0.18"
     vrrp_mcast_group6: str = "ff02::12"
     vrrp_version: int = 2
@@ -251,7 +257,7 @@ class VRRPInstance:
     lower_prio_no_advert: bool | None = None
     higher_prio_send_advert: bool | None = None
     skip_check_adv_addr: bool = False
-    smtp_alert: bool = False
+    smtp_alert: bool | None = None  # None: global smtp_alert_vrrp / smtp_alert
     use_vmac: bool = False
     other: tuple[Statement, ...] = ()  # accepted keywords not acted on
     file: str = ""
@@ -280,6 +286,7 @@ class VRRPSyncGroup:
     track_interface: tuple[TrackInterface, ...] = ()
     track_file: tuple[TrackFileRef, ...] = ()
     track_process: tuple[TrackFileRef, ...] = ()
+    smtp_alert: bool | None = None
     other: tuple[Statement, ...] = ()
     line: int = 0
 
@@ -319,7 +326,7 @@ def _words(text: str) -> frozenset[str]:
 
 # Keywords keepalived 2.2 accepts that this part does not act on (kept in ``other``).
 _GLOBAL_ACCEPTED = _words("""
-smtp_helo_name smtp_alert smtp_alert_vrrp smtp_alert_checker lvs_id lvs_timeouts lvs_flush
+lvs_id lvs_timeouts lvs_flush
 lvs_flush_onstop lvs_sync_daemon vrrp_garp_interval vrrp_gna_interval vrrp_min_garp
 vrrp_garp_lower_prio_delay vrrp_iptables vrrp_ipsets vrrp_check_unicast_src vrrp_priority
 checker_priority bfd_priority vrrp_no_swap checker_no_swap bfd_no_swap vrrp_rt_priority
@@ -347,7 +354,7 @@ notify_priority_changes down_timer_adverts promote_secondaries sync_group_tracki
 vmac_garp_intvl unicast_peer_ttl
 """)
 
-_SYNC_ACCEPTED = _words("smtp_alert global_tracking sync_group_tracking_weight notify_priority_changes track_bfd")
+_SYNC_ACCEPTED = _words("global_tracking sync_group_tracking_weight notify_priority_changes track_bfd")
 
 # Accepted keywords whose effect pylvs does not reproduce yet: a warning says so, with file:line,
 # rather than letting an operator believe they are in force.
@@ -358,7 +365,6 @@ notify_master_rx_lower_pri notify_deleted vmac_xmit_base track_src_ip
 vrrp_strict enable_snmp_keepalived enable_snmp_vrrp enable_snmp_checker enable_snmp_rfc
 enable_snmp_rfcv2 enable_snmp_rfcv3 enable_traps enable_dbus vrrp_iptables
 vrrp_ipsets nftables net_namespace instance vrrp_garp_interval vrrp_gna_interval
-smtp_alert smtp_alert_vrrp smtp_alert_checker
 """)
 
 # Top-level blocks owned by other parts of pylvs (or not implemented): parsed, kept, reported.
@@ -446,6 +452,12 @@ class _Interp:
                 kw[k] = tuple(c.keyword for c in (s.block or ())) + tuple(s.args)
             elif k in ("notification_email_from", "smtp_server", "script_user"):
                 kw[k] = " ".join(s.args) if s.args else self.arg(s)
+            elif k in ("smtp_alert", "smtp_alert_vrrp", "smtp_alert_checker"):
+                kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
+            elif k == "no_email_faults":
+                kw[k] = True
+            elif k == "smtp_helo_name":
+                kw[k] = self.arg(s)
             elif k == "smtp_connect_timeout":
                 kw[k] = self.int_(s, 1, 3600) or 30
             elif k == "vrrp_mcast_group4" or k == "vrrp_mcast_group6":
@@ -896,12 +908,10 @@ class _Interp:
                 kw[k] = self.float_(s, 0, 86400)
             elif k in ("garp_master_repeat", "garp_master_refresh_repeat", "garp_lower_prio_repeat"):
                 kw[k] = self.int_(s, 0, 65535)
-            elif k in ("lower_prio_no_advert", "higher_prio_send_advert"):
+            elif k in ("lower_prio_no_advert", "higher_prio_send_advert", "smtp_alert"):
                 kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
-            elif k in ("dont_track_primary", "skip_check_adv_addr", "smtp_alert", "use_vmac"):
+            elif k in ("dont_track_primary", "skip_check_adv_addr", "use_vmac"):
                 kw[k] = True
-                if k == "smtp_alert":
-                    self.warn(s, "'smtp_alert' accepted but pylvs sends no mail; use notify scripts")
                 if k == "use_vmac":
                     self.warn(s, "use_vmac is not supported by pylvs yet; the VIPs go on the interface itself")
                     other.append(s)
@@ -954,6 +964,8 @@ class _Interp:
                 kw[k] = self.tracks_file(s)
             elif k == "track_process":
                 kw[k] = self.tracks_file(s, "track_process")
+            elif k == "smtp_alert":
+                kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
             elif k in _SYNC_ACCEPTED:
                 other.append(s)
             else:

@@ -130,6 +130,7 @@ class RealServerConfig:
     notify_down: str | None = None
     checkers: tuple[CheckerConfig, ...] = ()
     alpha: bool = False
+    smtp_alert: bool | None = None  # None: the virtual server's, else global_defs'
 
     @property
     def name(self) -> str:
@@ -156,6 +157,7 @@ class VirtualServerConfig:
     omega: bool = False
     ha_suspend: bool = False
     delay_loop: float = DEFAULT_DELAY_LOOP
+    smtp_alert: bool | None = None
 
 
 @dataclass(slots=True)
@@ -450,7 +452,9 @@ class _Interp:
                     kw["sorry_server_inhibit"] = True
                 elif k == "real_server":
                     real.append(s)
-                elif k in ("smtp_alert", "snmp_name", "sorry_server_lvs_method"):
+                elif k == "smtp_alert":
+                    kw["smtp_alert"] = _bool(s)
+                elif k in ("snmp_name", "sorry_server_lvs_method"):
                     self.warn(s, f"'{k}' is accepted but has no effect in pylvs")
                 else:
                     self.unknown(s, "virtual_server")
@@ -554,7 +558,9 @@ class _Interp:
                     checkers.append(s)
                 elif k in UNSUPPORTED_CHECKERS:
                     self.warn(s, f"{k} is not supported by pylvs; this checker is ignored")
-                elif k in ("smtp_alert", "snmp_name"):
+                elif k == "smtp_alert":
+                    kw["smtp_alert"] = _bool(s)
+                elif k == "snmp_name":
                     self.warn(s, f"'{k}' is accepted but has no effect in pylvs")
                 else:
                     self.unknown(s, "real_server")
@@ -784,6 +790,11 @@ class _Interp:
             except _Bad:
                 continue
         return UrlCheck(path, digest, tuple(codes) or ((200, 299),), vhost, regex, no_match)
+
+
+def _bool(st: Statement) -> bool:
+    """keepalived's optional boolean: no value is true."""
+    return not st.args or st.args[0].lower() in ("true", "on", "yes", "1")
 
 
 def interpret(statements: tuple[Statement, ...] | list[Statement],

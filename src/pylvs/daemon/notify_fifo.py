@@ -113,7 +113,7 @@ class Fifos:
         if dest is None:
             self.lvs(f"VS {service_text(key)} {word}")
         else:
-            self.lvs(f"RS {server_text(dest.addr, dest.port, key)} {service_text(key)} {word}")
+            self.lvs(f"RS {dest_text(dest, key)} {service_text(key)} {word}")
 
 
 def service_text(key: ServiceKey) -> str:
@@ -124,6 +124,7 @@ def service_text(key: ServiceKey) -> str:
     return f"[{key.addr}]:{proto}:{key.port}"
 
 
-def server_text(addr: object, port: int, key: ServiceKey) -> str:
+def dest_text(dest: DestSpec, key: ServiceKey) -> str:
+    """A real server of that service, named the same way."""
     proto = "tcp" if key.fwmark else {6: "tcp", 17: "udp", 132: "sctp"}.get(int(key.protocol), "tcp")
-    return f"[{addr}]:{proto}:{port}"
+    return f"[{dest.addr}]:{proto}:{dest.port}"

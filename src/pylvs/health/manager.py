@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pylvs.config.lvs import LVSConfig, VirtualServerConfig
+from pylvs.config.lvs import LVSConfig, RealServerConfig, VirtualServerConfig
 from pylvs.core.api import IPVSBackend, IPVSError
-from pylvs.core.model import DestSpec, ServiceFlags, ServiceKey, ServiceSpec
+from pylvs.core.model import DestSpec, ServiceFlags, ServiceSpec
 from pylvs.health.checks import CheckResult, run_check
 from pylvs.health.state import CheckerState, Notify, RealServerState, VirtualServerState
 
@@ -70,7 +70,8 @@ class HealthManager:
     ) -> None:
         self.backend = backend
         self.config = config
-        self.on_event: Callable[[ServiceKey, DestSpec | None, bool], None] | None = None
+        # told of every real server (None: the virtual server's quorum) that goes up or down
+        self.on_event: Callable[[VirtualServerConfig, RealServerConfig | None, bool], None] | None = None
         self.clock = clock
         self.rng = rng
         self.probe = probe
@@ -230,14 +231,12 @@ class HealthManager:
                 self._fifo_lines(vs)
 
     def _fifo_lines(self, vs: VirtualServerState) -> None:
-        """Hand what just changed to ``on_event`` (keepalived's lvs_notify_fifo): the virtual
-        service, the real server (None: the virtual server's quorum) and up or down."""
+        """Hand what just changed to ``on_event`` (notify FIFOs, SMTP alerts)."""
         events, vs.events = vs.events, []
         if self.on_event is None or not vs.config.services:
             return
-        key = vs.config.services[0].key
         for server, up in events:
-            self.on_event(key, server.config.dest if server is not None else None, up)
+            self.on_event(vs.config, server.config if server is not None else None, up)
 
     def _notify(self, notes: list[Notify]) -> None:
         for n in notes:

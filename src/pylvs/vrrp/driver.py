@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pylvs.config import keepalived as K
 from pylvs.config.grammar import ConfigError
-from pylvs.daemon.notify_fifo import Fifos, NotifyFifo
+from pylvs.config.lvs import RealServerConfig, VirtualServerConfig
+from pylvs.daemon.notify_fifo import Fifos, NotifyFifo, dest_text, service_text
+from pylvs.daemon.smtp_alert import SmtpAlerter
 from pylvs.vrrp import netio
 from pylvs.vrrp import packet as pkt
 from pylvs.vrrp.router import (
@@ -188,6 +190,8 @@ class KeepalivedDaemon:
         self.links: dict[str, netio.LinkSocket] = {}
         self.scripts: dict[str, ScriptState] = {}
         self.fifos = Fifos()
+        self.mailer: SmtpAlerter | None = None
+        self._mailed: dict[str, State] = {}  # the last state each instance/group was mailed about
         self.track_files = TrackFileWatcher()
         self.processes = ProcessTracker()
         self.addrs = netio.AddressManager()
@@ -221,6 +225,7 @@ class KeepalivedDaemon:
         self.cfg = cfg
         self.fifos = _fifos(cfg.global_defs)
         self.fifos.open()
+        self.mailer = SmtpAlerter.from_config(cfg.global_defs)
         if lvs.virtual_servers and not await self._start_lvs(lvs):
             return 1
         _process_priority(cfg.global_defs)
@@ -283,7 +288,7 @@ class KeepalivedDaemon:
         server = rt.director.server if rt.director is not None else rt.server
         if server is not None:
             server.extra.update(self._control_extra())
-        rt.health.on_event = self.fifos.lvs_event
+        rt.health.on_event = self._lvs_event
         self.lvs = rt
         sd = self.cfg.global_defs.lvs_sync_daemon if self.cfg is not None else None
         if sd is not None:
@@ -613,6 +618,54 @@ class KeepalivedDaemon:
         if generic:
             self._spawn([*shlex.split(generic), "INSTANCE", rt.plan.instance.name, n.state.value, str(n.priority)])
         self.fifos.vrrp(f'INSTANCE "{rt.plan.instance.name}" {n.state.value} {n.priority}')
+        self._mail_vrrp("Instance", rt.plan.instance.name, rt.plan.instance.smtp_alert, n.state)
+
+    # -- e-mail alerts and the health checks' events ---------------------------------------
+
+    _VRRP_MAIL = {
+        State.MASTER: ("Entering MASTER state", "=> VRRP Instance is now owning VRRP VIPs <="),
+        State.BACKUP: ("Entering BACKUP state", "=> VRRP Instance is no longer owning VRRP VIPs <="),
+        State.FAULT: ("Entering FAULT state", "=> VRRP Instance is no longer owning VRRP VIPs <="),
+        State.STOP: ("Stopping", "=> VRRP Instance stopping <="),
+    }
+
+    def _mail_vrrp(self, kind: str, name: str, wanted: bool | None, state: State) -> None:
+        """keepalived's smtp_alert for an instance or sync group: once per state reached."""
+        if self.mailer is None or self.cfg is None:
+            return
+        g = self.cfg.global_defs
+        on = wanted if wanted is not None else (
+            g.smtp_alert_vrrp if g.smtp_alert_vrrp is not None else bool(g.smtp_alert))
+        what = self._VRRP_MAIL.get(state)
+        key = f"{kind}:{name}"
+        if not on or what is None or self._mailed.get(key) is state or (
+                state is State.FAULT and g.no_email_faults):
+            return
+        self._mailed[key] = state
+        subject, body = what
+        if kind == "Group":
+            body = f"=> All VRRP group instances are now in {state.value} state <="
+        self.mailer.alert(f"VRRP {kind} {name} - {subject}", body)
+
+    def _lvs_event(self, vs: VirtualServerConfig, rs: RealServerConfig | None, up: bool) -> None:
+        key = vs.services[0].key
+        self.fifos.lvs_event(key, rs.dest if rs is not None else None, up)
+        if self.mailer is None or self.cfg is None:
+            return
+        g = self.cfg.global_defs
+        wanted = rs.smtp_alert if rs is not None and rs.smtp_alert is not None else vs.smtp_alert
+        on = wanted if wanted is not None else (
+            g.smtp_alert_checker if g.smtp_alert_checker is not None else bool(g.smtp_alert))
+        if not on:
+            return
+        word = "UP" if up else "DOWN"
+        if rs is None:
+            self.mailer.alert(f"Virtualserver {service_text(key)} - {word}",
+                              f"=> {'Gained' if up else 'Lost'} quorum <=")
+        else:
+            self.mailer.alert(
+                f"Realserver {dest_text(rs.dest, key)} of virtual server {service_text(key)} - {word}",
+                "=> CHECK succeed on service <=" if up else "=> CHECK failed on service <=")
 
     def _virtual_routes(self, rt: Runtime, state: State) -> None:
         """virtual_routes and virtual_rules are installed while the instance is MASTER, as its
@@ -655,6 +708,8 @@ class KeepalivedDaemon:
         if g_generic:
             self._spawn([*shlex.split(g_generic), "GROUP", gname, state.value])
         self.fifos.vrrp(f'GROUP "{gname}" {state.value} 0')
+        sg = next((g for g in self.cfg.vrrp_sync_groups if g.name == gname), None) if self.cfg else None
+        self._mail_vrrp("Group", gname, sg.smtp_alert if sg else None, state)
 
     def _spawn(self, argv: list[str]) -> None:
         async def run() -> None:
