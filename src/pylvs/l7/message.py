@@ -89,10 +89,12 @@ class ResponseHead:
     """An upstream response head reduced to what the client is sent: its status, reason and
     end-to-end header lines (joined), the Content-Length if valid, whether the upstream used a
     transfer coding, and whether the body is framed at all (a length or chunked) rather than
-    delimited by the upstream closing. Immutable once built, so one instance can answer every
-    response whose head is byte-for-byte the same."""
+    delimited by the upstream closing. Its meaning never changes once built (``status_line``
+    only caches a value derived from it), so one instance answers every response whose head is
+    byte-for-byte the same."""
 
-    __slots__ = ("coded", "framed", "length", "lines", "reason", "status", "status_text")
+    __slots__ = ("coded", "framed", "length", "lines", "reason", "status", "status_line",
+                 "status_text")
 
     def __init__(self, status: int, reason: bytes, lines: bytes, length: int | None, coded: bool,
                  framed: bool) -> None:
@@ -103,6 +105,7 @@ class ResponseHead:
         self.length = length
         self.coded = coded
         self.framed = framed
+        self.status_line = b""  # the client's status line, filled in by the first user
 
 
 def client_response_head(status: int, reason: bytes,

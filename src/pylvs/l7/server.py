@@ -1054,20 +1054,17 @@ class ClientConnection(asyncio.Protocol):
             return False
         pool = self.app.pools[loc.proxy_pass.upstream]
         peer = pool.balancer.get(_NOTHING_TRIED, time.monotonic())
-        req.preset_peer = (peer,)
-        if peer is None:
-            return False
-        conn = pool.take(peer)
+        conn = pool.take(peer) if peer is not None else None
         if conn is None:
+            req.preset_peer = (peer,)  # the balancer's choice stands for the task's first try
             return False
-        req.preset_peer = None
         req.proxy_host = loc.proxy_pass.proxy_host
         att = ProxyAttempt(self, req, loc, pool, conn, False)
         att.fast_peer = peer
         self.active = req
         self._fast = True
         self.sink = att
-        self.disarm_timer("")
+        self._timer_kind = ""  # the upstream's timers run now
         conn.attach(att, loc.proxy_read_timeout)
         conn.write(att.request_head(plan))
         att.request_sent = True
@@ -1374,8 +1371,10 @@ class ProxyAttempt:
                                              head.coded)
         self.chunked = chunked and has_body
         # A head-only answer (HEAD, 204, 304) needs no framing: head_bytes keeps it alive.
-        out = self.client.head_bytes(req, status, _status_line(status, head.reason), head.lines,
-                                     length, chunked)
+        line = head.status_line
+        if not line:
+            line = head.status_line = _status_line(status, head.reason)
+        out = self.client.head_bytes(req, status, line, head.lines, length, chunked)
         self._out.append(out)
         req.bytes_sent += len(out)
         self.started = True
