@@ -25,3 +25,28 @@ vrrp_instance VI_1 {
     bad = K.parse_text(text.replace("id 12", "id 300").replace("VI_1 id", "VI_9 id"), "b.conf",
                        strict=False)
     assert any("invalid id '300'" in d.message for d in bad.diagnostics)
+
+
+def test_old_lvs_sync_daemon_interface_in_an_instance_still_works() -> None:
+    text = """
+vrrp_instance VI_1 {
+    interface eth0
+    lvs_sync_daemon_interface eth1
+    virtual_router_id 51
+    virtual_ipaddress {
+        10.1.1.1/24
+    }
+}
+vrrp_instance VI_2 {
+    interface eth0
+    lvs_sync_daemon_interface eth2
+    virtual_router_id 52
+    virtual_ipaddress {
+        10.1.1.2/24
+    }
+}
+"""
+    cfg = K.parse_text(text, "old.conf")
+    assert cfg.global_defs.lvs_sync_daemon == K.LVSSyncDaemon("eth1", "VI_1")
+    assert [(d.line, "deprecated" in d.message or "ignored" in d.message) for d in cfg.diagnostics] == [
+        (4, True), (12, True)]

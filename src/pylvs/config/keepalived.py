@@ -12,6 +12,7 @@ Not for: running anything, or checking the host (interfaces, script paths): that
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -360,7 +361,7 @@ _SYNC_ACCEPTED = _words("global_tracking sync_group_tracking_weight notify_prior
 # rather than letting an operator believe they are in force.
 _UNSUPPORTED = _words("""
 track_bfd accept no_accept strict_mode
-use_ipvlan garp_extra_if unicast_fault_no_peer old_unicast_checksum lvs_sync_daemon_interface
+use_ipvlan garp_extra_if unicast_fault_no_peer old_unicast_checksum
 notify_master_rx_lower_pri notify_deleted vmac_xmit_base track_src_ip
 vrrp_strict enable_snmp_keepalived enable_snmp_vrrp enable_snmp_checker enable_snmp_rfc
 enable_snmp_rfcv2 enable_snmp_rfcv3 enable_traps enable_dbus vrrp_iptables
@@ -1040,6 +1041,17 @@ def _interpret(tree: tuple[Statement, ...], reader: Reader) -> KeepalivedConfig:
         for ts in inst.track_script:
             if ts.name not in scripts_by:
                 reader.warn(inst.file, inst.line, f"({inst.name}) track_script {ts.name} not found, ignoring")
+    for inst in instances:
+        for st in inst.other:
+            if st.keyword != "lvs_sync_daemon_interface" or not st.args:
+                continue
+            if g.lvs_sync_daemon is None:
+                it.warn(st, f"({inst.name}) lvs_sync_daemon_interface is deprecated: "
+                            f"use 'lvs_sync_daemon {st.args[0]} {inst.name}' in global_defs")
+                g = dataclasses.replace(g, lvs_sync_daemon=LVSSyncDaemon(st.args[0], inst.name))
+            else:
+                it.warn(st, f"({inst.name}) lvs_sync_daemon_interface ignored: the sync daemon "
+                            f"already follows {g.lvs_sync_daemon.instance}")
     sd = g.lvs_sync_daemon
     if sd is not None and sd.instance not in names:
         reader.warn(reader.files[0] if reader.files else "", 0,
