@@ -163,6 +163,8 @@ class TcpEngine:
 
     def _fault(self, owner: object) -> None:
         log.exception("proxy: relay failed")
+        if isinstance(owner, Flow):
+            owner = owner.relay
         if isinstance(owner, Relay):
             owner.broken()
 
@@ -372,7 +374,20 @@ class Flow:
             self.left = self.view[:n].tobytes()
 
     def pump(self, ev: int) -> None:
-        """``src`` has something (bytes, FIN or an error): move what ``dst`` will take."""
+        """``src`` has something (bytes, FIN or an error): move what ``dst`` will take.
+
+        Once the relay is established this is the handler of ``src``'s events, one call per
+        event: a "writable" bit then concerns the other direction, whose destination ``src`` is.
+        """
+        if ev & _OUT:
+            relay = self.relay
+            other = relay.s2c if self.by_client else relay.c2s
+            if other.left is not None or other.in_pipe:  # (the bit also comes with every read)
+                other.writable()
+                if self.relay.finished:
+                    return
+            if not ev & _READ:
+                return
         if self.eof or self.left is not None or self.in_pipe:
             # Done, or waiting for dst to be writable (then the whole socket is read): only an
             # error needs an answer now.
@@ -652,31 +667,31 @@ class Relay:
         assert conn is not None
         engine.ctx.director.proxy_established(conn)
         c2s = self.c2s
+        # From now on each socket's events go straight to the direction it is the source of.
+        handlers = engine.handlers
+        handlers[self.csock.fileno()] = c2s.pump
+        handlers[self.s2c.src.fileno()] = self.s2c.pump
         if c2s.left is not None and not c2s.send_left():
             return  # the rest goes when the server's socket is writable, then the client is read
         if self.waiting:
             ev = self.waiting
             self.waiting = 0
-            self.c2s.pump(ev)
+            c2s.pump(ev)
 
     # ---- events ------------------------------------------------------------------------------
 
     def on_client(self, ev: int) -> None:
-        if not self.connected:
-            if ev & (_ERR | _HUP):  # the client left before the real server answered
-                _reset(self.csock)
-                self._finish()
-                return
-            self.waiting |= ev & (_IN | _RDHUP)
-            return
-        if ev & _READ:
+        """The client's events until the real server accepted (then ``c2s.pump`` takes them)."""
+        if self.connected:
             self.c2s.pump(ev)
-        if ev & _OUT and not self.finished:
-            s2c = self.s2c
-            if s2c.left is not None or s2c.in_pipe:  # (the bit also comes with every read)
-                s2c.writable()
+        elif ev & (_ERR | _HUP):  # the client left before the real server answered
+            _reset(self.csock)
+            self._finish()
+        else:
+            self.waiting |= ev & (_IN | _RDHUP)
 
     def on_server(self, ev: int) -> None:
+        """The real server's events until it accepted (then ``s2c.pump`` takes them)."""
         if not self.connected:
             if ev & (_ERR | _HUP):
                 self.connect_failed()
@@ -686,12 +701,7 @@ class Relay:
             self._established()
             if self.finished:
                 return
-        if ev & _READ:
-            self.s2c.pump(ev)
-        if ev & _OUT and not self.finished:
-            c2s = self.c2s
-            if c2s.left is not None or c2s.in_pipe:
-                c2s.writable()
+        self.s2c.pump(ev)
 
     # ---- endings -------------------------------------------------------------------------------
 
