@@ -376,3 +376,38 @@ def test_virtual_routes_and_rules_follow_the_master(lab: Lab) -> None:
     a.stop()  # the master resigns: the backup takes the VIP and the routes
     assert wait_for(lambda: lab.vip_holders() == ["b"] and has_routes("b"), 10), b.logtext()[-2000:]
     assert not has_routes("a")
+
+
+SNIFF_ARP = r"""
+import socket, struct, sys, time
+vip = socket.inet_aton(sys.argv[1])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind(("eth0", 0))
+s.settimeout(0.2)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        f = s.recv(100)
+    except socket.timeout:
+        continue
+    # gratuitous: sender and target protocol addresses are both the VIP
+    if len(f) >= 42 and f[28:32] == vip and f[38:42] == vip:
+        print(f"{time.monotonic():.3f}", flush=True)
+"""
+
+
+def test_gratuitous_arps_are_spaced_by_vrrp_garp_interval(lab: Lab) -> None:
+    import subprocess
+
+    sniff = subprocess.Popen(["ip", "netns", "exec", lab.ns("c"), sys.executable, "-c", SNIFF_ARP,
+                              VIP, "8"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    conf = instance_conf(prio=150, version=3, advert=0.2).replace(
+        "    vrrp_garp_master_delay 1\n",
+        "    vrrp_garp_master_delay 0\n    vrrp_garp_master_repeat 3\n    vrrp_garp_interval 0.4\n")
+    py = lab.pylvs("a", conf)
+    out, _ = sniff.communicate(timeout=30)
+    times = [float(t) for t in out.split()]
+    assert len(times) >= 3, (times, py.logtext()[-1500:])
+    gaps = [b - a for a, b in zip(times[:2], times[1:3], strict=True)]
+    assert all(g >= 0.3 for g in gaps), gaps  # back to back would be well under a millisecond

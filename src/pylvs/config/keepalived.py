@@ -67,6 +67,8 @@ class GlobalDefs:
     vrrp_garp_master_refresh: float = 0.0
     vrrp_garp_master_refresh_repeat: int = 1
     vrrp_garp_lower_prio_repeat: int = 0
+    vrrp_garp_interval: float = 0.0  # between the gratuitous ARPs of a burst (0: back to back)
+    vrrp_gna_interval: float = 0.0  # the same for unsolicited neighbour advertisements
     vrrp_lower_prio_no_advert: bool = False
     vrrp_higher_prio_send_advert: bool = False
     vrrp_skip_check_adv_addr: bool = False
@@ -365,7 +367,7 @@ use_ipvlan garp_extra_if unicast_fault_no_peer old_unicast_checksum
 notify_master_rx_lower_pri notify_deleted vmac_xmit_base track_src_ip
 vrrp_strict enable_snmp_keepalived enable_snmp_vrrp enable_snmp_checker enable_snmp_rfc
 enable_snmp_rfcv2 enable_snmp_rfcv3 enable_traps enable_dbus vrrp_iptables
-vrrp_ipsets nftables net_namespace instance vrrp_garp_interval vrrp_gna_interval
+vrrp_ipsets nftables net_namespace instance
 """)
 
 # Top-level blocks owned by other parts of pylvs (or not implemented): parsed, kept, reported.
@@ -476,9 +478,9 @@ class _Interp:
                 if v2 is not None:
                     kw[k] = v2
             elif k in ("vrrp_garp_interval", "vrrp_gna_interval"):
-                if self.float_(s, 0.000001, 4294.967295) is not None:
-                    self.warn(s, f"'{k}' accepted but not supported by pylvs yet (gratuitous ARPs go back to back)")
-                other.append(s)
+                v = self.float_(s, 0.000001, 4294.967295)
+                if v is not None:
+                    kw[k] = v
             elif k in ("vrrp_lower_prio_no_advert", "vrrp_higher_prio_send_advert"):
                 kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
             elif k in ("notify_fifo", "vrrp_notify_fifo", "lvs_notify_fifo"):

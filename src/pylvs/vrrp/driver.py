@@ -593,20 +593,37 @@ class KeepalivedDaemon:
                     self._apply(other, acts)
 
     def _garp(self, rt: Runtime, repeat: int, addresses: tuple[str, ...]) -> None:
+        """A burst of ``repeat`` gratuitous ARPs (unsolicited NAs for IPv6) per VIP, the first at
+        once and the others vrrp_garp_interval / vrrp_gna_interval apart (back to back when 0)."""
+        g = self.cfg.global_defs if self.cfg is not None else K.GlobalDefs()
         for v in _specs(rt.plan, addresses):
-            for _ in range(max(repeat, 0)):
-                try:
-                    if ":" in v.address:
-                        netio.unsolicited_na(v.dev, ipaddress.IPv6Address(v.address).packed)
-                    else:
-                        link = self.links.get(v.dev) if v.dev != rt.plan.ifname else rt.link
-                        if link is None:
-                            link = netio.LinkSocket(v.dev)
-                            self.links[v.dev] = link
-                        link.garp(socket.inet_aton(v.address))
-                except OSError as exc:
-                    log.warning("(%s) gratuitous ARP for %s failed: %s", rt.plan.instance.name, v.address, exc)
+            gap = g.vrrp_gna_interval if ":" in v.address else g.vrrp_garp_interval
+            for i in range(max(repeat, 0)):
+                if gap and i:
+                    assert self.loop is not None
+                    self.loop.call_later(gap * i, self._garp_later, rt, v)
+                elif not self._garp_one(rt, v):
                     break
+
+    def _garp_later(self, rt: Runtime, v: netio.VIPSpec) -> None:
+        # only while this router still holds the VIP
+        if self.runtimes.get(rt.plan.instance.name) is rt and rt.router.state is State.MASTER:
+            self._garp_one(rt, v)
+
+    def _garp_one(self, rt: Runtime, v: netio.VIPSpec) -> bool:
+        try:
+            if ":" in v.address:
+                netio.unsolicited_na(v.dev, ipaddress.IPv6Address(v.address).packed)
+            else:
+                link = self.links.get(v.dev) if v.dev != rt.plan.ifname else rt.link
+                if link is None:
+                    link = netio.LinkSocket(v.dev)
+                    self.links[v.dev] = link
+                link.garp(socket.inet_aton(v.address))
+        except OSError as exc:
+            log.warning("(%s) gratuitous ARP for %s failed: %s", rt.plan.instance.name, v.address, exc)
+            return False
+        return True
 
     def _notify(self, rt: Runtime, n: Notify) -> None:
         """keepalived's conventions: notify_<state> runs as written; ``notify`` gets
