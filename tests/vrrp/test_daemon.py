@@ -4,6 +4,7 @@ reaching the VIP across a failover."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import signal
@@ -409,5 +410,5 @@ def test_gratuitous_arps_are_spaced_by_vrrp_garp_interval(lab: Lab) -> None:
     out, _ = sniff.communicate(timeout=30)
     times = [float(t) for t in out.split()]
     assert len(times) >= 3, (times, py.logtext()[-1500:])
-    gaps = [b - a for a, b in zip(times[:2], times[1:3], strict=True)]
+    gaps = [b - a for a, b in itertools.pairwise(times[:3])]
     assert all(g >= 0.3 for g in gaps), gaps  # back to back would be well under a millisecond
