@@ -609,18 +609,21 @@ class Relay:
             assert conn is not None
             try:
                 s = RawSocket(ep.af, _NONBLOCK_STREAM)
-            except OSError:
+            except OSError:  # out of descriptors or buffers: no retry would do better
                 self._give_up()
                 return
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            err = s.connect_ex((ctx.host_of(ep.af, conn.daddr), conn.dport or ep.vport))
-            if err == _EINPROGRESS or err == 0:
-                self.ssock = s
-                self.c2s.dst = s
-                self.s2c.src = s
-                engine.add(s, self.on_server, _RELAY_EVENTS)
-                engine.arm(self)
-                return
+            try:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                err = s.connect_ex((ctx.host_of(ep.af, conn.daddr), conn.dport or ep.vport))
+                if err == _EINPROGRESS or err == 0:
+                    engine.add(s, self.on_server, _RELAY_EVENTS)
+                    self.ssock = s
+                    self.c2s.dst = s
+                    self.s2c.src = s
+                    engine.arm(self)
+                    return
+            except (OSError, ValueError, OverflowError):  # an address this family cannot reach
+                pass
             s.close()  # refused or unreachable at once
             if not self._next_server():
                 return
