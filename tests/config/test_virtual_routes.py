@@ -68,3 +68,14 @@ def test_rules_are_read_with_ip_rule_words() -> None:
     assert (r2.dst, r2.table) == ("2001:db8::/64", 254)
     assert [d.message for d in cfg.diagnostics] == [
         "virtual_rules: a rule needs a table; this line is ignored"]
+
+
+def test_use_vmac_with_and_without_a_name() -> None:
+    base = CONF % "10.6.0.0/24 dev eth0"
+    cfg = K.parse_text(base.replace("    interface eth0\n", "    interface eth0\n    use_vmac\n"), "v.conf")
+    assert cfg.vrrp_instances[0].vmac == "vrrp.51" and not cfg.vrrp_instances[0].vmac_xmit_base
+    cfg = K.parse_text(base.replace("    interface eth0\n",
+                                    "    interface eth0\n    use_vmac vrrp51\n    vmac_xmit_base\n"), "v.conf")
+    assert cfg.vrrp_instances[0].vmac == "vrrp51" and cfg.vrrp_instances[0].vmac_xmit_base
+    assert cfg.diagnostics == ()
+    assert K.parse_text(base, "v.conf").vrrp_instances[0].vmac is None

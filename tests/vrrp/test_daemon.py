@@ -412,3 +412,42 @@ def test_gratuitous_arps_are_spaced_by_vrrp_garp_interval(lab: Lab) -> None:
     assert len(times) >= 3, (times, py.logtext()[-1500:])
     gaps = [b - a for a, b in itertools.pairwise(times[:3])]
     assert all(g >= 0.3 for g in gaps), gaps  # back to back would be well under a millisecond
+
+
+def test_use_vmac_keeps_the_vips_mac_across_a_failover(lab: Lab) -> None:
+    vmac_mac = "00:00:5e:00:01:2a"  # VRID 42
+
+    def vmac_holds_vip(role: str) -> bool:
+        out = lab.exec(role, "ip", "-o", "addr", "show", "dev", "vrrp.42", check=False).stdout
+        return f" {VIP}/" in out
+
+    def client_pings() -> bool:
+        code = ("import asyncio, ipaddress, sys; from pylvs.config.lvs import CheckerConfig; "
+                "from pylvs.health.checks import ping_check; "
+                "c = CheckerConfig(kind='PING_CHECK', file='t', line=1, "
+                f"connect_ip=ipaddress.ip_address('{VIP}'), connect_port=0, connect_timeout=1.0); "
+                "sys.exit(0 if asyncio.run(ping_check(c, raw=True)).ok else 1)")
+        return lab.exec("c", sys.executable, "-c", code, check=False).returncode == 0
+
+    def client_sees() -> str:
+        client_pings()
+        out = lab.exec("c", "ip", "neigh", "show", VIP).stdout.split()
+        return out[out.index("lladdr") + 1] if "lladdr" in out else ""
+
+    def conf(prio: int) -> str:  # the VIP without "dev": it goes on the VMAC
+        return instance_conf(prio=prio, version=3, advert=0.2, extra="    use_vmac\n").replace(
+            f"{VIP}/24 dev eth0 label eth0:vip", f"{VIP}/24")
+
+    a = lab.pylvs("a", conf(150))
+    b = lab.pylvs("b", conf(100))
+    assert wait_for(lambda: vmac_holds_vip("a"), 10), a.logtext()[-2000:]
+    link = lab.exec("a", "ip", "-o", "link", "show", "vrrp.42").stdout
+    assert f"link/ether {vmac_mac}" in link and "macvlan" in lab.exec(
+        "a", "ip", "-d", "-o", "link", "show", "vrrp.42").stdout
+    assert not vmac_holds_vip("b")
+    assert client_sees() == vmac_mac
+    a.stop()  # resigns: b takes over with the same MAC, so the client has nothing to relearn
+    assert wait_for(lambda: vmac_holds_vip("b"), 10), b.logtext()[-2000:]
+    assert client_sees() == vmac_mac
+    assert client_pings()
+    assert "vrrp.42" not in lab.exec("a", "ip", "-o", "link", "show").stdout  # a removed its VMAC

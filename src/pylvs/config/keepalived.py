@@ -262,6 +262,8 @@ class VRRPInstance:
     skip_check_adv_addr: bool = False
     smtp_alert: bool | None = None  # None: global smtp_alert_vrrp / smtp_alert
     use_vmac: bool = False
+    vmac_name: str | None = None  # None: vrrp.<VRID>
+    vmac_xmit_base: bool = False  # adverts from the base interface instead of the VMAC
     other: tuple[Statement, ...] = ()  # accepted keywords not acted on
     file: str = ""
     line: int = 0
@@ -269,6 +271,13 @@ class VRRPInstance:
     @property
     def family(self) -> int:
         return self.virtual_ipaddress[0].family if self.virtual_ipaddress else 4
+
+    @property
+    def vmac(self) -> str | None:
+        """The VMAC interface's name with use_vmac (keepalived's default vrrp.<VRID>)."""
+        if not self.use_vmac:
+            return None
+        return self.vmac_name or f"vrrp.{self.virtual_router_id}"
 
     def effective_version(self, g: GlobalDefs) -> int:
         if self.family == 6:
@@ -349,7 +358,7 @@ random_seed checker_log_all_failures
 """)
 
 _INSTANCE_ACCEPTED = _words("""
-use_vmac vmac_xmit_base use_ipvlan native_ipv6 track_bfd track_src_ip
+use_ipvlan native_ipv6 track_bfd track_src_ip
 unicast_ttl old_unicast_checksum check_unicast_src lvs_sync_daemon_interface garp_lower_prio_delay
 garp_extra_if accept no_accept strict_mode preempt debug notify_deleted
 notify_master_rx_lower_pri kernel_rx_buf_size linkbeat_use_polling unicast_fault_no_peer
@@ -364,7 +373,7 @@ _SYNC_ACCEPTED = _words("global_tracking sync_group_tracking_weight notify_prior
 _UNSUPPORTED = _words("""
 track_bfd accept no_accept strict_mode
 use_ipvlan garp_extra_if unicast_fault_no_peer old_unicast_checksum
-notify_master_rx_lower_pri notify_deleted vmac_xmit_base track_src_ip
+notify_master_rx_lower_pri notify_deleted track_src_ip
 vrrp_strict enable_snmp_keepalived enable_snmp_vrrp enable_snmp_checker enable_snmp_rfc
 enable_snmp_rfcv2 enable_snmp_rfcv3 enable_traps enable_dbus vrrp_iptables
 vrrp_ipsets nftables net_namespace instance
@@ -913,11 +922,10 @@ class _Interp:
                 kw[k] = self.int_(s, 0, 65535)
             elif k in ("lower_prio_no_advert", "higher_prio_send_advert", "smtp_alert"):
                 kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
-            elif k in ("dont_track_primary", "skip_check_adv_addr", "use_vmac"):
+            elif k in ("dont_track_primary", "skip_check_adv_addr", "use_vmac", "vmac_xmit_base"):
                 kw[k] = True
-                if k == "use_vmac":
-                    self.warn(s, "use_vmac is not supported by pylvs yet; the VIPs go on the interface itself")
-                    other.append(s)
+                if k == "use_vmac" and s.args:
+                    kw["vmac_name"] = s.args[0]
             elif k in _INSTANCE_ACCEPTED:
                 if k in _UNSUPPORTED:
                     self.warn(s, f"'{k}' accepted but not supported by pylvs yet; ignored")

@@ -80,6 +80,7 @@ class InstancePlan:
     group_track_interface: tuple[K.TrackInterface, ...] = ()
     group_track_file: tuple[K.TrackFileRef, ...] = ()
     group_track_process: tuple[K.TrackFileRef, ...] = ()
+    vmac: str | None = None  # use_vmac: the macvlan the VIPs live on (and adverts leave from)
 
 
 def plan_instances(cfg: K.KeepalivedConfig) -> list[InstancePlan]:
@@ -119,12 +120,17 @@ def plan_instances(cfg: K.KeepalivedConfig) -> list[InstancePlan]:
             higher_prio_send_advert=_pick(inst.higher_prio_send_advert, g.vrrp_higher_prio_send_advert),
             check_vips=not (g.vrrp_skip_check_adv_addr or inst.skip_check_adv_addr),
         )
+        vmac = inst.vmac if fam == 4 else None
+        if inst.use_vmac and fam != 4:
+            log.warning("%s:%d: (%s) use_vmac is supported for IPv4 only; the VIPs go on %s",
+                        inst.file, inst.line, inst.name, inst.interface)
         vips = []
         for v in inst.virtual_ipaddress:
             iface = ipaddress.ip_interface(v.address)
-            dev = v.dev or inst.interface
+            dev = v.dev or vmac or inst.interface
             try:
-                netio.ifindex(dev)
+                if dev != vmac:  # the VMAC is made when the instance starts
+                    netio.ifindex(dev)
             except OSError as exc:
                 raise HostError(f"{inst.file}:{v.line}: ({inst.name}) VIP device {dev} doesn't exist") from exc
             vips.append(netio.VIPSpec(str(iface.ip), iface.network.prefixlen, dev, v.label, v.broadcast, v.scope))
@@ -137,7 +143,7 @@ def plan_instances(cfg: K.KeepalivedConfig) -> list[InstancePlan]:
         plans.append(InstancePlan(inst, rc, inst.interface, tuple(vips), mcast,
                                   (inst.notify, inst.notify_master, inst.notify_backup, inst.notify_fault, inst.notify_stop), gn,
                                   sg.track_script if sg else (), sg.track_interface if sg else (),
-                                  sg.track_file if sg else (), sg.track_process if sg else ()))
+                                  sg.track_file if sg else (), sg.track_process if sg else (), vmac))
     return plans
 
 
@@ -194,6 +200,7 @@ class KeepalivedDaemon:
         self._mailed: dict[str, State] = {}  # the last state each instance/group was mailed about
         self.track_files = TrackFileWatcher()
         self.processes = ProcessTracker()
+        self.vmacs: dict[str, netio.VMAC] = {}
         self.addrs = netio.AddressManager()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Event | None = None
@@ -343,7 +350,8 @@ class KeepalivedDaemon:
         assert self.loop is not None
         for name, rt in list(self.runtimes.items()):
             p = new.get(name)
-            if p is None or p.ifname != rt.plan.ifname or not rt.router.same_group(p.router):
+            if p is None or p.ifname != rt.plan.ifname or not rt.router.same_group(p.router) \
+                    or p.vmac != rt.plan.vmac:
                 self._stop_instance(name)  # gone, or another group on the wire: resign and restart
                 continue
             del new[name]
@@ -385,6 +393,10 @@ class KeepalivedDaemon:
 
     def _start_instance(self, plan: InstancePlan, started: float | None = None) -> None:
         assert self.loop is not None
+        if plan.vmac is not None:
+            vmac = netio.VMAC(plan.vmac, plan.ifname, netio.vmac_address(plan.router.vrid))
+            vmac.create()
+            self.vmacs[plan.instance.name] = vmac
         key = (plan.ifname, plan.router.family)
         entry = self.sockets.get(key)
         if entry is None:
@@ -434,6 +446,15 @@ class KeepalivedDaemon:
             self.loop.remove_reader(rt.link.fileno())
             rt.link.close()
             self.links.pop(rt.plan.ifname, None)
+        vmac = self.vmacs.pop(name, None)
+        if vmac is not None:
+            link = self.links.pop(vmac.name, None)
+            if link is not None:
+                link.close()
+            try:
+                vmac.delete()
+            except Exception as exc:
+                log.warning("(%s) VMAC %s not removed: %s", name, vmac.name, exc)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -470,8 +491,9 @@ class KeepalivedDaemon:
                 return
             if seen is None:
                 return
-            if seen.sender_mac == link.mac or seen.sender_ip == b"\0\0\0\0":
-                continue
+            if seen.sender_mac == link.mac or seen.sender_ip == b"\0\0\0\0" or any(
+                    seen.sender_mac == v.mac for v in self.vmacs.values()):
+                continue  # our own frames (the base's or a VMAC's on it)
             now = self.loop.time()
             for rt in self.runtimes.values():
                 probe = rt.silent_probe
@@ -506,7 +528,8 @@ class KeepalivedDaemon:
             if isinstance(a, SendAdvert):
                 for dst, payload in a.frames:
                     try:
-                        rt.sock.send(rt.plan.router.primary_address, dst, payload)
+                        via = rt.plan.vmac if not rt.plan.instance.vmac_xmit_base else None
+                        rt.sock.send(rt.plan.router.primary_address, dst, payload, via)
                     except OSError as exc:
                         log.warning("(%s) advert send failed: %s", name, exc)
                 if self.split_brain_probe and rt.link and rt.router.state is State.MASTER and a.priority > 0 and rt.plan.vips:

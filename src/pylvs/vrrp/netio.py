@@ -306,38 +306,42 @@ class VRRPSocket:
             if multicast_group:
                 mreq = multicast_group + struct.pack("@I", self.ifindex)
                 self.rx.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
-        self._tx: dict[bytes, socket.socket] = {}
+        self._tx: dict[tuple[bytes, str], socket.socket] = {}
 
     def fileno(self) -> int:
         return self.rx.fileno()
 
-    def sender(self, src: bytes) -> socket.socket:
-        s = self._tx.get(src)
+    def sender(self, src: bytes, via: str | None = None) -> socket.socket:
+        """A socket sending from ``src`` out of this interface, or out of ``via`` (a VMAC on
+        it, so that adverts carry the virtual MAC as their source)."""
+        dev = via or self.ifname
+        s = self._tx.get((src, dev))
         if s is not None:
             return s
+        out_index = ifindex(dev)
         if self.family == 4:
             s = socket.socket(socket.AF_INET, socket.SOCK_RAW, pkt.IPPROTO_VRRP)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, pkt.VRRP_TTL)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, pkt.VRRP_TTL)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0xC0)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, b"\0" * 8 + struct.pack("@i", self.ifindex))
-            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.ifname.encode())
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, b"\0" * 8 + struct.pack("@i", out_index))
+            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, dev.encode())
             s.bind((socket.inet_ntop(socket.AF_INET, src), 0))
         else:
             s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, pkt.IPPROTO_VRRP)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, pkt.VRRP_TTL)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, pkt.VRRP_TTL)
             s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, self.ifindex)
-            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, self.ifname.encode())
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, out_index)
+            s.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, dev.encode())
             s.bind((socket.inet_ntop(socket.AF_INET6, src), 0, 0, self.ifindex))
         s.setblocking(False)
-        self._tx[src] = s
+        self._tx[(src, dev)] = s
         return s
 
-    def send(self, src: bytes, dst: bytes, payload: bytes) -> None:
-        s = self.sender(src)
+    def send(self, src: bytes, dst: bytes, payload: bytes, via: str | None = None) -> None:
+        s = self.sender(src, via)
         if self.family == 4:
             s.sendto(payload, (socket.inet_ntop(socket.AF_INET, dst), 0))
         else:
@@ -392,6 +396,89 @@ def parse_arp(frame: bytes) -> ARPSeen | None:
     if htype != 1 or ptype != 0x0800 or hlen != 6 or plen != 4:
         return None
     return ARPSeen(op, frame[22:28], frame[28:32], frame[38:42])
+
+
+def vmac_address(vrid: int, family: int = 4) -> bytes:
+    """The VRRP virtual MAC of RFC 3768 / 5798: 00:00:5e:00:01:VRID (00:00:5e:00:02:VRID for
+    IPv6)."""
+    return bytes((0, 0, 0x5E, 0, 1 if family == 4 else 2, vrid))
+
+
+def _sysctl(path: str, value: str | None = None) -> str | None:
+    """Read (and with ``value`` write) /proc/sys/net/...; None when it is not there."""
+    try:
+        p = Path("/proc/sys/net") / path
+        old = p.read_text().strip()
+        if value is not None:
+            p.write_text(value)
+        return old
+    except OSError:
+        return None
+
+
+_VMAC_BASES: dict[str, list[VMAC]] = {}  # base interface -> its VMACs (the first saved its sysctls)
+
+
+class VMAC:
+    """keepalived's use_vmac: a macvlan interface on the base one with the VRRP virtual MAC.
+
+    The VIPs live on it, so the MAC that clients and switches learn for them is the virtual
+    one, the same on every router of the group: after a failover nothing needs re-learning
+    (the gratuitous ARPs still go out, and still say the same MAC). ``arp_ignore=1`` on both
+    interfaces makes each answer ARP only for its own addresses: the VIPs with the virtual MAC,
+    the rest with the base MAC; ``arp_announce=2`` on the base keeps a VIP out of the ARP
+    requests the base sends (traffic from a VIP may leave through it, and a neighbour would
+    learn the VIP at the base MAC). The base's old settings are put back when the VMAC goes."""
+
+    def __init__(self, name: str, base: str, mac: bytes) -> None:
+        self.name, self.base, self.mac = name, base, mac
+        self._base_saved: dict[str, str] = {}
+
+    def create(self) -> None:
+        from pyroute2 import IPRoute
+
+        def make() -> None:
+            with IPRoute() as ipr:
+                found = ipr.link_lookup(ifname=self.name)
+                if not found:
+                    ipr.link("add", ifname=self.name, kind="macvlan", link=ifindex(self.base),
+                             macvlan_mode="private", address=self.mac.hex(":"))
+                    found = ipr.link_lookup(ifname=self.name)
+                else:
+                    ipr.link("set", index=found[0], address=self.mac.hex(":"))
+                ipr.link("set", index=found[0], state="up")
+
+        in_netlink_thread(make)
+        users = _VMAC_BASES.setdefault(self.base, [])
+        for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
+            old = _sysctl(f"ipv4/conf/{self.base}/{key}", value)
+            if old is not None and not users:
+                self._base_saved[key] = old
+        users.append(self)
+        _sysctl(f"ipv4/conf/{self.name}/arp_ignore", "1")
+
+    def delete(self) -> None:
+        from pyroute2 import IPRoute, NetlinkError
+
+        def drop() -> None:
+            with IPRoute() as ipr:
+                found = ipr.link_lookup(ifname=self.name)
+                if found:
+                    try:
+                        ipr.link("del", index=found[0])
+                    except NetlinkError:
+                        pass
+
+        in_netlink_thread(drop)
+        users = _VMAC_BASES.get(self.base, [])
+        if self in users:
+            users.remove(self)
+        if users:  # another VMAC still needs the settings: it restores them when it goes
+            users[0]._base_saved = self._base_saved or users[0]._base_saved
+            return
+        _VMAC_BASES.pop(self.base, None)
+        for key, old in self._base_saved.items():
+            _sysctl(f"ipv4/conf/{self.base}/{key}", old)
 
 
 class LinkSocket:
