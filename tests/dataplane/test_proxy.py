@@ -482,7 +482,7 @@ async def test_slow_client_pauses_the_server_side_instead_of_buffering(
         _r, w = await asyncio.open_connection(VIP, key.port, limit=65536)
         await until(lambda: pushed > 0, "server writing")
         await asyncio.sleep(1.0)  # the client reads nothing meanwhile
-        # Kernel socket buffers on both legs plus the proxy's high-water mark, not 256 MB.
+        # Kernel socket buffers on both legs plus at most one read held in the proxy, not 256 MB.
         assert pushed < 64 * 1024 * 1024, pushed
         w.close()
     finally:

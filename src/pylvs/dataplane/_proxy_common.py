@@ -51,7 +51,6 @@ class ProxyContext:
     director: Director
     connect_timeout: float
     retries: int
-    high_water: int
     max_tcp_relays: int
     max_udp_flows: int
     splice: bool = True

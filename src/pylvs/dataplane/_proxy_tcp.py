@@ -16,21 +16,22 @@ shutdown, close); transports add per-connection objects, callbacks, name look-up
 work itself. Here every listening socket and every relay socket is registered once, edge-triggered
 for reads, writes and the peer's FIN, in one ``select.epoll`` (``TcpEngine``) whose own descriptor
 the asyncio loop watches; one readiness callback drains that epoll and hands each event to its
-socket's handler. A registration changes at most once (the client's socket is watched for
+socket's handler (once a relay is established, straight to the direction that socket feeds: one
+Python call per event). A registration changes at most once (the client's socket is watched for
 "writable" only from the first time a reply has to wait for it): a side that cannot be written to
-is simply not read until the edge-triggered "writable" event comes. Accepted sockets stay blocking (reads and writes
-pass MSG_DONTWAIT) and inherit TCP_NODELAY from the listener; the peer's address comes from accept
-and the VIP is the listener's, so nothing is asked of the kernel per connection beyond the
-relay itself.
+is simply not read until the edge-triggered "writable" event comes. Accepted sockets stay
+blocking (reads and writes pass MSG_DONTWAIT) and inherit TCP_NODELAY from the listener; the
+peer's address comes from accept and the VIP is the listener's, so nothing is asked of the kernel
+per connection beyond the relay itself.
 
 Relay sockets are the C-level ``_socket.socket`` objects, without the Python wrapper class around
 them: its constructor and close are Python code, run twice per connection.
 
 Bytes are read into one buffer shared by every relay and written straight to the other side; what
 the other side does not take at once (at most one read) is kept and that direction stops reading
-until the other side is writable again, so per direction at most one read size is held in the
+until the other side is writable again, so per direction at most one read (64 KiB) is held in the
 proxy, the rest stays in the kernel's socket buffers, which the senders' TCP windows then push
-back on. What a client sent before it was accepted (typically its whole request) is read at once,
+back on: the kernel's buffer sizes (net.ipv4.tcp_rmem/tcp_wmem) are the only other bound. What a client sent before it was accepted (typically its whole request) is read at once,
 as one read, and sent when the real server accepts; anything later stays in the client's socket
 until then.
 

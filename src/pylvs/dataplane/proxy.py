@@ -141,19 +141,17 @@ class ProxyDataPlane:
         *,
         connect_timeout: float = 3.0,
         retries: int = 1,
-        high_water: int = 256 * 1024,
         max_tcp_relays: int = 100_000,
         max_udp_flows: int = 65_536,
         housekeeping_interval: float = 1.0,
         drive_tick: bool = True,
         splice: bool = True,
     ) -> None:
-        if connect_timeout <= 0 or retries < 0 or high_water < 1024:
-            raise ValueError("connect_timeout > 0, retries >= 0 and high_water >= 1024 needed")
+        if connect_timeout <= 0 or retries < 0:
+            raise ValueError("connect_timeout > 0 and retries >= 0 needed")
         self.director = director
         self.connect_timeout = connect_timeout
         self.retries = retries
-        self.high_water = high_water
         self.max_tcp_relays = max_tcp_relays
         self.max_udp_flows = max_udp_flows
         self.housekeeping_interval = housekeeping_interval
@@ -173,12 +171,12 @@ class ProxyDataPlane:
             return
         loop = asyncio.get_running_loop()
         nofile = raise_nofile_limit()
-        # A relay holds two descriptors (four more per spliced direction), a UDP flow one: keep
+        # A relay holds two descriptors (two more per spliced direction), a UDP flow one: keep
         # both below what the process may open, so running out shows as refused connections
         # and dropped datagrams rather than as errors deep in the event loop.
         fd_budget = max(256, nofile - 64) if nofile != resource.RLIM_INFINITY else 1 << 30
         self.ctx = ProxyContext(
-            loop, self.director, self.connect_timeout, self.retries, self.high_water,
+            loop, self.director, self.connect_timeout, self.retries,
             min(self.max_tcp_relays, fd_budget // 3), min(self.max_udp_flows, fd_budget // 4),
             self.splice,
         )
