@@ -444,7 +444,8 @@ def test_use_vmac_keeps_the_vips_mac_across_a_failover(lab: Lab) -> None:
     link = lab.exec("a", "ip", "-o", "link", "show", "vrrp.42").stdout
     assert f"link/ether {vmac_mac}" in link and "macvlan" in lab.exec(
         "a", "ip", "-d", "-o", "link", "show", "vrrp.42").stdout
-    assert not vmac_holds_vip("b")
+    time.sleep(1.5)  # well past b's Master_Down_Interval: b must be hearing a's adverts
+    assert not vmac_holds_vip("b") and b.instance().get("state") == "BACKUP"
     assert client_sees() == vmac_mac
     a.stop()  # resigns: b takes over with the same MAC, so the client has nothing to relearn
     assert wait_for(lambda: vmac_holds_vip("b"), 10), b.logtext()[-2000:]

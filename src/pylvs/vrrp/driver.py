@@ -425,6 +425,15 @@ class KeepalivedDaemon:
             router.sync_gate = self._sync_gate_for(plan.group_notify[0])
         rt = Runtime(plan, router, sock, link)
         disp.routers[plan.router.vrid] = router
+        if plan.vmac is not None:
+            # Adverts sent from another router's VMAC carry our VMAC's MAC as their source, and
+            # the kernel hands such multicast frames to our macvlan only: listen there too.
+            vkey = (plan.vmac, plan.router.family)
+            if vkey not in self.sockets:
+                vsock = netio.VRRPSocket(plan.vmac, plan.router.family, plan.mcast_group)
+                self.sockets[vkey] = (vsock, Dispatcher())
+                self.loop.add_reader(vsock.fileno(), self._on_vrrp_readable, vkey)
+            self.sockets[vkey][1].routers[plan.router.vrid] = router
         self.runtimes[plan.instance.name] = rt
         self._update_tracking(rt, self.loop.time(), initial=True)
         self._apply(rt, router.start(self.loop.time() if started is None else started))
@@ -435,13 +444,19 @@ class KeepalivedDaemon:
         if rt.timer:
             rt.timer.cancel()
         self._apply(rt, rt.router.stop(self.loop.time()))
-        key = (rt.plan.ifname, rt.plan.router.family)
-        sock, disp = self.sockets[key]
-        disp.routers.pop(rt.plan.router.vrid, None)
-        if not disp.routers:
-            self.loop.remove_reader(sock.fileno())
-            sock.close()
-            del self.sockets[key]
+        keys = [(rt.plan.ifname, rt.plan.router.family)]
+        if rt.plan.vmac is not None:
+            keys.append((rt.plan.vmac, rt.plan.router.family))
+        for key in keys:
+            entry = self.sockets.get(key)
+            if entry is None:
+                continue
+            sock, disp = entry
+            disp.routers.pop(rt.plan.router.vrid, None)
+            if not disp.routers:
+                self.loop.remove_reader(sock.fileno())
+                sock.close()
+                del self.sockets[key]
         if rt.link and not any(r.link is rt.link for r in self.runtimes.values()):
             self.loop.remove_reader(rt.link.fileno())
             rt.link.close()
