@@ -1,8 +1,10 @@
 """The HTTP/1.1 server side: client connections, static files, proxying, logs.
 
 A ``ClientConnection`` feeds bytes to httptools, which calls back with the parts of each request;
-complete request heads queue up and one task per connection answers them strictly in order
-(pipelining). Bodies stream both ways: request bodies through a bounded ``BodyReader`` that pauses
+complete request heads queue up and are answered strictly in order (pipelining). The common
+requests, a body-less one proxied over a warm keepalive connection or a small file (see
+``files``), are answered from those callbacks alone; anything else (bodies, retries, errors,
+large files) starts the connection's task, which then answers the queue. Bodies stream both ways: request bodies through a bounded ``BodyReader`` that pauses
 the client socket past a high-water mark, response bodies from ``upstream.UpstreamConnection``
 straight to the client socket with the client's write flow control pausing the upstream.
 Every wait has nginx's timer (client_header_timeout against slowloris, client_body_timeout,

@@ -1,7 +1,8 @@
 """Connections to upstream (app) servers: the response reader and the keepalive pool.
 
-An ``UpstreamConnection`` parses responses with httptools and hands each event straight to the
-``ResponseSink`` of the request it serves, inside the same callback, so a body chunk goes from the
+An ``UpstreamConnection`` parses responses with httptools (a response head it has seen lately is
+recognised whole, bytes for bytes, instead of being taken apart header by header again) and hands
+each event straight to the ``ResponseSink`` of the request it serves, inside the same callback, so a body chunk goes from the
 upstream socket to the client socket without a task switch or a copy into a buffer; the client's
 write flow control pauses this socket's reading (backpressure end to end). ``UpstreamPool`` keeps
 up to ``keepalive N`` idle connections per upstream, as nginx's keepalive module does, closing the
