@@ -123,3 +123,27 @@ def test_ipv6_v3_election_and_failover_with_keepalived(lab: Lab) -> None:
     assert py.instance().get("state") == "MASTER"
     py.stop(signal.SIGTERM)
     assert wait_for(lambda: lab.vip_holders(vip6) == ["b"], 3), ka.logtext()[-1500:]
+
+
+def test_use_vmac_with_keepalived_on_the_other_router(lab: Lab) -> None:
+    def conf(prio: int) -> str:  # the VIP without "dev": it goes on the VMAC
+        return instance_conf(prio=prio, version=3, advert=0.2, extra="    use_vmac\n").replace(
+            f"{VIP}/24 dev eth0 label eth0:vip", f"{VIP}/24")
+
+    def on_vmac(role: str) -> bool:
+        out = lab.exec(role, "ip", "-o", "addr", "show", "dev", "vrrp.42", check=False).stdout
+        return f" {VIP}/" in out
+
+    py = lab.pylvs("a", conf(150))
+    ka = lab.keepalived("b", conf(100))
+    assert wait_for(lambda: on_vmac("a"), 15), py.logtext()[-2000:]
+    # longer than keepalived's Master_Down_Interval: it hears our adverts from the VMAC
+    assert not wait_for(lambda: on_vmac("b"), 3 * 0.2 + 1.5), ka.logtext()[-2000:]
+    mac = lab.exec("b", "ip", "-o", "link", "show", "vrrp.42").stdout
+    assert "link/ether 00:00:5e:00:01:2a" in mac  # keepalived made the same VMAC
+    py.stop(signal.SIGKILL)
+    assert wait_for(lambda: on_vmac("b"), 10), ka.logtext()[-2000:]
+    # and the other way round: pylvs as the backup hears keepalived's adverts from its VMAC
+    back = lab.pylvs("a", conf(50), tag="again")
+    assert wait_for(lambda: back.instance().get("state") == "BACKUP", 10), back.logtext()[-2000:]
+    assert not wait_for(lambda: on_vmac("a"), 3 * 0.2 + 1.5), back.logtext()[-2000:]
