@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pylvs.lab import VIP
+from pylvs.lab.clients import KEEPALIVE_CLIENT
 from tests.lab.director_pair import PY, DirectorPair, director_pair, wait
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -48,37 +49,6 @@ virtual_server {vip} 80 {{
 }}
 """
 
-# One keep-alive connection: a request, then another on the same socket once the trigger exists.
-CLIENT = """
-import os, socket, sys, time
-trigger, out = sys.argv[1], sys.argv[2]
-s = socket.create_connection(({vip!r}, 80), timeout=5)
-req = b"GET / HTTP/1.1\\r\\nHost: vip\\r\\n\\r\\n"
-def ask():
-    s.sendall(req)
-    data = b""
-    while b"\\r\\n\\r\\n" not in data:
-        data += s.recv(4096)
-    head, _, body = data.partition(b"\\r\\n\\r\\n")
-    n = int([l.split(b":")[1] for l in head.split(b"\\r\\n") if l.lower().startswith(b"content-length")][0])
-    while len(body) < n:
-        body += s.recv(4096)
-    return body.decode().strip()
-first = ask()
-with open(out, "w") as f:
-    f.write(f"{{s.getsockname()[1]}} {{first}}\\n")
-while not os.path.exists(trigger):
-    time.sleep(0.05)
-s.settimeout(20)
-try:
-    second = ask()
-except OSError as exc:
-    second = f"error {{exc}}"
-with open(out, "a") as f:
-    f.write(second + "\\n")
-"""
-
-
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[DirectorPair]:
     yield from director_pair(tmp_path, CONF)
@@ -92,7 +62,7 @@ def test_established_connection_survives_failover_with_lvs_sync_daemon(pair: Dir
     assert "backup sync daemon (mcast=eth0, syncid=9" in pair.adm("backup", "-L", "--daemon")
 
     trigger, out = pair.tmp / "go", pair.tmp / "client.out"
-    client = pair.lab.popen("client", [PY, "-c", CLIENT.format(vip=VIP), str(trigger), str(out)],
+    client = pair.lab.popen("client", [PY, "-c", KEEPALIVE_CLIENT, VIP, str(trigger), str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     pair.procs.append(client)
     wait(lambda: out.exists() and out.read_text().count("\n") >= 1, "the first answer", timeout=15)

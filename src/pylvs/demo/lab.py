@@ -36,6 +36,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from pylvs.lab import VIP, Lab
+from pylvs.lab.clients import KEEPALIVE_CLIENT
 from pylvs.lab.lvs import LVSCluster
 
 console = Console(highlight=False)
@@ -194,7 +195,7 @@ class LabDemo:
 
         console.rule("[bold]2. failover: the master director loses its LAN link")
         trigger, kept = self.tmp / "ask-again", self.tmp / "keepalive.out"
-        self.start("client", [PY, "-c", _KEEPALIVE, f"{VIP}", str(trigger), str(kept)],
+        self.start("client", [PY, "-c", KEEPALIVE_CLIENT, f"{VIP}", str(trigger), str(kept)],
                    "keepalive.log")
         self.wait(lambda: kept.exists() and kept.read_text().endswith("\n"),
                   "the keep-alive client's first answer")
@@ -270,38 +271,6 @@ while time.monotonic() - t0 < seconds:
     except Exception as exc:
         print(f"{t:.2f} fail {type(exc).__name__}", flush=True)
     time.sleep(0.25)
-"""
-
-
-# One keep-alive HTTP connection: a request, then a second one on the same socket once the
-# trigger file exists; writes "<client port> <first answer>" and then the second answer.
-_KEEPALIVE = r"""
-import os, socket, sys, time
-vip, trigger, out = sys.argv[1:4]
-s = socket.create_connection((vip, 80), timeout=5)
-def ask():
-    s.sendall(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += s.recv(4096)
-    head, _, body = data.partition(b"\r\n\r\n")
-    size = next(int(h.split(b":")[1]) for h in head.split(b"\r\n")
-                if h.lower().startswith(b"content-length"))
-    while len(body) < size:
-        body += s.recv(4096)
-    return body.decode().strip()
-first = ask()
-with open(out, "w") as f:
-    f.write(f"{s.getsockname()[1]} {first}\n")
-while not os.path.exists(trigger):
-    time.sleep(0.05)
-s.settimeout(20)
-try:
-    second = ask()
-except OSError as exc:
-    second = f"error: {exc}"
-with open(out, "a") as f:
-    f.write(second + "\n")
 """
 
 
