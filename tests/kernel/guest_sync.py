@@ -137,11 +137,27 @@ def main() -> None:
         out["pylvs_status_sync"] = ctl.status().get("sync")
         ctl.close()
         pylvsd.terminate()
+
+        # 3. pylvsd on the kernel data plane: --start-daemon starts the kernel's own daemon
+        sh("ip netns add d && ip -n d link set lo up && ip -n d link add dd0 type dummy "
+           "&& ip -n d link set dd0 up")
+        dsock = str(tmp / "d.sock")
+        run("d", sys.executable, "-m", "pylvs.daemon.main", "--control-socket", dsock,
+            "--dataplane", "kernel")
+        if not wait(lambda: Path(dsock).exists(), 120):
+            raise RuntimeError("pylvsd (kernel) did not start")
+        dctl = ControlClient(dsock)
+        dctl.start_daemon(SyncDaemonStatus("master", "dd0", 7))
+        out["kernel_plane_daemons"] = sh("ip netns exec d ipvsadm -L --daemon")
+        out["kernel_plane_listed"] = [d.state for d in dctl.get_daemons()]
+        dctl.stop_daemon("master")
+        out["kernel_plane_after_stop"] = sh("ip netns exec d ipvsadm -L --daemon")
+        dctl.close()
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-        subprocess.run("ip netns del m; ip netns del k", shell=True, check=False)
+        subprocess.run("ip netns del m; ip netns del k; ip netns del d", shell=True, check=False)
     json.dump(out, sys.stdout, default=str)
 
 

@@ -30,3 +30,9 @@ def test_kernel_backup_learns_a_pylvs_masters_connection(guest: dict[str, Any]) 
 
 def test_pylvs_backup_learns_a_kernel_masters_connection(guest: dict[str, Any]) -> None:
     assert guest["pylvs_learned_kernel_conn"], (guest["pylvs_conns"], guest["pylvs_status_sync"])
+
+
+def test_pylvsd_on_the_kernel_plane_starts_the_kernels_daemon(guest: dict[str, Any]) -> None:
+    assert "master sync daemon (mcast=dd0, syncid=7" in guest["kernel_plane_daemons"]
+    assert guest["kernel_plane_listed"] == ["master"]
+    assert guest["kernel_plane_after_stop"] == ""

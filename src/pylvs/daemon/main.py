@@ -75,15 +75,20 @@ class DirectorDaemon:
         self._stop = asyncio.Event()
         self._ticker_task: asyncio.Task[None] | None = None
 
-    # The table's sync daemons are this process's (ipvsadm --start-daemon / --stop-daemon).
+    # ipvsadm --start-daemon / --stop-daemon: this process's sync daemons, or the kernel's when
+    # the kernel forwards (its connections are in the kernel's table, not in the Director's).
+    def _sync_backend(self) -> Any:
+        kernel = getattr(self.dataplane, "kernel", None)
+        return kernel if kernel is not None else self.sync
+
     def _get_daemons(self, args: dict[str, Any]) -> list[dict[str, Any]]:
-        return [P.daemon_to_wire(d) for d in self.sync.get_daemons()]
+        return [P.daemon_to_wire(d) for d in self._sync_backend().get_daemons()]
 
     def _start_daemon(self, args: dict[str, Any]) -> None:
-        self.sync.start_daemon(P.daemons_from_wire([args["daemon"]])[0])
+        self._sync_backend().start_daemon(P.daemons_from_wire([args["daemon"]])[0])
 
     def _stop_daemon(self, args: dict[str, Any]) -> None:
-        self.sync.stop_daemon(str(args["state"]))
+        self._sync_backend().stop_daemon(str(args["state"]))
 
     def _status(self, args: dict[str, Any]) -> dict[str, Any]:
         table = self.director.table
