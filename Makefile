@@ -50,7 +50,7 @@ bench-micro: $(STAMP)
 	$(PY) bench/bench_conntrack.py
 
 bench-proxy: $(STAMP) sysdeps-bench
-	$(PY) bench/bench_proxy.py
+	$(PY) bench/bench_proxy.py --rounds 3
 
 .PHONY: bench-packet
 bench-packet: $(STAMP) sysdeps-bench
@@ -58,7 +58,7 @@ bench-packet: $(STAMP) sysdeps-bench
 
 .PHONY: bench-l7
 bench-l7: $(STAMP) sysdeps-bench
-	$(PY) bench/bench_l7.py --duration 6 --rounds 3 --mixed 10 --update BENCHMARKS.md
+	$(PY) bench/bench_l7.py --duration 6 --rounds 3 --mixed 60 --update BENCHMARKS.md
 
 # Runs CMD as root in a QEMU VM on Debian's kernel (host root read-only over 9p): make vm-run CMD='uname -r; lsmod'
 vm-run: sysdeps-test
