@@ -50,3 +50,27 @@ vrrp_instance VI_2 {
     assert cfg.global_defs.lvs_sync_daemon == K.LVSSyncDaemon("eth1", "VI_1")
     assert [(d.line, "deprecated" in d.message or "ignored" in d.message) for d in cfg.diagnostics] == [
         (4, True), (12, True)]
+
+
+def test_lvs_table_settings_in_global_defs() -> None:
+    text = """
+global_defs {
+    lvs_timeouts tcp 7200 udp 60
+    lvs_flush
+    lvs_flush_on_stop VS
+    lvs_sync_daemon eth1 inst VI_1 id 4
+}
+vrrp_instance VI_1 {
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {
+        10.1.1.1/24
+    }
+}
+"""
+    g = K.parse_text(text, "g.conf").global_defs
+    assert (g.lvs_timeouts, g.lvs_flush, g.lvs_flush_on_stop) == ((7200, None, 60), True, "VS")
+    assert g.lvs_sync_daemon == K.LVSSyncDaemon("eth1", "VI_1", 4)
+    bad = K.parse_text(text.replace("udp 60", "udp x").replace("on_stop VS", "on_stop ALL"),
+                       "b.conf", strict=False)
+    assert [d.line for d in bad.diagnostics if d.severity == "error"] == [3, 5]

@@ -22,6 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 CONF = """
+global_defs {{
+    lvs_timeouts tcp 1000 udp 200
+}}
 virtual_server 10.99.9.1 80 {{
     delay_loop 0.5
     lb_algo rr
@@ -123,6 +126,7 @@ def main() -> None:
     try:
         out["only_healthy_server"] = wait(lambda: dests() == {"10.99.9.11:80": 1})
         out["table_initial"] = dests()
+        out["timeouts"] = sh("ipvsadm -L --timeout").strip()
         check2 = listener("10.99.9.12", 8081)
         out["second_comes_up"] = wait(lambda: dests() == {"10.99.9.11:80": 1, "10.99.9.12:80": 1})
         clients = [socket.create_connection(("10.99.9.1", 80), timeout=10) for _ in range(4)]
@@ -148,6 +152,7 @@ def main() -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        out["table_after_stop"] = sh("ipvsadm -Ln")
         log.close()
         out["log_tail"] = (tmp / "keepalived.log").read_text()[-2000:]
         check1.close()

@@ -76,6 +76,11 @@ class GlobalDefs:
     enable_script_security: bool = False
     script_user: str | None = None
     lvs_sync_daemon: LVSSyncDaemon | None = None
+    # LVS table settings: timeouts (tcp, tcpfin, udp; None: leave), flush at start, and at stop
+    # "all" (flush the table), "VS" (each virtual server) or None (each virtual server too)
+    lvs_timeouts: tuple[int | None, int | None, int | None] | None = None
+    lvs_flush: bool = False
+    lvs_flush_on_stop: str | None = None
     # notify FIFOs (path) and the programs started to read them
     notify_fifo: str | None = None
     notify_fifo_script: str | None = None
@@ -338,8 +343,7 @@ def _words(text: str) -> frozenset[str]:
 
 # Keywords keepalived 2.2 accepts that this part does not act on (kept in ``other``).
 _GLOBAL_ACCEPTED = _words("""
-lvs_id lvs_timeouts lvs_flush
-lvs_flush_onstop lvs_sync_daemon vrrp_garp_interval vrrp_gna_interval vrrp_min_garp
+lvs_id lvs_sync_daemon vrrp_garp_interval vrrp_gna_interval vrrp_min_garp
 vrrp_garp_lower_prio_delay vrrp_iptables vrrp_ipsets vrrp_check_unicast_src vrrp_priority
 checker_priority bfd_priority vrrp_no_swap checker_no_swap bfd_no_swap vrrp_rt_priority
 checker_rt_priority bfd_rt_priority vrrp_cpu_affinity checker_cpu_affinity bfd_cpu_affinity
@@ -500,6 +504,17 @@ class _Interp:
                 kw[k] = s.args[0] if s.args else self.script_cmd(s)
                 if len(s.args) > 1:
                     self.warn(s, f"'{k}': the script runs as root; user and group are ignored")
+            elif k == "lvs_timeouts":
+                t = self.lvs_timeouts(s)
+                if t is not None:
+                    kw[k] = t
+            elif k == "lvs_flush":
+                kw[k] = True
+            elif k in ("lvs_flush_on_stop", "lvs_flush_onstop"):
+                if s.args and s.args[0] != "VS":
+                    self.error(s, f"'{k}': unknown option '{s.args[0]}' (only VS)")
+                else:
+                    kw["lvs_flush_on_stop"] = "VS" if s.args else "all"
             elif k == "lvs_sync_daemon":
                 sd = self.lvs_sync_daemon(s)
                 if sd is not None:
@@ -516,10 +531,38 @@ class _Interp:
                 self.unknown(s)
         return GlobalDefs(other=tuple(other), **kw)  # type: ignore[arg-type]
 
+    def lvs_timeouts(self, st: Statement) -> tuple[int | None, int | None, int | None] | None:
+        """``lvs_timeouts [tcp SECS] [tcpfin SECS] [udp SECS]``, at least one."""
+        got: dict[str, int] = {}
+        words = list(st.args)
+        while words:
+            w = words.pop(0)
+            if w not in ("tcp", "tcpfin", "udp") or not words:
+                self.error(st, f"lvs_timeouts: expected tcp|tcpfin|udp SECS, not '{w}'")
+                return None
+            v = words.pop(0)
+            try:
+                n = int(v)
+            except ValueError:
+                n = -1
+            if not 1 <= n <= 2**31 // 1000:
+                self.error(st, f"lvs_timeouts: invalid {w} timeout '{v}'")
+                return None
+            got[w] = n
+        if not got:
+            self.error(st, "lvs_timeouts needs at least one of tcp, tcpfin, udp")
+            return None
+        return got.get("tcp"), got.get("tcpfin"), got.get("udp")
+
     def lvs_sync_daemon(self, st: Statement) -> LVSSyncDaemon | None:
-        if len(st.args) < 2:
+        args = list(st.args)
+        if len(args) > 1 and args[1] == "inst":  # keepalived 2.2's optional word before it
+            del args[1]
+        if len(args) < 2 or args[1] in ("id", "maxlen", "port", "ttl", "group"):
             self.error(st, "lvs_sync_daemon needs an interface and a vrrp_instance")
             return None
+        if tuple(args) != st.args:
+            st = dataclasses.replace(st, args=tuple(args))
         kw: dict[str, object] = {}
         limits = {"id": ("syncid", 0, 255), "maxlen": ("maxlen", 1, 65535 - 20 - 8),
                   "port": ("port", 1, 65535), "ttl": ("ttl", 1, 255)}

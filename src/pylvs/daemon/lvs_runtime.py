@@ -19,10 +19,11 @@ import errno
 import logging
 from typing import Any
 
-from pylvs.config.keepalived import LVSSyncDaemon
+from pylvs.config.keepalived import GlobalDefs, LVSSyncDaemon
 from pylvs.config.lvs import LVSConfig
 from pylvs.control.server import ControlServer, ControlSocketBusy
 from pylvs.core.api import IPVSBackend, IPVSError, SyncDaemonStatus
+from pylvs.core.model import Timeouts
 from pylvs.daemon.main import DirectorDaemon, StartupError
 from pylvs.dataplane import registry
 from pylvs.health.manager import HealthManager
@@ -33,8 +34,10 @@ log = logging.getLogger("pylvs.keepalived")
 class LVSRuntime:
     """Table + data plane + checkers for the virtual_server blocks of one configuration."""
 
-    def __init__(self, config: LVSConfig, control_socket: str, dataplane: str = "proxy") -> None:
+    def __init__(self, config: LVSConfig, control_socket: str, dataplane: str = "proxy",
+                 global_defs: GlobalDefs | None = None) -> None:
         self.config = config
+        self.global_defs = global_defs or GlobalDefs()
         self.dataplane = dataplane = registry.resolve(dataplane)
         self.director: DirectorDaemon | None = None
         self.server: ControlServer | None = None
@@ -51,6 +54,7 @@ class LVSRuntime:
             self.director = DirectorDaemon(control_socket, dataplane=dataplane, dataplane_options=options)
             self.director.server.extra["checkers"] = self._checkers
             backend = self.director.director.table
+        self.backend = backend
         self.health = HealthManager(backend, config)
 
     def _checkers(self, args: dict[str, Any]) -> list[dict[str, Any]]:
@@ -76,6 +80,16 @@ class LVSRuntime:
                 log.warning("lvs_sync_daemon: cannot start the %s sync daemon on %s: %s",
                             state, cfg.interface, exc)
 
+    def _table_settings(self) -> None:
+        """global_defs lvs_flush and lvs_timeouts, applied before the virtual servers."""
+        g = self.global_defs
+        if g.lvs_flush:
+            self.backend.flush()
+        if g.lvs_timeouts is not None:
+            now = self.backend.get_timeouts()
+            tcp, fin, udp = g.lvs_timeouts
+            self.backend.set_timeouts(Timeouts(tcp or now.tcp, fin or now.tcp_fin, udp or now.udp))
+
     async def start(self) -> None:
         if self.director is not None:
             await self.director.start()
@@ -84,6 +98,10 @@ class LVSRuntime:
                 await self.server.start()
             except ControlSocketBusy as exc:
                 raise StartupError(str(exc)) from None
+        try:
+            self._table_settings()
+        except IPVSError as exc:
+            log.error("lvs_flush / lvs_timeouts not applied: %s", exc)
         await self.health.start()
         log.info("%d virtual server(s) under health checks", len(self.config.virtual_servers))
 
@@ -93,7 +111,14 @@ class LVSRuntime:
         self.config = config
 
     async def stop(self) -> None:
-        await self.health.stop()
+        # keepalived takes its virtual servers out of the kernel's table when it stops (all at
+        # once with lvs_flush_on_stop); a table of this process's own goes with the process
+        kernel = self.director is None
+        flush_all = kernel and self.global_defs.lvs_flush_on_stop == "all"
+        await self.health.stop(remove_services=kernel and not flush_all)
+        if flush_all:
+            with contextlib.suppress(IPVSError):
+                self.backend.flush()
         if self.director is not None:
             await self.director.stop()
         elif self.server is not None:

@@ -286,7 +286,8 @@ class KeepalivedDaemon:
         from pylvs.control.client import default_socket_path
         from pylvs.daemon.lvs_runtime import LVSRuntime
 
-        rt = LVSRuntime(lvs, self.control_socket or default_socket_path(), dataplane=self.dataplane)
+        rt = LVSRuntime(lvs, self.control_socket or default_socket_path(), dataplane=self.dataplane,
+                        global_defs=self.cfg.global_defs if self.cfg is not None else None)
         try:
             await rt.start()
         except Exception as exc:
