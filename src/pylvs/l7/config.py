@@ -229,6 +229,7 @@ class Location:
     server_tokens: bool
     ret: Return | None
     add_header: tuple[tuple[str, Template, bool], ...] = ()  # (name, value, always)
+    alias: str | None = None  # replaces the matched prefix (root is then not used)
     file: str = ""
     line: int = 0
 
@@ -289,6 +290,7 @@ _d("include", (MAIN, EVENTS, HTTP, SERVER, LOCATION, UPSTREAM, TYPES), 1, 1)
 _d("listen", (SERVER,), 1, -1)
 _d("server_name", (SERVER,), 1, -1)
 _d("root", HSL, 1, 1)
+_d("alias", (LOCATION,), 1, 1)
 _d("index", HSL, 1, -1)
 _d("proxy_pass", (LOCATION,), 1, 1)
 _d("proxy_set_header", HSL, 2, 2)
@@ -618,7 +620,14 @@ class _Builder:
             if n in ("root", "proxy_http_version", "default_type", "proxy_pass",
                      "client_max_body_size", "proxy_next_upstream_tries"):
                 once(d)
-            if n == "root":
+            if n in ("root", "alias") and {"root", "alias"} & seen - {n}:
+                other = ({"root", "alias"} - {n}).pop()
+                raise ConfigError(f'"{n}" directive is duplicate, "{other}" directive was '
+                                  'specified earlier', d.file, d.line)
+            if n == "alias":
+                once(d)
+                s["alias"] = self._abspath(a[0])
+            elif n == "root":
                 s["root"] = self._abspath(a[0])
             elif n == "index":
                 s["index"] = tuple(a)
@@ -824,9 +833,19 @@ class _Builder:
             server_tokens=s.get("server_tokens", True),
             ret=s.get("return"),
             add_header=s.get("add_header", ()),
+            alias=self._alias(s, regex, d),
             file=d.file,
             line=d.line,
         )
+
+    @staticmethod
+    def _alias(s: dict[str, Any], regex: re.Pattern[str] | None, d: Directive) -> str | None:
+        alias: str | None = s.get("alias")
+        if alias is not None and regex is not None:
+            # nginx substitutes the regex's captures into such an alias; pylvs does not
+            raise ConfigError('"alias" in a regular expression location is not supported',
+                              d.file, d.line)
+        return alias
 
     def _proxy_pass(self, d: Directive, in_regex: bool) -> ProxyPass:
         url = d.args[0]

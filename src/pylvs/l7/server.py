@@ -75,6 +75,14 @@ _NGINX_REASONS = {
 }
 
 
+def file_path(loc: Location, uri: str) -> str:
+    """The file a URI names in a location: root + URI, or with ``alias`` the alias in place
+    of the part the location matched (nginx's rule for prefix and exact locations)."""
+    if loc.alias is None:
+        return loc.root + uri
+    return loc.alias + uri[len(loc.pattern):]
+
+
 def _phrase(code: int) -> str:
     if code in _NGINX_REASONS:
         return _NGINX_REASONS[code]
@@ -1084,7 +1092,8 @@ class ClientConnection(asyncio.Protocol):
         if uri.endswith("/") or b"range" in hmap or b"if-none-match" in hmap \
                 or b"if-modified-since" in hmap:
             return False
-        f = self.app.files.get(loc.root + uri)
+        alias = loc.alias
+        f = self.app.files.get(loc.root + uri if alias is None else alias + uri[len(loc.pattern):])
         if f is None:
             return False
         ext = uri.rpartition("/")[2].rpartition(".")
@@ -1218,14 +1227,14 @@ class ClientConnection(asyncio.Protocol):
         if uri.endswith("/"):
             for name in loc.index:
                 candidate = uri + name
-                if os.path.isfile(loc.root + candidate) and depth < 10:
+                if os.path.isfile(file_path(loc, candidate)) and depth < 10:
                     req.uri = candidate
                     nloc = self.group.matchers[id(server)].match(candidate)
                     req.location = nloc
                     await self._dispatch(req, nloc, server, depth + 1)
                     return
-            if os.path.isdir(loc.root + uri):
-                self.app.error("error", f'directory index of "{loc.root}{uri}" is forbidden',
+            if os.path.isdir(file_path(loc, uri)):
+                self.app.error("error", f'directory index of "{file_path(loc, uri)}" is forbidden',
                                self, req)
                 await self.respond_error(req, 403)
             else:
@@ -1234,7 +1243,7 @@ class ClientConnection(asyncio.Protocol):
         if req.method not in ("GET", "HEAD"):
             await self.respond_error(req, 405)
             return
-        fpath = loc.root + uri
+        fpath = file_path(loc, uri)
         try:
             fd = os.open(fpath, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
@@ -1858,6 +1867,6 @@ _VARIABLES: dict[str, Callable[[Request], str]] = {
     "content_type": lambda r: r.header(b"content-type"),
     "pid": lambda r: str(os.getpid()),
     "hostname": lambda r: os.uname().nodename,
-    "document_root": lambda r: r.location.root if r.location else "",
+    "document_root": lambda r: (r.location.alias or r.location.root) if r.location else "",
     "nginx_version": lambda r: _pkg_version,
 }
