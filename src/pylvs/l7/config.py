@@ -230,6 +230,9 @@ class Location:
     ret: Return | None
     add_header: tuple[tuple[str, Template, bool], ...] = ()  # (name, value, always)
     alias: str | None = None  # replaces the matched prefix (root is then not used)
+    # try_files: the files to try in order (a trailing / means a directory), then the fallback:
+    # a URI to redirect to internally, or =CODE
+    try_files: tuple[tuple[Template, ...], Template | int] | None = None
     file: str = ""
     line: int = 0
 
@@ -291,6 +294,7 @@ _d("listen", (SERVER,), 1, -1)
 _d("server_name", (SERVER,), 1, -1)
 _d("root", HSL, 1, 1)
 _d("alias", (LOCATION,), 1, 1)
+_d("try_files", (SERVER, LOCATION), 2, -1)
 _d("index", HSL, 1, -1)
 _d("proxy_pass", (LOCATION,), 1, 1)
 _d("proxy_set_header", HSL, 2, 2)
@@ -694,6 +698,19 @@ class _Builder:
                     self._error_log(d)
             elif n == "proxy_pass":
                 s["proxy_pass"] = d
+            elif n == "try_files":
+                once(d)
+                last = a[-1]
+                if last.startswith("="):
+                    code = _int(last[1:], d) if last[1:].isdigit() else -1
+                    if not 0 <= code <= 999:
+                        raise ConfigError(f'invalid code "{last}"', d.file, d.line)
+                    fallback: Template | int = code
+                elif last.startswith("@"):
+                    raise ConfigError("named locations (@name) are not supported", d.file, d.line)
+                else:
+                    fallback = _template(last, d)
+                s["try_files"] = (tuple(_template(x, d) for x in a[:-1]), fallback)
         if own_headers:
             s["proxy_set_header"] = tuple(own_headers)
         if own_add:
@@ -834,6 +851,7 @@ class _Builder:
             ret=s.get("return"),
             add_header=s.get("add_header", ()),
             alias=self._alias(s, regex, d),
+            try_files=s.get("try_files"),
             file=d.file,
             line=d.line,
         )

@@ -1058,7 +1058,7 @@ class ClientConnection(asyncio.Protocol):
         if code or loc is None or loc.ret is not None:
             return False
         if loc.proxy_pass is None:
-            return self._try_static(req, loc)
+            return loc.try_files is None and self._try_static(req, loc)
         plan = _header_plan(loc)
         if plan.retries_on_status:
             return False
@@ -1198,10 +1198,45 @@ class ClientConnection(asyncio.Protocol):
     async def _dispatch(self, req: Request, loc: Location, server: Server, depth: int) -> None:
         if loc.ret is not None:
             await self._return(req, loc)
+        elif loc.try_files is not None:
+            await self._try_files(req, loc, server, depth)
         elif loc.proxy_pass is not None:
             await ProxyAttempt.run(self, req, loc)
         else:
             await self._static(req, loc, server, depth)
+
+    async def _try_files(self, req: Request, loc: Location, server: Server, depth: int) -> None:
+        """nginx's try_files: the first candidate that exists is served from this location (a
+        candidate ending in / must be a directory); else the last argument: =CODE, or an
+        internal redirect to that URI, which is matched against the locations again."""
+        assert loc.try_files is not None
+        candidates, fallback = loc.try_files
+        for t in candidates:
+            cand = expand(t, req.variable)
+            if not cand.startswith("/"):
+                continue
+            path = file_path(loc, cand)
+            found = os.path.isdir(path) if cand.endswith("/") else os.path.isfile(path)
+            if found:
+                req.uri = cand
+                await self._static(req, loc, server, depth)
+                return
+        if isinstance(fallback, int):
+            await self.respond_error(req, fallback)
+            return
+        target = expand(fallback, req.variable)
+        if depth >= 10 or not target.startswith("/"):
+            self.app.error("error", f'rewrite or internal redirection cycle while internally '
+                                    f'redirecting to "{target}"', self, req)
+            await self.respond_error(req, 500)
+            return
+        path, _, query = target.partition("?")
+        req.uri = path
+        if query:
+            req.args = query
+        nloc = self.group.matchers[id(server)].match(path)
+        req.location = nloc
+        await self._dispatch(req, nloc, server, depth + 1)
 
     async def _return(self, req: Request, loc: Location) -> None:
         assert loc.ret is not None
