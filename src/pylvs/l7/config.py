@@ -233,6 +233,9 @@ class Location:
     # try_files: the files to try in order (a trailing / means a directory), then the fallback:
     # a URI to redirect to internally, or =CODE
     try_files: tuple[tuple[Template, ...], Template | int] | None = None
+    # error_page: (status, target, response) where response is None (keep the error's status),
+    # a status ("=200") or -1 ("=": whatever the target answers)
+    error_pages: tuple[tuple[int, Template, int | None], ...] = ()
     file: str = ""
     line: int = 0
 
@@ -295,6 +298,7 @@ _d("server_name", (SERVER,), 1, -1)
 _d("root", HSL, 1, 1)
 _d("alias", (LOCATION,), 1, 1)
 _d("try_files", (SERVER, LOCATION), 2, -1)
+_d("error_page", HSL, 2, -1)
 _d("index", HSL, 1, -1)
 _d("proxy_pass", (LOCATION,), 1, 1)
 _d("proxy_set_header", HSL, 2, 2)
@@ -612,6 +616,7 @@ class _Builder:
         own_headers: list[tuple[str, Template]] = []
         own_add: list[tuple[str, Template, bool]] = []
         own_logs: list[AccessLog] | None = None
+        own_pages: list[tuple[int, Template, int | None]] = []
         seen: set[str] = set()
 
         def once(d: Directive) -> None:
@@ -698,6 +703,22 @@ class _Builder:
                     self._error_log(d)
             elif n == "proxy_pass":
                 s["proxy_pass"] = d
+            elif n == "error_page":
+                *codes, target = a
+                response: int | None = None
+                if codes and codes[-1].startswith("="):
+                    resp = codes.pop()[1:]
+                    if resp and not (resp.isdigit() and 100 <= int(resp) <= 599):
+                        raise ConfigError(f'invalid value "={resp}"', d.file, d.line)
+                    response = int(resp) if resp else -1
+                if not codes:
+                    raise ConfigError('invalid number of arguments in "error_page" directive',
+                                      d.file, d.line)
+                for c in codes:
+                    if not (c.isdigit() and 300 <= int(c) <= 599):
+                        raise ConfigError(f'value "{c}" must be between 300 and 599',
+                                          d.file, d.line)
+                    own_pages.append((int(c), _template(target, d), response))
             elif n == "try_files":
                 once(d)
                 last = a[-1]
@@ -717,6 +738,8 @@ class _Builder:
             s["add_header"] = tuple(own_add)
         if own_logs is not None:
             s["access_log"] = tuple(own_logs)
+        if own_pages:  # as nginx: a level's own error_page lines replace the inherited ones
+            s["error_pages"] = tuple(own_pages)
         return s
 
     def _server(self, d: Directive, http: dict[str, Any]) -> Server:
@@ -852,6 +875,7 @@ class _Builder:
             add_header=s.get("add_header", ()),
             alias=self._alias(s, regex, d),
             try_files=s.get("try_files"),
+            error_pages=s.get("error_pages", ()),
             file=d.file,
             line=d.line,
         )

@@ -293,6 +293,8 @@ class Request:
     preset_peer: tuple[Peer | None] | None = None  # peer the fast path already chose
     fast_failed: tuple[Peer, str] | None = None  # its failed try, for the task to go on
     seq = 0  # this request's number on its connection (keepalive_requests)
+    error_redirected = False  # an error_page redirect happened (one per request, as in nginx)
+    error_status = 0  # the status an error page's file is sent with (0: its own)
 
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
@@ -896,8 +898,37 @@ class ClientConnection(asyncio.Protocol):
 
     async def respond_error(self, req: Request, status: int, text: str | None = None) -> None:
         loc = req.location
+        if loc is not None and loc.error_pages and not req.error_redirected \
+                and req.server is not None:
+            for code, target, response in loc.error_pages:
+                if code == status:
+                    await self._error_page_redirect(req, status, target, response)
+                    return
         page = _error_page(status, loc.server_tokens if loc else True, text)
         await self.respond(req, status, page, reason=text)
+
+    async def _error_page_redirect(self, req: Request, status: int, target_t: Template,
+                                   response: int | None) -> None:
+        """error_page: an internal redirect to the page (GET), answered with the error's status
+        (or the one after "="); an absolute URL is a redirect the client follows."""
+        req.error_redirected = True
+        loc = req.location
+        assert loc is not None and req.server is not None
+        target = expand(target_t, req.variable)
+        if target.startswith(("http://", "https://")):
+            code = response if response in (301, 302, 303, 307, 308) else 302
+            assert code is not None
+            await self.respond(req, code, _error_page(code, loc.server_tokens),
+                               [b"Location: " + target.encode("latin-1") + b"\r\n"])
+            return
+        path, _, query = target.partition("?")
+        if req.method != "HEAD":
+            req.method = "GET"
+        req.uri, req.args = path, query
+        req.error_status = status if response is None else max(response, 0)
+        nloc = self.group.matchers[id(req.server)].match(path)
+        req.location = nloc
+        await self._dispatch(req, nloc, req.server, 1)
 
     # -- the per-connection task ------------------------------------------------------------
 
@@ -1319,6 +1350,8 @@ class ClientConnection(asyncio.Protocol):
         etag = file_etag(mtime, size)
         inm = req.hmap.get(b"if-none-match")
         ims = req.hmap.get(b"if-modified-since")
+        if req.error_status:  # an error page: its file, with the error's status, whole
+            inm = ims = None
         if (inm is not None and (inm == etag or inm == b"*")) or \
                 (inm is None and ims is not None and ims == last_mod):
             head = self.response_head(req, 304, [b"Last-Modified: " + last_mod + b"\r\n",
@@ -1331,9 +1364,9 @@ class ClientConnection(asyncio.Protocol):
         hdrs = [b"Content-Type: " + ctype.encode() + b"\r\n",
                 b"Last-Modified: " + last_mod + b"\r\n",
                 b"ETag: " + etag + b"\r\n"]
-        status, start, end = 200, 0, size
+        status, start, end = req.error_status or 200, 0, size
         rng = req.hmap.get(b"range")
-        if rng is not None and req.method == "GET":
+        if rng is not None and req.method == "GET" and not req.error_status:
             parsed = single_range(rng, size)
             if parsed is None:
                 hdrs = [b"Content-Range: bytes */%d\r\n" % size]
