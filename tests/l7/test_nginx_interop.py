@@ -53,6 +53,19 @@ http {{
             add_header X-Always "$status" always;
             return 200 "exact $host $request_uri\\n";
         }}
+        location /pics/ {{
+            alias {tmp}/pictures/;
+        }}
+        location /spa/ {{
+            try_files $uri $uri/ /spa/app.html;
+        }}
+        location /strict/ {{
+            try_files $uri =404;
+        }}
+        location /err/ {{
+            error_page 404 /errors/404.html;
+            error_page 403 =200 /errors/open.html;
+        }}
     }}
 }}
 """
@@ -78,6 +91,14 @@ REQUESTS = [
     b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nRange: bytes=-3\r\n\r\n",
     b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nRange: bytes=99-\r\n\r\n",
     b"HEAD /index.jsp HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /pics/cat.txt HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /pics/none.txt HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /spa/real.txt HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /spa/deep/client/route HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /spa/docs/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /strict/gone HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /err/nothing HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /err/locked/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
 ]
 
 
@@ -114,6 +135,15 @@ def prepared(stack: Stack) -> Iterator[tuple[Stack, str, dict[str, int]]]:
     (html / "sub").mkdir(parents=True)
     (html / "index.html").write_text("this is nginx1\n")
     (html / "sub" / "index.html").write_text("sub index\n")
+    (stack.tmp / "pictures").mkdir()
+    (stack.tmp / "pictures" / "cat.txt").write_text("a cat from the alias\n")
+    for d in ("spa/docs", "strict", "errors", "err/locked"):
+        (html / d).mkdir(parents=True)
+    (html / "spa" / "app.html").write_text("single-page app\n")
+    (html / "spa" / "real.txt").write_text("real file\n")
+    (html / "spa" / "docs" / "index.html").write_text("spa docs\n")
+    (html / "errors" / "404.html").write_text("custom 404\n")
+    (html / "errors" / "open.html").write_text("all fine\n")
     for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (stack.tmp / d).mkdir()
     ports = {"app1": stack.app("1"), "app2": stack.app("2")}
