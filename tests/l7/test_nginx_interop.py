@@ -38,6 +38,7 @@ http {{
         root {tmp}/html;
         index index.html;
         add_header X-Served-By "rs $host";
+        rewrite ^/old/(.*)$ /sub/$1 last;
         location ~ .*.jsp$ {{
             proxy_pass http://tomcat;
             proxy_http_version 1.1;
@@ -61,6 +62,13 @@ http {{
         }}
         location /strict/ {{
             try_files $uri =404;
+        }}
+        location /rw/ {{
+            rewrite ^/rw/perm/(.*)$ /new/$1 permanent;
+            rewrite ^/rw/tmp$ /index.html?from=rw redirect;
+            rewrite ^/rw/int/(.*)$ /pics/$1 last;
+            rewrite ^/rw/brk/(.*)$ /sub/$1 break;
+            rewrite ^/rw/chain/(.*)$ /rw/int/$1;
         }}
         location /err/ {{
             error_page 404 /errors/404.html;
@@ -99,6 +107,12 @@ REQUESTS = [
     b"GET /strict/gone HTTP/1.1\r\nHost: localhost\r\n\r\n",
     b"GET /err/nothing HTTP/1.1\r\nHost: localhost\r\n\r\n",
     b"GET /err/locked/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /old/index.html HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /rw/perm/a?x=1 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /rw/tmp?y=2 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /rw/int/cat.txt HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /rw/brk/index.html HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /rw/chain/cat.txt HTTP/1.1\r\nHost: localhost\r\n\r\n",
 ]
 
 

@@ -13,6 +13,7 @@ absence changes no behaviour a client can see.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -204,6 +205,17 @@ class Return:
 
 
 @dataclass(frozen=True)
+class Rewrite:
+    """``rewrite REGEX REPLACEMENT [last|break|redirect|permanent]``."""
+
+    regex: re.Pattern[str]
+    replacement: str
+    flag: str  # "" (go on with the next rewrite), "last", "break", "redirect", "permanent"
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class Location:
     modifier: str  # "", "=", "^~", "~", "~*"
     pattern: str
@@ -236,6 +248,7 @@ class Location:
     # error_page: (status, target, response) where response is None (keep the error's status),
     # a status ("=200") or -1 ("=": whatever the target answers)
     error_pages: tuple[tuple[int, Template, int | None], ...] = ()
+    rewrites: tuple[Rewrite, ...] = ()  # this location's own, in order
     file: str = ""
     line: int = 0
 
@@ -256,6 +269,7 @@ class Server:
     client_header_timeout: float
     large_header_buffers: tuple[int, int]
     keepalive_timeout: float
+    rewrites: tuple[Rewrite, ...] = ()  # the server level's, run before a location is chosen
 
 
 @dataclass(frozen=True)
@@ -299,6 +313,7 @@ _d("root", HSL, 1, 1)
 _d("alias", (LOCATION,), 1, 1)
 _d("try_files", (SERVER, LOCATION), 2, -1)
 _d("error_page", HSL, 2, -1)
+_d("rewrite", (SERVER, LOCATION), 2, 3)
 _d("index", HSL, 1, -1)
 _d("proxy_pass", (LOCATION,), 1, 1)
 _d("proxy_set_header", HSL, 2, 2)
@@ -393,6 +408,26 @@ def _template(value: str, d: Directive) -> Template:
         return compile_template(value)
     except ValueError as e:
         raise ConfigError(str(e), d.file, d.line) from None
+
+
+def _rewrites(block: list[Directive]) -> tuple[Rewrite, ...]:
+    """The rewrite directives of one level (not inherited: nginx runs a server's in its own
+    phase and a location's once it is chosen)."""
+    out = []
+    for d in block:
+        if d.name != "rewrite":
+            continue
+        flag = d.args[2] if len(d.args) > 2 else ""
+        if flag not in ("", "last", "break", "redirect", "permanent"):
+            raise ConfigError(f'invalid parameter "{flag}"', d.file, d.line)
+        py = re.sub(r"\(\?<([A-Za-z_][A-Za-z0-9_]*)>", r"(?P<\1>", d.args[0])
+        try:
+            regex = re.compile(py)
+        except re.error as e:
+            raise ConfigError(f'pcre2_compile() failed: {e.msg} in "{d.args[0]}"',
+                              d.file, d.line) from None
+        out.append(Rewrite(regex, d.args[1], flag, d.file, d.line))
+    return tuple(out)
 
 
 def _host_port(text: str, d: Directive, what: str, default_port: int | None) -> tuple[str, int]:
@@ -775,6 +810,7 @@ class _Builder:
             float(s.get("client_header_timeout", 60.0)),
             s.get("large_client_header_buffers", (4, 8192)),
             float(s.get("keepalive_timeout", 75.0)),
+            _rewrites(block),
         )
 
     def _listen(self, d: Directive) -> Listen:
@@ -834,7 +870,8 @@ class _Builder:
             if x.name == "location":
                 raise ConfigError("nested locations are not supported", x.file, x.line)
         s = self._settings(server, block, LOCATION)
-        return self._make_location(modifier, pattern, regex, s, d)
+        return dataclasses.replace(self._make_location(modifier, pattern, regex, s, d),
+                                   rewrites=_rewrites(block))
 
     def _make_location(self, modifier: str, pattern: str, regex: re.Pattern[str] | None,
                        s: dict[str, Any], d: Directive) -> Location:

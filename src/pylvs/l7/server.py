@@ -36,6 +36,7 @@ from typing import IO, cast
 import httptools
 
 from pylvs import __version__ as _pkg_version
+from pylvs.l7 import rewrite
 from pylvs.l7.balancer import Peer
 from pylvs.l7.config import AccessLog, Config, Location, Server
 from pylvs.l7.files import FileCache, http_date
@@ -129,8 +130,12 @@ def _status_line(status: int, reason: bytes = b"") -> bytes:
 _STATUS_200 = _status_line(200)
 
 
+# nginx's error pages say "302 Found" where its status line says "302 Moved Temporarily".
+_PAGE_TITLES = {302: "Found"}
+
+
 def _error_page(code: int, tokens: bool, text: str | None = None) -> bytes:
-    title = f"{code} {text or _reason(code)}"
+    title = f"{code} {text or _PAGE_TITLES.get(code) or _reason(code)}"
     sig = f"pylvs/{_pkg_version}" if tokens else "pylvs"
     return (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
             f"<center><h1>{title}</h1></center>\r\n<hr><center>{sig}</center>\r\n"
@@ -295,6 +300,7 @@ class Request:
     seq = 0  # this request's number on its connection (keepalive_requests)
     error_redirected = False  # an error_page redirect happened (one per request, as in nginx)
     error_status = 0  # the status an error page's file is sent with (0: its own)
+    redirect: tuple[int, str] | None = None  # a rewrite's redirect: (status, location)
 
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
@@ -1054,6 +1060,11 @@ class ClientConnection(asyncio.Protocol):
             req.uri = normalize(path)
         except BadURI:
             return 400
+        if server.rewrites:
+            out = rewrite.run(server.rewrites, req.uri, req.args, req.variable)
+            req.uri, req.args = out.uri, out.args
+            if out.action == "redirect":
+                req.redirect = (out.status, out.location)
         if req.chunked and req.hmap.get(b"transfer-encoding", b"").lower() != b"chunked":
             self.app.error("info", 'client sent unknown "Transfer-Encoding": "'
                            f'{req.header(b"transfer-encoding")}"', self, req)
@@ -1072,7 +1083,10 @@ class ClientConnection(asyncio.Protocol):
             await self.respond_error(req, code)
             return
         assert req.location is not None and req.server is not None
-        await self._dispatch(req, req.location, req.server, depth=0)
+        if req.redirect is not None:
+            await self._rewrite_redirect(req, req.location)
+        else:
+            await self._dispatch(req, req.location, req.server, depth=0)
         if req.body is not None and not req.body.done and not self.closed:
             if req.expect_continue and not req.continue_sent:
                 req.keep_alive = False
@@ -1086,7 +1100,7 @@ class ClientConnection(asyncio.Protocol):
         code = self._route(req)
         req.routed = code
         loc = req.location
-        if code or loc is None or loc.ret is not None:
+        if code or loc is None or loc.ret is not None or loc.rewrites or req.redirect:
             return False
         if loc.proxy_pass is None:
             return loc.try_files is None and self._try_static(req, loc)
@@ -1227,6 +1241,23 @@ class ClientConnection(asyncio.Protocol):
             req.keep_alive = False
 
     async def _dispatch(self, req: Request, loc: Location, server: Server, depth: int) -> None:
+        if loc.rewrites:
+            out = rewrite.run(loc.rewrites, req.uri, req.args, req.variable)
+            req.uri, req.args = out.uri, out.args
+            if out.action == "redirect":
+                req.redirect = (out.status, out.location)
+                await self._rewrite_redirect(req, loc)
+                return
+            if out.action in ("last", "changed"):
+                if depth >= 10:
+                    self.app.error("error", "rewrite or internal redirection cycle while "
+                                   f'processing "{req.uri}"', self, req)
+                    await self.respond_error(req, 500)
+                    return
+                nloc = self.group.matchers[id(server)].match(req.uri)
+                req.location = nloc
+                await self._dispatch(req, nloc, server, depth + 1)
+                return
         if loc.ret is not None:
             await self._return(req, loc)
         elif loc.try_files is not None:
@@ -1268,6 +1299,16 @@ class ClientConnection(asyncio.Protocol):
         nloc = self.group.matchers[id(server)].match(path)
         req.location = nloc
         await self._dispatch(req, nloc, server, depth + 1)
+
+    async def _rewrite_redirect(self, req: Request, loc: Location) -> None:
+        """A rewrite's redirect; a relative target is made absolute, as nginx does."""
+        assert req.redirect is not None
+        status, target = req.redirect
+        if not target.startswith(("http://", "https://")):
+            port = "" if self.local_port == 80 else f":{self.local_port}"
+            target = f"http://{req.host}{port}{target}"
+        await self.respond(req, status, _error_page(status, loc.server_tokens),
+                           [b"Location: " + target.encode("latin-1") + b"\r\n"])
 
     async def _return(self, req: Request, loc: Location) -> None:
         assert loc.ret is not None
