@@ -27,7 +27,13 @@ def test_split_brain_from_another_masters_adverts_and_resolution(lab: Lab) -> No
     hook = lab.tmp / "split.sh"
     hook.write_text(f"#!/bin/sh\necho \"$@\" >> {hook_out}\n")
     hook.chmod(0o755)
-    py = lab.pylvs("a", instance_conf(prio=150, version=3, advert=0.2), "--notify-split-brain", str(hook))
+    rx_lower = lab.tmp / "rx-lower.txt"
+    rx_hook = lab.tmp / "rx-lower.sh"
+    rx_hook.write_text(f"#!/bin/sh\necho lower >> {rx_lower}\n")
+    rx_hook.chmod(0o755)
+    extra = f"    notify_master_rx_lower_pri {rx_hook}\n"
+    py = lab.pylvs("a", instance_conf(prio=150, version=3, advert=0.2, extra=extra),
+                   "--notify-split-brain", str(hook))
     lab.keepalived("b", instance_conf(prio=100, version=3, advert=0.2))
     assert wait_for(lambda: lab.vip_holders() == ["a"], 10)
     # b stops hearing VRRP (one-way loss): it becomes a second master whose adverts reach us
@@ -37,6 +43,8 @@ def test_split_brain_from_another_masters_adverts_and_resolution(lab: Lab) -> No
     assert wait_for(lambda: py.instance().get("split_brain") == lab.addr("b"), 5), py.logtext()[-2000:]
     assert "SPLIT BRAIN: another master advertises our VRID" in py.logtext()
     assert wait_for(lambda: hook_out.exists() and "VI_T SPLIT_BRAIN " in hook_out.read_text(), 5)
+    # keepalived's notify_master_rx_lower_pri ran too: the master heard a lower priority advert
+    assert wait_for(lambda: rx_lower.exists() and "lower" in rx_lower.read_text(), 5)
     # VRRP flows again: keepalived (lower priority) yields and the split brain clears
     lab.exec("b", "nft", "delete table inet vrrptest")
     assert wait_for(lambda: lab.vip_holders() == ["a"], 5)

@@ -313,3 +313,17 @@ def test_reload_keeps_mastership_and_applies_new_vips_and_priority() -> None:
     adv = next(a for a in acts if isinstance(a, SendAdvert))
     assert adv.priority == 120
     assert not r.same_group(dataclasses.replace(new, vrid=99))
+
+
+def test_master_hearing_a_lower_priority_advert_reports_it() -> None:
+    from pylvs.vrrp.router import RxLowerPriority
+
+    r = started(priority=100)
+    r.tick(10.0)
+    assert r.state is State.MASTER
+    acts = r.receive(advert_from(PEER_LOW, 90), 10.1)
+    events = [a for a in acts if isinstance(a, RxLowerPriority)]
+    assert events == [RxLowerPriority(PEER_LOW, 90, 100)]
+    backup = started(priority=100)  # a backup hearing one: nothing to report
+    assert not [a for a in backup.receive(advert_from(PEER_LOW, 90), 0.5)
+                if isinstance(a, RxLowerPriority)]

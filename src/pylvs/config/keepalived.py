@@ -257,6 +257,7 @@ class VRRPInstance:
     notify_backup: str | None = None
     notify_fault: str | None = None
     notify_stop: str | None = None
+    notify_master_rx_lower_pri: str | None = None
     garp_master_delay: float | None = None
     garp_master_repeat: int | None = None
     garp_master_refresh: float | None = None
@@ -377,7 +378,7 @@ _SYNC_ACCEPTED = _words("global_tracking sync_group_tracking_weight notify_prior
 _UNSUPPORTED = _words("""
 track_bfd accept no_accept strict_mode
 use_ipvlan garp_extra_if unicast_fault_no_peer old_unicast_checksum
-notify_master_rx_lower_pri notify_deleted track_src_ip
+notify_deleted track_src_ip
 vrrp_strict enable_snmp_keepalived enable_snmp_vrrp enable_snmp_checker enable_snmp_rfc
 enable_snmp_rfcv2 enable_snmp_rfcv3 enable_traps enable_dbus vrrp_iptables
 vrrp_ipsets nftables net_namespace instance
@@ -957,7 +958,8 @@ class _Interp:
                 kw[k] = tuple(r for r in (self.virtual_route(x) for x in s.block or ()) if r)
             elif k == "virtual_rules":
                 kw[k] = tuple(r for r in (self.virtual_rule(x) for x in s.block or ()) if r)
-            elif k in ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop"):
+            elif k in ("notify", "notify_master", "notify_backup", "notify_fault", "notify_stop",
+                       "notify_master_rx_lower_pri"):
                 kw[k] = self.script_cmd(s)
             elif k in ("garp_master_delay", "garp_master_refresh"):
                 kw[k] = self.float_(s, 0, 86400)

@@ -44,6 +44,7 @@ from pylvs.vrrp.router import (
     Received,
     RemoveVIPs,
     RouterConfig,
+    RxLowerPriority,
     SendAdvert,
     SendGARP,
     SplitBrain,
@@ -585,6 +586,11 @@ class KeepalivedDaemon:
                 if self.notify_split_brain:
                     peer = _ntop(a.peer)
                     self._spawn([*shlex.split(self.notify_split_brain), name, "SPLIT_BRAIN" if a.active else "SPLIT_BRAIN_RESOLVED", peer, a.reason])
+            elif isinstance(a, RxLowerPriority):
+                script = rt.plan.instance.notify_master_rx_lower_pri
+                if script:
+                    self._spawn(shlex.split(script))
+                self.fifos.vrrp(f'INSTANCE "{name}" MASTER_RX_LOWER_PRI {a.priority}')
             elif isinstance(a, Log):
                 log.info("%s", a.message)
                 if a.message.endswith("held in BACKUP by its sync group"):

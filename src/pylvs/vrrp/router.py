@@ -76,11 +76,21 @@ class SplitBrain:
 
 
 @dataclass(frozen=True, slots=True)
+class RxLowerPriority:
+    """As master, an advert with a lower priority than ours arrived (keepalived's
+    notify_master_rx_lower_pri event)."""
+
+    peer: bytes
+    peer_priority: int
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     message: str
 
 
-Action = SendAdvert | AddVIPs | RemoveVIPs | SendGARP | Notify | SplitBrain | Log
+Action = SendAdvert | AddVIPs | RemoveVIPs | SendGARP | Notify | SplitBrain | RxLowerPriority | Log
 
 
 # ---- configuration and counters ------------------------------------------------------------
@@ -532,6 +542,7 @@ class VRRPRouter:
             # Only a master sends adverts: another master of our VRID exists -> split brain.
             acts.append(Log(f"({cfg.name}) Received advert from {_fmt(src)} with lower priority {adv.priority}, ours {prio}"
                             + ("" if cfg.lower_prio_no_advert else ", forcing new election")))
+            acts.append(RxLowerPriority(src, adv.priority, prio))
             acts += self._see_split_brain(src, adv.priority, now, "another master advertises our VRID")
             if not cfg.lower_prio_no_advert:
                 acts.append(self.advert(prio))
