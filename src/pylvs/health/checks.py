@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 
 from pylvs.config.lvs import CheckerConfig, UrlCheck
-from pylvs.vrrp.trackfile import read_value
+from pylvs.vrrp.trackfile import read_value, weighted
 
 # A real server that sends more than this for one URL is cut off: the digest covers what was read.
 MAX_BODY = 16 << 20
@@ -384,11 +384,10 @@ async def file_check(cfg: CheckerConfig) -> CheckResult:
     if value is None:
         value = _file_values.get(cfg.file_path, 0)
     _file_values[cfg.file_path] = value
+    offset = weighted(value, cfg.file_weight, cfg.file_reverse)
     if cfg.file_weight == 0:
-        failed = (value != 0) != cfg.file_reverse
-        return CheckResult(not failed, f"FILE_CHECK {cfg.file_path}: {value}", 0)
-    offset = value * cfg.file_weight * (-1 if cfg.file_reverse else 1)
-    if offset <= -(1 << 31):
+        return CheckResult(offset is not None, f"FILE_CHECK {cfg.file_path}: {value}", 0)
+    if offset is None or offset <= -(1 << 31):
         return CheckResult(False, f"FILE_CHECK {cfg.file_path}: {value} (fault)")
     return CheckResult(True, f"FILE_CHECK {cfg.file_path}: {value}, weight {offset:+d}", offset)
 

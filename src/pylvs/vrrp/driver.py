@@ -841,15 +841,15 @@ class KeepalivedDaemon:
         inst = rt.plan.instance
         offset = 0
         faults: set[str] = set()
+        # (what, weight, fine now) of every script, process and interface tracked, under
+        # keepalived's one rule: weight 0 puts the instance in FAULT while it is not fine; a
+        # positive weight is added while it is fine, a negative one while it is not
+        checks: list[tuple[str, int, bool]] = []
         for ts in (*inst.track_script, *rt.plan.group_track_script):
             st = self.scripts.get(ts.name)
-            if st is None:
-                continue
-            weight = st.script.weight if ts.weight is None else ts.weight
-            if weight == 0 and not st.ok:
-                faults.add(f"script {ts.name}")
-            elif (weight > 0 and st.ok) or (weight < 0 and not st.ok):
-                offset += weight
+            if st is not None:
+                weight = st.script.weight if ts.weight is None else ts.weight
+                checks.append((f"script {ts.name}", weight, st.ok))
         for ref in (*inst.track_process, *rt.plan.group_track_process):
             up = self.processes.up(ref.name)
             if up is None:
@@ -858,10 +858,17 @@ class KeepalivedDaemon:
                 weight, reverse = self.processes.weight(ref.name), self.processes.reverse(ref.name)
             else:
                 weight, reverse = ref.weight, ref.reverse
-            ok = up != reverse
-            if weight == 0 and not ok:
-                faults.add(f"process {ref.name}")
-            elif (weight > 0 and ok) or (weight < 0 and not ok):
+            checks.append((f"process {ref.name}", weight, up != reverse))
+        track = [*inst.track_interface, *rt.plan.group_track_interface]
+        if not inst.dont_track_primary:
+            track.append(K.TrackInterface(rt.plan.ifname, 0))
+        for ti in track:
+            checks.append((f"interface {ti.name} down", ti.weight, netio.oper_up(ti.name)))
+        for what, weight, fine in checks:
+            if weight == 0:
+                if not fine:
+                    faults.add(what)
+            elif (weight > 0) == fine:
                 offset += weight
         for ref in (*inst.track_file, *rt.plan.group_track_file):
             effect = self.track_files.status(ref)
@@ -869,15 +876,6 @@ class KeepalivedDaemon:
                 faults.add(f"track_file {ref.name}")
             else:
                 offset += effect
-        track = [*inst.track_interface, *rt.plan.group_track_interface]
-        if not inst.dont_track_primary:
-            track.append(K.TrackInterface(rt.plan.ifname, 0))
-        for ti in track:
-            up = netio.oper_up(ti.name)
-            if ti.weight == 0 and not up:
-                faults.add(f"interface {ti.name} down")
-            elif (ti.weight > 0 and up) or (ti.weight < 0 and not up):
-                offset += ti.weight
         if not self.arbitrator_ok:
             faults.add(f"arbitrator {self.arbitrator} unreachable")
         acts: list[Action] = []

@@ -61,12 +61,20 @@ def read_value(path: str) -> int | None:
     return parse_value(data) if data else 0
 
 
-def status(value: int, weight: int, reverse: bool) -> int | None:
-    """What a tracked value does to an instance: a priority offset, or ``FAULT`` (None)."""
+def weighted(value: int, weight: int, reverse: bool) -> int | None:
+    """keepalived's rule for a tracked value, for VRRP instances and real servers alike: with
+    weight 0 a non-zero value (with reverse, 0) is a failure (None), else 0; otherwise the value
+    times the weight, its sign turned by reverse."""
     if weight == 0:
-        return FAULT if (value != 0) != reverse else 0
-    result = value * weight * (-1 if reverse else 1)
-    if result < -253:
+        return None if (value != 0) != reverse else 0
+    return value * weight * (-1 if reverse else 1)
+
+
+def status(value: int, weight: int, reverse: bool) -> int | None:
+    """What a tracked value does to an instance: a priority offset, or ``FAULT`` (None); below
+    -253 is FAULT too and above 253 is cut to 253."""
+    result = weighted(value, weight, reverse)
+    if result is None or result < -253:
         return FAULT
     return min(result, 253)
 
