@@ -286,6 +286,12 @@ class SyncMaster:
     first_at: float = 0.0
     sent_entries: int = 0
 
+    @property
+    def message_full(self) -> bool:
+        """Enough IPv4 entries wait to fill one message: time to send, not to wait."""
+        per_message = max(1, (self.maxlen - _HEADER.size) // _CONN_V4.size)
+        return len(self.pending) >= min(per_message, MAX_CONNS_PER_MESSAGE)
+
     def want(self, conn: Connection, fwmark: int = 0) -> None:
         """Queue ``conn`` (and its template) if the kernel would sync it now."""
         if conn.flags & CONN_F_ONE_PACKET:

@@ -165,12 +165,11 @@ class SyncDaemons:
     def _hook(self, run: _Running) -> Callable[[Connection], None]:
         master = run.master
         assert master is not None
-        per_message = max(1, (run.status.sync_maxlen - 8) // 36)
 
         def hook(conn: Connection) -> None:
             svc = conn.dest.service
             master.want(conn, svc.key.fwmark if svc is not None else 0)
-            if len(master.pending) >= per_message:
+            if master.message_full:
                 self._send(run, master.due())
 
         return hook
