@@ -50,6 +50,11 @@ class Statement:
         return f"{self.file}:{self.line}"
 
     @property
+    def flag(self) -> bool:
+        """keepalived's optional boolean after a keyword: none (true), or true/on/yes/1."""
+        return not self.args or self.args[0].lower() in ("true", "on", "yes", "1")
+
+    @property
     def words(self) -> tuple[str, ...]:
         return (self.keyword, *self.args)
 

@@ -470,7 +470,7 @@ class _Interp:
             elif k in ("notification_email_from", "smtp_server", "script_user"):
                 kw[k] = " ".join(s.args) if s.args else self.arg(s)
             elif k in ("smtp_alert", "smtp_alert_vrrp", "smtp_alert_checker"):
-                kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
+                kw[k] = s.flag
             elif k == "no_email_faults":
                 kw[k] = True
             elif k == "smtp_helo_name":
@@ -496,7 +496,7 @@ class _Interp:
                 if v is not None:
                     kw[k] = v
             elif k in ("vrrp_lower_prio_no_advert", "vrrp_higher_prio_send_advert"):
-                kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
+                kw[k] = s.flag
             elif k in ("notify_fifo", "vrrp_notify_fifo", "lvs_notify_fifo"):
                 kw[k] = self.arg(s)
                 if len(s.args) > 1:
@@ -966,7 +966,7 @@ class _Interp:
             elif k in ("garp_master_repeat", "garp_master_refresh_repeat", "garp_lower_prio_repeat"):
                 kw[k] = self.int_(s, 0, 65535)
             elif k in ("lower_prio_no_advert", "higher_prio_send_advert", "smtp_alert"):
-                kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
+                kw[k] = s.flag
             elif k in ("dont_track_primary", "skip_check_adv_addr", "use_vmac", "vmac_xmit_base"):
                 kw[k] = True
                 if k == "use_vmac" and s.args:
@@ -1021,7 +1021,7 @@ class _Interp:
             elif k == "track_process":
                 kw[k] = self.tracks_file(s, "track_process")
             elif k == "smtp_alert":
-                kw[k] = not s.args or s.args[0].lower() in ("true", "on", "yes", "1")
+                kw[k] = s.flag
             elif k in _SYNC_ACCEPTED:
                 other.append(s)
             else:

@@ -453,7 +453,7 @@ class _Interp:
                 elif k == "real_server":
                     real.append(s)
                 elif k == "smtp_alert":
-                    kw["smtp_alert"] = _bool(s)
+                    kw["smtp_alert"] = s.flag
                 elif k in ("snmp_name", "sorry_server_lvs_method"):
                     self.warn(s, f"'{k}' is accepted but has no effect in pylvs")
                 else:
@@ -559,7 +559,7 @@ class _Interp:
                 elif k in UNSUPPORTED_CHECKERS:
                     self.warn(s, f"{k} is not supported by pylvs; this checker is ignored")
                 elif k == "smtp_alert":
-                    kw["smtp_alert"] = _bool(s)
+                    kw["smtp_alert"] = s.flag
                 elif k == "snmp_name":
                     self.warn(s, f"'{k}' is accepted but has no effect in pylvs")
                 else:
@@ -790,11 +790,6 @@ class _Interp:
             except _Bad:
                 continue
         return UrlCheck(path, digest, tuple(codes) or ((200, 299),), vhost, regex, no_match)
-
-
-def _bool(st: Statement) -> bool:
-    """keepalived's optional boolean: no value is true."""
-    return not st.args or st.args[0].lower() in ("true", "on", "yes", "1")
 
 
 def interpret(statements: tuple[Statement, ...] | list[Statement],
