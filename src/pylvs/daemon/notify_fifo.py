@@ -116,15 +116,18 @@ class Fifos:
             self.lvs(f"RS {dest_text(dest, key)} {service_text(key)} {word}")
 
 
+_PROTO_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
+
+
 def service_text(key: ServiceKey) -> str:
     """keepalived's way of naming a virtual service in FIFO lines: ``[addr]:tcp:80``."""
     if key.fwmark:
         return f"FWM {key.fwmark}"
-    proto = {6: "tcp", 17: "udp", 132: "sctp"}.get(int(key.protocol), str(int(key.protocol)))
+    proto = _PROTO_NAMES.get(int(key.protocol), str(int(key.protocol)))
     return f"[{key.addr}]:{proto}:{key.port}"
 
 
 def dest_text(dest: DestSpec, key: ServiceKey) -> str:
     """A real server of that service, named the same way."""
-    proto = "tcp" if key.fwmark else {6: "tcp", 17: "udp", 132: "sctp"}.get(int(key.protocol), "tcp")
+    proto = "tcp" if key.fwmark else _PROTO_NAMES.get(int(key.protocol), "tcp")
     return f"[{dest.addr}]:{proto}:{dest.port}"
