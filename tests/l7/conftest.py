@@ -283,3 +283,16 @@ def seed(stack: Stack) -> Stack:
     app1, app2 = stack.app("1"), stack.app("2")
     stack.proxy(SEED_CONF, app1=app1, app2=app2)
     return stack
+
+
+def refused(tmp_path: Path, server_body: str) -> str:
+    """The ConfigError ``load`` raises for a file whose one server block holds ``server_body``
+    (its first line is line 5)."""
+    from pylvs.l7.config import ConfigError
+
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {}\nhttp {\n server {\n  listen 127.0.0.1:8080;\n"
+                    f"{server_body}\n }}\n}}\n")
+    with pytest.raises(ConfigError) as e:
+        load(str(conf))
+    return str(e.value)

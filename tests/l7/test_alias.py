@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pylvs.l7.config import ConfigError, load
-from tests.l7.conftest import Client, Stack, get
+from tests.l7.conftest import Client, Stack, get, refused
 
 CONF = """
 events {{}}
@@ -55,17 +54,10 @@ def test_alias_replaces_the_matched_prefix(stack: Stack) -> None:
     ("alias /b/; root /a;", '"root" directive is duplicate, "alias" directive was specified earlier'),
 ])
 def test_root_and_alias_in_one_location_are_refused(tmp_path: Path, block: str, message: str) -> None:
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(f"events {{}}\nhttp {{\n server {{\n  listen 127.0.0.1:8080;\n"
-                    f"  location /x/ {{\n   {block}\n  }}\n }}\n}}\n")
-    with pytest.raises(ConfigError) as e:
-        load(str(conf))
-    assert message in str(e.value) and ":6" in str(e.value)
+    error = refused(tmp_path, f"  location /x/ {{\n   {block}\n  }}")
+    assert message in error and ":6" in error
 
 
 def test_alias_in_a_regex_location_is_refused(tmp_path: Path) -> None:
-    conf = tmp_path / "nginx.conf"
-    conf.write_text("events {}\nhttp {\n server {\n  listen 127.0.0.1:8080;\n"
-                    "  location ~ ^/x/(.*)$ {\n   alias /b/$1;\n  }\n }\n}\n")
-    with pytest.raises(ConfigError, match="regular expression location"):
-        load(str(conf))
+    error = refused(tmp_path, "  location ~ ^/x/(.*)$ {\n   alias /b/$1;\n  }")
+    assert "regular expression location" in error

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pylvs.l7.config import ConfigError, load
-from tests.l7.conftest import Client, Stack, free_port, get
+from tests.l7.conftest import Client, Stack, free_port, get, refused
 
 CONF = """
 events {{}}
@@ -68,8 +67,5 @@ def test_error_pages_keep_the_status_and_follow_the_levels(stack: Stack) -> None
     ("error_page =200 /x.html;", "invalid number of arguments"),
 ])
 def test_bad_error_page_lines_are_refused(tmp_path: Path, line: str, message: str) -> None:
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(f"events {{}}\nhttp {{\n server {{\n  listen 127.0.0.1:8080;\n  {line}\n }}\n}}\n")
-    with pytest.raises(ConfigError) as e:
-        load(str(conf))
-    assert message in str(e.value) and ":5" in str(e.value)
+    error = refused(tmp_path, f"  {line}")
+    assert message in error and ":5" in error
