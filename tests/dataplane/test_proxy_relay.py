@@ -56,6 +56,22 @@ def black_hole(host: str) -> Iterator[tuple[str, int]]:
         hole.close()
 
 
+async def push_until_held(s: socket.socket) -> int:
+    """Send on ``s`` until sends have blocked for 0.5 s (or 256 MiB went); bytes sent."""
+    s.setblocking(False)
+    block = b"u" * 65536
+    pushed = 0
+    stalled_for = 0
+    while stalled_for < 50 and pushed < 256 << 20:
+        try:
+            pushed += s.send(block)
+            stalled_for = 0
+        except BlockingIOError:
+            stalled_for += 1
+            await asyncio.sleep(0.01)
+    return pushed
+
+
 def add_dest(director: Director, key: object, addr: tuple[str, int], weight: int = 1) -> None:
     director.table.add_dest(
         key,  # type: ignore[arg-type]
@@ -190,17 +206,7 @@ async def test_upload_to_a_server_that_stops_reading_is_held_back(
         director.table.add_service(ServiceSpec(key, "rr"))
         add_dest(director, key, ("127.0.0.11", srv.sockets[0].getsockname()[1]))
         s = socket.create_connection((VIP, key.port), timeout=TIMEOUT)
-        s.setblocking(False)
-        block = b"u" * 65536
-        pushed = 0
-        stalled_for = 0
-        while stalled_for < 50 and pushed < 256 << 20:  # until sends block for 0.5 s
-            try:
-                pushed += s.send(block)
-                stalled_for = 0
-            except BlockingIOError:
-                stalled_for += 1
-                await asyncio.sleep(0.01)
+        pushed = await push_until_held(s)
         # Kernel buffers of both legs plus at most one read held in the proxy, not 256 MB.
         assert pushed < 64 << 20, pushed
         release.set()

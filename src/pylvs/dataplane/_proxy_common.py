@@ -54,6 +54,7 @@ class ProxyContext:
     max_tcp_relays: int
     max_udp_flows: int
     splice: bool = True
+    sockmap: bool = True
     relays: set[Relay] = field(default_factory=set)
     udp_flows: dict[Any, UdpFlow] = field(default_factory=dict)
     accepted: int = 0
@@ -62,6 +63,7 @@ class ProxyContext:
     retried: int = 0
     udp_dropped: int = 0
     spliced: int = 0
+    offloaded: int = 0
     _hosts: dict[bytes, str] = field(default_factory=dict)
 
     def host_of(self, af: int, packed: bytes) -> str:

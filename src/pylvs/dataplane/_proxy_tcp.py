@@ -68,6 +68,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from pylvs.core.director import DIR_INPUT, DIR_OUTPUT
+from pylvs.dataplane._proxy_sockmap import SockmapRelay, bytes_written, socket_cookie
 from pylvs.dataplane._proxy_splice import PIPE_SIZE, SPLICE_FLAGS, open_pipe
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -87,6 +88,15 @@ BATCH = 16
 ACCEPT_BATCH = 64
 # Resolution of the connect-timeout clock: a connect times out up to two ticks late.
 TICK = 0.1
+# Requests (client reads that emptied the client's socket) after which a relay is handed to the
+# kernel's socket map, when the data plane may (``_proxy_sockmap``): a connection used once, as
+# with "Connection: close", never pays for the hand-over.
+OFFLOAD_AFTER = 3
+# A direction's place with respect to the kernel relay (``Flow.mode``).
+USER = 0  # read and written here
+CATCHING_UP = 1  # handed over, but the kernel passed bytes up that are still to be moved here
+KERNEL = 2  # the kernel redirects everything; the proxy watches for the FIN only
+TAKEN_BACK = 3  # after a FIN or the credit ran out: read and written here again
 
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
@@ -99,6 +109,8 @@ _EDGE = select.EPOLLET
 # relay first has to wait for it (``Relay.watch_client_writes``).
 _RELAY_EVENTS = _IN | _OUT | _RDHUP | _EDGE
 _CLIENT_EVENTS = _IN | _RDHUP | _EDGE
+# A socket whose bytes the kernel relays: only its FIN (and errors, always reported) matter.
+_QUIET_EVENTS = _RDHUP | _EDGE
 # A FIN, hang-up or error is pending: read until the socket says there is nothing more.
 _MORE = _RDHUP | _HUP | _ERR
 # Passed by the relay itself when it resumes a direction: read until the socket is empty.
@@ -141,6 +153,12 @@ class TcpEngine:
         self.sealed: deque[tuple[float, set[Relay]]] = deque()
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
+        self.offload: SockmapRelay | None = None
+        if ctx.sockmap:
+            try:
+                self.offload = SockmapRelay(2 * ctx.max_tcp_relays)
+            except OSError as e:  # no privilege, or a kernel without socket maps
+                log.info("proxy: established relays stay in user space: %s", e.strerror or e)
         self.loop.add_reader(self.epoll.fileno(), self._ready)
 
     # ---- the loop's side ---------------------------------------------------------------------
@@ -186,7 +204,10 @@ class TcpEngine:
             for flow in flows:
                 if not flow.relay.finished:
                     try:
-                        flow.pump(_DRAIN)
+                        if flow.mode == CATCHING_UP:
+                            flow.pump_offloaded(_DRAIN)
+                        else:
+                            flow.pump(_DRAIN)
                     except Exception:
                         self._fault(flow.relay)
         finally:
@@ -218,6 +239,9 @@ class TcpEngine:
         self._end_turn()
         self.loop.remove_reader(self.epoll.fileno())
         self.epoll.close()
+        if self.offload is not None:
+            self.offload.close()
+            self.offload = None
 
     # ---- connect deadlines -------------------------------------------------------------------
 
@@ -339,8 +363,10 @@ class Flow:
     """One direction of a relay: bytes read from ``src`` are written to ``dst``."""
 
     __slots__ = (
-        "big", "buf", "by_client", "done", "dst", "eof", "in_pipe", "left", "nbytes", "pipe_r",
-        "pipe_w", "pkts", "relay", "spliced", "src", "view",
+        "accounted", "base", "big", "buf", "by_client", "cookie", "credit", "done", "dst", "eof",
+        "in_pipe",
+        "left", "mode", "nbytes", "pipe_r", "pipe_w", "pkts", "rbytes", "relay", "rsegs", "sent_base",
+        "spliced", "src", "view",
     )
 
     def __init__(self, relay: Relay, by_client: bool) -> None:
@@ -360,6 +386,18 @@ class Flow:
         self.pipe_r = -1
         self.pipe_w = -1
         self.in_pipe = 0
+        # Once the kernel relays this direction (``Relay.offload``): src's socket cookie, the
+        # bytes read here before that (``base``, from ``accounted`` + ``nbytes``, the bytes read
+        # in all), what dst had been given by then, the kernel's redirect counts seen so far and
+        # the credit last given to it.
+        self.mode = USER
+        self.cookie = 0
+        self.credit = 0
+        self.accounted = 0
+        self.base = 0
+        self.sent_base = 0
+        self.rbytes = 0
+        self.rsegs = 0
 
     def read_early(self) -> None:
         """Read what a just-accepted client has already sent (usually its whole request), to be
@@ -430,6 +468,11 @@ class Flow:
                 # Short read: the socket is empty now; a later arrival brings a new event,
                 # unless a FIN or an error was already reported with this one.
                 if not ev & _MORE:
+                    if self.by_client:
+                        relay = self.relay
+                        relay.turns += 1
+                        if relay.turns == OFFLOAD_AFTER and relay.engine.offload is not None:
+                            relay.offload()
                     return
             else:
                 self.big += 1
@@ -437,6 +480,50 @@ class Flow:
                     self._splice()
                     return
         self.relay.engine.again.append(self)
+
+    def pump_offloaded(self, ev: int) -> None:
+        """The handler of a socket whose direction the kernel relays.
+
+        Catching up: what the kernel still hands up (bytes that came before the hand-over) is
+        moved here, and then the kernel is told so, which lets it redirect from the next segment
+        on. Relayed by the kernel: an event is a FIN, an error, or bytes passed up because the
+        credit ran out; the proxy takes the direction back (``Relay.take_back``).
+        """
+        relay = self.relay
+        if self.mode == KERNEL:
+            if ev & _OUT:  # src is the other direction's dst, which had to wait for it
+                other = relay.s2c if self.by_client else relay.c2s
+                if other.left is not None or other.in_pipe:
+                    other.writable()
+            if relay.finished:
+                return
+            if ev & _ERR:
+                relay.broken()
+            elif ev & (_IN | _RDHUP | _HUP):
+                relay.take_back(self)
+            return
+        self.pump(ev)
+        if relay.finished or self.left is not None or self.eof or self.mode != CATCHING_UP:
+            return
+        offload = relay.engine.offload
+        if offload is None:
+            return
+        taken = self.taken()
+        try:
+            offload.taken(self.cookie, self.peer_cookie(), taken, self.credit)
+            passed = offload.counters(self.cookie)[0]
+        except OSError:
+            return
+        if passed == taken:
+            relay.quiet(self)
+
+    def taken(self) -> int:
+        """Bytes of src read here since the hand-over."""
+        return self.accounted + self.nbytes - self.base
+
+    def peer_cookie(self) -> int:
+        relay = self.relay
+        return relay.s2c.cookie if self.by_client else relay.c2s.cookie
 
     def send_left(self) -> bool:
         """Send what ``dst`` did not take yet; True once all of it is gone."""
@@ -458,9 +545,16 @@ class Flow:
 
     def _blocked(self) -> None:
         # The client's socket is registered without "writable" until a direction towards it
-        # first has to wait: that event would otherwise come with every state change.
-        if not self.by_client:
-            self.relay.watch_client_writes()
+        # first has to wait: that event would otherwise come with every state change. A socket
+        # whose own bytes the kernel relays is watched for its FIN only, and now for
+        # "writable" too (never for "readable": that comes with every redirected segment).
+        relay = self.relay
+        other = relay.s2c if self.by_client else relay.c2s
+        if other.mode == KERNEL:
+            with contextlib.suppress(OSError):
+                relay.engine.epoll.modify(self.dst.fileno(), _QUIET_EVENTS | _OUT)
+        elif not self.by_client:
+            relay.watch_client_writes()
 
     def writable(self) -> None:
         """``dst`` has room again: send what it did not take, then read ``src`` again."""
@@ -474,6 +568,8 @@ class Flow:
             return
         if self.eof:
             self._finish_direction()
+        elif self.mode == CATCHING_UP:
+            self.pump_offloaded(_DRAIN)
         else:
             self.pump(_DRAIN)
 
@@ -568,7 +664,7 @@ class Relay:
 
     __slots__ = (
         "attempts_left", "bucket", "c2s", "client_out", "conn", "connected", "csock", "engine",
-        "ep", "failed", "finished", "peer", "s2c", "ssock", "waiting",
+        "ep", "failed", "finished", "offloaded", "peer", "s2c", "ssock", "turns", "waiting",
     )
 
     def __init__(
@@ -589,6 +685,8 @@ class Relay:
         self.failed: list[Any] | None = None
         self.attempts_left = engine.ctx.retries
         self.bucket = _NO_BUCKET
+        self.turns = 0
+        self.offloaded = False
         self.c2s = Flow(self, True)
         self.s2c = Flow(self, False)
 
@@ -707,10 +805,147 @@ class Relay:
                 return
         self.s2c.pump(ev)
 
+    # ---- the kernel relay ------------------------------------------------------------------------
+
+    def offload(self) -> None:
+        """Hand both directions to the kernel's socket map, at a moment nothing waits in the proxy.
+
+        Anything that stops it (a direction mid-way, the map full, a socket the kernel will not
+        take) leaves the relay in user space, as it was.
+        """
+        c2s, s2c = self.c2s, self.s2c
+        offload = self.engine.offload
+        ssock = self.ssock
+        if (
+            offload is None or ssock is None or self.finished or not self.connected or self.offloaded
+            or c2s.left is not None or s2c.left is not None or c2s.spliced or s2c.spliced
+            or c2s.eof or s2c.eof
+        ):
+            return
+        csock = self.csock
+        try:
+            cc, cs = socket_cookie(csock), socket_cookie(ssock)  # type: ignore[arg-type]
+            c2s.sent_base = bytes_written(ssock)  # type: ignore[arg-type]
+            s2c.sent_base = bytes_written(csock)  # type: ignore[arg-type]
+            offload.attach(csock, cc, ssock, cs)  # type: ignore[arg-type]
+        except OSError as e:
+            log.debug("proxy: relay stays in user space: %s", e)
+            return
+        self.offloaded = True
+        self.engine.ctx.offloaded += 1
+        handlers = self.engine.handlers
+        for flow, cookie, sock in ((c2s, cc, csock), (s2c, cs, ssock)):
+            flow.mode = CATCHING_UP
+            flow.cookie = cookie
+            flow.credit = offload.window
+            flow.base = flow.accounted + flow.nbytes
+            flow.big = -(1 << 62)  # bytes passed up cannot be spliced: no splice from now on
+            handlers[sock.fileno()] = flow.pump_offloaded
+        # Both sides start with nothing taken: a side the kernel has handed nothing up yet goes
+        # quiet at once; the other is read as before until the proxy has caught up with it.
+        for flow in (c2s, s2c):
+            try:
+                passed = offload.counters(flow.cookie)[0]
+            except OSError:
+                continue
+            if passed == 0:
+                self.quiet(flow)
+
+    def quiet(self, flow: Flow) -> None:
+        """The kernel relays everything ``flow.src`` receives: watch it for its FIN only."""
+        flow.mode = KERNEL
+        if flow.by_client:
+            self.client_out = False
+        with contextlib.suppress(OSError):
+            self.engine.epoll.modify(flow.src.fileno(), _QUIET_EVENTS)
+
+    def take_back(self, flow: Flow) -> None:
+        """Relay ``flow`` here again (its FIN came, or its credit ran out), once the bytes the
+        kernel redirected have all reached dst: what the kernel passes up meanwhile waits in
+        src's socket, charged to it, so its TCP window closes instead of memory growing."""
+        offload = self.engine.offload
+        if flow.mode != KERNEL or offload is None:
+            return
+        flow.mode = TAKEN_BACK
+        with contextlib.suppress(OSError):
+            offload.hold(flow.cookie, flow.peer_cookie())
+        self._when_delivered(flow, self._resume, 0.0005)
+
+    def _resume(self, flow: Flow) -> None:
+        sock = flow.src
+        self.engine.handlers[sock.fileno()] = flow.pump
+        if flow.by_client:
+            self.client_out = True
+        with contextlib.suppress(OSError):
+            self.engine.epoll.modify(sock.fileno(), _RELAY_EVENTS)
+        flow.pump(_DRAIN)
+
+    def _delivered(self, flow: Flow) -> bool:
+        """Has ``flow.dst`` been given every byte the kernel redirected to it from ``flow.src``?"""
+        offload = self.engine.offload
+        if offload is None:
+            return True
+        try:
+            redirected = offload.counters(flow.cookie)[1]
+            written = bytes_written(flow.dst)  # type: ignore[arg-type]
+        except OSError:
+            return True  # a socket gone: nothing more will be delivered
+        return written >= flow.sent_base + flow.taken() + redirected
+
+    def _when_delivered(
+        self, flow: Flow, then: Callable[[Flow], None], delay: float, timer: bool = False,
+    ) -> None:
+        # Polled, from half a millisecond up to every 0.1 s: the kernel tells nobody when its
+        # worker has written to a socket. A real server that never reads keeps this waiting,
+        # as it would keep a relay in user space waiting; closing either side ends it.
+        if self.finished:
+            return
+        if not self._delivered(flow):
+            self.engine.loop.call_later(
+                delay, self._when_delivered, flow, then, min(delay * 2, 0.1), True
+            )
+        elif not timer:
+            then(flow)  # within a turn of the engine, which handles faults and closes
+        else:
+            try:
+                then(flow)
+            except Exception:
+                self.engine._fault(self)
+            finally:
+                self.engine._end_turn()
+
+    def _refresh_credit(self, flow: Flow, passed: int) -> None:
+        """Once a second: let the kernel redirect up to a window beyond what has gone out, or,
+        when it had to pass bytes up (the credit ran out), take the direction back."""
+        offload = self.engine.offload
+        if offload is None:
+            return
+        taken = flow.taken()
+        if passed != taken:
+            self.take_back(flow)
+            return
+        try:
+            delivered = bytes_written(flow.dst) - flow.sent_base - taken  # type: ignore[arg-type]
+            credit = max(delivered, 0) + offload.window
+            if credit != flow.credit:
+                offload.taken(flow.cookie, flow.peer_cookie(), taken, credit)
+                flow.credit = credit
+        except OSError:
+            pass
+
     # ---- endings -------------------------------------------------------------------------------
 
     def direction_done(self, flow: Flow) -> None:
         """One side's FIN and all its bytes reached the other side."""
+        if self.offloaded and not self._delivered(flow):
+            # The kernel still has redirected bytes on their way to dst: the FIN goes after them.
+            self._when_delivered(flow, self._pass_fin, 0.0005)
+            return
+        self._pass_fin(flow)
+
+    def _pass_fin(self, flow: Flow) -> None:
+        if self.finished:
+            return
         other = self.s2c if flow is self.c2s else self.c2s
         if other.done:
             # Both FINs passed: closing sends the second; straight to proxy_closed (TIME_WAIT).
@@ -753,6 +988,8 @@ class Relay:
         if conn is not None:
             self.flush()
             engine.ctx.director.proxy_closed(conn)
+        if self.offloaded and engine.offload is not None:
+            engine.offload.detach(self.c2s.cookie, self.s2c.cookie)
         # Flow and relay point at each other: cut that here so the relay is freed at once by
         # reference counting instead of waiting for (and costing) the cyclic collector.
         self.c2s.relay = self.s2c.relay = _GONE
@@ -764,11 +1001,28 @@ class Relay:
             return
         c2s = self.c2s
         s2c = self.s2c
+        if self.offloaded:
+            # What the kernel relayed since the last flush, in segments and bytes.
+            offload = self.engine.offload
+            if offload is not None:
+                for flow in (c2s, s2c):
+                    try:
+                        passed, rbytes, rsegs = offload.counters(flow.cookie)
+                    except OSError:
+                        continue
+                    flow.accounted -= rbytes - flow.rbytes  # not read by the proxy
+                    flow.nbytes += rbytes - flow.rbytes
+                    flow.pkts += rsegs - flow.rsegs
+                    flow.rbytes, flow.rsegs = rbytes, rsegs
+                    if flow.mode == KERNEL and not self.finished:
+                        self._refresh_credit(flow, passed)
         if c2s.pkts:
             self.engine.ctx.director.account(conn, DIR_INPUT, c2s.pkts, c2s.nbytes)
+            c2s.accounted += c2s.nbytes
             c2s.pkts = c2s.nbytes = 0
         if s2c.pkts:
             self.engine.ctx.director.account(conn, DIR_OUTPUT, s2c.pkts, s2c.nbytes)
+            s2c.accounted += s2c.nbytes
             s2c.pkts = s2c.nbytes = 0
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import resource
 import socket
 import time
@@ -146,6 +147,7 @@ class ProxyDataPlane:
         housekeeping_interval: float = 1.0,
         drive_tick: bool = True,
         splice: bool = True,
+        sockmap: bool = True,
     ) -> None:
         if connect_timeout <= 0 or retries < 0:
             raise ValueError("connect_timeout > 0 and retries >= 0 needed")
@@ -157,6 +159,7 @@ class ProxyDataPlane:
         self.housekeeping_interval = housekeeping_interval
         self.drive_tick = drive_tick
         self.splice = splice and splice_available
+        self.sockmap = sockmap and os.environ.get("PYLVS_PROXY_SOCKMAP", "1") != "0"
         self.listeners: dict[ServiceKey, _Listener] = {}
         self.skipped: dict[ServiceKey, str] = {}
         self.ctx: ProxyContext | None = None
@@ -178,7 +181,7 @@ class ProxyDataPlane:
         self.ctx = ProxyContext(
             loop, self.director, self.connect_timeout, self.retries,
             min(self.max_tcp_relays, fd_budget // 3), min(self.max_udp_flows, fd_budget // 4),
-            self.splice,
+            self.splice, self.sockmap,
         )
         self.engine = TcpEngine(self.ctx)
         self._follower = _Follower(self)
@@ -227,6 +230,7 @@ class ProxyDataPlane:
                 "retried": ctx.retried,
                 "udp_dropped": ctx.udp_dropped,
                 "spliced": ctx.spliced,
+                "offloaded": ctx.offloaded,
             }
             d["limits"] = {"tcp_relays": ctx.max_tcp_relays, "udp_flows": ctx.max_udp_flows}
         return d
