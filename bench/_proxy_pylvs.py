@@ -4,7 +4,7 @@ What this is for: running pylvs as its own process (pinned to a CPU by the calle
 daemon would, with TCP virtual services VIP:port scheduled rr over the given real servers (NAT).
 What it is not for: configuration beyond that; the daemon and pylvsadm do the real thing.
 
-    python bench/_proxy_pylvs.py [--no-splice] VIP:PORT=RS:PORT[,RS:PORT...] [VIP:PORT=...]
+    python bench/_proxy_pylvs.py [--no-splice] [--no-sockmap] VIP:PORT=RS:PORT[,RS:PORT...] [VIP:PORT=...]
 
 Prints ``READY`` once listening; stops on SIGTERM or SIGINT.
 """
@@ -27,7 +27,7 @@ def _addr_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def run(specs: list[str], splice: bool) -> None:
+async def run(specs: list[str], splice: bool, sockmap: bool) -> None:
     director = Director()
     for spec in specs:
         vip, _, servers = spec.partition("=")
@@ -39,7 +39,7 @@ async def run(specs: list[str], splice: bool) -> None:
             director.table.add_dest(
                 key, DestSpec(parse_address(host), port, ForwardingMethod.MASQ, 1)
             )
-    plane = ProxyDataPlane(director, splice=splice)
+    plane = ProxyDataPlane(director, splice=splice, sockmap=sockmap)
     await plane.start()
     await asyncio.sleep(0.05)
     for lst in plane.describe()["listeners"]:
@@ -59,11 +59,12 @@ async def run(specs: list[str], splice: bool) -> None:
 def main(argv: list[str]) -> int:
     args = argv[1:]
     splice = "--no-splice" not in args
-    specs = [a for a in args if a != "--no-splice"]
+    sockmap = "--no-sockmap" not in args
+    specs = [a for a in args if a not in ("--no-splice", "--no-sockmap")]
     if not specs:
         print(__doc__, file=sys.stderr)
         return 2
-    uvloop.run(run(specs, splice))
+    uvloop.run(run(specs, splice, sockmap))
     return 0
 
 
