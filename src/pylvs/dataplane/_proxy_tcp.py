@@ -45,6 +45,17 @@ Counting, as the core's ``account`` wants it: a socket-level proxy sees no packe
 exact. Counts are kept in the relay and handed to the core in batches (when the relay ends and on
 the data plane's housekeeping tick, about once a second).
 
+The kernel relay: a relay that has served ``OFFLOAD_AFTER`` requests (client reads that emptied
+the client's socket) is handed to the kernel's socket map when the data plane may
+(``_proxy_sockmap``: root, a kernel with socket maps, not turned off). From then on the kernel
+moves its bytes and the proxy is not woken per request; each direction goes through the modes
+``CATCHING_UP`` (bytes passed up before the hand-over are still moved here), ``KERNEL`` (the
+socket is watched for its FIN only) and ``TAKEN_BACK`` (after its FIN, or when its credit ran
+out because the other side does not take bytes as fast: the proxy waits until every redirected
+byte reached the other socket, then relays the rest itself, so order and backpressure hold).
+Counters come from the kernel's per-socket counts on the housekeeping tick, one redirected segment
+counting as one packet.
+
 Connect failures: when the real server refuses or does not answer within ``connect_timeout``
 (checked by one coarse timer for all relays, not a timer per connection), the relay asks the core
 again, skipping the servers that failed for this client (up to ``retries`` more attempts), so a

@@ -26,7 +26,10 @@ yet brought up can be bound.
 TCP listening sockets and relays are not asyncio transports: they live in one edge-triggered
 epoll that the loop watches (``_proxy_tcp.TcpEngine``), which keeps a proxied connection down to
 the system calls that do its work. Bulk streams move to ``os.splice`` (``_proxy_splice``) after a
-few full-size reads, unless ``splice=False``; request/response traffic is read and written.
+few full-size reads, unless ``splice=False``; request/response traffic is read and written, and
+a connection that keeps making requests is handed to an in-kernel relay (a BPF socket map,
+``_proxy_sockmap``) when the process may load one, unless ``sockmap=False`` or
+``PYLVS_PROXY_SOCKMAP=0``.
 
 The data plane also runs a housekeeping timer (``housekeeping_interval``, 1 s): it hands batched
 traffic counts to the core, closes idle UDP flows, and calls ``Director.tick`` unless
