@@ -38,6 +38,7 @@ import errno
 import os
 import socket
 import struct
+from _socket import socket as RawSocket
 
 __all__ = ["SockmapRelay", "bytes_written", "socket_cookie"]
 
@@ -226,12 +227,12 @@ class _Bpf:
         self.call(_BPF_PROG_ATTACH, attr)
 
 
-def socket_cookie(sock: socket.socket) -> int:
+def socket_cookie(sock: RawSocket) -> int:
     """The kernel's 64-bit identity of a socket, which the verdict program sees too."""
     return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, _SO_COOKIE, 8), "little")
 
 
-def bytes_written(sock: socket.socket) -> int:
+def bytes_written(sock: RawSocket) -> int:
     """Bytes handed to a TCP socket for sending so far (retransmissions not counted twice)."""
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TI_SIZE)
     if len(info) < _TI_SIZE:
@@ -294,7 +295,7 @@ class SockmapRelay:
 
     # ---- one relay -----------------------------------------------------------------------------
 
-    def attach(self, a: socket.socket, ca: int, b: socket.socket, cb: int) -> None:
+    def attach(self, a: RawSocket, ca: int, b: RawSocket, cb: int) -> None:
         """Hand both sockets to the kernel; raises OSError (nothing left behind) if it cannot."""
         bpf = self.bpf
         ka, kb = _Q.pack(ca), _Q.pack(cb)

@@ -532,6 +532,11 @@ class Flow:
         """Bytes of src read here since the hand-over."""
         return self.accounted + self.nbytes - self.base
 
+    def redirect_delivered(self) -> int:
+        """Bytes the kernel redirected from src that dst has been given (TCP_INFO of dst): what
+        dst got in all, less what it had before the hand-over and what the proxy sent since."""
+        return bytes_written(self.dst) - self.sent_base - self.taken()
+
     def peer_cookie(self) -> int:
         relay = self.relay
         return relay.s2c.cookie if self.by_client else relay.c2s.cookie
@@ -835,10 +840,10 @@ class Relay:
             return
         csock = self.csock
         try:
-            cc, cs = socket_cookie(csock), socket_cookie(ssock)  # type: ignore[arg-type]
-            c2s.sent_base = bytes_written(ssock)  # type: ignore[arg-type]
-            s2c.sent_base = bytes_written(csock)  # type: ignore[arg-type]
-            offload.attach(csock, cc, ssock, cs)  # type: ignore[arg-type]
+            cc, cs = socket_cookie(csock), socket_cookie(ssock)
+            c2s.sent_base = bytes_written(ssock)
+            s2c.sent_base = bytes_written(csock)
+            offload.attach(csock, cc, ssock, cs)
         except OSError as e:
             log.debug("proxy: relay stays in user space: %s", e)
             return
@@ -897,11 +902,9 @@ class Relay:
         if offload is None:
             return True
         try:
-            redirected = offload.counters(flow.cookie)[1]
-            written = bytes_written(flow.dst)  # type: ignore[arg-type]
+            return flow.redirect_delivered() >= offload.counters(flow.cookie)[1]
         except OSError:
             return True  # a socket gone: nothing more will be delivered
-        return written >= flow.sent_base + flow.taken() + redirected
 
     def _when_delivered(
         self, flow: Flow, then: Callable[[Flow], None], delay: float, timer: bool = False,
@@ -936,8 +939,7 @@ class Relay:
             self.take_back(flow)
             return
         try:
-            delivered = bytes_written(flow.dst) - flow.sent_base - taken  # type: ignore[arg-type]
-            credit = max(delivered, 0) + offload.window
+            credit = max(flow.redirect_delivered(), 0) + offload.window
             if credit != flow.credit:
                 offload.taken(flow.cookie, flow.peer_cookie(), taken, credit)
                 flow.credit = credit
