@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pylvs.cli import ipvsadm
-from pylvs.cli._ipvsadm.names import Resolver
 from pylvs.core.table import IPVSTable
+from pylvs.ipvsadm.names import Resolver
 
 # /etc/hosts of the recording VM, as its own `cat /etc/hosts` step shows it.
 GOLDEN_HOSTS = "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"

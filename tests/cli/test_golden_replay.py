@@ -235,11 +235,11 @@ def test_golden_ipvsadm_steps_match_byte_for_byte(case: str, tmp_path: Path) -> 
 @pytest.mark.parametrize("case", ["e_bignum", "e_conns"])
 def test_recorded_rate_and_stats_rows_format_identically_from_the_same_figures(case: str) -> None:
     """The listings skipped above for their live figures: same figures in, same bytes out."""
-    from pylvs.cli._ipvsadm import listing as L
-    from pylvs.cli._ipvsadm.names import Resolver
     from pylvs.core.api import DestStatus, ServiceStatus
     from pylvs.core.model import DestSpec, ServiceSpec
     from pylvs.core.stats import StatsSnapshot
+    from pylvs.ipvsadm import listing as L
+    from pylvs.ipvsadm.names import Resolver
 
     checked = 0
     for step in _steps(case):

@@ -33,7 +33,7 @@ def director(tmp_path: Path) -> Iterator[Path]:
     sock = sockdir / "d.sock"
     log = open(tmp_path / "daemon.log", "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
-        [PY, "-m", "pylvs.daemon.main", "--control-socket", str(sock), "--dataplane", "none"],
+        [PY, "-m", "pylvs.director.main", "--control-socket", str(sock), "--dataplane", "none"],
         stdout=log, stderr=subprocess.STDOUT,
     )
     try:

@@ -9,11 +9,11 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pylvs.cli._ipvsadm.listing import FMT_EXACT, FMT_NONE, print_largenum
-from pylvs.cli._ipvsadm.names import Resolver
 from pylvs.cli.ipvsadm import main
 from pylvs.core.model import AF_INET, ConnEntry
 from pylvs.core.table import IPVSTable
+from pylvs.ipvsadm.listing import FMT_EXACT, FMT_NONE, print_largenum
+from pylvs.ipvsadm.names import Resolver
 
 
 def run(
@@ -192,9 +192,9 @@ _any4 = st.one_of(
 def test_fast_ordering_is_exactly_ipvsadms_merge_sort(
     dests: list[tuple[ipaddress.IPv4Address, int]], marks: list[tuple[int, int]]
 ) -> None:
-    from pylvs.cli._ipvsadm import listing as L
     from pylvs.core.api import DestStatus, ServiceStatus
     from pylvs.core.model import DestSpec, ServiceKey, ServiceSpec
+    from pylvs.ipvsadm import listing as L
 
     ds = [DestStatus(DestSpec(a, p)) for a, p in dests]
     assert L.sort_dests(ds) == L.glibc_msort(ds, L.cmp_dests)

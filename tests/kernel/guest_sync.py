@@ -95,7 +95,7 @@ def main() -> None:
 
         # the pylvs side: the same service, a master (syncid 3) and a backup (syncid 4)
         sock = str(tmp / "m.sock")
-        pylvsd = run("m", sys.executable, "-m", "pylvs.daemon.main", "--control-socket", sock,
+        pylvsd = run("m", sys.executable, "-m", "pylvs.director.main", "--control-socket", sock,
                      "--dataplane", "proxy")
         if not wait(lambda: Path(sock).exists(), 120):
             raise RuntimeError("pylvsd did not start")
@@ -142,7 +142,7 @@ def main() -> None:
         sh("ip netns add d && ip -n d link set lo up && ip -n d link add dd0 type dummy "
            "&& ip -n d link set dd0 up")
         dsock = str(tmp / "d.sock")
-        run("d", sys.executable, "-m", "pylvs.daemon.main", "--control-socket", dsock,
+        run("d", sys.executable, "-m", "pylvs.director.main", "--control-socket", dsock,
             "--dataplane", "kernel")
         if not wait(lambda: Path(dsock).exists(), 120):
             raise RuntimeError("pylvsd (kernel) did not start")

@@ -35,21 +35,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from pylvs.cli._ipvsadm import listing as L
-from pylvs.cli._ipvsadm.cparse import (
-    INT_MAX,
-    UINT_MAX,
-    atoi,
-    inet_aton,
-    inet_pton4,
-    inet_pton6,
-    str_is_digit,
-    string_to_number,
-    strtol,
-)
-from pylvs.cli._ipvsadm.names import Resolver
-from pylvs.cli._ipvsadm.popt import Option, Popt, PoptError
-from pylvs.cli._ipvsadm.usage import VERSION_LINE, usage_text
 from pylvs.core.api import BackendUnavailable, IPVSBackend, IPVSError, SyncDaemonStatus
 from pylvs.core.model import (
     AF_INET,
@@ -65,6 +50,21 @@ from pylvs.core.model import (
     TunnelFlags,
     TunnelType,
 )
+from pylvs.ipvsadm import listing as L
+from pylvs.ipvsadm.cparse import (
+    INT_MAX,
+    UINT_MAX,
+    atoi,
+    inet_aton,
+    inet_pton4,
+    inet_pton6,
+    str_is_digit,
+    string_to_number,
+    strtol,
+)
+from pylvs.ipvsadm.names import Resolver
+from pylvs.ipvsadm.popt import Option, Popt, PoptError
+from pylvs.ipvsadm.usage import VERSION_LINE, usage_text
 
 PROG = "ipvsadm"
 MAX_TIMEOUT = 86400 * 31

@@ -19,14 +19,14 @@ from collections.abc import Sequence
 # Subcommand -> the module whose ``register(subparsers)`` adds it (and sets ``func`` with
 # ``set_defaults``: args -> exit code). A module may register several subcommands.
 SUBCOMMANDS: dict[str, str] = {
-    "run": "pylvs.daemon.main",
+    "run": "pylvs.director.main",
     "genhash": "pylvs.health.cli",
     "lab": "pylvs.lab.cli",
     "rs-setup": "pylvs.hostsetup.cli",
     "director-setup": "pylvs.hostsetup.cli",
     "http": "pylvs.l7.cli",
     "http-app": "pylvs.l7.cli",
-    "keepalived": "pylvs.vrrp.cli",
+    "keepalived": "pylvs.keepalived.cli",
 }
 
 

@@ -21,7 +21,7 @@ together with the entries it controls. The kernel also re-sends an entry every 5
 keep the backup's timer fresh; here a long-lived entry that changes no state is sent once,
 so on the backup it expires after its state's timeout (15 min for ESTABLISHED by default).
 
-What this is not for: sockets, multicast groups and timers (``pylvs.daemon.sync``).
+What this is not for: sockets, multicast groups and timers (``pylvs.director.sync``).
 """
 
 from __future__ import annotations

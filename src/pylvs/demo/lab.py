@@ -133,7 +133,7 @@ class LabDemo:
         """Start the packet data plane on ``host``'s LAN interface, leaving ARP for the VIP to
         the VRRP router (only the master may answer for it)."""
         log = f"{host}-director.log"
-        self.start(host, [PY, "-m", "pylvs.dataplane.packet.serve", "--control-socket",
+        self.start(host, [PY, "-m", "pylvs.director.serve_packet", "--control-socket",
                           self.sock(host), "--interfaces", "eth0", "--no-arp"], log)
         self.wait(lambda: "director ready" in self.log(log), f"the packet director on {host}")
 

@@ -100,7 +100,7 @@ def backends(port: int) -> Iterator[None]:
 def director(sock: str) -> Iterator[subprocess.Popen[bytes]]:
     env = dict(os.environ, PYLVS_CONTROL_SOCKET=sock)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pylvs.daemon.main", "--control-socket", sock,
+        [sys.executable, "-m", "pylvs.director.main", "--control-socket", sock,
          "--dataplane", "proxy", "--log-level", "warning"],
         env=env,
     )

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 
 from pylvs.config.lvs import CheckerConfig, UrlCheck
-from pylvs.vrrp.trackfile import read_value, weighted
+from pylvs.trackers.trackfile import read_value, weighted
 
 # A real server that sends more than this for one URL is cut off: the digest covers what was read.
 MAX_BODY = 16 << 20

@@ -6,7 +6,7 @@ send_redirects=0, VIP alias), with ``--undo`` and ``--dry-run``.
 
 TUN on a real server: when the kernel has an IPIP tunnel (``tunl0`` exists or the ``ipip`` module
 loads) the VIP also goes on ``tunl0`` and the kernel decapsulates. Otherwise ``rs-setup --mode tun``
-stays in the foreground running the user-space decapsulator (``pylvs.dataplane.packet.decap``)
+stays in the foreground running the user-space decapsulator (``pylvs.hostsetup.decap``)
 until SIGTERM/SIGINT; the host settings stay until ``--undo``.
 
 What this is not for: the plan and its application (``pylvs.hostsetup.plan``).
@@ -74,7 +74,7 @@ def cmd_rs_setup(args: argparse.Namespace) -> int:
             rc = _run(steps, "rs-setup", args)
             if rc:
                 return rc
-            from pylvs.dataplane.packet.decap import run_decapsulator
+            from pylvs.hostsetup.decap import run_decapsulator
 
             return run_decapsulator(DECAP_DEV, args.vip.split("/")[0])
         rc = _run(steps, "rs-setup", args)

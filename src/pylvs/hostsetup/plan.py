@@ -8,7 +8,7 @@ routes and ``/proc/sys`` for sysctls, in the caller's network namespace; it is i
 address or route already present is not an error). The sysctl values found before ``apply`` are
 saved per network namespace under ``/run/pylvs/hostsetup`` so that ``--undo`` restores them.
 
-What this is not for: the IPIP decapsulator (``pylvs.dataplane.packet.decap``), VRRP-managed VIPs.
+What this is not for: the IPIP decapsulator (``pylvs.hostsetup.decap``), VRRP-managed VIPs.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Per mode: DR runs ``pylvs rs-setup --mode dr`` on rs1/rs2 and ``pylvs director-s
 director; TUN runs ``pylvs rs-setup --mode tun`` (which keeps the IPIP decapsulator running) on
 rs1/rs2 and ``director-setup``; NAT uses nat1/nat2 on the back network, whose gateway is the
 director, and leaves the VIP off the director's stack (the data plane answers ARP for it). The
-director runs the daemon with the ``packet`` data plane (``pylvs.dataplane.packet.serve``) and
+director runs the daemon with the ``packet`` data plane (``pylvs.director.serve_packet``) and
 its control socket in the lab's state directory; ``ipvsadm`` runs ``pylvsadm`` against it.
 
 What this is not for: building the lab (``topology``) or anything VRRP does.
@@ -108,7 +108,7 @@ class LVSCluster:
         name = f"{self.director_host}.log"
         with self._log(name) as log:
             p = lab.popen(self.director_host,
-                          [sys.executable, "-m", "pylvs.dataplane.packet.serve", "--control-socket",
+                          [sys.executable, "-m", "pylvs.director.serve_packet", "--control-socket",
                            self.control_socket, "--interfaces", "eth0,eth1"],
                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(p)

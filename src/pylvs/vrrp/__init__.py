@@ -1,5 +1,6 @@
-"""VRRP high availability: the VRRPv2/v3 codec, the router state machine (sans-IO), and the
-asyncio driver that moves VIPs between directors, interoperating with keepalived.
+"""VRRP high availability: the VRRPv2/v3 codec, the router state machine (sans-IO), the raw
+socket and address I/O (``netio``), and instance planning, interoperating with keepalived.
 
-Not for: health checks of real servers or programming IPVS (see the checker and director parts).
+Not for: running a keepalived.conf (``pylvs.keepalived``), health checks of real servers
+(``pylvs.health``) or programming IPVS (``pylvs.dataplane``).
 """

@@ -4,7 +4,7 @@
 VIPs, send gratuitous ARPs, run notify scripts, report a split brain); the caller does the I/O and
 calls ``tick`` again at ``next_deadline()``. Times are seconds on any monotonic clock.
 
-Not for: sockets, netlink, scripts or config files (see :mod:`pylvs.vrrp.driver`).
+Not for: sockets, netlink, scripts or config files (see :mod:`pylvs.keepalived.daemon`).
 """
 
 from __future__ import annotations

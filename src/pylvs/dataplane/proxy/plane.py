@@ -49,10 +49,10 @@ from typing import TYPE_CHECKING, Any
 
 from pylvs.core.model import Protocol, ServiceKey, VirtualService
 from pylvs.core.table import TableListener
-from pylvs.dataplane._proxy_common import ProxyContext, ServiceEndpoint
-from pylvs.dataplane._proxy_splice import AVAILABLE as splice_available
-from pylvs.dataplane._proxy_tcp import Listener, TcpEngine
-from pylvs.dataplane._proxy_udp import UdpService
+from pylvs.dataplane.proxy.common import ProxyContext, ServiceEndpoint
+from pylvs.dataplane.proxy.splice import AVAILABLE as splice_available
+from pylvs.dataplane.proxy.tcp import Listener, TcpEngine
+from pylvs.dataplane.proxy.udp import UdpService
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylvs.core.director import Director

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pylvs.core.model import DestSpec, ForwardingMethod, ServiceKey, parse_address
-from pylvs.daemon.notify_fifo import Fifos, NotifyFifo
-from tests.vrrp.conftest import Lab, instance_conf, wait_for
+from pylvs.keepalived.notify_fifo import Fifos, NotifyFifo
+from tests.keepalived.conftest import Lab, instance_conf, wait_for
 
 
 def _read_lines(fd: int, want: int, timeout: float) -> list[str]:

@@ -61,7 +61,7 @@ def backends() -> Iterator[tuple[int, list[str]]]:
 
 def start_daemon(sock: str, *extra: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pylvs.daemon.main", "--control-socket", sock, *extra],
+        [sys.executable, "-m", "pylvs.director.main", "--control-socket", sock, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 20

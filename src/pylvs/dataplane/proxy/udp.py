@@ -26,7 +26,7 @@ from pylvs.core.director import DIR_INPUT, DIR_OUTPUT
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylvs.core.director import Connection
-    from pylvs.dataplane._proxy_common import ProxyContext, ServiceEndpoint
+    from pylvs.dataplane.proxy.common import ProxyContext, ServiceEndpoint
 
 MAX_DATAGRAM = 65535
 # Datagrams handled per readiness callback, so one busy socket cannot starve the loop.

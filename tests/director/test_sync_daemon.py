@@ -89,7 +89,7 @@ def test_backup_director_learns_the_masters_connections(
     tag = names[0][2:-1]
     socks = [str(tmp / "a.sock"), str(tmp / "b.sock")]
     for ns, sock in zip(names, socks, strict=True):
-        run(ns, sys.executable, "-m", "pylvs.daemon.main", "--control-socket", sock,
+        run(ns, sys.executable, "-m", "pylvs.director.main", "--control-socket", sock,
             "--dataplane", "proxy")
     assert wait_for(lambda: all(os.path.exists(s) for s in socks), 20)
 

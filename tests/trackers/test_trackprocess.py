@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 from pylvs.config import keepalived as K
-from pylvs.vrrp.trackprocess import ProcessTracker, matches, scan_proc
-from tests.vrrp.conftest import Lab, instance_conf, wait_for
+from pylvs.trackers.trackprocess import ProcessTracker, matches, scan_proc
+from tests.keepalived.conftest import Lab, instance_conf, wait_for
 
 
 def spec(**kw: object) -> K.TrackProcess:

@@ -17,8 +17,8 @@ import pytest
 
 from pylvs.core.director import Director
 from pylvs.core.model import DestSpec, ForwardingMethod, ServiceSpec, parse_address
-from pylvs.dataplane._proxy_tcp import Relay
 from pylvs.dataplane.proxy import ProxyDataPlane
+from pylvs.dataplane.proxy.tcp import Relay
 from tests.dataplane.test_proxy import (
     TIMEOUT,
     VIP,

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from tests.vrrp.conftest import VIP, Lab, instance_conf, wait_for
+from tests.keepalived.conftest import VIP, Lab, instance_conf, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

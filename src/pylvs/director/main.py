@@ -30,11 +30,11 @@ from pylvs.control.client import default_socket_path
 from pylvs.control.server import ControlServer, ControlSocketBusy
 from pylvs.core.director import Director
 from pylvs.core.table import IPVSTable
-from pylvs.daemon.sync import SyncDaemons
 from pylvs.dataplane import registry
 from pylvs.dataplane.base import DataPlane
+from pylvs.director.sync import SyncDaemons
 
-log = logging.getLogger("pylvs.daemon")
+log = logging.getLogger("pylvs.director")
 
 TICK_INTERVAL = 1.0  # seconds between Director.tick() calls (expiry and the 2 s estimator)
 

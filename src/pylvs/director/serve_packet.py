@@ -1,4 +1,4 @@
-"""``python -m pylvs.dataplane.packet.serve``: the director daemon with the ``packet`` data plane.
+"""``python -m pylvs.director.serve_packet``: the director daemon with the ``packet`` data plane.
 
 What this is for: running a director that forwards real packets (DR/NAT/TUN) on a host or in a
 lab namespace, administered with ``pylvsadm`` over the daemon's control socket, while the daemon's
@@ -19,14 +19,14 @@ import sys
 from collections.abc import Sequence
 
 from pylvs.control.client import default_socket_path
-from pylvs.daemon.main import DirectorDaemon, StartupError
 from pylvs.dataplane import registry
+from pylvs.director.main import DirectorDaemon, StartupError
 
 ENTRY = "pylvs.dataplane.packet.dataplane:PacketDataPlane"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pylvs.dataplane.packet.serve")
+    p = argparse.ArgumentParser(prog="python -m pylvs.director.serve_packet")
     p.add_argument("--control-socket", metavar="PATH")
     p.add_argument("--interfaces", default="", help="comma-separated interface names")
     p.add_argument("--no-firewall", action="store_true", help="install no nftables rules")

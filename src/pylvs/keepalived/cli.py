@@ -1,5 +1,5 @@
-"""``pylvs keepalived -f FILE``: run a keepalived.conf, VRRP (``pylvs.vrrp.driver``) and virtual
-servers with their checks (``pylvs.daemon.lvs_runtime``), with keepalived's command-line habits
+"""``pylvs keepalived -f FILE``: run a keepalived.conf, VRRP (``pylvs.keepalived.daemon``) and virtual
+servers with their checks (``pylvs.keepalived.lvs_runtime``), with keepalived's command-line habits
 (-n -l -D accepted, -t tests the configuration, -i picks @conditional lines).
 
 Not for: any protocol or checking logic; this only turns the command line into a daemon.
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         for d in [*cfg.diagnostics, *lvs.diagnostics]:
             print(d, file=sys.stderr)
         return 0
-    from pylvs.vrrp.driver import KeepalivedDaemon
+    from pylvs.keepalived.daemon import KeepalivedDaemon
 
     daemon = KeepalivedDaemon(
         args.file, config_id=args.config_id, state_file=args.state_file, arbitrator=args.arbitrator,

@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from pylvs.cli._ipvsadm.cparse import c_int32
-from pylvs.cli._ipvsadm.names import Resolver, ntop
 from pylvs.core.api import DestStatus, ServiceStatus, SyncDaemonStatus
 from pylvs.core.model import (
     AF_INET,
@@ -32,6 +30,8 @@ from pylvs.core.model import (
     TunnelType,
 )
 from pylvs.core.stats import StatsSnapshot
+from pylvs.ipvsadm.cparse import c_int32
+from pylvs.ipvsadm.names import Resolver, ntop
 
 FMT_NONE = 0x0000
 FMT_NUMERIC = 0x0001

@@ -18,8 +18,8 @@ import pytest
 
 from pylvs.core.director import Director
 from pylvs.core.model import DestSpec, ForwardingMethod, ServiceKey, ServiceSpec, parse_address
-from pylvs.dataplane._proxy_tcp import OFFLOAD_AFTER, Relay
 from pylvs.dataplane.proxy import ProxyDataPlane
+from pylvs.dataplane.proxy.tcp import OFFLOAD_AFTER, Relay
 from tests.dataplane.test_proxy import (
     TIMEOUT,
     VIP,

@@ -1,6 +1,6 @@
 """The LVS half of ``pylvs keepalived``: the virtual servers of a keepalived.conf, checked and served.
 
-What this is for: with the VRRP half (``pylvs.vrrp.driver``), one process runs a whole director
+What this is for: with the VRRP half (``pylvs.keepalived.daemon``), one process runs a whole director
 from one keepalived.conf, as keepalived does. This part programs the virtual services into a table
 and keeps them healthy with the checkers (``pylvs.health``):
 - on a host with kernel IPVS (``dataplane="kernel"``), the table is the kernel's, through netlink,
@@ -24,8 +24,8 @@ from pylvs.config.lvs import LVSConfig
 from pylvs.control.server import ControlServer, ControlSocketBusy
 from pylvs.core.api import IPVSBackend, IPVSError, SyncDaemonStatus
 from pylvs.core.model import Timeouts
-from pylvs.daemon.main import DirectorDaemon, StartupError
 from pylvs.dataplane import registry
+from pylvs.director.main import DirectorDaemon, StartupError
 from pylvs.health.manager import HealthManager
 
 log = logging.getLogger("pylvs.keepalived")

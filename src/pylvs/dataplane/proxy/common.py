@@ -19,8 +19,8 @@ from pylvs.core.model import ServiceKey
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylvs.core.director import Connection, Director
-    from pylvs.dataplane._proxy_tcp import Relay
-    from pylvs.dataplane._proxy_udp import UdpFlow
+    from pylvs.dataplane.proxy.tcp import Relay
+    from pylvs.dataplane.proxy.udp import UdpFlow
 
 
 @dataclass(frozen=True, slots=True)

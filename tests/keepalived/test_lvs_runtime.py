@@ -11,7 +11,7 @@ from pylvs.cli import ipvsadm
 from pylvs.config import keepalived
 from pylvs.config.lvs import LVSConfig, interpret
 from pylvs.control.client import ControlClient
-from pylvs.daemon.lvs_runtime import LVSRuntime
+from pylvs.keepalived.lvs_runtime import LVSRuntime
 
 CONF = """
 virtual_server {net}.100 {port} {{

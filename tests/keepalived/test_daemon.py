@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vrrp.conftest import VIP, Lab, instance_conf, sh, wait_for
+from tests.keepalived.conftest import VIP, Lab, instance_conf, sh, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 

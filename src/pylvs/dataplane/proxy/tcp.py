@@ -79,12 +79,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from pylvs.core.director import DIR_INPUT, DIR_OUTPUT
-from pylvs.dataplane._proxy_sockmap import SockmapRelay, bytes_written, socket_cookie
-from pylvs.dataplane._proxy_splice import PIPE_SIZE, SPLICE_FLAGS, open_pipe
+from pylvs.dataplane.proxy.sockmap import SockmapRelay, bytes_written, socket_cookie
+from pylvs.dataplane.proxy.splice import PIPE_SIZE, SPLICE_FLAGS, open_pipe
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylvs.core.director import Connection
-    from pylvs.dataplane._proxy_common import ProxyContext, ServiceEndpoint
+    from pylvs.dataplane.proxy.common import ProxyContext, ServiceEndpoint
 
 log = logging.getLogger("pylvs.dataplane.proxy")
 

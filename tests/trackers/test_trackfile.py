@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pylvs.config import keepalived as K
-from pylvs.vrrp.trackfile import FAULT, TrackFileWatcher, parse_value, read_value, status
+from pylvs.trackers.trackfile import FAULT, TrackFileWatcher, parse_value, read_value, status
 
 
 def test_values_are_read_as_strtol_base_0_reads_them() -> None:

@@ -2,7 +2,7 @@
 from keepalived.conf, feeds it packets and timers, and carries out its actions (sockets, VIPs,
 gratuitous ARP, notify scripts), plus vrrp_script / track_interface tracking, the arbitrator
 check and split-brain evidence from ARP. The file's virtual servers run beside it in the same
-process (``pylvs.daemon.lvs_runtime``), as in keepalived.
+process (``pylvs.keepalived.lvs_runtime``), as in keepalived.
 
 Signals as keepalived: SIGHUP reloads atomically (a bad file keeps the running configuration),
 SIGTERM resigns mastership (priority 0) and removes the VIPs. Not for: protocol decisions, which
@@ -31,8 +31,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pylvs.config import keepalived as K
 from pylvs.config.grammar import ConfigError
 from pylvs.config.lvs import RealServerConfig, VirtualServerConfig
-from pylvs.daemon.notify_fifo import Fifos, NotifyFifo, dest_text, service_text
-from pylvs.daemon.smtp_alert import SmtpAlerter
+from pylvs.keepalived.notify_fifo import Fifos, NotifyFifo, dest_text, service_text
+from pylvs.keepalived.smtp_alert import SmtpAlerter
+from pylvs.trackers.trackfile import FAULT, TrackFileWatcher
+from pylvs.trackers.trackprocess import ProcessTracker, scan_proc
 from pylvs.vrrp import netio
 from pylvs.vrrp import packet as pkt
 from pylvs.vrrp.router import (
@@ -51,12 +53,10 @@ from pylvs.vrrp.router import (
     State,
     VRRPRouter,
 )
-from pylvs.vrrp.trackfile import FAULT, TrackFileWatcher
-from pylvs.vrrp.trackprocess import ProcessTracker, scan_proc
 
 if TYPE_CHECKING:
     from pylvs.config.lvs import LVSConfig
-    from pylvs.daemon.lvs_runtime import LVSRuntime
+    from pylvs.keepalived.lvs_runtime import LVSRuntime
 
 log = logging.getLogger("pylvs.vrrp")
 T = TypeVar("T")
@@ -277,7 +277,7 @@ class KeepalivedDaemon:
             await self.lvs.stop()
         return 0
 
-    # -- the virtual_server half (pylvs.daemon.lvs_runtime) --------------------------------
+    # -- the virtual_server half (pylvs.keepalived.lvs_runtime) --------------------------------
 
     def _control_extra(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         return {"vrrp_status": lambda _args: self.status()}
@@ -285,7 +285,7 @@ class KeepalivedDaemon:
     async def _start_lvs(self, lvs: LVSConfig) -> bool:
         """Program and check the virtual servers, served on the control socket with VRRP's state."""
         from pylvs.control.client import default_socket_path
-        from pylvs.daemon.lvs_runtime import LVSRuntime
+        from pylvs.keepalived.lvs_runtime import LVSRuntime
 
         rt = LVSRuntime(lvs, self.control_socket or default_socket_path(), dataplane=self.dataplane,
                         global_defs=self.cfg.global_defs if self.cfg is not None else None)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pylvs.daemon.smtp_alert import SmtpAlerter, message
-from tests.vrrp.conftest import Lab, instance_conf, wait_for
+from pylvs.keepalived.smtp_alert import SmtpAlerter, message
+from tests.keepalived.conftest import Lab, instance_conf, wait_for
 
 # An SMTP sink: answers every command, appends each message (envelope + data) to a file.
 SINK = r"""
