@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SUBNET = "10.78.0"
 VIP = f"{SUBNET}.100"
-PYLVS_ENTRY = "cli"  # "cli": pylvs keepalived; "module": python -m pylvs.vrrp (loads only VRRP)
+PYLVS_ENTRY = "cli"  # "cli": pylvs keepalived; "module": python -m pylvs.keepalived (loads only VRRP)
 
 PROBE = r"""
 import json, socket, struct, sys, time, select
@@ -293,7 +293,7 @@ def main() -> int:
     ap.add_argument("--cases", default="v2-kill,v2-term,v2-preempt,v3-kill")
     ap.add_argument("--split-brain", default="v2,v3", help="split-brain detection cases ('' for none)")
     ap.add_argument("--pylvs-entry", choices=("cli", "module"), default="cli",
-                    help="start pylvs as 'pylvs keepalived' (cli) or 'python -m pylvs.vrrp' (module)")
+                    help="start pylvs as 'pylvs keepalived' (cli) or 'python -m pylvs.keepalived' (module)")
     args = ap.parse_args()
     global PYLVS_ENTRY
     PYLVS_ENTRY = args.pylvs_entry
