@@ -19,7 +19,7 @@ from pylvs.core.director import Director
 from pylvs.core.model import DestSpec, ForwardingMethod, ServiceSpec, parse_address
 from pylvs.dataplane.proxy import ProxyDataPlane
 from pylvs.dataplane.proxy.tcp import Relay
-from tests.dataplane.test_proxy import (
+from tests.dataplane.proxy.test_proxy import (
     TIMEOUT,
     VIP,
     add_service,

@@ -20,7 +20,7 @@ from pylvs.core.director import Director
 from pylvs.core.model import DestSpec, ForwardingMethod, ServiceKey, ServiceSpec, parse_address
 from pylvs.dataplane.proxy import ProxyDataPlane
 from pylvs.dataplane.proxy.tcp import OFFLOAD_AFTER, Relay
-from tests.dataplane.test_proxy import (
+from tests.dataplane.proxy.test_proxy import (
     TIMEOUT,
     VIP,
     add_service,
@@ -28,7 +28,7 @@ from tests.dataplane.test_proxy import (
     proxy_test,
     until,
 )
-from tests.dataplane.test_proxy_relay import push_until_held
+from tests.dataplane.proxy.test_proxy_relay import push_until_held
 
 HAND_OVER = OFFLOAD_AFTER + 1
 
