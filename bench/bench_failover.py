@@ -155,7 +155,7 @@ class Router:
         self.state = lab.tmp / f"{tag}.json"
         log = (lab.tmp / f"{tag}.log").open("wb")
         if impl == "pylvs":
-            entry = ["pylvs.cli.main", "keepalived"] if PYLVS_ENTRY == "cli" else ["pylvs.vrrp"]
+            entry = ["pylvs.cli.main", "keepalived"] if PYLVS_ENTRY == "cli" else ["pylvs.keepalived"]
             cmd = [sys.executable, "-m", *entry, "-n", "-l", "-f", str(cfg), "--state-file", str(self.state)]
         else:
             cmd = [shutil.which("keepalived") or "/usr/sbin/keepalived", "-n", "-l", "-P", "-f", str(cfg),
