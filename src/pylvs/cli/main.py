@@ -16,6 +16,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from pylvs import __version__
+
 # Subcommand -> the module whose ``register(subparsers)`` adds it (and sets ``func`` with
 # ``set_defaults``: args -> exit code). A module may register several subcommands.
 SUBCOMMANDS: dict[str, str] = {
@@ -27,6 +29,9 @@ SUBCOMMANDS: dict[str, str] = {
     "http": "pylvs.l7.cli",
     "http-app": "pylvs.l7.cli",
     "keepalived": "pylvs.keepalived.cli",
+    "install-units": "pylvs.service.units",
+    "man": "pylvs.cli.docs",
+    "install-docs": "pylvs.cli.docs",
 }
 
 
@@ -36,6 +41,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="pylvs",
         description="Linux Virtual Server cluster in Python: director, lab, VRRP, checks, L7 proxy.",
     )
+    parser.add_argument("-V", "--version", action="version", version=f"pylvs {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     if command in SUBCOMMANDS:
         modules = [SUBCOMMANDS[command]]
