@@ -31,10 +31,11 @@ entries (entry, key, deadline, hash slot and wheel slot together).
 
 from __future__ import annotations
 
+import ipaddress
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
-from pylvs.core.model import DestFlags, RealServer, Timeouts
+from pylvs.core.model import AF_INET, AF_INET6, ConnEntry, DestFlags, RealServer, Timeouts
 
 # ---- connection flags -------------------------------------------------------------------------
 # The meanings of IP_VS_CONN_F_* (include/uapi/linux/ip_vs.h), packed into one byte so that every
@@ -99,6 +100,10 @@ TCP_ACTIVE_STATES = frozenset({1, 2, 3, 10})  # ESTABLISHED, SYN_SENT, SYN_RECV,
 TCP_STATE_ACTIVE = tuple(s in TCP_ACTIVE_STATES for s in range(11))
 # Seconds, as tcp_timeouts[] (ESTABLISHED and FIN_WAIT follow ``ipvsadm --set``).
 TCP_TIMEOUTS = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120)
+# Under ``secure_tcp``: Linux 2.4's vs_timeout_table_dos (ESTABLISHED 8 min, SYN_SENT 60 s,
+# SYN_RECV 10 s, FIN_WAIT/TIME_WAIT/CLOSE_WAIT 60 s, SYNACK 100 s); later kernels switch only
+# the state table. ESTABLISHED and FIN_WAIT never exceed the ``--set`` values.
+TCP_TIMEOUTS_SECURE = (2, 480, 60, 10, 60, 60, 10, 60, 30, 120, 100)
 
 UDP_S_NORMAL = 0
 UDP_STATE_NAME = "UDP"
@@ -192,11 +197,17 @@ def tcp_next_state(state: int, direction: int, tcp_flags: int, secure: bool = Fa
     return table[(direction * 64 + (tcp_flags & 0x3F)) * 16 + state]
 
 
-def tcp_timeout_table(timeouts: Timeouts) -> tuple[int, ...]:
-    """Per-state TCP timeouts with the ``--set tcp tcpfin`` values applied."""
-    t = list(TCP_TIMEOUTS)
-    t[TCP_S_ESTABLISHED] = timeouts.tcp
-    t[TCP_S_FIN_WAIT] = timeouts.tcp_fin
+def tcp_timeout_table(timeouts: Timeouts, secure: bool = False) -> tuple[int, ...]:
+    """Per-state TCP timeouts with the ``--set tcp tcpfin`` values applied (``secure``: the
+    SYN-flood defence's shorter ones)."""
+    if not secure:
+        t = list(TCP_TIMEOUTS)
+        t[TCP_S_ESTABLISHED] = timeouts.tcp
+        t[TCP_S_FIN_WAIT] = timeouts.tcp_fin
+        return tuple(t)
+    t = list(TCP_TIMEOUTS_SECURE)
+    t[TCP_S_ESTABLISHED] = min(t[TCP_S_ESTABLISHED], timeouts.tcp)
+    t[TCP_S_FIN_WAIT] = min(t[TCP_S_FIN_WAIT], timeouts.tcp_fin)
     return tuple(t)
 
 
@@ -501,3 +512,24 @@ class ConnectionTable:
                 while c is not None:
                     yield c
                     c = c.next
+
+
+def conn_entries(conns: Iterable[Connection], now: float) -> list[ConnEntry]:
+    """The rows of ``ipvsadm -Lc`` for these entries, expiry counted from ``now``."""
+    rows: list[ConnEntry] = []
+    for c in conns:
+        af = AF_INET6 if len(c.vaddr) == 16 else AF_INET
+        rows.append(ConnEntry(
+            protocol=c.ckey & 0xFF,
+            af=af,
+            caddr=ipaddress.ip_address(c.caddr),
+            cport=c.cport,
+            vaddr=ipaddress.ip_address(c.vaddr),
+            vport=c.vport,
+            daddr=c.dest.addr,
+            dport=c.dport,
+            state=c.state_name,
+            expires=max(0.0, c.deadline - now),
+            flags=kernel_conn_flags(c.flags),
+        ))
+    return rows

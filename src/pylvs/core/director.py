@@ -54,11 +54,13 @@ from pylvs.core.conntrack import (
     ConnectionTable,
     bind_dest,
     clear_overload,
-    kernel_conn_flags,
+    conn_entries,
     tcp_next_state,
     tcp_timeout_table,
     unbind_dest,
 )
+from pylvs.core.defense import DEFENSE_PERIOD, Defense
+from pylvs.core.lookup import ServiceCache, ServicePlan
 from pylvs.core.model import (
     AF_INET,
     AF_INET6,
@@ -71,7 +73,7 @@ from pylvs.core.model import (
     VirtualService,
 )
 from pylvs.core.stats import ESTIMATOR_PERIOD
-from pylvs.core.table import IPVSTable, TableListener
+from pylvs.core.table import IPVSTable
 
 # Re-exported so data planes can import everything they need from here.
 __all__ = [
@@ -108,52 +110,14 @@ _FTPPORT = 21
 _HANDSHAKE_STATES = frozenset({0, 2, 3, 10})  # NONE, SYN_SENT, SYN_RECV, SYNACK
 
 
-class _Plan:
-    """What scheduling needs of a service, read once: the flags as plain ints."""
-
-    __slots__ = ("fwmark", "mask4", "mask6", "one_packet", "persistent", "port", "svc")
-
-    def __init__(self, svc: VirtualService) -> None:
-        self.svc = svc
-        flags = int(svc.flags)
-        self.persistent = bool(flags & 0x0001)  # IP_VS_SVC_F_PERSISTENT
-        self.one_packet = bool(flags & 0x0004)  # IP_VS_SVC_F_ONEPACKET
-        # Port-zero services match any port unless persistent; fwmark services any port.
-        self.port = svc.key.port
-        self.fwmark = svc.key.fwmark
-        # Persistence granularity (-M): an IPv4 mask, or an IPv6 prefix length.
-        self.mask4 = svc.netmask & 0xFFFFFFFF
-        plen = svc.netmask if 0 < svc.netmask <= 128 else 128
-        self.mask6 = ((1 << plen) - 1) << (128 - plen)
-
-
-class _ServiceCache(TableListener):
-    """Service lookup by packed address, dropped whenever the table's services change."""
-
-    def __init__(self) -> None:
-        self.by_addr: dict[tuple[int, bytes, int], _Plan | None] = {}
-        self.by_mark: dict[tuple[int, int], _Plan | None] = {}
-
-    def clear(self) -> None:
-        self.by_addr.clear()
-        self.by_mark.clear()
-
-    def service_added(self, svc: VirtualService) -> None:
-        self.clear()
-
-    def service_changed(self, svc: VirtualService) -> None:
-        self.clear()
-
-    def service_deleted(self, svc: VirtualService) -> None:
-        self.clear()
-
-
 class Director:
     """The connection-handling half of an IPVS director, owning a table and its connections.
 
     Not thread-safe: one event loop owns it. ``clock`` is a monotonic seconds source; tests pass
-    a fake one. Past ``max_connections`` stored entries, new connections are refused (counted in
-    ``refused_full``) so a SYN flood cannot grow memory without bound.
+    a fake one. Past ``max_connections`` stored entries, a new connection takes the place of the
+    oldest half-open entry (while ``drop_entry`` is not 0) or is refused (counted in
+    ``refused_full``), so a SYN flood cannot grow memory without bound nor lock clients out;
+    ``defense`` holds IPVS's flood defences (``pylvs.core.defense``).
     """
 
     def __init__(
@@ -164,7 +128,8 @@ class Director:
     ) -> None:
         self.table = table if table is not None else IPVSTable()
         self.clock = clock
-        self.max_connections = max_connections
+        self.defense = Defense(max_connections, self._drop)
+        self._half_open = self.defense.half_open.queue
         # sysctl net.ipv4.vs.expire_quiescent_template (off by default, as in the kernel).
         self.expire_quiescent_template = False
         # sysctl net.ipv4.vs.expire_nodest_conn (off by default): entries of a deleted real
@@ -178,9 +143,13 @@ class Director:
         now = clock()
         self.conns = ConnectionTable(self._expire, now)
         self._next_estimate = now + ESTIMATOR_PERIOD
-        self._services = _ServiceCache()
+        self._next_defense = now + DEFENSE_PERIOD
+        self._secure = False
+        self._services = ServiceCache()
         self.table.listeners.append(self._services)
         self.table.connection_provider = self.connection_entries
+        self.table.sysctl_provider = self.defense
+        self.defense.on_change = lambda: self._defense_changed(self.conns.count)
         self._timeouts_src: Timeouts | None = None
         self._tcp_timeouts: tuple[int, ...] = ()
         self._udp_timeout = 300
@@ -193,23 +162,45 @@ class Director:
         self.sync_hook: Callable[[Connection], None] | None = None
 
     @property
+    def max_connections(self) -> int:
+        return self.defense.max_connections
+
+    @max_connections.setter
+    def max_connections(self, n: int) -> None:
+        self.defense.max_connections = n
+
+    @property
     def secure_tcp(self) -> bool:
-        """sysctl net.ipv4.vs.secure_tcp at 3 (always on): the SYN-flood defence state table."""
-        return self._tcp_next is TCP_NEXT_STATE_SECURE
+        """The SYN-flood defence's TCP state and timeout tables are in force; setting it is
+        sysctl net.ipv4.vs.secure_tcp at 3 (always on) or 0 (off)."""
+        return self._secure
 
     @secure_tcp.setter
     def secure_tcp(self, on: bool) -> None:
+        self.defense.secure_tcp = 3 if on else 0
+        self._defense_changed(self.conns.count)
+
+    def _apply_secure(self, on: bool) -> None:
+        """ip_vs_protocol_timeout_change: swap the state table and the timeouts."""
+        self._secure = on
         table = TCP_NEXT_STATE_SECURE if on else TCP_NEXT_STATE
         self._tcp_next = table
         self._syn_states = (table[(DIR_INPUT * 64 + TCP_SYN) * 16],
                             table[(DIR_INPUT_ONLY * 64 + TCP_SYN) * 16])
+        self._load_timeouts()
+
+    def _defense_changed(self, stored: int) -> None:
+        """A sysctl was written: update the level at once, as the kernel's handler does."""
+        change = self.defense.update(self.max_connections - stored)
+        if change is not None:
+            self._apply_secure(change)
 
     # ---- timeouts --------------------------------------------------------------------------
 
     def _load_timeouts(self) -> None:
         t = self.table.timeouts
         self._timeouts_src = t
-        self._tcp_timeouts = tcp_timeout_table(t)
+        self._tcp_timeouts = tcp_timeout_table(t, self._secure)
         self._udp_timeout = t.udp
 
     def _tcp_timeout(self, state: int) -> int:
@@ -231,7 +222,7 @@ class Director:
         plan = self._plan(protocol, vaddr, vport, fwmark)
         return plan.svc if plan is not None else None
 
-    def _plan(self, protocol: int, vaddr: bytes, vport: int, fwmark: int) -> _Plan | None:
+    def _plan(self, protocol: int, vaddr: bytes, vport: int, fwmark: int) -> ServicePlan | None:
         cache = self._services
         if fwmark:
             mk = (fwmark, len(vaddr))
@@ -240,7 +231,7 @@ class Director:
             except KeyError:
                 af = AF_INET6 if len(vaddr) == 16 else AF_INET
                 svc = self.table.lookup(ServiceKey.mark(fwmark, af))
-                plan = cache.by_mark[mk] = _Plan(svc) if svc is not None else None
+                plan = cache.by_mark[mk] = ServicePlan(svc) if svc is not None else None
             if plan is not None:
                 return plan
         k = (protocol, vaddr, vport)
@@ -253,7 +244,7 @@ class Director:
         if len(vaddr) not in (4, 16):
             return None
         svc = self.table.lookup_inet(protocol, ipaddress.ip_address(bytes(vaddr)), vport)
-        plan = cache.by_addr[k] = _Plan(svc) if svc is not None else None
+        plan = cache.by_addr[k] = ServicePlan(svc) if svc is not None else None
         return plan
 
     # ---- new connections -------------------------------------------------------------------
@@ -292,7 +283,10 @@ class Director:
                 if not self._reschedule(old, protocol):
                     return old
                 self._drop(old)
-        if table.count >= self.max_connections:
+        defense = self.defense
+        if defense.drop_rate and defense.todrop():
+            return None  # drop_packet: "we are very loaded"
+        if table.count >= defense.max_connections and not defense.make_room():
             self.refused_full += 1
             return None
         svc = plan.svc
@@ -356,7 +350,9 @@ class Director:
             bucket = table.new_bucket(sec)
         bucket.conns.append(conn)
         conn.bucket = bucket
-        if self.sync_hook is not None and protocol != _IPPROTO_TCP:
+        if protocol == _IPPROTO_TCP:
+            self._half_open.append(conn)
+        elif self.sync_hook is not None:
             self.sync_hook(conn)
         return conn
 
@@ -380,7 +376,7 @@ class Director:
         return None
 
     def _schedule_persist(
-        self, plan: _Plan, protocol: int, caddr: bytes, cport: int, vaddr: bytes,
+        self, plan: ServicePlan, protocol: int, caddr: bytes, cport: int, vaddr: bytes,
         vport: int, ckey: int, now: float,
     ) -> Connection | None:
         """ip_vs_sched_persist: reuse or create the client network's template, then the entry."""
@@ -409,9 +405,10 @@ class Director:
             ) and not self._check_template(ct):
                 ct = None
         if ct is None:
-            if table.count + 1 >= self.max_connections:
-                self.refused_full += 1
-                return None
+            while table.count + 1 >= self.max_connections:
+                if not self.defense.make_room():
+                    self.refused_full += 1
+                    return None
             sched = svc.scheduler
             dest = sched.schedule(caddr, cport, vaddr, vport, now) if sched is not None else None
             if dest is None:
@@ -454,6 +451,8 @@ class Director:
             bind_dest(conn, dest)
             _conns_changed(dest)
             table.insert(conn, now)
+            if protocol == _IPPROTO_TCP:
+                self._half_open.append(conn)
         # ip_vs_conn_put(ct): the template's timer restarts with every connection it hands out.
         table.arm(ct, now)
         if self.sync_hook is not None and protocol != _IPPROTO_TCP:
@@ -695,6 +694,12 @@ class Director:
             hook()
         now = self.clock()
         self.conns.expire(now)
+        if now >= self._next_defense:
+            # defense_work_handler, once a second
+            self._next_defense = now + DEFENSE_PERIOD
+            change = self.defense.periodic(self.conns.count)
+            if change is not None:
+                self._apply_secure(change)
         if now >= self._next_estimate:
             self.table.estimate()
             self._next_estimate += ESTIMATOR_PERIOD
@@ -763,27 +768,7 @@ class Director:
 
     def connection_entries(self) -> list[ConnEntry]:
         """The rows of ``ipvsadm -Lc``: connections and persistence templates."""
-        now = self.clock()
-        rows: list[ConnEntry] = []
-        for c in self.conns.entries():
-            vlen = len(c.vaddr)
-            af = AF_INET6 if vlen == 16 else AF_INET
-            caddr = ipaddress.ip_address(c.caddr)
-            vaddr = ipaddress.ip_address(c.vaddr)
-            rows.append(ConnEntry(
-                protocol=c.ckey & 0xFF,
-                af=af,
-                caddr=caddr,
-                cport=c.cport,
-                vaddr=vaddr,
-                vport=c.vport,
-                daddr=c.dest.addr,
-                dport=c.dport,
-                state=c.state_name,
-                expires=max(0.0, c.deadline - now),
-                flags=kernel_conn_flags(c.flags),
-            ))
-        return rows
+        return conn_entries(self.conns.entries(), self.clock())
 
 
 def _conns_changed(dest: RealServer) -> None:

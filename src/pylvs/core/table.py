@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import itertools
 from collections.abc import Callable, Iterator
+from typing import Protocol as TypingProtocol
 
 from pylvs.core.api import (
     DestStatus,
@@ -45,6 +46,14 @@ from pylvs.core.stats import Stats
 # Persistence engines the kernel ships (``--pe``).
 PERSISTENCE_ENGINES = ("sip",)
 MAX_WEIGHT = 2**31 - 1
+
+
+class SysctlProvider(TypingProtocol):
+    """What serves ``get_sysctl``/``set_sysctl`` (the Director's ``Defense``)."""
+
+    def get_sysctl(self) -> dict[str, int]: ...
+
+    def set_sysctl(self, values: dict[str, object]) -> None: ...
 
 
 class TableListener:
@@ -82,6 +91,8 @@ class IPVSTable:
         self.listeners: list[TableListener] = []
         # Set by the connection table: returns the rows of ``ipvsadm -Lc``.
         self.connection_provider: Callable[[], list[ConnEntry]] | None = None
+        # Set by the Director: its flood defences' settings (net.ipv4.vs.drop_entry, ...).
+        self.sysctl_provider: SysctlProvider | None = None
 
     # ---- lookups used by data planes -------------------------------------------------------
 
@@ -132,6 +143,18 @@ class IPVSTable:
 
     def get_daemons(self) -> list[SyncDaemonStatus]:
         return []
+
+    def get_sysctl(self) -> dict[str, int]:
+        """The flood defences' settings (``pylvs.core.defense``); EOPNOTSUPP without a
+        connection table."""
+        if self.sysctl_provider is None:
+            raise IPVSError(errno.EOPNOTSUPP, "this table has no connection table to defend")
+        return self.sysctl_provider.get_sysctl()
+
+    def set_sysctl(self, values: dict[str, object]) -> None:
+        if self.sysctl_provider is None:
+            raise IPVSError(errno.EOPNOTSUPP, "this table has no connection table to defend")
+        self.sysctl_provider.set_sysctl(values)
 
     # ---- IPVSBackend: services -------------------------------------------------------------
 
