@@ -18,7 +18,7 @@ import pytest
 from pylvs.core.director import Director
 from pylvs.core.model import DestSpec, ForwardingMethod, ServiceSpec, parse_address
 from pylvs.dataplane.proxy import ProxyDataPlane
-from pylvs.dataplane.proxy.tcp import Relay
+from pylvs.dataplane.proxy.relay import Relay
 from tests.dataplane.proxy.test_proxy import (
     TIMEOUT,
     VIP,

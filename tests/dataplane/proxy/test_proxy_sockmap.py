@@ -1,4 +1,4 @@
-"""The proxy's in-kernel relay (``_proxy_sockmap``) with real sockets on 127.0.0.0/8: a relay that
+"""The proxy's in-kernel relay (``pylvs.dataplane.proxy.sockmap``) with real sockets on 127.0.0.0/8: a relay that
 has served a few requests is handed to the kernel's socket map, and from then on bytes, FINs,
 counters, backpressure and the order of bytes must be exactly what the user-space relay gives.
 
@@ -19,7 +19,8 @@ import pytest
 from pylvs.core.director import Director
 from pylvs.core.model import DestSpec, ForwardingMethod, ServiceKey, ServiceSpec, parse_address
 from pylvs.dataplane.proxy import ProxyDataPlane
-from pylvs.dataplane.proxy.tcp import OFFLOAD_AFTER, Relay
+from pylvs.dataplane.proxy.flow import OFFLOAD_AFTER
+from pylvs.dataplane.proxy.relay import Relay
 from tests.dataplane.proxy.test_proxy import (
     TIMEOUT,
     VIP,

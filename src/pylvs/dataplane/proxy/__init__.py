@@ -1,8 +1,11 @@
 """The ``proxy`` data plane: socket-level full NAT for TCP and UDP, no privileges needed.
 
-``plane`` follows the table and owns the listeners; ``tcp`` and ``udp`` relay connections and
-datagrams; ``splice`` moves bulk bytes in the kernel; ``sockmap`` hands long-lived TCP relays to
-an in-kernel relay (a BPF socket map); ``common`` holds what they share.
+Modules, each importing only those listed after it (no cycles, type-only imports included):
+``plane`` follows the table and owns the listeners; ``listener`` accepts TCP connections and
+starts a ``relay`` each; a relay's two directions are ``flow``s; ``engine`` is the one epoll and
+timer they all run on; ``udp`` relays datagrams; ``splice`` moves bulk bytes in the kernel;
+``sockmap`` hands long-lived TCP relays to an in-kernel relay (a BPF socket map, through
+``pylvs.bpf``); ``common`` holds the settings, counters and live objects they share.
 """
 
 from pylvs.dataplane.proxy.plane import ProxyDataPlane

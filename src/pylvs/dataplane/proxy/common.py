@@ -13,14 +13,23 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pylvs.core.model import ServiceKey
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylvs.core.director import Connection, Director
-    from pylvs.dataplane.proxy.tcp import Relay
-    from pylvs.dataplane.proxy.udp import UdpFlow
+
+
+class LiveRelay(Protocol):
+    """What the data plane does with every open TCP relay (``relay.Relay``), seen from here so
+    that this module, which every other one imports, imports none of them."""
+
+    def flush(self) -> None:
+        """Hand the counts gathered since the last flush to the core."""
+
+    def abort(self) -> None:
+        """Close both sides at once (the data plane is stopping)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +64,9 @@ class ProxyContext:
     max_udp_flows: int
     splice: bool = True
     sockmap: bool = True
-    relays: set[Relay] = field(default_factory=set)
-    udp_flows: dict[Any, UdpFlow] = field(default_factory=dict)
+    relays: set[LiveRelay] = field(default_factory=set)
+    # Every UDP flow of every service (``udp.UdpFlow``), counted against ``max_udp_flows``.
+    udp_flows: dict[Any, object] = field(default_factory=dict)
     accepted: int = 0
     refused: int = 0
     connect_failures: int = 0

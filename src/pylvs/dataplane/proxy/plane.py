@@ -14,7 +14,7 @@ What this is not for:
 - port-0 ("all ports") services: a socket listens on one port. They are logged once and skipped;
   a packet data plane serves them.
 - choosing servers, persistence, thresholds, connection states: the core's. The proxy marks no
-  server down when a connect fails; it retries another one (see ``_proxy_tcp``) and leaves
+  server down when a connect fails; it retries another one (see ``relay``) and leaves
   health to the checker.
 
 Listeners follow the table through a ``TableListener``: adding a service binds its socket at once
@@ -24,11 +24,11 @@ connections of a deleted service. Listening sockets set ``IP_FREEBIND`` so a VIP
 yet brought up can be bound.
 
 TCP listening sockets and relays are not asyncio transports: they live in one edge-triggered
-epoll that the loop watches (``_proxy_tcp.TcpEngine``), which keeps a proxied connection down to
-the system calls that do its work. Bulk streams move to ``os.splice`` (``_proxy_splice``) after a
+epoll that the loop watches (``engine.TcpEngine``), which keeps a proxied connection down to
+the system calls that do its work. Bulk streams move to ``os.splice`` (``splice``) after a
 few full-size reads, unless ``splice=False``; request/response traffic is read and written, and
 a connection that keeps making requests is handed to an in-kernel relay (a BPF socket map,
-``_proxy_sockmap``) when the process may load one, unless ``sockmap=False`` or
+``sockmap``) when the process may load one, unless ``sockmap=False`` or
 ``PYLVS_PROXY_SOCKMAP=0``.
 
 The data plane also runs a housekeeping timer (``housekeeping_interval``, 1 s): it hands batched
@@ -50,8 +50,9 @@ from typing import TYPE_CHECKING, Any
 from pylvs.core.model import Protocol, ServiceKey, VirtualService
 from pylvs.core.table import TableListener
 from pylvs.dataplane.proxy.common import ProxyContext, ServiceEndpoint
+from pylvs.dataplane.proxy.engine import TcpEngine
+from pylvs.dataplane.proxy.listener import Listener
 from pylvs.dataplane.proxy.splice import AVAILABLE as splice_available
-from pylvs.dataplane.proxy.tcp import Listener, TcpEngine
 from pylvs.dataplane.proxy.udp import UdpService
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -3,7 +3,7 @@
 What this is for: long one-way streams (downloads, uploads). Read and written through Python,
 every chunk is copied from the kernel into the relay's buffer and back; with splice the pages move
 from one socket into a pipe and from the pipe into the other socket inside the kernel, and the
-proxy only counts them. A relay direction (``_proxy_tcp.Flow``) switches once it has seen several
+proxy only counts them. A relay direction (``flow.Flow``) switches once it has seen several
 full-size reads, at a moment when nothing of that direction is held in the proxy (so byte order is
 kept); request/response traffic never switches. The relay drives the splices from the same
 edge-triggered events as its reads and writes.
