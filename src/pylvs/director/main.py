@@ -33,6 +33,9 @@ from pylvs.core.table import IPVSTable
 from pylvs.dataplane import registry
 from pylvs.dataplane.base import DataPlane
 from pylvs.director.sync import SyncDaemons
+from pylvs.metrics import wiring as metrics
+from pylvs.metrics.server import MetricsError
+from pylvs.metrics.server import add_arguments as add_metrics_arguments
 
 log = logging.getLogger("pylvs.director")
 
@@ -207,6 +210,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--restore", metavar="FILE", help="load this ipvsadm-save file at start")
     p.add_argument("--save-on-exit", metavar="FILE", help="write the table here (ipvsadm-save -n format) on exit")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_metrics_arguments(p)  # --metrics-address, --status-address (pylvs.metrics)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -224,8 +228,14 @@ def run(args: argparse.Namespace) -> int:
         restore=args.restore,
         save_on_exit=args.save_on_exit,
     )
+    try:  # metrics and status page, served from their own threads (pylvs.metrics)
+        observe = metrics.observe_director(daemon, args)
+    except MetricsError as exc:
+        print(f"pylvsd: {exc}", file=sys.stderr)
+        return 1
     try:
-        asyncio.run(daemon.run())
+        with observe if observe is not None else contextlib.nullcontext():
+            asyncio.run(daemon.run())
     except StartupError as exc:
         print(f"pylvsd: {exc}", file=sys.stderr)
         return 1
