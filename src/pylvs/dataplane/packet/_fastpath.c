@@ -37,6 +37,12 @@
 #define TP_STATUS_AVAILABLE 0u
 #define TP_STATUS_SEND_REQUEST 1u
 #define TP_STATUS_WRONG_FORMAT 4u
+#define TP_STATUS_CSUMNOTREADY (1u << 3)
+#define TP_STATUS_CSUM_VALID (1u << 7)
+#define VNET_NEEDS_CSUM 1u
+#define VNET_DATA_VALID 2u
+/* a frame's rx meta, as offload.py numbers it */
+#define META_CSUM_OK 1u
 #define TX_BATCH 64
 #define MAX_RINGS 64
 
@@ -49,6 +55,84 @@ static inline uint32_t ld32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); re
 static inline uint16_t ld16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 static inline void st32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 static inline unsigned be16(const uint8_t *p) { return (unsigned)p[0] << 8 | p[1]; }
+
+/* 16-bit one's-complement sum of n bytes (odd length padded with a zero byte), not folded */
+static uint64_t ones_add(const uint8_t *p, size_t n, uint64_t sum)
+{
+    while (n >= 8) {
+        uint32_t a, b;
+        memcpy(&a, p, 4);
+        memcpy(&b, p + 4, 4);
+        sum += (uint64_t)__builtin_bswap32(a) + __builtin_bswap32(b);
+        p += 8;
+        n -= 8;
+    }
+    while (n >= 2) {
+        sum += be16(p);
+        p += 2;
+        n -= 2;
+    }
+    if (n)
+        sum += (unsigned)p[0] << 8;
+    return sum;
+}
+
+static inline uint16_t fold64(uint64_t s)
+{
+    while (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16);
+    return (uint16_t)s;
+}
+
+/* Where the IP packet of an Ethernet frame ends (padding excluded); n when not IP. */
+static size_t l3_end(const uint8_t *p, size_t n)
+{
+    size_t e = n;
+    if (n >= 34 && p[12] == 8 && p[13] == 0 && (p[14] >> 4) == 4)
+        e = 14 + (size_t)be16(p + 16);
+    else if (n >= 54 && p[12] == 0x86 && p[13] == 0xDD)
+        e = 54 + (size_t)be16(p + 18);
+    return e < n ? e : n;
+}
+
+/* A partial checksum finished in place, as skb_checksum_help stores it: the field at
+ * start+offset holds the pseudo-header sum; 0 when the offsets lie outside the packet. */
+static int complete_csum(uint8_t *p, size_t n, unsigned start, unsigned offset)
+{
+    size_t end = l3_end(p, n);
+    size_t field = (size_t)start + offset;
+    if (start < 14 || field + 2 > end)
+        return 0;
+    uint16_t c = (uint16_t)~fold64(ones_add(p + start, end - start, 0));
+    if (c == 0)
+        c = 0xFFFF;  /* UDP: 0 would mean "no checksum"; TCP: the same number */
+    p[field] = (uint8_t)(c >> 8);
+    p[field + 1] = (uint8_t)c;
+    return 1;
+}
+
+/* The rx meta of a frame (offload.py's rx_meta / rx_meta_plain), completing a partial
+ * checksum of an ordinary frame in place. vnet: the header before the frame, or NULL. */
+static unsigned long frame_meta(const uint8_t *vnet, uint8_t *p, size_t n, uint32_t tp_status)
+{
+    if (vnet != NULL) {
+        uint8_t flags = vnet[0], gso_type = vnet[1];
+        if (gso_type)
+            return (unsigned long)(gso_type & 0x7F) << 8 | (unsigned long)(vnet[4] | vnet[5] << 8) << 16;
+        if (flags & VNET_NEEDS_CSUM)
+            return complete_csum(p, n, vnet[6] | vnet[7] << 8, vnet[8] | vnet[9] << 8)
+                ? META_CSUM_OK : 0;
+        return (flags & VNET_DATA_VALID) || (tp_status & TP_STATUS_CSUM_VALID) ? META_CSUM_OK : 0;
+    }
+    if (tp_status & TP_STATUS_CSUM_VALID)
+        return META_CSUM_OK;
+    if (!(tp_status & TP_STATUS_CSUMNOTREADY) || n < 34 || p[12] != 8 || p[13] != 0
+            || (p[14] >> 4) != 4)
+        return 0;
+    unsigned l4 = 14 + ((unsigned)(p[14] & 0x0F) << 2);
+    unsigned off = p[23] == 6 ? 16 : p[23] == 17 ? 6 : 0;
+    return off && complete_csum(p, n, l4, off) ? META_CSUM_OK : 0;
+}
 
 /* ---------------------------------------------------------------------------------------- */
 /* Ring                                                                                     */
@@ -65,7 +149,9 @@ typedef struct {
     Py_ssize_t block_size;
     uint32_t block_nr, frame_size, tx_nr, tx_max;
     uint32_t rx_cur, tx_cur, tx_pending;
-    unsigned long long rx_frames, fast_frames, tx_sent, tx_errors, tx_ring_full;
+    uint32_t vnet_len;       /* 10 with PACKET_VNET_HDR: a virtio_net_hdr precedes each frame */
+    unsigned long rx_meta;   /* the verdict on the frame the callback is looking at */
+    unsigned long long rx_frames, fast_frames, tx_sent, tx_errors, tx_ring_full, rx_truncated;
 } RingObject;
 
 static PyTypeObject RingType;
@@ -105,10 +191,15 @@ static int ring_tx2(RingObject *r, const uint8_t *data, uint32_t n, const uint8_
             return 2;
         }
     }
-    memcpy(slot + TPACKET3_HDRLEN, data, n);
+    uint8_t *dst = slot + TPACKET3_HDRLEN;
+    if (r->vnet_len) {  /* an all-zero virtio_net_hdr: a whole, checksummed frame */
+        memset(dst, 0, r->vnet_len);
+        dst += r->vnet_len;
+    }
+    memcpy(dst, data, n);
     if (n2)
-        memcpy(slot + TPACKET3_HDRLEN + n, data2, n2);
-    n += n2;
+        memcpy(dst + n, data2, n2);
+    n += n2 + r->vnet_len;
     st32(slot + 16, n);  /* tp_len */
     __atomic_store_n(status, TP_STATUS_SEND_REQUEST, __ATOMIC_RELEASE);
     r->tx_cur = r->tx_cur + 1 == r->tx_nr ? 0 : r->tx_cur + 1;
@@ -138,16 +229,17 @@ static void ring_release(RingObject *r)
 static int Ring_init(RingObject *r, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"mm", "view", "fd", "ifindex", "rx_size", "block_size", "block_nr",
-                             "frame_size", "tx_nr", NULL};
+                             "frame_size", "tx_nr", "vnet_len", NULL};
     PyObject *mm, *view;
     int fd, ifindex;
     Py_ssize_t rx_size, block_size;
-    unsigned int block_nr, frame_size, tx_nr;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOiinnIII", kwlist, &mm, &view, &fd, &ifindex,
-                                     &rx_size, &block_size, &block_nr, &frame_size, &tx_nr))
+    unsigned int block_nr, frame_size, tx_nr, vnet_len = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOiinnIII|I", kwlist, &mm, &view, &fd, &ifindex,
+                                     &rx_size, &block_size, &block_nr, &frame_size, &tx_nr,
+                                     &vnet_len))
         return -1;
     ring_release(r);
-    if (frame_size <= TPACKET3_HDRLEN || block_nr == 0 || tx_nr == 0 || block_size <= 0
+    if ((vnet_len != 0 && vnet_len != 10) || frame_size <= TPACKET3_HDRLEN + 64 || block_nr == 0 || tx_nr == 0 || block_size <= 0
             || rx_size != block_size * (Py_ssize_t)block_nr) {
         PyErr_SetString(PyExc_ValueError, "Ring: inconsistent ring geometry");
         return -1;
@@ -170,7 +262,8 @@ static int Ring_init(RingObject *r, PyObject *args, PyObject *kw)
     r->block_nr = block_nr;
     r->frame_size = frame_size;
     r->tx_nr = tx_nr;
-    r->tx_max = frame_size - TPACKET3_HDRLEN;
+    r->vnet_len = vnet_len;
+    r->tx_max = frame_size - TPACKET3_HDRLEN - vnet_len;
     r->rx_cur = r->tx_cur = r->tx_pending = 0;
     return 0;
 }
@@ -835,14 +928,23 @@ static PyObject *Ring_receive(RingObject *r, PyObject *args)
             uint8_t *hdr = blk + off;
             uint32_t nxt = ld32(hdr);
             uint32_t snap = ld32(hdr + 12);
+            uint32_t flen = ld32(hdr + 16);
+            uint32_t tp_status = ld32(hdr + 20);
             uint16_t mac = ld16(hdr + 24);
-            if ((Py_ssize_t)mac + snap > bs - off)
+            if ((Py_ssize_t)mac + snap > bs - off || mac < r->vnet_len)
                 break;
             /* struct sockaddr_ll follows the header: sll_pkttype at +10 */
-            if (hdr[TPACKET3_HDRLEN + 10] <= 1) {  /* PACKET_HOST, PACKET_BROADCAST */
+            if (hdr[TPACKET3_HDRLEN + 10] <= 1 && snap < flen) {  /* held only in part */
+                r->rx_truncated++;
+                count++;
+            } else if (hdr[TPACKET3_HDRLEN + 10] <= 1) {  /* PACKET_HOST, PACKET_BROADCAST */
                 uint8_t *frame = hdr + mac;
                 uint32_t ip_len;
-                flow_t *f = ft != NULL ? fast_match(ft, frame, snap, &ip_len) : NULL;
+                unsigned long meta = frame_meta(r->vnet_len ? frame - r->vnet_len : NULL, frame,
+                                                snap, tp_status);
+                r->rx_meta = meta;
+                /* super-frames (GSO) are cut by the Python path */
+                flow_t *f = ft != NULL && !(meta >> 8) ? fast_match(ft, frame, snap, &ip_len) : NULL;
                 RingObject *o = f != NULL ? ft->rings[f->out] : NULL;
                 if (o != NULL && o->base != NULL && f->kind == KIND_TUN) {
                     if (ip_len + 20 > f->mtu || ip_len + 34 > o->tx_max) {
@@ -929,6 +1031,12 @@ RING_COUNTER(fast_frames)
 RING_COUNTER(tx_sent)
 RING_COUNTER(tx_errors)
 RING_COUNTER(tx_ring_full)
+RING_COUNTER(rx_truncated)
+
+static PyObject *Ring_get_rx_meta(RingObject *r, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(r->rx_meta);
+}
 
 static PyObject *Ring_get_tx_pending(RingObject *r, void *Py_UNUSED(c))
 {
@@ -947,6 +1055,8 @@ static PyGetSetDef Ring_getset[] = {
     {"tx_sent", (getter)Ring_get_tx_sent, NULL, "frames handed to the kernel", NULL},
     {"tx_errors", (getter)Ring_get_tx_errors, NULL, "send errors and refused slots", NULL},
     {"tx_ring_full", (getter)Ring_get_tx_ring_full, NULL, "frames dropped: ring full", NULL},
+    {"rx_truncated", (getter)Ring_get_rx_truncated, NULL, "frames held only in part", NULL},
+    {"rx_meta", (getter)Ring_get_rx_meta, NULL, "the current frame's checksum/GSO verdict", NULL},
     {"tx_pending", (getter)Ring_get_tx_pending, NULL, "frames queued, not yet sent", NULL},
     {"ifindex", (getter)Ring_get_ifindex, NULL, "the interface", NULL},
     {NULL, NULL, NULL, NULL, NULL},

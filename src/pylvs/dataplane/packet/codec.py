@@ -72,6 +72,7 @@ class Drop(enum.IntEnum):
     TOO_BIG = 16
     TABLE_FULL = 17
     BAD_ICMP = 18
+    BAD_GSO = 19  # a super-frame that cannot be cut (not IPv4 TCP / UDP GSO, bad headers)
 
 
 # -- checksums ---------------------------------------------------------------------------------

@@ -13,8 +13,11 @@ nftables table ``inet pylvs_packet`` is installed in this network namespace: at 
 ``forward`` hooks it drops TCP/UDP to the VIPs and TCP/UDP from NAT real servers; ARP, ICMP and
 the director's own traffic are untouched. AF_PACKET taps see frames before these hooks, so the
 data plane still gets them. Without ``nft`` a warning is logged and reported in ``describe()``.
-Offloads: frames must be whole and checksummed, so GRO/TSO/GSO and TX checksum offload are
-switched off on the interfaces (``ethtool``) on start.
+Offloads are left as the host has them: the rings read each frame's ``virtio_net_hdr``, so
+partial checksums (TX checksum offload of a veth/virtio sender) are completed and super-frames
+(a sender's TSO/GSO, the director's own GRO) are cut into segments of the sender's MSS before
+they are forwarded (``offload``). ``offloads_off=True`` still switches GRO/GSO/TSO and TX
+checksum offload off on the director's interfaces (``ethtool``), for comparison.
 
 The C hot path (``_fastpath``, when built; ``fastpath=False`` or ``PYLVS_PACKET_FASTPATH=0``
 turns it off): the rings are walked in C and frames of established DR/NAT/TUN connections are
@@ -167,7 +170,7 @@ class PacketDataPlane:
     name = "packet"
 
     def __init__(self, director: Director, interfaces: str | list[str] | None = None,
-                 firewall: bool = True, offloads_off: bool = True, answer_arp: bool = True,
+                 firewall: bool = True, offloads_off: bool = False, answer_arp: bool = True,
                  verify_new_checksums: bool = True, fastpath: bool | None = None,
                  flow_limit: int = FLOW_LIMIT) -> None:
         self.director = director
@@ -342,8 +345,13 @@ class PacketDataPlane:
         handle = fw.handle
         side = fw.side_frames
 
+        # the ring's verdict on each frame (checksum known good, super-frame): the C ring's
+        # when it walks, else the Python ring's; ARP sockets have none
+        meta_of: Any = (ring.fast if isinstance(ring, PacketRing) and ring.fast is not None
+                        else ring)
+
         def on_frame(frame: RxFrame) -> None:
-            out = handle(ifindex, frame)
+            out = handle(ifindex, frame, meta_of.rx_meta)
             if out is not None:
                 rings[out[0]].queue(out[1])
             if side:
@@ -449,6 +457,8 @@ class PacketDataPlane:
             "rx_ring_drops": sum(r.kernel_drops for r in self.rings.values()),
             "ring_recoveries": self.ring_recoveries,
             "tx_ring_full": sum(r.tx_ring_full for r in self.rings.values()),
+            "rx_truncated": sum(r.rx_truncated for r in self.rings.values()),
+            "gso_split": fw.gso_split if fw else 0,
             "fastpath": "on" if self.flows is not None else "off",
             "flows": self.flows.count if self.flows is not None else 0,
             "fast_frames": sum(r.fast_frames for r in self.rings.values()),

@@ -20,7 +20,11 @@ connection tracking (TCP flags drive the states), persistence and statistics:
   the packet is dropped (the sender retransmits).
 
 New TCP connections are only created by a SYN (as with ``sloppy_tcp=0``); their TCP/UDP checksum
-is verified first, so a flood of corrupt SYNs creates no entries. Other packets are forwarded
+is verified first, so a flood of corrupt SYNs creates no entries, unless the ring's rx meta says
+it is known good (``offload.META_CSUM_OK``: verified by the receiving device, or a partial
+checksum from an offloading sender that the ring completed). Super-frames (TSO/GSO/GRO, rx meta
+with a ``gso_size``) are cut into MTU-sized, checksummed segments (``offload.segment``) and each
+is forwarded like a received frame; they go out as ``side_frames``. Other packets are forwarded
 with their checksums as received (the real server verifies them; NAT updates are incremental so
 a bad checksum stays bad). Drops are counted by reason in ``drops``.
 
@@ -44,7 +48,7 @@ from typing import Any, Protocol
 
 from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, TCP_S_ESTABLISHED, Connection, Director
 from pylvs.core.model import ForwardingMethod
-from pylvs.dataplane.packet import codec
+from pylvs.dataplane.packet import codec, offload
 from pylvs.dataplane.packet.codec import (
     ARP_REQUEST,
     ETH_HLEN,
@@ -134,6 +138,8 @@ class Forwarder:
         self.arp_replies = 0
         self.arp_requests = 0
         self.icmp_forwarded = 0
+        self.gso_split = 0  # super-frames cut into segments
+        self._csum_ok = 0  # the rx meta's META_CSUM_OK of the frame being handled
         self.side_frames: list[Output] = []  # ARP requests/replies and ICMP made here
         # a second way to resolve (the driver asks the kernel too), called with the address
         self.on_missing_neighbour: Callable[[bytes], None] | None = None
@@ -229,14 +235,19 @@ class Forwarder:
         return (iface.ifindex, frame)
 
     # -- the entry point -----------------------------------------------------------------------
-    def handle(self, ifindex: int, frame: Frame) -> Output | None:
+    def handle(self, ifindex: int, frame: Frame, meta: int = 0) -> Output | None:
         """Decide what happens to ``frame`` received on ``ifindex`` (addressed to our MAC or
-        broadcast). Extra frames to send (ARP, ICMP) are appended to ``side_frames``.
+        broadcast). Extra frames to send (ARP, ICMP, the segments of a super-frame) are
+        appended to ``side_frames``. ``meta``: the ring's verdict (``offload.META_*``).
 
         The first block is the hot path, written out in one function on purpose (each Python
         call costs about as much as a header check): a client packet of a known DR or NAT
         connection whose next hop is cached. It applies exactly the checks and steps of the
         general path below, which handles everything else."""
+        if meta >> offload.META_GSO_SHIFT_TYPE:
+            self._split(ifindex, frame, meta)
+            return None
+        self._csum_ok = meta & offload.META_CSUM_OK
         n = len(frame)
         if 42 <= n <= 1514 and frame[12] == 8 and frame[13] == 0 and frame[14] == 0x45:
             _v, _tos, tot, _id, frag, _ttl, proto, _c, saddr, daddr, sport, dport = _FAST.unpack_from(frame, 14)
@@ -282,6 +293,23 @@ class Forwarder:
         if et == ETH_P_ARP:
             self._arp(ifindex, frame)
         return None
+
+    def _split(self, ifindex: int, frame: Frame, meta: int) -> None:
+        """A super-frame: each of its segments is handled as a received frame with a good
+        checksum (``segment`` computed it); what they become is sent as side frames."""
+        gso_type, gso_size = offload.meta_gso(meta)
+        segs = offload.segment(frame, gso_type, gso_size)
+        if segs is None:
+            self.drop(Drop.BAD_GSO)
+            return
+        self.gso_split += 1
+        outs = []
+        for seg in segs:
+            out = self.handle(ifindex, seg, offload.META_CSUM_OK)
+            if out is not None:
+                outs.append(out)
+        # the segments' own side frames (ARP, ICMP) came first; then the segments, in order
+        self.side_frames.extend(outs)
 
     def _arp(self, ifindex: int, frame: Frame) -> None:
         info = codec.parse_arp(frame)
@@ -366,7 +394,8 @@ class Forwarder:
         if proto == IPPROTO_TCP and (flags & (TCP_SYN | TCP_ACK)) != TCP_SYN:
             self.drop(Drop.NO_CONNECTION)
             return None
-        if self.verify_new_checksums and not codec.l4_checksum_ok(frame, ETH_HLEN, l4, end, proto):
+        if (self.verify_new_checksums and not self._csum_ok
+                and not codec.l4_checksum_ok(frame, ETH_HLEN, l4, end, proto)):
             self.drop(Drop.BAD_L4_CHECKSUM)
             return None
         iface = self.interfaces.get(ifindex)

@@ -10,6 +10,15 @@ driver, invisible to tcpdump);
 frames bigger than a slot go out by a plain ``send`` on a second socket. The layout constants are those of
 ``include/uapi/linux/if_packet.h``.
 
+Offloads: the socket is opened with ``PACKET_VNET_HDR`` (when the kernel has it), so every
+received frame comes with the ``virtio_net_hdr`` its sender's stack left: a partial checksum
+(TX checksum offload, the default on veth/virtio/tap) is completed in place before anyone looks
+at the frame, a checksum the device verified is marked good, and a TSO/GSO super-frame is
+flagged with its ``gso_size`` for the forwarder to cut (``offload``). Each frame's verdict is
+``rx_meta`` while the callback runs. Frames the ring could not hold whole (``tp_snaplen <
+tp_len``) are dropped and counted (``rx_truncated``). TX slots carry an all-zero vnet header:
+the frames sent are whole and checksummed.
+
 The ring carries IPv4 only; ARP has its own small socket (``ArpSocket``) so that a full ring
 never starves neighbour resolution.
 
@@ -31,6 +40,9 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from pylvs.dataplane.packet import offload
+from pylvs.dataplane.packet.offload import VNET_HDR_LEN
+
 try:
     from pylvs.dataplane.packet import _fastpath
 except ImportError:  # built without a compiler: the pure-Python path does everything
@@ -41,6 +53,7 @@ PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
 PACKET_VERSION = 10
 PACKET_TX_RING = 13
+PACKET_VNET_HDR = 15
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
 TPACKET_V3 = 2
@@ -54,6 +67,8 @@ TP_STATUS_AVAILABLE = 0
 TP_STATUS_SEND_REQUEST = 1
 TP_STATUS_SENDING = 2
 TP_STATUS_WRONG_FORMAT = 4
+TP_STATUS_CSUMNOTREADY = 1 << 3  # partial checksum (the vnet header says where)
+TP_STATUS_CSUM_VALID = 1 << 7  # the device verified the checksum
 
 PACKET_HOST = 0
 PACKET_BROADCAST = 1
@@ -65,8 +80,9 @@ _PKT = struct.Struct("=IIIIIIHH")  # next_offset, sec, nsec, snaplen, len, statu
 _REQ3 = struct.Struct("=IIIIIII")
 _U32 = struct.Struct("=I")
 Frame = bytes | bytearray | memoryview
+_ZERO_VNET = bytes(VNET_HDR_LEN)
 RxFrame = bytearray | memoryview  # what receive() hands out: writable
-_PKT_HOT = struct.Struct("=I8xI8xH")  # tp_next_offset, tp_snaplen, tp_mac
+_PKT_HOT = struct.Struct("=I8xIIIH")  # tp_next_offset, tp_snaplen, tp_len, tp_status, tp_mac
 _LEN_STATUS = struct.Struct("=II")  # tp_len, tp_status
 
 
@@ -90,20 +106,31 @@ class PacketRing:
     # after its first frame, so at ~100 k frames/s each block holds only a couple of
     # milliseconds; the ring's slack against a reader that is not scheduled is about
     # block_nr x block_timeout_ms (16 blocks of 256 KiB held 32 ms, 128 of 64 KiB hold 256 ms).
-    def __init__(self, ifname: str, block_size: int = 1 << 16, block_nr: int = 128,
+    # Blocks of 128 KiB: a GSO super-frame (up to 64 KiB) must fit one block whole.
+    def __init__(self, ifname: str, block_size: int = 1 << 17, block_nr: int = 64,
                  frame_size: int = 2048, tx_frames: int = 1024, block_timeout_ms: int = 2,
-                 qdisc_bypass: bool = False, protocol: int = ETH_P_IP, fast: bool = False) -> None:
+                 qdisc_bypass: bool = False, protocol: int = ETH_P_IP, fast: bool = False,
+                 vnet: bool = True) -> None:
         self.ifname = ifname
         self.fast: Any = None  # the _fastpath.Ring owning the reader and the TX slots
         self.protocol = protocol
         # protocol 0 until bound: no frames of other interfaces slip into the ring meanwhile
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        self.vnet_len = 0  # VNET_HDR_LEN once the kernel accepted PACKET_VNET_HDR
+        self.rx_meta = 0  # the verdict on the frame the callback is looking at (offload.META_*)
+        self._rx_truncated = 0
         try:
+            if vnet:
+                try:
+                    self.sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+                    self.vnet_len = VNET_HDR_LEN
+                except OSError:
+                    pass  # partial checksums are then completed from the frame's own headers
             self._setup(block_size, block_nr, frame_size, tx_frames, block_timeout_ms, qdisc_bypass)
             if fast and _fastpath is not None:
                 self.fast = _fastpath.Ring(self.mm, self.view, self.sock.fileno(), self.ifindex,
                                            self.rx_size, block_size, self.block_nr, frame_size,
-                                           self.tx_nr)
+                                           self.tx_nr, self.vnet_len)
         except OSError:
             self.sock.close()
             raise
@@ -138,7 +165,7 @@ class PacketRing:
         self.block_nr = block_nr
         self.frame_size = frame_size
         self.tx_nr = tx_blocks * tx_per_block
-        self.tx_max = frame_size - TPACKET3_HDRLEN
+        self.tx_max = frame_size - TPACKET3_HDRLEN - self.vnet_len
         self._rx_cur_py = 0
         self._tx_cur = 0
         self._tx_pending = 0
@@ -158,6 +185,11 @@ class PacketRing:
     @property
     def rx_frames(self) -> int:
         return self._rx_frames + (self.fast.rx_frames if self.fast is not None else 0)
+
+    @property
+    def rx_truncated(self) -> int:
+        """Frames dropped because the ring held only part of them (snaplen < len)."""
+        return self._rx_truncated + (self.fast.rx_truncated if self.fast is not None else 0)
 
     @property
     def tx_sent(self) -> int:
@@ -200,6 +232,7 @@ class PacketRing:
         if self.fast is not None:
             n: int = self.fast.receive(on_frame, max_blocks, flows)
             return n
+        vlen = self.vnet_len
         mm = self.mm
         view = self.view
         bs = self.block_size
@@ -216,11 +249,22 @@ class PacketRing:
             off = base + _U32.unpack_from(mm, base + 16)[0]
             try:
                 for _ in range(num):
-                    nxt, snap, mac = unpack_pkt(mm, off)
+                    nxt, snap, flen, tp_status, mac = unpack_pkt(mm, off)
                     # struct sockaddr_ll follows the header: sll_pkttype at +10
                     if mm[off + TPACKET3_HDRLEN + 10] <= PACKET_BROADCAST:
-                        start = off + mac
-                        on_frame(view[start:start + snap])
+                        if snap < flen:
+                            self._rx_truncated += 1
+                        else:
+                            start = off + mac
+                            frame = view[start:start + snap]
+                            if vlen:
+                                self.rx_meta = offload.rx_meta(view[start - vlen:start], frame,
+                                                               tp_status, TP_STATUS_CSUM_VALID)
+                            else:
+                                self.rx_meta = offload.rx_meta_plain(frame, tp_status,
+                                                                     TP_STATUS_CSUMNOTREADY,
+                                                                     TP_STATUS_CSUM_VALID)
+                            on_frame(frame)
                         count += 1
                     off += nxt
             finally:
@@ -289,9 +333,13 @@ class PacketRing:
             if status != TP_STATUS_AVAILABLE:
                 self._tx_ring_full += 1
                 return
-        self.view[base + TPACKET3_HDRLEN:base + TPACKET3_HDRLEN + n] = frame
+        data = base + TPACKET3_HDRLEN
+        if self.vnet_len:  # an all-zero virtio_net_hdr: a whole, checksummed frame
+            self.view[data:data + self.vnet_len] = _ZERO_VNET
+            data += self.vnet_len
+        self.view[data:data + n] = frame
         # tp_len and tp_status together: the kernel reads the slot only during send()
-        _LEN_STATUS.pack_into(mm, base + 16, n, TP_STATUS_SEND_REQUEST)
+        _LEN_STATUS.pack_into(mm, base + 16, n + self.vnet_len, TP_STATUS_SEND_REQUEST)
         self._tx_cur = (self._tx_cur + 1) % self.tx_nr
         self._tx_pending += 1
         if self._tx_pending >= 64:
@@ -360,6 +408,7 @@ class ArpSocket:
             self.sock.close()
             raise
         self.ifindex: int = socket.if_nametoindex(ifname)
+        self.rx_meta = 0  # ARP has no L4 checksum and no super-frames
 
     def fileno(self) -> int:
         return self.sock.fileno()
