@@ -25,13 +25,13 @@ from rich.console import Console
 from rich.table import Table
 
 from pylvs.core.model import (
-    SCHEDULER_NAMES,
     DestSpec,
     Protocol,
     RealServer,
     ServiceKey,
     ServiceSpec,
 )
+from pylvs.core.schedulers import SCHEDULER_NAMES
 from pylvs.core.schedulers.base import Scheduler
 from pylvs.core.table import IPVSTable
 

@@ -539,7 +539,7 @@ def test_lblcr_removed_server_is_not_chosen_from_the_set() -> None:
 
 
 def test_every_scheduler_answers_none_on_an_empty_service() -> None:
-    from pylvs.core.model import SCHEDULER_NAMES
+    from pylvs.core.schedulers import SCHEDULER_NAMES
 
     t = IPVSTable()
     t.add_service(ServiceSpec(KEY, "rr"))

@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pylvs.core.model import (
-    SCHEDULER_NAMES,
     DestFlags,
     DestSpec,
     Protocol,
@@ -25,6 +24,7 @@ from pylvs.core.model import (
     ServiceSpec,
     VirtualService,
 )
+from pylvs.core.schedulers import SCHEDULER_NAMES
 from pylvs.core.schedulers._least import LeastLoadScheduler
 from pylvs.core.schedulers.twos import PowerOfTwoChoices
 from pylvs.core.schedulers.wrr import WeightedRoundRobin

@@ -21,13 +21,11 @@ from __future__ import annotations
 import enum
 import ipaddress
 import socket
+import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pylvs.core.stats import Stats
-
-if TYPE_CHECKING:  # pragma: no cover
-    from pylvs.core.schedulers.base import Scheduler
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -132,9 +130,7 @@ class DestFlags(enum.IntFlag):
     OVERLOAD = 0x0002
 
 
-SCHEDULER_NAMES = (
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos",
-)
+# The scheduler names themselves are the registry's (``pylvs.core.schedulers.SCHEDULER_NAMES``).
 DEFAULT_SCHEDULER = "wlc"
 # ipvsadm's -p with no value; the kernel's own default when the flag is set without a timeout.
 DEFAULT_PERSISTENCE_TIMEOUT = 360
@@ -368,6 +364,34 @@ class RealServer:
         return f"RealServer({format_addr_port(self.addr, self.port)} w={self.weight})"
 
 
+class BoundScheduler(typing.Protocol):
+    """What the table and the connection table call on a service's scheduler.
+
+    ``pylvs.core.schedulers.base.Scheduler`` implements it; it is spelled out here so that the
+    model, which the schedulers import, names no scheduler module (no import cycle, not even a
+    type-only one).
+    """
+
+    @property
+    def reads_conns(self) -> bool: ...
+
+    def add_dest(self, dest: RealServer) -> None: ...
+
+    def del_dest(self, dest: RealServer) -> None: ...
+
+    def upd_dest(self, dest: RealServer) -> None: ...
+
+    def update(self) -> None: ...
+
+    def conns_changed(self, dest: RealServer) -> None: ...
+
+    def done(self) -> None: ...
+
+    def schedule(
+        self, caddr: bytes, cport: int, vaddr: bytes, vport: int, now: float
+    ) -> RealServer | None: ...
+
+
 @dataclass(slots=True, eq=False)
 class VirtualService:
     """A live virtual service (the kernel's ``struct ip_vs_service``).
@@ -385,7 +409,7 @@ class VirtualService:
     pe_name: str = ""
     destinations: list[RealServer] = field(default_factory=list)
     stats: Stats = field(default_factory=Stats)
-    scheduler: Scheduler | None = None
+    scheduler: BoundScheduler | None = None
     # Insertion sequence number, for a stable "kernel order" of services.
     seq: int = 0
 

@@ -33,6 +33,7 @@ from pylvs.core.table import IPVSTable
 from pylvs.dataplane import registry
 from pylvs.dataplane.base import DataPlane
 from pylvs.director.sync import SyncDaemons
+from pylvs.ipvsadm.rules import RestoreError, apply_commands, parse_restore, save_rules
 from pylvs.metrics import wiring as metrics
 from pylvs.metrics.server import MetricsError
 from pylvs.metrics.server import add_arguments as add_metrics_arguments
@@ -108,26 +109,22 @@ class DirectorDaemon:
     def _restore(self) -> None:
         if not self.restore_path or not os.path.exists(self.restore_path):
             return
-        from pylvs.cli import ipvsadm
-
         with open(self.restore_path, encoding="utf-8") as f:
             text = f.read()
         try:
-            commands = ipvsadm.parse_restore(text, self.restore_path)
-        except ipvsadm.RestoreError as exc:
+            commands = parse_restore(text, self.restore_path)
+        except RestoreError as exc:
             raise StartupError(str(exc)) from None
         try:
-            ipvsadm.apply_commands(self.director.table, commands, self.restore_path)
-        except ipvsadm.RestoreError as exc:
+            apply_commands(self.director.table, commands, self.restore_path)
+        except RestoreError as exc:
             raise StartupError(str(exc)) from None
         log.info("restored %d rules from %s", len(commands), self.restore_path)
 
     def _save(self) -> None:
         if not self.save_path:
             return
-        from pylvs.cli import ipvsadm
-
-        text = ipvsadm.save_rules(self.director.table, numeric=True)
+        text = save_rules(self.director.table, numeric=True)
         tmp = f"{self.save_path}.tmp{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)

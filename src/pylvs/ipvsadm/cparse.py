@@ -5,7 +5,7 @@ ipvsadm accepts or refuses them (``strtol`` base 10, ``inet_aton``'s short and o
 ``inet_pton`` for IPv6), or a drop-in replacement would reject a working script or take a
 typo for an address.
 
-What this is not for: deciding what an option means; that stays in ``pylvs.cli.ipvsadm``.
+What this is not for: deciding what an option means; that is ``pylvs.ipvsadm.parse``.
 """
 
 from __future__ import annotations

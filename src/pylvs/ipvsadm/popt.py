@@ -9,7 +9,7 @@ abbreviations), clustered short options, an argument glued to a short option or 
 argument taken only when the next word does not start with ``-``, ``--`` ending options, and
 non-option words collected as leftovers wherever they appear.
 
-What this is not for: the meaning of options (``pylvs.cli.ipvsadm``).
+What this is not for: the meaning of options (``pylvs.ipvsadm.parse``).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 The recordings were made with a shell; the few shell forms they use (``;``, ``&&``, ``|``,
 ``<``/``>``/``>>`` files, ``printf``, ``cat``, ``diff``, ``echo``, ``mv`` of /etc/services) are
-interpreted here so each step runs through ``pylvs.cli.ipvsadm.main`` with no subprocess. Paths
-under /etc and /tmp map into a per-test directory: the machine's own files are never written.
+interpreted here so each ``ipvsadm`` step runs through ``pylvs.ipvsadm.runner.run`` (and the
+``ipvsadm-save``/``-restore`` scripts through their ``pylvs.cli.ipvsadm`` entry points) with no
+subprocess. Paths under /etc and /tmp map into a per-test directory: the machine's own files are never written.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from pylvs.cli import ipvsadm
 from pylvs.core.table import IPVSTable
 from pylvs.ipvsadm.names import Resolver
+from pylvs.ipvsadm.runner import run as run_ipvsadm
 
 # /etc/hosts of the recording VM, as its own `cat /etc/hosts` step shows it.
 GOLDEN_HOSTS = "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
@@ -51,9 +53,8 @@ class Shell:
 
     def ipvsadm(self, args: list[str], stdin: str) -> tuple[str, str, int]:
         out, err = io.StringIO(), io.StringIO()
-        rc = ipvsadm.main(
-            args, backend=self.table, stdout=out, stderr=err, stdin=io.StringIO(stdin),
-            resolver=self.resolver(),
+        rc = run_ipvsadm(
+            args, lambda: self.table, out, err, lambda: io.StringIO(stdin), self.resolver()
         )
         return out.getvalue(), err.getvalue(), rc
 

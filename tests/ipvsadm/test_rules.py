@@ -1,4 +1,5 @@
-"""Rule files: ``-S`` fed to ``-R`` rebuilds the same table, and the director's strict reading."""
+"""Rule files: ``-S`` fed to ``-R`` rebuilds the same table, and the director's strict reading
+(``pylvs.ipvsadm.rules``)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pylvs.cli.ipvsadm import (
-    RestoreError,
-    apply_commands,
-    main,
-    parse_restore,
-    restore_main,
-    save_main,
-    save_rules,
-)
 from pylvs.core.api import ServiceStatus
 from pylvs.core.model import (
     DestSpec,
@@ -29,11 +21,16 @@ from pylvs.core.model import (
     TunnelType,
 )
 from pylvs.core.table import IPVSTable
+from pylvs.ipvsadm.names import Resolver
+from pylvs.ipvsadm.rules import RestoreError, apply_commands, parse_restore, save_rules
+from pylvs.ipvsadm.runner import run as run_ipvsadm
 
 
 def run(table: IPVSTable, *args: str, stdin: str = "") -> tuple[str, str, int]:
     out, err = io.StringIO(), io.StringIO()
-    rc = main(list(args), backend=table, stdout=out, stderr=err, stdin=io.StringIO(stdin))
+    rc = run_ipvsadm(
+        list(args), lambda: table, out, err, lambda: io.StringIO(stdin), Resolver.from_environment()
+    )
     return out.getvalue(), err.getvalue(), rc
 
 
@@ -103,21 +100,6 @@ def _fields(d: DestSpec) -> dict[str, object]:
 def test_save_rules_is_what_save_prints() -> None:
     table = build(VARIED_TABLE)
     assert save_rules(table, numeric=True) == run(table, "-Sn")[0]
-
-
-def test_pylvsadm_save_and_restore_scripts_behave_like_ipvsadms() -> None:
-    table = build(VARIED_TABLE)
-    out, err = io.StringIO(), io.StringIO()
-    assert save_main(["-n"], backend=table, stdout=out, stderr=err) == 0
-    saved = out.getvalue()
-    other = build(["-A -t 10.9.9.9:80 -s rr"])
-    rc = restore_main([], backend=other, stdout=io.StringIO(), stderr=err,
-                      stdin=io.StringIO("# saved by hand\n" + saved))
-    assert rc == 0 and err.getvalue() == ""
-    assert run(other, "-Sn")[0] == saved  # restore clears what was there first
-    err = io.StringIO()
-    assert save_main(["-x"], backend=table, stdout=io.StringIO(), stderr=err) == 1
-    assert err.getvalue().startswith("ipvsadm-save: Script to save the IPVS table to stdout.\n")
 
 
 def test_plain_restore_applies_lines_before_a_bad_one_like_ipvsadm() -> None:

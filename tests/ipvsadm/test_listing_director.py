@@ -5,9 +5,10 @@ from __future__ import annotations
 import io
 import ipaddress
 
-from pylvs.cli.ipvsadm import main
 from pylvs.core.conntrack import TCP_ACK, TCP_FIN, TCP_SYN
 from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, Director
+from pylvs.ipvsadm.names import Resolver
+from pylvs.ipvsadm.runner import run as run_ipvsadm
 
 
 def _ip(text: str) -> bytes:
@@ -20,7 +21,10 @@ def test_connections_of_a_live_director_list_as_ipvsadm_lists_them() -> None:
 
     def run(*args: str) -> str:
         out, err = io.StringIO(), io.StringIO()
-        assert main(list(args), backend=director.table, stdout=out, stderr=err) == 0, err.getvalue()
+        rc = run_ipvsadm(
+            list(args), lambda: director.table, out, err, io.StringIO, Resolver.from_environment()
+        )
+        assert rc == 0, err.getvalue()
         return out.getvalue()
 
     for line in (

@@ -9,20 +9,20 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pylvs.cli.ipvsadm import main
 from pylvs.core.model import AF_INET, ConnEntry
 from pylvs.core.table import IPVSTable
 from pylvs.ipvsadm.listing import FMT_EXACT, FMT_NONE, print_largenum
 from pylvs.ipvsadm.names import Resolver
+from pylvs.ipvsadm.runner import run as run_ipvsadm
 
 
 def run(
     table: IPVSTable, *args: str, stdin: str = "", resolver: Resolver | None = None
 ) -> tuple[str, str, int]:
     out, err = io.StringIO(), io.StringIO()
-    rc = main(
-        list(args), backend=table, stdout=out, stderr=err, stdin=io.StringIO(stdin),
-        resolver=resolver,
+    rc = run_ipvsadm(
+        list(args), lambda: table, out, err, lambda: io.StringIO(stdin),
+        resolver or Resolver.from_environment(),
     )
     return out.getvalue(), err.getvalue(), rc
 
