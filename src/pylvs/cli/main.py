@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "http": "pylvs.l7.cli",
     "http-app": "pylvs.l7.cli",
     "keepalived": "pylvs.keepalived.cli",
+    "top": "pylvs.metrics.top",
     "install-units": "pylvs.service.units",
     "man": "pylvs.cli.docs",
     "install-docs": "pylvs.cli.docs",
