@@ -6,8 +6,9 @@
 set -euo pipefail
 purpose=${1:-test}
 # build: what the venv's `pip install -e .` needs first, so the packet data plane's C hot path
-# gets compiled (without them it installs anyway, Python-only)
-build_pkgs="gcc python3-dev python3-venv"
+# gets compiled, and clang/bpftool/libbpf for the XDP plane's BPF object (without them it installs
+# anyway, with those planes unavailable)
+build_pkgs="gcc python3-dev python3-venv clang llvm libbpf-dev bpftool"
 test_pkgs="iproute2 curl nginx-light keepalived tcpdump ethtool procps psmisc ipvsadm qemu-system-x86 busybox-static nftables netbase tomcat10"
 bench_pkgs="haproxy nginx-light libnginx-mod-stream wrk util-linux"
 case "$purpose" in

@@ -1,0 +1,260 @@
+"""Loads the XDP program with libbpf, attaches it, and reads and writes its maps.
+
+Why libbpf through ctypes: libbpf (Debian's ``libbpf1``) is the loader the field uses; it does
+the ELF parsing, map creation, BTF and relocation work that must never be redone by hand, and
+ctypes reaches it without a second compiled extension. Only a dozen of its stable (versioned)
+entry points are used.
+
+The object file ``xdp_lb.bpf.o`` is compiled from ``xdp_lb.bpf.c`` by the package's build step
+(``setup.py``: clang -target bpf against vmlinux.h dumped from the running kernel's BTF with
+bpftool). A host without the object, without libbpf, or without the right to load BPF programs
+gets :class:`XdpUnavailable` with one line saying which; a program the verifier rejects gets
+:class:`XdpLoadError` carrying the last lines of the verifier's log.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from pathlib import Path
+
+from pylvs.dataplane.xdp.maps import STAT_NAMES, sum_percpu
+
+OBJECT_NAME = "xdp_lb.bpf.o"
+PROGRAM_NAME = "xdp_lb"
+LOG_SIZE = 1 << 20
+
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
+VERDICTS = {XDP_ABORTED: "ABORTED", XDP_DROP: "DROP", XDP_PASS: "PASS", XDP_TX: "TX",
+            XDP_REDIRECT: "REDIRECT"}
+
+# bpf_xdp_attach flags (include/uapi/linux/if_link.h)
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+BPF_ANY = 0
+
+
+class XdpUnavailable(Exception):
+    """The XDP plane cannot run on this host; the message says why in one line."""
+
+
+class XdpLoadError(XdpUnavailable):
+    """The kernel refused the program; ``log_tail`` holds the verifier's last lines."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(message + (f"; verifier says:\n{log_tail}" if log_tail else ""))
+        self.log_tail = log_tail
+
+
+class _OpenOpts(ctypes.Structure):
+    # struct bpf_object_open_opts of libbpf 1.x, up to kernel_log_level.
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("object_name", ctypes.c_char_p),
+        ("relaxed_maps", ctypes.c_bool),
+        ("pin_root_path", ctypes.c_char_p),
+        ("_stub", ctypes.c_uint32),
+        ("kconfig", ctypes.c_char_p),
+        ("btf_custom_path", ctypes.c_char_p),
+        ("kernel_log_buf", ctypes.c_char_p),
+        ("kernel_log_size", ctypes.c_size_t),
+        ("kernel_log_level", ctypes.c_uint32),
+    ]
+
+
+class _TestRunOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
+_lib: ctypes.CDLL | None = None
+
+
+def libbpf() -> ctypes.CDLL:
+    global _lib
+    if _lib is None:
+        name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+        try:
+            lib = ctypes.CDLL(name, use_errno=True)
+        except OSError:
+            raise XdpUnavailable("libbpf is not installed (Debian: apt-get install libbpf1)") from None
+        vp, cp, i, u32, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_size_t
+        for fname, res, args in [
+            ("bpf_object__open_file", vp, [cp, vp]),
+            ("bpf_object__load", i, [vp]),
+            ("bpf_object__close", None, [vp]),
+            ("bpf_object__find_program_by_name", vp, [vp, cp]),
+            ("bpf_object__find_map_by_name", vp, [vp, cp]),
+            ("bpf_program__fd", i, [vp]),
+            ("bpf_map__fd", i, [vp]),
+            ("bpf_xdp_attach", i, [i, i, u32, vp]),
+            ("bpf_xdp_detach", i, [i, u32, vp]),
+            ("bpf_prog_test_run_opts", i, [i, vp]),
+            ("bpf_map_update_elem", i, [i, vp, vp, ctypes.c_uint64]),
+            ("bpf_map_lookup_elem", i, [i, vp, vp]),
+            ("bpf_map_delete_elem", i, [i, vp]),
+            ("bpf_map_get_next_key", i, [i, vp, vp]),
+        ]:
+            f = getattr(lib, fname)
+            f.restype, f.argtypes = res, args
+        del sz
+        _lib = lib
+    return _lib
+
+
+def object_path() -> Path:
+    path = Path(__file__).with_name(OBJECT_NAME)
+    if not path.exists():
+        raise XdpUnavailable(
+            f"the XDP program was not built ({path.name} missing): install clang, llvm, "
+            "libbpf-dev and bpftool, then reinstall pylvs")
+    return path
+
+
+def possible_cpus() -> int:
+    """Per-CPU map values hold one slot per *possible* CPU (not online)."""
+    try:
+        text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    except OSError:
+        return os.cpu_count() or 1
+    count = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        count += int(hi or lo) - int(lo) + 1
+    return count
+
+
+def _oserror(what: str) -> OSError:
+    err = ctypes.get_errno() or errno.EINVAL
+    return OSError(err, f"{what}: {os.strerror(err)}")
+
+
+class XdpProgram:
+    """One loaded instance of the program with its maps (fresh maps per instance)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        lib = libbpf()
+        self._lib = lib
+        obj_path = path or object_path()
+        self._log = ctypes.create_string_buffer(LOG_SIZE)
+        opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts), kernel_log_buf=ctypes.cast(self._log, ctypes.c_char_p),
+                         kernel_log_size=LOG_SIZE, kernel_log_level=0)
+        obj = lib.bpf_object__open_file(str(obj_path).encode(), ctypes.byref(opts))
+        if not obj:
+            raise XdpUnavailable(f"{obj_path}: {os.strerror(ctypes.get_errno() or errno.EINVAL)}")
+        self._obj: int | None = obj
+        rc = lib.bpf_object__load(obj)
+        if rc:
+            err = -rc if rc < 0 else (ctypes.get_errno() or errno.EINVAL)
+            tail = "\n".join(self._log.value.decode(errors="replace").strip().splitlines()[-8:])
+            self.close()
+            if err == errno.EPERM:
+                raise XdpUnavailable("not allowed to load BPF programs (needs root or CAP_BPF+CAP_NET_ADMIN)")
+            raise XdpLoadError(f"the kernel refused the XDP program: {os.strerror(err)}", tail)
+        prog = lib.bpf_object__find_program_by_name(obj, PROGRAM_NAME.encode())
+        self.prog_fd = lib.bpf_program__fd(prog)
+        self.flows_fd = lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, b"flows"))
+        self.stats_fd = lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, b"stats"))
+        self._ncpus = possible_cpus()
+        self.attached: dict[int, int] = {}
+
+    # -- attach -------------------------------------------------------------------------------
+
+    def attach(self, ifindex: int, mode: str = "auto") -> str:
+        """Attach to ``ifindex``: ``native`` (driver), ``generic`` (skb) or ``auto`` (native,
+        else generic). Returns the mode used."""
+        modes = {"native": [XDP_FLAGS_DRV_MODE], "generic": [XDP_FLAGS_SKB_MODE],
+                 "auto": [XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE]}[mode]
+        last = 0
+        for flags in modes:
+            rc = self._lib.bpf_xdp_attach(ifindex, self.prog_fd, flags, None)
+            if rc == 0:
+                self.attached[ifindex] = flags
+                return "native" if flags == XDP_FLAGS_DRV_MODE else "generic"
+            last = -rc
+        raise OSError(last, f"cannot attach XDP to ifindex {ifindex}: {os.strerror(last)}")
+
+    def detach(self, ifindex: int) -> None:
+        flags = self.attached.pop(ifindex, 0)
+        self._lib.bpf_xdp_detach(ifindex, flags, None)
+
+    # -- maps ---------------------------------------------------------------------------------
+
+    def flow_put(self, key: bytes, value: bytes) -> None:
+        rc = self._lib.bpf_map_update_elem(self.flows_fd, key, value, BPF_ANY)
+        if rc:
+            raise _oserror("flow map update")
+
+    def flow_get(self, key: bytes, size: int) -> bytes | None:
+        buf = ctypes.create_string_buffer(size)
+        if self._lib.bpf_map_lookup_elem(self.flows_fd, key, buf):
+            return None
+        return buf.raw
+
+    def flow_delete(self, key: bytes) -> bool:
+        return self._lib.bpf_map_delete_elem(self.flows_fd, key) == 0
+
+    def flow_keys(self, key_size: int) -> list[bytes]:
+        keys: list[bytes] = []
+        cur: bytes | None = None
+        nxt = ctypes.create_string_buffer(key_size)
+        while self._lib.bpf_map_get_next_key(self.flows_fd, cur, nxt) == 0:
+            cur = nxt.raw
+            keys.append(cur)
+        return keys
+
+    def stats(self) -> dict[str, int]:
+        out = {}
+        buf = ctypes.create_string_buffer(8 * self._ncpus)
+        for slot, name in enumerate(STAT_NAMES):
+            key = ctypes.c_uint32(slot)
+            if self._lib.bpf_map_lookup_elem(self.stats_fd, ctypes.byref(key), buf) == 0:
+                out[name] = sum_percpu(buf.raw)
+        return out
+
+    # -- testing ------------------------------------------------------------------------------
+
+    def test_run(self, frame: bytes, headroom_out: int = 256) -> tuple[int, bytes]:
+        """Run the program once on ``frame`` in the kernel (BPF_PROG_TEST_RUN): the verdict and
+        the frame as the program left it. The ingress interface is the netns's loopback."""
+        data_in = ctypes.create_string_buffer(frame, len(frame))
+        out = ctypes.create_string_buffer(len(frame) + headroom_out)
+        opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts),
+                            data_in=ctypes.cast(data_in, ctypes.c_void_p),
+                            data_out=ctypes.cast(out, ctypes.c_void_p),
+                            data_size_in=len(frame), data_size_out=len(out), repeat=1)
+        rc = self._lib.bpf_prog_test_run_opts(self.prog_fd, ctypes.byref(opts))
+        if rc:
+            raise OSError(-rc, f"BPF_PROG_TEST_RUN: {os.strerror(-rc)}")
+        return opts.retval, out.raw[: opts.data_size_out]
+
+    def close(self) -> None:
+        for ifindex in list(self.attached):
+            self.detach(ifindex)
+        if self._obj:
+            self._lib.bpf_object__close(self._obj)
+            self._obj = None
+
+    def __enter__(self) -> XdpProgram:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
