@@ -10,7 +10,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pylvs.dataplane.xdp.loader import XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX, XdpProgram, XdpUnavailable
+from pylvs.dataplane.xdp.loader import (
+    XDP_DROP,
+    XDP_PASS,
+    XDP_REDIRECT,
+    XDP_TX,
+    XdpProgram,
+    XdpUnavailable,
+)
 from pylvs.dataplane.xdp.maps import ACTION, KEY, FlowAction, FlowKey, Method, unpack_counters
 from tests.dataplane.xdp.frames import (
     CLIENT_MAC,
@@ -73,7 +80,7 @@ def test_layouts_match_the_object_btf() -> None:
 
 def test_no_flow_goes_up(prog: XdpProgram) -> None:
     before = prog.stats()["pass_no_flow"]
-    verdict, out = prog.test_run(packet("192.168.168.60", "192.168.168.100", 40000, 80))
+    verdict, _out = prog.test_run(packet("192.168.168.60", "192.168.168.100", 40000, 80))
     assert verdict == XDP_PASS
     assert prog.stats()["pass_no_flow"] == before + 1
 

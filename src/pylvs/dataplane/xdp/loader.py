@@ -210,7 +210,8 @@ class XdpProgram:
         return buf.raw
 
     def flow_delete(self, key: bytes) -> bool:
-        return self._lib.bpf_map_delete_elem(self.flows_fd, key) == 0
+        rc: int = self._lib.bpf_map_delete_elem(self.flows_fd, key)
+        return rc == 0
 
     def flow_keys(self, key_size: int) -> list[bytes]:
         keys: list[bytes] = []
