@@ -25,6 +25,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from pylvs.core.api import IPVSError, ServiceStatus
+from pylvs.core.compare import same_dest
 from pylvs.core.model import (
     DestSpec,
     RealServer,
@@ -49,12 +50,6 @@ def _same_service(a: ServiceSpec, b: ServiceSpec) -> bool:
     return (a.scheduler, a.flags & strip, a.timeout, a.pe_name) == (
         b.scheduler, b.flags & strip, b.timeout, b.pe_name,
     ) and (a.netmask == b.netmask or not a.flags & ServiceFlags.PERSISTENT)
-
-
-def _same_dest(a: DestSpec, b: DestSpec) -> bool:
-    return (a.fwd, a.weight, a.u_threshold, a.l_threshold, a.tun_type, a.tun_port,
-            a.tun_flags) == (b.fwd, b.weight, b.u_threshold, b.l_threshold, b.tun_type,
-                             b.tun_port, b.tun_flags)
 
 
 def _copy_stats(dst: Stats, src: StatsSnapshot) -> None:
@@ -177,7 +172,7 @@ class KernelDataPlane:
                 k = have.get((d.addr, d.port))
                 if k is None:
                     requests.append((nl.req_add_dest(svc.key, d.spec()), svc.key))
-                elif not _same_dest(d.spec(), k):
+                elif not same_dest(d.spec(), k):
                     requests.append((nl.req_edit_dest(svc.key, d.spec()), svc.key))
             if self.adopt:
                 for (addr, port), spec in have.items():
@@ -276,7 +271,7 @@ class KernelDataPlane:
                 missing = sorted(f"{a}:{p}" for a, p in ours.keys() - theirs.keys())
                 extra = sorted(f"{a}:{p}" for a, p in theirs.keys() - ours.keys())
                 changed = sorted(f"{a}:{p}" for (a, p) in ours.keys() & theirs.keys()
-                                 if not _same_dest(ours[(a, p)], theirs[(a, p)]))
+                                 if not same_dest(ours[(a, p)], theirs[(a, p)]))
                 parts = []
                 if missing:
                     parts.append("missing from the kernel: " + ", ".join(missing))

@@ -8,7 +8,7 @@ with what that state wants: only the real servers that differ are added, edited 
 live connections of every other server are untouched. ``reload`` does the same across a new
 configuration, keeping the state of checkers that did not change.
 
-What this is not for: deciding anything (``state``) or probing (``checks``).
+What this is not for: deciding anything (``state``) or probing (``checkers``).
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pylvs.config.lvs import LVSConfig, RealServerConfig, VirtualServerConfig
+from pylvs.config.keepalived import LVSConfig, RealServerConfig, VirtualServerConfig
 from pylvs.core.api import IPVSBackend, IPVSError
+from pylvs.core.compare import same_dest
 from pylvs.core.model import DestSpec, ServiceFlags, ServiceSpec
-from pylvs.health.checks import CheckResult, run_check
+from pylvs.health.checkers import CheckResult, run_check
 from pylvs.health.state import CheckerState, Notify, RealServerState, VirtualServerState
 
 log = logging.getLogger("pylvs.health")
@@ -36,11 +37,6 @@ SCRIPT_TIMEOUT = 30.0
 
 def _dest_key(d: DestSpec) -> tuple[str, int]:
     return (str(d.addr), d.port)
-
-
-def _same_dest(a: DestSpec, b: DestSpec) -> bool:
-    return (a.fwd, a.weight, a.u_threshold, a.l_threshold, a.tun_type, a.tun_port, a.tun_flags) == (
-        b.fwd, b.weight, b.u_threshold, b.l_threshold, b.tun_type, b.tun_port, b.tun_flags)
 
 
 def _vips_are_local(config: VirtualServerConfig) -> bool:
@@ -109,7 +105,7 @@ class HealthManager:
                     if have is None:
                         self.backend.add_dest(spec.key, want)
                         self.changes += 1
-                    elif not _same_dest(have, want):
+                    elif not same_dest(have, want):
                         self.backend.edit_dest(spec.key, want)
                         self.changes += 1
                 except IPVSError as exc:
