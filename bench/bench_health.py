@@ -22,11 +22,11 @@ from rich.console import Console
 from rich.table import Table
 
 from pylvs.config import keepalived
-from pylvs.config.lvs import interpret
 from pylvs.core.director import Director
 from pylvs.core.model import ServiceKey
 from pylvs.core.table import IPVSTable
 from pylvs.dataplane.proxy import ProxyDataPlane
+from pylvs.health.checkers import interpret
 from pylvs.health.manager import HealthManager
 
 NET = "127.0.77"

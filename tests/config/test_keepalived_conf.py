@@ -32,7 +32,7 @@ def corpus_rows() -> list[dict[str, str]]:
 @pytest.mark.skipif(not (CORPUS / "INDEX.tsv").exists(), reason="shared keepalived corpus not present")
 @pytest.mark.parametrize("row", corpus_rows(), ids=lambda r: r["file"])
 def test_corpus_file_parses_as_keepalived_judged_it(row: dict[str, str]) -> None:
-    from pylvs.config.lvs import interpret
+    from pylvs.health.checkers import interpret
 
     path = str(CORPUS / row["file"])
     cfg = K.load(path, strict=False)
@@ -143,7 +143,7 @@ def test_typed_instance_from_keepalived_grammar() -> None:
     assert cfg.vrrp_sync_groups[0].group == ("VI_1",) and cfg.vrrp_sync_groups[0].notify_master == "/bin/echo master"
     assert [s.keyword for s in cfg.other] == ["virtual_server"]
     assert cfg.other[0].block is not None and cfg.other[0].block[1].keyword == "real_server"
-    assert not any("not handled" in d.message for d in cfg.warnings)  # pylvs.config.lvs reads it
+    assert not any("not handled" in d.message for d in cfg.warnings)  # pylvs.config.keepalived.lvs reads it
     assert K.parse_text(GOOD + "static_routes {\n 10.1.0.0/16 via 10.0.0.1\n}\n").warnings[-1].message.startswith(
         "static_routes: parsed and kept, not handled")
 
@@ -244,7 +244,7 @@ def test_every_unknown_keyword_keepalived_reports_we_report_at_the_same_line(pat
     theirs = {int(m.group(1)) for m in re.finditer(r"Line (\d+)\) Unknown keyword", out.stdout + out.stderr)}
     cfg = K.load(path, strict=False)
     ours = {d.line for d in cfg.diagnostics}
-    # the virtual_server part is pylvs.config.lvs's; an unknown block is reported once at its start
+    # the virtual_server part is pylvs.config.keepalived.lvs's; an unknown block is reported once at its start
     skip = [_span(st) for st in cfg.other if st.keyword in ("virtual_server", "virtual_server_group")]
     skip += [(a + 1, b) for a, b in (_span(st) for st in cfg.other) if a in ours]
     missing = sorted(n for n in theirs if n not in ours and not any(a <= n <= b for a, b in skip))

@@ -12,8 +12,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from pylvs.config.lvs import CheckerConfig, UrlCheck
-from pylvs.health.checks import dns_check, ping_check, run_check
+from pylvs.config.keepalived import CheckerConfig
+from pylvs.health.checkers import run_check
+from pylvs.health.checkers.dns import DnsOptions, dns_check
+from pylvs.health.checkers.http import HttpOptions, UrlCheck
+from pylvs.health.checkers.misc import MiscOptions
+from pylvs.health.checkers.ping import ping_check
+from pylvs.health.checkers.smtp import SmtpOptions
+from pylvs.health.checkers.udp import UdpOptions
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -71,10 +77,10 @@ async def test_tcp_check_passes_on_a_listening_server_and_fails_on_a_closed_port
 async def test_http_get_checks_status_and_digest(page: tuple[str, int]) -> None:
     addr, port = page
     good = hashlib.md5(b"this is nginx1\n").hexdigest()
-    assert (await run_check(cfg("HTTP_GET", port, addr, urls=(UrlCheck("/", digest=good),)))).ok
-    res = await run_check(cfg("HTTP_GET", port, addr, urls=(UrlCheck("/", digest="0" * 32),)))
+    assert (await run_check(cfg("HTTP_GET", port, addr, options=HttpOptions(urls=(UrlCheck("/", digest=good),))))).ok
+    res = await run_check(cfg("HTTP_GET", port, addr, options=HttpOptions(urls=(UrlCheck("/", digest="0" * 32),))))
     assert not res.ok and "digest" in res.detail
-    res = await run_check(cfg("HTTP_GET", port, addr, urls=(UrlCheck("/", status_codes=((300, 399),)),)))
+    res = await run_check(cfg("HTTP_GET", port, addr, options=HttpOptions(urls=(UrlCheck("/", status_codes=((300, 399),)),))))
     assert not res.ok and "status 200" in res.detail
 
 
@@ -85,8 +91,8 @@ async def test_slow_server_fails_at_connect_timeout_without_blocking_other_check
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         slow_res, fast_res = await asyncio.gather(
-            run_check(cfg("HTTP_GET", port, addr, urls=(UrlCheck("/"),))),
-            run_check(cfg("HTTP_GET", fport, faddr, urls=(UrlCheck("/"),))),
+            run_check(cfg("HTTP_GET", port, addr, options=HttpOptions(urls=(UrlCheck("/"),)))),
+            run_check(cfg("HTTP_GET", fport, faddr, options=HttpOptions(urls=(UrlCheck("/"),)))),
         )
         assert not slow_res.ok and "timed out" in slow_res.detail
         assert fast_res.ok
@@ -103,20 +109,20 @@ async def test_garbage_answer_marks_the_check_failed() -> None:
         writer.close()
     server, addr, port = await serve(garbage)
     try:
-        res = await run_check(cfg("HTTP_GET", port, addr, urls=(UrlCheck("/"),)))
+        res = await run_check(cfg("HTTP_GET", port, addr, options=HttpOptions(urls=(UrlCheck("/"),))))
         assert not res.ok and "status line" in res.detail
     finally:
         server.close()
 
 
 async def test_misc_check_exit_codes_dynamic_weight_and_hang_killed() -> None:
-    assert (await run_check(cfg("MISC_CHECK", 0, misc_path="exit 0"))).ok
-    assert not (await run_check(cfg("MISC_CHECK", 0, misc_path="exit 1"))).ok
-    dyn = await run_check(cfg("MISC_CHECK", 0, misc_path="exit 12", misc_dynamic=True))
+    assert (await run_check(cfg("MISC_CHECK", 0, options=MiscOptions("exit 0")))).ok
+    assert not (await run_check(cfg("MISC_CHECK", 0, options=MiscOptions("exit 1")))).ok
+    dyn = await run_check(cfg("MISC_CHECK", 0, options=MiscOptions("exit 12", dynamic=True)))
     assert dyn.ok and dyn.weight == 10
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    hung = await run_check(cfg("MISC_CHECK", 0, misc_path="sleep 30", misc_timeout=0.5))
+    hung = await run_check(cfg("MISC_CHECK", 0, options=MiscOptions("sleep 30", timeout=0.5)))
     assert not hung.ok and "killed" in hung.detail
     assert loop.time() - t0 < 5
 
@@ -131,8 +137,8 @@ async def test_smtp_check_wants_banner_and_helo() -> None:
         writer.close()
     server, addr, port = await serve(smtp)
     try:
-        assert (await run_check(cfg("SMTP_CHECK", port, addr, helo_name="lvs.example"))).ok
-        assert not (await run_check(cfg("SMTP_CHECK", port, addr, helo_name="other"))).ok
+        assert (await run_check(cfg("SMTP_CHECK", port, addr, options=SmtpOptions("lvs.example")))).ok
+        assert not (await run_check(cfg("SMTP_CHECK", port, addr, options=SmtpOptions("other")))).ok
     finally:
         server.close()
 
@@ -153,7 +159,7 @@ async def test_dns_check_accepts_noerror_and_refuses_servfail() -> None:
     transport, _ = await loop.create_datagram_endpoint(Responder, local_addr=(addr, 0))
     port = transport.get_extra_info("sockname")[1]
     try:
-        assert (await dns_check(cfg("DNS_CHECK", port, addr, dns_name="example.org", dns_type="A"))).ok
+        assert (await dns_check(cfg("DNS_CHECK", port, addr, options=DnsOptions("A", "example.org")))).ok
         rcode["value"] = 2
         res = await dns_check(cfg("DNS_CHECK", port, addr))
         assert not res.ok and "rcode 2" in res.detail
@@ -225,7 +231,8 @@ async def test_udp_check_fails_on_port_unreachable_and_passes_on_silence() -> No
     transport, addr, port = await _udp_responder(None)  # listens, never answers
     try:
         assert (await run_check(cfg("UDP_CHECK", port, addr, connect_timeout=0.3))).ok
-        res = await run_check(cfg("UDP_CHECK", port, addr, connect_timeout=0.3, require_reply=True))
+        res = await run_check(cfg("UDP_CHECK", port, addr, connect_timeout=0.3,
+                                  options=UdpOptions(require_reply=True)))
         assert not res.ok and "no reply" in res.detail
     finally:
         transport.close()
@@ -237,13 +244,14 @@ async def test_udp_check_fails_on_port_unreachable_and_passes_on_silence() -> No
 async def test_udp_check_require_reply_checks_pattern_with_wildcards_and_length() -> None:
     transport, addr, port = await _udp_responder(b"\x4f\x12hello")
     try:
-        want = {"require_reply": True, "udp_payload": b"ping"}
-        assert (await run_check(cfg("UDP_CHECK", port, addr, reply_value=b"\x40\x12",
-                                    reply_mask=b"\xf0\xff", **want))).ok
-        res = await run_check(cfg("UDP_CHECK", port, addr, reply_value=b"\x40\x13",
-                                  reply_mask=b"\xff\xff", **want))
+        want = {"require_reply": True, "payload": b"ping"}
+        assert (await run_check(cfg("UDP_CHECK", port, addr, options=UdpOptions(
+            reply_value=b"\x40\x12", reply_mask=b"\xf0\xff", **want)))).ok  # type: ignore[arg-type]
+        res = await run_check(cfg("UDP_CHECK", port, addr, options=UdpOptions(
+            reply_value=b"\x40\x13", reply_mask=b"\xff\xff", **want)))  # type: ignore[arg-type]
         assert not res.ok and "does not match" in res.detail
-        res = await run_check(cfg("UDP_CHECK", port, addr, max_reply_length=4, **want))
+        res = await run_check(cfg("UDP_CHECK", port, addr,
+                                  options=UdpOptions(max_reply_length=4, **want)))  # type: ignore[arg-type]
         assert not res.ok and "7 bytes" in res.detail
     finally:
         transport.close()
@@ -279,8 +287,8 @@ def test_ping_check_fails_where_the_host_cannot_be_reached() -> None:
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         # lo stays down in the new namespace: no route anywhere, nothing is sent
-        code = ("import asyncio, ipaddress; from pylvs.config.lvs import CheckerConfig; "
-                "from pylvs.health.checks import run_check; "
+        code = ("import asyncio, ipaddress; from pylvs.config.keepalived import CheckerConfig; "
+                "from pylvs.health.checkers import run_check; "
                 "c = CheckerConfig(kind='PING_CHECK', file='t', line=1, "
                 "connect_ip=ipaddress.ip_address('127.0.0.1'), connect_port=0, connect_timeout=1.0); "
                 "r = asyncio.run(run_check(c)); print(r.ok, r.detail)")

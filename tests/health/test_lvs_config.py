@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from pylvs.config import keepalived
-from pylvs.config.lvs import interpret
 from pylvs.core.model import ForwardingMethod, ServiceFlags
+from pylvs.health.checkers import interpret
+from pylvs.health.checkers.file import FileOptions
+from pylvs.health.checkers.udp import UdpOptions
 
 SAMPLES = sorted(glob.glob("/usr/share/doc/keepalived/samples/keepalived.conf.*"))
 CORPUS = Path(__file__).resolve().parents[2] / ".." / "shared" / "corpus" / "keepalived"
@@ -127,9 +129,11 @@ virtual_server 10.0.0.1 53 {
     lvs = interpret(keepalived.parse_text(text, "u.conf").other)
     udp, ping = lvs.virtual_servers[0].real_servers[0].checkers
     assert udp.kind == "UDP_CHECK" and udp.connect_port == 53
-    assert udp.udp_payload == bytes.fromhex("AB120F0345065464431203")
-    assert udp.require_reply and udp.reply_value == b"\x00\x12" and udp.reply_mask == b"\xf0\xff"
-    assert (udp.min_reply_length, udp.max_reply_length) == (2, 40)
+    opts = udp.options
+    assert isinstance(opts, UdpOptions)
+    assert opts.payload == bytes.fromhex("AB120F0345065464431203")
+    assert opts.require_reply and opts.reply_value == b"\x00\x12" and opts.reply_mask == b"\xf0\xff"
+    assert (opts.min_reply_length, opts.max_reply_length) == (2, 40)
     assert ping.kind == "PING_CHECK" and ping.connect_timeout == 2
     assert lvs.diagnostics == []
 
@@ -174,7 +178,6 @@ virtual_server 10.0.0.1 80 {
     cfg = keepalived.parse_text(text, "f.conf")
     lvs = interpret(cfg.other, cfg.track_files)
     (chk,) = lvs.virtual_servers[0].real_servers[0].checkers
-    assert (chk.kind, chk.file_path, chk.file_weight, chk.file_reverse) == (
-        "FILE_CHECK", "/run/maint", 0, True)
+    assert (chk.kind, chk.options) == ("FILE_CHECK", FileOptions("/run/maint", 0, True))
     assert [(d.line, d.severity) for d in lvs.diagnostics] == [(12, "error")]
     assert "no track_file named 'nosuch'" in lvs.diagnostics[0].message

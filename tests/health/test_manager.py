@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pylvs.config import keepalived
-from pylvs.config.lvs import LVSConfig, interpret
+from pylvs.config.keepalived import LVSConfig
 from pylvs.core.director import Director
 from pylvs.core.model import ServiceKey
 from pylvs.core.table import IPVSTable
 from pylvs.dataplane.proxy import ProxyDataPlane
+from pylvs.health.checkers import interpret
 from pylvs.health.manager import HealthManager
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pylvs.config import keepalived
-from pylvs.config.lvs import VirtualServerConfig, interpret
+from pylvs.config.keepalived import VirtualServerConfig
 from pylvs.core.model import ForwardingMethod
+from pylvs.health.checkers import interpret
 from pylvs.health.state import CheckerState, VirtualServerState
 
 CONF = """

@@ -430,8 +430,8 @@ def test_use_vmac_keeps_the_vips_mac_across_a_failover(lab: Lab) -> None:
         return f" {VIP}/" in out
 
     def client_pings() -> bool:
-        code = ("import asyncio, ipaddress, sys; from pylvs.config.lvs import CheckerConfig; "
-                "from pylvs.health.checks import ping_check; "
+        code = ("import asyncio, ipaddress, sys; from pylvs.config.keepalived import CheckerConfig; "
+                "from pylvs.health.checkers.ping import ping_check; "
                 "c = CheckerConfig(kind='PING_CHECK', file='t', line=1, "
                 f"connect_ip=ipaddress.ip_address('{VIP}'), connect_port=0, connect_timeout=1.0); "
                 "sys.exit(0 if asyncio.run(ping_check(c, raw=True)).ok else 1)")

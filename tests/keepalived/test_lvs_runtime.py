@@ -9,8 +9,9 @@ from pathlib import Path
 
 from pylvs.cli import ipvsadm
 from pylvs.config import keepalived
-from pylvs.config.lvs import LVSConfig, interpret
+from pylvs.config.keepalived import LVSConfig
 from pylvs.control.client import ControlClient
+from pylvs.health.checkers import interpret
 from pylvs.keepalived.lvs_runtime import LVSRuntime
 
 CONF = """

@@ -13,8 +13,8 @@ import ipaddress
 import sys
 from typing import Any
 
-from pylvs.config.lvs import CheckerConfig, UrlCheck
-from pylvs.health.checks import fetch_url
+from pylvs.config.keepalived import CheckerConfig
+from pylvs.health.checkers.http import HttpOptions, UrlCheck, fetch_url
 
 
 def genhash(args: argparse.Namespace) -> int:
@@ -27,7 +27,8 @@ def genhash(args: argparse.Namespace) -> int:
     cfg = CheckerConfig(
         kind="SSL_GET" if args.use_ssl else "HTTP_GET", file="<genhash>", line=0,
         connect_ip=addr, connect_port=port, connect_timeout=args.timeout,
-        virtualhost=args.virtualhost, http_protocol=args.protocol, enable_sni=args.sni,
+        options=HttpOptions(virtualhost=args.virtualhost, http_protocol=args.protocol,
+                            enable_sni=args.sni),
     )
     url = UrlCheck(args.url)
     try:

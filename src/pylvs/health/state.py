@@ -8,7 +8,7 @@ virtual server with its hysteresis, the sorry server, and finally the set of rea
 IPVS table should hold. The driver (``pylvs.health.manager``) runs probes and reconciles a table
 with ``desired_dests``; tests drive this module with plain calls and a fake clock.
 
-What this is not for: probing (``pylvs.health.checks``) or talking to a table.
+What this is not for: probing (``pylvs.health.checkers``) or talking to a table.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from pylvs.config.lvs import CheckerConfig, RealServerConfig, VirtualServerConfig
+from pylvs.config.keepalived import CheckerConfig, RealServerConfig, VirtualServerConfig
+from pylvs.config.keepalived.checkers import WEIGHT_ADD, WEIGHT_SET
 from pylvs.core.model import DestSpec
 
 
@@ -100,10 +101,10 @@ class RealServerState:
         """Configured weight, or the MISC_CHECK dynamic one (exit status - 2) when reported;
         FILE_CHECKs with ``dynamic`` add value x weight of their file to it (never below 0)."""
         for c in self.checkers:
-            if c.config.misc_dynamic and c.dynamic_weight is not None:
+            if c.config.weight_mode == WEIGHT_SET and c.dynamic_weight is not None:
                 return c.dynamic_weight
         offset = sum(c.dynamic_weight or 0 for c in self.checkers
-                     if c.config.file_dynamic and c.up)
+                     if c.config.weight_mode == WEIGHT_ADD and c.up)
         return max(0, self.config.dest.weight + offset)
 
     def dest(self, weight: int | None = None) -> DestSpec:

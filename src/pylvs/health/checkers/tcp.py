@@ -1,0 +1,34 @@
+"""TCP_CHECK: the real server passes when a TCP connection to it completes in connect_timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+from pylvs.config.keepalived.checkers import CheckerConfig
+from pylvs.health.checkers.base import CheckResult, HealthChecker, open_stream
+
+
+class TcpCheck(HealthChecker):
+    keyword = "TCP_CHECK"
+
+    async def probe(self, cfg: CheckerConfig) -> CheckResult:
+        return await tcp_check(cfg)
+
+
+async def tcp_check(cfg: CheckerConfig) -> CheckResult:
+    try:
+        _, writer = await asyncio.wait_for(open_stream(cfg), cfg.connect_timeout)
+    except TimeoutError:
+        return CheckResult(False, f"TCP connect to {cfg.connect_ip}:{cfg.connect_port} timed out")
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        return CheckResult(False, f"TCP connect to {cfg.connect_ip}:{cfg.connect_port} failed: {reason}")
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+    return CheckResult(True, "TCP connect succeeded")
+
+
+KINDS = (TcpCheck(),)
