@@ -8,7 +8,13 @@ Request:  ``{"op": "add_dest", "args": {...}}``
 Reply:    ``{"ok": true, "result": ...}`` or ``{"ok": false, "errno": 17, "error": "..."}``
 
 Encoding and decoding of each operation's arguments live here, on both sides of the socket,
-so the two cannot drift apart. Nothing here touches a socket.
+so the two cannot drift apart. Every argument is checked (``pylvs.control.validate``: ipvsadm's
+ranges and words) before the operation runs, so a refused request changes nothing. Nothing here
+touches a socket.
+
+Beyond ipvsadm: ``get_sysctl`` / ``set_sysctl`` (``{"values": {"drop_entry": 1}}``) read and
+write the flood defences under their kernel sysctl names (``pylvs.core.defense``); ipvsadm has
+no words for them (the kernel's are files under /proc/sys/net/ipv4/vs/).
 """
 
 from __future__ import annotations
@@ -18,16 +24,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from pylvs.control import validate as V
 from pylvs.core.api import IPVSBackend, IPVSError, ServiceStatus, SyncDaemonStatus
-from pylvs.core.model import (
-    ConnEntry,
-    DestSpec,
-    ServiceInfo,
-    ServiceKey,
-    ServiceSpec,
-    Timeouts,
-    parse_address,
-)
+from pylvs.core.model import ConnEntry, ServiceInfo
 
 log = logging.getLogger("pylvs.control")
 
@@ -65,19 +64,19 @@ def _services(b: IPVSBackend, a: dict[str, Any]) -> Any:
 
 
 def _service(b: IPVSBackend, a: dict[str, Any]) -> Any:
-    return b.get_service(ServiceKey.from_wire(a["key"])).to_wire()
+    return b.get_service(V.service_key(a.get("key"))).to_wire()
 
 
 def _add_service(b: IPVSBackend, a: dict[str, Any]) -> Any:
-    b.add_service(ServiceSpec.from_wire(a["spec"]))
+    b.add_service(V.service_spec(a.get("spec")))
 
 
 def _edit_service(b: IPVSBackend, a: dict[str, Any]) -> Any:
-    b.edit_service(ServiceSpec.from_wire(a["spec"]))
+    b.edit_service(V.service_spec(a.get("spec")))
 
 
 def _del_service(b: IPVSBackend, a: dict[str, Any]) -> Any:
-    b.del_service(ServiceKey.from_wire(a["key"]))
+    b.del_service(V.service_key(a.get("key")))
 
 
 def _flush(b: IPVSBackend, a: dict[str, Any]) -> Any:
@@ -85,20 +84,24 @@ def _flush(b: IPVSBackend, a: dict[str, Any]) -> Any:
 
 
 def _add_dest(b: IPVSBackend, a: dict[str, Any]) -> Any:
-    b.add_dest(ServiceKey.from_wire(a["key"]), DestSpec.from_wire(a["dest"]))
+    key, dest = V.service_key(a.get("key")), V.dest_spec(a.get("dest"))
+    b.add_dest(key, dest)
 
 
 def _edit_dest(b: IPVSBackend, a: dict[str, Any]) -> Any:
-    b.edit_dest(ServiceKey.from_wire(a["key"]), DestSpec.from_wire(a["dest"]))
+    key, dest = V.service_key(a.get("key")), V.dest_spec(a.get("dest"))
+    b.edit_dest(key, dest)
 
 
 def _del_dest(b: IPVSBackend, a: dict[str, Any]) -> Any:
-    b.del_dest(ServiceKey.from_wire(a["key"]), parse_address(a["addr"]), int(a["port"]))
+    key = V.service_key(a.get("key"))
+    addr, port = V.dest_address(a)
+    b.del_dest(key, addr, port)
 
 
 def _zero(b: IPVSBackend, a: dict[str, Any]) -> Any:
     key = a.get("key")
-    b.zero(ServiceKey.from_wire(key) if key is not None else None)
+    b.zero(V.service_key(key) if key is not None else None)
 
 
 def _timeouts(b: IPVSBackend, a: dict[str, Any]) -> Any:
@@ -107,8 +110,7 @@ def _timeouts(b: IPVSBackend, a: dict[str, Any]) -> Any:
 
 
 def _set_timeouts(b: IPVSBackend, a: dict[str, Any]) -> Any:
-    tcp, fin, udp = (int(x) for x in a["timeouts"])
-    b.set_timeouts(Timeouts(tcp, fin, udp))
+    b.set_timeouts(V.timeouts(a.get("timeouts")))
 
 
 def _connections(b: IPVSBackend, a: dict[str, Any]) -> Any:
@@ -128,17 +130,33 @@ def _daemons(b: IPVSBackend, a: dict[str, Any]) -> Any:
 
 
 def _start_daemon(b: IPVSBackend, a: dict[str, Any]) -> Any:
+    daemon = V.daemon(a.get("daemon"))
     start = getattr(b, "start_daemon", None)
     if start is None:
         raise IPVSError(95, "connection synchronisation daemons are not supported by this table")
-    start(daemons_from_wire([a["daemon"]])[0])
+    start(daemon)
 
 
 def _stop_daemon(b: IPVSBackend, a: dict[str, Any]) -> Any:
+    state = V.daemon_state(a.get("state"))
     stop = getattr(b, "stop_daemon", None)
     if stop is None:
         raise IPVSError(95, "connection synchronisation daemons are not supported by this table")
-    stop(str(a["state"]))
+    stop(state)
+
+
+def _get_sysctl(b: IPVSBackend, a: dict[str, Any]) -> Any:
+    get = getattr(b, "get_sysctl", None)
+    if get is None:
+        raise IPVSError(95, "this table has no flood defences")
+    return get()
+
+
+def _set_sysctl(b: IPVSBackend, a: dict[str, Any]) -> Any:
+    put = getattr(b, "set_sysctl", None)
+    if put is None:
+        raise IPVSError(95, "this table has no flood defences")
+    put(V.sysctl_values(a.get("values")))
 
 
 OPERATIONS: dict[str, Callable[[IPVSBackend, dict[str, Any]], Any]] = {
@@ -159,11 +177,20 @@ OPERATIONS: dict[str, Callable[[IPVSBackend, dict[str, Any]], Any]] = {
     "get_daemons": _daemons,
     "start_daemon": _start_daemon,
     "stop_daemon": _stop_daemon,
+    "get_sysctl": _get_sysctl,
+    "set_sysctl": _set_sysctl,
+}
+
+# Checks run before a daemon's own handler of the same operation (``extra``).
+PRECHECKS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "start_daemon": lambda a: V.daemon(a.get("daemon")),
+    "stop_daemon": lambda a: V.daemon_state(a.get("state")),
 }
 
 # Operations that only read: the daemon may answer them without a write lock or a save.
 READ_ONLY = frozenset({
     "get_info", "get_services", "get_service", "get_timeouts", "get_connections", "get_daemons",
+    "get_sysctl",
 })
 
 
@@ -177,6 +204,9 @@ def dispatch(backend: IPVSBackend, request: Any, extra: dict[str, Callable[[dict
         return {"ok": False, "errno": 22, "error": "'args' must be an object"}
     try:
         if extra is not None and op in extra:
+            check = PRECHECKS.get(op)
+            if check is not None:
+                check(args)  # the daemon's own handler gets only what ipvsadm would pass
             return {"ok": True, "result": extra[op](args)}
         fn = OPERATIONS.get(op)
         if fn is None:
