@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, str] = {
     "install-units": "pylvs.service.units",
     "man": "pylvs.cli.docs",
     "install-docs": "pylvs.cli.docs",
+    "sysctl": "pylvs.control.cli",
 }
 
 

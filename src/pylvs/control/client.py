@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from typing import Any
 
 from pylvs.control import protocol as P
@@ -23,6 +24,9 @@ from pylvs.core.model import (
     ServiceSpec,
     Timeouts,
 )
+
+# Half the daemon's idle timeout (``pylvs.control.server.IDLE_TIMEOUT``).
+IDLE_RECONNECT = 30.0
 
 
 def default_socket_path(explicit: str | None = None) -> str:
@@ -38,6 +42,7 @@ class ControlClient:
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._buf = b""
+        self._used = 0.0  # monotonic time of the last exchange
 
     def connect(self) -> None:
         if self._sock is not None:
@@ -80,6 +85,8 @@ class ControlClient:
 
     def call(self, op: str, **args: Any) -> Any:
         """Send one request and return its result; raise ``IPVSError`` for a refused one."""
+        if self._sock is not None and time.monotonic() - self._used > IDLE_RECONNECT:
+            self.close()  # the daemon closes connections idle for IDLE_TIMEOUT: start afresh
         self.connect()
         assert self._sock is not None
         try:
@@ -95,6 +102,7 @@ class ControlClient:
         except OSError as exc:
             self.close()
             raise BackendUnavailable(f"control connection to {self.path} failed: {exc.strerror}") from None
+        self._used = time.monotonic()
         line, _, self._buf = self._buf.partition(b"\n")
         reply = P.decode(line)
         if not reply.get("ok"):
@@ -156,6 +164,14 @@ class ControlClient:
         self.call("stop_daemon", state=state)
 
     # ---- beyond ipvsadm -----------------------------------------------------------------
+
+    def get_sysctl(self) -> dict[str, int]:
+        """The flood defences' settings (net.ipv4.vs.drop_entry, ...; ``pylvs.core.defense``)."""
+        result: dict[str, int] = self.call("get_sysctl")
+        return result
+
+    def set_sysctl(self, values: dict[str, object]) -> None:
+        self.call("set_sysctl", values=values)
 
     def status(self) -> dict[str, Any]:
         """The daemon's own state: data plane, uptime, listeners, counters."""

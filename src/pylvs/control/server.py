@@ -7,12 +7,19 @@ so they take effect on the next new connection with no restart and no locking.
 Access control is the file system's: the socket is created mode 0600 (root only when the
 daemon runs as root). A stale socket file from a crashed daemon is replaced; a live one makes
 start-up fail instead of stealing it.
+
+Limits, so no client can hold the daemon's resources: a connection that sends no complete
+request for ``idle_timeout`` seconds (60 by default) is closed (``idle_closed``), and past
+``max_clients`` open connections (64) a new one gets one error line (EUSERS, "too many control
+connections") and is closed (``refused_clients``). ``ControlClient`` reconnects by itself before
+using a connection it left idle for half that time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -24,6 +31,9 @@ from pylvs.control import protocol as P
 from pylvs.core.api import IPVSBackend
 
 log = logging.getLogger("pylvs.control")
+
+IDLE_TIMEOUT = 60.0
+MAX_CLIENTS = 64
 
 
 class ControlSocketBusy(Exception):
@@ -51,13 +61,23 @@ class ControlServer:
         path: str,
         extra: dict[str, Callable[[dict[str, Any]], Any]] | None = None,
         on_change: Callable[[str], None] | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_clients: int = MAX_CLIENTS,
     ) -> None:
         self.backend = backend
         self.path = path
         self.extra = extra or {}
         self.on_change = on_change
+        self.idle_timeout = idle_timeout
+        self.max_clients = max_clients
+        self.idle_closed = 0  # connections closed for sending nothing in idle_timeout
+        self.refused_clients = 0  # connections refused past max_clients
         self._server: asyncio.base_events.Server | None = None
         self._clients: set[asyncio.Task[None]] = set()
+
+    def counters(self) -> dict[str, int]:
+        return {"clients": len(self._clients), "idle_closed": self.idle_closed,
+                "refused_clients": self.refused_clients}
 
     async def start(self) -> None:
         directory = os.path.dirname(self.path) or "."
@@ -88,13 +108,23 @@ class ControlServer:
             os.unlink(self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._clients) >= self.max_clients:
+            self.refused_clients += 1
+            with contextlib.suppress(ConnectionError):
+                writer.write(P.encode({"ok": False, "errno": errno.EUSERS,
+                                       "error": "too many control connections"}))
+            writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._clients.add(task)
         try:
             while True:
                 try:
-                    line = await reader.readline()
+                    line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
+                except TimeoutError:
+                    self.idle_closed += 1
+                    break
                 except (asyncio.LimitOverrunError, ValueError):
                     writer.write(P.encode({"ok": False, "errno": 90, "error": "request too long"}))
                     break
