@@ -23,7 +23,7 @@ import uvloop
 
 from pylvs.l7.app import start_app
 from pylvs.l7.config import load
-from pylvs.l7.server import L7Server
+from pylvs.l7.listen import L7Server
 
 T = TypeVar("T")
 

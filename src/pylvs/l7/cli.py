@@ -1,7 +1,7 @@
 """``pylvs http -c FILE`` (run), ``pylvs http -t -c FILE`` (check, as ``nginx -t``) and
 ``pylvs http-app`` (the built-in dynamic app standing in for Tomcat).
 
-Not for: anything but argument handling and the process around ``server.L7Server``.
+Not for: anything but argument handling and the process around ``listen.L7Server``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _master(cfg: Config) -> int:
     """nginx's process model: bind once, fork ``worker_processes`` workers sharing the
     listening sockets, pass SIGTERM/SIGINT/SIGQUIT on to them, exit when they have ended.
     Each worker balances its upstreams on its own, as nginx's workers do without a zone."""
-    from pylvs.l7.server import bind_listener, listen_groups
+    from pylvs.l7.listen import bind_listener, listen_groups
 
     bound: dict[tuple[str, int], Any] = {}
     try:
@@ -111,7 +111,7 @@ def _master(cfg: Config) -> int:
 
 
 async def _serve_http(cfg: Config, bound: dict[tuple[str, int], Any] | None) -> int:
-    from pylvs.l7.server import L7Server
+    from pylvs.l7.listen import L7Server
 
     loop = asyncio.get_running_loop()
     try:

@@ -1,4 +1,5 @@
-"""Which ``location`` serves a URI, in nginx's order, and URI normalisation.
+"""Which ``server`` serves a Host and which ``location`` serves a URI, in nginx's order, and URI
+normalisation.
 
 nginx's order: an exact ``=`` match wins at once; otherwise the longest matching prefix is
 remembered, and if it is ``^~`` it wins without regexes; otherwise the ``~`` / ``~*`` regexes are
@@ -6,7 +7,10 @@ tried in configuration order and the first match wins; with none, the remembered
 Matching runs on the normalised URI (percent-decoded, ``//`` merged, dot segments resolved), as
 nginx's ``$uri``, so ``/a/../b.jsp`` and ``/b%2Ejsp`` reach the same location as ``/b.jsp``.
 
-Not for: server selection by Host (``server.py``) or what the location then does.
+A server is chosen among those sharing a listening socket by exact name, then by wildcard
+suffix (``*.example.com``, ``.example.com``), else the ``default_server``.
+
+Not for: what the location then does (``routing``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import unquote_to_bytes
 
-from pylvs.l7.config import Location
+from pylvs.l7.config import Location, Server
 
 
 class BadURI(ValueError):
@@ -95,3 +99,36 @@ class LocationMatcher:
             if loc.regex.search(uri):
                 return loc
         return best if best is not None else self._fallback
+
+
+class ListenGroup:
+    """The servers sharing one listening socket, chosen by Host like nginx's server_name, and
+    each server's location matcher."""
+
+    def __init__(self, servers: list[Server]) -> None:
+        self.servers = servers
+        self.default = next((s for s in servers for lst in s.listens if lst.default_server),
+                            servers[0])
+        self.exact: dict[str, Server] = {}
+        self.wild: list[tuple[str, Server]] = []
+        for s in servers:
+            for name in s.server_names:
+                if name.startswith("*."):
+                    self.wild.append((name[1:], s))
+                elif name.startswith("."):
+                    self.exact.setdefault(name[1:], s)
+                    self.wild.append((name, s))
+                else:
+                    self.exact.setdefault(name, s)
+        self.matchers = {id(s): LocationMatcher(s.locations, s.fallback) for s in servers}
+
+    def select(self, host: str) -> Server:
+        if len(self.servers) == 1:
+            return self.servers[0]
+        s = self.exact.get(host)
+        if s is not None:
+            return s
+        for suffix, srv in self.wild:
+            if host.endswith(suffix):
+                return srv
+        return self.default

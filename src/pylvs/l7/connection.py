@@ -1,0 +1,507 @@
+"""One client connection: reading and parsing, the pipelined queue, timers and writing.
+
+A ``ClientConnection`` feeds bytes to httptools, which calls back with the parts of each request;
+complete request heads queue up and are answered strictly in order (pipelining). The common
+requests, a body-less one proxied over a warm keepalive connection or a small file (see
+``files``), are answered from those callbacks alone (``proxying.try_fast_proxy``,
+``static.try_static``); anything else (bodies, retries, errors, large files) starts the
+connection's task, which then answers the queue through ``routing``. Bodies stream both ways:
+request bodies through a bounded ``request.BodyReader`` that pauses the client socket past a
+high-water mark, response bodies from the upstream straight to the client socket with the
+client's write flow control pausing the upstream. Every wait has nginx's timer
+(client_header_timeout against slowloris, client_body_timeout, send_timeout,
+keepalive_timeout; the proxy_* timers run in ``upstream``).
+
+This is the hot path's entry: what it does per request is kept to the callbacks themselves, and
+the rest is delegated to the modules named above with plain function calls.
+
+Not for: what a request gets (``routing``, ``static``, ``proxying``, ``errorpages``) or the
+listening sockets (``listen``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from typing import cast
+
+import httptools
+
+from pylvs.l7 import errorpages
+from pylvs.l7.config import Server
+from pylvs.l7.location import ListenGroup
+from pylvs.l7.proxying import try_fast_proxy
+from pylvs.l7.request import BODY_HIGH_WATER, BodyReader, Refused, Request, TooLarge
+from pylvs.l7.routing import handle, route
+from pylvs.l7.static import try_static
+from pylvs.l7.status import reason
+from pylvs.l7.worker import Sink, Worker
+
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+
+
+class ClientConnection(asyncio.Protocol):
+    """The asyncio protocol of one client socket (implements ``worker.Connection``)."""
+
+    def __init__(self, app: Worker, group: ListenGroup) -> None:
+        self.app = app
+        self.group = group
+        self.loop = app.loop
+        self.clock = app.clock
+        self.logs = app.logs
+        self.serial = app.next_serial()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.remote_addr = "-"
+        self.remote_addr_b = b"-"
+        self.remote_port = 0
+        self.local_addr = ""
+        self.local_port = 0
+        self.queue: deque[Request] = deque()
+        self.current: Request | None = None  # request whose head is being parsed
+        self.active: Request | None = None  # request being answered
+        self.requests = 0
+        self.closed = False
+        self._url = b""
+        self._head_bytes = 0
+        self._head_size = 0
+        self._head_started = 0.0
+        self._in_head = False
+        self._bad: tuple[int, str] | None = None
+        self._bad_message = ""
+        self._req_waiter: asyncio.Future[None] | None = None
+        self.write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._reading_paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline = 0.0
+        self._timer_kind = ""
+        self._task: asyncio.Task[None] | None = None
+        self.sink: Sink | None = None
+        self.fast = False  # a fast-path exchange is in progress
+        self._eof = False  # the client has half-closed: answer what is queued, then close
+        self.host_raw = b""  # the last valid Host header and what routing made of it
+        srv = group.servers[0]
+        self.host_seen: tuple[str, Server] = ("", srv)
+        self._head_limit = srv.large_header_buffers[0] * srv.large_header_buffers[1]
+        self._line_limit = srv.large_header_buffers[1]
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        self.app.connections.add(self)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.remote_addr, self.remote_port = str(peer[0]), int(peer[1])
+            self.remote_addr_b = self.remote_addr.encode("latin-1")
+        local = transport.get_extra_info("sockname")
+        if local:
+            self.local_addr, self.local_port = str(local[0]), int(local[1])
+        # No task yet: requests the fast paths answer from callbacks never need one; the first
+        # that does (a body, a pipelined queue, an error, a retry) starts it (wake_task).
+        self.arm_timer(self.group.servers[0].client_header_timeout, "idle")
+
+    def data_received(self, data: bytes) -> None:
+        if self._bad is not None:
+            return
+        if self._in_head:
+            # Bytes of a head still incomplete (a head that began inside the previous read
+            # escapes by at most that read): bounds what httptools buffers for one header.
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as e:
+            self._reject(400, "upgrade is not supported")
+            del e
+        except httptools.HttpParserError as e:
+            if self._bad is None:
+                self._reject(400, f"client sent invalid request: {e}")
+        else:
+            if self._in_head and self._head_bytes > self._head_limit:
+                self._reject(400, "client sent too long header line",
+                             "Request Header Or Cookie Too Large")
+            elif self._in_head and len(self._url) > self._line_limit:
+                self._reject(414, "client sent too long URI")
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        if self.current is not None and self.current.body is not None:
+            self.current.body.fail(ConnectionResetError("client closed the connection"))
+        if self.active is None and not self.queue:
+            return None
+        return True  # keep the write side open to finish answering (half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.app.connections.discard(self)
+        self.disarm_timer("")
+        gone = ConnectionResetError("client closed the connection")
+        for r in (self.current, self.active, *self.queue):
+            if r is not None and r.body is not None:
+                r.body.fail(gone)
+        if self._req_waiter is not None and not self._req_waiter.done():
+            self._req_waiter.set_result(None)
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(gone)
+        if self.sink is not None:
+            self.sink.client_gone()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.sink is not None and self.active is not None:
+            # a proxied response waits on this client: nginx's send_timeout applies
+            self.arm_timer(self.active.location_timeout("send"), "send")
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.disarm_timer("send")
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+        if self.sink is not None:
+            self.sink.client_drained()
+
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        req = Request(self)
+        self.current = req
+        self._in_head = True
+        self._url = b""
+        self._head_size = 0
+        self._head_bytes = 0
+        self._head_started = self.loop.time()
+        if self._timer_kind == "idle":
+            self.arm_timer(self.group.servers[0].client_header_timeout, "header")
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.current
+        assert req is not None
+        req.headers.append((name, value))
+        size = len(name) + len(value) + 4
+        self._head_size += size
+        if size > self._line_limit:
+            self._head_size += self._head_limit  # one line over a buffer: as nginx, refuse
+        lname = name.lower()
+        hmap = req.hmap
+        old = hmap.get(lname)
+        if old is None:
+            hmap[lname] = value
+        else:
+            hmap[lname] = old + (b"; " if lname == b"cookie" else b", ") + value
+
+    def on_headers_complete(self) -> None:
+        req = self.current
+        assert req is not None
+        if len(self._url) > self._line_limit:
+            self._reject(414, "client sent too long URI")
+            raise Refused
+        if self._head_size + len(self._url) > self._head_limit:
+            self._reject(400, "client sent too long header line", "Request Header Or Cookie Too Large")
+            raise Refused
+        p = self.parser
+        url = self._url
+        self._in_head = False
+        req.head_size = self._head_size + len(url)
+        self._head_bytes = 0
+        req.start = time.monotonic()
+        method = p.get_method()
+        req.raw_method = method
+        req.method = _METHODS.get(method) or method.decode("ascii", "replace")
+        version = p.get_http_version()
+        if version != "1.1":
+            req.version = version
+        if not p.should_keep_alive():
+            req.keep_alive = False
+        req.raw_target = url
+        req.target = url.decode("latin-1")
+        hmap = req.hmap
+        if b"transfer-encoding" in hmap:
+            req.chunked = True
+        else:
+            cl = hmap.get(b"content-length")
+            if cl is not None:
+                try:
+                    req.content_length = int(cl)
+                except ValueError:
+                    req.content_length = 0
+        if req.chunked or (req.content_length or 0) > 0:
+            req.body = BodyReader(self, req)
+            exp = hmap.get(b"expect")
+            if exp is not None and exp.lower() == b"100-continue" and req.version == "1.1":
+                req.expect_continue = True
+        queue = self.queue
+        queue.append(req)
+        self.requests += 1
+        req.seq = self.requests
+        if self.fast:
+            pass  # answered after the fast exchange in progress (it wakes the task)
+        elif (req.body is None and len(queue) == 1 and self.active is None
+                and self._task_idle() and self._try_fast(req)):
+            pass
+        else:
+            self.wake_task()
+        if self._reading_paused or len(queue) > 1 or req.body is not None:
+            self.update_reading()
+
+    def on_body(self, data: bytes) -> None:
+        req = self.current
+        if req is None or req.body is None:
+            return
+        req.body.feed(data)
+        loc = req.location
+        if loc is not None and req.body.received > loc.client_max_body_size > 0:
+            req.body.fail(TooLarge())
+        if req.body.buffered >= BODY_HIGH_WATER:
+            self.update_reading()
+
+    def on_message_complete(self) -> None:
+        req = self.current
+        self.current = None
+        self._head_bytes = 0
+        if req is not None and req.body is not None:
+            req.body.finish()
+
+    # -- flow control and timers -------------------------------------------------------------
+
+    def update_reading(self) -> None:
+        """Read only while the active body is below its high-water mark and nothing queues."""
+        if self.closed or self.transport is None:
+            return
+        pause = len(self.queue) > 1  # the head of the queue is the request being answered
+        for r in (self.active, self.current):
+            if r is not None and r.body is not None and r.body.buffered >= BODY_HIGH_WATER:
+                pause = True
+        if self.active is not None and self.active.body is not None \
+                and self.active.body.waiter is not None:
+            pause = False
+        if pause and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        elif not pause and self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def arm_timer(self, seconds: float, kind: str) -> None:
+        """One deadline per connection. The loop timer is only moved earlier, never cancelled
+        per request: when it fires early it re-arms for the current deadline (keep-alive
+        requests then cost no timer operations)."""
+        deadline = self.loop.time() + seconds
+        self._deadline = deadline
+        self._timer_kind = kind
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self.loop.call_at(deadline, self._fire_timer)
+
+    def disarm_timer(self, kind: str) -> None:
+        if not kind or self._timer_kind == kind:
+            self._timer_kind = ""
+
+    def _fire_timer(self) -> None:
+        self._timer = None
+        kind = self._timer_kind
+        if not kind or self.closed:
+            return
+        if self.loop.time() < self._deadline - 0.001:
+            self._timer_at = self._deadline
+            self._timer = self.loop.call_at(self._deadline, self._fire_timer)
+            return
+        self._timer_kind = ""
+        self._on_timeout(kind)
+
+    def _on_timeout(self, kind: str) -> None:
+        if kind == "idle":
+            self.abort()
+        elif kind == "header":
+            req = self.current
+            if req is not None:
+                req.status = 408
+                req.request_line = ""
+                self.logs.unrouted(self.group.servers[0], req)
+            self.abort()
+        elif kind == "body":
+            r = self.active
+            if r is not None and r.body is not None:
+                r.body.fail(TimeoutError("client timed out"))
+        elif kind == "send":
+            self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    def _reject(self, code: int, message: str, text: str | None = None) -> None:
+        """Malformed input: answer after the requests before it, then close."""
+        self._bad = (code, text or reason(code))
+        self._bad_message = message
+        if self.transport is not None:
+            self.transport.pause_reading()
+            self._reading_paused = True
+        if self.current is not None and self.current.body is not None:
+            self.current.body.fail(ConnectionResetError("bad request"))
+        self.wake_task()
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    async def drain(self, timeout: float) -> None:
+        if not self.write_paused:
+            return
+        if self.closed:
+            raise ConnectionResetError("client closed the connection")
+        if self._drain is None:
+            self._drain = self.loop.create_future()
+        self.arm_timer(timeout, "send")
+        try:
+            await self._drain
+        finally:
+            self.disarm_timer("send")
+
+    def maybe_continue(self, req: Request) -> None:
+        if req.expect_continue and not req.continue_sent and req.body is not None \
+                and req.body.received == 0:
+            req.continue_sent = True
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    async def respond_error(self, req: Request, status: int, text: str | None = None) -> None:
+        await errorpages.respond_error(self, req, status, text)
+
+    # -- the per-connection task ------------------------------------------------------------
+
+    async def _next_request(self) -> Request | None:
+        first = True
+        # A request the fast path is answering stays at the head of the queue until it is done:
+        # the task waits for it (and only then answers a malformed request after it).
+        while not self.queue or self.fast:
+            if self.closed:
+                return None
+            if self.fast:
+                pass
+            elif self._bad is not None or self._eof:
+                return None
+            elif first:
+                srv = self.group.servers[0]
+                if self.current is not None and self._in_head:
+                    left = srv.client_header_timeout - (self.loop.time() - self._head_started)
+                    self.arm_timer(max(0.0, left), "header")
+                elif self.requests == 0:
+                    self.arm_timer(srv.client_header_timeout, "idle")
+                else:
+                    self.arm_timer(srv.keepalive_timeout, "idle")
+                first = False
+            self.update_reading()
+            self._req_waiter = self.loop.create_future()
+            try:
+                await self._req_waiter
+            finally:
+                self._req_waiter = None
+        self.disarm_timer("")
+        return self.queue[0]
+
+    async def _serve(self) -> None:
+        try:
+            while True:
+                req = await self._next_request()
+                if req is None:
+                    break
+                self.active = req
+                try:
+                    await self._handle(req)
+                finally:
+                    self.queue.popleft()
+                    self.active = None
+                    self.sink = None
+                self.logs.request(req)
+                if not req.keep_alive or self.closed:
+                    break
+                if req.body is not None and not req.body.done:
+                    break
+            if self._bad is not None and not self.closed:
+                code, text = self._bad
+                bad = Request(self)
+                bad.keep_alive = False
+                bad.request_line = ""
+                self.app.error("info", self._bad_message, self)
+                await self.respond_error(bad, code, text)
+                self.logs.unrouted(self.group.servers[0], bad)
+        except (ConnectionError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self.app.error("alert", f"internal error: {e!r}", self)
+        finally:
+            self.disarm_timer("")
+            if self.transport is not None and not self.closed:
+                if self.write_paused:
+                    with contextlib.suppress(Exception):
+                        await self.drain(5.0)
+                self.transport.close()
+
+    async def _handle(self, req: Request) -> None:
+        taken = await handle(self, req)
+        body = req.body
+        if not taken or body is None or body.done or self.closed:
+            return
+        # a body the client was never told to send closes the connection; another is read
+        # and dropped (a failure there closes it too)
+        if (req.expect_continue and not req.continue_sent) or not await body.discard():
+            req.keep_alive = False
+
+    def _try_fast(self, req: Request) -> bool:
+        """Answer ``req`` from this callback if it is one of the fast paths' requests."""
+        code = route(self, req)
+        req.routed = code
+        loc = req.location
+        if code or loc is None or loc.ret is not None or loc.rewrites or req.redirect:
+            return False
+        if loc.proxy_pass is None:
+            return loc.try_files is None and try_static(self, req, loc)
+        return try_fast_proxy(self, req, loc)
+
+    def complete(self, req: Request) -> None:
+        """A request answered outside the task: log it, then go on with the connection."""
+        self.queue.popleft()
+        self.active = None
+        self.logs.request(req)
+        if not req.keep_alive or self.closed:
+            if self.transport is not None and not self.closed:
+                self.transport.close()
+            return
+        if self.queue or self._bad is not None:
+            self.wake_task()
+        elif self._eof:
+            if self.transport is not None:
+                self.transport.close()
+        else:
+            self.arm_timer(self.group.servers[0].keepalive_timeout, "idle")
+            if self._reading_paused:
+                self.update_reading()
+
+    def wake_task(self) -> None:
+        if self._task is None:
+            if not self.closed:
+                self._task = self.loop.create_task(self._serve())
+            return
+        w = self._req_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _task_idle(self) -> bool:
+        """No task, or one waiting for a request: nothing is being answered."""
+        if self._task is None:
+            return True
+        w = self._req_waiter
+        return w is not None and not w.done()

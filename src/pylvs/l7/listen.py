@@ -1,0 +1,96 @@
+"""Listening: which servers share each ``listen`` address, the bound sockets, and the worker
+that accepts on them (``L7Server``).
+
+Why apart: the master process of ``worker_processes`` > 1 binds the sockets once and hands them
+to its forked workers (``cli``), so binding is separate from serving; a worker otherwise binds
+its own.
+
+Not for: what a connection does once accepted (``connection``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+
+from pylvs.l7.config import Config, Server
+from pylvs.l7.connection import ClientConnection
+from pylvs.l7.location import ListenGroup
+from pylvs.l7.worker import Worker
+
+
+def listen_groups(config: Config) -> dict[tuple[str, int], list[Server]]:
+    """The servers behind each listening address, in configuration order."""
+    groups: dict[tuple[str, int], list[Server]] = {}
+    for srv in config.servers:
+        for lst in srv.listens:
+            groups.setdefault((lst.host, lst.port), []).append(srv)
+    return groups
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A listening socket; the error names the address as nginx's bind() message does."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(511)
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        err = e.errno or 0
+        shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        raise OSError(err, f"bind() to {shown} failed ({err}: {os.strerror(err)})") from None
+    return sock
+
+
+class L7Server(Worker):
+    """Everything one worker runs from a Config: listeners, upstream pools, logs."""
+
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, loop)
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tick_handle: asyncio.TimerHandle | None = None
+
+    async def start(self, bound: dict[tuple[str, int], socket.socket] | None = None) -> None:
+        """Listen on every ``listen`` address; ``bound`` = sockets a master process bound for
+        its workers (``worker_processes`` > 1), otherwise they are bound here."""
+        for (host, port), servers in listen_groups(self.config).items():
+            group = ListenGroup(servers)
+            sock = bound.get((host, port)) if bound is not None else None
+            if sock is None:
+                sock = bind_listener(host, port)
+            s = await self.loop.create_server(
+                lambda g=group: ClientConnection(self, g),  # type: ignore[misc]
+                sock=sock, backlog=511)
+            self._servers.append(s)
+        self._tick()
+
+    def _tick(self) -> None:
+        self.tick()
+        self._tick_handle = self.loop.call_later(1.0 - (time.time() % 1.0) + 0.001, self._tick)
+
+    @property
+    def sockets(self) -> list[tuple[str, int]]:
+        out = []
+        for s in self._servers:
+            for sock in getattr(s, "sockets", ()):
+                name = sock.getsockname()
+                out.append((str(name[0]), int(name[1])))
+        return out
+
+    async def close(self) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        for s in self._servers:
+            s.close()
+        for c in list(self.connections):
+            c.abort()
+        for s in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(s.wait_closed(), 2.0)
+        self.close_resources()

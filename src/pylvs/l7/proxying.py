@@ -1,0 +1,594 @@
+"""``proxy_pass``: one request through upstream connections, with nginx's retries.
+
+Two drivers share ``ProxyAttempt``, the sink an ``upstream.UpstreamConnection`` reports a
+response to. The fast path (``try_fast_proxy``, ``finish_fast``) answers a body-less request over
+a warm keepalive connection from callbacks alone, without waking the connection's task; it is
+the hot path of ``pylvs http``. Everything else (a body, a cold pool, a failed fast try) runs in
+the task through ``run``, which goes through the upstream's peers as nginx's
+``proxy_next_upstream`` says: pick a peer, connect, exchange, then settle the outcome (done,
+next peer, or an error status), each a step below.
+
+Not for: the HTTP rules of what crosses (``message``), upstream sockets and pools
+(``upstream``), or choosing a peer (``balancer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Callable
+
+from pylvs.l7.balancer import Peer
+from pylvs.l7.config import Location
+from pylvs.l7.message import HOP_REQUEST, ResponseHead, response_framing, upstream_request_head
+from pylvs.l7.reply import head_bytes
+from pylvs.l7.request import BodyReader, Request, TooLarge
+from pylvs.l7.status import status_line
+from pylvs.l7.upstream import UpstreamConnection, UpstreamPool
+from pylvs.l7.variables import Template, expand
+from pylvs.l7.worker import Connection
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+_NOTHING_TRIED: frozenset[int] = frozenset()
+
+
+class ProxyAttempt:
+    """One request through one upstream connection; the ResponseSink of ``upstream``.
+
+    Made once per proxied request: the fields that start the same are class defaults."""
+
+    result = ""  # "ok", "retry", "failed", "client"...: set once, when it ends
+    _waiter: asyncio.Future[str] | None = None  # only the task path waits on it
+    started = False  # response head sent to the client
+    chunked = False
+    retry_status = 0
+    failure: tuple[str, str] | None = None
+    upstream_paused = False
+    keep_alive = False
+    request_sent = False
+    fast_peer: Peer | None = None  # set when the fast path drives this attempt
+
+    def __init__(self, client: Connection, req: Request, loc: Location,
+                 pool: UpstreamPool, conn: UpstreamConnection, can_retry_status: bool) -> None:
+        self.client = client
+        self.req = req
+        self.loc = loc
+        self.pool = pool
+        self.conn = conn
+        self.head_only = req.method == "HEAD"
+        self.can_retry_status = can_retry_status
+        self._out: list[bytes] = []  # client-bound bytes of the current upstream read
+
+    # -- ResponseSink ---------------------------------------------------------------------------
+
+    def response_head(self, head: ResponseHead, keep_alive: bool, until_eof: bool) -> None:
+        req = self.req
+        self.keep_alive = keep_alive
+        status = head.status
+        req.upstream_status = head.status_text
+        if self.can_retry_status and f"http_{status}" in self.loc.proxy_next_upstream:
+            self.retry_status = status
+            return
+        length = head.length
+        chunked, has_body = response_framing(status, self.head_only, req.version, length,
+                                             head.coded)
+        self.chunked = chunked and has_body
+        # A head-only answer (HEAD, 204, 304) needs no framing: head_bytes keeps it alive.
+        line = head.status_line
+        if not line:
+            line = head.status_line = status_line(status, head.reason)
+        out = head_bytes(req, status, line, head.lines, length, chunked)
+        self._out.append(out)
+        req.bytes_sent += len(out)
+        self.started = True
+
+    def response_body(self, data: bytes) -> None:
+        if self.retry_status or not self.started:
+            return
+        if self.chunked:
+            self._out += (b"%x\r\n" % len(data), data, b"\r\n")
+            self.req.bytes_sent += len(data) + 7
+        else:
+            self._out.append(data)
+            self.req.bytes_sent += len(data)
+        self.req.body_bytes_sent += len(data)
+
+    def _finish(self, result: str) -> None:
+        if self.result:
+            return
+        self.result = result
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(result)
+        if self.fast_peer is not None:
+            finish_fast(self, result)
+
+    async def wait(self) -> str:
+        if not self.result:
+            self._waiter = self.client.loop.create_future()
+            await self._waiter
+        return self.result
+
+    def flush(self) -> None:
+        """Hand what one upstream read produced to the client socket in one write."""
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        client = self.client
+        t = client.transport
+        if t is None or client.closed:
+            return
+        if len(out) == 1:
+            t.write(out[0])
+        else:
+            t.writelines(out)
+        if client.write_paused and not self.upstream_paused:
+            self._check_client_flow()
+
+    def response_complete(self) -> None:
+        if self.chunked and self.started:
+            self._out.append(b"0\r\n\r\n")
+            self.req.bytes_sent += 5
+        self.flush()
+        self._finish("retry" if self.retry_status else "ok")
+
+    def upstream_failed(self, kind: str, message: str) -> None:
+        self.flush()
+        self.failure = (kind, message)
+        self._finish("failed")
+
+    # -- flow control between the two sockets ------------------------------------------------------
+
+    def _check_client_flow(self) -> None:
+        if self.client.write_paused and not self.upstream_paused:
+            self.upstream_paused = True
+            self.conn.pause_reading()
+
+    def client_drained(self) -> None:
+        if self.upstream_paused:
+            self.upstream_paused = False
+            self.conn.resume_reading()
+
+    def client_gone(self) -> None:
+        if not self.result:
+            self.failure = ("client", "client closed connection")
+            self._finish("client")
+
+    # -- the request side ------------------------------------------------------------------------
+
+    def request_head(self, plan: HeaderPlan | None = None) -> bytes:
+        req, loc = self.req, self.loc
+        pp = loc.proxy_pass
+        assert pp is not None
+        if pp.uri is None:
+            target = req.raw_target
+        elif loc.modifier in ("", "^~", "="):
+            rest = req.uri[len(loc.pattern):] if req.uri.startswith(loc.pattern) else req.uri
+            target = (pp.uri + rest + (f"?{req.args}" if req.args else "")).encode("latin-1")
+        else:
+            target = pp.uri.encode("latin-1")
+        if plan is None:
+            plan = header_plan(loc)
+        out = [req.raw_method, b" ", target, plan.version_line]
+        for prefix, value_of in plan.headers:
+            if value_of is None:
+                out.append(prefix)
+                continue
+            value = value_of(req)
+            if value:
+                out += (prefix, value, b"\r\n")
+        body = req.body
+        return upstream_request_head(
+            b"".join(out), (), req.headers, plan.skip, req.hmap.get(b"connection"),
+            req.content_length if body is not None else None,
+            body is not None and req.content_length is None, hop_included=True)
+
+    async def send_body(self, timeout: float) -> None:
+        """Stream the request body; a client-side failure ends the attempt at once."""
+        req, conn = self.req, self.conn
+        assert req.body is not None
+        chunked = req.content_length is None
+        try:
+            while True:
+                data = await req.body.read()
+                if self.result or conn.closed:
+                    return
+                if not data:
+                    if chunked:
+                        conn.write(b"0\r\n\r\n")
+                    break
+                if chunked:
+                    conn.write(b"%x\r\n" % len(data) + data + b"\r\n")
+                else:
+                    conn.write(data)
+                try:
+                    await conn.drain(timeout)
+                except (TimeoutError, ConnectionError) as e:
+                    # the upstream's side: proxy_send_timeout or a closed upstream
+                    if not self.result:
+                        self.failure = (
+                            "timeout", "upstream timed out (110: Connection timed out) while "
+                                       "sending request to upstream",
+                        ) if isinstance(e, TimeoutError) else ("error", f"send() failed ({e})")
+                        self._finish("failed")
+                    return
+        except (ConnectionError, TimeoutError, TooLarge) as e:
+            if not self.result:
+                self.failure = ("client", str(e) or type(e).__name__)
+                self._finish("too_large" if isinstance(e, TooLarge)
+                             else "client_timeout" if isinstance(e, TimeoutError) else "client")
+            return
+        self.request_sent = True
+        conn.start_read_timer()
+
+
+# -- the fast path: a body-less proxied request on a warm upstream connection, driven by
+# callbacks from arrival to completion without waking the connection's task -------------------
+
+
+def try_fast_proxy(client: Connection, req: Request, loc: Location) -> bool:
+    """Start the exchange at once if the balancer's peer has an idle kept-alive connection;
+    False leaves the request to the task (which then uses the same peer first)."""
+    pp = loc.proxy_pass
+    assert pp is not None
+    plan = header_plan(loc)
+    if plan.retries_on_status:
+        return False
+    pool = client.app.pools[pp.upstream]
+    peer = pool.balancer.get(_NOTHING_TRIED, time.monotonic())
+    conn = pool.take(peer) if peer is not None else None
+    if conn is None:
+        req.preset_peer = (peer,)  # the balancer's choice stands for the task's first try
+        return False
+    req.proxy_host = pp.proxy_host
+    att = ProxyAttempt(client, req, loc, pool, conn, False)
+    att.fast_peer = peer
+    client.active = req
+    client.fast = True
+    client.sink = att
+    client.disarm_timer("")  # the upstream's timers run now
+    conn.attach(att, loc.proxy_read_timeout)
+    conn.write(att.request_head(plan))
+    att.request_sent = True
+    conn.start_read_timer()
+    return True
+
+
+def finish_fast(att: ProxyAttempt, result: str) -> None:
+    """The end of a fast-path exchange, in whatever callback it happened."""
+    client = att.client
+    req, conn, pool = att.req, att.conn, att.pool
+    peer = att.fast_peer
+    assert peer is not None
+    client.sink = None
+    client.fast = False
+    req.upstream_addr = peer.address
+    if result == "ok":
+        pool.balancer.succeeded(peer)
+        if att.upstream_paused:
+            conn.resume_reading()
+        pool.release(conn, att.keep_alive)
+        client.complete(req)
+        return
+    conn.close()
+    if result == "client":
+        req.keep_alive = False
+        req.status = req.status or 499
+        client.complete(req)
+        return
+    kind, msg = att.failure or ("error", "upstream failed")
+    url = f"http://{peer.server.address}{req.target}"
+    if att.started:
+        client.app.error("error", f"{msg} while reading upstream", client, req, url)
+        req.keep_alive = False
+        client.abort()
+        client.complete(req)
+        return
+    # Nothing reached the client yet: the task takes over (next upstream, 502/504).
+    stale = conn.reused and kind == "error" and not conn.got_response
+    if not stale:
+        client.app.error("error", f"{msg} while reading response header from upstream",
+                         client, req, url)
+        pool.balancer.failed(peer, time.monotonic())
+        req.fast_failed = (peer, kind)
+    client.active = None
+    req.upstream_status = ""
+    client.wake_task()
+
+
+# -- the task path: nginx's tries over the upstream's peers -------------------------------------
+
+
+class _Tries:
+    """The tries of one proxied request so far: the peers tried, how many tries are left, and
+    the addresses and statuses $upstream_addr and $upstream_status will list."""
+
+    __slots__ = ("addrs", "idempotent", "last_kind", "left", "next_upstream", "statuses", "tried")
+
+    def __init__(self, req: Request, loc: Location, left: int) -> None:
+        self.tried: set[int] = set()
+        self.left = left
+        self.addrs: list[str] = []
+        self.statuses: list[str] = []
+        self.last_kind = "error"
+        self.next_upstream = loc.proxy_next_upstream
+        self.idempotent = req.method in _IDEMPOTENT or "non_idempotent" in loc.proxy_next_upstream
+
+    def add(self, peer: Peer) -> None:
+        self.tried.add(peer.index)
+        self.left -= 1
+        self.addrs.append(peer.server.address)
+
+    def may_go_on(self, kind: str, req: Request) -> bool:
+        """nginx's rule for trying the next peer after an error or a timeout."""
+        body_touched = req.body is not None and req.body.started
+        return kind in self.next_upstream and self.left > 0 and not body_touched \
+            and self.idempotent
+
+    def record(self, req: Request, statuses: list[str] | None = None) -> None:
+        req.upstream_addr = ", ".join(self.addrs)
+        req.upstream_status = ", ".join(self.statuses if statuses is None else statuses)
+
+
+def _bad_gateway(kind: str) -> int:
+    return 504 if kind == "timeout" else 502
+
+
+async def run(client: Connection, req: Request, loc: Location) -> None:
+    """Proxy ``req`` in the connection's task, trying peers until one answers or nginx's
+    proxy_next_upstream rules say stop."""
+    pp = loc.proxy_pass
+    assert pp is not None
+    req.proxy_host = pp.proxy_host
+    pool = client.app.pools[pp.upstream]
+    balancer = pool.balancer
+    tries = _Tries(req, loc, loc.proxy_next_upstream_tries or balancer.tries)
+    if loc.proxy_http_version == "1.0" and req.body is not None and req.content_length is None:
+        # An HTTP/1.0 upstream needs a length: spool the chunked body to a temp file first.
+        await spool_chunked(client, req)
+    preset, req.preset_peer = req.preset_peer, None
+    if req.fast_failed is not None:
+        # the fast path's try failed before any byte reached the client: count it here
+        peer0, kind0 = req.fast_failed
+        req.fast_failed = None
+        preset = None
+        tries.add(peer0)
+        tries.statuses.append(str(_bad_gateway(kind0)))
+        tries.last_kind = kind0
+        if not (kind0 in tries.next_upstream and tries.left > 0 and tries.idempotent):
+            tries.record(req)
+            await client.respond_error(req, _bad_gateway(kind0))
+            return
+    while True:
+        if preset is not None:
+            peer, preset = preset[0], None
+        else:
+            peer = balancer.get(tries.tried, time.monotonic())
+        if peer is None:
+            client.app.error("error", "no live upstreams while connecting to upstream", client,
+                             req, f"http://{pp.proxy_host}{req.target}")
+            req.upstream_addr = ", ".join([*tries.addrs, pp.upstream]) if tries.addrs \
+                else pp.upstream
+            await client.respond_error(req, _bad_gateway(tries.last_kind))
+            return
+        tries.add(peer)
+        conn = pool.take(peer)
+        fresh_retry = conn is not None
+        if conn is None:
+            got = await _connect(client, req, loc, pool, peer, tries)
+            if isinstance(got, str):
+                if got == "retry":
+                    continue
+                return
+            conn = got
+        att, result = await _exchange(client, req, loc, pool, conn, tries)
+        if not await _settle(client, req, peer, att, result, tries, fresh_retry):
+            return
+
+
+async def _connect(client: Connection, req: Request, loc: Location, pool: UpstreamPool,
+                   peer: Peer, tries: _Tries) -> UpstreamConnection | str:
+    """A new connection to ``peer``; on failure the error is logged and counted, and the
+    answer is "retry" (next peer) or "done" (the error status was sent)."""
+    try:
+        return await pool.connect(peer, loc.proxy_connect_timeout)
+    except (TimeoutError, OSError) as e:
+        kind = "timeout" if isinstance(e, TimeoutError) else "error"
+        if kind == "timeout":
+            msg = "upstream timed out (110: Connection timed out)"
+        else:
+            err = getattr(e, "errno", None) or 111
+            msg = f"connect() failed ({err}: {os.strerror(err)})"
+        client.app.error("error", f"{msg} while connecting to upstream", client, req,
+                         f"http://{peer.server.address}{req.target}")
+        pool.balancer.failed(peer, time.monotonic())
+        tries.statuses.append("502" if kind == "error" else "504")
+        tries.last_kind = kind
+        if tries.may_go_on(kind, req):
+            return "retry"
+        tries.record(req)
+        await client.respond_error(req, _bad_gateway(kind))
+        return "done"
+
+
+async def _exchange(client: Connection, req: Request, loc: Location, pool: UpstreamPool,
+                    conn: UpstreamConnection, tries: _Tries) -> tuple[ProxyAttempt, str]:
+    """Send the request (and its body, in its own task) and wait for the attempt's end."""
+    can_retry_status = tries.left > 0 and tries.idempotent and req.body is None
+    att = ProxyAttempt(client, req, loc, pool, conn, can_retry_status)
+    client.sink = att
+    conn.attach(att, loc.proxy_read_timeout)
+    body_task: asyncio.Task[None] | None = None
+    try:
+        conn.write(att.request_head())
+        if req.body is not None:
+            body_task = client.loop.create_task(att.send_body(loc.proxy_send_timeout))
+        else:
+            att.request_sent = True
+            conn.start_read_timer()
+        result = await att.wait()
+    finally:
+        if body_task is not None and not body_task.done():
+            body_task.cancel()
+        if body_task is not None:
+            with contextlib.suppress(BaseException):
+                await body_task
+        client.sink = None
+    tries.statuses.append(req.upstream_status or "502")
+    return att, result
+
+
+async def _settle(client: Connection, req: Request, peer: Peer, att: ProxyAttempt, result: str,
+                  tries: _Tries, fresh_retry: bool) -> bool:
+    """What an attempt's end means: True to try the next peer, False when answered."""
+    app, pool, conn = client.app, att.pool, att.conn
+    balancer = pool.balancer
+    if result == "ok":
+        balancer.succeeded(peer)
+        reusable = att.keep_alive and att.request_sent and not att.upstream_paused
+        if att.upstream_paused:
+            conn.resume_reading()
+            reusable = att.keep_alive and att.request_sent
+        pool.release(conn, reusable)
+        tries.record(req)
+        return False
+    if result == "retry":
+        status = att.retry_status
+        if status != 404 and status != 403:
+            balancer.failed(peer, time.monotonic())
+        pool.release(conn, att.keep_alive and att.request_sent)
+        tries.last_kind = "error"
+        return True
+    conn.close()
+    if result == "too_large" and not att.started:
+        app.error("error", "client intended to send too large chunked body", client, req)
+        req.upstream_addr = ", ".join(tries.addrs)
+        await client.respond_error(req, 413)
+        return False
+    if result == "client_timeout" and not att.started:
+        app.error("info", "client timed out (110: Connection timed out) while reading "
+                          "client request body", client, req)
+        req.upstream_addr = ", ".join(tries.addrs)
+        await client.respond_error(req, 408)
+        return False
+    if result in ("client", "too_large", "client_timeout"):
+        req.keep_alive = False
+        req.upstream_addr = ", ".join(tries.addrs)
+        req.status = req.status or 499
+        client.abort()
+        return False
+    kind, msg = att.failure or ("error", "upstream failed")
+    addr = peer.server.address
+    if att.started:
+        app.error("error", f"{msg} while reading upstream", client, req,
+                  f"http://{addr}{req.target}")
+        req.keep_alive = False
+        req.upstream_addr = ", ".join(tries.addrs)
+        client.abort()
+        return False
+    if fresh_retry and kind == "error" and not conn.got_response and (
+            req.body is None or not req.body.started):
+        # A kept-alive connection the upstream had closed meanwhile: not the peer's
+        # failure; try again (the pool holds finitely many such connections).
+        tries.tried.discard(peer.index)
+        tries.left += 1
+        tries.addrs.pop()
+        tries.statuses.pop()
+        return True
+    where = "" if " while " in msg else " while reading response header from upstream"
+    app.error("error", f"{msg}{where}", client, req, f"http://{addr}{req.target}")
+    balancer.failed(peer, time.monotonic())
+    tries.last_kind = kind
+    if tries.may_go_on(kind, req):
+        tries.statuses[-1:] = [str(_bad_gateway(kind))]
+        return True
+    tries.record(req, [*tries.statuses[:-1], str(_bad_gateway(kind))])
+    await client.respond_error(req, _bad_gateway(kind))
+    return False
+
+
+# -- a location's proxying, prepared once ------------------------------------------------------
+
+
+class HeaderPlan:
+    """A location's proxying prepared once: the proxy_set_header lines (constant ones as bytes,
+    the rest as "Name: " plus a function giving the value's bytes), the client header names not
+    passed on (those replaced, and hop-by-hop ones), and the protocol of the request line."""
+
+    __slots__ = ("headers", "retries_on_status", "skip", "version_line")
+
+    def __init__(self, loc: Location) -> None:
+        self.retries_on_status = any(k.startswith("http_") for k in loc.proxy_next_upstream)
+        self.headers: list[tuple[bytes, Callable[[Request], bytes] | None]] = []
+        overridden = frozenset(n.lower().encode("latin-1") for n, _ in loc.proxy_set_header)
+        self.skip = overridden | HOP_REQUEST
+        self.version_line = f" HTTP/{loc.proxy_http_version}\r\n".encode("latin-1")
+        for name, tmpl in loc.proxy_set_header:
+            prefix = name.encode("latin-1") + b": "
+            if all(isinstance(p, str) for p in tmpl):
+                value = "".join(p for p in tmpl if isinstance(p, str))
+                if value:
+                    self.headers.append((prefix + value.encode("latin-1") + b"\r\n", None))
+            elif len(tmpl) == 1 and not isinstance(tmpl[0], str) and tmpl[0][0] in BYTES_VARIABLES:
+                self.headers.append((prefix, BYTES_VARIABLES[tmpl[0][0]]))
+            else:
+                self.headers.append((prefix, _expander(tmpl)))
+
+
+_PLANS: dict[int, tuple[Location, HeaderPlan]] = {}
+
+
+def header_plan(loc: Location) -> HeaderPlan:
+    got = _PLANS.get(id(loc))
+    if got is None or got[0] is not loc:
+        got = _PLANS[id(loc)] = (loc, HeaderPlan(loc))
+    return got[1]
+
+
+def _expander(tmpl: Template) -> Callable[[Request], bytes]:
+    def value(r: Request) -> bytes:
+        return expand(tmpl, r.variable).encode("latin-1")
+    return value
+
+
+def _xff_bytes(r: Request) -> bytes:
+    xff = r.hmap.get(b"x-forwarded-for")
+    return xff + b", " + r.conn.remote_addr_b if xff else r.conn.remote_addr_b
+
+
+# Variables proxy_set_header uses most, as bytes straight from the request (no str round trip).
+BYTES_VARIABLES: dict[str, Callable[[Request], bytes]] = {
+    "host": lambda r: r.host.encode("latin-1"),
+    "remote_addr": lambda r: r.conn.remote_addr_b,
+    "proxy_add_x_forwarded_for": _xff_bytes,
+    "request_uri": lambda r: r.raw_target,
+    "scheme": lambda r: b"http",
+    "proxy_host": lambda r: r.proxy_host.encode("latin-1"),
+}
+
+
+async def spool_chunked(client: Connection, req: Request) -> None:
+    """Turn a chunked request body into a sized one through a temporary file (not memory)."""
+    assert req.body is not None
+    f = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the replacement reader
+    total = 0
+    while True:
+        data = await req.body.read()
+        if not data:
+            break
+        f.write(data)
+        total += len(data)
+    f.seek(0)
+    body = BodyReader(client, req)
+    body.received = total
+    body.done = True
+    body.spool = f
+    req.body = body if total else None
+    if not total:
+        f.close()
+    req.content_length = total
+    req.chunked = False

@@ -1,0 +1,65 @@
+"""A response head as nginx frames it, and whole small responses (pages, redirects, returns).
+
+Why one place: whether a connection stays open after a response (closing statuses,
+keepalive_requests, an unsized body), the Server/Date lines, add_header and the framing lines
+are decided the same way for a file, a proxied reply and an error page; ``head_bytes`` is that
+decision, and the proxy's hot path calls it once per response.
+
+Not for: bodies that stream (``static`` sends files, ``proxying`` relays upstream bodies).
+"""
+
+from __future__ import annotations
+
+from pylvs.l7.request import Request
+from pylvs.l7.status import ADD_HEADER_STATUSES, CLOSING_STATUSES, status_line
+from pylvs.l7.variables import expand
+
+
+def head_bytes(req: Request, status: int, line: bytes, lines: bytes, length: int | None,
+               chunked: bool, filter_status: int = 0) -> bytes:
+    """Bytes of a response head from its status line and header lines; decides keep-alive."""
+    if status in CLOSING_STATUSES:
+        req.keep_alive = False
+    loc = req.location
+    if loc is not None and req.seq >= loc.keepalive_requests:
+        req.keep_alive = False
+    if length is None and not chunked and status != 204 and status != 304 \
+            and req.method != "HEAD":
+        req.keep_alive = False
+    req.status = status
+    out = [line, req.conn.clock.server_date[loc is None or loc.server_tokens], lines]
+    if loc is not None and loc.add_header:
+        for name, tmpl, always in loc.add_header:
+            if always or (filter_status or status) in ADD_HEADER_STATUSES:
+                value = expand(tmpl, req.variable)
+                if value:
+                    out.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if length is not None:
+        out.append(b"Content-Length: %d\r\n" % length)
+    elif chunked:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    out.append(b"Connection: keep-alive\r\n\r\n" if req.keep_alive else b"Connection: close\r\n\r\n")
+    return b"".join(out)
+
+
+def response_head(req: Request, status: int, headers: list[bytes], text: str | None = None,
+                  length: int | None = None, chunked: bool = False,
+                  filter_status: int = 0) -> bytes:
+    """``head_bytes`` from a status, an optional reason and header lines."""
+    return head_bytes(req, status, status_line(status, (text or "").encode("latin-1")),
+                      b"".join(headers), length, chunked, filter_status)
+
+
+def respond(req: Request, status: int, body: bytes = b"", headers: list[bytes] | None = None,
+            text: str | None = None, content_type: bytes = b"text/html",
+            filter_status: int = 0) -> None:
+    """A whole response held in memory (a page, a redirect, a ``return``), written at once."""
+    hdrs = list(headers or [])
+    if body or status >= 300:
+        hdrs.insert(0, b"Content-Type: " + content_type + b"\r\n")
+    head = response_head(req, status, hdrs, text, length=len(body), filter_status=filter_status)
+    if req.method == "HEAD":
+        body = b""
+    req.conn.write(head + body)
+    req.bytes_sent += len(head) + len(body)
+    req.body_bytes_sent += len(body)

@@ -1,0 +1,301 @@
+"""One request as the server holds it from its head to its log line, its body as it arrives,
+and the values of nginx's ``$variables`` for it.
+
+Why here, apart from the connection: every part of answering (routing, static files, proxying,
+error pages, the access log) reads and updates the same request, and none of them should need
+the connection class to do so. What a request needs of its connection is the small
+``RequestConn`` protocol below, so this module sits under all of them.
+
+Not for: parsing (``connection`` feeds httptools) or answering (``routing`` and what it calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import IO, Protocol
+
+from pylvs import __version__ as _pkg_version
+from pylvs.l7.balancer import Peer
+from pylvs.l7.config import Location, Server
+from pylvs.l7.status import Clock
+
+BODY_HIGH_WATER = 256 * 1024
+FILE_CHUNK = 256 * 1024
+
+
+class TooLarge(Exception):
+    """The body went past client_max_body_size while it streamed (413 in nginx)."""
+
+
+class Refused(Exception):
+    """Raised inside a parser callback to stop parsing a connection already refused."""
+
+
+class RequestConn(Protocol):
+    """What a request and its body reader use of the client connection they arrived on."""
+
+    loop: asyncio.AbstractEventLoop
+    clock: Clock
+    serial: int
+    requests: int
+    remote_addr: str
+    remote_addr_b: bytes
+    remote_port: int
+    local_addr: str
+    local_port: int
+
+    def write(self, data: bytes) -> None: ...
+
+    def maybe_continue(self, req: Request) -> None: ...
+
+    def update_reading(self) -> None: ...
+
+    def arm_timer(self, seconds: float, kind: str) -> None: ...
+
+    def disarm_timer(self, kind: str) -> None: ...
+
+
+class BodyReader:
+    """A request body as it arrives: bounded buffer, pauses the client socket when full."""
+
+    __slots__ = (
+        "_chunks",
+        "_size",
+        "conn",
+        "consumed",
+        "done",
+        "error",
+        "received",
+        "req",
+        "spool",
+        "started",
+        "waiter",
+    )
+
+    def __init__(self, conn: RequestConn, req: Request) -> None:
+        self.conn = conn
+        self.req = req
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self.done = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None  # set while read() waits for bytes
+        self.received = 0
+        self.consumed = False
+        self.started = False
+        self.spool: IO[bytes] | None = None
+
+    @property
+    def buffered(self) -> int:
+        return self._size
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        self.received += len(data)
+        self._wake()
+
+    def finish(self) -> None:
+        self.done = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done:
+            self.error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def read(self) -> bytes:
+        """Next chunk, b"" at the end; sends 100 Continue on first need if the client waits."""
+        self.started = True
+        conn = self.conn
+        if self.spool is not None:
+            data = self.spool.read(FILE_CHUNK)
+            if not data:
+                self.spool.close()
+                self.consumed = True
+            return data
+        if not self._chunks and not self.done and self.error is None:
+            conn.maybe_continue(self.req)
+        while not self._chunks and not self.done and self.error is None:
+            conn.update_reading()
+            self.waiter = conn.loop.create_future()
+            conn.arm_timer(self.req.location_timeout("body"), "body")
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+                conn.disarm_timer("body")
+        if self._chunks:
+            data = self._chunks.popleft()
+            self._size -= len(data)
+            if self._size < BODY_HIGH_WATER:
+                conn.update_reading()
+            loc = self.req.location
+            if loc is not None and self.received > loc.client_max_body_size > 0:
+                raise TooLarge
+            return data
+        if self.error is not None:
+            raise self.error
+        self.consumed = True
+        return b""
+
+    async def discard(self) -> bool:
+        """Read the rest and drop it (a body nobody consumed); False if that failed, and the
+        connection must then close."""
+        try:
+            while await self.read():
+                pass
+        except (ConnectionError, TimeoutError, TooLarge):
+            return False
+        return True
+
+
+class Request:
+    """One request's state from its head to its log line.
+
+    Defaults live on the class and only what a request changes lands in its instance: a
+    request costs a few stores instead of thirty (this object is made once per request)."""
+
+    method = "GET"
+    raw_method = b"GET"
+    target = ""
+    raw_target = b""
+    version = "1.1"
+    keep_alive = True
+    body: BodyReader | None = None
+    expect_continue = False
+    continue_sent = False
+    content_length: int | None = None
+    chunked = False
+    start = 0.0
+    server: Server | None = None
+    location: Location | None = None
+    uri = ""
+    path = ""
+    args = ""
+    status = 0
+    body_bytes_sent = 0
+    bytes_sent = 0
+    upstream_addr = ""
+    upstream_status = ""
+    head_size = 0
+    host = ""
+    proxy_host = ""
+    request_line: str | None = None  # set for heads that never parsed: logged as is
+    routed = -1  # route()'s answer once it ran (the fast path may have run it)
+    preset_peer: tuple[Peer | None] | None = None  # peer the fast path already chose
+    fast_failed: tuple[Peer, str] | None = None  # its failed try, for the task to go on
+    seq = 0  # this request's number on its connection (keepalive_requests)
+    error_redirected = False  # an error_page redirect happened (one per request, as in nginx)
+    error_status = 0  # the status an error page's file is sent with (0: its own)
+    redirect: tuple[int, str] | None = None  # a rewrite's redirect: (status, location)
+
+    def __init__(self, conn: RequestConn) -> None:
+        self.conn = conn
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.hmap: dict[bytes, bytes] = {}
+
+    def location_timeout(self, kind: str) -> float:
+        loc = self.location
+        if loc is None:
+            return 60.0
+        return loc.client_body_timeout if kind == "body" else loc.send_timeout
+
+    def header(self, lname: bytes) -> str:
+        v = self.hmap.get(lname)
+        return v.decode("latin-1") if v is not None else ""
+
+    def variable(self, name: str) -> str:
+        """The value of nginx's ``$name`` for this request ("" when it has none)."""
+        f = VARIABLES.get(name)
+        if f is not None:
+            return f(self)
+        if name.startswith("http_"):
+            return self.header(name[5:].replace("_", "-").encode())
+        if name.startswith("arg_"):
+            for pair in self.args.split("&"):
+                k, _, v = pair.partition("=")
+                if k == name[4:]:
+                    return v
+            return ""
+        if name.startswith("cookie_"):
+            for c in self.header(b"cookie").split(";"):
+                k, _, v = c.strip().partition("=")
+                if k == name[7:]:
+                    return v
+        return ""
+
+
+def getter(name: str) -> Callable[[Request], str]:
+    """The function giving ``$name`` of a request, chosen once rather than looked up per use."""
+    f = VARIABLES.get(name)
+    if f is not None:
+        return f
+    if name.startswith("http_"):
+        key = name[5:].replace("_", "-").encode()
+        return lambda r: r.header(key)
+    return lambda r: r.variable(name)
+
+
+def _xff(r: Request) -> str:
+    xff = r.header(b"x-forwarded-for")
+    return f"{xff}, {r.conn.remote_addr}" if xff else r.conn.remote_addr
+
+
+def _request_line(r: Request) -> str:
+    if r.request_line is not None:
+        return r.request_line
+    return f"{r.method} {r.target} HTTP/{r.version}"
+
+
+VARIABLES: dict[str, Callable[[Request], str]] = {
+    "host": lambda r: r.host,
+    "remote_addr": lambda r: r.conn.remote_addr,
+    "proxy_add_x_forwarded_for": _xff,
+    "proxy_host": lambda r: r.proxy_host,
+    "request_uri": lambda r: r.target,
+    "scheme": lambda r: "http",
+    "request": _request_line,
+    "status": lambda r: str(r.status),
+    "body_bytes_sent": lambda r: str(r.body_bytes_sent),
+    "bytes_sent": lambda r: str(r.bytes_sent),
+    "time_local": lambda r: r.conn.clock.local,
+    "remote_user": lambda r: "",
+    "uri": lambda r: r.uri,
+    "document_uri": lambda r: r.uri,
+    "args": lambda r: r.args,
+    "query_string": lambda r: r.args,
+    "is_args": lambda r: "?" if r.args else "",
+    "request_method": lambda r: r.method,
+    "server_protocol": lambda r: f"HTTP/{r.version}",
+    "remote_port": lambda r: str(r.conn.remote_port),
+    "server_addr": lambda r: r.conn.local_addr,
+    "server_port": lambda r: str(r.conn.local_port),
+    "server_name": lambda r: r.server.server_names[0] if r.server else "",
+    "http_host": lambda r: r.header(b"host"),
+    "proxy_port": lambda r: r.proxy_host.rpartition(":")[2] if ":" in r.proxy_host else "80",
+    "time_iso8601": lambda r: time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    "msec": lambda r: f"{time.time():.3f}",
+    "request_time": lambda r: f"{max(0.0, time.monotonic() - r.start):.3f}",
+    "request_length": lambda r: str(r.head_size + (r.body.received if r.body else 0)),
+    "upstream_addr": lambda r: r.upstream_addr,
+    "upstream_status": lambda r: r.upstream_status,
+    "upstream_response_time": lambda r: "",
+    "connection": lambda r: str(r.conn.serial),
+    "connection_requests": lambda r: str(r.conn.requests),
+    "content_length": lambda r: r.header(b"content-length"),
+    "content_type": lambda r: r.header(b"content-type"),
+    "pid": lambda r: str(os.getpid()),
+    "hostname": lambda r: os.uname().nodename,
+    "document_root": lambda r: (r.location.alias or r.location.root) if r.location else "",
+    "nginx_version": lambda r: _pkg_version,
+}

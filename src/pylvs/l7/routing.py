@@ -1,0 +1,225 @@
+"""From a request head to what answers it, as nginx's phases run: the server by Host, the URI
+normalised, server-level rewrites, the location, then the location's rewrites, ``return``,
+``try_files``, ``proxy_pass`` or files (with index files), and the internal redirects between
+them (bounded, as nginx's, at 10).
+
+Why one module: these steps decide together which location finally answers and each may send
+the request back to the start of location matching; reading them in one place is reading
+nginx's rewrite and content phases.
+
+Not for: the matching rules themselves (``location``), what a rewrite computes (``rewrite``),
+serving a file (``static``) or proxying (``proxying``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from pylvs.l7 import proxying, rewrite
+from pylvs.l7.config import Location, Server
+from pylvs.l7.location import BadURI, normalize
+from pylvs.l7.reply import respond
+from pylvs.l7.request import Request
+from pylvs.l7.static import file_path, serve_file
+from pylvs.l7.status import REDIRECTS, error_page
+from pylvs.l7.variables import expand
+from pylvs.l7.worker import Connection
+
+_BAD_HOST = re.compile(r"[/\\\s]")
+MAX_REDIRECTS = 10  # nginx's limit on internal redirects (rewrite cycles, try_files, index)
+
+
+def route(conn: Connection, req: Request) -> int:
+    """Choose the server and location (no I/O); 0, or the error status to answer."""
+    host_raw = req.hmap.get(b"host")
+    if host_raw is not None and host_raw == conn.host_raw:
+        host, server = conn.host_seen  # a keep-alive client repeats its Host
+    else:
+        server = conn.group.servers[0]
+        req.server = server
+        req.location = server.fallback
+        if host_raw is None:
+            if req.version == "1.1":
+                return 400
+            host = ""
+        else:
+            host = host_raw.decode("latin-1").lower()
+            host = host[:host.find("]") + 1] if host.startswith("[") else host.partition(":")[0]
+            if not host or _BAD_HOST.search(host):
+                return 400
+        server = conn.group.select(host)
+        if host_raw is not None:
+            conn.host_raw = host_raw
+            conn.host_seen = (host, server)
+    req.server = server
+    req.host = host or server.server_names[0]
+    path, _, args = req.target.partition("?")
+    if args:
+        req.args = args
+    req.location = server.fallback
+    if not path.startswith("/"):
+        if path.startswith(("http://", "https://")):
+            path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
+        else:
+            return 400
+    if req.method == "CONNECT":
+        return 400
+    try:
+        req.uri = normalize(path)
+    except BadURI:
+        return 400
+    if server.rewrites:
+        out = rewrite.run(server.rewrites, req.uri, req.args, req.variable)
+        req.uri, req.args = out.uri, out.args
+        if out.action == "redirect":
+            req.redirect = (out.status, out.location)
+    if req.chunked and req.hmap.get(b"transfer-encoding", b"").lower() != b"chunked":
+        conn.app.error("info", 'client sent unknown "Transfer-Encoding": "'
+                       f'{req.header(b"transfer-encoding")}"', conn, req)
+        return 501
+    loc = conn.group.matchers[id(server)].match(req.uri)
+    req.location = loc
+    if req.content_length is not None and req.content_length > loc.client_max_body_size > 0:
+        conn.app.error("error", f"client intended to send too large body: "
+                                f"{req.content_length} bytes", conn, req)
+        return 413
+    return 0
+
+
+async def handle(conn: Connection, req: Request) -> bool:
+    """Answer a request (``route`` ran, or runs now); False if it was refused before a
+    location took it (its body, if any, is then left unread: the connection closes)."""
+    code = route(conn, req) if req.routed < 0 else req.routed
+    if code:
+        await conn.respond_error(req, code)
+        return False
+    assert req.location is not None and req.server is not None
+    if req.redirect is not None:
+        rewrite_redirect(conn, req, req.location)
+    else:
+        await dispatch(conn, req, req.location, req.server, 0)
+    return True
+
+
+async def redirect_internally(conn: Connection, req: Request, server: Server, uri: str,
+                              depth: int) -> None:
+    """An internal redirect: choose the location for ``uri`` again and run it."""
+    nloc = conn.group.matchers[id(server)].match(uri)
+    req.location = nloc
+    await dispatch(conn, req, nloc, server, depth + 1)
+
+
+async def dispatch(conn: Connection, req: Request, loc: Location, server: Server,
+                   depth: int) -> None:
+    """Run a chosen location: its rewrites, then return, try_files, proxy_pass or files."""
+    if loc.rewrites:
+        out = rewrite.run(loc.rewrites, req.uri, req.args, req.variable)
+        req.uri, req.args = out.uri, out.args
+        if out.action == "redirect":
+            req.redirect = (out.status, out.location)
+            rewrite_redirect(conn, req, loc)
+            return
+        if out.action in ("last", "changed"):
+            if depth >= MAX_REDIRECTS:
+                conn.app.error("error", "rewrite or internal redirection cycle while "
+                               f'processing "{req.uri}"', conn, req)
+                await conn.respond_error(req, 500)
+                return
+            await redirect_internally(conn, req, server, req.uri, depth)
+            return
+    if loc.ret is not None:
+        await return_(conn, req, loc)
+    elif loc.try_files is not None:
+        await try_files(conn, req, loc, server, depth)
+    elif loc.proxy_pass is not None:
+        await proxying.run(conn, req, loc)
+    else:
+        await files(conn, req, loc, server, depth)
+
+
+async def files(conn: Connection, req: Request, loc: Location, server: Server,
+                depth: int) -> None:
+    """nginx's index and static modules: a URI ending in / is an internal redirect to its
+    first existing index file (403 for a directory without one, else 404); others a file."""
+    uri = req.uri
+    if not uri.endswith("/"):
+        await serve_file(conn, req, loc)
+        return
+    for name in loc.index:
+        candidate = uri + name
+        if os.path.isfile(file_path(loc, candidate)) and depth < MAX_REDIRECTS:
+            req.uri = candidate
+            await redirect_internally(conn, req, server, candidate, depth)
+            return
+    if os.path.isdir(file_path(loc, uri)):
+        conn.app.error("error", f'directory index of "{file_path(loc, uri)}" is forbidden',
+                       conn, req)
+        await conn.respond_error(req, 403)
+    else:
+        await conn.respond_error(req, 404)
+
+
+async def try_files(conn: Connection, req: Request, loc: Location, server: Server,
+                    depth: int) -> None:
+    """nginx's try_files: the first candidate that exists is served from this location (a
+    candidate ending in / must be a directory); else the last argument: =CODE, or an
+    internal redirect to that URI, which is matched against the locations again."""
+    assert loc.try_files is not None
+    candidates, fallback = loc.try_files
+    for t in candidates:
+        cand = expand(t, req.variable)
+        if not cand.startswith("/"):
+            continue
+        path = file_path(loc, cand)
+        found = os.path.isdir(path) if cand.endswith("/") else os.path.isfile(path)
+        if found:
+            req.uri = cand
+            await files(conn, req, loc, server, depth)
+            return
+    if isinstance(fallback, int):
+        await conn.respond_error(req, fallback)
+        return
+    target = expand(fallback, req.variable)
+    if depth >= MAX_REDIRECTS or not target.startswith("/"):
+        conn.app.error("error", f'rewrite or internal redirection cycle while internally '
+                                f'redirecting to "{target}"', conn, req)
+        await conn.respond_error(req, 500)
+        return
+    path, _, query = target.partition("?")
+    req.uri = path
+    if query:
+        req.args = query
+    await redirect_internally(conn, req, server, path, depth)
+
+
+def rewrite_redirect(conn: Connection, req: Request, loc: Location) -> None:
+    """A rewrite's redirect; a relative target is made absolute, as nginx does."""
+    assert req.redirect is not None
+    status, target = req.redirect
+    if not target.startswith(("http://", "https://")):
+        port = "" if conn.local_port == 80 else f":{conn.local_port}"
+        target = f"http://{req.host}{port}{target}"
+    respond(req, status, error_page(status, loc.server_tokens),
+            [b"Location: " + target.encode("latin-1") + b"\r\n"])
+
+
+async def return_(conn: Connection, req: Request, loc: Location) -> None:
+    """nginx's ``return``: 444 closes, a redirect code sends Location, a text is the body,
+    any other code its error page."""
+    assert loc.ret is not None
+    code = loc.ret.code
+    if code == 444:
+        req.status = 444
+        req.keep_alive = False
+        conn.abort()
+        return
+    text = expand(loc.ret.text, req.variable) if loc.ret.text is not None else None
+    if code in REDIRECTS:
+        location = text or ""
+        respond(req, code, error_page(code, loc.server_tokens),
+                [b"Location: " + location.encode("latin-1") + b"\r\n"])
+    elif text is not None:
+        respond(req, code, text.encode(), content_type=loc.default_type.encode())
+    else:
+        await conn.respond_error(req, code)

@@ -1,0 +1,165 @@
+"""Files from disk: ``root`` and ``alias`` paths, the cached fast answer, conditional and range
+requests, and streaming large files under the client's flow control.
+
+Why apart from routing: what a file answer looks like (validators, 304, 206/416, a directory's
+301, open() errors as 403/404) is nginx's static module, independent of how the location was
+chosen; index files and try_files are internal redirects and stay with ``routing``.
+
+Not for: directory listings (nginx's autoindex is not implemented) or choosing the file's
+location.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from pylvs.l7.config import Location
+from pylvs.l7.files import etag as file_etag
+from pylvs.l7.files import http_date
+from pylvs.l7.message import single_range
+from pylvs.l7.reply import head_bytes, respond, response_head
+from pylvs.l7.request import FILE_CHUNK, Request
+from pylvs.l7.status import STATUS_200, content_type_line, error_page
+from pylvs.l7.worker import Connection
+
+
+def file_path(loc: Location, uri: str) -> str:
+    """The file a URI names in a location: root + URI, or with ``alias`` the alias in place
+    of the part the location matched (nginx's rule for prefix and exact locations)."""
+    if loc.alias is None:
+        return loc.root + uri
+    return loc.alias + uri[len(loc.pattern):]
+
+
+def try_static(conn: Connection, req: Request, loc: Location) -> bool:
+    """A small file answered at once from the file cache: GET or HEAD of a file, with no
+    Range or condition (those, indexes and every error take the task's ordinary path)."""
+    method = req.method
+    if method != "GET" and method != "HEAD":
+        return False
+    uri = req.uri
+    hmap = req.hmap
+    if uri.endswith("/") or b"range" in hmap or b"if-none-match" in hmap \
+            or b"if-modified-since" in hmap:
+        return False
+    alias = loc.alias
+    f = conn.app.files.get(loc.root + uri if alias is None else alias + uri[len(loc.pattern):])
+    if f is None:
+        return False
+    ext = uri.rpartition("/")[2].rpartition(".")
+    ctype = loc.types.get(ext[2].lower(), loc.default_type) if ext[1] else loc.default_type
+    conn.active = req
+    conn.disarm_timer("")
+    head = head_bytes(req, 200, STATUS_200,
+                      content_type_line(ctype) + f.validators + b"Accept-Ranges: bytes\r\n",
+                      f.size, False)
+    if method == "HEAD":
+        conn.write(head)
+        req.bytes_sent = len(head)
+    else:
+        conn.write(head + f.body)
+        req.bytes_sent = len(head) + f.size
+        req.body_bytes_sent = f.size
+    conn.complete(req)
+    return True
+
+
+async def serve_file(conn: Connection, req: Request, loc: Location) -> None:
+    """The file ``req.uri`` names (not ending in /): open errors as nginx reports them, a
+    directory as a 301 to its slash form, else the file."""
+    if req.method not in ("GET", "HEAD"):
+        await conn.respond_error(req, 405)
+        return
+    fpath = file_path(loc, req.uri)
+    try:
+        fd = os.open(fpath, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        conn.app.error("error", f'open() "{fpath}" failed (2: No such file or directory)',
+                       conn, req)
+        await conn.respond_error(req, 404)
+        return
+    except NotADirectoryError:
+        await conn.respond_error(req, 404)
+        return
+    except PermissionError:
+        conn.app.error("error", f'open() "{fpath}" failed (13: Permission denied)', conn, req)
+        await conn.respond_error(req, 403)
+        return
+    except OSError:
+        await conn.respond_error(req, 500)
+        return
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        os.close(fd)
+        port = "" if conn.local_port == 80 else f":{conn.local_port}"
+        loc_hdr = f"http://{req.host}{port}{req.uri}/" + (f"?{req.args}" if req.args else "")
+        respond(req, 301, error_page(301, loc.server_tokens),
+                [b"Location: " + loc_hdr.encode("latin-1") + b"\r\n"])
+        return
+    try:
+        await send_file(conn, req, loc, fd, st)
+    finally:
+        os.close(fd)
+
+
+async def send_file(conn: Connection, req: Request, loc: Location, fd: int,
+                    st: os.stat_result) -> None:
+    """An open file with its validators: 304 for a matching condition, a single range as 206
+    (416 past the end), else the whole file, streamed in pieces under flow control."""
+    if not stat.S_ISREG(st.st_mode):
+        await conn.respond_error(req, 403)
+        return
+    size = st.st_size
+    mtime = int(st.st_mtime)
+    last_mod = http_date(mtime)
+    etag = file_etag(mtime, size)
+    inm = req.hmap.get(b"if-none-match")
+    ims = req.hmap.get(b"if-modified-since")
+    if req.error_status:  # an error page: its file, with the error's status, whole
+        inm = ims = None
+    if (inm is not None and (inm == etag or inm == b"*")) or \
+            (inm is None and ims is not None and ims == last_mod):
+        head = response_head(req, 304, [b"Last-Modified: " + last_mod + b"\r\n",
+                                        b"ETag: " + etag + b"\r\n"])
+        conn.write(head)
+        req.bytes_sent += len(head)
+        return
+    ext = req.uri.rpartition("/")[2].rpartition(".")
+    ctype = loc.types.get(ext[2].lower(), loc.default_type) if ext[1] else loc.default_type
+    hdrs = [b"Content-Type: " + ctype.encode() + b"\r\n",
+            b"Last-Modified: " + last_mod + b"\r\n",
+            b"ETag: " + etag + b"\r\n"]
+    status, start, end = req.error_status or 200, 0, size
+    rng = req.hmap.get(b"range")
+    if rng is not None and req.method == "GET" and not req.error_status:
+        parsed = single_range(rng, size)
+        if parsed is None:
+            hdrs = [b"Content-Range: bytes */%d\r\n" % size]
+            # nginx's header filters see the file's 200 before the range filter's 416
+            respond(req, 416, error_page(416, loc.server_tokens), hdrs, filter_status=200)
+            return
+        if parsed != (0, size):
+            status, (start, end) = 206, parsed
+            hdrs.append(b"Content-Range: bytes %d-%d/%d\r\n" % (start, end - 1, size))
+    if status == 200:
+        hdrs.append(b"Accept-Ranges: bytes\r\n")
+    head = response_head(req, status, hdrs, length=end - start)
+    req.bytes_sent += len(head)
+    if req.method == "HEAD":
+        conn.write(head)
+        return
+    want = end - start
+    first = os.pread(fd, min(want, FILE_CHUNK), start) if want else b""
+    conn.write(head + first)
+    sent = len(first)
+    while sent < want and first:
+        await conn.drain(loc.send_timeout)
+        first = os.pread(fd, min(want - sent, FILE_CHUNK), start + sent)
+        conn.write(first)
+        sent += len(first)
+    req.body_bytes_sent += sent
+    req.bytes_sent += sent
+    if sent < want:  # the file shrank under us: the framing is now wrong
+        req.keep_alive = False
+        conn.abort()

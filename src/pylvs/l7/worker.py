@@ -1,0 +1,125 @@
+"""What one worker process shares among its client connections, and what the modules that
+answer requests may ask of a connection.
+
+Why: routing, static files, proxying and error pages each act on a connection (write, answer an
+error, hand the request on) and on the worker (upstream pools, file cache, logs, error log), but
+must not import the connection class that calls them (that would be a cycle). ``Worker`` is the
+shared state, ``Connection`` the protocol a client connection meets; ``connection`` implements
+it and ``listen`` adds the listening sockets to the worker.
+
+Not for: listening (``listen``) or any request's logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from typing import IO, Protocol
+
+from pylvs.l7.accesslog import AccessLogs
+from pylvs.l7.config import Config, Server
+from pylvs.l7.files import FileCache
+from pylvs.l7.location import ListenGroup
+from pylvs.l7.request import Request, RequestConn
+from pylvs.l7.status import Clock
+from pylvs.l7.upstream import UpstreamPool
+
+
+class Sink(Protocol):
+    """What the connection tells the proxied exchange it is relaying (``proxying``)."""
+
+    def client_gone(self) -> None: ...
+
+    def client_drained(self) -> None: ...
+
+
+class Connection(RequestConn, Protocol):
+    """A client connection as the answering modules see it (``connection`` implements it)."""
+
+    group: ListenGroup
+    transport: asyncio.Transport | None
+    closed: bool
+    write_paused: bool  # the client's socket buffer is full
+    sink: Sink | None  # the proxied exchange relaying to this client, if any
+    active: Request | None  # the request being answered
+    fast: bool  # a request is answered from callbacks, without the connection's task
+    host_raw: bytes  # the last valid Host header and what routing made of it
+    host_seen: tuple[str, Server]
+
+    @property
+    def app(self) -> Worker: ...
+
+    async def drain(self, timeout: float) -> None: ...
+
+    def abort(self) -> None: ...
+
+    async def respond_error(self, req: Request, status: int, text: str | None = None) -> None: ...
+
+    def complete(self, req: Request) -> None: ...
+
+    def wake_task(self) -> None: ...
+
+
+class Worker:
+    """Everything one worker runs from a Config but its listeners: upstream pools, the file
+    cache, the access logs, the error log and the clock."""
+
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.config = config
+        self.loop = loop or asyncio.get_event_loop()
+        self.clock = Clock()
+        self.clock.tick()
+        self.pools = {name: UpstreamPool(u, self.loop) for name, u in config.upstreams.items()}
+        self.files = FileCache()
+        self.logs = AccessLogs(self.loop)
+        self.connections: set[Connection] = set()
+        self._serial = 0
+        self.error_file: IO[str] = sys.stderr
+        self._own_error_file = False
+        if config.error_log is not None:
+            self.error_file = open(config.error_log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            self._own_error_file = True
+        for srv in config.servers:
+            for loc in (*srv.locations, srv.fallback):
+                for al in loc.access_log:
+                    self.logs.file_for(al)
+
+    def next_serial(self) -> int:
+        self._serial += 1
+        return self._serial
+
+    def error(self, level: str, message: str, conn: RequestConn | None = None,
+              req: Request | None = None, upstream: str = "") -> None:
+        """One error_log line in nginx's layout (connection serial, client, server, request)."""
+        parts = [f"{self.clock.errlog} [{level}] {os.getpid()}#0: "]
+        if conn is not None:
+            parts.append(f"*{conn.serial} ")
+        parts.append(message)
+        if conn is not None:
+            parts.append(f", client: {conn.remote_addr}, server: "
+                         f"{req.server.server_names[0] if req and req.server else ''}")
+        if req is not None:
+            parts.append(f', request: "{req.method} {req.target} HTTP/{req.version}"')
+            if upstream:
+                parts.append(f', upstream: "{upstream}"')
+            if req.host:
+                parts.append(f', host: "{req.header(b"host") or req.host}"')
+        parts.append("\n")
+        with contextlib.suppress(OSError, ValueError):
+            self.error_file.write("".join(parts))
+            self.error_file.flush()
+
+    def tick(self) -> None:
+        """Once a second: the clock's strings, and upstream connections idle too long."""
+        self.clock.tick()
+        for pool in self.pools.values():
+            pool.sweep()
+
+    def close_resources(self) -> None:
+        for p in self.pools.values():
+            p.close()
+        self.logs.close()
+        if self._own_error_file:
+            self.error_file.close()
