@@ -181,3 +181,43 @@ def test_syn_only_traffic_sends_nothing() -> None:
         assert c is not None
         master.tcp_packet(c, DIR_INPUT, TCP_SYN)
     assert sm.due(flush=True) == []
+
+
+def test_backup_table_stays_within_max_connections() -> None:
+    """A master with more established entries than the backup's table holds: the backup keeps
+    max_connections of them, counts the rest in ``full`` and still updates the ones it has."""
+    master, _, sm, _clock = _pair()
+    backup = Director(master.table.__class__(), clock=_clock, max_connections=10)
+    key = add_service(backup)
+    add_dest(backup, key, "192.168.168.11", fwd=ForwardingMethod.DROUTE)
+    add_dest(backup, key, "192.168.168.12", fwd=ForwardingMethod.DROUTE)
+    conns = []
+    for i in range(25):
+        c = master.schedule(6, C, 41000 + i, VIP, 80)
+        assert c is not None
+        master.tcp_packet(c, DIR_INPUT, TCP_ACK)
+        conns.append(c)
+    stats = _deliver(sm, backup)
+    assert (stats.created, stats.full) == (10, 15)
+    assert backup.connection_count == 10
+    master.tcp_packet(conns[0], DIR_INPUT, TCP_FIN | TCP_ACK)
+    stats = _deliver(sm, backup)
+    assert stats.updated == 1 and backup.connection_count == 10
+    twin = backup.lookup(6, C, 41000, VIP, 80)
+    assert twin is not None and twin.state_name == "FIN_WAIT"
+
+
+def test_backup_gives_half_open_entries_up_for_synced_ones() -> None:
+    master, _, sm, clock = _pair()
+    backup = Director(master.table.__class__(), clock=clock, max_connections=5)
+    key = add_service(backup)
+    add_dest(backup, key, "192.168.168.11", fwd=ForwardingMethod.DROUTE)
+    add_dest(backup, key, "192.168.168.12", fwd=ForwardingMethod.DROUTE)
+    for i in range(5):  # the backup's own half-open entries fill its table
+        assert backup.schedule(6, ip(f"198.51.100.{i + 1}"), 1000, VIP, 80) is not None
+    c = master.schedule(6, C, 42000, VIP, 80)
+    assert c is not None
+    master.tcp_packet(c, DIR_INPUT, TCP_ACK)
+    stats = _deliver(sm, backup)
+    assert (stats.created, stats.full) == (1, 0) and backup.connection_count == 5
+    assert backup.defense.evicted_entries == 1

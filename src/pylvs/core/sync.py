@@ -334,12 +334,14 @@ class BackupStats:
     created: int = 0
     updated: int = 0
     no_dest: int = 0  # no service or real server in this table for the entry
+    full: int = 0  # left out: the table was at max_connections with nothing half-open to drop
 
 
 def apply(director: Director, e: SyncConn, stats: BackupStats | None = None) -> Connection | None:
     """ip_vs_proc_conn: create the entry bound to the same real server when this table has
     it (else it is counted in ``no_dest`` and left out), or update the one there: its state,
-    its active/inactive count, its timer."""
+    its active/inactive count, its timer. A new entry is left out (``full``) when the table
+    is at ``max_connections``."""
     stats = stats if stats is not None else BackupStats()
     now = director.clock()
     table = director.conns
@@ -360,6 +362,12 @@ def apply(director: Director, e: SyncConn, stats: BackupStats | None = None) -> 
             dest = svc.find_dest(daddr, e.dport) or svc.find_dest(daddr, 0)
         if dest is None:
             stats.no_dest += 1
+            return None
+        # A backup's table has the same bound as the master's: a master (or anyone on the
+        # sync group) sending more entries than fit cannot grow it without limit. As for a new
+        # connection, the oldest half-open entry gives way first (while drop_entry is on).
+        if table.count >= director.max_connections and not director.defense.make_room():
+            stats.full += 1
             return None
         if not e.template and e.protocol == _IPPROTO_TCP:
             flags = (flags & ~CONN_F_INACTIVE) if e.state == TCP_S_ESTABLISHED \
