@@ -1,0 +1,137 @@
+"""The typed result of reading an nginx configuration: immutable dataclasses the server runs
+from (a ``Config`` of ``Server`` blocks with their ``Location`` blocks, and the upstreams).
+
+Why apart: the server, the matcher and the tests read these shapes without needing the reader
+that builds them.
+
+Not for: reading or checking a file (``config``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pylvs.l7.variables import Template
+
+
+@dataclass(frozen=True)
+class UpstreamServer:
+    host: str
+    port: int
+    weight: int = 1
+    max_fails: int = 1
+    fail_timeout: float = 10.0
+    backup: bool = False
+    down: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    name: str
+    servers: tuple[UpstreamServer, ...]
+    keepalive: int = 0
+    keepalive_timeout: float = 60.0
+    keepalive_requests: int = 1000
+    implicit: bool = False  # made from ``proxy_pass http://host:port`` without an upstream block
+
+
+@dataclass(frozen=True)
+class ProxyPass:
+    upstream: str  # name of an UpstreamConfig
+    uri: str | None  # the URI part of proxy_pass, None when it has none
+    proxy_host: str  # value of $proxy_host
+
+
+@dataclass(frozen=True)
+class AccessLog:
+    path: str
+    format: Template
+
+
+@dataclass(frozen=True)
+class Return:
+    code: int
+    text: Template | None
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """``rewrite REGEX REPLACEMENT [last|break|redirect|permanent]``."""
+
+    regex: re.Pattern[str]
+    replacement: str
+    flag: str  # "" (go on with the next rewrite), "last", "break", "redirect", "permanent"
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Location:
+    modifier: str  # "", "=", "^~", "~", "~*"
+    pattern: str
+    regex: re.Pattern[str] | None
+    root: str
+    index: tuple[str, ...]
+    proxy_pass: ProxyPass | None
+    proxy_set_header: tuple[tuple[str, Template], ...]
+    proxy_http_version: str
+    proxy_connect_timeout: float
+    proxy_read_timeout: float
+    proxy_send_timeout: float
+    proxy_next_upstream: frozenset[str]
+    proxy_next_upstream_tries: int
+    client_max_body_size: int
+    client_body_timeout: float
+    send_timeout: float
+    keepalive_timeout: float
+    keepalive_requests: int
+    access_log: tuple[AccessLog, ...]
+    types: dict[str, str]
+    default_type: str
+    server_tokens: bool
+    ret: Return | None
+    add_header: tuple[tuple[str, Template, bool], ...] = ()  # (name, value, always)
+    alias: str | None = None  # replaces the matched prefix (root is then not used)
+    # try_files: the files to try in order (a trailing / means a directory), then the fallback:
+    # a URI to redirect to internally, or =CODE
+    try_files: tuple[tuple[Template, ...], Template | int] | None = None
+    # error_page: (status, target, response) where response is None (keep the error's status),
+    # a status ("=200") or -1 ("=": whatever the target answers)
+    error_pages: tuple[tuple[int, Template, int | None], ...] = ()
+    rewrites: tuple[Rewrite, ...] = ()  # this location's own, in order
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+    default_server: bool = False
+
+
+@dataclass(frozen=True)
+class Server:
+    listens: tuple[Listen, ...]
+    server_names: tuple[str, ...]
+    locations: tuple[Location, ...]
+    fallback: Location  # what a URI matching no location gets (root/index of the server)
+    client_header_timeout: float
+    large_header_buffers: tuple[int, int]
+    keepalive_timeout: float
+    rewrites: tuple[Rewrite, ...] = ()  # the server level's, run before a location is chosen
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    servers: tuple[Server, ...]
+    upstreams: dict[str, UpstreamConfig]
+    error_log: str | None  # None = stderr
+    error_level: str
+    worker_processes: int = 1
