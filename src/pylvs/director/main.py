@@ -5,9 +5,13 @@ What this is for: one long-lived process that owns the IPVS table and the connec
 ticks the clock-driven parts of the core (connection expiry, rate estimator). Table changes made
 through the socket act on the same objects the data plane reads: live, with no restart.
 
-It can restore a table at start (``--restore FILE``, ipvsadm-save format, checked whole before
-anything is applied, errors as ``FILE:LINE: ...``) and save it on exit (``--save-on-exit FILE``),
-so a restart keeps the operator's configuration.
+Its table survives any death of the process: with a state file (``--state-file PATH``; by
+default ``/var/lib/pylvs/ipvsadm.rules`` for root, else under ``$XDG_STATE_HOME``, when it serves
+the default control socket) every change is on disk before ``pylvsadm`` hears it succeeded
+(``pylvs.director.state``), and a restart restores it. ``--restore FILE`` (an ipvsadm rule file,
+checked whole before anything is applied, errors as ``FILE:LINE: ...``) is the table to start
+with when there is no state yet, and the one SIGHUP re-reads; ``--save-on-exit FILE`` writes the
+table on a clean stop. Signals: ``pylvs.director.signals``.
 
 What this is not for: VRRP and health checks (``pylvs keepalived``), layer 7 (``pylvs http``).
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -32,8 +37,17 @@ from pylvs.core.director import Director
 from pylvs.core.table import IPVSTable
 from pylvs.dataplane import registry
 from pylvs.dataplane.base import DataPlane
+from pylvs.director import signals
+from pylvs.director.state import (
+    DurableTable,
+    StateError,
+    default_state_path,
+    read_rules_file,
+    sync_table,
+    write_atomically,
+)
 from pylvs.director.sync import SyncDaemons
-from pylvs.ipvsadm.rules import RestoreError, apply_commands, parse_restore, save_rules
+from pylvs.ipvsadm.rules import RestoreError, apply_commands, parse_restore, save_rules, table_rules
 from pylvs.metrics import wiring as metrics
 from pylvs.metrics.server import MetricsError
 from pylvs.metrics.server import add_arguments as add_metrics_arguments
@@ -44,7 +58,18 @@ TICK_INTERVAL = 1.0  # seconds between Director.tick() calls (expiry and the 2 s
 
 
 class StartupError(Exception):
-    """The daemon cannot start: bad restore file, busy socket, unknown data plane."""
+    """The daemon cannot start: bad restore or state file, busy socket, unknown data plane."""
+
+
+def load_rules(path: str) -> IPVSTable | None:
+    """The table a rule file describes, built apart from any live table; None if the file does
+    not exist. ``StateError`` or ``RestoreError`` (``FILE:LINE: ...``) if it is not usable."""
+    text = read_rules_file(path)
+    if text is None:
+        return None
+    table = IPVSTable()
+    apply_commands(table, parse_restore(text, path), path)
+    return table
 
 
 class DirectorDaemon:
@@ -57,6 +82,7 @@ class DirectorDaemon:
         restore: str | None = None,
         save_on_exit: str | None = None,
         dataplane_options: dict[str, Any] | None = None,
+        state_file: str | None = None,
     ) -> None:
         self.control_socket = control_socket
         self.dataplane_name = registry.resolve(dataplane)
@@ -66,8 +92,10 @@ class DirectorDaemon:
         self.director = Director(IPVSTable())
         self.dataplane: DataPlane | None = None
         self.sync = SyncDaemons(self.director)
+        # With a state file, the control socket changes the table only through DurableTable.
+        self.durable = DurableTable(self.director.table, state_file) if state_file else None
         self.server = ControlServer(
-            self.director.table, control_socket,
+            self.durable if self.durable is not None else self.director.table, control_socket,
             extra={
                 "status": self._status,
                 "get_daemons": self._get_daemons,
@@ -104,31 +132,79 @@ class DirectorDaemon:
             "services": len(list(table.services())),
             "connections": self.director.connection_count,
             "sync": self.sync.counters(),
+            "state_file": None if self.durable is None else {
+                "path": self.durable.path, "writes": self.durable.writes,
+                "write_failures": self.durable.write_failures,
+            },
         }
 
     def _restore(self) -> None:
-        if not self.restore_path or not os.path.exists(self.restore_path):
+        """The state file if there is one, else ``--restore``; then the state file is written
+        (so a state path that cannot be written stops the start, not a later change)."""
+        sources = [self.durable.path] if self.durable is not None else []
+        sources += [self.restore_path] if self.restore_path else []
+        for path in sources:
+            try:
+                table = load_rules(path)
+            except (StateError, RestoreError) as exc:
+                raise StartupError(str(exc)) from None
+            if table is None:
+                log.info("%s does not exist yet", path)
+                continue
+            changes = sync_table(self.director.table, table)
+            log.info("restored the table from %s (%d changes)", path, changes)
+            break
+        if self.durable is not None:
+            try:
+                os.makedirs(os.path.dirname(self.durable.path) or ".", mode=0o755, exist_ok=True)
+                self.durable.save()
+            except OSError as exc:
+                raise StartupError(
+                    f"{self.durable.path}: cannot write the state file: {exc.strerror or exc}"
+                ) from None
+
+    def reload(self) -> None:
+        """SIGHUP: make the table what the ``--restore`` file says, if the whole file is good."""
+        path = self.restore_path
+        if not path:
+            log.info("SIGHUP: no --restore file was given; nothing to re-read, still running")
             return
-        with open(self.restore_path, encoding="utf-8") as f:
-            text = f.read()
         try:
-            commands = parse_restore(text, self.restore_path)
-        except RestoreError as exc:
-            raise StartupError(str(exc)) from None
-        try:
-            apply_commands(self.director.table, commands, self.restore_path)
-        except RestoreError as exc:
-            raise StartupError(str(exc)) from None
-        log.info("restored %d rules from %s", len(commands), self.restore_path)
+            table = load_rules(path)
+        except (StateError, RestoreError) as exc:
+            log.error("SIGHUP: %s; the running table is kept", exc)
+            return
+        if table is None:
+            log.error("SIGHUP: %s does not exist; the running table is kept", path)
+            return
+        if self.durable is not None:
+            try:
+                self.durable.save(table)
+            except OSError as exc:
+                log.error("SIGHUP: cannot save the table to %s: %s; the running table is kept",
+                          self.durable.path, exc.strerror or exc)
+                return
+        changes = sync_table(self.director.table, table)
+        log.info("SIGHUP: re-read %s: %d changes", path, changes)
+
+    def dump_table(self) -> None:
+        """SIGUSR1: the table in ipvsadm-save form and the connection count, to the log."""
+        rules = table_rules(self.director.table)
+        log.info("table (%d connections):\n%s", self.director.connection_count,
+                 rules.rstrip("\n") or "(empty)")
+
+    def dump_counters(self) -> None:
+        """SIGUSR2: the daemon's counters, to the log."""
+        log.info("status: %s", json.dumps(self._status({}), sort_keys=True, default=str))
 
     def _save(self) -> None:
         if not self.save_path:
             return
-        text = save_rules(self.director.table, numeric=True)
-        tmp = f"{self.save_path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, self.save_path)
+        try:
+            write_atomically(self.save_path, save_rules(self.director.table, numeric=True))
+        except OSError as exc:
+            log.error("cannot save the table to %s: %s", self.save_path, exc.strerror or exc)
+            return
         log.info("saved the table to %s", self.save_path)
 
     async def _ticker(self) -> None:
@@ -183,13 +259,14 @@ class DirectorDaemon:
         log.info("director stopped")
 
     async def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT, stop."""
+        """Start, serve until SIGTERM/SIGINT/SIGQUIT, stop (signals: ``pylvs.director.signals``)."""
         await self.start()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.request_stop)
+        actions = {sig: self.request_stop for sig in signals.STOP_SIGNALS}
+        actions[signal.SIGHUP] = self.reload
+        actions[signal.SIGUSR1] = self.dump_table
+        actions[signal.SIGUSR2] = self.dump_counters
         try:
+            signals.install(asyncio.get_running_loop(), actions)
             await self._stop.wait()
         finally:
             await self.stop()
@@ -204,10 +281,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--dataplane", default="auto", choices=registry.available(),
         help="how traffic is forwarded; auto: kernel IPVS where the kernel has it, else proxy",
     )
-    p.add_argument("--restore", metavar="FILE", help="load this ipvsadm-save file at start")
+    p.add_argument("--restore", metavar="FILE",
+                   help="ipvsadm rule file: the table at start when there is no state yet; SIGHUP re-reads it")
     p.add_argument("--save-on-exit", metavar="FILE", help="write the table here (ipvsadm-save -n format) on exit")
+    state = p.add_mutually_exclusive_group()
+    state.add_argument(
+        "--state-file", metavar="PATH",
+        help="keep the table here, written before each change is acknowledged and restored at start "
+             "(default with the default control socket: /var/lib/pylvs/ipvsadm.rules as root, "
+             "else $XDG_STATE_HOME/pylvs/ipvsadm.rules)",
+    )
+    state.add_argument("--no-state-file", action="store_true", help="keep no state file")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_metrics_arguments(p)  # --metrics-address, --status-address (pylvs.metrics)
+
+
+def state_file_for(args: argparse.Namespace, control_socket: str) -> str | None:
+    """``--state-file``, else the default path for the one system director (the one serving the
+    default control socket). A director on another socket (a test, a lab, a second instance)
+    keeps no state unless told where: two of them must never share one file."""
+    if getattr(args, "no_state_file", False):
+        return None
+    if getattr(args, "state_file", None):
+        return str(args.state_file)
+    return default_state_path() if control_socket == P.DEFAULT_SOCKET else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -219,11 +316,13 @@ def run(args: argparse.Namespace) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    control_socket = default_socket_path(args.control_socket)
     daemon = DirectorDaemon(
-        default_socket_path(args.control_socket),
+        control_socket,
         dataplane=args.dataplane,
         restore=args.restore,
         save_on_exit=args.save_on_exit,
+        state_file=state_file_for(args, control_socket),
     )
     try:  # metrics and status page, served from their own threads (pylvs.metrics)
         observe = metrics.observe_director(daemon, args)

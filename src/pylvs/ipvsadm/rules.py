@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pylvs.core.api import IPVSBackend, IPVSError
+from pylvs.core.model import IPAddress, ServiceKey, Timeouts
 from pylvs.ipvsadm import listing as L
 from pylvs.ipvsadm.command import (
     CMD_ADD,
@@ -36,7 +37,7 @@ from pylvs.ipvsadm.names import Resolver
 from pylvs.ipvsadm.parse import parse_command, restore_words
 from pylvs.ipvsadm.runner import Runner
 
-__all__ = ["RestoreError", "apply_commands", "parse_restore", "save_rules"]
+__all__ = ["RestoreError", "apply_commands", "parse_restore", "save_rules", "table_rules"]
 
 _TABLE_COMMANDS = (
     CMD_ADD, CMD_EDIT, CMD_DEL, CMD_FLUSH, CMD_ADDDEST, CMD_EDITDEST, CMD_DELDEST, CMD_TIMEOUT,
@@ -135,3 +136,33 @@ def save_rules(backend: IPVSBackend, numeric: bool = True) -> str:
         L.service_entry(svc, fmt, resolver)
         for svc in L.sort_services(backend.get_services(), fmt)
     )
+
+
+def table_rules(backend: IPVSBackend) -> str:
+    """Every setting ipvsadm commands can give the table, as lines ``-R`` reads back.
+
+    That is ``ipvsadm -Sn`` plus what ``-S`` leaves out: a real server's ``-x``/``-y``
+    thresholds (appended to its ``-a`` line) and ``--set`` when the timeouts are not the
+    kernel's defaults. Without thresholds and timeouts it is exactly ``-Sn``, so a file a
+    daemon keeps is still the file an operator knows. A daemon's own state is written this
+    way, so restoring it gives back the whole table, not only the part ``-S`` shows.
+    """
+    text = save_rules(backend, numeric=True)
+    limits: dict[tuple[ServiceKey, IPAddress | None, int], tuple[int, int]] = {
+        (svc.spec.key, d.spec.addr, d.spec.port): (d.spec.u_threshold, d.spec.l_threshold)
+        for svc in backend.get_services()
+        for d in svc.dests
+        if d.spec.u_threshold or d.spec.l_threshold
+    }
+    lines = text.split("\n")
+    if limits:
+        for ce in parse_restore(text, "<table>", Resolver("/nonexistent", "/nonexistent")):
+            if ce.cmd != CMD_ADDDEST:
+                continue
+            u_l = limits.get((ce.svc.key(), ce.dest.addr, ce.dest.port))
+            if u_l is not None:
+                lines[ce.lineno - 1] += f" -x {u_l[0]} -y {u_l[1]}"
+    timeouts = backend.get_timeouts()
+    if timeouts != Timeouts():
+        lines.insert(0, f"--set {timeouts.tcp} {timeouts.tcp_fin} {timeouts.udp}")
+    return "\n".join(lines)
