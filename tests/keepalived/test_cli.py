@@ -34,7 +34,7 @@ def test_daemon_refuses_to_start_on_malformed_config(tmp_path: Path) -> None:
 
 
 def test_module_entry_point_is_the_same_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pylvs.vrrp.__main__ import main as vrrp_main
+    from pylvs.keepalived.__main__ import main as vrrp_main
 
     bad = tmp_path / "bad.conf"
     bad.write_text("vrrp_instance V {\n  interface lo\n  priority 0\n}\n")

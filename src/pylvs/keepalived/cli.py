@@ -15,6 +15,7 @@ import sys
 
 from pylvs.config import keepalived as K
 from pylvs.config.grammar import ConfigError
+from pylvs.health import checkers as _checkers  # noqa: F401  (the checker kinds K.load_full reads)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,15 +64,18 @@ def run(args: argparse.Namespace) -> int:
         for d in [*cfg.diagnostics, *lvs.diagnostics]:
             print(d, file=sys.stderr)
         return 0
-    from pylvs.keepalived.daemon import KeepalivedDaemon
+    from pylvs.keepalived.arbitrator import ArbitratorSettings
+    from pylvs.keepalived.daemon import DaemonSettings, KeepalivedDaemon
 
-    daemon = KeepalivedDaemon(
-        args.file, config_id=args.config_id, state_file=args.state_file, arbitrator=args.arbitrator,
-        arbitrator_interval=args.arbitrator_interval, arbitrator_fall=args.arbitrator_fall,
-        arbitrator_rise=args.arbitrator_rise, notify_split_brain=args.notify_split_brain,
-        split_brain_probe=not args.no_split_brain_probe, metrics_port=args.metrics_port,
-        control_socket=args.control_socket, dataplane=args.dataplane,
-    )
+    arbitrator = None
+    if args.arbitrator:
+        arbitrator = ArbitratorSettings(args.arbitrator, args.arbitrator_interval, args.arbitrator_fall,
+                                        args.arbitrator_rise)
+    daemon = KeepalivedDaemon(DaemonSettings(
+        args.file, config_id=args.config_id, state_file=args.state_file, arbitrator=arbitrator,
+        notify_split_brain=args.notify_split_brain, split_brain_probe=not args.no_split_brain_probe,
+        metrics_port=args.metrics_port, control_socket=args.control_socket, dataplane=args.dataplane,
+    ))
     if args.pidfile:
         with open(args.pidfile, "w", encoding="ascii") as fh:
             fh.write(f"{os.getpid()}\n")

@@ -19,8 +19,7 @@ import errno
 import logging
 from typing import Any
 
-from pylvs.config.keepalived import GlobalDefs, LVSSyncDaemon
-from pylvs.config.lvs import LVSConfig
+from pylvs.config.keepalived import GlobalDefs, LVSConfig, LVSSyncDaemon
 from pylvs.control.server import ControlServer, ControlSocketBusy
 from pylvs.core.api import IPVSBackend, IPVSError, SyncDaemonStatus
 from pylvs.core.model import Timeouts

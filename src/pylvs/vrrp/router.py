@@ -221,6 +221,10 @@ class VRRPRouter:
             return (256 - prio) / 256
         return (256 - prio) * round(self.master_adver_int * 100) / 256 / 100
 
+    def owns_vip(self, address: bytes) -> bool:
+        """Is ``address`` (packed) one of this router's VIPs?"""
+        return address in self._vip_packed
+
     def master_down_interval(self) -> float:
         return 3 * self.master_adver_int + self.skew_time()
 
