@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pylvs.control.client import ControlClient
+from pylvs.core.api import BackendUnavailable
 from pylvs.core.model import (
     DestSpec,
     ForwardingMethod,
@@ -135,7 +136,7 @@ def _director(tmp_path: Path, dataplane: str) -> Iterator[Director]:
                  "--status-address", str(sport), "--status-admin-secret-file",
                  str(tmp_path / "secret"), "--log-level", "warning"],
                 env=env, stdout=subprocess.DEVNULL, stderr=log)
-        wait_for(lambda: os.path.exists(sock), what="the control socket")
+        wait_for(lambda: _answers(sock), what="the control socket")
         vport = free_port(vip)
         d = Director(proc, sock, mport, sport, vip, vport, real, rport, tmp_path, env)
         with ControlClient(sock) as c:
@@ -156,6 +157,18 @@ def _director(tmp_path: Path, dataplane: str) -> Iterator[Director]:
         for srv in servers:
             srv.shutdown()
             srv.server_close()
+
+
+def _answers(sock: str) -> bool:
+    """The socket file appears at bind(), before listen(): ask the daemon instead."""
+    if not os.path.exists(sock):
+        return False
+    try:
+        with ControlClient(sock, timeout=2) as c:
+            c.get_info()
+        return True
+    except (BackendUnavailable, OSError):
+        return False
 
 
 def _connects(host: str, port: int) -> bool:

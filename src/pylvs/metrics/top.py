@@ -99,11 +99,16 @@ def render(doc: dict[str, Any], sort: str = "n", reverse: bool = False) -> Group
             head.append("split brain: none", style="green")
         head.append("\n")
     table = Table(box=None, header_style="bold reverse", expand=False, pad_edge=False)
-    for col, justify in (("Service / real server", "left"), ("Sched/Fwd", "left"),
-                         ("Health", "left"), ("Weight", "right"), ("ActConn", "right"),
-                         ("InActConn", "right"), ("Conn/s", "right"), ("Pkt/s", "right"),
-                         ("Bytes/s", "right"), ("Last check", "left")):
-        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    # addresses are never cut: on a narrow terminal the last check's reason gives way first
+    widest = max([len(svc["name"]) for svc in doc["services"]]
+                 + [len(r["name"]) + 5 for svc in doc["services"] for r in svc["real_servers"]]
+                 + [21])
+    table.add_column("Service / real server", min_width=widest, no_wrap=True)
+    for col in ("Sched/Fwd", "Health"):
+        table.add_column(col, no_wrap=True)
+    for col in ("Weight", "ActConn", "InActConn", "Conn/s", "Pkt/s", "Bytes/s"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("Last check", no_wrap=True, overflow="ellipsis", ratio=1)
     services = []
     for i, svc in enumerate(doc["services"]):
         rows = list(_rows(svc))
