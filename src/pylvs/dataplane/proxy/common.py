@@ -11,11 +11,13 @@ What this is not for: any decision about which real server gets a connection (th
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pylvs.core.model import ServiceKey
+from pylvs.core.model import RealServer, ServiceKey
+from pylvs.dataplane.proxy.settings import ProxySettings, Timeouts
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylvs.core.director import Connection, Director
@@ -31,6 +33,21 @@ class LiveRelay(Protocol):
     def abort(self) -> None:
         """Close both sides at once (the data plane is stopping)."""
 
+    def tick(self, now: float) -> str | None:
+        """The timeout that ran out (``"server"``, ``"client"``, ``"tunnel"``), else None;
+        brings the core entry's expiry in line with the relay's."""
+
+    def time_out(self, kind: str) -> None:
+        """Close both sides because ``kind`` ran out, and count it."""
+
+
+@dataclass(slots=True, eq=False)
+class ServiceLimits:
+    """A service's timeouts, shared by its listener and every relay it started, so that a
+    change (``ProxyDataPlane.set_service_timeouts``) reaches the open relays too."""
+
+    timeouts: Timeouts
+
 
 @dataclass(frozen=True, slots=True)
 class ServiceEndpoint:
@@ -42,11 +59,17 @@ class ServiceEndpoint:
     vaddr: bytes  # packed, as the core's schedule() wants it
     vport: int
     host: str  # the VIP as text, for bind()
+    limits: ServiceLimits = field(
+        default_factory=lambda: ServiceLimits(Timeouts()), compare=False, hash=False,
+    )
 
     @classmethod
-    def of(cls, key: ServiceKey) -> ServiceEndpoint:
+    def of(cls, key: ServiceKey, limits: ServiceLimits | None = None) -> ServiceEndpoint:
         assert key.addr is not None
-        return cls(key, key.protocol, key.af, key.addr.packed, key.port, str(key.addr))
+        return cls(
+            key, key.protocol, key.af, key.addr.packed, key.port, str(key.addr),
+            limits if limits is not None else ServiceLimits(Timeouts()),
+        )
 
     def __str__(self) -> str:
         return str(self.key)
@@ -58,8 +81,7 @@ class ProxyContext:
 
     loop: asyncio.AbstractEventLoop
     director: Director
-    connect_timeout: float
-    retries: int
+    settings: ProxySettings
     max_tcp_relays: int
     max_udp_flows: int
     splice: bool = True
@@ -74,6 +96,19 @@ class ProxyContext:
     udp_dropped: int = 0
     spliced: int = 0
     offloaded: int = 0
+    # Relays closed because a timeout ran out, by timeout (``settings``).
+    timed_out: dict[str, int] = field(
+        default_factory=lambda: {"server": 0, "client": 0, "tunnel": 0}
+    )
+    # Clients refused at the relay limit after waiting ``settings.queue`` (also in ``refused``),
+    # and how often a listener had to stop accepting because the limit was reached.
+    refused_limit: int = 0
+    limit_reached: int = 0
+    # Connections the scheduler gave to a server holding its share of the relays, sent to
+    # another server instead; relays open per real server and each server's share.
+    share_redispatched: int = 0
+    per_dest: dict[RealServer, int] = field(default_factory=dict)
+    shares: dict[RealServer, int] = field(default_factory=dict)
     _hosts: dict[bytes, str] = field(default_factory=dict)
 
     def host_of(self, af: int, packed: bytes) -> str:
@@ -86,6 +121,46 @@ class ProxyContext:
                 socket.AF_INET if len(packed) == 4 else socket.AF_INET6, packed
             )
         return host
+
+    @property
+    def retries(self) -> int:
+        return self.settings.retries
+
+    def hold(self, dest: RealServer) -> None:
+        """A relay to ``dest`` opens."""
+        per = self.per_dest
+        per[dest] = per.get(dest, 0) + 1
+
+    def release(self, dest: RealServer) -> None:
+        """A relay to ``dest`` closes (or moves to another server)."""
+        per = self.per_dest
+        n = per.get(dest, 0) - 1
+        if n > 0:
+            per[dest] = n
+        else:
+            per.pop(dest, None)
+
+    def update_shares(self) -> None:
+        """Each real server's share of the relay limit: its weight over its service's total.
+
+        Recomputed once a second (housekeeping); a server added since has no share yet, i.e.
+        no cap. Servers of weight 0 get no new connections from the scheduler anyway."""
+        shares: dict[RealServer, int] = {}
+        limit = self.max_tcp_relays
+        for svc in self.director.table.services():
+            dests = svc.destinations
+            total = sum(d.weight for d in dests if d.weight > 0)
+            if total <= 0 or len(dests) < 2:
+                continue
+            for d in dests:
+                if d.weight > 0:
+                    shares[d] = max(1, math.ceil(limit * d.weight / total))
+        self.shares = shares
+
+    def over_share(self, conn: Connection) -> bool:
+        """Does ``conn``'s server already hold its share of the relays?"""
+        share = self.shares.get(conn.dest)
+        return share is not None and self.per_dest.get(conn.dest, 0) >= share
 
     def reschedule(
         self, ep: ServiceEndpoint, peer: tuple[Any, ...], failed: list[Any]

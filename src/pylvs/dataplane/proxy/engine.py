@@ -19,21 +19,27 @@ Python call per event). A registration changes at most once (the client's socket
 "writable" only from the first time a reply has to wait for it): a side that cannot be written to
 is simply not read until the edge-triggered "writable" event comes.
 
-Connect deadlines: relays that start connecting within one ``TICK`` share a bucket; a bucket is
-sealed with its deadline at the next tick, and what is still in it at the deadline timed out. One
-timer serves every relay, and it runs only while some relay is connecting.
+Connect deadlines: relays that start connecting within one ``TICK`` with the same connect timeout
+(their service's) share a bucket; a bucket is sealed with its deadline at the next tick, and what
+is still in it at the deadline timed out. One timer serves every relay, and it runs only while
+some relay is connecting. The other timeouts (server, client, tunnel) are checked once a second
+by the data plane's housekeeping (``relay.Relay.tick``).
+
+Relay limit: a listener that finds the limit reached stops accepting (``hold_listener``); new
+clients wait in the kernel's accept queue and are taken as soon as a relay ends (``room``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import select
 import socket
 import struct
 from _socket import socket as RawSocket
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -102,6 +108,12 @@ class Connecting(Protocol):
     def connect_failed(self) -> None: ...
 
 
+class Held(Protocol):
+    """A listener that stopped accepting at the relay limit."""
+
+    def resume_accepting(self) -> None: ...
+
+
 class TcpEngine:
     """One epoll for every listening socket and relay socket of a data plane."""
 
@@ -119,11 +131,14 @@ class TcpEngine:
         self.again_handle: asyncio.Handle | None = None
         self.buf = bytearray(READ_SIZE)
         self.view = memoryview(self.buf)
-        # Relays connecting: the bucket of this tick, then sealed buckets with their deadline,
-        # oldest first. A relay that connects leaves its bucket; what is left at the deadline
-        # timed out. One timer for all, running only while some relay is connecting.
-        self.filling: set[Connecting] = set()
-        self.sealed: deque[tuple[float, set[Connecting]]] = deque()
+        # Relays connecting: the buckets of this tick (one per connect timeout), then sealed
+        # buckets by deadline (a heap). A relay that connects leaves its bucket; what is left at
+        # the deadline timed out. One timer for all, running only while some relay is connecting.
+        self.filling: dict[float, set[Connecting]] = {}
+        self.sealed: list[tuple[float, int, set[Connecting]]] = []
+        self._seq = itertools.count()
+        # Listeners that stopped accepting because the relay limit was reached.
+        self.held: list[Held] = []
         self.timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.offload: SockmapRelay | None = None
@@ -219,9 +234,11 @@ class TcpEngine:
 
     # ---- connect deadlines -------------------------------------------------------------------
 
-    def arm(self, relay: Connecting) -> None:
-        """Time the relay's connect out after ``connect_timeout`` (up to two ticks more)."""
-        bucket = self.filling
+    def arm(self, relay: Connecting, timeout: float) -> None:
+        """Time the relay's connect out after ``timeout`` seconds (up to two ticks more)."""
+        bucket = self.filling.get(timeout)
+        if bucket is None:
+            bucket = self.filling[timeout] = set()
         bucket.add(relay)
         relay.bucket = bucket
         if self.timer is None and not self.closed:
@@ -230,13 +247,15 @@ class TcpEngine:
     def _on_tick(self) -> None:
         self.timer = None
         now = self.loop.time()
-        if self.filling:
-            self.sealed.append((now + self.ctx.connect_timeout, self.filling))
-            self.filling = set()
         sealed = self.sealed
+        if self.filling:
+            for timeout, bucket in self.filling.items():
+                if bucket:
+                    heapq.heappush(sealed, (now + timeout, next(self._seq), bucket))
+            self.filling = {}
         expired: list[Connecting] = []
         while sealed and sealed[0][0] <= now:
-            expired.extend(sealed.popleft()[1])
+            expired.extend(heapq.heappop(sealed)[2])
         try:
             for relay in expired:
                 if not relay.finished and not relay.connected:
@@ -245,3 +264,17 @@ class TcpEngine:
             self.end_turn()
         if (sealed or self.filling) and not self.closed:
             self.timer = self.loop.call_later(TICK, self._on_tick)
+
+    # ---- the relay limit ---------------------------------------------------------------------
+
+    def hold_listener(self, listener: Held) -> None:
+        """``listener`` found the relay limit reached: it resumes when a relay ends."""
+        self.held.append(listener)
+
+    def room(self) -> None:
+        """A relay ended: held listeners accept again while there is room."""
+        if len(self.ctx.relays) < self.ctx.max_tcp_relays:
+            held = self.held
+            self.held = []
+            for listener in held:
+                listener.resume_accepting()

@@ -31,9 +31,16 @@ a connection that keeps making requests is handed to an in-kernel relay (a BPF s
 ``sockmap``) when the process may load one, unless ``sockmap=False`` or
 ``PYLVS_PROXY_SOCKMAP=0``.
 
+Timeouts and limits (``settings``: connect, server, client, tunnel; the relay limit, its queue
+and each real server's share of it) have HAProxy's meanings; ``ProxySettings`` documents them.
+They come from ``settings=``, else from the environment (``PYLVS_PROXY_TIMEOUTS``,
+``PYLVS_PROXY_SERVICE_TIMEOUTS``); ``set_service_timeouts`` changes one service's live.
+
 The data plane also runs a housekeeping timer (``housekeeping_interval``, 1 s): it hands batched
-traffic counts to the core, closes idle UDP flows, and calls ``Director.tick`` unless
-``drive_tick=False`` (when the daemon drives the core's clock itself).
+traffic counts to the core, closes relays whose timeout ran out (keeping each open relay's core
+entry, which ``ipvsadm -Lnc`` lists, expiring with the relay), recomputes each real server's share
+of the relay limit, closes idle UDP flows, and calls ``Director.tick`` unless ``drive_tick=False``
+(when the daemon drives the core's clock itself).
 """
 
 from __future__ import annotations
@@ -45,13 +52,15 @@ import os
 import resource
 import socket
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from pylvs.core.model import Protocol, ServiceKey, VirtualService
 from pylvs.core.table import TableListener
-from pylvs.dataplane.proxy.common import ProxyContext, ServiceEndpoint
+from pylvs.dataplane.proxy.common import ProxyContext, ServiceEndpoint, ServiceLimits
 from pylvs.dataplane.proxy.engine import TcpEngine
 from pylvs.dataplane.proxy.listener import Listener
+from pylvs.dataplane.proxy.settings import ProxySettings, Timeouts
 from pylvs.dataplane.proxy.splice import AVAILABLE as splice_available
 from pylvs.dataplane.proxy.udp import UdpService
 
@@ -144,27 +153,37 @@ class ProxyDataPlane:
         self,
         director: Director,
         *,
-        connect_timeout: float = 3.0,
-        retries: int = 1,
-        max_tcp_relays: int = 100_000,
+        settings: ProxySettings | None = None,
+        connect_timeout: float | None = None,
+        retries: int | None = None,
+        max_tcp_relays: int | None = None,
         max_udp_flows: int = 65_536,
         housekeeping_interval: float = 1.0,
         drive_tick: bool = True,
         splice: bool = True,
         sockmap: bool = True,
     ) -> None:
-        if connect_timeout <= 0 or retries < 0:
-            raise ValueError("connect_timeout > 0 and retries >= 0 needed")
+        """``settings`` (default: from the environment, ``ProxySettings.from_env``);
+        ``connect_timeout``, ``retries`` and ``max_tcp_relays``, when given, override its
+        connect timeout, retries and maxconn. ``ValueError`` (``SettingsError``) when invalid."""
+        if settings is None:
+            settings = ProxySettings.from_env()
+        if connect_timeout is not None:
+            settings = replace(settings, timeouts=replace(settings.timeouts, connect=connect_timeout))
+        if retries is not None:
+            settings = replace(settings, retries=retries)
+        if max_tcp_relays is not None:
+            settings = replace(settings, maxconn=max_tcp_relays)
         self.director = director
-        self.connect_timeout = connect_timeout
-        self.retries = retries
-        self.max_tcp_relays = max_tcp_relays
+        self.settings = settings
+        self.max_tcp_relays = settings.maxconn
         self.max_udp_flows = max_udp_flows
         self.housekeeping_interval = housekeeping_interval
         self.drive_tick = drive_tick
         self.splice = splice and splice_available
         self.sockmap = sockmap and os.environ.get("PYLVS_PROXY_SOCKMAP", "1") != "0"
         self.listeners: dict[ServiceKey, _Listener] = {}
+        self._limits: dict[ServiceKey, ServiceLimits] = {}
         self.skipped: dict[ServiceKey, str] = {}
         self.ctx: ProxyContext | None = None
         self.engine: TcpEngine | None = None
@@ -183,7 +202,7 @@ class ProxyDataPlane:
         # and dropped datagrams rather than as errors deep in the event loop.
         fd_budget = max(256, nofile - 64) if nofile != resource.RLIM_INFINITY else 1 << 30
         self.ctx = ProxyContext(
-            loop, self.director, self.connect_timeout, self.retries,
+            loop, self.director, self.settings,
             min(self.max_tcp_relays, fd_budget // 3), min(self.max_udp_flows, fd_budget // 4),
             self.splice, self.sockmap,
         )
@@ -235,9 +254,45 @@ class ProxyDataPlane:
                 "udp_dropped": ctx.udp_dropped,
                 "spliced": ctx.spliced,
                 "offloaded": ctx.offloaded,
+                "timed_out_server": ctx.timed_out["server"],
+                "timed_out_client": ctx.timed_out["client"],
+                "timed_out_tunnel": ctx.timed_out["tunnel"],
+                "refused_limit": ctx.refused_limit,
+                "limit_reached": ctx.limit_reached,
+                "share_redispatched": ctx.share_redispatched,
             }
-            d["limits"] = {"tcp_relays": ctx.max_tcp_relays, "udp_flows": ctx.max_udp_flows}
+            d["limits"] = {
+                "tcp_relays": ctx.max_tcp_relays, "udp_flows": ctx.max_udp_flows,
+                "queue": self.settings.queue, "retries": self.settings.retries,
+            }
+        d["timeouts"] = {
+            "default": self.settings.timeouts.words(),
+            **{str(k): lim.timeouts.words() for k, lim in self._limits.items()
+               if lim.timeouts != self.settings.timeouts},
+        }
         return d
+
+    # ---- settings --------------------------------------------------------------------------
+
+    def service_timeouts(self, key: ServiceKey) -> Timeouts:
+        """The timeouts relays of ``key`` get (the service's own, else the defaults)."""
+        lim = self._limits.get(key)
+        return lim.timeouts if lim is not None else self.settings.for_service(key)
+
+    def set_service_timeouts(self, key: ServiceKey, timeouts: Timeouts | None) -> None:
+        """Give one service its own timeouts (None: back to the defaults), for its open relays
+        too; kept across the service being deleted and added again."""
+        services = dict(self.settings.services)
+        if timeouts is None:
+            services.pop(key, None)
+        else:
+            services[key] = timeouts
+        self.settings = replace(self.settings, services=services)
+        if self.ctx is not None:
+            self.ctx.settings = self.settings
+        lim = self._limits.get(key)
+        if lim is not None:
+            lim.timeouts = self.settings.for_service(key)
 
     # ---- counters --------------------------------------------------------------------------
 
@@ -262,7 +317,10 @@ class ProxyDataPlane:
         if key.protocol not in (Protocol.TCP, Protocol.UDP):
             self._skip(key, "only TCP and UDP services are proxied")
             return
-        ep = ServiceEndpoint.of(key)
+        lim = self._limits.get(key)
+        if lim is None:
+            lim = self._limits[key] = ServiceLimits(self.settings.for_service(key))
+        ep = ServiceEndpoint.of(key, lim)
         lst = _Listener(ep)
         self.listeners[key] = lst
         kind = socket.SOCK_STREAM if key.protocol == Protocol.TCP else socket.SOCK_DGRAM
@@ -295,8 +353,16 @@ class ProxyDataPlane:
         if ctx is None:
             return
         try:
+            now = self.director.clock()
+            expired: list[tuple[Any, str]] = []
             for relay in ctx.relays:
                 relay.flush()
+                kind = relay.tick(now)
+                if kind is not None:
+                    expired.append((relay, kind))
+            for relay, kind in expired:
+                relay.time_out(kind)
+            ctx.update_shares()
             idle = float(self.director.table.timeouts.udp)
             now = time.monotonic()
             for lst in self.listeners.values():

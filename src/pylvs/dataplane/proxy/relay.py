@@ -80,7 +80,8 @@ class Relay:
 
     __slots__ = (
         "attempts_left", "bucket", "c2s", "client_out", "conn", "connected", "csock", "engine",
-        "ep", "failed", "finished", "offloaded", "peer", "s2c", "ssock", "turns", "waiting",
+        "ep", "failed", "finished", "offloaded", "peer", "s2c", "seen_in", "seen_out", "since",
+        "ssock", "turns", "waiting", "waiting_server",
     )
 
     def __init__(
@@ -103,6 +104,12 @@ class Relay:
         self.bucket = _NO_BUCKET
         self.turns = 0
         self.offloaded = False
+        # The timeouts' view (``tick``): bytes moved each way when last looked at, since when
+        # nothing moved (-1: not looked at yet), and whether the server owes an answer.
+        self.seen_in = self.seen_out = 0
+        self.since = -1.0
+        self.waiting_server = False
+        engine.ctx.hold(conn.dest)
         self.c2s = Flow(self, True)
         self.s2c = Flow(self, False)
 
@@ -134,7 +141,7 @@ class Relay:
                     self.ssock = s
                     self.c2s.dst = s
                     self.s2c.src = s
-                    engine.arm(self)
+                    engine.arm(self, ep.limits.timeouts.connect)
                     return
             except (OSError, ValueError, OverflowError):  # an address this family cannot reach
                 pass
@@ -159,6 +166,7 @@ class Relay:
         if self.failed is None:
             self.failed = []
         self.failed.append(conn.dest)
+        ctx.release(conn.dest)
         ctx.director.proxy_closed(conn)
         nxt = ctx.reschedule(self.ep, self.peer, self.failed) if self.attempts_left > 0 else None
         self.attempts_left -= 1
@@ -167,6 +175,7 @@ class Relay:
             self._give_up()
             return False
         ctx.retried += 1
+        ctx.hold(nxt.dest)
         self.conn = nxt
         return True
 
@@ -394,8 +403,11 @@ class Relay:
         if self.s2c.spliced:
             self.s2c.close_pipe()
         engine.ctx.relays.discard(self)
+        if engine.held:
+            engine.room()
         conn = self.conn
         if conn is not None:
+            engine.ctx.release(conn.dest)
             self.flush()
             engine.ctx.director.proxy_closed(conn)
         if self.offloaded and engine.offload is not None:
@@ -403,6 +415,54 @@ class Relay:
         # Flow and relay point at each other: cut that here so the relay is freed at once by
         # reference counting instead of waiting for (and costing) the cyclic collector.
         self.c2s.relay = self.s2c.relay = _GONE
+
+    # ---- timeouts (``settings``) -------------------------------------------------------------
+
+    def tick(self, now: float) -> str | None:
+        """Once a second, after ``flush``: the timeout that ran out, or None.
+
+        Also sets the core entry's expiry to the relay's (plus a second, so that the relay is
+        closed, and its entry moved to TIME_WAIT, before the entry could expire under it), which
+        is what ``ipvsadm -Lnc`` shows; with every timeout off the entry is kept alive."""
+        if not self.connected or self.finished:
+            return None  # connecting: the engine's connect timer
+        c2s, s2c = self.c2s, self.s2c
+        moved_in = c2s.accounted + c2s.nbytes + c2s.rbytes
+        moved_out = s2c.accounted + s2c.nbytes + s2c.rbytes
+        if moved_in != self.seen_in or moved_out != self.seen_out or self.since < 0:
+            if moved_out != self.seen_out:
+                self.waiting_server = False  # the server answered (or spoke first)
+            elif moved_in != self.seen_in:
+                self.waiting_server = True
+            self.seen_in, self.seen_out, self.since = moved_in, moved_out, now
+        t = self.ep.limits.timeouts
+        if (c2s.eof and not s2c.eof) or (self.waiting_server and not s2c.eof):
+            kind, limit = "server", t.server  # the server owes an answer (or the rest)
+        elif t.tunnel and moved_in and moved_out:
+            kind, limit = "tunnel", t.tunnel
+        else:
+            kind, limit = "client", t.client
+        conn = self.conn
+        if not limit:
+            if conn is not None and conn.bucket is not None:
+                conn.deadline = max(conn.deadline, now + 2.0)
+            return None
+        deadline = self.since + limit
+        if now >= deadline:
+            return kind
+        if conn is not None and conn.bucket is not None:
+            conn.deadline = deadline + 1.0
+        return None
+
+    def time_out(self, kind: str) -> None:
+        """``kind`` ran out: close both sides (a FIN each, a reset where bytes were left unread)
+        and count it; the core's entry goes to TIME_WAIT as for any relay that ends."""
+        if self.finished:
+            return
+        timed_out = self.engine.ctx.timed_out
+        timed_out[kind] = timed_out.get(kind, 0) + 1
+        self._finish()
+        self.engine.end_turn()
 
     def flush(self) -> None:
         """Hand the counts gathered since the last flush to the core."""
