@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections import deque
 from typing import cast
@@ -39,6 +40,23 @@ from pylvs.l7.static import try_static
 from pylvs.l7.status import reason
 from pylvs.l7.worker import Sink, Worker
 
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _crlf(data: bytes) -> bytes:
+    """Bare LF line ends as CRLF in the head part of ``data``: nginx accepts them everywhere,
+    httptools refuses one after the request line's version. Body bytes stay as they are: past
+    the end of the first head nothing changes unless no request in ``data`` announces a body.
+    Only reads whose first line end is a bare LF come here (CRLF clients never do)."""
+    low = data.lower()
+    if b"content-length" not in low and b"transfer-encoding" not in low:
+        return _BARE_LF.sub(b"\r\n", data)
+    m = _HEAD_END.search(data)
+    end = m.end() if m else len(data)
+    return _BARE_LF.sub(b"\r\n", data[:end]) + data[end:]
+
+
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 
 
@@ -54,6 +72,9 @@ class ClientConnection(asyncio.Protocol):
         self.serial = app.next_serial()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
+        # as nginx: header lines may end in a bare LF (the request line: see _crlf)
+        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+        self._tail_cr = False  # the last head bytes read ended in CR
         self.remote_addr = "-"
         self.remote_addr_b = b"-"
         self.remote_port = 0
@@ -108,6 +129,11 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._bad is not None:
             return
+        if self._in_head or self.current is None:  # head bytes: their line ends are checked
+            nl = data.find(b"\n")
+            if nl >= 0 and (data[nl - 1] != 13 if nl else not self._tail_cr):
+                data = data[:1] + _crlf(data[1:]) if self._tail_cr else _crlf(data)
+            self._tail_cr = data[-1] == 13 if data else False
         if self._in_head:
             # Bytes of a head still incomplete (a head that began inside the previous read
             # escapes by at most that read): bounds what httptools buffers for one header.

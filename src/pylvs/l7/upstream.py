@@ -32,13 +32,20 @@ _HEADS_MAX = 512
 MAX_HEAD = 64 * 1024
 
 
+def response_parser(callbacks: object) -> httptools.HttpResponseParser:
+    """An httptools response parser that, as nginx, also reads lines ending in a bare LF."""
+    parser = httptools.HttpResponseParser(callbacks)
+    parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+    return parser
+
+
 class _HeadReader:
     """httptools callbacks collecting one response head's fields (1xx interim heads skipped)."""
 
     __slots__ = ("complete", "headers", "parser", "reason")
 
     def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser = response_parser(self)
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.complete = False
@@ -94,7 +101,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.peer = peer
         self.loop = pool.loop
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser = response_parser(self)
         self.sink: ResponseSink | None = None
         self.closed = False
         self.requests = 0
@@ -217,7 +224,7 @@ class UpstreamConnection(asyncio.Protocol):
             # httptools cannot be told the response has no body: finish here and read the next
             # response with a fresh parser.
             self._in_body = False
-            self.parser = httptools.HttpResponseParser(self)
+            self.parser = response_parser(self)
             self.sink = None
             sink.response_complete()
 
