@@ -10,8 +10,8 @@ Checksums: the full Internet checksum (RFC 1071) is the big-integer remainder mo
 the data read as one big-endian number (16-bit one's-complement addition is addition modulo
 2^16-1), which CPython computes in C. Rewrites use the incremental update of RFC 1624 (eqn. 3).
 
-What this is not for: IPv6, IP options processing, reassembly of fragments (fragments are
-dropped and counted), or deciding where a packet goes (``pylvs.dataplane.packet.forward``).
+What this is not for: IPv6, IP options processing, reassembly of fragments (``frag`` follows
+them one by one), or deciding where a packet goes (``pylvs.dataplane.packet.forward``).
 """
 
 from __future__ import annotations
@@ -286,6 +286,29 @@ def ipip_decapsulate(packet: bytes | bytearray | memoryview) -> memoryview | Dro
         return res
     tot = _U16.unpack_from(inner, 2)[0]
     return inner[:tot]
+
+
+def ipv4_fragment(packet: bytes | bytearray, mtu: int) -> list[bytes]:
+    """An IPv4 packet (starting at its header, DF clear) cut into fragments of at most ``mtu``
+    bytes, each payload a multiple of 8 bytes but the last (RFC 791)."""
+    ihl = (packet[0] & 0x0F) << 2
+    head = bytearray(packet[:ihl])
+    step = (mtu - ihl) & ~7
+    base = _U16.unpack_from(packet, 6)[0]
+    off0, mf0 = base & 0x1FFF, base & 0x2000
+    out = []
+    pos = ihl
+    while pos < len(packet):
+        chunk = packet[pos:pos + step]
+        last = pos + len(chunk) >= len(packet)
+        h = bytearray(head)
+        _U16.pack_into(h, 2, ihl + len(chunk))
+        _U16.pack_into(h, 6, (off0 + ((pos - ihl) >> 3)) | (mf0 if last else 0x2000))
+        h[10] = h[11] = 0
+        _U16.pack_into(h, 10, checksum(h))
+        out.append(bytes(h) + bytes(chunk))
+        pos += len(chunk)
+    return out
 
 
 def icmp_frag_needed(orig: bytes | bytearray | memoryview, l3: int, my_ip: bytes, mtu: int) -> bytes:

@@ -450,7 +450,12 @@ class PacketDataPlane:
             "arp_replies": fw.arp_replies if fw else 0,
             "arp_requests": fw.arp_requests if fw else 0,
             "icmp_forwarded": fw.icmp_forwarded if fw else 0,
-            "drops": dict(fw.drops) if fw else {},
+            # fragments dropped (overlap, incomplete, table full...) count among the drops
+            "drops": ({**fw.drops, **{k: v for k, v in fw.frags.counters.items()
+                                      if k not in ("frag_forwarded", "frag_datagrams")}}
+                      if fw else {}),
+            "fragments_forwarded": fw.frags.counters.get("frag_forwarded", 0) if fw else 0,
+            "fragmented_datagrams": fw.frags.counters.get("frag_datagrams", 0) if fw else 0,
             "rx_frames": sum(r.rx_frames for r in self.rings.values()),
             "tx_frames": sum(r.tx_sent + r.tx_fallback for r in self.rings.values()),
             "tx_errors": sum(r.tx_errors for r in self.rings.values()),

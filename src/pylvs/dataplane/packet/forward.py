@@ -12,6 +12,13 @@ connection tracking (TCP flags drive the states), persistence and statistics:
   the real server (its gateway is the director) get their source rewritten back to VIP:port.
 - TUN: the whole IP packet inside an outer IPv4 header to the real server (IPIP); a packet that
   would exceed the MTU once encapsulated gets ICMP "fragmentation needed" back (when DF is set).
+- IPv4 fragments (TCP/UDP): the first fragment (the only one with ports) is scheduled like a
+  whole packet (its L4 checksum cannot be verified: the real server checks the datagram);
+  later fragments follow it by (source, destination, protocol, IP ID), as behind the kernel's
+  defragmentation; those arriving first are held (bounded); overlapping and never-completing
+  datagrams are dropped and counted (``frag.FragTable``). NAT rewrites the address of every
+  fragment and the ports and L4 checksum in the first one (the RFC 1624 update does not need
+  the rest of the datagram).
 - ICMP errors quoting a tracked connection go to the same real server (and NAT ones are
   rewritten both ways), as ``ip_vs_in_icmp``/``ip_vs_out_icmp`` do.
 - ARP: requests for a VIP the local stack does not own are answered with the director's MAC
@@ -61,6 +68,7 @@ from pylvs.dataplane.packet.codec import (
     TCP_SYN,
     Drop,
 )
+from pylvs.dataplane.packet.frag import FragTable
 
 _MASQ = int(ForwardingMethod.MASQ)
 _DROUTE = int(ForwardingMethod.DROUTE)
@@ -139,6 +147,8 @@ class Forwarder:
         self.arp_requests = 0
         self.icmp_forwarded = 0
         self.gso_split = 0  # super-frames cut into segments
+        self.frags = FragTable()
+        self._frags_expired_at = 0.0
         self._csum_ok = 0  # the rx meta's META_CSUM_OK of the frame being handled
         self.side_frames: list[Output] = []  # ARP requests/replies and ICMP made here
         # a second way to resolve (the driver asks the kernel too), called with the address
@@ -344,8 +354,7 @@ class Forwarder:
                 self.drop(Drop.TRUNCATED_IP if end > n else Drop.BAD_IP_HEADER)
                 return None
             if frag & 0x3FFF:
-                self.drop(Drop.FRAGMENT)
-                return None
+                return self._fragment(ifindex, frame, end)
             if proto == IPPROTO_TCP:
                 if tot < 40:  # not even a 20-byte TCP header
                     self.drop(Drop.TRUNCATED_L4)
@@ -368,6 +377,8 @@ class Forwarder:
 
     def _ipv4_slow(self, ifindex: int, frame: Frame) -> Output | None:
         info = codec.parse_ipv4(frame)
+        if info is Drop.FRAGMENT:  # the header is valid (parse_ipv4 checked it first)
+            return self._fragment(ifindex, frame, ETH_HLEN + (frame[16] << 8 | frame[17]))
         if isinstance(info, Drop):
             self.drop(info)
             return None
@@ -411,6 +422,103 @@ class Forwarder:
             return None
         return self._input(ifindex, frame, conn, proto, flags, l4, end)
 
+    # -- fragments -----------------------------------------------------------------------------
+    def _fragment(self, ifindex: int, frame: Frame, end: int) -> Output | None:
+        """One IPv4 fragment (header already validated, ``end`` where the packet ends)."""
+        proto = frame[23]
+        if proto not in (IPPROTO_TCP, IPPROTO_UDP):
+            self.drop(Drop.FRAGMENT)  # ICMP and the rest: not forwarded, as before
+            return None
+        now = self.clock()
+        if now - self._frags_expired_at >= 1.0:
+            self._frags_expired_at = now
+            self.frags.expire(now)
+        l4 = ETH_HLEN + ((frame[14] & 0x0F) << 2)
+        fw = frame[20] << 8 | frame[21]
+        offset, more = (fw & 0x1FFF) << 3, bool(fw & 0x2000)
+        saddr, daddr = bytes(frame[26:30]), bytes(frame[30:34])
+        key = (saddr, daddr, proto, frame[18] << 8 | frame[19])
+        if offset:
+            target = self.frags.later(key, frame, offset, end - l4, more, now)
+            return None if target is None else self._frag_send(ifindex, frame, target, False, end)
+        need = 20 if proto == IPPROTO_TCP else 8
+        if end < l4 + need:
+            self.drop(Drop.TRUNCATED_L4)
+            return None
+        sport, dport = frame[l4] << 8 | frame[l4 + 1], frame[l4 + 2] << 8 | frame[l4 + 3]
+        flags = frame[l4 + 13] if proto == IPPROTO_TCP else 0
+        target = self._frag_target(proto, saddr, daddr, sport, dport, flags)
+        held = self.frags.first(key, end - l4, more, target, now)
+        if held is None or target is None:
+            return None
+        out = self._frag_send(ifindex, frame, target, True, end)
+        for h in held:
+            o = self._frag_send(ifindex, h, target, False, ETH_HLEN + (h[16] << 8 | h[17]))
+            if o is not None:
+                self.side_frames.append(o)
+        return out
+
+    def _frag_target(self, proto: int, saddr: bytes, daddr: bytes, sport: int, dport: int,
+                     flags: int) -> tuple[Connection, int] | None:
+        """(connection, direction) a first fragment belongs to, scheduling a new one as
+        ``_transport`` would (without the L4 checksum, which covers the whole datagram)."""
+        d = self.director
+        conn = d.lookup(proto, saddr, sport, daddr, dport)
+        if conn is not None:
+            return (conn, DIR_INPUT)
+        conn = d.lookup_reply(proto, saddr, sport, daddr, dport)
+        if conn is not None:
+            return (conn, DIR_OUTPUT) if conn.dest.fwd == _MASQ else None
+        if d.find_service(proto, daddr, dport) is None:
+            return None
+        if proto == IPPROTO_TCP and (flags & (TCP_SYN | TCP_ACK)) != TCP_SYN:
+            self.drop(Drop.NO_CONNECTION)
+            return None
+        refused = d.refused_full
+        conn = d.schedule(proto, saddr, sport, daddr, dport)
+        if conn is None:
+            self.drop(Drop.TABLE_FULL if d.refused_full != refused else Drop.NO_SERVICE)
+            return None
+        return (conn, DIR_INPUT)
+
+    def _frag_send(self, ifindex: int, frame: Frame, target: tuple[Connection, int], first: bool,
+                   end: int) -> Output | None:
+        conn, direction = target
+        d = self.director
+        proto = conn.ckey & 0xFF
+        l4 = ETH_HLEN + ((frame[14] & 0x0F) << 2)
+        if first:  # the connection's state moves once per datagram, on the fragment with ports
+            if proto == IPPROTO_TCP:
+                d.tcp_packet(conn, direction, frame[l4 + 13])
+            else:
+                d.udp_packet(conn, direction)
+        d.account(conn, direction, 1, end - ETH_HLEN)
+        fwd = conn.dest.fwd
+        if direction == DIR_OUTPUT:  # a NAT reply: source back to VIP(:vport)
+            if first:
+                self._nat(frame, l4, proto, conn.daddr, conn.dport, conn.vaddr, conn.vport, 26, l4)
+            else:
+                self._nat_addr(frame, 26, conn.vaddr)
+            return self._send_to(frame, bytes(frame[30:34]))
+        if fwd == _MASQ:
+            if first:
+                self._nat(frame, l4, proto, conn.vaddr, conn.vport, conn.daddr, conn.dport, 30,
+                          l4 + 2)
+            else:
+                self._nat_addr(frame, 30, conn.daddr)
+        if fwd == _TUNNEL:
+            return self._tunnel(ifindex, frame, conn.daddr, end)
+        return self._send_to(frame, conn.daddr)
+
+    @staticmethod
+    def _nat_addr(frame: Frame, ip_off: int, new_ip: bytes) -> None:
+        """A later fragment of a NAT-ed datagram: only its address (and the IP checksum)."""
+        old = int.from_bytes(frame[ip_off:ip_off + 4], "big")
+        frame[ip_off:ip_off + 4] = new_ip
+        c = frame[24] << 8 | frame[25]
+        c = codec.csum_replace32(c, old, int.from_bytes(new_ip, "big"))
+        frame[24], frame[25] = c >> 8, c & 0xFF
+
     # -- client -> real server -----------------------------------------------------------------
     def _input(self, ifindex: int, frame: Frame, conn: Connection, proto: int, flags: int,
                l4: int, end: int) -> Output | None:
@@ -444,10 +552,10 @@ class Forwarder:
             return None
         iface = r[0]
         inner_len = end - ETH_HLEN
-        if inner_len + 20 > iface.mtu:
+        df = frame[ETH_HLEN + 6] & 0x40
+        if inner_len + 20 > iface.mtu and df:
             self.drop(Drop.TOO_BIG)
-            if frame[ETH_HLEN + 6] & 0x40:  # DF: tell the sender the path MTU
-                self._icmp_back(ifindex, frame, iface.mtu - 20)
+            self._icmp_back(ifindex, frame, iface.mtu - 20)  # tell the sender the path MTU
             return None
         flows = self.flows
         if flows is not None:  # the C path numbers its outer headers from the same counter
@@ -455,6 +563,17 @@ class Forwarder:
         else:
             ident = self._ident = (self._ident + 1) & 0xFFFF
         outer = codec.ipip_encapsulate(memoryview(frame)[ETH_HLEN:end], iface.addr, rip, ident)
+        if len(outer) > iface.mtu:
+            # DF clear (a fragment, or a sender that allows it): the outer packet is
+            # fragmented, as the kernel's ip_vs_tunnel_xmit lets ip_fragment do
+            outs = []
+            for piece in codec.ipv4_fragment(outer, iface.mtu):
+                o = self._send_to(bytearray(frame[0:ETH_HLEN]) + piece, rip)
+                if o is None:
+                    return None
+                outs.append(o)
+            self.side_frames.extend(outs[1:])
+            return outs[0]
         out = bytearray(frame[0:ETH_HLEN])
         out += outer
         return self._send_to(out, rip)
