@@ -11,6 +11,8 @@ collector (a test compares the two on a real table), at about 1 µs a sample. Ev
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
@@ -40,41 +42,51 @@ def _head(name: str, help_text: str, kind: str) -> str:
     return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
 
 
+CHUNK = 2000  # lines per piece: each join and encode holds the GIL for well under a millisecond
+
+
 def render_ipvs(sources: Sources) -> str:
-    """The IPVSCollector's families in text format 0.0.4, as ``generate_latest`` writes them.
+    """The IPVSCollector's families in text format 0.0.4, as ``generate_latest`` writes them."""
+    return "".join(render_ipvs_chunks(sources))
+
+
+def render_ipvs_chunks(sources: Sources) -> Iterator[str]:
+    """``render_ipvs`` in pieces of at most ``CHUNK`` lines.
+
+    Pieces, because one ``str.join`` or ``encode`` of 50 MB is a single C call that holds the
+    GIL for tens of milliseconds: the data plane's event loop would stall for that long. In
+    pieces, the interpreter can switch to it between any two (and does, every 5 ms).
 
     Label values here are addresses, numbers, protocol names and hex marks: none holds a
     character the format escapes (backslash, quote, newline)."""
-    parts: list[str] = []
     totals = ipvs_totals(sources)
     if totals is not None:
+        parts = []
         for (name, help_text), v in zip(TOTALS, totals, strict=True):
             n = f"{name}_total"
             parts.append(f"{_head(n, help_text, 'counter')}{n} {_num(v)}\n")
-    n_act, n_inact, n_w = (n for n, _h in BACKEND_GAUGES)
-    act: list[str] = []
-    inact: list[str] = []
-    weight: list[str] = []
-    svc_names = [f"{n}_total" for n, _h in SERVICE_COUNTERS]
-    svc: list[list[str]] = [[] for _ in SERVICE_COUNTERS]
+        yield "".join(parts)
+    backends: list[tuple[str, tuple[int, int, int]]] = []
+    svc_rows: list[tuple[str, tuple[int, int, int, int, int]]] = []
     for (la, lp, pr, mk), counts, dests in ipvs_rows(sources):
         # label names in sorted order, as generate_latest (and Go's client) write them
-        sl = f'{{local_address="{la}",local_mark="{mk}",local_port="{lp}",proto="{pr}"}} '
+        svc_rows.append(
+            (f'{{local_address="{la}",local_mark="{mk}",local_port="{lp}",proto="{pr}"}} ',
+             counts))
         head = f'{{local_address="{la}",local_mark="{mk}",local_port="{lp}",proto="{pr}",'
-        for i, v in enumerate(counts):
-            svc[i].append(f"{svc_names[i]}{sl}{_num(v)}\n")
         for ra, rp, a, ia, w in dests:
-            bl = f'{head}remote_address="{ra}",remote_port="{rp}"}} '
-            act.append(f"{n_act}{bl}{_num(a)}\n")
-            inact.append(f"{n_inact}{bl}{_num(ia)}\n")
-            weight.append(f"{n_w}{bl}{_num(w)}\n")
-    for (name, help_text), lines in zip(BACKEND_GAUGES, (act, inact, weight), strict=True):
-        parts.append(_head(name, help_text, "gauge"))
-        parts.append("".join(lines))
-    for (name, help_text), lines in zip(SERVICE_COUNTERS, svc, strict=True):
-        parts.append(_head(f"{name}_total", help_text, "counter"))
-        parts.append("".join(lines))
-    return "".join(parts)
+            backends.append((f'{head}remote_address="{ra}",remote_port="{rp}"}} ', (a, ia, w)))
+    for i, (name, help_text) in enumerate(BACKEND_GAUGES):
+        yield _head(name, help_text, "gauge")
+        for at in range(0, len(backends), CHUNK):
+            yield "".join([f"{name}{labels}{_num(values[i])}\n"
+                           for labels, values in backends[at:at + CHUNK]])
+    for i, (name, help_text) in enumerate(SERVICE_COUNTERS):
+        n = f"{name}_total"
+        yield _head(n, help_text, "counter")
+        for at in range(0, len(svc_rows), CHUNK):
+            yield "".join([f"{n}{labels}{_num(counts[i])}\n"
+                           for labels, counts in svc_rows[at:at + CHUNK]])
 
 
 class Exposition:
@@ -87,4 +99,10 @@ class Exposition:
         self.registry.register(PylvsCollector(sources))
 
     def render(self) -> bytes:
-        return render_ipvs(self.sources).encode() + generate_latest(self.registry)
+        return b"".join(self.chunks())
+
+    def chunks(self) -> Iterator[bytes]:
+        """The answer in pieces, for a writer that sends each as it comes."""
+        for piece in render_ipvs_chunks(self.sources):
+            yield piece.encode()
+        yield generate_latest(self.registry)

@@ -180,9 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             if path == "/metrics":
-                from pylvs.metrics.exposition import CONTENT_TYPE_LATEST
-
-                self._send(200, self.app.exposition().render(), CONTENT_TYPE_LATEST)
+                self._metrics()
             elif path == "/status.json":
                 self._json(200, build_document(self.app.sources))
             else:
@@ -192,6 +190,21 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     do_HEAD = do_GET
+
+    def _metrics(self) -> None:
+        """Written piece by piece as it is made (HTTP/1.0: the end of the body is the end of
+        the connection), so neither a 50 MB string nor a long GIL hold is ever needed."""
+        from pylvs.metrics.exposition import CONTENT_TYPE_LATEST
+
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command == "HEAD":
+            return
+        for piece in self.app.exposition().chunks():
+            self.wfile.write(piece)
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
