@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.l7.conftest import Client, free_port, get
 
 CONF = """
+pid {pid};
 events {{}}
 http {{
     server {{
@@ -31,7 +32,7 @@ def _start(conf: Path) -> subprocess.Popen[str]:
 def test_pylvs_http_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     conf = tmp_path / "nginx.conf"
-    conf.write_text(CONF.format(port=port))
+    conf.write_text(CONF.format(port=port, pid=tmp_path / "pylvs.pid"))
     proc = _start(conf)
     try:
         deadline = time.monotonic() + 30
@@ -60,7 +61,7 @@ def test_busy_port_is_refused_like_nginx(tmp_path: Path) -> None:
         holder.listen()
         port = holder.getsockname()[1]
         conf = tmp_path / "nginx.conf"
-        conf.write_text(CONF.format(port=port))
+        conf.write_text(CONF.format(port=port, pid=tmp_path / "pylvs.pid"))
         proc = _start(conf)
         try:
             _, err = proc.communicate(timeout=30)
@@ -76,7 +77,7 @@ def test_busy_port_is_refused_like_nginx(tmp_path: Path) -> None:
 def test_worker_processes_share_the_port_and_stop_together(tmp_path: Path) -> None:
     port = free_port()
     conf = tmp_path / "nginx.conf"
-    conf.write_text("worker_processes 2;\n" + CONF.format(port=port).replace(
+    conf.write_text("worker_processes 2;\n" + CONF.format(port=port, pid=tmp_path / "pylvs.pid").replace(
         '"hello from pylvs\\n"', '"pid $pid\\n"'))
     proc = _start(conf)
     try:

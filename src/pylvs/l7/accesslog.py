@@ -39,6 +39,17 @@ class LogFile:
         with contextlib.suppress(OSError, ValueError):
             self.f.flush()
 
+    def reopen(self) -> None:
+        """After a rotation (USR1): lines go to a new file at ``path``; the old one is closed."""
+        self.flush()
+        try:
+            new: IO[str] = open(self.path, "a", buffering=1 << 16, encoding="utf-8")  # noqa: SIM115
+        except OSError:
+            return  # keep writing to the old file rather than lose lines
+        old, self.f = self.f, new
+        with contextlib.suppress(OSError):
+            old.close()
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.f.close()
@@ -103,6 +114,14 @@ class AccessLogs:
         """Log a request that never got a location (bad or timed-out head): server level."""
         for al in server.fallback.access_log:
             self.file_for(al).write(log_line(al, req))
+
+    @property
+    def paths(self) -> list[str]:
+        return list(self._files)
+
+    def reopen(self) -> None:
+        for log in self._files.values():
+            log.reopen()
 
     def close(self) -> None:
         for log in self._files.values():

@@ -83,6 +83,28 @@ class L7Server(Worker):
                 out.append((str(name[0]), int(name[1])))
         return out
 
+    def stop_accepting(self) -> None:
+        """Close this worker's listening sockets (a master, or the next workers, keep theirs)."""
+        for s in self._servers:
+            s.close()
+
+    async def shutdown(self, poll: float = 0.05) -> None:
+        """nginx's graceful stop (QUIT, and old workers after a reload): accept no more, let
+        every request being answered finish, close connections idle between requests at
+        once and those that never sent a request after a second; then release the rest."""
+        self.stop_accepting()
+        started = self.loop.time()
+        while self.connections:
+            for c in list(self.connections):
+                if c.closed or c.active is not None or c.queue or c.current is not None \
+                        or c.fast:
+                    continue
+                idle_long = c.requests > 0 or self.loop.time() - started >= 1.0
+                if idle_long and c.transport is not None:
+                    c.transport.close()
+            await asyncio.sleep(poll)
+        await self.close()
+
     async def close(self) -> None:
         if self._tick_handle is not None:
             self._tick_handle.cancel()

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections import deque
 from typing import IO, Protocol
 
 from pylvs.l7.accesslog import AccessLogs
@@ -47,6 +48,9 @@ class Connection(RequestConn, Protocol):
     fast: bool  # a request is answered from callbacks, without the connection's task
     host_raw: bytes  # the last valid Host header and what routing made of it
     host_seen: tuple[str, Server]
+    queue: deque[Request]  # requests read and not yet answered
+    current: Request | None  # the request whose head is being read
+    requests: int  # requests answered so far
 
     @property
     def app(self) -> Worker: ...
@@ -93,7 +97,8 @@ class Worker:
     def error(self, level: str, message: str, conn: RequestConn | None = None,
               req: Request | None = None, upstream: str = "") -> None:
         """One error_log line in nginx's layout (connection serial, client, server, request)."""
-        parts = [f"{self.clock.errlog} [{level}] {os.getpid()}#0: "]
+        pid = os.getpid()
+        parts = [f"{self.clock.errlog} [{level}] {pid}#{pid}: "]
         if conn is not None:
             parts.append(f"*{conn.serial} ")
         parts.append(message)
@@ -116,6 +121,25 @@ class Worker:
         self.clock.tick()
         for pool in self.pools.values():
             pool.sweep()
+
+    def log_paths(self) -> list[str]:
+        """Every file this worker writes (error log, access logs): what USR1 reopens."""
+        paths = self.logs.paths
+        if self.config.error_log is not None:
+            paths.append(self.config.error_log)
+        return paths
+
+    def reopen_logs(self) -> None:
+        """USR1 (logrotate's postrotate): new lines go to new files at the same paths."""
+        self.logs.reopen()
+        if self._own_error_file and self.config.error_log is not None:
+            try:
+                new: IO[str] = open(self.config.error_log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            except OSError:
+                return
+            old, self.error_file = self.error_file, new
+            with contextlib.suppress(OSError):
+                old.close()
 
     def close_resources(self) -> None:
         for p in self.pools.values():
