@@ -30,6 +30,13 @@ forwarded with under 0.1% loss is found by bisection over a ladder of rates (``-
 ``--rates-py``): the issue's "no loss" figure. A rate the generator itself could not reach
 counts as not passed (and is reported as the generator's limit).
 
+Offloads: the lab leaves every host's veth offloads at the kernel's defaults (``--offloads-off``
+switches them off everywhere, the set-up of earlier figures). The generator's frames are raw
+AF_PACKET frames, whole and checksummed; with ``--partial`` they leave the generator as a
+sender with TX checksum offload sends them (``PACKET_VNET_HDR``, NEEDS_CSUM: only the
+pseudo-header sum in the UDP/TCP checksum field), so the director receives every frame
+checksum-not-ready and completes it: the cost of issue #16's fix.
+
 Bounded: each scenario runs ``--seconds`` (2) and stops itself; the lab is removed at the end,
 also on failure. Needs root. The machine is shared with other work: figures are noisy, the
 reference beside ours is the fair comparison.
@@ -52,14 +59,16 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from pylvs.dataplane.packet import codec  # noqa: E402
+from pylvs.dataplane.packet import codec, offload  # noqa: E402
 
 VIP = "192.168.168.100"
 CLIENT = "192.168.168.60"
 
 
 def _frames(dst_mac: bytes, src_mac: bytes, dst_ip: str, dport: int, n_flows: int,
-            syn: bool, payload: int) -> list[bytes]:
+            syn: bool, payload: int, partial: bool = False) -> list[bytes]:
+    """The generator's frames; ``partial``: each behind a virtio_net_hdr asking for its
+    checksum to be completed, the checksum field holding the pseudo-header sum only."""
     src, dst = socket.inet_aton(CLIENT), socket.inet_aton(dst_ip)
     out = []
     for i in range(n_flows):
@@ -68,13 +77,18 @@ def _frames(dst_mac: bytes, src_mac: bytes, dst_ip: str, dport: int, n_flows: in
             seg = bytearray(struct.pack("!HHIIBBHHH", sport, dport, i, 0, 5 << 4, codec.TCP_SYN,
                                         65535, 0, 0))
             struct.pack_into("!H", seg, 16, codec.l4_checksum(src, dst, 6, seg))
-            proto = 6
+            proto, coff = 6, 16
         else:
             seg = bytearray(struct.pack("!HHHH", sport, dport, 8 + payload, 0) + b"x" * payload)
             struct.pack_into("!H", seg, 6, codec.l4_checksum(src, dst, 17, seg) or 0xFFFF)
-            proto = 17
+            proto, coff = 17, 6
+        vnet = b""
+        if partial:
+            pseudo = src + dst + bytes((0, proto)) + len(seg).to_bytes(2, "big")
+            struct.pack_into("!H", seg, coff, codec.ones_sum(pseudo))
+            vnet = offload.VNET_HDR.pack(offload.VNET_NEEDS_CSUM, 0, 0, 0, 34, coff)
         ip = codec.ipv4_header(src, dst, proto, len(seg), ident=i & 0xFFFF)
-        out.append(codec.ethernet(dst_mac, src_mac, codec.ETH_P_IP) + ip + bytes(seg))
+        out.append(vnet + codec.ethernet(dst_mac, src_mac, codec.ETH_P_IP) + ip + bytes(seg))
     return out
 
 
@@ -82,9 +96,11 @@ def role_gen(args: argparse.Namespace) -> None:
     """In the client namespace: blast pre-built frames through the TX ring for a while."""
     from pylvs.dataplane.packet.ring import TP_STATUS_AVAILABLE, TP_STATUS_SEND_REQUEST, PacketRing
 
-    ring = PacketRing("eth0", block_nr=2, tx_frames=4096)
+    ring = PacketRing("eth0", block_nr=2, tx_frames=4096, vnet=args.partial)
+    if args.partial and not ring.vnet_len:
+        raise SystemExit("generator: --partial needs PACKET_VNET_HDR")
     frames = _frames(bytes.fromhex(args.dst_mac), bytes.fromhex(args.src_mac), args.dst_ip,
-                     args.dport, args.flows, args.syn, args.payload)
+                     args.dport, args.flows, args.syn, args.payload, args.partial)
     mm, base, fs, nr = ring.mm, ring.rx_size, ring.frame_size, ring.tx_nr
     u32 = struct.Struct("=I")
     sent = 0
@@ -193,7 +209,7 @@ def _rx_packets(lab: Any, host: str) -> int:
 
 
 def scenario(lab: Any, name: str, seconds: float, flows: int, payload: int,
-             rate: int = 0) -> dict[str, Any]:
+             rate: int = 0, partial: bool = False) -> dict[str, Any]:
     me = [sys.executable, os.path.abspath(__file__)]
     path = "python" if name.endswith("-py") else "c"
     name = name.removesuffix("-py")
@@ -219,7 +235,8 @@ def scenario(lab: Any, name: str, seconds: float, flows: int, payload: int,
         time.sleep(0.5)
     gen_argv = [*me, "--role", "gen", "--dst-mac", director_mac, "--src-mac", client_mac,
                 "--dst-ip", dst_ip, "--dport", "80" if name != "kernel" else "9",
-                "--payload", str(payload)] + (["--syn"] if syn else [])
+                "--payload", str(payload)] + (["--syn"] if syn else []) + (
+                    ["--partial"] if partial else [])
     if director is not None and not syn:
         # warm-up: neighbours resolved and the flows' entries made before anything is counted
         lab.run("client", [*gen_argv, "--flows", str(flows), "--seconds", "0.5", "--rate", "4000"],
@@ -262,7 +279,7 @@ def search_no_loss(lab: Any, name: str, ladder: list[int],
         mid = (lo + hi) // 2
         rate = ladder[mid]
         r = scenario(lab, name, 2.0, 64000 if name.startswith("dr-syn") else args.flows,
-                     args.payload, rate)
+                     args.payload, rate, args.partial)
         short = r["sent"] < 0.9 * rate * 2.0  # a busy machine: the generator fell behind
         print(f"  {name} at {rate:,}/s: sent {r['sent']:,} lost {r['loss']:.2%}"
               + (" (generator short)" if short else ""), file=sys.stderr, flush=True)
@@ -293,6 +310,10 @@ def main() -> int:
     p.add_argument("--dst-ip", default=VIP)
     p.add_argument("--dport", type=int, default=80)
     p.add_argument("--syn", action="store_true")
+    p.add_argument("--partial", action="store_true",
+                   help="frames leave the generator with partial checksums (TX offload)")
+    p.add_argument("--offloads-off", action="store_true",
+                   help="switch veth offloads off on every lab host (the old set-up)")
     p.add_argument("--json", action="store_true", help="print the results as JSON too")
     p.add_argument("--rate", type=int, default=0, help="generator: packets/s (0 = flat out)")
     p.add_argument("--no-loss", default="dr,nat,dr-syn,dr-py,nat-py",
@@ -326,8 +347,10 @@ def main() -> int:
     from rich.table import Table
 
     from pylvs.lab import Lab
+    from pylvs.lab.topology import HOSTS_BY_NAME
 
-    lab = Lab(f"b{os.getpid() % 100000}", servers=False)
+    lab = Lab(f"b{os.getpid() % 100000}", servers=False,
+              offloads_off=tuple(HOSTS_BY_NAME) if args.offloads_off else ())
     results = []
     no_loss: dict[str, tuple[int, str]] = {}
     load_before = os.getloadavg()
@@ -339,7 +362,8 @@ def main() -> int:
                             "net.bridge.bridge-nf-call-arptables=0"], check=True)
         for name in args.scenarios.split(","):
             flows = 64000 if name.startswith("dr-syn") else args.flows
-            results.append(scenario(lab, name, args.seconds, flows, args.payload))
+            results.append(scenario(lab, name, args.seconds, flows, args.payload,
+                                    partial=args.partial))
         for name in [n for n in args.no_loss.split(",") if n]:
             rates = (args.rates_syn if name.startswith("dr-syn") else
                      args.rates_py if name.endswith("-py") else args.rates_c)
@@ -349,7 +373,9 @@ def main() -> int:
         lab.down()
     load_after = os.getloadavg()
     t = Table(title=f"packet data plane, {args.seconds:g} s per scenario, 64-byte frames, "
-                    f"{args.flows} flows, bridge netfilter {args.bridge_nf} "
+                    f"{args.flows} flows, bridge netfilter {args.bridge_nf}, offloads "
+                    f"{'off' if args.offloads_off else 'at defaults'}, checksums "
+                    f"{'partial (TX offload)' if args.partial else 'whole'} "
                     f"(shared 2-core machine: noisy; load average "
                     f"{load_before[0]:.2f} before, {load_after[0]:.2f} after)")
     for col in ("scenario", "sent", "received", "packets/s", "loss", "director CPU",
