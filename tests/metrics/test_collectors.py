@@ -190,7 +190,7 @@ def test_health_dataplane_and_reload_series() -> None:
     packet = _Plane({"name": "packet", "forwarded": 1000, "rx_frames": 1200, "tx_frames": 990,
                      "tx_errors": 1, "rx_ring_drops": 2, "drops": {"fragment": 3, "no_route": 4}})
     src = Sources("keepalived", table=lambda: t, health=_health, dataplane=lambda: packet,
-                  reloads=lambda: ReloadCounts(3, 1, 1700000100.0))
+                  reloads=lambda: ReloadCounts(4, 1, 1700000100.0))
     fams = _parse(Exposition(src).render().decode())
     lab = {"remote_address": "10.0.1.1", "remote_port": "8080", "local_address": "10.0.0.1",
            "proto": "TCP", "virtual_server": "10.0.0.1 80"}
@@ -202,8 +202,8 @@ def test_health_dataplane_and_reload_series() -> None:
     assert _value(fams["pylvs_packet_drops"], reason="fragment") == 3
     assert _value(fams["pylvs_packet_drops"], reason="no_route") == 4
     assert _value(fams["pylvs_packet_forwarded"]) == 1000
-    assert _value(fams["pylvs_config_reloads"], result="success") == 3
-    assert _value(fams["pylvs_config_reloads"], result="failure") == 1
+    assert _value(fams["pylvs_config_reloads"]) == 4
+    assert _value(fams["pylvs_config_reload_failures"]) == 1
     assert _value(fams["pylvs_config_last_reload_success_timestamp_seconds"]) == 1700000100.0
     proxy = _Plane({"name": "proxy", "counters": {"tcp_relays": 2, "accepted": 9, "refused": 1,
                                                   "connect_failures": 5}})

@@ -274,11 +274,13 @@ class PylvsCollector(Collector):
         yield from self._dataplane()
         if self.sources.reloads is not None:
             r = self.sources.reloads()
-            fam = CounterMetricFamily("pylvs_config_reloads", "configuration reloads by result",
-                                      labels=["result"])
-            fam.add_metric(["success"], r.succeeded)
-            fam.add_metric(["failure"], r.failed)
-            yield fam
+            yield CounterMetricFamily("pylvs_config_reloads",
+                                      "configuration reloads completed (applied or rejected)",
+                                      value=r.completed)
+            if r.failed is not None:
+                yield CounterMetricFamily("pylvs_config_reload_failures",
+                                          "configuration reloads rejected (the running one stays)",
+                                          value=r.failed)
             if r.last_success is not None:
                 yield GaugeMetricFamily(
                     "pylvs_config_last_reload_success_timestamp_seconds",

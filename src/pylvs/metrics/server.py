@@ -157,6 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
     # set per server class
     app: ObservabilityServer
     paths: frozenset[str]
+    root_is_metrics: bool = False
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
@@ -179,7 +180,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"404 not found\n", "text/plain; charset=utf-8")
             return
         try:
-            if path == "/metrics":
+            if path == "/metrics" or (path == "/" and self.root_is_metrics):
                 self._metrics()
             elif path == "/status.json":
                 self._json(200, build_document(self.app.sources))
@@ -240,7 +241,11 @@ class ObservabilityServer:
     """The metrics and status listeners of one daemon, each in its own thread."""
 
     def __init__(self, sources: Sources, metrics: tuple[str, int] | None = None,
-                 status: tuple[str, int] | None = None, admin: Admin | None = None) -> None:
+                 status: tuple[str, int] | None = None, admin: Admin | None = None,
+                 metrics_at_root: bool = False) -> None:
+        """``metrics_at_root``: ``/`` answers the metrics too (what ``--metrics-port`` always
+        did, prometheus_client's own server answering every path), unless the status page
+        shares the address."""
         self.sources = sources
         self.admin = admin
         self._exposition: Any = None
@@ -248,12 +253,16 @@ class ObservabilityServer:
         self._threads: list[threading.Thread] = []
         wanted: dict[tuple[str, int], set[str]] = {}
         if metrics is not None:
-            wanted.setdefault(metrics, set()).add("/metrics")
+            wanted.setdefault(metrics, set()).update({"/metrics", "/"} if metrics_at_root
+                                                     else {"/metrics"})
         if status is not None:
             wanted.setdefault(status, set()).update({"/", "/status", "/status.json", "/admin"})
+        root_is_metrics = metrics_at_root and metrics != status
         try:
             for (host, port), paths in wanted.items():
-                handler = type("Handler", (_Handler,), {"app": self, "paths": frozenset(paths)})
+                handler = type("Handler", (_Handler,), {
+                    "app": self, "paths": frozenset(paths),
+                    "root_is_metrics": root_is_metrics and (host, port) == metrics})
                 cls = _V6Server if ":" in host else ThreadingHTTPServer
                 srv = cls((host, port), handler)
                 srv.daemon_threads = True
@@ -333,11 +342,12 @@ def read_secret(path: str) -> str:
     return secret
 
 
-def from_args(args: argparse.Namespace, sources: Sources,
+def from_args(args: object, sources: Sources,
               backend: Callable[[], IPVSBackend] | None = None,
               metrics_port: int | None = None) -> ObservabilityServer | None:
-    """The server the options ask for (not started), or None when they ask for none.
-    ``metrics_port`` is the older ``pylvs keepalived --metrics-port`` (127.0.0.1:PORT)."""
+    """The server the options ask for (not started), or None when they ask for none. ``args``
+    is an argparse namespace or a daemon's settings (read with getattr). ``metrics_port`` is
+    the older ``pylvs keepalived --metrics-port`` (127.0.0.1:PORT)."""
     metrics_text = getattr(args, "metrics_address", None)
     status_text = getattr(args, "status_address", None)
     secret_file = getattr(args, "status_admin_secret_file", None)
@@ -354,7 +364,8 @@ def from_args(args: argparse.Namespace, sources: Sources,
         admin = Admin(read_secret(secret_file), backend)
     if metrics is None and status is None:
         return None
-    return ObservabilityServer(sources, metrics, status, admin)
+    return ObservabilityServer(sources, metrics, status, admin,
+                               metrics_at_root=not metrics_text and bool(metrics_port))
 
 
 def observe_op(sources: Sources) -> Callable[[dict[str, Any]], Any]:

@@ -64,10 +64,11 @@ class RealServerHealth:
 
 @dataclass(frozen=True, slots=True)
 class ReloadCounts:
-    """Configuration reloads as the daemon counted them."""
+    """Configuration reloads as the daemon counted them. ``failed`` is None when the daemon
+    counts only completed reloads, good or rejected (then no outcome is shown, none invented)."""
 
-    succeeded: int = 0
-    failed: int = 0
+    completed: int = 0
+    failed: int | None = None
     last_success: float | None = None  # wall-clock seconds
 
 

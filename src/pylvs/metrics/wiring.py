@@ -34,7 +34,7 @@ class DirectorLike(Protocol):
     server: Any
 
 
-def _kernel_backend() -> Any:
+def kernel_backend() -> Any:
     """One netlink connection to the kernel's IPVS per thread (a socket is not shared between
     the event loop and the HTTP threads)."""
     local = threading.local()
@@ -53,7 +53,7 @@ def _kernel_backend() -> Any:
 def director_sources(daemon: DirectorLike, name: str = "pylvsd") -> Sources:
     """The table (the kernel's when the kernel forwards) and the data plane of a director."""
     if daemon.dataplane_name == "kernel":
-        return Sources(name, backend=_kernel_backend(), dataplane=lambda: daemon.dataplane)
+        return Sources(name, backend=kernel_backend(), dataplane=lambda: daemon.dataplane)
 
     def table() -> IPVSTable:
         return daemon.director.table
