@@ -40,7 +40,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="run as SCRIPT INSTANCE SPLIT_BRAIN|SPLIT_BRAIN_RESOLVED PEER REASON")
     p.add_argument("--no-split-brain-probe", action="store_true",
                    help="do not ARP for the VIP while MASTER (duplicate-answer detection)")
-    p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument("--metrics-port", type=int, default=None, help="same as --metrics-address PORT")
+    from pylvs.metrics.server import add_arguments as add_metrics_arguments
+
+    add_metrics_arguments(p)  # --metrics-address, --status-address (pylvs.metrics)
     p.add_argument("--control-socket", default=None, metavar="PATH",
                    help="serve the pylvs control API here (pylvsadm, checkers, vrrp_status); with "
                         "virtual servers the default is pylvs' usual control socket")
@@ -71,11 +74,20 @@ def run(args: argparse.Namespace) -> int:
     if args.arbitrator:
         arbitrator = ArbitratorSettings(args.arbitrator, args.arbitrator_interval, args.arbitrator_fall,
                                         args.arbitrator_rise)
-    daemon = KeepalivedDaemon(DaemonSettings(
+    settings = DaemonSettings(
         args.file, config_id=args.config_id, state_file=args.state_file, arbitrator=arbitrator,
         notify_split_brain=args.notify_split_brain, split_brain_probe=not args.no_split_brain_probe,
         metrics_port=args.metrics_port, control_socket=args.control_socket, dataplane=args.dataplane,
-    ))
+        metrics_address=args.metrics_address, status_address=args.status_address,
+        status_admin_secret_file=args.status_admin_secret_file,
+    )
+    from pylvs.metrics.server import MetricsError
+
+    try:
+        daemon = KeepalivedDaemon(settings)
+    except MetricsError as exc:  # a bad --metrics-address/--status-address, a busy port
+        print(f"pylvs keepalived: {exc}", file=sys.stderr)
+        return 1
     if args.pidfile:
         with open(args.pidfile, "w", encoding="ascii") as fh:
             fh.write(f"{os.getpid()}\n")

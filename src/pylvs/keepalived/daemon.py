@@ -54,6 +54,9 @@ class DaemonSettings:
     notify_split_brain: str | None = None
     split_brain_probe: bool = True
     metrics_port: int | None = None
+    metrics_address: str | None = None  # pylvs.metrics: --metrics-address HOST:PORT
+    status_address: str | None = None  # the status page
+    status_admin_secret_file: str | None = None  # its POST /admin secret
     control_socket: str | None = None
     dataplane: str = "proxy"
 
@@ -67,7 +70,7 @@ class KeepalivedDaemon:
         self.notifier = Notifier(settings.notify_split_brain)
         self.tracking = Tracking(on_change=self._retrack)
         self.arbitrator = Arbitrator(settings.arbitrator, self._retrack) if settings.arbitrator else None
-        self.metrics = Metrics(settings.metrics_port)
+        self.metrics = Metrics(settings, self)  # metrics, status page, observe
         self.watch = SplitBrainWatch(settings.split_brain_probe)
         self.instances: Instances | None = None
         self.done: asyncio.Event | None = None
@@ -153,6 +156,7 @@ class KeepalivedDaemon:
         if self.instances is not None:
             self.instances.close()
         self.notifier.close()
+        self.metrics.close()
         log.info("Stopped")
 
     def _reload(self) -> None:
@@ -192,7 +196,7 @@ class KeepalivedDaemon:
     # -- the virtual_server half (pylvs.keepalived.lvs_runtime) --------------------------------
 
     def _control_extra(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
-        return {"vrrp_status": lambda _args: self.status()}
+        return {"vrrp_status": lambda _args: self.status(), "observe": self.metrics.observe}
 
     async def _start_lvs(self, lvs: LVSConfig) -> bool:
         """Program and check the virtual servers, served on the control socket with VRRP's state."""

@@ -1,44 +1,163 @@
-"""Prometheus series of ``pylvs keepalived`` (``--metrics-port``): each instance's VRRP state and
-its split-brain evidence.
+"""``pylvs keepalived``'s metrics, status page and ``observe`` operation (``pylvs.metrics``).
 
-Why a module of its own: the series are the daemon's only dependency on prometheus_client, which
-is slow to import, so it is imported here and only when a port is given. Kept small on purpose:
-one shared metrics module for every daemon is planned to replace it.
+What this is for: handing the daemon's live parts to the shared metrics module: the VRRP
+instances (``status()``), the tracked scripts, the virtual servers' table (the Director's, or
+the kernel's with ``--dataplane kernel``), the checkers' state and the reload count. Every
+figure is read when a scrape, the page or ``pylvs top`` asks; nothing is counted here except
+how long each health probe took, which the checkers do not keep.
+
+``--metrics-port PORT`` (the older option) still serves ``pylvs_vrrp_state``,
+``pylvs_vrrp_split_brain`` and ``pylvs_vrrp_split_brain_events_total`` on 127.0.0.1:PORT, now
+beside keepalived-exporter's and node_exporter's series. ``prometheus_client`` is imported only
+when metrics are served.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
+import time
+from typing import Any, Protocol
+
+from pylvs.control.client import ControlClient, default_socket_path
+from pylvs.core.table import IPVSTable
+from pylvs.metrics.server import ObservabilityServer, from_args, observe_op
+from pylvs.metrics.sources import (
+    CheckerView,
+    Describable,
+    HealthMap,
+    RealServerHealth,
+    ReloadCounts,
+    Sources,
+)
+from pylvs.metrics.wiring import kernel_backend
 from pylvs.vrrp.router import State
 
 
+class _Settings(Protocol):
+    """The daemon's settings read here (``DaemonSettings``; the metrics and status addresses are
+    read with getattr by ``from_args``)."""
+
+    @property
+    def metrics_port(self) -> int | None: ...
+
+    @property
+    def control_socket(self) -> str | None: ...
+
+
+class _Daemon(Protocol):
+    """What is read from ``KeepalivedDaemon`` (a protocol: the daemon module imports this one)."""
+
+    lvs: Any  # LVSRuntime | None
+    tracking: Any  # Tracking: .scripts name -> state with .ok
+    reloads: int
+
+    def status(self) -> dict[str, object]: ...
+
+
 class Metrics:
-    """State and split-brain series on their own registry (served only when a port is given)."""
+    """The daemon's observability: the HTTP listeners the options ask for, and ``observe``."""
 
-    STATES = {State.INIT: 0, State.BACKUP: 1, State.MASTER: 2, State.FAULT: 3, State.STOP: 4}
+    def __init__(self, settings: _Settings, daemon: _Daemon) -> None:
+        self.daemon = daemon
+        self.durations: dict[int, tuple[Any, float]] = {}  # id(CheckerConfig) -> (it, seconds)
+        self._probe_lock = threading.Lock()
+        self._kernel = kernel_backend()
+        self.sources = Sources(
+            "keepalived", table=self._table, backend=self._backend, health=self._health,
+            vrrp=self._vrrp, scripts=self._scripts, dataplane=self._dataplane,
+            reloads=lambda: ReloadCounts(daemon.reloads))
+        self.observe = observe_op(self.sources)
+        socket = settings.control_socket or default_socket_path()
+        # raises MetricsError for a bad address or a port in use: the command line reports it
+        self.server: ObservabilityServer | None = from_args(
+            settings, self.sources, backend=lambda: ControlClient(socket),
+            metrics_port=settings.metrics_port)
+        if self.server is not None:
+            self.server.start()
 
-    def __init__(self, port: int | None) -> None:
-        self.enabled = bool(port)
-        if not port:
-            return  # prometheus_client is slow to import: only when metrics are served
-        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-
-        self.registry = CollectorRegistry()
-        self.g_state = Gauge("pylvs_vrrp_state", "VRRP state (0 init, 1 backup, 2 master, 3 fault, 4 stop)",
-                             ["instance"], registry=self.registry)
-        self.g_split = Gauge("pylvs_vrrp_split_brain", "1 while another master of our VRID is seen",
-                             ["instance"], registry=self.registry)
-        self.c_split = Counter("pylvs_vrrp_split_brain_events", "split brains detected",
-                               ["instance"], registry=self.registry)
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)
-
+    # The instances report state changes and split brains here; the series read the routers
+    # themselves at scrape time, so there is nothing to record.
     def state(self, name: str, state: State) -> None:
-        if not self.enabled:
-            return
-        self.g_state.labels(name).set(self.STATES[state])
+        pass
 
     def split_brain(self, name: str, active: bool) -> None:
-        if not self.enabled:
-            return
-        self.g_split.labels(name).set(1 if active else 0)
-        if active:
-            self.c_split.labels(name).inc()
+        pass
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+    # ---- sources -------------------------------------------------------------------------
+
+    def _table(self) -> IPVSTable | None:
+        lvs = self.daemon.lvs
+        if lvs is None or lvs.director is None:
+            return None
+        table: IPVSTable = lvs.director.director.table
+        return table
+
+    def _backend(self) -> Any:
+        lvs = self.daemon.lvs
+        return self._kernel() if lvs is not None and lvs.director is None else None
+
+    def _dataplane(self) -> Describable | None:
+        lvs = self.daemon.lvs
+        if lvs is None or lvs.director is None:
+            return None
+        plane: Describable | None = lvs.director.dataplane
+        return plane
+
+    def _vrrp(self) -> dict[str, Any]:
+        return dict(self.daemon.status())
+
+    def _scripts(self) -> dict[str, bool]:
+        return {name: st.ok for name, st in list(self.daemon.tracking.scripts.items())}
+
+    def _health(self) -> HealthMap:
+        lvs = self.daemon.lvs
+        if lvs is None:
+            return {}
+        manager = lvs.health
+        self._time_probes(manager)
+        wall_minus_clock = time.time() - manager.clock()
+        out: dict[Any, RealServerHealth] = {}
+        for st in list(manager.states):
+            for rs in list(st.servers):
+                checkers = tuple(
+                    CheckerView(
+                        c.config.kind, c.config.where, c.up, c.last_result,
+                        c.last_run + wall_minus_clock if c.last_run is not None else None,
+                        c.failures, c.successes, self._duration(c.config))
+                    for c in rs.checkers)
+                view = RealServerHealth(st.config.name, rs.alive, checkers)
+                for spec in st.config.services:
+                    out[(spec.key, rs.config.name)] = view
+        return out
+
+    def _duration(self, config: Any) -> float | None:
+        got = self.durations.get(id(config))
+        return got[1] if got is not None and got[0] is config else None
+
+    def _time_probes(self, manager: Any) -> None:
+        """Time each probe the checkers run (once per manager): the latency series."""
+        with self._probe_lock:
+            probe = manager.probe
+            if getattr(probe, "_pylvs_timed", False):
+                return
+            durations = self.durations
+
+            @functools.wraps(probe)
+            async def timed(config: Any) -> Any:
+                t0 = time.monotonic()
+                try:
+                    return await probe(config)
+                finally:
+                    if len(durations) > 100_000:  # configs replaced by reloads
+                        durations.clear()
+                    durations[id(config)] = (config, time.monotonic() - t0)
+
+            timed._pylvs_timed = True  # type: ignore[attr-defined]
+            manager.probe = timed
+
