@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -214,3 +215,167 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
         except OSError:
             time.sleep(0.05)
     raise AssertionError("nginx did not listen")
+
+
+# -- the edges of HTTP parsing, over raw sockets: bare LF, URI and Host rules, methods, Expect,
+# bodiless statuses, error_page on return, malformed requests -------------------------------------
+
+EDGE_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-edge.pid;
+error_log {tmp}/error-edge.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        root {tmp}/html;
+        location = /host {{ return 200 "host=$host uri=$uri ru=$request_uri args=$args\\n"; }}
+        location /dots/ {{ return 200 "dots uri=$uri\\n"; }}
+        location = /r204 {{ return 204; }}
+        location = /r304 {{ return 304; }}
+        location = /r302 {{ error_page 302 /b.txt; return 302 /elsewhere; }}
+        location = /r301 {{ return 301 /moved; }}
+        location = /r404 {{ error_page 404 =200 /b.txt; return 404; }}
+        location = /r500 {{ error_page 500 /b.txt; return 500; }}
+        location /lf/ {{ proxy_pass http://127.0.0.1:{lf}/; }}
+        location /echo/ {{ proxy_pass http://127.0.0.1:{app}/; }}
+    }}
+}}
+"""
+
+_H = b"Host: localhost\r\n"
+EDGE_REQUESTS: list[bytes] = [
+    # bare LF line ends, in the request line and in headers; an upstream answering with them
+    b"GET /host HTTP/1.1\nHost: localhost\n\n",
+    b"GET /host HTTP/1.1\r\nHost: localhost\n\r\n",
+    b"GET /lf/x HTTP/1.1\nHost: localhost\n\n",
+    # URI normalisation for matching, $request_uri raw, fragments, bad escapes
+    b"GET /dots/a/../b/./c//d HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /../x HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /dots/%zz HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /dots/%4 HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /dots/a%2Fb%2e%2e HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /host#frag HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /host?x=1#frag HTTP/1.1\r\n" + _H + b"\r\n",
+    # Host: from an absolute URI first, lower-cased, trailing dot removed, invalid ones refused
+    b"GET http://Abs.Example./host?q=1 HTTP/1.0\r\nHost: other\r\n\r\n",
+    b"GET /host HTTP/1.1\r\nHost: Example.COM.:81\r\n\r\n",
+    b"GET /host HTTP/1.1\r\nHost: \r\n\r\n",
+    b"GET /host HTTP/1.1\r\nHost: a..b\r\n\r\n",
+    b"GET /host HTTP/1.0\r\nHost: \r\n\r\n",
+    b"GET /host HTTP/1.1\r\nHost: localhost\r\nHost: other\r\n\r\n",
+    # methods, Expect, statuses without a body, error_page on return's codes
+    b"TRACE /host HTTP/1.1\r\n" + _H + b"\r\n",
+    b"POST /host HTTP/1.1\r\n" + _H + b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    b"GET /r204 HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /r304 HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /r302 HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /r301 HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /r404 HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /r500 HTTP/1.1\r\n" + _H + b"\r\n",
+    b"HEAD /r500 HTTP/1.1\r\n" + _H + b"\r\n",
+    # malformed requests
+    b"G@T /host HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /host HTTP/2.0\r\n" + _H + b"\r\n",
+    b"GET /host HTTP/1.2\r\n" + _H + b"\r\n",
+    b"GET /host XTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /host HTTP/1.1\r\nBad Header: x\r\n" + _H + b"\r\n",
+    b"GET /host HTTP/1.1\r\n" + _H + b"X: " + b"a" * 9000 + b"\r\n\r\n",
+    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /host HTTP/1.1\r\n" + _H + b"Content-Length: abc\r\n\r\n",
+    b"GET /host HTTP/1.1\r\n" + _H + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"0\r\n\r\n",
+    b"GET /host HTTP/1.1\r\n" + _H + b"Transfer-Encoding: gzip\r\n\r\n",
+]
+
+
+def _raw_answer(port: int, data: bytes) -> tuple[list[str], bytes, bool]:
+    """What one connection answers to ``data``: its head lines (Date and Server dropped, the rest
+    sorted: their order differs), its bodies with the signature masked, and whether it closed."""
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", port), 5)
+    s.sendall(data)
+    s.settimeout(0.5)
+    raw, closed = b"", False
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            got = s.recv(65536)
+        except TimeoutError:
+            break
+        except ConnectionResetError:
+            closed = True
+            break
+        if not got:
+            closed = True
+            break
+        raw += got
+    s.close()
+    heads: list[str] = []
+    bodies = b""
+    while raw:
+        head, sep, rest = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        length = 0
+        kept = [lines[0]]
+        for line in lines[1:]:
+            name = line.partition(":")[0].lower()
+            if name == "content-length":
+                length = int(line.partition(":")[2])
+            if name in ("date", "server"):
+                continue
+            if name == "content-length" and b"<hr><center>" in rest[:length]:
+                continue  # our error pages are signed "pylvs", theirs "nginx/1.22.1"
+            kept.append(line.replace(str(port), "PORT"))
+        heads += [kept[0], *sorted(kept[1:])]
+        if not sep:
+            break
+        body_len = 0 if lines[0].split(" ")[1] in ("100", "204", "304") or data.startswith(
+            b"HEAD") else length
+        bodies += re.sub(rb"<hr><center>[^<]*</center>", b"<hr><center>SIG</center>",
+                         rest[:body_len])
+        raw = rest[body_len:]
+    return heads, bodies, closed
+
+
+async def _bare_lf_upstream(reader: Any, writer: Any) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\nContent-Type: text/plain\nContent-Length: 8\n\nbare lf\n")
+    await writer.drain()
+    writer.close()
+
+
+def test_http_edges_answered_as_nginx(prepared: tuple[Stack, str, dict[str, int]],
+                                      nginx_bin: str) -> None:
+    stack, _, ports = prepared
+    (stack.tmp / "html" / "b.txt").write_text("b file\n")
+    fmt = {"lf": stack.upstream(_bare_lf_upstream), "app": ports["app1"]}
+    ours_port = stack.proxy(EDGE_CONF, **fmt)
+    ours = [_raw_answer(ours_port, r) for r in EDGE_REQUESTS]
+    port = free_port()
+    path = stack.tmp / "nginx-edge.conf"
+    path.write_text(EDGE_CONF.format(tmp=stack.tmp, port=port, **fmt))
+    proc = subprocess.Popen([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_port(port, proc)
+        theirs = [_raw_answer(port, r) for r in EDGE_REQUESTS]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    wrong = [(req[:80], a, b) for req, a, b in zip(EDGE_REQUESTS, ours, theirs, strict=True)
+             if a != b]
+    assert not wrong, "\n".join(f"{r!r}\n  pylvs: {a}\n  nginx: {b}" for r, a, b in wrong)

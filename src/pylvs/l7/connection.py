@@ -37,7 +37,6 @@ from pylvs.l7.proxying import try_fast_proxy
 from pylvs.l7.request import BODY_HIGH_WATER, BodyReader, Refused, Request, TooLarge
 from pylvs.l7.routing import handle, route
 from pylvs.l7.static import try_static
-from pylvs.l7.status import reason
 from pylvs.l7.worker import Sink, Worker
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -73,7 +72,9 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         # as nginx: header lines may end in a bare LF (the request line: see _crlf)
-        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+        # and, as nginx, any HTTP/1.x version is read as 1.1 (HTTP/2.0 and up: 505)
+        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True,
+                                             lenient_version=True)
         self._tail_cr = False  # the last head bytes read ended in CR
         self.remote_addr = "-"
         self.remote_addr_b = b"-"
@@ -90,7 +91,7 @@ class ClientConnection(asyncio.Protocol):
         self._head_size = 0
         self._head_started = 0.0
         self._in_head = False
-        self._bad: tuple[int, str] | None = None
+        self._bad: tuple[int, str | None] | None = None
         self._bad_message = ""
         self._req_waiter: asyncio.Future[None] | None = None
         self.write_paused = False
@@ -104,7 +105,9 @@ class ClientConnection(asyncio.Protocol):
         self.sink: Sink | None = None
         self.fast = False  # a fast-path exchange is in progress
         self._eof = False  # the client has half-closed: answer what is queued, then close
-        self.host_raw = b""  # the last valid Host header and what routing made of it
+        # the last valid Host header and what routing made of it; NUL: none yet (httptools
+        # refuses NUL in a header, so no request's Host equals it)
+        self.host_raw = b"\x00"
         srv = group.servers[0]
         self.host_seen: tuple[str, Server] = ("", srv)
         self._head_limit = srv.large_header_buffers[0] * srv.large_header_buffers[1]
@@ -222,6 +225,8 @@ class ClientConnection(asyncio.Protocol):
             hmap[lname] = value
         else:
             hmap[lname] = old + (b"; " if lname == b"cookie" else b", ") + value
+            if lname == b"host" or lname == b"content-length":
+                req.routed = 400  # nginx: "client sent duplicate header line"
 
     def on_headers_complete(self) -> None:
         req = self.current
@@ -243,7 +248,13 @@ class ClientConnection(asyncio.Protocol):
         req.method = _METHODS.get(method) or method.decode("ascii", "replace")
         version = p.get_http_version()
         if version != "1.1":
-            req.version = version
+            if version[0] != "1" and version != "0.9":
+                self._reject(505, "client sent unsupported HTTP version")
+                raise Refused
+            if version != "1.0" and version != "0.9":
+                version = "1.1"
+            if version != "1.1":
+                req.version = version
         if not p.should_keep_alive():
             req.keep_alive = False
         req.raw_target = url
@@ -254,10 +265,10 @@ class ClientConnection(asyncio.Protocol):
         else:
             cl = hmap.get(b"content-length")
             if cl is not None:
-                try:
-                    req.content_length = int(cl)
-                except ValueError:
-                    req.content_length = 0
+                if not cl.isdigit():  # httptools refuses most; "+5", " 5" and the like too
+                    self._reject(400, "client sent invalid \"Content-Length\" header")
+                    raise Refused
+                req.content_length = int(cl)
         if req.chunked or (req.content_length or 0) > 0:
             req.body = BodyReader(self, req)
             exp = hmap.get(b"expect")
@@ -367,7 +378,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _reject(self, code: int, message: str, text: str | None = None) -> None:
         """Malformed input: answer after the requests before it, then close."""
-        self._bad = (code, text or reason(code))
+        self._bad = (code, text)
         self._bad_message = message
         if self.transport is not None:
             self.transport.pause_reading()
@@ -437,10 +448,12 @@ class ClientConnection(asyncio.Protocol):
         return self.queue[0]
 
     async def _serve(self) -> None:
+        drained = False  # every request before a malformed one was answered
         try:
             while True:
                 req = await self._next_request()
                 if req is None:
+                    drained = True
                     break
                 self.active = req
                 try:
@@ -454,7 +467,7 @@ class ClientConnection(asyncio.Protocol):
                     break
                 if req.body is not None and not req.body.done:
                     break
-            if self._bad is not None and not self.closed:
+            if self._bad is not None and drained and not self.closed:
                 code, text = self._bad
                 bad = Request(self)
                 bad.keep_alive = False
@@ -488,7 +501,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _try_fast(self, req: Request) -> bool:
         """Answer ``req`` from this callback if it is one of the fast paths' requests."""
-        code = route(self, req)
+        code = route(self, req) if req.routed < 0 else req.routed
         req.routed = code
         loc = req.location
         if code or loc is None or loc.ret is not None or loc.rewrites or req.redirect:

@@ -15,6 +15,7 @@ Not for: what the location then does (``routing``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from urllib.parse import unquote_to_bytes
 
@@ -25,12 +26,36 @@ class BadURI(ValueError):
     """The request target cannot be mapped to a path (400 in nginx)."""
 
 
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# What nginx refuses in a Host (ngx_http_validate_host): control bytes and space, DEL, "/", and
+# an empty label ("a..b").
+_BAD_HOST = re.compile(r"[\x00-\x20\x7f/]|\.\.")
+
+
+def host_of(value: str) -> str | None:
+    """The host of a Host header or an absolute URI's authority as nginx keeps it: lower-cased,
+    without the port and one trailing dot; None where nginx answers 400."""
+    h = value.lower()
+    if h.startswith("["):
+        end = h.find("]")
+        host = h[:end + 1] if end > 0 else h
+    else:
+        host = h.partition(":")[0]
+    if _BAD_HOST.search(host):
+        return None
+    if host.endswith("."):
+        host = host[:-1]
+    return host or None
+
+
 def normalize(path: str) -> str:
     """Decode and canonicalise a request path; refuses paths climbing above the root."""
     if not path.startswith("/"):
         raise BadURI("request target is not an absolute path")
     if "%" not in path and "/." not in path and "//" not in path:
         return path  # already canonical: the common case, kept cheap
+    if "%" in path and _BAD_ESCAPE.search(path):
+        raise BadURI("bad percent escape in request path")
     try:
         decoded = unquote_to_bytes(path).decode("utf-8")
     except UnicodeDecodeError:

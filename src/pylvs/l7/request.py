@@ -198,6 +198,7 @@ class Request:
     error_redirected = False  # an error_page redirect happened (one per request, as in nginx)
     error_status = 0  # the status an error page's file is sent with (0: its own)
     redirect: tuple[int, str] | None = None  # a rewrite's redirect: (status, location)
+    error_location = b""  # "Location:" line of a return's redirect, kept by its error page
 
     def __init__(self, conn: RequestConn) -> None:
         self.conn = conn

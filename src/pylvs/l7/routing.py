@@ -14,26 +14,50 @@ serving a file (``static``) or proxying (``proxying``).
 from __future__ import annotations
 
 import os
-import re
 
 from pylvs.l7 import proxying, rewrite
 from pylvs.l7.config import Location, Server
-from pylvs.l7.location import BadURI, normalize
-from pylvs.l7.reply import respond
+from pylvs.l7.location import BadURI, host_of, normalize
+from pylvs.l7.reply import respond, response_head
 from pylvs.l7.request import Request
 from pylvs.l7.static import file_path, serve_file
-from pylvs.l7.status import REDIRECTS, error_page
+from pylvs.l7.status import REDIRECTS, content_type_line, error_page
 from pylvs.l7.variables import expand
 from pylvs.l7.worker import Connection
 
-_BAD_HOST = re.compile(r"[/\\\s]")
 MAX_REDIRECTS = 10  # nginx's limit on internal redirects (rewrite cycles, try_files, index)
+
+
+def _absolute_form(req: Request) -> str | None:
+    """``http://host[:port]/path``: the target becomes its path (what $request_uri and the
+    upstream see, as in nginx) and the host is returned; None if it is not a valid one."""
+    target = req.target
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return None
+    authority, slash, path = rest.partition("/")
+    host = host_of(authority)
+    if host is None:
+        return None
+    req.target = slash + path if slash else "/"
+    req.raw_target = req.target.encode("latin-1")
+    return host
 
 
 def route(conn: Connection, req: Request) -> int:
     """Choose the server and location (no I/O); 0, or the error status to answer."""
     host_raw = req.hmap.get(b"host")
-    if host_raw is not None and host_raw == conn.host_raw:
+    if req.target[:1] != "/":  # nginx takes the host of an absolute URI before Host
+        server = conn.group.servers[0]
+        req.server, req.location = server, server.fallback
+        if req.method == "CONNECT":
+            return 400
+        uri_host = _absolute_form(req)
+        if uri_host is None:
+            return 400
+        host = uri_host
+        server = conn.group.select(host)
+    elif host_raw is not None and host_raw == conn.host_raw:
         host, server = conn.host_seen  # a keep-alive client repeats its Host
     else:
         server = conn.group.servers[0]
@@ -44,27 +68,27 @@ def route(conn: Connection, req: Request) -> int:
                 return 400
             host = ""
         else:
-            host = host_raw.decode("latin-1").lower()
-            host = host[:host.find("]") + 1] if host.startswith("[") else host.partition(":")[0]
-            if not host or _BAD_HOST.search(host):
+            valid = host_of(host_raw.decode("latin-1"))
+            if valid is None:
                 return 400
+            host = valid
         server = conn.group.select(host)
         if host_raw is not None:
             conn.host_raw = host_raw
             conn.host_seen = (host, server)
     req.server = server
     req.host = host or server.server_names[0]
-    path, _, args = req.target.partition("?")
+    target = req.target
+    if "#" in target:  # a fragment is no part of the URI (it stays in $request_uri)
+        target = target[:target.find("#")]
+    path, _, args = target.partition("?")
     if args:
         req.args = args
     req.location = server.fallback
-    if not path.startswith("/"):
-        if path.startswith(("http://", "https://")):
-            path = "/" + path.split("/", 3)[3] if path.count("/") >= 3 else "/"
-        else:
-            return 400
-    if req.method == "CONNECT":
-        return 400
+    if req.method == "TRACE":
+        req.keep_alive = False
+        conn.app.error("info", "client sent TRACE method", conn, req)
+        return 405
     try:
         req.uri = normalize(path)
     except BadURI:
@@ -95,6 +119,8 @@ async def handle(conn: Connection, req: Request) -> bool:
         await conn.respond_error(req, code)
         return False
     assert req.location is not None and req.server is not None
+    if req.expect_continue:
+        conn.maybe_continue(req)  # nginx answers Expect before reading or discarding the body
     if req.redirect is not None:
         rewrite_redirect(conn, req, req.location)
     else:
@@ -193,13 +219,19 @@ async def try_files(conn: Connection, req: Request, loc: Location, server: Serve
     await redirect_internally(conn, req, server, path, depth)
 
 
+def absolute(conn: Connection, req: Request, target: str) -> str:
+    """A redirect's target as nginx sends it (absolute_redirect on): this server's scheme,
+    host and port before a path."""
+    port = "" if conn.local_port == 80 else f":{conn.local_port}"
+    return f"http://{req.host}{port}{target}"
+
+
 def rewrite_redirect(conn: Connection, req: Request, loc: Location) -> None:
     """A rewrite's redirect; a relative target is made absolute, as nginx does."""
     assert req.redirect is not None
     status, target = req.redirect
     if not target.startswith(("http://", "https://")):
-        port = "" if conn.local_port == 80 else f":{conn.local_port}"
-        target = f"http://{req.host}{port}{target}"
+        target = absolute(conn, req, target)
     respond(req, status, error_page(status, loc.server_tokens),
             [b"Location: " + target.encode("latin-1") + b"\r\n"])
 
@@ -217,8 +249,17 @@ async def return_(conn: Connection, req: Request, loc: Location) -> None:
     text = expand(loc.ret.text, req.variable) if loc.ret.text is not None else None
     if code in REDIRECTS:
         location = text or ""
-        respond(req, code, error_page(code, loc.server_tokens),
-                [b"Location: " + location.encode("latin-1") + b"\r\n"])
+        if location.startswith("/"):
+            location = absolute(conn, req, location)
+        # the page may be an error_page's, which keeps the Location
+        req.error_location = b"Location: " + location.encode("latin-1") + b"\r\n"
+        await conn.respond_error(req, code)
+    elif (code == 204 or code == 304) and text is None:
+        # no body; nginx sends 304 with the default type and a zero length, 204 bare
+        hdrs = [content_type_line(loc.default_type)] if code == 304 else []
+        head = response_head(req, code, hdrs, length=0 if code == 304 else None)
+        conn.write(head)
+        req.bytes_sent += len(head)
     elif text is not None:
         respond(req, code, text.encode(), content_type=loc.default_type.encode())
     else:

@@ -127,10 +127,14 @@ async def send_file(conn: Connection, req: Request, loc: Location, fd: int,
         return
     ext = req.uri.rpartition("/")[2].rpartition(".")
     ctype = loc.types.get(ext[2].lower(), loc.default_type) if ext[1] else loc.default_type
+    status, start, end = req.error_status or 200, 0, size
     hdrs = [b"Content-Type: " + ctype.encode() + b"\r\n",
             b"Last-Modified: " + last_mod + b"\r\n",
             b"ETag: " + etag + b"\r\n"]
-    status, start, end = req.error_status or 200, 0, size
+    if status != 200:  # an error page's file: nginx drops Last-Modified, keeps a Location
+        del hdrs[1]
+        if req.error_location:
+            hdrs.append(req.error_location)
     rng = req.hmap.get(b"range")
     if rng is not None and req.method == "GET" and not req.error_status:
         parsed = single_range(rng, size)

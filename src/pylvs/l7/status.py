@@ -85,12 +85,16 @@ STATUS_200 = status_line(200)
 _PAGE_TITLES = {302: "Found"}
 
 
-def error_page(code: int, tokens: bool, text: str | None = None) -> bytes:
-    """nginx's built-in HTML page for an error or redirect status, signed as pylvs."""
-    title = f"{code} {text or _PAGE_TITLES.get(code) or reason(code)}"
+def error_page(code: int, tokens: bool, detail: str | None = None) -> bytes:
+    """nginx's built-in HTML page for an error or redirect status, signed as pylvs. ``detail``:
+    nginx's pages for its internal 4xx codes answered as 400 (494 "Request Header Or Cookie
+    Too Large"), titled by the detail, headed by the status, the detail on a line below."""
+    heading = f"{code} {_PAGE_TITLES.get(code) or reason(code)}"
+    title = f"{code} {detail}" if detail else heading
+    extra = f"<center>{detail}</center>\r\n" if detail else ""
     sig = f"pylvs/{_pkg_version}" if tokens else "pylvs"
     return (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
-            f"<center><h1>{title}</h1></center>\r\n<hr><center>{sig}</center>\r\n"
+            f"<center><h1>{heading}</h1></center>\r\n{extra}<hr><center>{sig}</center>\r\n"
             "</body>\r\n</html>\r\n").encode()
 
 
