@@ -56,6 +56,10 @@ bench-proxy: $(STAMP) sysdeps-bench
 bench-packet: $(STAMP) sysdeps-bench
 	$(PY) bench/bench_packet.py
 
+.PHONY: bench-synflood
+bench-synflood: $(STAMP) sysdeps-bench
+	$(PY) bench/bench_synflood.py --defence both
+
 .PHONY: bench-l7
 bench-l7: $(STAMP) sysdeps-bench
 	$(PY) bench/bench_l7.py --duration 6 --rounds 3 --mixed 60 --update BENCHMARKS.md

@@ -152,6 +152,13 @@ def _get_sysctl(b: IPVSBackend, a: dict[str, Any]) -> Any:
     return get()
 
 
+def _get_defense(b: IPVSBackend, a: dict[str, Any]) -> Any:
+    get = getattr(b, "get_defense", None)
+    if get is None:
+        raise IPVSError(95, "this table has no flood defences")
+    return get()
+
+
 def _set_sysctl(b: IPVSBackend, a: dict[str, Any]) -> Any:
     put = getattr(b, "set_sysctl", None)
     if put is None:
@@ -179,6 +186,7 @@ OPERATIONS: dict[str, Callable[[IPVSBackend, dict[str, Any]], Any]] = {
     "stop_daemon": _stop_daemon,
     "get_sysctl": _get_sysctl,
     "set_sysctl": _set_sysctl,
+    "get_defense": _get_defense,
 }
 
 # Checks run before a daemon's own handler of the same operation (``extra``).
@@ -190,7 +198,7 @@ PRECHECKS: dict[str, Callable[[dict[str, Any]], Any]] = {
 # Operations that only read: the daemon may answer them without a write lock or a save.
 READ_ONLY = frozenset({
     "get_info", "get_services", "get_service", "get_timeouts", "get_connections", "get_daemons",
-    "get_sysctl",
+    "get_sysctl", "get_defense",
 })
 
 

@@ -69,6 +69,7 @@ class Defense:
         self.half_open = HalfOpen()
         # run after a sysctl write (the Director updates the level and its tables)
         self.on_change: Callable[[], None] = lambda: None
+        self.refused: Callable[[], int] = lambda: 0  # the Director's refused_full
         self.drop_entry = 1
         self.drop_packet = 0
         self.secure_tcp = 1
@@ -206,6 +207,7 @@ class Defense:
             "secure": int(self.secure),
             "dropentry": int(self.dropentry),
             "half_open_queue": len(self.half_open),
+            "refused_full": self.refused(),
         }
 
     @staticmethod

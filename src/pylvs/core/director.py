@@ -150,6 +150,7 @@ class Director:
         self.table.connection_provider = self.connection_entries
         self.table.sysctl_provider = self.defense
         self.defense.on_change = lambda: self._defense_changed(self.conns.count)
+        self.defense.refused = lambda: self.refused_full
         self._timeouts_src: Timeouts | None = None
         self._tcp_timeouts: tuple[int, ...] = ()
         self._udp_timeout = 300

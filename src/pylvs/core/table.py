@@ -55,6 +55,8 @@ class SysctlProvider(TypingProtocol):
 
     def set_sysctl(self, values: dict[str, object]) -> None: ...
 
+    def counters(self) -> dict[str, int]: ...
+
 
 class TableListener:
     """Receives table changes, for data planes that mirror the table (sockets to open, kernel
@@ -155,6 +157,12 @@ class IPVSTable:
         if self.sysctl_provider is None:
             raise IPVSError(errno.EOPNOTSUPP, "this table has no connection table to defend")
         self.sysctl_provider.set_sysctl(values)
+
+    def get_defense(self) -> dict[str, int]:
+        """The defences' counters: entries dropped and evicted, packets dropped, the state."""
+        if self.sysctl_provider is None:
+            raise IPVSError(errno.EOPNOTSUPP, "this table has no connection table to defend")
+        return self.sysctl_provider.counters()
 
     # ---- IPVSBackend: services -------------------------------------------------------------
 
