@@ -379,3 +379,82 @@ def test_http_edges_answered_as_nginx(prepared: tuple[Stack, str, dict[str, int]
     wrong = [(req[:80], a, b) for req, a, b in zip(EDGE_REQUESTS, ours, theirs, strict=True)
              if a != b]
     assert not wrong, "\n".join(f"{r!r}\n  pylvs: {a}\n  nginx: {b}" for r, a, b in wrong)
+
+
+# -- `-t` on files nginx refuses: the same [emerg] words and FILE:LINE, never a traceback ------
+
+_SERVER = "events {{}}\nhttp {{\n{http}\n server {{\n  listen 127.0.0.1:8080;\n{server}\n }}\n}}\n"
+_LONG = "a" * 300
+REFUSED_FILES = {
+    "server_name_dot": _SERVER.format(http="", server="  server_name .;"),
+    "server_name_star": _SERVER.format(http="", server="  server_name *.;"),
+    "listen_a..b": _SERVER.format(http="", server="  listen a..b:8081;"),
+    "listen_long": _SERVER.format(http="", server=f"  listen {_LONG}:8081;"),
+    "upstream_a..b": _SERVER.format(http=" upstream u { server a..b:80; }", server=""),
+    "upstream_long": _SERVER.format(http=f" upstream u {{ server {_LONG}:80; }}", server=""),
+    "proxy_pass_a..b": _SERVER.format(http="", server="  location / { proxy_pass http://a..b; }"),
+    "deep_unknown": "events {}\n" + "a {\n" * 3000 + "}\n" * 3000,
+    "keepalive_huge": _SERVER.format(
+        http=" upstream u { server 127.0.0.1:80; keepalive 999999999999999999999999; }",
+        server=""),
+    "size_huge": _SERVER.format(http="", server="  client_max_body_size 99999999999999999999g;"),
+    "buffers_zero": _SERVER.format(http="", server="  large_client_header_buffers 0 0;"),
+    "time_huge": _SERVER.format(http="", server="  keepalive_timeout 99999999999999999999d;"),
+    "weight_huge": _SERVER.format(
+        http=" upstream u { server 127.0.0.1:80 weight=99999999999999999999; }", server=""),
+    "tries_word": _SERVER.format(http="", server="  proxy_next_upstream_tries x;"),
+    "requests_huge": _SERVER.format(http="", server="  keepalive_requests 99999999999999999999;"),
+    "workers_huge": "worker_processes 99999999999999999999999;\nevents {}\nhttp {}\n",
+}
+
+
+def _emerg(stderr: str) -> str:
+    """The [emerg] message of a -t run, without the prefix, time and pid nginx put before it."""
+    line = next(x for x in stderr.splitlines() if "[emerg]" in x)
+    return re.sub(r"^.*\[emerg\] (\d+#\d+: )?", "", line)
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_FILES))
+def test_t_refuses_as_nginx(tmp_path: Any, nginx_bin: str, name: str) -> None:
+    import sys
+
+    path = tmp_path / "nginx.conf"
+    path.write_text(REFUSED_FILES[name])
+    theirs = subprocess.run([nginx_bin, "-t", "-p", str(tmp_path), "-c", str(path), "-g",
+                             f"pid {tmp_path}/n.pid; error_log {tmp_path}/e.log;"],
+                            capture_output=True, text=True, timeout=60)
+    ours = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert theirs.returncode == 1 and ours.returncode == 1, (theirs.stderr, ours.stderr)
+    assert "Traceback" not in ours.stderr
+    assert _emerg(ours.stderr) == _emerg(theirs.stderr)
+
+
+def test_t_bounds_includes_and_nesting_without_traceback(tmp_path: Any) -> None:
+    """Files real nginx 1.22 cannot check (an include loop crashes it) are refused with a
+    FILE:LINE line; thousands of nested blocks are read without exhausting the stack."""
+    import sys
+
+    def t(text: str, **files: str) -> str:
+        for fname, body in files.items():
+            (tmp_path / fname).write_text(body)
+        path = tmp_path / "nginx.conf"
+        path.write_text(text)
+        r = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(path)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        return _emerg(r.stderr)
+
+    conf = str(tmp_path / "nginx.conf")
+    assert t("include nginx.conf;\nevents {}\nhttp {}\n") == \
+        f'include loop: "{conf}" is already being read in {conf}:1'
+    loop = str(tmp_path / "b.conf")
+    assert t("events {}\nhttp {\n include a.conf;\n}\n", **{"a.conf": "include b.conf;\n",
+                                                           "b.conf": "\ninclude a.conf;\n"}) == \
+        f'include loop: "{tmp_path / "a.conf"}" is already being read in {loop}:2'
+    chain = {f"c{i}.conf": f"include c{i + 1}.conf;\n" for i in range(40)}
+    assert t("events {}\nhttp {\n include c0.conf;\n}\n", **chain).startswith(
+        '"include" nested deeper than 32 files in ')
+    deep = ("events {}\nhttp {\n server {\n  listen 127.0.0.1:8080;\n" + "location /a {\n" * 3000
+            + "}\n" * 3000 + " }\n}\n")
+    assert t(deep) == f'"location" directive is not allowed here in {conf}:6'

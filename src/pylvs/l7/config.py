@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import ipaddress
 import os
 import re
 import socket
@@ -25,6 +26,7 @@ from pylvs.l7.directives import (
     DIRECTIVES,
     EVENTS,
     HTTP,
+    INT_MAX,
     LOCATION,
     MAIN,
     SERVER,
@@ -66,6 +68,20 @@ COMBINED = (
 )
 
 
+# Files an include may nest through (nginx has no bound and crashes on an include loop).
+MAX_INCLUDE_DEPTH = 32
+
+
+def _server_name(name: str, d: Directive) -> str:
+    """A server_name as nginx checks it: "*" only as a leading "*." label, "." not alone, a
+    "~" name a valid regex."""
+    if (name.startswith("*") and (len(name) < 3 or name[1] != ".")) or name == ".":
+        raise ConfigError(f'server name "{name}" is invalid', d.file, d.line)
+    if name.startswith("~"):
+        pcre(name[1:], d)
+    return name.lower()
+
+
 def _rewrites(block: list[Directive]) -> tuple[Rewrite, ...]:
     """The rewrite directives of one level, in order (not inherited)."""
     return tuple(rewrite_of(d) for d in block if d.name == "rewrite")
@@ -90,7 +106,7 @@ def _host_port(text: str, d: Directive, what: str, default_port: int | None) -> 
 def _resolve(host: str, port: int, d: Directive, what: str, text: str) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
+    except (OSError, UnicodeError, ValueError):  # a name idna cannot encode ("a..b") too
         raise ConfigError(f'host not found in {what} "{text}"', d.file, d.line) from None
     seen: list[str] = []
     for info in infos:
@@ -106,6 +122,7 @@ class _Builder:
 
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
+        self._reading = [self.path]  # the files being read, outermost first (include loops)
         self.prefix = os.path.dirname(self.path)
         self.upstreams: dict[str, UpstreamConfig] = {}
         self.upstream_lines: dict[str, tuple[str, int]] = {}
@@ -137,7 +154,7 @@ class _Builder:
                 if d.block is not None:
                     raise ConfigError('unexpected "{"', d.file, d.line)
                 if d.name == "include":
-                    out.extend(self.expand(self._include(d), context))
+                    out.extend(self._include(d, context))
                 else:
                     out.append(d)
                 continue
@@ -153,12 +170,14 @@ class _Builder:
                 raise ConfigError(
                     f'invalid number of arguments in "{d.name}" directive', d.file, d.line)
             if d.name == "include":
-                out.extend(self.expand(self._include(d), context))
+                out.extend(self._include(d, context))
             else:
                 out.append(d)
         return out
 
-    def _include(self, d: Directive) -> list[Directive]:
+    def _include(self, d: Directive, context: str) -> list[Directive]:
+        """The directives of the files ``include`` names, checked in ``context``; a file that
+        includes itself (through any chain) or too deep a chain is an error."""
         pattern = self.abspath(d.args[0])
         if glob.has_magic(pattern):
             paths = sorted(glob.glob(pattern))
@@ -169,7 +188,16 @@ class _Builder:
             paths = [pattern]
         out: list[Directive] = []
         for p in paths:
-            out.extend(read_tree(p))
+            if os.path.abspath(p) in self._reading:
+                raise ConfigError(f'include loop: "{p}" is already being read', d.file, d.line)
+            if len(self._reading) > MAX_INCLUDE_DEPTH:
+                raise ConfigError(f'"include" nested deeper than {MAX_INCLUDE_DEPTH} files',
+                                  d.file, d.line)
+            self._reading.append(os.path.abspath(p))
+            try:
+                out.extend(self.expand(read_tree(p), context))
+            finally:
+                self._reading.pop()
         return out
 
     # -- main ------------------------------------------------------------------------------
@@ -182,7 +210,10 @@ class _Builder:
                 if d.args[0] == "auto":
                     self.worker_processes = os.cpu_count() or 1
                 else:
-                    self.worker_processes = int_value(d.args[0], d)
+                    n = d.args[0]
+                    if not n.isdigit() or int(n) > INT_MAX:
+                        raise ConfigError(f'"{d.name}" directive invalid value', d.file, d.line)
+                    self.worker_processes = int(n)
             elif d.name == "error_log":
                 self.error_log(d)
             elif d.name == "events":
@@ -263,11 +294,11 @@ class _Builder:
         for a in d.args[1:]:
             key, _, val = a.partition("=")
             if key == "weight" and val:
-                w = int_value(val, d) if val.isdigit() else -1
+                w = int(val) if val.isdigit() and int(val) <= INT_MAX else -1
                 if w <= 0:
                     raise ConfigError(f'invalid parameter "{a}"', d.file, d.line)
                 opts["weight"] = w
-            elif key == "max_fails" and val.isdigit():
+            elif key == "max_fails" and val.isdigit() and int(val) <= INT_MAX:
                 opts["max_fails"] = int(val)
             elif key == "fail_timeout" and val:
                 try:
@@ -292,7 +323,7 @@ class _Builder:
             if x.name == "listen":
                 listens.append(self._listen(x))
             elif x.name == "server_name":
-                names.extend(n.lower() for n in x.args)
+                names.extend(_server_name(n, x) for n in x.args)
         if not listens:
             listens.append(Listen("0.0.0.0", 80))
         s = read_settings(self, http, block, SERVER)
@@ -341,6 +372,15 @@ class _Builder:
             host = "0.0.0.0"
         elif host == "localhost":
             host = "127.0.0.1"
+        else:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:  # a name: nginx resolves it when reading the file
+                try:
+                    socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                except (OSError, UnicodeError, ValueError):
+                    raise ConfigError(f'host not found in "{text}" of the "listen" directive',
+                                      d.file, d.line) from None
         return Listen(host, port, default)
 
     def _location(self, d: Directive, server: dict[str, Any]) -> Location:

@@ -115,12 +115,16 @@ def setting(name: str, contexts: tuple[str, ...], lo: int, hi: int, *, once: boo
 # -- values ------------------------------------------------------------------------------------
 
 
+# nginx's numbers are C integers: larger values are refused, not wrapped
+INT_MAX = (1 << 63) - 1
+
+
 def time_value(value: str, d: Directive) -> float:
     m = re.fullmatch(r"(\d+)(ms|s|m|h|d)?", value)
-    if not m:
+    ms = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, None: 1000}
+    if not m or int(m.group(1)) * ms[m.group(2)] > INT_MAX:
         raise ConfigError(f'"{d.name}" directive invalid value', d.file, d.line)
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}[m.group(2)]
-    return int(m.group(1)) * scale
+    return int(m.group(1)) * ms[m.group(2)] / 1000
 
 
 def size_value(value: str, d: Directive) -> int:
@@ -128,11 +132,13 @@ def size_value(value: str, d: Directive) -> int:
     if not m:
         raise ConfigError(f'"{d.name}" directive invalid value', d.file, d.line)
     scale = {"k": 1024, "m": 1 << 20, "g": 1 << 30, None: 1}[(m.group(2) or "").lower() or None]
+    if int(m.group(1)) * scale > INT_MAX:
+        raise ConfigError(f'"{d.name}" directive invalid value', d.file, d.line)
     return int(m.group(1)) * scale
 
 
 def int_value(value: str, d: Directive) -> int:
-    if not value.isdigit():
+    if not value.isdigit() or int(value) > INT_MAX:
         raise ConfigError(f'invalid value "{value}" in "{d.name}" directive', d.file, d.line)
     return int(value)
 
@@ -266,7 +272,11 @@ setting("keepalive_timeout", HSL, 1, 2)(_time_setting)
 
 
 def _int_setting(lv: Level, d: Directive) -> None:
-    lv.s[d.name] = int_value(d.args[0], d)
+    """nginx's number slots: a non-negative integer, else "directive invalid number"."""
+    v = d.args[0]
+    if not v.isdigit() or int(v) > INT_MAX:
+        raise ConfigError(f'"{d.name}" directive invalid number', d.file, d.line)
+    lv.s[d.name] = int(v)
 
 
 setting("keepalive_requests", HSL, 1, 1)(_int_setting)
@@ -292,7 +302,10 @@ def _client_max_body_size(lv: Level, d: Directive) -> None:
 
 @setting("large_client_header_buffers", (HTTP, SERVER), 2, 2)
 def _large_client_header_buffers(lv: Level, d: Directive) -> None:
-    lv.s[d.name] = (int_value(d.args[0], d), size_value(d.args[1], d))
+    num, size = int_value(d.args[0], d), size_value(d.args[1], d)
+    if num == 0 or size == 0:
+        raise ConfigError(f'"{d.name}" directive invalid value', d.file, d.line)
+    lv.s[d.name] = (num, size)
 
 
 @setting("access_log", HSL, 1, 3)

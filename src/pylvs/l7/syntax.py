@@ -91,16 +91,15 @@ def _tokenize(text: str, file: str) -> list[tuple[str, int, bool]]:
     return tokens
 
 
-def _parse_block(
-    tokens: list[tuple[str, int, bool]], pos: int, file: str, top: bool, eof_line: int
-) -> tuple[list[Directive], int]:
-    """Directives up to the matching ``}``; nginx reports end-of-file errors at ``eof_line``."""
-    out: list[Directive] = []
+def _parse(tokens: list[tuple[str, int, bool]], file: str, eof_line: int) -> list[Directive]:
+    """The directive tree; nginx reports end-of-file errors at ``eof_line``. Blocks nest
+    without limit (nginx takes thousands of nested locations), so the open blocks are a list
+    here rather than Python's call stack."""
+    top: list[Directive] = []
+    out = top
+    open_blocks: list[list[Directive]] = []  # the enclosing blocks' directive lists
     words: list[str] = []
-    last_line = eof_line
-    while pos < len(tokens):
-        tok, line, quoted = tokens[pos]
-        pos += 1
+    for tok, line, quoted in tokens:
         if not quoted and tok == ";":
             if not words:
                 raise ConfigError('unexpected ";"', file, line)
@@ -111,21 +110,21 @@ def _parse_block(
                 raise ConfigError('unexpected "{"', file, line)
             d = Directive(words[0], words[1:], file, line, [])
             words = []
-            d.block, pos = _parse_block(tokens, pos, file, False, eof_line)
             out.append(d)
+            open_blocks.append(out)
+            assert d.block is not None
+            out = d.block
         elif not quoted and tok == "}":
-            if words:
+            if words or not open_blocks:
                 raise ConfigError('unexpected "}"', file, line)
-            if top:
-                raise ConfigError('unexpected "}"', file, line)
-            return out, pos
+            out = open_blocks.pop()
         else:
             words.append(tok)
     if words:
-        raise ConfigError('unexpected end of file, expecting ";" or "}"', file, last_line)
-    if not top:
-        raise ConfigError('unexpected end of file, expecting "}"', file, last_line)
-    return out, pos
+        raise ConfigError('unexpected end of file, expecting ";" or "}"', file, eof_line)
+    if open_blocks:
+        raise ConfigError('unexpected end of file, expecting "}"', file, eof_line)
+    return top
 
 
 def read_tree(path: str) -> list[Directive]:
@@ -136,6 +135,4 @@ def read_tree(path: str) -> list[Directive]:
         raise ConfigError(f'open() "{path}" failed ({e.errno}: {e.strerror})') from None
     except UnicodeDecodeError:
         raise ConfigError(f'"{path}" is not UTF-8 text') from None
-    tokens = _tokenize(text, path)
-    tree, _ = _parse_block(tokens, 0, path, True, text.count("\n") + 1)
-    return tree
+    return _parse(_tokenize(text, path), path, text.count("\n") + 1)
