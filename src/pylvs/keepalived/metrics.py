@@ -50,7 +50,6 @@ class _Daemon(Protocol):
 
     lvs: Any  # LVSRuntime | None
     tracking: Any  # Tracking: .scripts name -> state with .ok
-    reloads: int
 
     def status(self) -> dict[str, object]: ...
 
@@ -66,7 +65,7 @@ class Metrics:
         self.sources = Sources(
             "keepalived", table=self._table, backend=self._backend, health=self._health,
             vrrp=self._vrrp, scripts=self._scripts, dataplane=self._dataplane,
-            reloads=lambda: ReloadCounts(daemon.reloads))
+            reloads=self._reloads)
         self.observe = observe_op(self.sources)
         socket = settings.control_socket or default_socket_path()
         # raises MetricsError for a bad address or a port in use: the command line reports it
@@ -108,6 +107,10 @@ class Metrics:
             return None
         plane: Describable | None = lvs.director.dataplane
         return plane
+
+    def _reloads(self) -> ReloadCounts | None:
+        done = getattr(self.daemon, "reloads", None)  # completed reloads, when the daemon counts
+        return ReloadCounts(done) if isinstance(done, int) else None
 
     def _vrrp(self) -> dict[str, Any]:
         return dict(self.daemon.status())

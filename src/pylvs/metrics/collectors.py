@@ -161,7 +161,7 @@ def ipvs_totals(sources: Sources) -> tuple[int, int, int, int, int] | None:
     if table is not None:
         t = table.total
         return t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes
-    if sources.backend is None:
+    if sources.backend is None or sources.backend() is None:
         return None
     # a kernel table: the sum of its services' (what /proc/net/ip_vs_stats adds up, less the
     # traffic of services deleted since)
@@ -272,8 +272,8 @@ class PylvsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._health()
         yield from self._dataplane()
-        if self.sources.reloads is not None:
-            r = self.sources.reloads()
+        r = self.sources.reloads() if self.sources.reloads is not None else None
+        if r is not None:
             yield CounterMetricFamily("pylvs_config_reloads",
                                       "configuration reloads completed (applied or rejected)",
                                       value=r.completed)

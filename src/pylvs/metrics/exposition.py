@@ -11,6 +11,7 @@ collector (a test compares the two on a real table), at about 1 µs a sample. Ev
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -29,6 +30,8 @@ from pylvs.metrics.collectors import (
 from pylvs.metrics.sources import Sources
 
 __all__ = ["CONTENT_TYPE_LATEST", "Exposition"]
+
+log = logging.getLogger("pylvs.metrics")
 
 
 def _num(v: int) -> str:
@@ -105,4 +108,7 @@ class Exposition:
         """The answer in pieces, for a writer that sends each as it comes."""
         for piece in render_ipvs_chunks(self.sources):
             yield piece.encode()
-        yield generate_latest(self.registry)
+        try:
+            yield generate_latest(self.registry)
+        except Exception:  # a source's bug costs its series, not the table's (and is logged)
+            log.exception("metrics: a collector failed; its series are left out of this scrape")

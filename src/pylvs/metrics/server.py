@@ -189,6 +189,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, page.encode(), "text/html; charset=utf-8")
         except (BrokenPipeError, ConnectionResetError):
             pass
+        except Exception as exc:  # a bug in a source: one line to the client, the trace to the log
+            log.exception("%s failed", path)
+            with contextlib.suppress(OSError):
+                self._send(500, f"500 {type(exc).__name__}: {exc}\n".encode(),
+                           "text/plain; charset=utf-8")
 
     do_HEAD = do_GET
 

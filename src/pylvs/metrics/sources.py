@@ -95,7 +95,7 @@ class Sources:
     vrrp: Callable[[], Mapping[str, Any]] | None = None
     scripts: Callable[[], Mapping[str, bool]] | None = None
     dataplane: Callable[[], Describable | None] | None = None
-    reloads: Callable[[], ReloadCounts] | None = None
+    reloads: Callable[[], ReloadCounts | None] | None = None
     started: float = field(default_factory=time.time)
 
 
