@@ -3,6 +3,7 @@ busy port with nginx's bind() message."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -10,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.l7.conftest import Client, free_port, get
+from tests.l7.conftest import Client, free_port, get, wait_for
 
 CONF = """
 pid {pid};
@@ -104,3 +105,84 @@ def test_worker_processes_share_the_port_and_stop_together(tmp_path: Path) -> No
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def _http(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_version_and_help_as_nginx_prints_them() -> None:
+    from pylvs import __version__
+
+    version = f"pylvs http version: pylvs/{__version__} (nginx/1.22.1 compatible)\n"
+    assert (_http("-v").returncode, _http("-v").stdout, _http("-v").stderr) == (0, "", version)
+    v = _http("-V")
+    assert v.stderr.startswith(version) and "--pid-path=/run/nginx.pid" in v.stderr
+    for flag in ("-h", "-?"):
+        h = _http(flag)
+        assert h.returncode == 0 and h.stdout == ""
+        assert h.stderr.startswith(version + "Usage: pylvs http [-?hvVtTq] [-s signal] [-p prefix]")
+        assert "  -g directives : set global directives out of configuration file\n" in h.stderr
+
+
+def test_bad_options_get_nginx_words() -> None:
+    assert (_http("-x").returncode, _http("-x").stderr) == (1, 'pylvs http: invalid option: "x"\n')
+    r = _http("-c")
+    assert (r.returncode, r.stderr) == (1, 'pylvs http: option "-c" requires parameter\n')
+
+
+def test_dump_prints_every_file(tmp_path: Path) -> None:
+    inc = tmp_path / "extra.conf"
+    inc.write_text("server { listen 127.0.0.1:1; }\n")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"events {{}}\nhttp {{ include {inc}; }}\n")
+    r = _http("-T", "-c", str(conf))
+    assert r.returncode == 0
+    assert r.stdout == (f"# configuration file {conf}:\n{conf.read_text()}\n"
+                        f"# configuration file {inc}:\n{inc.read_text()}\n")
+    assert r.stderr.endswith(f"configuration file {conf} test is successful\n")
+
+
+def test_global_directives(tmp_path: Path) -> None:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(CONF.format(port=free_port(), pid=tmp_path / "a.pid"))
+    assert _http("-t", "-q", "-c", str(conf), "-g", "daemon off; pid /run/x.pid;").returncode == 0
+    for directives, err in [
+        ("daemon off", 'unexpected end of parameter, expecting ";" in command line'),
+        ("bogus 1;", 'unknown directive "bogus" in command line'),
+        ("daemon maybe;", 'invalid value "maybe" in "daemon" directive, it must be "on" or "off" in command line'),
+        ("daemon off; daemon on;", '"daemon" directive is duplicate in command line'),
+    ]:
+        r = _http("-t", "-c", str(conf), "-g", directives)
+        assert r.returncode == 1
+        assert r.stderr.splitlines()[0] == f"pylvs http: [emerg] {err}"
+
+
+def test_daemon_on_forks_and_the_pid_file_names_the_master(tmp_path: Path) -> None:
+    port = free_port()
+    pid = tmp_path / "d.pid"
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("user root;\n" + CONF.format(port=port, pid=pid))
+    master = 0
+    try:
+        # the daemon keeps stderr when the error log is stderr, as nginx's does: not a pipe
+        with open(tmp_path / "stderr", "w") as err:
+            r = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-c", str(conf),
+                                "-g", "daemon on;"], stdout=subprocess.DEVNULL, stderr=err,
+                               timeout=60)
+        assert r.returncode == 0, (tmp_path / "stderr").read_text()
+        assert wait_for(pid.exists)
+        master = int(pid.read_text())
+        assert Path(f"/proc/{master}").exists()
+        c = Client(port)
+        assert c.one(get("/hello")).status == 200
+        c.close()
+        assert _http("-c", str(conf), "-s", "quit").returncode == 0
+        assert wait_for(lambda: not Path(f"/proc/{master}").exists())
+        assert not pid.exists()
+    finally:
+        if not master and pid.exists():
+            master = int(pid.read_text())
+        if master and Path(f"/proc/{master}").exists():
+            os.kill(master, signal.SIGTERM)
