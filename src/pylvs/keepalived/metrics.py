@@ -134,7 +134,7 @@ class Metrics:
                         c.last_run + wall_minus_clock if c.last_run is not None else None,
                         c.failures, c.successes, self._duration(c.config))
                     for c in rs.checkers)
-                view = RealServerHealth(st.config.name, rs.alive, checkers)
+                view = RealServerHealth(st.config.name, rs.alive, checkers, rs.weight)
                 for spec in st.config.services:
                     out[(spec.key, rs.config.name)] = view
         return out

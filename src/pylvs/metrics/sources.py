@@ -60,6 +60,7 @@ class RealServerHealth:
     virtual_server: str
     alive: bool
     checkers: tuple[CheckerView, ...] = ()
+    weight: int | None = None  # the weight the checkers give it (shown when out of the table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +199,10 @@ def build_document(sources: Sources) -> dict[str, Any]:
     """The status document: services and real servers with weights, counts, rates and health,
     VRRP instances and split brain, data-plane counters."""
     health = sources.health() if sources.health is not None else {}
+    # real servers the checkers took out of the table are still shown (down), as HAProxy does
+    missing: dict[ServiceKey, list[tuple[str, RealServerHealth]]] = {}
+    for (hkey, name), h in health.items():
+        missing.setdefault(hkey, []).append((name, h))
     services = []
     for st in iter_services(sources):
         key = st.spec.key
@@ -209,6 +214,7 @@ def build_document(sources: Sources) -> dict[str, Any]:
                 "address": str(d.spec.addr),
                 "port": d.spec.port,
                 "name": addr,
+                "in_table": True,
                 "forward": ForwardingMethod(d.spec.fwd).label,
                 "weight": d.spec.weight,
                 "active": d.activeconns,
@@ -216,6 +222,22 @@ def build_document(sources: Sources) -> dict[str, Any]:
                 "persistent": d.persistconns,
                 "stats": stats_dict(d.stats),
                 "health": _health_dict(health.get((key, addr)), d.spec.weight),
+            })
+        listed = {r["name"] for r in rss}
+        for name, h in sorted(missing.get(key, []), key=lambda t: t[0]):
+            if name in listed:
+                continue
+            addr_text, _, port_text = name.rpartition(":")
+            rss.append({
+                "address": addr_text.strip("[]"),
+                "port": int(port_text),
+                "name": name,
+                "in_table": False,
+                "forward": "-",
+                "weight": h.weight if h.weight is not None else 0,
+                "active": 0, "inactive": 0, "persistent": 0,
+                "stats": stats_dict(StatsSnapshot()),
+                "health": _health_dict(h, h.weight if h.weight is not None else 0),
             })
         services.append({
             "name": str(key),
