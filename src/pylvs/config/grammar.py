@@ -151,6 +151,8 @@ class Reader:
         matches = sorted(glob.glob(pattern))
         if not matches:
             self.warn(path, lineno, f"include {words[1]}: no file matches")
+        if not self._within_include_limit(path, lineno, len(matches)):
+            return []
         out: list[_Line] = []
         self._depth += 1
         try:
@@ -159,6 +161,19 @@ class Reader:
         finally:
             self._depth -= 1
         return out
+
+
+    def _within_include_limit(self, path: str, lineno: int, adding: int) -> bool:
+        """Includes are bounded in files as well as depth (MAX_INCLUDED_FILES): a glob fan-out
+        that would read thousands of files is refused with file:line, not read for minutes
+        (a reload must not run for that long)."""
+        if len(self.files) + adding <= MAX_INCLUDED_FILES:
+            return True
+        self.error(path, lineno, f"include would read more than {MAX_INCLUDED_FILES} files")
+        return False
+
+
+MAX_INCLUDED_FILES = 4096  # files one configuration may read, includes included
 
 
 def tokenize(line: str) -> list[str]:
