@@ -1,8 +1,11 @@
-"""``pylvs keepalived -f FILE``: run a keepalived.conf, VRRP (``pylvs.keepalived.daemon``) and virtual
-servers with their checks (``pylvs.keepalived.lvs_runtime``), with keepalived's command-line habits
-(-n -l -D accepted, -t tests the configuration, -i picks @conditional lines).
+"""``pylvs keepalived``: keepalived 2.2.7's command line, running a keepalived.conf (VRRP from
+``pylvs.keepalived.daemon``, virtual servers and their checks from ``pylvs.keepalived.lvs_runtime``).
 
-Not for: any protocol or checking logic; this only turns the command line into a daemon.
+Why every option of ``keepalived --help`` is declared here: an operator's unit file or script
+passes keepalived's flags, and each one either does what keepalived does or is refused with one
+line saying it is not supported; none is silently ignored. pylvs is one process (keepalived runs a
+parent and VRRP/checker children), so options about children (-R, --all, -n) hold trivially and
+the child pid files name this process. Not for: any protocol or checking logic.
 """
 
 from __future__ import annotations
@@ -10,26 +13,81 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.handlers
 import os
+import resource
+import socket
 import sys
 
-from pylvs.config import keepalived as K
 from pylvs.config.grammar import ConfigError
 from pylvs.health import checkers as _checkers  # noqa: F401  (the checker kinds K.load_full reads)
 
+KEEPALIVED_VERSION = "2.2.7"
+EXIT_CONFIG_TEST = 5  # keepalived -t: the file has errors (or cannot run on this host)
+
+# keepalived options pylvs refuses, with the reason given
+UNSUPPORTED = {
+    "genhash": ("-T/--genhash", "use genhash itself"),
+    "address_monitoring": ("-a/--address-monitoring", "no netlink address report"),
+    "bfd_pid": ("-b/--bfd_pid", "pylvs runs no BFD process"),
+    "snmp": ("-x/--snmp", "no SNMP subsystem"),
+    "snmp_agent_socket": ("-A/--snmp-agent-socket", "no SNMP subsystem"),
+    "release_vips": ("-X/--release-vips", "no VIP release on signalled transitions"),
+    "namespace": ("-s/--namespace", "run it under 'ip netns exec NAME' instead"),
+    "core_dump_pattern": ("-M/--core-dump-pattern", "the kernel's core_pattern is left alone"),
+}
+FACILITIES = {"user": logging.handlers.SysLogHandler.LOG_USER, "daemon": logging.handlers.SysLogHandler.LOG_DAEMON,
+              **{f"local{i}": logging.handlers.SysLogHandler.LOG_LOCAL0 + i for i in range(8)}}
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("keepalived", help="run VRRP from a keepalived.conf (keepalived-compatible)",
-                              description="Run the VRRP instances of a keepalived.conf.")
+    p = subparsers.add_parser("keepalived", help="run a keepalived.conf: VRRP and virtual servers (keepalived 2.2.7 command line)",
+                              description="Run the VRRP instances and virtual servers of a keepalived.conf, "
+                                          "with keepalived 2.2.7's options.")
     p.add_argument("-f", "--use-file", dest="file", default="/etc/keepalived/keepalived.conf",
                    help="configuration file (default /etc/keepalived/keepalived.conf)")
-    p.add_argument("-t", "--config-test", action="store_true", help="check the configuration and exit")
-    p.add_argument("-i", "--config-id", default=None, help="use @ID conditional lines")
-    p.add_argument("-p", "--pid", "--vrrp_pid", dest="pidfile", default=None, help="write the PID here")
-    p.add_argument("-n", "--dont-fork", action="store_true", help="accepted for keepalived compatibility (never forks)")
-    p.add_argument("-l", "--log-console", action="store_true", help="log to the console (always)")
-    p.add_argument("-D", "--log-detail", action="store_true", help="more detailed logging")
-    p.add_argument("-P", "--vrrp", action="store_true", help="accepted: only the VRRP part runs")
+    p.add_argument("-P", "--vrrp", action="store_true", help="only run VRRP (no virtual servers or checkers)")
+    p.add_argument("-C", "--check", action="store_true", help="only run the virtual servers and checkers (no VRRP)")
+    p.add_argument("-B", "--no_bfd", action="store_true", help="don't run BFD (pylvs never runs BFD)")
+    p.add_argument("--all", action="store_true",
+                   help="run every part even without configuration for it (pylvs always does: a reload adds parts)")
+    p.add_argument("-l", "--log-console", action="store_true", help="log to the console")
+    p.add_argument("-D", "--log-detail", action="store_true", help="detailed log messages")
+    p.add_argument("-S", "--log-facility", default="daemon", metavar="FACILITY",
+                   help="syslog facility: 0-7 (local0-7), local0-7, user or daemon (default)")
+    p.add_argument("-G", "--no-syslog", action="store_true", help="don't log via syslog")
+    p.add_argument("-u", "--umask", default=None, metavar="MASK", help="umask for file creation (numeric)")
+    p.add_argument("-X", "--release-vips", action="store_true", help="not supported")
+    p.add_argument("-V", "--dont-release-vrrp", action="store_true",
+                   help="don't remove VIPs and virtual routes on stop")
+    p.add_argument("-I", "--dont-release-ipvs", action="store_true",
+                   help="don't remove the virtual servers from the kernel's table on stop")
+    p.add_argument("-R", "--dont-respawn", action="store_true", help="don't respawn children (pylvs has none)")
+    p.add_argument("-n", "--dont-fork", action="store_true", help="don't fork (pylvs never forks)")
+    p.add_argument("-d", "--dump-conf", action="store_true", help="log the configuration data at start")
+    p.add_argument("-p", "--pid", dest="pidfile", default=None, metavar="FILE", help="pid file of the daemon")
+    p.add_argument("-r", "--vrrp_pid", dest="vrrp_pidfile", default=None, metavar="FILE",
+                   help="pid file for VRRP (this process, when VRRP runs)")
+    p.add_argument("-T", "--genhash", action="store_true", help="not supported")
+    p.add_argument("-c", "--checkers_pid", dest="checkers_pidfile", default=None, metavar="FILE",
+                   help="pid file for the checkers (this process, when they run)")
+    p.add_argument("-a", "--address-monitoring", action="store_true", help="not supported")
+    p.add_argument("-b", "--bfd_pid", default=None, metavar="FILE", help="not supported")
+    p.add_argument("-x", "--snmp", action="store_true", help="not supported")
+    p.add_argument("-A", "--snmp-agent-socket", default=None, metavar="FILE", help="not supported")
+    p.add_argument("-s", "--namespace", default=None, metavar="NAME", help="not supported")
+    p.add_argument("-m", "--core-dump", action="store_true", help="allow a core dump on abnormal end")
+    p.add_argument("-M", "--core-dump-pattern", nargs="?", const="core", default=None, metavar="PATN",
+                   help="not supported")
+    p.add_argument("-e", "--all-config", action="store_true", help="error if any configuration file is missing")
+    p.add_argument("-i", "--config-id", default=None, metavar="ID",
+                   help="use @ID conditional lines (default: this host's node name)")
+    p.add_argument("--signum", default=None, metavar="SIGFUNC",
+                   help="print the signal number for STOP, RELOAD, DATA, STATS, STATS_CLEAR or JSON")
+    p.add_argument("-t", "--config-test", nargs="?", const="-", default=None, metavar="LOG_FILE",
+                   help="check the configuration and exit (5 on errors); output to stderr or LOG_FILE")
+    p.add_argument("-v", "--version", action="store_true", help="display the version")
+    # pylvs' own options
     p.add_argument("--state-file", default=None, help="JSON state, rewritten on every change and on SIGUSR1")
     p.add_argument("--arbitrator", default=None, metavar="IP",
                    help="address (gateway) this node must reach to stay MASTER/BACKUP; else FAULT")
@@ -53,20 +111,127 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s: %(message)s", stream=sys.stderr)
+def _fail(msg: str) -> int:
+    print(f"pylvs keepalived: {msg}", file=sys.stderr)
+    return 1
+
+
+def facility(text: str) -> int | None:
+    """keepalived's -S: 0-7 (LOG_LOCAL0-7), local0-7, user or daemon."""
+    if text.isdigit() and 0 <= int(text) <= 7:
+        return FACILITIES[f"local{text}"]
+    return FACILITIES.get(text)
+
+
+def parse_umask(text: str) -> int | None:
+    """A numeric umask as keepalived reads it (strtoul base 0: 0x.. hex, 0.. octal, else decimal)."""
+    try:
+        if text.lower().startswith("0x"):
+            value = int(text, 16)
+        elif text.startswith("0") and len(text) > 1:
+            value = int(text, 8)
+        else:
+            value = int(text, 10)
+    except ValueError:
+        return None
+    return value if 0 <= value <= 0o777 else None
+
+
+def setup_logging(args: argparse.Namespace, fac: int) -> None:
+    """keepalived's log targets: syslog (facility -S) unless -G; the console with -l, and also
+    when stderr is a terminal or syslog cannot be reached (a message must never vanish)."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        if getattr(h, "pylvs_keepalived", False):  # ours from an earlier run in this process
+            root.removeHandler(h)
+    added: list[logging.Handler] = []
+    syslog_ok = False
+    if not args.no_syslog and os.path.exists("/dev/log"):
+        try:
+            sh = logging.handlers.SysLogHandler("/dev/log", facility=fac)
+        except OSError:
+            pass
+        else:
+            sh.setFormatter(logging.Formatter("Keepalived[%(process)d]: %(message)s"))
+            added.append(sh)
+            syslog_ok = True
+    if args.log_console or not syslog_ok or sys.stderr.isatty():
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("%(asctime)s: %(message)s"))
+        added.append(console)
+    for h in added:
+        h.pylvs_keepalived = True  # type: ignore[attr-defined]
+        root.addHandler(h)
     if args.log_detail:
         logging.getLogger("pylvs").setLevel(logging.DEBUG)
-    if args.config_test:
+
+
+def config_test(args: argparse.Namespace, config_id: str) -> int:
+    """-t: keepalived's exit codes (0 good, 5 errors); the host is checked too (interfaces,
+    addresses), as keepalived's -t does."""
+    from pylvs.vrrp.plan import HostError, plan_instances
+
+    out = sys.stderr if args.config_test == "-" else None
+    try:
+        fh = out or open(args.config_test, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        return _fail(f"cannot write {args.config_test}: {exc.strerror}")
+    try:
+        from pylvs.keepalived.daemon import load
+
         try:
-            cfg, lvs = K.load_full(args.file, args.config_id)
+            cfg, lvs = load(args.file, config_id, args.all_config)
         except ConfigError as exc:
             for d in exc.diagnostics:
-                print(d, file=sys.stderr)
-            return 1
+                print(d, file=fh)
+            return EXIT_CONFIG_TEST
         for d in [*cfg.diagnostics, *lvs.diagnostics]:
-            print(d, file=sys.stderr)
+            print(d, file=fh)
+        if not args.check:
+            try:
+                plan_instances(cfg)
+            except HostError as exc:
+                print(exc, file=fh)
+                return EXIT_CONFIG_TEST
         return 0
+    finally:
+        if out is None:
+            fh.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    from pylvs.keepalived import signals
+
+    if args.signum is not None:
+        num = signals.signum(args.signum)
+        if num is None:
+            return _fail(f"Unknown sigfunc {args.signum}")
+        print(num)
+        return 0
+    if args.version:
+        from pylvs import __version__
+
+        print(f"pylvs keepalived {__version__} (keepalived v{KEEPALIVED_VERSION} command line)")
+        return 0
+    for dest, (flag, why) in UNSUPPORTED.items():
+        if getattr(args, dest):
+            return _fail(f"option {flag} is not supported ({why})")
+    fac = facility(args.log_facility)
+    if fac is None:
+        return _fail(f"Invalid log facility '{args.log_facility}'")
+    if args.umask is not None:
+        mask = parse_umask(args.umask)
+        if mask is None:
+            return _fail(f"Invalid umask '{args.umask}'")
+        os.umask(mask)
+    # keepalived: the config-id defaults to the node name
+    config_id = args.config_id if args.config_id is not None else socket.gethostname()
+    if args.config_test is not None:
+        return config_test(args, config_id)
+    setup_logging(args, fac)
+    if args.core_dump:
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     from pylvs.keepalived.arbitrator import ArbitratorSettings
     from pylvs.keepalived.daemon import DaemonSettings, KeepalivedDaemon
 
@@ -74,12 +239,17 @@ def run(args: argparse.Namespace) -> int:
     if args.arbitrator:
         arbitrator = ArbitratorSettings(args.arbitrator, args.arbitrator_interval, args.arbitrator_fall,
                                         args.arbitrator_rise)
+    # -P and -C each pick one part; both (or neither) run both, as in keepalived
+    run_vrrp = args.vrrp or not args.check
+    run_checkers = args.check or not args.vrrp
     settings = DaemonSettings(
-        args.file, config_id=args.config_id, state_file=args.state_file, arbitrator=arbitrator,
+        args.file, config_id=config_id, state_file=args.state_file, arbitrator=arbitrator,
         notify_split_brain=args.notify_split_brain, split_brain_probe=not args.no_split_brain_probe,
         metrics_port=args.metrics_port, control_socket=args.control_socket, dataplane=args.dataplane,
         metrics_address=args.metrics_address, status_address=args.status_address,
         status_admin_secret_file=args.status_admin_secret_file,
+        run_vrrp=run_vrrp, run_checkers=run_checkers, release_vrrp=not args.dont_release_vrrp,
+        release_ipvs=not args.dont_release_ipvs, all_config=args.all_config, dump_conf=args.dump_conf,
     )
     from pylvs.metrics.server import MetricsError
 
@@ -88,14 +258,21 @@ def run(args: argparse.Namespace) -> int:
     except MetricsError as exc:  # a bad --metrics-address/--status-address, a busy port
         print(f"pylvs keepalived: {exc}", file=sys.stderr)
         return 1
-    if args.pidfile:
-        with open(args.pidfile, "w", encoding="ascii") as fh:
-            fh.write(f"{os.getpid()}\n")
+    pidfiles = [f for f, on in ((args.pidfile, True), (args.vrrp_pidfile, run_vrrp),
+                                (args.checkers_pidfile, run_checkers)) if f and on]
+    written = []
     try:
+        for path in pidfiles:
+            try:
+                with open(path, "w", encoding="ascii") as fh:
+                    fh.write(f"{os.getpid()}\n")
+            except OSError as exc:
+                return _fail(f"cannot write pid file {path}: {exc.strerror}")
+            written.append(path)
         return asyncio.run(daemon.run())
     finally:
-        if args.pidfile:
+        for path in written:
             try:
-                os.unlink(args.pidfile)
+                os.unlink(path)
             except OSError:
                 pass

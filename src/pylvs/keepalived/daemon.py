@@ -5,32 +5,46 @@ scripts/processes/files in ``tracking``, notify scripts/FIFOs/mail in ``scripts`
 split-brain evidence, metrics, and the virtual servers in ``lvs_runtime``); this module only
 decides in which order they start, how a reload replaces them and how they stop.
 
-Signals as keepalived: SIGHUP reloads atomically (a bad file keeps the running configuration),
-SIGTERM resigns mastership (priority 0) and removes the VIPs. Not for: protocol decisions, which
-all live in :mod:`pylvs.vrrp.router`.
+Signals as keepalived 2.2 (``keepalived --signum=NAME`` gives the numbers, see ``signals``):
+HUP reloads; TERM and INT stop cleanly (resign with priority 0, VIPs removed); USR1 writes
+keepalived.data, USR2 keepalived.stats, SIGRTMIN+2 (JSON) keepalived.json and SIGRTMAX-1
+(STATS_CLEAR) the stats then clears them, and the daemon keeps running; PIPE is ignored. Every
+signal acted on is logged.
+
+Reloads cannot overlap or stall: SIGHUPs are serialised by one reloader task (a HUP during a
+reload makes exactly one more reload after it), and the new file is read, checked and planned in
+a worker thread, so adverts, checkers and the control socket keep their timing while it is
+parsed; only a fully good file replaces the running one. Not for: protocol decisions, which all
+live in :mod:`pylvs.vrrp.router`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pylvs.config import keepalived as K
-from pylvs.config.grammar import ConfigError
+from pylvs.config.grammar import ConfigError, Diagnostic
 from pylvs.health import checkers as _checkers  # noqa: F401  (the checker kinds K.load_full reads)
+from pylvs.keepalived import dumps
+from pylvs.keepalived import signals as sigs
 from pylvs.keepalived.arbitrator import Arbitrator, ArbitratorSettings
 from pylvs.keepalived.instances import Instances, Runtime, process_age
 from pylvs.keepalived.metrics import Metrics
 from pylvs.keepalived.scripts import Notifier
 from pylvs.keepalived.split_brain import SplitBrainWatch
 from pylvs.keepalived.tracking import Tracking
+from pylvs.service.sdnotify import Notifier as ServiceNotifier
 from pylvs.vrrp.plan import HostError, InstancePlan, plan_instances
 from pylvs.vrrp.router import State
 
@@ -39,6 +53,7 @@ if TYPE_CHECKING:
     from pylvs.keepalived.lvs_runtime import LVSRuntime
 
 log = logging.getLogger("pylvs.vrrp")
+T = TypeVar("T")
 
 __all__ = ["DaemonSettings", "HostError", "KeepalivedDaemon", "plan_instances", "process_age"]
 
@@ -59,6 +74,20 @@ class DaemonSettings:
     status_admin_secret_file: str | None = None  # its POST /admin secret
     control_socket: str | None = None
     dataplane: str = "proxy"
+    run_vrrp: bool = True  # -C alone turns VRRP off
+    run_checkers: bool = True  # -P alone turns the virtual servers and their checkers off
+    release_vrrp: bool = True  # -V: keep VIPs and virtual routes when stopping
+    release_ipvs: bool = True  # -I: keep the virtual servers in the kernel's table when stopping
+    all_config: bool = False  # -e: a missing include is an error
+    dump_conf: bool = False  # -d: log the configuration (keepalived.data's text) at start
+
+
+class _Rejected(Exception):
+    """A reload's file cannot replace the running one: the lines to log."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
 
 
 class KeepalivedDaemon:
@@ -75,8 +104,11 @@ class KeepalivedDaemon:
         self.instances: Instances | None = None
         self.done: asyncio.Event | None = None
         self.tasks: list[asyncio.Task[None]] = []
-        self._children: set[asyncio.Task[None]] = set()
         self._last_state = ""
+        self.service = ServiceNotifier()
+        self.reloads = 0  # completed reloads (good or rejected), for tests and the state file
+        self._reload_wanted: asyncio.Event | None = None
+        self._reload_idle: asyncio.Event | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -85,7 +117,7 @@ class KeepalivedDaemon:
         self.done = asyncio.Event()
         s = self.settings
         try:
-            cfg, lvs = K.load_full(s.path, s.config_id)
+            cfg, lvs = load(s.path, s.config_id, s.all_config)
         except ConfigError as exc:
             for d in exc.diagnostics:
                 (log.error if d.severity == "error" else log.warning)("%s", d)
@@ -93,14 +125,17 @@ class KeepalivedDaemon:
         for d in [*cfg.diagnostics, *lvs.diagnostics]:
             log.warning("%s", d)
         try:
-            plans = plan_instances(cfg)
+            plans = plan_instances(cfg) if s.run_vrrp else []
         except HostError as exc:
             log.error("%s", exc)
             return 1
+        if not s.run_checkers:
+            lvs = K.LVSConfig()
         self.cfg = cfg
         self.instances = Instances(loop, self.notifier, self.metrics, self.watch, self._evaluate,
                                    on_state=self.write_state, on_role=self._lvs_sync_follow)
         self.instances.cfg = cfg
+        self.instances.release_on_stop = s.release_vrrp
         self.notifier.open(cfg.global_defs)
         if lvs.virtual_servers and not await self._start_lvs(lvs):
             return 1
@@ -114,10 +149,10 @@ class KeepalivedDaemon:
         for p in plans:
             back = min(age, 0.5 * p.router.adver_int)
             self.instances.start(p, started=loop.time() - back)
-        loop.add_signal_handler(signal.SIGHUP, self._reload)
-        loop.add_signal_handler(signal.SIGTERM, self.done.set)
-        loop.add_signal_handler(signal.SIGINT, self.done.set)
-        loop.add_signal_handler(signal.SIGUSR1, lambda: self.write_state())
+        self._install_signals(loop)
+        self._reload_wanted, self._reload_idle = asyncio.Event(), asyncio.Event()
+        self._reload_idle.set()
+        reloader = asyncio.create_task(self._reloader())
         self.tasks.append(asyncio.create_task(self.tracking.poll(self._tracking_tick)))
         if self.arbitrator is not None:
             self.tasks.append(asyncio.create_task(self.arbitrator.run()))
@@ -134,16 +169,28 @@ class KeepalivedDaemon:
             except Exception as exc:
                 log.error("control socket %s: %s", s.control_socket, exc)
                 control = None
+        if s.dump_conf:
+            for line in self._data_text().splitlines():
+                log.info("%s", line)
         log.info("Startup complete")
+        self.service.ready()
+        self.service.start_watchdog()
         await self.done.wait()
+        self.service.stopping()
+        log.info("Stopping")
+        # a reload under way finishes first: a half-applied file would leave checkers behind
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._reload_idle.wait(), 60)
+        reloader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reloader
         if control is not None:
             await control.stop()
         self.shutdown()  # VRRP first: resign and drop the VIPs before the services go
         await self.notifier.wait_children(timeout=10)  # notify_stop scripts run to completion
-        if self._children:
-            await asyncio.wait(set(self._children), timeout=10)
         if self.lvs is not None:
-            await self.lvs.stop()
+            await self.lvs.stop(release=s.release_ipvs)
+        self.service.close()
         return 0
 
     def shutdown(self) -> None:
@@ -159,26 +206,120 @@ class KeepalivedDaemon:
         self.metrics.close()
         log.info("Stopped")
 
-    def _reload(self) -> None:
+    # -- signals -------------------------------------------------------------------------------
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self.done is not None
+        done = self.done
+        actions: dict[int, Callable[[], None]] = {
+            signal.SIGHUP: self._on_hup,
+            signal.SIGTERM: done.set,
+            signal.SIGINT: done.set,
+            sigs.SIGDATA: self._dump_data,
+            sigs.SIGSTATS: lambda: self._dump_stats(clear=False),
+            sigs.SIGSTATS_CLEAR: lambda: self._dump_stats(clear=True),
+            sigs.SIGJSON: self._dump_json,
+        }
+        for signum, action in actions.items():
+            loop.add_signal_handler(signum, self._logged, signum, action)
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a closed pipe is an error return, not an exit
+
+    @staticmethod
+    def _logged(signum: int, action: Callable[[], None]) -> None:
+        log.info("Received signal %s (%s)", sigs.describe(signum), signum)
+        action()
+
+    def _dump_data(self) -> None:
+        log.info("Printing VRRP data for process(%d) on signal", os.getpid())
+        self._write_dump("keepalived.data", self._data_text())
+        self.write_state()  # pylvs' own state file is rewritten too, as before
+
+    def _dump_stats(self, clear: bool) -> None:
+        log.info("Printing %sVRRP stats for process(%d) on signal", "and clearing " if clear else "", os.getpid())
+        self._write_dump("keepalived.stats", dumps.stats_text(self._running()))
+        if clear:
+            dumps.clear_stats(r.router for r in self._running())
+
+    def _dump_json(self) -> None:
+        log.info("Printing VRRP as json for process(%d) on signal", os.getpid())
+        self._write_dump("keepalived.json", dumps.json_text(self._running()))
+
+    @staticmethod
+    def _write_dump(name: str, text: str) -> None:
+        try:
+            dumps.write_dump(name, text)
+        except OSError as exc:
+            log.error("cannot write %s in %s: %s", name, dumps.dump_dir(), exc.strerror or exc)
+
+    def _running(self) -> list[dumps.Running]:
+        if self.instances is None:
+            return []
+        return [dumps.Running(rt.plan, rt.router, self.instances.transitions.get(name, 0.0))
+                for name, rt in self.instances.runtimes.items()]
+
+    def _data_text(self) -> str:
+        g = self.cfg.global_defs if self.cfg is not None else K.GlobalDefs()
+        return dumps.data_text(g, self._running(), self.tracking.scripts,
+                               dumps.lvs_lines(self.lvs.config) if self.lvs is not None else ())
+
+    # -- reload ------------------------------------------------------------------------------
+
+    def _on_hup(self) -> None:
+        assert self._reload_wanted is not None and self._reload_idle is not None
+        if not self._reload_idle.is_set():
+            log.info("A reload is under way: one more follows it")
+        self._reload_wanted.set()
+
+    async def _reloader(self) -> None:
+        """The only place reloads run: one at a time, HUPs during one coalesced into the next."""
+        assert self._reload_wanted is not None and self._reload_idle is not None
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            self._reload_idle.clear()
+            try:
+                await self._reload_once()
+            finally:
+                self.reloads += 1
+                self._reload_idle.set()
+
+    def _load_checked(self) -> tuple[K.KeepalivedConfig, K.LVSConfig, list[InstancePlan]]:
+        """Read, check and plan the file (runs in a worker thread: nothing here touches the
+        running daemon); :class:`_Rejected` when it cannot replace the running one."""
+        s = self.settings
+        try:
+            cfg, lvs = load(s.path, s.config_id, s.all_config)
+            plans = plan_instances(cfg) if s.run_vrrp else []
+        except ConfigError as exc:
+            raise _Rejected([str(d) for d in exc.diagnostics if d.severity == "error"]) from None
+        except HostError as exc:
+            raise _Rejected([str(exc)]) from None
+        return cfg, lvs, plans
+
+    async def _reload_once(self) -> None:
         """SIGHUP: parse and resolve the new file first; only a fully good one replaces the old."""
         log.info("Reloading")
+        self.service.reloading()
         try:
-            cfg, lvs = K.load_full(self.path, self.settings.config_id)
-            plans = plan_instances(cfg)
-        except ConfigError as exc:
-            for d in exc.diagnostics:
-                if d.severity == "error":
-                    log.error("reload rejected, keeping the running configuration: %s", d)
-            return
-        except HostError as exc:
-            log.error("reload rejected, keeping the running configuration: %s", exc)
-            return
-        for d in [*cfg.diagnostics, *lvs.diagnostics]:
-            log.warning("%s", d)
-        task = asyncio.ensure_future(self._reload_lvs(lvs))
-        self._children.add(task)
-        task.add_done_callback(self._children.discard)
-        self._apply_vrrp(cfg, plans)
+            try:
+                cfg, lvs, plans = await _off_loop(self._load_checked)
+            except _Rejected as exc:
+                for line in exc.lines:
+                    log.error("reload rejected, keeping the running configuration: %s", line)
+                return
+            for d in [*cfg.diagnostics, *lvs.diagnostics]:
+                log.warning("%s", d)
+            if self.settings.run_vrrp:
+                self._apply_vrrp(cfg, plans)
+            else:
+                self.cfg = cfg
+                self.notifier.configure(cfg.global_defs)
+            if self.settings.run_checkers:
+                await self._reload_lvs(lvs)
+            self.write_state()
+            log.info("Reload complete")
+        finally:
+            self.service.ready()
 
     def _apply_vrrp(self, cfg: K.KeepalivedConfig, plans: list[InstancePlan]) -> None:
         """The VRRP half of a reload, from a new file already checked."""
@@ -190,8 +331,6 @@ class KeepalivedDaemon:
         self.tracking.start(cfg)
         for p in started:
             self.instances.start(p)
-        self.write_state()
-        log.info("Reload complete")
 
     # -- the virtual_server half (pylvs.keepalived.lvs_runtime) --------------------------------
 
@@ -259,7 +398,8 @@ class KeepalivedDaemon:
     # -- state -----------------------------------------------------------------------------
 
     def status(self) -> dict[str, object]:
-        out: dict[str, object] = {"pid": os.getpid(), "time": time.time(), "config": self.path}
+        out: dict[str, object] = {"pid": os.getpid(), "time": time.time(), "config": self.path,
+                                  "reloads": self.reloads}
         out["instances"] = self.instances.status() if self.instances is not None else {}
         out["arbitrator"] = self.arbitrator.status() if self.arbitrator is not None else None
         return out
@@ -294,3 +434,31 @@ def _process_priority(g: K.GlobalDefs) -> None:
                 os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(max(1, min(99, int(st.args[0])))))
         except (ValueError, OSError) as exc:
             log.warning("%s: %s %s: %s", st.where, st.keyword, " ".join(st.args), exc)
+
+
+def load(path: str, config_id: str | None, all_config: bool = False) -> tuple[K.KeepalivedConfig, K.LVSConfig]:
+    """The whole file; with ``all_config`` (keepalived's -e) an include that matches no file is an
+    error instead of a warning."""
+    cfg, lvs = K.load_full(path, config_id)
+    if all_config:
+        missing = [Diagnostic("error", d.file, d.line, d.message) for d in [*cfg.diagnostics, *lvs.diagnostics]
+                   if d.severity == "warning" and d.message.startswith("include ") and "no file matches" in d.message]
+        if missing:
+            raise ConfigError(missing)
+    return cfg, lvs
+
+
+async def _off_loop(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a worker thread while the loop keeps its timing: the interpreter switches
+    threads every 0.5 ms instead of 5, and the cyclic garbage collector (whose full passes over
+    a large new configuration stall every thread for 100 ms and more) waits until it is done."""
+    interval = sys.getswitchinterval()
+    collecting = gc.isenabled()
+    sys.setswitchinterval(0.0005)
+    gc.disable()
+    try:
+        return await asyncio.to_thread(fn)
+    finally:
+        sys.setswitchinterval(interval)
+        if collecting:
+            gc.enable()

@@ -86,6 +86,9 @@ class Instances:
         self.vmacs: dict[str, netio.VMAC] = {}
         self.addrs = netio.AddressManager()
         self._group_state: dict[str, State] = {}
+        self.transitions: dict[str, float] = {}  # wall-clock time of each instance's last state change
+        self.release_on_stop = True  # keepalived -V turns it off: VIPs and routes stay on stop
+        self._stopping = False
 
     # -- start, stop, reload -----------------------------------------------------------------
 
@@ -140,7 +143,11 @@ class Instances:
         rt = self.runtimes.pop(name)
         if rt.timer:
             rt.timer.cancel()
-        self.apply(rt, rt.router.stop(self.loop.time()))
+        self._stopping = True
+        try:
+            self.apply(rt, rt.router.stop(self.loop.time()))
+        finally:
+            self._stopping = False
         self.watch.forget(name)
         keys = [(rt.plan.ifname, rt.plan.router.family)]
         if rt.plan.vmac is not None:
@@ -316,6 +323,8 @@ class Instances:
                         log.error("(%s) cannot add VIP %s/%s on %s: %s", name, v.address, v.prefixlen, v.dev, exc)
                 log.debug("(%s) VIPs added in %.1f ms", name, 1000 * (time.monotonic() - t_add))
             elif isinstance(a, RemoveVIPs):
+                if self._stopping and not self.release_on_stop:
+                    continue
                 for v in _specs(rt.plan, a.addresses):
                     try:
                         self.addrs.remove(v)
@@ -325,8 +334,10 @@ class Instances:
                 self._garp(rt, a.repeat, a.addresses)
             elif isinstance(a, Notify):
                 changed = True
+                self.transitions[name] = time.time()
                 self.notifier.instance(rt.plan, a.state, a.priority)
-                self._virtual_routes(rt, a.state)
+                if not (self._stopping and not self.release_on_stop):
+                    self._virtual_routes(rt, a.state)
                 self.on_role(rt, a.state)
                 self._sync_group_follow(rt, a.state)
                 self._group_notify(rt, a.state)

@@ -109,10 +109,11 @@ class LVSRuntime:
         await self.health.reload(config)
         self.config = config
 
-    async def stop(self) -> None:
+    async def stop(self, release: bool = True) -> None:
         # keepalived takes its virtual servers out of the kernel's table when it stops (all at
-        # once with lvs_flush_on_stop); a table of this process's own goes with the process
-        kernel = self.director is None
+        # once with lvs_flush_on_stop; kept with -I, release=False); a table of this process's
+        # own goes with the process
+        kernel = self.director is None and release
         flush_all = kernel and self.global_defs.lvs_flush_on_stop == "all"
         await self.health.stop(remove_services=kernel and not flush_all)
         if flush_all:
