@@ -37,8 +37,11 @@ XDP_FLAGS_DRV_MODE = 1 << 2
 BPF_ANY = 0
 
 
-class XdpUnavailable(Exception):
-    """The XDP plane cannot run on this host; the message says why in one line."""
+class XdpUnavailable(OSError):
+    """The XDP plane cannot run on this host; the message says why in one line.
+
+    An ``OSError``, as every other "this host cannot do it" failure of a data plane, so the
+    daemons report it the same way (one line, non-zero exit)."""
 
 
 class XdpLoadError(XdpUnavailable):

@@ -16,7 +16,7 @@ from enum import IntEnum
 # struct lvs_flow_key: family, proto, pad, sport (be), dport (be), saddr[16], daddr[16]
 KEY = struct.Struct("=BBH2s2s16s16s")
 # struct lvs_action: method, tun_family, pad, ifindex, dmac, smac, addr[16], tun_src[16],
-# port (be), pad2, pad3, pad4, last_seen_ns, packets, bytes
+# port (be), mtu, pad3, pad4, last_seen_ns, packets, bytes
 ACTION = struct.Struct("=BBHI6s6s16s16s2sHIIQQQ")
 ACTION_COUNTERS_OFFSET = 64  # where last_seen_ns, packets, bytes start
 
@@ -63,6 +63,7 @@ class FlowAction:
     addr: str | None = None      # NAT: new address; TUN: outer destination
     port: int = 0                # NAT: new port
     tun_src: str | None = None   # TUN: outer source
+    mtu: int = 0                 # TUN: egress MTU (0: no check)
 
     def pack(self) -> bytes:
         if len(self.dmac) != 6 or len(self.smac) != 6:
@@ -78,7 +79,7 @@ class FlowAction:
         return ACTION.pack(int(self.method), tun_family, 0, self.ifindex, self.dmac, self.smac,
                            pad16(addr.packed if addr else b""),
                            pad16(tun_src.packed if tun_src else b""),
-                           self.port.to_bytes(2, "big"), 0, 0, 0, 0, 0, 0)
+                           self.port.to_bytes(2, "big"), self.mtu, 0, 0, 0, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)

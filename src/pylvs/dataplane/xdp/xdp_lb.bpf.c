@@ -76,7 +76,7 @@ struct lvs_action {
     __be32 addr[4];    /* NAT: new destination (in) or source (out); TUN: outer destination */
     __be32 tun_src[4]; /* TUN: outer source */
     __be16 port;       /* NAT: new destination (in) or source (out) port */
-    __u16 pad2;
+    __u16 mtu;         /* TUN: the egress MTU; a packet that would not fit goes up (ICMP) */
     __u32 pad3;
     __u32 pad4;
     /* Updated here, read by the core for -Lnc expiry and --stats. */
@@ -197,7 +197,9 @@ static __always_inline int encap_ipip(struct xdp_md *ctx, const struct lvs_actio
     outer->ihl = 5;
     outer->tos = tos;
     outer->tot_len = bpf_htons(inner_len + sizeof(struct iphdr));
-    outer->id = 0;
+    /* DF set: the ID is not used (RFC 6864); else a random one so that fragments of
+     * different packets never share it (the kernel's ip_select_ident does a hashed counter). */
+    outer->id = (frag & bpf_htons(IP_DF)) ? 0 : (__u16)bpf_get_prandom_u32();
     outer->frag_off = frag & bpf_htons(IP_DF);
     outer->ttl = ttl;
     outer->protocol = IPPROTO_IPIP_;
@@ -312,6 +314,8 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, void *data, void *end
         return transmit(ctx, a);
     }
     case FWD_TUN:
+        if (a->mtu && tot + sizeof(struct iphdr) > a->mtu)
+            return count(ST_PASS_OTHER, XDP_PASS);  /* the core sends ICMP frag needed */
         if (a->tun_family == 4)
             return encap_ipip(ctx, a, tot, ip->ttl, ip->tos, ip->frag_off);
         return count(ST_PASS_OTHER, XDP_PASS);
@@ -388,6 +392,8 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, void *data, void *end
         return transmit(ctx, a);
     }
     case FWD_TUN:
+        if (a->mtu && plen + 2 * sizeof(*ip6) > a->mtu)
+            return count(ST_PASS_OTHER, XDP_PASS);  /* the core sends ICMPv6 packet too big */
         if (a->tun_family == 6)
             return encap_ip6ip6(ctx, a, plen + sizeof(*ip6), ip6->hop_limit,
                                 bpf_ntohl(*(__be32 *)ip6));

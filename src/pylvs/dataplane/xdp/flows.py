@@ -1,0 +1,195 @@
+"""The XDP program's flow map as the packet forwarder's flow table (``forward.FlowSink``).
+
+The forwarder already offers each connection's rewrite, per direction, once the core has
+decided it and the connection is stable (ESTABLISHED TCP, or a stored UDP entry), and takes it
+back when the connection leaves that state; the C hot path's table and this map are two sinks
+for the same offers, so the Python core stays the only brain.
+
+Counters and timers: the program counts packets and bytes per flow and stamps the last packet
+(``bpf_ktime_get_ns``, CLOCK_MONOTONIC, the clock ``time.monotonic`` reads). ``sync`` turns
+what changed since the last call into the rows the forwarder gives the Director (so ``--stats``,
+``--rate`` and the connection timers in ``-Lnc`` stay true) and drops flows whose connection
+has left the table. One map lookup per flow per sync: fine for the tens of thousands of flows
+a second-by-second tick reads; a batch lookup would be the next step past that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pylvs.dataplane.xdp.loader import XdpProgram
+from pylvs.dataplane.xdp.maps import ACTION, KEY, Method, pad16, unpack_counters
+
+# forward.FLOW_* kinds -> the program's methods
+_METHOD = {0: Method.DR, 1: Method.NAT_IN, 2: Method.NAT_OUT, 3: Method.TUN}
+
+Row = tuple[Any, int, int, int, float]
+
+
+@dataclass(slots=True)
+class _Flow:
+    conn: Any
+    direction: int
+    packets: int = 0  # as read at the last sync
+    nbytes: int = 0
+    seen: float = 0.0
+
+
+class XdpFlowSink:
+    """Installs, reads back and removes flows in the program's LRU map."""
+
+    def __init__(self, program: XdpProgram, limit: int = 1 << 20) -> None:
+        self.program = program
+        self.limit = limit
+        self.ident = 0  # the forwarder's outer IPIP ID sequence (the program picks its own)
+        self._flows: dict[bytes, _Flow] = {}
+        self.refused_full = 0
+
+    @property
+    def count(self) -> int:
+        return len(self._flows)
+
+    @property
+    def forwarded(self) -> int:
+        """Frames the program sent on (XDP_TX and redirects), all flows together."""
+        st = self.program.stats()
+        return st.get("tx", 0) + st.get("redirect", 0)
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    @staticmethod
+    def key(proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int) -> bytes:
+        family = 4 if len(saddr) == 4 else 6
+        return KEY.pack(family, proto, 0, sport.to_bytes(2, "big"), dport.to_bytes(2, "big"),
+                        pad16(saddr), pad16(daddr))
+
+    def install(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int, kind: int,
+                new_ip: bytes, new_port: int, out_ifindex: int, macs: bytes, conn: Any,
+                direction: int, tun_src: bytes | None = None, mtu: int = 0) -> bool:
+        key = self.key(proto, saddr, sport, daddr, dport)
+        if key not in self._flows and len(self._flows) >= self.limit:
+            self.refused_full += 1
+            return False
+        method = _METHOD[kind]
+        tun_family = (4 if len(new_ip) == 4 else 6) if method is Method.TUN else 0
+        value = ACTION.pack(int(method), tun_family, 0, out_ifindex, bytes(macs[:6]), bytes(macs[6:12]),
+                            pad16(new_ip if method is not Method.DR else b""),
+                            pad16(tun_src or b""), new_port.to_bytes(2, "big"), mtu, 0, 0, 0, 0, 0)
+        try:
+            self.program.flow_put(key, value)
+        except OSError:
+            self.refused_full += 1
+            return False
+        self._flows[key] = _Flow(conn, direction)
+        return True
+
+    def _row(self, key: bytes, flow: _Flow) -> Row | None:
+        """What the flow forwarded since the last read, or None if nothing (or it is gone)."""
+        value = self.program.flow_get(key, ACTION.size)
+        if value is None:
+            return None
+        c = unpack_counters(value)
+        dp, db = c.packets - flow.packets, c.bytes - flow.nbytes
+        flow.packets, flow.nbytes = c.packets, c.bytes
+        if dp <= 0:
+            return None
+        flow.seen = c.last_seen_ns / 1e9
+        return (flow.conn, flow.direction, dp, db, flow.seen)
+
+    def remove(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int) -> Row | None:
+        key = self.key(proto, saddr, sport, daddr, dport)
+        flow = self._flows.pop(key, None)
+        if flow is None:
+            return None
+        row = self._row(key, flow)
+        self.program.flow_delete(key)
+        return row if row is not None else (flow.conn, flow.direction, 0, 0, flow.seen)
+
+    def clear(self) -> list[Row]:
+        rows = []
+        for key, flow in self._flows.items():
+            row = self._row(key, flow)
+            if row is not None:
+                rows.append(row)
+            self.program.flow_delete(key)
+        self._flows.clear()
+        return rows
+
+    def sync(self) -> list[Row]:
+        rows = []
+        dead = []
+        for key, flow in self._flows.items():
+            row = self._row(key, flow)
+            if row is not None:
+                rows.append(row)
+            if getattr(flow.conn, "bucket", None) is None:
+                dead.append(key)
+        for key in dead:
+            del self._flows[key]
+            self.program.flow_delete(key)
+        return rows
+
+
+class SplitFlowSink:
+    """Flows of some kinds to the XDP program, the others to a second table (the C hot path's,
+    or none: then the Python path forwards them).
+
+    Why: in generic (skb) mode the program may see packets whose L4 checksum the sender left
+    to offload (CHECKSUM_PARTIAL: the field holds the pseudo-header sum, not a checksum), which
+    an XDP program cannot tell from complete ones. A MAC rewrite (DR) is right either way; an
+    address rewrite (NAT) or an encapsulation (TUN, whose inner checksum a decapsulator then
+    checks) is not, so those stay on the path that reads the ring's checksum status.
+    """
+
+    def __init__(self, xdp: XdpFlowSink, other: Any, xdp_kinds: frozenset[int]) -> None:
+        self.xdp = xdp
+        self.other = other
+        self.xdp_kinds = xdp_kinds
+
+    @property
+    def ident(self) -> int:
+        return int(self.other.ident) if self.other is not None else self.xdp.ident
+
+    @ident.setter
+    def ident(self, value: int) -> None:
+        if self.other is not None:
+            self.other.ident = value
+        self.xdp.ident = value
+
+    @property
+    def count(self) -> int:
+        return self.xdp.count + (self.other.count if self.other is not None else 0)
+
+    @property
+    def forwarded(self) -> int:
+        return self.xdp.forwarded + (int(self.other.forwarded) if self.other is not None else 0)
+
+    def install(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int, kind: int,
+                new_ip: bytes, new_port: int, out_ifindex: int, macs: bytes, conn: Any,
+                direction: int, tun_src: bytes | None = None, mtu: int = 0) -> bool:
+        target: Any = self.xdp if kind in self.xdp_kinds else self.other
+        if target is None:
+            return False
+        return bool(target.install(proto, saddr, sport, daddr, dport, kind, new_ip, new_port,
+                                   out_ifindex, macs, conn, direction, tun_src, mtu))
+
+    def remove(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int) -> Row | None:
+        row = self.xdp.remove(proto, saddr, sport, daddr, dport)
+        if row is None and self.other is not None:
+            other_row: Row | None = self.other.remove(proto, saddr, sport, daddr, dport)
+            return other_row
+        return row
+
+    def clear(self) -> list[Row]:
+        rows = self.xdp.clear()
+        if self.other is not None:
+            rows.extend(self.other.clear())
+        return rows
+
+    def sync(self) -> list[Row]:
+        rows = self.xdp.sync()
+        if self.other is not None:
+            rows.extend(self.other.sync())
+        return rows

@@ -1,0 +1,130 @@
+"""The ``xdp`` data plane: the AF_PACKET plane's brain with an XDP program in front of it.
+
+Why this shape (the path up, chosen by measurement in BENCHMARKS.md): packets the program does
+not forward (new connections, TCP SYN/FIN/RST, ARP/ND, fragments, anything unusual) continue up
+the stack with ``XDP_PASS`` and reach the packet plane's AF_PACKET rings exactly as they did
+without XDP, so every scheduler, persistence template, threshold and the TCP state machine
+decide them with the code every other plane uses. What the forwarder would have handed to the
+C flow table (a stable connection's rewrite, per direction) goes into the program's flow map
+instead, and the rest of that flow never leaves the kernel's driver hook. An AF_XDP socket
+would save the copy into the ring for new connections, at the price of a second receive path
+to keep correct; a ring buffer would carry only metadata and need the frame anyway.
+
+Attach mode: ``native`` (the driver's hook) where the driver supports XDP; ``generic`` (skb
+mode) otherwise. ``auto`` picks native except on veth, whose native XDP_TX/redirect needs the
+*peer* to have NAPI (GRO or an XDP program) which a director cannot set from its own side.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import logging
+import socket
+import struct
+from typing import Any
+
+from pylvs.core.director import Director
+from pylvs.dataplane.packet.dataplane import PacketDataPlane
+from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, FLOW_TUN
+from pylvs.dataplane.xdp.flows import SplitFlowSink, XdpFlowSink
+from pylvs.dataplane.xdp.loader import XdpProgram, XdpUnavailable
+
+log = logging.getLogger("pylvs.dataplane.xdp")
+
+MODES = ("auto", "native", "generic")
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_GDRVINFO = 3
+
+
+def driver_name(ifname: str) -> str:
+    """The interface's driver as ``ethtool -i`` names it (``veth``, ``virtio_net``, ...), read
+    with the same ioctl; ``""`` when the device does not say."""
+    info = ctypes.create_string_buffer(struct.pack("=I", ETHTOOL_GDRVINFO), 196)
+    ifreq = struct.pack("=16sQ", ifname.encode()[:15], ctypes.addressof(info)).ljust(40, b"\0")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifreq)
+    except OSError:
+        return ""
+    return info.raw[4:36].split(b"\0", 1)[0].decode(errors="replace")
+
+
+class XdpDataPlane(PacketDataPlane):
+    """Forwards established flows in XDP; the AF_PACKET plane behind it does everything else."""
+
+    name = "xdp"
+
+    def __init__(self, director: Director, xdp_mode: str = "auto", **options: Any) -> None:
+        if xdp_mode not in MODES:
+            raise ValueError(f"xdp mode must be one of {', '.join(MODES)}, not {xdp_mode!r}")
+        super().__init__(director, **options)
+        self.xdp_mode = xdp_mode
+        self.program: XdpProgram | None = None
+        self.split: SplitFlowSink | None = None
+        self.attach_modes: dict[str, str] = {}
+
+    def open(self) -> None:
+        program = XdpProgram()  # XdpUnavailable: one line, before anything is touched
+        try:
+            super().open()
+            fw = self.forwarder
+            assert fw is not None
+            xdp_sink = XdpFlowSink(program, self.flow_limit)
+            for ifindex in self.rings:
+                name = self.rings[ifindex].ifname
+                mode = self.xdp_mode
+                if mode == "auto" and driver_name(name) == "veth":
+                    mode = "generic"
+                self.attach_modes[name] = program.attach(ifindex, mode)
+            # Native mode: the program takes every kind of flow. Generic mode: DR only (see
+            # SplitFlowSink); NAT and TUN flows stay with the C table when there is one.
+            generic = "generic" in self.attach_modes.values()
+            kinds = frozenset({FLOW_DR}) if generic else frozenset({FLOW_DR, FLOW_NAT_DST,
+                                                                     FLOW_NAT_SRC, FLOW_TUN})
+            # The rings keep reading the C table (self.flows); the forwarder offers to both.
+            split = SplitFlowSink(xdp_sink, self.flows, kinds)
+            if self.flows is None:  # no C table: the forwarder had no flows to sync before
+                self.director.before_tick.append(fw.sync_flows)
+            fw.flows = split
+            self.split = split
+        except BaseException:
+            program.close()
+            super().close()
+            raise
+        self.program = program
+        log.info("xdp program attached: %s",
+                 ", ".join(f"{n} ({m})" for n, m in sorted(self.attach_modes.items())))
+
+    def close(self) -> None:
+        fw = self.forwarder
+        if fw is not None and self.split is not None:
+            fw.clear_flows()  # what the program forwarded still counts
+            if self.flows is None:
+                fw.flows = None
+                if fw.sync_flows in self.director.before_tick:
+                    self.director.before_tick.remove(fw.sync_flows)
+            else:
+                fw.flows = self.flows
+        self.split = None
+        super().close()
+        if self.program is not None:
+            self.program.close()  # detaches from every interface
+            self.program = None
+        self.attach_modes.clear()
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["fastpath"] = "xdp" if self.program is not None else "off"
+        info["xdp"] = {
+            "attached": dict(self.attach_modes),
+            "flows": self.split.xdp.count if self.split is not None else 0,
+            "kinds": sorted(self.split.xdp_kinds) if self.split is not None else [],
+            "counters": self.program.stats() if self.program is not None else {},
+        }
+        return info
+
+
+__all__ = ["XdpDataPlane", "XdpUnavailable"]
