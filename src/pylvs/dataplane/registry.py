@@ -18,6 +18,7 @@ DATAPLANES: dict[str, str] = {
     "proxy": "pylvs.dataplane.proxy:ProxyDataPlane",
     "packet": "pylvs.dataplane.packet.dataplane:PacketDataPlane",
     "kernel": "pylvs.dataplane.kernel:KernelDataPlane",
+    "xdp": "pylvs.dataplane.xdp.plane:XdpDataPlane",
 }
 # "auto": the kernel's own IPVS where the kernel has it (as keepalived would use), else the proxy.
 AUTO = "auto"

@@ -34,6 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="do not answer ARP for the VIPs (VRRP owns them, as on a director pair)")
     p.add_argument("--no-fastpath", action="store_true",
                    help="forward every frame in Python (no C flow table; also PYLVS_PACKET_FASTPATH=0)")
+    p.add_argument("--dataplane", default="packet", choices=["packet", "xdp"],
+                   help="xdp: an XDP program forwards established flows in the kernel, the packet "
+                        "plane behind it does the rest")
+    p.add_argument("--xdp-mode", default="auto", choices=["auto", "native", "generic"],
+                   help="how the XDP program is attached (auto: native, generic on veth)")
     p.add_argument("--restore", metavar="FILE")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
@@ -48,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                "answer_arp": not args.no_arp}
     if args.no_fastpath:
         options["fastpath"] = False
-    daemon = DirectorDaemon(default_socket_path(args.control_socket), dataplane="packet",
+    if args.dataplane == "xdp":
+        options["xdp_mode"] = args.xdp_mode
+    daemon = DirectorDaemon(default_socket_path(args.control_socket), dataplane=args.dataplane,
                             restore=args.restore, dataplane_options=options)
     try:
         asyncio.run(daemon.run())

@@ -41,12 +41,14 @@ FORWARD_FLAG = {"dr": "-g", "tun": "-i", "nat": "-m"}
 class LVSCluster:
     """A director forwarding real packets to the lab's real servers in one mode."""
 
-    def __init__(self, lab: Lab, mode: str = "dr", director: str = "director") -> None:
+    def __init__(self, lab: Lab, mode: str = "dr", director: str = "director",
+                 dataplane: str = "packet") -> None:
         if mode not in MODES:
             raise LabError(f"mode {mode!r}: use dr, nat or tun")
         self.lab = lab
         self.mode = mode
         self.director_host = director
+        self.dataplane = dataplane  # packet, or xdp (an XDP program in front of it)
         self.real_servers = REAL_SERVERS[mode]
         self.rips = tuple(lab.addr(h) for h in self.real_servers)
         self.flag = FORWARD_FLAG[mode]
@@ -109,7 +111,8 @@ class LVSCluster:
         with self._log(name) as log:
             p = lab.popen(self.director_host,
                           [sys.executable, "-m", "pylvs.director.serve_packet", "--control-socket",
-                           self.control_socket, "--interfaces", "eth0,eth1"],
+                           self.control_socket, "--interfaces", "eth0,eth1",
+                           "--dataplane", self.dataplane],
                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(p)
         self._wait(name, "director ready", p, "the packet director")
