@@ -14,10 +14,21 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from pylvs.lab.topology import Lab
+
+class LabHosts(Protocol):
+    """What Tomcat needs of the lab (``pylvs.lab.topology.Lab``, which starts it): a state
+    directory and a way to run a process in a host. A protocol, so this module does not import
+    the topology that imports it."""
+
+    @property
+    def state_dir(self) -> Path: ...
+
+    def popen(self, host: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]: ...
+
 
 CATALINA_HOME = Path("/usr/share/tomcat10")
 SYSTEM_CONF = Path("/etc/tomcat10")
@@ -56,7 +67,7 @@ def tomcat_available() -> bool:
         and shutil.which("java") is not None
 
 
-def start_tomcat(lab: Lab, host: str, page: int, port: int = 8080, **popen: Any) -> subprocess.Popen[Any]:
+def start_tomcat(lab: LabHosts, host: str, page: int, port: int = 8080, **popen: Any) -> subprocess.Popen[Any]:
     """Start Tomcat on lab ``host`` serving the seed's JSP as ``/index.jsp`` (any ``*.jsp``
     name below the root answers the same); the caller ends the process (``Lab.down`` does too)."""
     base = lab.state_dir / host / "tomcat"
