@@ -144,7 +144,9 @@ def test_syn_flood_is_bounded_and_established_connections_carry_on() -> None:
     for port in range(2000, 2500):
         fw.handle(2, from_client(sport=port))
     assert d.connection_count <= 50
-    assert fw.drops["table_full"] >= 450
+    # each SYN past the limit either took the place of an older half-open entry (the core's
+    # flood defence) or was refused and counted as table_full
+    assert fw.drops.get("table_full", 0) + d.defense.evicted_entries >= 450
     assert fw.handle(2, from_client(sport=1000, flags=codec.TCP_ACK | codec.TCP_PSH, payload=b"more")) is not None
 
 
