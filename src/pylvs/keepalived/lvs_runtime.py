@@ -49,7 +49,8 @@ class LVSRuntime:
         else:
             # Under keepalived the VIPs are VRRP's: the master holds them as local addresses and
             # its kernel answers ARP; the packet plane must not answer for them on a backup.
-            options = {"answer_arp": False} if dataplane == "packet" else {}
+            # VRRP owns the VIPs: the packet planes (and xdp, built on it) must not answer ARP
+            options = {"answer_arp": False} if dataplane in ("packet", "xdp") else {}
             self.director = DirectorDaemon(control_socket, dataplane=dataplane, dataplane_options=options)
             self.director.server.extra["checkers"] = self._checkers
             backend = self.director.director.table

@@ -38,7 +38,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if args.lvs:
             from pylvs.lab.lvs import LVSCluster
 
-            cluster = LVSCluster(lab, args.lvs)
+            cluster = LVSCluster(lab, args.lvs, dataplane=args.dataplane)
             if was_up and cluster.running():
                 _print_status(lab)
                 print(f"a director is already running ({cluster.control_socket})")
@@ -57,7 +57,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     _print_status(lab)
     if args.lvs:
-        print(f"LVS-{args.lvs.upper()}: packet director on 'director', the seed's service "
+        print(f"LVS-{args.lvs.upper()}: {args.dataplane} director on 'director', the seed's service "
               f"{lab.vip}:80 ({args.scheduler}); try:\n"
               f"  pylvs lab --id {lab.lab_id} exec client -- curl -s http://{lab.vip}/\n"
               f"  PYLVS_CONTROL_SOCKET={cluster.control_socket} pylvsadm -Ln")
@@ -122,6 +122,8 @@ def register(subparsers: Any) -> None:
     up.add_argument("--lvs", choices=("dr", "nat", "tun"),
                     help="also run a packet-forwarding director with the seed's service")
     up.add_argument("--scheduler", default="rr", help="scheduler of that service (default rr)")
+    up.add_argument("--dataplane", choices=("packet", "xdp"), default="packet",
+                    help="the director's data plane with --lvs (xdp: an XDP program in front)")
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="remove everything the lab made")
     down.add_argument("--all", action="store_true", help="every lab on this machine")
