@@ -51,6 +51,7 @@ from pylvs.ipvsadm.rules import RestoreError, apply_commands, parse_restore, sav
 from pylvs.metrics import wiring as metrics
 from pylvs.metrics.server import MetricsError
 from pylvs.metrics.server import add_arguments as add_metrics_arguments
+from pylvs.service.sdnotify import Notifier
 
 log = logging.getLogger("pylvs.director")
 
@@ -104,6 +105,7 @@ class DirectorDaemon:
             },
         )
         self.started_at = time.time()
+        self.service = Notifier()  # systemd's NOTIFY_SOCKET, when started by a Type=notify unit
         self._stop = asyncio.Event()
         self._ticker_task: asyncio.Task[None] | None = None
 
@@ -258,18 +260,37 @@ class DirectorDaemon:
             await self.server.stop()
         log.info("director stopped")
 
+    def _reload_notified(self) -> None:
+        """SIGHUP under systemd: RELOADING=1, the reload, READY=1 (``systemctl reload`` waits)."""
+        self.service.reloading()
+        try:
+            self.reload()
+        finally:
+            self.service.ready()
+
     async def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT/SIGQUIT, stop (signals: ``pylvs.director.signals``)."""
+        """Start, serve until SIGTERM/SIGINT/SIGQUIT, stop (signals: ``pylvs.director.signals``).
+
+        Under systemd (``$NOTIFY_SOCKET``): READY=1 once the control socket and the data plane
+        are up, RELOADING=1/READY=1 around a SIGHUP, STOPPING=1 when a stop begins, and
+        WATCHDOG=1 every half ``$WATCHDOG_USEC`` from this loop (``pylvs.service.sdnotify``).
+        """
         await self.start()
         actions = {sig: self.request_stop for sig in signals.STOP_SIGNALS}
-        actions[signal.SIGHUP] = self.reload
+        actions[signal.SIGHUP] = self._reload_notified
         actions[signal.SIGUSR1] = self.dump_table
         actions[signal.SIGUSR2] = self.dump_counters
         try:
             signals.install(asyncio.get_running_loop(), actions)
+            self.service.ready(f"data plane {self.dataplane_name}, control socket {self.control_socket}")
+            self.service.start_watchdog()
             await self._stop.wait()
         finally:
-            await self.stop()
+            self.service.stopping()
+            try:
+                await self.stop()
+            finally:
+                self.service.close()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
