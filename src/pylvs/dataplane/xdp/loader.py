@@ -156,6 +156,8 @@ class XdpProgram:
     def __init__(self, path: Path | None = None) -> None:
         lib = libbpf()
         self._lib = lib
+        self._obj: int | None = None
+        self.attached: dict[int, int] = {}
         obj_path = path or object_path()
         self._log = ctypes.create_string_buffer(LOG_SIZE)
         opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts), kernel_log_buf=ctypes.cast(self._log, ctypes.c_char_p),
@@ -163,7 +165,7 @@ class XdpProgram:
         obj = lib.bpf_object__open_file(str(obj_path).encode(), ctypes.byref(opts))
         if not obj:
             raise XdpUnavailable(f"{obj_path}: {os.strerror(ctypes.get_errno() or errno.EINVAL)}")
-        self._obj: int | None = obj
+        self._obj = obj
         rc = lib.bpf_object__load(obj)
         if rc:
             err = -rc if rc < 0 else (ctypes.get_errno() or errno.EINVAL)
@@ -177,7 +179,6 @@ class XdpProgram:
         self.flows_fd = lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, b"flows"))
         self.stats_fd = lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, b"stats"))
         self._ncpus = possible_cpus()
-        self.attached: dict[int, int] = {}
 
     # -- attach -------------------------------------------------------------------------------
 
