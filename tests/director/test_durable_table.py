@@ -339,3 +339,24 @@ def test_hup_without_a_restore_file_is_logged_and_changes_nothing(
     assert adm(d.sock, "-Sn").stdout == "-A -t 10.77.7.1:80 -s rr\n"
     d.signal(signal.SIGINT)
     assert d.proc is not None and d.proc.wait(15) == 0
+
+
+def test_restore_must_exist_and_restore_if_exists_may_be_missing(
+    tmp_path: Path, daemons: Callable[..., Pylvsd]
+) -> None:
+    missing = tmp_path / "no-such.rules"
+    state = tmp_path / "state.rules"
+    state.write_text("-A -t 10.77.8.1:80 -s rr\n")
+    # even when the state file would win, a mistyped --restore path is said at start
+    d = daemons("--state-file", str(state), "--restore", str(missing), "--log-level=error")
+    assert d.start() == 1
+    wait_for(lambda: d.log_text() != "", "no error line")
+    time.sleep(0.2)
+    assert d.log_text() == f"pylvsd: {missing}: No such file or directory\n"
+    assert state.read_text() == "-A -t 10.77.8.1:80 -s rr\n"  # nothing changed
+    ok = daemons("--state-file", str(state), "--restore-if-exists", str(missing), name="ok")
+    assert ok.start() is None
+    assert adm(ok.sock, "-Sn").stdout == "-A -t 10.77.8.1:80 -s rr\n"
+    both = subprocess.run([PY, "-m", "pylvs.director.main", "--restore", "a", "--restore-if-exists",
+                           "b"], capture_output=True, text=True, timeout=30)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr

@@ -13,6 +13,12 @@ checked whole before anything is applied, errors as ``FILE:LINE: ...``) is the t
 with when there is no state yet, and the one SIGHUP re-reads; ``--save-on-exit FILE`` writes the
 table on a clean stop. Signals: ``pylvs.director.signals``.
 
+``--restore FILE`` must exist (a mistyped path is an error, not an empty table);
+``--restore-if-exists FILE`` is the same file read only when it is there, as Debian's ipvsadm
+init script restores ``/etc/ipvsadm.rules`` (what ``pylvsd.service`` passes). Either way the
+precedence at start is the same: the state file when it exists (the last acknowledged table),
+else the restore file, else an empty table; SIGHUP re-reads the restore file.
+
 What this is not for: VRRP and health checks (``pylvs keepalived``), layer 7 (``pylvs http``).
 """
 
@@ -84,10 +90,13 @@ class DirectorDaemon:
         save_on_exit: str | None = None,
         dataplane_options: dict[str, Any] | None = None,
         state_file: str | None = None,
+        restore_if_exists: bool = False,
     ) -> None:
+        """``restore_if_exists``: a missing ``restore`` file is an empty start, not an error."""
         self.control_socket = control_socket
         self.dataplane_name = registry.resolve(dataplane)
         self.restore_path = restore
+        self.restore_optional = restore_if_exists
         self.save_path = save_on_exit
         self.dataplane_options = dataplane_options or {}
         self.director = Director(IPVSTable())
@@ -142,7 +151,17 @@ class DirectorDaemon:
 
     def _restore(self) -> None:
         """The state file if there is one, else ``--restore``; then the state file is written
-        (so a state path that cannot be written stops the start, not a later change)."""
+        (so a state path that cannot be written stops the start, not a later change).
+
+        A ``--restore`` file (not ``--restore-if-exists``) must exist even when the state file
+        wins: a wrong path is said at start, not at the first SIGHUP."""
+        if self.restore_path and not self.restore_optional:
+            try:
+                os.stat(self.restore_path)
+            except FileNotFoundError:
+                raise StartupError(f"{self.restore_path}: No such file or directory") from None
+            except OSError:
+                pass  # said in its own words when it is read
         sources = [self.durable.path] if self.durable is not None else []
         sources += [self.restore_path] if self.restore_path else []
         for path in sources:
@@ -302,8 +321,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--dataplane", default="auto", choices=registry.available(),
         help="how traffic is forwarded; auto: kernel IPVS where the kernel has it, else proxy",
     )
-    p.add_argument("--restore", metavar="FILE",
-                   help="ipvsadm rule file: the table at start when there is no state yet; SIGHUP re-reads it")
+    restore = p.add_mutually_exclusive_group()
+    restore.add_argument("--restore", metavar="FILE",
+                         help="ipvsadm rule file: the table at start when there is no state yet "
+                              "(the file must exist); SIGHUP re-reads it")
+    restore.add_argument("--restore-if-exists", metavar="FILE",
+                         help="as --restore, but a missing file is an empty table (Debian's "
+                              "ipvsadm init: /etc/ipvsadm.rules)")
     p.add_argument("--save-on-exit", metavar="FILE", help="write the table here (ipvsadm-save -n format) on exit")
     state = p.add_mutually_exclusive_group()
     state.add_argument(
@@ -341,7 +365,8 @@ def run(args: argparse.Namespace) -> int:
     daemon = DirectorDaemon(
         control_socket,
         dataplane=args.dataplane,
-        restore=args.restore,
+        restore=args.restore or args.restore_if_exists,
+        restore_if_exists=args.restore_if_exists is not None,
         save_on_exit=args.save_on_exit,
         state_file=state_file_for(args, control_socket),
     )
