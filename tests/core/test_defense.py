@@ -236,7 +236,8 @@ def test_bad_settings_are_refused_and_change_nothing(values: dict[str, object],
 def test_settings_read_and_write_through_the_table() -> None:
     d, _ = _director(100)
     assert d.table.get_sysctl() == {"am_droprate": 10, "amemthresh": 12, "drop_entry": 1,
-                                    "drop_packet": 0, "max_connections": 100, "secure_tcp": 1}
+                                    "drop_packet": 0, "max_connections": 100, "secure_tcp": 1,
+                                    "sloppy_sctp": 0, "sloppy_tcp": 0}
     d.table.set_sysctl({"max_connections": 4000, "secure_tcp": 3})
     assert d.max_connections == 4000 and d.table.get_sysctl()["amemthresh"] == 500
     assert d.secure_tcp  # applied at once, as the kernel's sysctl handler does

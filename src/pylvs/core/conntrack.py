@@ -31,10 +31,13 @@ entries (entry, key, deadline, hash slot and wheel slot together).
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import math
 from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol
 
+from pylvs.core.api import IPVSError
 from pylvs.core.model import AF_INET, AF_INET6, ConnEntry, DestFlags, RealServer, Timeouts
 
 # ---- connection flags -------------------------------------------------------------------------
@@ -533,3 +536,84 @@ def conn_entries(conns: Iterable[Connection], now: float) -> list[ConnEntry]:
             flags=kernel_conn_flags(c.flags),
         ))
     return rows
+
+
+# ---- which packets may open an entry: sloppy_tcp / sloppy_sctp ---------------------------------
+
+SLOPPY_NAMES = ("sloppy_sctp", "sloppy_tcp")
+SCTP_CID_INIT = 1
+SCTP_CID_ABORT = 6
+
+
+class Settings(Protocol):
+    """The settings SloppySysctls stands in front of (``pylvs.core.defense.Defense``)."""
+
+    def get_sysctl(self) -> dict[str, int]: ...
+
+    def set_sysctl(self, values: dict[str, object]) -> None: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+    def check(self, name: str, value: object) -> int: ...
+
+
+class SloppySysctls:
+    """net.ipv4.vs.sloppy_tcp and sloppy_sctp, in front of the other settings (``inner``, the
+    flood defences), so one ``get_sysctl``/``set_sysctl`` serves them all.
+
+    Why: with several active directors behind ECMP, a router that rehashes (a director added or
+    gone) sends an established flow to a director that has no entry for it. Without sloppy the
+    director drops it (only a SYN opens an entry) and the connection dies; with sloppy_tcp the
+    segment is scheduled, and with ``mh`` every director picks the same real server, so the
+    flow carries on. The gates are the kernel's (``tcp_conn_schedule``/``sctp_conn_schedule``
+    in ``ip_vs_proto_tcp.c``/``ip_vs_proto_sctp.c``): a RST (an SCTP ABORT) never opens an
+    entry; a SYN (INIT) always does; anything else only while the setting is on. Both default
+    to 0, as in the kernel."""
+
+    def __init__(self, inner: Settings) -> None:
+        self.inner = inner
+        self.sloppy_tcp = 0
+        self.sloppy_sctp = 0
+
+    def tcp_opens(self, tcp_flags: int) -> bool:
+        """May a TCP segment with these flags, of no known connection, be scheduled?
+        (pylvs without sloppy also refuses SYN+ACK, which no client sends first.)"""
+        if tcp_flags & TCP_RST:
+            return False
+        if self.sloppy_tcp:
+            return True
+        return tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+
+    def sctp_opens(self, chunk_type: int) -> bool:
+        """May an SCTP packet whose first chunk is ``chunk_type`` open an entry? No pylvs data
+        plane forwards SCTP yet; this is the rule one must follow."""
+        if chunk_type == SCTP_CID_ABORT:
+            return False
+        return chunk_type == SCTP_CID_INIT or bool(self.sloppy_sctp)
+
+    def get_sysctl(self) -> dict[str, int]:
+        values = self.inner.get_sysctl()
+        return {**values, "sloppy_sctp": self.sloppy_sctp, "sloppy_tcp": self.sloppy_tcp}
+
+    def set_sysctl(self, values: dict[str, object]) -> None:
+        """Every value checked before any is set (IPVSError, nothing changed, on a bad one)."""
+        known = set(self.inner.get_sysctl()) | set(SLOPPY_NAMES)
+        own: dict[str, int] = {}
+        for name, value in values.items():
+            if name not in known:
+                raise IPVSError(errno.ENOENT, f"unknown setting {name!r} (known: "
+                                f"{', '.join(sorted(known))})")
+            if name in SLOPPY_NAMES:
+                if isinstance(value, bool) or value not in (0, 1):
+                    raise IPVSError(errno.EINVAL, f"{name}: must be 0 or 1")
+                own[name] = 1 if value else 0
+        rest = {n: v for n, v in values.items() if n not in own}
+        if rest:
+            for name, value in rest.items():  # checked first, so a bad one changes nothing
+                self.inner.check(name, value)
+            self.inner.set_sysctl(rest)
+        for name, value in own.items():
+            setattr(self, name, value)
+
+    def counters(self) -> dict[str, int]:
+        return self.inner.counters()

@@ -52,6 +52,7 @@ from pylvs.core.conntrack import (
     V6_MARK,
     Connection,
     ConnectionTable,
+    SloppySysctls,
     bind_dest,
     clear_overload,
     conn_entries,
@@ -148,7 +149,7 @@ class Director:
         self._services = ServiceCache()
         self.table.listeners.append(self._services)
         self.table.connection_provider = self.connection_entries
-        self.table.sysctl_provider = self.defense
+        self.table.sysctl_provider = self.sysctls = SloppySysctls(self.defense)  # + sloppy_*
         self.defense.on_change = lambda: self._defense_changed(self.conns.count)
         self.defense.refused = lambda: self.refused_full
         self._timeouts_src: Timeouts | None = None
@@ -355,6 +356,16 @@ class Director:
             self._half_open.append(conn)
         elif self.sync_hook is not None:
             self.sync_hook(conn)
+        return conn
+
+    def schedule_sloppy(self, protocol: int, caddr: bytes, cport: int, vaddr: bytes, vport: int,
+                        tcp_flags: int) -> Connection | None:
+        """sloppy_tcp: ``schedule`` any TCP segment; the entry takes its state from NONE."""
+        n = self.table.total.conns
+        conn = self.schedule(protocol, caddr, cport, vaddr, vport)
+        if conn is not None and conn.bucket is not None and self.table.total.conns != n:
+            d = 64 * (DIR_INPUT_ONLY if conn.flags & CONN_F_NOOUTPUT else DIR_INPUT)
+            self._set_tcp_state(conn, self._tcp_next[(d + (tcp_flags & 0x3F)) * 16], self.clock())
         return conn
 
     def _reschedule(self, old: Connection, protocol: int) -> bool:

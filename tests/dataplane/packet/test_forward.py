@@ -129,6 +129,18 @@ def test_only_syn_opens_a_connection() -> None:
     assert fw.drops == {"no_connection": 1} and d.connection_count == 0
 
 
+def test_sloppy_tcp_forwards_a_mid_flow_segment_and_tracks_it_established() -> None:
+    """sloppy_tcp: a flow rehashed here (ACK, no entry) is scheduled and forwarded; a RST of no
+    known connection is still not."""
+    fw, d = make(ForwardingMethod.DROUTE, sched="mh")
+    d.table.set_sysctl({"sloppy_tcp": 1})
+    assert fw.handle(2, from_client(sport=40001, flags=codec.TCP_RST)) is None
+    out = fw.handle(2, from_client(flags=codec.TCP_ACK, payload=b"more"))
+    assert out is not None and out[1][0:6] in (RS1_MAC, RS2_MAC)
+    (entry,) = d.connection_entries()
+    assert entry.state == "ESTABLISHED" and fw.drops == {"no_connection": 1}
+
+
 def test_corrupt_syn_creates_no_entry() -> None:
     fw, d = make(ForwardingMethod.DROUTE)
     f = from_client(payload=b"abc")

@@ -26,9 +26,10 @@ connection tracking (TCP flags drive the states), persistence and statistics:
   missing neighbour is asked for by ARP (and through ``on_missing_neighbour``, the kernel) and
   the packet is dropped (the sender retransmits).
 
-New TCP connections are only created by a SYN (as with ``sloppy_tcp=0``); their TCP/UDP checksum
-is verified first, so a flood of corrupt SYNs creates no entries, unless the ring's rx meta says
-it is known good (``offload.META_CSUM_OK``: verified by the receiving device, or a partial
+New TCP connections are only created by a SYN, or with ``sloppy_tcp`` by any segment but a RST
+(``pylvs sysctl -w net.ipv4.vs.sloppy_tcp=1``: a flow ECMP rehashed to this director); their
+TCP/UDP checksum is verified first, so a flood of corrupt SYNs creates no entries, unless the
+ring's rx meta says it is known good (``offload.META_CSUM_OK``: verified by the receiving device, or a partial
 checksum from an offloading sender that the ring completed). Super-frames (TSO/GSO/GRO, rx meta
 with a ``gso_size``) are cut into MTU-sized, checksummed segments (``offload.segment``) and each
 is forwarded like a received frame; they go out as ``side_frames``. Other packets are forwarded
@@ -402,7 +403,7 @@ class Forwarder:
             return self._output(frame, conn, proto, flags, l4, end)
         if d.find_service(proto, daddr, dport) is None:
             return None  # not for a virtual service: the local stack's business
-        if proto == IPPROTO_TCP and (flags & (TCP_SYN | TCP_ACK)) != TCP_SYN:
+        if proto == IPPROTO_TCP and not d.sysctls.tcp_opens(flags):
             self.drop(Drop.NO_CONNECTION)
             return None
         if (self.verify_new_checksums and not self._csum_ok
@@ -416,7 +417,10 @@ class Forwarder:
                 self.neighbours[saddr] = mac
                 self._l2_reset()
         refused = d.refused_full
-        conn = d.schedule(proto, saddr, sport, daddr, dport)
+        if proto == IPPROTO_TCP and not flags & TCP_SYN:  # sloppy_tcp let it through
+            conn = d.schedule_sloppy(proto, saddr, sport, daddr, dport, flags)
+        else:
+            conn = d.schedule(proto, saddr, sport, daddr, dport)
         if conn is None:
             self.drop(Drop.TABLE_FULL if d.refused_full != refused else Drop.NO_SERVICE)
             return None
@@ -471,11 +475,14 @@ class Forwarder:
             return (conn, DIR_OUTPUT) if conn.dest.fwd == _MASQ else None
         if d.find_service(proto, daddr, dport) is None:
             return None
-        if proto == IPPROTO_TCP and (flags & (TCP_SYN | TCP_ACK)) != TCP_SYN:
+        if proto == IPPROTO_TCP and not d.sysctls.tcp_opens(flags):
             self.drop(Drop.NO_CONNECTION)
             return None
         refused = d.refused_full
-        conn = d.schedule(proto, saddr, sport, daddr, dport)
+        if proto == IPPROTO_TCP and not flags & TCP_SYN:  # sloppy_tcp let it through
+            conn = d.schedule_sloppy(proto, saddr, sport, daddr, dport, flags)
+        else:
+            conn = d.schedule(proto, saddr, sport, daddr, dport)
         if conn is None:
             self.drop(Drop.TABLE_FULL if d.refused_full != refused else Drop.NO_SERVICE)
             return None
