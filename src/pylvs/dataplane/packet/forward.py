@@ -29,8 +29,8 @@ connection tracking (TCP flags drive the states), persistence and statistics:
 New TCP connections are only created by a SYN, or with ``sloppy_tcp`` by any segment but a RST
 (``pylvs sysctl -w net.ipv4.vs.sloppy_tcp=1``: a flow ECMP rehashed to this director); their
 TCP/UDP checksum is verified first, so a flood of corrupt SYNs creates no entries, unless the
-ring's rx meta says it is known good (``offload.META_CSUM_OK``: verified by the receiving device, or a partial
-checksum from an offloading sender that the ring completed). Super-frames (TSO/GSO/GRO, rx meta
+ring's rx meta says it is known good (``offload.META_CSUM_OK``: verified by the receiving device,
+or a partial checksum from an offloading sender that the ring completed). Super-frames (TSO/GSO/GRO, rx meta
 with a ``gso_size``) are cut into MTU-sized, checksummed segments (``offload.segment``) and each
 is forwarded like a received frame; they go out as ``side_frames``. Other packets are forwarded
 with their checksums as received (the real server verifies them; NAT updates are incremental so
