@@ -43,7 +43,17 @@ from pylvs.core.director import Director
 from pylvs.core.table import IPVSTable
 from pylvs.dataplane import registry
 from pylvs.dataplane.base import DataPlane
+from pylvs.dataplane.proxy.settings import ProxySettings, SettingsError
 from pylvs.director import signals
+from pylvs.director.proxyopts import (
+    DirectiveError,
+    Directives,
+    after_reload,
+    apply_directives,
+    format_lines,
+    live_directives,
+    parse_directives,
+)
 from pylvs.director.state import (
     DurableTable,
     StateError,
@@ -68,15 +78,22 @@ class StartupError(Exception):
     """The daemon cannot start: bad restore or state file, busy socket, unknown data plane."""
 
 
-def load_rules(path: str) -> IPVSTable | None:
-    """The table a rule file describes, built apart from any live table; None if the file does
-    not exist. ``StateError`` or ``RestoreError`` (``FILE:LINE: ...``) if it is not usable."""
+def load_restore(path: str) -> tuple[IPVSTable, Directives] | None:
+    """The table a rule file describes, built apart from any live table, and its
+    ``# pylvs-proxy:`` timeouts; None if the file does not exist. ``StateError``,
+    ``RestoreError`` or ``DirectiveError`` (``FILE:LINE: ...``) if it is not usable."""
     text = read_rules_file(path)
     if text is None:
         return None
     table = IPVSTable()
     apply_commands(table, parse_restore(text, path), path)
-    return table
+    return table, parse_directives(text, path)
+
+
+def load_rules(path: str) -> IPVSTable | None:
+    """The table a rule file describes (``load_restore`` without the proxy timeouts)."""
+    loaded = load_restore(path)
+    return None if loaded is None else loaded[0]
 
 
 class DirectorDaemon:
@@ -104,6 +121,10 @@ class DirectorDaemon:
         self.sync = SyncDaemons(self.director)
         # With a state file, the control socket changes the table only through DurableTable.
         self.durable = DurableTable(self.director.table, state_file) if state_file else None
+        # The per-service proxy timeouts the restore or state file gave (pylvs.director.proxyopts)
+        self.file_timeouts: Directives = {}
+        if self.durable is not None:
+            self.durable.extra = self._timeout_lines
         self.server = ControlServer(
             self.durable if self.durable is not None else self.director.table, control_socket,
             extra={
@@ -166,12 +187,13 @@ class DirectorDaemon:
         sources += [self.restore_path] if self.restore_path else []
         for path in sources:
             try:
-                table = load_rules(path)
-            except (StateError, RestoreError) as exc:
+                loaded = load_restore(path)
+            except (StateError, RestoreError, DirectiveError) as exc:
                 raise StartupError(str(exc)) from None
-            if table is None:
+            if loaded is None:
                 log.info("%s does not exist yet", path)
                 continue
+            table, self.file_timeouts = loaded
             changes = sync_table(self.director.table, table)
             log.info("restored the table from %s (%d changes)", path, changes)
             break
@@ -191,22 +213,33 @@ class DirectorDaemon:
             log.info("SIGHUP: no --restore file was given; nothing to re-read, still running")
             return
         try:
-            table = load_rules(path)
-        except (StateError, RestoreError) as exc:
+            loaded = load_restore(path)
+        except (StateError, RestoreError, DirectiveError) as exc:
             log.error("SIGHUP: %s; the running table is kept", exc)
             return
-        if table is None:
+        if loaded is None:
             log.error("SIGHUP: %s does not exist; the running table is kept", path)
             return
+        table, timeouts = loaded
         if self.durable is not None:
+            live = live_directives(self.dataplane)
+            after = timeouts if live is None else after_reload(live, self.file_timeouts, timeouts)
             try:
-                self.durable.save(table)
+                self.durable.save(table, format_lines(after))
             except OSError as exc:
                 log.error("SIGHUP: cannot save the table to %s: %s; the running table is kept",
                           self.durable.path, exc.strerror or exc)
                 return
         changes = sync_table(self.director.table, table)
+        changes += apply_directives(self.dataplane, timeouts, self.file_timeouts)
+        self.file_timeouts = timeouts
         log.info("SIGHUP: re-read %s: %d changes", path, changes)
+
+    def _timeout_lines(self) -> list[str]:
+        """The ``# pylvs-proxy:`` lines saved with the table: the proxy plane's live per-service
+        timeouts, or (any other plane, or before the plane is built) the file's, kept as given."""
+        live = live_directives(self.dataplane)
+        return format_lines(self.file_timeouts if live is None else live)
 
     def dump_table(self) -> None:
         """SIGUSR1: the table in ipvsadm-save form and the connection count, to the log."""
@@ -222,7 +255,8 @@ class DirectorDaemon:
         if not self.save_path:
             return
         try:
-            write_atomically(self.save_path, save_rules(self.director.table, numeric=True))
+            lines = "".join(f"{line}\n" for line in self._timeout_lines())
+            write_atomically(self.save_path, save_rules(self.director.table, numeric=True) + lines)
         except OSError as exc:
             log.error("cannot save the table to %s: %s", self.save_path, exc.strerror or exc)
             return
@@ -246,6 +280,9 @@ class DirectorDaemon:
             raise StartupError(
                 f"unknown data plane {self.dataplane_name!r} (available: {', '.join(registry.available())})"
             ) from None
+        if apply_directives(self.dataplane, self.file_timeouts, {}):
+            log.info("proxy timeouts of %d service(s) from the restored file",
+                     len(self.file_timeouts))
         try:
             await self.server.start()
         except ControlSocketBusy as exc:
@@ -337,6 +374,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              "else $XDG_STATE_HOME/pylvs/ipvsadm.rules)",
     )
     state.add_argument("--no-state-file", action="store_true", help="keep no state file")
+    p.add_argument(
+        "--proxy-timeouts", metavar="WORDS",
+        help="the proxy data plane's timeouts and limits, HAProxy's meanings, e.g. "
+             "'server=30 client=60 tunnel=0 connect=3 maxconn=100000 queue=1 retries=1' "
+             "(replaces $PYLVS_PROXY_TIMEOUTS; per service: '# pylvs-proxy: -t VIP:PORT server=5' "
+             "lines in the restore file)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_metrics_arguments(p)  # --metrics-address, --status-address (pylvs.metrics)
 
@@ -352,6 +396,27 @@ def state_file_for(args: argparse.Namespace, control_socket: str) -> str | None:
     return default_state_path() if control_socket == P.DEFAULT_SOCKET else None
 
 
+def proxy_settings(text: str | None, dataplane: str) -> ProxySettings | None:
+    """``--proxy-timeouts``'s settings (None when not given); ``SettingsError`` in one line
+    for a bad word or a data plane that has no such timeouts."""
+    if text is None:
+        return None
+    try:
+        settings = ProxySettings.parse(text)
+    except SettingsError as exc:
+        raise SettingsError(f"--proxy-timeouts: {exc}") from None
+    plane = registry.resolve(dataplane)
+    if plane != "proxy":
+        raise SettingsError(f"--proxy-timeouts: only the proxy data plane has them (here: {plane})")
+    return settings
+
+
+def dataplane_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What the command line gives the data plane's constructor."""
+    settings = proxy_settings(args.proxy_timeouts, args.dataplane)
+    return {} if settings is None else {"settings": settings}
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
@@ -361,10 +426,16 @@ def run(args: argparse.Namespace) -> int:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        options = dataplane_options(args)
+    except SettingsError as exc:
+        print(f"pylvsd: {exc}", file=sys.stderr)
+        return 2
     control_socket = default_socket_path(args.control_socket)
     daemon = DirectorDaemon(
         control_socket,
         dataplane=args.dataplane,
+        dataplane_options=options,
         restore=args.restore or args.restore_if_exists,
         restore_if_exists=args.restore_if_exists is not None,
         save_on_exit=args.save_on_exit,

@@ -35,6 +35,7 @@ import errno
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 from pylvs.core.api import IPVSBackend, IPVSError, ServiceStatus, SyncDaemonStatus
@@ -139,6 +140,9 @@ class DurableTable:
     The control socket serves this instead of the table itself. Reads go straight to the live
     table; each change is rehearsed on a copy, written (``write_atomically``), then applied.
     Anything else the table offers (flood-defence sysctls, ...) is passed through.
+
+    ``extra`` gives lines written after the rules (comments ``ipvsadm -R`` skips: the proxy's
+    ``# pylvs-proxy:`` timeouts, ``pylvs.director.proxyopts``), so they last as the table does.
     """
 
     def __init__(self, table: IPVSTable, path: str) -> None:
@@ -146,10 +150,14 @@ class DurableTable:
         self.path = path
         self.writes = 0
         self.write_failures = 0
+        self.extra: Callable[[], list[str]] = list
 
-    def save(self, source: IPVSBackend | None = None) -> None:
-        """Write ``source`` (the live table by default) to the state file, or raise OSError."""
-        write_atomically(self.path, table_rules(source if source is not None else self.table))
+    def save(self, source: IPVSBackend | None = None, extra: list[str] | None = None) -> None:
+        """Write ``source`` (the live table by default) and ``extra`` (by default
+        ``self.extra()``) to the state file, or raise OSError."""
+        lines = self.extra() if extra is None else extra
+        text = table_rules(source if source is not None else self.table)
+        write_atomically(self.path, text + "".join(f"{line}\n" for line in lines))
         self.writes += 1
 
     def _change(self, op: str, *args: Any) -> None:

@@ -108,6 +108,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--dataplane", default="auto", metavar="NAME",
                    help="how the virtual servers forward: auto (kernel IPVS where the kernel has it, "
                         "else proxy), proxy, packet or kernel")
+    p.add_argument("--proxy-timeouts", default=None, metavar="WORDS",
+                   help="the proxy data plane's timeouts and limits (HAProxy's meanings), e.g. "
+                        "'server=30 client=60 tunnel=0 connect=3 maxconn=100000 queue=1'")
     p.set_defaults(func=run)
 
 
@@ -225,6 +228,14 @@ def run(args: argparse.Namespace) -> int:
         if mask is None:
             return _fail(f"Invalid umask '{args.umask}'")
         os.umask(mask)
+    from pylvs.dataplane.proxy.settings import SettingsError
+    from pylvs.director.main import proxy_settings
+
+    try:  # keepalived.conf has no words for them: an option, checked before anything runs
+        proxy = proxy_settings(args.proxy_timeouts, args.dataplane)
+    except SettingsError as exc:
+        print(f"pylvs keepalived: {exc}", file=sys.stderr)
+        return 2
     # keepalived: the config-id defaults to the node name
     config_id = args.config_id if args.config_id is not None else socket.gethostname()
     if args.config_test is not None:
@@ -250,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
         status_admin_secret_file=args.status_admin_secret_file,
         run_vrrp=run_vrrp, run_checkers=run_checkers, release_vrrp=not args.dont_release_vrrp,
         release_ipvs=not args.dont_release_ipvs, all_config=args.all_config, dump_conf=args.dump_conf,
+        proxy_settings=proxy,
     )
     from pylvs.metrics.server import MetricsError
 

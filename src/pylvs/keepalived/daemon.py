@@ -50,6 +50,7 @@ from pylvs.vrrp.router import State
 
 if TYPE_CHECKING:
     from pylvs.config.keepalived import LVSConfig
+    from pylvs.dataplane.proxy.settings import ProxySettings
     from pylvs.keepalived.lvs_runtime import LVSRuntime
 
 log = logging.getLogger("pylvs.vrrp")
@@ -80,6 +81,7 @@ class DaemonSettings:
     release_ipvs: bool = True  # -I: keep the virtual servers in the kernel's table when stopping
     all_config: bool = False  # -e: a missing include is an error
     dump_conf: bool = False  # -d: log the configuration (keepalived.data's text) at start
+    proxy_settings: ProxySettings | None = None  # --proxy-timeouts (proxy data plane only)
 
 
 class _Rejected(Exception):
@@ -345,6 +347,9 @@ class KeepalivedDaemon:
         rt = LVSRuntime(lvs, self.settings.control_socket or default_socket_path(),
                         dataplane=self.settings.dataplane,
                         global_defs=self.cfg.global_defs if self.cfg is not None else None)
+        if self.settings.proxy_settings is not None and rt.director is not None:
+            # --proxy-timeouts: the proxy plane is built by rt.start() with these settings
+            rt.director.dataplane_options["settings"] = self.settings.proxy_settings
         try:
             await rt.start()
         except Exception as exc:
