@@ -6,7 +6,9 @@ runs the probes concurrently (each checker is one asyncio task; no probe can sta
 data plane), feeds results to the sans-IO state (``pylvs.health.state``), and reconciles the table
 with what that state wants: only the real servers that differ are added, edited or removed, so the
 live connections of every other server are untouched. ``reload`` does the same across a new
-configuration, keeping the state of checkers that did not change.
+configuration, keeping the state of checkers that did not change. What it does is logged in
+keepalived 2.2.7's words (``pylvs.health.wording``), so that greps and alerts written for
+keepalived's log keep working.
 
 What this is not for: deciding anything (``state``) or probing (``checkers``).
 """
@@ -27,7 +29,8 @@ from pylvs.config.keepalived import LVSConfig, RealServerConfig, VirtualServerCo
 from pylvs.core.api import IPVSBackend, IPVSError
 from pylvs.core.compare import same_dest
 from pylvs.core.model import DestSpec, ServiceFlags, ServiceSpec
-from pylvs.health.checkers import CheckResult, run_check
+from pylvs.health import wording
+from pylvs.health.checkers import KINDS, CheckResult, run_check
 from pylvs.health.state import CheckerState, Notify, RealServerState, VirtualServerState
 
 log = logging.getLogger("pylvs.health")
@@ -143,7 +146,22 @@ class HealthManager:
             for spec in vs_config.services:
                 self._program_service(spec)
             self.reconcile(st)
+            st.startup_lines()
+            self._log_lines(st)
+        # as keepalived's register_checkers_thread: one line per checker, after the table is set
+        for st in self.states:
+            local = not st.config.ha_suspend or _vips_are_local(st.config)
+            for rs in st.servers:
+                for chk in rs.checkers:
+                    chk.suspended = not local
+                    log.info("%s", wording.activating(rs.config.dest, st.config, local))
         self._spawn_all()
+
+    @staticmethod
+    def _log_lines(vs: VirtualServerState) -> None:
+        lines, vs.lines = vs.lines, []
+        for line in lines:
+            log.info("%s", line)
 
     def _spawn_all(self) -> None:
         for st in self.states:
@@ -159,10 +177,15 @@ class HealthManager:
                 await t
         self._tasks.clear()
 
-    async def stop(self, remove_services: bool = False) -> None:
-        """Stop checking; with ``omega`` set, run quorum_down and notify_down as keepalived does."""
+    async def stop(self, remove_services: bool = False, announce: bool = False) -> None:
+        """Stop checking; with ``omega`` set, run quorum_down and notify_down as keepalived does.
+        ``announce`` logs keepalived's "Shutting down service ..." for every real server (it
+        does so whenever it takes its services down one by one, not with lvs_flush_on_stop)."""
         await self._cancel_all()
         for st in self.states:
+            if announce:
+                for rs in st.servers:
+                    log.info("%s", wording.shutting_down(rs.config.dest, st.config))
             if st.config.omega:
                 for rs in st.servers:
                     if rs.alive and rs.config.notify_down:
@@ -182,6 +205,12 @@ class HealthManager:
         await self._cancel_all()
         previous = {spec.key: st for st in self.states for spec in st.config.services}
         new_keys = {spec.key for vs in config.virtual_servers for spec in vs.services}
+        for old in self.states:
+            if not any(spec.key in new_keys for spec in old.config.services):
+                words = old.config.name.split()
+                log.info("%s", f"Removing Virtual Server Group [{words[1]}]"
+                         if len(words) > 1 and words[0] == "group"
+                         else f"Removing Virtual Server {wording.vs_text(old.config)}")
         for key in list(previous):
             if key not in new_keys:
                 with contextlib.suppress(IPVSError):
@@ -190,6 +219,14 @@ class HealthManager:
         self.states = []
         for vs_config in config.virtual_servers:
             prev = next((previous[s.key] for s in vs_config.services if s.key in previous), None)
+            if prev is not None:
+                kept = {_dest_key(rs.dest) for rs in vs_config.real_servers}
+                for gone in prev.servers:
+                    if _dest_key(gone.config.dest) not in kept:
+                        log.info("service %s no longer exist", wording.rs_text(gone.config.dest, prev.config))
+                        inhibited = "(inhibited) " if gone.config.inhibit_on_failure and not gone.alive else ""
+                        log.info("Removing %sservice %s from VS %s", inhibited,
+                                 wording.rs_text(gone.config.dest, prev.config), wording.vs_text(prev.config))
             st = self._build(vs_config, prev)
             self.states.append(st)
             for spec in vs_config.services:
@@ -205,26 +242,53 @@ class HealthManager:
             delay = chk.next_due - self.clock()
             if delay > 0:
                 await asyncio.sleep(delay)
-            if vs.config.ha_suspend and not _vips_are_local(vs.config):
-                # ha_suspend: a backup director (no VIP) does not check; its view stays as it was
-                chk.next_due = self.clock() + chk.config.delay_loop
-                chk.last_result = "suspended: the VIP is not on this host (ha_suspend)"
-                continue
+            if vs.config.ha_suspend:
+                local = _vips_are_local(vs.config)
+                if local == chk.suspended:
+                    chk.suspended = not local
+                    log.info("%s", wording.activating(rs.config.dest, vs.config, local, change=True))
+                if not local:
+                    # ha_suspend: a backup director (no VIP) does not check; its view stays as it was
+                    chk.next_due = self.clock() + chk.config.delay_loop
+                    chk.last_result = "suspended: the VIP is not on this host (ha_suspend)"
+                    continue
             try:
                 res: CheckResult = await self.probe(chk.config)
             except Exception as exc:  # a probe bug must not kill the checker loop
                 log.exception("checker %s crashed", chk.config.where)
                 res = CheckResult(False, f"internal error: {exc!r}")
             old_weight = rs.weight
+            first = chk.last_run is None
             changed = chk.result(res.ok, self.clock(), res.detail, res.weight)
-            if changed:
-                log.info("%s %s %s: %s", chk.config.kind, rs.config.name,
-                         "up" if chk.up else "down", res.detail)
+            self._log_result(vs, rs, chk, res, changed, first)
+            if rs.weight != old_weight:
+                log.info("%s", wording.weight_changed(rs.config.dest, vs.config, old_weight, rs.weight,
+                                                      rs.alive))
             if changed or rs.weight != old_weight:
                 notes = vs.on_checker_change(rs)
+                self._log_lines(vs)
                 self.reconcile(vs)
                 self._notify(notes)
                 self._fifo_lines(vs)
+
+    @staticmethod
+    def _log_result(vs: VirtualServerState, rs: RealServerState, chk: CheckerState,
+                    res: CheckResult, changed: bool, first: bool) -> None:
+        """The checker's own line, when keepalived writes one: a success that brings it up (or
+        its first run), a failure that takes it down once its retries are spent (or a first
+        run with no retries)."""
+        kind = KINDS.get(chk.config.kind)
+        if kind is None:
+            return
+        rs_name = wording.rs_text(rs.config.dest, vs.config)
+        vs_name = wording.vs_text(vs.config)
+        line: str | None = None
+        if res.ok and (changed or first):
+            line = kind.success_line(chk.config, rs_name, vs_name, res)
+        elif not res.ok and (changed or (first and chk.config.retry == 0)):
+            line = kind.failure_line(chk.config, rs_name, vs_name, chk.config.retry, res)
+        if line:
+            log.info("%s", line)
 
     def _fifo_lines(self, vs: VirtualServerState) -> None:
         """Hand what just changed to ``on_event`` (notify FIFOs, SMTP alerts)."""

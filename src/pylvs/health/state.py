@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pylvs.config.keepalived import CheckerConfig, RealServerConfig, VirtualServerConfig
 from pylvs.config.keepalived.checkers import WEIGHT_ADD, WEIGHT_SET
 from pylvs.core.model import DestSpec
+from pylvs.health import wording
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,7 @@ class CheckerState:
     dynamic_weight: int | None = None
     failures: int = 0
     successes: int = 0
+    suspended: bool = False  # ha_suspend: not checking while the VIP is elsewhere
 
     @classmethod
     def start(cls, config: CheckerConfig, now: float, alpha: bool, warmup_fraction: float = 0.0) -> CheckerState:
@@ -121,6 +123,9 @@ class VirtualServerState:
     # what changed, for notify FIFOs: (real server, alive) and (None, quorum up); the driver
     # takes them out
     events: list[tuple[RealServerState | None, bool]] = field(default_factory=list)
+    # keepalived's log lines for what was decided, in its order (``pylvs.health.wording``); the
+    # driver takes them out and logs them
+    lines: list[str] = field(default_factory=list)
 
     @classmethod
     def start(cls, config: VirtualServerConfig, now: float, fractions: list[float] | None = None) -> VirtualServerState:
@@ -139,6 +144,15 @@ class VirtualServerState:
         vs.quorum_up = vs._weight_sum() >= config.quorum
         return vs
 
+    def startup_lines(self) -> None:
+        """What keepalived logs when it programs a virtual server whose quorum is down from the
+        start (alpha mode) and that has a sorry server to put in its place."""
+        c = self.config
+        if not self.quorum_up and c.sorry_server is not None:
+            self.lines.append(wording.quorum_lost(c, self._weight_sum(), starting=True))
+            self.lines.append(wording.sorry_server(c.sorry_server.dest, c, True, c.sorry_server_inhibit))
+            self.lines.append(wording.pool(c, False))
+
     def _weight_sum(self) -> int:
         return sum(s.weight for s in self.servers if s.alive)
 
@@ -151,11 +165,19 @@ class VirtualServerState:
         if self.quorum_up and (total == 0 or total < c.quorum - c.hysteresis):
             self.quorum_up = False
             self.events.append((None, False))
+            self.lines.append(wording.quorum_lost(c, total))
+            if c.sorry_server is not None:
+                self.lines.append(wording.sorry_server(c.sorry_server.dest, c, True, c.sorry_server_inhibit))
+                self.lines.append(wording.pool(c, False))
             if c.quorum_down:
                 out.append(Notify(c.quorum_down, f"quorum lost on {c.name}"))
         elif not self.quorum_up and total > 0 and total >= c.quorum + c.hysteresis:
             self.quorum_up = True
             self.events.append((None, True))
+            self.lines.append(wording.quorum_gained(c, total))
+            if c.sorry_server is not None:
+                self.lines.append(wording.sorry_server(c.sorry_server.dest, c, False, c.sorry_server_inhibit))
+                self.lines.append(wording.pool(c, True))
             if c.quorum_up:
                 out.append(Notify(c.quorum_up, f"quorum gained on {c.name}"))
         return out
@@ -164,6 +186,8 @@ class VirtualServerState:
         out: list[Notify] = []
         if server.recompute():
             self.events.append((server, server.alive))
+            self.lines.append(wording.server_changed(server.config.dest, self.config, server.alive,
+                                                     server.config.inhibit_on_failure))
             cmd = server.config.notify_up if server.alive else server.config.notify_down
             if cmd:
                 out.append(Notify(cmd, f"{server.config.name} {'up' if server.alive else 'down'}"))

@@ -98,6 +98,7 @@ class LVSRuntime:
                 await self.server.start()
             except ControlSocketBusy as exc:
                 raise StartupError(str(exc)) from None
+        log.info("Initializing ipvs")  # keepalived's line as it opens the table
         try:
             self._table_settings()
         except IPVSError as exc:
@@ -107,6 +108,7 @@ class LVSRuntime:
 
     async def reload(self, config: LVSConfig) -> None:
         """A new configuration: only the services and real servers that differ change."""
+        log.info("Reinitializing ipvs")
         await self.health.reload(config)
         self.config = config
 
@@ -116,7 +118,8 @@ class LVSRuntime:
         # own goes with the process
         kernel = self.director is None and release
         flush_all = kernel and self.global_defs.lvs_flush_on_stop == "all"
-        await self.health.stop(remove_services=kernel and not flush_all)
+        await self.health.stop(remove_services=kernel and not flush_all,
+                               announce=release and self.global_defs.lvs_flush_on_stop is None)
         if flush_all:
             with contextlib.suppress(IPVSError):
                 self.backend.flush()

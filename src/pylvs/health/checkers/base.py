@@ -21,9 +21,15 @@ __all__ = ["CheckResult", "HealthChecker", "datagram_socket", "open_stream"]
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:
+    """One attempt's verdict. ``detail`` is ours (status page, control API); ``reason`` is the
+    failure in keepalived's words, for the kinds whose log line carries one (SMTP_CHECK's
+    "Connection timeout to server [ip]:port", DNS_CHECK's "read timeout from socket",
+    MISC_CHECK's "exited with status 1" or "timed out")."""
+
     ok: bool
     detail: str
     weight: int | None = None
+    reason: str = ""
 
 
 class HealthChecker(CheckerKind):
@@ -33,6 +39,18 @@ class HealthChecker(CheckerKind):
 
     async def probe(self, cfg: CheckerConfig) -> CheckResult:
         raise NotImplementedError
+
+    def success_line(self, cfg: CheckerConfig, rs: str, vs: str, result: CheckResult) -> str | None:
+        """keepalived's log line when this checker passes while down or on its first run
+        (``rs`` and ``vs`` are keepalived's names, ``pylvs.health.wording``); None when
+        keepalived logs nothing for this kind."""
+        return None
+
+    def failure_line(self, cfg: CheckerConfig, rs: str, vs: str, retries: int,
+                     result: CheckResult) -> str | None:
+        """keepalived's log line when this checker fails an up real server, ``retries`` being
+        the retries it used first (0: none configured)."""
+        return None
 
 
 async def open_stream(cfg: CheckerConfig, use_ssl: bool = False,

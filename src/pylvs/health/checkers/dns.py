@@ -14,6 +14,7 @@ from pylvs.config.grammar import Statement
 from pylvs.config.keepalived.checkers import CheckerConfig, Endpoint, Inherit
 from pylvs.config.values import Report, arg
 from pylvs.health.checkers.base import CheckResult, HealthChecker
+from pylvs.health.wording import retries_text
 
 _QTYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "MX": 15, "TXT": 16, "AAAA": 28}
 
@@ -54,6 +55,13 @@ class DnsCheck(HealthChecker):
     async def probe(self, cfg: CheckerConfig) -> CheckResult:
         return await dns_check(cfg)
 
+    def success_line(self, cfg: CheckerConfig, rs: str, vs: str, result: CheckResult) -> str | None:
+        return None
+
+    def failure_line(self, cfg: CheckerConfig, rs: str, vs: str, retries: int,
+                     result: CheckResult) -> str | None:
+        return f"DNS_CHECK ({rs}) {result.reason}{retries_text(retries)}" if result.reason else None
+
 
 def dns_query(qid: int, name: str, qtype: str) -> bytes:
     labels = b"".join(
@@ -86,17 +94,19 @@ async def dns_check(cfg: CheckerConfig) -> CheckResult:
         transport.sendto(dns_query(qid, opts.name, opts.type))
         data = await asyncio.wait_for(fut, cfg.connect_timeout)
     except TimeoutError:
-        return CheckResult(False, "DNS_CHECK: no answer")
+        return CheckResult(False, "DNS_CHECK: no answer", reason="read timeout from socket")
     except OSError as exc:
-        return CheckResult(False, f"DNS_CHECK: {exc.strerror or exc}")
+        return CheckResult(False, f"DNS_CHECK: {exc.strerror or exc}",
+                           reason=f"failed to read socket; errno {exc.errno} ({exc.strerror})")
     finally:
         transport.close()
     flags = struct.unpack("!H", data[2:4])[0]
     if not flags & 0x8000:
-        return CheckResult(False, "DNS_CHECK: answer is not a response")
+        return CheckResult(False, "DNS_CHECK: answer is not a response", reason="receive query message?")
     rcode = flags & 0xF
     if rcode:
-        return CheckResult(False, f"DNS_CHECK: rcode {rcode}")
+        return CheckResult(False, f"DNS_CHECK: rcode {rcode}",
+                           reason=f"read error occurred. (rcode = {rcode})")
     return CheckResult(True, "DNS_CHECK: NOERROR")
 
 

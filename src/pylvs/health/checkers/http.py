@@ -19,6 +19,7 @@ from pylvs.config.grammar import Statement
 from pylvs.config.keepalived.checkers import CheckerConfig, Endpoint, Inherit
 from pylvs.config.values import Invalid, Report, arg, words
 from pylvs.health.checkers.base import CheckResult, HealthChecker, open_stream
+from pylvs.health.wording import retries_text
 
 __all__ = ["MAX_BODY", "HttpCheck", "HttpOptions", "UrlCheck", "fetch_url", "http_check"]
 
@@ -88,6 +89,13 @@ class HttpCheck(HealthChecker):
 
     async def probe(self, cfg: CheckerConfig) -> CheckResult:
         return await http_check(cfg)
+
+    def success_line(self, cfg: CheckerConfig, rs: str, vs: str, result: CheckResult) -> str:
+        return f"Remote Web server {rs} succeed on service."
+
+    def failure_line(self, cfg: CheckerConfig, rs: str, vs: str, retries: int,
+                     result: CheckResult) -> str:
+        return f"HTTP_CHECK on service {rs} failed{retries_text(retries)}."
 
 
 def _url(st: Statement, report: Report) -> UrlCheck:

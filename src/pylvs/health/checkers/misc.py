@@ -58,6 +58,28 @@ class MiscCheck(HealthChecker):
     async def probe(self, cfg: CheckerConfig) -> CheckResult:
         return await misc_check(cfg)
 
+    def success_line(self, cfg: CheckerConfig, rs: str, vs: str, result: CheckResult) -> str:
+        return f"Misc check for [{rs} VS {vs}] by [{_script_name(cfg)}] succeeded."
+
+    def failure_line(self, cfg: CheckerConfig, rs: str, vs: str, retries: int,
+                     result: CheckResult) -> str:
+        """keepalived's: "... failed after 2 retries (exited with status 1)." or, with retry 0,
+        "... failed with retry disabled (...)."; a script killed at its timeout "timed out"."""
+        if retries:
+            tail = f" after {retries} {'retry' if retries == 1 else 'retries'}"
+        else:
+            tail = " with retry disabled"
+        if result.reason == "timed out":
+            return f"Misc check for [{rs} VS {vs}] by [{_script_name(cfg)}] timed out{tail}."
+        why = f" ({result.reason})" if result.reason else ""
+        return f"Misc check for [{rs} VS {vs}] by [{_script_name(cfg)}] failed{tail}{why}."
+
+
+def _script_name(cfg: CheckerConfig) -> str:
+    """The program keepalived names in its lines: misc_path's first word."""
+    words = options(cfg).path.split()
+    return words[0] if words else ""
+
 
 async def misc_check(cfg: CheckerConfig) -> CheckResult:
     """Run misc_path through the shell; killed (with its process group) at misc_timeout."""
@@ -73,14 +95,15 @@ async def misc_check(cfg: CheckerConfig) -> CheckResult:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
-        return CheckResult(False, f"MISC_CHECK {opts.path!r}: killed after {timeout:g} s")
+        return CheckResult(False, f"MISC_CHECK {opts.path!r}: killed after {timeout:g} s",
+                           reason="timed out")
     if rc == 0:
         return CheckResult(True, "MISC_CHECK exit 0")
-    if rc == 1 or rc < 0:
-        return CheckResult(False, f"MISC_CHECK exit {rc}")
-    if opts.dynamic:
-        return CheckResult(True, f"MISC_CHECK exit {rc}: weight {rc - 2}", weight=rc - 2)
-    return CheckResult(False, f"MISC_CHECK exit {rc}")
+    if rc < 0:
+        return CheckResult(False, f"MISC_CHECK exit {rc}", reason=f"due to signal {-rc}")
+    if rc == 1 or not opts.dynamic:
+        return CheckResult(False, f"MISC_CHECK exit {rc}", reason=f"exited with status {rc}")
+    return CheckResult(True, f"MISC_CHECK exit {rc}: weight {rc - 2}", weight=rc - 2)
 
 
 KINDS = (MiscCheck(),)

@@ -22,6 +22,14 @@ class PingCheck(HealthChecker):
     async def probe(self, cfg: CheckerConfig) -> CheckResult:
         return await ping_check(cfg)
 
+    def success_line(self, cfg: CheckerConfig, rs: str, vs: str, result: CheckResult) -> str:
+        return f"ICMP connection to {rs} success."
+
+    def failure_line(self, cfg: CheckerConfig, rs: str, vs: str, retries: int,
+                     result: CheckResult) -> str:
+        return (f"ICMP CHECK on service {rs} of {vs} failed after {retries} retries." if retries
+                else f"ICMP CHECK on service {rs} failed.")
+
 
 def _icmp_socket(cfg: CheckerConfig, raw: bool | None) -> tuple[socket.socket, bool]:
     """An unprivileged ping socket where ping_group_range allows one, else a raw ICMP socket

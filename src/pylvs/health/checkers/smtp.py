@@ -52,16 +52,29 @@ class SmtpCheck(HealthChecker):
     async def probe(self, cfg: CheckerConfig) -> CheckResult:
         return await smtp_check(cfg)
 
+    def success_line(self, cfg: CheckerConfig, rs: str, vs: str, result: CheckResult) -> str:
+        return f"Remote SMTP server {rs} succeed on service."
+
+    def failure_line(self, cfg: CheckerConfig, rs: str, vs: str, retries: int,
+                     result: CheckResult) -> str | None:
+        return f"SMTP_CHECK {result.reason}" if result.reason else None
+
 
 async def smtp_check(cfg: CheckerConfig) -> CheckResult:
     """Banner 220, HELO answered 250, then QUIT: a mail server that talks SMTP."""
 
+    server = f"[{cfg.connect_ip}]:{cfg.connect_port}"  # keepalived's FMT_SMTP_RS
+    connected = False
+
     async def talk() -> CheckResult:
+        nonlocal connected
         reader, writer = await open_stream(cfg)
+        connected = True
         try:
             banner = await reader.readline()
             if not banner.startswith(b"220"):
-                return CheckResult(False, f"SMTP_CHECK: banner {banner[:40]!r}")
+                return CheckResult(False, f"SMTP_CHECK: banner {banner[:40]!r}",
+                                   reason=f"Bad greeting banner from server {server}")
             while banner[3:4] == b"-":
                 banner = await reader.readline()
             helo = options(cfg).helo_name or os.uname().nodename
@@ -71,7 +84,8 @@ async def smtp_check(cfg: CheckerConfig) -> CheckResult:
             while line[3:4] == b"-":
                 line = await reader.readline()
             if not line.startswith(b"250"):
-                return CheckResult(False, f"SMTP_CHECK: HELO answered {line[:40]!r}")
+                return CheckResult(False, f"SMTP_CHECK: HELO answered {line[:40]!r}",
+                                   reason=f"Bad HELO response from server {server}")
             writer.write(b"QUIT\r\n")
             with contextlib.suppress(Exception):
                 await writer.drain()
@@ -82,9 +96,11 @@ async def smtp_check(cfg: CheckerConfig) -> CheckResult:
     try:
         return await asyncio.wait_for(talk(), cfg.connect_timeout)
     except TimeoutError:
-        return CheckResult(False, "SMTP_CHECK: timed out")
+        return CheckResult(False, "SMTP_CHECK: timed out", reason=(
+            f"Read timeout from server {server}" if connected else f"Connection timeout to server {server}"))
     except OSError as exc:
-        return CheckResult(False, f"SMTP_CHECK: {exc.strerror or exc}")
+        return CheckResult(False, f"SMTP_CHECK: {exc.strerror or exc}", reason=(
+            f"Read failure from server {server}" if connected else f"Error connecting to server {server}"))
 
 
 KINDS = (SmtpCheck(),)

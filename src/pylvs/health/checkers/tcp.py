@@ -8,6 +8,7 @@ import os
 
 from pylvs.config.keepalived.checkers import CheckerConfig
 from pylvs.health.checkers.base import CheckResult, HealthChecker, open_stream
+from pylvs.health.wording import retries_text
 
 
 class TcpCheck(HealthChecker):
@@ -15,6 +16,13 @@ class TcpCheck(HealthChecker):
 
     async def probe(self, cfg: CheckerConfig) -> CheckResult:
         return await tcp_check(cfg)
+
+    def success_line(self, cfg: CheckerConfig, rs: str, vs: str, result: CheckResult) -> str:
+        return f"TCP connection to {rs} success."
+
+    def failure_line(self, cfg: CheckerConfig, rs: str, vs: str, retries: int,
+                     result: CheckResult) -> str:
+        return f"TCP_CHECK on service {rs} failed{retries_text(retries)}."
 
 
 async def tcp_check(cfg: CheckerConfig) -> CheckResult:

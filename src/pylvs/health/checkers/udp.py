@@ -16,6 +16,7 @@ from pylvs.config.grammar import Statement
 from pylvs.config.keepalived.checkers import CheckerConfig, Endpoint, Inherit
 from pylvs.config.values import Invalid, Report, hex_string, integer
 from pylvs.health.checkers.base import CheckResult, HealthChecker, datagram_socket
+from pylvs.health.wording import retries_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,13 @@ class UdpCheck(HealthChecker):
 
     async def probe(self, cfg: CheckerConfig) -> CheckResult:
         return await udp_check(cfg)
+
+    def success_line(self, cfg: CheckerConfig, rs: str, vs: str, result: CheckResult) -> str:
+        return f"UDP connection to {rs} success."
+
+    def failure_line(self, cfg: CheckerConfig, rs: str, vs: str, retries: int,
+                     result: CheckResult) -> str:
+        return f"UDP_CHECK on service {rs} failed{retries_text(retries)}."
 
 
 def reply_matches(opts: UdpOptions, data: bytes) -> str | None:
