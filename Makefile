@@ -56,6 +56,12 @@ bench-proxy: $(STAMP) sysdeps-bench
 bench-packet: $(STAMP) sysdeps-bench
 	$(PY) bench/bench_packet.py
 
+# XDP plane vs kernel forwarding and the AF_PACKET plane, DR and NAT, generic and native attach
+# (about 3 minutes; root, bpftrace)
+.PHONY: bench-xdp
+bench-xdp: $(STAMP) sysdeps-bench
+	$(PY) bench/bench_xdp.py
+
 .PHONY: bench-synflood
 bench-synflood: $(STAMP) sysdeps-bench
 	$(PY) bench/bench_synflood.py --defence both
