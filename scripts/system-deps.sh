@@ -10,7 +10,7 @@ purpose=${1:-test}
 # anyway, with those planes unavailable)
 build_pkgs="gcc python3-dev python3-venv clang llvm libbpf-dev bpftool"
 test_pkgs="iproute2 curl nginx-light keepalived tcpdump ethtool procps psmisc ipvsadm qemu-system-x86 busybox-static nftables netbase tomcat10 tmux chromium prometheus"
-bench_pkgs="haproxy nginx-light libnginx-mod-stream wrk util-linux"
+bench_pkgs="haproxy nginx-light libnginx-mod-stream wrk util-linux bpftrace"
 case "$purpose" in
   build) pkgs="$build_pkgs" ;;
   test)  pkgs="$test_pkgs" ;;
