@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"__init__", "core"},
     {"ipvsadm", "config", "trackers", "bpf", "control", "netlink", "service"},
     {"vrrp", "health", "dataplane", "l7", "hostsetup", "metrics"},
-    {"director", "keepalived", "lab", "demo"},
+    {"director", "keepalived", "lab", "demo", "scaleout"},
     {"cli"},
 ]
 LAYER_OF = {name: rank for rank, names in enumerate(LAYERS) for name in names}

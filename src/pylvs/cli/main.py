@@ -34,6 +34,7 @@ SUBCOMMANDS: dict[str, str] = {
     "man": "pylvs.cli.docs",
     "install-docs": "pylvs.cli.docs",
     "sysctl": "pylvs.control.cli",
+    "scaleout": "pylvs.scaleout.cli",
 }
 
 
