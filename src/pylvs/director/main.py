@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ from typing import Any
 from pylvs.control import protocol as P
 from pylvs.control.client import default_socket_path
 from pylvs.control.server import ControlServer, ControlSocketBusy
+from pylvs.core.api import IPVSError
 from pylvs.core.director import Director
 from pylvs.core.table import IPVSTable
 from pylvs.dataplane import registry
@@ -78,6 +80,22 @@ class StartupError(Exception):
     """The daemon cannot start: bad restore or state file, busy socket, unknown data plane."""
 
 
+# What a data plane raises when it cannot start on this host (no privilege, no XDP, a missing
+# interface, a bad option): said as pylvsd's one-line error, never a traceback.
+PLANE_ERRORS = (OSError, ValueError, RuntimeError)
+
+
+def plane_error(name: str, exc: BaseException) -> str:
+    """``data plane xdp cannot start: ...`` in one line, with the hint an EPERM asks for."""
+    if isinstance(exc, OSError) and exc.strerror and type(exc).__str__ is OSError.__str__:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            text += " (needs root, or CAP_NET_RAW and CAP_NET_ADMIN)"
+    else:
+        text = str(exc) or type(exc).__name__
+    return f"data plane {name} cannot start: {' '.join(text.split())}"
+
+
 def load_restore(path: str) -> tuple[IPVSTable, Directives] | None:
     """The table a rule file describes, built apart from any live table, and its
     ``# pylvs-proxy:`` timeouts; None if the file does not exist. ``StateError``,
@@ -108,8 +126,12 @@ class DirectorDaemon:
         dataplane_options: dict[str, Any] | None = None,
         state_file: str | None = None,
         restore_if_exists: bool = False,
+        sysctls: dict[str, int] | None = None,
     ) -> None:
-        """``restore_if_exists``: a missing ``restore`` file is an empty start, not an error."""
+        """``restore_if_exists``: a missing ``restore`` file is an empty start, not an error;
+        ``sysctls``: the core's settings (flood defences, ...) as the control socket's
+        ``set_sysctl`` takes them, set here: ``IPVSError`` for a bad one, before anything runs."""
+        self.sysctls = dict(sysctls or {})
         self.control_socket = control_socket
         self.dataplane_name = registry.resolve(dataplane)
         self.restore_path = restore
@@ -117,6 +139,8 @@ class DirectorDaemon:
         self.save_path = save_on_exit
         self.dataplane_options = dataplane_options or {}
         self.director = Director(IPVSTable())
+        if self.sysctls:  # every one checked before any is set (the core's own rule)
+            self.director.table.set_sysctl(dict(self.sysctls))
         self.dataplane: DataPlane | None = None
         self.sync = SyncDaemons(self.director)
         # With a state file, the control socket changes the table only through DurableTable.
@@ -273,6 +297,9 @@ class DirectorDaemon:
     async def start(self) -> None:
         """Restore, build the data plane, open the control socket, start forwarding."""
         self._restore()
+        if self.sysctls:
+            log.info("settings from the command line: %s",
+                     " ".join(f"{k}={v}" for k, v in sorted(self.sysctls.items())))
         try:
             options = {**registry.UNDER_DAEMON.get(self.dataplane_name, {}), **self.dataplane_options}
             self.dataplane = registry.create(self.dataplane_name, self.director, **options)
@@ -280,6 +307,8 @@ class DirectorDaemon:
             raise StartupError(
                 f"unknown data plane {self.dataplane_name!r} (available: {', '.join(registry.available())})"
             ) from None
+        except PLANE_ERRORS as exc:
+            raise StartupError(plane_error(self.dataplane_name, exc)) from None
         if apply_directives(self.dataplane, self.file_timeouts, {}):
             log.info("proxy timeouts of %d service(s) from the restored file",
                      len(self.file_timeouts))
@@ -287,10 +316,19 @@ class DirectorDaemon:
             await self.server.start()
         except ControlSocketBusy as exc:
             raise StartupError(str(exc)) from None
+        except OSError as exc:  # a directory that is not there or not ours
+            raise StartupError(
+                f"{self.control_socket}: cannot open the control socket: {exc.strerror or exc}"
+            ) from None
         self._ticker_task = asyncio.create_task(self._ticker())
         try:
             if self.dataplane is not None:
                 await self.dataplane.start()
+        except PLANE_ERRORS as exc:
+            # not allowed (no root), XDP unavailable, an interface gone: one line, exit 1
+            with contextlib.suppress(*PLANE_ERRORS):
+                await self.stop()
+            raise StartupError(plane_error(self.dataplane_name, exc)) from None
         except BaseException:
             await self.stop()
             raise
@@ -381,6 +419,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
              "(replaces $PYLVS_PROXY_TIMEOUTS; per service: '# pylvs-proxy: -t VIP:PORT server=5' "
              "lines in the restore file)",
     )
+    p.add_argument(
+        "--sysctl", action="append", default=[], metavar="NAME=VALUE",
+        help="a setting of the core at start, as 'pylvs sysctl -w' sets it later (repeatable): "
+             "drop_entry, drop_packet, secure_tcp, amemthresh, am_droprate, max_connections "
+             "(see 'pylvs sysctl -a'); the net.ipv4.vs. prefix is optional",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_metrics_arguments(p)  # --metrics-address, --status-address (pylvs.metrics)
 
@@ -411,6 +455,23 @@ def proxy_settings(text: str | None, dataplane: str) -> ProxySettings | None:
     return settings
 
 
+def parse_sysctls(words: Sequence[str]) -> dict[str, int]:
+    """``--sysctl NAME=VALUE`` words as integers by name (``net.ipv4.vs.`` optional);
+    ``ValueError`` in one line for one that is not. Names and ranges are the core's to check
+    (``DirectorDaemon`` sets them through the table, as ``pylvs sysctl -w`` does)."""
+    out: dict[str, int] = {}
+    for word in words:
+        name, eq, value = word.partition("=")
+        name = name.strip().removeprefix("net.ipv4.vs.")
+        if not eq:
+            raise ValueError(f"--sysctl {word}: expected NAME=VALUE")
+        try:
+            out[name] = int(value.strip())
+        except ValueError:
+            raise ValueError(f"--sysctl {word}: {name}: an integer is required") from None
+    return out
+
+
 def dataplane_options(args: argparse.Namespace) -> dict[str, Any]:
     """What the command line gives the data plane's constructor."""
     settings = proxy_settings(args.proxy_timeouts, args.dataplane)
@@ -428,19 +489,25 @@ def run(args: argparse.Namespace) -> int:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
         options = dataplane_options(args)
-    except SettingsError as exc:
+        sysctls = parse_sysctls(args.sysctl)
+    except ValueError as exc:  # SettingsError too
         print(f"pylvsd: {exc}", file=sys.stderr)
         return 2
     control_socket = default_socket_path(args.control_socket)
-    daemon = DirectorDaemon(
-        control_socket,
-        dataplane=args.dataplane,
-        dataplane_options=options,
-        restore=args.restore or args.restore_if_exists,
-        restore_if_exists=args.restore_if_exists is not None,
-        save_on_exit=args.save_on_exit,
-        state_file=state_file_for(args, control_socket),
-    )
+    try:
+        daemon = DirectorDaemon(
+            control_socket,
+            dataplane=args.dataplane,
+            dataplane_options=options,
+            restore=args.restore or args.restore_if_exists,
+            restore_if_exists=args.restore_if_exists is not None,
+            sysctls=sysctls,
+            save_on_exit=args.save_on_exit,
+            state_file=state_file_for(args, control_socket),
+        )
+    except IPVSError as exc:  # a --sysctl name or value the core refuses; nothing has run
+        print(f"pylvsd: --sysctl: {exc}", file=sys.stderr)
+        return 2
     try:  # metrics and status page, served from their own threads (pylvs.metrics)
         observe = metrics.observe_director(daemon, args)
     except MetricsError as exc:
