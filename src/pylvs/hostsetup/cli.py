@@ -32,6 +32,7 @@ from pylvs.hostsetup.plan import (
 )
 
 DECAP_DEV = "pltun0"
+DECAP_DEV6 = "pltun6"  # IPv6-in-IPv6: a device of its own, so both decapsulators can run
 
 
 def kernel_ipip() -> bool:
@@ -47,6 +48,17 @@ def kernel_ipip() -> bool:
     return res.returncode == 0 and os.path.exists("/sys/class/net/tunl0")
 
 
+def kernel_ip6ip6() -> bool:
+    """Whether this kernel can decapsulate IPv6-in-IPv6 itself (ip6tnl0, from ip6_tunnel)."""
+    if os.path.exists("/sys/class/net/ip6tnl0"):
+        return True
+    try:
+        res = subprocess.run(["modprobe", "-q", "ip6_tunnel"], capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return res.returncode == 0 and os.path.exists("/sys/class/net/ip6tnl0")
+
+
 def _run(steps: list[Step], kind: str, args: argparse.Namespace) -> int:
     if args.dry_run:
         sys.stdout.write(render(steps, undo=args.undo, saved=load_saved(kind)))
@@ -60,26 +72,32 @@ def _run(steps: list[Step], kind: str, args: argparse.Namespace) -> int:
 
 def cmd_rs_setup(args: argparse.Namespace) -> int:
     try:
-        use_kernel = args.mode == "tun" and not args.dry_run and kernel_ipip()
+        v6 = ":" in args.vip
+        kernel_tun = kernel_ip6ip6 if v6 else kernel_ipip
+        use_kernel = args.mode == "tun" and not args.dry_run and kernel_tun()
         # the decapsulator's TUN device does not exist yet: it sets its own rp_filter
-        tun_dev = "tunl0" if use_kernel else None
+        tun_dev = "tunl0" if use_kernel and not v6 else None
         steps = rs_plan(args.vip, args.mode, tun_dev)
-        if use_kernel:
+        if use_kernel and not v6:
             steps.append(AddrStep("tunl0", f"{args.vip.split('/')[0]}/32"))
         if args.mode == "tun" and not use_kernel and not args.undo and not args.no_decap:
+            dev, what = ((DECAP_DEV6, "IPv6-in-IPv6 decapsulator on TUN device {} (raw IPv6 "
+                          "socket, next header 41)") if v6 else
+                         (DECAP_DEV, "IPIP decapsulator on TUN device {} (raw socket, protocol 4)"))
             if args.dry_run:
                 rc = _run(steps, "rs-setup", args)
-                print(f"# then: IPIP decapsulator on TUN device {DECAP_DEV} (raw socket, protocol 4)")
+                print("# then: " + what.format(dev))
                 return rc
             rc = _run(steps, "rs-setup", args)
             if rc:
                 return rc
             from pylvs.hostsetup.decap import run_decapsulator
 
-            return run_decapsulator(DECAP_DEV, args.vip.split("/")[0])
+            return run_decapsulator(dev, args.vip.split("/")[0])
         rc = _run(steps, "rs-setup", args)
         if use_kernel and not args.undo:
-            subprocess.run(["ip", "link", "set", "tunl0", "up"], check=False, timeout=10)
+            subprocess.run(["ip", "link", "set", "ip6tnl0" if v6 else "tunl0", "up"],
+                           check=False, timeout=10)
         return rc
     except SetupError as exc:
         print(f"pylvs rs-setup: {exc}", file=sys.stderr)

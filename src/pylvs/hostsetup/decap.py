@@ -6,8 +6,13 @@ and sends no "protocol unreachable" while one is open); the inner packet, addres
 written to a TUN device, so the local stack receives it as if it had arrived on a tunnel interface
 and answers from the VIP straight to the client, as with the kernel's ``tunl0``.
 
-What this is not for: encapsulation (the director's forwarder does it) or hosts with ``ipip``
-(there ``rs-setup`` brings up ``tunl0`` instead).
+IPv6-in-IPv6 (``Decapsulator6``, next header 41) works the same way with a raw IPv6 socket for
+protocol 41 (the kernel has no handler for it without ``ip6_tunnel``, so a raw socket gets
+every such packet and no ICMPv6 "unknown next header" goes back); an IPv6 raw socket hands over
+the payload after the outer header, which is the inner packet.
+
+What this is not for: encapsulation (the director's forwarder does it) or hosts with ``ipip`` /
+``ip6_tunnel`` (there ``rs-setup`` brings up ``tunl0`` / ``ip6tnl0`` instead).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from types import FrameType
 from pyroute2 import IPRoute
 
 from pylvs.dataplane.packet.codec import IPPROTO_IPIP, Drop, ipip_decapsulate
+from pylvs.dataplane.packet.codec6 import IPPROTO_IPV6, ip6ip6_inner
 
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -91,12 +97,45 @@ class Decapsulator:
         os.close(self.tun_fd)
 
 
+class Decapsulator6(Decapsulator):
+    """IPv6-in-IPv6 in (raw IPv6 socket, protocol 41), inner IPv6 packets out through TUN."""
+
+    def __init__(self, tun_name: str, vip: str | None = None) -> None:
+        self.tun_name = tun_name
+        self.vip = socket.inet_pton(socket.AF_INET6, vip) if vip else None
+        self.counters = Counter()
+        self.tun_fd = open_tun(tun_name)
+        try:
+            self.sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_IPV6)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            with IPRoute() as ipr:
+                idx = ipr.link_lookup(ifname=tun_name)[0]
+                ipr.link("set", index=idx, state="up")
+        except OSError:
+            os.close(self.tun_fd)
+            raise
+
+    def handle(self, packet: bytes) -> None:
+        inner = ip6ip6_inner(packet)
+        if isinstance(inner, Drop):
+            self.counters[inner.name.lower()] += 1
+            return
+        if self.vip is not None and bytes(inner[24:40]) != self.vip:
+            self.counters["not_for_vip"] += 1
+            return
+        os.write(self.tun_fd, inner)
+        self.counters["decapsulated"] += 1
+
+
 def run_decapsulator(tun_name: str, vip: str | None) -> int:
-    """Run until SIGTERM/SIGINT; prints the counters on the way out."""
+    """Run until SIGTERM/SIGINT; prints the counters on the way out. An IPv6 VIP gets the
+    IPv6-in-IPv6 decapsulator."""
+    v6 = vip is not None and ":" in vip
+    kind = "IPv6-in-IPv6" if v6 else "IPIP"
     try:
-        dec = Decapsulator(tun_name, vip)
+        dec = Decapsulator6(tun_name, vip) if v6 else Decapsulator(tun_name, vip)
     except OSError as exc:
-        print(f"pylvs rs-setup: cannot start the IPIP decapsulator on {tun_name}: {exc}",
+        print(f"pylvs rs-setup: cannot start the {kind} decapsulator on {tun_name}: {exc}",
               file=sys.stderr)
         return 1
     rfd, wfd = os.pipe()
@@ -106,7 +145,7 @@ def run_decapsulator(tun_name: str, vip: str | None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"pylvs rs-setup: IPIP decapsulator on {tun_name} ready", flush=True)
+    print(f"pylvs rs-setup: {kind} decapsulator on {tun_name} ready", flush=True)
     try:
         dec.run(rfd)
     finally:

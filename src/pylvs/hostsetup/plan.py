@@ -75,7 +75,15 @@ class SysctlStep:
 Step = AddrStep | RouteStep | SysctlStep
 
 
-def _vip(text: str, default_prefix: int) -> ipaddress.IPv4Interface:
+def _vip(text: str, default_prefix: int) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    """The VIP of ``--vip``: IPv4 (default prefix ``default_prefix``) or IPv6 (``/128`` by
+    default for a real server, ``/64`` for a director)."""
+    if ":" in text:
+        try:
+            plen6 = 128 if default_prefix == 32 else 64
+            return ipaddress.IPv6Interface(text if "/" in text else f"{text}/{plen6}")
+        except ValueError as exc:
+            raise SetupError(f"--vip {text!r}: not an IPv6 address[/prefix] ({exc})") from None
     try:
         iface = ipaddress.IPv4Interface(text if "/" in text else f"{text}/{default_prefix}")
     except ValueError as exc:
@@ -84,10 +92,16 @@ def _vip(text: str, default_prefix: int) -> ipaddress.IPv4Interface:
 
 
 def rs_plan(vip: str, mode: str, tun_dev: str | None = None) -> list[Step]:
-    """What a real server needs for DR or TUN (SPEC.md §1.1)."""
+    """What a real server needs for DR or TUN (SPEC.md §1.1). An IPv6 VIP only goes on ``lo``
+    as /128: IPv6 answers neighbour solicitations only for addresses of the interface they
+    arrive on, so it needs no arp_ignore, and it has no rp_filter to relax for TUN."""
     if mode not in ("dr", "tun"):
         raise SetupError(f"--mode {mode!r}: use dr or tun")
     addr = _vip(vip, 32)
+    if addr.version == 6:
+        if addr.network.prefixlen != 128:
+            raise SetupError(f"--vip {vip}: a real server holds an IPv6 VIP as /128 on lo")
+        return [AddrStep("lo", f"{addr.ip}/128")]
     if addr.network.prefixlen != 32:
         raise SetupError(f"--vip {vip}: a real server holds the VIP as /32 (lo:0, 255.255.255.255)")
     ip = str(addr.ip)
@@ -114,6 +128,11 @@ def director_plan(vip: str, dev: str) -> list[Step]:
     if not dev or "/" in dev or len(dev) > 15:
         raise SetupError(f"--dev {dev!r}: not an interface name")
     addr = _vip(vip, 24)
+    if addr.version == 6:  # no alias labels for IPv6; redirects off as for IPv4
+        return [
+            SysctlStep("net.ipv6.conf.all.forwarding", "0"),
+            AddrStep(dev, f"{addr.ip}/{addr.network.prefixlen}"),
+        ]
     return [
         SysctlStep("net.ipv4.ip_forward", "0"),
         SysctlStep("net.ipv4.conf.all.send_redirects", "0"),

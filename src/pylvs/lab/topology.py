@@ -16,6 +16,12 @@ Layout (all addresses exist only inside the lab's namespaces)::
       client .60   director .50   backup .51   rs1 .10   rs2 .20   app1 .40   app2 .90
     back network 10.168.0.0/24 (NAT), a second bridge in the same namespace
       director eth1 .50   backup eth1 .51   nat1 .10   nat2 .20 (default gateway .50)
+
+IPv6 beside IPv4, with the same host numbers: the LAN is 2001:db8:168::/64 (client
+2001:db8:168::60, rs1 2001:db8:168::10, the IPv6 VIP 2001:db8:168::100, ...), the back network
+2001:db8:10:168::/64 (nat1 2001:db8:10:168::10, default route via the director's ::50).
+Addresses skip duplicate address detection (nothing else can hold them) and the bridges flood
+multicast (no MLD snooping), so neighbour solicitations for a VIP reach every host at once.
 """
 
 from __future__ import annotations
@@ -43,6 +49,11 @@ LAN_PREFIX = 24
 VIP = "192.168.168.100"
 LAN_NET = "192.168.168.0/24"
 BACK_NET = "10.168.0.0/24"
+LAN6_PREFIX = 64
+VIP6 = "2001:db8:168::100"
+LAN6_NET = "2001:db8:168::/64"
+BACK6_NET = "2001:db8:10:168::/64"
+IFA_F_NODAD = 0x02
 _ID_RE = re.compile(r"^[a-z0-9]{1,8}$")
 
 
@@ -53,6 +64,13 @@ class Link:
     ifname: str
     bridge: str  # "lan" or "back"
     address: str
+    address6: str = ""  # the IPv6 address on the same link, same host number
+
+    def __post_init__(self) -> None:
+        if not self.address6:
+            host = self.address.rsplit(".", 1)[1]
+            net = LAN6_NET if self.bridge == "lan" else BACK6_NET
+            object.__setattr__(self, "address6", net.split("/")[0] + host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +80,7 @@ class HostSpec:
     name: str
     links: tuple[Link, ...]
     gateway: str | None = None
+    gateway6: str | None = None
     serve_port: int = 0
     serve_text: str = ""
     nginx: bool = False  # serve with real nginx when it is installed
@@ -85,11 +104,11 @@ HOSTS: tuple[HostSpec, ...] = (
     HostSpec("app2", (_lan("192.168.168.90"),), serve_port=8080, serve_text="dynamic page 2"),
     HostSpec(
         "nat1", (Link("eth0", "back", "10.168.0.10"),), gateway="10.168.0.50",
-        serve_port=80, serve_text="this is nginx1", nginx=True,
+        gateway6="2001:db8:10:168::50", serve_port=80, serve_text="this is nginx1", nginx=True,
     ),
     HostSpec(
         "nat2", (Link("eth0", "back", "10.168.0.20"),), gateway="10.168.0.50",
-        serve_port=80, serve_text="this is nginx2", nginx=True,
+        gateway6="2001:db8:10:168::50", serve_port=80, serve_text="this is nginx2", nginx=True,
     ),
 )
 HOSTS_BY_NAME = {h.name: h for h in HOSTS}
@@ -121,6 +140,7 @@ http {{
     keepalive_timeout 65;
     server {{
         listen {port} default_server;
+        listen [::]:{port} default_server;
         location / {{
             default_type text/plain;
             return 200 "{text}\\n";
@@ -237,6 +257,7 @@ class Lab:
     use_tomcat: bool = False
     hosts: dict[str, HostSpec] = field(default_factory=lambda: dict(HOSTS_BY_NAME))
     vip: str = VIP
+    vip6: str = VIP6
     offloads_off: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -264,6 +285,13 @@ class Lab:
         for link in self.hosts[host].links:
             if link.ifname == ifname:
                 return link.address
+        raise LabError(f"host {host} has no interface {ifname}")
+
+    def addr6(self, host: str, ifname: str = "eth0") -> str:
+        """The IPv6 address of ``host`` on ``ifname`` (same host number as its IPv4 one)."""
+        for link in self.hosts[host].links:
+            if link.ifname == ifname:
+                return link.address6
         raise LabError(f"host {host} has no interface {ifname}")
 
     def namespaces(self) -> list[str]:
@@ -333,8 +361,10 @@ class Lab:
             lo = lan.link_lookup(ifname="lo")[0]
             lan.link("set", index=lo, state="up")
             bridges: dict[str, int] = {}
-            for br in BRIDGES:
-                lan.link("add", ifname=br, kind="bridge", br_stp_state=0, br_forward_delay=0)
+            extra = {lk.bridge for h in self.hosts.values() for lk in h.links} - set(BRIDGES)
+            for br in (*BRIDGES, *sorted(extra)):  # extra: the ECMP lab's segments (lab.router)
+                lan.link("add", ifname=br, kind="bridge", br_stp_state=0, br_forward_delay=0,
+                         br_mcast_snooping=0)
                 bridges[br] = lan.link_lookup(ifname=br)[0]
             for spec in self.hosts.values():
                 for link in spec.links:
@@ -353,9 +383,13 @@ class Lab:
                 for link in spec.links:
                     idx = ns.link_lookup(ifname=link.ifname)[0]
                     ns.addr("add", index=idx, address=link.address, prefixlen=LAN_PREFIX)
+                    ns.addr("add", index=idx, address=link.address6, prefixlen=LAN6_PREFIX,
+                            flags=IFA_F_NODAD)
                     ns.link("set", index=idx, state="up")
                 if spec.gateway:
                     ns.route("add", dst="0.0.0.0/0", gateway=spec.gateway)
+                if spec.gateway6:
+                    ns.route("add", dst="::/0", gateway=spec.gateway6, family=10)
 
     def _configure_hosts(self) -> None:
         """Offloads off on both veth ends of the hosts in ``offloads_off`` (only those: the
@@ -401,8 +435,8 @@ class Lab:
                 (d / "nginx.conf").write_text(_nginx_conf(d, spec.serve_port, spec.serve_text))
                 argv = ["nginx", "-c", str(d / "nginx.conf"), "-p", str(d), "-e", str(d / "error.log")]
             else:
-                argv = [
-                    sys.executable, "-m", "pylvs.lab.httpd",
+                argv = [  # --host "": every address of both families
+                    sys.executable, "-m", "pylvs.lab.httpd", "--host", "",
                     "--port", str(spec.serve_port), "--text", spec.serve_text,
                 ]
             with log:
@@ -490,7 +524,8 @@ class Lab:
                 "host": spec.name,
                 "netns": self.ns(spec.name),
                 "present": self.ns(spec.name) in present,
-                "addresses": [f"{lk.ifname} {lk.address}/{LAN_PREFIX}" for lk in spec.links],
+                "addresses": [f"{lk.ifname} {lk.address}/{LAN_PREFIX} {lk.address6}/{LAN6_PREFIX}"
+                              for lk in spec.links],
                 "server": (f":{spec.serve_port} pid {pid} " + ("up" if _alive(pid) else "down"))
                 if pid else "",
             })

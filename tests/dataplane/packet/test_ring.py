@@ -185,3 +185,57 @@ def test_c_flows_forward_between_rings_and_hand_the_rest_to_python() -> None:
     assert res["fast"] == 200 and res["out"] == 200 and res["tx_sent"] == 200, res
     assert res["macs_ok"] and res["ip_same"], res
     assert res["row"] == [True, 0, 200, 200 * 30], res
+
+
+FILTER_SCRIPT = r"""
+import json, select, socket, time
+from pylvs.dataplane.packet import codec, codec6
+from pylvs.dataplane.packet.ring import NdSocket, PacketRing
+
+VA = bytes.fromhex(open("/sys/class/net/va/address").read().strip().replace(":", ""))
+SRC = b"\x02\0\0\0\0\x0b"
+A6, B6 = bytes.fromhex("20010db8" + "0" * 22 + "01"), bytes.fromhex("20010db8" + "0" * 22 + "02")
+v4 = codec.ethernet(VA, SRC, codec.ETH_P_IP) + codec.ipv4_header(b"\x0a\0\0\1", b"\x0a\0\0\2", 17, 8) + bytes(8)
+v6 = codec.ethernet(VA, SRC, 0x86DD) + codec6.ipv6_header(B6, A6, 17, 8) + bytes(8)
+arp = codec.arp_request(SRC, b"\x0a\0\0\1", b"\x0a\0\0\2")
+ns = codec6.neighbour_solicit(SRC, B6, A6)  # to the solicited-node group: a multicast frame
+na = codec6.neighbour_advert(SRC, B6, VA, A6, codec6.NA_SOLICITED)  # unicast
+ring, nd = PacketRing("va", fast=FAST), NdSocket("va")
+send = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+send.bind(("vb", 0))
+for f in (v4, v6, arp, ns, na):
+    send.send(f)
+in_ring, in_nd, deadline = [], [], time.monotonic() + 3
+while time.monotonic() < deadline and (len(in_ring) < 2 or len(in_nd) < 2):
+    select.select([ring, nd], [], [], 0.2)
+    ring.receive(lambda f: in_ring.append(bytes(f[12:14]).hex()))
+    nd.receive(lambda f: in_nd.append(f[54]) if f[6:12] == SRC else None)
+time.sleep(0.3)
+ring.receive(lambda f: in_ring.append(bytes(f[12:14]).hex()))
+nd.receive(lambda f: in_nd.append(f[54]) if f[6:12] == SRC else None)
+print(json.dumps({"ring": sorted(in_ring), "nd": sorted(in_nd)}))
+ring.close(); nd.close()
+"""
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["python", "c"])
+def test_ring_takes_ipv4_and_ipv6_and_the_nd_socket_takes_neighbour_discovery(fast: bool) -> None:
+    if fast and not fastpath_built():
+        pytest.skip("the C hot path is not built (no compiler at install)")
+    if os.geteuid() != 0:
+        pytest.skip("needs root: network namespaces and AF_PACKET")
+    ns = f"plnd{os.getpid() % 10000}{random.randrange(100)}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for cmd in (["ip", "link", "add", "va", "type", "veth", "peer", "name", "vb"],
+                    ["ip", "link", "set", "va", "up"], ["ip", "link", "set", "vb", "up"]):
+            subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True)
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c",
+                            f"FAST = {fast}\n" + FILTER_SCRIPT],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+    # ARP and neighbour discovery never reach the ring; NS (multicast) and NA reach the ND socket
+    assert res == {"ring": ["0800", "86dd"], "nd": [135, 136]}, res

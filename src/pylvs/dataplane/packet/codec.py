@@ -10,7 +10,7 @@ Checksums: the full Internet checksum (RFC 1071) is the big-integer remainder mo
 the data read as one big-endian number (16-bit one's-complement addition is addition modulo
 2^16-1), which CPython computes in C. Rewrites use the incremental update of RFC 1624 (eqn. 3).
 
-What this is not for: IPv6, IP options processing, reassembly of fragments (``frag`` follows
+What this is not for: IPv6 (``codec6``), IP options processing, reassembly of fragments (``frag`` follows
 them one by one), or deciding where a packet goes (``pylvs.dataplane.packet.forward``).
 """
 
@@ -72,7 +72,11 @@ class Drop(enum.IntEnum):
     TOO_BIG = 16
     TABLE_FULL = 17
     BAD_ICMP = 18
-    BAD_GSO = 19  # a super-frame that cannot be cut (not IPv4 TCP / UDP GSO, bad headers)
+    BAD_GSO = 19  # a super-frame that cannot be cut (not TCP / UDP GSO, bad headers)
+    BAD_EXT_HEADER = 20  # IPv6: an extension header truncated, misplaced or repeated
+    EXT_CHAIN_TOO_LONG = 21  # IPv6: more than codec6.MAX_EXT_HEADERS extension headers
+    ROUTING_HEADER = 22  # IPv6: a routing header with segments left (not the destination)
+    BAD_ND = 23  # IPv6 neighbour discovery that RFC 4861's validity checks refuse
 
 
 # -- checksums ---------------------------------------------------------------------------------

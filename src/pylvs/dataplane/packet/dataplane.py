@@ -46,8 +46,9 @@ from pyroute2 import IPRoute
 from pylvs.core.director import Director
 from pylvs.core.model import ForwardingMethod, RealServer, VirtualService
 from pylvs.core.table import TableListener
+from pylvs.dataplane.packet.codec6 import multicast_mac, solicited_node
 from pylvs.dataplane.packet.forward import Forwarder, Interface
-from pylvs.dataplane.packet.ring import ArpSocket, PacketRing, RxFrame, fastpath_wanted
+from pylvs.dataplane.packet.ring import ArpSocket, NdSocket, PacketRing, RxFrame, fastpath_wanted
 
 try:
     from pylvs.dataplane.packet import _fastpath
@@ -61,10 +62,14 @@ NFT_TABLE = "pylvs_packet"
 FLOW_LIMIT = 262144  # established connections the C flow table forwards at most
 
 
-def read_interfaces(names: Iterable[str] | None) -> tuple[list[Interface], tuple[int, bytes] | None,
+Routes = tuple[tuple[int, bytes] | None, tuple[int, bytes] | None]  # IPv4, IPv6 default
+
+
+def read_interfaces(names: Iterable[str] | None) -> tuple[list[Interface], Routes,
                                                           dict[bytes, bytes]]:
-    """Interfaces (all up non-loopback ones when ``names`` is None), the default route, and the
-    kernel's IPv4 neighbour table, from this network namespace."""
+    """Interfaces (all up non-loopback ones when ``names`` is None) with their IPv4 and IPv6
+    addresses, the IPv4 and IPv6 default routes, and the kernel's neighbour tables (both
+    families), from this network namespace."""
     wanted = set(names) if names is not None else None
     # an explicit plain loop: pyroute2 cannot share a running (or uvloop) event loop
     loop = asyncio.SelectorEventLoop()
@@ -75,10 +80,11 @@ def read_interfaces(names: Iterable[str] | None) -> tuple[list[Interface], tuple
 
 
 def _read_interfaces(wanted: set[str] | None, loop: asyncio.AbstractEventLoop) -> tuple[
-        list[Interface], tuple[int, bytes] | None, dict[bytes, bytes]]:
+        list[Interface], Routes, dict[bytes, bytes]]:
     ifaces: list[Interface] = []
     neigh: dict[bytes, bytes] = {}
     gateway: tuple[int, bytes] | None = None
+    gateway6: tuple[int, bytes] | None = None
     with IPRoute(use_event_loop=loop) as ipr:
         for link in ipr.get_links():
             name = link.get("ifname")
@@ -89,30 +95,53 @@ def _read_interfaces(wanted: set[str] | None, loop: asyncio.AbstractEventLoop) -
             mac = link.get("address")
             idx = link["index"]
             addrs = [(a.get("address"), a["prefixlen"]) for a in ipr.get_addr(family=socket.AF_INET, index=idx)]
-            if not addrs or not mac:
+            addrs6 = [(a.get("address"), a["prefixlen"])
+                      for a in ipr.get_addr(family=socket.AF_INET6, index=idx)]
+            glob6 = [(a, p) for a, p in addrs6 if a and not a.lower().startswith("fe80:")]
+            if not (addrs or glob6) or not mac:
                 continue
             nets = []
             for a, plen in addrs:
                 net = ipaddress.IPv4Network(f"{a}/{plen}", strict=False)
                 nets.append((int(net.network_address), int(net.netmask)))
+            nets6 = []
+            for a, plen in glob6:
+                net6 = ipaddress.IPv6Network(f"{a}/{plen}", strict=False)
+                nets6.append((int(net6.network_address), int(net6.netmask)))
+            ll6 = [a for a, _ in addrs6 if a and a.lower().startswith("fe80:")]
             ifaces.append(Interface(
-                idx, name, bytes.fromhex(mac.replace(":", "")), socket.inet_aton(addrs[0][0]),
-                nets, link.get("mtu") or 1500, {socket.inet_aton(a) for a, _ in addrs},
+                idx, name, bytes.fromhex(mac.replace(":", "")),
+                socket.inet_aton(addrs[0][0]) if addrs else bytes(4),
+                nets, link.get("mtu") or 1500,
+                {socket.inet_aton(a) for a, _ in addrs}
+                | {socket.inet_pton(socket.AF_INET6, a) for a, _ in glob6},
+                socket.inet_pton(socket.AF_INET6, glob6[0][0]) if glob6 else b"",
+                nets6,
+                socket.inet_pton(socket.AF_INET6, ll6[0]) if ll6 else b"",
             ))
         if wanted is not None:
             missing = wanted - {i.name for i in ifaces}
             if missing:
-                raise OSError(f"packet data plane: no usable IPv4 interface {', '.join(sorted(missing))}")
+                raise OSError(f"packet data plane: no interface with an address {', '.join(sorted(missing))}")
         for n in ipr.get_neighbours(family=socket.AF_INET):
             dst, lladdr = n.get("NDA_DST"), n.get("NDA_LLADDR")
             if dst and lladdr and n["state"] & 0xDE:  # REACHABLE|STALE|DELAY|PROBE|PERMANENT|NOARP
                 neigh[socket.inet_aton(dst)] = bytes.fromhex(lladdr.replace(":", ""))
+        for n in ipr.get_neighbours(family=socket.AF_INET6):
+            dst, lladdr = n.get("NDA_DST"), n.get("NDA_LLADDR")
+            if dst and lladdr and n["state"] & 0xDE:
+                neigh[socket.inet_pton(socket.AF_INET6, dst)] = bytes.fromhex(lladdr.replace(":", ""))
         for r in ipr.get_default_routes(family=socket.AF_INET):
             gw, oif = r.get("RTA_GATEWAY"), r.get("RTA_OIF")
             if gw and oif:
                 gateway = (oif, socket.inet_aton(gw))
                 break
-    return ifaces, gateway, neigh
+        for r in ipr.get_default_routes(family=socket.AF_INET6):
+            gw, oif = r.get("RTA_GATEWAY"), r.get("RTA_OIF")
+            if gw and oif:
+                gateway6 = (oif, socket.inet_pton(socket.AF_INET6, gw))
+                break
+    return ifaces, (gateway, gateway6), neigh
 
 
 def kernel_neighbours() -> dict[bytes, bytes]:
@@ -188,11 +217,13 @@ class PacketDataPlane:
         self.rings: dict[int, PacketRing] = {}
         self.rings_by_fd: dict[int, PacketRing | ArpSocket] = {}
         self.arp_socks: list[ArpSocket] = []
+        self.nd_socks: dict[int, NdSocket] = {}  # ifindex -> its neighbour discovery socket
         self.firewall_state = "off"
         self._rules_for: tuple[set[bytes], set[bytes]] | None = None
         self._listener = _Follow(self)
         self._poller: select.poll | None = None
         self._kick: socket.socket | None = None
+        self._kick6: socket.socket | None = None
         self._neigh_check_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -201,22 +232,28 @@ class PacketDataPlane:
     # -- set-up --------------------------------------------------------------------------------
     def open(self) -> None:
         """Open the rings and install the firewall rules (no event loop needed)."""
-        ifaces, gateway, neigh = read_interfaces(self.interface_names)
+        ifaces, (gateway, gateway6), neigh = read_interfaces(self.interface_names)
         if not ifaces:
-            raise OSError("packet data plane: no interface with an IPv4 address to forward on")
+            raise OSError("packet data plane: no interface with an address to forward on")
         if self.offloads_off:
             disable_offloads(i.name for i in ifaces)
         fw = Forwarder(self.director, ifaces, gateway,
-                       verify_new_checksums=self.verify_new_checksums)
+                       verify_new_checksums=self.verify_new_checksums, gateway6=gateway6)
         fw.neighbours.update(neigh)
         fw.on_missing_neighbour = self._kick_kernel_arp
+        fw.v6.on_missing_neighbour = self._kick_kernel_arp
         self.forwarder = fw
         self._kick = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._kick.setblocking(False)
+        with contextlib.suppress(OSError):  # a kernel without IPv6
+            self._kick6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            self._kick6.setblocking(False)
         try:
             for i in ifaces:
                 self.rings[i.ifindex] = PacketRing(i.name, fast=self.fastpath)
                 self.arp_socks.append(ArpSocket(i.name))
+                if self._kick6 is not None:
+                    self.nd_socks[i.ifindex] = NdSocket(i.name)
             if self.fastpath and _fastpath is not None:
                 self.flows = _fastpath.FlowTable(self.flow_limit)
                 for r in self.rings.values():
@@ -225,6 +262,7 @@ class PacketDataPlane:
                 self.director.before_tick.append(fw.sync_flows)
             self.rings_by_fd = {r.fileno(): r for r in self.rings.values()}
             self.rings_by_fd.update({a.fileno(): a for a in self.arp_socks})
+            self.rings_by_fd.update({s.fileno(): s for s in self.nd_socks.values()})
         except OSError:
             self.close()
             raise
@@ -235,7 +273,11 @@ class PacketDataPlane:
         """Make the kernel resolve ``ip`` too (one empty datagram to the discard port), and look
         at its table shortly after: our own ARP request and socket are the fast path, this one
         does not depend on them."""
-        if self._kick is not None:
+        if len(ip) == 16:
+            if self._kick6 is not None:
+                with contextlib.suppress(OSError):
+                    self._kick6.sendto(b"", (socket.inet_ntop(socket.AF_INET6, ip), 9))
+        elif self._kick is not None:
             with contextlib.suppress(OSError):
                 self._kick.sendto(b"", (socket.inet_ntoa(ip), 9))
         self._neigh_check_at = time.monotonic() + 0.2
@@ -251,6 +293,9 @@ class PacketDataPlane:
         if self._kick is not None:
             self._kick.close()
             self._kick = None
+        if self._kick6 is not None:
+            self._kick6.close()
+            self._kick6 = None
         with contextlib.suppress(ValueError):
             self.director.table.listeners.remove(self._listener)
         if self.flows is not None:
@@ -267,6 +312,9 @@ class PacketDataPlane:
         for a in self.arp_socks:
             a.close()
         self.arp_socks.clear()
+        for nd in self.nd_socks.values():
+            nd.close()
+        self.nd_socks.clear()
         self.rings_by_fd.clear()
         self._poller = None
         if self.firewall_state == "on":
@@ -282,26 +330,38 @@ class PacketDataPlane:
         vips: set[bytes] = set()
         nat_rips: set[bytes] = set()
         for svc in self.director.table.services():
-            if svc.key.addr is not None and svc.key.addr.version == 4:
+            if svc.key.addr is not None:
                 vips.add(svc.key.addr.packed)
             for d in svc.destinations:
-                if d.fwd == ForwardingMethod.MASQ and d.addr.version == 4:
+                if d.fwd == ForwardingMethod.MASQ:
                     nat_rips.add(d.addr.packed)
         if self.forwarder is not None and self.answer_arp:
-            self.forwarder.set_vips(vips)
+            # new IPv6 VIPs are announced (unsolicited NAs) through the ND sockets: this may
+            # run outside the ring's reader, whose TX slots it must not touch
+            for idx, frame in self.forwarder.set_vips(vips):
+                nd = self.nd_socks.get(idx)
+                if nd is not None:
+                    nd.send(frame)
+            groups = {multicast_mac(solicited_node(v)) for v in self.forwarder.v6.vips}
+            for nd in self.nd_socks.values():
+                nd.join(groups)
         if self.firewall and (vips, nat_rips) != self._rules_for:
             # only when the addresses change: weights and schedulers need no new rules
             self._rules_for = (vips, nat_rips)
             self._install_rules(vips, nat_rips)
 
     def _install_rules(self, vips: set[bytes], rips: set[bytes]) -> None:
-        def elems(s: set[bytes]) -> str:
-            return ", ".join(sorted(socket.inet_ntoa(a) for a in s))
+        def rules(fam: str, field: str, addrs: set[bytes]) -> str:
+            size, af = (4, socket.AF_INET) if fam == "ip" else (16, socket.AF_INET6)
+            chosen = sorted(socket.inet_ntop(af, a) for a in addrs if len(a) == size)
+            if not chosen:
+                return ""
+            return f"{fam} {field} {{ {', '.join(chosen)} }} meta l4proto {{ tcp, udp }} drop\n    "
 
         # input: only traffic to the VIPs (the director's own health checks of NAT real
         # servers come back to it and must pass); forward: also NAT replies, which we rewrite
-        vip_rule = f"ip daddr {{ {elems(vips)} }} meta l4proto {{ tcp, udp }} drop" if vips else ""
-        rip_rule = f"ip saddr {{ {elems(rips)} }} meta l4proto {{ tcp, udp }} drop" if rips else ""
+        vip_rule = rules("ip", "daddr", vips) + rules("ip6", "daddr", vips)
+        rip_rule = rules("ip", "saddr", rips) + rules("ip6", "saddr", rips)
         script = (
             f"table inet {NFT_TABLE} {{}}\ndelete table inet {NFT_TABLE}\n"
             f"table inet {NFT_TABLE} {{\n"
@@ -445,11 +505,16 @@ class PacketDataPlane:
             "interfaces": [r.ifname for r in self.rings.values()],
             "firewall": self.firewall_state,
             # frames the Python path forwarded, and those flows forwarded in C
-            "forwarded": ((fw.forwarded if fw else 0)
+            "forwarded": ((fw.forwarded + fw.v6.forwarded if fw else 0)
                           + (self.flows.forwarded if self.flows is not None else 0)),
             "arp_replies": fw.arp_replies if fw else 0,
             "arp_requests": fw.arp_requests if fw else 0,
-            "icmp_forwarded": fw.icmp_forwarded if fw else 0,
+            # IPv6: frames the Python path forwarded, neighbour discovery answered and asked
+            "ipv6_forwarded": fw.v6.forwarded if fw else 0,
+            "nd_replies": fw.v6.nd_replies if fw else 0,
+            "nd_solicits": fw.v6.nd_solicits if fw else 0,
+            "nd_announced": fw.v6.nd_announced if fw else 0,
+            "icmp_forwarded": fw.icmp_forwarded + fw.v6.icmp_forwarded if fw else 0,
             # fragments dropped (overlap, incomplete, table full...) count among the drops
             "drops": ({**fw.drops, **{k: v for k, v in fw.frags.counters.items()
                                       if k not in ("frag_forwarded", "frag_datagrams")}}

@@ -44,14 +44,17 @@ that leaves the connection in another state takes its flows out; a neighbour cha
 all. ``sync_flows`` (run before each
 ``Director.tick``) gives the Director what the flows forwarded, as those packets would have.
 
-What this is not for: sockets, rings, netlink (``ring``/``dataplane`` own those) or IPv6.
+IPv6: every IPv6 frame goes to ``self.v6`` (``forward6.IPv6Path``), which shares this object's
+Director, interfaces, neighbours, next-hop cache, side frames, drop counters and fragment table;
+IPv6 connections take the Python path only (the flow table's keys are IPv4).
+
+What this is not for: sockets, rings, netlink (``ring``/``dataplane`` own those).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, TCP_S_ESTABLISHED, Connection, Director
@@ -69,7 +72,13 @@ from pylvs.dataplane.packet.codec import (
     TCP_SYN,
     Drop,
 )
+from pylvs.dataplane.packet.codec6 import ETH_P_IPV6
+from pylvs.dataplane.packet.forward6 import IPv6Path
 from pylvs.dataplane.packet.frag import FragTable
+from pylvs.dataplane.packet.interface import Interface
+
+__all__ = ["FLOW_DR", "FLOW_NAT_DST", "FLOW_NAT_SRC", "FLOW_TUN", "FlowSink", "Forwarder",
+           "Interface"]
 
 _MASQ = int(ForwardingMethod.MASQ)
 _DROUTE = int(ForwardingMethod.DROUTE)
@@ -105,22 +114,6 @@ class FlowSink(Protocol):
     def sync(self) -> list[tuple[Any, int, int, int, float]]: ...
 
 
-@dataclass(slots=True)
-class Interface:
-    """A director interface the data plane sends and receives on."""
-
-    ifindex: int
-    name: str
-    mac: bytes
-    addr: bytes  # primary IPv4 address (source of ARP requests and IPIP outer headers)
-    networks: list[tuple[int, int]] = field(default_factory=list)  # (network, mask) as ints
-    mtu: int = 1500
-    local: set[bytes] = field(default_factory=set)  # every address configured on it
-
-    def on_link(self, ip: int) -> bool:
-        return any(ip & mask == net for net, mask in self.networks)
-
-
 class Forwarder:
     """The sans-IO forwarding engine of one director (all its interfaces)."""
 
@@ -131,6 +124,7 @@ class Forwarder:
         gateway: tuple[int, bytes] | None = None,
         clock: Callable[[], float] | None = None,
         verify_new_checksums: bool = True,
+        gateway6: tuple[int, bytes] | None = None,
     ) -> None:
         self.director = director
         self.interfaces = {i.ifindex: i for i in interfaces}
@@ -163,6 +157,10 @@ class Forwarder:
         self._ident = 0
         # established connections forwarded without Python (see the module docstring)
         self.flows: FlowSink | None = None
+        # IPv6 frames: the same tables, neighbours, side frames and counters
+        self.v6 = IPv6Path(director, self.interfaces, self.neighbours, self._l2,
+                           self.side_frames, self.drops, self.frags, self.clock, self._l2_reset,
+                           gateway6, verify_new_checksums)
 
     # -- helpers -------------------------------------------------------------------------------
     def drop(self, reason: Drop) -> None:
@@ -185,9 +183,13 @@ class Forwarder:
         self._l2.clear()
         self.clear_flows()
 
-    def set_vips(self, vips: Iterable[bytes]) -> None:
-        """The VIPs of the table; ARP is answered for those the local stack does not own."""
-        self.arp_vips = {v for v in vips if v not in self.local_addrs}
+    def set_vips(self, vips: Iterable[bytes]) -> list[Output]:
+        """The VIPs of the table; ARP (IPv4) and neighbour solicitations (IPv6) are answered
+        for those the local stack does not own. Returns the unsolicited neighbour
+        advertisements announcing IPv6 VIPs that just appeared, for the caller to send."""
+        ours = {v for v in vips if v not in self.local_addrs}
+        self.arp_vips = {v for v in ours if len(v) == 4}
+        return self.v6.set_vips(v for v in ours if len(v) == 16)
 
     def route(self, ip: bytes) -> tuple[Interface, bytes] | None:
         """(out interface, next hop) for ``ip``: on-link first, else the default gateway."""
@@ -301,6 +303,8 @@ class Forwarder:
         et = frame[12] << 8 | frame[13]
         if et == ETH_P_IP:
             return self._ipv4(ifindex, frame)
+        if et == ETH_P_IPV6:
+            return self.v6.handle(ifindex, frame, self._csum_ok)
         if et == ETH_P_ARP:
             self._arp(ifindex, frame)
         return None

@@ -115,11 +115,13 @@ def _l3_end(frame: bytearray | memoryview) -> int:
 
 
 def segment(frame: bytearray | memoryview, gso_type: int, gso_size: int) -> list[bytearray] | None:
-    """Cut an IPv4 TCP (or UDP GSO) super-frame into frames of at most ``gso_size`` payload
+    """Cut an IPv4 or IPv6 TCP (or UDP GSO) super-frame into frames of at most ``gso_size`` payload
     bytes each, with their own lengths, IP IDs, sequence numbers, flags and full checksums, as
     the device would have (``tcp_gso_segment``). None when the frame is not one we can cut
     (the caller drops and counts it)."""
     n = len(frame)
+    if gso_size > 0 and n >= ETH_HLEN + 40 and frame[12] == 0x86 and frame[13] == 0xDD:
+        return _segment6(frame, gso_type, gso_size)
     if gso_size <= 0 or n < ETH_HLEN + 20 or frame[12] != 8 or frame[13] != 0:
         return None
     vihl = frame[ETH_HLEN]
@@ -180,6 +182,68 @@ def segment(frame: bytearray | memoryview, gso_type: int, gso_size: int) -> list
             co = l4 + 6
         seg[co] = seg[co + 1] = 0
         s = ones_sum(saddr_daddr + bytes((0, proto)) + _U16.pack(seg_len)) + ones_sum(seg[l4:])
+        _U16.pack_into(seg, co, _fold(s) if proto == IPPROTO_TCP else (_fold(s) or 0xFFFF))
+        out.append(seg)
+        pos = chunk_end
+        if last or len(out) > 0xFFFF:
+            break
+    return out
+
+
+def _segment6(frame: bytearray | memoryview, gso_type: int,
+              gso_size: int) -> list[bytearray] | None:
+    """``segment`` for IPv6: TCP (GSO_TCPV6) or UDP (GSO_UDP_L4) right after the fixed header
+    (a super-frame with extension headers is refused: no stack here builds one), each segment
+    with its own payload length, sequence number, flags and checksum over the IPv6
+    pseudo-header."""
+    n = len(frame)
+    if frame[ETH_HLEN] >> 4 != 6:
+        return None
+    l4 = ETH_HLEN + 40
+    plen = _U16.unpack_from(frame, ETH_HLEN + 4)[0]
+    end = l4 + plen if plen else n  # 0: a BIG TCP super-frame, its length is the frame's
+    if end > n:
+        return None
+    proto = frame[ETH_HLEN + 6]
+    if proto == IPPROTO_TCP and gso_type == GSO_TCPV6:
+        if end < l4 + 20:
+            return None
+        hl = (frame[l4 + 12] >> 4) << 2
+        if hl < 20 or l4 + hl > end:
+            return None
+    elif proto == IPPROTO_UDP and gso_type == GSO_UDP_L4:
+        hl = 8
+        if end < l4 + 8:
+            return None
+    else:
+        return None
+    head = bytes(frame[:l4 + hl])
+    addrs = bytes(frame[ETH_HLEN + 8:ETH_HLEN + 40])
+    seq = _U32.unpack_from(frame, l4 + 4)[0] if proto == IPPROTO_TCP else 0
+    flags = frame[l4 + 13] if proto == IPPROTO_TCP else 0
+    out: list[bytearray] = []
+    pos = l4 + hl
+    while True:
+        chunk_end = min(pos + gso_size, end)
+        last = chunk_end >= end
+        seg = bytearray(head)
+        seg += frame[pos:chunk_end]
+        seg_len = len(seg) - l4
+        _U16.pack_into(seg, ETH_HLEN + 4, seg_len)
+        if proto == IPPROTO_TCP:
+            _U32.pack_into(seg, l4 + 4, (seq + pos - (l4 + hl)) & 0xFFFFFFFF)
+            f = flags
+            if out:
+                f &= ~0x80
+            if not last:
+                f &= ~0x09
+            seg[l4 + 13] = f
+            co = l4 + 16
+        else:
+            _U16.pack_into(seg, l4 + 4, seg_len)
+            co = l4 + 6
+        seg[co] = seg[co + 1] = 0
+        s = ones_sum(addrs + seg_len.to_bytes(4, "big") + bytes((0, 0, 0, proto))) + ones_sum(seg[l4:])
         _U16.pack_into(seg, co, _fold(s) if proto == IPPROTO_TCP else (_fold(s) or 0xFFFF))
         out.append(seg)
         pos = chunk_end

@@ -19,8 +19,10 @@ flagged with its ``gso_size`` for the forwarder to cut (``offload``). Each frame
 tp_len``) are dropped and counted (``rx_truncated``). TX slots carry an all-zero vnet header:
 the frames sent are whole and checksummed.
 
-The ring carries IPv4 only; ARP has its own small socket (``ArpSocket``) so that a full ring
-never starves neighbour resolution.
+The ring carries IPv4 and IPv6 (bound to every protocol, with a classic BPF filter that lets
+only those two through, IPv6 neighbour discovery excepted); ARP and neighbour discovery have
+their own small sockets (``ArpSocket``, ``NdSocket``) so that a full ring never starves
+neighbour resolution.
 
 With ``fast=True`` and the C extension built (``_fastpath``; ``PYLVS_PACKET_FASTPATH=0`` turns it
 off) the ring walk and every TX slot belong to a ``_fastpath.Ring``: ``receive`` can then forward
@@ -33,6 +35,7 @@ What this is not for: deciding anything about the frames (``forward``) or config
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import socket
@@ -60,6 +63,11 @@ TPACKET_V3 = 2
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
+SO_ATTACH_FILTER = 26
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_DROP_MEMBERSHIP = 2
+PACKET_MR_MULTICAST = 0
 
 TP_STATUS_KERNEL = 0
 TP_STATUS_USER = 1
@@ -73,6 +81,30 @@ TP_STATUS_CSUM_VALID = 1 << 7  # the device verified the checksum
 PACKET_HOST = 0
 PACKET_BROADCAST = 1
 PACKET_MULTICAST = 2
+
+# classic BPF (struct sock_filter: code, jt, jf, k); jumps count instructions after the next
+_LDH, _LDB, _JEQ, _JGE, _JGT, _RET = 0x28, 0x30, 0x15, 0x35, 0x25, 0x06
+_ALL = 0xFFFFFFFF  # accept the whole frame
+# the ring: IPv4, or IPv6 that is not ICMPv6 types 133-137 (router/neighbour discovery)
+RING_FILTER = (
+    (_LDH, 0, 0, 12), (_JEQ, 6, 0, ETH_P_IP), (_JEQ, 0, 6, ETH_P_IPV6),
+    (_LDB, 0, 0, 20), (_JEQ, 0, 3, 58), (_LDB, 0, 0, 54), (_JGE, 0, 1, 133), (_JGT, 0, 1, 137),
+    (_RET, 0, 0, _ALL), (_RET, 0, 0, 0),
+)
+# the ND socket: IPv6 whose next header is ICMPv6 of type 135 or 136 (NS, NA)
+ND_FILTER = (
+    (_LDH, 0, 0, 12), (_JEQ, 0, 6, ETH_P_IPV6), (_LDB, 0, 0, 20), (_JEQ, 0, 4, 58),
+    (_LDB, 0, 0, 54), (_JGE, 0, 2, 135), (_JGT, 1, 0, 136),
+    (_RET, 0, 0, _ALL), (_RET, 0, 0, 0),
+)
+
+
+def attach_filter(sock: socket.socket, program: tuple[tuple[int, int, int, int], ...]) -> None:
+    """Attach a classic BPF program (SO_ATTACH_FILTER): the kernel copies it."""
+    code = b"".join(struct.pack("=HBBI", *insn) for insn in program)
+    buf = ctypes.create_string_buffer(code, len(code))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                    struct.pack("=HxxxxxxQ", len(program), ctypes.addressof(buf)))
 
 TPACKET3_HDRLEN = 48  # TPACKET_ALIGN(sizeof(struct tpacket3_hdr))
 _BLOCK = struct.Struct("=IIIIIIQ")  # version, offset_to_priv, block_status, num_pkts, offset_first
@@ -109,13 +141,19 @@ class PacketRing:
     # Blocks of 128 KiB: a GSO super-frame (up to 64 KiB) must fit one block whole.
     def __init__(self, ifname: str, block_size: int = 1 << 17, block_nr: int = 64,
                  frame_size: int = 2048, tx_frames: int = 1024, block_timeout_ms: int = 2,
-                 qdisc_bypass: bool = False, protocol: int = ETH_P_IP, fast: bool = False,
+                 qdisc_bypass: bool = False, protocol: int = ETH_P_ALL, fast: bool = False,
                  vnet: bool = True) -> None:
         self.ifname = ifname
         self.fast: Any = None  # the _fastpath.Ring owning the reader and the TX slots
         self.protocol = protocol
         # protocol 0 until bound: no frames of other interfaces slip into the ring meanwhile
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        if protocol == ETH_P_ALL:  # IPv4 and IPv6 only (see RING_FILTER), set before bind
+            try:
+                attach_filter(self.sock, RING_FILTER)
+            except OSError:
+                self.sock.close()
+                raise
         self.vnet_len = 0  # VNET_HDR_LEN once the kernel accepted PACKET_VNET_HDR
         self.rx_meta = 0  # the verdict on the frame the callback is looking at (offload.META_*)
         self._rx_truncated = 0
@@ -428,3 +466,57 @@ class ArpSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class NdSocket(ArpSocket):
+    """IPv6 neighbour solicitations and advertisements of one interface on their own socket
+    (``ND_FILTER``), as ``ArpSocket`` does for ARP; multicast frames are taken too (a
+    solicitation goes to the target's solicited-node group, ``join`` asks the interface to
+    pass that group's frames), and it sends the unsolicited advertisements for new VIPs."""
+
+    def __init__(self, ifname: str) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            attach_filter(self.sock, ND_FILTER)
+            self.sock.bind((ifname, ETH_P_IPV6))
+            self.sock.setblocking(False)
+        except OSError:
+            self.sock.close()
+            raise
+        self.ifindex = socket.if_nametoindex(ifname)
+        self.rx_meta = 0
+        self.joined: set[bytes] = set()
+
+    def receive(self, on_frame: Callable[[RxFrame], None]) -> int:
+        n = 0
+        while True:
+            try:
+                data, addr = self.sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                return n
+            except OSError:
+                return n
+            if addr[2] <= PACKET_MULTICAST:  # not our own frames going out
+                on_frame(bytearray(data))
+                n += 1
+
+    def join(self, macs: set[bytes]) -> None:
+        """Have the interface pass exactly these multicast MACs (solicited-node groups)."""
+        for mac, op in [(m, PACKET_DROP_MEMBERSHIP) for m in self.joined - macs] + [
+                (m, PACKET_ADD_MEMBERSHIP) for m in macs - self.joined]:
+            try:
+                self.sock.setsockopt(SOL_PACKET, op, struct.pack(
+                    "=iHH8s", self.ifindex, PACKET_MR_MULTICAST, 6, mac))
+            except OSError:
+                continue
+            if op == PACKET_ADD_MEMBERSHIP:
+                self.joined.add(mac)
+            else:
+                self.joined.discard(mac)
+
+    def send(self, frame: bytes | bytearray | memoryview) -> bool:
+        try:
+            self.sock.send(frame)
+        except OSError:
+            return False
+        return True
