@@ -66,13 +66,15 @@ CLIENT = "192.168.168.60"
 
 
 def _frames(dst_mac: bytes, src_mac: bytes, dst_ip: str, dport: int, n_flows: int,
-            syn: bool, payload: int, partial: bool = False) -> list[bytes]:
+            syn: bool, payload: int, partial: bool = False, sport_base: int = 1024) -> list[bytes]:
     """The generator's frames; ``partial``: each behind a virtio_net_hdr asking for its
-    checksum to be completed, the checksum field holding the pseudo-header sum only."""
+    checksum to be completed, the checksum field holding the pseudo-header sum only.
+    ``sport_base``: the first flow's source port (generators run side by side take disjoint
+    ranges, so that their SYNs are all new connections)."""
     src, dst = socket.inet_aton(CLIENT), socket.inet_aton(dst_ip)
     out = []
     for i in range(n_flows):
-        sport = 1024 + i % 64000
+        sport = 1024 + (sport_base - 1024 + i) % 64000
         if syn:
             seg = bytearray(struct.pack("!HHIIBBHHH", sport, dport, i, 0, 5 << 4, codec.TCP_SYN,
                                         65535, 0, 0))
@@ -100,7 +102,8 @@ def role_gen(args: argparse.Namespace) -> None:
     if args.partial and not ring.vnet_len:
         raise SystemExit("generator: --partial needs PACKET_VNET_HDR")
     frames = _frames(bytes.fromhex(args.dst_mac), bytes.fromhex(args.src_mac), args.dst_ip,
-                     args.dport, args.flows, args.syn, args.payload, args.partial)
+                     args.dport, args.flows, args.syn, args.payload, args.partial,
+                     args.sport_base)
     mm, base, fs, nr = ring.mm, ring.rx_size, ring.frame_size, ring.tx_nr
     u32 = struct.Struct("=I")
     sent = 0
@@ -310,6 +313,8 @@ def main() -> int:
     p.add_argument("--dst-ip", default=VIP)
     p.add_argument("--dport", type=int, default=80)
     p.add_argument("--syn", action="store_true")
+    p.add_argument("--sport-base", type=int, default=1024,
+                   help="generator: the first flow's source port")
     p.add_argument("--partial", action="store_true",
                    help="frames leave the generator with partial checksums (TX offload)")
     p.add_argument("--offloads-off", action="store_true",

@@ -209,8 +209,10 @@ class Bench:
                 "--flows", str(64000 if syn else self.args.flows), "--payload", "18"]
         if syn:
             argv.append("--syn")
-        procs = [self.lab.popen("client", argv, stdout=subprocess.PIPE, text=True)
-                 for _ in range(n)]
+        if syn:  # disjoint source ports: every SYN of every generator is a new connection
+            argv[argv.index("--flows") + 1] = str(64000 // n)
+        procs = [self.lab.popen("client", [*argv, "--sport-base", str(1024 + k * (64000 // n))],
+                                stdout=subprocess.PIPE, text=True) for k in range(n)]
         sent = 0
         for p in procs:
             out, _ = p.communicate(timeout=seconds + 60)
