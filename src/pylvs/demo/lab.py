@@ -12,6 +12,10 @@ What this shows, with real packets between real network stacks (``pylvs.lab``):
 3. NAT (real servers on a private network behind the director) and TUN (IP-in-IP to the real
    servers, decapsulated by ``pylvs rs-setup --mode tun``), each with the same client traffic.
 
+While act 1 runs, the demo prints where to watch it live: ``pylvs top`` over the directors'
+control sockets, and the status page and Prometheus metrics that each director's ``pylvs
+keepalived`` serves (``--status-address``, ``--metrics-address``) inside its namespace.
+
 What this is not: a test. The suite checks each of these behaviours; this prints them for a person.
 Needs root (namespaces, raw sockets); ``make demo`` falls back to the loopback demo without it.
 """
@@ -41,6 +45,9 @@ from pylvs.lab.lvs import LVSCluster
 
 console = Console(highlight=False)
 PY = sys.executable
+# where each director's pylvs keepalived serves its metrics and status page (pylvs.metrics), on
+# the loopback of its own namespace
+OBSERVE = "127.0.0.1:9100"
 VRRP_CONF = """global_defs {{
     router_id {name}
 }}
@@ -155,6 +162,28 @@ class LabDemo:
         console.print(table)
         return seen
 
+    def where_to_look(self) -> None:
+        """How a person watches the directors while the demo runs: ``pylvs top`` over the VRRP
+        router's control socket and ``pylvsadm`` over the packet director's (plain files here,
+        so from the host), and the VRRP routers' status page and metrics, which listen on
+        127.0.0.1 inside each director's namespace. (The packet director of this demo,
+        ``pylvs.director.serve_packet``, does not answer ``pylvs top``'s ``observe`` yet.)"""
+        lines = [
+            "[bold]Watch it live[/] (in another terminal, while the demo runs):",
+            f"  live view:     PYLVS_CONTROL_SOCKET={self.sock('director-vrrp')} pylvs top",
+            f"  the table:     PYLVS_CONTROL_SOCKET={self.sock('director')} watch -n1 pylvsadm -Ln --rate",
+        ]
+        for host in ("director", "backup"):
+            ns = self.lab.ns(host)
+            lines.append(f"  {host} status: ip netns exec {ns} curl -s http://{OBSERVE}/status.json")
+        ns = self.lab.ns("director")
+        lines += [
+            f"  status page:   ip netns exec {ns} curl -s http://{OBSERVE}/status  (HTML)",
+            f"  metrics:       ip netns exec {ns} curl -s http://{OBSERVE}/metrics",
+        ]
+        for line in lines:
+            console.print(line, soft_wrap=True)
+
     # ---- the acts ------------------------------------------------------------------------
 
     def dr_with_failover(self) -> bool:
@@ -171,7 +200,9 @@ class LabDemo:
                 self.run(host, ["sysctl", "-q", "-w", key], echo=False)
             conf = self.tmp / f"{host}-keepalived.conf"
             conf.write_text(VRRP_CONF.format(name=host, state=state, priority=prio, vip=VIP))
-            self.start(host, [PY, "-m", "pylvs.cli.main", "keepalived", "-n", "-l", "-f", str(conf)],
+            self.start(host, [PY, "-m", "pylvs.cli.main", "keepalived", "-n", "-l", "-f", str(conf),
+                              "--control-socket", self.sock(f"{host}-vrrp"),
+                              "--metrics-address", OBSERVE, "--status-address", OBSERVE],
                        f"{host}-vrrp.log")
             self.packet_director(host)
         self.say("director", "pylvs keepalived -f keepalived.conf   (priority 100; backup: 90)")
@@ -185,6 +216,7 @@ class LabDemo:
             self.adm(host, f"-a -t {VIP}:80 -r 192.168.168.10:80 -g", echo)
             self.adm(host, f"-a -t {VIP}:80 -r 192.168.168.20:80 -g", echo)
         self.adm("director", "-ln")
+        self.where_to_look()
         rr = self.curl(20, f"client: 20 x curl http://{VIP}/ (rr, DR)")
         self.adm("director", "-Ln --stats")
         self.adm("director", "-Lnc")
