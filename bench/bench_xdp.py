@@ -27,6 +27,9 @@ What each row measures (``--seconds`` per row, flat out unless paced):
   the row minus it: the director's own receive, decision and transmit plus the second pass over
   the lab's bridge that forwarding adds (charged to the director here, as in ``bench_packet.py``).
   Other work on the machine adds its own network softirq (noise, reported with the load average).
+- ``XDP program ns/run``: the XDP program's own run time per packet, as the kernel counts it with
+  ``kernel.bpf_stats_enabled=1`` (set for the run, restored after; it adds two clock reads per
+  run): the share of the director's cost that is pylvs' program, without veth's and the skb's.
 
 Rows:
 - ``direct`` (baseline above), ``kernel``: plain Linux IP forwarding on the director, LAN -> nat1;
@@ -139,6 +142,19 @@ def task_cpu_ns(pid: int) -> int:
             with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/task/{tid}/schedstat") as f:
                 total += int(f.read().split()[0])
     return total
+
+
+def prog_runtime(prog_id: int) -> tuple[int, int]:
+    """(run_time_ns, run_cnt) of a BPF program, as the kernel counts them while
+    kernel.bpf_stats_enabled is 1; (0, 0) without a program."""
+    if not prog_id:
+        return (0, 0)
+    r = subprocess.run(["bpftool", "-j", "prog", "show", "id", str(prog_id)],
+                       capture_output=True, text=True, check=False)
+    with contextlib.suppress(ValueError):
+        info = json.loads(r.stdout)
+        return (int(info.get("run_time_ns", 0)), int(info.get("run_cnt", 0)))
+    return (0, 0)
 
 
 def role_director(args: argparse.Namespace) -> None:
@@ -265,6 +281,8 @@ class Bench:
                 warm = json.loads(director.stdout.readline())
             c0 = (self.counter("client", "tx_packets"), self.counter(sink, "rx_packets"),
                   self.counter("director", "rx_packets"))
+            prog = self.prog_id() if plane == "xdp" else 0
+            b0 = prog_runtime(prog)
             s0, p0 = self.clock.snapshot(), task_cpu_ns(dpid) if dpid else 0
             t0 = time.monotonic()
             sent = self.gens(dst_mac, dst_ip, 9 if plane in ("kernel", "direct") else 80, rate,
@@ -272,6 +290,7 @@ class Bench:
             time.sleep(0.3)
             wall = time.monotonic() - t0
             s1, p1 = self.clock.snapshot(), task_cpu_ns(dpid) if dpid else 0
+            b1 = prog_runtime(prog)
             c1 = (self.counter("client", "tx_packets"), self.counter(sink, "rx_packets"),
                   self.counter("director", "rx_packets"))
         finally:
@@ -294,12 +313,21 @@ class Bench:
             "cpu_us_per_packet": (proc + soft - soft_in_dir) / 1e3 / max(1, fwd),
             "proc_us_per_packet": proc / 1e3 / max(1, fwd),
         }
+        if prog and b1[1] > b0[1]:
+            res["prog_ns_per_run"] = (b1[0] - b0[0]) / (b1[1] - b0[1])
         if stats:
             res["director"] = stats
             res["warm_xdp_flows"] = warm.get("xdp_flows", 0)
             res["via_xdp"] = stats.get("xdp_fwd", 0) / fwd if fwd else 0.0
             res["conns_per_s"] = stats.get("conns", 0) / secs if syn else None
         return res
+
+    def prog_id(self) -> int:
+        """The id of the XDP program on the director's eth0 (0: none)."""
+        r = self.lab.run("director", ["ip", "-j", "-d", "link", "show", "eth0"], check=True)
+        xdp = json.loads(r.stdout)[0].get("xdp", {})
+        prog = xdp.get("prog") or next((a.get("prog", {}) for a in xdp.get("attached", [])), {})
+        return int(prog.get("id", 0))
 
     def set_peer_napi(self, on: bool) -> None:
         """Native XDP on the director's veths needs NAPI on their bridge-side peers; for XDP_TX
@@ -342,15 +370,18 @@ def check_trafficgen(lab: Any) -> str:
     return f"exit {r.returncode}: " + " | ".join((r.stdout + r.stderr).strip().splitlines()[-3:])
 
 
-def fmt_row(r: dict[str, Any], base_us: float) -> str:
+def fmt_row(r: dict[str, Any], base_us: float, secs: float) -> str:
     direct = r["name"] == "direct"
     cpu = r["cpu_us_per_packet"]
     net = "" if direct else f"{cpu - base_us:.2f}"
     via = f"{r['via_xdp']:.0%}" if "via_xdp" in r else ""
     conns = f"{r['conns_per_s']:,.0f}" if r.get("conns_per_s") else ""
     rate = f"{r['rate']:,}" if r["rate"] else "flat out"
+    if r["rate"] and r["offered"] < 0.9 * r["rate"] * secs:
+        rate += f" (generator reached {r['pps_offered']:,.0f})"
+    prog = f"{r['prog_ns_per_run']:.0f}" if "prog_ns_per_run" in r else ""
     return (f"| {r['name']} | {rate} | {r['pps_offered']:,.0f} | {r['pps']:,.0f} | {r['loss']:.2%} "
-            f"| {cpu:.2f} | {net} | {r['proc_us_per_packet']:.2f} | {via} | {conns} |")
+            f"| {cpu:.2f} | {net} | {r['proc_us_per_packet']:.2f} | {prog} | {via} | {conns} |")
 
 
 def main() -> int:
@@ -396,6 +427,7 @@ def main() -> int:
     lab = Lab(f"x{os.getpid() % 100000}", servers=False)
     clock: SoftirqClock | None = None
     b: Bench | None = None
+    stats_was: str | None = None
     rows: list[dict[str, Any]] = []
     paced: list[dict[str, Any]] = []
     syn_best = (0, "")
@@ -409,6 +441,10 @@ def main() -> int:
         if args.check_xdp_trafficgen:
             tg = check_trafficgen(lab)
             print(f"xdp-trafficgen: {tg}", file=sys.stderr)
+        with open("/proc/sys/kernel/bpf_stats_enabled") as f:
+            stats_was = f.read().strip()
+        with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+            f.write("1")
         clock = SoftirqClock()
         b = Bench(lab, args, clock)
         names = [n for n in args.rows.split(",") if n]
@@ -461,6 +497,9 @@ def main() -> int:
                         syn_best = (syn_best[0], f"the generator reached only "
                                     f"{r['pps_offered']:,.0f}/s when asked {ladder[mid]:,}")
     finally:
+        if stats_was is not None:
+            with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
+                f.write(stats_was)
         if clock is not None:
             clock.close()
         lab.down()
@@ -476,10 +515,10 @@ def main() -> int:
     if tg:
         print(f"xdp-trafficgen: {tg}")
     print("\n| row | paced at | offered/s | forwarded/s | loss | director CPU µs/pkt | net of "
-          "`direct` | director process µs/pkt | via XDP | new conns/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "`direct` | director process µs/pkt | XDP program ns/run | via XDP | new conns/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows + paced:
-        print(fmt_row(r, base))
+        print(fmt_row(r, base, args.seconds))
     for g, rate in sorted(kernel_rate.items()):
         setup = " (XDP pass programs on the director's peers)" if g else ""
         print(f"kernel forwarding{setup}: {rate:,.0f}/s; "
