@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 
@@ -127,3 +128,46 @@ def test_setup_on_missing_interface_fails_cleanly(bare_lab: Lab) -> None:
     r = bare_lab.run("director", [*SETUP, "director-setup", "--vip", f"{VIP}/24", "--dev", "nosuch0"])
     assert r.returncode == 1
     assert "nosuch0" in r.stderr and "Traceback" not in r.stderr
+
+
+VIP6 = "2001:db8:168::100"
+
+
+def test_ipv6_vip_plans() -> None:
+    assert render(rs_plan(VIP6, "dr")).splitlines() == [f"ip addr add {VIP6}/128 dev lo"]
+    assert render(rs_plan(f"{VIP6}/128", "tun")) == f"ip addr add {VIP6}/128 dev lo\n"
+    with pytest.raises(SetupError, match="/128"):
+        rs_plan(f"{VIP6}/64", "dr")
+    with pytest.raises(SetupError, match="IPv6"):
+        rs_plan("2001:db8::zz", "dr")
+    d = render(director_plan(f"{VIP6}/64", "eth0")).splitlines()
+    assert d == ["sysctl -w net.ipv6.conf.all.forwarding=0", f"ip addr add {VIP6}/64 dev eth0"]
+    r = subprocess.run([*SETUP, "rs-setup", "--vip", VIP6, "--mode", "tun", "--dry-run"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == (
+        "# then: IPv6-in-IPv6 decapsulator on TUN device pltun6 (raw IPv6 socket, next header 41)")
+
+
+def test_real_servers_holding_an_ipv6_vip_do_not_answer_solicitations(bare_lab: Lab) -> None:
+    """IPv6's answer to arp_ignore: the VIP on lo is not answered for on eth0, so only the
+    director (the packet plane) will answer for it."""
+    lab = bare_lab
+    for rs in ("rs1", "rs2"):
+        r = lab.run(rs, [*SETUP, "rs-setup", "--vip", VIP6, "--mode", "dr"])
+        assert r.returncode == 0, r.stderr
+    try:
+        addrs = lab.run("rs1", ["ip", "-6", "-o", "addr", "show", "dev", "lo"], check=True).stdout
+        assert f"{VIP6}/128" in addrs
+        code = ("import socket, time\n"
+                "s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+                f"s.sendto(b'x', ({VIP6!r}, 9))\n"
+                "time.sleep(2)\n")
+        lab.run("client", [sys.executable, "-c", code], check=True)
+        neigh = lab.run("client", ["ip", "-6", "neigh", "show", VIP6], check=True).stdout
+        assert "lladdr" not in neigh, neigh
+    finally:
+        for rs in ("rs1", "rs2"):
+            lab.run(rs, [*SETUP, "rs-setup", "--vip", VIP6, "--mode", "dr", "--undo"])
+    addrs = lab.run("rs1", ["ip", "-6", "-o", "addr", "show", "dev", "lo"], check=True).stdout
+    assert VIP6 not in addrs

@@ -30,6 +30,22 @@ def test_real_servers_answer_with_their_names(lab: Lab) -> None:
         lab.curl("http://10.168.0.20/", host="client", timeout=1)
 
 
+def test_hosts_have_ipv6_addresses_with_the_seeds_host_numbers(lab: Lab) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("needs curl")
+    assert lab.addr6("client") == "2001:db8:168::60"
+    assert lab.addr6("director", "eth1") == "2001:db8:10:168::50"
+    out = lab.run("rs1", ["ip", "-6", "-o", "addr", "show", "dev", "eth0"], check=True).stdout
+    line = next(ln for ln in out.splitlines() if "2001:db8:168::10/64" in ln)
+    assert "tentative" not in line  # no duplicate address detection to wait for
+    # nginx (or the built-in server) listens on IPv6 too
+    assert lab.curl("http://[2001:db8:168::10]/") == "this is nginx1\n"
+    assert lab.curl("http://[2001:db8:168::90]:8080/") == "dynamic page 2\n"
+    assert lab.curl("http://[2001:db8:10:168::20]/", host="director") == "this is nginx2\n"
+    route = lab.run("nat1", ["ip", "-6", "route", "show", "default"], check=True).stdout
+    assert "via 2001:db8:10:168::50" in route
+
+
 def test_nat_real_servers_route_through_the_director(lab: Lab) -> None:
     out = lab.run("nat1", ["ip", "-4", "route", "show", "default"], check=True).stdout
     assert "via 10.168.0.50" in out

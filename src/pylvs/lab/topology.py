@@ -504,7 +504,9 @@ class Lab:
 
     def curl(self, url: str, host: str = "client", timeout: float = 5) -> str:
         """Fetch ``url`` from ``host`` with curl; the body, or raise LabError."""
-        res = self.run(host, ["curl", "-sS", "--max-time", str(timeout), url], timeout=timeout + 10)
+        # -g: brackets are an IPv6 literal, not a curl glob
+        res = self.run(host, ["curl", "-gsS", "--max-time", str(timeout), url],
+                       timeout=timeout + 10)
         if res.returncode != 0:
             raise LabError(f"curl {url} from {host} failed: {res.stderr.strip()}")
         return res.stdout
