@@ -12,13 +12,19 @@ import os
 import sys
 from typing import Any
 
+from pylvs.lab import router
 from pylvs.lab.topology import Lab, LabError, all_lab_ids
 
 
 def _lab(args: argparse.Namespace) -> Lab:
     nginx: bool | None = False if getattr(args, "no_nginx", False) else None
-    return Lab(args.id, use_nginx=nginx, servers=not getattr(args, "no_servers", False),
-               use_tomcat=getattr(args, "tomcat", False))
+    lab = Lab(args.id, use_nginx=nginx, servers=not getattr(args, "no_servers", False),
+              use_tomcat=getattr(args, "tomcat", False))
+    n = getattr(args, "directors", None) if getattr(args, "ecmp", False) else \
+        router.ecmp_directors(args.id)
+    if n:  # the ECMP lab: the seed's hosts plus the router and the directors (lab.router)
+        lab.hosts = router.ecmp_hosts(n)
+    return lab
 
 
 def _need_root() -> str | None:
@@ -31,10 +37,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     if (msg := _need_root()) is not None:
         print(msg, file=sys.stderr)
         return 1
+    if args.ecmp and (args.lvs or not 2 <= args.directors <= router.MAX_DIRECTORS):
+        print("pylvs lab up: --ecmp takes --directors 2 to 4 and no --lvs", file=sys.stderr)
+        return 2
     lab = _lab(args)
     was_up = lab.is_up()
     try:
         lab.up()
+        if args.ecmp and not was_up:
+            ecmp = router.ECMPCluster(lab, args.directors, scheduler=args.scheduler or "mh")
+            try:
+                ecmp.start()
+                ecmp.wait_next_hops({router.director_addr(k)
+                                     for k in range(1, args.directors + 1)}, timeout=30)
+            except BaseException:
+                ecmp.stop()
+                raise
+            ecmp.detach()
         if args.lvs:
             from pylvs.lab.lvs import LVSCluster
 
@@ -45,7 +64,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 return 0
             try:
                 cluster.start()
-                cluster.seed_service(args.scheduler)
+                cluster.seed_service(args.scheduler or "rr")
             except BaseException:
                 cluster.stop()
                 raise
@@ -58,9 +77,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     _print_status(lab)
     if args.lvs:
         print(f"LVS-{args.lvs.upper()}: {args.dataplane} director on 'director', the seed's service "
-              f"{lab.vip}:80 ({args.scheduler}); try:\n"
+              f"{lab.vip}:80 ({args.scheduler or 'rr'}); try:\n"
               f"  pylvs lab --id {lab.lab_id} exec client -- curl -s http://{lab.vip}/\n"
               f"  PYLVS_CONTROL_SOCKET={cluster.control_socket} pylvsadm -Ln")
+    if args.ecmp:
+        print(f"ECMP: {args.directors} directors behind 'router' announce {router.ECMP_VIP} "
+              f"over BGP; try:\n"
+              f"  pylvs lab --id {lab.lab_id} exec client -- curl -s http://{router.ECMP_VIP}/\n"
+              f"  pylvs lab --id {lab.lab_id} exec router -- ip route show {router.ECMP_VIP}")
     return 0
 
 
@@ -82,16 +106,19 @@ def _print_status(lab: Lab) -> None:
     for r in rows:
         mark = "+" if r["present"] else "-"
         print(f"  {mark} {r['host']:<9} {r['netns']:<16} {', '.join(r['addresses']):<40} {r['server']}")
+    if "router" in lab.hosts and lab.ns("router") in lab.namespaces():
+        for line in router.router_status(lab):
+            print(line)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    lab = Lab(args.id, use_nginx=False)
+    lab = _lab(args)
     _print_status(lab)
     return 0 if lab.is_up() else 3
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    lab = Lab(args.id, use_nginx=False)
+    lab = _lab(args)
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
@@ -121,9 +148,15 @@ def register(subparsers: Any) -> None:
     up.add_argument("--no-servers", action="store_true", help="start no HTTP servers")
     up.add_argument("--lvs", choices=("dr", "nat", "tun"),
                     help="also run a packet-forwarding director with the seed's service")
-    up.add_argument("--scheduler", default="rr", help="scheduler of that service (default rr)")
+    up.add_argument("--scheduler", default=None,
+                    help="scheduler of that service (default rr; mh with --ecmp)")
     up.add_argument("--dataplane", choices=("packet", "xdp"), default="packet",
                     help="the director's data plane with --lvs (xdp: an XDP program in front)")
+    up.add_argument("--ecmp", action="store_true",
+                    help="add a router (BIRD, BGP multipath) spreading flows over --directors "
+                         "active directors, each announcing the VIP 10.171.0.100 while healthy")
+    up.add_argument("--directors", type=int, default=3, metavar="N",
+                    help="directors behind the router with --ecmp, 2 to 4 (default 3)")
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="remove everything the lab made")
     down.add_argument("--all", action="store_true", help="every lab on this machine")

@@ -1,0 +1,397 @@
+"""The lab's scale-out part: a router spreading flows by ECMP over N active directors, each
+announcing the VIP over BGP while it can serve it (``pylvs lab up --ecmp --directors N``).
+
+What this is for: issue #20's cluster as real Linux stacks. The router runs BIRD 2 (Debian's
+``bird2``): one eBGP session per director (hold 3 s, keepalive 1 s, BFD), every director's route
+to the VIP merged into one multipath kernel route (``merge paths``), and the kernel hashing
+flows on their 5-tuple (``fib_multipath_hash_policy=1``) so connections from one client spread.
+Each director runs the packet data plane (DR, ``mh`` with ``mh-port``, ``sloppy_tcp`` on) and
+``pylvs scaleout run`` with BIRD as its speaker. The client reaches the VIP through the router;
+the real servers answer it directly (DR), through the router's leg on the LAN.
+
+It is kept apart from the seed's single-LAN lab: new hosts, new segments, a VIP of its own, so
+the existing hosts and addresses do not change (rs1/rs2 only gain the VIP on lo and a route to
+the client's edge network)::
+
+    edge    10.169.0.0/24   client eth1 .60          router eth0 .1
+    fabric  10.170.0.0/24   router eth1 .1           dirK eth0 .1K (K = 1..4)
+    LAN     192.168.168/24  router eth2 .1           dirK eth1 .7K    rs1 .10  rs2 .20
+    VIP     10.171.0.100 (announced as a /32 by every healthy director)
+
+What this is not for: the seed's director pair and VRRP (``topology``, ``lvs``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from pylvs.control.client import ControlClient
+from pylvs.core.model import DestSpec, ForwardingMethod, ServiceFlags, ServiceKey, ServiceSpec
+from pylvs.lab.topology import HOSTS_BY_NAME, HostSpec, Lab, LabError, Link
+
+ECMP_VIP = "10.171.0.100"
+EDGE_NET, FABRIC_NET = "10.169.0.0/24", "10.170.0.0/24"
+ROUTER_EDGE, ROUTER_FABRIC, ROUTER_LAN = "10.169.0.1", "10.170.0.1", "192.168.168.1"
+CLIENT_EDGE = "10.169.0.60"
+ROUTER_AS, DIRECTOR_AS = 65000, 65001
+HOLD_TIME = 3
+MAX_DIRECTORS = 4
+REAL_SERVERS = ("rs1", "rs2")
+ECHO_PORT = 9000
+PORTS = (80, ECHO_PORT)  # the lab's HTTP servers, and the echo servers of the long-lived test
+SETUP = [sys.executable, "-m", "pylvs.hostsetup.cli"]
+
+
+def director_name(k: int) -> str:
+    return f"dir{k}"
+
+
+def director_addr(k: int) -> str:
+    return f"10.170.0.{10 + k}"
+
+
+def ecmp_hosts(n: int) -> dict[str, HostSpec]:
+    """The seed's hosts plus the router and ``n`` directors (the client gains an edge leg)."""
+    if not 1 <= n <= MAX_DIRECTORS:
+        raise LabError(f"--directors {n}: use 1 to {MAX_DIRECTORS}")
+    hosts = dict(HOSTS_BY_NAME)
+    client = hosts["client"]
+    hosts["client"] = HostSpec(client.name, (*client.links,
+                                             Link("eth1", "edge", CLIENT_EDGE, "fd00:169::60")))
+    hosts["router"] = HostSpec("router", (
+        Link("eth0", "edge", ROUTER_EDGE, "fd00:169::1"),
+        Link("eth1", "fabric", ROUTER_FABRIC, "fd00:170::1"),
+        Link("eth2", "lan", ROUTER_LAN)))
+    for k in range(1, n + 1):
+        hosts[director_name(k)] = HostSpec(director_name(k), (
+            Link("eth0", "fabric", director_addr(k), f"fd00:170::{10 + k}"),
+            Link("eth1", "lan", f"192.168.168.{70 + k}")))
+    return hosts
+
+
+def ecmp_directors(lab_id: str) -> int:
+    """How many directors the ECMP lab ``lab_id`` has now (0: not an ECMP lab)."""
+    lab = Lab(lab_id, use_nginx=False)
+    names = set(lab.namespaces())
+    if lab.prefix + "router" not in names:
+        return 0
+    return sum(1 for k in range(1, MAX_DIRECTORS + 1) if lab.prefix + director_name(k) in names)
+
+
+def router_bird_conf(n: int, log_path: str, bfd: bool = True) -> str:
+    """The router's BIRD: a session per possible director (``n`` are started now, the others
+    may be added later), their routes merged into one ECMP route."""
+    lines = [
+        f"router id {ROUTER_FABRIC};",
+        f'log "{log_path}" all;',
+        "protocol device { scan time 10; }",
+        # every equal BGP route to a prefix becomes one next hop of one kernel route
+        "protocol kernel { ipv4 { import none; export all; }; merge paths on limit 16; }",
+    ]
+    if bfd:
+        lines.append("protocol bfd { interface \"eth1\" { min rx interval 100 ms; "
+                     "min tx interval 100 ms; multiplier 5; }; }")
+    lines.append(
+        f"template bgp directors {{ local {ROUTER_FABRIC} as {ROUTER_AS}; hold time {HOLD_TIME}; "
+        "keepalive time 1; connect retry time 1; error wait time 1, 10; "
+        + ("bfd on; " if bfd else "")
+        + "ipv4 { import where net ~ [ 10.171.0.0/24{32,32} ]; export none; }; }")
+    for k in range(1, max(n, MAX_DIRECTORS) + 1):  # room for directors added later
+        lines.append(f"protocol bgp {director_name(k)} from directors "
+                     f"{{ neighbor {director_addr(k)} as {DIRECTOR_AS}; }}")
+    return "\n".join(lines) + "\n"
+
+
+def speaker_conf(k: int, bfd: bool = True) -> str:
+    """Director ``k``'s ``pylvs_bgp`` block."""
+    return (
+        "pylvs_bgp {\n"
+        f"    router_id {director_addr(k)}\n"
+        f"    local_as {DIRECTOR_AS}\n"
+        f"    neighbor {ROUTER_FABRIC} {{\n"
+        f"        remote_as {ROUTER_AS}\n"
+        f"        source_address {director_addr(k)}\n"
+        f"        hold_time {HOLD_TIME}\n"
+        "        keepalive_time 1\n"
+        "        connect_retry 1\n"
+        + ("        bfd\n" if bfd else "")
+        + "    }\n"
+        f"    vip {ECMP_VIP}\n"
+        "    withdraw_wait 1\n"
+        "    poll_interval 0.5\n"
+        "}\n")
+
+
+def next_hops(lab: Lab, vip: str = ECMP_VIP) -> list[str]:
+    """The router's next hops for ``vip`` (``ip route show VIP``), in the kernel's order."""
+    r = lab.run("router", ["ip", "-4", "route", "show", vip], timeout=10)
+    hops: list[str] = []
+    for line in r.stdout.splitlines():
+        words = line.split()
+        if "via" in words:
+            hops.append(words[words.index("via") + 1])
+    return hops
+
+
+class ECMPCluster:
+    """The router and N directors of an ECMP lab: started, changed, stopped."""
+
+    def __init__(self, lab: Lab, n: int, scheduler: str = "mh", bfd: bool = True,
+                 sloppy: bool = True) -> None:
+        if n < 1 or n > MAX_DIRECTORS:
+            raise LabError(f"--directors {n}: use 1 to {MAX_DIRECTORS}")
+        self.lab = lab
+        self.n = n
+        self.scheduler = scheduler
+        self.bfd = bfd
+        self.sloppy = sloppy
+        self.procs: dict[str, subprocess.Popen[Any]] = {}
+        self.router_sock = str(lab.state_dir / "router-bird.ctl")
+
+    # -- paths ---------------------------------------------------------------------------------
+    def control_socket(self, k: int) -> str:
+        return str(self.lab.state_dir / f"{director_name(k)}-ctl.sock")
+
+    def speaker_socket(self, k: int) -> str:
+        return str(self.lab.state_dir / f"{director_name(k)}-scaleout.sock")
+
+    def log_text(self, name: str) -> str:
+        try:
+            return (self.lab.state_dir / name).read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def _popen(self, host: str, key: str, argv: list[str], marker: str, what: str) -> None:
+        log_name = f"{key}.log"
+        with open(self.lab.state_dir / log_name, "w") as log:
+            p = self.lab.popen(host, argv, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+        self.procs[key] = p
+        deadline = time.monotonic() + 30
+        while marker not in self.log_text(log_name):
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"{what} did not start: {self.log_text(log_name)[-800:]}")
+            time.sleep(0.05)
+
+    # -- life cycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        lab = self.lab
+        for rs in REAL_SERVERS:
+            r = lab.run(rs, [*SETUP, "rs-setup", "--vip", ECMP_VIP, "--mode", "dr"])
+            if r.returncode != 0:
+                raise LabError(f"rs-setup on {rs}: {r.stderr.strip()}")
+            lab.run(rs, ["ip", "route", "replace", EDGE_NET, "via", ROUTER_LAN], check=True)
+        lab.run("client", ["ip", "route", "replace", "10.171.0.0/24", "via", ROUTER_EDGE],
+                check=True)
+        lab.run("router", ["sh", "-c", "sysctl -qw net.ipv4.ip_forward=1 "
+                           "net.ipv4.fib_multipath_hash_policy=1 net.ipv4.conf.all.rp_filter=0 "
+                           "net.ipv4.conf.default.rp_filter=0; for i in eth0 eth1 eth2; do "
+                           "sysctl -qw net.ipv4.conf.$i.rp_filter=0; done"], check=True)
+        conf = lab.state_dir / "router-bird.conf"
+        conf.write_text(router_bird_conf(self.n, str(lab.state_dir / "router-bird.log"), self.bfd))
+        r = lab.run("router", ["bird", "-c", str(conf), "-s", self.router_sock,
+                               "-P", str(lab.state_dir / "router-bird.pid")])
+        if r.returncode != 0:
+            raise LabError(f"BIRD on the router did not start: {r.stderr.strip()}")
+        for k in range(1, self.n + 1):
+            self.start_director(k)
+
+    def start_director(self, k: int) -> None:
+        """Director ``k``: the packet data plane with the VIP's service, then its speaker."""
+        host = director_name(k)
+        sock = self.control_socket(k)
+        self._popen(host, f"{host}-director",
+                    [sys.executable, "-m", "pylvs.director.serve_packet", "--control-socket",
+                     sock, "--interfaces", "eth0,eth1", "--no-arp"],
+                    "director ready", f"the packet director on {host}")
+        flags = ServiceFlags.SCHED2 if self.scheduler == "mh" else ServiceFlags.NONE  # mh-port
+        with ControlClient(sock) as c:
+            for port in PORTS:
+                key = ServiceKey.inet(6, ECMP_VIP, port)
+                c.add_service(ServiceSpec(key, self.scheduler, flags))
+                for rs in REAL_SERVERS:
+                    c.add_dest(key, DestSpec(ipaddress.ip_address(self.lab.addr(rs)), port,
+                                             ForwardingMethod.DROUTE, 1))
+            c.set_sysctl({"sloppy_tcp": 1 if self.sloppy else 0})
+        conf = self.lab.state_dir / f"{host}-bgp.conf"
+        conf.write_text(speaker_conf(k, self.bfd))
+        self._popen(host, f"{host}-scaleout",
+                    [sys.executable, "-m", "pylvs.cli.main", "scaleout", "run", "--config",
+                     str(conf), "--control-socket", sock, "--socket", self.speaker_socket(k),
+                     "--run-dir", str(self.lab.state_dir / f"{host}-bird")],
+                    "BIRD started", f"pylvs scaleout on {host}")
+
+    def kill(self, key: str, sig: int = signal.SIGKILL) -> None:
+        """Signal one process of this cluster (``dir2-director``, ``dir2-scaleout``)."""
+        p = self.procs.get(key)
+        if p is not None and p.poll() is None:
+            os.killpg(p.pid, sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait(5)
+
+    def wait_next_hops(self, want: set[str], timeout: float = 20.0) -> float:
+        """Seconds until the router's next hops for the VIP are exactly ``want``."""
+        t0 = time.monotonic()
+        while set(next_hops(self.lab)) != want:
+            if time.monotonic() - t0 > timeout:
+                raise LabError(f"router next hops {next_hops(self.lab)}, wanted {sorted(want)}")
+            time.sleep(0.05)
+        return time.monotonic() - t0
+
+    def detach(self) -> None:
+        """Leave everything running (``pylvs lab up --ecmp``): ``Lab.down`` ends it."""
+        self.procs.clear()
+
+    def stop(self) -> None:
+        """End what this cluster started (the router's BIRD goes with the lab's namespaces)."""
+        for key in list(self.procs):
+            self.kill(key, signal.SIGTERM)
+        self.procs.clear()
+        pid_file = self.lab.state_dir / "router-bird.pid"
+        try:
+            os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+
+
+def router_status(lab: Lab) -> list[str]:
+    """Lines for ``pylvs lab status``: the router's ECMP next hops and BGP sessions."""
+    hops = next_hops(lab)
+    out = [f"router: {ECMP_VIP} via " + (", ".join(hops) if hops else "nothing (no route)")]
+    sock = str(lab.state_dir / "router-bird.ctl")
+    r = lab.run("router", ["birdc", "-s", sock, "show", "protocols"], timeout=10)
+    for line in r.stdout.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[1] == "BGP":
+            out.append(f"  BGP {words[0]}: {' '.join(words[5:]) or words[3]}")
+    return out
+
+
+# -- long-lived connections: what survives a director going or coming --------------------------
+
+
+async def _echo_server(port: int) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "0.0.0.0", port, reuse_address=True)
+    print("echo ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+async def _hold(vip: str, echo: int, http: int, seconds: float, interval: float,
+                timeout: float) -> dict[str, Any]:
+    """``echo`` streaming connections (random bytes, each echo checked byte for byte) and
+    ``http`` keep-alive HTTP connections, each used every ``interval`` s for ``seconds`` s; a
+    connection that errs, stalls past ``timeout`` or gets other bytes back is broken."""
+    end = time.monotonic() + seconds
+    result: dict[str, Any] = {"echo_ok": 0, "echo_broken": 0, "http_ok": 0, "http_broken": 0,
+                              "bytes": 0, "requests": 0, "errors": []}
+
+    async def one_echo(i: int) -> None:
+        rng = random.Random(i)
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(vip, ECHO_PORT),
+                                                    timeout)
+            while time.monotonic() < end:
+                chunk = rng.randbytes(rng.randrange(1, 4000))
+                writer.write(chunk)
+                got = await asyncio.wait_for(reader.readexactly(len(chunk)), timeout)
+                if got != chunk:
+                    raise ValueError("echo differs")
+                result["bytes"] += len(chunk)
+                await asyncio.sleep(interval)
+            writer.close()
+            result["echo_ok"] += 1
+        except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            result["echo_broken"] += 1
+            result["errors"].append(f"echo {i}: {type(exc).__name__} {exc}")
+
+    async def one_http(i: int) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(vip, 80), timeout)
+            server = None
+            while time.monotonic() < end:
+                writer.write(f"GET /?c={i} HTTP/1.1\r\nHost: {vip}\r\n\r\n".encode())
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                body = await asyncio.wait_for(reader.readexactly(length), timeout)
+                if not head.startswith(b"HTTP/1.1 200") or (server and body != server):
+                    raise ValueError(f"answer changed: {head[:40]!r} {body!r}")
+                server = body  # the same real server for the whole connection
+                result["requests"] += 1
+                await asyncio.sleep(interval)
+            writer.close()
+            result["http_ok"] += 1
+        except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            result["http_broken"] += 1
+            result["errors"].append(f"http {i}: {type(exc).__name__} {exc}")
+
+    await asyncio.gather(*(one_echo(i) for i in range(echo)),
+                         *(one_http(i) for i in range(http)))
+    result["errors"] = result["errors"][:10]
+    return result
+
+
+def start_echo_servers(lab: Lab) -> list[subprocess.Popen[Any]]:
+    """An echo server on :9000 on each real server (the caller ends them, or ``Lab.down``)."""
+    procs = []
+    for rs in REAL_SERVERS:
+        p = lab.popen(rs, [sys.executable, "-m", "pylvs.lab.router", "echo"],
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                      start_new_session=True)
+        procs.append(p)
+        assert p.stdout is not None
+        if p.stdout.readline().strip() != "echo ready":
+            raise LabError(f"the echo server on {rs} did not start")
+    return procs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pylvs.lab.router echo | hold ...``: the two ends of the long-lived test."""
+    p = argparse.ArgumentParser(prog="python -m pylvs.lab.router")
+    sub = p.add_subparsers(dest="what", required=True)
+    sub.add_parser("echo", help="echo server on :9000")
+    h = sub.add_parser("hold", help="hold connections to the VIP, print the outcome as JSON")
+    h.add_argument("--vip", default=ECMP_VIP)
+    h.add_argument("--echo", type=int, default=10)
+    h.add_argument("--http", type=int, default=10)
+    h.add_argument("--seconds", type=float, default=20)
+    h.add_argument("--interval", type=float, default=0.2)
+    h.add_argument("--timeout", type=float, default=10)
+    args = p.parse_args(argv)
+    if args.what == "echo":
+        asyncio.run(_echo_server(ECHO_PORT))
+        return 0
+    print(json.dumps(asyncio.run(_hold(args.vip, args.echo, args.http, args.seconds,
+                                       args.interval, args.timeout))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
