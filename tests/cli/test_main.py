@@ -44,3 +44,16 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     for command in SUBCOMMANDS:
         assert command in out
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback() -> None:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "pylvs.cli.main", "install-units", "--dry-run"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.read(10)
+    p.stdout.close()
+    assert p.wait(30) in (0, 141)
+    assert b"Traceback" not in p.stderr.read()

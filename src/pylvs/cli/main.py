@@ -12,6 +12,7 @@ first load the lab's and the proxy's code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -64,7 +65,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    rc: int = func(args)
+    try:
+        rc: int = func(args)
+    except BrokenPipeError:
+        # the reader went away (``pylvs ... | head``): end quietly, as a shell tool does
+        with contextlib.suppress(OSError):
+            sys.stdout.close()
+        return 141
     return rc
 
 

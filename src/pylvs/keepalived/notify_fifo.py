@@ -128,6 +128,7 @@ def service_text(key: ServiceKey) -> str:
 
 
 def dest_text(dest: DestSpec, key: ServiceKey) -> str:
-    """A real server of that service, named the same way."""
-    proto = "tcp" if key.fwmark else _PROTO_NAMES.get(int(key.protocol), "tcp")
+    """A real server of that service, named the same way (keepalived clears the protocol of a
+    firewall-mark service, so its real servers say ``none``)."""
+    proto = "none" if key.fwmark else _PROTO_NAMES.get(int(key.protocol), "tcp")
     return f"[{dest.addr}]:{proto}:{dest.port}"
