@@ -23,6 +23,7 @@ from pylvs.dataplane.packet.codec6 import (
     IPPROTO_ROUTING,
 )
 from pylvs.dataplane.packet.forward import Forwarder, Interface
+from tests.dataplane.packet.test_codec import tcp_frame
 
 
 def ip6(text: str) -> bytes:
@@ -337,3 +338,23 @@ def test_random_extension_chains_never_raise(chain: list[tuple[int, int, int]],
               frame6(CLIENT, VIP, types[0], body + l4(CLIENT, VIP, IPPROTO_TCP, 1, 80))):
         out = fw.handle(2, f)
         assert out is None or out[1][12:14] == b"\x86\xdd"
+
+
+def test_mixed_family_tunnels_are_dropped_and_counted() -> None:
+    """IPVS lets a TUN service have real servers of the other family; the packet plane builds
+    neither IPv4-in-IPv6 nor IPv6-in-IPv4, so such packets are dropped and counted, never sent
+    with a mangled outer header."""
+    fw, _ = make(ForwardingMethod.TUNNEL, rips=(bytes([192, 168, 168, 10]),))
+    assert fw.handle(2, syn()) is None
+    assert fw.drops["unsupported_protocol"] == 1 and fw.side_frames == []
+    table = IPVSTable()
+    key = ServiceKey.inet(Protocol.TCP, ipaddress.ip_address("192.168.168.100"), 80)
+    table.add_service(ServiceSpec(key, "rr"))
+    table.add_dest(key, DestSpec(ipaddress.ip_address(RS1), 80, ForwardingMethod.TUNNEL))
+    eth0 = Interface(2, "eth0", DIR_MAC, bytes([192, 168, 168, 50]),
+                     [(0xC0A8A800, 0xFFFFFF00)], 1500, set(), DIR6, [LAN6])
+    fw4 = Forwarder(Director(table), [eth0])
+    f = tcp_frame(bytes([192, 168, 168, 60]), bytes([192, 168, 168, 100]), 40000, 80, b"")
+    f[0:6], f[6:12] = DIR_MAC, CLIENT_MAC
+    assert fw4.handle(2, f) is None
+    assert fw4.drops["unsupported_protocol"] == 1 and fw4.side_frames == []

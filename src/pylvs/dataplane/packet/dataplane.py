@@ -24,6 +24,13 @@ turns it off): the rings are walked in C and frames of established DR/NAT/TUN co
 forwarded there from a flow table the ``Forwarder`` fills; its counters reach the Director before
 each ``Director.tick`` (``before_tick``). Any table change clears the flows.
 
+IPv6: interfaces are read with their global and link-local IPv6 addresses, the IPv6 default
+route and neighbours too; the nftables rules cover IPv6 VIPs and NAT real servers (``ip6``);
+each interface gets an ``NdSocket`` beside its ``ArpSocket`` (neighbour solicitations for the
+VIPs, advertisements for next hops; it joins each VIP's solicited-node group and sends the
+unsolicited advertisements ``Forwarder.set_vips`` returns when a VIP appears, outside the
+rings' TX slots, which belong to the ring reader).
+
 What this is not for: choosing real servers or tracking connections (the ``Director`` does).
 """
 

@@ -557,6 +557,9 @@ class Forwarder:
         return None
 
     def _tunnel(self, ifindex: int, frame: Frame, rip: bytes, end: int) -> Output | None:
+        if len(rip) != 4:  # an IPv6 real server behind an IPv4 VIP: IPv4-in-IPv6 is not built
+            self.drop(Drop.UNSUPPORTED_PROTOCOL)
+            return None
         r = self.route(rip)
         if r is None:
             self.drop(Drop.NO_NEIGHBOUR)
