@@ -358,3 +358,22 @@ def test_mixed_family_tunnels_are_dropped_and_counted() -> None:
     f[0:6], f[6:12] = DIR_MAC, CLIENT_MAC
     assert fw4.handle(2, f) is None
     assert fw4.drops["unsupported_protocol"] == 1 and fw4.side_frames == []
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(min_size=0, max_size=160), st.integers(0, 60))
+def test_ipv6_parsers_never_raise_on_any_bytes(data: bytes, cut: int) -> None:
+    """The codec's IPv6 readers return a value or a Drop for every input, truncated or not."""
+    f = bytearray(b"\0" * 12 + b"\x86\xdd" + data)
+    for res in (codec6.parse_ipv6(f), codec6.parse_nd(f), codec6.ip6ip6_inner(bytes(data))):
+        assert isinstance(res, (tuple, memoryview, Drop))
+    if len(f) >= 62:
+        res = codec6.parse_icmp6_error(f, 54, min(len(f), 54 + cut + 8))
+        assert isinstance(res, (tuple, Drop))
+
+
+def test_ip6ip6_inner_is_trimmed_and_checked() -> None:
+    inner = codec6.ipv6_header(CLIENT, VIP, IPPROTO_TCP, 20) + l4(CLIENT, VIP, IPPROTO_TCP, 1, 80)
+    assert codec6.ip6ip6_inner(inner + b"pad") == inner
+    assert codec6.ip6ip6_inner(inner[:30]) is Drop.TRUNCATED_IP
+    assert codec6.ip6ip6_inner(b"\x45" + inner[1:]) is Drop.BAD_IP_HEADER
