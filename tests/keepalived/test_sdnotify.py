@@ -5,6 +5,7 @@ WATCHDOG=1 pings when ``$WATCHDOG_USEC`` is set."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import subprocess
@@ -64,6 +65,10 @@ def test_ready_reloading_stopping_in_order(lab: Lab, monkeypatch: pytest.MonkeyP
         assert f"TCP  {VIP}:80 rr" in listed.stdout, listed
         assert took < 30
 
+        listener.setblocking(False)  # what queued up meanwhile is pings only; then count afresh
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                assert listener.recv(4096) == b"WATCHDOG=1"
         pings = 0
         end = time.monotonic() + 1.2
         while time.monotonic() < end:
@@ -72,7 +77,7 @@ def test_ready_reloading_stopping_in_order(lab: Lab, monkeypatch: pytest.MonkeyP
                 pings += listener.recv(4096) == b"WATCHDOG=1"
             except TimeoutError:
                 break
-        assert 3 <= pings <= 8, pings
+        assert 2 <= pings <= 8, pings
 
         a.popen.send_signal(signal.SIGHUP)
         reloading = _receive(listener, 20, a.log)
