@@ -119,6 +119,11 @@ def libbpf() -> ctypes.CDLL:
             f = getattr(lib, fname)
             f.restype, f.argtypes = res, args
         del sz
+        # libbpf prints its own warnings on stderr; the loader reports failures itself, in
+        # one line with the verifier's words (kernel_log_buf), so libbpf is told to be quiet.
+        lib.libbpf_set_print.restype = ctypes.c_void_p
+        lib.libbpf_set_print.argtypes = [ctypes.c_void_p]
+        lib.libbpf_set_print(None)
         _lib = lib
     return _lib
 
