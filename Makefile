@@ -66,6 +66,12 @@ bench-xdp: $(STAMP) sysdeps-bench
 bench-synflood: $(STAMP) sysdeps-bench
 	$(PY) bench/bench_synflood.py --defence both
 
+# N active directors behind an ECMP router (BIRD): connections kept when one dies or joins,
+# time until the router stops using a dead one, packets/s with 1-3 directors (needs root)
+.PHONY: bench-scaleout
+bench-scaleout: $(STAMP) sysdeps-bench
+	$(PY) bench/bench_scaleout.py
+
 .PHONY: bench-l7
 bench-l7: $(STAMP) sysdeps-bench
 	$(PY) bench/bench_l7.py --duration 6 --rounds 3 --mixed 60 --update BENCHMARKS.md

@@ -358,6 +358,35 @@ async def _hold(vip: str, echo: int, http: int, seconds: float, interval: float,
     return result
 
 
+async def _churn(vip: str, rate: float, seconds: float, timeout: float) -> dict[str, Any]:
+    """New connections at ``rate`` per second for ``seconds``: one HTTP GET each."""
+    result: dict[str, Any] = {"ok": 0, "failed": 0, "errors": []}
+
+    async def one() -> None:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(vip, 80), timeout)
+            writer.write(f"GET / HTTP/1.1\r\nHost: {vip}\r\nConnection: close\r\n\r\n".encode())
+            data = await asyncio.wait_for(reader.read(), timeout)
+            writer.close()
+            if not data.startswith(b"HTTP/1.1 200"):
+                raise ValueError(f"answer {data[:30]!r}")
+            result["ok"] += 1
+        except (OSError, ValueError, TimeoutError) as exc:
+            result["failed"] += 1
+            result["errors"].append(f"{type(exc).__name__} {exc}")
+
+    tasks = []
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < seconds:
+        tasks.append(asyncio.create_task(one()))
+        i += 1
+        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+    await asyncio.gather(*tasks)
+    result["errors"] = result["errors"][:10]
+    return result
+
+
 def start_echo_servers(lab: Lab) -> list[subprocess.Popen[Any]]:
     """An echo server on :9000 on each real server (the caller ends them, or ``Lab.down``)."""
     procs = []
@@ -384,7 +413,16 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--seconds", type=float, default=20)
     h.add_argument("--interval", type=float, default=0.2)
     h.add_argument("--timeout", type=float, default=10)
+    c = sub.add_parser("churn", help="new connections at a steady rate, outcome as JSON")
+    c.add_argument("--vip", default=ECMP_VIP)
+    c.add_argument("--rate", type=float, default=20)
+    c.add_argument("--seconds", type=float, default=10)
+    c.add_argument("--timeout", type=float, default=3)
     args = p.parse_args(argv)
+    if args.what == "churn":
+        print(json.dumps(asyncio.run(_churn(args.vip, args.rate, args.seconds, args.timeout))),
+              flush=True)
+        return 0
     if args.what == "echo":
         asyncio.run(_echo_server(ECHO_PORT))
         return 0
