@@ -58,6 +58,17 @@ def test_root_and_alias_in_one_location_are_refused(tmp_path: Path, block: str, 
     assert message in error and ":6" in error
 
 
-def test_alias_in_a_regex_location_is_refused(tmp_path: Path) -> None:
-    error = refused(tmp_path, "  location ~ ^/x/(.*)$ {\n   alias /b/$1;\n  }")
-    assert "regular expression location" in error
+def test_alias_in_a_regex_location_takes_its_captures(stack: Stack) -> None:
+    """In a regex location the alias, captures substituted, is the whole path; a literal one
+    names one file for every URI the regex matches."""
+    (stack.tmp / "pics").mkdir()
+    (stack.tmp / "pics" / "cat.txt").write_text("cat\n")
+    port = stack.proxy("events {{}}\nhttp {{ server {{ listen 127.0.0.1:{port};\n"
+                       " location ~ ^/x/(?<n>.+)\\.img$ {{ alias {tmp}/pics/$n.txt; }}\n"
+                       " location ~ ^/y/(.*)$ {{ alias {tmp}/pics/$1; }}\n"
+                       " location ~ ^/one/ {{ alias {tmp}/pics/cat.txt; }} }} }}\n")
+    c = Client(port)
+    assert (c.one(get("/x/cat.img")).body, c.one(get("/y/cat.txt")).body) == (b"cat\n", b"cat\n")
+    assert c.one(get("/one/any/thing")).body == b"cat\n"
+    assert c.one(get("/y/dog.txt")).status == 404
+    c.close()

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pylvs.l7.cli import check
-from pylvs.l7.config import ConfigError, load
+from pylvs.l7.config import ConfigError, Return, load
 
 SEED = """
 events { worker_connections 1024; }
@@ -159,7 +159,8 @@ def test_includes_types_and_log_format(tmp_path: Path) -> None:
     assert loc.default_type == "application/octet-stream"
     assert loc.access_log[0].path == str(tmp_path / "logs.txt")
     assert loc.access_log[0].format == (("remote_addr",), " ", ("status",))
-    assert loc.ret is not None and loc.ret.code == 200
+    ret = loc.rewrites[0]
+    assert isinstance(ret, Return) and ret.code == 200
 
 
 _ALPHABET = st.sampled_from(["{", "}", ";", " ", "\n", "#", "'", '"', "\\", "$", "http", "server",

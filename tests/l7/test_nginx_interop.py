@@ -405,6 +405,46 @@ REFUSED_FILES = {
     "tries_word": _SERVER.format(http="", server="  proxy_next_upstream_tries x;"),
     "requests_huge": _SERVER.format(http="", server="  keepalive_requests 99999999999999999999;"),
     "workers_huge": "worker_processes 99999999999999999999999;\nevents {}\nhttp {}\n",
+    # nesting, named locations, the rewrite module's directives and if's grammar
+    "nested_outside": _SERVER.format(http="", server="  location /a { location /b {} }"),
+    "nested_in_exact": _SERVER.format(http="", server="  location = /a { location /a/b {} }"),
+    "nested_in_regex": _SERVER.format(http="", server="  location ~ ^/x { location /y {} }"),
+    "named_nested": _SERVER.format(http="", server="  location /a { location @n {} }"),
+    "in_named": _SERVER.format(http="", server="  location @n { location /a {} }"),
+    "named_proxy_uri": _SERVER.format(
+        http="", server="  location @x { proxy_pass http://127.0.0.1/x; }"),
+    "if_proxy_uri": _SERVER.format(
+        http="", server="  location / { if ($host) { proxy_pass http://127.0.0.1/x; } }"),
+    "unknown_variable": _SERVER.format(http="", server="  location /a { return 200 $foo; }"),
+    "unknown_in_if": _SERVER.format(http="", server="  if ($nope) { return 200; }"),
+    "if_root_in_server": _SERVER.format(http="", server="  if ($host) { root /x; }"),
+    "if_alias": _SERVER.format(http="", server="  location / { if ($host) { alias /y; } }"),
+    "if_try_files": _SERVER.format(
+        http="", server="  location / { if ($host) { try_files $uri =404; } }"),
+    "if_in_if": _SERVER.format(http="", server="  location / { if ($host) { if ($host) {} } }"),
+    "if_location": _SERVER.format(http="", server="  location / { if ($host) { location /x {} } }"),
+    "if_no_parens": _SERVER.format(http="", server="  location / { if $host { } }"),
+    "if_open": _SERVER.format(http="", server="  location / { if ($host { } }"),
+    "if_empty_right": _SERVER.format(http="", server="  location / { if ($host = ) { } }"),
+    "if_bad_regex": _SERVER.format(http="", server='  location / { if ($host ~ "(" ) { } }'),
+    "regex_unmatched": _SERVER.format(http="", server="  location ~ a) {}"),
+    "regex_repeat": _SERVER.format(http="", server="  location ~ *a {}"),
+    "if_double_equals": _SERVER.format(http="", server="  location / { if ($host == a) { } }"),
+    "if_bad_file_op": _SERVER.format(http="", server="  location / { if (-q /x) { } }"),
+    "if_extra": _SERVER.format(http="", server="  location / { if ($host a b) { } }"),
+    "if_literal": _SERVER.format(http="", server="  location / { if (a) { } }"),
+    "set_name": _SERVER.format(http="", server="  location / { set a b; }"),
+    "set_builtin": _SERVER.format(http="", server="  location / { set $uri b; }"),
+    "set_one_arg": _SERVER.format(http="", server="  set $a;"),
+    "break_arg": _SERVER.format(http="", server="  location / { break 1; }"),
+    "pool_small": _SERVER.format(http="", server="  connection_pool_size 100;"),
+    "pool_align": _SERVER.format(http="", server="  connection_pool_size 120;"),
+    "pool_word": _SERVER.format(http="", server="  connection_pool_size x;"),
+    "pool_in_location": _SERVER.format(
+        http="", server="  location / { connection_pool_size 512; }"),
+    "keepalive_time_word": _SERVER.format(http="", server="  keepalive_time x;"),
+    "next_timeout_word": _SERVER.format(http="", server="  proxy_next_upstream_timeout x;"),
+    "intercept_word": _SERVER.format(http="", server="  proxy_intercept_errors x;"),
 }
 
 
@@ -432,7 +472,8 @@ def test_t_refuses_as_nginx(tmp_path: Any, nginx_bin: str, name: str) -> None:
 
 def test_t_bounds_includes_and_nesting_without_traceback(tmp_path: Any) -> None:
     """Files real nginx 1.22 cannot check (an include loop crashes it) are refused with a
-    FILE:LINE line; thousands of nested blocks are read without exhausting the stack."""
+    FILE:LINE line; thousands of nested blocks are read without exhausting the stack, and
+    locations nest at most 100 deep (nginx has no bound)."""
     import sys
 
     def t(text: str, **files: str) -> str:
@@ -457,4 +498,163 @@ def test_t_bounds_includes_and_nesting_without_traceback(tmp_path: Any) -> None:
         '"include" nested deeper than 32 files in ')
     deep = ("events {}\nhttp {\n server {\n  listen 127.0.0.1:8080;\n" + "location /a {\n" * 3000
             + "}\n" * 3000 + " }\n}\n")
-    assert t(deep) == f'"location" directive is not allowed here in {conf}:6'
+    assert t(deep) == f"locations nested deeper than 100 levels in {conf}:105"
+
+
+# -- the rewrite module and location nesting (issue 17, item 2): nested locations with
+# inheritance, set/if/break/return, named locations, alias with captures; same file, same bytes --
+
+SCRIPT_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-script.pid;
+error_log {tmp}/error-script.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        root {tmp}/html;
+        set $who "server";
+        if ($http_x_block) {{ return 429 "blocked $http_x_block\\n"; }}
+        if ($arg_srv ~* ^(?<first>[a-z])) {{ set $who "srv-$first"; }}
+        location = /who {{ return 200 "who=$who\\n"; }}
+        location /n/ {{
+            add_header X-Level outer;
+            location /n/deep/ {{ return 200 "deep $uri\\n"; }}
+            location ~ \\.txt$ {{ return 200 "txt in n $uri\\n"; }}
+            location = /n/exact {{ return 200 "nested exact\\n"; }}
+            return 200 "outer $uri\\n";
+        }}
+        location ^~ /m/ {{
+            location ~ \\.txt$ {{ return 200 "txt in m\\n"; }}
+            return 200 "m $uri\\n";
+        }}
+        location ~ \\.txt$ {{ return 200 "top txt $uri\\n"; }}
+        location ~ ^/r/(\\w+) {{
+            location ~ /r/a(\\w+) {{ return 200 "inner $1\\n"; }}
+            return 200 "regex $1\\n";
+        }}
+        location /inh/ {{
+            add_header X-Inh yes;
+            error_page 404 /errors/404.html;
+            location /inh/sub/ {{ }}
+        }}
+        location /if/ {{
+            set $v "none";
+            if ($arg_a = 1) {{ set $v "one"; }}
+            if ($arg_a ~ ^(\\d)(\\d)$) {{ set $v "two $2$1"; }}
+            if ($arg_a != 1) {{ add_header X-Not-One yes; }}
+            if ($http_x_flag) {{ return 403; }}
+            return 200 "v=$v\\n";
+        }}
+        location /ft/ {{
+            if (!-e $document_root$uri) {{ return 404 "none $uri\\n"; }}
+            if (-d $document_root$uri) {{ return 200 "dir $uri\\n"; }}
+            if (-f $document_root$uri) {{ add_header X-File yes; }}
+        }}
+        location /ifconf/ {{
+            if ($arg_alt) {{ root {tmp}/alt; add_header X-Alt "$arg_alt"; }}
+        }}
+        location /brk/ {{
+            rewrite ^/brk/(.*)$ /brk/$1.html;
+            break;
+            return 200 "never\\n";
+        }}
+        location /rwif/ {{
+            if ($arg_go) {{ rewrite ^ /who last; }}
+            return 200 "stayed\\n";
+        }}
+        location /tf/ {{ try_files $uri @fallback; }}
+        location @fallback {{ return 200 "named for $uri $args\\n"; }}
+        location /ep/ {{ error_page 404 = @nf; }}
+        location /ep2/ {{ error_page 404 @nf; }}
+        location @nf {{ return 200 "nf $uri $request_method\\n"; }}
+        location ~ ^/ar/(.+)\\.img$ {{ alias {tmp}/pictures/$1.txt; }}
+        location ~ ^/an/(?<pic>.+)$ {{ alias {tmp}/pictures/$pic; }}
+    }}
+}}
+"""
+
+SCRIPT_REQUESTS = [
+    b"GET /who HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /who?srv=Zed HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /who HTTP/1.1\r\n" + _H + b"X-Block: yes\r\n\r\n",
+    b"GET /n/x HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /n/a.txt HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /n/deep/x HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /n/deep/a.txt HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /n/exact HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /m/a.txt HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /m/a HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /z.txt HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /r/abc HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /r/xyz HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /inh/sub/f.html HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /inh/sub/missing HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /if/ HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /if/?a=1 HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /if/?a=47 HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /if/?a=1 HTTP/1.1\r\n" + _H + b"X-Flag: 1\r\n\r\n",
+    b"GET /if/?a=1 HTTP/1.1\r\n" + _H + b"X-Flag: 0\r\n\r\n",
+    b"GET /ft/none HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /ft/dir HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /ft/f.html HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /ifconf/f.html HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /ifconf/f.html?alt=1 HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /brk/f HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /rwif/x HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /rwif/x?go=1 HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /tf/f.html HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /tf/nothing?q=1 HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /ep/nothing HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /ep2/nothing HTTP/1.1\r\n" + _H + b"\r\n",
+    b"POST /ep/nothing HTTP/1.1\r\n" + _H + b"Content-Length: 0\r\n\r\n",
+    b"GET /ar/cat.img HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /an/cat.txt HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /an/dog.txt HTTP/1.1\r\n" + _H + b"\r\n",
+]
+
+
+def _compare(stack: Stack, nginx_bin: str, conf: str, name: str, requests: list[bytes],
+             **fmt: Any) -> None:
+    """Answers of pylvs http and real nginx to ``requests``, each on its own connection."""
+    ours_port = stack.proxy(conf, **fmt)
+    ours = [_raw_answer(ours_port, r) for r in requests]
+    port = free_port()
+    path = stack.tmp / f"nginx-{name}.conf"
+    path.write_text(conf.format(tmp=stack.tmp, port=port, **fmt))
+    proc = subprocess.Popen([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_port(port, proc)
+        theirs = [_raw_answer(port, r) for r in requests]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    wrong = [(req[:80], a, b) for req, a, b in zip(requests, ours, theirs, strict=True)
+             if a != b]
+    assert not wrong, "\n".join(f"{r!r}\n  pylvs: {a}\n  nginx: {b}" for r, a, b in wrong)
+
+
+def test_script_and_nesting_answered_as_nginx(prepared: tuple[Stack, str, dict[str, int]],
+                                              nginx_bin: str) -> None:
+    stack, _, _ = prepared
+    html = stack.tmp / "html"
+    for d in ("inh/sub", "ft/dir", "ifconf", "brk", "tf"):
+        (html / d).mkdir(parents=True)
+    for f in ("inh/sub/f.html", "ft/f.html", "ifconf/f.html", "brk/f.html", "tf/f.html"):
+        (html / f).write_text(f"file {f}\n")
+    (stack.tmp / "alt" / "ifconf").mkdir(parents=True)
+    (stack.tmp / "alt" / "ifconf" / "f.html").write_text("from the alt root\n")
+    _compare(stack, nginx_bin, SCRIPT_CONF, "script", SCRIPT_REQUESTS)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from tests.l7.conftest import Client, Stack, get, refused
+from tests.l7.conftest import Client, Stack, get
 
 CONF = """
 events {{}}
@@ -46,5 +44,16 @@ def test_first_existing_candidate_else_the_fallback(stack: Stack) -> None:
     c.close()
 
 
-def test_named_location_fallback_is_refused_at_load(tmp_path: Path) -> None:
-    assert "named locations" in refused(tmp_path, "  location / {\n   try_files $uri @backend;\n  }")
+def test_named_location_fallback(stack: Stack) -> None:
+    """``try_files ... @name``: the named location answers with the URI unchanged; one that
+    does not exist is nginx's 500."""
+    (stack.tmp / "html").mkdir()
+    port = stack.proxy("events {{}}\nhttp {{ server {{ listen 127.0.0.1:{port}; root {tmp}/html;\n"
+                       " location / {{ try_files $uri @app; }}\n"
+                       " location /gone/ {{ try_files $uri @nowhere; }}\n"
+                       " location @app {{ return 200 \"app $uri $args\"; }} }} }}\n")
+    c = Client(port)
+    r = c.one(get("/x/y?q=1"))
+    assert (r.status, r.body) == (200, b"app /x/y q=1")
+    assert c.one(get("/gone/x")).status == 500
+    c.close()

@@ -27,16 +27,17 @@ from pylvs.l7.directives import (
     EVENTS,
     HTTP,
     INT_MAX,
+    LIF,
     LOCATION,
     MAIN,
     SERVER,
     TYPES,
+    UNDECLARED,
     UPSTREAM,
     UPSTREAM_OWN,
     int_value,
     pcre,
     read_settings,
-    rewrite_of,
     template,
     time_value,
 )
@@ -52,6 +53,7 @@ from pylvs.l7.model import (
     UpstreamConfig,
     UpstreamServer,
 )
+from pylvs.l7.scriptconf import ScriptReader
 from pylvs.l7.syntax import ConfigError, Directive, read_tree
 from pylvs.l7.variables import Template
 
@@ -70,6 +72,8 @@ COMBINED = (
 
 # Files an include may nest through (nginx has no bound and crashes on an include loop).
 MAX_INCLUDE_DEPTH = 32
+# Locations inside locations (nginx has no bound; the reader and the matcher recurse per level).
+MAX_LOCATION_DEPTH = 100
 
 
 def _server_name(name: str, d: Directive) -> str:
@@ -80,11 +84,6 @@ def _server_name(name: str, d: Directive) -> str:
     if name.startswith("~"):
         pcre(name[1:], d)
     return name.lower()
-
-
-def _rewrites(block: list[Directive]) -> tuple[Rewrite, ...]:
-    """The rewrite directives of one level, in order (not inherited)."""
-    return tuple(rewrite_of(d) for d in block if d.name == "rewrite")
 
 
 def _host_port(text: str, d: Directive, what: str, default_port: int | None) -> tuple[str, int]:
@@ -130,6 +129,9 @@ class _Builder:
         self.error_log_path: str | None = None
         self.error_level = "error"
         self.worker_processes = 1
+        self.modules: list[str] = []  # load_module lines: noted at start, nothing is loaded
+        self.scripts = ScriptReader(self.expand)
+        self._undeclared: list[str] = []
 
     def abspath(self, p: str) -> str:
         return p if os.path.isabs(p) else os.path.join(self.prefix, p)
@@ -203,6 +205,17 @@ class _Builder:
     # -- main ------------------------------------------------------------------------------
 
     def build(self) -> Config:
+        token = UNDECLARED.set(self._undeclared)
+        try:
+            cfg = self._build()
+        finally:
+            UNDECLARED.reset(token)
+        for name in self._undeclared:  # nginx checks them once the file is read: no line
+            if name not in self.scripts.declared:
+                raise ConfigError(f'unknown "{name}" variable')
+        return cfg
+
+    def _build(self) -> Config:
         tree = self.expand(read_tree(self.path), MAIN)
         http_blocks: list[Directive] = []
         for d in tree:
@@ -216,6 +229,8 @@ class _Builder:
                     self.worker_processes = int(n)
             elif d.name == "error_log":
                 self.error_log(d)
+            elif d.name == "load_module":
+                self.modules.append(d.args[0])
             elif d.name == "events":
                 assert d.block is not None
                 self.expand(d.block, EVENTS)
@@ -227,7 +242,7 @@ class _Builder:
             raise ConfigError(f'no "http" section in configuration {self.path}')
         servers = self._http(http_blocks[0])
         return Config(self.path, servers, self.upstreams, self.error_log_path, self.error_level,
-                      self.worker_processes)
+                      self.worker_processes, modules=tuple(self.modules))
 
     def error_log(self, d: Directive) -> None:
         target = d.args[0]
@@ -328,27 +343,36 @@ class _Builder:
             listens.append(Listen("0.0.0.0", 80))
         s = read_settings(self, http, block, SERVER)
         s.pop("proxy_pass", None)
-        locations: list[Location] = []
+        every: list[Location] = []
+        top = self._locations(block, s, None, every)
+        named = {loc.pattern: loc for loc in every if loc.modifier == "@"}
+        fallback = self._make_location("", "", None, s, d)
+        regexes = tuple(self.scripts.declare(pcre(n[1:], d)) for n in names if n[:1] == "~")
+        return Server(
+            tuple(listens), tuple(names or [""]), tuple(every), fallback,
+            float(s.get("client_header_timeout", 60.0)),
+            s.get("large_client_header_buffers", (4, 8192)),
+            float(s.get("keepalive_timeout", 75.0)),
+            self.scripts.script(block, None), top, named, regexes,
+        )
+
+    def _locations(self, block: list[Directive], s: dict[str, Any], parent: Location | None,
+                   every: list[Location], depth: int = 0) -> tuple[Location, ...]:
+        """The locations of one level (a server, or a location's nested ones), each with its
+        own nested ones; all of them, and their if blocks', are added to ``every``."""
+        out: list[Location] = []
         seen: set[tuple[str, str]] = set()
         for x in block:
             if x.name != "location":
                 continue
-            loc = self._location(x, s)
-            key = (loc.modifier if loc.modifier in ("~", "~*") else "", loc.pattern)
-            if loc.modifier == "=":
-                key = ("=", loc.pattern)
-            if key in seen:
-                raise ConfigError(f'duplicate location "{loc.pattern}"', x.file, x.line)
-            seen.add(key)
-            locations.append(loc)
-        fallback = self._make_location("", "", None, s, d)
-        return Server(
-            tuple(listens), tuple(names or [""]), tuple(locations), fallback,
-            float(s.get("client_header_timeout", 60.0)),
-            s.get("large_client_header_buffers", (4, 8192)),
-            float(s.get("keepalive_timeout", 75.0)),
-            _rewrites(block),
-        )
+            loc = self._location(x, s, parent, every, depth)
+            if loc.modifier != "@":  # nginx lets a named location be defined twice
+                key = (loc.modifier if loc.modifier in ("~", "~*", "=") else "", loc.pattern)
+                if key in seen:
+                    raise ConfigError(f'duplicate location "{loc.pattern}"', x.file, x.line)
+                seen.add(key)
+            out.append(loc)
+        return tuple(out)
 
     def _listen(self, d: Directive) -> Listen:
         text = d.args[0]
@@ -383,7 +407,11 @@ class _Builder:
                                       d.file, d.line) from None
         return Listen(host, port, default)
 
-    def _location(self, d: Directive, server: dict[str, Any]) -> Location:
+    def _location(self, d: Directive, outer: dict[str, Any], parent: Location | None,
+                  every: list[Location], depth: int) -> Location:
+        """A location block: nginx's checks on nesting, its settings merged from ``outer``
+        (proxy_pass and try_files are the location's own: not inherited), its script, its if
+        blocks and nested locations."""
         a = d.args
         if len(a) == 2:
             modifier, pattern = a
@@ -400,25 +428,62 @@ class _Builder:
             elif pattern.startswith("~"):
                 modifier, pattern = "~", pattern[1:]
             elif pattern.startswith("@"):
-                raise ConfigError("named locations are not supported", d.file, d.line)
+                modifier = "@"
+        if parent is not None:
+            if depth >= MAX_LOCATION_DEPTH:
+                raise ConfigError(f"locations nested deeper than {MAX_LOCATION_DEPTH} levels",
+                                  d.file, d.line)
+            if parent.modifier == "=":
+                raise ConfigError(f'location "{pattern}" cannot be inside the exact location '
+                                  f'"{parent.pattern}"', d.file, d.line)
+            if parent.modifier == "@":
+                raise ConfigError(f'location "{pattern}" cannot be inside the named location '
+                                  f'"{parent.pattern}"', d.file, d.line)
+            if modifier == "@":
+                raise ConfigError(f'named location "{pattern}" can be on the server level only',
+                                  d.file, d.line)
+            if modifier not in ("~", "~*") and not pattern.startswith(parent.pattern):
+                raise ConfigError(f'location "{pattern}" is outside location "{parent.pattern}"',
+                                  d.file, d.line)
         regex = None
         if modifier in ("~", "~*"):
-            regex = pcre(pattern, d, re.IGNORECASE if modifier == "~*" else 0)
+            regex = self.scripts.declare(
+                pcre(pattern, d, re.IGNORECASE if modifier == "~*" else 0))
         assert d.block is not None
         block = self.expand(d.block, LOCATION)
-        for x in block:
-            if x.name == "location":
-                raise ConfigError("nested locations are not supported", x.file, x.line)
-        s = read_settings(self, server, block, LOCATION)
-        return dataclasses.replace(self._make_location(modifier, pattern, regex, s, d),
-                                   rewrites=_rewrites(block))
+        inherited = {k: v for k, v in outer.items() if k not in ("proxy_pass", "try_files")}
+        s = read_settings(self, inherited, block, LOCATION)
+        if any(x.name == "alias" for x in block):  # an inherited alias keeps its prefix
+            s["alias_at"] = -2 if regex is not None else len(pattern)
+        captures = regex if regex is not None and (regex.groups or regex.groupindex) else (
+            parent.captures if parent is not None and regex is None else None)
+        base = self._make_location(modifier, pattern, regex, s, d, captures,
+                                   own_proxy=any(x.name == "proxy_pass" for x in block))
+
+        def if_location(x: Directive, if_block: list[Directive]) -> Location:
+            own = read_settings(self, {k: v for k, v in s.items() if k != "try_files"},
+                                if_block, LIF)
+            loc = self._make_location(modifier, pattern, regex, own, x, captures, own_proxy=any(
+                y.name == "proxy_pass" for y in if_block), in_if=True)
+            every.append(loc)
+            return loc
+
+        script = self.scripts.script(block, if_location)
+        loc = dataclasses.replace(base, rewrites=script)
+        children = self._locations(block, s, loc, every, depth + 1)
+        loc = dataclasses.replace(loc, children=children)
+        every.append(loc)
+        return loc
 
     def _make_location(self, modifier: str, pattern: str, regex: re.Pattern[str] | None,
-                       s: dict[str, Any], d: Directive) -> Location:
+                       s: dict[str, Any], d: Directive,
+                       captures: re.Pattern[str] | None = None, own_proxy: bool = False,
+                       in_if: bool = False) -> Location:
         pp: ProxyPass | None = None
         ppd = s.get("proxy_pass")
         if isinstance(ppd, Directive):
-            pp = self._proxy_pass(ppd, regex is not None)
+            no_uri = own_proxy and (regex is not None or modifier == "@" or in_if)
+            pp = self._proxy_pass(ppd, no_uri)
         default_headers = (("Host", template("$proxy_host", d)),
                            ("Connection", template("close", d)))
         headers: tuple[tuple[str, Template], ...] = s.get("proxy_set_header", ())
@@ -448,23 +513,19 @@ class _Builder:
             types=s.get("types", _DEFAULT_TYPES),
             default_type=s.get("default_type", "text/plain"),
             server_tokens=s.get("server_tokens", True),
-            ret=s.get("return"),
             add_header=s.get("add_header", ()),
-            alias=self._alias(s, regex, d),
+            alias=s.get("alias"),
+            alias_template=template(s["alias"], d) if "$" in s.get("alias", "") else None,
+            alias_prefix=s.get("alias_at", -1),
             try_files=s.get("try_files"),
             error_pages=s.get("error_pages", ()),
+            captures=captures,
+            proxy_intercept_errors=s.get("proxy_intercept_errors", False),
+            proxy_next_upstream_timeout=float(s.get("proxy_next_upstream_timeout", 0.0)),
+            keepalive_time=float(s.get("keepalive_time", 3600.0)),
             file=d.file,
             line=d.line,
         )
-
-    @staticmethod
-    def _alias(s: dict[str, Any], regex: re.Pattern[str] | None, d: Directive) -> str | None:
-        alias: str | None = s.get("alias")
-        if alias is not None and regex is not None:
-            # nginx substitutes the regex's captures into such an alias; pylvs does not
-            raise ConfigError('"alias" in a regular expression location is not supported',
-                              d.file, d.line)
-        return alias
 
     def _proxy_pass(self, d: Directive, in_regex: bool) -> ProxyPass:
         url = d.args[0]

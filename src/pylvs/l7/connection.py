@@ -79,6 +79,7 @@ class ClientConnection(asyncio.Protocol):
         self.remote_addr = "-"
         self.remote_addr_b = b"-"
         self.remote_port = 0
+        self.started = time.monotonic()  # $connection_time, keepalive_time
         self.local_addr = ""
         self.local_port = 0
         self.queue: deque[Request] = deque()
@@ -504,7 +505,7 @@ class ClientConnection(asyncio.Protocol):
         code = route(self, req) if req.routed < 0 else req.routed
         req.routed = code
         loc = req.location
-        if code or loc is None or loc.ret is not None or loc.rewrites or req.redirect:
+        if code or loc is None or loc.rewrites or req.redirect or req.returned:
             return False
         if loc.proxy_pass is None:
             return loc.try_files is None and try_static(self, req, loc)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,8 +27,11 @@ from pylvs.l7.variables import Template, compile_template
 
 MAIN, EVENTS, HTTP, SERVER, LOCATION, UPSTREAM, TYPES = (
     "main", "events", "http", "server", "location", "upstream", "types")
+# Inside ``if`` in a server (only the rewrite module's directives) and in a location.
+SIF, LIF = "if@server", "if@location"
 HSL = (HTTP, SERVER, LOCATION)
-ALL = (MAIN, EVENTS, HTTP, SERVER, LOCATION, UPSTREAM, TYPES)
+ALL = (MAIN, EVENTS, HTTP, SERVER, LOCATION, UPSTREAM, TYPES, SIF, LIF)
+SCRIPT = (SERVER, LOCATION, SIF, LIF)  # rewrite, return, set, break
 # Names with another meaning inside upstream {}: their rows are "NAME@upstream".
 UPSTREAM_OWN = ("server", "keepalive_requests", "keepalive_timeout")
 
@@ -145,13 +149,21 @@ def int_value(value: str, d: Directive) -> int:
 
 def flag_value(value: str, d: Directive) -> bool:
     if value not in ("on", "off"):
-        raise ConfigError(f'invalid value "{value}"', d.file, d.line)
+        raise ConfigError(f'invalid value "{value}" in "{d.name}" directive, it must be "on" '
+                          'or "off"', d.file, d.line)
     return value == "on"
 
 
+# While a file is read: where variable names nobody declared yet go. ``set`` and regex
+# captures declare names anywhere in the file, so, as nginx, unknown names are an error only
+# once the whole file is read ("unknown "x" variable", without a line).
+UNDECLARED: ContextVar[list[str] | None] = ContextVar("UNDECLARED", default=None)
+
+
 def template(value: str, d: Directive) -> Template:
+    pending = UNDECLARED.get()
     try:
-        return compile_template(value)
+        return compile_template(value, pending.append if pending is not None else None)
     except ValueError as e:
         raise ConfigError(str(e), d.file, d.line) from None
 
@@ -162,8 +174,20 @@ def pcre(pattern: str, d: Directive, flags: int = 0) -> re.Pattern[str]:
     try:
         return re.compile(py, flags)
     except re.error as e:
-        raise ConfigError(f'pcre2_compile() failed: {e.msg} in "{pattern}"',
+        msg = _PCRE_WORDS.get(e.msg, e.msg)
+        # nginx shows where PCRE2 stopped, unless that is the end of the pattern
+        pos = len(pattern) if e.msg.startswith("missing )") or e.pos is None else e.pos
+        at = f' at "{pattern[pos:]}"' if pos < len(pattern) else ""
+        raise ConfigError(f'pcre2_compile() failed: {msg} in "{pattern}"{at}',
                           d.file, d.line) from None
+
+
+# Python's words for a bad regex where PCRE2's (nginx's) differ, for the commonest mistakes.
+_PCRE_WORDS = {
+    "missing ), unterminated subpattern": "missing closing parenthesis",
+    "unbalanced parenthesis": "unmatched closing parenthesis",
+    "nothing to repeat": "quantifier does not follow a repeatable item",
+}
 
 
 # -- the block structure: read by config where it occurs ----------------------------------------
@@ -171,7 +195,7 @@ def pcre(pattern: str, d: Directive, flags: int = 0) -> re.Pattern[str]:
 structural("events", (MAIN,), 0, 0, True)
 structural("http", (MAIN,), 0, 0, True)
 structural("server", (HTTP,), 0, 0, True)
-structural("location", (SERVER,), 1, 2, True)
+structural("location", (SERVER, LOCATION), 1, 2, True)
 structural("upstream", (HTTP,), 1, 1, True)
 structural("worker_processes", (MAIN,), 1, 1)
 structural("include", ALL, 1, 1)
@@ -182,7 +206,12 @@ structural("keepalive", (UPSTREAM,), 1, 1)
 structural("server@upstream", (UPSTREAM,), 1, -1)
 structural("keepalive_requests@upstream", (UPSTREAM,), 1, 1)
 structural("keepalive_timeout@upstream", (UPSTREAM,), 1, 1)
-structural("rewrite", (SERVER, LOCATION), 2, 3)  # per level, in order: see rewrite_of
+# The rewrite module: read in order into a level's script by config (see rewrite_of).
+structural("rewrite", SCRIPT, 2, 3)
+structural("return", SCRIPT, 1, 2)
+structural("set", SCRIPT, 2, 2)
+structural("break", SCRIPT, 0, 0)
+structural("if", (SERVER, LOCATION), 1, -1, True)
 
 # Accepted and without effect here: performance knobs of nginx's own design whose absence a
 # client cannot observe (buffers, sendfile, hash sizes), and process-management settings.
@@ -226,7 +255,7 @@ def _root_or_alias(lv: Level, d: Directive) -> None:
     lv.s[d.name] = lv.reader.abspath(d.args[0])
 
 
-setting("root", HSL, 1, 1, once=True)(_root_or_alias)
+setting("root", (*HSL, LIF), 1, 1, once=True)(_root_or_alias)
 setting("alias", (LOCATION,), 1, 1, once=True)(_root_or_alias)
 
 
@@ -235,7 +264,7 @@ def _index(lv: Level, d: Directive) -> None:
     lv.s["index"] = tuple(d.args)
 
 
-@setting("proxy_pass", (LOCATION,), 1, 1, once=True)
+@setting("proxy_pass", (LOCATION, LIF), 1, 1, once=True)
 def _proxy_pass(lv: Level, d: Directive) -> None:
     lv.s["proxy_pass"] = d  # resolved by config once the location's kind is known
 
@@ -245,7 +274,7 @@ def _proxy_set_header(lv: Level, d: Directive) -> None:
     lv.headers.append((d.args[0], template(d.args[1], d)))
 
 
-@setting("add_header", HSL, 2, 3)
+@setting("add_header", (*HSL, LIF), 2, 3)
 def _add_header(lv: Level, d: Directive) -> None:
     a = d.args
     if len(a) == 3 and a[2] != "always":
@@ -269,6 +298,29 @@ for _name in ("proxy_connect_timeout", "proxy_read_timeout", "proxy_send_timeout
     setting(_name, HSL, 1, 1)(_time_setting)
 setting("client_header_timeout", (HTTP, SERVER), 1, 1)(_time_setting)
 setting("keepalive_timeout", HSL, 1, 2)(_time_setting)
+setting("keepalive_time", HSL, 1, 1, once=True)(_time_setting)
+setting("proxy_next_upstream_timeout", HSL, 1, 1, once=True)(_time_setting)
+
+
+@setting("proxy_intercept_errors", HSL, 1, 1, once=True)
+def _flag_setting(lv: Level, d: Directive) -> None:
+    lv.s[d.name] = flag_value(d.args[0], d)
+
+
+# nginx's smallest pool (ngx_pool_t and two large-block headers, 16-aligned on 64 bits)
+MIN_POOL_SIZE, POOL_ALIGNMENT = 112, 16
+
+
+@setting("connection_pool_size", (HTTP, SERVER), 1, 1, once=True)
+def _connection_pool_size(lv: Level, d: Directive) -> None:
+    """Checked as nginx checks it; the value has no use here (Python allocates per object)."""
+    size = size_value(d.args[0], d)
+    if size < MIN_POOL_SIZE:
+        raise ConfigError(f"the pool size must be no less than {MIN_POOL_SIZE}", d.file, d.line)
+    if size % POOL_ALIGNMENT:
+        raise ConfigError(f"the pool size must be a multiple of {POOL_ALIGNMENT}",
+                          d.file, d.line)
+    lv.s[d.name] = size
 
 
 def _int_setting(lv: Level, d: Directive) -> None:
@@ -308,7 +360,7 @@ def _large_client_header_buffers(lv: Level, d: Directive) -> None:
     lv.s[d.name] = (num, size)
 
 
-@setting("access_log", HSL, 1, 3)
+@setting("access_log", (*HSL, LIF), 1, 3)
 def _access_log(lv: Level, d: Directive) -> None:
     a = d.args
     if lv.logs is None:
@@ -346,13 +398,13 @@ def _types(lv: Level, d: Directive) -> None:
     lv.s["types"] = types
 
 
-@setting("return", (SERVER, LOCATION), 1, 2)
-def _return(lv: Level, d: Directive) -> None:
+def return_of(d: Directive) -> Return:
+    """``return CODE [TEXT]``, a step of its level's script (read in order by config)."""
     a = d.args
     code = int_value(a[0], d) if a[0].isdigit() else -1
     if not 0 <= code <= 999:
         raise ConfigError(f'invalid return code "{a[0]}"', d.file, d.line)
-    lv.s["return"] = Return(code, template(a[1], d) if len(a) > 1 else None)
+    return Return(code, template(a[1], d) if len(a) > 1 else None)
 
 
 @setting("error_log", (MAIN, HTTP, SERVER, LOCATION), 1, 2)
@@ -361,7 +413,7 @@ def _error_log(lv: Level, d: Directive) -> None:
         lv.reader.error_log(d)
 
 
-@setting("error_page", HSL, 2, -1)
+@setting("error_page", (*HSL, LIF), 2, -1)
 def _error_page(lv: Level, d: Directive) -> None:
     *codes, target = d.args
     response: int | None = None
@@ -388,9 +440,7 @@ def _try_files(lv: Level, d: Directive) -> None:
         if not 0 <= code <= 999:
             raise ConfigError(f'invalid code "{last}"', d.file, d.line)
         fallback: Template | int = code
-    elif last.startswith("@"):
-        raise ConfigError("named locations (@name) are not supported", d.file, d.line)
-    else:
+    else:  # a URI, or "@name": a named location
         fallback = template(last, d)
     lv.s["try_files"] = (tuple(template(x, d) for x in a[:-1]), fallback)
 

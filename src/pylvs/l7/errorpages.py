@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pylvs.l7.reply import respond
 from pylvs.l7.request import Request
-from pylvs.l7.routing import redirect_internally
+from pylvs.l7.routing import named, redirect_internally
 from pylvs.l7.status import REDIRECTS, error_page
 from pylvs.l7.variables import Template, expand
 from pylvs.l7.worker import Connection
@@ -44,6 +44,10 @@ async def _redirect(conn: Connection, req: Request, status: int, target_t: Templ
         assert code is not None
         respond(req, code, error_page(code, loc.server_tokens),
                 [b"Location: " + target.encode("latin-1") + b"\r\n"])
+        return
+    if target.startswith("@"):  # a named location: the method and URI stay
+        req.error_status = status if response is None else max(response, 0)
+        await named(conn, req, req.server, target, 0)
         return
     path, _, query = target.partition("?")
     if req.method != "HEAD":

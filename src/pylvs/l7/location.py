@@ -4,6 +4,10 @@ normalisation.
 nginx's order: an exact ``=`` match wins at once; otherwise the longest matching prefix is
 remembered, and if it is ``^~`` it wins without regexes; otherwise the ``~`` / ``~*`` regexes are
 tried in configuration order and the first match wins; with none, the remembered prefix serves.
+With nesting (``ngx_http_core_find_location``): the remembered prefix's own locations are
+searched the same way first (an exact or regex match in there wins, a longer prefix in there is
+remembered instead), then this level's regexes unless the outer prefix was ``^~``; a matching
+regex location's nested ones are searched too.
 Matching runs on the normalised URI (percent-decoded, ``//`` merged, dot segments resolved), as
 nginx's ``$uri``, so ``/a/../b.jsp`` and ``/b%2Ejsp`` reach the same location as ``/b.jsp``.
 
@@ -83,16 +87,33 @@ def normalize(path: str) -> str:
     return "/" + "/".join(out)
 
 
-class LocationMatcher:
-    """Precomputed per server: exact map, prefixes longest first, regexes in order."""
+class _Level:
+    """The locations of one level: exact map, prefixes longest first, regexes in order."""
 
-    __slots__ = ("_cache", "_exact", "_fallback", "_prefixes", "_regexes")
+    __slots__ = ("exact", "prefixes", "regexes")
+
+    def __init__(self, locations: Sequence[Location]) -> None:
+        self.exact = {loc.pattern: loc for loc in locations if loc.modifier == "="}
+        self.prefixes = sorted((loc for loc in locations if loc.modifier in ("", "^~")),
+                               key=lambda loc: len(loc.pattern), reverse=True)
+        self.regexes = [loc for loc in locations if loc.regex is not None]
+
+
+class LocationMatcher:
+    """Precomputed per server: each level's locations (the server's, and each location's
+    nested ones), and answers cached by URI."""
+
+    __slots__ = ("_cache", "_fallback", "_levels", "_top")
 
     def __init__(self, locations: Sequence[Location], fallback: Location) -> None:
-        self._exact = {loc.pattern: loc for loc in locations if loc.modifier == "="}
-        self._prefixes = sorted((loc for loc in locations if loc.modifier in ("", "^~")),
-                                key=lambda loc: len(loc.pattern), reverse=True)
-        self._regexes = [loc for loc in locations if loc.regex is not None]
+        self._top = _Level(locations)
+        self._levels: dict[int, _Level] = {}
+        stack = list(locations)
+        while stack:
+            loc = stack.pop()
+            if loc.children:
+                self._levels[id(loc)] = _Level(loc.children)
+                stack.extend(loc.children)
         self._fallback = fallback
         # Answers for URIs seen lately: the same pages are asked again and again, and the
         # answer depends on the URI alone (bounded: cleared when full).
@@ -109,21 +130,36 @@ class LocationMatcher:
         return loc
 
     def _match(self, uri: str) -> Location:
-        exact = self._exact.get(uri)
+        return self._find(self._top, uri)[0] or self._fallback
+
+    def _find(self, level: _Level, uri: str) -> tuple[Location | None, bool]:
+        """(the location this level chooses, or None; whether that is final: an exact or a
+        regex match, which the levels above keep)."""
+        exact = level.exact.get(uri)
         if exact is not None:
-            return exact
+            return exact, True
         best: Location | None = None
-        for loc in self._prefixes:
+        for loc in level.prefixes:
             if uri.startswith(loc.pattern):
                 best = loc
                 break
-        if best is not None and best.modifier == "^~":
-            return best
-        for loc in self._regexes:
-            assert loc.regex is not None
-            if loc.regex.search(uri):
-                return loc
-        return best if best is not None else self._fallback
+        noregex = False
+        if best is not None:
+            noregex = best.modifier == "^~"
+            if best.children:
+                deeper, final = self._find(self._levels[id(best)], uri)
+                if final:
+                    return deeper, True
+                if deeper is not None:
+                    best = deeper
+        if not noregex:
+            for loc in level.regexes:
+                assert loc.regex is not None
+                if loc.regex.search(uri):
+                    if loc.children:
+                        return self._find(self._levels[id(loc)], uri)[0] or loc, True
+                    return loc, True
+        return best, False
 
 
 class ListenGroup:
@@ -145,7 +181,7 @@ class ListenGroup:
                     self.wild.append((name, s))
                 else:
                     self.exact.setdefault(name, s)
-        self.matchers = {id(s): LocationMatcher(s.locations, s.fallback) for s in servers}
+        self.matchers = {id(s): LocationMatcher(s.top, s.fallback) for s in servers}
 
     def select(self, host: str) -> Server:
         if len(self.servers) == 1:

@@ -71,8 +71,47 @@ class Rewrite:
 
 
 @dataclass(frozen=True)
+class SetVar:
+    """``set $name VALUE``: a variable of the request, set as the script runs."""
+
+    name: str
+    value: Template
+
+
+@dataclass(frozen=True)
+class Break:
+    """``break``: the rest of this level's rewrite-module directives are skipped."""
+
+
+@dataclass(frozen=True)
+class Condition:
+    """An ``if`` condition as nginx reads it: ``$var`` (true unless empty or "0"), ``$var =
+    VALUE`` / ``!=``, ``$var ~ REGEX`` (``~*``, ``!~``, ``!~*``; captures become $1.. and named
+    variables), or a file test ``-f -d -e -x`` (``!`` negates) on a value."""
+
+    op: str  # "", "=", "~", "-f", "-d", "-e", "-x"
+    negate: bool
+    left: Template
+    right: Template | None = None
+    regex: re.Pattern[str] | None = None
+
+
+@dataclass(frozen=True)
+class If:
+    """``if (COND) { ... }``: its directives run inline when the condition holds and, in a
+    location, the block's own configuration (``location``) then answers the request."""
+
+    cond: Condition
+    body: tuple[Op, ...]
+    location: Location | None  # None for a server-level if (nginx's SIF context)
+
+
+Op = Rewrite | Return | SetVar | Break | If
+
+
+@dataclass(frozen=True)
 class Location:
-    modifier: str  # "", "=", "^~", "~", "~*"
+    modifier: str  # "", "=", "^~", "~", "~*", "@" (named), "if" (an if block's configuration)
     pattern: str
     regex: re.Pattern[str] | None
     root: str
@@ -94,7 +133,6 @@ class Location:
     types: dict[str, str]
     default_type: str
     server_tokens: bool
-    ret: Return | None
     add_header: tuple[tuple[str, Template, bool], ...] = ()  # (name, value, always)
     alias: str | None = None  # replaces the matched prefix (root is then not used)
     # try_files: the files to try in order (a trailing / means a directory), then the fallback:
@@ -103,7 +141,18 @@ class Location:
     # error_page: (status, target, response) where response is None (keep the error's status),
     # a status ("=200") or -1 ("=": whatever the target answers)
     error_pages: tuple[tuple[int, Template, int | None], ...] = ()
-    rewrites: tuple[Rewrite, ...] = ()  # this location's own, in order
+    # the rewrite module's directives (rewrite, return, set, if, break) in order: not inherited
+    rewrites: tuple[Op, ...] = ()
+    children: tuple[Location, ...] = ()  # nested locations, in configuration order
+    # the regex whose captures ($1, named ones) this location's values use: its own, or the
+    # nearest enclosing regex location's
+    captures: re.Pattern[str] | None = None
+    alias_template: Template | None = None  # an alias with variables (captures), expanded
+    alias_prefix: int = -1  # how much of the URI an inherited alias replaces (-1: pattern)
+    proxy_url: Template | None = None  # proxy_pass with variables: the URL, per request
+    proxy_intercept_errors: bool = False
+    proxy_next_upstream_timeout: float = 0.0
+    keepalive_time: float = 3600.0
     file: str = ""
     line: int = 0
 
@@ -119,12 +168,16 @@ class Listen:
 class Server:
     listens: tuple[Listen, ...]
     server_names: tuple[str, ...]
-    locations: tuple[Location, ...]
+    locations: tuple[Location, ...]  # every location: nested, named and if blocks' too
     fallback: Location  # what a URI matching no location gets (root/index of the server)
     client_header_timeout: float
     large_header_buffers: tuple[int, int]
     keepalive_timeout: float
-    rewrites: tuple[Rewrite, ...] = ()  # the server level's, run before a location is chosen
+    # the server level's rewrite-module directives, run before a location is chosen
+    rewrites: tuple[Op, ...] = ()
+    top: tuple[Location, ...] = ()  # the locations at the server level (``locations`` has all)
+    named: dict[str, Location] | None = None  # "@name" -> named location
+    name_regexes: tuple[re.Pattern[str], ...] = ()  # regex server_names, in order
 
 
 @dataclass(frozen=True)
@@ -135,3 +188,4 @@ class Config:
     error_log: str | None  # None = stderr
     error_level: str
     worker_processes: int = 1
+    modules: tuple[str, ...] = ()  # load_module paths: modules are built in here, none loaded

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from typing import IO, Protocol
 
 from pylvs import __version__ as _pkg_version
 from pylvs.l7.balancer import Peer
-from pylvs.l7.config import Location, Server
+from pylvs.l7.config import Location, Return, Server
 from pylvs.l7.status import Clock
 
 BODY_HIGH_WATER = 256 * 1024
@@ -47,6 +48,7 @@ class RequestConn(Protocol):
     remote_port: int
     local_addr: str
     local_port: int
+    started: float  # time.monotonic() when the connection was accepted
 
     def write(self, data: bytes) -> None: ...
 
@@ -199,6 +201,11 @@ class Request:
     error_status = 0  # the status an error page's file is sent with (0: its own)
     redirect: tuple[int, str] | None = None  # a rewrite's redirect: (status, location)
     error_location = b""  # "Location:" line of a return's redirect, kept by its error page
+    returned: Return | None = None  # a server-level ``return`` answers (its script ran)
+    vars: dict[str, str] | None = None  # ``set`` variables and named captures
+    captures: re.Match[str] | None = None  # the last regex match: $1..$9
+    # $upstream_connect_time, $upstream_header_time, $upstream_response_time of each try
+    upstream_times: tuple[list[str], list[str], list[str]] | None = None
 
     def __init__(self, conn: RequestConn) -> None:
         self.conn = conn
@@ -215,11 +222,38 @@ class Request:
         v = self.hmap.get(lname)
         return v.decode("latin-1") if v is not None else ""
 
+    def set_var(self, name: str, value: str) -> None:
+        """``set $name``: ``$args`` is the request's arguments, others the request's own."""
+        if name == "args":
+            self.args = value
+            return
+        if self.vars is None:
+            self.vars = {}
+        self.vars[name] = value
+
+    def set_captures(self, m: re.Match[str]) -> None:
+        """A regex matched (location, rewrite, if, server_name): its groups are $1.. and its
+        named groups variables, as in nginx."""
+        self.captures = m
+        if m.re.groupindex:
+            if self.vars is None:
+                self.vars = {}
+            for k, v in m.groupdict().items():
+                self.vars[k.lower()] = v or ""
+
     def variable(self, name: str) -> str:
         """The value of nginx's ``$name`` for this request ("" when it has none)."""
         f = VARIABLES.get(name)
         if f is not None:
             return f(self)
+        if self.vars is not None:
+            v = self.vars.get(name)
+            if v is not None:
+                return v
+        if name.isdigit():
+            m = self.captures
+            n = int(name)
+            return (m.group(n) or "") if m is not None and n <= (m.re.groups or 0) else ""
         if name.startswith("http_"):
             return self.header(name[5:].replace("_", "-").encode())
         if name.startswith("arg_"):
@@ -287,10 +321,14 @@ VARIABLES: dict[str, Callable[[Request], str]] = {
     "time_iso8601": lambda r: time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     "msec": lambda r: f"{time.time():.3f}",
     "request_time": lambda r: f"{max(0.0, time.monotonic() - r.start):.3f}",
+    "connection_time": lambda r: f"{max(0.0, time.monotonic() - r.conn.started):.3f}",
+    "upstream_connect_time": lambda r: ", ".join(r.upstream_times[0]) if r.upstream_times else "",
+    "upstream_header_time": lambda r: ", ".join(r.upstream_times[1]) if r.upstream_times else "",
+    "upstream_response_time":
+        lambda r: ", ".join(r.upstream_times[2]) if r.upstream_times else "",
     "request_length": lambda r: str(r.head_size + (r.body.received if r.body else 0)),
     "upstream_addr": lambda r: r.upstream_addr,
     "upstream_status": lambda r: r.upstream_status,
-    "upstream_response_time": lambda r: "",
     "connection": lambda r: str(r.conn.serial),
     "connection_requests": lambda r: str(r.conn.requests),
     "content_length": lambda r: r.header(b"content-length"),

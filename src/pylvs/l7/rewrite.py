@@ -8,7 +8,14 @@ replacement with ``?`` sets the arguments (the old ones are appended unless it e
 ``break`` stops and stays, ``redirect``/``permanent`` (or a replacement starting with
 ``http://``, ``https://`` or ``$scheme``) answer 302/301 with the new URI.
 
-What this is not for: choosing locations or answering (``server``).
+A level's script (``run_script``) also holds ``return``, ``set``, ``break`` and ``if``, run in
+file order as nginx's rewrite phase runs them: an ``if`` whose condition holds runs its own
+directives inline and, in a location, makes its block's configuration the one that answers
+(the last such ``if`` wins), after which the directives below it still run; ``break`` and a
+``break`` flag stop the script and keep the location; a regex match (``rewrite``, ``if``)
+makes its captures the request's $1.. and named variables.
+
+What this is not for: choosing locations or answering (``routing``).
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from pylvs.l7.config import Rewrite
+from pylvs.l7.model import Break, Condition, If, Location, Op, Return, Rewrite, SetVar
+from pylvs.l7.variables import expand as expand_template
 
 _REF = re.compile(r"\$(?:(\d)|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
@@ -32,6 +41,8 @@ class Outcome:
     # or "redirect" (answer ``status`` with ``location``)
     status: int = 0
     location: str = ""
+    ret: Return | None = None  # action "return": what answers
+    conf: Location | None = None  # an if block's configuration that answers, if any held
 
 
 def expand(replacement: str, m: re.Match[str], variable: Callable[[str], str]) -> str:
@@ -68,3 +79,77 @@ def run(rewrites: tuple[Rewrite, ...], uri: str, args: str,
         if rw.flag in ("last", "break"):
             return Outcome(uri, args, rw.flag)
     return Outcome(uri, args, "changed" if changed else "")
+
+
+class State(Protocol):
+    """What a script reads and changes of a request."""
+
+    uri: str
+    args: str
+
+    def variable(self, name: str) -> str: ...
+
+    def set_var(self, name: str, value: str) -> None: ...
+
+    def set_captures(self, m: re.Match[str]) -> None: ...
+
+
+# The file tests of ``if``: the path's kind as a callable answers it (I/O stays outside).
+FileTest = Callable[[str, str], bool]
+
+
+def holds(cond: Condition, st: State, test_file: FileTest) -> bool:
+    """Whether an ``if`` condition holds (a regex match sets the request's captures)."""
+    value = expand_template(cond.left, st.variable)
+    op = cond.op
+    if op == "":
+        result = value != "" and value != "0"
+    elif op == "=":
+        assert cond.right is not None
+        result = value == expand_template(cond.right, st.variable)
+    elif op == "~":
+        assert cond.regex is not None
+        m = cond.regex.search(value)
+        if m is not None and not cond.negate:
+            st.set_captures(m)
+        result = m is not None
+    else:
+        result = test_file(op, value)
+    return result != cond.negate
+
+
+def run_script(ops: tuple[Op, ...], st: State, test_file: FileTest) -> Outcome:
+    """Run one level's script on ``st``; the Outcome says how the phase ends."""
+    conf: Location | None = None
+    changed = False
+    todo: list[tuple[tuple[Op, ...], int]] = [(ops, 0)]
+    while todo:
+        seq, i = todo.pop()
+        while i < len(seq):
+            op = seq[i]
+            i += 1
+            if isinstance(op, Rewrite):
+                m = op.regex.search(st.uri)
+                if m is None:
+                    continue
+                st.set_captures(m)
+                out = run((op,), st.uri, st.args, st.variable)
+                if out.action == "redirect":
+                    return Outcome(st.uri, st.args, "redirect", out.status, out.location,
+                                   conf=conf)
+                st.uri, st.args = out.uri, out.args
+                changed = True
+                if out.action in ("last", "break"):
+                    return Outcome(st.uri, st.args, out.action, conf=conf)
+            elif isinstance(op, Return):
+                return Outcome(st.uri, st.args, "return", ret=op, conf=conf)
+            elif isinstance(op, SetVar):
+                st.set_var(op.name, expand_template(op.value, st.variable))
+            elif isinstance(op, Break):
+                return Outcome(st.uri, st.args, "break", conf=conf)
+            elif isinstance(op, If) and holds(op.cond, st, test_file):
+                if op.location is not None:
+                    conf = op.location
+                todo.append((seq, i))  # the directives after the block run next
+                seq, i = op.body, 0
+    return Outcome(st.uri, st.args, "changed" if changed else "", conf=conf)

@@ -1,7 +1,9 @@
 """From a request head to what answers it, as nginx's phases run: the server by Host, the URI
 normalised, server-level rewrites, the location, then the location's rewrites, ``return``,
 ``try_files``, ``proxy_pass`` or files (with index files), and the internal redirects between
-them (bounded, as nginx's, at 10).
+them (bounded, as nginx's, at 10). A level's script (rewrite, return, set, if, break) runs as
+``rewrite.run_script`` says; named locations (``@name``) are reached from try_files and
+error_page only.
 
 Why one module: these steps decide together which location finally answers and each may send
 the request back to the start of location matching; reading them in one place is reading
@@ -16,7 +18,7 @@ from __future__ import annotations
 import os
 
 from pylvs.l7 import proxying, rewrite
-from pylvs.l7.config import Location, Server
+from pylvs.l7.config import Location, Return, Server
 from pylvs.l7.location import BadURI, host_of, normalize
 from pylvs.l7.reply import respond, response_head
 from pylvs.l7.request import Request
@@ -26,6 +28,17 @@ from pylvs.l7.variables import expand
 from pylvs.l7.worker import Connection
 
 MAX_REDIRECTS = 10  # nginx's limit on internal redirects (rewrite cycles, try_files, index)
+
+
+def test_file(kind: str, path: str) -> bool:
+    """``if``'s file tests: -f a file, -d a directory, -e anything, -x executable."""
+    if kind == "-f":
+        return os.path.isfile(path)
+    if kind == "-d":
+        return os.path.isdir(path)
+    if kind == "-e":
+        return os.path.lexists(path)
+    return os.path.exists(path) and os.access(path, os.X_OK)
 
 
 def _absolute_form(req: Request) -> str | None:
@@ -94,16 +107,20 @@ def route(conn: Connection, req: Request) -> int:
     except BadURI:
         return 400
     if server.rewrites:
-        out = rewrite.run(server.rewrites, req.uri, req.args, req.variable)
-        req.uri, req.args = out.uri, out.args
+        out = rewrite.run_script(server.rewrites, req, test_file)
         if out.action == "redirect":
             req.redirect = (out.status, out.location)
+        elif out.action == "return":
+            req.returned = out.ret  # answered with the server's own configuration
+            return 0
     if req.chunked and req.hmap.get(b"transfer-encoding", b"").lower() != b"chunked":
         conn.app.error("info", 'client sent unknown "Transfer-Encoding": "'
                        f'{req.header(b"transfer-encoding")}"', conn, req)
         return 501
     loc = conn.group.matchers[id(server)].match(req.uri)
     req.location = loc
+    if loc.captures is not None:
+        _capture(req, loc)
     if req.content_length is not None and req.content_length > loc.client_max_body_size > 0:
         conn.app.error("error", f"client intended to send too large body: "
                                 f"{req.content_length} bytes", conn, req)
@@ -123,6 +140,8 @@ async def handle(conn: Connection, req: Request) -> bool:
         conn.maybe_continue(req)  # nginx answers Expect before reading or discarding the body
     if req.redirect is not None:
         rewrite_redirect(conn, req, req.location)
+    elif req.returned is not None:
+        await return_(conn, req, req.location, req.returned)
     else:
         await dispatch(conn, req, req.location, req.server, 0)
     return True
@@ -133,18 +152,45 @@ async def redirect_internally(conn: Connection, req: Request, server: Server, ur
     """An internal redirect: choose the location for ``uri`` again and run it."""
     nloc = conn.group.matchers[id(server)].match(uri)
     req.location = nloc
+    if nloc.captures is not None:
+        _capture(req, nloc)
     await dispatch(conn, req, nloc, server, depth + 1)
+
+
+def _capture(req: Request, loc: Location) -> None:
+    """The location's regex captures ($1.., named) for its values."""
+    assert loc.captures is not None
+    m = loc.captures.search(req.uri)
+    if m is not None:
+        req.set_captures(m)
+
+
+async def named(conn: Connection, req: Request, server: Server, name: str, depth: int) -> None:
+    """An internal redirect to ``@name`` (try_files, error_page): the URI stays."""
+    loc = server.named.get(name) if server.named else None
+    if loc is None:
+        conn.app.error("error", f'could not find named location "{name}"', conn, req)
+        await conn.respond_error(req, 500)
+        return
+    req.location = loc
+    await dispatch(conn, req, loc, server, depth + 1)
 
 
 async def dispatch(conn: Connection, req: Request, loc: Location, server: Server,
                    depth: int) -> None:
-    """Run a chosen location: its rewrites, then return, try_files, proxy_pass or files."""
+    """Run a chosen location: its script, then try_files, proxy_pass or files (of the
+    location, or of the last if block whose condition held)."""
     if loc.rewrites:
-        out = rewrite.run(loc.rewrites, req.uri, req.args, req.variable)
-        req.uri, req.args = out.uri, out.args
+        out = rewrite.run_script(loc.rewrites, req, test_file)
+        if out.conf is not None:
+            loc = req.location = out.conf
         if out.action == "redirect":
             req.redirect = (out.status, out.location)
             rewrite_redirect(conn, req, loc)
+            return
+        if out.action == "return":
+            assert out.ret is not None
+            await return_(conn, req, loc, out.ret)
             return
         if out.action in ("last", "changed"):
             if depth >= MAX_REDIRECTS:
@@ -154,9 +200,7 @@ async def dispatch(conn: Connection, req: Request, loc: Location, server: Server
                 return
             await redirect_internally(conn, req, server, req.uri, depth)
             return
-    if loc.ret is not None:
-        await return_(conn, req, loc)
-    elif loc.try_files is not None:
+    if loc.try_files is not None:
         await try_files(conn, req, loc, server, depth)
     elif loc.proxy_pass is not None:
         await proxying.run(conn, req, loc)
@@ -174,12 +218,12 @@ async def files(conn: Connection, req: Request, loc: Location, server: Server,
         return
     for name in loc.index:
         candidate = uri + name
-        if os.path.isfile(file_path(loc, candidate)) and depth < MAX_REDIRECTS:
+        if os.path.isfile(file_path(loc, candidate, req)) and depth < MAX_REDIRECTS:
             req.uri = candidate
             await redirect_internally(conn, req, server, candidate, depth)
             return
-    if os.path.isdir(file_path(loc, uri)):
-        conn.app.error("error", f'directory index of "{file_path(loc, uri)}" is forbidden',
+    if os.path.isdir(file_path(loc, uri, req)):
+        conn.app.error("error", f'directory index of "{file_path(loc, uri, req)}" is forbidden',
                        conn, req)
         await conn.respond_error(req, 403)
     else:
@@ -197,7 +241,7 @@ async def try_files(conn: Connection, req: Request, loc: Location, server: Serve
         cand = expand(t, req.variable)
         if not cand.startswith("/"):
             continue
-        path = file_path(loc, cand)
+        path = file_path(loc, cand, req)
         found = os.path.isdir(path) if cand.endswith("/") else os.path.isfile(path)
         if found:
             req.uri = cand
@@ -207,6 +251,9 @@ async def try_files(conn: Connection, req: Request, loc: Location, server: Serve
         await conn.respond_error(req, fallback)
         return
     target = expand(fallback, req.variable)
+    if target.startswith("@"):
+        await named(conn, req, server, target, depth)
+        return
     if depth >= MAX_REDIRECTS or not target.startswith("/"):
         conn.app.error("error", f'rewrite or internal redirection cycle while internally '
                                 f'redirecting to "{target}"', conn, req)
@@ -236,17 +283,16 @@ def rewrite_redirect(conn: Connection, req: Request, loc: Location) -> None:
             [b"Location: " + target.encode("latin-1") + b"\r\n"])
 
 
-async def return_(conn: Connection, req: Request, loc: Location) -> None:
+async def return_(conn: Connection, req: Request, loc: Location, ret: Return) -> None:
     """nginx's ``return``: 444 closes, a redirect code sends Location, a text is the body,
     any other code its error page."""
-    assert loc.ret is not None
-    code = loc.ret.code
+    code = ret.code
     if code == 444:
         req.status = 444
         req.keep_alive = False
         conn.abort()
         return
-    text = expand(loc.ret.text, req.variable) if loc.ret.text is not None else None
+    text = expand(ret.text, req.variable) if ret.text is not None else None
     if code in REDIRECTS:
         location = text or ""
         if location.startswith("/"):
@@ -261,6 +307,8 @@ async def return_(conn: Connection, req: Request, loc: Location) -> None:
         conn.write(head)
         req.bytes_sent += len(head)
     elif text is not None:
-        respond(req, code, text.encode(), content_type=loc.default_type.encode())
+        # an error_page's target answers with the error's status (nginx's err_status)
+        respond(req, req.error_status or code, text.encode(),
+                content_type=loc.default_type.encode())
     else:
         await conn.respond_error(req, code)

@@ -21,15 +21,23 @@ from pylvs.l7.message import single_range
 from pylvs.l7.reply import head_bytes, respond, response_head
 from pylvs.l7.request import FILE_CHUNK, Request
 from pylvs.l7.status import STATUS_200, content_type_line, error_page
+from pylvs.l7.variables import expand
 from pylvs.l7.worker import Connection
 
 
-def file_path(loc: Location, uri: str) -> str:
+def file_path(loc: Location, uri: str, req: Request | None = None) -> str:
     """The file a URI names in a location: root + URI, or with ``alias`` the alias in place
-    of the part the location matched (nginx's rule for prefix and exact locations)."""
+    of the part the location matched (nginx's rule for prefix and exact locations; a nested
+    location inheriting an alias replaces its parent's part). In a regex location the alias,
+    with the regex's captures substituted, is the whole path."""
     if loc.alias is None:
         return loc.root + uri
-    return loc.alias + uri[len(loc.pattern):]
+    alias = loc.alias
+    if loc.alias_template is not None and req is not None:
+        alias = expand(loc.alias_template, req.variable)
+    if loc.alias_prefix == -2:
+        return alias
+    return alias + uri[loc.alias_prefix if loc.alias_prefix >= 0 else len(loc.pattern):]
 
 
 def try_static(conn: Connection, req: Request, loc: Location) -> bool:
@@ -44,6 +52,8 @@ def try_static(conn: Connection, req: Request, loc: Location) -> bool:
             or b"if-modified-since" in hmap:
         return False
     alias = loc.alias
+    if alias is not None and (loc.alias_template is not None or loc.alias_prefix != len(loc.pattern)):
+        return False  # captures or an inherited alias: file_path, on the task's path
     f = conn.app.files.get(loc.root + uri if alias is None else alias + uri[len(loc.pattern):])
     if f is None:
         return False
@@ -68,10 +78,10 @@ def try_static(conn: Connection, req: Request, loc: Location) -> bool:
 async def serve_file(conn: Connection, req: Request, loc: Location) -> None:
     """The file ``req.uri`` names (not ending in /): open errors as nginx reports them, a
     directory as a 301 to its slash form, else the file."""
-    if req.method not in ("GET", "HEAD"):
+    if req.method not in ("GET", "HEAD", "POST"):  # a POST is refused once the file exists
         await conn.respond_error(req, 405)
         return
-    fpath = file_path(loc, req.uri)
+    fpath = file_path(loc, req.uri, req)
     try:
         fd = os.open(fpath, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -109,6 +119,9 @@ async def send_file(conn: Connection, req: Request, loc: Location, fd: int,
     (416 past the end), else the whole file, streamed in pieces under flow control."""
     if not stat.S_ISREG(st.st_mode):
         await conn.respond_error(req, 403)
+        return
+    if req.method == "POST":
+        await conn.respond_error(req, 405)
         return
     size = st.st_size
     mtime = int(st.st_mtime)

@@ -26,12 +26,17 @@ KNOWN = frozenset({
     "connection_requests", "content_length", "content_type", "pid", "hostname",
     "document_root", "nginx_version",
 })
+# Built-in variables ``set`` may assign (nginx's changeable ones); others are "duplicate".
+CHANGEABLE = frozenset({"args", "limit_rate"})
 _PREFIXES = ("http_", "sent_http_", "upstream_http_", "arg_", "cookie_")
 
 _VAR = re.compile(r"\$(?:\{([A-Za-z0-9_]+)\}|([A-Za-z0-9_]+))")
 
 
-def compile_template(text: str) -> Template:
+def compile_template(text: str, unknown: Callable[[str], None] | None = None) -> Template:
+    """``text`` as literal and variable parts. A name nginx does not know raises, or is handed
+    to ``unknown`` when given: a configuration's ``set`` and regex captures declare names
+    anywhere in the file, so its reader checks them once the whole file is read."""
     parts: list[Part] = []
     pos = 0
     for m in _VAR.finditer(text):
@@ -39,7 +44,9 @@ def compile_template(text: str) -> Template:
             parts.append(text[pos:m.start()])
         name = (m.group(1) or m.group(2)).lower()
         if name not in KNOWN and not name.startswith(_PREFIXES) and not name.isdigit():
-            raise ValueError(f'unknown "{name}" variable')
+            if unknown is None:
+                raise ValueError(f'unknown "{name}" variable')
+            unknown(name)
         parts.append((name,))
         pos = m.end()
     if pos < len(text):
