@@ -67,6 +67,11 @@ def register(subparsers: Any) -> None:
                    help=f"set configuration file (default: {CONF_PATH})")
     p.add_argument("-g", dest="directives", metavar="directives", default="",
                    help="set global directives out of configuration file")
+    p.add_argument("--metrics-address", dest="metrics_address", metavar="HOST:PORT",
+                   default=None,
+                   help="pylvs only (not an nginx option): serve Prometheus /metrics "
+                        "(stub_status figures under nginx-prometheus-exporter's names, "
+                        "per-upstream-server counters) on HOST:PORT; a bare PORT is loopback")
     p.set_defaults(func=run_http)
     _nginx_errors(p)
 
@@ -192,6 +197,15 @@ def run_http(args: argparse.Namespace) -> int:
         return rc
     if args.signal is not None:
         return _signal(conf, args.directives, prefix, args.signal)
+    metrics = None
+    if args.metrics_address is not None:
+        from pylvs.metrics.server import MetricsError, parse_listen
+
+        try:
+            metrics = parse_listen(args.metrics_address)
+        except MetricsError as e:
+            print(f"{PREFIX} [emerg] {e}", file=sys.stderr)
+            return 1
     try:
         loaded = read_all(conf, args.directives, prefix, args.default_log)
     except ConfigError as e:
@@ -202,7 +216,7 @@ def run_http(args: argparse.Namespace) -> int:
     def reload() -> Any:
         return read_all(conf, args.directives, prefix, args.default_log)
 
-    return start(reload, loaded)
+    return start(reload, loaded, metrics)
 
 
 def _dump(conf: str) -> None:

@@ -41,6 +41,7 @@ from pylvs.l7.directives import (
     template,
     time_value,
 )
+from pylvs.l7.gzip import gzip_of
 from pylvs.l7.model import (
     AccessLog,
     Config,
@@ -55,6 +56,7 @@ from pylvs.l7.model import (
 )
 from pylvs.l7.scriptconf import ScriptReader
 from pylvs.l7.syntax import ConfigError, Directive, read_tree
+from pylvs.l7.tls import https_upstream, proxy_tls, server_context, server_tls
 from pylvs.l7.variables import Template
 
 __all__ = [
@@ -348,12 +350,15 @@ class _Builder:
         named = {loc.pattern: loc for loc in every if loc.modifier == "@"}
         fallback = self._make_location("", "", None, s, d)
         regexes = tuple(self.scripts.declare(pcre(n[1:], d)) for n in names if n[:1] == "~")
+        tls = server_tls(s, d)
+        if any(lst.ssl for lst in listens):
+            server_context(tls)  # nginx loads the certificates when reading the file
         return Server(
             tuple(listens), tuple(names or [""]), tuple(every), fallback,
             float(s.get("client_header_timeout", 60.0)),
             s.get("large_client_header_buffers", (4, 8192)),
             float(s.get("keepalive_timeout", 75.0)),
-            self.scripts.script(block, None), top, named, regexes,
+            self.scripts.script(block, None), top, named, regexes, tls,
         )
 
     def _locations(self, block: list[Directive], s: dict[str, Any], parent: Location | None,
@@ -376,10 +381,12 @@ class _Builder:
 
     def _listen(self, d: Directive) -> Listen:
         text = d.args[0]
-        default = False
+        default = ssl = False
         for a in d.args[1:]:
             if a in ("default_server", "default"):
                 default = True
+            elif a == "ssl":
+                ssl = True
             elif a in ("reuseport", "deferred", "bind") or a.startswith(("backlog=", "rcvbuf=", "sndbuf=")):
                 pass
             else:
@@ -388,7 +395,7 @@ class _Builder:
             port = int(text)
             if not 0 < port < 65536:
                 raise ConfigError(f'invalid port in "{text}" of the "listen" directive', d.file, d.line)
-            return Listen("0.0.0.0", port, default)
+            return Listen("0.0.0.0", port, default, ssl)
         if text.startswith("unix:"):
             raise ConfigError("unix sockets are not supported in \"listen\"", d.file, d.line)
         host, port = _host_port(text, d, "\"listen\" of", 80)
@@ -405,7 +412,7 @@ class _Builder:
                 except (OSError, UnicodeError, ValueError):
                     raise ConfigError(f'host not found in "{text}" of the "listen" directive',
                                       d.file, d.line) from None
-        return Listen(host, port, default)
+        return Listen(host, port, default, ssl)
 
     def _location(self, d: Directive, outer: dict[str, Any], parent: Location | None,
                   every: list[Location], depth: int) -> Location:
@@ -480,10 +487,18 @@ class _Builder:
                        captures: re.Pattern[str] | None = None, own_proxy: bool = False,
                        in_if: bool = False) -> Location:
         pp: ProxyPass | None = None
+        proxy_url: Template | None = None
         ppd = s.get("proxy_pass")
         if isinstance(ppd, Directive):
             no_uri = own_proxy and (regex is not None or modifier == "@" or in_if)
-            pp = self._proxy_pass(ppd, no_uri)
+            if "$" in ppd.args[0]:  # the URL is made per request (proxying._dynamic)
+                proxy_url = template(ppd.args[0], ppd)
+                pp = ProxyPass("", None, "")
+            else:
+                pp = self._proxy_pass(ppd, no_uri)
+            if pp.scheme == "https":
+                pp = dataclasses.replace(pp, upstream=https_upstream(
+                    self.upstreams, pp.upstream, proxy_tls(s)))
         default_headers = (("Host", template("$proxy_host", d)),
                            ("Connection", template("close", d)))
         headers: tuple[tuple[str, Template], ...] = s.get("proxy_set_header", ())
@@ -520,20 +535,22 @@ class _Builder:
             try_files=s.get("try_files"),
             error_pages=s.get("error_pages", ()),
             captures=captures,
+            proxy_url=proxy_url,
             proxy_intercept_errors=s.get("proxy_intercept_errors", False),
             proxy_next_upstream_timeout=float(s.get("proxy_next_upstream_timeout", 0.0)),
             keepalive_time=float(s.get("keepalive_time", 3600.0)),
+            gzip=gzip_of(s),
+            stub_status=s.get("stub_status", False),
             file=d.file,
             line=d.line,
         )
 
     def _proxy_pass(self, d: Directive, in_regex: bool) -> ProxyPass:
         url = d.args[0]
-        if url.startswith("https://"):
-            raise ConfigError('"proxy_pass" to https is not supported', d.file, d.line)
-        if not url.startswith("http://"):
+        scheme = "https" if url.startswith("https://") else "http"
+        if not url.startswith(f"{scheme}://"):
             raise ConfigError(f'invalid URL prefix in "{url}"', d.file, d.line)
-        rest = url[len("http://"):]
+        rest = url[len(scheme) + 3:]
         hostport, slash, path = rest.partition("/")
         uri = slash + path if slash else None
         if uri is not None and in_regex:
@@ -544,13 +561,15 @@ class _Builder:
         if "$" in hostport:
             raise ConfigError("variables in proxy_pass are not supported", d.file, d.line)
         if hostport in self.upstreams and ":" not in hostport:
-            return ProxyPass(hostport, uri, hostport)
-        host, port = _host_port(hostport, d, "upstream", 80)
+            return ProxyPass(hostport, uri, hostport, scheme)
+        host, port = _host_port(hostport, d, "upstream", 443 if scheme == "https" else 80)
         addrs = _resolve(host, port, d, "upstream", hostport)
-        if hostport not in self.upstreams:
-            self.upstreams[hostport] = UpstreamConfig(
-                hostport, tuple(UpstreamServer(a, port) for a in addrs), implicit=True)
-        return ProxyPass(hostport, uri, hostport)
+        # an https one without a port is another address than the http one of the same name
+        key = f"{hostport}:443" if scheme == "https" and ":" not in hostport else hostport
+        if key not in self.upstreams:
+            self.upstreams[key] = UpstreamConfig(
+                key, tuple(UpstreamServer(a, port) for a in addrs), implicit=True)
+        return ProxyPass(key, uri, hostport, scheme)
 
 
 def load(path: str) -> Config:

@@ -37,6 +37,7 @@ from pylvs.l7.proxying import try_fast_proxy
 from pylvs.l7.request import BODY_HIGH_WATER, BodyReader, Refused, Request, TooLarge
 from pylvs.l7.routing import handle, route
 from pylvs.l7.static import try_static
+from pylvs.l7.stats import ACCEPTS, ACTIVE, HANDLED, READING, REQUESTS, WRITING
 from pylvs.l7.worker import Sink, Worker
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -60,7 +61,14 @@ _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPT
 
 
 class ClientConnection(asyncio.Protocol):
-    """The asyncio protocol of one client socket (implements ``worker.Connection``)."""
+    """The asyncio protocol of one client socket (implements ``worker.Connection``).
+
+    stub_status bookkeeping: the worker's shared counters (``stats``) are written where the
+    connection's state changes (accepted, a head begins, a head is complete, a request is
+    done, closed): a few 8-byte stores per request, no call."""
+
+    scheme = "http"  # "https" on a TLS listener (``listen``)
+    ssl_server_name = ""
 
     def __init__(self, app: Worker, group: ListenGroup) -> None:
         self.app = app
@@ -69,6 +77,9 @@ class ClientConnection(asyncio.Protocol):
         self.clock = app.clock
         self.logs = app.logs
         self.serial = app.next_serial()
+        self._st = app.stat_a
+        self._sb = app.stat_base
+        self._writing = 0  # requests past their head and not yet done (stub_status Writing)
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         # as nginx: header lines may end in a bare LF (the request line: see _crlf)
@@ -119,6 +130,10 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self.app.connections.add(self)
+        st, sb = self._st, self._sb
+        st[sb + ACTIVE] += 1
+        st[sb + ACCEPTS] += 1
+        st[sb + HANDLED] += 1
         peer = transport.get_extra_info("peername")
         if peer:
             self.remote_addr, self.remote_port = str(peer[0]), int(peer[1])
@@ -168,6 +183,14 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.app.connections.discard(self)
+        st, sb = self._st, self._sb
+        st[sb + ACTIVE] -= 1
+        if self._in_head:
+            self._in_head = False
+            st[sb + READING] -= 1
+        if self._writing:
+            st[sb + WRITING] -= self._writing
+            self._writing = 0
         self.disarm_timer("")
         gone = ConnectionResetError("client closed the connection")
         for r in (self.current, self.active, *self.queue):
@@ -201,6 +224,9 @@ class ClientConnection(asyncio.Protocol):
         req = Request(self)
         self.current = req
         self._in_head = True
+        st, sb = self._st, self._sb
+        st[sb + REQUESTS] += 1
+        st[sb + READING] += 1
         self._url = b""
         self._head_size = 0
         self._head_bytes = 0
@@ -241,6 +267,10 @@ class ClientConnection(asyncio.Protocol):
         p = self.parser
         url = self._url
         self._in_head = False
+        st, sb = self._st, self._sb
+        st[sb + READING] -= 1
+        st[sb + WRITING] += 1
+        self._writing += 1
         req.head_size = self._head_size + len(url)
         self._head_bytes = 0
         req.start = time.monotonic()
@@ -464,6 +494,7 @@ class ClientConnection(asyncio.Protocol):
                     self.active = None
                     self.sink = None
                 self.logs.request(req)
+                self.done_writing()
                 if not req.keep_alive or self.closed:
                     break
                 if req.body is not None and not req.body.done:
@@ -516,6 +547,9 @@ class ClientConnection(asyncio.Protocol):
         self.queue.popleft()
         self.active = None
         self.logs.request(req)
+        if self._writing:
+            self._writing -= 1
+            self._st[self._sb + WRITING] -= 1
         if not req.keep_alive or self.closed:
             if self.transport is not None and not self.closed:
                 self.transport.close()
@@ -529,6 +563,11 @@ class ClientConnection(asyncio.Protocol):
             self.arm_timer(self.group.servers[0].keepalive_timeout, "idle")
             if self._reading_paused:
                 self.update_reading()
+
+    def done_writing(self) -> None:
+        if self._writing:
+            self._writing -= 1
+            self._st[self._sb + WRITING] -= 1
 
     def wake_task(self) -> None:
         if self._task is None:

@@ -218,10 +218,9 @@ structural("if", (SERVER, LOCATION), 1, -1, True)
 ignored((MAIN,), "user", "pid", "worker_rlimit_nofile", "pcre_jit", "daemon", "master_process")
 ignored((EVENTS,), "worker_connections", "use", "multi_accept", "accept_mutex")
 ignored(HSL, "sendfile", "tcp_nopush", "tcp_nodelay")
-# gzip is accepted so stock configs load; responses then go uncompressed, which every client
-# accepts (it only changes Content-Encoding and size).
-ignored(HSL, "gzip", "gzip_types", "gzip_vary", "gzip_proxied", "gzip_comp_level",
-        "gzip_min_length")
+# gzip_*, ssl_*/proxy_ssl_* and stub_status have their rows in ``gzip``, ``tls`` and ``stats``.
+# Dynamic modules: nginx's are built in here or not there at all (a notice says so at start).
+structural("load_module", (MAIN,), 1, 1)
 ignored((HTTP,), "types_hash_max_size", "types_hash_bucket_size",
         "server_names_hash_bucket_size", "server_names_hash_max_size")
 ignored(HSL, "proxy_buffering", "proxy_buffers", "proxy_buffer_size", "proxy_busy_buffers_size",

@@ -14,11 +14,13 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 import time
 
 from pylvs.l7.config import Config, Server
 from pylvs.l7.connection import ClientConnection
 from pylvs.l7.location import ListenGroup
+from pylvs.l7.tls import server_context
 from pylvs.l7.worker import Worker
 
 
@@ -29,6 +31,43 @@ def listen_groups(config: Config) -> dict[tuple[str, int], list[Server]]:
         for lst in srv.listens:
             groups.setdefault((lst.host, lst.port), []).append(srv)
     return groups
+
+
+class TlsClientConnection(ClientConnection):
+    """A connection of a ``listen ... ssl`` socket: the event loop's TLS transport hands it
+    plain bytes, so only ``$scheme``/``$https`` and absolute redirects know."""
+
+    scheme = "https"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        obj = transport.get_extra_info("ssl_object")
+        self.ssl_server_name = getattr(obj, "pylvs_sni", "") if obj is not None else ""
+        super().connection_made(transport)
+
+
+def tls_context(group: ListenGroup) -> ssl.SSLContext:
+    """The TLS context of a listening socket: its default server's certificate, and SNI
+    switching to the certificate of the server whose ``server_name`` matches the name sent."""
+    contexts: dict[int, ssl.SSLContext] = {}
+    for srv in group.servers:
+        if srv.tls is not None and srv.tls.certificate is not None:
+            contexts[id(srv)] = server_context(srv.tls)
+    default = group.default
+    if id(default) not in contexts:
+        assert default.tls is not None
+        server_context(default.tls)  # raises nginx's "no ssl_certificate" error
+    ctx = contexts[id(default)]
+
+    def choose(obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        if name:
+            obj.pylvs_sni = name  # type: ignore[attr-defined]  # read back as $ssl_server_name
+            chosen = contexts.get(id(group.select(name.lower().rstrip("."))))
+            if chosen is not None and chosen is not obj.context:
+                obj.context = chosen
+
+    for c in contexts.values():
+        c.sni_callback = choose
+    return ctx
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
@@ -61,12 +100,16 @@ class L7Server(Worker):
         its workers (``worker_processes`` > 1), otherwise they are bound here."""
         for (host, port), servers in listen_groups(self.config).items():
             group = ListenGroup(servers)
+            tls = any(lst.ssl for srv in servers for lst in srv.listens
+                      if (lst.host, lst.port) == (host, port))
+            ctx = tls_context(group) if tls else None
             sock = bound.get((host, port)) if bound is not None else None
             if sock is None:
                 sock = bind_listener(host, port)
+            kind = TlsClientConnection if tls else ClientConnection
             s = await self.loop.create_server(
-                lambda g=group: ClientConnection(self, g),  # type: ignore[misc]
-                sock=sock, backlog=511)
+                lambda g=group, k=kind: k(self, g),
+                sock=sock, backlog=511, ssl=ctx)
             self._servers.append(s)
         self._tick()
 

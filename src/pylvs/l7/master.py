@@ -45,7 +45,10 @@ from pylvs.l7.mainconf import MainConf
 from pylvs.l7.model import Config
 from pylvs.l7.privileges import Credentials
 from pylvs.l7.process import Bound, ErrorLog, serve, signal_name
+from pylvs.l7.stats import STAT_SLOTS, SharedStats, exposition
 from pylvs.l7.syntax import ConfigError
+from pylvs.metrics.server import MetricsError, ObservabilityServer
+from pylvs.metrics.sources import Sources
 from pylvs.service.sdnotify import Notifier
 
 MASTER_SIGNALS = (signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1,
@@ -139,11 +142,21 @@ def daemonize(keep_stderr: bool) -> None:
     os.close(null)
 
 
+def note_modules(log: Callable[[str, str], None], cfg: Config) -> None:
+    """``load_module`` lines are accepted (Debian's nginx.conf has them) and load nothing: the
+    modules pylvs http has are built in. Said once at start, not by ``-t``."""
+    if cfg.modules:
+        log("notice", "dynamic modules are not loaded by pylvs http (its modules are built "
+                      f"in): {', '.join(cfg.modules)}")
+
+
 class Master:
     """The master's state: its sockets, its workers (current and retiring) and its log."""
 
     def __init__(self, loader: Callable[[], Loaded], loaded: Loaded, bound: Bound,
-                 notifier: Notifier) -> None:
+                 notifier: Notifier, stats: SharedStats | None = None) -> None:
+        self.stats = stats or SharedStats(STAT_SLOTS)
+        self.slots: dict[int, int] = {}  # worker pid -> its stats slot
         self.loader = loader
         self.loaded = loaded
         self.bound = bound
@@ -159,19 +172,21 @@ class Master:
 
     def spawn(self, loaded: Loaded) -> int:
         master = os.getpid()
+        slot = self.stats.take(loaded.cfg)
         pid = os.fork()
         if pid == 0:
             rc = 1
             try:
                 self.log.close()
                 rc = run_loop(serve(loaded.cfg, self.bound_for(loaded.cfg), creds=loaded.creds,
-                                    parent=master))
+                                    parent=master, stats=self.stats, slot=slot))
             except BaseException as e:  # a worker must end with a status, whatever happened
                 with contextlib.suppress(Exception):
                     ErrorLog(loaded.cfg.error_log, "emerg")("alert", f"worker failed: {e!r}")
             finally:
                 os._exit(rc)
         self.workers[pid] = loaded
+        self.slots[pid] = slot
         self.log("notice", f"start worker process {pid}")
         return pid
 
@@ -202,6 +217,7 @@ class Master:
             else:
                 self.log("alert", f"worker process {pid} exited on signal {-code}")
             self.retiring.discard(pid)
+            self.stats.release(self.slots.pop(pid, -1))
             loaded = self.workers.pop(pid, None)
             if loaded is None or self.stopping:
                 continue
@@ -316,6 +332,7 @@ class Master:
                   file=sys.stderr)
             return 1
         try:
+            note_modules(self.log, self.loaded.cfg)
             self.start_workers(self.loaded)
             self.notifier.ready("serving")
             while self.workers or self.retiring:
@@ -343,7 +360,7 @@ class Master:
 
 
 def single(loader: Callable[[], Loaded], loaded: Loaded, bound: Bound,
-           notifier: Notifier) -> int:
+           notifier: Notifier, stats: SharedStats | None = None) -> int:
     """``master_process off``: this one process serves, as nginx's single-process mode does
     (no user switch; HUP reloads in place)."""
     pid_path = loaded.main.pid
@@ -354,6 +371,7 @@ def single(loader: Callable[[], Loaded], loaded: Loaded, bound: Bound,
               file=sys.stderr)
         return 1
     log = ErrorLog(loaded.cfg.error_log, loaded.cfg.error_level)
+    note_modules(log, loaded.cfg)
 
     def reload() -> Config | None:
         nonlocal bound
@@ -374,7 +392,8 @@ def single(loader: Callable[[], Loaded], loaded: Loaded, bound: Bound,
 
     async def go() -> int:
         asyncio.get_running_loop().call_soon(notifier.ready, "serving")
-        return await serve(loaded.cfg, bound, creds=None, parent=0, reload=reload)
+        return await serve(loaded.cfg, bound, creds=None, parent=0, reload=reload,
+                           stats=stats or SharedStats(2))
 
     try:
         return run_loop(go())
@@ -387,7 +406,8 @@ def single(loader: Callable[[], Loaded], loaded: Loaded, bound: Bound,
         log.close()
 
 
-def start(loader: Callable[[], Loaded], loaded: Loaded) -> int:
+def start(loader: Callable[[], Loaded], loaded: Loaded,
+          metrics: tuple[str, int] | None = None) -> int:
     """Bind (as root), go to the background if asked, then run the master (or the single
     process); errors before serving are one ``[emerg]`` line and status 1."""
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
@@ -397,9 +417,26 @@ def start(loader: Callable[[], Loaded], loaded: Loaded) -> int:
     except OSError as e:
         print(f"pylvs http: [emerg] {e.strerror}", file=sys.stderr)
         return 1
+    stats = SharedStats(STAT_SLOTS if loaded.main.master_process else 2)
+    observer = None
+    if metrics is not None:
+        try:
+            observer = ObservabilityServer(
+                Sources("pylvs http", text=lambda: exposition(stats)), metrics=metrics)
+        except MetricsError as e:
+            print(f"pylvs http: [emerg] --metrics-address: {e}", file=sys.stderr)
+            for s in bound.values():
+                s.close()
+            return 1
     if loaded.main.daemon:
         daemonize(keep_stderr=loaded.cfg.error_log is None)
+    if observer is not None:
+        observer.start()  # its threads, in the process that stays (after daemon's fork)
     notifier = Notifier()
-    if not loaded.main.master_process:
-        return single(loader, loaded, bound, notifier)
-    return Master(loader, loaded, bound, notifier).run()
+    try:
+        if not loaded.main.master_process:
+            return single(loader, loaded, bound, notifier, stats)
+        return Master(loader, loaded, bound, notifier, stats).run()
+    finally:
+        if observer is not None:
+            observer.close()

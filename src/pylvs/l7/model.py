@@ -14,6 +14,51 @@ from dataclasses import dataclass
 
 from pylvs.l7.variables import Template
 
+DEFAULT_PROTOCOLS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")  # nginx 1.22's ssl_protocols
+DEFAULT_CIPHERS = "HIGH:!aNULL:!MD5"
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A server block's TLS settings (http level inherited)."""
+
+    certificate: str | None = None
+    certificate_key: str | None = None
+    protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
+    ciphers: str = DEFAULT_CIPHERS
+    prefer_server_ciphers: bool = False
+    session_cache: str = "none"
+    session_timeout: float = 300.0
+    session_tickets: bool = True
+    file: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ProxyTls:
+    """A location's ``proxy_ssl_*`` settings (nginx's defaults: no verification, no SNI)."""
+
+    server_name: bool = False
+    name: str | None = None  # proxy_ssl_name (default: the proxy_pass host)
+    verify: bool = False
+    trusted_certificate: str | None = None
+    protocols: tuple[str, ...] = DEFAULT_PROTOCOLS
+    ciphers: str = "DEFAULT"
+
+
+@dataclass(frozen=True)
+class Gzip:
+    """A location's gzip settings (``gzip on``; see ``pylvs.l7.gzip``)."""
+
+    types: frozenset[str] = frozenset({"text/html"})  # "*": any
+    min_length: int = 20
+    comp_level: int = 1
+    vary: bool = False
+    proxied: frozenset[str] = frozenset({"off"})
+    disable_msie6: bool = False
+    disable: tuple[re.Pattern[str], ...] = ()
+    http_version: str = "1.1"
+
 
 @dataclass(frozen=True)
 class UpstreamServer:
@@ -38,6 +83,7 @@ class UpstreamConfig:
     keepalive_timeout: float = 60.0
     keepalive_requests: int = 1000
     implicit: bool = False  # made from ``proxy_pass http://host:port`` without an upstream block
+    tls: ProxyTls | None = None  # ``proxy_pass https://``: the pool's connections speak TLS
 
 
 @dataclass(frozen=True)
@@ -45,6 +91,7 @@ class ProxyPass:
     upstream: str  # name of an UpstreamConfig
     uri: str | None  # the URI part of proxy_pass, None when it has none
     proxy_host: str  # value of $proxy_host
+    scheme: str = "http"  # "https": the upstream (``https://NAME``) speaks TLS
 
 
 @dataclass(frozen=True)
@@ -153,6 +200,8 @@ class Location:
     proxy_intercept_errors: bool = False
     proxy_next_upstream_timeout: float = 0.0
     keepalive_time: float = 3600.0
+    gzip: Gzip | None = None  # None: gzip off
+    stub_status: bool = False
     file: str = ""
     line: int = 0
 
@@ -162,6 +211,7 @@ class Listen:
     host: str
     port: int
     default_server: bool = False
+    ssl: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,6 +228,7 @@ class Server:
     top: tuple[Location, ...] = ()  # the locations at the server level (``locations`` has all)
     named: dict[str, Location] | None = None  # "@name" -> named location
     name_regexes: tuple[re.Pattern[str], ...] = ()  # regex server_names, in order
+    tls: ServerTls | None = None  # its ssl_* settings (used where a listen says ssl)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from pylvs.l7.listen import L7Server
 from pylvs.l7.mainconf import LEVELS
 from pylvs.l7.model import Config
 from pylvs.l7.privileges import Credentials, die_with_parent, drop
+from pylvs.l7.stats import SharedStats
 
 WORKER_SIGNALS = (signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP,
                   signal.SIGUSR2, signal.SIGWINCH)
@@ -75,7 +76,8 @@ def signal_name(signum: int) -> str:
 
 
 async def serve(cfg: Config, bound: Bound, *, creds: Credentials | None, parent: int,
-                reload: Callable[[], Config | None] | None = None) -> int:
+                reload: Callable[[], Config | None] | None = None,
+                stats: SharedStats | None = None, slot: int = -1) -> int:
     """Serve ``cfg`` on the master's sockets ``bound`` until told to stop.
 
     ``parent``: the master's pid (0: this is the only process). ``reload``: with
@@ -89,6 +91,12 @@ async def serve(cfg: Config, bound: Bound, *, creds: Credentials | None, parent:
     except OSError as e:
         log("emerg", f'open() "{e.filename}" failed ({e.errno}: {e.strerror})')
         return 1
+    # stub_status counters: the master's slot for this worker; the single process takes its own
+    # (one per configuration, as a reload swaps servers)
+    if stats is not None:
+        if not parent:
+            slot = stats.take(cfg)
+        server.use_stats(stats, slot)
     drop(creds)
     if parent and not die_with_parent(parent):
         return 1  # the master died before the tie was made
@@ -124,16 +132,23 @@ async def serve(cfg: Config, bound: Bound, *, creds: Credentials | None, parent:
                         "the signal is ignored; restart to run a new version")
 
     async def _swap(new: Config) -> None:
-        nonlocal server
+        nonlocal server, slot
         old = server
         try:
             fresh = L7Server(new, loop)
+            fresh_slot = -1
+            if stats is not None:
+                fresh_slot = stats.take(new)
+                fresh.use_stats(stats, fresh_slot)
             await fresh.start({k: s.dup() for k, s in bound.items()})
         except OSError as e:
             log("emerg", str(e.strerror))
             return
         server = fresh
         await old.shutdown()
+        if stats is not None:
+            stats.release(slot)  # the old server's counters stay in the totals
+            slot = fresh_slot
 
     for sig in WORKER_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)

@@ -17,13 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
 
+from pylvs.l7 import gzip
 from pylvs.l7.balancer import Peer
 from pylvs.l7.config import Location
 from pylvs.l7.message import HOP_REQUEST, ResponseHead, response_framing, upstream_request_head
+from pylvs.l7.model import Gzip
 from pylvs.l7.reply import head_bytes
 from pylvs.l7.request import BodyReader, Request, TooLarge
 from pylvs.l7.status import status_line
@@ -31,6 +34,7 @@ from pylvs.l7.upstream import UpstreamConnection, UpstreamPool
 from pylvs.l7.variables import Template, expand
 from pylvs.l7.worker import Connection
 
+_CTYPE = re.compile(rb"(?im)^content-type:[ \t]*([^\r\n]*)")
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 _NOTHING_TRIED: frozenset[int] = frozenset()
 
@@ -50,6 +54,7 @@ class ProxyAttempt:
     keep_alive = False
     request_sent = False
     fast_peer: Peer | None = None  # set when the fast path drives this attempt
+    gz: gzip.Compressor | None = None  # the response is compressed (gzip on)
 
     def __init__(self, client: Connection, req: Request, loc: Location,
                  pool: UpstreamPool, conn: UpstreamConnection, can_retry_status: bool) -> None:
@@ -61,6 +66,7 @@ class ProxyAttempt:
         self.head_only = req.method == "HEAD"
         self.can_retry_status = can_retry_status
         self._out: list[bytes] = []  # client-bound bytes of the current upstream read
+        self.t0 = time.monotonic()
 
     # -- ResponseSink ---------------------------------------------------------------------------
 
@@ -75,19 +81,41 @@ class ProxyAttempt:
         length = head.length
         chunked, has_body = response_framing(status, self.head_only, req.version, length,
                                              head.coded)
+        lines = head.lines
+        if self.loc.gzip is not None and (has_body or self.head_only):
+            lines, length, chunked = self._gzip(self.loc.gzip, status, lines, length, chunked)
         self.chunked = chunked and has_body
         # A head-only answer (HEAD, 204, 304) needs no framing: head_bytes keeps it alive.
         line = head.status_line
         if not line:
             line = head.status_line = status_line(status, head.reason)
-        out = head_bytes(req, status, line, head.lines, length, chunked)
+        out = head_bytes(req, status, line, lines, length, chunked)
         self._out.append(out)
         req.bytes_sent += len(out)
         self.started = True
 
+    def _gzip(self, g: Gzip, status: int, lines: bytes, length: int | None,
+              chunked: bool) -> tuple[bytes, int | None, bool]:
+        """nginx's gzip filter on a proxied head: (its lines, length, chunked) after it."""
+        m = _CTYPE.search(lines)
+        zipped, vary = gzip.decide(self.req, g, status, m.group(1) if m else b"", length, lines)
+        if zipped:
+            if not self.head_only:
+                self.gz = gzip.Compressor(g.comp_level)
+            lines = gzip.weak_etag(lines) + gzip.ENCODING
+            length = None
+            chunked = self.req.version == "1.1" and not self.head_only
+        if vary:
+            lines += gzip.VARY
+        return lines, length, chunked
+
     def response_body(self, data: bytes) -> None:
         if self.retry_status or not self.started:
             return
+        if self.gz is not None:
+            data = self.gz.feed(data)
+            if not data:
+                return
         if self.chunked:
             self._out += (b"%x\r\n" % len(data), data, b"\r\n")
             self.req.bytes_sent += len(data) + 7
@@ -130,6 +158,11 @@ class ProxyAttempt:
             self._check_client_flow()
 
     def response_complete(self) -> None:
+        if self.gz is not None and self.started and not self.retry_status:
+            gz, self.gz = self.gz, None
+            tail = gz.finish()
+            if tail:
+                self.response_body(tail)
         if self.chunked and self.started:
             self._out.append(b"0\r\n\r\n")
             self.req.bytes_sent += 5
@@ -272,8 +305,11 @@ def finish_fast(att: ProxyAttempt, result: str) -> None:
         if att.upstream_paused:
             conn.resume_reading()
         pool.release(conn, att.keep_alive)
+        client.app.upstream_done(pool.stat_base, peer.index, req.status,
+                                 time.monotonic() - att.t0)
         client.complete(req)
         return
+    client.app.upstream_done(pool.stat_base, peer.index, 0, 0.0)
     conn.close()
     if result == "client":
         req.keep_alive = False
@@ -447,6 +483,9 @@ async def _settle(client: Connection, req: Request, peer: Peer, att: ProxyAttemp
     """What an attempt's end means: True to try the next peer, False when answered."""
     app, pool, conn = client.app, att.pool, att.conn
     balancer = pool.balancer
+    app.upstream_done(pool.stat_base, peer.index,
+                      req.status if result == "ok" else att.retry_status,
+                      time.monotonic() - att.t0)
     if result == "ok":
         balancer.succeeded(peer)
         reusable = att.keep_alive and att.request_sent and not att.upstream_paused
@@ -566,7 +605,7 @@ BYTES_VARIABLES: dict[str, Callable[[Request], bytes]] = {
     "remote_addr": lambda r: r.conn.remote_addr_b,
     "proxy_add_x_forwarded_for": _xff_bytes,
     "request_uri": lambda r: r.raw_target,
-    "scheme": lambda r: b"http",
+    "scheme": lambda r: r.conn.scheme.encode(),
     "proxy_host": lambda r: r.proxy_host.encode("latin-1"),
 }
 

@@ -1,7 +1,7 @@
 """A response head as nginx frames it, and whole small responses (pages, redirects, returns).
 
 Why one place: whether a connection stays open after a response (closing statuses,
-keepalive_requests, an unsized body), the Server/Date lines, add_header and the framing lines
+keepalive_requests, keepalive_time, an unsized body), the Server/Date lines, add_header and the framing lines
 are decided the same way for a file, a proxied reply and an error page; ``head_bytes`` is that
 decision, and the proxy's hot path calls it once per response.
 
@@ -10,6 +10,7 @@ Not for: bodies that stream (``static`` sends files, ``proxying`` relays upstrea
 
 from __future__ import annotations
 
+from pylvs.l7 import gzip
 from pylvs.l7.request import Request
 from pylvs.l7.status import ADD_HEADER_STATUSES, CLOSING_STATUSES, status_line
 from pylvs.l7.variables import expand
@@ -21,7 +22,8 @@ def head_bytes(req: Request, status: int, line: bytes, lines: bytes, length: int
     if status in CLOSING_STATUSES:
         req.keep_alive = False
     loc = req.location
-    if loc is not None and req.seq >= loc.keepalive_requests:
+    if loc is not None and (req.seq >= loc.keepalive_requests
+                            or req.start - req.conn.started > loc.keepalive_time):
         req.keep_alive = False
     if length is None and not chunked and status != 204 and status != 304 \
             and req.method != "HEAD":
@@ -57,9 +59,36 @@ def respond(req: Request, status: int, body: bytes = b"", headers: list[bytes] |
     hdrs = list(headers or [])
     if body or status >= 300:
         hdrs.insert(0, b"Content-Type: " + content_type + b"\r\n")
+    loc = req.location
+    if loc is not None and loc.gzip is not None and body:
+        zipped, vary = gzip.decide(req, loc.gzip, status, content_type, len(body), b"")
+        if vary:
+            hdrs.append(gzip.VARY)
+        if zipped:
+            _respond_gzipped(req, status, gzip.compress_whole(loc.gzip.comp_level, body), hdrs,
+                             text, filter_status)
+            return
     head = response_head(req, status, hdrs, text, length=len(body), filter_status=filter_status)
     if req.method == "HEAD":
         body = b""
     req.conn.write(head + body)
     req.bytes_sent += len(head) + len(body)
     req.body_bytes_sent += len(body)
+
+
+def _respond_gzipped(req: Request, status: int, body: bytes, hdrs: list[bytes], text: str | None,
+                     filter_status: int) -> None:
+    """A whole response compressed: chunked to HTTP/1.1 (as nginx, which no longer knows the
+    length once its gzip filter runs), close-delimited to HTTP/1.0."""
+    hdrs.append(gzip.ENCODING)
+    chunked = req.version == "1.1" and req.method != "HEAD"
+    head = response_head(req, status, hdrs, text, length=None, chunked=chunked,
+                         filter_status=filter_status)
+    if req.method == "HEAD":
+        req.conn.write(head)
+        req.bytes_sent += len(head)
+        return
+    framed = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if chunked else body
+    req.conn.write(head + framed)
+    req.bytes_sent += len(head) + len(framed)
+    req.body_bytes_sent += len(framed)

@@ -48,6 +48,8 @@ class RequestConn(Protocol):
     remote_port: int
     local_addr: str
     local_port: int
+    scheme: str  # "http", or "https" on a TLS listener
+    ssl_server_name: str  # the name the TLS client sent (SNI), "" without
     started: float  # time.monotonic() when the connection was accepted
 
     def write(self, data: bytes) -> None: ...
@@ -204,8 +206,8 @@ class Request:
     returned: Return | None = None  # a server-level ``return`` answers (its script ran)
     vars: dict[str, str] | None = None  # ``set`` variables and named captures
     captures: re.Match[str] | None = None  # the last regex match: $1..$9
-    # $upstream_connect_time, $upstream_header_time, $upstream_response_time of each try
-    upstream_times: tuple[list[str], list[str], list[str]] | None = None
+    # (connect, header, response) seconds of each upstream try, -1 where it had none
+    upstream_times: list[tuple[float, float, float]] | None = None
 
     def __init__(self, conn: RequestConn) -> None:
         self.conn = conn
@@ -286,6 +288,13 @@ def _xff(r: Request) -> str:
     return f"{xff}, {r.conn.remote_addr}" if xff else r.conn.remote_addr
 
 
+def _times(r: Request, which: int) -> str:
+    """nginx's upstream timings: seconds with milliseconds per try, "-" where there was none."""
+    if not r.upstream_times:
+        return ""
+    return ", ".join(f"{t[which]:.3f}" if t[which] >= 0 else "-" for t in r.upstream_times)
+
+
 def _request_line(r: Request) -> str:
     if r.request_line is not None:
         return r.request_line
@@ -298,7 +307,9 @@ VARIABLES: dict[str, Callable[[Request], str]] = {
     "proxy_add_x_forwarded_for": _xff,
     "proxy_host": lambda r: r.proxy_host,
     "request_uri": lambda r: r.target,
-    "scheme": lambda r: "http",
+    "scheme": lambda r: r.conn.scheme,
+    "https": lambda r: "on" if r.conn.scheme == "https" else "",
+    "ssl_server_name": lambda r: r.conn.ssl_server_name,
     "request": _request_line,
     "status": lambda r: str(r.status),
     "body_bytes_sent": lambda r: str(r.body_bytes_sent),
@@ -322,10 +333,9 @@ VARIABLES: dict[str, Callable[[Request], str]] = {
     "msec": lambda r: f"{time.time():.3f}",
     "request_time": lambda r: f"{max(0.0, time.monotonic() - r.start):.3f}",
     "connection_time": lambda r: f"{max(0.0, time.monotonic() - r.conn.started):.3f}",
-    "upstream_connect_time": lambda r: ", ".join(r.upstream_times[0]) if r.upstream_times else "",
-    "upstream_header_time": lambda r: ", ".join(r.upstream_times[1]) if r.upstream_times else "",
-    "upstream_response_time":
-        lambda r: ", ".join(r.upstream_times[2]) if r.upstream_times else "",
+    "upstream_connect_time": lambda r: _times(r, 0),
+    "upstream_header_time": lambda r: _times(r, 1),
+    "upstream_response_time": lambda r: _times(r, 2),
     "request_length": lambda r: str(r.head_size + (r.body.received if r.body else 0)),
     "upstream_addr": lambda r: r.upstream_addr,
     "upstream_status": lambda r: r.upstream_status,

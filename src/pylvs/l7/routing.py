@@ -23,6 +23,7 @@ from pylvs.l7.location import BadURI, host_of, normalize
 from pylvs.l7.reply import respond, response_head
 from pylvs.l7.request import Request
 from pylvs.l7.static import file_path, serve_file
+from pylvs.l7.stats import stub_page
 from pylvs.l7.status import REDIRECTS, content_type_line, error_page
 from pylvs.l7.variables import expand
 from pylvs.l7.worker import Connection
@@ -200,12 +201,22 @@ async def dispatch(conn: Connection, req: Request, loc: Location, server: Server
                 return
             await redirect_internally(conn, req, server, req.uri, depth)
             return
-    if loc.try_files is not None:
+    if loc.stub_status:
+        await stub_status(conn, req)
+    elif loc.try_files is not None:
         await try_files(conn, req, loc, server, depth)
     elif loc.proxy_pass is not None:
         await proxying.run(conn, req, loc)
     else:
         await files(conn, req, loc, server, depth)
+
+
+async def stub_status(conn: Connection, req: Request) -> None:
+    """nginx's stub_status page (GET and HEAD; other methods 405 as nginx's handler)."""
+    if req.method != "GET" and req.method != "HEAD":
+        await conn.respond_error(req, 405)
+        return
+    respond(req, 200, stub_page(conn.app.stats), content_type=b"text/plain")
 
 
 async def files(conn: Connection, req: Request, loc: Location, server: Server,
@@ -269,8 +280,10 @@ async def try_files(conn: Connection, req: Request, loc: Location, server: Serve
 def absolute(conn: Connection, req: Request, target: str) -> str:
     """A redirect's target as nginx sends it (absolute_redirect on): this server's scheme,
     host and port before a path."""
-    port = "" if conn.local_port == 80 else f":{conn.local_port}"
-    return f"http://{req.host}{port}{target}"
+    scheme = conn.scheme
+    port = "" if conn.local_port == (80 if scheme == "http" else 443) \
+        else f":{conn.local_port}"
+    return f"{scheme}://{req.host}{port}{target}"
 
 
 def rewrite_redirect(conn: Connection, req: Request, loc: Location) -> None:

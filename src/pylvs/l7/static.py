@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import stat
 
+from pylvs.l7 import gzip
 from pylvs.l7.config import Location
 from pylvs.l7.files import etag as file_etag
 from pylvs.l7.files import http_date
@@ -45,6 +46,8 @@ def try_static(conn: Connection, req: Request, loc: Location) -> bool:
     Range or condition (those, indexes and every error take the task's ordinary path)."""
     method = req.method
     if method != "GET" and method != "HEAD":
+        return False
+    if loc.gzip is not None or loc.stub_status:
         return False
     uri = req.uri
     hmap = req.hmap
@@ -102,8 +105,10 @@ async def serve_file(conn: Connection, req: Request, loc: Location) -> None:
     st = os.fstat(fd)
     if stat.S_ISDIR(st.st_mode):
         os.close(fd)
-        port = "" if conn.local_port == 80 else f":{conn.local_port}"
-        loc_hdr = f"http://{req.host}{port}{req.uri}/" + (f"?{req.args}" if req.args else "")
+        scheme = conn.scheme
+        port = "" if conn.local_port == (80 if scheme == "http" else 443) \
+            else f":{conn.local_port}"
+        loc_hdr = f"{scheme}://{req.host}{port}{req.uri}/" + (f"?{req.args}" if req.args else "")
         respond(req, 301, error_page(301, loc.server_tokens),
                 [b"Location: " + loc_hdr.encode("latin-1") + b"\r\n"])
         return
@@ -148,6 +153,14 @@ async def send_file(conn: Connection, req: Request, loc: Location, fd: int,
         del hdrs[1]
         if req.error_location:
             hdrs.append(req.error_location)
+    g = loc.gzip
+    if g is not None:
+        zipped, vary = gzip.decide(req, g, status, ctype.encode("latin-1"), size, b"".join(hdrs))
+        if vary:
+            hdrs.append(gzip.VARY)
+        if zipped:
+            await _send_gzipped(conn, req, loc, fd, size, status, hdrs, g.comp_level)
+            return
     rng = req.hmap.get(b"range")
     if rng is not None and req.method == "GET" and not req.error_status:
         parsed = single_range(rng, size)
@@ -180,3 +193,35 @@ async def send_file(conn: Connection, req: Request, loc: Location, fd: int,
     if sent < want:  # the file shrank under us: the framing is now wrong
         req.keep_alive = False
         conn.abort()
+
+
+async def _send_gzipped(conn: Connection, req: Request, loc: Location, fd: int, size: int,
+                        status: int, hdrs: list[bytes], level: int) -> None:
+    """The whole file compressed as it is read: no length, no range, a weak ETag."""
+    hdrs = [gzip.weak_etag(h) if h.startswith(b"ETag:") else h for h in hdrs]
+    hdrs = [h for h in hdrs if h]
+    hdrs.append(gzip.ENCODING)
+    chunked = req.version == "1.1" and req.method != "HEAD"
+    head = response_head(req, status, hdrs, length=None, chunked=chunked)
+    conn.write(head)
+    req.bytes_sent += len(head)
+    if req.method == "HEAD":
+        return
+    z = gzip.Compressor(level)
+    offset, sent = 0, 0
+    while True:
+        data = os.pread(fd, FILE_CHUNK, offset) if offset < size else b""
+        offset += len(data)
+        out = z.feed(data) if data else z.finish()
+        if out:
+            framed = b"%x\r\n%b\r\n" % (len(out), out) if chunked else out
+            conn.write(framed)
+            sent += len(framed)
+        if not data:
+            break
+        await conn.drain(loc.send_timeout)
+    if chunked:
+        conn.write(b"0\r\n\r\n")
+        sent += 5
+    req.body_bytes_sent += sent
+    req.bytes_sent += sent

@@ -15,6 +15,7 @@ Not for: choosing the peer (``balancer``) or the request side (``server``).
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Protocol, cast
 
 import httptools
@@ -22,6 +23,7 @@ import httptools
 from pylvs.l7.balancer import Peer, RoundRobin
 from pylvs.l7.config import UpstreamConfig
 from pylvs.l7.message import ResponseHead, client_response_head
+from pylvs.l7.tls import sni_name, upstream_context
 
 # Response heads seen lately, raw bytes -> what the client is sent. An upstream answers the same
 # page with the same head (only its Date changes, once a second), so most responses skip header
@@ -330,7 +332,12 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 class UpstreamPool:
-    """One upstream block at run time: its balancer and its idle keepalive connections."""
+    """One upstream block at run time: its balancer and its idle keepalive connections.
+
+    An ``https://`` upstream (``config.tls``) is a pool of its own (``https://NAME``): its
+    connections speak TLS (``tls.upstream_context``), the rest is the same."""
+
+    stat_base = -1  # where its servers' counters start in the worker's stats slot (-1: none)
 
     def __init__(self, config: UpstreamConfig, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
@@ -338,6 +345,9 @@ class UpstreamPool:
         self.balancer = RoundRobin(config.servers)
         self._idle: dict[int, list[UpstreamConnection]] = {p.index: [] for p in self.balancer.peers}
         self._count = 0  # idle connections over all peers
+        self._ssl: ssl.SSLContext | None = None
+        if config.tls is not None:
+            self._ssl = upstream_context(config.tls)
 
     def take(self, peer: Peer) -> UpstreamConnection | None:
         """The most recently used idle connection to ``peer`` (warmest), if any."""
@@ -366,7 +376,15 @@ class UpstreamPool:
     async def connect(self, peer: Peer, timeout: float) -> UpstreamConnection:
         conn = UpstreamConnection(self, peer)
         async with asyncio.timeout(timeout):
-            await self.loop.create_connection(lambda: conn, peer.server.host, peer.server.port)
+            if self._ssl is None:
+                await self.loop.create_connection(lambda: conn, peer.server.host,
+                                                  peer.server.port)
+            else:
+                assert self.config.tls is not None
+                sni = sni_name(self.config.tls)
+                await self.loop.create_connection(
+                    lambda: conn, peer.server.host, peer.server.port, ssl=self._ssl,
+                    server_hostname=sni, ssl_handshake_timeout=timeout)
         return conn
 
     def release(self, conn: UpstreamConnection, reusable: bool) -> None:

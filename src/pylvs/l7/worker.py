@@ -24,6 +24,16 @@ from pylvs.l7.config import Config, Server
 from pylvs.l7.files import FileCache
 from pylvs.l7.location import ListenGroup
 from pylvs.l7.request import Request, RequestConn
+from pylvs.l7.stats import (
+    CONN_FIELDS,
+    HEADER,
+    MAX_PEERS,
+    PEER_FIELDS,
+    SLOT,
+    SharedStats,
+    peer_bases,
+    private,
+)
 from pylvs.l7.status import Clock
 from pylvs.l7.upstream import UpstreamPool
 
@@ -79,6 +89,7 @@ class Worker:
         self.files = FileCache()
         self.logs = AccessLogs(self.loop)
         self.connections: set[Connection] = set()
+        self.use_stats(*private(config))
         self._serial = 0
         self.error_file: IO[str] = sys.stderr
         self._own_error_file = False
@@ -89,6 +100,31 @@ class Worker:
             for loc in (*srv.locations, srv.fallback):
                 for al in loc.access_log:
                     self.logs.file_for(al)
+
+    def use_stats(self, stats: SharedStats, slot: int) -> None:
+        """Count into ``slot`` of ``stats`` (a master's shared region; -1: a scratch slot of
+        a private one, when the shared region has no free slot)."""
+        if slot < 0:
+            stats, slot = private(self.config)
+        self.stats = stats
+        self.stat_a = stats.a
+        self.stat_base = HEADER + slot * SLOT
+        bases = peer_bases(self.config)
+        for name, pool in self.pools.items():
+            first = bases[name]
+            ok = first + len(pool.config.servers) <= MAX_PEERS
+            pool.stat_base = self.stat_base + CONN_FIELDS + first * PEER_FIELDS if ok else -1
+
+    def upstream_done(self, base: int, index: int, status: int, seconds: float) -> None:
+        """One upstream response (status 0: none, the try failed) of a counted server."""
+        if base < 0:
+            return
+        a, p = self.stat_a, base + index * PEER_FIELDS
+        a[p] += 1
+        if 100 <= status < 600:
+            a[p + status // 100] += 1
+            a[p + 6] += int(seconds * 1e6)
+            a[p + 7] += 1
 
     def next_serial(self) -> int:
         self._serial += 1

@@ -108,6 +108,12 @@ class Exposition:
         """The answer in pieces, for a writer that sends each as it comes."""
         for piece in render_ipvs_chunks(self.sources):
             yield piece.encode()
+        if self.sources.text is not None:
+            try:
+                for piece in self.sources.text():
+                    yield piece.encode()
+            except Exception:  # as below: a source's bug costs its series (and is logged)
+                log.exception("metrics: a text source failed; its series are left out")
         try:
             yield generate_latest(self.registry)
         except Exception:  # a source's bug costs its series, not the table's (and is logged)

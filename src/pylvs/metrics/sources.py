@@ -97,6 +97,9 @@ class Sources:
     scripts: Callable[[], Mapping[str, bool]] | None = None
     dataplane: Callable[[], Describable | None] | None = None
     reloads: Callable[[], ReloadCounts | None] | None = None
+    # pylvs http: its series already in Prometheus text (nginx-prometheus-exporter's exact names,
+    # which prometheus_client would suffix with _total), written after the IPVS ones
+    text: Callable[[], Iterator[str]] | None = None
     started: float = field(default_factory=time.time)
 
 
