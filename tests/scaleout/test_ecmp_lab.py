@@ -127,7 +127,7 @@ def _bird_pid(ecmp: router.ECMPCluster, k: int) -> int:
     return pid
 
 
-def test_an_unreachable_neighbour_and_an_unused_vip_are_logged_and_change_nothing(
+def test_an_unreachable_neighbour_a_reset_and_an_unused_vip_are_logged_and_change_nothing(
         three: router.ECMPCluster, tmp_path: Path) -> None:
     """A second speaker on dir1 with a neighbour nobody answers and a VIP no service uses."""
     ecmp = three
@@ -161,6 +161,20 @@ def test_an_unreachable_neighbour_and_an_unused_vip_are_logged_and_change_nothin
         assert st["result"]["neighbors"][0]["state"] != "Established"
         # the director keeps forwarding, the router keeps its three next hops
         assert len(router.next_hops(ecmp.lab)) == 3
+        assert ecmp.lab.curl(f"http://{router.ECMP_VIP}/")
+        # the router resets dir1's session: a log line with BGP's reason, and it comes back
+        r = ecmp.lab.run("router", ["birdc", "-s", ecmp.router_sock, "restart", "dir1"])
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 20
+        main_log = ""
+        while time.monotonic() < deadline:
+            main_log = ecmp.log_text("dir1-scaleout.log")
+            if "last error: Received: " in main_log:
+                break
+            time.sleep(0.2)
+        assert "BGP neighbor 10.170.0.1 (AS 65000): " in main_log
+        assert "last error: Received: " in main_log  # e.g. Cease / Administrative reset
+        ecmp.wait_next_hops({router.director_addr(k) for k in (1, 2, 3)}, timeout=20)
         assert ecmp.lab.curl(f"http://{router.ECMP_VIP}/")
     finally:
         p.send_signal(signal.SIGTERM)
