@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from pylvs.dataplane.xdp.loader import XdpProgram, XdpUnavailable
 from pylvs.lab import VIP, Lab
 from pylvs.lab.clients import KEEPALIVE_CLIENT
 from pylvs.lab.lvs import LVSCluster
@@ -68,9 +69,19 @@ vrrp_instance VI_1 {{
 """
 
 
+def best_plane() -> tuple[str, str]:
+    """The fastest data plane this host can run for real packets, and why."""
+    try:
+        XdpProgram().close()
+    except XdpUnavailable as exc:
+        return "packet", f"AF_PACKET rings with the C fast path (no XDP here: {exc})"
+    return "xdp", "an XDP program forwards established flows; the packet plane decides new ones"
+
+
 class LabDemo:
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
+        self.plane, self.plane_why = best_plane()
         self.procs: list[subprocess.Popen[Any]] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="pylvs-labdemo-"))
 
@@ -137,12 +148,14 @@ class LabDemo:
         return res.stdout
 
     def packet_director(self, host: str) -> None:
-        """Start the packet data plane on ``host``'s LAN interface, leaving ARP for the VIP to
-        the VRRP router (only the master may answer for it)."""
+        """Start the best packet data plane the machine allows (xdp, else packet) on ``host``'s
+        LAN interface, leaving ARP for the VIP to the VRRP router (only the master may answer
+        for it)."""
         log = f"{host}-director.log"
         self.start(host, [PY, "-m", "pylvs.director.serve_packet", "--control-socket",
-                          self.sock(host), "--interfaces", "eth0", "--no-arp"], log)
-        self.wait(lambda: "director ready" in self.log(log), f"the packet director on {host}")
+                          self.sock(host), "--interfaces", "eth0", "--no-arp",
+                          "--dataplane", self.plane], log)
+        self.wait(lambda: "director ready" in self.log(log), f"the {self.plane} director on {host}")
 
     def has_vip(self, host: str) -> bool:
         out = self.lab.run(host, ["ip", "-o", "-4", "addr", "show", "dev", "eth0"], timeout=10).stdout
@@ -188,6 +201,7 @@ class LabDemo:
 
     def dr_with_failover(self) -> bool:
         console.rule("[bold]1. direct routing (DR), the seed's setup")
+        console.print(f"Data plane: [bold]{self.plane}[/] ({self.plane_why})")
         console.print("Real servers: VIP on lo, answer ARP only for their own address (SPEC §1.1)")
         for rs in ("rs1", "rs2"):
             self.run(rs, [PY, "-m", "pylvs.cli.main", "rs-setup", "--vip", VIP, "--mode", "dr"],
@@ -277,7 +291,7 @@ class LabDemo:
         """NAT or TUN: the lab's ready-made cluster for the mode, administered as in the seed."""
         console.rule(f"[bold]{title}")
         console.print(note)
-        with LVSCluster(self.lab, mode) as cluster:
+        with LVSCluster(self.lab, mode, dataplane=self.plane) as cluster:
             for rs in cluster.real_servers if mode == "tun" else ():
                 self.say(rs, f"pylvs rs-setup --vip {VIP} --mode tun")
             for args in (f"-A -t {VIP}:80 -s rr",
