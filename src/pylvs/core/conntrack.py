@@ -394,15 +394,16 @@ class ConnectionTable:
                 head = head.next
         conn.next = None
 
-    def insert(self, conn: Connection, now: float) -> None:
-        """Hash a new entry and start its timer (``conn.timeout`` from ``now``)."""
+    def insert(self, conn: Connection, now: float, until: float | None = None) -> None:
+        """Hash a new entry and start its timer (``conn.timeout`` from ``now``, or a first
+        deadline ``until`` given by the caller)."""
         table = self.templates if conn.flags & CONN_F_TEMPLATE else self.conns
         ckey = conn.ckey
         conn.next = table.get(ckey)
         table[ckey] = conn
         conn.flags |= CONN_F_HASHED
         self.count += 1
-        deadline = conn.deadline = now + conn.timeout
+        deadline = conn.deadline = now + conn.timeout if until is None else until
         sec = math.ceil(deadline)
         if sec <= self.wheel_pos:
             sec = self.wheel_pos + 1
@@ -411,6 +412,40 @@ class ConnectionTable:
             bucket = self.wheel[sec] = _Bucket(sec)
         bucket.conns.append(conn)
         conn.bucket = bucket
+
+    def adopt(self, conn: Connection, now: float, expires: float,
+              control: Connection | None = None) -> bool:
+        """Take in an entry made outside the scheduler, keeping what it was: the entries a
+        director saved at a planned stop and reads back at its next start
+        (``pylvs.director.conntable``). The sync backup's ``pylvs.core.sync.apply`` makes a
+        received entry its own way (only ESTABLISHED counts active there, no template link);
+        an adopted entry keeps its flags, state and link, so the counts are what they were.
+
+        ``conn`` is built on a real server of the live table with its state's full
+        ``timeout``. It is counted on that server as binding counts it (active, inactive or
+        persistent by its flags, OVERLOAD as the thresholds say), the scheduler hears of it,
+        it is linked under ``control`` (a template adopted before it, if that is still
+        there), and it expires ``expires`` seconds after ``now``; its timer restarts with
+        ``conn.timeout`` afterwards, as every entry's does. False, and nothing changed, when
+        an entry with the same addresses is already there."""
+        table = self.templates if conn.flags & CONN_F_TEMPLATE else self.conns
+        c = table.get(conn.ckey)
+        while c is not None:
+            if c.vport == conn.vport and c.vaddr == conn.vaddr:
+                return False
+            c = c.next
+        conn.flags &= ~CONN_F_HASHED
+        dest = conn.dest
+        bind_dest(conn, dest)
+        svc = dest.service
+        sched = svc.scheduler if svc is not None else None
+        if sched is not None and sched.reads_conns:
+            sched.conns_changed(dest)
+        if control is not None and control.bucket is not None and not conn.is_template:
+            conn.control = control
+            control.n_control += 1
+        self.insert(conn, now, now + max(0.0, expires))
+        return True
 
     def unhash(self, conn: Connection) -> None:
         """Take an entry out of the hash (it stays on the wheel until it expires)."""
