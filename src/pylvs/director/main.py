@@ -19,6 +19,11 @@ init script restores ``/etc/ipvsadm.rules`` (what ``pylvsd.service`` passes). Ei
 precedence at start is the same: the state file when it exists (the last acknowledged table),
 else the restore file, else an empty table; SIGHUP re-reads the restore file.
 
+Live connections across a planned restart (the ``packet`` and ``xdp`` planes): a clean stop
+writes the connection table beside the state file and the next start takes it back before the
+data plane starts, then deletes it; after a crash there is no such file
+(``pylvs.director.conntable``).
+
 What this is not for: VRRP and health checks (``pylvs keepalived``), layer 7 (``pylvs http``).
 """
 
@@ -46,7 +51,7 @@ from pylvs.core.table import IPVSTable
 from pylvs.dataplane import registry
 from pylvs.dataplane.base import DataPlane
 from pylvs.dataplane.proxy.settings import ProxySettings, SettingsError
-from pylvs.director import signals
+from pylvs.director import conntable, signals
 from pylvs.director.proxyopts import (
     DirectiveError,
     Directives,
@@ -158,6 +163,12 @@ class DirectorDaemon:
                 "stop_daemon": self._stop_daemon,
             },
         )
+        # The connection table across a planned restart (pylvs.director.conntable): next to
+        # the state file, written on a clean stop of a plane whose connections are entries.
+        self.connections_path = conntable.connections_path(state_file) if state_file else None
+        self.connections_restored: conntable.Restored | None = None
+        self.connections_saved: int | None = None
+        self._clean_stop = False
         self.started_at = time.time()
         self.service = Notifier()  # systemd's NOTIFY_SOCKET, when started by a Type=notify unit
         self._stop = asyncio.Event()
@@ -191,6 +202,11 @@ class DirectorDaemon:
             "state_file": None if self.durable is None else {
                 "path": self.durable.path, "writes": self.durable.writes,
                 "write_failures": self.durable.write_failures,
+            },
+            "connections_file": None if self.connections_path is None else {
+                "path": self.connections_path,
+                "restored": (None if self.connections_restored is None
+                             else self.connections_restored.restored),
             },
         }
 
@@ -229,6 +245,40 @@ class DirectorDaemon:
                 raise StartupError(
                     f"{self.durable.path}: cannot write the state file: {exc.strerror or exc}"
                 ) from None
+
+    def _restore_connections(self) -> None:
+        """At start, after the table: the entries a clean stop saved, for a plane whose
+        connections are entries; the file is deleted either way (never read twice)."""
+        path = self.connections_path
+        if path is None:
+            return
+        if self.dataplane_name not in conntable.KEEPS_CONNECTIONS:
+            if conntable.discard(path):
+                log.info("%s removed unread: the %s data plane keeps no connection entries "
+                         "across a restart", path, self.dataplane_name)
+            return
+        try:
+            restored = conntable.restore(self.director, path, time.time())
+        except conntable.ConnTableError as exc:
+            log.error("connection table not restored: %s", exc)
+            return
+        if restored is not None:
+            self.connections_restored = restored
+            log.info("%s: %s", path, restored.summary())
+
+    def _save_connections(self) -> None:
+        """On a clean stop, once the data plane has stopped (its flows' counters and timers are
+        back in the entries): write the connection table for the next start."""
+        path = self.connections_path
+        if path is None or self.dataplane_name not in conntable.KEEPS_CONNECTIONS:
+            return
+        try:
+            self.connections_saved = conntable.save(self.director, path, time.time())
+        except OSError as exc:
+            log.error("cannot save the connection table to %s: %s", path, exc.strerror or exc)
+            return
+        log.info("saved %d connection entries to %s for the next start",
+                 self.connections_saved, path)
 
     def reload(self) -> None:
         """SIGHUP: make the table what the ``--restore`` file says, if the whole file is good."""
@@ -292,11 +342,15 @@ class DirectorDaemon:
             self.director.tick()
 
     def request_stop(self) -> None:
+        """A clean stop (SIGTERM, SIGINT, SIGQUIT): the connection table is kept for the next
+        start. Any other end of ``run`` (an error) keeps none."""
+        self._clean_stop = True
         self._stop.set()
 
     async def start(self) -> None:
         """Restore, build the data plane, open the control socket, start forwarding."""
         self._restore()
+        self._restore_connections()
         if self.sysctls:
             log.info("settings from the command line: %s",
                      " ".join(f"{k}={v}" for k, v in sorted(self.sysctls.items())))
@@ -349,9 +403,13 @@ class DirectorDaemon:
         try:
             self._save()
         finally:
-            if self.dataplane is not None:
-                await self.dataplane.stop()
-            await self.server.stop()
+            try:
+                if self.dataplane is not None:
+                    await self.dataplane.stop()
+                if self._clean_stop:
+                    self._save_connections()
+            finally:
+                await self.server.stop()
         log.info("director stopped")
 
     def _reload_notified(self) -> None:

@@ -6,6 +6,10 @@ own ``--dataplane`` choice does not list ``packet``: it registers the plane by n
 ordinary ``DirectorDaemon``. ``--interfaces eth0,eth1`` limits the interfaces (default: every
 interface that is up and has an IPv4 address).
 
+With ``--state-file PATH`` the table is kept as pylvsd keeps it, and a clean stop (SIGTERM)
+writes the connection table beside it for the next start (``pylvs.director.conntable``): a
+restart of this director does not break the connections going through it.
+
 What this is not for: anything the daemon does itself (table, control socket, save/restore).
 """
 
@@ -40,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--xdp-mode", default="auto", choices=["auto", "native", "generic"],
                    help="how the XDP program is attached (auto: native, generic on veth)")
     p.add_argument("--restore", metavar="FILE")
+    p.add_argument("--state-file", metavar="PATH",
+                   help="keep the table here (as pylvsd's --state-file); a clean stop also "
+                        "writes the connection table beside it (PATH.connections), which the "
+                        "next start takes back so live connections survive a planned restart")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = p.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
@@ -56,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dataplane == "xdp":
         options["xdp_mode"] = args.xdp_mode
     daemon = DirectorDaemon(default_socket_path(args.control_socket), dataplane=args.dataplane,
-                            restore=args.restore, dataplane_options=options)
+                            restore=args.restore, dataplane_options=options,
+                            state_file=args.state_file)
     try:
         asyncio.run(daemon.run())
     except (StartupError, OSError) as exc:
