@@ -375,7 +375,8 @@ class Bench:
         """The id of the XDP program on the director's eth0 (0: none)."""
         r = self.lab.run("director", ["ip", "-j", "-d", "link", "show", "eth0"], check=True)
         xdp = json.loads(r.stdout)[0].get("xdp", {})
-        prog = xdp.get("prog") or next((a.get("prog", {}) for a in xdp.get("attached", [])), {})
+        prog: dict[str, Any] = xdp.get("prog") or next(
+            (a.get("prog", {}) for a in xdp.get("attached", [])), {})
         return int(prog.get("id", 0))
 
     def set_peer_napi(self, on: bool) -> None:
@@ -572,10 +573,10 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows + paced:
         print(fmt_row(r, base, args.seconds))
-    for g, rate in sorted(kernel_rate.items()):
+    for g, krate in sorted(kernel_rate.items()):
         setup = " (XDP pass programs on the director's peers)" if g else ""
-        print(f"kernel forwarding{setup}: {rate:,.0f}/s; "
-              f"target {args.target:g}x = {args.target * rate:,.0f}/s")
+        print(f"kernel forwarding{setup}: {krate:,.0f}/s; "
+              f"target {args.target:g}x = {args.target * krate:,.0f}/s")
     for name, (verdict, ns) in alone.items():
         print(f"XDP program alone (BPF_PROG_TEST_RUN x {args.repeat:,}), {name}: {ns:.0f} ns per "
               f"packet, verdict {['ABORTED', 'DROP', 'PASS', 'TX', 'REDIRECT'][verdict]}")
