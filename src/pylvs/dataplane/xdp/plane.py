@@ -11,8 +11,10 @@ would save the copy into the ring for new connections, at the price of a second 
 to keep correct; a ring buffer would carry only metadata and need the frame anyway.
 
 Attach mode: ``native`` (the driver's hook) where the driver supports XDP; ``generic`` (skb
-mode) otherwise. ``auto`` picks native except on veth, whose native XDP_TX/redirect needs the
-*peer* to have NAPI (GRO or an XDP program) which a director cannot set from its own side.
+mode) otherwise. ``auto`` picks native except on veth: there native XDP_TX only reaches the
+peer when the *peer* has an XDP program of its own (on 6.18, GRO on the peer is enough for
+redirect but not for XDP_TX: the peer's ring fills and every frame is an xdp_tx_error,
+measured by ``make bench-xdp``), and a director cannot set that from its own side.
 """
 
 from __future__ import annotations
