@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.l7.conftest import Client, Stack, free_port
+from tests.l7.conftest import Client, Stack, free_port, get
 
 CONF = """
 user root;
@@ -658,3 +658,109 @@ def test_script_and_nesting_answered_as_nginx(prepared: tuple[Stack, str, dict[s
     (stack.tmp / "alt" / "ifconf").mkdir(parents=True)
     (stack.tmp / "alt" / "ifconf" / "f.html").write_text("from the alt root\n")
     _compare(stack, nginx_bin, SCRIPT_CONF, "script", SCRIPT_REQUESTS)
+
+
+# -- proxying by variables, proxy_next_upstream, proxy_intercept_errors, keepalive_time and
+# connection_pool_size, the upstream timing variables and server_name captures (items 5-8) ----
+
+PROXY_VARS_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-pv.pid;
+error_log {tmp}/error-pv.log;
+events {{ worker_connections 64; }}
+http {{
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    connection_pool_size 512;
+    keepalive_time 1h;
+    log_format timing '$status u=$upstream_status c=$upstream_connect_time '
+                      'h=$upstream_header_time r=$upstream_response_time t=$request_time '
+                      'ct=$connection_time n=$name';
+    access_log {tmp}/timing-{port}.log timing;
+    upstream tomcat {{ server 127.0.0.1:{app}; }}
+    upstream next1 {{ server 127.0.0.1:{bad}; server 127.0.0.1:{app}; }}
+    upstream next2 {{ server 127.0.0.1:{bad}; server 127.0.0.1:{app}; }}
+    upstream next3 {{ server 127.0.0.1:{bad}; server 127.0.0.1:{app}; }}
+    upstream icpt1 {{ server 127.0.0.1:{bad}; }}
+    upstream icpt2 {{ server 127.0.0.1:{bad}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost "~^(?<name>[a-z]+)\\.example\\.com$";
+        location = /who {{ return 200 "name=$name host=$host\\n"; }}
+        location /v/ {{ proxy_pass http://127.0.0.1:{app}$request_uri; }}
+        location /fixed/ {{ proxy_pass http://127.0.0.1:{app}/app/$arg_p?echo=headers; }}
+        location /pool/ {{ set $pool tomcat; proxy_pass http://$pool; }}
+        location /name/ {{ set $h localhost; proxy_pass http://$h:{app}; }}
+        location /next/ {{ proxy_pass http://next1; proxy_next_upstream error http_500; }}
+        location /off/ {{ proxy_pass http://next2; proxy_next_upstream off; }}
+        location /tries/ {{
+            proxy_pass http://next3;
+            proxy_next_upstream http_500;
+            proxy_next_upstream_tries 1;
+        }}
+        location /icpt/ {{
+            proxy_pass http://icpt1;
+            proxy_intercept_errors on;
+            error_page 500 /errors/404.html;
+        }}
+        location /pass/ {{
+            proxy_pass http://icpt2;
+            proxy_intercept_errors on;
+            error_page 404 /errors/404.html;
+        }}
+        location = /kt {{ keepalive_time 0; return 200 "kt\n"; }}
+    }}
+}}
+"""
+
+PROXY_VARS_REQUESTS = [
+    b"GET /who HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /who HTTP/1.1\r\nHost: Shop.Example.com\r\n\r\n",
+    b"GET /v/a?echo=headers HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /fixed/x?p=q HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /pool/p?echo=headers HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /name/x HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /next/x HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /off/x HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /tries/x HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /icpt/x HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /pass/x HTTP/1.1\r\n" + _H + b"\r\n",
+]
+
+
+async def _failing_upstream(reader: Any, writer: Any) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+                 b"Content-Length: 8\r\nConnection: close\r\n\r\nfailing\n")
+    await writer.drain()
+    writer.close()
+
+
+def _timing(path: Any) -> list[str]:
+    """Access log lines with durations and addresses masked: their form must be nginx's."""
+    lines = path.read_text().splitlines()
+    return [re.sub(r"\d+\.\d{3}", "T", line) for line in lines]
+
+
+def test_proxy_variables_next_upstream_and_intercept_as_nginx(
+        prepared: tuple[Stack, str, dict[str, int]], nginx_bin: str) -> None:
+    stack, _, ports = prepared
+    fmt = {"app": ports["app1"], "bad": stack.upstream(_failing_upstream)}
+    _compare(stack, nginx_bin, PROXY_VARS_CONF, "pv", PROXY_VARS_REQUESTS, **fmt)
+    logs = sorted(stack.tmp.glob("timing-*.log"))
+    assert len(logs) == 2
+    ours, theirs = (_timing(p) for p in (logs if str(stack.port) in logs[0].name
+                                         else logs[::-1]))
+    assert ours == theirs
+    # keepalive_time 0: nginx keeps the connection open within its first millisecond only (the
+    # answers above, each on a new connection, kept it); a later request's answer closes it
+    c = Client(stack.port)
+    assert c.one(get("/kt")).headers["connection"] == "keep-alive"
+    time.sleep(0.05)
+    r = c.one(get("/kt"))
+    assert r.headers["connection"] == "close" and c.wait_closed()
+    c.close()

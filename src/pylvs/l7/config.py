@@ -85,6 +85,7 @@ def _server_name(name: str, d: Directive) -> str:
         raise ConfigError(f'server name "{name}" is invalid', d.file, d.line)
     if name.startswith("~"):
         pcre(name[1:], d)
+        return name  # a regex keeps its case (\D is not \d); it is matched caselessly
     return name.lower()
 
 
@@ -349,7 +350,8 @@ class _Builder:
         top = self._locations(block, s, None, every)
         named = {loc.pattern: loc for loc in every if loc.modifier == "@"}
         fallback = self._make_location("", "", None, s, d)
-        regexes = tuple(self.scripts.declare(pcre(n[1:], d)) for n in names if n[:1] == "~")
+        regexes = tuple(self.scripts.declare(pcre(n[1:], d, re.IGNORECASE))
+                        for n in names if n[:1] == "~")
         tls = server_tls(s, d)
         if any(lst.ssl for lst in listens):
             server_context(tls)  # nginx loads the certificates when reading the file

@@ -172,8 +172,12 @@ class ListenGroup:
                             servers[0])
         self.exact: dict[str, Server] = {}
         self.wild: list[tuple[str, Server]] = []
+        # regex names, tried last and in order (nginx's order: exact, wildcards, regexes)
+        self.regexes = [(rx, s) for s in servers for rx in s.name_regexes]
         for s in servers:
             for name in s.server_names:
+                if name.startswith("~"):
+                    continue
                 if name.startswith("*."):
                     self.wild.append((name[1:], s))
                 elif name.startswith("."):
@@ -192,4 +196,17 @@ class ListenGroup:
         for suffix, srv in self.wild:
             if host.endswith(suffix):
                 return srv
+        for rx, srv in self.regexes:
+            if rx.search(host):
+                return srv
         return self.default
+
+    @staticmethod
+    def name_match(server: Server, host: str) -> re.Match[str] | None:
+        """The match of the server's first regex name that matches ``host`` (its captures
+        are the request's $1.. and named variables, as in nginx)."""
+        for rx in server.name_regexes:
+            m = rx.search(host)
+            if m is not None:
+                return m
+        return None

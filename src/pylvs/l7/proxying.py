@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import re
 import tempfile
@@ -24,7 +25,7 @@ from collections.abc import Callable
 
 from pylvs.l7 import gzip
 from pylvs.l7.balancer import Peer
-from pylvs.l7.config import Location
+from pylvs.l7.config import Location, ProxyPass, UpstreamConfig, UpstreamServer
 from pylvs.l7.message import HOP_REQUEST, ResponseHead, response_framing, upstream_request_head
 from pylvs.l7.model import Gzip
 from pylvs.l7.reply import head_bytes
@@ -54,6 +55,11 @@ class ProxyAttempt:
     keep_alive = False
     request_sent = False
     fast_peer: Peer | None = None  # set when the fast path drives this attempt
+    intercepted = False  # proxy_intercept_errors: an error_page answers this status instead
+    dyn: ProxyPass | None = None  # proxy_pass with variables: this request's target
+    t_head = -1.0  # when the response head arrived ($upstream_header_time)
+    t_start = 0.0  # when the request went to the upstream
+    connect_time = 0.0  # what connecting took (0 on a kept-alive connection)
     gz: gzip.Compressor | None = None  # the response is compressed (gzip on)
 
     def __init__(self, client: Connection, req: Request, loc: Location,
@@ -72,11 +78,17 @@ class ProxyAttempt:
 
     def response_head(self, head: ResponseHead, keep_alive: bool, until_eof: bool) -> None:
         req = self.req
+        self.t_head = time.monotonic()
         self.keep_alive = keep_alive
         status = head.status
         req.upstream_status = head.status_text
         if self.can_retry_status and f"http_{status}" in self.loc.proxy_next_upstream:
             self.retry_status = status
+            return
+        if self.loc.proxy_intercept_errors and status >= 300 \
+                and status in header_plan(self.loc).intercepts:
+            self.retry_status = status
+            self.intercepted = True
             return
         length = head.length
         chunked, has_body = response_framing(status, self.head_only, req.version, length,
@@ -89,7 +101,7 @@ class ProxyAttempt:
         line = head.status_line
         if not line:
             line = head.status_line = status_line(status, head.reason)
-        out = head_bytes(req, status, line, lines, length, chunked)
+        out = head_bytes(req, status, line, lines, length, chunked, relayed=True)
         self._out.append(out)
         req.bytes_sent += len(out)
         self.started = True
@@ -195,10 +207,12 @@ class ProxyAttempt:
 
     def request_head(self, plan: HeaderPlan | None = None) -> bytes:
         req, loc = self.req, self.loc
-        pp = loc.proxy_pass
+        pp = self.dyn or loc.proxy_pass
         assert pp is not None
         if pp.uri is None:
             target = req.raw_target
+        elif self.dyn is not None:  # a URI made of variables is sent as it is, as nginx does
+            target = pp.uri.encode("latin-1")
         elif loc.modifier in ("", "^~", "="):
             rest = req.uri[len(loc.pattern):] if req.uri.startswith(loc.pattern) else req.uri
             target = (pp.uri + rest + (f"?{req.args}" if req.args else "")).encode("latin-1")
@@ -269,7 +283,7 @@ def try_fast_proxy(client: Connection, req: Request, loc: Location) -> bool:
     pp = loc.proxy_pass
     assert pp is not None
     plan = header_plan(loc)
-    if plan.retries_on_status:
+    if plan.retries_on_status or loc.proxy_url is not None:
         return False
     pool = client.app.pools[pp.upstream]
     peer = pool.balancer.get(_NOTHING_TRIED, time.monotonic())
@@ -279,6 +293,7 @@ def try_fast_proxy(client: Connection, req: Request, loc: Location) -> bool:
         return False
     req.proxy_host = pp.proxy_host
     att = ProxyAttempt(client, req, loc, pool, conn, False)
+    att.t_start = time.monotonic()
     att.fast_peer = peer
     client.active = req
     client.fast = True
@@ -300,6 +315,7 @@ def finish_fast(att: ProxyAttempt, result: str) -> None:
     client.sink = None
     client.fast = False
     req.upstream_addr = peer.address
+    _timed(req, att)
     if result == "ok":
         pool.balancer.succeeded(peer)
         if att.upstream_paused:
@@ -336,6 +352,16 @@ def finish_fast(att: ProxyAttempt, result: str) -> None:
     client.wake_task()
 
 
+def _timed(req: Request, att: ProxyAttempt) -> None:
+    """One try's $upstream_connect_time, $upstream_header_time, $upstream_response_time."""
+    times = (att.connect_time, att.t_head - att.t_start if att.t_head >= 0 else -1.0,
+             time.monotonic() - att.t_start)
+    if req.upstream_times is None:
+        req.upstream_times = [times]
+    else:
+        req.upstream_times.append(times)
+
+
 # -- the task path: nginx's tries over the upstream's peers -------------------------------------
 
 
@@ -343,11 +369,17 @@ class _Tries:
     """The tries of one proxied request so far: the peers tried, how many tries are left, and
     the addresses and statuses $upstream_addr and $upstream_status will list."""
 
-    __slots__ = ("addrs", "idempotent", "last_kind", "left", "next_upstream", "statuses", "tried")
+    __slots__ = ("addrs", "connect_time", "deadline", "dyn", "idempotent", "last_kind", "left",
+                 "next_upstream", "statuses", "tried")
 
     def __init__(self, req: Request, loc: Location, left: int) -> None:
         self.tried: set[int] = set()
         self.left = left
+        self.dyn: ProxyPass | None = None  # proxy_pass with variables: this request's
+        self.connect_time = 0.0  # the current try's
+        # proxy_next_upstream_timeout: no next try once it has passed (0: no limit)
+        t = loc.proxy_next_upstream_timeout
+        self.deadline = time.monotonic() + t if t > 0 else 0.0
         self.addrs: list[str] = []
         self.statuses: list[str] = []
         self.last_kind = "error"
@@ -363,7 +395,10 @@ class _Tries:
         """nginx's rule for trying the next peer after an error or a timeout."""
         body_touched = req.body is not None and req.body.started
         return kind in self.next_upstream and self.left > 0 and not body_touched \
-            and self.idempotent
+            and self.idempotent and self.in_time()
+
+    def in_time(self) -> bool:
+        return not self.deadline or time.monotonic() < self.deadline
 
     def record(self, req: Request, statuses: list[str] | None = None) -> None:
         req.upstream_addr = ", ".join(self.addrs)
@@ -379,10 +414,17 @@ async def run(client: Connection, req: Request, loc: Location) -> None:
     proxy_next_upstream rules say stop."""
     pp = loc.proxy_pass
     assert pp is not None
+    dyn: ProxyPass | None = None
+    if loc.proxy_url is not None:
+        dyn = await _dynamic(client, req, loc.proxy_url)
+        if dyn is None:
+            return
+        pp = dyn
     req.proxy_host = pp.proxy_host
-    pool = client.app.pools[pp.upstream]
+    pool = client.app.pools.get(pp.upstream) or _address_pool(client, pp.upstream)
     balancer = pool.balancer
     tries = _Tries(req, loc, loc.proxy_next_upstream_tries or balancer.tries)
+    tries.dyn = dyn
     if loc.proxy_http_version == "1.0" and req.body is not None and req.content_length is None:
         # An HTTP/1.0 upstream needs a length: spool the chunked body to a temp file first.
         await spool_chunked(client, req)
@@ -414,6 +456,7 @@ async def run(client: Connection, req: Request, loc: Location) -> None:
         tries.add(peer)
         conn = pool.take(peer)
         fresh_retry = conn is not None
+        tries.connect_time = 0.0
         if conn is None:
             got = await _connect(client, req, loc, pool, peer, tries)
             if isinstance(got, str):
@@ -430,9 +473,14 @@ async def _connect(client: Connection, req: Request, loc: Location, pool: Upstre
                    peer: Peer, tries: _Tries) -> UpstreamConnection | str:
     """A new connection to ``peer``; on failure the error is logged and counted, and the
     answer is "retry" (next peer) or "done" (the error status was sent)."""
+    t = time.monotonic()
     try:
-        return await pool.connect(peer, loc.proxy_connect_timeout)
+        conn = await pool.connect(peer, loc.proxy_connect_timeout)
+        tries.connect_time = time.monotonic() - t
+        return conn
     except (TimeoutError, OSError) as e:
+        times = (-1.0, -1.0, time.monotonic() - t)
+        req.upstream_times = [*(req.upstream_times or []), times]
         kind = "timeout" if isinstance(e, TimeoutError) else "error"
         if kind == "timeout":
             msg = "upstream timed out (110: Connection timed out)"
@@ -454,8 +502,12 @@ async def _connect(client: Connection, req: Request, loc: Location, pool: Upstre
 async def _exchange(client: Connection, req: Request, loc: Location, pool: UpstreamPool,
                     conn: UpstreamConnection, tries: _Tries) -> tuple[ProxyAttempt, str]:
     """Send the request (and its body, in its own task) and wait for the attempt's end."""
-    can_retry_status = tries.left > 0 and tries.idempotent and req.body is None
+    can_retry_status = tries.left > 0 and tries.idempotent and req.body is None \
+        and tries.in_time()
     att = ProxyAttempt(client, req, loc, pool, conn, can_retry_status)
+    att.dyn = tries.dyn
+    att.connect_time = tries.connect_time
+    att.t_start = time.monotonic()
     client.sink = att
     conn.attach(att, loc.proxy_read_timeout)
     body_task: asyncio.Task[None] | None = None
@@ -481,6 +533,7 @@ async def _exchange(client: Connection, req: Request, loc: Location, pool: Upstr
 async def _settle(client: Connection, req: Request, peer: Peer, att: ProxyAttempt, result: str,
                   tries: _Tries, fresh_retry: bool) -> bool:
     """What an attempt's end means: True to try the next peer, False when answered."""
+    _timed(req, att)
     app, pool, conn = client.app, att.pool, att.conn
     balancer = pool.balancer
     app.upstream_done(pool.stat_base, peer.index,
@@ -494,6 +547,12 @@ async def _settle(client: Connection, req: Request, peer: Peer, att: ProxyAttemp
             reusable = att.keep_alive and att.request_sent
         pool.release(conn, reusable)
         tries.record(req)
+        return False
+    if result == "retry" and att.intercepted:  # the location's error_page answers
+        balancer.succeeded(peer)
+        pool.release(conn, att.keep_alive and att.request_sent)
+        tries.record(req)
+        await client.respond_error(req, att.retry_status)
         return False
     if result == "retry":
         status = att.retry_status
@@ -558,10 +617,15 @@ class HeaderPlan:
     the rest as "Name: " plus a function giving the value's bytes), the client header names not
     passed on (those replaced, and hop-by-hop ones), and the protocol of the request line."""
 
-    __slots__ = ("headers", "retries_on_status", "skip", "version_line")
+    __slots__ = ("headers", "intercepts", "retries_on_status", "skip", "version_line")
 
     def __init__(self, loc: Location) -> None:
-        self.retries_on_status = any(k.startswith("http_") for k in loc.proxy_next_upstream)
+        # proxy_intercept_errors: the statuses an error_page of the location answers
+        self.intercepts = frozenset(c for c, _, _ in loc.error_pages) \
+            if loc.proxy_intercept_errors else frozenset()
+        # statuses the task path must see before the client does (not for the fast path)
+        self.retries_on_status = any(k.startswith("http_") for k in loc.proxy_next_upstream) \
+            or bool(self.intercepts)
         self.headers: list[tuple[bytes, Callable[[Request], bytes] | None]] = []
         overridden = frozenset(n.lower().encode("latin-1") for n, _ in loc.proxy_set_header)
         self.skip = overridden | HOP_REQUEST
@@ -631,3 +695,56 @@ async def spool_chunked(client: Connection, req: Request) -> None:
         f.close()
     req.content_length = total
     req.chunked = False
+
+
+# -- proxy_pass with variables: the URL made per request, without a resolver --------------------
+
+# Pools made for literal addresses a variable named, kept for reuse; past this many the oldest
+# is closed (a variable must not grow the worker without bound).
+MAX_ADDRESS_POOLS = 64
+
+
+async def _dynamic(client: Connection, req: Request, url_t: Template) -> ProxyPass | None:
+    """The request's target as nginx's proxy module finds it: an upstream block named by the
+    host (with no port, or the same one), else a literal address; a host name would need a
+    ``resolver`` (nginx: 502, "no resolver defined"). None once the error is answered."""
+    url = expand(url_t, req.variable)
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "http":
+        client.app.error("error", f'invalid URL prefix in "{url}"', client, req)
+        await client.respond_error(req, 500)
+        return None
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    hostport, uri = rest[:cut], rest[cut:] or None
+    upstreams = client.app.config.upstreams
+    named = upstreams.get(hostport)
+    if named is not None and (not named.implicit or ":" in hostport):
+        return ProxyPass(hostport, uri, hostport)
+    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", hostport)
+    host = (m.group(1) or m.group(3)) if m else ""
+    port = int(m.group(2) or m.group(4) or "80") if m else 0
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        client.app.error("error", f"no resolver defined to resolve {host}", client, req)
+        await client.respond_error(req, 502)
+        return None
+    if not 0 < port < 65536:
+        client.app.error("error", f'invalid port in upstream "{hostport}"', client, req)
+        await client.respond_error(req, 502)
+        return None
+    key = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return ProxyPass(key, uri, hostport)
+
+
+def _address_pool(client: Connection, key: str) -> UpstreamPool:
+    """The pool of a literal address a variable named (made on first use)."""
+    host, _, port = key.rpartition(":")
+    cfg = UpstreamConfig(key, (UpstreamServer(host.strip("[]"), int(port)),), implicit=True)
+    pool = UpstreamPool(cfg, client.loop)
+    pools, configured = client.app.pools, client.app.config.upstreams
+    made = [k for k in pools if k not in configured]
+    if len(made) >= MAX_ADDRESS_POOLS:  # the oldest goes (its idle connections closed)
+        pools.pop(made[0]).close()
+    pools[key] = pool
+    return pool

@@ -1,9 +1,9 @@
 """A response head as nginx frames it, and whole small responses (pages, redirects, returns).
 
 Why one place: whether a connection stays open after a response (closing statuses,
-keepalive_requests, keepalive_time, an unsized body), the Server/Date lines, add_header and the framing lines
-are decided the same way for a file, a proxied reply and an error page; ``head_bytes`` is that
-decision, and the proxy's hot path calls it once per response.
+keepalive_requests, keepalive_time, an unsized body), the Server/Date lines, add_header and the
+framing lines are decided the same way for a file, a proxied reply and an error page;
+``head_bytes`` is that decision, and the proxy's hot path calls it once per response.
 
 Not for: bodies that stream (``static`` sends files, ``proxying`` relays upstream bodies).
 """
@@ -17,13 +17,15 @@ from pylvs.l7.variables import expand
 
 
 def head_bytes(req: Request, status: int, line: bytes, lines: bytes, length: int | None,
-               chunked: bool, filter_status: int = 0) -> bytes:
-    """Bytes of a response head from its status line and header lines; decides keep-alive."""
-    if status in CLOSING_STATUSES:
+               chunked: bool, filter_status: int = 0, relayed: bool = False) -> bytes:
+    """Bytes of a response head from its status line and header lines; decides keep-alive
+    (an upstream's 500 is ``relayed``: only nginx's own error pages of those statuses close)."""
+    if status in CLOSING_STATUSES and not relayed:
         req.keep_alive = False
     loc = req.location
+    # keepalive_time in nginx's whole milliseconds (0: a connection's first moment stays open)
     if loc is not None and (req.seq >= loc.keepalive_requests
-                            or req.start - req.conn.started > loc.keepalive_time):
+                            or (req.start - req.conn.started) // 0.001 > loc.keepalive_time * 1000):
         req.keep_alive = False
     if length is None and not chunked and status != 204 and status != 304 \
             and req.method != "HEAD":

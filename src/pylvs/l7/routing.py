@@ -92,6 +92,10 @@ def route(conn: Connection, req: Request) -> int:
             conn.host_seen = (host, server)
     req.server = server
     req.host = host or server.server_names[0]
+    if server.name_regexes:
+        m = conn.group.name_match(server, host)
+        if m is not None:
+            req.set_captures(m)
     target = req.target
     if "#" in target:  # a fragment is no part of the URI (it stays in $request_uri)
         target = target[:target.find("#")]

@@ -24,7 +24,8 @@ KNOWN = frozenset({
     "bytes_sent", "time_local", "time_iso8601", "msec", "request_time", "request_length",
     "upstream_addr", "upstream_status", "upstream_response_time", "connection",
     "connection_requests", "content_length", "content_type", "pid", "hostname",
-    "document_root", "nginx_version", "https", "ssl_server_name",
+    "document_root", "nginx_version", "upstream_connect_time", "upstream_header_time",
+    "connection_time", "https", "ssl_server_name",
 })
 # Built-in variables ``set`` may assign (nginx's changeable ones); others are "duplicate".
 CHANGEABLE = frozenset({"args", "limit_rate"})
