@@ -4,7 +4,8 @@ What this is for: running a director that forwards real packets (DR/NAT/TUN) on 
 lab namespace, administered with ``pylvsadm`` over the daemon's control socket, while the daemon's
 own ``--dataplane`` choice does not list ``packet``: it registers the plane by name, then runs the
 ordinary ``DirectorDaemon``. ``--interfaces eth0,eth1`` limits the interfaces (default: every
-interface that is up and has an IPv4 address).
+interface that is up and has an IPv4 address). It is observed as pylvsd is: ``pylvs top`` on
+its control socket (the ``observe`` operation), ``--metrics-address`` and ``--status-address``.
 
 With ``--state-file PATH`` the table is kept as pylvsd keeps it, and a clean stop (SIGTERM)
 writes the connection table beside it for the next start (``pylvs.director.conntable``): a
@@ -25,6 +26,9 @@ from collections.abc import Sequence
 from pylvs.control.client import default_socket_path
 from pylvs.dataplane import registry
 from pylvs.director.main import DirectorDaemon, StartupError
+from pylvs.metrics import wiring as metrics
+from pylvs.metrics.server import MetricsError
+from pylvs.metrics.server import add_arguments as add_metrics_arguments
 
 ENTRY = "pylvs.dataplane.packet.dataplane:PacketDataPlane"
 
@@ -49,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "writes the connection table beside it (PATH.connections), which the "
                         "next start takes back so live connections survive a planned restart")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_metrics_arguments(p)  # --metrics-address, --status-address, as pylvsd (pylvs.metrics)
     args = p.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -66,8 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     daemon = DirectorDaemon(default_socket_path(args.control_socket), dataplane=args.dataplane,
                             restore=args.restore, dataplane_options=options,
                             state_file=args.state_file)
+    try:  # the observe operation (pylvs top), metrics and status page, as pylvsd has them
+        observe = metrics.observe_director(daemon, args)
+    except MetricsError as exc:
+        print(f"pylvs packet director: {exc}", file=sys.stderr)
+        return 1
     try:
-        asyncio.run(daemon.run())
+        with observe if observe is not None else contextlib.nullcontext():
+            asyncio.run(daemon.run())
     except (StartupError, OSError) as exc:
         print(f"pylvs packet director: {exc}", file=sys.stderr)
         return 1
