@@ -126,3 +126,13 @@ def test_a_control_socket_it_may_not_create_is_one_line_and_exit_1(
     assert out.returncode == 1
     assert out.stderr == (f"pylvsd: {tmp_path / 'c.sock'}: cannot open the control socket: "
                           "Permission denied\n")
+
+
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version(tmp_path: Path, flag: str) -> None:
+    from pylvs import __version__
+
+    out = pylvsd(flag, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"pylvsd (pylvs) {__version__}\n" and out.stderr == ""
+    assert list(tmp_path.iterdir()) == []  # nothing started, nothing written

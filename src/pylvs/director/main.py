@@ -42,6 +42,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from pylvs import __version__
 from pylvs.control import protocol as P
 from pylvs.control.client import default_socket_path
 from pylvs.control.server import ControlServer, ControlSocketBusy
@@ -588,6 +589,7 @@ def register(sub: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="pylvsd", description="pylvs director daemon")
+    p.add_argument("-V", "--version", action="version", version=f"pylvsd (pylvs) {__version__}")
     add_arguments(p)
     return run(p.parse_args(argv))
 
