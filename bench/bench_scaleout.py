@@ -8,7 +8,11 @@ packet data plane (DR, ``mh`` with ``mh-port``, ``sloppy_tcp`` as chosen), each 
 VIP with ``pylvs scaleout`` while it can serve it. Real servers: nginx (HTTP keep-alive) and an
 echo server (streaming, every byte checked) on rs1/rs2.
 
-Measured, for ``mh`` + ``sloppy_tcp`` and for ``mh`` alone (the control: what sloppy saves):
+Measured, for ``mh`` + ``sloppy_tcp`` and for ``rr`` with the directors sharing connections
+through the IPVS sync protocol (each both master and backup on one group), each beside its
+control run (``mh`` without sloppy_tcp, ``rr`` without sync: what sloppy and sync save):
+- with sync, how long a new connection's entry takes to reach the other directors (from the
+  client's connect until both others list it, polled every 20 ms);
 - connections broken among ``--conns`` long-lived ones (half streaming echo, half keep-alive
   HTTP, one exchange per connection every 0.5 s) when one of three directors dies (its data plane
   is killed) and, in a second run, when a fourth joins; plus new connections (``--rate``/s) lost;
@@ -42,11 +46,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
 from pylvs.control.client import ControlClient  # noqa: E402
+from pylvs.core.sync import FLUSH_AFTER  # noqa: E402
 from pylvs.lab import router  # noqa: E402
 from pylvs.lab.topology import Lab  # noqa: E402
 from pylvs.scaleout.cli import request  # noqa: E402
 
 PY = sys.executable
+SYNC_SAMPLES = 30
+RUNS = {  # name: (scheduler, sloppy_tcp, sync, a control run)
+    "mh + sloppy_tcp": ("mh", True, False, False),
+    "mh, sloppy_tcp off": ("mh", False, False, True),
+    "rr + sync": ("rr", False, True, False),
+    "rr, no sync": ("rr", False, False, True),
+}
 
 
 def _tool(lab: Lab, *args: str) -> subprocess.Popen[str]:
@@ -62,9 +74,10 @@ def _json(p: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
     return result
 
 
-def _up(n: int, sloppy: bool) -> tuple[Lab, router.ECMPCluster]:
+def _up(n: int, sloppy: bool, scheduler: str = "mh",
+        sync: bool = False) -> tuple[Lab, router.ECMPCluster]:
     lab = Lab(f"bs{random.randrange(36**4):x}"[:8], hosts=router.ecmp_hosts(4))
-    ecmp = router.ECMPCluster(lab, n, sloppy=sloppy)
+    ecmp = router.ECMPCluster(lab, n, scheduler=scheduler, sloppy=sloppy, sync=sync)
     lab.up()
     ecmp.start()
     ecmp.wait_next_hops({router.director_addr(k) for k in range(1, n + 1)}, timeout=30)
@@ -85,12 +98,19 @@ def _down(lab: Lab, ecmp: router.ECMPCluster) -> None:
     lab.down()
 
 
-def survival(sloppy: bool, conns: int, rate: float, seconds: float) -> dict[str, Any]:
-    """One director dies, then (fresh long-lived set) a fourth joins, then one drains."""
-    lab, ecmp = _up(3, sloppy)
-    out: dict[str, Any] = {"sloppy_tcp": int(sloppy)}
+def survival(sloppy: bool, conns: int, rate: float, seconds: float, scheduler: str = "mh",
+             sync: bool = False) -> dict[str, Any]:
+    """One director dies, then (fresh long-lived set) a fourth joins, then one drains. With
+    ``sync``, first the time a new entry takes to reach the other directors."""
+    lab, ecmp = _up(3, sloppy, scheduler, sync)
+    out: dict[str, Any] = {"scheduler": scheduler, "sloppy_tcp": int(sloppy), "sync": int(sync)}
     try:
         d = {k: router.director_addr(k) for k in range(1, 5)}
+        if sync:
+            delays = router.sync_delays(ecmp, count=SYNC_SAMPLES, spacing=0.25)
+            out["sync_delay_s"] = {"samples": len(delays), "min": round(delays[0], 3),
+                                   "median": round(delays[len(delays) // 2], 3),
+                                   "max": round(delays[-1], 3)}
         # -- one of three dies
         hold = _tool(lab, "hold", "--echo", str(conns // 2), "--http", str(conns - conns // 2),
                      "--seconds", str(seconds), "--interval", "0.5", "--timeout", "8")
@@ -194,19 +214,27 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=12, help="length of each event's run")
     p.add_argument("--pps-seconds", type=float, default=8)
     p.add_argument("--pps-conns", type=int, default=24)
-    p.add_argument("--skip-control", action="store_true", help="no run without sloppy_tcp")
+    p.add_argument("--skip-control", action="store_true",
+                   help="no control runs (mh without sloppy_tcp, rr without sync)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args()
     if os.geteuid() != 0:
         print("bench_scaleout: needs root (network namespaces)", file=sys.stderr)
         return 1
     results: dict[str, Any] = {"survival": []}
-    for sloppy in (True,) if args.skip_control else (True, False):
-        r = survival(sloppy, args.conns, args.rate, args.seconds)
+    for name, (scheduler, sloppy, sync, control) in RUNS.items():
+        if control and args.skip_control:
+            continue
+        r = survival(sloppy, args.conns, args.rate, args.seconds, scheduler, sync)
         results["survival"].append(r)
-        name = "mh + sloppy_tcp" if sloppy else "mh, sloppy_tcp off"
         print(f"\n== {name}: 3 directors, {args.conns} long-lived connections, "
               f"{args.rate:g} new/s ==")
+        if sync:
+            sd = r["sync_delay_s"]
+            print(f"  sync: a new entry reaches both other directors in {sd['min']:.2f} / "
+                  f"{sd['median']:.2f} / {sd['max']:.2f} s (min / median / max of "
+                  f"{sd['samples']}; the master flushes a partly filled message after "
+                  f"{FLUSH_AFTER:g} s, as the kernel's IPVS_SYNC_FLUSH_TIME)")
         for ev, what in (("die", "one of three dies"), ("add", "a fourth joins")):
             e = r[ev]
             kept = 100 * (e["long_lived"] - e["broken"]) / e["long_lived"]

@@ -12,6 +12,7 @@ import os
 import sys
 from typing import Any
 
+from pylvs.core.schedulers import SCHEDULER_NAMES
 from pylvs.lab import router
 from pylvs.lab.topology import Lab, LabError, all_lab_ids
 
@@ -40,12 +41,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.ecmp and (args.lvs or not 2 <= args.directors <= router.MAX_DIRECTORS):
         print("pylvs lab up: --ecmp takes --directors 2 to 4 and no --lvs", file=sys.stderr)
         return 2
+    if args.scheduler is not None and args.scheduler not in SCHEDULER_NAMES:
+        print(f"pylvs lab up: --scheduler {args.scheduler}: no such scheduler (one of "
+              f"{', '.join(SCHEDULER_NAMES)})", file=sys.stderr)
+        return 2
+    if args.sync and not args.ecmp:
+        print("pylvs lab up: --sync goes with --ecmp (the ECMP directors share connections)",
+              file=sys.stderr)
+        return 2
     lab = _lab(args)
     was_up = lab.is_up()
     try:
         lab.up()
         if args.ecmp and not was_up:
-            ecmp = router.ECMPCluster(lab, args.directors, scheduler=args.scheduler or "mh")
+            scheduler = args.scheduler or "mh"
+            # sloppy_tcp is what mh needs; with another scheduler it would pick anew
+            ecmp = router.ECMPCluster(lab, args.directors, scheduler=scheduler,
+                                      sloppy=scheduler == "mh", sync=args.sync)
             try:
                 ecmp.start()
                 ecmp.wait_next_hops({router.director_addr(k)
@@ -81,8 +93,9 @@ def cmd_up(args: argparse.Namespace) -> int:
               f"  pylvs lab --id {lab.lab_id} exec client -- curl -s http://{lab.vip}/\n"
               f"  PYLVS_CONTROL_SOCKET={cluster.control_socket} pylvsadm -Ln")
     if args.ecmp:
-        print(f"ECMP: {args.directors} directors behind 'router' announce {router.ECMP_VIP} "
-              f"over BGP; try:\n"
+        how = f"{args.scheduler or 'mh'}" + (", connections synced" if args.sync else "")
+        print(f"ECMP: {args.directors} directors ({how}) behind 'router' announce "
+              f"{router.ECMP_VIP} over BGP; try:\n"
               f"  pylvs lab --id {lab.lab_id} exec client -- curl -s http://{router.ECMP_VIP}/\n"
               f"  pylvs lab --id {lab.lab_id} exec router -- ip route show {router.ECMP_VIP}")
     return 0
@@ -157,6 +170,10 @@ def register(subparsers: Any) -> None:
                          "active directors, each announcing the VIP 10.171.0.100 while healthy")
     up.add_argument("--directors", type=int, default=3, metavar="N",
                     help="directors behind the router with --ecmp, 2 to 4 (default 3)")
+    up.add_argument("--sync", action="store_true",
+                    help="with --ecmp: every director runs the connection sync daemons as master "
+                         "and backup on one group, so a flow moved to another director finds its "
+                         "entry there (for schedulers other than mh: --scheduler rr --sync)")
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="remove everything the lab made")
     down.add_argument("--all", action="store_true", help="every lab on this machine")

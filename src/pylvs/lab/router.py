@@ -9,6 +9,12 @@ Each director runs the packet data plane (DR, ``mh`` with ``mh-port``, ``sloppy_
 ``pylvs scaleout run`` with BIRD as its speaker. The client reaches the VIP through the router;
 the real servers answer it directly (DR), through the router's leg on the LAN.
 
+With another scheduler (``rr``, ``wlc``...) no table is shared by construction, so the directors
+share their connections instead (``sync``): each runs the IPVS sync daemons as master *and*
+backup on one group over the fabric (``pylvsadm --start-daemon master|backup --mcast-interface
+eth0``), so a flow the router moves to another director finds the entry there (sloppy_tcp off:
+it would reschedule, not find).
+
 It is kept apart from the seed's single-LAN lab: new hosts, new segments, a VIP of its own, so
 the existing hosts and addresses do not change (rs1/rs2 only gain the VIP on lo and a route to
 the client's edge network)::
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -36,6 +43,7 @@ import time
 from typing import Any
 
 from pylvs.control.client import ControlClient
+from pylvs.core.api import IPVSError, SyncDaemonStatus
 from pylvs.core.model import DestSpec, ForwardingMethod, ServiceFlags, ServiceKey, ServiceSpec
 from pylvs.lab.topology import HOSTS_BY_NAME, HostSpec, Lab, LabError, Link
 
@@ -50,6 +58,7 @@ REAL_SERVERS = ("rs1", "rs2")
 ECHO_PORT = 9000
 PORTS = (80, ECHO_PORT)  # the lab's HTTP servers, and the echo servers of the long-lived test
 SETUP = [sys.executable, "-m", "pylvs.hostsetup.cli"]
+SYNC_INTERFACE, SYNC_ID = "eth0", 0  # the fabric: directors and the router only
 
 
 def director_name(k: int) -> str:
@@ -147,7 +156,7 @@ class ECMPCluster:
     """The router and N directors of an ECMP lab: started, changed, stopped."""
 
     def __init__(self, lab: Lab, n: int, scheduler: str = "mh", bfd: bool = True,
-                 sloppy: bool = True) -> None:
+                 sloppy: bool = True, sync: bool = False) -> None:
         if n < 1 or n > MAX_DIRECTORS:
             raise LabError(f"--directors {n}: use 1 to {MAX_DIRECTORS}")
         self.lab = lab
@@ -155,6 +164,7 @@ class ECMPCluster:
         self.scheduler = scheduler
         self.bfd = bfd
         self.sloppy = sloppy
+        self.sync = sync
         self.procs: dict[str, subprocess.Popen[Any]] = {}
         self.router_sock = str(lab.state_dir / "router-bird.ctl")
 
@@ -215,6 +225,20 @@ class ECMPCluster:
                      sock, "--interfaces", "eth0,eth1", "--no-arp"],
                     "director ready", f"the packet director on {host}")
         flags = ServiceFlags.SCHED2 if self.scheduler == "mh" else ServiceFlags.NONE  # mh-port
+        try:
+            self._program(sock, flags)
+        except IPVSError as exc:  # e.g. an unknown scheduler: one line, not a traceback
+            raise LabError(f"director {host}: {exc}") from None
+        conf = self.lab.state_dir / f"{host}-bgp.conf"
+        conf.write_text(speaker_conf(k, self.bfd))
+        self._popen(host, f"{host}-scaleout",
+                    [sys.executable, "-m", "pylvs.cli.main", "scaleout", "run", "--config",
+                     str(conf), "--control-socket", sock, "--socket", self.speaker_socket(k),
+                     "--run-dir", str(self.lab.state_dir / f"{host}-bird")],
+                    "BIRD started", f"pylvs scaleout on {host}")
+
+    def _program(self, sock: str, flags: ServiceFlags) -> None:
+        """The VIP's services on one director, its sloppy_tcp, and (``sync``) its daemons."""
         with ControlClient(sock) as c:
             for port in PORTS:
                 key = ServiceKey.inet(6, ECMP_VIP, port)
@@ -223,13 +247,11 @@ class ECMPCluster:
                     c.add_dest(key, DestSpec(ipaddress.ip_address(self.lab.addr(rs)), port,
                                              ForwardingMethod.DROUTE, 1))
             c.set_sysctl({"sloppy_tcp": 1 if self.sloppy else 0})
-        conf = self.lab.state_dir / f"{host}-bgp.conf"
-        conf.write_text(speaker_conf(k, self.bfd))
-        self._popen(host, f"{host}-scaleout",
-                    [sys.executable, "-m", "pylvs.cli.main", "scaleout", "run", "--config",
-                     str(conf), "--control-socket", sock, "--socket", self.speaker_socket(k),
-                     "--run-dir", str(self.lab.state_dir / f"{host}-bird")],
-                    "BIRD started", f"pylvs scaleout on {host}")
+            if self.sync:
+                # every director both master and backup on one group (syncid 0: any): what one
+                # director schedules, the others learn, so a flow the router moves finds its entry
+                for state in ("master", "backup"):
+                    c.start_daemon(SyncDaemonStatus(state, SYNC_INTERFACE, SYNC_ID))
 
     def kill(self, key: str, sig: int = signal.SIGKILL) -> None:
         """Signal one process of this cluster (``dir2-director``, ``dir2-scaleout``)."""
@@ -387,6 +409,74 @@ async def _churn(vip: str, rate: float, seconds: float, timeout: float) -> dict[
     return result
 
 
+async def _open(vip: str, count: int, spacing: float) -> None:
+    """``count`` connections to ``vip``:80, ``spacing`` s apart, each printed as ``PORT TIME``
+    (wall clock, shared by every namespace) once connected; all held until stdin closes."""
+    writers = []
+    for _ in range(count):
+        _, writer = await asyncio.open_connection(vip, 80)
+        port = writer.get_extra_info("sockname")[1]
+        print(f"{port} {time.time():.6f}", flush=True)
+        writers.append(writer)
+        await asyncio.sleep(spacing)
+    print("done", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for w in writers:
+        w.close()
+
+
+def sync_delays(cluster: ECMPCluster, count: int = 10, spacing: float = 0.3,
+                timeout: float = 10.0) -> list[float]:
+    """With ``sync``: for ``count`` new connections, seconds from the client's connect until
+    every running director holds the entry (polled every 20 ms through the control sockets).
+    A connection that does not reach them all within ``timeout`` raises LabError."""
+    directors = [k for k in range(1, MAX_DIRECTORS + 1)
+                 if (p := cluster.procs.get(f"{director_name(k)}-director")) is not None
+                 and p.poll() is None]
+    client = cluster.lab.popen("client", [sys.executable, "-m", "pylvs.lab.router", "open",
+                                          "--count", str(count), "--spacing", str(spacing)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    assert client.stdout is not None and client.stdin is not None
+    opened: dict[int, float] = {}
+    seen: dict[int, dict[int, float]] = {}
+    os.set_blocking(client.stdout.fileno(), False)
+    deadline = time.monotonic() + count * spacing + timeout
+    buf = ""
+    try:
+        while len(opened) < count or any(len(seen.get(p, {})) < len(directors) for p in opened):
+            if time.monotonic() > deadline:
+                raise LabError(f"sync: entries did not reach every director in {timeout:g} s: "
+                               f"{ {p: sorted(v) for p, v in seen.items()} }")
+            with contextlib.suppress(BlockingIOError):
+                buf += os.read(client.stdout.fileno(), 65536).decode()
+            *lines, buf = buf.split("\n")
+            for line in lines:
+                words = line.split()
+                if len(words) == 2:
+                    opened[int(words[0])] = float(words[1])
+            if client.poll() is not None and not lines:
+                why = client.stderr.read().decode(errors="replace") if client.stderr else ""
+                raise LabError(f"sync: the client ended: {why.strip()[-300:]}")
+            for k in directors:
+                with ControlClient(cluster.control_socket(k)) as c:
+                    rows = c.get_connections()
+                now = time.time()
+                for row in rows:
+                    if str(row.caddr) == CLIENT_EDGE and row.vport == 80 and row.cport in opened:
+                        seen.setdefault(row.cport, {}).setdefault(k, now)
+            time.sleep(0.02)
+    finally:
+        with contextlib.suppress(OSError):
+            client.stdin.close()
+        try:
+            client.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(client.pid, signal.SIGKILL)
+            client.wait(5)
+    return sorted(max(seen[p].values()) - t for p, t in opened.items())
+
+
 def start_echo_servers(lab: Lab) -> list[subprocess.Popen[Any]]:
     """An echo server on :9000 on each real server (the caller ends them, or ``Lab.down``)."""
     procs = []
@@ -402,7 +492,8 @@ def start_echo_servers(lab: Lab) -> list[subprocess.Popen[Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pylvs.lab.router echo | hold ...``: the two ends of the long-lived test."""
+    """``python -m pylvs.lab.router echo | hold | churn | open``: the two ends of the long-lived
+    test, the steady new connections, and the connections whose sync is timed."""
     p = argparse.ArgumentParser(prog="python -m pylvs.lab.router")
     sub = p.add_subparsers(dest="what", required=True)
     sub.add_parser("echo", help="echo server on :9000")
@@ -418,7 +509,15 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--rate", type=float, default=20)
     c.add_argument("--seconds", type=float, default=10)
     c.add_argument("--timeout", type=float, default=3)
+    o = sub.add_parser("open", help="open connections one by one, print PORT TIME for each, "
+                       "hold them until stdin closes")
+    o.add_argument("--vip", default=ECMP_VIP)
+    o.add_argument("--count", type=int, default=10)
+    o.add_argument("--spacing", type=float, default=0.3)
     args = p.parse_args(argv)
+    if args.what == "open":
+        asyncio.run(_open(args.vip, args.count, args.spacing))
+        return 0
     if args.what == "churn":
         print(json.dumps(asyncio.run(_churn(args.vip, args.rate, args.seconds, args.timeout))),
               flush=True)
