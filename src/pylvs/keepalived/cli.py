@@ -18,6 +18,7 @@ import os
 import resource
 import socket
 import sys
+from typing import TextIO
 
 from pylvs.config.grammar import ConfigError
 from pylvs.health import checkers as _checkers  # noqa: F401  (the checker kinds K.load_full reads)
@@ -170,6 +171,23 @@ def setup_logging(args: argparse.Namespace, fac: int) -> None:
         logging.getLogger("pylvs").setLevel(logging.DEBUG)
 
 
+def _show_bgp(path: str, fh: TextIO) -> None:
+    """A ``pylvs_bgp`` block is not keepalived's (it is warned about as an unknown keyword, as
+    keepalived does, and changes no exit code): say what ``pylvs scaleout run`` would do with
+    it, or why it would refuse it."""
+    from pylvs.scaleout.config import BGPConfigError, find
+
+    try:
+        bgp = find(path)
+    except BGPConfigError as exc:
+        print(f"pylvs_bgp: pylvs scaleout would refuse it: {exc}", file=fh)
+        return
+    if bgp is not None:
+        print("pylvs_bgp (for pylvs scaleout run --config, not keepalived):", file=fh)
+        for line in bgp.describe():
+            print(f"  {line}", file=fh)
+
+
 def config_test(args: argparse.Namespace, config_id: str) -> int:
     """-t: keepalived's exit codes (0 good, 5 errors); the host is checked too (interfaces,
     addresses), as keepalived's -t does."""
@@ -191,6 +209,7 @@ def config_test(args: argparse.Namespace, config_id: str) -> int:
             return EXIT_CONFIG_TEST
         for d in [*cfg.diagnostics, *lvs.diagnostics]:
             print(d, file=fh)
+        _show_bgp(args.file, fh)
         if not args.check:
             try:
                 plan_instances(cfg)

@@ -14,7 +14,8 @@ types, help strings and labels:
   (0 BAD, 1 GOOD).
 pylvs's own series (``pylvs_*``) add what neither has: split brain, per-service traffic, health
 checkers per real server (with the backend labels, so they join with ``node_ipvs_backend_weight``),
-the data plane's counters and configuration reloads.
+the data plane's counters, configuration reloads, and (``pylvs scaleout``) the VIPs announced over
+BGP and the sessions' states.
 
 Nothing is counted here: each ``collect()`` reads the counters the core, the checkers, the VRRP
 routers and the data plane already keep. ``prometheus_client`` is imported only by this module,
@@ -29,7 +30,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from pylvs.metrics.sources import Sources, iter_services, service_labels
+from pylvs.metrics.sources import Sources, bgp_section, iter_services, service_labels
 
 BACKEND_LABELS = ["local_address", "local_port", "remote_address", "remote_port", "proto",
                   "local_mark"]
@@ -264,7 +265,7 @@ class KeepalivedCollector(Collector):
 
 
 class PylvsCollector(Collector):
-    """Health checkers per real server, the data plane's counters, configuration reloads."""
+    """Health checkers per real server, the data plane's counters, configuration reloads, BGP."""
 
     def __init__(self, sources: Sources) -> None:
         self.sources = sources
@@ -272,6 +273,7 @@ class PylvsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._health()
         yield from self._dataplane()
+        yield from self._bgp()
         r = self.sources.reloads() if self.sources.reloads is not None else None
         if r is not None:
             yield CounterMetricFamily("pylvs_config_reloads",
@@ -355,6 +357,33 @@ class PylvsCollector(Collector):
         elif name == "kernel" and "requests_sent" in d:
             yield CounterMetricFamily("pylvs_kernel_requests", "netlink requests sent to IPVS",
                                       value=d["requests_sent"])
+
+
+    def _bgp(self) -> Iterator[Metric]:
+        """pylvs scaleout: each VIP announced or not, each BGP session's state."""
+        b = bgp_section(self.sources)
+        if b is None:
+            return
+        announced = GaugeMetricFamily("pylvs_bgp_announced",
+                                      "1 while this director announces the VIP over BGP",
+                                      labels=["vip"])
+        for v in b["vips"]:
+            announced.add_metric([v["prefix"]], 1 if v["announced"] else 0)
+        yield announced
+        yield GaugeMetricFamily("pylvs_bgp_draining",
+                                "1 while the announcer is drained (every VIP withdrawn)",
+                                value=1 if b["draining"] else 0)
+        up = GaugeMetricFamily("pylvs_bgp_session_up", "1 while the BGP session is Established",
+                               labels=["neighbor", "remote_as"])
+        state = GaugeMetricFamily("pylvs_bgp_session_state",
+                                  "the BGP session's state (1 on the current one)",
+                                  labels=["neighbor", "remote_as", "state"])
+        for n in b["neighbors"]:
+            labels = [str(n["address"]), str(n["remote_as"])]
+            up.add_metric(labels, 1 if n["state"] == "Established" else 0)
+            state.add_metric([*labels, str(n["state"])], 1)
+        yield up
+        yield state
 
 
 def registry_for(sources: Sources) -> CollectorRegistry:

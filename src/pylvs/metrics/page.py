@@ -78,6 +78,29 @@ def _vrrp(doc: dict[str, Any]) -> list[str]:
     return out
 
 
+def _bgp(doc: dict[str, Any]) -> list[str]:
+    """pylvs scaleout: each VIP announced or withdrawn (and why), each BGP session."""
+    b = doc.get("bgp")
+    if not b:
+        return []
+    out = [f"<h2>BGP (scale-out){' &mdash; draining' if b['draining'] else ''}</h2>",
+           '<table id="bgp"><tr><th>VIP</th><th>announced</th><th>why</th></tr>']
+    for v in b["vips"]:
+        colour = "#cfc" if v["announced"] else "#fcc"
+        out.append(f'<tr style="background:{colour}">' + _cell(v["prefix"], "l")
+                   + _cell("yes" if v["announced"] else "no", "l") + _cell(v["reason"], "l")
+                   + "</tr>")
+    out.append('</table><table id="bgp-neighbors"><tr><th>neighbor</th><th>AS</th>'
+               "<th>state</th><th>last error</th></tr>")
+    for n in b["neighbors"]:
+        colour = "#cfc" if n["state"] == "Established" else "#fcc"
+        out.append(f'<tr style="background:{colour}">' + _cell(n["address"], "l")
+                   + _cell(n["remote_as"]) + _cell(n["state"], "l")
+                   + _cell(n["last_error"], "l") + "</tr>")
+    out.append("</table>")
+    return out
+
+
 def render_page(doc: dict[str, Any]) -> str:
     """The whole page for one status document."""
     rows: list[str] = []
@@ -114,6 +137,7 @@ def render_page(doc: dict[str, Any]) -> str:
         f'<div class="small">data plane {_e(dp.get("name", "none"))}, up {_e(doc["uptime"])} s,'
         f" refreshes every {REFRESH} s; <a href=\"/status.json\">JSON</a></div>",
         *_vrrp(doc),
+        *_bgp(doc),
         "<h2>Virtual services</h2><table id=\"services\"><tr><th>service / real server</th>"
         "<th>sched / fwd</th><th>health</th><th>virtual_server</th><th>weight</th>"
         "<th>active</th><th>inactive</th><th>conns</th><th>conn/s</th><th>pkt/s</th>"

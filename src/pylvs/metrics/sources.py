@@ -100,6 +100,8 @@ class Sources:
     # pylvs http: its series already in Prometheus text (nginx-prometheus-exporter's exact names,
     # which prometheus_client would suffix with _total), written after the IPVS ones
     text: Callable[[], Iterator[str]] | None = None
+    # pylvs scaleout: its announcer's status (what is announced and why, the BGP sessions)
+    bgp: Callable[[], Mapping[str, Any]] | None = None
     started: float = field(default_factory=time.time)
 
 
@@ -198,9 +200,26 @@ def vrrp_section(sources: Sources) -> dict[str, Any] | None:
     }
 
 
+def bgp_section(sources: Sources) -> dict[str, Any] | None:
+    """What the scale-out announcer announces over BGP and why, and its sessions, or None."""
+    if sources.bgp is None:
+        return None
+    raw = dict(sources.bgp())
+    vips = dict(raw.get("vips") or {})
+    return {
+        "draining": bool(raw.get("draining")),
+        "announced": list(raw.get("announced") or []),
+        "vips": [{"prefix": p, "announced": bool(v.get("announce")), "reason": v.get("reason")}
+                 for p, v in sorted(vips.items())],
+        "neighbors": [{"address": n.get("address"), "remote_as": n.get("remote_as"),
+                       "state": n.get("state"), "last_error": n.get("last_error") or ""}
+                      for n in list(raw.get("neighbors") or [])],
+    }
+
+
 def build_document(sources: Sources) -> dict[str, Any]:
     """The status document: services and real servers with weights, counts, rates and health,
-    VRRP instances and split brain, data-plane counters."""
+    VRRP instances and split brain, BGP announcements and sessions, data-plane counters."""
     health = sources.health() if sources.health is not None else {}
     # real servers the checkers took out of the table are still shown (down), as HAProxy does
     missing: dict[ServiceKey, list[tuple[str, RealServerHealth]]] = {}
@@ -261,6 +280,7 @@ def build_document(sources: Sources) -> dict[str, Any]:
         "time": time.time(),
         "uptime": round(time.time() - sources.started, 1),
         "vrrp": vrrp_section(sources),
+        "bgp": bgp_section(sources),
         "dataplane": plane.describe() if plane is not None else None,
         "services": services,
     }

@@ -1,12 +1,18 @@
 """``pylvs scaleout``: run the BGP announcer beside a director, check its configuration, drain.
 
     pylvs scaleout run --config FILE [--control-socket PATH] [--socket PATH] [--run-dir DIR]
+                       [--metrics-address [HOST:]PORT] [--status-address [HOST:]PORT]
     pylvs scaleout check --config FILE        # the block read back in words, exit 1 if bad
     pylvs scaleout drain|resume|status [--socket PATH]
 
 ``drain`` withdraws every VIP and keeps them withdrawn (the director goes on forwarding what
 still reaches it, so established connections are not cut while the routers move the traffic);
 ``resume`` announces again what has quorum. Errors are one line on stderr and exit status 1.
+
+With ``--metrics-address`` / ``--status-address`` the announcer serves the director's status page,
+``/status.json`` and metrics with a BGP section beside its services (``pylvs_bgp_announced{vip}``,
+``pylvs_bgp_session_up{neighbor,remote_as}``...): the director and its announcer are two processes,
+and the announcer is the one that knows both.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import socket
 import sys
 from typing import Any
 
+from pylvs.control.client import ControlClient
+from pylvs.metrics.server import MetricsError, add_arguments, close_quietly, from_args
 from pylvs.scaleout.config import BGPConfigError, load
 from pylvs.scaleout.speaker import DEFAULT_RUN_DIR, DEFAULT_SOCKET, Speaker, SpeakerError, find_bird
 
@@ -34,6 +42,14 @@ def _run(args: argparse.Namespace) -> int:
                         format="%(asctime)s pylvs scaleout: %(message)s")
     speaker = Speaker(cfg, args.control_socket, args.socket, args.run_dir, binary)
     try:
+        observe = from_args(args, speaker.sources(), backend=lambda: ControlClient(
+            args.control_socket))
+    except MetricsError as exc:
+        print(f"pylvs scaleout: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if observe is not None:
+            observe.start()
         return asyncio.run(speaker.run())
     except SpeakerError as exc:
         print(f"pylvs scaleout: {exc}", file=sys.stderr)
@@ -42,6 +58,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"pylvs scaleout: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
               file=sys.stderr)
         return 1
+    finally:
+        close_quietly(observe)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -109,6 +127,7 @@ def register(sub: Any) -> None:
                    help=f"this announcer's control socket (default {DEFAULT_SOCKET})")
     r.add_argument("--run-dir", default=DEFAULT_RUN_DIR, metavar="DIR",
                    help=f"BIRD's configuration, socket and log (default {DEFAULT_RUN_DIR})")
+    add_arguments(r)  # --metrics-address, --status-address: BGP state beside the services
     r.set_defaults(func=_run)
     c = ssub.add_parser("check", help="read the pylvs_bgp block and say what would run")
     c.add_argument("--config", required=True, metavar="FILE")

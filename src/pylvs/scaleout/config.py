@@ -81,6 +81,15 @@ class BGPConfig:
 
 def load(path: str) -> BGPConfig:
     """The ``pylvs_bgp`` block of ``path`` (BGPConfigError on any problem)."""
+    cfg = find(path)
+    if cfg is None:
+        raise BGPConfigError(f"{path}: no {BLOCK} block")
+    return cfg
+
+
+def find(path: str) -> BGPConfig | None:
+    """The ``pylvs_bgp`` block of ``path``, None when it has none (``pylvs keepalived -t``
+    shows it when present); BGPConfigError when the file or the block is bad."""
     reader = Reader()
     tree = parse_tree(reader.read(path), reader)
     errors = [d for d in reader.diagnostics if d.severity == "error"]
@@ -88,7 +97,7 @@ def load(path: str) -> BGPConfig:
         raise BGPConfigError(str(errors[0]))
     blocks = [st for st in tree if st.keyword == BLOCK]
     if not blocks:
-        raise BGPConfigError(f"{path}: no {BLOCK} block")
+        return None
     if len(blocks) > 1:
         raise BGPConfigError(f"{blocks[1].where}: a second {BLOCK} block (one is allowed)")
     return interpret(blocks[0])

@@ -32,11 +32,13 @@ import logging
 import os
 import shutil
 import signal
+import threading
 import time
 from typing import Any
 
 from pylvs.control.client import ControlClient
-from pylvs.core.api import BackendUnavailable, IPVSError
+from pylvs.core.api import BackendUnavailable, IPVSBackend, IPVSError
+from pylvs.metrics.sources import Sources
 from pylvs.scaleout import bird as B
 from pylvs.scaleout.config import BGPConfig
 from pylvs.scaleout.policy import Announcer, Observation, decide, prefix
@@ -318,18 +320,51 @@ class Speaker:
         return {"ok": False, "error": f"unknown request {op!r} (drain, resume, status)"}
 
     def status(self) -> dict[str, Any]:
+        """What is announced and why, the director, the sessions. Also read from the metrics'
+        HTTP threads: each dict or set is copied in one C call (``list(...)``) before use, so a
+        change made by the event loop meanwhile is never seen half done."""
+        sessions = dict(self.sessions)
+        last = self.last
         return {
             "draining": self.draining,
-            "announced": sorted(prefix(v) for v in self.announcer.announced),
+            "announced": sorted(prefix(v) for v in list(self.announcer.announced)),
             "vips": {prefix(v): {"announce": r.announce, "reason": r.reason}
-                     for v, r in self.announcer.reasons.items()},
-            "director": None if self.last is None else {
-                "reachable": self.last.reachable, "dataplane": self.last.dataplane,
-                "error": self.last.error},
+                     for v, r in list(self.announcer.reasons.items())},
+            "director": None if last is None else {
+                "reachable": last.reachable, "dataplane": last.dataplane, "error": last.error},
             "neighbors": [
                 {"address": str(n.address), "remote_as": n.remote_as,
-                 "state": self.sessions[i].state if i in self.sessions else "Unknown",
-                 "last_error": self.sessions[i].error if i in self.sessions else ""}
+                 "state": sessions[i].state if i in sessions else "Unknown",
+                 "last_error": sessions[i].error if i in sessions else ""}
                 for i, n in enumerate(self.cfg.neighbors)],
             "bird_pid": self.bird.proc.pid if self.bird.alive and self.bird.proc else None,
         }
+
+    def sources(self) -> Sources:
+        """What this announcer's metrics and status page show: the director's services (asked
+        through its control socket at each scrape, nothing when it does not answer), its data
+        plane as last seen, and the BGP section (``status``)."""
+        local = threading.local()
+
+        def backend() -> IPVSBackend | None:
+            client = getattr(local, "client", None)
+            if client is None:
+                client = local.client = ControlClient(self.control_socket, timeout=2.0)
+            try:
+                client.get_info()
+            except (BackendUnavailable, IPVSError):
+                client.close()
+                return None
+            return client
+
+        speaker = self
+
+        class Plane:
+            def describe(self) -> dict[str, Any]:
+                last = speaker.last
+                return {"name": last.dataplane if last is not None and last.reachable
+                        else "unreachable"}
+
+        plane = Plane()
+        return Sources("pylvs scaleout", backend=backend, dataplane=lambda: plane,
+                       bgp=self.status)
