@@ -406,6 +406,10 @@ class DirectorDaemon:
         finally:
             try:
                 if self.dataplane is not None:
+                    if (self._clean_stop and self.connections_path is not None
+                            and self.dataplane_name in conntable.KEEPS_CONNECTIONS
+                            and hasattr(self.dataplane, "keep_firewall")):
+                        self.dataplane.keep_firewall = True  # a planned restart: see the plane
                     await self.dataplane.stop()
                 if self._clean_stop:
                     self._save_connections()

@@ -226,6 +226,11 @@ class PacketDataPlane:
         self.arp_socks: list[ArpSocket] = []
         self.nd_socks: dict[int, NdSocket] = {}  # ifindex -> its neighbour discovery socket
         self.firewall_state = "off"
+        # Left in place by close() on a planned restart (the daemon saved its connection
+        # table): during the gap a segment for a VIP is then dropped and retransmitted to the
+        # next director instead of being reset by this host's own stack; the next start
+        # replaces the table in one nft transaction.
+        self.keep_firewall = False
         self._rules_for: tuple[set[bytes], set[bytes]] | None = None
         self._listener = _Follow(self)
         self._poller: select.poll | None = None
@@ -324,7 +329,7 @@ class PacketDataPlane:
         self.nd_socks.clear()
         self.rings_by_fd.clear()
         self._poller = None
-        if self.firewall_state == "on":
+        if self.firewall_state == "on" and not self.keep_firewall:
             self._nft(f"delete table inet {NFT_TABLE}\n")
             self.firewall_state = "off"
         self._rules_for = None
