@@ -45,8 +45,10 @@ all. ``sync_flows`` (run before each
 ``Director.tick``) gives the Director what the flows forwarded, as those packets would have.
 
 IPv6: every IPv6 frame goes to ``self.v6`` (``forward6.IPv6Path``), which shares this object's
-Director, interfaces, neighbours, next-hop cache, side frames, drop counters and fragment table;
-IPv6 connections take the Python path only (the flow table's keys are IPv4).
+Director, interfaces, neighbours, next-hop cache, side frames, drop counters and fragment table.
+IPv6 flows are offered to ``self.v6.flows`` only (the C flow table's keys are IPv4, so the
+``packet`` plane leaves it unset; the ``xdp`` plane gives it the sink it gives ``flows``);
+``clear_flows`` and ``sync_flows`` cover that sink too.
 
 What this is not for: sockets, rings, netlink (``ring``/``dataplane`` own those).
 """
@@ -55,7 +57,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
 
 from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, TCP_S_ESTABLISHED, Connection, Director
 from pylvs.core.model import ForwardingMethod
@@ -73,7 +74,14 @@ from pylvs.dataplane.packet.codec import (
     Drop,
 )
 from pylvs.dataplane.packet.codec6 import ETH_P_IPV6
-from pylvs.dataplane.packet.forward6 import IPv6Path
+from pylvs.dataplane.packet.forward6 import (  # the flow kinds and sink: shared with IPv6
+    FLOW_DR,
+    FLOW_NAT_DST,
+    FLOW_NAT_SRC,
+    FLOW_TUN,
+    FlowSink,
+    IPv6Path,
+)
 from pylvs.dataplane.packet.frag import FragTable
 from pylvs.dataplane.packet.interface import Interface
 
@@ -84,34 +92,12 @@ _MASQ = int(ForwardingMethod.MASQ)
 _DROUTE = int(ForwardingMethod.DROUTE)
 _TUNNEL = int(ForwardingMethod.TUNNEL)
 _ARP_RETRY = 1.0  # seconds between ARP requests for the same missing neighbour
-# the kinds of rewrite a flow does (as _fastpath.c numbers them)
-FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, FLOW_TUN = 0, 1, 2, 3
 
 # A frame is rewritten in place: a bytearray, or a writable view into a receive ring.
 Frame = bytearray | memoryview
 Output = tuple[int, bytearray | bytes | memoryview]
 # IPv4 header without options followed by the two ports of TCP/UDP
 _FAST = struct.Struct("!BBHHHBBH4s4sHH")
-
-
-class FlowSink(Protocol):
-    """What the forwarder needs of a flow table (``_fastpath.FlowTable``)."""
-
-    ident: int  # the IP ID of the last outer IPIP header, one sequence for C and Python
-
-    @property
-    def count(self) -> int: ...
-
-    def install(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int, kind: int,
-                new_ip: bytes, new_port: int, out_ifindex: int, macs: bytes, conn: Any,
-                direction: int, tun_src: bytes | None = None, mtu: int = 0) -> bool: ...
-
-    def remove(self, proto: int, saddr: bytes, sport: int, daddr: bytes,
-               dport: int) -> tuple[Any, int, int, int, float] | None: ...
-
-    def clear(self) -> list[tuple[Any, int, int, int, float]]: ...
-
-    def sync(self) -> list[tuple[Any, int, int, int, float]]: ...
 
 
 class Forwarder:
@@ -657,22 +643,30 @@ class Forwarder:
     def clear_flows(self) -> None:
         """Forget every flow (a neighbour or the table changed); what they forwarded since the
         last sync is counted now. The next packet of each connection installs it again."""
-        if self.flows is not None:
-            d = self.director
-            for conn, direction, packets, nbytes, _seen in self.flows.clear():
+        d = self.director
+        for flows in self._sinks():
+            for conn, direction, packets, nbytes, _seen in flows.clear():
                 d.account(conn, direction, packets, nbytes)
+
+    def _sinks(self) -> list[FlowSink]:
+        """The flow tables to clear and sync: ours, and the IPv6 path's when it is another."""
+        sinks = [] if self.flows is None else [self.flows]
+        v6 = self.v6.flows
+        if v6 is not None and v6 is not self.flows:
+            sinks.append(v6)
+        return sinks
 
     def sync_flows(self) -> int:
         """Give the Director what the flows forwarded since the last call: the counters
         (``account``) and the timer restart each packet would have made (one ACK-only segment
         or UDP datagram per direction). Run before ``Director.tick`` so entries that live on in
         C are not expired; flows whose entry is gone are dropped. Returns the packets."""
-        flows = self.flows
-        if flows is None:
+        if self.flows is None and self.v6.flows is None:
             return 0
         d = self.director
         total = 0
-        for conn, direction, packets, nbytes, _seen in flows.sync():
+        rows = [row for flows in self._sinks() for row in flows.sync()]
+        for conn, direction, packets, nbytes, _seen in rows:
             d.account(conn, direction, packets, nbytes)
             if conn.ckey & 0xFF == IPPROTO_TCP:
                 d.tcp_packet(conn, direction, TCP_ACK)

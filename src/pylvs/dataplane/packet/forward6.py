@@ -25,8 +25,14 @@ fragment table with this object:
   advertisements announce a VIP when it appears (``set_vips``); next hops are solicited (and
   the driver asks the kernel too, ``on_missing_neighbour``) and learnt from advertisements.
 
-IPv6 connections are forwarded by this Python path only: the C flow table is IPv4-only (its
-keys are 32-bit addresses), so no flow is offered.
+Flows: when ``flows`` is set (a sink that takes 16-byte addresses: the XDP plane's, never the
+C hot path's table, whose keys are IPv4), a packet this path forwards for an ESTABLISHED TCP or
+a stored UDP connection whose next hop is known offers the connection's rewrite to it per
+direction, exactly as ``forward.Forwarder`` does for IPv4: DR the MACs, NAT the new address and
+port both ways, TUN the outer IPv6 source and destination and the egress MTU (client to real
+server only). A packet that leaves the connection in another state takes its flows out. Unset
+(the default, and on the ``packet`` plane) IPv6 stays on this Python path. The ``Forwarder``
+clears and syncs this sink with its own.
 
 What this is not for: sockets and rings (``ring``/``dataplane``), or IPv4 (``forward``).
 """
@@ -34,8 +40,9 @@ What this is not for: sockets and rings (``ring``/``dataplane``), or IPv4 (``for
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
-from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, Connection, Director
+from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, TCP_S_ESTABLISHED, Connection, Director
 from pylvs.core.model import ForwardingMethod
 from pylvs.dataplane.packet import codec6
 from pylvs.dataplane.packet.codec import (
@@ -66,6 +73,32 @@ _SRC, _DST = ETH_HLEN + 8, ETH_HLEN + 24  # where the addresses sit in a frame
 Frame = bytearray | memoryview
 Output = tuple[int, bytearray | bytes | memoryview]
 Target = tuple[Connection, int]
+
+# The kinds of rewrite a flow does (as _fastpath.c numbers them). Defined here, the lowest
+# module that offers flows, and re-exported by ``forward``.
+FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, FLOW_TUN = 0, 1, 2, 3
+
+
+class FlowSink(Protocol):
+    """What the forwarder needs of a flow table (``_fastpath.FlowTable``, the XDP plane's
+    ``SplitFlowSink``). Addresses are 4 bytes (IPv4) or 16 (IPv6, only to a sink that says
+    it takes them by being given to ``IPv6Path.flows``)."""
+
+    ident: int  # the IP ID of the last outer IPIP header, one sequence for C and Python
+
+    @property
+    def count(self) -> int: ...
+
+    def install(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int, kind: int,
+                new_ip: bytes, new_port: int, out_ifindex: int, macs: bytes, conn: Any,
+                direction: int, tun_src: bytes | None = None, mtu: int = 0) -> bool: ...
+
+    def remove(self, proto: int, saddr: bytes, sport: int, daddr: bytes,
+               dport: int) -> tuple[Any, int, int, int, float] | None: ...
+
+    def clear(self) -> list[tuple[Any, int, int, int, float]]: ...
+
+    def sync(self) -> list[tuple[Any, int, int, int, float]]: ...
 
 
 class IPv6Path:
@@ -99,6 +132,8 @@ class IPv6Path:
         self._route_cache: dict[bytes, tuple[Interface, bytes] | None] = {}
         self._deltas: dict[tuple[bytes, int, bytes, int], int] = {}
         self._expired_at = 0.0
+        # IPv6 flows forwarded without Python (see the module docstring); None: all here
+        self.flows: FlowSink | None = None
 
     def drop(self, reason: Drop) -> None:
         name = reason.name.lower()
@@ -279,7 +314,10 @@ class IPv6Path:
         else:
             d.udp_packet(conn, DIR_INPUT)
         d.account(conn, DIR_INPUT, 1, end - ETH_HLEN)
-        return self._deliver(ifindex, frame, conn, proto, l4, end, True)
+        out = self._deliver(ifindex, frame, conn, proto, l4, end, True)
+        if out is not None and self.flows is not None:
+            self._offer(conn, proto, DIR_INPUT)
+        return out
 
     def _deliver(self, ifindex: int, frame: Frame, conn: Connection, proto: int, l4: int,
                  end: int, first: bool) -> Output | None:
@@ -336,7 +374,52 @@ class IPv6Path:
             d.udp_packet(conn, DIR_OUTPUT)
         d.account(conn, DIR_OUTPUT, 1, end - ETH_HLEN)
         self._nat(frame, l4, proto, conn.daddr, conn.dport, conn.vaddr, conn.vport, False)
-        return self.send_to(frame, bytes(frame[_DST:_DST + 16]))
+        out = self.send_to(frame, bytes(frame[_DST:_DST + 16]))
+        if out is not None and self.flows is not None:
+            self._offer(conn, proto, DIR_OUTPUT)
+        return out
+
+    # -- flows ---------------------------------------------------------------------------------
+    def _offer(self, conn: Connection, proto: int, direction: int) -> None:
+        """After this path forwarded a packet of ``conn`` in ``direction``: hand the flow its
+        rewrite, or take the connection's flows out when it is no longer ESTABLISHED (the
+        IPv4 ``Forwarder._offer``'s rules, with 16-byte addresses)."""
+        flows = self.flows
+        assert flows is not None
+        stable = conn.bucket is not None and (proto != IPPROTO_TCP
+                                              or conn.state == TCP_S_ESTABLISHED)
+        if not stable and not flows.count:
+            return  # the SYN path: nothing to take out
+        caddr, cport = conn.caddr, conn.cport
+        if len(caddr) != 16 or len(conn.daddr) != 16:
+            return
+        if not stable:
+            d = self.director
+            for row in (flows.remove(proto, caddr, cport, conn.vaddr, conn.vport),
+                        flows.remove(proto, conn.daddr, conn.dport, caddr, cport)):
+                if row is not None and row[2]:  # what it forwarded since the last sync
+                    d.account(row[0], row[1], row[2], row[3])
+            return
+        if direction == DIR_OUTPUT:  # a NAT reply: source back to VIP:vport, to the client
+            hit = self._l2.get(caddr)
+            if hit is not None:
+                flows.install(proto, conn.daddr, conn.dport, caddr, cport, FLOW_NAT_SRC,
+                              conn.vaddr, conn.vport, hit[0], hit[1], conn, DIR_OUTPUT)
+            return
+        hit = self._l2.get(conn.daddr)
+        if hit is None:
+            return
+        fwd = conn.dest.fwd
+        if fwd == _TUNNEL:
+            r = self.route(conn.daddr)
+            src = (r[0].addr6 or r[0].ll6) if r is not None else None
+            if r is not None and src:  # the outer source _tunnel wrote
+                flows.install(proto, caddr, cport, conn.vaddr, conn.vport, FLOW_TUN, conn.daddr,
+                              0, hit[0], hit[1], conn, DIR_INPUT, src, r[0].mtu)
+            return
+        kind = FLOW_NAT_DST if fwd == _MASQ else FLOW_DR
+        flows.install(proto, caddr, cport, conn.vaddr, conn.vport, kind, conn.daddr,
+                      conn.dport, hit[0], hit[1], conn, DIR_INPUT)
 
     def _nat(self, frame: Frame, l4: int, proto: int, old_ip: bytes, old_port: int,
              new_ip: bytes, new_port: int, dst: bool) -> None:

@@ -141,6 +141,10 @@ class SplitFlowSink:
     an XDP program cannot tell from complete ones. A MAC rewrite (DR) is right either way; an
     address rewrite (NAT) or an encapsulation (TUN, whose inner checksum a decapsulator then
     checks) is not, so those stay on the path that reads the ring's checksum status.
+
+    IPv6 flows (16-byte addresses) go to the program only: the C table's keys are IPv4, so an
+    IPv6 flow of a kind the program does not take here is refused (``install`` returns False)
+    and its packets stay on the Python path.
     """
 
     def __init__(self, xdp: XdpFlowSink, other: Any, xdp_kinds: frozenset[int]) -> None:
@@ -169,7 +173,10 @@ class SplitFlowSink:
     def install(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int, kind: int,
                 new_ip: bytes, new_port: int, out_ifindex: int, macs: bytes, conn: Any,
                 direction: int, tun_src: bytes | None = None, mtu: int = 0) -> bool:
-        target: Any = self.xdp if kind in self.xdp_kinds else self.other
+        if kind in self.xdp_kinds:
+            target: Any = self.xdp
+        else:
+            target = self.other if len(saddr) == 4 else None  # never IPv6 to the C table
         if target is None:
             return False
         return bool(target.install(proto, saddr, sport, daddr, dport, kind, new_ip, new_port,
@@ -177,7 +184,7 @@ class SplitFlowSink:
 
     def remove(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int) -> Row | None:
         row = self.xdp.remove(proto, saddr, sport, daddr, dport)
-        if row is None and self.other is not None:
+        if row is None and self.other is not None and len(saddr) == 4:
             other_row: Row | None = self.other.remove(proto, saddr, sport, daddr, dport)
             return other_row
         return row

@@ -91,6 +91,7 @@ class XdpDataPlane(PacketDataPlane):
             if self.flows is None:  # no C table: the forwarder had no flows to sync before
                 self.director.before_tick.append(fw.sync_flows)
             fw.flows = split
+            fw.v6.flows = split  # IPv6 flows: the program's only (SplitFlowSink)
             self.split = split
         except BaseException:
             program.close()
@@ -104,6 +105,7 @@ class XdpDataPlane(PacketDataPlane):
         fw = self.forwarder
         if fw is not None and self.split is not None:
             fw.clear_flows()  # what the program forwarded still counts
+            fw.v6.flows = None
             if self.flows is None:
                 fw.flows = None
                 if fw.sync_flows in self.director.before_tick:
