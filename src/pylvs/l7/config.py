@@ -55,7 +55,7 @@ from pylvs.l7.model import (
     UpstreamServer,
 )
 from pylvs.l7.scriptconf import ScriptReader
-from pylvs.l7.syntax import ConfigError, Directive, read_tree
+from pylvs.l7.syntax import ConfigError, Directive, printable, read_tree
 from pylvs.l7.tls import https_upstream, proxy_tls, server_context, server_tls
 from pylvs.l7.variables import Template
 
@@ -76,6 +76,7 @@ COMBINED = (
 MAX_INCLUDE_DEPTH = 32
 # Locations inside locations (nginx has no bound; the reader and the matcher recurse per level).
 MAX_LOCATION_DEPTH = 100
+
 
 
 def _server_name(name: str, d: Directive) -> str:
@@ -164,7 +165,7 @@ class _Builder:
                     out.append(d)
                 continue
             if spec is None:
-                raise ConfigError(f'unknown directive "{d.name}"', d.file, d.line)
+                raise ConfigError(f'unknown directive "{printable(d.name)}"', d.file, d.line)
             if context not in spec.contexts:
                 raise ConfigError(f'"{d.name}" directive is not allowed here', d.file, d.line)
             if spec.block and d.block is None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from pylvs.l7.directives import DIRECTIVES, MAIN
 from pylvs.l7.model import Config
-from pylvs.l7.syntax import ConfigError, Directive, read_tree
+from pylvs.l7.syntax import ConfigError, Directive, printable, read_tree
 
 # Debian's nginx build (``nginx -V``): --prefix, --conf-path, --pid-path; no --user, so the
 # compiled default user is nobody and its group nogroup.
@@ -151,7 +151,7 @@ def read_main(path: str, params: str = "", prefix: str = PREFIX) -> MainConf:
     for d in extra:
         spec = DIRECTIVES.get(d.name)
         if spec is None:
-            raise _err(f'unknown directive "{d.name}"', d)
+            raise _err(f'unknown directive "{printable(d.name)}"', d)
         if MAIN not in spec.contexts or spec.block:
             raise _err(f'"{d.name}" directive is not allowed here', d)
     given = {d.name for d in extra}

@@ -136,3 +136,9 @@ def read_tree(path: str) -> list[Directive]:
     except UnicodeDecodeError:
         raise ConfigError(f'"{path}" is not UTF-8 text') from None
     return _parse(_tokenize(text, path), path, text.count("\n") + 1)
+
+
+def printable(text: str) -> str:
+    """A name from the file as it may appear in a one-line message: control characters (a
+    quoted newline, say) escaped, so an error never spans two lines."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
