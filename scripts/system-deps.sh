@@ -9,7 +9,7 @@ purpose=${1:-test}
 # gets compiled, and clang/bpftool/libbpf for the XDP plane's BPF object (without them it installs
 # anyway, with those planes unavailable)
 build_pkgs="gcc python3-dev python3-venv clang llvm libbpf-dev bpftool"
-test_pkgs="iproute2 curl nginx-light keepalived tcpdump ethtool procps psmisc ipvsadm qemu-system-x86 busybox-static nftables netbase tomcat10 tmux chromium prometheus bird2"
+test_pkgs="iproute2 curl openssl nginx-light keepalived tcpdump ethtool procps psmisc ipvsadm qemu-system-x86 busybox-static nftables netbase tomcat10 tmux chromium prometheus bird2"
 bench_pkgs="haproxy nginx-light libnginx-mod-stream wrk util-linux bpftrace"
 case "$purpose" in
   build) pkgs="$build_pkgs" ;;
