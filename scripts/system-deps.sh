@@ -14,7 +14,7 @@ bench_pkgs="haproxy nginx-light libnginx-mod-stream wrk util-linux bpftrace"
 case "$purpose" in
   build) pkgs="$build_pkgs" ;;
   test)  pkgs="$test_pkgs" ;;
-  demo)  pkgs="iproute2 curl nftables ethtool procps nginx-light" ;;
+  demo)  pkgs="iproute2 curl nftables ethtool procps nginx-light bird2" ;;
   bench) pkgs="$test_pkgs $bench_pkgs" ;;
   *) echo "system-deps.sh: unknown purpose '$purpose' (build, test, demo, bench)" >&2; exit 2 ;;
 esac

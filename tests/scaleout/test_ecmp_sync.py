@@ -56,6 +56,15 @@ def test_rr_with_sync_keeps_long_lived_connections_when_one_of_three_dies(
     for k in (1, 2, 3):
         with ControlClient(ecmp.control_socket(k)) as c:
             assert sorted(d.state for d in c.get_daemons()) == ["backup", "master"]
+    # each announcer's metrics and status page, inside its director's namespace
+    m = lab.run("dir1", ["curl", "-sf", f"http://{router.STATUS_ADDRESS}/metrics"], timeout=20)
+    assert 'pylvs_bgp_announced{vip="10.171.0.100/32"} 1.0' in m.stdout, m
+    assert 'pylvs_bgp_session_up{neighbor="10.170.0.1",remote_as="65000"} 1.0' in m.stdout
+    doc = json.loads(lab.run("dir1", ["curl", "-sf", f"http://{router.STATUS_ADDRESS}/status.json"],
+                             timeout=20).stdout)
+    assert doc["bgp"]["announced"] == ["10.171.0.100/32"]
+    assert {s["name"] for s in doc["services"]} == {"TCP 10.171.0.100:80",
+                                                    "TCP 10.171.0.100:9000"}, doc["services"]
     # a new entry reaches every director, within the master's flush interval and a poll
     delays = router.sync_delays(ecmp, count=6, spacing=0.3)
     assert len(delays) == 6 and delays[0] >= 0 and delays[-1] < FLUSH_AFTER + 1.5, delays

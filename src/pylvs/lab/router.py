@@ -59,6 +59,9 @@ ECHO_PORT = 9000
 PORTS = (80, ECHO_PORT)  # the lab's HTTP servers, and the echo servers of the long-lived test
 SETUP = [sys.executable, "-m", "pylvs.hostsetup.cli"]
 SYNC_INTERFACE, SYNC_ID = "eth0", 0  # the fabric: directors and the router only
+# each director's announcer serves /metrics, /status and /status.json on its own namespace's
+# loopback: pylvs lab exec dir1 -- curl -s 127.0.0.1:9180/status.json
+STATUS_ADDRESS = "127.0.0.1:9180"
 
 
 def director_name(k: int) -> str:
@@ -234,7 +237,8 @@ class ECMPCluster:
         self._popen(host, f"{host}-scaleout",
                     [sys.executable, "-m", "pylvs.cli.main", "scaleout", "run", "--config",
                      str(conf), "--control-socket", sock, "--socket", self.speaker_socket(k),
-                     "--run-dir", str(self.lab.state_dir / f"{host}-bird")],
+                     "--run-dir", str(self.lab.state_dir / f"{host}-bird"),
+                     "--metrics-address", STATUS_ADDRESS, "--status-address", STATUS_ADDRESS],
                     "BIRD started", f"pylvs scaleout on {host}")
 
     def _program(self, sock: str, flags: ServiceFlags) -> None:
@@ -324,19 +328,26 @@ async def _echo_server(port: int) -> None:
 
 
 async def _hold(vip: str, echo: int, http: int, seconds: float, interval: float,
-                timeout: float) -> dict[str, Any]:
+                timeout: float, progress: float = 0.0) -> dict[str, Any]:
     """``echo`` streaming connections (random bytes, each echo checked byte for byte) and
     ``http`` keep-alive HTTP connections, each used every ``interval`` s for ``seconds`` s; a
-    connection that errs, stalls past ``timeout`` or gets other bytes back is broken."""
-    end = time.monotonic() + seconds
+    connection that errs, stalls past ``timeout`` or gets other bytes back is broken. With
+    ``progress``, a line ``progress {JSON}`` every ``progress`` s: connections open (connected,
+    not broken, not yet finished), broken so far, exchanges so far (the demo's live counts)."""
+    start = time.monotonic()
+    end = start + seconds
     result: dict[str, Any] = {"echo_ok": 0, "echo_broken": 0, "http_ok": 0, "http_broken": 0,
                               "bytes": 0, "requests": 0, "errors": []}
+    live = {"open": 0, "exchanges": 0}
 
     async def one_echo(i: int) -> None:
         rng = random.Random(i)
+        connected = False
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(vip, ECHO_PORT),
                                                     timeout)
+            live["open"] += 1
+            connected = True
             while time.monotonic() < end:
                 chunk = rng.randbytes(rng.randrange(1, 4000))
                 writer.write(chunk)
@@ -344,16 +355,22 @@ async def _hold(vip: str, echo: int, http: int, seconds: float, interval: float,
                 if got != chunk:
                     raise ValueError("echo differs")
                 result["bytes"] += len(chunk)
+                live["exchanges"] += 1
                 await asyncio.sleep(interval)
             writer.close()
+            live["open"] -= 1
             result["echo_ok"] += 1
         except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            live["open"] -= connected
             result["echo_broken"] += 1
             result["errors"].append(f"echo {i}: {type(exc).__name__} {exc}")
 
     async def one_http(i: int) -> None:
+        connected = False
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(vip, 80), timeout)
+            live["open"] += 1
+            connected = True
             server = None
             while time.monotonic() < end:
                 writer.write(f"GET /?c={i} HTTP/1.1\r\nHost: {vip}\r\n\r\n".encode())
@@ -367,15 +384,29 @@ async def _hold(vip: str, echo: int, http: int, seconds: float, interval: float,
                     raise ValueError(f"answer changed: {head[:40]!r} {body!r}")
                 server = body  # the same real server for the whole connection
                 result["requests"] += 1
+                live["exchanges"] += 1
                 await asyncio.sleep(interval)
             writer.close()
+            live["open"] -= 1
             result["http_ok"] += 1
         except (OSError, ValueError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            live["open"] -= connected
             result["http_broken"] += 1
             result["errors"].append(f"http {i}: {type(exc).__name__} {exc}")
 
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(progress)
+            broken = result["echo_broken"] + result["http_broken"]
+            print("progress " + json.dumps({"t": round(time.monotonic() - start, 1),
+                                            "open": live["open"], "broken": broken,
+                                            "exchanges": live["exchanges"]}), flush=True)
+
+    reporter = asyncio.create_task(report()) if progress > 0 else None
     await asyncio.gather(*(one_echo(i) for i in range(echo)),
                          *(one_http(i) for i in range(http)))
+    if reporter is not None:
+        reporter.cancel()
     result["errors"] = result["errors"][:10]
     return result
 
@@ -504,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--seconds", type=float, default=20)
     h.add_argument("--interval", type=float, default=0.2)
     h.add_argument("--timeout", type=float, default=10)
+    h.add_argument("--progress", type=float, default=0, metavar="SECONDS",
+                   help="print 'progress {JSON}' (open, broken, exchanges) this often")
     c = sub.add_parser("churn", help="new connections at a steady rate, outcome as JSON")
     c.add_argument("--vip", default=ECMP_VIP)
     c.add_argument("--rate", type=float, default=20)
@@ -526,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_echo_server(ECHO_PORT))
         return 0
     print(json.dumps(asyncio.run(_hold(args.vip, args.echo, args.http, args.seconds,
-                                       args.interval, args.timeout))), flush=True)
+                                       args.interval, args.timeout, args.progress))), flush=True)
     return 0
 
 
