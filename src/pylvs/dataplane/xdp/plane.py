@@ -15,6 +15,16 @@ mode) otherwise. ``auto`` picks native except on veth: there native XDP_TX only 
 peer when the *peer* has an XDP program of its own (on 6.18, GRO on the peer is enough for
 redirect but not for XDP_TX: the peer's ring fills and every frame is an xdp_tx_error,
 measured by ``make bench-xdp``), and a director cannot set that from its own side.
+
+Which flows: in native mode every kind (DR, NAT both ways, TUN); in generic mode DR only (see
+``SplitFlowSink``: NAT/TUN stay with the C table, or with Python where there is none). IPv4 and
+IPv6 alike: the forwarder's IPv6 path (``forward6.IPv6Path.flows``) is given the same sink,
+which sends IPv6 flows (16-byte keys) to the program only, never to the IPv4-only C table; so
+in generic mode IPv6 NAT and TUN are forwarded by Python. Native mode forced on a veth
+(``--xdp-mode native``) has generic mode's checksum hazard for NAT/TUN when the peer's stack
+uses TX checksum offload (a local sender's frame carries only the pseudo-header sum; measured in
+``tests/dataplane/xdp/test_lab6.py``: the receivers count checksum errors): right for senders
+behind a wire or without checksum offload, which is why ``auto`` never picks it; a warning says so.
 """
 
 from __future__ import annotations
@@ -84,6 +94,12 @@ class XdpDataPlane(PacketDataPlane):
             # Native mode: the program takes every kind of flow. Generic mode: DR only (see
             # SplitFlowSink); NAT and TUN flows stay with the C table when there is one.
             generic = "generic" in self.attach_modes.values()
+            on_veth = sorted(n for n, m in self.attach_modes.items()
+                             if m == "native" and driver_name(n) == "veth")
+            if on_veth and not generic:
+                log.warning("xdp native mode on veth (%s): NAT and TUN flows are forwarded "
+                            "by the program, whose rewrites are only right if the senders "
+                            "compute full checksums (no TX checksum offload)", ", ".join(on_veth))
             kinds = frozenset({FLOW_DR}) if generic else frozenset({FLOW_DR, FLOW_NAT_DST,
                                                                      FLOW_NAT_SRC, FLOW_TUN})
             # The rings keep reading the C table (self.flows); the forwarder offers to both.
