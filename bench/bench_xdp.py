@@ -221,7 +221,8 @@ def role_director(args: argparse.Namespace) -> None:
     d.table.add_dest(key, DestSpec(ipaddress.ip_address(args.rip), 80, fwd))
     plane: PacketDataPlane
     if args.plane == "xdp":
-        plane = XdpDataPlane(d, xdp_mode=args.xdp_mode, interfaces=["eth0", "eth1"])
+        # the generator writes full checksums, so every kind of flow may be the program's
+        plane = XdpDataPlane(d, xdp_mode=args.xdp_mode, xdp_flows="all", interfaces=["eth0", "eth1"])
     else:
         plane = PacketDataPlane(d, interfaces=["eth0", "eth1"], fastpath=True)
     plane.open()

@@ -47,6 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "plane behind it does the rest")
     p.add_argument("--xdp-mode", default="auto", choices=["auto", "native", "generic"],
                    help="how the XDP program is attached (auto: native, generic on veth)")
+    p.add_argument("--xdp-flows", default="auto", choices=["auto", "dr", "all"],
+                   help="flows the XDP program forwards (auto: DR, and NAT/TUN in native mode on "
+                        "a real NIC; all: also elsewhere, if every sender computes full checksums)")
     p.add_argument("--restore", metavar="FILE")
     p.add_argument("--state-file", metavar="PATH",
                    help="keep the table here (as pylvsd's --state-file); a clean stop also "
@@ -68,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options["fastpath"] = False
     if args.dataplane == "xdp":
         options["xdp_mode"] = args.xdp_mode
+        options["xdp_flows"] = args.xdp_flows
     daemon = DirectorDaemon(default_socket_path(args.control_socket), dataplane=args.dataplane,
                             restore=args.restore, dataplane_options=options,
                             state_file=args.state_file)

@@ -56,10 +56,10 @@ def xdp_counters(c: Cluster) -> dict[str, int]:
 
 
 def program_takes(c: Cluster) -> bool:
-    """Whether this mode's flows are the program's: every mode in native mode; DR only in
-    generic mode (the lab's veths), where NAT and TUN flows stay with the ring's C table."""
-    xdp = c.status()["dataplane"]["xdp"]
-    return c.mode == "dr" or "generic" not in xdp["attached"].values()
+    """Whether this mode's flows are the program's: DR always; NAT and TUN only in native mode
+    on a real NIC (the plane says which kinds it gave the program: 0 is DR)."""
+    kinds = c.status()["dataplane"]["xdp"]["kinds"]
+    return c.mode == "dr" or kinds != [0]
 
 
 def xdp_forwarded(before: dict[str, int], after: dict[str, int]) -> int:

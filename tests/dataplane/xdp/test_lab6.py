@@ -44,7 +44,8 @@ class NativeLab(Lab):
 
     def popen(self, host: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         if "pylvs.director.serve_packet" in argv:
-            argv = [*argv, "--xdp-mode", "native"]
+            # the test's senders have offloads off: the operator's "all" is true here
+            argv = [*argv, "--xdp-mode", "native", "--xdp-flows", "all"]
         return super().popen(host, argv, **kw)
 
 

@@ -16,15 +16,16 @@ peer when the *peer* has an XDP program of its own (on 6.18, GRO on the peer is 
 redirect but not for XDP_TX: the peer's ring fills and every frame is an xdp_tx_error,
 measured by ``make bench-xdp``), and a director cannot set that from its own side.
 
-Which flows: in native mode every kind (DR, NAT both ways, TUN); in generic mode DR only (see
-``SplitFlowSink``: NAT/TUN stay with the C table, or with Python where there is none). IPv4 and
-IPv6 alike: the forwarder's IPv6 path (``forward6.IPv6Path.flows``) is given the same sink,
-which sends IPv6 flows (16-byte keys) to the program only, never to the IPv4-only C table; so
-in generic mode IPv6 NAT and TUN are forwarded by Python. Native mode forced on a veth
-(``--xdp-mode native``) has generic mode's checksum hazard for NAT/TUN when the peer's stack
-uses TX checksum offload (a local sender's frame carries only the pseudo-header sum; measured in
-``tests/dataplane/xdp/test_lab6.py``: the receivers count checksum errors): right for senders
-behind a wire or without checksum offload, which is why ``auto`` never picks it; a warning says so.
+Which flows (``xdp_flows``, ``--xdp-flows``): DR flows always (a MAC rewrite is right whatever
+the checksum state); NAT (both ways) and TUN only in native mode on a real NIC, where the
+program sees complete checksums. On veth, native or generic, a local sender's TX checksum
+offload leaves frames that carry only the pseudo-header sum, which an XDP program cannot tell
+apart (measured: with native NAT on veth the receivers counted checksum errors), so NAT and TUN
+stay with the C table, or with Python where there is none (``SplitFlowSink``). ``all`` gives
+the program every kind anyway, for an operator who knows every sender computes full checksums
+(a warning says so); ``dr`` keeps it to DR. IPv4 and IPv6 alike: the forwarder's IPv6 path
+(``forward6.IPv6Path.flows``) is given the same sink, which sends IPv6 flows (16-byte keys) to
+the program only, never to the IPv4-only C table.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ from pylvs.dataplane.xdp.loader import XdpProgram, XdpUnavailable
 log = logging.getLogger("pylvs.dataplane.xdp")
 
 MODES = ("auto", "native", "generic")
+# which kinds of flow the program takes: auto (DR, plus NAT/TUN in native mode on a real NIC),
+# dr, or all (the operator vouches that senders compute full checksums)
+FLOWS = ("auto", "dr", "all")
 
 
 SIOCETHTOOL = 0x8946
@@ -69,9 +73,13 @@ class XdpDataPlane(PacketDataPlane):
 
     name = "xdp"
 
-    def __init__(self, director: Director, xdp_mode: str = "auto", **options: Any) -> None:
+    def __init__(self, director: Director, xdp_mode: str = "auto", xdp_flows: str = "auto",
+                 **options: Any) -> None:
         if xdp_mode not in MODES:
             raise ValueError(f"xdp mode must be one of {', '.join(MODES)}, not {xdp_mode!r}")
+        if xdp_flows not in FLOWS:
+            raise ValueError(f"xdp flows must be one of {', '.join(FLOWS)}, not {xdp_flows!r}")
+        self.xdp_flows = xdp_flows
         super().__init__(director, **options)
         self.xdp_mode = xdp_mode
         self.program: XdpProgram | None = None
@@ -91,17 +99,25 @@ class XdpDataPlane(PacketDataPlane):
                 if mode == "auto" and driver_name(name) == "veth":
                     mode = "generic"
                 self.attach_modes[name] = program.attach(ifindex, mode)
-            # Native mode: the program takes every kind of flow. Generic mode: DR only (see
-            # SplitFlowSink); NAT and TUN flows stay with the C table when there is one.
-            generic = "generic" in self.attach_modes.values()
-            on_veth = sorted(n for n, m in self.attach_modes.items()
-                             if m == "native" and driver_name(n) == "veth")
-            if on_veth and not generic:
-                log.warning("xdp native mode on veth (%s): NAT and TUN flows are forwarded "
-                            "by the program, whose rewrites are only right if the senders "
-                            "compute full checksums (no TX checksum offload)", ", ".join(on_veth))
-            kinds = frozenset({FLOW_DR}) if generic else frozenset({FLOW_DR, FLOW_NAT_DST,
-                                                                     FLOW_NAT_SRC, FLOW_TUN})
+            # Which flows the program takes: DR everywhere (a MAC rewrite is right whatever the
+            # checksum state); NAT and TUN only where the program sees complete checksums, that
+            # is native mode on a real NIC. On veth, native or generic, a sender's TX checksum
+            # offload leaves partial checksums the program cannot tell apart (measured: NAT
+            # frames with bad checksums at the receivers), so those flows stay with the C table
+            # unless the operator says every sender computes full checksums (flows="all").
+            trusted = all(m == "native" and driver_name(n) != "veth"
+                          for n, m in self.attach_modes.items())
+            everything = frozenset({FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, FLOW_TUN})
+            if self.xdp_flows == "all":
+                kinds = everything
+                if not trusted:
+                    log.warning("xdp flows=all on %s: NAT and TUN rewrites are only right if "
+                                "every sender computes full checksums (no TX checksum offload)",
+                                ", ".join(sorted(self.attach_modes)))
+            elif self.xdp_flows == "dr" or not trusted:
+                kinds = frozenset({FLOW_DR})
+            else:
+                kinds = everything
             # The rings keep reading the C table (self.flows); the forwarder offers to both.
             split = SplitFlowSink(xdp_sink, self.flows, kinds)
             if self.flows is None:  # no C table: the forwarder had no flows to sync before
