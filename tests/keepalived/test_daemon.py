@@ -82,6 +82,7 @@ def test_sighup_keeps_running_config_on_bad_file_and_applies_good_one(lab: Lab) 
     py.popen.send_signal(signal.SIGHUP)
     assert wait_for(lambda: "reload rejected" in py.logtext(), 5)
     assert py.alive() and py.instance().get("state") == "MASTER" and lab.vip_holders() == ["a"]
+    assert wait_for(lambda: py.state().get("reload_failures") == 1, 5), py.state()
     # a good file with one more VIP: applied in place, still MASTER, no failover
     two_vips = instance_conf(prio=150, version=3, advert=0.2).replace(
         "dev eth0 label eth0:vip\n", "dev eth0 label eth0:vip\n        10.77.0.101/24 dev eth0\n")

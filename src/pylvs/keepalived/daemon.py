@@ -109,6 +109,8 @@ class KeepalivedDaemon:
         self._last_state = ""
         self.service = ServiceNotifier()
         self.reloads = 0  # completed reloads (good or rejected), for tests and the state file
+        self.reload_failures = 0  # rejected ones: the running configuration stayed
+        self.last_reload_success: float | None = None  # wall clock of the last applied one
         self._reload_wanted: asyncio.Event | None = None
         self._reload_idle: asyncio.Event | None = None
 
@@ -306,6 +308,7 @@ class KeepalivedDaemon:
             try:
                 cfg, lvs, plans = await _off_loop(self._load_checked)
             except _Rejected as exc:
+                self.reload_failures += 1
                 for line in exc.lines:
                     log.error("reload rejected, keeping the running configuration: %s", line)
                 return
@@ -319,6 +322,7 @@ class KeepalivedDaemon:
             if self.settings.run_checkers:
                 await self._reload_lvs(lvs)
             self.write_state()
+            self.last_reload_success = time.time()
             log.info("Reload complete")
         finally:
             self.service.ready()
@@ -404,7 +408,7 @@ class KeepalivedDaemon:
 
     def status(self) -> dict[str, object]:
         out: dict[str, object] = {"pid": os.getpid(), "time": time.time(), "config": self.path,
-                                  "reloads": self.reloads}
+                                  "reloads": self.reloads, "reload_failures": self.reload_failures}
         out["instances"] = self.instances.status() if self.instances is not None else {}
         out["arbitrator"] = self.arbitrator.status() if self.arbitrator is not None else None
         return out

@@ -110,7 +110,11 @@ class Metrics:
 
     def _reloads(self) -> ReloadCounts | None:
         done = getattr(self.daemon, "reloads", None)  # completed reloads, when the daemon counts
-        return ReloadCounts(done) if isinstance(done, int) else None
+        if not isinstance(done, int):
+            return None
+        failed = getattr(self.daemon, "reload_failures", None)
+        return ReloadCounts(done, failed if isinstance(failed, int) else None,
+                            getattr(self.daemon, "last_reload_success", None))
 
     def _vrrp(self) -> dict[str, Any]:
         return dict(self.daemon.status())
