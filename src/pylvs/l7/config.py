@@ -56,6 +56,7 @@ from pylvs.l7.model import (
 )
 from pylvs.l7.scriptconf import ScriptReader
 from pylvs.l7.syntax import ConfigError, Directive, printable, read_tree
+from pylvs.l7.syslogsink import is_syslog, parse_syslog
 from pylvs.l7.tls import https_upstream, proxy_tls, server_context, server_tls
 from pylvs.l7.variables import Template
 
@@ -252,8 +253,12 @@ class _Builder:
         target = d.args[0]
         if target == "stderr":
             self.error_log_path = None
-        elif target.startswith("syslog:"):
-            raise ConfigError('"error_log" to syslog is not supported', d.file, d.line)
+        elif is_syslog(target):
+            try:
+                parse_syslog(target)
+            except ValueError as e:
+                raise ConfigError(str(e), d.file, d.line) from None
+            self.error_log_path = target  # kept as written: ``syslogsink`` opens it
         else:
             self.error_log_path = self.abspath(target)
         if len(d.args) == 2:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pylvs.l7.directives import DIRECTIVES, MAIN
 from pylvs.l7.model import Config
 from pylvs.l7.syntax import ConfigError, Directive, printable, read_tree
+from pylvs.l7.syslogsink import is_syslog, parse_syslog
 
 # Debian's nginx build (``nginx -V``): --prefix, --conf-path, --pid-path; no --user, so the
 # compiled default user is nobody and its group nogroup.
@@ -45,7 +46,7 @@ class MainConf:
     user: tuple[str, str] | None = None  # (user, group); None: not written
     user_where: str = ""  # " in FILE:LINE" or " in command line"
     worker_processes: int | None = None  # from -g only (the file's is in Config)
-    error_log: tuple[str | None, str] | None = None  # from -g only: (path or None, level)
+    error_log: tuple[str | None, str] | None = None  # from -g only: (target or None, level)
 
 
 def _where(d: Directive) -> str:
@@ -186,10 +187,14 @@ def read_main(path: str, params: str = "", prefix: str = PREFIX) -> MainConf:
             args = _one(d, 1, 2)
             if len(args) == 2 and args[1] not in LEVELS:
                 raise _err(f'invalid log level "{args[1]}"', d)
-            if args[0].startswith("syslog:"):
-                raise _err('"error_log" to syslog is not supported', d)
+            if is_syslog(args[0]):
+                try:
+                    parse_syslog(args[0])
+                except ValueError as e:
+                    raise _err(str(e), d) from None
             target = None if args[0] == "stderr" else (
-                args[0] if os.path.isabs(args[0]) else os.path.join(prefix, args[0]))
+                args[0] if os.path.isabs(args[0]) or is_syslog(args[0])
+                else os.path.join(prefix, args[0]))
             values["error_log"] = (target, args[1] if len(args) == 2 else "error")
     return MainConf(**values)  # type: ignore[arg-type]
 

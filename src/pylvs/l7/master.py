@@ -47,6 +47,7 @@ from pylvs.l7.privileges import Credentials
 from pylvs.l7.process import Bound, ErrorLog, serve, signal_name
 from pylvs.l7.stats import STAT_SLOTS, SharedStats, exposition
 from pylvs.l7.syntax import ConfigError
+from pylvs.l7.syslogsink import file_paths
 from pylvs.metrics.server import MetricsError, ObservabilityServer
 from pylvs.metrics.sources import Sources
 from pylvs.service.sdnotify import Notifier
@@ -279,8 +280,7 @@ class Master:
         cfg = self.loaded.cfg
         paths = {al.path for srv in cfg.servers for loc in (*srv.locations, srv.fallback)
                  for al in loc.access_log}
-        if cfg.error_log is not None:
-            paths.add(cfg.error_log)
+        paths.update(file_paths(cfg.error_log))  # a syslog target has nothing to reopen
         return sorted(paths)
 
     def stop(self, how: str) -> None:

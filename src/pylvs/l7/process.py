@@ -21,13 +21,13 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import IO
 
 from pylvs.l7.listen import L7Server
 from pylvs.l7.mainconf import LEVELS
 from pylvs.l7.model import Config
 from pylvs.l7.privileges import Credentials, die_with_parent, drop
 from pylvs.l7.stats import SharedStats
+from pylvs.l7.syslogsink import LogSink, file_paths, open_error_log
 
 WORKER_SIGNALS = (signal.SIGQUIT, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP,
                   signal.SIGUSR2, signal.SIGWINCH)
@@ -36,14 +36,13 @@ Bound = dict[tuple[str, int], socket.socket]
 
 class ErrorLog:
     """nginx's error_log lines (``2026/12/07 02:44:51 [notice] PID#PID: text``) at or above a
-    level, to a file (reopened on USR1) or to stderr."""
+    level, to a file (reopened on USR1), to stderr or to syslog (``syslogsink``: the same line
+    after a syslog header; nothing to reopen)."""
 
     def __init__(self, path: str | None, level: str) -> None:
         self.path = path
         self.level = LEVELS.index(level)
-        self.f: IO[str] = sys.stderr
-        if path is not None:
-            self.f = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        self.f: LogSink = open_error_log(path)
 
     def __call__(self, level: str, text: str) -> None:
         if LEVELS.index(level) < self.level:
@@ -55,10 +54,10 @@ class ErrorLog:
             self.f.flush()
 
     def reopen(self) -> None:
-        if self.path is None:
+        if not file_paths(self.path):
             return
         try:
-            new: IO[str] = open(self.path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+            new = open_error_log(self.path)
         except OSError:
             return
         old, self.f = self.f, new

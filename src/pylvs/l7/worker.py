@@ -15,9 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 from collections import deque
-from typing import IO, Protocol
+from typing import Protocol
 
 from pylvs.l7.accesslog import AccessLogs
 from pylvs.l7.config import Config, Server
@@ -35,6 +34,7 @@ from pylvs.l7.stats import (
     private,
 )
 from pylvs.l7.status import Clock
+from pylvs.l7.syslogsink import LogSink, file_paths, open_error_log
 from pylvs.l7.upstream import UpstreamPool
 
 
@@ -91,11 +91,8 @@ class Worker:
         self.connections: set[Connection] = set()
         self.use_stats(*private(config))
         self._serial = 0
-        self.error_file: IO[str] = sys.stderr
-        self._own_error_file = False
-        if config.error_log is not None:
-            self.error_file = open(config.error_log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
-            self._own_error_file = True
+        self.error_file: LogSink = open_error_log(config.error_log)  # file, stderr or syslog
+        self._own_error_file = config.error_log is not None
         for srv in config.servers:
             for loc in (*srv.locations, srv.fallback):
                 for al in loc.access_log:
@@ -160,17 +157,14 @@ class Worker:
 
     def log_paths(self) -> list[str]:
         """Every file this worker writes (error log, access logs): what USR1 reopens."""
-        paths = self.logs.paths
-        if self.config.error_log is not None:
-            paths.append(self.config.error_log)
-        return paths
+        return [*self.logs.paths, *file_paths(self.config.error_log)]
 
     def reopen_logs(self) -> None:
         """USR1 (logrotate's postrotate): new lines go to new files at the same paths."""
         self.logs.reopen()
-        if self._own_error_file and self.config.error_log is not None:
+        if file_paths(self.config.error_log):
             try:
-                new: IO[str] = open(self.config.error_log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+                new = open_error_log(self.config.error_log)
             except OSError:
                 return
             old, self.error_file = self.error_file, new
