@@ -37,6 +37,13 @@ sender with TX checksum offload sends them (``PACKET_VNET_HDR``, NEEDS_CSUM: onl
 pseudo-header sum in the UDP/TCP checksum field), so the director receives every frame
 checksum-not-ready and completes it: the cost of issue #16's fix.
 
+Metrics while scraped (issue #18's "Speed"): with ``--scrape SECONDS`` each pylvs scenario of
+the table gets a twin ``NAME+scrape`` right after it: the same director also serving
+``/metrics`` on 127.0.0.1:19100 in its namespace (``pylvs.metrics``, pylvsd's module: its HTTP
+threads in the director's process, so in its CPU figures), while a scraper process in that
+namespace fetches ``/metrics`` every SECONDS through the counted seconds; the run prints each
+twin's scrape count and mean scrape time. The no-loss search runs unscraped.
+
 Bounded: each scenario runs ``--seconds`` (2) and stops itself; the lab is removed at the end,
 also on failure. Needs root. The machine is shared with other work: figures are noisy, the
 reference beside ours is the fair comparison.
@@ -62,6 +69,8 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 from pylvs.dataplane.packet import codec, offload  # noqa: E402
 
 VIP = "192.168.168.100"
+METRICS = "127.0.0.1:19100"  # the director's /metrics with --scrape, in its namespace
+SCRAPED = "+scrape"
 CLIENT = "192.168.168.60"
 
 
@@ -143,6 +152,32 @@ def role_gen(args: argparse.Namespace) -> None:
     print(json.dumps({"sent": sent}))
 
 
+def role_scrape(args: argparse.Namespace) -> None:
+    """In the director namespace: fetch ``--url`` every ``--every`` seconds for ``--seconds``,
+    as Prometheus would; print the count and mean duration as JSON."""
+    import urllib.request
+
+    times: list[float] = []
+    errors: list[str] = []
+    end = time.monotonic() + args.seconds
+    next_at = time.monotonic()
+    while time.monotonic() < end:
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(args.url, timeout=10) as r:
+                body = r.read()
+            if b"node_ipvs_connections_total" not in body:
+                errors.append("no node_ipvs_connections_total in /metrics")
+            times.append(time.perf_counter() - t0)
+        except OSError as e:
+            errors.append(str(e))
+        next_at += args.every
+        time.sleep(max(0.0, min(next_at, end) - time.monotonic()))
+    print(json.dumps({"scrapes": len(times),
+                      "scrape_ms": sum(times) / len(times) * 1e3 if times else 0.0,
+                      "errors": errors[:3]}), flush=True)
+
+
 def role_director(args: argparse.Namespace) -> None:
     """In the director namespace: a Director with one UDP/TCP service and the packet plane."""
     from pylvs.core.director import Director
@@ -162,6 +197,15 @@ def role_director(args: argparse.Namespace) -> None:
     if (plane.flows is not None) != (args.path == "c"):
         raise SystemExit(f"director: asked for the {args.path} path, C hot path is "
                          f"{'on' if plane.flows is not None else 'off (not built?)'}")
+    observe: Any = None
+    if args.metrics_address:  # pylvsd's wiring (pylvs.metrics.wiring.director_sources)
+        from pylvs.metrics.server import ObservabilityServer, parse_listen
+        from pylvs.metrics.sources import Sources
+
+        observe = ObservabilityServer(Sources("pylvsd", table=lambda: d.table,
+                                              dataplane=lambda: plane),
+                                      parse_listen(args.metrics_address))
+        observe.start()
     prof: Any = None
     if os.environ.get("BENCH_PACKET_PROFILE"):
         import cProfile
@@ -188,6 +232,8 @@ def role_director(args: argparse.Namespace) -> None:
         wall = time.monotonic() - w0
         desc = plane.describe()
     finally:
+        if observe is not None:
+            observe.close()
         plane.close()
     if prof is not None:
         import pstats
@@ -212,8 +258,12 @@ def _rx_packets(lab: Any, host: str) -> int:
 
 
 def scenario(lab: Any, name: str, seconds: float, flows: int, payload: int,
-             rate: int = 0, partial: bool = False) -> dict[str, Any]:
+             rate: int = 0, partial: bool = False, scrape: float = 0.0) -> dict[str, Any]:
+    """One scenario; ``name`` ending in ``+scrape``: its director serves /metrics and a scraper
+    fetches them every ``scrape`` seconds while the load runs."""
     me = [sys.executable, os.path.abspath(__file__)]
+    scraped = name.endswith(SCRAPED)
+    name = name.removesuffix(SCRAPED)
     path = "python" if name.endswith("-py") else "c"
     name = name.removesuffix("-py")
     director_mac = lab.mac("director").replace(":", "")
@@ -229,7 +279,8 @@ def scenario(lab: Any, name: str, seconds: float, flows: int, payload: int,
         dst_ip = VIP
         rip = "10.168.0.10" if name == "nat" else "192.168.168.10"
         director = lab.popen("director", [*me, "--role", "director", "--mode", name.split("-")[0],
-                                          "--rip", rip, "--path", path] + (["--syn"] if syn else []),
+                                          "--rip", rip, "--path", path] + (["--syn"] if syn else [])
+                             + (["--metrics-address", METRICS] if scraped else []),
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert director.stdout is not None
         line = director.stdout.readline()
@@ -249,6 +300,12 @@ def scenario(lab: Any, name: str, seconds: float, flows: int, payload: int,
         assert director.stdin is not None
         director.stdin.write("go\n")
         director.stdin.flush()
+    scraper: subprocess.Popen[str] | None = None
+    if scraped:
+        scraper = lab.popen("director", [*me, "--role", "scrape", "--url",
+                                         f"http://{METRICS}/metrics", "--every", str(scrape),
+                                         "--seconds", str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
     before = _rx_packets(lab, sink)
     gen = lab.run("client", [*gen_argv, "--flows", str(flows), "--seconds", str(seconds),
                              "--rate", str(rate)],
@@ -258,6 +315,10 @@ def scenario(lab: Any, name: str, seconds: float, flows: int, payload: int,
     sent = json.loads(gen.stdout.strip().splitlines()[-1])["sent"]
     res: dict[str, Any] = {"name": name if name == "kernel" else f"{name} ({path})", "sent": sent, "received": received,
                            "pps": received / seconds, "loss": 1 - received / sent if sent else 0.0}
+    if scraper is not None:
+        out, _ = scraper.communicate(timeout=seconds + 60)
+        res.update(json.loads(out.strip().splitlines()[-1]))
+        res["name"] += SCRAPED
     if director is not None:
         out, _ = director.communicate(timeout=60)  # closing stdin ends it
         stats = json.loads(out.strip().splitlines()[-1])
@@ -300,7 +361,7 @@ def search_no_loss(lab: Any, name: str, ladder: list[int],
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--role", choices=["bench", "gen", "director"], default="bench")
+    p.add_argument("--role", choices=["bench", "gen", "director", "scrape"], default="bench")
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--flows", type=int, default=1000)
     p.add_argument("--payload", type=int, default=18, help="UDP payload bytes (64-byte frames)")
@@ -331,6 +392,12 @@ def main() -> int:
                    help="rate ladder (packets/s) bisected for the Python path")
     p.add_argument("--bridge-nf", choices=["on", "off"], default="on",
                    help="netfilter on the lab's bridges (br_netfilter), for every scenario")
+    p.add_argument("--scrape", type=float, metavar="SECONDS",
+                   help="also run each pylvs scenario as NAME+scrape: /metrics served by the "
+                   "director and fetched every SECONDS (0.1-60) while the load runs")
+    p.add_argument("--metrics-address", default="", help="director: serve /metrics here")
+    p.add_argument("--url", default="", help="scraper: what to fetch")
+    p.add_argument("--every", type=float, default=1.0, help="scraper: seconds between fetches")
     p.add_argument("--nice", type=int, default=-10,
                    help="priority of the generator and director (root; the machine is shared)")
     args = p.parse_args()
@@ -345,6 +412,11 @@ def main() -> int:
     if args.role == "director":
         role_director(args)
         return 0
+    if args.role == "scrape":
+        role_scrape(args)
+        return 0
+    if args.scrape is not None and not 0.1 <= args.scrape <= 60:
+        p.error("--scrape must be 0.1-60 s")
     if os.geteuid() != 0:
         print("bench_packet: needs root (network namespaces, AF_PACKET)", file=sys.stderr)
         return 1
@@ -365,10 +437,13 @@ def main() -> int:
             lab.run("lan", ["sysctl", "-q", "-w", "net.bridge.bridge-nf-call-iptables=0",
                             "net.bridge.bridge-nf-call-ip6tables=0",
                             "net.bridge.bridge-nf-call-arptables=0"], check=True)
-        for name in args.scenarios.split(","):
+        names = [n for n in args.scenarios.split(",") if n]
+        if args.scrape is not None:
+            names = [m for n in names for m in ((n,) if n == "kernel" else (n, n + SCRAPED))]
+        for name in names:
             flows = 64000 if name.startswith("dr-syn") else args.flows
             results.append(scenario(lab, name, args.seconds, flows, args.payload,
-                                    partial=args.partial))
+                                    partial=args.partial, scrape=args.scrape or 0.0))
         for name in [n for n in args.no_loss.split(",") if n]:
             rates = (args.rates_syn if name.startswith("dr-syn") else
                      args.rates_py if name.endswith("-py") else args.rates_c)
@@ -396,6 +471,11 @@ def main() -> int:
                   f"{r['fast_frames'] / r['rx']:.0%}" if r.get("rx") else "",
                   f"{r['conns_per_s']:,.0f}" if r.get("conns_per_s") else "")
     Console(width=160).print(t)
+    for r in results:
+        if r["name"].endswith(SCRAPED):
+            print(f"{r['name']}: /metrics scraped {r['scrapes']} times every {args.scrape:g} s, "
+                  f"mean scrape {r['scrape_ms']:.2f} ms"
+                  + (f"; errors: {r['errors']}" if r["errors"] else ""))
     for name, (best, why) in no_loss.items():
         print(f"{name}: highest offered rate forwarded without loss (>99.9%, 2 s): "
               + (f"{best:,} packets/s" if best else "below the lowest rate tried")

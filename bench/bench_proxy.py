@@ -20,11 +20,20 @@ A second table gives the CPU time (user + system, from /proc) that each proxy's 
 spent per request and per GB: a load that other work on the machine slows down also slows the
 rates, but changes the CPU spent per unit of work far less.
 
+Metrics while scraped (issue #18's "Speed"): with ``--scrape SECONDS`` every pylvs row gets a
+twin, ``pylvs+scrape`` beside ``pylvs``, run in the same interleaved rounds: the same proxy
+started with ``--metrics-address 127.0.0.1:PORT`` (pylvsd's metrics module, its HTTP threads
+in the proxy's process and so in its CPU figures) while a scraper thread of this script fetches
+``/metrics`` every SECONDS through the whole measurement, as Prometheus would. The run prints
+each scraped row's scrape count and mean scrape time; the two rows side by side are the cost
+of being watched.
+
 What this is not for: pass/fail. Numbers on a shared machine are noisy; the run prints the load
 average before and after so a reader can judge. Every run is bounded in time; every process
 started here is stopped here, by PID.
 
     python bench/bench_proxy.py [--duration 5] [--bulk-mb 1024] [--rounds 2] [--only pylvs,...]
+                                [--scrape SECONDS]
 """
 
 from __future__ import annotations
@@ -40,7 +49,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +69,7 @@ VIPS = {
     "pylvs": "127.0.0.100", "pylvs-userspace": "127.0.0.103", "haproxy": "127.0.0.101",
     "nginx-stream": "127.0.0.102",
 }
+SCRAPED = "+scrape"  # suffix of a row run with its metrics served and scraped
 STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 BODY = "hello from the real server\n"
 
@@ -88,6 +100,9 @@ class Result:
     # as pylvs's in-kernel relay does. It includes wrk and the backends, the same for every row.
     ka_machine_us: float = 0.0
     close_machine_us: float = 0.0
+    # --scrape: /metrics fetches during the measurement and their mean duration
+    scrapes: int = 0
+    scrape_ms: float = 0.0
     errors: list[str] = field(default_factory=list)
 
 
@@ -213,6 +228,45 @@ def run_bulk(host: str, port: int, size: int) -> tuple[float, list[str]]:
     return r["bytes"] / r["seconds"] / 1e6, errs
 
 
+class Scraper:
+    """Fetches ``url`` every ``every`` seconds from a thread of this script (not the proxy's
+    process), as Prometheus would, until stopped; counts the fetches and times them."""
+
+    def __init__(self, url: str, every: float) -> None:
+        self.url, self.every = url, every
+        self.times: list[float] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scraper", daemon=True)
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url, timeout=10) as r:
+                    body = r.read()
+                if b"node_ipvs_connections_total" not in body:
+                    self.errors.append("scrape: no node_ipvs_connections_total in /metrics")
+            except OSError as e:
+                self.errors.append(f"scrape: {e}")
+            else:
+                self.times.append(time.perf_counter() - t0)
+            next_at += self.every
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def mean_ms(self) -> float:
+        return sum(self.times) / len(self.times) * 1e3 if self.times else 0.0
+
+
 # ---- configurations ---------------------------------------------------------------------------
 
 
@@ -301,7 +355,9 @@ def backends(procs: Processes, tmp: Path, bulk_size: int) -> Iterator[
 
 
 def start_proxy(procs: Processes, tmp: Path, name: str, web: list[tuple[str, int]],
-                bulk: tuple[str, int]) -> tuple[subprocess.Popen[bytes], str, int, int]:
+                bulk: tuple[str, int], metrics_port: int = 0,
+                ) -> tuple[subprocess.Popen[bytes], str, int, int]:
+    """``metrics_port``: a pylvs proxy also serves ``/metrics`` on 127.0.0.1:PORT."""
     vip = VIPS[name]
     web_port, bulk_port = free_port(vip), free_port(vip)
     if name.startswith("pylvs"):
@@ -312,6 +368,8 @@ def start_proxy(procs: Processes, tmp: Path, name: str, web: list[tuple[str, int
         os.environ["PYTHONPATH"] = env_src + os.pathsep + os.environ.get("PYTHONPATH", "")
         if name == "pylvs-userspace":
             argv.append("--no-sockmap")
+        if metrics_port:
+            argv += ["--metrics-address", f"127.0.0.1:{metrics_port}"]
     elif name == "haproxy":
         conf = tmp / "haproxy.cfg"
         conf.write_text(haproxy_conf(vip, web_port, bulk_port, web, bulk))
@@ -320,9 +378,11 @@ def start_proxy(procs: Processes, tmp: Path, name: str, web: list[tuple[str, int
         conf = tmp / "stream.conf"
         conf.write_text(nginx_stream_conf(tmp, vip, web_port, bulk_port, web, bulk))
         argv = ["nginx", "-p", str(tmp), "-c", str(conf), "-g", "daemon off;"]
-    p = procs.start(name, argv, PROXY_CPU, tmp / f"{name}.out")
+    p = procs.start(name, argv, PROXY_CPU, tmp / f"{name}{'-scraped' if metrics_port else ''}.out")
     wait_port(vip, web_port)
     wait_port(vip, bulk_port)
+    if metrics_port:
+        wait_port("127.0.0.1", metrics_port)
     return p, vip, web_port, bulk_port
 
 
@@ -384,6 +444,9 @@ def best(rounds: list[Result]) -> Result:
         bulk_cpu_ms_per_gb=low([r.bulk_cpu_ms_per_gb for r in rounds]),
         ka_machine_us=low([r.ka_machine_us for r in rounds]),
         close_machine_us=low([r.close_machine_us for r in rounds]),
+        scrapes=sum(r.scrapes for r in rounds),
+        scrape_ms=(sum(r.scrape_ms * r.scrapes for r in rounds)
+                   / max(1, sum(r.scrapes for r in rounds))),
         errors=[e for r in rounds for e in r.errors],
     )
 
@@ -416,7 +479,8 @@ def render(results: list[Result], loads: tuple[str, str], args: argparse.Namespa
     for col in ("proxy", "µs/req keep-alive", "of it user", "vs HAProxy", "µs/req new-conn",
                 "of it user", "vs HAProxy", "ms/GB bulk", "vs HAProxy", "machine µs/req ka",
                 "vs HAProxy", "machine µs/req new-conn", "vs HAProxy"):
-        c.add_column(col, justify="left" if col == "proxy" else "right")
+        c.add_column(col, justify="left" if col == "proxy" else "right",
+                     min_width=max(len(r.name) for r in results) if col == "proxy" else None)
 
     def inv(x: float, ref_x: float) -> str:
         # HAProxy's cost over ours: above 1 means we spend less CPU than HAProxy.
@@ -445,6 +509,11 @@ def render(results: list[Result], loads: tuple[str, str], args: argparse.Namespa
                   "connections to an in-kernel relay, whose work runs in kernel threads and "
                   "softirq, not in its process: compare it on the machine columns. "
                   "pylvs-userspace is the same proxy with that relay off (PYLVS_PROXY_SOCKMAP=0).")
+    for r in results:
+        if r.name.endswith(SCRAPED):
+            console.print(f"{r.name}: /metrics scraped {r.scrapes} times every {args.scrape:g} s "
+                          f"over {args.rounds} round(s), mean scrape {r.scrape_ms:.2f} ms "
+                          f"(compare with the {r.name.removesuffix(SCRAPED)} row)")
     console.print(f"load average before: {loads[0]}   after: {loads[1]}  "
                   "(a shared machine: other work on these CPUs skews every row)")
     for r in results:
@@ -469,13 +538,22 @@ def main(argv: list[str] | None = None) -> int:
                     "nginx-stream")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds (1-5)")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--scrape", type=float, metavar="SECONDS",
+                    help="also run each pylvs row as NAME+scrape: metrics served on 127.0.0.1 "
+                    "and /metrics fetched every SECONDS (0.1-60) during the measurement")
     args = ap.parse_args(argv)
     if not 1 <= args.duration <= 60 or not 1 <= args.bulk_mb <= 8192 or not 1 <= args.rounds <= 5:
         ap.error("--duration must be 1-60 s, --bulk-mb 1-8192 and --rounds 1-5")
+    if args.scrape is not None and not 0.1 <= args.scrape <= 60:
+        ap.error("--scrape must be 0.1-60 s")
     names = [n for n in args.only.split(",") if n]
     unknown = set(names) - {"direct", *VIPS}
     if unknown:
         ap.error(f"unknown proxy name(s): {', '.join(sorted(unknown))}")
+    if args.scrape is not None:
+        names = [m for n in names for m in ((n, n + SCRAPED) if n.startswith("pylvs") else (n,))]
+        if not any(n.endswith(SCRAPED) for n in names):
+            ap.error("--scrape needs a pylvs row in --only")
     miss = missing_tools()
     if miss:
         print(f"bench_proxy: missing {', '.join(miss)} (make sysdeps-bench installs them)",
@@ -501,10 +579,21 @@ def main(argv: list[str] | None = None) -> int:
                             rounds[name].append(measure(name, host, port, bulk, args.duration,
                                                         bulk_size, None))
                             continue
-                        p, vip, wp, bp = start_proxy(procs, tmp, name, web, bulk)
+                        base = name.removesuffix(SCRAPED)
+                        mport = free_port("127.0.0.1") if base != name else 0
+                        p, vip, wp, bp = start_proxy(procs, tmp, base, web, bulk, mport)
                         try:
-                            rounds[name].append(measure(name, vip, wp, (vip, bp), args.duration,
-                                                        bulk_size, p.pid))
+                            if not mport:
+                                rounds[name].append(measure(name, vip, wp, (vip, bp),
+                                                            args.duration, bulk_size, p.pid))
+                                continue
+                            with Scraper(f"http://127.0.0.1:{mport}/metrics",
+                                         args.scrape) as sc:
+                                r = measure(name, vip, wp, (vip, bp), args.duration, bulk_size,
+                                            p.pid)
+                            r.scrapes, r.scrape_ms = len(sc.times), sc.mean_ms()
+                            r.errors += sc.errors
+                            rounds[name].append(r)
                         finally:
                             procs.stop(p)
                 results = [best(rounds[n]) for n in names]
