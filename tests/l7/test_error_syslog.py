@@ -320,3 +320,14 @@ def test_command_line_target_and_an_absent_syslogd() -> None:
                 got = _fields(li.wait("/found"))
                 assert got["level"] == "error" and got["pri"] == "187"
                 assert not [m for m in li.got if "/lost" in m]
+
+
+def test_access_log_to_syslog_is_refused_not_written_to_a_file(tmp_path: Path) -> None:
+    conf = tmp_path / "n.conf"
+    conf.write_text("events {}\nhttp {\n  access_log syslog:server=unix:/dev/log;\n"
+                    "  server { listen 127.0.0.1:1; }\n}\n")
+    out = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(conf)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert f'"access_log" to syslog is not supported in {conf}:3' in out.stderr
+    assert "Traceback" not in out.stderr

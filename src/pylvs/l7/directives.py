@@ -368,6 +368,9 @@ def _access_log(lv: Level, d: Directive) -> None:
         if len(a) > 1:
             raise ConfigError('invalid parameter "off"', d.file, d.line)
         return
+    if a[0].startswith("syslog:"):
+        # refused, not written to a file named "syslog:..." (only error_log goes to syslog)
+        raise ConfigError('"access_log" to syslog is not supported', d.file, d.line)
     fmt_name = a[1] if len(a) > 1 else "combined"
     formats = lv.reader.log_formats
     if fmt_name not in formats:
