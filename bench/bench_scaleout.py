@@ -116,9 +116,10 @@ def survival(sloppy: bool, conns: int, rate: float, seconds: float, scheduler: s
                      "--seconds", str(seconds), "--interval", "0.5", "--timeout", "8")
         churn = _tool(lab, "churn", "--rate", str(rate), "--seconds", str(seconds))
         time.sleep(seconds / 3)
-        ecmp.kill("dir2-director")
-        out["withdraw_after_dataplane_death_s"] = round(
-            ecmp.wait_next_hops({d[1], d[3]}, timeout=10), 3)
+        t_kill = time.monotonic()  # from the kill, not from its reaping (a big process's exit
+        ecmp.kill("dir2-director")  # takes a while, and the speaker may have acted by then)
+        ecmp.wait_next_hops({d[1], d[3]}, timeout=10)
+        out["withdraw_after_dataplane_death_s"] = round(time.monotonic() - t_kill, 3)
         h, c = _json(hold, seconds + 60), _json(churn, seconds + 60)
         out["die"] = {"long_lived": conns, "broken": h["echo_broken"] + h["http_broken"],
                       "new": c["ok"] + c["failed"], "new_failed": c["failed"],
@@ -131,9 +132,16 @@ def survival(sloppy: bool, conns: int, rate: float, seconds: float, scheduler: s
         ecmp.start_director(4)
         ecmp.wait_next_hops({d[1], d[3], d[4]}, timeout=20)
         h, c = _json(hold, seconds + 60), _json(churn, seconds + 60)
+        with ControlClient(ecmp.control_socket(4)) as cc:
+            st = cc.status()
         out["add"] = {"long_lived": conns, "broken": h["echo_broken"] + h["http_broken"],
                       "new": c["ok"] + c["failed"], "new_failed": c["failed"],
-                      "errors": h["errors"][:3] + c["errors"][:3]}
+                      "errors": h["errors"][:3] + c["errors"][:3],
+                      # what the newcomer could not forward (no entry), what sync gave it
+                      "dir4_no_entry_drops": st["dataplane"].get("drops", {}).get(
+                          "no_connection", 0),
+                      "dir4_synced_entries": st["sync"].get("backup", {}).get(
+                          "entries_created", 0)}
         # -- one drains while new connections keep coming
         churn = _tool(lab, "churn", "--rate", str(rate), "--seconds", str(seconds))
         time.sleep(seconds / 3)
@@ -240,6 +248,9 @@ def main() -> int:
             kept = 100 * (e["long_lived"] - e["broken"]) / e["long_lived"]
             print(f"  {what:<18} long-lived broken {e['broken']:>4}/{e['long_lived']} "
                   f"({kept:.1f} % kept)   new lost {e['new_failed']}/{e['new']}")
+            if ev == "add":
+                print(f"  {'':<18} the newcomer: {e['dir4_no_entry_drops']} packets dropped "
+                      f"without an entry, {e['dir4_synced_entries']} entries received by sync")
             for err in e["errors"]:
                 print(f"      e.g. {err}")
         print(f"  drain              new lost {r['drain']['new_failed']}/{r['drain']['new']}")

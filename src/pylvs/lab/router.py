@@ -206,6 +206,12 @@ class ECMPCluster:
             lab.run(rs, ["ip", "route", "replace", EDGE_NET, "via", ROUTER_LAN], check=True)
         lab.run("client", ["ip", "route", "replace", "10.171.0.0/24", "via", ROUTER_EDGE],
                 check=True)
+        # The router's multipath hash of a forwarded packet is the flow hash the client's socket
+        # set (a veth keeps it), and Linux gives a socket a new one after a retransmission
+        # timeout (net.core.txrehash): a flow stalled on a director without its entry would then
+        # hop to another next hop and heal itself, which a real router hashing the headers never
+        # does. Off, a flow keeps its path, as through a real router, and what breaks is seen.
+        lab.run("client", ["sysctl", "-qw", "net.core.txrehash=0"], check=True)
         lab.run("router", ["sh", "-c", "sysctl -qw net.ipv4.ip_forward=1 "
                            "net.ipv4.fib_multipath_hash_policy=1 net.ipv4.conf.all.rp_filter=0 "
                            "net.ipv4.conf.default.rp_filter=0; for i in eth0 eth1 eth2; do "
