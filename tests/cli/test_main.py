@@ -24,6 +24,7 @@ def _minimal_args(command: str) -> list[str]:
         "rs-setup": ["--vip", "192.168.168.100", "--mode", "dr", "--dry-run"],
         "director-setup": ["--vip", "192.168.168.100/24", "--dev", "eth0", "--dry-run"],
         "man": ["pylvsd"],
+        "scaleout": ["status"],
     }.get(command, [])
 
 

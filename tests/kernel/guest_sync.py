@@ -98,7 +98,8 @@ def main() -> None:
         pylvsd = run("m", sys.executable, "-m", "pylvs.director.main", "--control-socket", sock,
                      "--dataplane", "proxy")
         if not wait(lambda: Path(sock).exists(), 120):
-            raise RuntimeError("pylvsd did not start")
+            pylvsd.terminate()
+            raise RuntimeError(f"pylvsd did not start: {pylvsd.communicate(timeout=10)[0][-2000:]}")
         ctl = ControlClient(sock)
         key = ServiceKey.inet(6, VIP, 80)
         ctl.add_service(ServiceSpec(key, "rr"))
