@@ -155,7 +155,8 @@ def _interpret(tree: tuple[Statement, ...], reader: Reader) -> KeepalivedConfig:
         for ref in inst.track_process:
             if ref.name not in procs_by:
                 reader.warn(inst.file, inst.line, f"({inst.name}) track_process {ref.name} not found, ignoring")
-    unhandled = [s for s in other if s.keyword not in _LVS_TOPLEVEL]
+    # pylvs_bgp is read by ``pylvs scaleout`` (keepalived itself warns it is unknown, as here)
+    unhandled = [s for s in other if s.keyword not in _LVS_TOPLEVEL and s.keyword != "pylvs_bgp"]
     if unhandled:
         kinds = sorted({s.keyword for s in unhandled})
         first = unhandled[0]
