@@ -3,6 +3,7 @@ keepalived 2.2.7's options are each accepted with keepalived's meaning or refuse
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -146,3 +147,25 @@ def test_config_id_defaults_to_the_host_name(tmp_path: Path, capsys: pytest.Capt
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["keepalived", "-v"]) == 0
     assert "keepalived v2.2.7" in capsys.readouterr().out
+
+
+def test_without_root_is_one_line_not_a_traceback() -> None:
+    import sys
+    import tempfile
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root to drop to nobody with setpriv")
+    drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    if subprocess.run([*drop, sys.executable, "-c", "import pylvs"], capture_output=True).returncode:
+        pytest.skip("nobody cannot run this checkout's interpreter (its directories are private)")
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:  # pytest's tmp dirs are root's only
+        os.chmod(d, 0o755)
+        conf = Path(d) / "k.conf"
+        conf.write_text("vrrp_instance VI_1 {\n state MASTER\n interface lo\n virtual_router_id 51\n"
+                        " priority 100\n virtual_ipaddress {\n  10.9.9.9/32\n }\n}\n")
+        conf.chmod(0o644)
+        out = subprocess.run([*drop, sys.executable, "-m", "pylvs.cli.main", "keepalived", "-n", "-l",
+                              "-f", str(conf)], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("pylvs keepalived: Operation not permitted")

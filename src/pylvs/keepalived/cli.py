@@ -300,7 +300,13 @@ def run(args: argparse.Namespace) -> int:
             except OSError as exc:
                 return _fail(f"cannot write pid file {path}: {exc.strerror}")
             written.append(path)
-        return asyncio.run(daemon.run())
+        try:
+            return asyncio.run(daemon.run())
+        except PermissionError as exc:
+            return _fail(f"{exc.strerror or exc}: VRRP's raw sockets and the VIPs need root "
+                         "(or CAP_NET_RAW and CAP_NET_ADMIN)")
+        except OSError as exc:
+            return _fail(f"cannot run: {exc.strerror or exc}")
     finally:
         for path in written:
             try:
