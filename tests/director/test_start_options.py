@@ -4,7 +4,6 @@ this host (not root: no raw sockets, no BPF) is pylvsd's one-line error and exit
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -15,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.nobody import need_nobody
 
 PY = sys.executable
 
@@ -90,8 +91,7 @@ def open_dir() -> Iterator[Path]:
 
 
 def _as_nobody(where: Path, plane: str, sock: Path | None = None) -> subprocess.CompletedProcess[str]:
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to drop to nobody")
+    need_nobody()
     return subprocess.run(
         ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", PY, "-m",
          "pylvs.director.main", "--control-socket", str(sock or where / "c.sock"), "--dataplane", plane,

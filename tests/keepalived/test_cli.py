@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pylvs.cli.main import main
+from tests.nobody import DROP, need_nobody
 
 
 def test_malformed_config_exits_nonzero_naming_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -153,11 +154,8 @@ def test_without_root_is_one_line_not_a_traceback() -> None:
     import sys
     import tempfile
 
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root to drop to nobody with setpriv")
-    drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-    if subprocess.run([*drop, sys.executable, "-c", "import pylvs"], capture_output=True).returncode:
-        pytest.skip("nobody cannot run this checkout's interpreter (its directories are private)")
+    need_nobody()
+    drop = DROP
     with tempfile.TemporaryDirectory(dir="/tmp") as d:  # pytest's tmp dirs are root's only
         os.chmod(d, 0o755)
         conf = Path(d) / "k.conf"

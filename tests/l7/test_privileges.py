@@ -15,6 +15,7 @@ import pytest
 
 from tests.l7.conftest import Client, free_port, get
 from tests.l7.proc import PYLVS, Http, open_dir, pylvs_http
+from tests.nobody import need_nobody
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (workers switch user)")
 
@@ -87,6 +88,8 @@ def _uids(pid: int) -> tuple[int, int]:
 
 @pytest.mark.parametrize("directives", ["", "user root;", "user www-data;"])
 def test_file_permissions_give_nginx_statuses(www: Path, directives: str) -> None:
+    if directives != "user root;":
+        need_nobody()  # the workers run as nobody/www-data and import lazily from the venv
     expected = _nginx_statuses(www, directives)
     h = Http(www / "pylvs", CONF.replace("{tmp}/www", str(www / "www")), "-g",
              f"daemon off; {directives}")
@@ -116,6 +119,7 @@ def test_unknown_user_and_group_are_refused(www: Path) -> None:
 
 
 def test_user_is_ignored_with_nginx_warning_when_not_root(www: Path) -> None:
+    need_nobody()
     conf = www / "nginx.conf"
     conf.write_text("user www-data;\n" + CONF.format(pid=www / "x.pid", err=www / "e.log",
                                                      port=free_port(), tmp=www))
