@@ -546,7 +546,9 @@ class ClientConnection(asyncio.Protocol):
         """A request answered outside the task: log it, then go on with the connection."""
         self.queue.popleft()
         self.active = None
-        self.logs.request(req)
+        loc = req.location
+        if loc is not None and loc.access_log:  # `access_log off` costs no call
+            self.logs.request(req)
         if self._writing:
             self._writing -= 1
             self._st[self._sb + WRITING] -= 1

@@ -418,6 +418,7 @@ def start(loader: Callable[[], Loaded], loaded: Loaded,
         print(f"pylvs http: [emerg] {e.strerror}", file=sys.stderr)
         return 1
     stats = SharedStats(STAT_SLOTS if loaded.main.master_process else 2)
+    stats.count_peers = metrics is not None  # only the exposition reads them
     observer = None
     if metrics is not None:
         try:

@@ -58,7 +58,7 @@ class ProxyAttempt:
     intercepted = False  # proxy_intercept_errors: an error_page answers this status instead
     dyn: ProxyPass | None = None  # proxy_pass with variables: this request's target
     t_head = -1.0  # when the response head arrived ($upstream_header_time)
-    t_start = 0.0  # when the request went to the upstream
+    t_start = 0.0  # when the request went to the upstream (set by whoever sends it)
     connect_time = 0.0  # what connecting took (0 on a kept-alive connection)
     gz: gzip.Compressor | None = None  # the response is compressed (gzip on)
 
@@ -72,21 +72,20 @@ class ProxyAttempt:
         self.head_only = req.method == "HEAD"
         self.can_retry_status = can_retry_status
         self._out: list[bytes] = []  # client-bound bytes of the current upstream read
-        self.t0 = time.monotonic()
 
     # -- ResponseSink ---------------------------------------------------------------------------
 
     def response_head(self, head: ResponseHead, keep_alive: bool, until_eof: bool) -> None:
-        req = self.req
+        req, loc = self.req, self.loc
         self.t_head = time.monotonic()
         self.keep_alive = keep_alive
         status = head.status
         req.upstream_status = head.status_text
-        if self.can_retry_status and f"http_{status}" in self.loc.proxy_next_upstream:
+        if self.can_retry_status and f"http_{status}" in loc.proxy_next_upstream:
             self.retry_status = status
             return
-        if self.loc.proxy_intercept_errors and status >= 300 \
-                and status in header_plan(self.loc).intercepts:
+        if loc.proxy_intercept_errors and status >= 300 \
+                and status in header_plan(loc).intercepts:
             self.retry_status = status
             self.intercepted = True
             return
@@ -94,8 +93,8 @@ class ProxyAttempt:
         chunked, has_body = response_framing(status, self.head_only, req.version, length,
                                              head.coded)
         lines = head.lines
-        if self.loc.gzip is not None and (has_body or self.head_only):
-            lines, length, chunked = self._gzip(self.loc.gzip, status, lines, length, chunked)
+        if loc.gzip is not None and (has_body or self.head_only):
+            lines, length, chunked = self._gzip(loc.gzip, status, lines, length, chunked)
         self.chunked = chunked and has_body
         # A head-only answer (HEAD, 204, 304) needs no framing: head_bytes keeps it alive.
         line = head.status_line
@@ -286,14 +285,15 @@ def try_fast_proxy(client: Connection, req: Request, loc: Location) -> bool:
     if plan.retries_on_status or loc.proxy_url is not None:
         return False
     pool = client.app.pools[pp.upstream]
-    peer = pool.balancer.get(_NOTHING_TRIED, time.monotonic())
+    now = time.monotonic()  # one clock read for the balancer and the timings
+    peer = pool.balancer.get(_NOTHING_TRIED, now)
     conn = pool.take(peer) if peer is not None else None
     if conn is None:
         req.preset_peer = (peer,)  # the balancer's choice stands for the task's first try
         return False
     req.proxy_host = pp.proxy_host
     att = ProxyAttempt(client, req, loc, pool, conn, False)
-    att.t_start = time.monotonic()
+    att.t_start = now
     att.fast_peer = peer
     client.active = req
     client.fast = True
@@ -315,14 +315,14 @@ def finish_fast(att: ProxyAttempt, result: str) -> None:
     client.sink = None
     client.fast = False
     req.upstream_addr = peer.address
-    _timed(req, att)
+    took = _timed(req, att)
     if result == "ok":
         pool.balancer.succeeded(peer)
         if att.upstream_paused:
             conn.resume_reading()
         pool.release(conn, att.keep_alive)
-        client.app.upstream_done(pool.stat_base, peer.index, req.status,
-                                 time.monotonic() - att.t0)
+        if pool.stat_base >= 0:  # counted servers only (no call for the others)
+            client.app.upstream_done(pool.stat_base, peer.index, req.status, took)
         client.complete(req)
         return
     client.app.upstream_done(pool.stat_base, peer.index, 0, 0.0)
@@ -352,14 +352,17 @@ def finish_fast(att: ProxyAttempt, result: str) -> None:
     client.wake_task()
 
 
-def _timed(req: Request, att: ProxyAttempt) -> None:
-    """One try's $upstream_connect_time, $upstream_header_time, $upstream_response_time."""
-    times = (att.connect_time, att.t_head - att.t_start if att.t_head >= 0 else -1.0,
-             time.monotonic() - att.t_start)
+def _timed(req: Request, att: ProxyAttempt) -> float:
+    """One try's $upstream_connect_time, $upstream_header_time, $upstream_response_time;
+    the response time is returned too (the per-server metrics take it: one clock read)."""
+    start = att.t_start
+    took = time.monotonic() - start
+    times = (att.connect_time, att.t_head - start if att.t_head >= 0 else -1.0, took)
     if req.upstream_times is None:
         req.upstream_times = [times]
     else:
         req.upstream_times.append(times)
+    return took
 
 
 # -- the task path: nginx's tries over the upstream's peers -------------------------------------
@@ -533,12 +536,11 @@ async def _exchange(client: Connection, req: Request, loc: Location, pool: Upstr
 async def _settle(client: Connection, req: Request, peer: Peer, att: ProxyAttempt, result: str,
                   tries: _Tries, fresh_retry: bool) -> bool:
     """What an attempt's end means: True to try the next peer, False when answered."""
-    _timed(req, att)
+    took = _timed(req, att)
     app, pool, conn = client.app, att.pool, att.conn
     balancer = pool.balancer
     app.upstream_done(pool.stat_base, peer.index,
-                      req.status if result == "ok" else att.retry_status,
-                      time.monotonic() - att.t0)
+                      req.status if result == "ok" else att.retry_status, took)
     if result == "ok":
         balancer.succeeded(peer)
         reusable = att.keep_alive and att.request_sent and not att.upstream_paused

@@ -23,10 +23,14 @@ def head_bytes(req: Request, status: int, line: bytes, lines: bytes, length: int
     if status in CLOSING_STATUSES and not relayed:
         req.keep_alive = False
     loc = req.location
-    # keepalive_time in nginx's whole milliseconds (0: a connection's first moment stays open)
-    if loc is not None and (req.seq >= loc.keepalive_requests
-                            or (req.start - req.conn.started) // 0.001 > loc.keepalive_time * 1000):
-        req.keep_alive = False
+    if loc is not None:
+        # keepalive_time in nginx's whole milliseconds (0: a connection's first moment stays
+        # open); the cheap comparison first, the millisecond rounding only near the limit
+        age = req.start - req.conn.started
+        if req.seq >= loc.keepalive_requests or (
+                age > loc.keepalive_time - 0.002
+                and age // 0.001 > loc.keepalive_time * 1000):
+            req.keep_alive = False
     if length is None and not chunked and status != 204 and status != 304 \
             and req.method != "HEAD":
         req.keep_alive = False

@@ -109,7 +109,7 @@ class Worker:
         bases = peer_bases(self.config)
         for name, pool in self.pools.items():
             first = bases[name]
-            ok = first + len(pool.config.servers) <= MAX_PEERS
+            ok = stats.count_peers and first + len(pool.config.servers) <= MAX_PEERS
             pool.stat_base = self.stat_base + CONN_FIELDS + first * PEER_FIELDS if ok else -1
 
     def upstream_done(self, base: int, index: int, status: int, seconds: float) -> None:
