@@ -103,6 +103,7 @@ class ClientConnection(asyncio.Protocol):
         self._head_size = 0
         self._head_started = 0.0
         self._in_head = False
+        self._reading = False  # this connection counts in stub_status Reading
         self._bad: tuple[int, str | None] | None = None
         self._bad_message = ""
         self._req_waiter: asyncio.Future[None] | None = None
@@ -166,6 +167,11 @@ class ClientConnection(asyncio.Protocol):
             if self._bad is None:
                 self._reject(400, f"client sent invalid request: {e}")
         else:
+            if self._in_head and not self._reading:
+                # stub_status Reading: a head still incomplete when this read is parsed (one
+                # begun and completed within a read is never observably "reading": no store)
+                self._reading = True
+                self._st[self._sb + READING] += 1
             if self._in_head and self._head_bytes > self._head_limit:
                 self._reject(400, "client sent too long header line",
                              "Request Header Or Cookie Too Large")
@@ -185,8 +191,9 @@ class ClientConnection(asyncio.Protocol):
         self.app.connections.discard(self)
         st, sb = self._st, self._sb
         st[sb + ACTIVE] -= 1
-        if self._in_head:
-            self._in_head = False
+        self._in_head = False
+        if self._reading:
+            self._reading = False
             st[sb + READING] -= 1
         if self._writing:
             st[sb + WRITING] -= self._writing
@@ -225,8 +232,7 @@ class ClientConnection(asyncio.Protocol):
         self.current = req
         self._in_head = True
         st, sb = self._st, self._sb
-        st[sb + REQUESTS] += 1
-        st[sb + READING] += 1
+        st[sb + REQUESTS] += 1  # Reading is counted by data_received if the head spans reads
         self._url = b""
         self._head_size = 0
         self._head_bytes = 0
@@ -268,7 +274,9 @@ class ClientConnection(asyncio.Protocol):
         url = self._url
         self._in_head = False
         st, sb = self._st, self._sb
-        st[sb + READING] -= 1
+        if self._reading:
+            self._reading = False
+            st[sb + READING] -= 1
         st[sb + WRITING] += 1
         self._writing += 1
         req.head_size = self._head_size + len(url)

@@ -285,7 +285,7 @@ def try_fast_proxy(client: Connection, req: Request, loc: Location) -> bool:
     if plan.retries_on_status or loc.proxy_url is not None:
         return False
     pool = client.app.pools[pp.upstream]
-    now = time.monotonic()  # one clock read for the balancer and the timings
+    now = req.start  # the head's arrival, read in this same callback: no clock read here
     peer = pool.balancer.get(_NOTHING_TRIED, now)
     conn = pool.take(peer) if peer is not None else None
     if conn is None:
@@ -315,7 +315,11 @@ def finish_fast(att: ProxyAttempt, result: str) -> None:
     client.sink = None
     client.fast = False
     req.upstream_addr = peer.address
-    took = _timed(req, att)
+    # _timed, inline (the one try of a fast exchange): $upstream_*_time and the metrics' time
+    start = att.t_start
+    took = time.monotonic() - start
+    req.upstream_times = [(att.connect_time, att.t_head - start if att.t_head >= 0 else -1.0,
+                           took)]
     if result == "ok":
         pool.balancer.succeeded(peer)
         if att.upstream_paused:
