@@ -80,6 +80,9 @@ class ClientConnection(asyncio.Protocol):
         self._st = app.stat_a
         self._sb = app.stat_base
         self._writing = 0  # requests past their head and not yet done (stub_status Writing)
+        # what of _writing is in the shared Writing figure: published when on_headers_complete
+        # returns, so a request a fast path answers within that callback costs no store
+        self._wpub = 0
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         # as nginx: header lines may end in a bare LF (the request line: see _crlf)
@@ -195,9 +198,10 @@ class ClientConnection(asyncio.Protocol):
         if self._reading:
             self._reading = False
             st[sb + READING] -= 1
-        if self._writing:
-            st[sb + WRITING] -= self._writing
-            self._writing = 0
+        if self._wpub:
+            st[sb + WRITING] -= self._wpub
+            self._wpub = 0
+        self._writing = 0
         self.disarm_timer("")
         gone = ConnectionResetError("client closed the connection")
         for r in (self.current, self.active, *self.queue):
@@ -277,8 +281,7 @@ class ClientConnection(asyncio.Protocol):
         if self._reading:
             self._reading = False
             st[sb + READING] -= 1
-        st[sb + WRITING] += 1
-        self._writing += 1
+        self._writing += 1  # published below, once the fast paths had their chance
         req.head_size = self._head_size + len(url)
         self._head_bytes = 0
         req.start = time.monotonic()
@@ -324,6 +327,9 @@ class ClientConnection(asyncio.Protocol):
             pass
         else:
             self.wake_task()
+        if self._writing != self._wpub:
+            st[sb + WRITING] += self._writing - self._wpub
+            self._wpub = self._writing
         if self._reading_paused or len(queue) > 1 or req.body is not None:
             self.update_reading()
 
@@ -559,7 +565,9 @@ class ClientConnection(asyncio.Protocol):
             self.logs.request(req)
         if self._writing:
             self._writing -= 1
-            self._st[self._sb + WRITING] -= 1
+            if self._wpub > self._writing:  # not when answered inside on_headers_complete
+                self._st[self._sb + WRITING] -= self._wpub - self._writing
+                self._wpub = self._writing
         if not req.keep_alive or self.closed:
             if self.transport is not None and not self.closed:
                 self.transport.close()
@@ -577,7 +585,9 @@ class ClientConnection(asyncio.Protocol):
     def done_writing(self) -> None:
         if self._writing:
             self._writing -= 1
-            self._st[self._sb + WRITING] -= 1
+            if self._wpub > self._writing:
+                self._st[self._sb + WRITING] -= self._wpub - self._writing
+                self._wpub = self._writing
 
     def wake_task(self) -> None:
         if self._task is None:
