@@ -57,9 +57,18 @@ def test_rr_with_sync_keeps_long_lived_connections_when_one_of_three_dies(
         with ControlClient(ecmp.control_socket(k)) as c:
             assert sorted(d.state for d in c.get_daemons()) == ["backup", "master"]
     # each announcer's metrics and status page, inside its director's namespace
-    m = lab.run("dir1", ["curl", "-sf", f"http://{router.STATUS_ADDRESS}/metrics"], timeout=20)
-    assert 'pylvs_bgp_announced{vip="10.171.0.100/32"} 1.0' in m.stdout, m
-    assert 'pylvs_bgp_session_up{neighbor="10.170.0.1",remote_as="65000"} 1.0' in m.stdout
+    # (the announcer reads BIRD's sessions once a second: a session just established may show
+    # "Active" for a poll, so the page is read again until it says Established)
+    want = ('pylvs_bgp_announced{vip="10.171.0.100/32"} 1.0',
+            'pylvs_bgp_session_up{neighbor="10.170.0.1",remote_as="65000"} 1.0')
+    deadline = time.monotonic() + 15
+    while True:
+        m = lab.run("dir1", ["curl", "-sf", f"http://{router.STATUS_ADDRESS}/metrics"], timeout=20)
+        if all(w in m.stdout for w in want) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for w in want:
+        assert w in m.stdout, m.stdout[-1500:]
     doc = json.loads(lab.run("dir1", ["curl", "-sf", f"http://{router.STATUS_ADDRESS}/status.json"],
                              timeout=20).stdout)
     assert doc["bgp"]["announced"] == ["10.171.0.100/32"]
