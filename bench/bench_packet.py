@@ -30,8 +30,8 @@ forwarded with under 0.1% loss is found by bisection over a ladder of rates (``-
 ``--rates-py``): the issue's "no loss" figure. A rate the generator itself could not reach
 counts as not passed (and is reported as the generator's limit).
 
-Offloads: the lab leaves every host's veth offloads at the kernel's defaults (``--offloads-off``
-switches them off everywhere, the set-up of earlier figures). The generator's frames are raw
+Offloads: the lab leaves every host's veth offloads at the kernel's defaults (earlier sessions'
+figures were taken with them off everywhere; the lab no longer switches them). The generator's frames are raw
 AF_PACKET frames, whole and checksummed; with ``--partial`` they leave the generator as a
 sender with TX checksum offload sends them (``PACKET_VNET_HDR``, NEEDS_CSUM: only the
 pseudo-header sum in the UDP/TCP checksum field), so the director receives every frame
@@ -378,8 +378,6 @@ def main() -> int:
                    help="generator: the first flow's source port")
     p.add_argument("--partial", action="store_true",
                    help="frames leave the generator with partial checksums (TX offload)")
-    p.add_argument("--offloads-off", action="store_true",
-                   help="switch veth offloads off on every lab host (the old set-up)")
     p.add_argument("--json", action="store_true", help="print the results as JSON too")
     p.add_argument("--rate", type=int, default=0, help="generator: packets/s (0 = flat out)")
     p.add_argument("--no-loss", default="dr,nat,dr-syn,dr-py,nat-py",
@@ -424,10 +422,8 @@ def main() -> int:
     from rich.table import Table
 
     from pylvs.lab import Lab
-    from pylvs.lab.topology import HOSTS_BY_NAME
 
-    lab = Lab(f"b{os.getpid() % 100000}", servers=False,
-              offloads_off=tuple(HOSTS_BY_NAME) if args.offloads_off else ())
+    lab = Lab(f"b{os.getpid() % 100000}", servers=False)
     results = []
     no_loss: dict[str, tuple[int, str]] = {}
     load_before = os.getloadavg()
@@ -454,7 +450,7 @@ def main() -> int:
     load_after = os.getloadavg()
     t = Table(title=f"packet data plane, {args.seconds:g} s per scenario, 64-byte frames, "
                     f"{args.flows} flows, bridge netfilter {args.bridge_nf}, offloads "
-                    f"{'off' if args.offloads_off else 'at defaults'}, checksums "
+                    f"at defaults, checksums "
                     f"{'partial (TX offload)' if args.partial else 'whole'} "
                     f"(shared 2-core machine: noisy; load average "
                     f"{load_before[0]:.2f} before, {load_after[0]:.2f} after)")

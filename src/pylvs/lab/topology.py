@@ -245,10 +245,9 @@ class Lab:
     ``servers``: start the HTTP servers on the real and app servers.
     ``use_nginx``: real nginx where the host wants it (None = when installed).
     ``use_tomcat``: real Tomcat (Debian tomcat10) on the app servers instead of the built-in app.
-    ``offloads_off``: hosts whose veths get TX checksum offload, TSO/GSO and GRO switched off
-    (both ends). None by default: every host keeps the kernel's defaults, as containers and VMs
-    do, and the packet data plane copes with partial checksums and super-frames itself.
-    Benchmarks name hosts here to compare with the old all-off set-up.
+    Every host's veths keep the kernel's offload defaults (TX checksum offload, TSO/GSO), as
+    containers and VMs have them: the lab never switches them, and the packet data plane copes
+    with partial checksums and super-frames itself.
     """
 
     lab_id: str = "0"
@@ -258,7 +257,6 @@ class Lab:
     hosts: dict[str, HostSpec] = field(default_factory=lambda: dict(HOSTS_BY_NAME))
     vip: str = VIP
     vip6: str = VIP6
-    offloads_off: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _ID_RE.match(self.lab_id):
@@ -334,7 +332,6 @@ class Lab:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._write_state({"id": self.lab_id, "servers": {}, "created": time.time()})
         self._build_network()
-        self._configure_hosts()
         if self.servers:
             self._start_servers()
         return self
@@ -390,29 +387,6 @@ class Lab:
                     ns.route("add", dst="0.0.0.0/0", gateway=spec.gateway)
                 if spec.gateway6:
                     ns.route("add", dst="::/0", gateway=spec.gateway6, family=10)
-
-    def _configure_hosts(self) -> None:
-        """Offloads off on both veth ends of the hosts in ``offloads_off`` (only those: the
-        others keep the kernel's defaults, TX checksum offload, TSO/GSO, as real hosts do)."""
-        chosen = [s for s in self.hosts.values() if s.name in self.offloads_off]
-        if not chosen:
-            return
-        ethtool = shutil.which("ethtool")
-        if ethtool is None:
-            print("pylvs lab: ethtool not installed, veth offloads stay on", file=sys.stderr)
-            return
-        off = "tso off gso off gro off tx off"
-        ports = [f"{s.name[:10]}{lk.ifname[-1]}" for s in chosen for lk in s.links]
-        self._sh("lan", "; ".join(f"{ethtool} -K {p} {off} 2>/dev/null" for p in ports))
-        for spec in chosen:
-            cmds = [f"{ethtool} -K {lk.ifname} {off} 2>/dev/null" for lk in spec.links]
-            self._sh(spec.name, "; ".join(cmds))
-
-    def _sh(self, host: str, script: str) -> None:
-        subprocess.run(
-            ["ip", "netns", "exec", self.ns(host), "sh", "-c", script + "; true"],
-            check=True, timeout=60, stdout=subprocess.DEVNULL,
-        )
 
     def _start_servers(self) -> None:
         pids: dict[str, int] = {}
