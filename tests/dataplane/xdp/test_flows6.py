@@ -16,7 +16,7 @@ from pylvs.core.model import ForwardingMethod, Protocol
 from pylvs.dataplane.packet.codec import IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_FIN, TCP_SYN
 from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, FLOW_TUN
 from pylvs.dataplane.xdp.flows import SplitFlowSink, XdpFlowSink
-from pylvs.dataplane.xdp.loader import XDP_PASS, XDP_REDIRECT, XdpProgram, XdpUnavailable
+from pylvs.dataplane.xdp.loader import XDP_PASS, XDP_REDIRECT, XdpProgram
 from pylvs.dataplane.xdp.maps import KEY
 from tests.dataplane.packet.test_forward6 import (
     CLIENT,
@@ -33,18 +33,6 @@ from tests.dataplane.packet.test_forward6 import (
 
 ALL = frozenset({FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, FLOW_TUN})
 PSH = 0x08
-
-
-@pytest.fixture(scope="module")
-def prog() -> Iterator[XdpProgram]:
-    try:
-        p = XdpProgram()
-    except XdpUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 @pytest.fixture(autouse=True)

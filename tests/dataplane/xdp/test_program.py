@@ -38,18 +38,6 @@ LO = 1  # BPF_PROG_TEST_RUN runs as if received on the netns's loopback
 OTHER_IF = 7
 
 
-@pytest.fixture(scope="module")
-def prog() -> Iterator[XdpProgram]:
-    try:
-        p = XdpProgram()
-    except XdpUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield p
-    finally:
-        p.close()
-
-
 @pytest.fixture(autouse=True)
 def empty_flows(prog: XdpProgram) -> Iterator[None]:
     yield

@@ -158,6 +158,13 @@ class MaglevHashing(Scheduler):
     def update(self) -> None:
         self._rebuild()
 
+    def table_indexes(self) -> list[int]:
+        """The lookup table as it stands, each slot as an index into the service's
+        ``destinations`` (-1: no server). Read only: for a data plane that looks clients up in
+        a copy of the table (the XDP plane's Maglev map), so that copy decides as this does."""
+        index = {id(d): i for i, d in enumerate(self.service.destinations)}
+        return [-1 if d is None else index.get(id(d), -1) for d in self._table]
+
     def schedule(
         self, caddr: bytes, cport: int, vaddr: bytes, vport: int, now: float
     ) -> RealServer | None:

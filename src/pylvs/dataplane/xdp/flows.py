@@ -15,11 +15,25 @@ a second-by-second tick reads; a batch lookup would be the next step past that.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
+from pylvs.core.conntrack import TCP_S_SYN_RECV, UDP_S_NORMAL
+from pylvs.core.director import DIR_INPUT, Director
+from pylvs.core.sync import SyncConn, apply
 from pylvs.dataplane.xdp.loader import XdpProgram
-from pylvs.dataplane.xdp.maps import ACTION, KEY, Method, pad16, unpack_counters
+from pylvs.dataplane.xdp.maps import (
+    ACTION,
+    KEY,
+    Method,
+    pad16,
+    unpack_counters,
+    unpack_key,
+    unpack_value,
+)
+
+_TCP_ACK = 0x10
 
 # forward.FLOW_* kinds -> the program's methods
 _METHOD = {0: Method.DR, 1: Method.NAT_IN, 2: Method.NAT_OUT, 3: Method.TUN}
@@ -39,12 +53,18 @@ class _Flow:
 class XdpFlowSink:
     """Installs, reads back and removes flows in the program's LRU map."""
 
-    def __init__(self, program: XdpProgram, limit: int = 1 << 20) -> None:
+    def __init__(self, program: XdpProgram, limit: int = 1 << 20,
+                 director: Director | None = None) -> None:
         self.program = program
         self.limit = limit
         self.ident = 0  # the forwarder's outer IPIP ID sequence (the program picks its own)
         self._flows: dict[bytes, _Flow] = {}
         self.refused_full = 0
+        # flows the program scheduled itself (Maglev tables): entered in the director's table
+        # by ``import_new`` (None: nobody imports them)
+        self.director = director
+        self.imported = 0
+        self.import_refused = 0  # gone from the map, no such server any more, or table full
 
     @property
     def count(self) -> int:
@@ -117,7 +137,82 @@ class XdpFlowSink:
         self._flows.clear()
         return rows
 
+    # -- flows the program scheduled itself --------------------------------------------------
+
+    def import_new(self) -> int:
+        """Enter every flow the program scheduled since the last call in the director's
+        connection table (the program queues their keys), so ``-Lnc``, the connection counts,
+        ``--stats`` and ``--rate`` show them as if the core had scheduled them. Run before the
+        core handles received frames and at each sync, so a connection's FIN, which the program
+        sends up, finds its entry. Returns how many were entered."""
+        if self.director is None:
+            return 0
+        n = 0
+        while (key := self.program.pop_new_flow(KEY.size)) is not None:
+            n += self._import(self.director, key)
+        return n
+
+    def _import(self, d: Director, key: bytes) -> int:
+        if key in self._flows:
+            return 0
+        raw = self.program.flow_get(key, ACTION.size)
+        if raw is None:
+            return 0  # the LRU map let it go already
+        v = unpack_value(raw)
+        proto, caddr, cport, vaddr, vport = unpack_key(key)
+        daddr = v.addr[: len(vaddr)]
+        conn = d.lookup(proto, caddr, cport, vaddr, vport)
+        if conn is None:
+            conn = self._enter(d, proto, caddr, cport, vaddr, vport, daddr, v.port)
+            if conn is None:
+                self.import_refused += 1
+                self.program.flow_delete(key)
+                return 0
+            d.account(conn, DIR_INPUT, 1, v.first_len)  # the packet that made the flow
+        elif conn.daddr != daddr or conn.dport != v.port:
+            # the core had the connection elsewhere (it saw the client first): its entry wins,
+            # and the next packet goes up to it
+            self.import_refused += 1
+            self.program.flow_delete(key)
+            return 0
+        flow = self._flows[key] = _Flow(conn, DIR_INPUT, 1, v.first_len,
+                                        v.counters.last_seen_ns / 1e9)
+        row = self._row(key, flow)  # what the flow forwarded since (the ACKs, for TCP)
+        if row is not None:
+            d.account(conn, DIR_INPUT, row[2], row[3])
+            if proto == 6:
+                d.tcp_packet(conn, DIR_INPUT, _TCP_ACK)
+            else:
+                d.udp_packet(conn, DIR_INPUT)
+        self.imported += 1
+        return 1
+
+    @staticmethod
+    def _enter(d: Director, proto: int, caddr: bytes, cport: int, vaddr: bytes, vport: int,
+               daddr: bytes, dport: int) -> Any:
+        """The director's entry for a flow the program scheduled to ``daddr:dport``: made by
+        ``schedule`` itself when the scheduler still picks that server (every count as for a
+        connection the core scheduled), else bound to that server as a sync backup binds an
+        entry it is told about (the table changed between the program's pick and now: the
+        connection is where the program sent it)."""
+        svc = d.find_service(proto, vaddr, vport)
+        dest = svc.find_dest(ipaddress.ip_address(daddr), dport) if svc is not None else None
+        if svc is None or dest is None:
+            return None
+        sched = svc.scheduler
+        if sched is not None and sched.schedule(caddr, cport, vaddr, vport, d.clock()) is dest:
+            return d.schedule(proto, caddr, cport, vaddr, vport)
+        state = TCP_S_SYN_RECV if proto == 6 else UDP_S_NORMAL
+        conn = apply(d, SyncConn(proto, caddr, cport, vaddr, vport, daddr, dport,
+                                 int(dest.fwd), state))
+        if conn is not None:  # ip_vs_conn_stats, as schedule counts it
+            dest.stats.conns += 1
+            svc.stats.conns += 1
+            d.table.total.conns += 1
+        return conn
+
     def sync(self) -> list[Row]:
+        self.import_new()
         rows = []
         dead = []
         for key, flow in self._flows.items():

@@ -115,6 +115,8 @@ def libbpf() -> ctypes.CDLL:
             ("bpf_map_lookup_elem", i, [i, vp, vp]),
             ("bpf_map_delete_elem", i, [i, vp]),
             ("bpf_map_get_next_key", i, [i, vp, vp]),
+            ("bpf_map_lookup_and_delete_elem", i, [i, vp, vp]),
+            ("bpf_map_update_batch", i, [i, vp, vp, vp, vp]),
         ]:
             f = getattr(lib, fname)
             f.restype, f.argtypes = res, args
@@ -181,9 +183,17 @@ class XdpProgram:
             raise XdpLoadError(f"the kernel refused the XDP program: {os.strerror(err)}", tail)
         prog = lib.bpf_object__find_program_by_name(obj, PROGRAM_NAME.encode())
         self.prog_fd = lib.bpf_program__fd(prog)
-        self.flows_fd = lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, b"flows"))
-        self.stats_fd = lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, b"stats"))
+        self.flows_fd = self._map_fd(b"flows")
+        self.stats_fd = self._map_fd(b"stats")
+        self.services_fd = self._map_fd(b"mh_services")
+        self.slots_fd = self._map_fd(b"mh_slots")
+        self.dests_fd = self._map_fd(b"mh_dests")
+        self.new_flows_fd = self._map_fd(b"new_flows")
         self._ncpus = possible_cpus()
+
+    def _map_fd(self, name: bytes) -> int:
+        fd: int = self._lib.bpf_map__fd(self._lib.bpf_object__find_map_by_name(self._obj, name))
+        return fd
 
     # -- attach -------------------------------------------------------------------------------
 
@@ -230,6 +240,38 @@ class XdpProgram:
             cur = nxt.raw
             keys.append(cur)
         return keys
+
+    # -- Maglev tables (kernel-scheduled mh services) -------------------------------------------
+
+    def service_put(self, key: bytes, value: bytes) -> None:
+        if self._lib.bpf_map_update_elem(self.services_fd, key, value, BPF_ANY):
+            raise _oserror("mh service map update")
+
+    def service_delete(self, key: bytes) -> bool:
+        rc: int = self._lib.bpf_map_delete_elem(self.services_fd, key)
+        return rc == 0
+
+    def dest_put(self, index: int, value: bytes) -> None:
+        key = ctypes.c_uint32(index)
+        if self._lib.bpf_map_update_elem(self.dests_fd, ctypes.byref(key), value, BPF_ANY):
+            raise _oserror("mh dest map update")
+
+    def slots_put(self, first: int, dests: list[int]) -> None:
+        """Slots ``first``.. of ``mh_slots`` <- ``dests`` (indexes into ``mh_dests``), in one
+        batch call: a table of 4093 slots is one system call, not 4093."""
+        n = len(dests)
+        keys = (ctypes.c_uint32 * n)(*range(first, first + n))
+        values = (ctypes.c_uint32 * n)(*dests)
+        count = ctypes.c_uint32(n)
+        if self._lib.bpf_map_update_batch(self.slots_fd, keys, values, ctypes.byref(count), None):
+            raise _oserror("mh slot map update")
+
+    def pop_new_flow(self, key_size: int) -> bytes | None:
+        """The key of the next flow the program scheduled itself, or None when none waits."""
+        buf = ctypes.create_string_buffer(key_size)
+        if self._lib.bpf_map_lookup_and_delete_elem(self.new_flows_fd, None, buf):
+            return None
+        return buf.raw
 
     def stats(self) -> dict[str, int]:
         out = {}

@@ -15,19 +15,30 @@ from enum import IntEnum
 
 # struct lvs_flow_key: family, proto, pad, sport (be), dport (be), saddr[16], daddr[16]
 KEY = struct.Struct("=BBH2s2s16s16s")
-# struct lvs_action: method, tun_family, pad, ifindex, dmac, smac, addr[16], tun_src[16],
-# port (be), mtu, pad3, pad4, last_seen_ns, packets, bytes
+# struct lvs_action: method, tun_family, flags, ifindex, dmac, smac, addr[16], tun_src[16],
+# port (be), mtu, first_len, pad4, last_seen_ns, packets, bytes
 ACTION = struct.Struct("=BBHI6s6s16s16s2sHIIQQQ")
 ACTION_COUNTERS_OFFSET = 64  # where last_seen_ns, packets, bytes start
+FLOW_F_KERNEL = 1  # lvs_action.flags: the program scheduled the flow (from a Maglev table)
+
+# struct lvs_svc_key: family, proto, vport (be), vaddr[16]; struct lvs_svc: table, flags
+SVC_KEY = struct.Struct("=BB2s16s")
+SVC = struct.Struct("=II")
+SVC_F_MH_PORT = 1
+# The program's Maglev tables: how many, their size (the kernel's default) and servers each.
+MH_TAB_SIZE = 4093
+MH_TABLES = 128
+MH_DESTS_PER_TABLE = 256
 
 # Counter slots of the ``stats`` per-CPU array, in the program's enum order.
 STAT_NAMES = (
     "rx", "tx", "redirect", "pass_no_flow", "pass_control", "pass_other",
-    "drop_truncated", "aborted",
+    "drop_truncated", "aborted", "mh_scheduled", "pass_mh_unavailable", "mh_queue_full",
 )
 
 
 class Method(IntEnum):
+    NONE = 0     # a Maglev slot whose server takes no new connection: up to the core
     DR = 1
     NAT_IN = 2   # client -> real server: destination becomes the real server's
     NAT_OUT = 3  # real server -> client: source becomes the virtual service's
@@ -87,6 +98,42 @@ class FlowCounters:
     last_seen_ns: int
     packets: int
     bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class FlowValue:
+    """An action as read back from the flow map: what the core needs of a flow the program
+    scheduled itself (which real server, and what the first packet carried)."""
+
+    method: int
+    flags: int
+    addr: bytes      # 16 bytes, IPv4 in the first 4
+    port: int
+    first_len: int
+    counters: FlowCounters
+
+    @property
+    def kernel(self) -> bool:
+        return bool(self.flags & FLOW_F_KERNEL)
+
+
+def unpack_value(value: bytes) -> FlowValue:
+    (method, _tf, flags, _ifi, _dm, _sm, addr, _ts, port, _mtu, first_len, _p4, last, packets,
+     nbytes) = ACTION.unpack(value)
+    return FlowValue(method, flags, addr, int.from_bytes(port, "big"), first_len,
+                     FlowCounters(last, packets, nbytes))
+
+
+def service_key(proto: int, vaddr: bytes, vport: int) -> bytes:
+    """``struct lvs_svc_key`` of a service, as the program builds it from a packet."""
+    return SVC_KEY.pack(4 if len(vaddr) == 4 else 6, proto, vport.to_bytes(2, "big"), pad16(vaddr))
+
+
+def unpack_key(key: bytes) -> tuple[int, bytes, int, bytes, int]:
+    """(proto, saddr, sport, daddr, dport) of a packed flow key, addresses at their length."""
+    family, proto, _pad, sport, dport, saddr, daddr = KEY.unpack(key)
+    n = 4 if family == 4 else 16
+    return (proto, saddr[:n], int.from_bytes(sport, "big"), daddr[:n], int.from_bytes(dport, "big"))
 
 
 def pad16(packed: bytes) -> bytes:

@@ -40,8 +40,10 @@ from typing import Any
 from pylvs.core.director import Director
 from pylvs.dataplane.packet.dataplane import PacketDataPlane
 from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, FLOW_TUN
+from pylvs.dataplane.packet.ring import ArpSocket, PacketRing
 from pylvs.dataplane.xdp.flows import SplitFlowSink, XdpFlowSink
 from pylvs.dataplane.xdp.loader import XdpProgram, XdpUnavailable
+from pylvs.dataplane.xdp.mhtables import MhMaps, NextHop, wanted_tables
 
 log = logging.getLogger("pylvs.dataplane.xdp")
 
@@ -85,6 +87,7 @@ class XdpDataPlane(PacketDataPlane):
         self.program: XdpProgram | None = None
         self.split: SplitFlowSink | None = None
         self.attach_modes: dict[str, str] = {}
+        self.mh: MhMaps | None = None  # the Maglev tables the program schedules mh services from
 
     def open(self) -> None:
         program = XdpProgram()  # XdpUnavailable: one line, before anything is touched
@@ -92,7 +95,7 @@ class XdpDataPlane(PacketDataPlane):
             super().open()
             fw = self.forwarder
             assert fw is not None
-            xdp_sink = XdpFlowSink(program, self.flow_limit)
+            xdp_sink = XdpFlowSink(program, self.flow_limit, self.director)
             for ifindex in self.rings:
                 name = self.rings[ifindex].ifname
                 mode = self.xdp_mode
@@ -125,15 +128,68 @@ class XdpDataPlane(PacketDataPlane):
             fw.flows = split
             fw.v6.flows = split  # IPv6 flows: the program's only (SplitFlowSink)
             self.split = split
+            self.program = program
+            self.mh = MhMaps(program)
+            self.refresh_mh()
+            # next hops learned since (a server's MAC) reach the tables at the next tick
+            self.director.before_tick.append(self.refresh_mh)
         except BaseException:
+            self.mh = None
+            self.program = None
             program.close()
             super().close()
             raise
-        self.program = program
         log.info("xdp program attached: %s",
                  ", ".join(f"{n} ({m})" for n, m in sorted(self.attach_modes.items())))
 
+    # -- kernel-scheduled mh services --------------------------------------------------------
+
+    def _next_hop(self, ip: bytes) -> NextHop | None:
+        """Where the forwarder would send a real server's packets, if it knows the MAC yet."""
+        fw = self.forwarder
+        if fw is None:
+            return None
+        path: Any = fw if len(ip) == 4 else fw.v6
+        r = path.route(ip)
+        if r is None:
+            return None
+        iface, hop = r
+        mac = path.neighbours.get(hop)
+        if mac is None:
+            return None
+        src = iface.addr if len(ip) == 4 else (iface.addr6 or iface.ll6)
+        return NextHop(iface.ifindex, bytes(mac), bytes(iface.mac), bytes(src or b""), iface.mtu)
+
+    def refresh_mh(self) -> None:
+        """Rewrite the Maglev tables of the services the program may schedule (only those
+        whose table, servers or next hops changed)."""
+        if self.mh is None or self.split is None:
+            return
+        self.mh.apply(wanted_tables(self.director.table.services(), self.split.xdp_kinds,
+                                    self._next_hop))
+
+    def table_changed(self) -> None:
+        # flows the program scheduled are entered first, so the flows the change clears
+        # include them and their connections go on under the core's rules
+        split = getattr(self, "split", None)
+        if split is not None:
+            split.xdp.import_new()
+        super().table_changed()
+        if getattr(self, "mh", None) is not None:
+            self.refresh_mh()
+
+    def _drain(self, ring: PacketRing | ArpSocket, fw: Any) -> int:
+        # a frame going up may belong to a flow the program scheduled (a FIN): its entry first
+        if self.mh is not None and self.mh.live and self.split is not None:
+            self.split.xdp.import_new()
+        return super()._drain(ring, fw)
+
     def close(self) -> None:
+        if self.refresh_mh in self.director.before_tick:
+            self.director.before_tick.remove(self.refresh_mh)
+        if self.mh is not None:
+            self.mh.clear()
+            self.mh = None
         fw = self.forwarder
         if fw is not None and self.split is not None:
             fw.clear_flows()  # what the program forwarded still counts
@@ -159,6 +215,8 @@ class XdpDataPlane(PacketDataPlane):
             "flows": self.split.xdp.count if self.split is not None else 0,
             "kinds": sorted(self.split.xdp_kinds) if self.split is not None else [],
             "counters": self.program.stats() if self.program is not None else {},
+            "mh_services": len(self.mh.live) if self.mh is not None else 0,
+            "imported": self.split.xdp.imported if self.split is not None else 0,
         }
         return info
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 /*
- * pylvs XDP data plane: forwards packets of flows the Python core has already scheduled.
+ * pylvs XDP data plane: forwards packets of flows the Python core has already scheduled, and
+ * schedules new connections of `mh` services itself from the Maglev table the core fills.
  *
  * Division of labour (why the program is this small): the core (every IPVS scheduler,
  * persistence, thresholds, the TCP state machine) decides each new connection and installs the
@@ -9,6 +10,18 @@
  * with SYN, FIN or RST (so the core's state machine sees every transition and `-Lnc` stays
  * true), IP options, fragments, IPv6 extension headers, anything truncated. Those reach the
  * AF_PACKET plane behind it, which handles them as it always has.
+ *
+ * The one decision made here (Katran's design): a service the core lists in `mh_services` is
+ * one whose every decision is the `mh` scheduler's table lookup and nothing else (no
+ * persistence, no thresholds, methods this program forwards; the core checks that). For a TCP
+ * SYN (without ACK, FIN or RST) or a UDP datagram of such a service with no flow entry, the
+ * client is hashed exactly as ip_vs_mh.c hashes it (hsiphash of the address fold, plus the
+ * source port with mh-port, with the kernel's fixed key), the slot names the real server's
+ * action (the core fills each slot from the very table its scheduler computed), and the flow
+ * is installed marked FLOW_F_KERNEL and forwarded like any installed flow. Its key goes to
+ * `new_flows` so that the core enters the connection in its table (`-Lnc`, counts, rates). A
+ * slot whose server cannot take connections (weight 0) holds FWD_NONE: the packet goes up and
+ * the core applies mh-fallback or refuses, exactly as it does without this program.
  *
  * Forwarding methods, as kernel IPVS does them:
  *   DR   rewrite the Ethernet header only (the real server owns the VIP on lo);
@@ -35,13 +48,25 @@
 #define TCP_FLAG_FIN 0x01
 #define TCP_FLAG_SYN 0x02
 #define TCP_FLAG_RST 0x04
+#define TCP_FLAG_ACK 0x10
 #define IP_DF 0x4000
 #define IP_MF_OFFSET 0x3fff
 
+#define FWD_NONE 0    /* a Maglev slot whose server takes no new connections: the core's */
 #define FWD_DR 1
 #define FWD_NAT_IN 2
 #define FWD_NAT_OUT 3
 #define FWD_TUN 4
+
+#define FLOW_F_KERNEL 1   /* lvs_action.flags: this program scheduled the flow */
+
+/* The kernel's Maglev table size (CONFIG_IP_VS_MH_TAB_INDEX 12) and how many tables fit. */
+#define MH_TAB_SIZE 4093
+#define MH_TABLES 128
+#define MH_DESTS_PER_TABLE 256
+#define SVC_F_MH_PORT 1
+/* ip_vs_mh's generate_hash_secret(): hash1 keys the client's hash */
+#define MH_KEY 2654435761ULL
 
 /* Counter slots of `stats`, read back by the core (pylvs.dataplane.xdp.maps.STAT_NAMES). */
 enum {
@@ -53,6 +78,9 @@ enum {
     ST_PASS_OTHER,    /* not IP, options, fragments, extension headers */
     ST_DROP_TRUNCATED,
     ST_ABORTED,
+    ST_MH_SCHEDULED,  /* new connections scheduled here from the Maglev table */
+    ST_PASS_MH_UNAVAILABLE,  /* their slot's server takes none: the core's (mh-fallback) */
+    ST_MH_QUEUE_FULL, /* scheduled, but the core's import queue was full */
     ST_MAX,
 };
 
@@ -69,20 +97,35 @@ struct lvs_flow_key {
 struct lvs_action {
     __u8 method;       /* FWD_* */
     __u8 tun_family;   /* TUN: 4 (IPIP) or 6 (IPv6-in-IPv6) */
-    __u16 pad;
+    __u16 flags;       /* FLOW_F_* */
     __u32 ifindex;     /* egress interface */
     __u8 dmac[6];
     __u8 smac[6];
-    __be32 addr[4];    /* NAT: new destination (in) or source (out); TUN: outer destination */
+    __be32 addr[4];    /* NAT: new destination (in) or source (out); TUN: outer destination;
+                        * a Maglev slot's: the real server's address (all methods) */
     __be32 tun_src[4]; /* TUN: outer source */
-    __be16 port;       /* NAT: new destination (in) or source (out) port */
+    __be16 port;       /* NAT: new destination (in) or source (out) port; a slot's: the
+                        * real server's port */
     __u16 mtu;         /* TUN: the egress MTU; a packet that would not fit goes up (ICMP) */
-    __u32 pad3;
+    __u32 first_len;   /* FLOW_F_KERNEL: the IP length of the packet that made the flow */
     __u32 pad4;
     /* Updated here, read by the core for -Lnc expiry and --stats. */
     __u64 last_seen_ns;
     __u64 packets;
     __u64 bytes;
+};
+
+/* A service this program may schedule, by what a packet says: (family, proto, VIP, vport). */
+struct lvs_svc_key {
+    __u8 family;
+    __u8 proto;
+    __be16 vport;
+    __be32 vaddr[4];
+};
+
+struct lvs_svc {
+    __u32 table;       /* its Maglev table: slots [table * MH_TAB_SIZE, + MH_TAB_SIZE) */
+    __u32 flags;       /* SVC_F_MH_PORT */
 };
 
 struct {
@@ -98,6 +141,37 @@ struct {
     __type(key, __u32);
     __type(value, __u64);
 } stats SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, MH_TABLES);
+    __type(key, struct lvs_svc_key);
+    __type(value, struct lvs_svc);
+} mh_services SEC(".maps");
+
+/* Each slot: the index in mh_dests of the real server the slot names. A table is written
+ * whole by the core into a free one and then switched to in one mh_services update, so a
+ * packet never sees half of an old table and half of a new one. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, MH_TABLES * MH_TAB_SIZE);
+    __type(key, __u32);
+    __type(value, __u32);
+} mh_slots SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, MH_TABLES * MH_DESTS_PER_TABLE);
+    __type(key, __u32);
+    __type(value, struct lvs_action);
+} mh_dests SEC(".maps");
+
+/* Keys of the flows scheduled here, for the core to enter in its connection table. */
+struct {
+    __uint(type, BPF_MAP_TYPE_QUEUE);
+    __uint(max_entries, 1 << 16);
+    __type(value, struct lvs_flow_key);
+} new_flows SEC(".maps");
 
 static __always_inline int count(__u32 slot, int verdict)
 {
@@ -152,32 +226,68 @@ static __always_inline void touch(struct lvs_action *a, __u64 len)
     __sync_fetch_and_add(&a->bytes, len);
 }
 
-/* L4 header check and key ports; returns 0 to go on, 1 to pass up, -1 truncated. */
-static __always_inline int l4_ports(void *l4, void *end, __u8 proto, struct lvs_flow_key *key,
-                                    __u16 **l4csum)
+/* The TCP/UDP header: its ports into the key, its checksum and port fields for NAT, and the
+ * TCP flags. 0: go on; 1: another protocol (up); -1: truncated. */
+struct l4_fields {
+    __u16 *check;
+    __be16 *sport;
+    __be16 *dport;
+    __u8 tcp_flags;
+};
+
+static __always_inline int l4_parse(void *l4, void *end, __u8 proto, struct lvs_flow_key *key,
+                                    struct l4_fields *f)
 {
     if (proto == IPPROTO_TCP_) {
         struct tcphdr *th = l4;
         if ((void *)(th + 1) > end)
             return -1;
-        __u8 flags = ((__u8 *)th)[13];
-        if (flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST))
-            return 2;
-        key->sport = th->source;
-        key->dport = th->dest;
-        *l4csum = &th->check;
-        return 0;
-    }
-    if (proto == IPPROTO_UDP_) {
+        f->tcp_flags = ((__u8 *)th)[13];
+        f->check = &th->check;
+        f->sport = &th->source;
+        f->dport = &th->dest;
+    } else if (proto == IPPROTO_UDP_) {
         struct udphdr *uh = l4;
         if ((void *)(uh + 1) > end)
             return -1;
-        key->sport = uh->source;
-        key->dport = uh->dest;
-        *l4csum = &uh->check;
-        return 0;
+        f->tcp_flags = 0;
+        f->check = &uh->check;
+        f->sport = &uh->source;
+        f->dport = &uh->dest;
+    } else {
+        return 1;
     }
-    return 1;
+    key->sport = *f->sport;
+    key->dport = *f->dport;
+    return 0;
+}
+
+/* NAT both ways, both families: the address (1 word for IPv4, 4 for IPv6) and the port become
+ * the action's, with RFC 1624 updates of the L4 checksum (and of IPv4's header checksum,
+ * `ip_check`). A zero UDP checksum over IPv4 means "none" and stays so; over IPv6 UDP must
+ * carry one, so a result of 0 is sent as 0xffff, as for IPv4 UDP with a checksum. */
+static __always_inline void nat_rewrite(const struct lvs_action *a, struct l4_fields *f,
+                                        __u8 proto, __be32 *field, int words, __u16 *ip_check)
+{
+    __be16 *port_field = a->method == FWD_NAT_IN ? f->dport : f->sport;
+    int l4sum = !(proto == IPPROTO_UDP_ && words == 1 && !*f->check);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        if (i < words) {
+            __be32 old = field[i];
+            field[i] = a->addr[i];
+            if (ip_check)
+                csum_replace4(ip_check, old, a->addr[i]);
+            if (l4sum)
+                csum_replace4(f->check, old, a->addr[i]);
+        }
+    }
+    if (l4sum) {
+        csum_replace2(f->check, *port_field, a->port);
+        if (proto == IPPROTO_UDP_ && !*f->check)
+            *f->check = 0xffff;
+    }
+    *port_field = a->port;
 }
 
 static __always_inline int encap_ipip(struct xdp_md *ctx, const struct lvs_action *a,
@@ -238,6 +348,105 @@ static __always_inline int encap_ip6ip6(struct xdp_md *ctx, const struct lvs_act
     return transmit(ctx, a);
 }
 
+#define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND do { \
+    v0 += v1; v1 = ROTL64(v1, 13); v1 ^= v0; v0 = ROTL64(v0, 32); \
+    v2 += v3; v3 = ROTL64(v3, 16); v3 ^= v2; \
+    v0 += v3; v3 = ROTL64(v3, 21); v3 ^= v0; \
+    v2 += v1; v1 = ROTL64(v1, 17); v1 ^= v2; v2 = ROTL64(v2, 32); \
+} while (0)
+
+/* hsiphash(&value, 4, key) on a 64-bit kernel: SipHash-1-3 of one 4-byte tail, truncated. */
+static __always_inline __u32 hsiphash_u32(__u32 value, __u64 k0, __u64 k1)
+{
+    __u64 v0 = 0x736f6d6570736575ULL ^ k0;
+    __u64 v1 = 0x646f72616e646f6dULL ^ k1;
+    __u64 v2 = 0x6c7967656e657261ULL ^ k0;
+    __u64 v3 = 0x7465646279746573ULL ^ k1;
+    __u64 b = (4ULL << 56) | value;
+    v3 ^= b;
+    SIPROUND;
+    v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND;
+    SIPROUND;
+    SIPROUND;
+    return (__u32)(v0 ^ v1 ^ v2 ^ v3);
+}
+
+/* ip_vs_mh_schedule without fallback: the action of the server the client's slot names in a
+ * service the core lists, or NULL (then *listed says whether the service was one). */
+static __always_inline struct lvs_action *mh_pick(const struct lvs_flow_key *key, int *listed)
+{
+    struct lvs_svc_key sk = {};
+    sk.family = key->family;
+    sk.proto = key->proto;
+    sk.vport = key->dport;
+    __builtin_memcpy(sk.vaddr, key->daddr, 16);
+    struct lvs_svc *svc = bpf_map_lookup_elem(&mh_services, &sk);
+    *listed = svc != 0;
+    if (!svc)
+        return 0;
+    /* ntohl(addr_fold): IPv4's words 1-3 are zero, so one XOR serves both families */
+    __u32 v = bpf_ntohl(key->saddr[0] ^ key->saddr[1] ^ key->saddr[2] ^ key->saddr[3]);
+    if (svc->flags & SVC_F_MH_PORT)
+        v += bpf_ntohs(key->sport);
+    __u32 slot = svc->table * MH_TAB_SIZE + hsiphash_u32(v, MH_KEY, MH_KEY) % MH_TAB_SIZE;
+    __u32 *dest = bpf_map_lookup_elem(&mh_slots, &slot);
+    if (!dest)
+        return 0;
+    return bpf_map_lookup_elem(&mh_dests, dest);
+}
+
+/* What to do with the packet of `key`: its flow's action (counted), a new flow's (scheduled
+ * here into `fresh`), or NULL with the verdict in *verdict. */
+static __always_inline struct lvs_action *decide(struct lvs_flow_key *key, __u8 tcp_flags,
+                                                 __u32 len, struct lvs_action *fresh,
+                                                 int *verdict)
+{
+    int opens = 1;
+    if (key->proto == IPPROTO_TCP_) {
+        if (tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST | TCP_FLAG_ACK) || !(tcp_flags & TCP_FLAG_SYN))
+            opens = 0;
+        if (!opens && tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST)) {
+            *verdict = count(ST_PASS_CONTROL, XDP_PASS);
+            return 0;
+        }
+    }
+    struct lvs_action *a = bpf_map_lookup_elem(&flows, key);
+    if (a) {
+        if (key->proto == IPPROTO_TCP_ && opens) {  /* a SYN of a known flow: the core's */
+            *verdict = count(ST_PASS_CONTROL, XDP_PASS);
+            return 0;
+        }
+        touch(a, len);
+        return a;
+    }
+    int listed = 0;
+    struct lvs_action *d = opens ? mh_pick(key, &listed) : 0;
+    if (!d || d->method == FWD_NONE) {
+        if (listed)
+            *verdict = count(ST_PASS_MH_UNAVAILABLE, XDP_PASS);
+        else if (key->proto == IPPROTO_TCP_ && opens)  /* a SYN: the core's, as before */
+            *verdict = count(ST_PASS_CONTROL, XDP_PASS);
+        else
+            *verdict = count(ST_PASS_NO_FLOW, XDP_PASS);
+        return 0;
+    }
+    __builtin_memcpy(fresh, d, sizeof(*fresh));
+    fresh->flags = FLOW_F_KERNEL;
+    fresh->first_len = len;
+    fresh->last_seen_ns = bpf_ktime_get_ns();
+    fresh->packets = 1;
+    fresh->bytes = len;
+    /* NOEXIST: another CPU that scheduled the same tuple first keeps its entry (the same) */
+    if (bpf_map_update_elem(&flows, key, fresh, BPF_NOEXIST) == 0
+            && bpf_map_push_elem(&new_flows, key, 0))
+        count(ST_MH_QUEUE_FULL, 0);
+    count(ST_MH_SCHEDULED, 0);
+    return fresh;
+}
+
 static __always_inline int handle_ipv4(struct xdp_md *ctx, void *data, void *end)
 {
     struct ethhdr *eth = data;
@@ -255,64 +464,31 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, void *data, void *end
     key.proto = ip->protocol;
     key.saddr[0] = ip->saddr;
     key.daddr[0] = ip->daddr;
-    __u16 *l4csum = 0;
-    int r = l4_ports((void *)(ip + 1), end, ip->protocol, &key, &l4csum);
+    struct l4_fields f = {};
+    int r = l4_parse((void *)(ip + 1), end, ip->protocol, &key, &f);
     if (r < 0)
         return count(ST_DROP_TRUNCATED, XDP_DROP);
-    if (r == 2)
-        return count(ST_PASS_CONTROL, XDP_PASS);
     if (r)
         return count(ST_PASS_OTHER, XDP_PASS);
 
-    struct lvs_action *a = bpf_map_lookup_elem(&flows, &key);
+    struct lvs_action fresh;
+    int verdict = XDP_PASS;
+    struct lvs_action *a = decide(&key, f.tcp_flags, tot, &fresh, &verdict);
     if (!a)
-        return count(ST_PASS_NO_FLOW, XDP_PASS);
-    touch(a, tot);
+        return verdict;
 
     switch (a->method) {
     case FWD_DR:
         set_macs(eth, a);
         return transmit(ctx, a);
     case FWD_NAT_IN:
-    case FWD_NAT_OUT: {
-        __be32 old_addr, new_addr = a->addr[0];
-        __be16 old_port, new_port = a->port;
-        __be16 *port_field;
-        if (a->method == FWD_NAT_IN) {
-            old_addr = ip->daddr;
-            ip->daddr = new_addr;
-        } else {
-            old_addr = ip->saddr;
-            ip->saddr = new_addr;
-        }
-        csum_replace4(&ip->check, old_addr, new_addr);
-        void *l4 = (void *)(ip + 1);
-        if (ip->protocol == IPPROTO_TCP_) {
-            struct tcphdr *th = l4;
-            if ((void *)(th + 1) > end)
-                return count(ST_DROP_TRUNCATED, XDP_DROP);
-            port_field = a->method == FWD_NAT_IN ? &th->dest : &th->source;
-            old_port = *port_field;
-            *port_field = new_port;
-            csum_replace4(&th->check, old_addr, new_addr);
-            csum_replace2(&th->check, old_port, new_port);
-        } else {
-            struct udphdr *uh = l4;
-            if ((void *)(uh + 1) > end)
-                return count(ST_DROP_TRUNCATED, XDP_DROP);
-            port_field = a->method == FWD_NAT_IN ? &uh->dest : &uh->source;
-            old_port = *port_field;
-            *port_field = new_port;
-            if (uh->check) {  /* a zero UDP checksum over IPv4 means "none" and stays so */
-                csum_replace4(&uh->check, old_addr, new_addr);
-                csum_replace2(&uh->check, old_port, new_port);
-                if (!uh->check)
-                    uh->check = 0xffff;
-            }
-        }
+        nat_rewrite(a, &f, ip->protocol, &ip->daddr, 1, &ip->check);
         set_macs(eth, a);
         return transmit(ctx, a);
-    }
+    case FWD_NAT_OUT:
+        nat_rewrite(a, &f, ip->protocol, &ip->saddr, 1, &ip->check);
+        set_macs(eth, a);
+        return transmit(ctx, a);
     case FWD_TUN:
         if (a->mtu && tot + sizeof(struct iphdr) > a->mtu)
             return count(ST_PASS_OTHER, XDP_PASS);  /* the core sends ICMP frag needed */
@@ -340,57 +516,31 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, void *data, void *end
     key.proto = ip6->nexthdr;
     __builtin_memcpy(key.saddr, &ip6->saddr, 16);
     __builtin_memcpy(key.daddr, &ip6->daddr, 16);
-    __u16 *l4csum = 0;
-    int r = l4_ports((void *)(ip6 + 1), end, ip6->nexthdr, &key, &l4csum);
+    struct l4_fields f = {};
+    int r = l4_parse((void *)(ip6 + 1), end, ip6->nexthdr, &key, &f);
     if (r < 0)
         return count(ST_DROP_TRUNCATED, XDP_DROP);
-    if (r == 2)
-        return count(ST_PASS_CONTROL, XDP_PASS);
     if (r)
         return count(ST_PASS_OTHER, XDP_PASS);
 
-    struct lvs_action *a = bpf_map_lookup_elem(&flows, &key);
+    struct lvs_action fresh;
+    int verdict = XDP_PASS;
+    struct lvs_action *a = decide(&key, f.tcp_flags, plen + sizeof(*ip6), &fresh, &verdict);
     if (!a)
-        return count(ST_PASS_NO_FLOW, XDP_PASS);
-    touch(a, plen + sizeof(*ip6));
+        return verdict;
 
     switch (a->method) {
     case FWD_DR:
         set_macs(eth, a);
         return transmit(ctx, a);
     case FWD_NAT_IN:
-    case FWD_NAT_OUT: {
-        __be32 *field = a->method == FWD_NAT_IN ? ip6->daddr.in6_u.u6_addr32
-                                                 : ip6->saddr.in6_u.u6_addr32;
-        __be32 old[4];
-        __builtin_memcpy(old, field, 16);
-        __builtin_memcpy(field, a->addr, 16);
-        __u16 *check;
-        __be16 *port_field;
-        void *l4 = (void *)(ip6 + 1);
-        if (ip6->nexthdr == IPPROTO_TCP_) {
-            struct tcphdr *th = l4;
-            if ((void *)(th + 1) > end)
-                return count(ST_DROP_TRUNCATED, XDP_DROP);
-            check = &th->check;
-            port_field = a->method == FWD_NAT_IN ? &th->dest : &th->source;
-        } else {
-            struct udphdr *uh = l4;
-            if ((void *)(uh + 1) > end)
-                return count(ST_DROP_TRUNCATED, XDP_DROP);
-            check = &uh->check;
-            port_field = a->method == FWD_NAT_IN ? &uh->dest : &uh->source;
-        }
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-            csum_replace4(check, old[i], a->addr[i]);
-        csum_replace2(check, *port_field, a->port);
-        *port_field = a->port;
-        if (ip6->nexthdr == IPPROTO_UDP_ && !*check)
-            *check = 0xffff;  /* UDP over IPv6 must carry a checksum */
+        nat_rewrite(a, &f, ip6->nexthdr, ip6->daddr.in6_u.u6_addr32, 4, 0);
         set_macs(eth, a);
         return transmit(ctx, a);
-    }
+    case FWD_NAT_OUT:
+        nat_rewrite(a, &f, ip6->nexthdr, ip6->saddr.in6_u.u6_addr32, 4, 0);
+        set_macs(eth, a);
+        return transmit(ctx, a);
     case FWD_TUN:
         if (a->mtu && plen + 2 * sizeof(*ip6) > a->mtu)
             return count(ST_PASS_OTHER, XDP_PASS);  /* the core sends ICMPv6 packet too big */

@@ -1,0 +1,248 @@
+"""``mh`` scheduled in the XDP program from the Maglev table the core fills: run in the kernel with
+BPF_PROG_TEST_RUN, the program must pick, for every client, the real server pylvs' mh scheduler
+picks (itself checked against the kernel's ip_vs_mh), send up what the core must decide (a
+server with weight 0, persistent or threshold services), and make a flow of each connection it
+schedules that later packets use and the core then enters in its connection table."""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from collections.abc import Iterator
+
+import pytest
+
+from pylvs.core.conntrack import TCP_S_ESTABLISHED, TCP_S_SYN_RECV
+from pylvs.core.director import Director
+from pylvs.core.model import (
+    DestSpec,
+    ForwardingMethod,
+    Protocol,
+    ServiceFlags,
+    ServiceKey,
+    ServiceSpec,
+)
+from pylvs.core.table import IPVSTable
+from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_TUN
+from pylvs.dataplane.xdp.flows import XdpFlowSink
+from pylvs.dataplane.xdp.loader import XDP_PASS, XDP_TX, XdpProgram
+from pylvs.dataplane.xdp.maps import ACTION, KEY, FlowKey, unpack_value
+from pylvs.dataplane.xdp.mhtables import MhMaps, NextHop, unsuitable, wanted_tables
+from tests.dataplane.xdp.frames import DIRECTOR_MAC, TCP_ACK, TCP_FIN, TCP_SYN, packet
+
+LO = 1
+MH_PORT = ServiceFlags.SCHED2
+KINDS = frozenset({FLOW_DR})
+
+
+def rs_mac(ip: bytes) -> bytes:
+    """Each real server's MAC names it: the program's choice reads off the frame it sends."""
+    return b"\x02\xaa" + ip[-4:]
+
+
+def resolve(ip: bytes) -> NextHop:
+    return NextHop(LO, rs_mac(ip), DIRECTOR_MAC, b"", 1500)
+
+
+@pytest.fixture
+def maps(prog: XdpProgram) -> Iterator[MhMaps]:
+    m = MhMaps(prog)
+    try:
+        yield m
+    finally:
+        m.clear()
+        for key in prog.flow_keys(KEY.size):
+            prog.flow_delete(key)
+        while prog.pop_new_flow(KEY.size) is not None:
+            pass
+
+
+def director(vip: str, rss: list[tuple[str, int]], proto: Protocol = Protocol.TCP,
+             flags: ServiceFlags = ServiceFlags.NONE, timeout: int = 0,
+             u_threshold: int = 0) -> tuple[Director, ServiceKey]:
+    d = Director(IPVSTable())
+    key = ServiceKey.inet(proto, vip, 80)
+    d.table.add_service(ServiceSpec(key, "mh", flags | (ServiceFlags.PERSISTENT if timeout else 0),
+                                    timeout))
+    for ip, weight in rss:
+        d.table.add_dest(key, DestSpec(ipaddress.ip_address(ip), 80, ForwardingMethod.DROUTE,
+                                       weight, u_threshold))
+    return d, key
+
+
+def fill(maps: MhMaps, d: Director) -> int:
+    return maps.apply(wanted_tables(d.table.services(), KINDS, resolve))
+
+
+def clients(family: int, n: int, seed: int) -> list[tuple[str, int]]:
+    rnd = random.Random(seed)
+    out = set()
+    while len(out) < n:
+        if family == 4:
+            addr = str(ipaddress.IPv4Address(rnd.getrandbits(32) | 0x01000000))
+        else:
+            addr = str(ipaddress.IPv6Address((0x2001_0db8 << 96) | rnd.getrandbits(96)))
+        out.add((addr, rnd.randrange(1024, 65536)))
+    return sorted(out)
+
+
+SERVERS4 = [("192.168.168.10", 1), ("192.168.168.11", 3), ("192.168.168.12", 2),
+            ("192.168.168.13", 5), ("192.168.168.14", 1)]
+SERVERS6 = [("2001:db8:1::10", 2), ("2001:db8:1::11", 1), ("2001:db8:1::12", 4)]
+
+
+@pytest.mark.parametrize("flags", [ServiceFlags.NONE, MH_PORT], ids=["addr", "mh-port"])
+@pytest.mark.parametrize("family,vip,servers", [(4, "192.168.168.100", SERVERS4),
+                                                (6, "2001:db8::100", SERVERS6)], ids=["v4", "v6"])
+@pytest.mark.parametrize("proto", [6, 17], ids=["tcp", "udp"])
+def test_the_program_picks_what_the_scheduler_picks(prog: XdpProgram, maps: MhMaps, flags: ServiceFlags,
+                                                    family: int, vip: str, servers: list[tuple[str, int]],
+                                                    proto: int) -> None:
+    d, _key = director(vip, servers, Protocol(proto), flags)
+    assert fill(maps, d) == 1
+    svc = next(iter(d.table.services()))
+    assert svc.scheduler is not None
+    vaddr = ipaddress.ip_address(vip).packed
+    by_mac = {rs_mac(r.addr_packed): r for r in svc.destinations}
+    before = prog.stats()["mh_scheduled"]
+    picked = set()
+    n = 1500
+    for caddr, cport in clients(family, n, seed=proto * 10 + family + int(flags)):
+        want = svc.scheduler.schedule(ipaddress.ip_address(caddr).packed, cport, vaddr, 80, 0.0)
+        assert want is not None
+        verdict, out = prog.test_run(packet(caddr, vip, cport, 80, proto=proto, flags=TCP_SYN))
+        assert verdict == XDP_TX, (caddr, cport)
+        got = by_mac[out[:6]]
+        assert got is want, (caddr, cport, got.addr, want.addr)
+        picked.add(got.addr)
+    assert len(picked) == len(servers)  # every server was somebody's pick
+    assert prog.stats()["mh_scheduled"] == before + n
+
+
+def test_weight_zero_slots_go_up(prog: XdpProgram, maps: MhMaps) -> None:
+    d, key = director("192.168.168.100", SERVERS4, flags=ServiceFlags.SCHED1)  # mh-fallback
+    # quiesce one server: its slots stay its own (last weight), so its clients go to the core
+    d.table.edit_dest(key, DestSpec(ipaddress.ip_address("192.168.168.13"), 80,
+                                    ForwardingMethod.DROUTE, 0))
+    fill(maps, d)
+    svc = next(iter(d.table.services()))
+    assert svc.scheduler is not None
+    quiet = svc.find_dest(ipaddress.ip_address("192.168.168.13"), 80)
+    up = tx = 0
+    before = prog.stats()["pass_mh_unavailable"]
+    for caddr, cport in clients(4, 800, seed=7):
+        frame = packet(caddr, "192.168.168.100", cport, 80, flags=TCP_SYN)
+        verdict, out = prog.test_run(frame)
+        # the slot's server, without fallback: what the program looks at
+        svc.flags = ServiceFlags.NONE
+        slot = svc.scheduler.schedule(ipaddress.ip_address(caddr).packed, cport,
+                                      ipaddress.ip_address("192.168.168.100").packed, 80, 0.0)
+        svc.flags = ServiceFlags.SCHED1
+        if slot is None:  # the quiesced server's slot: up, untouched, the core falls back
+            assert (verdict, out) == (XDP_PASS, frame)
+            assert prog.flow_get(FlowKey(6, caddr, cport, "192.168.168.100", 80).pack(),
+                                 ACTION.size) is None
+            up += 1
+        else:
+            assert verdict == XDP_TX and out[:6] == rs_mac(slot.addr_packed) != rs_mac(quiet.addr_packed)  # type: ignore[union-attr]
+            tx += 1
+    assert up > 100 and tx > 300  # the quiesced server has 5 of the 12 weight units
+    assert prog.stats()["pass_mh_unavailable"] == before + up
+
+
+@pytest.mark.parametrize("case", ["persistent", "threshold", "rr", "nat", "tun-not-given"])
+def test_services_the_core_must_decide_go_up(prog: XdpProgram, maps: MhMaps, case: str) -> None:
+    if case == "persistent":
+        d, _ = director("192.168.168.100", SERVERS4, timeout=300)
+    elif case == "threshold":
+        d, _ = director("192.168.168.100", SERVERS4, u_threshold=100)
+    else:
+        d = Director(IPVSTable())
+        key = ServiceKey.inet(Protocol.TCP, "192.168.168.100", 80)
+        d.table.add_service(ServiceSpec(key, "rr" if case == "rr" else "mh"))
+        fwd = {"rr": ForwardingMethod.DROUTE, "nat": ForwardingMethod.MASQ,
+               "tun-not-given": ForwardingMethod.TUNNEL}[case]
+        d.table.add_dest(key, DestSpec(ipaddress.ip_address("192.168.168.10"), 80, fwd))
+    svc = next(iter(d.table.services()))
+    assert unsuitable(svc, KINDS) is not None
+    assert fill(maps, d) == 0
+    for caddr, cport in clients(4, 50, seed=3):
+        frame = packet(caddr, "192.168.168.100", cport, 80, flags=TCP_SYN)
+        assert prog.test_run(frame) == (XDP_PASS, frame)
+    if case == "tun-not-given":  # where the plane gives the program TUN flows, it may
+        assert unsuitable(svc, KINDS | {FLOW_TUN}) is None
+
+
+def test_a_syn_makes_a_flow_that_later_packets_use_and_the_core_enters(prog: XdpProgram,
+                                                                       maps: MhMaps) -> None:
+    d, _key = director("192.168.168.100", SERVERS4)
+    fill(maps, d)
+    svc = next(iter(d.table.services()))
+    caddr, cport, vip = "192.168.168.60", 40000, "192.168.168.100"
+    syn = packet(caddr, vip, cport, 80, flags=TCP_SYN, payload=b"")
+    verdict, out = prog.test_run(syn)
+    assert verdict == XDP_TX
+    dest = next(r for r in svc.destinations if rs_mac(r.addr_packed) == out[:6])
+    fkey = FlowKey(6, caddr, cport, vip, 80).pack()
+    raw = prog.flow_get(fkey, ACTION.size)
+    assert raw is not None
+    v = unpack_value(raw)
+    assert v.kernel and v.counters.packets == 1 and v.first_len == len(syn) - 14
+    # a SYN retransmission of a known flow is the core's, as before
+    assert prog.test_run(syn)[0] == XDP_PASS
+    # the handshake's ACK and the data use the flow
+    for _ in range(3):
+        verdict, out = prog.test_run(packet(caddr, vip, cport, 80, flags=TCP_ACK))
+        assert verdict == XDP_TX and out[:6] == rs_mac(dest.addr_packed)
+    # the core enters it bound to the program's pick, with the packets counted
+    sink = XdpFlowSink(prog, director=d)
+    assert sink.import_new() == 1
+    conn = d.lookup(6, ipaddress.ip_address(caddr).packed, cport,
+                    ipaddress.ip_address(vip).packed, 80)
+    assert conn is not None and conn.dest is dest
+    assert conn.state == TCP_S_ESTABLISHED and dest.activeconns == 1
+    assert dest.stats.conns == 1 and dest.stats.inpkts == 4
+    assert sink.count == 1 and sink.imported == 1
+    # the FIN goes up; the core's entry takes the flow out when it leaves ESTABLISHED
+    fin = packet(caddr, vip, cport, 80, flags=TCP_FIN | TCP_ACK)
+    assert prog.test_run(fin) == (XDP_PASS, fin)
+    d.tcp_packet(conn, 0, TCP_FIN | TCP_ACK)
+    assert conn.state != TCP_S_ESTABLISHED
+
+
+def test_an_import_when_the_table_changed_binds_the_programs_server(prog: XdpProgram,
+                                                                    maps: MhMaps) -> None:
+    d, key = director("192.168.168.100", SERVERS4)
+    fill(maps, d)
+    caddr, cport, vip = "192.168.168.61", 40001, "192.168.168.100"
+    verdict, out = prog.test_run(packet(caddr, vip, cport, 80, flags=TCP_SYN))
+    assert verdict == XDP_TX
+    svc = next(iter(d.table.services()))
+    dest = next(r for r in svc.destinations if rs_mac(r.addr_packed) == out[:6])
+    # the server is quiesced before the core reads the queue: the connection stays on it
+    d.table.edit_dest(key, DestSpec(dest.addr, 80, ForwardingMethod.DROUTE, 0))
+    sink = XdpFlowSink(prog, director=d)
+    assert sink.import_new() == 1
+    conn = d.lookup(6, ipaddress.ip_address(caddr).packed, cport,
+                    ipaddress.ip_address(vip).packed, 80)
+    assert conn is not None and conn.dest is dest and conn.state == TCP_S_SYN_RECV
+    assert dest.stats.conns == 1
+
+
+def test_table_edits_reach_the_program(prog: XdpProgram, maps: MhMaps) -> None:
+    d, key = director("192.168.168.100", SERVERS4)
+    fill(maps, d)
+    assert fill(maps, d) == 0  # nothing changed: nothing rewritten
+    d.table.del_dest(key, ipaddress.ip_address("192.168.168.13"), 80)
+    assert fill(maps, d) == 1
+    svc = next(iter(d.table.services()))
+    assert svc.scheduler is not None
+    for caddr, cport in clients(4, 300, seed=11):
+        want = svc.scheduler.schedule(ipaddress.ip_address(caddr).packed, cport,
+                                      ipaddress.ip_address("192.168.168.100").packed, 80, 0.0)
+        verdict, out = prog.test_run(packet(caddr, "192.168.168.100", cport, 80, flags=TCP_SYN))
+        assert want is not None and verdict == XDP_TX and out[:6] == rs_mac(want.addr_packed)
+    d.table.del_service(key)
+    assert fill(maps, d) == 0 and not maps.live
+    frame = packet("192.168.168.62", "192.168.168.100", 40002, 80, flags=TCP_SYN)
+    assert prog.test_run(frame) == (XDP_PASS, frame)
