@@ -32,11 +32,11 @@ def xdp_ready() -> None:
             pytest.skip(f"needs {tool}")
 
 
-@pytest.fixture(params=["dr", "nat", "tun"])
-def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+def xdp_cluster(mode: str) -> Iterator[Cluster]:
+    """A lab director in ``mode`` running ``--dataplane xdp``, removed afterwards."""
     xdp_ready()
     lab = Lab(lab_id())
-    c = Cluster(lab, request.param)
+    c = Cluster(lab, mode)
     c.dataplane = "xdp"
     try:
         lab.up()
@@ -45,6 +45,11 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     finally:
         c.stop()
         lab.down()
+
+
+@pytest.fixture(params=["dr", "nat", "tun"])
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    yield from xdp_cluster(request.param)
 
 
 def xdp_counters(c: Cluster) -> dict[str, int]:
