@@ -233,8 +233,8 @@ class Connection:
     """
 
     __slots__ = (
-        "bucket", "ckey", "control", "daddr", "deadline", "dest", "dport", "flags", "n_control",
-        "next", "state", "timeout", "vaddr", "vport",
+        "bucket", "ckey", "control", "daddr", "deadline", "dest", "dport", "flags", "in_pkts",
+        "n_control", "next", "state", "sync_endtime", "timeout", "vaddr", "vport",
     )
 
     def __init__(
@@ -255,6 +255,10 @@ class Connection:
         self.control: Connection | None = None
         self.n_control = 0
         self.next: Connection | None = None
+        # For the sync master's re-sends (``pylvs.core.sync``): packets in (client to server)
+        # and the kernel's ``sync_endtime`` (ms; the low 2 bits count the retries).
+        self.in_pkts = 0
+        self.sync_endtime = 0
 
     # Client address, port and protocol live in ``ckey`` (see ``make_ckey``).
     @property

@@ -78,27 +78,10 @@ from pylvs.core.table import IPVSTable
 
 # Re-exported so data planes can import everything they need from here.
 __all__ = [
-    "CONN_F_INACTIVE",
-    "CONN_F_NOOUTPUT",
-    "CONN_F_ONE_PACKET",
-    "CONN_F_TEMPLATE",
-    "DIR_INPUT",
-    "DIR_INPUT_ONLY",
-    "DIR_OUTPUT",
-    "INITIAL_TIMEOUT",
-    "TCP_ACK",
-    "TCP_FIN",
-    "TCP_RST",
-    "TCP_SYN",
-    "TCP_S_CLOSE",
-    "TCP_S_CLOSE_WAIT",
-    "TCP_S_ESTABLISHED",
-    "TCP_S_FIN_WAIT",
-    "TCP_S_SYN_RECV",
-    "TCP_S_TIME_WAIT",
-    "UDP_S_NORMAL",
-    "Connection",
-    "Director",
+    "CONN_F_INACTIVE", "CONN_F_NOOUTPUT", "CONN_F_ONE_PACKET", "CONN_F_TEMPLATE", "DIR_INPUT",
+    "DIR_INPUT_ONLY", "DIR_OUTPUT", "INITIAL_TIMEOUT", "TCP_ACK", "TCP_FIN", "TCP_RST", "TCP_SYN",
+    "TCP_S_CLOSE", "TCP_S_CLOSE_WAIT", "TCP_S_ESTABLISHED", "TCP_S_FIN_WAIT", "TCP_S_SYN_RECV",
+    "TCP_S_TIME_WAIT", "UDP_S_NORMAL", "Connection", "Director",
 ]
 
 _AVAILABLE = DestFlags.AVAILABLE
@@ -159,9 +142,12 @@ class Director:
         # Run first in every tick: a data plane that forwards some packets outside these calls
         # (the packet plane's C flows) reports them here, before anything expires.
         self.before_tick: list[Callable[[], object]] = []
-        # A connection synchronisation master (``pylvs.core.sync``) listens here: called with
-        # an entry when its TCP state changes and when a UDP entry is created.
+        # A connection synchronisation master (``pylvs.core.sync``) listens here: ``sync_hook``
+        # with an entry when its TCP state changes and when a UDP entry is created,
+        # ``sync_packets`` with the packets ``account`` counts in (client to server), in
+        # whatever batches they come (one, or a C flow's second), for the periodic re-sends.
         self.sync_hook: Callable[[Connection], None] | None = None
+        self.sync_packets: Callable[[Connection, int], None] | None = None
 
     @property
     def max_connections(self) -> int:
@@ -571,6 +557,8 @@ class Director:
                 st.inbytes += nbytes
             total.inpkts += 1
             total.inbytes += nbytes
+            if self.sync_packets is not None:
+                self.sync_packets(conn, 1)
         if conn.bucket is None:
             return
         flags = conn.flags
@@ -695,6 +683,8 @@ class Director:
                 s.inbytes += nbytes
             total.inpkts += packets
             total.inbytes += nbytes
+            if self.sync_packets is not None:
+                self.sync_packets(conn, packets)
         if conn.bucket is not None:
             conn.deadline = self.clock() + conn.timeout
 

@@ -14,23 +14,27 @@ the backup keeps them in its own table. This module is the sans-IO part:
   to the same real server when its table has that server, or update its state, activity
   counts and timer.
 
-When an entry is sent: on every change into ESTABLISHED, FIN_WAIT, CLOSE_WAIT, TIME_WAIT or
-CLOSE (the kernel sends the closing states at once and ESTABLISHED at the third packet), a
-UDP entry when it is created (the kernel: at its third packet), and a persistence template
-together with the entries it controls. The kernel also re-sends an entry every 50 packets to
-keep the backup's timer fresh; here a long-lived entry that changes no state is sent once,
-so on the backup it expires after its state's timeout (15 min for ESTABLISHED by default).
+When an entry is sent (``ip_vs_sync_conn_needed``, with the kernel's sysctls in
+``SyncSettings``): on every change into ESTABLISHED, FIN_WAIT, CLOSE_WAIT, TIME_WAIT or CLOSE
+(the kernel sends the closing states at once and ESTABLISHED at the third packet), a UDP entry
+when it is created, and a persistence template together with the entries it controls. Then,
+while packets come in, it is sent again as the kernel does (``resend_due``): by packet count,
+each time its incoming packets reach ``sync_threshold + k * sync_period`` (3, 53, 103, ... by
+default), or with ``sync_refresh_period`` by time, so that a backup's timer stays fresh and a
+director that joins later (scale-out) learns the connections that were open before it.
 
 What this is not for: sockets, multicast groups and timers (``pylvs.director.sync``).
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from pylvs.core.api import IPVSError
 from pylvs.core.conntrack import (
     CONN_F_FWD_MASK,
     CONN_F_HASHED,
@@ -49,6 +53,7 @@ from pylvs.core.conntrack import (
     unbind_dest,
 )
 from pylvs.core.director import Director, _conns_changed
+from pylvs.core.table import SysctlProvider
 
 DEFAULT_GROUP = "224.0.0.81"
 DEFAULT_GROUP6 = "ff02::8848"
@@ -273,18 +278,178 @@ def _checked(e: SyncConn) -> SyncConn | None:
     return e
 
 
+# ---- when to send again: the kernel's sysctls and ip_vs_sync_conn_needed ----------------------
+
+SYNC_SYSCTL_NAMES = ("sync_period", "sync_ports", "sync_qlen_max", "sync_refresh_period",
+                     "sync_retries", "sync_sock_size", "sync_threshold")
+# The kernel's default sync_qlen_max is 1/32 of the memory pages, counted in messages: 32768 is
+# what that gives with 4 GiB. pylvs's master hands a full message to its socket at once, so its
+# queue never holds more than one message and the limit is a bound that is not reached.
+DEFAULT_QLEN_MAX = 32768
+SYNC_PORTS_MAX = 64  # IPVS_SYNC_PORTS_MAX: more ports than this are not used
+_INT_MAX = 2**31 - 1
+
+
+@dataclass(slots=True)
+class SyncSettings:
+    """net.ipv4.vs.sync_* with the kernel's defaults and checks, in front of the director's
+    other settings (``inner``), so that ``pylvs sysctl`` and ``pylvsd --sysctl`` set them as
+    they set the flood defences: every value checked before any is set.
+
+    The kernel's ``sync_threshold`` is one file holding two integers ("3 50": the threshold and
+    the period); pylvs's settings are integers by name, so the pair is ``sync_threshold`` and
+    ``sync_period`` here, with the kernel's rule between them (0 <= threshold < period, or any
+    threshold with period 0).
+    - ``sync_refresh_period`` (seconds, default 0): resend by time instead, see ``resend_due``;
+      ``sync_retries`` (0..3): resends within that period, every period / 8.
+    - ``sync_sock_size`` (default 0, the system's): SO_SNDBUF of a master's socket, SO_RCVBUF
+      of a backup's, applied when a daemon starts, as in the kernel.
+    - ``sync_ports`` (a power of 2, default 1): UDP ports from 8848 up a master sends on and a
+      backup listens on, one per kernel thread (at most ``SYNC_PORTS_MAX`` used); read when a
+      daemon starts.
+    - ``sync_qlen_max``: messages a master may hold unsent; more are dropped (counted) as the
+      kernel's ``sb_queue_tail`` drops them (see ``DEFAULT_QLEN_MAX``).
+    """
+
+    inner: SysctlProvider | None = None
+    sync_threshold: int = 3
+    sync_period: int = 50
+    sync_refresh_period: int = 0
+    sync_retries: int = 0
+    sync_qlen_max: int = DEFAULT_QLEN_MAX
+    sync_sock_size: int = 0
+    sync_ports: int = 1
+
+    def own(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in SYNC_SYSCTL_NAMES}
+
+    def get_sysctl(self) -> dict[str, int]:
+        values = self.inner.get_sysctl() if self.inner is not None else {}
+        return {**values, **self.own()}
+
+    def set_sysctl(self, values: dict[str, object]) -> None:
+        """Checked whole first (IPVSError naming the setting; nothing changed on a bad one),
+        the pair against its other half as it will be after the write."""
+        own = {n: v for n, v in values.items() if n in SYNC_SYSCTL_NAMES}
+        after = {**self.own(), **{n: self._integer(n, v) for n, v in own.items()}}
+        self.check(after)
+        rest = {n: v for n, v in values.items() if n not in own}
+        if rest:
+            if self.inner is None:
+                raise IPVSError(errno.ENOENT, f"unknown setting {next(iter(rest))!r} (known: "
+                                f"{', '.join(SYNC_SYSCTL_NAMES)})")
+            self.inner.set_sysctl(rest)  # checks its own whole before setting any
+        for name in own:
+            setattr(self, name, after[name])
+
+    def counters(self) -> dict[str, int]:
+        return self.inner.counters() if self.inner is not None else {}
+
+    @staticmethod
+    def _integer(name: str, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise IPVSError(errno.EINVAL, f"{name}: an integer is required")
+        return value
+
+    @staticmethod
+    def check(v: dict[str, int]) -> None:
+        """The kernel's handlers' rules (proc_do_sync_threshold, proc_do_sync_ports, the
+        min/max of the others)."""
+        threshold, period = v["sync_threshold"], v["sync_period"]
+        if threshold < 0 or period < 0 or (period and threshold >= period):
+            raise IPVSError(errno.EINVAL, f"sync_threshold {threshold}, sync_period {period}: "
+                            "needs 0 <= sync_threshold < sync_period (or sync_period 0)")
+        if not 0 <= v["sync_refresh_period"] <= _INT_MAX // 1000:
+            raise IPVSError(errno.EINVAL, "sync_refresh_period: seconds, 0 or more")
+        if not 0 <= v["sync_retries"] <= 3:
+            raise IPVSError(errno.EINVAL, "sync_retries: must be 0 to 3")
+        if not 0 <= v["sync_qlen_max"] <= 2**63 - 1:
+            raise IPVSError(errno.EINVAL, "sync_qlen_max: messages, 0 or more")
+        if not 0 <= v["sync_sock_size"] <= _INT_MAX:
+            raise IPVSError(errno.EINVAL, "sync_sock_size: bytes, 0 (the system's) or more")
+        ports = v["sync_ports"]
+        if not 1 <= ports <= _INT_MAX or ports & (ports - 1):
+            raise IPVSError(errno.EINVAL, "sync_ports: must be a power of 2 (1, 2, 4, ...)")
+
+
+def crossed(before: int, after: int, threshold: int, period: int) -> bool:
+    """Did a packet count going from ``before`` to ``after`` pass a sync point? The kernel
+    tests every incoming packet with ``pkts % sync_period == sync_threshold`` (with period 0:
+    ``pkts == sync_threshold``, once). Here packets may come in batches (the packet plane's C
+    flows and the XDP plane hand their counters back once a second, a proxied connection's per
+    read), so an entry is due when its count crossed a ``threshold + k * period`` boundary
+    (k >= 0) since the last look: with batches of one this is the kernel's test exactly."""
+    if period <= 0:
+        return before < threshold <= after
+    if before < threshold:
+        return threshold <= after
+    return threshold + ((before - threshold) // period + 1) * period <= after
+
+
+def _ms(t: float) -> int:
+    return int(t * 1000)
+
+
+def resend_due(s: SyncSettings, conn: Connection, before: int, after: int, now: float) -> bool:
+    """ip_vs_sync_conn_needed for an entry whose incoming packets went from ``before`` to
+    ``after`` and whose state did not change (a state change is sent by ``SyncMaster.want``).
+
+    - TCP entries are sent only in ESTABLISHED and the closing states (an SCTP entry would
+      follow the same rule with SCTP's states; no pylvs data plane forwards SCTP); UDP has one
+      state. A template is not counted against the threshold: it goes whenever an entry it
+      controls has a packet, unless the time rule holds it back.
+    - ``sync_refresh_period`` > 0: held back while the entry's timer moved by less than the
+      period (or half its timeout, if lower, but at least 10 s) since it was last sent, unless
+      a retry is left (``sync_retries``, each at least period / 8 after the last send).
+    - then the packet rule (``crossed``), when ``sync_period`` > 0; with period 0 and no
+      refresh period, only the one crossing of ``sync_threshold``.
+
+    Sets ``conn.sync_endtime`` (in ms, the low two bits counting retries, as the kernel's
+    jiffies) when the entry is due."""
+    template = bool(conn.flags & CONN_F_TEMPLATE)
+    if not template and conn.protocol == _IPPROTO_TCP and conn.state not in SYNC_TCP_STATES:
+        return False
+    timeout = conn.timeout * 1000
+    orig = conn.sync_endtime
+    n = (_ms(now) + timeout) & ~3
+    refresh = s.sync_refresh_period * 1000
+    if refresh > 0 and abs(n - orig) < min(refresh, max(timeout >> 1, 10_000)):
+        retries = orig & 3
+        if retries >= s.sync_retries or _ms(now) < orig - timeout + (refresh >> 3):
+            return False
+        n |= retries + 1
+    if s.sync_period > 0:
+        if not template and not crossed(before, after, s.sync_threshold, s.sync_period):
+            return False
+    elif refresh <= 0 and not crossed(before, after, s.sync_threshold, 0):
+        return False
+    conn.sync_endtime = n
+    return True
+
+
+def mark_sent(conn: Connection, now: float) -> None:
+    """A state change went out: the time rule counts from here, with no retry used (the
+    kernel's ``set:`` label)."""
+    conn.sync_endtime = (_ms(now) + conn.timeout * 1000) & ~3
+
+
 # ---- master ------------------------------------------------------------------------------------
 
 @dataclass(slots=True)
 class SyncMaster:
-    """Entries waiting to go out, packed as the kernel packs them."""
+    """Entries waiting to go out, packed as the kernel packs them: ``want`` for a state change
+    (``Director.sync_hook``), ``packets`` for incoming packets (``Director.sync_packets``),
+    which decides the periodic re-sends by ``settings`` (``resend_due``)."""
 
     syncid: int
     maxlen: int
     clock: Callable[[], float]
+    settings: SyncSettings = field(default_factory=SyncSettings)
     pending: list[SyncConn] = field(default_factory=list)
     first_at: float = 0.0
     sent_entries: int = 0
+    resent_entries: int = 0  # of sent_entries: queued by the packet or time rule
+    dropped_messages: int = 0  # over sync_qlen_max
 
     @property
     def message_full(self) -> bool:
@@ -292,19 +457,45 @@ class SyncMaster:
         per_message = max(1, (self.maxlen - _HEADER.size) // _CONN_V4.size)
         return len(self.pending) >= min(per_message, MAX_CONNS_PER_MESSAGE)
 
+    def _queue(self, conn: Connection, fwmark: int) -> None:
+        if not self.pending:
+            self.first_at = self.clock()
+        self.pending.append(entry_of(conn, fwmark))
+
     def want(self, conn: Connection, fwmark: int = 0) -> None:
-        """Queue ``conn`` (and its template) if the kernel would sync it now."""
+        """Queue ``conn`` (and its template) if the kernel would sync it now: its state
+        changed, or it is new (UDP)."""
         if conn.flags & CONN_F_ONE_PACKET:
             return
         if conn.protocol == _IPPROTO_TCP and not conn.flags & CONN_F_TEMPLATE \
                 and conn.state not in SYNC_TCP_STATES:
             return
-        if not self.pending:
-            self.first_at = self.clock()
-        self.pending.append(entry_of(conn, fwmark))
+        now = self.clock()
+        self._queue(conn, fwmark)
+        mark_sent(conn, now)
         ct = conn.control
         if ct is not None and ct.flags & CONN_F_TEMPLATE:
-            self.pending.append(entry_of(ct, fwmark))
+            self._queue(ct, fwmark)
+            mark_sent(ct, now)
+
+    def packets(self, conn: Connection, count: int, fwmark: int = 0) -> None:
+        """``count`` packets came in for ``conn`` (one, or a batch handed back): count them
+        and queue the entry, then its template, for each that ``resend_due`` finds due (as
+        ``ip_vs_sync_conn`` goes from an entry to its controller)."""
+        now = self.clock()
+        before = conn.in_pkts
+        conn.in_pkts = before + count
+        if not conn.flags & CONN_F_ONE_PACKET and conn.bucket is not None \
+                and resend_due(self.settings, conn, before, before + count, now):
+            self._queue(conn, fwmark)
+            self.resent_entries += 1
+        ct = conn.control
+        if ct is not None and ct.flags & CONN_F_TEMPLATE and ct.bucket is not None:
+            before = ct.in_pkts
+            ct.in_pkts = before + count
+            if resend_due(self.settings, ct, before, before + count, now):
+                self._queue(ct, fwmark)
+                self.resent_entries += 1
 
     def due(self, flush: bool = False) -> list[bytes]:
         """Messages to send now: every full one, and the partly filled last one too once its
@@ -323,6 +514,9 @@ class SyncMaster:
             msgs.pop()
         else:
             self.pending = []
+        if len(msgs) > self.settings.sync_qlen_max:  # the queue's hard limit: dropped
+            self.dropped_messages += len(msgs) - self.settings.sync_qlen_max
+            del msgs[self.settings.sync_qlen_max:]
         self.sent_entries += sum(m[4] for m in msgs)
         return msgs
 
@@ -409,7 +603,8 @@ def _default_timeout(director: Director, e: SyncConn) -> int:
 
 
 __all__ = [
-    "CONN_F_SYNC", "DEFAULT_GROUP", "DEFAULT_PORT", "DEFAULT_TTL", "FLUSH_AFTER", "BackupStats",
-    "SyncConn", "SyncError", "SyncMaster", "apply", "decode", "encode", "entry_of",
-    "sync_maxlen",
+    "CONN_F_SYNC", "DEFAULT_GROUP", "DEFAULT_PORT", "DEFAULT_TTL", "FLUSH_AFTER",
+    "SYNC_PORTS_MAX", "SYNC_SYSCTL_NAMES", "BackupStats", "SyncConn", "SyncError", "SyncMaster",
+    "SyncSettings", "apply", "crossed", "decode", "encode", "entry_of", "mark_sent",
+    "resend_due", "sync_maxlen",
 ]

@@ -145,10 +145,10 @@ class DirectorDaemon:
         self.save_path = save_on_exit
         self.dataplane_options = dataplane_options or {}
         self.director = Director(IPVSTable())
+        self.sync = SyncDaemons(self.director)  # first: it adds the sync_* settings
         if self.sysctls:  # every one checked before any is set (the core's own rule)
             self.director.table.set_sysctl(dict(self.sysctls))
         self.dataplane: DataPlane | None = None
-        self.sync = SyncDaemons(self.director)
         # With a state file, the control socket changes the table only through DurableTable.
         self.durable = DurableTable(self.director.table, state_file) if state_file else None
         # The per-service proxy timeouts the restore or state file gave (pylvs.director.proxyopts)
