@@ -1,7 +1,8 @@
 """``mh`` scheduled by the XDP program, end to end in the namespace lab: an mh DR service under
 ``--dataplane xdp``; once the director knows its real servers' MACs the program schedules new
 connections itself, the requests are answered, and the core's table shows those connections
-(``-Lnc``, the connection counters, ``--stats``) as if it had scheduled them."""
+(``-Lnc``, the connection counters, ``--stats``) as if it had scheduled them; a server
+quiesced with ``-e -w 0`` stops getting the program's new connections at once."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def stats_conns(c: Cluster) -> int:
 
 def test_mh_connections_are_scheduled_in_the_kernel_and_counted_by_the_core(cluster: Cluster) -> None:
     c = cluster
-    c.service("mh", "-b", "mh-port")
+    c.service("mh", "-b", "mh-port,mh-fallback")
     assert c.status()["dataplane"]["xdp"]["mh_services"] == 1
     # the first requests teach the director its real servers' MACs (their slots send new
     # connections up until then); the next tick publishes the table with them
@@ -70,3 +71,11 @@ def test_mh_connections_are_scheduled_in_the_kernel_and_counted_by_the_core(clus
         assert "ESTABLISHED" in c.adm("-Lnc")
     finally:
         ka.close()
+    # quiescing a server reaches the program's table at once: its clients' SYNs go up and
+    # the core falls back to the other server (mh-fallback)
+    c.adm("-e", "-t", f"{VIP}:80", "-r", f"{c.rips[0]}:80", "-g", "-w", "0")
+    before = xdp_counters(c)
+    assert set(c.curl_many(12)) == {"this is nginx2"}
+    after = xdp_counters(c)
+    assert after["pass_mh_unavailable"] > before["pass_mh_unavailable"], (before, after)
+    assert after["mh_scheduled"] > before["mh_scheduled"], (before, after)
