@@ -93,14 +93,14 @@ def adm(sock: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def two_directors(pair: tuple[list[str], Callable[..., subprocess.Popen[str]], Path],
-                  *master_options: str) -> list[str]:
-    """pylvsd (proxy plane) in each namespace, the master's with ``master_options``, each with
-    the service 127.0.0.100:8080 -> 127.0.0.1:8081; their control sockets."""
+                  *options: str) -> list[str]:
+    """pylvsd (proxy plane, with ``options``) in each namespace, each with the service
+    127.0.0.100:8080 -> 127.0.0.1:8081; their control sockets."""
     names, run, tmp = pair
     socks = [str(tmp / "a.sock"), str(tmp / "b.sock")]
-    for ns, sock, extra in zip(names, socks, (master_options, ()), strict=True):
+    for ns, sock in zip(names, socks, strict=True):
         run(ns, sys.executable, "-m", "pylvs.director.main", "--control-socket", sock,
-            "--dataplane", "proxy", *extra)
+            "--dataplane", "proxy", *options)
     assert wait_for(lambda: all(os.path.exists(s) for s in socks), 20)
     for sock in socks:
         assert adm(sock, "-A", "-t", "127.0.0.100:8080", "-s", "rr").returncode == 0
@@ -171,10 +171,12 @@ def test_a_backup_started_later_learns_an_established_connection_from_the_resend
 ) -> None:
     """The kernel's sync_threshold/sync_period: an established entry is sent again each time
     its incoming packets reach threshold + k * period, so a backup (or a director joining a
-    scale-out cluster) started after the connection was set up still learns it. The master
-    takes ``--sysctl sync_period=5`` at start; ``pylvs sysctl`` reads and refuses settings."""
+    scale-out cluster) started after the connection was set up still learns it. Both take
+    ``--sysctl sync_period=5`` and ``sync_ports=2`` (two sockets each side, ports 8848 and
+    8849) at start; ``pylvs sysctl`` reads and refuses settings."""
     tag = pair[0][0][2:-1]
-    a, b = two_directors(pair, "--sysctl", "net.ipv4.vs.sync_period=5")
+    a, b = two_directors(pair, "--sysctl", "net.ipv4.vs.sync_period=5", "--sysctl",
+                         "sync_ports=2")
 
     def sysctl(*words: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "pylvs.cli.main", "sysctl",
@@ -203,6 +205,8 @@ def test_a_backup_started_later_learns_an_established_connection_from_the_resend
     r = adm(b, "--start-daemon", "backup", "--mcast-interface", f"sb{tag}", "--syncid", "6")
     assert r.returncode == 0, r.stderr
     assert not listed(b)
+    udp = sh("ip", "netns", "exec", pair[0][1], "ss", "-Hluna").stdout
+    assert f"224.0.0.81%sb{tag}:8848 " in udp and f"224.0.0.81%sb{tag}:8849 " in udp, udp
     assert wait_for(lambda: listed(b), 15), adm(b, "-Lnc").stdout
     with ControlClient(a) as c:
         master = c.status()["sync"]["master"]
