@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pylvs.core.conntrack import TCP_S_ESTABLISHED, TCP_S_SYN_RECV
+from pylvs.core.conntrack import TCP_S_CLOSE, TCP_S_ESTABLISHED, TCP_S_SYN_RECV
 from pylvs.core.director import Director
 from pylvs.core.model import (
     DestSpec,
@@ -28,7 +28,7 @@ from pylvs.dataplane.xdp.flows import XdpFlowSink
 from pylvs.dataplane.xdp.loader import XDP_PASS, XDP_TX, XdpProgram
 from pylvs.dataplane.xdp.maps import ACTION, KEY, FlowKey, unpack_value
 from pylvs.dataplane.xdp.mhtables import MhMaps, NextHop, unsuitable, wanted_tables
-from tests.dataplane.xdp.frames import DIRECTOR_MAC, TCP_ACK, TCP_FIN, TCP_SYN, packet
+from tests.dataplane.xdp.frames import DIRECTOR_MAC, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, packet
 
 LO = 1
 MH_PORT = ServiceFlags.SCHED2
@@ -246,3 +246,26 @@ def test_table_edits_reach_the_program(prog: XdpProgram, maps: MhMaps) -> None:
     assert fill(maps, d) == 0 and not maps.live
     frame = packet("192.168.168.62", "192.168.168.100", 40002, 80, flags=TCP_SYN)
     assert prog.test_run(frame) == (XDP_PASS, frame)
+
+
+def test_a_new_syn_on_a_closed_entry_is_a_new_connection(prog: XdpProgram, maps: MhMaps) -> None:
+    d, _key = director("192.168.168.100", SERVERS4)
+    fill(maps, d)
+    caddr, cport, vip = "192.168.168.63", 40003, "192.168.168.100"
+    ca, va = ipaddress.ip_address(caddr).packed, ipaddress.ip_address(vip).packed
+    sink = XdpFlowSink(prog, director=d)
+    syn = packet(caddr, vip, cport, 80, flags=TCP_SYN)
+    assert prog.test_run(syn)[0] == XDP_TX
+    assert prog.test_run(packet(caddr, vip, cport, 80, flags=TCP_ACK))[0] == XDP_TX
+    assert sink.import_new() == 1
+    first = d.lookup(6, ca, cport, va, 80)
+    assert first is not None and first.state == TCP_S_ESTABLISHED
+    d.tcp_packet(first, 0, TCP_RST)  # the connection ends; the core takes its flow out
+    assert first.state == TCP_S_CLOSE
+    sink.remove(6, ca, cport, va, 80)
+    # the client reuses the port: the program schedules it, the core replaces the entry
+    assert prog.test_run(syn)[0] == XDP_TX
+    assert sink.import_new() == 1
+    second = d.lookup(6, ca, cport, va, 80)
+    assert second is not None and second is not first and second.state == TCP_S_SYN_RECV
+    assert second.dest is first.dest and first.dest.stats.conns == 2

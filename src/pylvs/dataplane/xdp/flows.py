@@ -34,6 +34,7 @@ from pylvs.dataplane.xdp.maps import (
 )
 
 _TCP_ACK = 0x10
+IMPORT_BUDGET = 16384  # kernel-scheduled flows entered per call at most
 
 # forward.FLOW_* kinds -> the program's methods
 _METHOD = {0: Method.DR, 1: Method.NAT_IN, 2: Method.NAT_OUT, 3: Method.TUN}
@@ -139,16 +140,22 @@ class XdpFlowSink:
 
     # -- flows the program scheduled itself --------------------------------------------------
 
-    def import_new(self) -> int:
-        """Enter every flow the program scheduled since the last call in the director's
+    def import_new(self, budget: int = IMPORT_BUDGET) -> int:
+        """Enter the flows the program scheduled since the last call in the director's
         connection table (the program queues their keys), so ``-Lnc``, the connection counts,
         ``--stats`` and ``--rate`` show them as if the core had scheduled them. Run before the
         core handles received frames and at each sync, so a connection's FIN, which the program
-        sends up, finds its entry. Returns how many were entered."""
+        sends up, finds its entry. At most ``budget`` keys per call: the rest wait for the
+        next, so a flood of new connections forwarded in the kernel never holds the core's
+        loop for long (what overflows the queue is counted as ``mh_queue_full``). Returns how
+        many were entered."""
         if self.director is None:
             return 0
         n = 0
-        while (key := self.program.pop_new_flow(KEY.size)) is not None:
+        for _ in range(budget):
+            key = self.program.pop_new_flow(KEY.size)
+            if key is None:
+                break
             n += self._import(self.director, key)
         return n
 
@@ -161,20 +168,19 @@ class XdpFlowSink:
         v = unpack_value(raw)
         proto, caddr, cport, vaddr, vport = unpack_key(key)
         daddr = v.addr[: len(vaddr)]
-        conn = d.lookup(proto, caddr, cport, vaddr, vport)
-        if conn is None:
-            conn = self._enter(d, proto, caddr, cport, vaddr, vport, daddr, v.port)
-            if conn is None:
-                self.import_refused += 1
-                self.program.flow_delete(key)
-                return 0
-            d.account(conn, DIR_INPUT, 1, v.first_len)  # the packet that made the flow
-        elif conn.daddr != daddr or conn.dport != v.port:
-            # the core had the connection elsewhere (it saw the client first): its entry wins,
-            # and the next packet goes up to it
+        old = d.lookup(proto, caddr, cport, vaddr, vport)
+        # an entry the core already has is kept or replaced by ``schedule``'s own rules
+        # (conn_reuse_mode: a SYN on a TIME_WAIT entry is a new connection)
+        conn = self._enter(d, proto, caddr, cport, vaddr, vport, daddr, v.port, old)
+        if conn is None or conn.daddr != daddr or conn.dport != v.port:
+            # no such server any more, the table is full, or the core has the connection on
+            # another server (it saw the client first): the core's word stands, and the next
+            # packet goes up to it
             self.import_refused += 1
             self.program.flow_delete(key)
             return 0
+        if conn is not old:
+            d.account(conn, DIR_INPUT, 1, v.first_len)  # the packet that made the flow
         flow = self._flows[key] = _Flow(conn, DIR_INPUT, 1, v.first_len,
                                         v.counters.last_seen_ns / 1e9)
         row = self._row(key, flow)  # what the flow forwarded since (the ACKs, for TCP)
@@ -189,7 +195,7 @@ class XdpFlowSink:
 
     @staticmethod
     def _enter(d: Director, proto: int, caddr: bytes, cport: int, vaddr: bytes, vport: int,
-               daddr: bytes, dport: int) -> Any:
+               daddr: bytes, dport: int, old: Any) -> Any:
         """The director's entry for a flow the program scheduled to ``daddr:dport``: made by
         ``schedule`` itself when the scheduler still picks that server (every count as for a
         connection the core scheduled), else bound to that server as a sync backup binds an
@@ -205,7 +211,7 @@ class XdpFlowSink:
         state = TCP_S_SYN_RECV if proto == 6 else UDP_S_NORMAL
         conn = apply(d, SyncConn(proto, caddr, cport, vaddr, vport, daddr, dport,
                                  int(dest.fwd), state))
-        if conn is not None:  # ip_vs_conn_stats, as schedule counts it
+        if conn is not None and conn is not old:  # ip_vs_conn_stats, as schedule counts it
             dest.stats.conns += 1
             svc.stats.conns += 1
             d.table.total.conns += 1
