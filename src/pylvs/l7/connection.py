@@ -57,6 +57,25 @@ def _crlf(data: bytes) -> bytes:
     return _BARE_LF.sub(b"\r\n", data[:end]) + data[end:]
 
 
+HEADS_MAX = 1024  # heads a listening socket's cache holds (``ListenGroup.heads``)
+HEAD_KEY_MAX = 2048  # longer reads are never looked up: hashing them would cost more
+
+
+def _remember_route(tpl: dict[str, object], req: Request) -> None:
+    """Keep a head's server and location with it when they follow from the head alone: no
+    server-level script or regex server name, no location captures, not an absolute URI."""
+    srv, loc = req.server, req.location
+    if (srv is None or loc is None or srv.rewrites or srv.name_regexes
+            or loc.captures is not None or req.redirect is not None or req.returned is not None
+            or req.vars is not None or req.captures is not None
+            or not cast(str, tpl["target"]).startswith("/")):
+        return
+    # ``known``: this head's identity, for what a connection derives from it (``proxying``)
+    tpl.update(routed=0, server=srv, location=loc, host=req.host, uri=req.uri, known=object())
+    if req.args:
+        tpl["args"] = req.args
+
+
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 
 
@@ -90,6 +109,13 @@ class ClientConnection(asyncio.Protocol):
         self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True,
                                              lenient_version=True)
         self._tail_cr = False  # the last head bytes read ended in CR
+        # heads may be taken from ListenGroup.heads (not after a request that closes: the
+        # parser would refuse anything after it)
+        self._cacheable = True
+        self._tpl: dict[str, object] | None = None  # the head just parsed, as the cache keeps it
+        # the upstream request head last made for a known head (``proxying.try_fast_proxy``)
+        self.up_known: object | None = None
+        self.up_head = b""
         self.remote_addr = "-"
         self.remote_addr_b = b"-"
         self.remote_port = 0
@@ -150,6 +176,17 @@ class ClientConnection(asyncio.Protocol):
         self.arm_timer(self.group.servers[0].client_header_timeout, "idle")
 
     def data_received(self, data: bytes) -> None:
+        # A read that begins between requests may be a head seen before on this socket (a
+        # keep-alive client repeats its request): then it is answered from what its first
+        # parse left (``ListenGroup.heads``) without httptools, its callbacks or routing.
+        fresh = None
+        if self.current is None and not self._in_head and self._cacheable:
+            if len(data) <= HEAD_KEY_MAX:
+                tpl = self.group.heads.get(data)
+                if tpl is not None and self._bad is None:
+                    self._known_head(tpl)
+                    return
+            fresh = data
         if self._bad is not None:
             return
         if self._in_head or self.current is None:  # head bytes: their line ends are checked
@@ -161,6 +198,8 @@ class ClientConnection(asyncio.Protocol):
             # Bytes of a head still incomplete (a head that began inside the previous read
             # escapes by at most that read): bounds what httptools buffers for one header.
             self._head_bytes += len(data)
+        self._tpl = None
+        before = self.requests
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -180,6 +219,31 @@ class ClientConnection(asyncio.Protocol):
                              "Request Header Or Cookie Too Large")
             elif self._in_head and len(self._url) > self._line_limit:
                 self._reject(414, "client sent too long URI")
+            elif (self._tpl is not None and data is fresh and self.requests == before + 1
+                  and self.current is None and self._bad is None
+                  and data.find(b"\r\n\r\n") == len(data) - 4):
+                # this read was exactly one body-less head, from its first byte to its last
+                heads = self.group.heads
+                if len(heads) >= HEADS_MAX:
+                    heads.clear()
+                heads[data] = self._tpl
+        self._tpl = None
+
+    def _known_head(self, tpl: dict[str, object]) -> None:
+        """A read that is exactly a head parsed before (``data_received``): the request from
+        its fields, then what on_message_begin, on_headers_complete and on_message_complete
+        do for it. No header timer: the head is complete."""
+        req = Request.__new__(Request)
+        vars(req).update(tpl)
+        req.conn = self
+        req.start = time.monotonic()
+        self._st[self._sb + REQUESTS] += 1
+        self._tail_cr = False
+        self._writing += 1
+        if "routed" not in tpl:
+            self._tpl = tpl  # routing may complete it (``_try_fast``)
+        self._enqueue(req)
+        self._tpl = None
 
     def eof_received(self) -> bool | None:
         self._eof = True
@@ -311,11 +375,23 @@ class ClientConnection(asyncio.Protocol):
                     self._reject(400, "client sent invalid \"Content-Length\" header")
                     raise Refused
                 req.content_length = int(cl)
+        tpl: dict[str, object] | None = None
         if req.chunked or (req.content_length or 0) > 0:
             req.body = BodyReader(self, req)
             exp = hmap.get(b"expect")
             if exp is not None and exp.lower() == b"100-continue" and req.version == "1.1":
                 req.expect_continue = True
+        elif req.keep_alive and req.routed < 0 and req.head_size <= HEAD_KEY_MAX:
+            # what this head parsed to, for data_received to keep if the read was this head alone
+            tpl = vars(req).copy()
+            del tpl["conn"], tpl["start"]
+        self._tpl = tpl  # (routing may add to it: _try_fast)
+        if not req.keep_alive:
+            self._cacheable = False  # the parser refuses what follows such a request
+        self._enqueue(req)
+
+    def _enqueue(self, req: Request) -> None:
+        """A complete head: queue it, answer it at once if a fast path can, else wake the task."""
         queue = self.queue
         queue.append(req)
         self.requests += 1
@@ -323,12 +399,13 @@ class ClientConnection(asyncio.Protocol):
         if self.fast:
             pass  # answered after the fast exchange in progress (it wakes the task)
         elif (req.body is None and len(queue) == 1 and self.active is None
-                and self._task_idle() and self._try_fast(req)):
-            pass
+                and (self._task is None or ((w := self._req_waiter) is not None and not w.done()))
+                and self._try_fast(req)):
+            pass  # (the condition before _try_fast is _task_idle, inline: this runs per request)
         else:
             self.wake_task()
         if self._writing != self._wpub:
-            st[sb + WRITING] += self._writing - self._wpub
+            self._st[self._sb + WRITING] += self._writing - self._wpub
             self._wpub = self._writing
         if self._reading_paused or len(queue) > 1 or req.body is not None:
             self.update_reading()
@@ -547,8 +624,12 @@ class ClientConnection(asyncio.Protocol):
 
     def _try_fast(self, req: Request) -> bool:
         """Answer ``req`` from this callback if it is one of the fast paths' requests."""
-        code = route(self, req) if req.routed < 0 else req.routed
-        req.routed = code
+        code = req.routed
+        if code < 0:
+            code = req.routed = route(self, req)
+            tpl = self._tpl
+            if tpl is not None and code == 0:
+                _remember_route(tpl, req)
         loc = req.location
         if code or loc is None or loc.rewrites or req.redirect or req.returned:
             return False

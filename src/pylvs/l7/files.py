@@ -43,7 +43,7 @@ def etag(mtime: int, size: int) -> bytes:
 class CachedFile:
     """One small regular file: its bytes and the validator header lines it is answered with."""
 
-    __slots__ = ("body", "identity", "size", "validators")
+    __slots__ = ("body", "identity", "lines", "lines_for", "size", "validators")
 
     def __init__(self, identity: tuple[int, ...], body: bytes, mtime: int) -> None:
         self.identity = identity
@@ -51,6 +51,10 @@ class CachedFile:
         self.size = len(body)
         self.validators = (b"Last-Modified: " + http_date(mtime) + b"\r\nETag: "
                            + etag(mtime, len(body)) + b"\r\n")
+        # the header lines of its last answer and what they were made for (the server keeps
+        # them: a file is asked for by the same URI in the same location again and again)
+        self.lines = b""
+        self.lines_for: tuple[object, str] | None = None
 
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:
@@ -76,10 +80,12 @@ class FileCache:
             st = os.stat(path)
         except (OSError, ValueError):
             return None
-        if not stat.S_ISREG(st.st_mode) or st.st_size > self.max_file:
+        mode = st.st_mode
+        if not stat.S_ISREG(mode) or st.st_size > self.max_file:
             return None
-        ident = _identity(st)
         cached = self._files.get(path)
+        # _identity(st), inline: this runs for every cached file served
+        ident = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns, mode)
         if cached is not None and cached.identity == ident:
             return cached
         try:

@@ -186,6 +186,12 @@ class ListenGroup:
                 else:
                     self.exact.setdefault(name, s)
         self.matchers = {id(s): LocationMatcher(s.top, s.fallback) for s in servers}
+        # Request heads read lately on this socket, whole reads' bytes -> the parsed request's
+        # fields (and, where routing is a function of the head alone, its server and location):
+        # a keep-alive client sends the same head again and again, and a head seen before is
+        # answered without being parsed and routed again (``connection``). Bounded: cleared
+        # when full; a reload makes new groups, so no entry outlives its configuration.
+        self.heads: dict[bytes, dict[str, object]] = {}
 
     def select(self, host: str) -> Server:
         if len(self.servers) == 1:

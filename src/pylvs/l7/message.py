@@ -94,7 +94,7 @@ class ResponseHead:
     byte-for-byte the same."""
 
     __slots__ = ("coded", "framed", "length", "lines", "reason", "status", "status_line",
-                 "status_text")
+                 "status_text", "whole")
 
     def __init__(self, status: int, reason: bytes, lines: bytes, length: int | None, coded: bool,
                  framed: bool) -> None:
@@ -106,6 +106,10 @@ class ResponseHead:
         self.coded = coded
         self.framed = framed
         self.status_line = b""  # the client's status line, filled in by the first user
+        # the body's length when the head alone says the response is exactly that many bytes
+        # after it and the connection stays open (HTTP/1.1, one Content-Length, no transfer
+        # coding or closing Connection, a status with a body); -1 otherwise
+        self.whole = -1
 
 
 def client_response_head(status: int, reason: bytes,

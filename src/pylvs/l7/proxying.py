@@ -105,6 +105,23 @@ class ProxyAttempt:
         req.bytes_sent += len(out)
         self.started = True
 
+    def response_whole(self, head: ResponseHead, body: bytes) -> None:
+        """A whole response read at once (``UpstreamConnection``): its head, body and end
+        (``response_body`` and ``response_complete`` inline for a body passed as it is)."""
+        self.response_head(head, True, False)
+        if not self.started or self.chunked or self.gz is not None:
+            if body:
+                self.response_body(body)
+            self.response_complete()
+            return
+        if body:
+            self._out.append(body)
+            req = self.req
+            req.bytes_sent += len(body)
+            req.body_bytes_sent += len(body)
+        self.flush()
+        self._finish("ok")
+
     def _gzip(self, g: Gzip, status: int, lines: bytes, length: int | None,
               chunked: bool) -> tuple[bytes, int | None, bool]:
         """nginx's gzip filter on a proxied head: (its lines, length, chunked) after it."""
@@ -300,7 +317,14 @@ def try_fast_proxy(client: Connection, req: Request, loc: Location) -> bool:
     client.sink = att
     client.disarm_timer("")  # the upstream's timers run now
     conn.attach(att, loc.proxy_read_timeout)
-    conn.write(att.request_head(plan))
+    known = req.known
+    if known is not None and client.up_known is known:
+        head = client.up_head  # this connection's client sent this very head before
+    else:
+        head = att.request_head(plan)
+        if known is not None and plan.pure:
+            client.up_known, client.up_head = known, head
+    conn.write(head)
     att.request_sent = True
     conn.start_read_timer()
     return True
@@ -623,7 +647,7 @@ class HeaderPlan:
     the rest as "Name: " plus a function giving the value's bytes), the client header names not
     passed on (those replaced, and hop-by-hop ones), and the protocol of the request line."""
 
-    __slots__ = ("headers", "intercepts", "retries_on_status", "skip", "version_line")
+    __slots__ = ("headers", "intercepts", "pure", "retries_on_status", "skip", "version_line")
 
     def __init__(self, loc: Location) -> None:
         # proxy_intercept_errors: the statuses an error_page of the location answers
@@ -646,6 +670,9 @@ class HeaderPlan:
                 self.headers.append((prefix, BYTES_VARIABLES[tmpl[0][0]]))
             else:
                 self.headers.append((prefix, _expander(tmpl)))
+        # every value follows from the request head, its routing and the client connection
+        # (not from clocks or counters): a head repeated on a connection goes up the same
+        self.pure = all(f is None or f in _PURE for _, f in self.headers)
 
 
 _PLANS: dict[int, tuple[Location, HeaderPlan]] = {}
@@ -678,6 +705,9 @@ BYTES_VARIABLES: dict[str, Callable[[Request], bytes]] = {
     "scheme": lambda r: r.conn.scheme.encode(),
     "proxy_host": lambda r: r.proxy_host.encode("latin-1"),
 }
+
+
+_PURE = frozenset(BYTES_VARIABLES.values())
 
 
 async def spool_chunked(client: Connection, req: Request) -> None:

@@ -196,6 +196,9 @@ class Request:
     proxy_host = ""
     request_line: str | None = None  # set for heads that never parsed: logged as is
     routed = -1  # route()'s answer once it ran (the fast path may have run it)
+    # identity of the cached head (``ListenGroup.heads``) this request is, when its routing
+    # came with it: what follows from head and route alone may be kept per connection
+    known: object | None = None
     preset_peer: tuple[Peer | None] | None = None  # peer the fast path already chose
     fast_failed: tuple[Peer, str] | None = None  # its failed try, for the task to go on
     seq = 0  # this request's number on its connection (keepalive_requests)

@@ -60,13 +60,17 @@ def try_static(conn: Connection, req: Request, loc: Location) -> bool:
     f = conn.app.files.get(loc.root + uri if alias is None else alias + uri[len(loc.pattern):])
     if f is None:
         return False
-    ext = uri.rpartition("/")[2].rpartition(".")
-    ctype = loc.types.get(ext[2].lower(), loc.default_type) if ext[1] else loc.default_type
+    key = f.lines_for
+    if key is not None and key[0] is loc and key[1] == uri:
+        lines = f.lines
+    else:
+        ext = uri.rpartition("/")[2].rpartition(".")
+        ctype = loc.types.get(ext[2].lower(), loc.default_type) if ext[1] else loc.default_type
+        lines = f.lines = content_type_line(ctype) + f.validators + b"Accept-Ranges: bytes\r\n"
+        f.lines_for = (loc, uri)
     conn.active = req
     conn.disarm_timer("")
-    head = head_bytes(req, 200, STATUS_200,
-                      content_type_line(ctype) + f.validators + b"Accept-Ranges: bytes\r\n",
-                      f.size, False)
+    head = head_bytes(req, 200, STATUS_200, lines, f.size, False)
     if method == "HEAD":
         conn.write(head)
         req.bytes_sent = len(head)

@@ -83,7 +83,29 @@ def read_response_head(raw: bytes) -> ResponseHead | None:
         return None
     if not reader.complete:
         return None
-    return client_response_head(reader.parser.get_status_code(), reader.reason, reader.headers)
+    status = reader.parser.get_status_code()
+    head = client_response_head(status, reader.reason, reader.headers)
+    if (head.length is not None and status != 204 and status != 304
+            and reader.parser.get_http_version() == "1.1" and _plain_framing(reader.headers)):
+        head.whole = head.length
+    return head
+
+
+def _plain_framing(headers: list[tuple[bytes, bytes]]) -> bool:
+    """One Content-Length of digits, no Transfer-Encoding or Upgrade, and a Connection header
+    (if any) saying only keep-alive: a response httptools would end after exactly that many
+    body bytes, keeping the connection."""
+    lengths = 0
+    for name, value in headers:
+        n = name.lower()
+        if n == b"content-length":
+            lengths += 1
+            if not value.strip().isdigit():
+                return False
+        elif n in (b"transfer-encoding", b"upgrade") or (
+                n == b"connection" and value.strip().lower() != b"keep-alive"):
+            return False
+    return lengths == 1
 
 
 class ResponseSink(Protocol):
@@ -91,6 +113,7 @@ class ResponseSink(Protocol):
     upstream_paused: bool  # the client is not reading: the wait is the client's, not ours
 
     def response_head(self, head: ResponseHead, keep_alive: bool, until_eof: bool) -> None: ...
+    def response_whole(self, head: ResponseHead, body: bytes) -> None: ...
     def response_body(self, data: bytes) -> None: ...
     def response_complete(self) -> None: ...
     def flush(self) -> None: ...
@@ -141,6 +164,21 @@ class UpstreamConnection(asyncio.Protocol):
         self.got_response = True
         sink = self.sink
         if self._want_head:
+            if not self._raw and not sink.head_only:
+                # A read that is one whole response whose head was seen lately and says how
+                # long it is: its head, body and end go to the sink at once, without httptools
+                # (between responses the parser has nothing buffered, so skipping it is safe).
+                end = data.find(b"\r\n\r\n") + 4
+                if end > 4:
+                    head = _HEADS.get(data if end == len(data) else data[:end])
+                    if head is not None and head.whole == len(data) - end:
+                        self._want_head = False
+                        self._interim = False
+                        self._until_eof = False
+                        self._in_body = False
+                        self.sink = None
+                        sink.response_whole(head, data[end:] if head.whole else b"")
+                        return
             self._raw = self._raw + data if self._raw else data
         try:
             self.parser.feed_data(data)

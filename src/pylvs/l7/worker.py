@@ -58,6 +58,8 @@ class Connection(RequestConn, Protocol):
     fast: bool  # a request is answered from callbacks, without the connection's task
     host_raw: bytes  # the last valid Host header and what routing made of it
     host_seen: tuple[str, Server]
+    up_known: object | None  # the known head (``Request.known``) up_head was made for
+    up_head: bytes  # the upstream request head made for it (``proxying.try_fast_proxy``)
     queue: deque[Request]  # requests read and not yet answered
     current: Request | None  # the request whose head is being read
     requests: int  # requests answered so far
