@@ -10,12 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.director.conftest import Daemon, connect_when_listening, wait_for
 
 PY = sys.executable
 
@@ -23,51 +23,6 @@ PY = sys.executable
 def adm(sock: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PY, "-m", "pylvs.cli.ipvsadm", "--control-socket", sock, *args],
                           capture_output=True, text=True, timeout=30)
-
-
-def wait_for(cond: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
-@pytest.fixture
-def silent_server() -> Iterator[tuple[str, int]]:
-    """A real server that accepts and never says anything (connections held until the end)."""
-    addr = f"127.0.{random.randint(2, 250)}.{random.randint(2, 250)}"
-    srv = socket.create_server((addr, 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        srv.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(srv.accept()[0])
-            except OSError:
-                continue
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    try:
-        yield addr, srv.getsockname()[1]
-    finally:
-        stop.set()
-        t.join(5)
-        for c in held:
-            c.close()
-        srv.close()
-
-
-def connect_when_listening(vip: str, port: int) -> socket.socket:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            return socket.create_connection((vip, port), timeout=2)
-        except OSError:
-            assert time.monotonic() < deadline, f"nothing listens on {vip}:{port}"
-            time.sleep(0.1)
 
 
 def closed_within(s: socket.socket, seconds: float) -> float | None:
@@ -81,38 +36,6 @@ def closed_within(s: socket.socket, seconds: float) -> float | None:
     except ConnectionResetError:
         pass
     return time.monotonic() - start
-
-
-class Daemon:
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.log: list[bytes] = []
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log.append(line)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[Daemon]]:
-    made: list[Daemon] = []
-    try:
-        yield made
-    finally:
-        for d in made:
-            d.stop(signal.SIGKILL)
 
 
 @pytest.mark.parametrize("argv, want", [
