@@ -10,7 +10,12 @@ echo server (streaming, every byte checked) on rs1/rs2.
 
 Measured, for ``mh`` + ``sloppy_tcp`` and for ``rr`` with the directors sharing connections
 through the IPVS sync protocol (each both master and backup on one group), each beside its
-control run (``mh`` without sloppy_tcp, ``rr`` without sync: what sloppy and sync save):
+control run (``mh`` without sloppy_tcp, ``rr`` without sync: what sloppy and sync save). Sync
+runs twice: with the kernel's default re-send rule (``sync_threshold`` 3, ``sync_period`` 50:
+an established entry goes again at its 53rd, 103rd, ... incoming packet) and with a re-send by
+time (``sync_threshold``/``sync_period`` 0, ``sync_refresh_period`` 1 s), set on every director
+with ``set_sysctl`` as ``pylvs sysctl -w`` does; a joining director learns the connections
+opened before it only from these re-sends.
 - with sync, how long a new connection's entry takes to reach the other directors (from the
   client's connect until both others list it, polled every 20 ms);
 - connections broken among ``--conns`` long-lived ones (half streaming echo, half keep-alive
@@ -53,12 +58,21 @@ from pylvs.scaleout.cli import request  # noqa: E402
 
 PY = sys.executable
 SYNC_SAMPLES = 30
-RUNS = {  # name: (scheduler, sloppy_tcp, sync, a control run)
-    "mh + sloppy_tcp": ("mh", True, False, False),
-    "mh, sloppy_tcp off": ("mh", False, False, True),
-    "rr + sync": ("rr", False, True, False),
-    "rr, no sync": ("rr", False, False, True),
+REFRESH = {"sync_threshold": 0, "sync_period": 0, "sync_refresh_period": 1}
+RUNS: dict[str, tuple[str, bool, bool, bool, dict[str, int]]] = {
+    # name: (scheduler, sloppy_tcp, sync, a control run, sysctls on every director)
+    "mh + sloppy_tcp": ("mh", True, False, False, {}),
+    "mh, sloppy_tcp off": ("mh", False, False, True, {}),
+    "rr + sync": ("rr", False, True, False, {}),
+    "rr + sync, sync_refresh_period 1": ("rr", False, True, False, REFRESH),
+    "rr, no sync": ("rr", False, False, True, {}),
 }
+
+
+def _sysctl(ecmp: router.ECMPCluster, k: int, values: dict[str, int]) -> None:
+    if values:
+        with ControlClient(ecmp.control_socket(k)) as c:
+            c.set_sysctl(dict(values))
 
 
 def _tool(lab: Lab, *args: str) -> subprocess.Popen[str]:
@@ -99,12 +113,16 @@ def _down(lab: Lab, ecmp: router.ECMPCluster) -> None:
 
 
 def survival(sloppy: bool, conns: int, rate: float, seconds: float, scheduler: str = "mh",
-             sync: bool = False) -> dict[str, Any]:
+             sync: bool = False, sysctls: dict[str, int] | None = None) -> dict[str, Any]:
     """One director dies, then (fresh long-lived set) a fourth joins, then one drains. With
     ``sync``, first the time a new entry takes to reach the other directors."""
     lab, ecmp = _up(3, sloppy, scheduler, sync)
-    out: dict[str, Any] = {"scheduler": scheduler, "sloppy_tcp": int(sloppy), "sync": int(sync)}
+    sysctls = sysctls or {}
+    out: dict[str, Any] = {"scheduler": scheduler, "sloppy_tcp": int(sloppy), "sync": int(sync),
+                           "sysctls": sysctls}
     try:
+        for k in (1, 2, 3):
+            _sysctl(ecmp, k, sysctls)
         d = {k: router.director_addr(k) for k in range(1, 5)}
         if sync:
             delays = router.sync_delays(ecmp, count=SYNC_SAMPLES, spacing=0.25)
@@ -130,6 +148,7 @@ def survival(sloppy: bool, conns: int, rate: float, seconds: float, scheduler: s
         churn = _tool(lab, "churn", "--rate", str(rate), "--seconds", str(seconds))
         time.sleep(seconds / 3)
         ecmp.start_director(4)
+        _sysctl(ecmp, 4, sysctls)
         ecmp.wait_next_hops({d[1], d[3], d[4]}, timeout=20)
         h, c = _json(hold, seconds + 60), _json(churn, seconds + 60)
         with ControlClient(ecmp.control_socket(4)) as cc:
@@ -141,7 +160,9 @@ def survival(sloppy: bool, conns: int, rate: float, seconds: float, scheduler: s
                       "dir4_no_entry_drops": st["dataplane"].get("drops", {}).get(
                           "no_connection", 0),
                       "dir4_synced_entries": st["sync"].get("backup", {}).get(
-                          "entries_created", 0)}
+                          "entries_created", 0),
+                      # what the others sent again by the re-send rules, during the whole run
+                      "resent_entries": _resent(ecmp, (1, 3))}
         # -- one drains while new connections keep coming
         churn = _tool(lab, "churn", "--rate", str(rate), "--seconds", str(seconds))
         time.sleep(seconds / 3)
@@ -162,6 +183,14 @@ def survival(sloppy: bool, conns: int, rate: float, seconds: float, scheduler: s
     finally:
         _down(lab, ecmp)
     return out
+
+
+def _resent(ecmp: router.ECMPCluster, directors: tuple[int, ...]) -> int:
+    total = 0
+    for k in directors:
+        with ControlClient(ecmp.control_socket(k)) as c:
+            total += c.status()["sync"].get("master", {}).get("entries_resent", 0)
+    return total
 
 
 def _cpu_ticks(pid: int) -> int:
@@ -224,16 +253,22 @@ def main() -> int:
     p.add_argument("--pps-conns", type=int, default=24)
     p.add_argument("--skip-control", action="store_true",
                    help="no control runs (mh without sloppy_tcp, rr without sync)")
+    p.add_argument("--only", action="append", default=[], metavar="NAME",
+                   help="only the survival runs whose name contains NAME (repeatable; e.g. "
+                        "'rr + sync')")
+    p.add_argument("--skip-throughput", action="store_true",
+                   help="no aggregate forwarding phase")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args()
     if os.geteuid() != 0:
         print("bench_scaleout: needs root (network namespaces)", file=sys.stderr)
         return 1
     results: dict[str, Any] = {"survival": []}
-    for name, (scheduler, sloppy, sync, control) in RUNS.items():
-        if control and args.skip_control:
+    for name, (scheduler, sloppy, sync, control, sysctls) in RUNS.items():
+        if (control and args.skip_control) or (args.only and
+                                               not any(o in name for o in args.only)):
             continue
-        r = survival(sloppy, args.conns, args.rate, args.seconds, scheduler, sync)
+        r = survival(sloppy, args.conns, args.rate, args.seconds, scheduler, sync, sysctls)
         results["survival"].append(r)
         print(f"\n== {name}: 3 directors, {args.conns} long-lived connections, "
               f"{args.rate:g} new/s ==")
@@ -250,7 +285,8 @@ def main() -> int:
                   f"({kept:.1f} % kept)   new lost {e['new_failed']}/{e['new']}")
             if ev == "add":
                 print(f"  {'':<18} the newcomer: {e['dir4_no_entry_drops']} packets dropped "
-                      f"without an entry, {e['dir4_synced_entries']} entries received by sync")
+                      f"without an entry, {e['dir4_synced_entries']} entries received by sync"
+                      + (f"; dir1+dir3 re-sent {e['resent_entries']} entries" if sync else ""))
             for err in e["errors"]:
                 print(f"      e.g. {err}")
         print(f"  drain              new lost {r['drain']['new_failed']}/{r['drain']['new']}")
@@ -258,6 +294,8 @@ def main() -> int:
               f"{r['withdraw_after_dataplane_death_s']:.2f} s (speaker withdraws), frozen "
               f"{r['router_drops_frozen_director_s']:.2f} s (BFD 100 ms x 5; hold time "
               f"{router.HOLD_TIME} s)")
+    if args.skip_throughput:
+        return _write(args.json, results)
     rows = throughput(args.pps_seconds, args.pps_conns)
     results["throughput"] = rows
     print(f"\n== aggregate forwarding, streaming echo on {args.pps_conns} connections, "
@@ -271,8 +309,12 @@ def main() -> int:
           "generator share them and the machine is saturated, so more directors add no "
           "capacity here: each does less and the total stays bounded by the shared CPUs; on "
           "separate machines the aggregate would scale with the directors)")
-    if args.json:
-        with open(args.json, "w") as f:
+    return _write(args.json, results)
+
+
+def _write(path: str | None, results: dict[str, Any]) -> int:
+    if path:
+        with open(path, "w") as f:
             json.dump(results, f, indent=1)
     return 0
 
