@@ -45,6 +45,8 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 from pylvs.dataplane.packet import codec  # noqa: E402
 
 VIP = "192.168.168.100"
+# the packet plane's counters of SYNs dropped in C before Python (its describe())
+SHED_COUNTERS = ("syn_shed", "syn_retried")
 
 
 def spoofed_syns(dst_mac: bytes, src_mac: bytes, n: int, seed: int = 1) -> list[bytes]:
@@ -74,6 +76,12 @@ def role_gen(args: argparse.Namespace) -> None:
     vnet = getattr(ring, "vnet_len", 0)
     zero_vnet = bytes(vnet)
     u32 = struct.Struct("=I")
+    u16 = struct.Struct("!H")
+    # each pass over the pool sends new SYNs, as a random-source flood does: the sequence
+    # number's high half goes up by the pass number and the window down by as much, which
+    # leaves the TCP checksum as it is (one's complement sum); --replay sends the pool as it is
+    hi_win = [(u16.unpack_from(f, 38)[0], u16.unpack_from(f, 48)[0]) for f in frames]
+    npass = 0
     sent = flow = slot = 0
     start = time.monotonic()
     end = start + args.seconds
@@ -94,11 +102,22 @@ def role_gen(args: argparse.Namespace) -> None:
             # the ring's slots start with a virtio_net_hdr when it has one: all zero, a whole
             # checksummed frame
             mm[off + 48:off + 48 + vnet + len(f)] = zero_vnet + f
+            if npass:
+                hi, win = hi_win[flow]
+                hi += npass
+                win -= npass
+                tcp = off + 48 + vnet + 34
+                u16.pack_into(mm, tcp + 4, hi - 0xFFFF if hi > 0xFFFF else hi)
+                u16.pack_into(mm, tcp + 14, win + 0xFFFF if win < 0 else win)
             u32.pack_into(mm, off + 16, vnet + len(f))
             u32.pack_into(mm, off + 12, vnet + len(f))
             u32.pack_into(mm, off + 20, TP_STATUS_SEND_REQUEST)
             slot = (slot + 1) % nr
-            flow = (flow + 1) % len(frames)
+            flow += 1
+            if flow == len(frames):
+                flow = 0
+                if not args.replay:
+                    npass = npass % 0xFFFE + 1
             sent += 1
         try:
             ring.sock.send(b"")
@@ -142,8 +161,27 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _plane(cluster: Any) -> dict[str, Any]:
+    from pylvs.control.client import ControlClient
+
+    with ControlClient(cluster.control_socket, timeout=5) as c:
+        plane: dict[str, Any] = c.call("status")["dataplane"]
+    return plane
+
+
 def run_flood(cluster: Any, *, rate: int, seconds: float, count: int, after: float,
-              max_connections: int, defence: bool = True, timeout: float = 3.0) -> dict[str, Any]:
+              max_connections: int, defence: bool = True, timeout: float = 3.0,
+              replay: bool = False, legit_clients: int = 1) -> dict[str, Any]:
     """Flood ``cluster`` (an ``LVSCluster`` in DR mode with its service) while a legitimate
     client connects; the measured figures. Everything started here is stopped here."""
     from pylvs.control.client import ControlClient
@@ -158,38 +196,53 @@ def run_flood(cluster: Any, *, rate: int, seconds: float, count: int, after: flo
     me = os.path.abspath(__file__)
     dst_mac = lab.mac("director").replace(":", "")
     src_mac = lab.mac("client").replace(":", "")
-    legit = lab.popen("client", [sys.executable, me, "--role", "legit", "--seconds",
-                                 str(seconds + after), "--timeout", str(timeout)],
-                      stdout=subprocess.PIPE, text=True)
     gen = None
+    legits: list[subprocess.Popen[str]] = []
     samples: list[dict[str, Any]] = []
     lines: list[dict[str, Any]] = []
     try:
-        assert legit.stdout is not None and legit.stdout.readline().strip() == "connecting"
-        reader = threading.Thread(target=lambda: lines.extend(
-            json.loads(x) for x in legit.stdout or [] if x.startswith("{")), daemon=True)
-        reader.start()
-        time.sleep(1.0)  # a second of legitimate traffic before the flood
-        t_flood = time.monotonic()
+        # the legitimate clients run until stopped below; their attempts are sorted by when
+        # they started
+        for _ in range(legit_clients):
+            legits.append(lab.popen("client", [sys.executable, me, "--role", "legit", "--seconds",
+                                               str(seconds + after + 60), "--timeout",
+                                               str(timeout)], stdout=subprocess.PIPE, text=True))
+        for legit in legits:
+            assert legit.stdout is not None and legit.stdout.readline().strip() == "connecting"
+            threading.Thread(target=lambda out=legit.stdout: lines.extend(
+                json.loads(x) for x in out if x.startswith("{")), daemon=True).start()
         gen = lab.popen("client", [sys.executable, me, "--role", "gen", "--dst-mac", dst_mac,
                                    "--src-mac", src_mac, "--rate", str(rate), "--seconds",
-                                   str(seconds), "--count", str(count)],
+                                   str(seconds), "--count", str(count)]
+                        + (["--replay"] if replay else []),
                         stdout=subprocess.PIPE, text=True)
+        # the generator builds its frames first (legitimate traffic meanwhile): the flood
+        # starts when it says so
+        assert gen.stdout is not None and gen.stdout.readline().strip() == "flooding"
+        before = _plane(cluster)
+        cpu0 = _cpu_s(pid)
+        t_flood = time.monotonic()
         t_end = t_flood + seconds + after + 2
+        cpu1: float | None = None
+        t_cpu1 = 0.0
+        at_end: dict[str, Any] = {}
         while time.monotonic() < t_end:
             with ControlClient(cluster.control_socket, timeout=5) as c:
                 st = c.call("status")
             samples.append({"t": round(time.monotonic() - t_flood, 1),
                             "connections": st["connections"], "rss_kb": _rss_kb(pid)})
             time.sleep(0.5)
+            if cpu1 is None and gen.poll() is not None:  # the flood is over
+                cpu1, t_cpu1, at_end = _cpu_s(pid), time.monotonic(), _plane(cluster)
         gen_out, _ = gen.communicate(timeout=seconds + 30)
-        legit.wait(timeout=seconds + after + 30)
-        reader.join(5)
+        if cpu1 is None:
+            cpu1, t_cpu1, at_end = _cpu_s(pid), time.monotonic(), _plane(cluster)
     finally:
-        for p in (gen, legit):
+        for p in (gen, *legits):
             if p is not None and p.poll() is None:
                 p.terminate()
                 p.wait(10)
+    time.sleep(0.5)  # the readers take the last lines
     with ControlClient(cluster.control_socket) as c:
         counters = {**c.call("get_sysctl"), **c.call("get_defense")}
         plane = c.call("status")["dataplane"]
@@ -212,7 +265,8 @@ def run_flood(cluster: Any, *, rate: int, seconds: float, count: int, after: flo
         "syn_rate": round(sent["sent"] / max(sent["seconds"], 1e-9)),
         "legit_during": window(t_flood, flood_end),
         "legit_late": window(t_flood + 2, flood_end),
-        "legit_after": window(flood_end, float("inf")),
+        "legit_after": window(flood_end, flood_end + after),
+        "legit_clients": legit_clients,
         "legit_errors": errors,
         "max_connections": max_connections,
         "table_max": max((s["connections"] for s in samples), default=0),
@@ -220,6 +274,15 @@ def run_flood(cluster: Any, *, rate: int, seconds: float, count: int, after: flo
         "rss_mb_max_during": round(max((s["rss_kb"] for s in during), default=0) / 1024, 1),
         "rss_mb_end": round((samples[-1]["rss_kb"] if samples else 0) / 1024, 1),
         "settings": counters, "drops": plane.get("drops"),
+        # the director's process while the flood ran (up to the sample after it ended):
+        # CPU share, frames its rings received, frames the kernel dropped for a full RX ring
+        # (PACKET_STATISTICS tp_drops), frames shed before Python (drop_packet, overload)
+        "director_cpu": round((cpu1 - cpu0) / max(t_cpu1 - t_flood, 1e-9), 2),
+        "rx_frames": at_end.get("rx_frames", 0) - before.get("rx_frames", 0),
+        "rx_ring_drops": at_end.get("rx_ring_drops", 0) - before.get("rx_ring_drops", 0),
+        "shed": {k: at_end.get(k, 0) - before.get(k, 0) for k in SHED_COUNTERS},
+        "cpu_us_per_frame": round(1e6 * (cpu1 - cpu0) / max(
+            at_end.get("rx_frames", 0) - before.get("rx_frames", 0), 1), 2),
     }
 
 
@@ -241,6 +304,12 @@ def main() -> int:
     p.add_argument("--pause", type=float, default=0.01)
     p.add_argument("--max-connections", type=int, default=100_000)
     p.add_argument("--defence", choices=["on", "off", "both"], default="on")
+    p.add_argument("--legit", type=int, default=4,
+                   help="legitimate clients connecting side by side, one connection at a time each")
+    p.add_argument("--replay", action="store_true",
+                   help="send the same pool of SYNs again on each pass (default: new ones)")
+    p.add_argument("--syn-max-lag", type=float, default=None,
+                   help="the packet plane's syn_max_lag (s; 0: no shedding at the ring)")
     args = p.parse_args()
     if args.role == "gen":
         role_gen(args)
@@ -254,6 +323,9 @@ def main() -> int:
     from pylvs.lab import Lab
     from pylvs.lab.lvs import LVSCluster
 
+    if args.syn_max_lag is not None:  # the director started below inherits it
+        os.environ["PYLVS_SYN_MAX_LAG"] = str(args.syn_max_lag)
+
     lab = Lab(f"sf{os.getpid() % 10000}")
     try:
         lab.up()
@@ -263,7 +335,8 @@ def main() -> int:
                 cluster.seed_service("rr")
                 r = run_flood(cluster, rate=args.rate, seconds=args.seconds, count=args.count,
                               after=args.after, max_connections=args.max_connections,
-                              defence=mode == "on", timeout=args.timeout)
+                              defence=mode == "on", timeout=args.timeout, replay=args.replay,
+                              legit_clients=args.legit)
                 print(f"defence {mode}: {r['syns_sent']} spoofed SYNs in {r['flood_seconds']} s "
                       f"({r['syn_rate']}/s), table max {r['table_max']} of "
                       f"{r['max_connections']}, at the end {r['table_end']}")
@@ -272,6 +345,9 @@ def main() -> int:
                       f"in the {args.after:g} s after: {_rate(r['legit_after'])}")
                 print(f"  director RSS: max {r['rss_mb_max_during']} MB during, "
                       f"{r['rss_mb_end']} MB at the end; errors {r['legit_errors']}")
+                print(f"  director CPU {r['director_cpu']:.0%} of a core, "
+                      f"{r['cpu_us_per_frame']} us per frame; {r['rx_frames']} frames received, "
+                      f"{r['rx_ring_drops']} lost in the kernel (RX ring full), shed {r['shed']}")
                 print(f"  settings {r['settings']}")
                 print(f"  {json.dumps(r)}", flush=True)
     finally:

@@ -8,7 +8,9 @@ speak the seed's commands) plus what tests look at: captures, long-lived clients
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -218,3 +220,19 @@ def cluster_fixture(mode: str, fastpath: bool = True) -> Iterator[Cluster]:
     finally:
         c.stop()
         lab.down()
+
+
+def run_in_namespace(prefix: str, setup: list[list[str]], script: str) -> Any:
+    """Run ``script`` (Python printing one JSON line) in a network namespace of its own, after
+    the ``setup`` commands there; the parsed line. The namespace goes in any case."""
+    ns = f"{prefix}{os.getpid() % 10000}{random.randrange(100)}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for cmd in setup:
+            subprocess.run(["ip", "netns", "exec", ns, *cmd], check=True, capture_output=True)
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", script],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)

@@ -134,6 +134,67 @@ static unsigned long frame_meta(const uint8_t *vnet, uint8_t *p, size_t n, uint3
     return off && complete_csum(p, n, l4, off) ? META_CSUM_OK : 0;
 }
 
+/* Where the TCP header of a segment opening a connection starts (SYN, none of ACK, RST,
+ * FIN: what tcp_conn_schedule looks at), 0 for anything else. IPv4 (the first fragment
+ * or a whole packet) and IPv6 without extension headers. */
+static size_t syn_l4(const uint8_t *p, size_t n)
+{
+    size_t l4;
+    if (n >= 34 && p[12] == 8 && p[13] == 0 && (p[14] >> 4) == 4) {
+        if (p[23] != 6 || (be16(p + 20) & 0x1FFF))
+            return 0;
+        l4 = 14 + ((size_t)(p[14] & 0x0F) << 2);
+    } else if (n >= 54 && p[12] == 0x86 && p[13] == 0xDD && p[20] == 6) {
+        l4 = 54;
+    } else {
+        return 0;
+    }
+    return l4 + 20 <= n && (p[l4 + 13] & 0x17) == 0x02 ? l4 : 0;
+}
+
+/* Whether the IPv4 TCP segment at l4 (a whole, unfragmented packet) has a good checksum:
+ * the check forward.py's new-connection path makes (codec.l4_checksum_ok), done here so a
+ * flood's SYNs cost the interpreter nothing for it. */
+static int tcp4_csum_ok(const uint8_t *p, size_t n, size_t l4)
+{
+    size_t end = 14 + (size_t)be16(p + 16);
+    if (be16(p + 20) & 0x3FFF || end > n || end < l4 + 20)
+        return 0;
+    uint64_t sum = ones_add(p + 26, 8, 0) + 6 + (end - l4);
+    return fold64(ones_add(p + l4, end - l4, sum)) == 0xFFFF;
+}
+
+static long long real_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* How long a connection-opening SYN waited in the ring (ns), from the kernel's timestamp
+ * (CLOCK_REALTIME when the frame was queued); -1 for a lag beyond 10 s, which is a clock
+ * step, not a backlog. */
+static inline long long ring_lag(const uint8_t *hdr, long long now)
+{
+    long long lag = now - ((long long)ld32(hdr + 4) * 1000000000LL + ld32(hdr + 8));
+    return lag < 10000000000LL ? lag : -1;
+}
+
+/* A SYN's identity for "seen and shed before": addresses, ports and sequence number, which
+ * a client's retransmission repeats and a spoofed flood's random SYNs do not. */
+static inline uint64_t syn_hash(const uint8_t *p, size_t l4)
+{
+    int v6 = p[12] == 0x86;
+    const uint8_t *a = v6 ? p + 22 : p + 26;  /* source + destination addresses */
+    size_t alen = v6 ? 32 : 8;
+    uint64_t h = 0x9E3779B97F4A7C15ull;
+    for (size_t i = 0; i < alen; i += 4)
+        h = (h ^ ld32(a + i)) * 0xC2B2AE3D27D4EB4Full;
+    h = (h ^ ld32(p + l4)) * 0xC2B2AE3D27D4EB4Full;      /* ports */
+    h = (h ^ ld32(p + l4 + 4)) * 0x9E3779B97F4A7C15ull;  /* sequence number */
+    return h ^ h >> 31;
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* Ring                                                                                     */
 
@@ -151,8 +212,54 @@ typedef struct {
     uint32_t rx_cur, tx_cur, tx_pending;
     uint32_t vnet_len;       /* 10 with PACKET_VNET_HDR: a virtio_net_hdr precedes each frame */
     unsigned long rx_meta;   /* the verdict on the frame the callback is looking at */
+    long long syn_max_lag;   /* ns; 0: never shed (see ring_shed) */
+    uint32_t *shed_seen;     /* SHED_SLOTS fingerprints of shed SYNs, allocated at the first */
     unsigned long long rx_frames, fast_frames, tx_sent, tx_errors, tx_ring_full, rx_truncated;
+    unsigned long long syn_shed;     /* SYNs dropped at the ring: the reader was behind */
+    unsigned long long syn_retried;  /* late SYNs let through as retransmissions of shed ones */
 } RingObject;
+
+/* Shed SYNs remembered: 2^20 fingerprints (4 MiB per ring, only once one was shed), so a
+ * retransmission 1-3 s later is still recognised at ~100 k shed SYNs/s. */
+#define SHED_BITS 20
+#define SHED_SLOTS (1u << SHED_BITS)
+/* A remembered SYN's retransmission passes while the reader is less than this many times
+ * syn_max_lag behind; past that it is shed too, so a flood that repeats its own SYNs
+ * cannot make the ring grow long again. */
+#define RETRY_LAG_FACTOR 4
+
+/* Shed this connection-opening SYN? Only when it waited in the ring longer than
+ * syn_max_lag: the reader is behind (a flood arrives faster than the interpreter schedules
+ * new connections). Dropping it here costs nanoseconds, so the reader catches up and every
+ * other frame (the packets of connections already made) is read without that wait, instead
+ * of the kernel dropping whatever arrives once the ring is full. A client sends its SYN again
+ * (after 1 s, 3 s...), and that retransmission (same addresses, ports and sequence number as
+ * a SYN shed here) is let through while the reader is less than RETRY_LAG_FACTOR x
+ * syn_max_lag behind: spoofed SYNs are never sent twice, so real clients get in on their
+ * first retry while the flood's share is what the interpreter can take. */
+static int ring_shed(RingObject *r, const uint8_t *hdr, const uint8_t *frame, size_t l4,
+                     long long now)
+{
+    long long lag = ring_lag(hdr, now);
+    if (lag <= r->syn_max_lag)
+        return 0;
+    if (r->shed_seen == NULL) {
+        r->shed_seen = PyMem_Calloc(SHED_SLOTS, sizeof(uint32_t));
+        if (r->shed_seen == NULL)
+            return 1;  /* no memory for the fingerprints: shed without them */
+    }
+    uint64_t h = syn_hash(frame, l4);
+    uint32_t *slot = &r->shed_seen[h & (SHED_SLOTS - 1)];
+    uint32_t fp = (uint32_t)(h >> 32) | 1;
+    if (*slot == fp && lag <= RETRY_LAG_FACTOR * r->syn_max_lag) {
+        *slot = 0;  /* one pass per shed SYN */
+        r->syn_retried++;
+        return 0;
+    }
+    *slot = fp;
+    r->syn_shed++;
+    return 1;
+}
 
 static PyTypeObject RingType;
 
@@ -224,6 +331,8 @@ static void ring_release(RingObject *r)
     r->base = NULL;
     r->fd = -1;
     Py_CLEAR(r->view);
+    PyMem_Free(r->shed_seen);
+    r->shed_seen = NULL;
 }
 
 static int Ring_init(RingObject *r, PyObject *args, PyObject *kw)
@@ -923,6 +1032,8 @@ static PyObject *Ring_receive(RingObject *r, PyObject *args)
             break;
         uint32_t num = ld32(blk + 12);
         Py_ssize_t off = ld32(blk + 16);
+        const long long max_lag = r->syn_max_lag;
+        const long long now = max_lag ? real_ns() : 0;
         for (uint32_t k = 0; k < num && err == NULL && r->base != NULL; k++) {
             if (off < 0 || off + TPACKET3_HDRLEN + 12 > bs)
                 break;
@@ -965,7 +1076,15 @@ static PyObject *Ring_receive(RingObject *r, PyObject *args)
                 } else {
                     o = NULL;
                 }
-                if (o == NULL) {
+                /* a connection-opening SYN: shed when the reader is behind, else its
+                 * checksum is checked here (the new-connection path's first question) */
+                size_t l4 = o == NULL && !(meta >> 8) ? syn_l4(frame, snap) : 0;
+                if (l4 && max_lag && ring_shed(r, hdr, frame, l4, now)) {
+                    /* shed, counted */
+                } else if (o == NULL) {
+                    if (l4 && !(meta & META_CSUM_OK) && frame[12] == 8
+                            && tcp4_csum_ok(frame, snap, l4))
+                        r->rx_meta = meta | META_CSUM_OK;
                     Py_ssize_t start = (Py_ssize_t)r->rx_cur * bs + off + mac;
                     PyObject *slice = PySequence_GetSlice(r->view, start, start + snap);
                     PyObject *res = slice != NULL
@@ -1033,6 +1152,29 @@ RING_COUNTER(tx_sent)
 RING_COUNTER(tx_errors)
 RING_COUNTER(tx_ring_full)
 RING_COUNTER(rx_truncated)
+RING_COUNTER(syn_shed)
+RING_COUNTER(syn_retried)
+
+static PyObject *Ring_get_syn_max_lag(RingObject *r, void *Py_UNUSED(c))
+{
+    return PyFloat_FromDouble((double)r->syn_max_lag * 1e-9);
+}
+
+static int Ring_set_syn_max_lag(RingObject *r, PyObject *v, void *Py_UNUSED(c))
+{
+    double x = v != NULL ? PyFloat_AsDouble(v) : -1.0;
+    if (v == NULL || (x == -1.0 && PyErr_Occurred()))  {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "syn_max_lag cannot be deleted");
+        return -1;
+    }
+    if (!(x >= 0.0 && x <= 10.0)) {
+        PyErr_SetString(PyExc_ValueError, "syn_max_lag: 0 (never shed) to 10 seconds");
+        return -1;
+    }
+    r->syn_max_lag = (long long)(x * 1e9);
+    return 0;
+}
 
 static PyObject *Ring_get_rx_meta(RingObject *r, void *Py_UNUSED(c))
 {
@@ -1057,6 +1199,11 @@ static PyGetSetDef Ring_getset[] = {
     {"tx_errors", (getter)Ring_get_tx_errors, NULL, "send errors and refused slots", NULL},
     {"tx_ring_full", (getter)Ring_get_tx_ring_full, NULL, "frames dropped: ring full", NULL},
     {"rx_truncated", (getter)Ring_get_rx_truncated, NULL, "frames held only in part", NULL},
+    {"syn_shed", (getter)Ring_get_syn_shed, NULL, "SYNs dropped at the ring: reader behind", NULL},
+    {"syn_retried", (getter)Ring_get_syn_retried, NULL,
+     "late SYNs let through: retransmissions of shed ones", NULL},
+    {"syn_max_lag", (getter)Ring_get_syn_max_lag, (setter)Ring_set_syn_max_lag,
+     "seconds a connection-opening SYN may wait in the ring before it is shed (0: never)", NULL},
     {"rx_meta", (getter)Ring_get_rx_meta, NULL, "the current frame's checksum/GSO verdict", NULL},
     {"tx_pending", (getter)Ring_get_tx_pending, NULL, "frames queued, not yet sent", NULL},
     {"ifindex", (getter)Ring_get_ifindex, NULL, "the interface", NULL},

@@ -7,6 +7,11 @@ from pylvs.dataplane.packet.ring import RxFrame
 
 class Ring:
     rx_cur: int
+    syn_max_lag: float
+    @property
+    def syn_shed(self) -> int: ...
+    @property
+    def syn_retried(self) -> int: ...
     @property
     def rx_frames(self) -> int: ...
     @property

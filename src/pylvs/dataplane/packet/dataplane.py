@@ -22,7 +22,11 @@ checksum offload off on the director's interfaces (``ethtool``), for comparison.
 The C hot path (``_fastpath``, when built; ``fastpath=False`` or ``PYLVS_PACKET_FASTPATH=0``
 turns it off): the rings are walked in C and frames of established DR/NAT/TUN connections are
 forwarded there from a flow table the ``Forwarder`` fills; its counters reach the Director before
-each ``Director.tick`` (``before_tick``). Any table change clears the flows.
+each ``Director.tick`` (``before_tick``). Any table change clears the flows. Under a flood the
+C walk also sheds connection-opening SYNs that waited in the ring longer than ``syn_max_lag``
+(default 0.1 s; 0 turns it off): the reader catches up and live connections keep flowing,
+and a client's retransmission of a shed SYN gets through (``ring``, "Overload"; counted as
+``syn_shed`` and ``syn_retried``).
 
 IPv6: interfaces are read with their global and link-local IPv6 addresses, the IPv6 default
 route and neighbours too; the nftables rules cover IPv6 VIPs and NAT real servers (``ip6``);
@@ -40,6 +44,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import select
 import shutil
 import socket
@@ -67,6 +72,27 @@ log = logging.getLogger(__name__)
 WATCH_INTERVAL = 0.5
 NFT_TABLE = "pylvs_packet"
 FLOW_LIMIT = 262144  # established connections the C flow table forwards at most
+# Seconds a connection-opening SYN may wait in a ring before the C walk sheds it (ring.py,
+# "Overload"): far below a client's first SYN retransmission (1 s), so a shed SYN costs its
+# client a retry while the ring stays short; far above the ring's normal wait (its 2 ms block
+# timeout), so only a backlog the interpreter cannot clear sheds anything.
+SYN_MAX_LAG = 0.1
+
+
+def syn_max_lag_setting() -> float:
+    """``PYLVS_SYN_MAX_LAG`` (seconds, 0 to 10) when set and valid, else ``SYN_MAX_LAG``: as
+    ``PYLVS_PACKET_FASTPATH``, a switch that reaches a director started by a lab or a bench."""
+    raw = os.environ.get("PYLVS_SYN_MAX_LAG", "").strip()
+    if not raw:
+        return SYN_MAX_LAG
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 10.0:
+        log.warning("PYLVS_SYN_MAX_LAG=%r: not 0-10 seconds, %g used", raw, SYN_MAX_LAG)
+        return SYN_MAX_LAG
+    return value
 
 
 Routes = tuple[tuple[int, bytes] | None, tuple[int, bytes] | None]  # IPv4, IPv6 default
@@ -208,10 +234,12 @@ class PacketDataPlane:
     def __init__(self, director: Director, interfaces: str | list[str] | None = None,
                  firewall: bool = True, offloads_off: bool = False, answer_arp: bool = True,
                  verify_new_checksums: bool = True, fastpath: bool | None = None,
-                 flow_limit: int = FLOW_LIMIT) -> None:
+                 flow_limit: int = FLOW_LIMIT, syn_max_lag: float | None = None) -> None:
         self.director = director
         self.fastpath = fastpath_wanted(fastpath)
         self.flow_limit = flow_limit
+        # 0: never shed SYNs at the ring; None: PYLVS_SYN_MAX_LAG, else SYN_MAX_LAG
+        self.syn_max_lag = syn_max_lag if syn_max_lag is not None else syn_max_lag_setting()
         self.flows: Any = None  # the _fastpath.FlowTable while open with the C hot path
         if isinstance(interfaces, str):
             interfaces = [i for i in interfaces.split(",") if i]
@@ -262,7 +290,8 @@ class PacketDataPlane:
             self._kick6.setblocking(False)
         try:
             for i in ifaces:
-                self.rings[i.ifindex] = PacketRing(i.name, fast=self.fastpath)
+                self.rings[i.ifindex] = PacketRing(i.name, fast=self.fastpath,
+                                                   syn_max_lag=self.syn_max_lag)
                 self.arp_socks.append(ArpSocket(i.name))
                 if self._kick6 is not None:
                     self.nd_socks[i.ifindex] = NdSocket(i.name)
@@ -422,9 +451,14 @@ class PacketDataPlane:
         meta_of: Any = (ring.fast if isinstance(ring, PacketRing) and ring.fast is not None
                         else ring)
 
+        # every ring in C: a forwarded frame goes straight to its C queue (one Python call
+        # less per frame); 1 back means bigger than a slot, which PacketRing sends otherwise
+        queue_of: dict[int, Any] = {idx: (r.fast.queue if r.fast is not None else r.queue)
+                                    for idx, r in rings.items()}
+
         def on_frame(frame: RxFrame) -> None:
             out = handle(ifindex, frame, meta_of.rx_meta)
-            if out is not None:
+            if out is not None and queue_of[out[0]](out[1]) == 1:
                 rings[out[0]].queue(out[1])
             if side:
                 for idx, f in side:
@@ -544,4 +578,7 @@ class PacketDataPlane:
             "fastpath": "on" if self.flows is not None else "off",
             "flows": self.flows.count if self.flows is not None else 0,
             "fast_frames": sum(r.fast_frames for r in self.rings.values()),
+            # connection-opening SYNs shed at the ring: the reader was behind (ring.py)
+            "syn_shed": sum(r.syn_shed for r in self.rings.values()),
+            "syn_retried": sum(r.syn_retried for r in self.rings.values()),
         }

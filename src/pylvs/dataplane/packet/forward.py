@@ -283,6 +283,10 @@ class Forwarder:
                             return (hit[0], frame)
                         return self._input(ifindex, frame, conn, proto,
                                            frame[47] if proto == IPPROTO_TCP else 0, 34, end)
+                    # no entry: what _ipv4 and _transport would find after checking all this
+                    # again (a flood's SYNs take this way: each call saved is ~5 % of one)
+                    return self._unknown(ifindex, frame, proto, saddr, daddr, sport, dport,
+                                         frame[47] if proto == IPPROTO_TCP else 0, 34, end)
         if n < ETH_HLEN:
             self.drop(Drop.TRUNCATED_ETHERNET)
             return None
@@ -382,10 +386,15 @@ class Forwarder:
 
     def _transport(self, ifindex: int, frame: Frame, proto: int, saddr: bytes, daddr: bytes,
                    sport: int, dport: int, flags: int, l4: int, end: int) -> Output | None:
-        d = self.director
-        conn = d.lookup(proto, saddr, sport, daddr, dport)
+        conn = self.director.lookup(proto, saddr, sport, daddr, dport)
         if conn is not None:
             return self._input(ifindex, frame, conn, proto, flags, l4, end)
+        return self._unknown(ifindex, frame, proto, saddr, daddr, sport, dport, flags, l4, end)
+
+    def _unknown(self, ifindex: int, frame: Frame, proto: int, saddr: bytes, daddr: bytes,
+                 sport: int, dport: int, flags: int, l4: int, end: int) -> Output | None:
+        """A TCP/UDP packet with no client entry: a NAT reply, a new connection, or not ours."""
+        d = self.director
         conn = d.lookup_reply(proto, saddr, sport, daddr, dport)
         if conn is not None:
             if conn.dest.fwd != _MASQ:

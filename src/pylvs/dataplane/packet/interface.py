@@ -26,7 +26,11 @@ class Interface:
     ll6: bytes = b""  # link-local IPv6 address: the NS source when there is no global one
 
     def on_link(self, ip: int) -> bool:
-        return any(ip & mask == net for net, mask in self.networks)
+        # a plain loop: asked once per new connection, twice as fast as any() over a generator
+        for net, mask in self.networks:  # noqa: SIM110
+            if ip & mask == net:
+                return True
+        return False
 
     def on_link6(self, ip: int) -> bool:
         return any(ip & mask == net for net, mask in self.networks6)

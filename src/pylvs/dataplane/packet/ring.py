@@ -30,6 +30,21 @@ frames of installed flows without calling back into Python, and ``queue``/``flus
 same C object, so the reader position and the TX slots have one owner. Without it the Python code
 below does the same work, frame by frame.
 
+Overload (C ring only): a connection-opening TCP SYN (SYN without ACK, RST or FIN) that waited
+in the ring longer than ``syn_max_lag`` seconds is dropped in C and counted (``syn_shed``)
+instead of being handed to Python. Why: when a flood arrives faster than the interpreter
+schedules new connections, the ring fills and the kernel then drops whatever comes next, the
+packets of live connections among them, while every frame still read waits up to a whole ring
+(about a second) behind the flood. Kernel IPVS never queues; shedding only stale SYNs keeps the
+ring short and the connections already made unharmed, and a client whose SYN was shed sends it
+again (1 s, 3 s), as after a drop by the kernel's ``drop_packet``. That retransmission (same
+addresses, ports and sequence number as a shed SYN: spoofed SYNs are never sent twice) is let
+through while the reader is less than 4 x ``syn_max_lag`` behind (``syn_retried``), so real
+clients get in on their first retry; fingerprints of shed SYNs take 4 MiB per ring, allocated
+at the first shed. The same walk checks an
+IPv4 SYN's TCP checksum (what the new-connection path asks first) and marks it good
+(``offload.META_CSUM_OK``) when it is, so the interpreter does not compute it.
+
 What this is not for: deciding anything about the frames (``forward``) or configuring interfaces.
 """
 
@@ -142,7 +157,7 @@ class PacketRing:
     def __init__(self, ifname: str, block_size: int = 1 << 17, block_nr: int = 64,
                  frame_size: int = 2048, tx_frames: int = 1024, block_timeout_ms: int = 2,
                  qdisc_bypass: bool = False, protocol: int = ETH_P_ALL, fast: bool = False,
-                 vnet: bool = True) -> None:
+                 vnet: bool = True, syn_max_lag: float = 0.0) -> None:
         self.ifname = ifname
         self.fast: Any = None  # the _fastpath.Ring owning the reader and the TX slots
         self.protocol = protocol
@@ -169,6 +184,7 @@ class PacketRing:
                 self.fast = _fastpath.Ring(self.mm, self.view, self.sock.fileno(), self.ifindex,
                                            self.rx_size, block_size, self.block_nr, frame_size,
                                            self.tx_nr, self.vnet_len)
+                self.fast.syn_max_lag = syn_max_lag
         except OSError:
             self.sock.close()
             raise
@@ -240,6 +256,16 @@ class PacketRing:
     @property
     def tx_ring_full(self) -> int:
         return self._tx_ring_full + (self.fast.tx_ring_full if self.fast is not None else 0)
+
+    @property
+    def syn_shed(self) -> int:
+        """Connection-opening SYNs dropped in C because the reader was behind (C ring only)."""
+        return self.fast.syn_shed if self.fast is not None else 0
+
+    @property
+    def syn_retried(self) -> int:
+        """Late SYNs let through as retransmissions of shed ones (C ring only)."""
+        return self.fast.syn_retried if self.fast is not None else 0
 
     @property
     def fast_frames(self) -> int:
