@@ -37,18 +37,24 @@ Rows:
 - ``xdp-dr-generic``, ``xdp-nat-generic``: the XDP plane in generic (skb) mode, the lab's default
   on veth. In generic mode the program takes DR flows only (an XDP program cannot tell a
   CHECKSUM_PARTIAL skb from a complete one, so NAT stays with the C table: that row shows it);
-- then an XDP program that passes everything is attached to the lab's bridge-side peers of the
-  director's veths (native XDP_TX and redirect on veth need NAPI on the peer; for XDP_TX on this
-  kernel GRO is not enough, see ``Bench.set_peer_napi``) -- benchmark set-up, not the tests' --
-  and ``kernel-napi`` (the reference again in that set-up), ``xdp-dr-native``,
-  ``xdp-nat-native`` run;
+- only with ``--native-peers`` (off by default: it changes hosts other than the director, for
+  benchmark investigation only): an XDP program that passes everything is attached to the
+  lab's bridge-side peers of the director's veths (native XDP_TX and redirect on veth need NAPI
+  on the peer; for XDP_TX on this kernel GRO is not enough, see ``Bench.set_peer_napi``), and
+  ``kernel-napi`` (the reference again in that set-up), ``xdp-dr-native``, ``xdp-nat-native``
+  run;
 - ``xdp-syn``: every frame a TCP SYN from a new client port to a DR service under the XDP plane
-  (generic): the program passes them up, the Python core schedules each one.
+  (generic): the program passes them up, the Python core schedules each one;
+- ``xdp-syn-mh``: every frame a TCP SYN of a tuple never seen before (``many_frames``) to an
+  ``mh`` DR service: the program schedules each one from the Maglev table the core filled and
+  forwards it; the director ticks once a second as the daemon does, entering what it can of
+  those connections in its table (``new conns/s``: in the kernel, and entered by the core).
 
 After the flat-out rows, each forwarding row is paced at ``--target`` (0.95) x the rate kernel
 forwarding reached in the same set-up and its loss recorded (the issue's "no loss at >= 0.95x
 kernel forwarding"); ``xdp-syn`` is bisected over a ladder of SYN rates for the highest without
-loss (< 0.1 %). A paced rate the generator cannot reach is reported as its limit, not a pass.
+loss (< 0.1 %), and so is ``xdp-syn-mh`` over ``--syn-mh-rates``. A paced rate the generator
+cannot reach is reported as its limit, not a pass.
 
 Bounded: every row runs ``--seconds`` and stops itself; the lab is removed at the end, also on
 failure. Needs root, bpftrace (tracefs is mounted if it is not) and the XDP object built.
@@ -64,6 +70,8 @@ import json
 import os
 import select
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -216,7 +224,7 @@ def role_director(args: argparse.Namespace) -> None:
 
     d = Director(IPVSTable(), max_connections=2_000_000)
     key = ServiceKey.inet(Protocol.TCP if args.syn else Protocol.UDP, VIP, 80)
-    d.table.add_service(ServiceSpec(key, "rr"))
+    d.table.add_service(ServiceSpec(key, args.sched))
     fwd = ForwardingMethod.MASQ if args.mode == "nat" else ForwardingMethod.DROUTE
     d.table.add_dest(key, DestSpec(ipaddress.ip_address(args.rip), 80, fwd))
     plane: PacketDataPlane
@@ -227,6 +235,19 @@ def role_director(args: argparse.Namespace) -> None:
         plane = PacketDataPlane(d, interfaces=["eth0", "eth1"], fastpath=True)
     plane.open()
     stdin = sys.stdin.fileno()
+    # mh in the kernel: the director ticks as the daemon does (each second: flow sync, which
+    # enters the kernel's connections in the table, and the Maglev tables' next hops), and the
+    # row starts once the table names the real server's MAC (learned from the kernel's cache)
+    ticking = isinstance(plane, XdpDataPlane) and args.sched == "mh"
+    if ticking:
+        assert isinstance(plane, XdpDataPlane)
+        deadline = time.monotonic() + 10
+        while plane.next_hop(ipaddress.ip_address(args.rip).packed) is None:
+            if time.monotonic() > deadline:
+                raise SystemExit("director: the real server's MAC was never learned")
+            plane.run_for(0.1)
+        plane.refresh_mh()
+    next_tick = time.monotonic() + 1
 
     def state() -> dict[str, Any]:
         desc = plane.describe()
@@ -235,6 +256,8 @@ def role_director(args: argparse.Namespace) -> None:
         return {"conns": d.connection_count, "xdp_flows": x.get("flows", 0),
                 "xdp_fwd": c.get("tx", 0) + c.get("redirect", 0),
                 "xdp_pass": sum(v for k, v in c.items() if k.startswith("pass")),
+                "mh_scheduled": c.get("mh_scheduled", 0), "mh_queue_full": c.get("mh_queue_full", 0),
+                "imported": x.get("imported", 0), "mh_services": x.get("mh_services", 0),
                 "ring_rx": desc["rx_frames"], "forwarded": desc["forwarded"],
                 "attached": x.get("attached", {})}
     try:
@@ -242,6 +265,9 @@ def role_director(args: argparse.Namespace) -> None:
         base = state()
         while True:
             plane.run_for(0.1)
+            if ticking and time.monotonic() >= next_tick:
+                d.tick()
+                next_tick = time.monotonic() + 1
             if select.select([stdin], [], [], 0)[0]:
                 line = sys.stdin.readline()
                 if not line:
@@ -255,6 +281,61 @@ def role_director(args: argparse.Namespace) -> None:
           flush=True)
 
 
+def many_frames(dst_mac: bytes, src_mac: bytes, dst_ip: str, dport: int, first: int,
+                n: int) -> list[bytes]:
+    """``n`` TCP SYNs, each from a (source address, port) no other frame uses: tuple ``g``
+    (from ``first``) comes from 10.200.0.0 + g // 60000 + 1, port 1024 + g % 60000. The
+    AF_PACKET generator's frames come from one address and at most 64000 ports, so at the
+    kernel's rate they repeat within the row; a SYN of a flow the program already made is the
+    core's (a retransmission), so the mh row needs tuples that never repeat. The checksums are
+    one template's plus what the address and port add (one's complement sums are linear)."""
+    from pylvs.dataplane.packet import codec
+
+    dst = socket.inet_aton(dst_ip)
+    zero = bytes(4)
+    seg0 = bytearray(struct.pack("!HHIIBBHHH", 0, dport, 1, 0, 5 << 4, codec.TCP_SYN, 65535, 0, 0))
+    ip0 = codec.ipv4_header(zero, dst, 6, len(seg0), ident=0)
+    eth = codec.ethernet(dst_mac, src_mac, codec.ETH_P_IP)
+    # sums with a zero source address and port: ~checksum gives them back
+    tcp0 = (~codec.l4_checksum(zero, dst, 6, seg0)) & 0xFFFF
+    ipsum0 = (~int.from_bytes(ip0[10:12], "big")) & 0xFFFF
+
+    def fold(x: int) -> int:
+        while x >> 16:
+            x = (x & 0xFFFF) + (x >> 16)
+        return x
+
+    out = []
+    for g in range(first, first + n):
+        src = 0x0AC80000 + g // 60000 + 1
+        sport = 1024 + g % 60000
+        hi, lo = src >> 16, src & 0xFFFF
+        ipc = (~fold(ipsum0 + hi + lo)) & 0xFFFF
+        tcpc = (~fold(tcp0 + hi + lo + sport)) & 0xFFFF
+        ip = ip0[:10] + ipc.to_bytes(2, "big") + src.to_bytes(4, "big") + ip0[16:]
+        seg = sport.to_bytes(2, "big") + seg0[2:16] + (tcpc or 0xFFFF).to_bytes(2, "big") + seg0[18:]
+        out.append(eth + ip + seg)
+    return out
+
+
+def role_gen_many(args: argparse.Namespace) -> None:
+    """In the client namespace: ``bench_packet``'s TX ring generator sending ``many_frames``
+    (all-new tuples) instead of its own."""
+    import bench_packet
+
+    g = json.loads(args.gen)
+
+    def frames(dst_mac: bytes, src_mac: bytes, dst_ip: str, dport: int, n_flows: int,
+               *_rest: object) -> list[bytes]:
+        return many_frames(dst_mac, src_mac, dst_ip, dport, g["first"], n_flows)
+
+    bench_packet._frames = frames  # type: ignore[assignment]
+    bench_packet.role_gen(argparse.Namespace(
+        dst_mac=g["dst_mac"], src_mac=g["src_mac"], dst_ip=g["dst_ip"], dport=g["dport"],
+        flows=g["n"], syn=True, payload=0, partial=False, sport_base=1024,
+        seconds=g["seconds"], rate=g["rate"]))
+
+
 class Bench:
     def __init__(self, lab: Any, args: argparse.Namespace, clock: SoftirqClock) -> None:
         self.lab, self.args, self.clock = lab, args, clock
@@ -266,22 +347,32 @@ class Bench:
         return int(r.stdout)
 
     def gens(self, dst_mac: str, dst_ip: str, dport: int, rate: int, seconds: float,
-             syn: bool = False) -> int:
-        """Run the generator processes at once; the frames they handed to the ring."""
+             syn: bool = False, many: bool = False) -> int:
+        """Run the generator processes at once; the frames they handed to the ring.
+        ``many``: SYNs whose tuples never repeat (``many_frames``), disjoint per process."""
         n = self.args.gens
-        argv = [sys.executable, GEN, "--role", "gen", "--dst-mac", dst_mac,
-                "--src-mac", self.lab.mac("client").replace(":", ""), "--dst-ip", dst_ip,
-                "--dport", str(dport), "--seconds", str(seconds), "--rate", str(rate // n),
-                "--flows", str(64000 if syn else self.args.flows), "--payload", "18"]
-        if syn:
-            argv.append("--syn")
-        if syn:  # disjoint source ports: every SYN of every generator is a new connection
-            argv[argv.index("--flows") + 1] = str(64000 // n)
-        procs = [self.lab.popen("client", [*argv, "--sport-base", str(1024 + k * (64000 // n))],
-                                stdout=subprocess.PIPE, text=True) for k in range(n)]
+        src_mac = self.lab.mac("client").replace(":", "")
+        if many:
+            # enough tuples for the row: the rate asked, or flat out what a generator process
+            # reaches here at most (about 250 k/s)
+            per = int((rate // n if rate else 250_000) * seconds * 1.05) + 4096
+            argvs = [[*self.me, "--role", "gen-many", "--gen", json.dumps(
+                {"dst_mac": dst_mac, "src_mac": src_mac, "dst_ip": dst_ip, "dport": dport,
+                 "first": k * per, "n": per, "seconds": seconds, "rate": rate // n})]
+                for k in range(n)]
+        else:
+            argv = [sys.executable, GEN, "--role", "gen", "--dst-mac", dst_mac,
+                    "--src-mac", src_mac, "--dst-ip", dst_ip,
+                    "--dport", str(dport), "--seconds", str(seconds), "--rate", str(rate // n),
+                    "--flows", str(64000 if syn else self.args.flows), "--payload", "18"]
+            if syn:  # disjoint source ports: every SYN of every generator is a new connection
+                argv.append("--syn")
+                argv[argv.index("--flows") + 1] = str(64000 // n)
+            argvs = [[*argv, "--sport-base", str(1024 + k * (64000 // n))] for k in range(n)]
+        procs = [self.lab.popen("client", a, stdout=subprocess.PIPE, text=True) for a in argvs]
         sent = 0
         for p in procs:
-            out, _ = p.communicate(timeout=seconds + 60)
+            out, _ = p.communicate(timeout=seconds + 120)  # + building many_frames
             if p.returncode:
                 raise RuntimeError(f"generator failed ({p.returncode})")
             sent += json.loads(out.strip().splitlines()[-1])["sent"]
@@ -291,7 +382,8 @@ class Bench:
         lab, secs = self.lab, self.args.seconds
         kind = name.split("-")
         plane = kind[0]  # direct, kernel, packet, xdp
-        syn = name == "xdp-syn"
+        syn = name in ("xdp-syn", "xdp-syn-mh")
+        mh = name == "xdp-syn-mh"
         mode = "nat" if "nat" in kind else "dr"
         director: subprocess.Popen[str] | None = None
         dpid = 0
@@ -310,6 +402,9 @@ class Bench:
                 argv += ["--xdp-mode", kind[-1] if kind[-1] in ("generic", "native") else "generic"]
             if syn:
                 argv.append("--syn")
+            if mh:  # the director's kernel learns the server's MAC before the plane starts
+                argv += ["--sched", "mh"]
+                lab.run("director", [sys.executable, "-c", ARP_POKE, RS1], check=False)
             director = lab.popen("director", argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  text=True)
             assert director.stdout is not None and director.stdin is not None
@@ -336,7 +431,7 @@ class Bench:
             s0, p0 = self.clock.snapshot(), task_cpu_ns(dpid) if dpid else 0
             t0 = time.monotonic()
             sent = self.gens(dst_mac, dst_ip, 9 if plane in ("kernel", "direct") else 80, rate,
-                             secs, syn)
+                             secs, syn, many=mh)
             time.sleep(0.3)
             wall = time.monotonic() - t0
             s1, p1 = self.clock.snapshot(), task_cpu_ns(dpid) if dpid else 0
@@ -370,6 +465,8 @@ class Bench:
             res["warm_xdp_flows"] = warm.get("xdp_flows", 0)
             res["via_xdp"] = stats.get("xdp_fwd", 0) / fwd if fwd else 0.0
             res["conns_per_s"] = stats.get("conns", 0) / secs if syn else None
+            if mh:
+                res["mh_per_s"] = stats.get("mh_scheduled", 0) / secs
         return res
 
     def prog_id(self) -> int:
@@ -405,10 +502,44 @@ class Bench:
         return path
 
 
+# one datagram to the address (port 9, discard) makes the kernel resolve its MAC
+ARP_POKE = ("import socket, sys, time\n"
+            "socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', (sys.argv[1], 9))\n"
+            "time.sleep(0.5)\n")
+
 PASS_PROGRAM = """struct xdp_md;
 __attribute__((section("xdp"), used)) int xdp_pass(struct xdp_md *ctx) { return 2; /* PASS */ }
 char LICENSE[] __attribute__((section("license"), used)) = "GPL";
 """
+
+
+def no_loss_rate(b: Bench, name: str, ladder: list[int], seconds: float,
+                 paced: list[dict[str, Any]]) -> tuple[int, str]:
+    """Bisect ``ladder`` for the highest SYN rate ``name`` forwards without loss (< 0.1 %);
+    (that rate, why it is not higher when the generator was the limit)."""
+    best = (0, "")
+    lo, hi = -1, len(ladder)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        r = b.row(name, ladder[mid])
+        paced.append(r)
+        short = r["offered"] < 0.9 * ladder[mid] * seconds
+        ok = r["loss"] <= 0.001 and not short
+        mh = f", {r['mh_per_s']:,.0f} scheduled in the kernel/s" if "mh_per_s" in r else ""
+        print(f"  {name} at {ladder[mid]:,}/s: offered {r['pps_offered']:,.0f}/s, "
+              f"lost {r['loss']:.2%}{' (generator short)' if short else ''}, "
+              f"{r['conns_per_s'] or 0:,.0f} conns/s entered by the core{mh}",
+              file=sys.stderr, flush=True)
+        if r["loss"] <= 0.001:
+            best = max(best, (round(r["pps_offered"]), ""))
+        if ok:
+            lo = mid
+        else:
+            hi = mid
+            if short:
+                best = (best[0], f"the generator reached only {r['pps_offered']:,.0f}/s when "
+                                 f"asked {ladder[mid]:,}")
+    return best
 
 
 def check_trafficgen(lab: Any) -> str:
@@ -425,6 +556,8 @@ def fmt_row(r: dict[str, Any], base_us: float, secs: float) -> str:
     net = "" if direct else f"{cpu - base_us:.2f}"
     via = f"{r['via_xdp']:.0%}" if "via_xdp" in r else ""
     conns = f"{r['conns_per_s']:,.0f}" if r.get("conns_per_s") else ""
+    if "mh_per_s" in r:  # scheduled in the kernel / entered in the core's table
+        conns = f"{r['mh_per_s']:,.0f} in the kernel, {r.get('conns_per_s') or 0:,.0f} entered"
     rate = f"{r['rate']:,}" if r["rate"] else "flat out"
     if r["rate"] and r["offered"] < 0.9 * r["rate"] * secs:
         rate += f" (generator reached {r['pps_offered']:,.0f})"
@@ -435,7 +568,9 @@ def fmt_row(r: dict[str, Any], base_us: float, secs: float) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--role", choices=["bench", "director"], default="bench")
+    p.add_argument("--role", choices=["bench", "director", "gen-many"], default="bench")
+    p.add_argument("--gen", default="{}", help=argparse.SUPPRESS)
+    p.add_argument("--sched", choices=["rr", "mh"], default="rr")
     p.add_argument("--plane", choices=["packet", "xdp"], default="xdp")
     p.add_argument("--mode", choices=["dr", "nat"], default="dr")
     p.add_argument("--xdp-mode", choices=["generic", "native"], default="generic")
@@ -445,11 +580,20 @@ def main() -> int:
     p.add_argument("--flows", type=int, default=1000)
     p.add_argument("--gens", type=int, default=os.cpu_count() or 1,
                    help="generator processes at once (default: one per core)")
-    p.add_argument("--rows", default="direct,kernel,packet-dr,packet-nat,xdp-dr-generic,"
-                                     "xdp-nat-generic,kernel-napi,xdp-dr-native,xdp-nat-native,xdp-syn")
+    p.add_argument("--rows", default="",
+                   help="rows to run (default: direct,kernel,packet-dr,packet-nat,"
+                        "xdp-dr-generic,xdp-nat-generic,xdp-syn,xdp-syn-mh, and with "
+                        "--native-peers also kernel-napi,xdp-dr-native,xdp-nat-native)")
+    p.add_argument("--native-peers", action="store_true",
+                   help="benchmark investigation only: the native rows (kernel-napi, "
+                        "xdp-*-native) attach a pass-through XDP program to the lab's "
+                        "bridge-side peers of the director's veths, which changes hosts other "
+                        "than the director; off by default, and without it those rows are refused")
     p.add_argument("--target", type=float, default=0.95,
                    help="paced check at this fraction of kernel forwarding's rate (0: none)")
     p.add_argument("--syn-rates", default=",".join(str(r) for r in range(10_000, 150_001, 10_000)))
+    p.add_argument("--syn-mh-rates",
+                   default=",".join(str(r) for r in range(50_000, 600_001, 50_000)))
     p.add_argument("--bridge-nf", choices=["on", "off"], default="off",
                    help="netfilter on the lab's bridges (off: a plain switch, as in the first "
                         "table of bench_packet)")
@@ -463,6 +607,18 @@ def main() -> int:
             os.nice(-10)
         role_director(args)
         return 0
+    if args.role == "gen-many":
+        role_gen_many(args)
+        return 0
+    native = ("kernel-napi", "xdp-dr-native", "xdp-nat-native")
+    if not args.rows:
+        args.rows = ",".join(["direct", "kernel", "packet-dr", "packet-nat", "xdp-dr-generic",
+                              "xdp-nat-generic", "xdp-syn", "xdp-syn-mh"]
+                             + (list(native) if args.native_peers else []))
+    if not args.native_peers and any(n in native for n in args.rows.split(",")):
+        print("bench_xdp: the native rows change hosts other than the director (XDP programs "
+              "on the lab bridge's ports); run them only with --native-peers", file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print("bench_xdp: needs root (network namespaces, XDP, bpftrace)", file=sys.stderr)
         return 1
@@ -483,7 +639,7 @@ def main() -> int:
     stats_was: str | None = None
     rows: list[dict[str, Any]] = []
     paced: list[dict[str, Any]] = []
-    syn_best = (0, "")
+    syn_best: dict[str, tuple[int, str]] = {}
     tg = ""
     try:
         lab.up()
@@ -505,7 +661,7 @@ def main() -> int:
         kernel_rate: dict[bool, float] = {}
         for name in names:
             if (name.endswith("-native") or name == "kernel-napi") and not gro:
-                b.set_peer_napi(True)
+                b.set_peer_napi(True)  # only with --native-peers (checked above)
                 gro = True
             r = b.row(name)
             r["napi"] = gro
@@ -517,10 +673,11 @@ def main() -> int:
         if args.target:
             for g in (False, True):
                 todo = [r["name"] for r in rows if r["napi"] == g and r["name"].split("-")[0]
-                        in ("packet", "xdp") and r["name"] != "xdp-syn"]
+                        in ("packet", "xdp") and not r["name"].startswith("xdp-syn")]
                 if not todo or g not in kernel_rate:
                     continue
-                b.set_peer_napi(g)
+                if args.native_peers:
+                    b.set_peer_napi(g)
                 rate = int(args.target * kernel_rate[g])
                 for name in todo:
                     r = b.row(name, rate)
@@ -528,27 +685,12 @@ def main() -> int:
                     paced.append(r)
                     print(json.dumps({k: v for k, v in r.items() if k != "director"}),
                           file=sys.stderr, flush=True)
-        if "xdp-syn" in names:
+        if gro and args.native_peers:
             b.set_peer_napi(False)
-            ladder = [int(x) for x in args.syn_rates.split(",")]
-            lo, hi = -1, len(ladder)
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                r = b.row("xdp-syn", ladder[mid])
-                short = r["offered"] < 0.9 * ladder[mid] * args.seconds
-                ok = r["loss"] <= 0.001 and not short
-                print(f"  xdp-syn at {ladder[mid]:,}/s: offered {r['pps_offered']:,.0f}/s, "
-                      f"lost {r['loss']:.2%}{' (generator short)' if short else ''}, "
-                      f"{r['conns_per_s'] or 0:,.0f} conns/s", file=sys.stderr, flush=True)
-                if r["loss"] <= 0.001:
-                    syn_best = max(syn_best, (round(r["pps_offered"]), ""))
-                if ok:
-                    lo = mid
-                else:
-                    hi = mid
-                    if short:
-                        syn_best = (syn_best[0], f"the generator reached only "
-                                    f"{r['pps_offered']:,.0f}/s when asked {ladder[mid]:,}")
+        for syn_row, rates in (("xdp-syn", args.syn_rates), ("xdp-syn-mh", args.syn_mh_rates)):
+            if syn_row in names:
+                syn_best[syn_row] = no_loss_rate(b, syn_row, [int(x) for x in rates.split(",")],
+                                                 args.seconds, paced)
     finally:
         if stats_was is not None:
             with open("/proc/sys/kernel/bpf_stats_enabled", "w") as f:
@@ -579,9 +721,8 @@ def main() -> int:
     for name, (verdict, ns) in alone.items():
         print(f"XDP program alone (BPF_PROG_TEST_RUN x {args.repeat:,}), {name}: {ns:.0f} ns per "
               f"packet, verdict {['ABORTED', 'DROP', 'PASS', 'TX', 'REDIRECT'][verdict]}")
-    if "xdp-syn" in args.rows:
-        print(f"xdp-syn: highest SYN rate with no loss: {syn_best[0]:,}/s"
-              + (f" ({syn_best[1]})" if syn_best[1] else ""))
+    for syn_row, (best, why) in syn_best.items():
+        print(f"{syn_row}: highest SYN rate with no loss: {best:,}/s" + (f" ({why})" if why else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "paced": paced, "alone": alone, "syn_best": syn_best,

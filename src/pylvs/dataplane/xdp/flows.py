@@ -181,11 +181,10 @@ class XdpFlowSink:
             return 0
         if conn is not old:
             d.account(conn, DIR_INPUT, 1, v.first_len)  # the packet that made the flow
-        flow = self._flows[key] = _Flow(conn, DIR_INPUT, 1, v.first_len,
-                                        v.counters.last_seen_ns / 1e9)
-        row = self._row(key, flow)  # what the flow forwarded since (the ACKs, for TCP)
-        if row is not None:
-            d.account(conn, DIR_INPUT, row[2], row[3])
+        c = v.counters
+        self._flows[key] = _Flow(conn, DIR_INPUT, c.packets, c.bytes, c.last_seen_ns / 1e9)
+        if c.packets > 1:  # what the flow forwarded since the first packet (TCP: the ACKs)
+            d.account(conn, DIR_INPUT, c.packets - 1, c.bytes - v.first_len)
             if proto == 6:
                 d.tcp_packet(conn, DIR_INPUT, _TCP_ACK)
             else:

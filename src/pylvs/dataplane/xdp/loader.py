@@ -190,6 +190,7 @@ class XdpProgram:
         self.dests_fd = self._map_fd(b"mh_dests")
         self.new_flows_fd = self._map_fd(b"new_flows")
         self._ncpus = possible_cpus()
+        self._pop_buf: ctypes.Array[ctypes.c_char] | None = None
 
     def _map_fd(self, name: bytes) -> int:
         fd: int = self._lib.bpf_map__fd(self._lib.bpf_object__find_map_by_name(self._obj, name))
@@ -268,7 +269,9 @@ class XdpProgram:
 
     def pop_new_flow(self, key_size: int) -> bytes | None:
         """The key of the next flow the program scheduled itself, or None when none waits."""
-        buf = ctypes.create_string_buffer(key_size)
+        buf = self._pop_buf
+        if buf is None or len(buf) != key_size:
+            buf = self._pop_buf = ctypes.create_string_buffer(key_size)
         if self._lib.bpf_map_lookup_and_delete_elem(self.new_flows_fd, None, buf):
             return None
         return buf.raw

@@ -144,7 +144,7 @@ class XdpDataPlane(PacketDataPlane):
 
     # -- kernel-scheduled mh services --------------------------------------------------------
 
-    def _next_hop(self, ip: bytes) -> NextHop | None:
+    def next_hop(self, ip: bytes) -> NextHop | None:
         """Where the forwarder would send a real server's packets, if it knows the MAC yet."""
         fw = self.forwarder
         if fw is None:
@@ -166,7 +166,7 @@ class XdpDataPlane(PacketDataPlane):
         if self.mh is None or self.split is None:
             return
         self.mh.apply(wanted_tables(self.director.table.services(), self.split.xdp_kinds,
-                                    self._next_hop))
+                                    self.next_hop))
 
     def table_changed(self) -> None:
         # flows the program scheduled are entered first, so the flows the change clears
