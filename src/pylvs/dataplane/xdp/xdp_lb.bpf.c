@@ -290,19 +290,29 @@ static __always_inline void nat_rewrite(const struct lvs_action *a, struct l4_fi
     *port_field = a->port;
 }
 
-static __always_inline int encap_ipip(struct xdp_md *ctx, const struct lvs_action *a,
-                                      __u16 inner_len, __u8 ttl, __u8 tos, __be16 frag)
+/* Room for an outer header of `len` bytes between a new Ethernet header (the action's MACs,
+ * `ethertype`) and the packet: where the outer header goes, or NULL. */
+static __always_inline void *push_outer(struct xdp_md *ctx, const struct lvs_action *a, int len,
+                                        __u16 ethertype)
 {
-    if (bpf_xdp_adjust_head(ctx, 0 - (int)sizeof(struct iphdr)))
-        return count(ST_ABORTED, XDP_ABORTED);
+    if (bpf_xdp_adjust_head(ctx, -len))
+        return 0;
     void *data = (void *)(long)ctx->data;
     void *end = (void *)(long)ctx->data_end;
     struct ethhdr *eth = data;
-    struct iphdr *outer = data + sizeof(*eth);
-    if ((void *)(outer + 1) > end)
-        return count(ST_ABORTED, XDP_ABORTED);
-    eth->h_proto = bpf_htons(ETH_P_IP);
+    if (data + sizeof(*eth) + len > end)
+        return 0;
+    eth->h_proto = bpf_htons(ethertype);
     set_macs(eth, a);
+    return data + sizeof(*eth);
+}
+
+static __always_inline int encap_ipip(struct xdp_md *ctx, const struct lvs_action *a,
+                                      __u16 inner_len, __u8 ttl, __u8 tos, __be16 frag)
+{
+    struct iphdr *outer = push_outer(ctx, a, sizeof(*outer), ETH_P_IP);
+    if (!outer)
+        return count(ST_ABORTED, XDP_ABORTED);
     outer->version = 4;
     outer->ihl = 5;
     outer->tos = tos;
@@ -328,16 +338,9 @@ static __always_inline int encap_ipip(struct xdp_md *ctx, const struct lvs_actio
 static __always_inline int encap_ip6ip6(struct xdp_md *ctx, const struct lvs_action *a,
                                         __u16 inner_len, __u8 hlim, __u32 flow_tc)
 {
-    if (bpf_xdp_adjust_head(ctx, 0 - (int)sizeof(struct ipv6hdr)))
+    struct ipv6hdr *outer = push_outer(ctx, a, sizeof(*outer), ETH_P_IPV6);
+    if (!outer)
         return count(ST_ABORTED, XDP_ABORTED);
-    void *data = (void *)(long)ctx->data;
-    void *end = (void *)(long)ctx->data_end;
-    struct ethhdr *eth = data;
-    struct ipv6hdr *outer = data + sizeof(*eth);
-    if ((void *)(outer + 1) > end)
-        return count(ST_ABORTED, XDP_ABORTED);
-    eth->h_proto = bpf_htons(ETH_P_IPV6);
-    set_macs(eth, a);
     /* version 6, the inner traffic class, flow label 0 */
     *(__be32 *)outer = bpf_htonl(0x60000000 | (flow_tc & 0x0ff00000));
     outer->payload_len = bpf_htons(inner_len);
