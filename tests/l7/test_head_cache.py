@@ -8,8 +8,10 @@ The byte-for-byte comparison with nginx of everything else runs with the cache a
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import time
 
 from tests.l7.conftest import Client, Stack, get
 
@@ -105,3 +107,37 @@ def test_a_read_of_two_heads_is_two_requests_every_time(stack: Stack) -> None:
     c.sock.shutdown(socket.SHUT_WR)
     assert c.read(1) == []
     c.close()
+
+
+_FILES = """
+events {{}}
+http {{
+    error_log {tmp}/error.log;
+    keepalive_requests 4;
+    server {{
+        listen 127.0.0.1:{port};
+        root {tmp}/html;
+        location /h/ {{ add_header X-Seq $connection_requests; }}
+    }}
+}}
+"""
+
+
+def test_a_repeated_file_head_closes_at_keepalive_requests_and_keeps_add_header(
+        stack: Stack) -> None:
+    html = stack.tmp / "html"
+    (html / "h").mkdir(parents=True)
+    for p in (html / "f.txt", html / "h" / "g.txt"):
+        p.write_bytes(b"file\n")
+        os.utime(p, (time.time() - 10, time.time() - 10))  # old enough for the file cache
+    port = stack.proxy(_FILES)
+    for path in ("/f.txt", "/h/g.txt"):
+        c = Client(port)
+        rs = [c.one(get(path)) for _ in range(4)]
+        assert [r.headers["connection"] for r in rs] == ["keep-alive"] * 3 + ["close"]
+        assert all(r.body == b"file\n" and r.headers["content-type"] == "text/plain"
+                   for r in rs)
+        if path.startswith("/h/"):
+            assert [r.headers["x-seq"] for r in rs] == ["1", "2", "3", "4"]
+        assert c.wait_closed()
+        c.close()

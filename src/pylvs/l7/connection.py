@@ -31,12 +31,12 @@ from typing import cast
 import httptools
 
 from pylvs.l7 import errorpages
-from pylvs.l7.config import Server
+from pylvs.l7.config import Location, Server
 from pylvs.l7.location import ListenGroup
 from pylvs.l7.proxying import try_fast_proxy
 from pylvs.l7.request import BODY_HIGH_WATER, BodyReader, Refused, Request, TooLarge
 from pylvs.l7.routing import handle, route
-from pylvs.l7.static import try_static
+from pylvs.l7.static import cached_path, send_cached, try_static
 from pylvs.l7.stats import ACCEPTS, ACTIVE, HANDLED, READING, REQUESTS, WRITING
 from pylvs.l7.worker import Sink, Worker
 
@@ -74,6 +74,8 @@ def _remember_route(tpl: dict[str, object], req: Request) -> None:
     tpl.update(routed=0, server=srv, location=loc, host=req.host, uri=req.uri, known=object())
     if req.args:
         tpl["args"] = req.args
+    if loc.proxy_pass is None and loc.try_files is None and not loc.rewrites:
+        tpl["fast_file"] = cached_path(req, loc)
 
 
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
@@ -234,7 +236,7 @@ class ClientConnection(asyncio.Protocol):
         its fields, then what on_message_begin, on_headers_complete and on_message_complete
         do for it. No header timer: the head is complete."""
         req = Request.__new__(Request)
-        vars(req).update(tpl)
+        req.__dict__ = tpl.copy()
         req.conn = self
         req.start = time.monotonic()
         self._st[self._sb + REQUESTS] += 1
@@ -383,8 +385,9 @@ class ClientConnection(asyncio.Protocol):
                 req.expect_continue = True
         elif req.keep_alive and req.routed < 0 and req.head_size <= HEAD_KEY_MAX:
             # what this head parsed to, for data_received to keep if the read was this head alone
-            tpl = vars(req).copy()
-            del tpl["conn"], tpl["start"]
+            # (built without deletions: a dict never deleted from is copied whole, not key
+            # by key, in _known_head)
+            tpl = {k: v for k, v in vars(req).items() if k != "conn" and k != "start"}
         self._tpl = tpl  # (routing may add to it: _try_fast)
         if not req.keep_alive:
             self._cacheable = False  # the parser refuses what follows such a request
@@ -399,9 +402,14 @@ class ClientConnection(asyncio.Protocol):
         if self.fast:
             pass  # answered after the fast exchange in progress (it wakes the task)
         elif (req.body is None and len(queue) == 1 and self.active is None
-                and (self._task is None or ((w := self._req_waiter) is not None and not w.done()))
-                and self._try_fast(req)):
-            pass  # (the condition before _try_fast is _task_idle, inline: this runs per request)
+                and (self._task is None or ((w := self._req_waiter) is not None and not w.done()))):
+            # (the condition above is _task_idle, inline: this runs per request)
+            path = req.fast_file
+            if path is not None:  # a known head of a file: only the file cache's answer is left
+                if not send_cached(self, req, cast(Location, req.location), path):
+                    self.wake_task()
+            elif not self._try_fast(req):
+                self.wake_task()
         else:
             self.wake_task()
         if self._writing != self._wpub:

@@ -43,7 +43,8 @@ def etag(mtime: int, size: int) -> bytes:
 class CachedFile:
     """One small regular file: its bytes and the validator header lines it is answered with."""
 
-    __slots__ = ("body", "identity", "lines", "lines_for", "size", "validators")
+    __slots__ = ("body", "head", "head_date", "identity", "lines", "lines_for", "size",
+                 "validators")
 
     def __init__(self, identity: tuple[int, ...], body: bytes, mtime: int) -> None:
         self.identity = identity
@@ -55,6 +56,9 @@ class CachedFile:
         # them: a file is asked for by the same URI in the same location again and again)
         self.lines = b""
         self.lines_for: tuple[object, str] | None = None
+        # and the whole response head made from them, with the Date line it holds
+        self.head = b""
+        self.head_date: bytes | None = None
 
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:

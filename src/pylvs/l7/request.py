@@ -199,6 +199,7 @@ class Request:
     # identity of the cached head (``ListenGroup.heads``) this request is, when its routing
     # came with it: what follows from head and route alone may be kept per connection
     known: object | None = None
+    fast_file: str | None = None  # a known head's ``static.cached_path``
     preset_peer: tuple[Peer | None] | None = None  # peer the fast path already chose
     fast_failed: tuple[Peer, str] | None = None  # its failed try, for the task to go on
     seq = 0  # this request's number on its connection (keepalive_requests)

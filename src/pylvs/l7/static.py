@@ -41,43 +41,69 @@ def file_path(loc: Location, uri: str, req: Request | None = None) -> str:
     return alias + uri[loc.alias_prefix if loc.alias_prefix >= 0 else len(loc.pattern):]
 
 
-def try_static(conn: Connection, req: Request, loc: Location) -> bool:
-    """A small file answered at once from the file cache: GET or HEAD of a file, with no
-    Range or condition (those, indexes and every error take the task's ordinary path)."""
+def cached_path(req: Request, loc: Location) -> str | None:
+    """The file a request may be answered with at once from the file cache: GET or HEAD of a
+    file, with no Range or condition (those, indexes and every error take the task's ordinary
+    path); None if it may not. A function of the request head and its location alone (a known
+    head keeps it: ``connection``)."""
     method = req.method
     if method != "GET" and method != "HEAD":
-        return False
+        return None
     if loc.gzip is not None or loc.stub_status:
-        return False
+        return None
     uri = req.uri
     hmap = req.hmap
     if uri.endswith("/") or b"range" in hmap or b"if-none-match" in hmap \
             or b"if-modified-since" in hmap:
-        return False
+        return None
     alias = loc.alias
     if alias is not None and (loc.alias_template is not None or loc.alias_prefix != len(loc.pattern)):
-        return False  # captures or an inherited alias: file_path, on the task's path
-    f = conn.app.files.get(loc.root + uri if alias is None else alias + uri[len(loc.pattern):])
+        return None  # captures or an inherited alias: file_path, on the task's path
+    return loc.root + uri if alias is None else alias + uri[len(loc.pattern):]
+
+
+def try_static(conn: Connection, req: Request, loc: Location) -> bool:
+    """A small file answered at once from the file cache, if ``cached_path`` allows."""
+    path = cached_path(req, loc)
+    return path is not None and send_cached(conn, req, loc, path)
+
+
+def send_cached(conn: Connection, req: Request, loc: Location, path: str) -> bool:
+    """The file at ``path`` (``cached_path``) answered from the file cache; False if it is not
+    a small file there (the task's path then answers, with the right error if any)."""
+    f = conn.app.files.get(path)
     if f is None:
         return False
+    uri = req.uri
     key = f.lines_for
-    if key is not None and key[0] is loc and key[1] == uri:
-        lines = f.lines
-    else:
+    if key is None or key[0] is not loc or key[1] != uri:
         ext = uri.rpartition("/")[2].rpartition(".")
         ctype = loc.types.get(ext[2].lower(), loc.default_type) if ext[1] else loc.default_type
-        lines = f.lines = content_type_line(ctype) + f.validators + b"Accept-Ranges: bytes\r\n"
+        f.lines = content_type_line(ctype) + f.validators + b"Accept-Ranges: bytes\r\n"
         f.lines_for = (loc, uri)
+        f.head_date = None
     conn.active = req
     conn.disarm_timer("")
-    head = head_bytes(req, 200, STATUS_200, lines, f.size, False)
-    if method == "HEAD":
-        conn.write(head)
-        req.bytes_sent = len(head)
+    date = conn.clock.server_date[loc.server_tokens]
+    if (f.head_date is date and req.keep_alive and req.seq < loc.keepalive_requests
+            and req.start - conn.started <= loc.keepalive_time - 0.002):
+        # what head_bytes would make again: same lines and Date, kept alive, no add_header
+        # (a head kept only then), and far from keepalive_requests and keepalive_time
+        head = f.head
+        req.status = 200
     else:
-        conn.write(head + f.body)
-        req.bytes_sent = len(head) + f.size
+        head = head_bytes(req, 200, STATUS_200, f.lines, f.size, False)
+        if req.keep_alive and not loc.add_header:
+            f.head, f.head_date = head, date
+    t = conn.transport  # conn.write, inline
+    if req.method == "HEAD":
+        data = head
+    else:
+        data = head + f.body
         req.body_bytes_sent = f.size
+    req.bytes_sent = len(data)
+    if t is not None and not conn.closed:
+        t.write(data)
     conn.complete(req)
     return True
 
