@@ -457,14 +457,17 @@ class SyncMaster:
         per_message = max(1, (self.maxlen - _HEADER.size) // _CONN_V4.size)
         return len(self.pending) >= min(per_message, MAX_CONNS_PER_MESSAGE)
 
-    def _queue(self, conn: Connection, fwmark: int) -> None:
+    def _queue(self, conn: Connection, fwmark: int | None) -> None:
         if not self.pending:
             self.first_at = self.clock()
+        if fwmark is None:
+            svc = conn.dest.service
+            fwmark = svc.key.fwmark if svc is not None else 0
         self.pending.append(entry_of(conn, fwmark))
 
-    def want(self, conn: Connection, fwmark: int = 0) -> None:
+    def want(self, conn: Connection, fwmark: int | None = None) -> None:
         """Queue ``conn`` (and its template) if the kernel would sync it now: its state
-        changed, or it is new (UDP)."""
+        changed, or it is new (UDP). ``fwmark``: the service's (by default, looked up)."""
         if conn.flags & CONN_F_ONE_PACKET:
             return
         if conn.protocol == _IPPROTO_TCP and not conn.flags & CONN_F_TEMPLATE \
@@ -478,24 +481,34 @@ class SyncMaster:
             self._queue(ct, fwmark)
             mark_sent(ct, now)
 
-    def packets(self, conn: Connection, count: int, fwmark: int = 0) -> None:
+    def packets(self, conn: Connection, count: int) -> bool:
         """``count`` packets came in for ``conn`` (one, or a batch handed back): count them
         and queue the entry, then its template, for each that ``resend_due`` finds due (as
-        ``ip_vs_sync_conn`` goes from an entry to its controller)."""
-        now = self.clock()
+        ``ip_vs_sync_conn`` goes from an entry to its controller). True if anything was
+        queued. This runs for every packet the Python paths forward, so the common case (no
+        time rule, no template, no boundary crossed) returns before reading the clock."""
         before = conn.in_pkts
-        conn.in_pkts = before + count
-        if not conn.flags & CONN_F_ONE_PACKET and conn.bucket is not None \
-                and resend_due(self.settings, conn, before, before + count, now):
-            self._queue(conn, fwmark)
-            self.resent_entries += 1
+        after = conn.in_pkts = before + count
+        s = self.settings
         ct = conn.control
+        if s.sync_refresh_period <= 0 and (ct is None or not ct.flags & CONN_F_TEMPLATE) \
+                and not crossed(before, after, s.sync_threshold, s.sync_period):
+            return False
+        now = self.clock()
+        queued = False
+        if not conn.flags & CONN_F_ONE_PACKET and conn.bucket is not None \
+                and resend_due(s, conn, before, after, now):
+            self._queue(conn, None)
+            self.resent_entries += 1
+            queued = True
         if ct is not None and ct.flags & CONN_F_TEMPLATE and ct.bucket is not None:
             before = ct.in_pkts
             ct.in_pkts = before + count
-            if resend_due(self.settings, ct, before, before + count, now):
-                self._queue(ct, fwmark)
+            if resend_due(s, ct, before, before + count, now):
+                self._queue(ct, None)
                 self.resent_entries += 1
+                queued = True
+        return queued
 
     def due(self, flush: bool = False) -> list[bytes]:
         """Messages to send now: every full one, and the partly filled last one too once its

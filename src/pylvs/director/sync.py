@@ -201,20 +201,15 @@ class SyncDaemons:
             # the kernel's select_master_thread_id hashes the entry's address likewise
             return (id(conn) >> 6) & mask
 
-        def fwmark(conn: Connection) -> int:
-            svc = conn.dest.service
-            return svc.key.fwmark if svc is not None else 0
-
         def changed(conn: Connection) -> None:
             i = port_of(conn)
-            masters[i].want(conn, fwmark(conn))
+            masters[i].want(conn)
             if masters[i].message_full:
                 self._send(run, i, masters[i].due())
 
         def packets(conn: Connection, count: int) -> None:
             i = port_of(conn)
-            masters[i].packets(conn, count, fwmark(conn))
-            if masters[i].message_full:
+            if masters[i].packets(conn, count) and masters[i].message_full:
                 self._send(run, i, masters[i].due())
 
         return changed, packets
