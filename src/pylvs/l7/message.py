@@ -93,8 +93,8 @@ class ResponseHead:
     only caches a value derived from it), so one instance answers every response whose head is
     byte-for-byte the same."""
 
-    __slots__ = ("coded", "framed", "length", "lines", "reason", "status", "status_line",
-                 "status_text", "whole")
+    __slots__ = ("client_date", "client_head", "client_loc", "coded", "framed", "length", "lines",
+                 "reason", "status", "status_line", "status_text", "whole")
 
     def __init__(self, status: int, reason: bytes, lines: bytes, length: int | None, coded: bool,
                  framed: bool) -> None:
@@ -110,6 +110,11 @@ class ResponseHead:
         # after it and the connection stays open (HTTP/1.1, one Content-Length, no transfer
         # coding or closing Connection, a status with a body); -1 otherwise
         self.whole = -1
+        # the client's whole head last made from it, and the location and Date line it was
+        # made for (``proxying.ProxyAttempt.response_whole``); a cache, not part of the meaning
+        self.client_head = b""
+        self.client_loc: object | None = None
+        self.client_date: bytes | None = None
 
 
 def client_response_head(status: int, reason: bytes,

@@ -21,13 +21,13 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable
 
 from pylvs.l7 import gzip
 from pylvs.l7.balancer import Peer
 from pylvs.l7.config import Location, ProxyPass, UpstreamConfig, UpstreamServer
-from pylvs.l7.message import HOP_REQUEST, ResponseHead, response_framing, upstream_request_head
+from pylvs.l7.message import ResponseHead, response_framing, upstream_request_head
 from pylvs.l7.model import Gzip
+from pylvs.l7.proxyplan import HeaderPlan, header_plan
 from pylvs.l7.reply import head_bytes
 from pylvs.l7.request import BodyReader, Request, TooLarge
 from pylvs.l7.status import status_line
@@ -107,16 +107,46 @@ class ProxyAttempt:
 
     def response_whole(self, head: ResponseHead, body: bytes) -> None:
         """A whole response read at once (``UpstreamConnection``): its head, body and end
-        (``response_body`` and ``response_complete`` inline for a body passed as it is)."""
+        (``response_body`` and ``response_complete`` inline for a body passed as it is).
+
+        On the fast path the client's head for this upstream head is kept on it, with the
+        location and Date line it was made for: the next one with the same three is sent
+        without ``response_head`` (made again near keepalive_requests/keepalive_time)."""
+        req, loc, client = self.req, self.loc, self.client
+        date = client.clock.server_date[loc.server_tokens]
+        if (head.client_date is date and head.client_loc is loc and self.fast_peer is not None
+                and req.keep_alive and req.seq < loc.keepalive_requests
+                and req.start - client.started <= loc.keepalive_time - 0.002):
+            self.t_head = time.monotonic()
+            self.keep_alive = True
+            req.upstream_status = head.status_text
+            req.status = head.status
+            ch = head.client_head
+            req.bytes_sent += len(ch) + len(body)
+            req.body_bytes_sent += len(body)
+            self.started = True
+            t = client.transport
+            if t is not None and not client.closed:
+                if len(body) <= 16384:  # one write; a larger body is not copied to join it
+                    t.write(ch + body)
+                else:
+                    t.writelines((ch, body))
+                if client.write_paused and not self.upstream_paused:
+                    self._check_client_flow()
+            self._finish("ok")
+            return
         self.response_head(head, True, False)
         if not self.started or self.chunked or self.gz is not None:
             if body:
                 self.response_body(body)
             self.response_complete()
             return
+        if (self.fast_peer is not None and req.keep_alive and not loc.add_header
+                and loc.gzip is None):
+            # the head response_head made: no retry, intercept or gzip on the fast path
+            head.client_head, head.client_loc, head.client_date = self._out[0], loc, date
         if body:
             self._out.append(body)
-            req = self.req
             req.bytes_sent += len(body)
             req.body_bytes_sent += len(body)
         self.flush()
@@ -316,7 +346,6 @@ def try_fast_proxy(client: Connection, req: Request, loc: Location) -> bool:
     client.fast = True
     client.sink = att
     client.disarm_timer("")  # the upstream's timers run now
-    conn.attach(att, loc.proxy_read_timeout)
     known = req.known
     if known is not None and client.up_known is known:
         head = client.up_head  # this connection's client sent this very head before
@@ -324,9 +353,8 @@ def try_fast_proxy(client: Connection, req: Request, loc: Location) -> bool:
         head = att.request_head(plan)
         if known is not None and plan.pure:
             client.up_known, client.up_head = known, head
-    conn.write(head)
     att.request_sent = True
-    conn.start_read_timer()
+    conn.exchange(att, loc.proxy_read_timeout, head)
     return True
 
 
@@ -637,77 +665,6 @@ async def _settle(client: Connection, req: Request, peer: Peer, att: ProxyAttemp
     tries.record(req, [*tries.statuses[:-1], str(_bad_gateway(kind))])
     await client.respond_error(req, _bad_gateway(kind))
     return False
-
-
-# -- a location's proxying, prepared once ------------------------------------------------------
-
-
-class HeaderPlan:
-    """A location's proxying prepared once: the proxy_set_header lines (constant ones as bytes,
-    the rest as "Name: " plus a function giving the value's bytes), the client header names not
-    passed on (those replaced, and hop-by-hop ones), and the protocol of the request line."""
-
-    __slots__ = ("headers", "intercepts", "pure", "retries_on_status", "skip", "version_line")
-
-    def __init__(self, loc: Location) -> None:
-        # proxy_intercept_errors: the statuses an error_page of the location answers
-        self.intercepts = frozenset(c for c, _, _ in loc.error_pages) \
-            if loc.proxy_intercept_errors else frozenset()
-        # statuses the task path must see before the client does (not for the fast path)
-        self.retries_on_status = any(k.startswith("http_") for k in loc.proxy_next_upstream) \
-            or bool(self.intercepts)
-        self.headers: list[tuple[bytes, Callable[[Request], bytes] | None]] = []
-        overridden = frozenset(n.lower().encode("latin-1") for n, _ in loc.proxy_set_header)
-        self.skip = overridden | HOP_REQUEST
-        self.version_line = f" HTTP/{loc.proxy_http_version}\r\n".encode("latin-1")
-        for name, tmpl in loc.proxy_set_header:
-            prefix = name.encode("latin-1") + b": "
-            if all(isinstance(p, str) for p in tmpl):
-                value = "".join(p for p in tmpl if isinstance(p, str))
-                if value:
-                    self.headers.append((prefix + value.encode("latin-1") + b"\r\n", None))
-            elif len(tmpl) == 1 and not isinstance(tmpl[0], str) and tmpl[0][0] in BYTES_VARIABLES:
-                self.headers.append((prefix, BYTES_VARIABLES[tmpl[0][0]]))
-            else:
-                self.headers.append((prefix, _expander(tmpl)))
-        # every value follows from the request head, its routing and the client connection
-        # (not from clocks or counters): a head repeated on a connection goes up the same
-        self.pure = all(f is None or f in _PURE for _, f in self.headers)
-
-
-_PLANS: dict[int, tuple[Location, HeaderPlan]] = {}
-
-
-def header_plan(loc: Location) -> HeaderPlan:
-    got = _PLANS.get(id(loc))
-    if got is None or got[0] is not loc:
-        got = _PLANS[id(loc)] = (loc, HeaderPlan(loc))
-    return got[1]
-
-
-def _expander(tmpl: Template) -> Callable[[Request], bytes]:
-    def value(r: Request) -> bytes:
-        return expand(tmpl, r.variable).encode("latin-1")
-    return value
-
-
-def _xff_bytes(r: Request) -> bytes:
-    xff = r.hmap.get(b"x-forwarded-for")
-    return xff + b", " + r.conn.remote_addr_b if xff else r.conn.remote_addr_b
-
-
-# Variables proxy_set_header uses most, as bytes straight from the request (no str round trip).
-BYTES_VARIABLES: dict[str, Callable[[Request], bytes]] = {
-    "host": lambda r: r.host.encode("latin-1"),
-    "remote_addr": lambda r: r.conn.remote_addr_b,
-    "proxy_add_x_forwarded_for": _xff_bytes,
-    "request_uri": lambda r: r.raw_target,
-    "scheme": lambda r: r.conn.scheme.encode(),
-    "proxy_host": lambda r: r.proxy_host.encode("latin-1"),
-}
-
-
-_PURE = frozenset(BYTES_VARIABLES.values())
 
 
 async def spool_chunked(client: Connection, req: Request) -> None:
