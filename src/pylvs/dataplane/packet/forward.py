@@ -81,6 +81,7 @@ from pylvs.dataplane.packet.forward6 import (  # the flow kinds and sink: shared
     FLOW_TUN,
     FlowSink,
     IPv6Path,
+    NextHop,
 )
 from pylvs.dataplane.packet.frag import FragTable
 from pylvs.dataplane.packet.interface import Interface
@@ -100,8 +101,9 @@ Output = tuple[int, bytearray | bytes | memoryview]
 _FAST = struct.Struct("!BBHHHBBH4s4sHH")
 
 
-class Forwarder:
-    """The sans-IO forwarding engine of one director (all its interfaces)."""
+class Forwarder(NextHop):
+    """The sans-IO forwarding engine of one director (all its interfaces); ``_send_to``,
+    ``route`` and ``drop`` are ``NextHop``'s, shared with the IPv6 half."""
 
     def __init__(
         self,
@@ -149,10 +151,6 @@ class Forwarder:
                            gateway6, verify_new_checksums)
 
     # -- helpers -------------------------------------------------------------------------------
-    def drop(self, reason: Drop) -> None:
-        name = reason.name.lower()
-        self.drops[name] = self.drops.get(name, 0) + 1
-
     def learn(self, entries: dict[bytes, bytes]) -> None:
         """Neighbours found elsewhere (the kernel's table); changed ones replace ours."""
         changed = False
@@ -177,26 +175,6 @@ class Forwarder:
         self.arp_vips = {v for v in ours if len(v) == 4}
         return self.v6.set_vips(v for v in ours if len(v) == 16)
 
-    def route(self, ip: bytes) -> tuple[Interface, bytes] | None:
-        """(out interface, next hop) for ``ip``: on-link first, else the default gateway."""
-        try:
-            return self._route_cache[ip]
-        except KeyError:
-            pass
-        n = int.from_bytes(ip, "big")
-        res: tuple[Interface, bytes] | None = None
-        for iface in self.interfaces.values():
-            if iface.on_link(n):
-                res = (iface, ip)
-                break
-        else:
-            if self.gateway is not None and self.gateway[0] in self.interfaces:
-                res = (self.interfaces[self.gateway[0]], self.gateway[1])
-        if len(self._route_cache) > 65536:
-            self._route_cache.clear()
-        self._route_cache[ip] = res
-        return res
-
     def _next_mac(self, iface: Interface, hop: bytes) -> bytes | None:
         mac = self.neighbours.get(hop)
         if mac is not None:
@@ -210,28 +188,6 @@ class Forwarder:
                 self.on_missing_neighbour(hop)
         self.drop(Drop.NO_NEIGHBOUR)
         return None
-
-    def _send_to(self, frame: Frame, ip: bytes) -> Output | None:
-        hit = self._l2.get(ip)
-        if hit is not None:
-            frame[0:12] = hit[1]
-            self.forwarded += 1
-            return (hit[0], frame)
-        r = self.route(ip)
-        if r is None:
-            self.drop(Drop.NO_NEIGHBOUR)
-            return None
-        iface, hop = r
-        mac = self._next_mac(iface, hop)
-        if mac is None:
-            return None
-        macs = mac + iface.mac
-        if len(self._l2) > 65536:
-            self._l2_reset()
-        self._l2[ip] = (iface.ifindex, macs)
-        frame[0:12] = macs
-        self.forwarded += 1
-        return (iface.ifindex, frame)
 
     # -- the entry point -----------------------------------------------------------------------
     def handle(self, ifindex: int, frame: Frame, meta: int = 0) -> Output | None:

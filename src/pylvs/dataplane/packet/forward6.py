@@ -101,7 +101,78 @@ class FlowSink(Protocol):
     def sync(self) -> list[tuple[Any, int, int, int, float]]: ...
 
 
-class IPv6Path:
+class NextHop:
+    """What the IPv4 ``Forwarder`` and ``IPv6Path`` share to send a frame: the drop counters,
+    and the way from a destination address to an out interface and MACs: the next-hop cache
+    ``_l2`` (shared by both), else ``route`` (on-link networks of the address's family, then
+    that family's default route) and the family's ``_next_mac`` (ARP or neighbour
+    discovery). ``_l2_reset`` empties the cache when it grows too big (and, being a neighbour
+    change, the flows with it)."""
+
+    _l2: dict[bytes, tuple[int, bytes]]
+    _route_cache: dict[bytes, tuple[Interface, bytes] | None]
+    interfaces: dict[int, Interface]
+    gateway: tuple[int, bytes] | None  # the family's default route: (ifindex, next hop)
+    drops: dict[str, int]
+    forwarded: int
+
+    def route(self, ip: bytes) -> tuple[Interface, bytes] | None:
+        """(out interface, next hop) for ``ip``: on-link first, else the default route."""
+        try:
+            return self._route_cache[ip]
+        except KeyError:
+            pass
+        n = int.from_bytes(ip, "big")
+        on_link = Interface.on_link6 if len(ip) == 16 else Interface.on_link
+        res: tuple[Interface, bytes] | None = None
+        for iface in self.interfaces.values():
+            if on_link(iface, n):
+                res = (iface, ip)
+                break
+        else:
+            if self.gateway is not None and self.gateway[0] in self.interfaces:
+                res = (self.interfaces[self.gateway[0]], self.gateway[1])
+        if len(self._route_cache) > 65536:
+            self._route_cache.clear()
+        self._route_cache[ip] = res
+        return res
+
+    def _next_mac(self, iface: Interface, hop: bytes) -> bytes | None:
+        raise NotImplementedError
+
+    def _l2_reset(self) -> None:
+        raise NotImplementedError
+
+    def drop(self, reason: Drop) -> None:
+        name = reason.name.lower()
+        self.drops[name] = self.drops.get(name, 0) + 1
+
+    def _send_to(self, frame: Frame, ip: bytes) -> Output | None:
+        """``frame`` with the MACs of the way to ``ip``, and the interface it leaves on; None
+        (counted) when there is no route or the next hop is not resolved yet."""
+        hit = self._l2.get(ip)
+        if hit is not None:
+            frame[0:12] = hit[1]
+            self.forwarded += 1
+            return (hit[0], frame)
+        r = self.route(ip)
+        if r is None:
+            self.drop(Drop.NO_NEIGHBOUR)
+            return None
+        iface, hop = r
+        mac = self._next_mac(iface, hop)
+        if mac is None:
+            return None
+        macs = mac + iface.mac
+        if len(self._l2) > 65536:
+            self._l2_reset()
+        self._l2[ip] = (iface.ifindex, macs)
+        frame[0:12] = macs
+        self.forwarded += 1
+        return (iface.ifindex, frame)
+
+
+class IPv6Path(NextHop):
     """IPv6 forwarding for one director, sharing the IPv4 ``Forwarder``'s state."""
 
     def __init__(self, director: Director, interfaces: dict[int, Interface],
@@ -135,9 +206,8 @@ class IPv6Path:
         # IPv6 flows forwarded without Python (see the module docstring); None: all here
         self.flows: FlowSink | None = None
 
-    def drop(self, reason: Drop) -> None:
-        name = reason.name.lower()
-        self.drops[name] = self.drops.get(name, 0) + 1
+    def _l2_reset(self) -> None:
+        self.on_neighbour_change()
 
     # -- neighbours ----------------------------------------------------------------------------
     def set_vips(self, vips: Iterable[bytes]) -> list[Output]:
@@ -191,26 +261,6 @@ class IPv6Path:
         self.nd_replies += 1
         self.side_frames.append((ifindex, reply))
 
-    def route(self, ip: bytes) -> tuple[Interface, bytes] | None:
-        """(out interface, next hop) for ``ip``: on-link first, else the IPv6 default route."""
-        try:
-            return self._route_cache[ip]
-        except KeyError:
-            pass
-        n = int.from_bytes(ip, "big")
-        res: tuple[Interface, bytes] | None = None
-        for iface in self.interfaces.values():
-            if iface.on_link6(n):
-                res = (iface, ip)
-                break
-        else:
-            if self.gateway is not None and self.gateway[0] in self.interfaces:
-                res = (self.interfaces[self.gateway[0]], self.gateway[1])
-        if len(self._route_cache) > 65536:
-            self._route_cache.clear()
-        self._route_cache[ip] = res
-        return res
-
     def _next_mac(self, iface: Interface, hop: bytes) -> bytes | None:
         mac = self.neighbours.get(hop)
         if mac is not None:
@@ -227,28 +277,6 @@ class IPv6Path:
                 self.on_missing_neighbour(hop)
         self.drop(Drop.NO_NEIGHBOUR)
         return None
-
-    def send_to(self, frame: Frame, ip: bytes) -> Output | None:
-        hit = self._l2.get(ip)
-        if hit is not None:
-            frame[0:12] = hit[1]
-            self.forwarded += 1
-            return (hit[0], frame)
-        r = self.route(ip)
-        if r is None:
-            self.drop(Drop.NO_NEIGHBOUR)
-            return None
-        iface, hop = r
-        mac = self._next_mac(iface, hop)
-        if mac is None:
-            return None
-        macs = mac + iface.mac
-        if len(self._l2) > 65536:
-            self.on_neighbour_change()
-        self._l2[ip] = (iface.ifindex, macs)
-        frame[0:12] = macs
-        self.forwarded += 1
-        return (iface.ifindex, frame)
 
     # -- the entry point -----------------------------------------------------------------------
     def handle(self, ifindex: int, frame: Frame, csum_ok: int = 0) -> Output | None:
@@ -331,9 +359,9 @@ class IPv6Path:
                 self._nat(frame, l4, proto, conn.vaddr, conn.vport, conn.daddr, conn.dport, True)
             else:
                 codec6.nat_addr_only6(frame, ETH_HLEN, conn.daddr, True)
-            return self.send_to(frame, conn.daddr)
+            return self._send_to(frame, conn.daddr)
         if fwd == _DROUTE:
-            return self.send_to(frame, conn.daddr)
+            return self._send_to(frame, conn.daddr)
         if fwd == _TUNNEL:
             return self._tunnel(ifindex, frame, conn.daddr, end)
         self.drop(Drop.UNSUPPORTED_PROTOCOL)
@@ -353,7 +381,7 @@ class IPv6Path:
         out = bytearray(frame[0:ETH_HLEN])
         out += codec6.ip6ip6_encapsulate(memoryview(frame)[ETH_HLEN:end], iface.addr6 or iface.ll6,
                                          rip)
-        return self.send_to(out, rip)
+        return self._send_to(out, rip)
 
     def _too_big(self, ifindex: int, frame: Frame, mtu: int) -> None:
         """ICMPv6 "packet too big" back to the sender, from the address it wrote to."""
@@ -374,7 +402,7 @@ class IPv6Path:
             d.udp_packet(conn, DIR_OUTPUT)
         d.account(conn, DIR_OUTPUT, 1, end - ETH_HLEN)
         self._nat(frame, l4, proto, conn.daddr, conn.dport, conn.vaddr, conn.vport, False)
-        out = self.send_to(frame, bytes(frame[_DST:_DST + 16]))
+        out = self._send_to(frame, bytes(frame[_DST:_DST + 16]))
         if out is not None and self.flows is not None:
             self._offer(conn, proto, DIR_OUTPUT)
         return out
@@ -499,7 +527,7 @@ class IPv6Path:
                 self._nat(frame, l4, proto, conn.daddr, conn.dport, conn.vaddr, conn.vport, False)
             else:
                 codec6.nat_addr_only6(frame, ETH_HLEN, conn.vaddr, False)
-            return self.send_to(frame, bytes(frame[_DST:_DST + 16]))
+            return self._send_to(frame, bytes(frame[_DST:_DST + 16]))
         return self._deliver(ifindex, frame, conn, proto, l4, end, first)
 
     # -- ICMPv6 errors -------------------------------------------------------------------------
@@ -526,7 +554,7 @@ class IPv6Path:
                                                conn.daddr, conn.dport, True)
             elif fwd == _TUNNEL:
                 return self._tunnel(ifindex, frame, conn.daddr, end)
-            return self.send_to(frame, conn.daddr)
+            return self._send_to(frame, conn.daddr)
         # about a packet a NAT real server got (client -> RIP:rport): back to the client
         conn = d.lookup_reply(iproto, idaddr, idport, isaddr, isport)
         if conn is not None and conn.dest.fwd == _MASQ:
@@ -534,5 +562,5 @@ class IPv6Path:
             self.icmp_forwarded += 1
             codec6.nat_rewrite_icmp6_error(frame, ETH_HLEN, l4, end, inner_l3, inner_l4,
                                            conn.vaddr, conn.vport, False)
-            return self.send_to(frame, isaddr)
+            return self._send_to(frame, isaddr)
         return None

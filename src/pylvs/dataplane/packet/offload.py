@@ -23,6 +23,7 @@ What this is not for: deciding where a frame goes (``forward``) or ring I/O (``r
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from pylvs.dataplane.packet.codec import ETH_HLEN, IPPROTO_TCP, IPPROTO_UDP, ones_sum
 
@@ -138,56 +139,21 @@ def segment(frame: bytearray | memoryview, gso_type: int, gso_size: int) -> list
         return None
     proto = frame[ETH_HLEN + 9]
     l4 = ETH_HLEN + ihl
-    if proto == IPPROTO_TCP and gso_type == GSO_TCPV4:
-        if end < l4 + 20:
-            return None
-        hl = (frame[l4 + 12] >> 4) << 2
-        if hl < 20 or l4 + hl > end:
-            return None
-    elif proto == IPPROTO_UDP and gso_type == GSO_UDP_L4:
-        hl = 8
-        if end < l4 + 8:
-            return None
-    else:
+    hl = _l4_header(frame, proto, gso_type, GSO_TCPV4, l4, end)
+    if hl is None:
         return None
-    head = bytes(frame[:l4 + hl])
     saddr_daddr = bytes(frame[ETH_HLEN + 12:ETH_HLEN + 20])
     ident = _U16.unpack_from(frame, ETH_HLEN + 4)[0]
-    seq = _U32.unpack_from(frame, l4 + 4)[0] if proto == IPPROTO_TCP else 0
-    flags = frame[l4 + 13] if proto == IPPROTO_TCP else 0
-    out: list[bytearray] = []
-    pos = l4 + hl
-    while True:
-        chunk_end = min(pos + gso_size, end)
-        last = chunk_end >= end
-        seg = bytearray(head)
-        seg += frame[pos:chunk_end]
-        ip_len = len(seg) - ETH_HLEN
-        _U16.pack_into(seg, ETH_HLEN + 2, ip_len)
-        _U16.pack_into(seg, ETH_HLEN + 4, (ident + len(out)) & 0xFFFF)
+
+    def ip_header(seg: bytearray, index: int, seg_len: int) -> bytes:
+        """Length, ID and checksum of segment ``index``; its pseudo-header."""
+        _U16.pack_into(seg, ETH_HLEN + 2, len(seg) - ETH_HLEN)
+        _U16.pack_into(seg, ETH_HLEN + 4, (ident + index) & 0xFFFF)
         seg[ETH_HLEN + 10] = seg[ETH_HLEN + 11] = 0
         _U16.pack_into(seg, ETH_HLEN + 10, ~ones_sum(seg[ETH_HLEN:l4]) & 0xFFFF)
-        seg_len = len(seg) - l4
-        if proto == IPPROTO_TCP:
-            _U32.pack_into(seg, l4 + 4, (seq + pos - (l4 + hl)) & 0xFFFFFFFF)
-            f = flags
-            if out:
-                f &= ~0x80  # CWR on the first segment only
-            if not last:
-                f &= ~0x09  # FIN and PSH on the last one only
-            seg[l4 + 13] = f
-            co = l4 + 16
-        else:
-            _U16.pack_into(seg, l4 + 4, seg_len)
-            co = l4 + 6
-        seg[co] = seg[co + 1] = 0
-        s = ones_sum(saddr_daddr + bytes((0, proto)) + _U16.pack(seg_len)) + ones_sum(seg[l4:])
-        _U16.pack_into(seg, co, _fold(s) if proto == IPPROTO_TCP else (_fold(s) or 0xFFFF))
-        out.append(seg)
-        pos = chunk_end
-        if last or len(out) > 0xFFFF:
-            break
-    return out
+        return saddr_daddr + bytes((0, proto)) + _U16.pack(seg_len)
+
+    return _cut(frame, proto, l4, hl, end, gso_size, ip_header)
 
 
 def _segment6(frame: bytearray | memoryview, gso_type: int,
@@ -205,20 +171,40 @@ def _segment6(frame: bytearray | memoryview, gso_type: int,
     if end > n:
         return None
     proto = frame[ETH_HLEN + 6]
-    if proto == IPPROTO_TCP and gso_type == GSO_TCPV6:
+    hl = _l4_header(frame, proto, gso_type, GSO_TCPV6, l4, end)
+    if hl is None:
+        return None
+    addrs = bytes(frame[ETH_HLEN + 8:ETH_HLEN + 40])
+
+    def ip_header(seg: bytearray, index: int, seg_len: int) -> bytes:
+        """The payload length of a segment; its pseudo-header."""
+        _U16.pack_into(seg, ETH_HLEN + 4, seg_len)
+        return addrs + seg_len.to_bytes(4, "big") + bytes((0, 0, 0, proto))
+
+    return _cut(frame, proto, l4, hl, end, gso_size, ip_header)
+
+
+def _l4_header(frame: bytearray | memoryview, proto: int, gso_type: int, gso_tcp: int, l4: int,
+               end: int) -> int | None:
+    """The length of the TCP (``gso_tcp``) or UDP (GSO_UDP_L4) header a super-frame's
+    segments repeat; None when the protocol and GSO type disagree or it does not fit."""
+    if proto == IPPROTO_TCP and gso_type == gso_tcp:
         if end < l4 + 20:
             return None
-        hl = (frame[l4 + 12] >> 4) << 2
-        if hl < 20 or l4 + hl > end:
-            return None
-    elif proto == IPPROTO_UDP and gso_type == GSO_UDP_L4:
-        hl = 8
-        if end < l4 + 8:
-            return None
-    else:
-        return None
+        hl: int = (frame[l4 + 12] >> 4) << 2
+        return hl if hl >= 20 and l4 + hl <= end else None
+    if proto == IPPROTO_UDP and gso_type == GSO_UDP_L4:
+        return 8 if end >= l4 + 8 else None
+    return None
+
+
+def _cut(frame: bytearray | memoryview, proto: int, l4: int, hl: int, end: int, gso_size: int,
+         ip_header: Callable[[bytearray, int, int], bytes]) -> list[bytearray]:
+    """The segments of a super-frame whose headers end at ``l4 + hl``, for either IP version:
+    ``ip_header(segment, index, l4 length)`` sets the IP header's fields and returns the
+    pseudo-header; then sequence numbers, flags (CWR on the first segment only, FIN and PSH
+    on the last) or UDP lengths, and the full L4 checksum, as ``tcp_gso_segment`` makes them."""
     head = bytes(frame[:l4 + hl])
-    addrs = bytes(frame[ETH_HLEN + 8:ETH_HLEN + 40])
     seq = _U32.unpack_from(frame, l4 + 4)[0] if proto == IPPROTO_TCP else 0
     flags = frame[l4 + 13] if proto == IPPROTO_TCP else 0
     out: list[bytearray] = []
@@ -229,21 +215,21 @@ def _segment6(frame: bytearray | memoryview, gso_type: int,
         seg = bytearray(head)
         seg += frame[pos:chunk_end]
         seg_len = len(seg) - l4
-        _U16.pack_into(seg, ETH_HLEN + 4, seg_len)
+        pseudo = ip_header(seg, len(out), seg_len)
         if proto == IPPROTO_TCP:
             _U32.pack_into(seg, l4 + 4, (seq + pos - (l4 + hl)) & 0xFFFFFFFF)
             f = flags
             if out:
-                f &= ~0x80
+                f &= ~0x80  # CWR on the first segment only
             if not last:
-                f &= ~0x09
+                f &= ~0x09  # FIN and PSH on the last one only
             seg[l4 + 13] = f
             co = l4 + 16
         else:
             _U16.pack_into(seg, l4 + 4, seg_len)
             co = l4 + 6
         seg[co] = seg[co + 1] = 0
-        s = ones_sum(addrs + seg_len.to_bytes(4, "big") + bytes((0, 0, 0, proto))) + ones_sum(seg[l4:])
+        s = ones_sum(pseudo) + ones_sum(seg[l4:])
         _U16.pack_into(seg, co, _fold(s) if proto == IPPROTO_TCP else (_fold(s) or 0xFFFF))
         out.append(seg)
         pos = chunk_end
