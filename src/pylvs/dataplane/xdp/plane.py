@@ -30,11 +30,14 @@ the program only, never to the IPv4-only C table.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import fcntl
 import logging
 import socket
 import struct
+import time
 from typing import Any
 
 from pylvs.core.director import Director
@@ -52,6 +55,12 @@ MODES = ("auto", "native", "generic")
 # dr, or all (the operator vouches that senders compute full checksums)
 FLOWS = ("auto", "dr", "all")
 
+
+# kernel-scheduled connections are entered in the table this often, this many at a time, besides
+# before each batch of frames and at each tick: a flood the program forwards alone wakes no
+# ring, and one long import would hold the event loop (≈ 30 µs each)
+IMPORT_INTERVAL = 0.1
+IMPORT_SHARE = 2048
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GDRVINFO = 3
@@ -88,6 +97,8 @@ class XdpDataPlane(PacketDataPlane):
         self.split: SplitFlowSink | None = None
         self.attach_modes: dict[str, str] = {}
         self.mh: MhMaps | None = None  # the Maglev tables the program schedules mh services from
+        self._imported_at = 0.0
+        self._importer: asyncio.Task[None] | None = None
 
     def open(self) -> None:
         program = XdpProgram()  # XdpUnavailable: one line, before anything is touched
@@ -177,6 +188,37 @@ class XdpDataPlane(PacketDataPlane):
         super().table_changed()
         if getattr(self, "mh", None) is not None:
             self.refresh_mh()
+
+    def import_due(self) -> int:
+        """Enter a share of the program's new connections if ``IMPORT_INTERVAL`` has passed."""
+        now = time.monotonic()
+        if (self.mh is None or not self.mh.live or self.split is None
+                or now - self._imported_at < IMPORT_INTERVAL):
+            return 0
+        self._imported_at = now
+        return self.split.xdp.import_new(IMPORT_SHARE)
+
+    def poll_once(self, timeout: float) -> int:
+        n = super().poll_once(min(timeout, IMPORT_INTERVAL))
+        self.import_due()
+        return n
+
+    async def start(self) -> None:
+        await super().start()
+        self._importer = asyncio.create_task(self._import_loop())
+
+    async def _import_loop(self) -> None:
+        while True:
+            await asyncio.sleep(IMPORT_INTERVAL)
+            self.import_due()
+
+    async def stop(self) -> None:
+        importer, self._importer = self._importer, None
+        if importer is not None:
+            importer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await importer
+        await super().stop()
 
     def _drain(self, ring: PacketRing | ArpSocket, fw: Any) -> int:
         # a frame going up may belong to a flow the program scheduled (a FIN): its entry first
