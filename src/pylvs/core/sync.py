@@ -283,8 +283,9 @@ def _checked(e: SyncConn) -> SyncConn | None:
 SYNC_SYSCTL_NAMES = ("sync_period", "sync_ports", "sync_qlen_max", "sync_refresh_period",
                      "sync_retries", "sync_sock_size", "sync_threshold")
 # The kernel's default sync_qlen_max is 1/32 of the memory pages, counted in messages: 32768 is
-# what that gives with 4 GiB. pylvs's master hands a full message to its socket at once, so its
-# queue never holds more than one message and the limit is a bound that is not reached.
+# what that gives with 4 GiB. pylvs's master hands a full message to its socket at once (the
+# socket's buffer, sync_sock_size, is its real queue), so it rarely holds more than one message
+# ready: the limit matters only when set very low (0 sends nothing, as in the kernel).
 DEFAULT_QLEN_MAX = 32768
 SYNC_PORTS_MAX = 64  # IPVS_SYNC_PORTS_MAX: more ports than this are not used
 _INT_MAX = 2**31 - 1
