@@ -33,6 +33,40 @@ def open_dir() -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def wait_port(port: int, proc: subprocess.Popen[bytes] | None = None,
+              timeout: float = 20.0) -> None:
+    """Until something listens on 127.0.0.1:``port``; fails at once if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"exited: {proc.stderr.read() if proc.stderr else b''!r}")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listened on {port}")
+
+
+@contextlib.contextmanager
+def running(cmd: list[str], port: int,
+            stop: signal.Signals = signal.SIGTERM) -> Iterator[subprocess.Popen[bytes]]:
+    """``cmd`` (nginx, or pylvs http) running and listening on ``port``; stopped by its pid
+    with ``stop`` (SIGQUIT: gracefully, its logs written)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_port(port, proc)
+        time.sleep(0.2)  # every worker listening
+        yield proc
+    finally:
+        proc.send_signal(stop)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def pylvs_http(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*PYLVS, *args], capture_output=True, text=True, timeout=timeout)
 

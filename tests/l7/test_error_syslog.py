@@ -22,7 +22,7 @@ import pytest
 
 from pylvs.l7.syslogsink import SEVERITIES, header, parse_syslog
 from tests.l7.conftest import free_port
-from tests.l7.proc import Http, open_dir
+from tests.l7.proc import Http, open_dir, running
 
 # <PRI>Mmm dd HH:MM:SS [HOST ]TAG: YYYY/MM/DD HH:MM:SS [level] PID#TID: text
 DATAGRAM = re.compile(r"<(\d+)>([A-Z][a-z]{2} [ 1-3]\d \d\d:\d\d:\d\d) (?:(\S+) )?(\w*): "
@@ -202,26 +202,9 @@ def nginx(tmp: Path, target: str) -> Iterator[int]:
     conf = tmp / "nginx.conf"
     conf.write_text("user root;\n" + CONF.format(pid=tmp / "nginx.pid", target=target, port=port,
                                                  tmp=tmp))
-    proc = subprocess.Popen([binary, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "e.log"),
-                             "-g", "daemon off;"], stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.5).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
-                time.sleep(0.05)
+    with running([binary, "-p", str(tmp), "-c", str(conf), "-e", str(tmp / "e.log"),
+                  "-g", "daemon off;"], port, stop=signal.SIGQUIT):
         yield port
-    finally:
-        proc.send_signal(signal.SIGQUIT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        proc.communicate()
 
 
 def _get(port: int, path: str) -> int:

@@ -3,9 +3,9 @@ bodies, the request head the app server receives, and the 2:1 order of the upstr
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.l7.conftest import Client, Stack, free_port, get
+from tests.l7.proc import running
 
 CONF = """
 user root;
@@ -170,21 +171,8 @@ def test_same_config_same_answers_as_nginx(prepared: tuple[Stack, str, dict[str,
     stack, conf, ports = prepared
     ours_port = stack.proxy(conf.replace("{{who}}", "pylvs"), **ports)
     ours = _answers(ours_port)
-    port = free_port()
-    path = stack.tmp / "nginx-real.conf"
-    path.write_text(conf.replace("{{who}}", "nginx").format(tmp=stack.tmp, port=port, **ports))
-    proc = subprocess.Popen([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_port(port, proc)
+    with _real_nginx(stack, nginx_bin, "real", conf.replace("{{who}}", "nginx"), **ports) as port:
         theirs = _answers(port)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
     for req, a, b in zip(REQUESTS, ours, theirs, strict=True):
         a_loc = a[2].replace(str(ours_port), "PORT") if a[2] else None
         b_loc = b[2].replace(str(port), "PORT") if b[2] else None
@@ -202,19 +190,14 @@ def _strip_time(line: str) -> str:
     return pre + " " + fields[0] + '" ' + fields[1].split(" ")[0]
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes]) -> None:
-    import socket
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"nginx exited: {proc.stderr.read() if proc.stderr else ''!r}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("nginx did not listen")
+@contextlib.contextmanager
+def _real_nginx(stack: Stack, nginx_bin: str, name: str, conf: str, **fmt: Any) -> Iterator[int]:
+    """Real nginx on ``conf`` (``{port}``, ``{tmp}`` and ``fmt`` filled) on a port of its own."""
+    port = free_port()
+    path = stack.tmp / f"nginx-{name}.conf"
+    path.write_text(conf.format(tmp=stack.tmp, port=port, **fmt))
+    with running([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)], port):
+        yield port
 
 
 # -- the edges of HTTP parsing, over raw sockets: bare LF, URI and Host rules, methods, Expect,
@@ -359,26 +342,7 @@ def test_http_edges_answered_as_nginx(prepared: tuple[Stack, str, dict[str, int]
     stack, _, ports = prepared
     (stack.tmp / "html" / "b.txt").write_text("b file\n")
     fmt = {"lf": stack.upstream(_bare_lf_upstream), "app": ports["app1"]}
-    ours_port = stack.proxy(EDGE_CONF, **fmt)
-    ours = [_raw_answer(ours_port, r) for r in EDGE_REQUESTS]
-    port = free_port()
-    path = stack.tmp / "nginx-edge.conf"
-    path.write_text(EDGE_CONF.format(tmp=stack.tmp, port=port, **fmt))
-    proc = subprocess.Popen([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_port(port, proc)
-        theirs = [_raw_answer(port, r) for r in EDGE_REQUESTS]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-    wrong = [(req[:80], a, b) for req, a, b in zip(EDGE_REQUESTS, ours, theirs, strict=True)
-             if a != b]
-    assert not wrong, "\n".join(f"{r!r}\n  pylvs: {a}\n  nginx: {b}" for r, a, b in wrong)
+    _compare(stack, nginx_bin, EDGE_CONF, "edge", EDGE_REQUESTS, **fmt)
 
 
 # -- `-t` on files nginx refuses: the same [emerg] words and FILE:LINE, never a traceback ------
@@ -627,21 +591,8 @@ def _compare(stack: Stack, nginx_bin: str, conf: str, name: str, requests: list[
     """Answers of pylvs http and real nginx to ``requests``, each on its own connection."""
     ours_port = stack.proxy(conf, **fmt)
     ours = [_raw_answer(ours_port, r) for r in requests]
-    port = free_port()
-    path = stack.tmp / f"nginx-{name}.conf"
-    path.write_text(conf.format(tmp=stack.tmp, port=port, **fmt))
-    proc = subprocess.Popen([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_port(port, proc)
+    with _real_nginx(stack, nginx_bin, name, conf, **fmt) as port:
         theirs = [_raw_answer(port, r) for r in requests]
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
     wrong = [(req[:80], a, b) for req, a, b in zip(requests, ours, theirs, strict=True)
              if a != b]
     assert not wrong, "\n".join(f"{r!r}\n  pylvs: {a}\n  nginx: {b}" for r, a, b in wrong)

@@ -4,11 +4,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip as gz
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -21,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.l7.conftest import free_port
+from tests.l7.proc import running, wait_port
 
 PYLVS = [sys.executable, "-m", "pylvs.cli.main", "http"]
 
@@ -95,35 +94,6 @@ def _cert(tmp: Path, name: str) -> None:
                     "-out", str(tmp / f"{name[0]}.crt")], check=True, capture_output=True)
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"exited: {proc.stderr.read() if proc.stderr else b''!r}")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("did not listen")
-
-
-@contextlib.contextmanager
-def _running(cmd: list[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        _wait_port(port, proc)
-        time.sleep(0.2)  # every worker listening
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Path]:
     if shutil.which("nginx") is None or shutil.which("openssl") is None:
@@ -159,7 +129,7 @@ def _both(tmp: Path, check: object, workers: int = 1) -> tuple[object, object]:
         path, ports = _conf(tmp, who, workers)
         cmd = ([shutil.which("nginx") or "nginx", "-g", "daemon off;", "-p", str(tmp), "-c",
                 str(path)] if who == "nginx" else [*PYLVS, "-c", str(path)])
-        with _running(cmd, ports["plain"]):
+        with running(cmd, ports["plain"]):
             out.append(check(ports))  # type: ignore[operator]
     return out[0], out[1]
 
@@ -350,8 +320,8 @@ def test_stub_status_shared_by_workers_and_metrics(site: Path) -> None:
     the same figures and the upstream server's responses by class."""
     path, ports = _conf(site, "pylvs-m", workers=2)
     mport = free_port()
-    with _running([*PYLVS, "-c", str(path), "--metrics-address", str(mport)], ports["plain"]):
-        _wait_port(mport)
+    with running([*PYLVS, "-c", str(path), "--metrics-address", str(mport)], ports["plain"]):
+        wait_port(mport)
         before = _raw(ports["plain"], b"GET /status HTTP/1.1\r\nHost: l\r\n")[2]
         first = int(before.split(b"\n")[2].split()[0])
         for _ in range(20):
