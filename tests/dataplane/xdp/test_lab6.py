@@ -149,3 +149,32 @@ def test_a_download_arrives_byte_for_byte(cluster6: Cluster) -> None:
     else:
         assert xdp_forwarded(before, after) == 0, (before, after)
     assert_no_checksum_errors(c)
+
+
+def test_mh_over_ipv6_is_scheduled_in_the_program_where_it_may_be(cluster6: Cluster) -> None:
+    """An IPv6 mh service (mh-port): in DR the program schedules its new connections once the
+    director has its servers' MACs (ND), and the core lists them; NAT (the reply entry is the
+    core's) and TUN (not the program's flows in generic mode) stay with the core."""
+    c = cluster6
+    c.adm("-C")
+    c.adm("-A", "-t", f"[{VIP6}]:80", "-s", "mh", "-b", "mh-port")
+    for rip in c.rips6:  # type: ignore[attr-defined]
+        c.adm("-a", "-t", f"[{VIP6}]:80", "-r", f"[{rip}]:80", c.flag)
+    xdp = c.status()["dataplane"]["xdp"]
+    if c.mode != "dr":
+        assert xdp["mh_services"] == 0, xdp
+        assert {curl6(c) for _ in range(6)} <= set(NGINX)
+        assert xdp_counters(c).get("mh_scheduled", 0) == 0
+        return
+    assert xdp["mh_services"] == 1, xdp
+    for _ in range(100):  # the first requests teach the director the MACs; a tick publishes them
+        curl6(c)
+        if xdp_counters(c).get("mh_scheduled", 0):
+            break
+    before = xdp_counters(c)
+    bodies = [curl6(c) for _ in range(16)]
+    assert set(bodies) == set(NGINX)  # mh-port spreads the client's ports over both
+    after = xdp_counters(c)
+    assert after["mh_scheduled"] - before["mh_scheduled"] >= 16, (before, after)
+    listing = c.adm("-Lnc")
+    assert listing.count(f"[{VIP6}]:80") >= 16, listing
