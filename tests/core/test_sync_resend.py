@@ -242,20 +242,44 @@ def test_settings_have_the_kernels_defaults_beside_the_others() -> None:
     d.table.sysctl_provider = s
     got = d.table.get_sysctl()
     assert {k: got[k] for k in sync.SYNC_SYSCTL_NAMES} == {
-        "sync_threshold": 3, "sync_period": 50, "sync_refresh_period": 0, "sync_retries": 0,
+        "sync_threshold": [3, 50], "sync_refresh_period": 0, "sync_retries": 0,
         "sync_qlen_max": sync.DEFAULT_QLEN_MAX, "sync_sock_size": 0, "sync_ports": 1}
+    assert "sync_period" not in got  # no kernel file of that name: the pair is one setting
     assert "drop_entry" in got and got["sloppy_tcp"] == 0
-    d.table.set_sysctl({"sync_threshold": 0, "sync_period": 0, "sync_refresh_period": 5,
+    d.table.set_sysctl({"sync_threshold": "0 0", "sync_refresh_period": 5,
                         "drop_entry": 3, "sync_ports": 4})
     got = d.table.get_sysctl()
-    assert (got["sync_period"], got["sync_refresh_period"], got["drop_entry"],
-            got["sync_ports"]) == (0, 5, 3, 4)
+    assert (got["sync_threshold"], got["sync_refresh_period"], got["drop_entry"],
+            got["sync_ports"]) == ([0, 0], 5, 3, 4)
+    assert (s.sync_threshold, s.sync_period) == (0, 0)
+
+
+@pytest.mark.parametrize(("written", "pair"), [
+    ("3 50", [3, 50]), ("7\t90", [7, 90]), ("  1   2 ", [1, 2]), ([4, 8], [4, 8]),
+    ([9], [9, 50]), (9, [9, 50]), ("9", [9, 50]), ("5 0", [5, 0]), ("0 0", [0, 0]),
+])
+def test_sync_threshold_is_written_as_the_kernels_file_is(written: object,
+                                                          pair: list[int]) -> None:
+    """Two integers set both; one sets the threshold and keeps the period (the kernel copies
+    the old pair before proc_dointvec reads what was written)."""
+    s = sync.SyncSettings()
+    s.set_sysctl({"sync_threshold": written})
+    assert s.get_sysctl()["sync_threshold"] == pair
 
 
 @pytest.mark.parametrize(("values", "words"), [
-    ({"sync_threshold": 50}, "sync_threshold 50, sync_period 50"),
-    ({"sync_period": 3}, "sync_threshold 3, sync_period 3"),
-    ({"sync_threshold": -1}, "sync_threshold -1"),
+    ({"sync_threshold": 50}, 'sync_threshold "50 50": needs 0 <= threshold < period'),
+    ({"sync_threshold": "50 50"}, 'sync_threshold "50 50"'),
+    ({"sync_threshold": [60, 50]}, 'sync_threshold "60 50"'),
+    ({"sync_threshold": "-1 50"}, 'sync_threshold "-1 50"'),
+    ({"sync_threshold": "3 -1"}, 'sync_threshold "3 -1"'),
+    ({"sync_threshold": "3 50 7"}, "one or two integers are required"),
+    ({"sync_threshold": ""}, "one or two integers are required"),
+    ({"sync_threshold": [3, "50"]}, "one or two integers are required"),
+    ({"sync_threshold": [True, 50]}, "one or two integers are required"),
+    ({"sync_threshold": "3,50"}, "sync_threshold '3,50': integers are required"),
+    ({"sync_threshold": "3 50", "sync_period": 9}, "holds the period already"),
+    ({"sync_period": 3}, 'sync_threshold "3 3"'),
     ({"sync_retries": 4}, "sync_retries: must be 0 to 3"),
     ({"sync_ports": 3}, "sync_ports: must be a power of 2"),
     ({"sync_ports": 0}, "sync_ports: must be a power of 2"),
@@ -264,6 +288,7 @@ def test_settings_have_the_kernels_defaults_beside_the_others() -> None:
     ({"sync_retries": "2"}, "sync_retries: an integer is required"),
     ({"sync_retries": True}, "sync_retries: an integer is required"),
     ({"sync_retries": 1, "drop_entry": 9}, "drop_entry"),
+    ({"sync_threshold": "0 0", "drop_entry": 9}, "drop_entry"),
 ])
 def test_a_bad_value_changes_nothing(values: dict[str, object], words: str) -> None:
     d, _ = make_director()
@@ -277,10 +302,16 @@ def test_a_bad_value_changes_nothing(values: dict[str, object], words: str) -> N
     assert d.table.get_sysctl() == before
 
 
-def test_the_pair_is_checked_as_it_will_be_after_the_write() -> None:
+def test_old_clients_may_still_send_sync_period() -> None:
+    """Before sync_threshold held both, pylvs named the period ``sync_period``: a client
+    sending it alone or beside a one-value threshold still sets it, checked as a pair."""
     s = sync.SyncSettings()
     s.set_sysctl({"sync_threshold": 60, "sync_period": 100})  # fine together, not one by one
-    assert (s.sync_threshold, s.sync_period) == (60, 100)
+    assert s.get_sysctl()["sync_threshold"] == [60, 100]
+    s.set_sysctl({"sync_threshold": 0, "sync_period": 0})  # the scale-out bench's re-send by time
+    assert (s.sync_threshold, s.sync_period) == (0, 0)
+    s.set_sysctl({"sync_period": 8})
+    assert s.get_sysctl()["sync_threshold"] == [0, 8]
     with pytest.raises(IPVSError) as exc:
         s.set_sysctl({"no_such": 1})
     assert exc.value.errno == errno.ENOENT

@@ -1,5 +1,6 @@
-"""pylvsd's start: ``--sysctl`` sets the core's flood defences (read back with ``pylvs sysctl``
-from the running daemon), a bad one is one line and exit 2; a data plane that cannot start on
+"""pylvsd's start: ``--sysctl`` sets the core's flood defences and sync settings (read back with
+``pylvs sysctl`` from the running daemon, the kernel's vector ``sync_threshold`` as sysctl prints
+it), a bad one is one line and exit 2; a data plane that cannot start on
 this host (not root: no raw sockets, no BPF) is pylvsd's one-line error and exit 1."""
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from pylvs.control.client import ControlClient
+from tests.director.conftest import Daemon
 from tests.nobody import need_nobody
 
 PY = sys.executable
@@ -68,6 +71,9 @@ def test_sysctl_at_start_is_what_the_running_daemon_reports(tmp_path: Path) -> N
     ("amemthresh=-1", "--sysctl: amemthresh: must be 0 or more"),
     ("expire_nodest_cn=1", "--sysctl: unknown setting 'expire_nodest_cn' (known: "),
     ("drop_entry", "--sysctl drop_entry: expected NAME=VALUE"),
+    ("sync_threshold=50 50", '--sysctl: sync_threshold "50 50": needs 0 <= threshold < period'),
+    ("sync_threshold=3 x", "--sysctl sync_threshold=3 x: sync_threshold: an integer is required"),
+    ("sync_threshold=1 2 3", "--sysctl: sync_threshold: one or two integers are required"),
 ])
 def test_a_bad_sysctl_is_one_line_and_exit_2(tmp_path: Path, word: str, want: str) -> None:
     sock = tmp_path / "c.sock"
@@ -77,6 +83,53 @@ def test_a_bad_sysctl_is_one_line_and_exit_2(tmp_path: Path, word: str, want: st
     assert out.returncode == 2
     assert out.stderr.startswith(f"pylvsd: {want}") and out.stderr.count("\n") == 1, out.stderr
     assert not sock.exists() and not state.exists()  # nothing started, nothing written
+
+
+def test_sync_threshold_is_one_setting_of_two_integers_as_in_the_kernel(
+    tmp_path: Path, daemons: list[Daemon],
+) -> None:
+    """sysctl(8) prints the kernel's net.ipv4.vs.sync_threshold file ("3<TAB>50") and writes it
+    whole ("3 50") or its first integer alone; pylvsd --sysctl and pylvs sysctl -w take the same
+    words; a bad pair is one line, exit 1, nothing changed; a client that still sends the old
+    ``sync_period`` is served."""
+    sock = str(tmp_path / "c.sock")
+    d = Daemon([PY, "-m", "pylvs.director.main", "--control-socket", sock, "--dataplane", "none",
+                "--no-state-file", "--sysctl", "net.ipv4.vs.sync_threshold=7 70",
+                "--sysctl", "drop_entry=2"])
+    daemons.append(d)
+
+    def sysctl(*words: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PY, "-m", "pylvs.cli.main", "sysctl", "--control-socket", sock,
+                               *words], capture_output=True, text=True, timeout=30)
+
+    d.wait_started(lambda: sysctl("drop_entry").returncode == 0, "the control socket")
+    assert sysctl("net.ipv4.vs.sync_threshold").stdout == "net.ipv4.vs.sync_threshold = 7\t70\n"
+    every = sysctl("-a").stdout
+    assert "net.ipv4.vs.sync_threshold = 7\t70\n" in every and "sync_period" not in every
+    r = sysctl("-w", "net.ipv4.vs.sync_threshold=0 0", "sync_refresh_period=1")
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == "net.ipv4.vs.sync_threshold = 0\t0\nnet.ipv4.vs.sync_refresh_period = 1\n"
+    assert sysctl("-w", "sync_threshold=5\t9").stdout == "net.ipv4.vs.sync_threshold = 5\t9\n"
+    # one integer: the threshold, the period kept (4 < 9)
+    assert sysctl("-w", "sync_threshold=4").stdout == "net.ipv4.vs.sync_threshold = 4\t9\n"
+    for bad, words in [("sync_threshold=9", 'sync_threshold "9 9": needs 0 <= threshold < period'),
+                       ("sync_threshold=50 3", 'sync_threshold "50 3"'),
+                       ("sync_threshold=3 fifty", "sync_threshold: an integer is required"),
+                       ("sync_threshold=", "sync_threshold: an integer is required"),
+                       ("sync_threshold=1 2 3", "one or two integers are required")]:
+        r = sysctl("-w", "drop_entry=0", bad)  # a good one first: not set either
+        assert r.returncode == 1 and r.stdout == "", (bad, r.stdout)
+        assert r.stderr.startswith("pylvs sysctl: ") and r.stderr.count("\n") == 1, r.stderr
+        assert words in r.stderr, (bad, r.stderr)
+    assert sysctl("sync_threshold", "drop_entry").stdout == (
+        "net.ipv4.vs.sync_threshold = 4\t9\nnet.ipv4.vs.drop_entry = 2\n")
+    with ControlClient(sock) as c:  # the control socket: a list; an old client's sync_period
+        assert c.get_sysctl()["sync_threshold"] == [4, 9]
+        c.set_sysctl({"sync_threshold": 0, "sync_period": 0})
+        assert c.get_sysctl()["sync_threshold"] == [0, 0]
+        c.set_sysctl({"sync_threshold": [3, 50]})
+    assert sysctl("sync_threshold").stdout == "net.ipv4.vs.sync_threshold = 3\t50\n"
+    assert d.stop() == 0
 
 
 @pytest.fixture

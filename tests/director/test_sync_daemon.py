@@ -169,13 +169,13 @@ for _ in range(600):  # a long-lived connection that changes no state: a byte ev
 def test_a_backup_started_later_learns_an_established_connection_from_the_resends(
     pair: tuple[list[str], Callable[..., subprocess.Popen[str]], Path],
 ) -> None:
-    """The kernel's sync_threshold/sync_period: an established entry is sent again each time
-    its incoming packets reach threshold + k * period, so a backup (or a director joining a
-    scale-out cluster) started after the connection was set up still learns it. Both take
-    ``--sysctl sync_period=5`` and ``sync_ports=2`` (two sockets each side, ports 8848 and
-    8849) at start; ``pylvs sysctl`` reads and refuses settings."""
+    """The kernel's sync_threshold ("threshold period"): an established entry is sent again
+    each time its incoming packets reach threshold + k * period, so a backup (or a director
+    joining a scale-out cluster) started after the connection was set up still learns it. Both
+    take ``--sysctl sync_threshold="3 5"`` and ``sync_ports=2`` (two sockets each side, ports
+    8848 and 8849) at start; ``pylvs sysctl`` reads and refuses settings."""
     tag = pair[0][0][2:-1]
-    a, b = two_directors(pair, "--sysctl", "net.ipv4.vs.sync_period=5", "--sysctl",
+    a, b = two_directors(pair, "--sysctl", "net.ipv4.vs.sync_threshold=3 5", "--sysctl",
                          "sync_ports=2")
 
     def sysctl(*words: str) -> subprocess.CompletedProcess[str]:
@@ -183,13 +183,13 @@ def test_a_backup_started_later_learns_an_established_connection_from_the_resend
                                "--control-socket", a, *words],
                               capture_output=True, text=True, timeout=30)
 
-    r = sysctl("net.ipv4.vs.sync_threshold", "sync_period", "sync_refresh_period")
-    assert r.stdout == ("net.ipv4.vs.sync_threshold = 3\nnet.ipv4.vs.sync_period = 5\n"
+    r = sysctl("net.ipv4.vs.sync_threshold", "sync_refresh_period")
+    assert r.stdout == ("net.ipv4.vs.sync_threshold = 3\t5\n"
                         "net.ipv4.vs.sync_refresh_period = 0\n"), r.stderr
     bad = sysctl("-w", "net.ipv4.vs.sync_threshold=5")
     assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1
-    assert "sync_threshold < sync_period" in bad.stderr
-    assert sysctl("sync_threshold").stdout == "net.ipv4.vs.sync_threshold = 3\n"
+    assert "needs 0 <= threshold < period" in bad.stderr
+    assert sysctl("sync_threshold").stdout == "net.ipv4.vs.sync_threshold = 3\t5\n"
 
     r = adm(a, "--start-daemon", "master", "--mcast-interface", f"sa{tag}", "--syncid", "6")
     assert r.returncode == 0, r.stderr

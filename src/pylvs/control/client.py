@@ -165,9 +165,10 @@ class ControlClient:
 
     # ---- beyond ipvsadm -----------------------------------------------------------------
 
-    def get_sysctl(self) -> dict[str, int]:
-        """The flood defences' settings (net.ipv4.vs.drop_entry, ...; ``pylvs.core.defense``)."""
-        result: dict[str, int] = self.call("get_sysctl")
+    def get_sysctl(self) -> dict[str, int | list[int]]:
+        """The director's settings by kernel name (net.ipv4.vs.drop_entry, ...;
+        ``pylvs.core.defense``); a vector setting's as a list (sync_threshold: [3, 50])."""
+        result: dict[str, int | list[int]] = self.call("get_sysctl")
         return result
 
     def set_sysctl(self, values: dict[str, object]) -> None:

@@ -13,8 +13,10 @@ ranges and words) before the operation runs, so a refused request changes nothin
 touches a socket.
 
 Beyond ipvsadm: ``get_sysctl`` / ``set_sysctl`` (``{"values": {"drop_entry": 1}}``) read and
-write the flood defences under their kernel sysctl names (``pylvs.core.defense``); ipvsadm has
-no words for them (the kernel's are files under /proc/sys/net/ipv4/vs/).
+write the core's settings under their kernel sysctl names (``pylvs.core.defense``, sloppy_*,
+``pylvs.core.sync.SyncSettings``); a vector setting is a list, as its file holds several
+integers (``"sync_threshold": [3, 50]``); ipvsadm has no words for them (the kernel's are files
+under /proc/sys/net/ipv4/vs/).
 """
 
 from __future__ import annotations

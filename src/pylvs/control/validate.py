@@ -193,7 +193,8 @@ def daemon(d: Any) -> SyncDaemonStatus:
 
 
 def sysctl_values(v: Any) -> dict[str, object]:
-    """The ``set_sysctl`` object: names to integers (each checked by the defence itself)."""
+    """The ``set_sysctl`` object: names to integers, or lists of integers for a vector setting
+    (each checked by the setting's owner, which knows its kind)."""
     d = obj(v, "the settings")
     if not d:
         raise _bad("no setting given")

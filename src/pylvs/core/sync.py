@@ -53,7 +53,7 @@ from pylvs.core.conntrack import (
     unbind_dest,
 )
 from pylvs.core.director import Director, _conns_changed
-from pylvs.core.table import SysctlProvider
+from pylvs.core.table import SysctlProvider, SysctlValue
 
 DEFAULT_GROUP = "224.0.0.81"
 DEFAULT_GROUP6 = "ff02::8848"
@@ -280,8 +280,12 @@ def _checked(e: SyncConn) -> SyncConn | None:
 
 # ---- when to send again: the kernel's sysctls and ip_vs_sync_conn_needed ----------------------
 
-SYNC_SYSCTL_NAMES = ("sync_period", "sync_ports", "sync_qlen_max", "sync_refresh_period",
-                     "sync_retries", "sync_sock_size", "sync_threshold")
+SYNC_SYSCTL_NAMES = ("sync_ports", "sync_qlen_max", "sync_refresh_period", "sync_retries",
+                     "sync_sock_size", "sync_threshold")
+# Not a kernel file: the period half of sync_threshold under a name of its own, which pylvs took
+# before sync_threshold held both (as in the kernel). Still accepted by set_sysctl, so that old
+# clients (a script sending {"sync_threshold": 0, "sync_period": 0}) keep working; never shown.
+LEGACY_PERIOD = "sync_period"
 # The kernel's default sync_qlen_max is 1/32 of the memory pages, counted in messages: 32768 is
 # what that gives with 4 GiB. pylvs's master hands a full message to its socket at once (the
 # socket's buffer, sync_sock_size, is its real queue), so it rarely holds more than one message
@@ -297,10 +301,16 @@ class SyncSettings:
     other settings (``inner``), so that ``pylvs sysctl`` and ``pylvsd --sysctl`` set them as
     they set the flood defences: every value checked before any is set.
 
-    The kernel's ``sync_threshold`` is one file holding two integers ("3 50": the threshold and
-    the period); pylvs's settings are integers by name, so the pair is ``sync_threshold`` and
-    ``sync_period`` here, with the kernel's rule between them (0 <= threshold < period, or any
-    threshold with period 0).
+    - ``sync_threshold`` is, as in the kernel, one setting holding two integers, the threshold
+      and the period ("3 50"; ``sysctl`` prints them tab-separated): ``get_sysctl`` gives it as
+      a list ``[3, 50]``; ``set_sysctl`` takes a list of one or two integers, the kernel's text
+      ("3 50", any blanks between) or one integer. One value sets the threshold and keeps the
+      period, as writing one integer to the kernel's file does (``proc_do_sync_threshold``
+      copies the old pair, lets ``proc_dointvec`` overwrite what was written, then checks the
+      pair: 0 <= threshold < period, or any threshold with period 0). The attributes
+      ``sync_threshold`` and ``sync_period`` are the two halves (``resend_due`` reads them).
+      ``sync_period`` (``LEGACY_PERIOD``) is also taken by ``set_sysctl`` alone, for clients
+      written before, and is refused beside a two-value ``sync_threshold``.
     - ``sync_refresh_period`` (seconds, default 0): resend by time instead, see ``resend_due``;
       ``sync_retries`` (0..3): resends within that period, every period / 8.
     - ``sync_sock_size`` (default 0, the system's): SO_SNDBUF of a master's socket, SO_RCVBUF
@@ -322,17 +332,33 @@ class SyncSettings:
     sync_ports: int = 1
 
     def own(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in SYNC_SYSCTL_NAMES}
+        """Every setting as an integer by name, the pair as its two halves."""
+        names = (*SYNC_SYSCTL_NAMES, LEGACY_PERIOD)
+        return {name: getattr(self, name) for name in names}
 
-    def get_sysctl(self) -> dict[str, int]:
+    def get_sysctl(self) -> dict[str, SysctlValue]:
         values = self.inner.get_sysctl() if self.inner is not None else {}
-        return {**values, **self.own()}
+        own: dict[str, SysctlValue] = {n: getattr(self, n) for n in SYNC_SYSCTL_NAMES}
+        own["sync_threshold"] = [self.sync_threshold, self.sync_period]
+        return {**values, **own}
 
     def set_sysctl(self, values: dict[str, object]) -> None:
         """Checked whole first (IPVSError naming the setting; nothing changed on a bad one),
-        the pair against its other half as it will be after the write."""
-        own = {n: v for n, v in values.items() if n in SYNC_SYSCTL_NAMES}
-        after = {**self.own(), **{n: self._integer(n, v) for n, v in own.items()}}
+        the pair as it will be after the write."""
+        own = {n: v for n, v in values.items() if n in SYNC_SYSCTL_NAMES or n == LEGACY_PERIOD}
+        after = self.own()
+        for name, value in own.items():
+            if name == "sync_threshold":
+                pair = threshold_values(value)
+                if len(pair) == 2 and LEGACY_PERIOD in own:
+                    raise IPVSError(errno.EINVAL, "sync_threshold holds the period already "
+                                    "(\"3 50\"): give sync_period no more")
+                after["sync_threshold"] = pair[0]
+                after[LEGACY_PERIOD] = pair[1] if len(pair) == 2 else after[LEGACY_PERIOD]
+            elif name != LEGACY_PERIOD:
+                after[name] = self._integer(name, value)
+        if LEGACY_PERIOD in own:
+            after[LEGACY_PERIOD] = self._integer(LEGACY_PERIOD, own[LEGACY_PERIOD])
         self.check(after)
         rest = {n: v for n, v in values.items() if n not in own}
         if rest:
@@ -340,8 +366,8 @@ class SyncSettings:
                 raise IPVSError(errno.ENOENT, f"unknown setting {next(iter(rest))!r} (known: "
                                 f"{', '.join(SYNC_SYSCTL_NAMES)})")
             self.inner.set_sysctl(rest)  # checks its own whole before setting any
-        for name in own:
-            setattr(self, name, after[name])
+        for name, value in after.items():
+            setattr(self, name, value)
 
     def counters(self) -> dict[str, int]:
         return self.inner.counters() if self.inner is not None else {}
@@ -355,11 +381,11 @@ class SyncSettings:
     @staticmethod
     def check(v: dict[str, int]) -> None:
         """The kernel's handlers' rules (proc_do_sync_threshold, proc_do_sync_ports, the
-        min/max of the others)."""
-        threshold, period = v["sync_threshold"], v["sync_period"]
+        min/max of the others), on every setting as ``own`` gives them."""
+        threshold, period = v["sync_threshold"], v[LEGACY_PERIOD]
         if threshold < 0 or period < 0 or (period and threshold >= period):
-            raise IPVSError(errno.EINVAL, f"sync_threshold {threshold}, sync_period {period}: "
-                            "needs 0 <= sync_threshold < sync_period (or sync_period 0)")
+            raise IPVSError(errno.EINVAL, f"sync_threshold \"{threshold} {period}\": needs "
+                            "0 <= threshold < period (or period 0)")
         if not 0 <= v["sync_refresh_period"] <= _INT_MAX // 1000:
             raise IPVSError(errno.EINVAL, "sync_refresh_period: seconds, 0 or more")
         if not 0 <= v["sync_retries"] <= 3:
@@ -371,6 +397,28 @@ class SyncSettings:
         ports = v["sync_ports"]
         if not 1 <= ports <= _INT_MAX or ports & (ports - 1):
             raise IPVSError(errno.EINVAL, "sync_ports: must be a power of 2 (1, 2, 4, ...)")
+
+
+def threshold_values(value: object) -> list[int]:
+    """A write of sync_threshold as the integers it holds (one or two), or IPVSError: an
+    integer, a list of one or two, or the kernel's text. The kernel's ``proc_dointvec`` reads
+    integers separated by blanks and ignores what is past the vector's two; pylvs refuses a
+    third rather than drop it silently."""
+    if isinstance(value, str):
+        words = value.split()
+        if not all(w.lstrip("+-").isdigit() for w in words):
+            raise IPVSError(errno.EINVAL, f"sync_threshold {value!r}: integers are required "
+                            "(\"3 50\": threshold and period)")
+        items: list[object] = [int(w) for w in words]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        items = [value]
+    if not 1 <= len(items) <= 2 or any(isinstance(i, bool) or not isinstance(i, int)
+                                       for i in items):
+        raise IPVSError(errno.EINVAL, "sync_threshold: one or two integers are required "
+                        "(\"3 50\": threshold and period)")
+    return [i for i in items if isinstance(i, int)]
 
 
 def crossed(before: int, after: int, threshold: int, period: int) -> bool:
@@ -618,7 +666,7 @@ def _default_timeout(director: Director, e: SyncConn) -> int:
 
 __all__ = [
     "CONN_F_SYNC", "DEFAULT_GROUP", "DEFAULT_PORT", "DEFAULT_TTL", "FLUSH_AFTER",
-    "SYNC_PORTS_MAX", "SYNC_SYSCTL_NAMES", "BackupStats", "SyncConn", "SyncError", "SyncMaster",
-    "SyncSettings", "apply", "crossed", "decode", "encode", "entry_of", "mark_sent",
-    "resend_due", "sync_maxlen",
+    "LEGACY_PERIOD", "SYNC_PORTS_MAX", "SYNC_SYSCTL_NAMES", "BackupStats", "SyncConn",
+    "SyncError", "SyncMaster", "SyncSettings", "apply", "crossed", "decode", "encode", "entry_of", "mark_sent",
+    "resend_due", "sync_maxlen", "threshold_values",
 ]

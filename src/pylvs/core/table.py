@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import errno
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol as TypingProtocol
 
 from pylvs.core.api import (
@@ -48,10 +48,15 @@ PERSISTENCE_ENGINES = ("sip",)
 MAX_WEIGHT = 2**31 - 1
 
 
+# A setting's value: an integer, or the integers of a vector sysctl (sync_threshold's file holds
+# two, "3 50", so it is [3, 50]).
+SysctlValue = int | list[int]
+
+
 class SysctlProvider(TypingProtocol):
     """What serves ``get_sysctl``/``set_sysctl`` (the Director's ``Defense``)."""
 
-    def get_sysctl(self) -> dict[str, int]: ...
+    def get_sysctl(self) -> Mapping[str, SysctlValue]: ...
 
     def set_sysctl(self, values: dict[str, object]) -> None: ...
 
@@ -146,12 +151,12 @@ class IPVSTable:
     def get_daemons(self) -> list[SyncDaemonStatus]:
         return []
 
-    def get_sysctl(self) -> dict[str, int]:
+    def get_sysctl(self) -> dict[str, SysctlValue]:
         """The flood defences' settings (``pylvs.core.defense``); EOPNOTSUPP without a
         connection table."""
         if self.sysctl_provider is None:
             raise IPVSError(errno.EOPNOTSUPP, "this table has no connection table to defend")
-        return self.sysctl_provider.get_sysctl()
+        return dict(self.sysctl_provider.get_sysctl())
 
     def set_sysctl(self, values: dict[str, object]) -> None:
         if self.sysctl_provider is None:

@@ -44,6 +44,7 @@ from typing import Any
 
 from pylvs import __version__
 from pylvs.control import protocol as P
+from pylvs.control.cli import setting as sysctl_setting
 from pylvs.control.client import default_socket_path
 from pylvs.control.server import ControlServer, ControlSocketBusy
 from pylvs.core.api import IPVSError
@@ -132,7 +133,7 @@ class DirectorDaemon:
         dataplane_options: dict[str, Any] | None = None,
         state_file: str | None = None,
         restore_if_exists: bool = False,
-        sysctls: dict[str, int] | None = None,
+        sysctls: dict[str, int | list[int]] | None = None,
     ) -> None:
         """``restore_if_exists``: a missing ``restore`` file is an empty start, not an error;
         ``sysctls``: the core's settings (flood defences, ...) as the control socket's
@@ -354,7 +355,8 @@ class DirectorDaemon:
         self._restore_connections()
         if self.sysctls:
             log.info("settings from the command line: %s",
-                     " ".join(f"{k}={v}" for k, v in sorted(self.sysctls.items())))
+                     " ".join(f"{k}={' '.join(map(str, v))!r}" if isinstance(v, list) else f"{k}={v}"
+                              for k, v in sorted(self.sysctls.items())))
         try:
             options = {**registry.UNDER_DAEMON.get(self.dataplane_name, {}), **self.dataplane_options}
             self.dataplane = registry.create(self.dataplane_name, self.director, **options)
@@ -485,8 +487,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--sysctl", action="append", default=[], metavar="NAME=VALUE",
         help="a setting of the core at start, as 'pylvs sysctl -w' sets it later (repeatable): "
-             "drop_entry, drop_packet, secure_tcp, amemthresh, am_droprate, max_connections "
-             "(see 'pylvs sysctl -a'); the net.ipv4.vs. prefix is optional",
+             "drop_entry, drop_packet, secure_tcp, amemthresh, am_droprate, max_connections, "
+             "sloppy_tcp, sync_threshold='3 50', sync_refresh_period, ... (see 'pylvs sysctl "
+             "-a'); the net.ipv4.vs. prefix is optional",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_metrics_arguments(p)  # --metrics-address, --status-address (pylvs.metrics)
@@ -518,20 +521,18 @@ def proxy_settings(text: str | None, dataplane: str) -> ProxySettings | None:
     return settings
 
 
-def parse_sysctls(words: Sequence[str]) -> dict[str, int]:
-    """``--sysctl NAME=VALUE`` words as integers by name (``net.ipv4.vs.`` optional);
-    ``ValueError`` in one line for one that is not. Names and ranges are the core's to check
+def parse_sysctls(words: Sequence[str]) -> dict[str, int | list[int]]:
+    """``--sysctl NAME=VALUE`` words read as ``pylvs sysctl -w`` reads them (``net.ipv4.vs.``
+    optional; a vector's integers separated by blanks: ``sync_threshold=3 50``); ``ValueError``
+    in one line for one that is not. Names and ranges are the core's to check
     (``DirectorDaemon`` sets them through the table, as ``pylvs sysctl -w`` does)."""
-    out: dict[str, int] = {}
+    out: dict[str, int | list[int]] = {}
     for word in words:
-        name, eq, value = word.partition("=")
-        name = name.strip().removeprefix("net.ipv4.vs.")
-        if not eq:
-            raise ValueError(f"--sysctl {word}: expected NAME=VALUE")
         try:
-            out[name] = int(value.strip())
-        except ValueError:
-            raise ValueError(f"--sysctl {word}: {name}: an integer is required") from None
+            name, value = sysctl_setting(word)
+        except ValueError as exc:
+            raise ValueError(f"--sysctl {word}: {exc}") from None
+        out[name] = value
     return out
 
 
