@@ -71,7 +71,7 @@ def role_gen(args: argparse.Namespace) -> None:
 
     ring = PacketRing("eth0", block_nr=2, tx_frames=4096)
     frames = spoofed_syns(bytes.fromhex(args.dst_mac), bytes.fromhex(args.src_mac),
-                          min(args.count, 200_000))
+                          min(args.count, 200_000), args.seed)
     mm, base, fs, nr = ring.mm, ring.rx_size, ring.frame_size, ring.tx_nr
     vnet = getattr(ring, "vnet_len", 0)
     zero_vnet = bytes(vnet)
@@ -161,12 +161,13 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+def _cpu_s(pid: int, system_only: bool = False) -> float:
+    """User + system (or only system) CPU seconds of process ``pid`` so far."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        ticks = int(fields[12]) if system_only else int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
 
@@ -213,18 +214,20 @@ def run_flood(cluster: Any, *, rate: int, seconds: float, count: int, after: flo
                 json.loads(x) for x in out if x.startswith("{")), daemon=True).start()
         gen = lab.popen("client", [sys.executable, me, "--role", "gen", "--dst-mac", dst_mac,
                                    "--src-mac", src_mac, "--rate", str(rate), "--seconds",
-                                   str(seconds), "--count", str(count)]
+                                   str(seconds), "--count", str(count),
+                                   # a pool of its own: no SYN of an earlier flood comes again
+                                   "--seed", str(random.randrange(1, 2**31))]
                         + (["--replay"] if replay else []),
                         stdout=subprocess.PIPE, text=True)
         # the generator builds its frames first (legitimate traffic meanwhile): the flood
         # starts when it says so
         assert gen.stdout is not None and gen.stdout.readline().strip() == "flooding"
         before = _plane(cluster)
-        cpu0 = _cpu_s(pid)
+        cpu0, sys0 = _cpu_s(pid), _cpu_s(pid, True)
         t_flood = time.monotonic()
         t_end = t_flood + seconds + after + 2
         cpu1: float | None = None
-        t_cpu1 = 0.0
+        t_cpu1 = sys1 = 0.0
         at_end: dict[str, Any] = {}
         while time.monotonic() < t_end:
             with ControlClient(cluster.control_socket, timeout=5) as c:
@@ -234,9 +237,11 @@ def run_flood(cluster: Any, *, rate: int, seconds: float, count: int, after: flo
             time.sleep(0.5)
             if cpu1 is None and gen.poll() is not None:  # the flood is over
                 cpu1, t_cpu1, at_end = _cpu_s(pid), time.monotonic(), _plane(cluster)
+                sys1 = _cpu_s(pid, True)
         gen_out, _ = gen.communicate(timeout=seconds + 30)
         if cpu1 is None:
             cpu1, t_cpu1, at_end = _cpu_s(pid), time.monotonic(), _plane(cluster)
+            sys1 = _cpu_s(pid, True)
     finally:
         for p in (gen, *legits):
             if p is not None and p.poll() is None:
@@ -281,6 +286,7 @@ def run_flood(cluster: Any, *, rate: int, seconds: float, count: int, after: flo
         "rx_frames": at_end.get("rx_frames", 0) - before.get("rx_frames", 0),
         "rx_ring_drops": at_end.get("rx_ring_drops", 0) - before.get("rx_ring_drops", 0),
         "shed": {k: at_end.get(k, 0) - before.get(k, 0) for k in SHED_COUNTERS},
+        "system_share": round((sys1 - sys0) / max(cpu1 - cpu0, 1e-9), 2),
         "cpu_us_per_frame": round(1e6 * (cpu1 - cpu0) / max(
             at_end.get("rx_frames", 0) - before.get("rx_frames", 0), 1), 2),
     }
@@ -306,6 +312,7 @@ def main() -> int:
     p.add_argument("--defence", choices=["on", "off", "both"], default="on")
     p.add_argument("--legit", type=int, default=4,
                    help="legitimate clients connecting side by side, one connection at a time each")
+    p.add_argument("--seed", type=int, default=1, help="(gen) the spoofed SYN pool's seed")
     p.add_argument("--replay", action="store_true",
                    help="send the same pool of SYNs again on each pass (default: new ones)")
     p.add_argument("--syn-max-lag", type=float, default=None,
@@ -345,7 +352,8 @@ def main() -> int:
                       f"in the {args.after:g} s after: {_rate(r['legit_after'])}")
                 print(f"  director RSS: max {r['rss_mb_max_during']} MB during, "
                       f"{r['rss_mb_end']} MB at the end; errors {r['legit_errors']}")
-                print(f"  director CPU {r['director_cpu']:.0%} of a core, "
+                print(f"  director CPU {r['director_cpu']:.0%} of a core "
+                      f"({r['system_share']:.0%} in the kernel), "
                       f"{r['cpu_us_per_frame']} us per frame; {r['rx_frames']} frames received, "
                       f"{r['rx_ring_drops']} lost in the kernel (RX ring full), shed {r['shed']}")
                 print(f"  settings {r['settings']}")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Any
 
 import pytest
 
 from pylvs.dataplane.packet.ring import fastpath_built
 from tests.dataplane.packet.conftest import run_in_namespace
 
-SCRIPT = r"""
+COMMON = r"""
 import json, select, socket, struct, time
 from pylvs.dataplane.packet import codec, codec6, offload
 from pylvs.dataplane.packet.ring import PacketRing
@@ -35,7 +36,7 @@ def seg(sport, flags, seq=1000, bad=False, v6=False):
     struct.pack_into("!H", tcp, 16, c ^ 0x5555 if bad else c)
     return codec.ethernet(VA, SRC, codec.ETH_P_IP) + codec.ipv4_header(B4, A4, 6, len(tcp)) + bytes(tcp)
 
-ring = PacketRing("va", fast=True, syn_max_lag=1.0)
+ring = PacketRing("va", fast=True, syn_max_lag=1.0, **RING)
 send = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
 send.bind(("vb", 0))
 got = []
@@ -64,6 +65,9 @@ def phase(name, frames):
     res[name] = read(1.5)
     res[name + "_shed"], res[name + "_retried"] = ring.syn_shed, ring.syn_retried
 
+"""
+
+SCRIPT = COMMON + r"""
 syns = [seg(1000 + i, SYN) for i in range(20)]
 # 1. everything waited 1.5 s (more than syn_max_lag): the SYNs are shed, nothing else is
 phase("late", syns + [seg(2000 + i, SYN, bad=True) for i in range(5)]
@@ -81,8 +85,20 @@ print(json.dumps(res))
 ring.close()
 """
 
+# A ring of 8 blocks of 4 KiB (about 25 SYN frames each): five SYNs are shed; their
+# retransmissions then come first in a ring more than half full of ACKs: shed again.
+HALF_SCRIPT = COMMON + r"""
+syns = [seg(1000 + i, SYN) for i in range(5)]
+phase("first", syns)
+phase("half", syns + [seg(5000 + i, ACK) for i in range(150)])
+print(json.dumps(res))
+ring.close()
+"""
 
-def test_late_syns_are_shed_in_c_and_everything_else_reaches_python() -> None:
+
+def _run(script: str, ring: str) -> Any:
+    """``script`` in a namespace of its own, with a veth pair va/vb and ``RING`` (the ring's
+    geometry) set; its JSON result."""
     if not fastpath_built():
         pytest.skip("the C hot path is not built (no compiler at install)")
     if os.geteuid() != 0:
@@ -91,10 +107,15 @@ def test_late_syns_are_shed_in_c_and_everything_else_reaches_python() -> None:
         pytest.skip("needs ethtool (the test's own veth must not vouch for checksums)")
     # veth marks frames from a packet socket "checksum unnecessary" unless its receive
     # checksum offload is off: off here, so the ring's verdict is the C walk's own
-    res = run_in_namespace("plshed", [["ip", "link", "add", "va", "type", "veth", "peer", "name",
-                                       "vb"], ["ethtool", "-K", "va", "rx", "off"],
-                                      ["ip", "link", "set", "va", "up"],
-                                      ["ip", "link", "set", "vb", "up"]], SCRIPT)
+    return run_in_namespace("plshed", [["ip", "link", "add", "va", "type", "veth", "peer", "name",
+                                        "vb"], ["ethtool", "-K", "va", "rx", "off"],
+                                       ["ip", "link", "set", "va", "up"],
+                                       ["ip", "link", "set", "vb", "up"]],
+                            f"RING = {ring}\n" + script)
+
+
+def test_late_syns_are_shed_in_c_and_everything_else_reaches_python() -> None:
+    res = _run(SCRIPT, "{}")
     syn, ack, synack = 0x02, 0x10, 0x12
     # 1: 20 + 5 bad + 5 IPv6 SYNs shed; the SYN-ACKs and ACKs all reached Python
     assert res["late_shed"] == 30 and res["late_retried"] == 0, res
@@ -109,6 +130,16 @@ def test_late_syns_are_shed_in_c_and_everything_else_reaches_python() -> None:
     assert res["off_shed"] == 60, res
     assert res["off"] == ([[False, 7000 + i, syn, 1] for i in range(5)]
                           + [[False, 8000 + i, syn, 0] for i in range(5)]), res
+
+
+def test_a_retransmission_is_shed_when_the_ring_is_half_full() -> None:
+    """A flood that sends its SYNs again looks like retrying clients: retransmissions pass
+    only while the ring is less than half full, so they cannot fill it."""
+    res = _run(HALF_SCRIPT, "{'block_size': 4096, 'block_nr': 8}")
+    assert res["first_shed"] == 5 and res["first_retried"] == 0, res
+    # behind them 150 ACKs took more than 4 of the 8 blocks: shed again, and every ACK read
+    assert res["half_shed"] == 10 and res["half_retried"] == 0, res
+    assert [x[1] for x in res["half"]] == [5000 + i for i in range(150)], res
 
 
 def test_syn_max_lag_setting_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

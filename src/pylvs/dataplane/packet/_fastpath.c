@@ -224,8 +224,8 @@ typedef struct {
 #define SHED_BITS 20
 #define SHED_SLOTS (1u << SHED_BITS)
 /* A remembered SYN's retransmission passes while the reader is less than this many times
- * syn_max_lag behind; past that it is shed too, so a flood that repeats its own SYNs
- * cannot make the ring grow long again. */
+ * syn_max_lag behind and the ring is less than half full; past either it is shed too, so a
+ * flood that repeats its own SYNs (they look like retransmissions) cannot fill the ring. */
 #define RETRY_LAG_FACTOR 4
 
 /* Shed this connection-opening SYN? Only when it waited in the ring longer than
@@ -235,8 +235,9 @@ typedef struct {
  * of the kernel dropping whatever arrives once the ring is full. A client sends its SYN again
  * (after 1 s, 3 s...), and that retransmission (same addresses, ports and sequence number as
  * a SYN shed here) is let through while the reader is less than RETRY_LAG_FACTOR x
- * syn_max_lag behind: spoofed SYNs are never sent twice, so real clients get in on their
- * first retry while the flood's share is what the interpreter can take. */
+ * syn_max_lag behind and the ring less than half full: spoofed SYNs are never sent twice,
+ * so real clients get in on their first retry while the flood's share is what the
+ * interpreter can take. */
 static int ring_shed(RingObject *r, const uint8_t *hdr, const uint8_t *frame, size_t l4,
                      long long now)
 {
@@ -251,7 +252,12 @@ static int ring_shed(RingObject *r, const uint8_t *hdr, const uint8_t *frame, si
     uint64_t h = syn_hash(frame, l4);
     uint32_t *slot = &r->shed_seen[h & (SHED_SLOTS - 1)];
     uint32_t fp = (uint32_t)(h >> 32) | 1;
-    if (*slot == fp && lag <= RETRY_LAG_FACTOR * r->syn_max_lag) {
+    /* half full: the block half a ring ahead of the reader is handed over already */
+    const uint8_t *ahead = r->base + (size_t)((r->rx_cur + r->block_nr / 2) % r->block_nr)
+        * r->block_size;
+    int half_full = __atomic_load_n((const uint32_t *)(ahead + 8), __ATOMIC_ACQUIRE)
+        & TP_STATUS_USER;
+    if (*slot == fp && lag <= RETRY_LAG_FACTOR * r->syn_max_lag && !half_full) {
         *slot = 0;  /* one pass per shed SYN */
         r->syn_retried++;
         return 0;
