@@ -269,3 +269,21 @@ def test_a_new_syn_on_a_closed_entry_is_a_new_connection(prog: XdpProgram, maps:
     second = d.lookup(6, ca, cport, va, 80)
     assert second is not None and second is not first and second.state == TCP_S_SYN_RECV
     assert second.dest is first.dest and first.dest.stats.conns == 2
+
+
+@pytest.mark.parametrize("edit", ["rr", "persistent", "threshold"])
+def test_a_service_edited_out_of_reach_goes_back_to_the_core(prog: XdpProgram, maps: MhMaps,
+                                                            edit: str) -> None:
+    d, key = director("192.168.168.100", SERVERS4)
+    assert fill(maps, d) == 1
+    if edit == "threshold":
+        d.table.edit_dest(key, DestSpec(ipaddress.ip_address("192.168.168.12"), 80,
+                                        ForwardingMethod.DROUTE, 2, 50))
+    else:
+        d.table.edit_service(ServiceSpec(key, edit if edit == "rr" else "mh",
+                                         ServiceFlags.PERSISTENT if edit == "persistent"
+                                         else ServiceFlags.NONE, 300 if edit == "persistent" else 0))
+    fill(maps, d)
+    assert not maps.live
+    frame = packet("192.168.168.64", "192.168.168.100", 40004, 80, flags=TCP_SYN)
+    assert prog.test_run(frame) == (XDP_PASS, frame)
