@@ -450,6 +450,41 @@ static __always_inline struct lvs_action *decide(struct lvs_flow_key *key, __u8 
     return fresh;
 }
 
+/* The transport header after a parsed IP header (its fields into `f`), then `decide`; NULL
+ * with the verdict in *verdict for what is not forwarded here. */
+static __always_inline struct lvs_action *classify(void *l4, void *end, struct lvs_flow_key *key,
+                                                   __u32 len, struct l4_fields *f,
+                                                   struct lvs_action *fresh, int *verdict)
+{
+    int r = l4_parse(l4, end, key->proto, key, f);
+    if (r < 0) {
+        *verdict = count(ST_DROP_TRUNCATED, XDP_DROP);
+        return 0;
+    }
+    if (r) {
+        *verdict = count(ST_PASS_OTHER, XDP_PASS);
+        return 0;
+    }
+    return decide(key, f->tcp_flags, len, fresh, verdict);
+}
+
+/* DR and NAT, both families (`words` address words, IPv4's header checksum or NULL): rewrite
+ * and send; -1 for another method, which the caller handles. */
+static __always_inline int rewrite_send(struct xdp_md *ctx, struct ethhdr *eth,
+                                        const struct lvs_action *a, struct l4_fields *f,
+                                        __u8 proto, __be32 *saddr, __be32 *daddr, int words,
+                                        __u16 *ip_check)
+{
+    if (a->method == FWD_NAT_IN)
+        nat_rewrite(a, f, proto, daddr, words, ip_check);
+    else if (a->method == FWD_NAT_OUT)
+        nat_rewrite(a, f, proto, saddr, words, ip_check);
+    else if (a->method != FWD_DR)
+        return -1;
+    set_macs(eth, a);
+    return transmit(ctx, a);
+}
+
 static __always_inline int handle_ipv4(struct xdp_md *ctx, void *data, void *end)
 {
     struct ethhdr *eth = data;
@@ -468,36 +503,19 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, void *data, void *end
     key.saddr[0] = ip->saddr;
     key.daddr[0] = ip->daddr;
     struct l4_fields f = {};
-    int r = l4_parse((void *)(ip + 1), end, ip->protocol, &key, &f);
-    if (r < 0)
-        return count(ST_DROP_TRUNCATED, XDP_DROP);
-    if (r)
-        return count(ST_PASS_OTHER, XDP_PASS);
-
     struct lvs_action fresh;
     int verdict = XDP_PASS;
-    struct lvs_action *a = decide(&key, f.tcp_flags, tot, &fresh, &verdict);
+    struct lvs_action *a = classify((void *)(ip + 1), end, &key, tot, &f, &fresh, &verdict);
     if (!a)
         return verdict;
-
-    switch (a->method) {
-    case FWD_DR:
-        set_macs(eth, a);
-        return transmit(ctx, a);
-    case FWD_NAT_IN:
-        nat_rewrite(a, &f, ip->protocol, &ip->daddr, 1, &ip->check);
-        set_macs(eth, a);
-        return transmit(ctx, a);
-    case FWD_NAT_OUT:
-        nat_rewrite(a, &f, ip->protocol, &ip->saddr, 1, &ip->check);
-        set_macs(eth, a);
-        return transmit(ctx, a);
-    case FWD_TUN:
+    int sent = rewrite_send(ctx, eth, a, &f, key.proto, &ip->saddr, &ip->daddr, 1, &ip->check);
+    if (sent >= 0)
+        return sent;
+    if (a->method == FWD_TUN) {
         if (a->mtu && tot + sizeof(struct iphdr) > a->mtu)
             return count(ST_PASS_OTHER, XDP_PASS);  /* the core sends ICMP frag needed */
         if (a->tun_family == 4)
             return encap_ipip(ctx, a, tot, ip->ttl, ip->tos, ip->frag_off);
-        return count(ST_PASS_OTHER, XDP_PASS);
     }
     return count(ST_PASS_OTHER, XDP_PASS);
 }
@@ -520,37 +538,22 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, void *data, void *end
     __builtin_memcpy(key.saddr, &ip6->saddr, 16);
     __builtin_memcpy(key.daddr, &ip6->daddr, 16);
     struct l4_fields f = {};
-    int r = l4_parse((void *)(ip6 + 1), end, ip6->nexthdr, &key, &f);
-    if (r < 0)
-        return count(ST_DROP_TRUNCATED, XDP_DROP);
-    if (r)
-        return count(ST_PASS_OTHER, XDP_PASS);
-
     struct lvs_action fresh;
     int verdict = XDP_PASS;
-    struct lvs_action *a = decide(&key, f.tcp_flags, plen + sizeof(*ip6), &fresh, &verdict);
+    struct lvs_action *a = classify((void *)(ip6 + 1), end, &key, plen + sizeof(*ip6), &f,
+                                    &fresh, &verdict);
     if (!a)
         return verdict;
-
-    switch (a->method) {
-    case FWD_DR:
-        set_macs(eth, a);
-        return transmit(ctx, a);
-    case FWD_NAT_IN:
-        nat_rewrite(a, &f, ip6->nexthdr, ip6->daddr.in6_u.u6_addr32, 4, 0);
-        set_macs(eth, a);
-        return transmit(ctx, a);
-    case FWD_NAT_OUT:
-        nat_rewrite(a, &f, ip6->nexthdr, ip6->saddr.in6_u.u6_addr32, 4, 0);
-        set_macs(eth, a);
-        return transmit(ctx, a);
-    case FWD_TUN:
+    int sent = rewrite_send(ctx, eth, a, &f, key.proto, ip6->saddr.in6_u.u6_addr32,
+                            ip6->daddr.in6_u.u6_addr32, 4, 0);
+    if (sent >= 0)
+        return sent;
+    if (a->method == FWD_TUN) {
         if (a->mtu && plen + 2 * sizeof(*ip6) > a->mtu)
             return count(ST_PASS_OTHER, XDP_PASS);  /* the core sends ICMPv6 packet too big */
         if (a->tun_family == 6)
             return encap_ip6ip6(ctx, a, plen + sizeof(*ip6), ip6->hop_limit,
                                 bpf_ntohl(*(__be32 *)ip6));
-        return count(ST_PASS_OTHER, XDP_PASS);
     }
     return count(ST_PASS_OTHER, XDP_PASS);
 }
