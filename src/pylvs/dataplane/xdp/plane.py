@@ -229,6 +229,10 @@ class XdpDataPlane(PacketDataPlane):
     def close(self) -> None:
         if self.refresh_mh in self.director.before_tick:
             self.director.before_tick.remove(self.refresh_mh)
+        if self.mh is not None and self.split is not None:
+            # what the program scheduled and the core has not entered yet: entered now, so the
+            # table a planned restart saves has those connections too
+            self.split.xdp.import_new(1 << 16)
         if self.mh is not None:
             self.mh.clear()
             self.mh = None
