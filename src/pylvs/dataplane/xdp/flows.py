@@ -25,12 +25,12 @@ from pylvs.core.sync import SyncConn, apply
 from pylvs.dataplane.xdp.loader import XdpProgram
 from pylvs.dataplane.xdp.maps import (
     ACTION,
+    IMPORT_FIELDS,
     KEY,
     Method,
     pad16,
     unpack_counters,
     unpack_key,
-    unpack_value,
 )
 
 _TCP_ACK = 0x10
@@ -165,14 +165,15 @@ class XdpFlowSink:
         raw = self.program.flow_get(key, ACTION.size)
         if raw is None:
             return 0  # the LRU map let it go already
-        v = unpack_value(raw)
+        _flags, addr, rport, first_len, last, packets, nbytes = IMPORT_FIELDS.unpack(raw)
+        dport = int.from_bytes(rport, "big")
         proto, caddr, cport, vaddr, vport = unpack_key(key)
-        daddr = v.addr[: len(vaddr)]
+        daddr = addr[: len(vaddr)]
         old = d.lookup(proto, caddr, cport, vaddr, vport)
         # an entry the core already has is kept or replaced by ``schedule``'s own rules
         # (conn_reuse_mode: a SYN on a TIME_WAIT entry is a new connection)
-        conn = self._enter(d, proto, caddr, cport, vaddr, vport, daddr, v.port, old)
-        if conn is None or conn.daddr != daddr or conn.dport != v.port:
+        conn = self._enter(d, proto, caddr, cport, vaddr, vport, daddr, dport, old)
+        if conn is None or conn.daddr != daddr or conn.dport != dport:
             # no such server any more, the table is full, or the core has the connection on
             # another server (it saw the client first): the core's word stands, and the next
             # packet goes up to it
@@ -180,11 +181,10 @@ class XdpFlowSink:
             self.program.flow_delete(key)
             return 0
         if conn is not old:
-            d.account(conn, DIR_INPUT, 1, v.first_len)  # the packet that made the flow
-        c = v.counters
-        self._flows[key] = _Flow(conn, DIR_INPUT, c.packets, c.bytes, c.last_seen_ns / 1e9)
-        if c.packets > 1:  # what the flow forwarded since the first packet (TCP: the ACKs)
-            d.account(conn, DIR_INPUT, c.packets - 1, c.bytes - v.first_len)
+            d.account(conn, DIR_INPUT, 1, first_len)  # the packet that made the flow
+        self._flows[key] = _Flow(conn, DIR_INPUT, packets, nbytes, last / 1e9)
+        if packets > 1:  # what the flow forwarded since the first packet (TCP: the ACKs)
+            d.account(conn, DIR_INPUT, packets - 1, nbytes - first_len)
             if proto == 6:
                 d.tcp_packet(conn, DIR_INPUT, _TCP_ACK)
             else:

@@ -190,7 +190,8 @@ class XdpProgram:
         self.dests_fd = self._map_fd(b"mh_dests")
         self.new_flows_fd = self._map_fd(b"new_flows")
         self._ncpus = possible_cpus()
-        self._pop_buf: ctypes.Array[ctypes.c_char] | None = None
+        self._pop_buf: ctypes.Array[ctypes.c_char] | None = None  # reused: .raw copies out
+        self._get_buf: ctypes.Array[ctypes.c_char] | None = None
 
     def _map_fd(self, name: bytes) -> int:
         fd: int = self._lib.bpf_map__fd(self._lib.bpf_object__find_map_by_name(self._obj, name))
@@ -224,7 +225,9 @@ class XdpProgram:
             raise _oserror("flow map update")
 
     def flow_get(self, key: bytes, size: int) -> bytes | None:
-        buf = ctypes.create_string_buffer(size)
+        buf = self._get_buf
+        if buf is None or len(buf) != size:
+            buf = self._get_buf = ctypes.create_string_buffer(size)
         if self._lib.bpf_map_lookup_elem(self.flows_fd, key, buf):
             return None
         return buf.raw

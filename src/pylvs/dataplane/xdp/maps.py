@@ -117,10 +117,14 @@ class FlowValue:
         return bool(self.flags & FLOW_F_KERNEL)
 
 
+# what entering a kernel-made flow reads of struct lvs_action, in one unpack: flags, addr,
+# port (be), first_len, last_seen_ns, packets, bytes (the rest skipped)
+IMPORT_FIELDS = struct.Struct("=2xH16x16s16x2s2xI4xQQQ")
+
+
 def unpack_value(value: bytes) -> FlowValue:
-    (method, _tf, flags, _ifi, _dm, _sm, addr, _ts, port, _mtu, first_len, _p4, last, packets,
-     nbytes) = ACTION.unpack(value)
-    return FlowValue(method, flags, addr, int.from_bytes(port, "big"), first_len,
+    flags, addr, port, first_len, last, packets, nbytes = IMPORT_FIELDS.unpack(value)
+    return FlowValue(value[0], flags, addr, int.from_bytes(port, "big"), first_len,
                      FlowCounters(last, packets, nbytes))
 
 
