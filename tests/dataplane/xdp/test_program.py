@@ -18,7 +18,16 @@ from pylvs.dataplane.xdp.loader import (
     XdpProgram,
     XdpUnavailable,
 )
-from pylvs.dataplane.xdp.maps import ACTION, KEY, FlowAction, FlowKey, Method, unpack_counters
+from pylvs.dataplane.xdp.maps import (
+    ACTION,
+    KEY,
+    SVC,
+    SVC_KEY,
+    FlowAction,
+    FlowKey,
+    Method,
+    unpack_counters,
+)
 from tests.dataplane.xdp.frames import (
     CLIENT_MAC,
     DIRECTOR_MAC,
@@ -63,6 +72,9 @@ def test_layouts_match_the_object_btf() -> None:
         pytest.skip(f"bpftool/object not available: {exc}")
     assert f"STRUCT 'lvs_flow_key' size={KEY.size} " in text
     assert f"STRUCT 'lvs_action' size={ACTION.size} " in text
+    assert f"STRUCT 'lvs_svc_key' size={SVC_KEY.size} " in text
+    assert f"STRUCT 'lvs_svc' size={SVC.size} " in text
+    assert "'first_len' type_id=" in text and "bits_offset=448" in text
     assert "'last_seen_ns' type_id=" in text and "bits_offset=512" in text
 
 
