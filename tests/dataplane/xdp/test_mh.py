@@ -287,3 +287,30 @@ def test_a_service_edited_out_of_reach_goes_back_to_the_core(prog: XdpProgram, m
     assert not maps.live
     frame = packet("192.168.168.64", "192.168.168.100", 40004, 80, flags=TCP_SYN)
     assert prog.test_run(frame) == (XDP_PASS, frame)
+
+
+def test_tun_servers_get_the_slot_encapsulated_where_the_program_takes_tun(prog: XdpProgram,
+                                                                          maps: MhMaps) -> None:
+    d = Director(IPVSTable())
+    key = ServiceKey.inet(Protocol.TCP, "192.168.168.100", 80)
+    d.table.add_service(ServiceSpec(key, "mh"))
+    for ip in ("192.168.168.10", "192.168.168.11"):
+        d.table.add_dest(key, DestSpec(ipaddress.ip_address(ip), 80, ForwardingMethod.TUNNEL))
+    svc = next(iter(d.table.services()))
+    assert svc.scheduler is not None
+
+    def tun_hop(ip: bytes) -> NextHop:
+        return NextHop(LO, rs_mac(ip), DIRECTOR_MAC, ipaddress.ip_address("192.168.168.50").packed,
+                       1500)
+
+    assert maps.apply(wanted_tables(d.table.services(), KINDS | {FLOW_TUN}, tun_hop)) == 1
+    for caddr, cport in clients(4, 200, seed=5):
+        frame = packet(caddr, "192.168.168.100", cport, 80, flags=TCP_SYN)
+        want = svc.scheduler.schedule(ipaddress.ip_address(caddr).packed, cport,
+                                      ipaddress.ip_address("192.168.168.100").packed, 80, 0.0)
+        assert want is not None
+        verdict, out = prog.test_run(frame)
+        assert verdict == XDP_TX and out[:6] == rs_mac(want.addr_packed)
+        # IPIP: outer source the director's, destination the server's, the SYN inside as sent
+        assert out[14 + 9] == 4 and out[14 + 12:14 + 16] == ipaddress.ip_address("192.168.168.50").packed
+        assert out[14 + 16:14 + 20] == want.addr_packed and out[34:] == frame[14:]
