@@ -11,6 +11,12 @@ what changed since the last call into the rows the forwarder gives the Director 
 ``--rate`` and the connection timers in ``-Lnc`` stay true) and drops flows whose connection
 has left the table. One map lookup per flow per sync: fine for the tens of thousands of flows
 a second-by-second tick reads; a batch lookup would be the next step past that.
+
+Flows the program made itself (an ``mh`` service's new connection, scheduled from the Maglev
+table ``mhtables`` keeps) reach the core through the program's ``new_flows`` queue:
+``import_new`` enters each in the director's table, through ``Director.schedule`` when the
+scheduler still picks the program's server, else bound to that server as a sync backup binds
+an entry, and from then on the flow is one of this sink's like any other.
 """
 
 from __future__ import annotations

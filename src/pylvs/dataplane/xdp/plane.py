@@ -26,6 +26,11 @@ the program every kind anyway, for an operator who knows every sender computes f
 (a warning says so); ``dr`` keeps it to DR. IPv4 and IPv6 alike: the forwarder's IPv6 path
 (``forward6.IPv6Path.flows``) is given the same sink, which sends IPv6 flows (16-byte keys) to
 the program only, never to the IPv4-only C table.
+
+``mh`` in the kernel: services whose whole decision is the Maglev table lookup get their table
+in the program's maps (``mhtables``), refreshed on every table change and each tick, and the
+program schedules their new connections itself; the plane enters those connections in the
+director's table before each batch of frames, every ``IMPORT_INTERVAL`` and at each sync.
 """
 
 from __future__ import annotations
