@@ -95,7 +95,7 @@ def test_sync_threshold_is_one_setting_of_two_integers_as_in_the_kernel(
     sock = str(tmp_path / "c.sock")
     d = Daemon([PY, "-m", "pylvs.director.main", "--control-socket", sock, "--dataplane", "none",
                 "--no-state-file", "--sysctl", "net.ipv4.vs.sync_threshold=7 70",
-                "--sysctl", "drop_entry=2"])
+                "--sysctl", "drop_entry=3"])
     daemons.append(d)
 
     def sysctl(*words: str) -> subprocess.CompletedProcess[str]:
@@ -122,7 +122,7 @@ def test_sync_threshold_is_one_setting_of_two_integers_as_in_the_kernel(
         assert r.stderr.startswith("pylvs sysctl: ") and r.stderr.count("\n") == 1, r.stderr
         assert words in r.stderr, (bad, r.stderr)
     assert sysctl("sync_threshold", "drop_entry").stdout == (
-        "net.ipv4.vs.sync_threshold = 4\t9\nnet.ipv4.vs.drop_entry = 2\n")
+        "net.ipv4.vs.sync_threshold = 4\t9\nnet.ipv4.vs.drop_entry = 3\n")
     with ControlClient(sock) as c:  # the control socket: a list; an old client's sync_period
         assert c.get_sysctl()["sync_threshold"] == [4, 9]
         c.set_sysctl({"sync_threshold": 0, "sync_period": 0})
