@@ -91,7 +91,9 @@ def _json(p: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
 def _up(n: int, sloppy: bool, scheduler: str = "mh",
         sync: bool = False) -> tuple[Lab, router.ECMPCluster]:
     lab = Lab(f"bs{random.randrange(36**4):x}"[:8], hosts=router.ecmp_hosts(4))
-    ecmp = router.ECMPCluster(lab, n, scheduler=scheduler, sloppy=sloppy, sync=sync)
+    # sync_refresh=0: the lab's own re-send by time is off, each run sets its sysctls itself
+    ecmp = router.ECMPCluster(lab, n, scheduler=scheduler, sloppy=sloppy, sync=sync,
+                              sync_refresh=0)
     lab.up()
     ecmp.start()
     ecmp.wait_next_hops({router.director_addr(k) for k in range(1, n + 1)}, timeout=30)

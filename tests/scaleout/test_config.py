@@ -33,6 +33,7 @@ pylvs_bgp {
     vip 192.0.2.10 2001:db8::10
     withdraw_wait 0.5
     poll_interval 0.2
+    announce_delay 7.5
 }
 """
 
@@ -48,8 +49,13 @@ def test_a_good_block_reads_back(tmp_path: Path) -> None:
     assert n1.source_address == ipaddress.ip_address("10.20.0.11")
     assert (n2.remote_as, n2.hold_time, n2.keepalive_time, n2.bfd) == (4200000000, 9, None, False)
     assert [str(v) for v in cfg.vips] == ["192.0.2.10", "2001:db8::10"]
-    assert (cfg.withdraw_wait, cfg.poll_interval) == (0.5, 0.2)
+    assert (cfg.withdraw_wait, cfg.poll_interval, cfg.announce_delay) == (0.5, 0.2, 7.5)
     text = "\n".join(cfg.describe())
+    assert "first announcement: 7.5 s after the director is ready" in text
+    f.write_text(GOOD.replace("announce_delay 7.5", "announce_delay auto"))
+    assert load(str(f)).announce_delay is None
+    f.write_text(GOOD.replace("    announce_delay 7.5\n", ""))
+    assert load(str(f)).announce_delay is None  # auto unless told
     assert "neighbor 10.20.0.1 AS 65000: hold 3 s, keepalive 1 s" in text and "BFD" in text
 
 
@@ -78,6 +84,10 @@ def test_a_good_block_reads_back(tmp_path: Path) -> None:
      "'10.0.0.300' is not an IP address"),
     ("router_id 10.0.0.2\nlocal_as 1\nneighbor 10.0.0.1 {\nremote_as 2\n}\nwithdraw_wait -1",
      "withdraw_wait: -1 is out of range"),
+    ("router_id 10.0.0.2\nlocal_as 1\nneighbor 10.0.0.1 {\nremote_as 2\n}\nannounce_delay soon",
+     "announce_delay: 'soon' is not a number of seconds"),
+    ("router_id 10.0.0.2\nlocal_as 1\nneighbor 10.0.0.1 {\nremote_as 2\n}\nannounce_delay 601",
+     "announce_delay: 601 is out of range (0 to 600 s)"),
     ("router_id 10.0.0.2\nlocal_as 1\nneighbor 10.0.0.1 {\nremote_as 2\n}\nfoo 1",
      "unknown keyword 'foo' in pylvs_bgp"),
     ("router_id 10.0.0.2\nlocal_as 1 {\n}", "local_as takes no block"),

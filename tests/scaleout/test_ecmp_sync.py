@@ -5,7 +5,10 @@ moves after a director dies finds its entry on the director it reaches.
 - every director runs both daemons, and a new connection's entry reaches all of them (the time it
   takes is measured: up to the master's flush interval, as in the kernel);
 - with ``rr`` and ``sloppy_tcp`` off, long-lived connections (streaming echo checked byte for
-  byte, keep-alive HTTP pinned to one real server) survive losing one of three directors.
+  byte, keep-alive HTTP pinned to one real server) survive losing one of three directors, and a
+  fourth joining: the lab sets ``sync_refresh_period`` on every director, and the newcomer's
+  ``pylvs scaleout`` holds its first announcement (the router sends it nothing) until its backup
+  can have heard one refresh cycle, so the flows the router then moves to it find their entries.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pylvs.control.client import ControlClient
 from pylvs.core.sync import FLUSH_AFTER
 from pylvs.lab import router
 from pylvs.lab.topology import Lab
+from pylvs.scaleout.cli import request
+from pylvs.scaleout.policy import JOIN_MARGIN
 
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -49,13 +54,40 @@ def synced() -> Iterator[router.ECMPCluster]:
         lab.down()
 
 
-def test_rr_with_sync_keeps_long_lived_connections_when_one_of_three_dies(
+def _join_held_back(ecmp: router.ECMPCluster, k: int) -> dict[str, object]:
+    """Start director ``k`` and follow its announcer until its first announcement: while the
+    announcer says it holds it back, the router must have no route through ``k`` (the router's
+    next hops are read *before* the announcer's status, so a hop seen beside a closed gate is
+    the gate's fault, not a race). Its join status, once open."""
+    ecmp.start_director(k)
+    deadline = time.monotonic() + 30
+    held = 0
+    while True:
+        assert time.monotonic() < deadline, "the announcer never announced"
+        hops = router.next_hops(ecmp.lab)
+        try:
+            join = request(ecmp.speaker_socket(k), "status")["result"]["join"]
+        except OSError:  # BIRD is up, the announcer's socket not yet
+            time.sleep(0.1)
+            continue
+        if join["open"]:
+            assert held > 0, "the announcer never held its first announcement back"
+            return dict(join)
+        held += 1
+        assert router.director_addr(k) not in hops, (hops, join)
+        time.sleep(0.2)
+
+
+def test_rr_with_sync_keeps_long_lived_connections_when_one_of_three_dies_and_one_joins(
         synced: router.ECMPCluster) -> None:
     ecmp = synced
     lab = ecmp.lab
     for k in (1, 2, 3):
         with ControlClient(ecmp.control_socket(k)) as c:
             assert sorted(d.state for d in c.get_daemons()) == ["backup", "master"]
+            sysctls = c.get_sysctl()
+            assert (sysctls["sync_threshold"], sysctls["sync_refresh_period"]) == \
+                ([0, 0], router.SYNC_REFRESH)
     # each announcer's metrics and status page, inside its director's namespace
     # (the announcer reads BIRD's sessions once a second: a session just established may show
     # "Active" for a poll, so the page is read again until it says Established)
@@ -81,7 +113,7 @@ def test_rr_with_sync_keeps_long_lived_connections_when_one_of_three_dies(
     echo = router.start_echo_servers(lab)
     try:
         hold = lab.popen("client", [sys.executable, "-m", "pylvs.lab.router", "hold", "--echo",
-                                    "20", "--http", "20", "--seconds", "12"],
+                                    "20", "--http", "20", "--seconds", "24"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)
         time.sleep(4.5)  # every connection established and synced (flush after 2 s)
@@ -90,6 +122,15 @@ def test_rr_with_sync_keeps_long_lived_connections_when_one_of_three_dies(
         assert scheduled_by_dir2 > 0  # dir2 carries flows that must move when it dies
         ecmp.kill("dir2-director")
         ecmp.wait_next_hops({router.director_addr(1), router.director_addr(3)}, timeout=5)
+        # a fourth director joins while the connections run: held back one refresh cycle
+        join = _join_held_back(ecmp, 4)
+        assert join["wait"] == router.SYNC_REFRESH + FLUSH_AFTER + JOIN_MARGIN, join
+        assert "refresh cycle" in str(join["why"]), join
+        ecmp.wait_next_hops({router.director_addr(k) for k in (1, 3, 4)}, timeout=20)
+        log = ecmp.log_text("dir4-scaleout.log")
+        assert "joining: first announcement in " in log and "joining: waited " in log, log
+        with ControlClient(ecmp.control_socket(4)) as c:  # it learnt them before its route
+            assert c.status()["sync"]["backup"]["entries_created"] >= 20, c.status()["sync"]
         out, err = hold.communicate(timeout=60)
         assert hold.returncode == 0, err
         result = json.loads(out)
@@ -130,3 +171,17 @@ def test_lab_up_with_an_unknown_scheduler_is_refused_before_building_anything() 
     assert len(r.stderr.splitlines()) == 1
     assert not any("nosched" in ns for ns in os.listdir("/run/netns")) \
         if os.path.isdir("/run/netns") else True
+
+
+@pytest.mark.parametrize("words", [["--ecmp", "--sync-refresh", "1"],
+                                   ["--ecmp", "--sync", "--sync-refresh", "-1"]])
+def test_lab_up_sync_refresh_without_sync_or_below_0_is_refused_in_one_line(
+        words: list[str]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("pylvs lab up checks for root first")
+    r = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "lab", "--id", "norefr", "up",
+                        *words], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert r.stderr == ("pylvs lab up: --sync-refresh takes seconds (0 or more) and goes with "
+                        "--sync\n")
+    assert r.stdout == ""

@@ -12,9 +12,10 @@ import pytest
 
 from pylvs.core.api import DestStatus, ServiceStatus
 from pylvs.core.model import DestSpec, ServiceKey, ServiceSpec
+from pylvs.core.sync import FLUSH_AFTER
 from pylvs.scaleout import bird as B
 from pylvs.scaleout.config import BGPConfig, Neighbor
-from pylvs.scaleout.policy import Announcer, Observation, decide
+from pylvs.scaleout.policy import JOIN_MARGIN, Announcer, JoinGate, Observation, decide
 
 A = ipaddress.ip_address
 V1, V2, V6 = A("192.0.2.10"), A("192.0.2.20"), A("2001:db8::10")
@@ -87,6 +88,69 @@ def test_the_announcer_logs_changes_only() -> None:
 CFG = BGPConfig(A("10.20.0.11"), 65001, (  # type: ignore[arg-type]
     Neighbor(A("10.20.0.1"), 65000, A("10.20.0.11"), 3, 1, 1, True),
     Neighbor(A("fd00:20::1"), 65000)))
+
+
+def _joining(gate: JoinGate, obs: Observation, now: float) -> tuple[bool, list[str]]:
+    verdicts, lines = gate.hold(decide((), obs, draining=False), obs, now)
+    return verdicts[V1].announce, lines
+
+
+def test_a_joining_director_with_a_sync_backup_waits_one_refresh_cycle() -> None:
+    """auto: the first announcement waits the refresh cycle + the senders' flush + a margin,
+    counted from the first look at which the director is ready; then the gate stays open."""
+    ready = Observation(True, "packet", (svc("192.0.2.10", 80, 1),), sync_backup=True,
+                        sync_refresh_period=1)
+    gate = JoinGate(None)
+    wait = 1 + FLUSH_AFTER + JOIN_MARGIN
+    announce, lines = _joining(gate, ready, 100.0)
+    assert not announce and lines == [
+        f"joining: first announcement in {wait:g} s (the sync backup hears one refresh cycle: "
+        f"1 s + the senders' flush {FLUSH_AFTER:g} s + {JOIN_MARGIN:g} s)"]
+    held = gate.hold(decide((), ready, draining=False), ready, 100.5)[0][V1]
+    assert not held.announce and held.reason.startswith(f"joining: held {wait:g} s")
+    assert _joining(gate, ready, 100 + wait - 0.01) == (False, [])
+    assert _joining(gate, ready, 100 + wait) == (True, [f"joining: waited {wait:g} s, announcing"])
+    # open for good: a withdrawal and a new announcement later are the policy's alone
+    drained = gate.hold(decide((), ready, draining=True), ready, 200.0)[0]
+    assert not drained[V1].announce and drained[V1].reason == "draining"
+    assert _joining(gate, ready, 201.0) == (True, [])
+
+
+def test_the_wait_starts_again_if_the_director_stops_being_ready() -> None:
+    ready = Observation(True, "packet", (svc("192.0.2.10", 80, 1),), sync_backup=True,
+                        sync_refresh_period=2)
+    gate = JoinGate(None)
+    wait = 2 + FLUSH_AFTER + JOIN_MARGIN
+    assert not _joining(gate, ready, 0.0)[0]
+    gone = Observation(False, error="refused")
+    assert not gate.hold(decide((V1,), gone, draining=False), gone, 1.0)[0][V1].announce
+    assert not _joining(gate, ready, wait)[0]  # counted from 'wait', not from 0
+    assert _joining(gate, ready, 2 * wait)[0]
+
+
+@pytest.mark.parametrize(("obs", "why"), [
+    (Observation(True, "packet", (svc("192.0.2.10", 80, 1),)), "no backup sync daemon"),
+    (Observation(True, "packet", (svc("192.0.2.10", 80, 1),), sync_backup=True),
+     "sync_refresh_period is 0: the others re-send by packet count"),
+])
+def test_nothing_to_wait_for_announces_at_once_and_says_why(obs: Observation, why: str) -> None:
+    gate = JoinGate(None)
+    announce, lines = _joining(gate, obs, 5.0)
+    assert announce and len(lines) == 1 and lines[0].startswith(f"first announcement now: {why}")
+
+
+def test_the_refresh_cycle_is_the_kernels_bound_and_announce_delay_overrides_it() -> None:
+    """An entry is re-sent once its timer moved by min(refresh, max(timeout / 2, 10 s)): with
+    a 60 s refresh period and a 30 s ESTABLISHED timeout the cycle is 15 s."""
+    slow = Observation(True, "packet", (svc("192.0.2.10", 80, 1),), sync_backup=True,
+                       sync_refresh_period=60, tcp_timeout=30)
+    gate = JoinGate(None)
+    assert not _joining(gate, slow, 0.0)[0] and gate.wait == 15 + FLUSH_AFTER + JOIN_MARGIN
+    fixed = JoinGate(4.0)
+    assert _joining(fixed, slow, 0.0) == (False, [
+        "joining: first announcement in 4 s (announce_delay 4 s)"])
+    assert _joining(fixed, slow, 4.0)[0]
+    assert _joining(JoinGate(0.0), slow, 0.0)[0]  # 0: never wait
 
 
 def test_bird_configuration_announces_exactly_the_set() -> None:

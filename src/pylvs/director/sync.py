@@ -8,7 +8,7 @@ the backup binds the group and port on that interface and joins the group there.
 hands its full messages to the socket at once and the others within ``FLUSH_AFTER`` seconds;
 a backup applies what it receives as it arrives.
 
-The kernel's sync sysctls (``pylvs.core.sync.SyncSettings``: sync_threshold, sync_period,
+The kernel's sync sysctls (``pylvs.core.sync.SyncSettings``: sync_threshold ("3 50"),
 sync_refresh_period, sync_retries, sync_qlen_max, sync_sock_size, sync_ports) are put in front
 of the director's other settings when ``SyncDaemons`` is made, so ``pylvs sysctl`` and
 ``pylvsd --sysctl`` reach them; the re-send rules read them live, the socket size and the

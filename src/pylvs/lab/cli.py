@@ -49,6 +49,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("pylvs lab up: --sync goes with --ecmp (the ECMP directors share connections)",
               file=sys.stderr)
         return 2
+    if args.sync_refresh is not None and (not args.sync or args.sync_refresh < 0):
+        print("pylvs lab up: --sync-refresh takes seconds (0 or more) and goes with --sync",
+              file=sys.stderr)
+        return 2
     lab = _lab(args)
     was_up = lab.is_up()
     try:
@@ -57,7 +61,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             scheduler = args.scheduler or "mh"
             # sloppy_tcp is what mh needs; with another scheduler it would pick anew
             ecmp = router.ECMPCluster(lab, args.directors, scheduler=scheduler,
-                                      sloppy=scheduler == "mh", sync=args.sync)
+                                      sloppy=scheduler == "mh", sync=args.sync,
+                                      sync_refresh=router.SYNC_REFRESH if args.sync_refresh is None
+                                      else args.sync_refresh)
             try:
                 ecmp.start()
                 ecmp.wait_next_hops({router.director_addr(k)
@@ -174,6 +180,11 @@ def register(subparsers: Any) -> None:
                     help="with --ecmp: every director runs the connection sync daemons as master "
                          "and backup on one group, so a flow moved to another director finds its "
                          "entry there (for schedulers other than mh: --scheduler rr --sync)")
+    up.add_argument("--sync-refresh", type=int, default=None, metavar="SECONDS",
+                    help="with --sync: the directors' sync_refresh_period (default "
+                         f"{router.SYNC_REFRESH}: each live entry re-sent every second it has "
+                         "traffic, so a director that joins learns it; 0: the kernel's rule, "
+                         "again every 50 packets in)")
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help="remove everything the lab made")
     down.add_argument("--all", action="store_true", help="every lab on this machine")

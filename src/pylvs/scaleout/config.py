@@ -20,7 +20,14 @@ the ``pylvs_bgp`` block of FILE and nothing else of it::
                                       # every VIP of the director's services)
         withdraw_wait 2               # seconds between withdrawing and stopping (default 2)
         poll_interval 1               # seconds between looks at the director (default 1)
+        announce_delay auto           # the first announcement's wait: auto (default) or seconds
     }
+
+``announce_delay`` holds back the first announcement after ``pylvs scaleout run`` starts, so
+that a director joining directors that share connections by sync has learnt the live ones
+before the router sends it any (``pylvs.scaleout.policy.JoinGate``): ``auto`` waits one
+``sync_refresh_period`` cycle plus the senders' flush while a backup sync daemon runs and the
+refresh period is set, and not at all otherwise; a number waits that many seconds; 0 never.
 
 IPv4 VIPs (/32) are announced to IPv4 neighbours, IPv6 VIPs (/128) to IPv6 neighbours (a BGP
 session carries the families of its own address: no extended next hop).
@@ -62,6 +69,7 @@ class BGPConfig:
     vips: tuple[IPAddress, ...] = ()  # empty: every VIP of the director's services
     withdraw_wait: float = 2.0
     poll_interval: float = 1.0
+    announce_delay: float | None = None  # None: auto (policy.refresh_wait)
 
     def describe(self) -> list[str]:
         """Lines for ``pylvs scaleout check`` (what would run, in words)."""
@@ -76,6 +84,12 @@ class BGPConfig:
         else:
             out.append("announces every VIP of the director's services while each has quorum")
         out.append(f"withdraw wait {self.withdraw_wait:g} s, poll interval {self.poll_interval:g} s")
+        if self.announce_delay is None:
+            out.append("first announcement: after one sync refresh cycle when a backup sync "
+                       "daemon runs with sync_refresh_period set, else at once (auto)")
+        else:
+            out.append(f"first announcement: {self.announce_delay:g} s after the director is "
+                       "ready")
         return out
 
 
@@ -155,6 +169,7 @@ def interpret(block: Statement) -> BGPConfig:
     neighbors: list[Neighbor] = []
     vips: list[IPAddress] = []
     withdraw_wait, poll = 2.0, 1.0
+    announce_delay: float | None = None
     for st in block.block or ():
         k = st.keyword
         if k != "neighbor":
@@ -182,6 +197,8 @@ def interpret(block: Statement) -> BGPConfig:
             withdraw_wait = _seconds(st, 0, 600)
         elif k == "poll_interval":
             poll = _seconds(st, 0.1, 60)
+        elif k == "announce_delay":
+            announce_delay = None if _one(st) == "auto" else _seconds(st, 0, 600)
         else:
             raise _fail(st, f"unknown keyword {k!r} in {BLOCK}")
     if router_id is None:
@@ -190,7 +207,8 @@ def interpret(block: Statement) -> BGPConfig:
         raise _fail(block, f"{BLOCK}: local_as is required")
     if not neighbors:
         raise _fail(block, f"{BLOCK}: at least one neighbor is required")
-    return BGPConfig(router_id, local_as, tuple(neighbors), tuple(vips), withdraw_wait, poll)
+    return BGPConfig(router_id, local_as, tuple(neighbors), tuple(vips), withdraw_wait, poll,
+                     announce_delay)
 
 
 def _neighbor(st: Statement) -> Neighbor:

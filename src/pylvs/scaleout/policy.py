@@ -12,6 +12,22 @@ The rules, applied to what the director's control socket said at one look:
 
 ``Announcer`` keeps what is announced and turns each look into the changes to make and the log
 lines to write (only when something changes, so a steady state logs nothing).
+
+``JoinGate`` holds back a director's *first* announcement when it joins a cluster whose
+directors share connections through the sync protocol. The reason is the router: the moment a
+director's route arrives, ECMP moves part of the live flows onto it (Linux's hash-threshold
+multipath about 1/N of them when it becomes the N-th next hop; BIRD hands the router every
+path at once with ``merge paths``), and a moved flow's next packet is not a SYN. With
+``sloppy_tcp`` off (sync's setup: sloppy would schedule anew), a director without that flow's
+entry drops it and the connection dies. The entry reaches the newcomer only when another
+director re-sends it, which the kernel's rule does by time only with ``sync_refresh_period``:
+so the first announcement waits until the newcomer's backup daemon has been listening for one
+refresh cycle, plus the sender's flush of a partly filled message (``FLUSH_AFTER``, 2 s) and a
+margin for the message's way and this announcer's poll. With the packet-count rule alone
+(``sync_refresh_period`` 0) no wait bounds it (a slow flow is re-sent every 50 packets), so the
+announcement goes at once and the log says why; ``announce_delay`` in ``pylvs_bgp`` sets a wait
+of its own instead. With ``mh`` + ``sloppy_tcp`` there is no backup daemon and nothing to wait
+for: every director computes the same answer.
 """
 
 from __future__ import annotations
@@ -21,6 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pylvs.core.api import ServiceStatus
+from pylvs.core.sync import FLUSH_AFTER
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -33,6 +50,9 @@ class Observation:
     dataplane: str = ""
     services: tuple[ServiceStatus, ...] = ()
     error: str = ""  # why it is not reachable
+    sync_backup: bool = False  # a backup sync daemon runs (learns the others' connections)
+    sync_refresh_period: int = 0  # net.ipv4.vs.sync_refresh_period, seconds
+    tcp_timeout: int = 900  # ESTABLISHED's timeout (ipvsadm --set), which bounds the refresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,3 +151,69 @@ class Announcer:
         self.announced = set()
         self.reasons = {}
         return changed, lines
+
+
+JOIN_MARGIN = 1.0  # seconds past the sender's flush: the message's way, the backup, one poll
+
+
+def refresh_wait(obs: Observation) -> tuple[float, str]:
+    """How long a director that just joined waits before its first announcement (``auto``),
+    and why in words. The others re-send a live entry once its timer moved by
+    min(sync_refresh_period, max(timeout / 2, 10 s)) (``pylvs.core.sync.resend_due``) at its
+    next packet; that entry may then wait ``FLUSH_AFTER`` in a partly filled message."""
+    if not obs.sync_backup:
+        return 0.0, "no backup sync daemon: nothing to learn from the others"
+    if obs.sync_refresh_period <= 0:
+        return 0.0, ("sync_refresh_period is 0: the others re-send by packet count, which no "
+                     "wait bounds (set sync_refresh_period, or announce_delay)")
+    cycle = min(obs.sync_refresh_period, max(obs.tcp_timeout / 2, 10))
+    return cycle + FLUSH_AFTER + JOIN_MARGIN, (
+        f"the sync backup hears one refresh cycle: {cycle:g} s + the senders' flush "
+        f"{FLUSH_AFTER:g} s + {JOIN_MARGIN:g} s")
+
+
+class JoinGate:
+    """Holds the first announcement back (see the module's docstring). ``delay``: the
+    ``announce_delay`` of ``pylvs_bgp``, seconds, or None for ``auto`` (``refresh_wait``).
+
+    The wait counts from the first look at which a VIP would be announced, and starts again if
+    the director stops being ready before it ends (the backup must listen for a whole cycle).
+    Once the first announcement has gone, the gate stays open for this process's life: later
+    withdrawals (quorum, drain) and announcements are the policy's alone."""
+
+    def __init__(self, delay: float | None) -> None:
+        self.delay = delay
+        self.opened = False
+        self.since: float | None = None
+        self.wait = 0.0
+        self.why = ""
+
+    def hold(self, verdicts: dict[IPAddress, Verdict], obs: Observation,
+             now: float) -> tuple[dict[IPAddress, Verdict], list[str]]:
+        """``verdicts`` with the announcements still held back, and the log lines."""
+        if self.opened:
+            return verdicts, []
+        if not any(v.announce for v in verdicts.values()):
+            self.since = None
+            return verdicts, []
+        lines: list[str] = []
+        if self.since is None:
+            if self.delay is None:
+                self.wait, self.why = refresh_wait(obs)
+            else:
+                self.wait, self.why = self.delay, f"announce_delay {self.delay:g} s"
+            if self.wait <= 0:
+                self.opened = True
+                return verdicts, [f"first announcement now: {self.why}"]
+            self.since = now
+            lines.append(f"joining: first announcement in {self.wait:g} s ({self.why})")
+        if now - self.since >= self.wait:
+            self.opened = True
+            return verdicts, [*lines, f"joining: waited {self.wait:g} s, announcing"]
+        reason = f"joining: held {self.wait:g} s after the director is ready ({self.why})"
+        return {vip: Verdict(False, reason) if v.announce else v
+                for vip, v in verdicts.items()}, lines
+
+    def describe(self) -> dict[str, object]:
+        return {"delay": "auto" if self.delay is None else self.delay, "open": self.opened,
+                "wait": self.wait, "why": self.why}

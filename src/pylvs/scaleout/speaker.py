@@ -17,7 +17,10 @@ through its control socket (the ``status`` and ``get_services`` requests): a dir
 not answer, a data plane ``none``, a lost quorum or a drain withdraws; neighbour sessions are
 read from BIRD and their changes logged (an unreachable or resetting neighbour is a log line;
 forwarding is pylvsd's and goes on). A clean stop (SIGTERM, SIGINT) withdraws everything, waits
-``withdraw_wait`` seconds for the routers to move the traffic, then stops BIRD.
+``withdraw_wait`` seconds for the routers to move the traffic, then stops BIRD. The first
+announcement may be held back (``announce_delay``, ``policy.JoinGate``): until it has gone, each
+look also asks the director for its sync daemons and settings (``get_daemons``, ``get_sysctl``,
+``get_timeouts``).
 
 This process has its own control socket (``--socket``), JSON lines: ``{"op": "drain"}``,
 ``{"op": "resume"}``, ``{"op": "status"}`` (``pylvs scaleout drain|resume|status``).
@@ -41,7 +44,7 @@ from pylvs.core.api import BackendUnavailable, IPVSBackend, IPVSError
 from pylvs.metrics.sources import Sources
 from pylvs.scaleout import bird as B
 from pylvs.scaleout.config import BGPConfig
-from pylvs.scaleout.policy import Announcer, Observation, decide, prefix
+from pylvs.scaleout.policy import Announcer, JoinGate, Observation, decide, prefix
 
 log = logging.getLogger("pylvs.scaleout")
 DEFAULT_SOCKET = "/run/pylvs/scaleout.sock"
@@ -60,17 +63,27 @@ def find_bird() -> str:
     return path
 
 
-def observe(control_socket: str | None, timeout: float) -> Observation:
-    """One look at the director through its control socket (blocking: run it in a thread)."""
+def observe(control_socket: str | None, timeout: float, sync: bool = False) -> Observation:
+    """One look at the director through its control socket (blocking: run it in a thread);
+    ``sync``: also whether a backup sync daemon runs, and the settings that say how soon it
+    hears the others' re-sends (a table without sync settings counts as refresh period 0)."""
+    backup, refresh, tcp = False, 0, 900
     try:
         with ControlClient(control_socket, timeout=timeout) as c:
             status = c.status()
             services = tuple(c.get_services())
+            if sync:
+                backup = any(d.state == "backup" for d in c.get_daemons())
+                tcp = c.get_timeouts().tcp or tcp
+                with contextlib.suppress(IPVSError):
+                    value = c.get_sysctl().get("sync_refresh_period", 0)
+                    refresh = value if isinstance(value, int) else 0
     except (BackendUnavailable, IPVSError) as exc:
         return Observation(False, error=str(exc))
     plane = status.get("dataplane") or {}
     name = str(plane.get("name", "")) if isinstance(plane, dict) else ""
-    return Observation(True, name, services)
+    return Observation(True, name, services, sync_backup=backup, sync_refresh_period=refresh,
+                       tcp_timeout=tcp)
 
 
 class Bird:
@@ -150,6 +163,7 @@ class Speaker:
         self.run_dir = run_dir
         self.bird = Bird(bird_binary, run_dir)
         self.announcer = Announcer()
+        self.gate = JoinGate(cfg.announce_delay)
         self.draining = False
         self.sessions: dict[int, B.SessionState] = {}
         self.last: Observation | None = None
@@ -190,15 +204,17 @@ class Speaker:
 
     async def _look(self) -> None:
         obs = await asyncio.to_thread(observe, self.control_socket,
-                                      max(1.0, self.cfg.poll_interval * 2))
+                                      max(1.0, self.cfg.poll_interval * 2), not self.gate.opened)
         if self.last is None or obs.reachable != self.last.reachable:
             if obs.reachable:
                 log.info("director answers on its control socket (data plane %s)", obs.dataplane)
             else:
                 log.warning("director does not answer: %s", obs.error)
         self.last = obs
-        changed, lines = self.announcer.update(decide(self.cfg.vips, obs, self.draining))
-        for line in lines:
+        verdicts, lines = self.gate.hold(decide(self.cfg.vips, obs, self.draining), obs,
+                                         time.monotonic())
+        changed, more = self.announcer.update(verdicts)
+        for line in lines + more:
             log.info("%s", line)
         if changed or self._applied is None or self._applied != self.announcer.announced:
             await self._apply()
@@ -338,6 +354,7 @@ class Speaker:
                  "last_error": sessions[i].error if i in sessions else ""}
                 for i, n in enumerate(self.cfg.neighbors)],
             "bird_pid": self.bird.proc.pid if self.bird.alive and self.bird.proc else None,
+            "join": self.gate.describe(),
         }
 
     def sources(self) -> Sources:
