@@ -278,6 +278,8 @@ def run_flood(cluster: Any, *, rate: int, seconds: float, count: int, after: flo
         "table_end": samples[-1]["connections"] if samples else 0,
         "rss_mb_max_during": round(max((s["rss_kb"] for s in during), default=0) / 1024, 1),
         "rss_mb_end": round((samples[-1]["rss_kb"] if samples else 0) / 1024, 1),
+        # every 5 s from the flood's start: bounded memory is a flat line once the table is full
+        "rss_mb_every_5s": [round(x["rss_kb"] / 1024) for x in samples[::10]],
         "settings": counters, "drops": plane.get("drops"),
         # the director's process while the flood ran (up to the sample after it ended):
         # CPU share, frames its rings received, frames the kernel dropped for a full RX ring
@@ -351,7 +353,8 @@ def main() -> int:
                       f"(from its 2nd second, table full: {_rate(r['legit_late'])}); "
                       f"in the {args.after:g} s after: {_rate(r['legit_after'])}")
                 print(f"  director RSS: max {r['rss_mb_max_during']} MB during, "
-                      f"{r['rss_mb_end']} MB at the end; errors {r['legit_errors']}")
+                      f"{r['rss_mb_end']} MB at the end (every 5 s: {r['rss_mb_every_5s']}); "
+                      f"errors {r['legit_errors']}")
                 print(f"  director CPU {r['director_cpu']:.0%} of a core "
                       f"({r['system_share']:.0%} in the kernel), "
                       f"{r['cpu_us_per_frame']} us per frame; {r['rx_frames']} frames received, "

@@ -85,12 +85,12 @@ print(json.dumps(res))
 ring.close()
 """
 
-# A ring of 8 blocks of 4 KiB (about 25 SYN frames each): five SYNs are shed; their
-# retransmissions then come first in a ring more than half full of ACKs: shed again.
+# A ring of 8 blocks of 4 KiB (25 frames of this size each): five SYNs are shed; their
+# retransmissions then come first in a ring more than three quarters full of ACKs: shed again.
 HALF_SCRIPT = COMMON + r"""
 syns = [seg(1000 + i, SYN) for i in range(5)]
 phase("first", syns)
-phase("half", syns + [seg(5000 + i, ACK) for i in range(150)])
+phase("full", syns + [seg(5000 + i, ACK) for i in range(170)])
 print(json.dumps(res))
 ring.close()
 """
@@ -132,14 +132,14 @@ def test_late_syns_are_shed_in_c_and_everything_else_reaches_python() -> None:
                           + [[False, 8000 + i, syn, 0] for i in range(5)]), res
 
 
-def test_a_retransmission_is_shed_when_the_ring_is_half_full() -> None:
+def test_a_retransmission_is_shed_when_the_ring_is_nearly_full() -> None:
     """A flood that sends its SYNs again looks like retrying clients: retransmissions pass
-    only while the ring is less than half full, so they cannot fill it."""
+    only while the ring is less than three quarters full, so they cannot fill it."""
     res = _run(HALF_SCRIPT, "{'block_size': 4096, 'block_nr': 8}")
     assert res["first_shed"] == 5 and res["first_retried"] == 0, res
-    # behind them 150 ACKs took more than 4 of the 8 blocks: shed again, and every ACK read
-    assert res["half_shed"] == 10 and res["half_retried"] == 0, res
-    assert [x[1] for x in res["half"]] == [5000 + i for i in range(150)], res
+    # behind them 170 ACKs took 7 of the 8 blocks: shed again, and every ACK read
+    assert res["full_shed"] == 10 and res["full_retried"] == 0, res
+    assert [x[1] for x in res["full"]] == [5000 + i for i in range(170)], res
 
 
 def test_syn_max_lag_setting_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

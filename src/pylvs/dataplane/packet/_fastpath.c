@@ -213,19 +213,22 @@ typedef struct {
     uint32_t vnet_len;       /* 10 with PACKET_VNET_HDR: a virtio_net_hdr precedes each frame */
     unsigned long rx_meta;   /* the verdict on the frame the callback is looking at */
     long long syn_max_lag;   /* ns; 0: never shed (see ring_shed) */
-    uint32_t *shed_seen;     /* SHED_SLOTS fingerprints of shed SYNs, allocated at the first */
+    uint16_t *shed_seen;     /* SHED_SLOTS fingerprints of shed SYNs, allocated at the first */
     unsigned long long rx_frames, fast_frames, tx_sent, tx_errors, tx_ring_full, rx_truncated;
     unsigned long long syn_shed;     /* SYNs dropped at the ring: the reader was behind */
     unsigned long long syn_retried;  /* late SYNs let through as retransmissions of shed ones */
 } RingObject;
 
-/* Shed SYNs remembered: 2^20 fingerprints (4 MiB per ring, only once one was shed), so a
- * retransmission 1-3 s later is still recognised at ~100 k shed SYNs/s. */
-#define SHED_BITS 20
+/* Shed SYNs remembered: 2^22 16-bit fingerprints (8 MiB per ring, only once one was shed),
+ * so a retransmission 1 s later is still recognised at 100 k shed SYNs/s (2.4 % of the slots
+ * written over by then; 1 in 65,535 spoofed SYNs passes for a retransmission). */
+#define SHED_BITS 22
 #define SHED_SLOTS (1u << SHED_BITS)
 /* A remembered SYN's retransmission passes while the reader is less than this many times
- * syn_max_lag behind and the ring is less than half full; past either it is shed too, so a
- * flood that repeats its own SYNs (they look like retransmissions) cannot fill the ring. */
+ * syn_max_lag behind and the ring is less than three quarters full; past either it is shed
+ * too, so a flood that repeats its own SYNs (they look like retransmissions) cannot fill the
+ * ring, while a reader that was not scheduled for a while (a GC pause) still lets the
+ * retransmissions in its backlog through. */
 #define RETRY_LAG_FACTOR 4
 
 /* Shed this connection-opening SYN? Only when it waited in the ring longer than
@@ -235,7 +238,7 @@ typedef struct {
  * of the kernel dropping whatever arrives once the ring is full. A client sends its SYN again
  * (after 1 s, 3 s...), and that retransmission (same addresses, ports and sequence number as
  * a SYN shed here) is let through while the reader is less than RETRY_LAG_FACTOR x
- * syn_max_lag behind and the ring less than half full: spoofed SYNs are never sent twice,
+ * syn_max_lag behind and the ring less than three quarters full: spoofed SYNs are never sent twice,
  * so real clients get in on their first retry while the flood's share is what the
  * interpreter can take. */
 static int ring_shed(RingObject *r, const uint8_t *hdr, const uint8_t *frame, size_t l4,
@@ -245,19 +248,18 @@ static int ring_shed(RingObject *r, const uint8_t *hdr, const uint8_t *frame, si
     if (lag <= r->syn_max_lag)
         return 0;
     if (r->shed_seen == NULL) {
-        r->shed_seen = PyMem_Calloc(SHED_SLOTS, sizeof(uint32_t));
+        r->shed_seen = PyMem_Calloc(SHED_SLOTS, sizeof(uint16_t));
         if (r->shed_seen == NULL)
             return 1;  /* no memory for the fingerprints: shed without them */
     }
     uint64_t h = syn_hash(frame, l4);
-    uint32_t *slot = &r->shed_seen[h & (SHED_SLOTS - 1)];
-    uint32_t fp = (uint32_t)(h >> 32) | 1;
-    /* half full: the block half a ring ahead of the reader is handed over already */
-    const uint8_t *ahead = r->base + (size_t)((r->rx_cur + r->block_nr / 2) % r->block_nr)
+    uint16_t *slot = &r->shed_seen[h & (SHED_SLOTS - 1)];
+    uint16_t fp = (uint16_t)(h >> 48) | 1;
+    /* three quarters full: the block that far ahead of the reader is handed over already */
+    const uint8_t *ahead = r->base + (size_t)((r->rx_cur + r->block_nr * 3 / 4) % r->block_nr)
         * r->block_size;
-    int half_full = __atomic_load_n((const uint32_t *)(ahead + 8), __ATOMIC_ACQUIRE)
-        & TP_STATUS_USER;
-    if (*slot == fp && lag <= RETRY_LAG_FACTOR * r->syn_max_lag && !half_full) {
+    int full = __atomic_load_n((const uint32_t *)(ahead + 8), __ATOMIC_ACQUIRE) & TP_STATUS_USER;
+    if (*slot == fp && lag <= RETRY_LAG_FACTOR * r->syn_max_lag && !full) {
         *slot = 0;  /* one pass per shed SYN */
         r->syn_retried++;
         return 0;

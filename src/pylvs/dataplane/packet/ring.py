@@ -39,10 +39,10 @@ packets of live connections among them, while every frame still read waits up to
 ring short and the connections already made unharmed, and a client whose SYN was shed sends it
 again (1 s, 3 s), as after a drop by the kernel's ``drop_packet``. That retransmission (same
 addresses, ports and sequence number as a shed SYN: spoofed SYNs are never sent twice) is let
-through while the reader is less than 4 x ``syn_max_lag`` behind and the ring less than half
-full (``syn_retried``), so real clients get in on their first retry, and a flood that sends its
-SYNs again cannot use that to fill the ring; fingerprints of shed SYNs take 4 MiB per ring, allocated
-at the first shed. The same walk checks an
+through while the reader is less than 4 x ``syn_max_lag`` behind and the ring less than three
+quarters full (``syn_retried``), so real clients get in on their first retry, and a flood that
+sends its SYNs again cannot use that to fill the ring; fingerprints of shed SYNs take 8 MiB per
+ring, allocated at the first shed. The same walk checks an
 IPv4 SYN's TCP checksum (what the new-connection path asks first) and marks it good
 (``offload.META_CSUM_OK``) when it is, so the interpreter does not compute it.
 
