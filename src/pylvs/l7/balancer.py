@@ -67,40 +67,42 @@ class RoundRobin:
     def tries(self) -> int:
         return len(self.peers)
 
-    def _pick(self, peers: list[Peer], tried: Set[int], now: float) -> Peer | None:
-        if len(peers) == 1 and not self.backup and peers is self.primary:
-            # nginx's single-peer upstream ignores max_fails: there is nowhere else to go.
-            p = peers[0]
-            return None if p.down or p.index in tried else p
-        best: Peer | None = None
-        total = 0
-        for p in peers:
-            if p.down or p.index in tried:
-                continue
-            if p.max_fails and p.fails >= p.max_fails and now - p.checked <= p.fail_timeout:
-                continue
-            p.current_weight += p.effective_weight
-            total += p.effective_weight
-            if p.effective_weight < p.weight:
-                p.effective_weight += 1
-            if best is None or p.current_weight > best.current_weight:
-                best = p
-        if best is None:
-            return None
-        best.current_weight -= total
-        if now - best.checked > best.fail_timeout:
-            best.checked = now
-        return best
-
     def get(self, tried: Set[int], now: float) -> Peer | None:
-        """Next peer not in ``tried`` (peer indexes), or None: no live upstreams."""
-        p = self._pick(self.primary, tried, now)
-        if p is None and self.backup:
-            p = self._pick(self.backup, tried, now)
-        if p is None:
-            for q in self.peers:
-                q.fails = 0
-        return p
+        """Next peer not in ``tried`` (peer indexes), or None: no live upstreams. The primary
+        peers first, the backup ones only when no primary is eligible (one loop for both, no
+        call per pass: this runs for every proxied request)."""
+        peers = self.primary
+        while True:
+            if len(peers) == 1 and not self.backup and peers is self.primary:
+                # nginx's single-peer upstream ignores max_fails: there is nowhere else to go.
+                p = peers[0]
+                if not p.down and p.index not in tried:
+                    return p
+            else:
+                best: Peer | None = None
+                total = 0
+                for p in peers:
+                    if p.down or p.index in tried:
+                        continue
+                    if p.max_fails and p.fails >= p.max_fails and now - p.checked <= p.fail_timeout:
+                        continue
+                    p.current_weight += p.effective_weight
+                    total += p.effective_weight
+                    if p.effective_weight < p.weight:
+                        p.effective_weight += 1
+                    if best is None or p.current_weight > best.current_weight:
+                        best = p
+                if best is not None:
+                    best.current_weight -= total
+                    if now - best.checked > best.fail_timeout:
+                        best.checked = now
+                    return best
+            if peers is self.backup or not self.backup:
+                break
+            peers = self.backup
+        for q in self.peers:
+            q.fails = 0
+        return None
 
     def failed(self, peer: Peer, now: float) -> None:
         peer.fails += 1

@@ -74,7 +74,11 @@ def _remember_route(tpl: dict[str, object], req: Request) -> None:
     tpl.update(routed=0, server=srv, location=loc, host=req.host, uri=req.uri, known=object())
     if req.args:
         tpl["args"] = req.args
-    if loc.proxy_pass is None and loc.try_files is None and not loc.rewrites:
+    if loc.rewrites or loc.stub_status:
+        pass
+    elif loc.proxy_pass is not None:
+        tpl["fast_proxy"] = True
+    elif loc.try_files is None:
         tpl["fast_file"] = cached_path(req, loc)
 
 
@@ -407,6 +411,9 @@ class ClientConnection(asyncio.Protocol):
             path = req.fast_file
             if path is not None:  # a known head of a file: only the file cache's answer is left
                 if not send_cached(self, req, cast(Location, req.location), path):
+                    self.wake_task()
+            elif req.fast_proxy:  # a known proxied head: only the upstream's side is left
+                if not try_fast_proxy(self, req, cast(Location, req.location)):
                     self.wake_task()
             elif not self._try_fast(req):
                 self.wake_task()

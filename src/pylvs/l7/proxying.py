@@ -133,7 +133,11 @@ class ProxyAttempt:
                     t.writelines((ch, body))
                 if client.write_paused and not self.upstream_paused:
                     self._check_client_flow()
-            self._finish("ok")
+            if self.result or self._waiter is not None:
+                self._finish("ok")
+            else:  # _finish, inline: a fast exchange ends here
+                self.result = "ok"
+                finish_fast(self, "ok")
             return
         self.response_head(head, True, False)
         if not self.started or self.chunked or self.gz is not None:
@@ -373,7 +377,8 @@ def finish_fast(att: ProxyAttempt, result: str) -> None:
     req.upstream_times = [(att.connect_time, att.t_head - start if att.t_head >= 0 else -1.0,
                            took)]
     if result == "ok":
-        pool.balancer.succeeded(peer)
+        if peer.accessed < peer.checked:  # pool.balancer.succeeded(peer), inline
+            peer.fails = 0
         if att.upstream_paused:
             conn.resume_reading()
         pool.release(conn, att.keep_alive)
@@ -568,15 +573,14 @@ async def _exchange(client: Connection, req: Request, loc: Location, pool: Upstr
     att.connect_time = tries.connect_time
     att.t_start = time.monotonic()
     client.sink = att
-    conn.attach(att, loc.proxy_read_timeout)
     body_task: asyncio.Task[None] | None = None
     try:
-        conn.write(att.request_head())
         if req.body is not None:
+            conn.exchange(att, loc.proxy_read_timeout, att.request_head(), timer=False)
             body_task = client.loop.create_task(att.send_body(loc.proxy_send_timeout))
         else:
             att.request_sent = True
-            conn.start_read_timer()
+            conn.exchange(att, loc.proxy_read_timeout, att.request_head())
         result = await att.wait()
     finally:
         if body_task is not None and not body_task.done():

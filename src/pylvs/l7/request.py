@@ -200,6 +200,7 @@ class Request:
     # came with it: what follows from head and route alone may be kept per connection
     known: object | None = None
     fast_file: str | None = None  # a known head's ``static.cached_path``
+    fast_proxy = False  # a known head routed to a proxy_pass location without a script
     preset_peer: tuple[Peer | None] | None = None  # peer the fast path already chose
     fast_failed: tuple[Peer, str] | None = None  # its failed try, for the task to go on
     seq = 0  # this request's number on its connection (keepalive_requests)

@@ -286,7 +286,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- used by the request side ---------------------------------------------------------
 
-    def attach(self, sink: ResponseSink, read_timeout: float) -> None:
+    def exchange(self, sink: ResponseSink, read_timeout: float, head: bytes,
+                 timer: bool = True) -> None:
+        """Serve ``sink``'s request: attach it, write the request head and (``timer``: no body
+        follows) arm proxy_read_timeout; with a body the sender arms it once the body is sent."""
         self.sink = sink
         self._reading = False  # proxy_read_timeout runs once the request is sent
         self.got_response = False
@@ -295,14 +298,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._interim = False
         self.requests += 1
         self._read_timeout = read_timeout
-
-    def exchange(self, sink: ResponseSink, read_timeout: float, head: bytes) -> None:
-        """``attach``, ``write`` the request head and ``start_read_timer``, in one call: a
-        body-less request on the fast path."""
-        self.attach(sink, read_timeout)
         assert self.transport is not None
         self.transport.write(head)
-        self.start_read_timer()
+        if timer:
+            self.start_read_timer()
 
     def start_read_timer(self) -> None:
         """Arm proxy_read_timeout: it runs between two successive reads, as in nginx."""
