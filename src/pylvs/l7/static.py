@@ -97,13 +97,17 @@ def send_cached(conn: Connection, req: Request, loc: Location, path: str) -> boo
             f.head, f.head_date = head, date
     t = conn.transport  # conn.write, inline
     if req.method == "HEAD":
-        data = head
+        req.bytes_sent = len(head)
+        if t is not None and not conn.closed:
+            t.write(head)
     else:
-        data = head + f.body
         req.body_bytes_sent = f.size
-    req.bytes_sent = len(data)
-    if t is not None and not conn.closed:
-        t.write(data)
+        req.bytes_sent = len(head) + f.size
+        if t is not None and not conn.closed:
+            if f.size <= 16384:  # one write; a larger body is not copied to join it
+                t.write(head + f.body)
+            else:
+                t.writelines((head, f.body))
     conn.complete(req)
     return True
 
