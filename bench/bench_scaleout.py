@@ -88,12 +88,13 @@ def _json(p: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
     return result
 
 
-def _up(n: int, sloppy: bool, scheduler: str = "mh",
-        sync: bool = False) -> tuple[Lab, router.ECMPCluster]:
+def _up(n: int, sloppy: bool, scheduler: str = "mh", sync: bool = False,
+        refresh: int = 0) -> tuple[Lab, router.ECMPCluster]:
     lab = Lab(f"bs{random.randrange(36**4):x}"[:8], hosts=router.ecmp_hosts(4))
-    # sync_refresh=0: the lab's own re-send by time is off, each run sets its sysctls itself
+    # the run's sync_refresh_period, set by the lab on each director before its daemons and
+    # its announcer start (so a joining director's announcer sees it: announce_delay auto)
     ecmp = router.ECMPCluster(lab, n, scheduler=scheduler, sloppy=sloppy, sync=sync,
-                              sync_refresh=0)
+                              sync_refresh=refresh)
     lab.up()
     ecmp.start()
     ecmp.wait_next_hops({router.director_addr(k) for k in range(1, n + 1)}, timeout=30)
@@ -118,8 +119,8 @@ def survival(sloppy: bool, conns: int, rate: float, seconds: float, scheduler: s
              sync: bool = False, sysctls: dict[str, int] | None = None) -> dict[str, Any]:
     """One director dies, then (fresh long-lived set) a fourth joins, then one drains. With
     ``sync``, first the time a new entry takes to reach the other directors."""
-    lab, ecmp = _up(3, sloppy, scheduler, sync)
     sysctls = sysctls or {}
+    lab, ecmp = _up(3, sloppy, scheduler, sync, int(sysctls.get("sync_refresh_period", 0)))
     out: dict[str, Any] = {"scheduler": scheduler, "sloppy_tcp": int(sloppy), "sync": int(sync),
                            "sysctls": sysctls}
     try:
@@ -149,9 +150,12 @@ def survival(sloppy: bool, conns: int, rate: float, seconds: float, scheduler: s
                      "--seconds", str(seconds), "--interval", "0.5", "--timeout", "8")
         churn = _tool(lab, "churn", "--rate", str(rate), "--seconds", str(seconds))
         time.sleep(seconds / 3)
+        t_join = time.monotonic()
         ecmp.start_director(4)
         _sysctl(ecmp, 4, sysctls)
-        ecmp.wait_next_hops({d[1], d[3], d[4]}, timeout=20)
+        ecmp.wait_next_hops({d[1], d[3], d[4]}, timeout=30)
+        route_after = round(time.monotonic() - t_join, 2)
+        join_wait = request(ecmp.speaker_socket(4), "status")["result"]["join"]["wait"]
         h, c = _json(hold, seconds + 60), _json(churn, seconds + 60)
         with ControlClient(ecmp.control_socket(4)) as cc:
             st = cc.status()
@@ -164,7 +168,9 @@ def survival(sloppy: bool, conns: int, rate: float, seconds: float, scheduler: s
                       "dir4_synced_entries": st["sync"].get("backup", {}).get(
                           "entries_created", 0),
                       # what the others sent again by the re-send rules, during the whole run
-                      "resent_entries": _resent(ecmp, (1, 3))}
+                      "resent_entries": _resent(ecmp, (1, 3)),
+                      # the newcomer's announcer held its route back (announce_delay auto)
+                      "join_wait_s": join_wait, "route_after_start_s": route_after}
         # -- one drains while new connections keep coming
         churn = _tool(lab, "churn", "--rate", str(rate), "--seconds", str(seconds))
         time.sleep(seconds / 3)
@@ -289,6 +295,8 @@ def main() -> int:
                 print(f"  {'':<18} the newcomer: {e['dir4_no_entry_drops']} packets dropped "
                       f"without an entry, {e['dir4_synced_entries']} entries received by sync"
                       + (f"; dir1+dir3 re-sent {e['resent_entries']} entries" if sync else ""))
+                print(f"  {'':<18} its route at the router {e['route_after_start_s']:.1f} s "
+                      f"after it started (announcer held back {e['join_wait_s']:g} s)")
             for err in e["errors"]:
                 print(f"      e.g. {err}")
         print(f"  drain              new lost {r['drain']['new_failed']}/{r['drain']['new']}")
