@@ -13,15 +13,21 @@ has left the table. One map lookup per flow per sync: fine for the tens of thous
 a second-by-second tick reads; a batch lookup would be the next step past that.
 
 Flows the program made itself (an ``mh`` service's new connection, scheduled from the Maglev
-table ``mhtables`` keeps) reach the core through the program's ``new_flows`` queue:
-``import_new`` enters each in the director's table, through ``Director.schedule`` when the
-scheduler still picks the program's server, else bound to that server as a sync backup binds
-an entry, and from then on the flow is one of this sink's like any other.
+table ``mhtables`` keeps) reach the core as records of the program's ``new_flows`` ring (the
+key, the server, the first packet's length and time; a second record when the handshake's ACK
+passes): ``import_new`` reads them in bulk from the mapped ring and enters each connection in
+the director's table, through ``Director.schedule`` when the scheduler still picks the
+program's server, else bound to that server as a sync backup binds an entry, and from then on
+the flow is one of this sink's like any other. A record the full ring refused is counted by the
+program (``mh_queue_full``); ``sync`` then walks the flow map a slice per tick
+(``REPAIR_SLICE``) and enters the kernel-made flows it does not know, so none stays out of the
+table for good.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +37,11 @@ from pylvs.core.sync import SyncConn, apply
 from pylvs.dataplane.xdp.loader import XdpProgram
 from pylvs.dataplane.xdp.maps import (
     ACTION,
+    FLOW_F_KERNEL,
     IMPORT_FIELDS,
     KEY,
+    NEW_ACKED,
+    NEW_FLOW,
     Method,
     pad16,
     unpack_counters,
@@ -40,7 +49,9 @@ from pylvs.dataplane.xdp.maps import (
 )
 
 _TCP_ACK = 0x10
-IMPORT_BUDGET = 16384  # kernel-scheduled flows entered per call at most
+IMPORT_BUDGET = 16384  # ring records read per call at most
+REPAIR_SLICE = 32768  # flow map entries the repair walk reads per sync
+_BATCH = 4096  # entries per batch lookup
 
 # forward.FLOW_* kinds -> the program's methods
 _METHOD = {0: Method.DR, 1: Method.NAT_IN, 2: Method.NAT_OUT, 3: Method.TUN}
@@ -72,6 +83,10 @@ class XdpFlowSink:
         self.director = director
         self.imported = 0
         self.import_refused = 0  # gone from the map, no such server any more, or table full
+        self.repaired = 0  # entered by the repair walk (their record was lost)
+        self.drained = True  # the last read emptied the ring
+        self._lost_seen = 0  # the program's mh_queue_full the last finished walk covered
+        self._walk: tuple[bytes | None, int] | None = None  # (batch token, lost at its start)
 
     @property
     def count(self) -> int:
@@ -148,37 +163,59 @@ class XdpFlowSink:
 
     def import_new(self, budget: int = IMPORT_BUDGET) -> int:
         """Enter the flows the program scheduled since the last call in the director's
-        connection table (the program queues their keys), so ``-Lnc``, the connection counts,
-        ``--stats`` and ``--rate`` show them as if the core had scheduled them. Run before the
-        core handles received frames and at each sync, so a connection's FIN, which the program
-        sends up, finds its entry. At most ``budget`` keys per call: the rest wait for the
-        next, so a flood of new connections forwarded in the kernel never holds the core's
-        loop for long (what overflows the queue is counted as ``mh_queue_full``). Returns how
-        many were entered."""
-        if self.director is None:
+        connection table, from the records of its ``new_flows`` ring, so ``-Lnc``, the
+        connection counts, ``--stats`` and ``--rate`` show them as if the core had scheduled
+        them; a TCP flow whose handshake ACK has passed moves on from SYN_RECV as that ACK
+        would have moved it. Run before the core handles received frames and at each sync, so
+        a connection's FIN, which the program sends up, finds its entry established. At most
+        ``budget`` records per call: the rest wait in the ring for the next. Returns how many
+        connections were entered."""
+        d = self.director
+        if d is None:
             return 0
         n = 0
-        for _ in range(budget):
-            key = self.program.pop_new_flow(KEY.size)
-            if key is None:
-                break
-            n += self._import(self.director, key)
+        flows = self._flows
+        dests: dict[tuple[int, bytes, int, bytes, int], Any] = {}  # this call's server lookups
+        recs = self.program.read_new_flows(NEW_FLOW.size, budget)
+        self.drained = len(recs) < budget
+        for rec in recs:
+            key, addr, rport, kind, first_len, ts = NEW_FLOW.unpack(rec)
+            if kind == NEW_ACKED:
+                flow = flows.get(key)
+                if flow is not None and flow.conn.bucket is not None:
+                    d.tcp_packet(flow.conn, DIR_INPUT, _TCP_ACK)
+                continue
+            n += self._import(d, key, addr, rport, first_len, 1, first_len, ts, dests)
         return n
 
-    def _import(self, d: Director, key: bytes) -> int:
+    def import_for(self, seconds: float, chunk: int = 2048) -> int:
+        """``import_new`` a chunk at a time until the ring is empty or ``seconds`` have
+        passed: the share of the core's loop a backlog may take. Returns how many entered."""
+        end = time.monotonic() + seconds
+        n = 0
+        while True:
+            n += self.import_new(chunk)
+            if self.drained or time.monotonic() >= end:
+                return n
+
+    def _import(self, d: Director, key: bytes, addr: bytes, rport: bytes, first_len: int,
+                packets: int, nbytes: int, last: int,
+                dests: dict[tuple[int, bytes, int, bytes, int], Any]) -> int:
+        """Enter one kernel-made flow (``packets``/``nbytes`` it has forwarded so far, the
+        last at ``last`` ns) bound to the server at ``addr``/``rport``."""
         if key in self._flows:
             return 0
-        raw = self.program.flow_get(key, ACTION.size)
-        if raw is None:
-            return 0  # the LRU map let it go already
-        _flags, addr, rport, first_len, last, packets, nbytes = IMPORT_FIELDS.unpack(raw)
         dport = int.from_bytes(rport, "big")
         proto, caddr, cport, vaddr, vport = unpack_key(key)
         daddr = addr[: len(vaddr)]
+        where = (proto, vaddr, vport, daddr, dport)
+        found = dests.get(where)
+        if found is None:
+            found = dests[where] = self._dest(d, proto, vaddr, vport, daddr, dport)
         old = d.lookup(proto, caddr, cport, vaddr, vport)
         # an entry the core already has is kept or replaced by ``schedule``'s own rules
         # (conn_reuse_mode: a SYN on a TIME_WAIT entry is a new connection)
-        conn = self._enter(d, proto, caddr, cport, vaddr, vport, daddr, dport, old)
+        conn = self._enter(d, proto, caddr, cport, vaddr, vport, found[0], found[1], old)
         if conn is None or conn.daddr != daddr or conn.dport != dport:
             # no such server any more, the table is full, or the core has the connection on
             # another server (it saw the client first): the core's word stands, and the next
@@ -199,22 +236,64 @@ class XdpFlowSink:
         return 1
 
     @staticmethod
-    def _enter(d: Director, proto: int, caddr: bytes, cport: int, vaddr: bytes, vport: int,
-               daddr: bytes, dport: int, old: Any) -> Any:
-        """The director's entry for a flow the program scheduled to ``daddr:dport``: made by
-        ``schedule`` itself when the scheduler still picks that server (every count as for a
-        connection the core scheduled), else bound to that server as a sync backup binds an
-        entry it is told about (the table changed between the program's pick and now: the
-        connection is where the program sent it)."""
+    def _dest(d: Director, proto: int, vaddr: bytes, vport: int, daddr: bytes,
+              dport: int) -> tuple[Any, Any]:
+        """(service, server) a kernel-made flow names, either None if the table has none."""
         svc = d.find_service(proto, vaddr, vport)
         dest = svc.find_dest(ipaddress.ip_address(daddr), dport) if svc is not None else None
+        return svc, dest
+
+    def repair(self, limit: int = REPAIR_SLICE) -> int:
+        """After the program counted records the full ring refused (``mh_queue_full``), walk
+        the flow map ``limit`` entries per call and enter the kernel-made flows this sink does
+        not know (their record lost, or still in the ring: entering one early is the same
+        entry). A walk that started after a loss covers it when it reaches the map's end.
+        Returns how many were entered."""
+        d = self.director
+        if d is None:
+            return 0
+        if self._walk is None:
+            lost = self.program.stats().get("mh_queue_full", 0)
+            if lost <= self._lost_seen:
+                return 0
+            self._walk = (None, lost)
+        token, lost = self._walk
+        n = read = 0
+        dests: dict[tuple[int, bytes, int, bytes, int], Any] = {}
+        flows = self._flows
+        while read < limit:
+            pairs, token = self.program.flows_batch(token, KEY.size, ACTION.size, _BATCH)
+            read += len(pairs)
+            for key, value in pairs:
+                if key in flows:
+                    continue
+                flags, addr, rport, first_len, last, packets, nbytes = IMPORT_FIELDS.unpack(value)
+                if flags & FLOW_F_KERNEL:
+                    n += self._import(d, key, addr, rport, first_len, packets, nbytes, last, dests)
+            if token is None:
+                self._walk = None
+                self._lost_seen = lost
+                break
+        else:
+            self._walk = (token, lost)
+        self.repaired += n
+        return n
+
+    @staticmethod
+    def _enter(d: Director, proto: int, caddr: bytes, cport: int, vaddr: bytes, vport: int,
+               svc: Any, dest: Any, old: Any) -> Any:
+        """The director's entry for a flow the program scheduled to ``dest`` of ``svc``: made
+        by ``schedule`` itself when the scheduler still picks that server (every count as for
+        a connection the core scheduled), else bound to that server as a sync backup binds an
+        entry it is told about (the table changed between the program's pick and now: the
+        connection is where the program sent it)."""
         if svc is None or dest is None:
             return None
         sched = svc.scheduler
         if sched is not None and sched.schedule(caddr, cport, vaddr, vport, d.clock()) is dest:
             return d.schedule(proto, caddr, cport, vaddr, vport)
         state = TCP_S_SYN_RECV if proto == 6 else UDP_S_NORMAL
-        conn = apply(d, SyncConn(proto, caddr, cport, vaddr, vport, daddr, dport,
+        conn = apply(d, SyncConn(proto, caddr, cport, vaddr, vport, dest.addr_packed, dest.port,
                                  int(dest.fwd), state))
         if conn is not None and conn is not old:  # ip_vs_conn_stats, as schedule counts it
             dest.stats.conns += 1
@@ -224,6 +303,7 @@ class XdpFlowSink:
 
     def sync(self) -> list[Row]:
         self.import_new()
+        self.repair()
         rows = []
         dead = []
         for key, flow in self._flows.items():

@@ -17,7 +17,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import mmap
 import os
+import struct
 from pathlib import Path
 
 from pylvs.dataplane.xdp.maps import STAT_NAMES, sum_percpu
@@ -25,6 +27,13 @@ from pylvs.dataplane.xdp.maps import STAT_NAMES, sum_percpu
 OBJECT_NAME = "xdp_lb.bpf.o"
 PROGRAM_NAME = "xdp_lb"
 LOG_SIZE = 1 << 20
+RING_BYTES = 1 << 23  # the new_flows ring: ≈ 100 k records (80 bytes each with the header)
+# struct bpf_ringbuf_hdr's length word: the record is being written / was discarded
+_RB_BUSY = 1 << 31
+_RB_DISCARD = 1 << 30
+_RB_HDR = 8
+_U64 = struct.Struct("=Q")
+_U32 = struct.Struct("=I")
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 VERDICTS = {XDP_ABORTED: "ABORTED", XDP_DROP: "DROP", XDP_PASS: "PASS", XDP_TX: "TX",
@@ -117,6 +126,8 @@ def libbpf() -> ctypes.CDLL:
             ("bpf_map_get_next_key", i, [i, vp, vp]),
             ("bpf_map_lookup_and_delete_elem", i, [i, vp, vp]),
             ("bpf_map_update_batch", i, [i, vp, vp, vp, vp]),
+            ("bpf_map_lookup_batch", i, [i, vp, vp, vp, vp, vp, vp]),
+            ("bpf_map__set_max_entries", i, [vp, u32]),
         ]:
             f = getattr(lib, fname)
             f.restype, f.argtypes = res, args
@@ -160,7 +171,7 @@ def _oserror(what: str) -> OSError:
 class XdpProgram:
     """One loaded instance of the program with its maps (fresh maps per instance)."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, ring_bytes: int = RING_BYTES) -> None:
         lib = libbpf()
         self._lib = lib
         self._obj: int | None = None
@@ -173,6 +184,14 @@ class XdpProgram:
         if not obj:
             raise XdpUnavailable(f"{obj_path}: {os.strerror(ctypes.get_errno() or errno.EINVAL)}")
         self._obj = obj
+        self._rings: list[mmap.mmap] = []
+        page = mmap.PAGESIZE
+        if ring_bytes < page or ring_bytes & (ring_bytes - 1):
+            self.close()
+            raise ValueError(f"ring_bytes must be a power of 2 of at least a page, not {ring_bytes}")
+        ring_map = lib.bpf_object__find_map_by_name(obj, b"new_flows")
+        if ring_map:  # (an object without it fails its load below)
+            lib.bpf_map__set_max_entries(ring_map, ring_bytes)
         rc = lib.bpf_object__load(obj)
         if rc:
             err = -rc if rc < 0 else (ctypes.get_errno() or errno.EINVAL)
@@ -190,8 +209,17 @@ class XdpProgram:
         self.dests_fd = self._map_fd(b"mh_dests")
         self.new_flows_fd = self._map_fd(b"new_flows")
         self._ncpus = possible_cpus()
-        self._pop_buf: ctypes.Array[ctypes.c_char] | None = None  # reused: .raw copies out
-        self._get_buf: ctypes.Array[ctypes.c_char] | None = None
+        self._get_buf: ctypes.Array[ctypes.c_char] | None = None  # reused: .raw copies out
+        # the ring as libbpf's ring_buffer maps it: the consumer page read-write, then the
+        # producer page and the data area twice over (a record across the end reads whole)
+        self.ring_bytes = ring_bytes
+        self._cons = mmap.mmap(self.new_flows_fd, page, mmap.MAP_SHARED,
+                               mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._rings.append(self._cons)
+        self._prod = mmap.mmap(self.new_flows_fd, page + 2 * ring_bytes, mmap.MAP_SHARED,
+                               mmap.PROT_READ, offset=page)
+        self._rings.append(self._prod)
+        self._data = page
 
     def _map_fd(self, name: bytes) -> int:
         fd: int = self._lib.bpf_map__fd(self._lib.bpf_object__find_map_by_name(self._obj, name))
@@ -270,14 +298,70 @@ class XdpProgram:
         if self._lib.bpf_map_update_batch(self.slots_fd, keys, values, ctypes.byref(count), None):
             raise _oserror("mh slot map update")
 
-    def pop_new_flow(self, key_size: int) -> bytes | None:
-        """The key of the next flow the program scheduled itself, or None when none waits."""
-        buf = self._pop_buf
-        if buf is None or len(buf) != key_size:
-            buf = self._pop_buf = ctypes.create_string_buffer(key_size)
-        if self._lib.bpf_map_lookup_and_delete_elem(self.new_flows_fd, None, buf):
-            return None
-        return buf.raw
+    def read_new_flows(self, record_size: int, limit: int) -> list[bytes]:
+        """Up to ``limit`` records the program wrote to the ``new_flows`` ring since the last
+        call, in the ring's order, each as one ``bytes`` (``record_size``, without the header),
+        then handed back to the producer. Records here are all one size: a run of them is one
+        slice of the mapped ring.
+
+        Why by hand and not libbpf's ``ring_buffer__consume``: that calls back per record, and
+        a ctypes callback (plus copying the record out of its pointer) costs more than the
+        whole record's parse here; this is the path every kernel-made connection takes. The
+        protocol is libbpf's (ringbuf.c): read the producer position, walk records from the
+        consumer position, stop at one still being written (BUSY), skip discarded ones, then
+        store the new consumer position (a plain store: x86's ordering; the reads of a record
+        follow the producer position's read)."""
+        cons = _U64.unpack_from(self._cons, 0)[0]
+        prod = _U64.unpack_from(self._prod, 0)[0]
+        if cons == prod:
+            return []
+        mask = self.ring_bytes - 1
+        data, ring = self._data, self._prod
+        stride = (record_size + _RB_HDR + 7) & ~7
+        out: list[bytes] = []
+        while cons < prod and len(out) < limit:
+            # a run of whole records up to the producer, the ring's end (read through the
+            # double mapping) or the limit, then their headers checked in one pass
+            n = min((prod - cons) // stride, limit - len(out))
+            start = data + (cons & mask)
+            chunk = ring[start:start + n * stride] if n else b""
+            good = 0
+            for (hdr,) in struct.iter_unpack(f"=I{stride - 4}x", chunk):
+                if hdr & (_RB_BUSY | _RB_DISCARD) or hdr != record_size:
+                    break
+                good += 1
+            out.extend(chunk[i * stride + _RB_HDR:i * stride + _RB_HDR + record_size]
+                       for i in range(good))
+            cons += good * stride
+            if good == n and n:
+                continue
+            # one record the run did not take: busy (stop), discarded or of another size (skip)
+            hdr = _U32.unpack_from(ring, data + (cons & mask))[0]
+            if hdr & _RB_BUSY:
+                break
+            cons += ((hdr & ~(_RB_BUSY | _RB_DISCARD)) + _RB_HDR + 7) & ~7
+        _U64.pack_into(self._cons, 0, cons)
+        return out
+
+    def flows_batch(self, token: bytes | None, key_size: int, value_size: int,
+                    count: int) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+        """Up to ``count`` (key, value) pairs of the flow map from ``token`` (None: the start),
+        in one BPF_MAP_LOOKUP_BATCH call, and the token to go on from (None: the map's end).
+        For walking a large map a slice per tick without a system call per entry."""
+        keys = ctypes.create_string_buffer(key_size * count)
+        values = ctypes.create_string_buffer(value_size * count)
+        n = ctypes.c_uint32(count)
+        out_token = ctypes.create_string_buffer(4)  # the hash map's batch token: a bucket
+        in_token = ctypes.create_string_buffer(token, 4) if token is not None else None
+        rc = self._lib.bpf_map_lookup_batch(self.flows_fd, in_token, out_token, keys, values,
+                                            ctypes.byref(n), None)
+        err = ctypes.get_errno() if rc else 0
+        if rc and err != errno.ENOENT:
+            raise _oserror("flow map batch lookup")
+        kr, vr = keys.raw, values.raw
+        pairs = [(kr[i * key_size:(i + 1) * key_size], vr[i * value_size:(i + 1) * value_size])
+                 for i in range(n.value)]
+        return pairs, (None if rc else out_token.raw)
 
     def stats(self) -> dict[str, int]:
         out = {}
@@ -307,6 +391,9 @@ class XdpProgram:
     def close(self) -> None:
         for ifindex in list(self.attached):
             self.detach(ifindex)
+        for ring in getattr(self, "_rings", ()):
+            ring.close()
+        self._rings = []
         if self._obj:
             self._lib.bpf_object__close(self._obj)
             self._obj = None

@@ -117,6 +117,12 @@ class FlowValue:
         return bool(self.flags & FLOW_F_KERNEL)
 
 
+# struct lvs_new_flow, a record of the program's new_flows ring: the flow key (KEY, whole),
+# the server's address and port (be), kind (NEW_*), first_len, ts (ns)
+NEW_FLOW = struct.Struct("=40s16s2sBxIQ")
+NEW_SCHEDULED = 0  # the program scheduled the flow (its first packet)
+NEW_ACKED = 1      # the flow's first packet without SYN (the handshake's ACK) passed
+
 # what entering a kernel-made flow reads of struct lvs_action, in one unpack: flags, addr,
 # port (be), first_len, last_seen_ns, packets, bytes (the rest skipped)
 IMPORT_FIELDS = struct.Struct("=2xH16x16s16x2s2xI4xQQQ")

@@ -30,7 +30,9 @@ the program only, never to the IPv4-only C table.
 ``mh`` in the kernel: services whose whole decision is the Maglev table lookup get their table
 in the program's maps (``mhtables``), refreshed on every table change and each tick, and the
 program schedules their new connections itself; the plane enters those connections in the
-director's table before each batch of frames, every ``IMPORT_INTERVAL`` and at each sync.
+director's table from the program's ring of records (``XdpFlowSink.import_new``) before each
+batch of frames, every ``IMPORT_INTERVAL`` (for ``IMPORT_SLICE`` at most) and at each sync,
+where records lost to a full ring are repaired from the flow map.
 """
 
 from __future__ import annotations
@@ -61,11 +63,12 @@ MODES = ("auto", "native", "generic")
 FLOWS = ("auto", "dr", "all")
 
 
-# kernel-scheduled connections are entered in the table this often, this many at a time, besides
-# before each batch of frames and at each tick: a flood the program forwards alone wakes no
-# ring, and one long import would hold the event loop (≈ 30 µs each)
+# kernel-scheduled connections are entered in the table this often, besides before each batch
+# of frames and at each tick (a flood the program forwards alone wakes no ring), for at most
+# IMPORT_SLICE of CPU time each (≈ 11 µs a connection: ≈ 4,500): a backlog takes at most half
+# of the core's loop, frames going up keep the other half
 IMPORT_INTERVAL = 0.1
-IMPORT_SHARE = 2048
+IMPORT_SLICE = 0.05
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GDRVINFO = 3
@@ -195,13 +198,14 @@ class XdpDataPlane(PacketDataPlane):
             self.refresh_mh()
 
     def import_due(self) -> int:
-        """Enter a share of the program's new connections if ``IMPORT_INTERVAL`` has passed."""
+        """Enter the program's new connections (``IMPORT_SLICE`` of them at most) if
+        ``IMPORT_INTERVAL`` has passed."""
         now = time.monotonic()
         if (self.mh is None or not self.mh.live or self.split is None
                 or now - self._imported_at < IMPORT_INTERVAL):
             return 0
         self._imported_at = now
-        return self.split.xdp.import_new(IMPORT_SHARE)
+        return self.split.xdp.import_for(IMPORT_SLICE)
 
     def poll_once(self, timeout: float) -> int:
         n = super().poll_once(min(timeout, IMPORT_INTERVAL))
@@ -237,7 +241,7 @@ class XdpDataPlane(PacketDataPlane):
         if self.mh is not None and self.split is not None:
             # what the program scheduled and the core has not entered yet: entered now, so the
             # table a planned restart saves has those connections too
-            self.split.xdp.import_new(1 << 16)
+            self.split.xdp.import_for(float("inf"))
         if self.mh is not None:
             self.mh.clear()
             self.mh = None
@@ -268,6 +272,7 @@ class XdpDataPlane(PacketDataPlane):
             "counters": self.program.stats() if self.program is not None else {},
             "mh_services": len(self.mh.live) if self.mh is not None else 0,
             "imported": self.split.xdp.imported if self.split is not None else 0,
+            "repaired": self.split.xdp.repaired if self.split is not None else 0,
         }
         return info
 

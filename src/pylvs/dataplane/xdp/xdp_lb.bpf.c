@@ -18,8 +18,9 @@
  * client is hashed exactly as ip_vs_mh.c hashes it (hsiphash of the address fold, plus the
  * source port with mh-port, with the kernel's fixed key), the slot names the real server's
  * action (the core fills each slot from the very table its scheduler computed), and the flow
- * is installed marked FLOW_F_KERNEL and forwarded like any installed flow. Its key goes to
- * `new_flows` so that the core enters the connection in its table (`-Lnc`, counts, rates). A
+ * is installed marked FLOW_F_KERNEL and forwarded like any installed flow. A record of it goes
+ * to the `new_flows` ring so that the core enters the connection in its table (`-Lnc`, counts,
+ * rates). A
  * slot whose server cannot take connections (weight 0) holds FWD_NONE: the packet goes up and
  * the core applies mh-fallback or refuses, exactly as it does without this program.
  *
@@ -80,7 +81,7 @@ enum {
     ST_ABORTED,
     ST_MH_SCHEDULED,  /* new connections scheduled here from the Maglev table */
     ST_PASS_MH_UNAVAILABLE,  /* their slot's server takes none: the core's (mh-fallback) */
-    ST_MH_QUEUE_FULL, /* scheduled, but the core's import queue was full */
+    ST_MH_QUEUE_FULL, /* a record for the core the full ring refused (repaired later) */
     ST_MAX,
 };
 
@@ -166,11 +167,29 @@ struct {
     __type(value, struct lvs_action);
 } mh_dests SEC(".maps");
 
-/* Keys of the flows scheduled here, for the core to enter in its connection table. */
+/* What the core must learn of the flows scheduled here, as complete records in a ring buffer
+ * the core maps and reads in bulk (one parse over many records, no system call per flow; a
+ * queue map cost the core a pop and a flow map read per connection): the flow key, the
+ * server's address and port, the first packet's length and time (NEW_SCHEDULED), and, when
+ * such a TCP flow's first packet without SYN (the handshake's ACK) passes, a second record
+ * (NEW_ACKED) so that the core's entry leaves SYN_RECV as it would have seen that ACK. A
+ * record the full ring refuses is counted (mh_queue_full); the core repairs what it missed
+ * from the flow map (FLOW_F_KERNEL flows it does not know). No wakeup: the core polls. */
+#define NEW_SCHEDULED 0
+#define NEW_ACKED 1
+struct lvs_new_flow {
+    struct lvs_flow_key key;
+    __be32 addr[4];    /* NEW_SCHEDULED: the server's address */
+    __be16 port;       /* and port */
+    __u8 kind;         /* NEW_* */
+    __u8 pad;
+    __u32 first_len;   /* NEW_SCHEDULED: the IP length of the packet that made the flow */
+    __u64 ts;          /* bpf_ktime_get_ns() of the packet */
+};
+
 struct {
-    __uint(type, BPF_MAP_TYPE_QUEUE);
-    __uint(max_entries, 1 << 16);
-    __type(value, struct lvs_flow_key);
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 1 << 23);  /* the loader may size it (a power of 2 of pages) */
 } new_flows SEC(".maps");
 
 static __always_inline int count(__u32 slot, int verdict)
@@ -224,6 +243,23 @@ static __always_inline void touch(struct lvs_action *a, __u64 len)
     a->last_seen_ns = bpf_ktime_get_ns();
     __sync_fetch_and_add(&a->packets, 1);
     __sync_fetch_and_add(&a->bytes, len);
+}
+
+/* A record for the core (see new_flows); the ring full: counted, the core repairs it. */
+static __always_inline void report(const struct lvs_flow_key *key, __u8 kind,
+                                   const struct lvs_action *a, __u64 now)
+{
+    struct lvs_new_flow rec = {};
+    __builtin_memcpy(&rec.key, key, sizeof(rec.key));
+    rec.kind = kind;
+    rec.ts = now;
+    if (kind == NEW_SCHEDULED) {
+        __builtin_memcpy(rec.addr, a->addr, sizeof(rec.addr));
+        rec.port = a->port;
+        rec.first_len = a->first_len;
+    }
+    if (bpf_ringbuf_output(&new_flows, &rec, sizeof(rec), BPF_RB_NO_WAKEUP))
+        count(ST_MH_QUEUE_FULL, 0);
 }
 
 /* The TCP/UDP header: its ports into the key, its checksum and port fields for NAT, and the
@@ -422,6 +458,9 @@ static __always_inline struct lvs_action *decide(struct lvs_flow_key *key, __u8 
             *verdict = count(ST_PASS_CONTROL, XDP_PASS);
             return 0;
         }
+        /* the first packet after a kernel-made TCP flow's SYN: the core's entry moves on */
+        if (a->flags & FLOW_F_KERNEL && key->proto == IPPROTO_TCP_ && a->packets == 1)
+            report(key, NEW_ACKED, a, bpf_ktime_get_ns());
         touch(a, len);
         return a;
     }
@@ -443,9 +482,8 @@ static __always_inline struct lvs_action *decide(struct lvs_flow_key *key, __u8 
     fresh->packets = 1;
     fresh->bytes = len;
     /* NOEXIST: another CPU that scheduled the same tuple first keeps its entry (the same) */
-    if (bpf_map_update_elem(&flows, key, fresh, BPF_NOEXIST) == 0
-            && bpf_map_push_elem(&new_flows, key, 0))
-        count(ST_MH_QUEUE_FULL, 0);
+    if (bpf_map_update_elem(&flows, key, fresh, BPF_NOEXIST) == 0)
+        report(key, NEW_SCHEDULED, fresh, fresh->last_seen_ns);
     count(ST_MH_SCHEDULED, 0);
     return fresh;
 }
