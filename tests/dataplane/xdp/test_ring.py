@@ -146,3 +146,29 @@ def test_a_repaired_flow_that_forwarded_its_ack_is_established(small: XdpProgram
     ring_syns = sum(1 for c in d.conns.conns.values() if c.dest is dest) - 1
     assert dest.stats.inpkts - before == ring_syns + 2
     maps.clear()
+
+
+def test_a_sync_reads_every_flow_across_batches() -> None:
+    prog = load()
+    try:
+        maps = MhMaps(prog)
+        d, _key = director("192.168.168.100", SERVERS4)
+        fill(maps, d)
+        n = 10_000  # more than one batch lookup's worth
+        picked = syns(prog, d, "192.168.168.100", 4, n, seed=5)
+        sink = XdpFlowSink(prog, director=d)
+        assert sink.import_new(budget=n + 1) == n
+        assert sink.sync() == []  # nothing forwarded since the SYNs
+        acked = list(picked)[::2]
+        for caddr, cport in acked:
+            frame = packet(str(ipaddress.ip_address(caddr)), "192.168.168.100", cport, 80,
+                           flags=TCP_ACK, payload=b"x" * 10)
+            assert prog.test_run(frame)[0] == XDP_TX
+        rows = sink.sync()
+        assert len(rows) == len(acked) and all(r[2] == 1 and r[3] == 50 for r in rows)
+        vaddr = ipaddress.ip_address("192.168.168.100").packed
+        assert {id(r[0]) for r in rows} == {id(d.lookup(6, c, p, vaddr, 80)) for c, p in acked}
+        assert sink.sync() == [] and sink.repaired == 0
+        maps.clear()
+    finally:
+        prog.close()

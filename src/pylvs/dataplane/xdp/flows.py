@@ -9,8 +9,9 @@ Counters and timers: the program counts packets and bytes per flow and stamps th
 (``bpf_ktime_get_ns``, CLOCK_MONOTONIC, the clock ``time.monotonic`` reads). ``sync`` turns
 what changed since the last call into the rows the forwarder gives the Director (so ``--stats``,
 ``--rate`` and the connection timers in ``-Lnc`` stay true) and drops flows whose connection
-has left the table. One map lookup per flow per sync: fine for the tens of thousands of flows
-a second-by-second tick reads; a batch lookup would be the next step past that.
+has left the table. It reads the map with batch lookups (``_BATCH`` entries a system call):
+kernel-made connections make it hold as many flows as the program's new connections of the
+last minutes, where a lookup per flow (≈ 3 µs) would cost a tick seconds.
 
 Flows the program made itself (an ``mh`` service's new connection, scheduled from the Maglev
 table ``mhtables`` keeps) reach the core as records of the program's ``new_flows`` ring (the
@@ -19,14 +20,15 @@ passes): ``import_new`` reads them in bulk from the mapped ring and enters each 
 the director's table, through ``Director.schedule`` when the scheduler still picks the
 program's server, else bound to that server as a sync backup binds an entry, and from then on
 the flow is one of this sink's like any other. A record the full ring refused is counted by the
-program (``mh_queue_full``); ``sync`` then walks the flow map a slice per tick
-(``REPAIR_SLICE``) and enters the kernel-made flows it does not know, so none stays out of the
+program (``mh_queue_full``); the next ``sync``, which reads the whole flow map anyway, enters
+the kernel-made flows it does not know (``REPAIR_LIMIT`` per tick), so none stays out of the
 table for good.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import struct
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -50,8 +52,10 @@ from pylvs.dataplane.xdp.maps import (
 
 _TCP_ACK = 0x10
 IMPORT_BUDGET = 16384  # ring records read per call at most
-REPAIR_SLICE = 32768  # flow map entries the repair walk reads per sync
-_BATCH = 4096  # entries per batch lookup
+REPAIR_LIMIT = 8192  # kernel-made flows a sync enters from the flow map at most
+_BATCH = 4096  # flow map entries per batch lookup
+# what a sync reads of each struct lvs_action: flags, last_seen_ns, packets, bytes
+SYNC_FIELDS = struct.Struct("=2xH60xQQQ")
 
 # forward.FLOW_* kinds -> the program's methods
 _METHOD = {0: Method.DR, 1: Method.NAT_IN, 2: Method.NAT_OUT, 3: Method.TUN}
@@ -83,10 +87,8 @@ class XdpFlowSink:
         self.director = director
         self.imported = 0
         self.import_refused = 0  # gone from the map, no such server any more, or table full
-        self.repaired = 0  # entered by the repair walk (their record was lost)
+        self.repaired = 0  # entered by a sync from the flow map (their record was lost)
         self.drained = True  # the last read emptied the ring
-        self._lost_seen = 0  # the program's mh_queue_full the last finished walk covered
-        self._walk: tuple[bytes | None, int] | None = None  # (batch token, lost at its start)
 
     @property
     def count(self) -> int:
@@ -243,42 +245,6 @@ class XdpFlowSink:
         dest = svc.find_dest(ipaddress.ip_address(daddr), dport) if svc is not None else None
         return svc, dest
 
-    def repair(self, limit: int = REPAIR_SLICE) -> int:
-        """After the program counted records the full ring refused (``mh_queue_full``), walk
-        the flow map ``limit`` entries per call and enter the kernel-made flows this sink does
-        not know (their record lost, or still in the ring: entering one early is the same
-        entry). A walk that started after a loss covers it when it reaches the map's end.
-        Returns how many were entered."""
-        d = self.director
-        if d is None:
-            return 0
-        if self._walk is None:
-            lost = self.program.stats().get("mh_queue_full", 0)
-            if lost <= self._lost_seen:
-                return 0
-            self._walk = (None, lost)
-        token, lost = self._walk
-        n = read = 0
-        dests: dict[tuple[int, bytes, int, bytes, int], Any] = {}
-        flows = self._flows
-        while read < limit:
-            pairs, token = self.program.flows_batch(token, KEY.size, ACTION.size, _BATCH)
-            read += len(pairs)
-            for key, value in pairs:
-                if key in flows:
-                    continue
-                flags, addr, rport, first_len, last, packets, nbytes = IMPORT_FIELDS.unpack(value)
-                if flags & FLOW_F_KERNEL:
-                    n += self._import(d, key, addr, rport, first_len, packets, nbytes, last, dests)
-            if token is None:
-                self._walk = None
-                self._lost_seen = lost
-                break
-        else:
-            self._walk = (token, lost)
-        self.repaired += n
-        return n
-
     @staticmethod
     def _enter(d: Director, proto: int, caddr: bytes, cport: int, vaddr: bytes, vport: int,
                svc: Any, dest: Any, old: Any) -> Any:
@@ -302,20 +268,51 @@ class XdpFlowSink:
         return conn
 
     def sync(self) -> list[Row]:
+        """What every flow forwarded since the last call (rows for the forwarder's
+        ``sync_flows``), read with batch lookups over the whole map; kernel-made flows this sink
+        does not know (their record lost to a full ring, or still in it) are entered on the way,
+        ``REPAIR_LIMIT`` at most per call; flows whose entry has left the table are dropped."""
         self.import_new()
-        self.repair()
-        rows = []
-        dead = []
-        for key, flow in self._flows.items():
-            row = self._row(key, flow)
-            if row is not None:
-                rows.append(row)
-            if getattr(flow.conn, "bucket", None) is None:
-                dead.append(key)
+        rows: list[Row] = []
+        flows = self._flows
+        unknown: list[tuple[bytes, bytes]] = []
+        ksz, vsz = KEY.size, ACTION.size
+        token: bytes | None = None
+        while True:
+            kb, vb, n, token = self.program.flows_batch(token, ksz, vsz, _BATCH)
+            for i, (flags, last, packets, nbytes) in enumerate(SYNC_FIELDS.iter_unpack(vb)):
+                key = kb[i * ksz:(i + 1) * ksz]
+                flow = flows.get(key)
+                if flow is None:
+                    if flags & FLOW_F_KERNEL and len(unknown) < REPAIR_LIMIT:
+                        unknown.append((key, vb[i * vsz:(i + 1) * vsz]))
+                    continue
+                dp = packets - flow.packets
+                if dp > 0:
+                    db = nbytes - flow.nbytes
+                    flow.packets, flow.nbytes, flow.seen = packets, nbytes, last / 1e9
+                    rows.append((flow.conn, flow.direction, dp, db, flow.seen))
+            if token is None or not n:
+                break
+        self._repair(unknown)
+        dead = [key for key, flow in flows.items() if getattr(flow.conn, "bucket", None) is None]
         for key in dead:
-            del self._flows[key]
+            del flows[key]
             self.program.flow_delete(key)
         return rows
+
+    def _repair(self, unknown: list[tuple[bytes, bytes]]) -> None:
+        """Enter kernel-made flows the ring's records did not bring (the ring was full: the
+        program counted ``mh_queue_full``), from their flow map entries: bound to the server
+        the program chose, with what they forwarded so far."""
+        d = self.director
+        if d is None or not unknown:
+            return
+        dests: dict[tuple[int, bytes, int, bytes, int], Any] = {}
+        for key, value in unknown:
+            _flags, addr, rport, first_len, last, packets, nbytes = IMPORT_FIELDS.unpack(value)
+            self.repaired += self._import(d, key, addr, rport, first_len, packets, nbytes,
+                                          last, dests)
 
 
 class SplitFlowSink:

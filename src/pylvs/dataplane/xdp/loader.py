@@ -210,6 +210,8 @@ class XdpProgram:
         self.new_flows_fd = self._map_fd(b"new_flows")
         self._ncpus = possible_cpus()
         self._get_buf: ctypes.Array[ctypes.c_char] | None = None  # reused: .raw copies out
+        self._batch_keys: ctypes.Array[ctypes.c_char] | None = None
+        self._batch_values: ctypes.Array[ctypes.c_char] | None = None
         # the ring as libbpf's ring_buffer maps it: the consumer page read-write, then the
         # producer page and the data area twice over (a record across the end reads whole)
         self.ring_bytes = ring_bytes
@@ -344,24 +346,27 @@ class XdpProgram:
         return out
 
     def flows_batch(self, token: bytes | None, key_size: int, value_size: int,
-                    count: int) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
-        """Up to ``count`` (key, value) pairs of the flow map from ``token`` (None: the start),
-        in one BPF_MAP_LOOKUP_BATCH call, and the token to go on from (None: the map's end).
-        For walking a large map a slice per tick without a system call per entry."""
-        keys = ctypes.create_string_buffer(key_size * count)
-        values = ctypes.create_string_buffer(value_size * count)
+                    count: int) -> tuple[bytes, bytes, int, bytes | None]:
+        """Up to ``count`` entries of the flow map from ``token`` (None: the start) in one
+        BPF_MAP_LOOKUP_BATCH call: their keys and values (each packed end to end), how many,
+        and the token to go on from (None: the map's end). Reading a large map this way costs
+        one system call per ``count`` entries instead of one per entry."""
+        keys = self._batch_keys
+        if keys is None or len(keys) != key_size * count:
+            keys = self._batch_keys = ctypes.create_string_buffer(key_size * count)
+        values = self._batch_values
+        if values is None or len(values) != value_size * count:
+            values = self._batch_values = ctypes.create_string_buffer(value_size * count)
         n = ctypes.c_uint32(count)
         out_token = ctypes.create_string_buffer(4)  # the hash map's batch token: a bucket
         in_token = ctypes.create_string_buffer(token, 4) if token is not None else None
         rc = self._lib.bpf_map_lookup_batch(self.flows_fd, in_token, out_token, keys, values,
                                             ctypes.byref(n), None)
-        err = ctypes.get_errno() if rc else 0
-        if rc and err != errno.ENOENT:
+        if rc and ctypes.get_errno() != errno.ENOENT:
             raise _oserror("flow map batch lookup")
-        kr, vr = keys.raw, values.raw
-        pairs = [(kr[i * key_size:(i + 1) * key_size], vr[i * value_size:(i + 1) * value_size])
-                 for i in range(n.value)]
-        return pairs, (None if rc else out_token.raw)
+        got = n.value
+        return (keys.raw[:got * key_size], values.raw[:got * value_size], got,
+                None if rc else out_token.raw)
 
     def stats(self) -> dict[str, int]:
         out = {}
