@@ -241,3 +241,18 @@ def test_settings_read_and_write_through_the_table() -> None:
     d.table.set_sysctl({"max_connections": 4000, "secure_tcp": 3})
     assert d.max_connections == 4000 and d.table.get_sysctl()["amemthresh"] == 500
     assert d.secure_tcp  # applied at once, as the kernel's sysctl handler does
+
+
+def test_memory_follows_the_table_not_the_flood() -> None:
+    """Entries evicted for new ones go at once, as the kernel frees them: the timer wheel does
+    not keep a flood's evicted entries until their (100 s) deadline."""
+    d, clock = _director(max_connections=1000)
+    assert _spoofed(d, 30_000) == 30_000  # each one took the place of an older one
+    assert d.connection_count == 1000 and d.defense.evicted_entries == 29_000
+    held = sum(len(b.conns) for b in d.conns.wheel.values())
+    assert held <= 2 * 1000 + 1024 + 1, held
+    # what is stored is still found and still expires
+    assert d.lookup(6, ip("198.51.100.250"), 1024 + 29_999, VIP, 80) is not None
+    clock.now += 200
+    d.tick()
+    assert d.connection_count == 0 and not d.conns.wheel

@@ -379,6 +379,7 @@ class ConnectionTable:
         self.wheel: dict[int, _Bucket] = {}
         self.wheel_pos = math.floor(now)  # every bucket at or before this second is done
         self._on_expire = on_expire
+        self._removed = 0  # entries removed early, still referenced by their wheel bucket
 
     # ---- hashing -------------------------------------------------------------------------
 
@@ -458,9 +459,18 @@ class ConnectionTable:
             conn.flags &= ~CONN_F_HASHED
 
     def remove(self, conn: Connection) -> None:
+        """Take an entry out now. Its wheel bucket still lists it until that second comes
+        (100 s ahead for a flood's SYNACK entries): when such leftovers outnumber the stored
+        entries the wheel is swept, so memory follows the table, not how many entries a
+        flood made and had evicted (the kernel frees an evicted entry at once)."""
         self.unhash(conn)
         conn.bucket = None
         self.count -= 1
+        self._removed += 1
+        if self._removed > self.count + 1024:
+            self._removed = 0
+            for bucket in self.wheel.values():
+                bucket.conns = [c for c in bucket.conns if c.bucket is bucket]
 
     # ---- the timer wheel -----------------------------------------------------------------
 
