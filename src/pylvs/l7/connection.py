@@ -118,6 +118,7 @@ class ClientConnection(asyncio.Protocol):
         # heads may be taken from ListenGroup.heads (not after a request that closes: the
         # parser would refuse anything after it)
         self._cacheable = True
+        self._heads = group.heads
         self._tpl: dict[str, object] | None = None  # the head just parsed, as the cache keeps it
         # the upstream request head last made for a known head (``proxying.try_fast_proxy``)
         self.up_known: object | None = None
@@ -188,7 +189,7 @@ class ClientConnection(asyncio.Protocol):
         fresh = None
         if self.current is None and not self._in_head and self._cacheable:
             if len(data) <= HEAD_KEY_MAX:
-                tpl = self.group.heads.get(data)
+                tpl = self._heads.get(data)
                 if tpl is not None and self._bad is None:
                     self._known_head(tpl)
                     return
@@ -229,7 +230,7 @@ class ClientConnection(asyncio.Protocol):
                   and self.current is None and self._bad is None
                   and data.find(b"\r\n\r\n") == len(data) - 4):
                 # this read was exactly one body-less head, from its first byte to its last
-                heads = self.group.heads
+                heads = self._heads
                 if len(heads) >= HEADS_MAX:
                     heads.clear()
                 heads[data] = self._tpl
@@ -674,7 +675,14 @@ class ClientConnection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
         else:
-            self.arm_timer(self.group.servers[0].keepalive_timeout, "idle")
+            # arm_timer(keepalive_timeout, "idle"), inline when the loop timer already fires
+            # no later than the new deadline (it re-arms itself then): every keep-alive request
+            deadline = self.loop.time() + self.group.servers[0].keepalive_timeout
+            if self._timer is not None and self._timer_at <= deadline:
+                self._deadline = deadline
+                self._timer_kind = "idle"
+            else:
+                self.arm_timer(self.group.servers[0].keepalive_timeout, "idle")
             if self._reading_paused:
                 self.update_reading()
 
