@@ -13,14 +13,18 @@ import pytest
 
 from pylvs.core.conntrack import TCP_S_ESTABLISHED, TCP_S_SYN_RECV
 from pylvs.core.director import Director
-from pylvs.dataplane.xdp.flows import XdpFlowSink
+from pylvs.core.schedulers._hash import hsiphash_u32
+from pylvs.core.schedulers.mh import HASH1
+from pylvs.core.table import IPVSTable
+from pylvs.dataplane.xdp.flows import HASH_CHECK, XdpFlowSink
 from pylvs.dataplane.xdp.loader import XDP_TX, XdpProgram, XdpUnavailable
 from pylvs.dataplane.xdp.maps import NEW_FLOW, NEW_SCHEDULED
 from pylvs.dataplane.xdp.mhtables import MhMaps
 from tests.dataplane.xdp.frames import TCP_ACK, TCP_SYN, packet
 from tests.dataplane.xdp.test_mh import SERVERS4, SERVERS6, clients, director, fill, rs_mac
 
-SMALL_RING = 4 * 4096  # 204 records of 80 bytes (72 and the ring's 8-byte header)
+SMALL_RING = 4 * 4096
+HELD = SMALL_RING // (NEW_FLOW.size + 8)  # records it holds (each with the ring's 8-byte header)
 
 
 def load(ring_bytes: int | None = None) -> XdpProgram:
@@ -91,10 +95,12 @@ def test_records_are_whole_and_in_order(small: XdpProgram) -> None:
     assert len(recs) == 100  # a record when scheduled, one when the handshake's ACK passed
     scheduled = [r for r in recs if r[3] == NEW_SCHEDULED]
     assert len(scheduled) == 50
-    for key, addr, port, _kind, first_len, ts in scheduled:
+    for key, addr, port, _kind, first_len, hash_in, h, ts in scheduled:
         caddr, cport = key[8:12], int.from_bytes(key[4:6], "big")
         assert rs_mac(addr[:4]) == picked[(caddr, cport)] and port == (80).to_bytes(2, "big")
         assert first_len == 20 + 20 + 5 and ts > 0  # IP + TCP + "hello"
+        # the client's value as ip_vs_mh hashes it (no mh-port: the address) and its hash
+        assert hash_in == int.from_bytes(caddr, "big") and h == hsiphash_u32(hash_in, *HASH1)
     # each ACK record comes after its flow's record
     seen = set()
     for key, *_rest in recs:
@@ -111,7 +117,7 @@ def test_a_full_ring_is_counted_and_the_flows_entered_from_the_flow_map(small: X
     n = 300
     picked = syns(small, d, "192.168.168.100", 4, n, seed=2)
     lost = small.stats()["mh_queue_full"]
-    held = SMALL_RING // 80
+    held = HELD
     assert lost == n - held
     sink = XdpFlowSink(small, director=d)
     assert sink.import_new() == held
@@ -128,7 +134,7 @@ def test_a_repaired_flow_that_forwarded_its_ack_is_established(small: XdpProgram
     maps = MhMaps(small)
     d, _key = director("192.168.168.100", SERVERS4)
     fill(maps, d)
-    held = SMALL_RING // 80
+    held = HELD
     # fill the ring with records the core has not read yet, then one more connection whose
     # SYN and ACK records are both lost
     syns(small, d, "192.168.168.100", 4, held, seed=3)
@@ -172,3 +178,12 @@ def test_a_sync_reads_every_flow_across_batches() -> None:
         maps.clear()
     finally:
         prog.close()
+
+
+def test_a_wrong_hash_from_the_program_stops_their_use(small: XdpProgram) -> None:
+    sink = XdpFlowSink(small, director=Director(IPVSTable()))
+    for v in range(1, HASH_CHECK):  # unchecked ones are taken as they come
+        sink._learn_hash(v, hsiphash_u32(v, *HASH1))
+    assert sink.trust_hash
+    sink._learn_hash(12345, hsiphash_u32(12345, *HASH1) ^ 1)  # the checked one is wrong
+    assert not sink.trust_hash and sink.hash_mismatch == 1

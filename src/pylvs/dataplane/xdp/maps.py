@@ -118,8 +118,8 @@ class FlowValue:
 
 
 # struct lvs_new_flow, a record of the program's new_flows ring: the flow key (KEY, whole),
-# the server's address and port (be), kind (NEW_*), first_len, ts (ns)
-NEW_FLOW = struct.Struct("=40s16s2sBxIQ")
+# the server's address and port (be), kind (NEW_*), first_len, hash_in, hash, ts (ns)
+NEW_FLOW = struct.Struct("=40s16s2sBxIIIQ")
 NEW_SCHEDULED = 0  # the program scheduled the flow (its first packet)
 NEW_ACKED = 1      # the flow's first packet without SYN (the handshake's ACK) passed
 

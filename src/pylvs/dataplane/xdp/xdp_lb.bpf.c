@@ -184,7 +184,9 @@ struct lvs_new_flow {
     __u8 kind;         /* NEW_* */
     __u8 pad;
     __u32 first_len;   /* NEW_SCHEDULED: the IP length of the packet that made the flow */
-    __u64 ts;          /* bpf_ktime_get_ns() of the packet */
+    __u32 hash_in;     /* NEW_SCHEDULED: the client's value ip_vs_mh hashes (address fold, */
+    __u32 hash;        /* plus the port with mh-port) and its hsiphash: the core's mh need */
+    __u64 ts;          /* not hash it again; bpf_ktime_get_ns() of the packet */
 };
 
 struct {
@@ -247,7 +249,8 @@ static __always_inline void touch(struct lvs_action *a, __u64 len)
 
 /* A record for the core (see new_flows); the ring full: counted, the core repairs it. */
 static __always_inline void report(const struct lvs_flow_key *key, __u8 kind,
-                                   const struct lvs_action *a, __u64 now)
+                                   const struct lvs_action *a, __u64 now, __u32 hash_in,
+                                   __u32 hash)
 {
     struct lvs_new_flow rec = {};
     __builtin_memcpy(&rec.key, key, sizeof(rec.key));
@@ -257,6 +260,8 @@ static __always_inline void report(const struct lvs_flow_key *key, __u8 kind,
         __builtin_memcpy(rec.addr, a->addr, sizeof(rec.addr));
         rec.port = a->port;
         rec.first_len = a->first_len;
+        rec.hash_in = hash_in;
+        rec.hash = hash;
     }
     if (bpf_ringbuf_output(&new_flows, &rec, sizeof(rec), BPF_RB_NO_WAKEUP))
         count(ST_MH_QUEUE_FULL, 0);
@@ -415,7 +420,8 @@ static __always_inline __u32 hsiphash_u32(__u32 value, __u64 k0, __u64 k1)
 
 /* ip_vs_mh_schedule without fallback: the action of the server the client's slot names in a
  * service the core lists, or NULL (then *listed says whether the service was one). */
-static __always_inline struct lvs_action *mh_pick(const struct lvs_flow_key *key, int *listed)
+static __always_inline struct lvs_action *mh_pick(const struct lvs_flow_key *key, int *listed,
+                                                  __u32 *hv, __u32 *hh)
 {
     struct lvs_svc_key sk = {};
     sk.family = key->family;
@@ -430,7 +436,10 @@ static __always_inline struct lvs_action *mh_pick(const struct lvs_flow_key *key
     __u32 v = bpf_ntohl(key->saddr[0] ^ key->saddr[1] ^ key->saddr[2] ^ key->saddr[3]);
     if (svc->flags & SVC_F_MH_PORT)
         v += bpf_ntohs(key->sport);
-    __u32 slot = svc->table * MH_TAB_SIZE + hsiphash_u32(v, MH_KEY, MH_KEY) % MH_TAB_SIZE;
+    __u32 h = hsiphash_u32(v, MH_KEY, MH_KEY);
+    *hv = v;
+    *hh = h;
+    __u32 slot = svc->table * MH_TAB_SIZE + h % MH_TAB_SIZE;
     __u32 *dest = bpf_map_lookup_elem(&mh_slots, &slot);
     if (!dest)
         return 0;
@@ -460,12 +469,13 @@ static __always_inline struct lvs_action *decide(struct lvs_flow_key *key, __u8 
         }
         /* the first packet after a kernel-made TCP flow's SYN: the core's entry moves on */
         if (a->flags & FLOW_F_KERNEL && key->proto == IPPROTO_TCP_ && a->packets == 1)
-            report(key, NEW_ACKED, a, bpf_ktime_get_ns());
+            report(key, NEW_ACKED, a, bpf_ktime_get_ns(), 0, 0);
         touch(a, len);
         return a;
     }
     int listed = 0;
-    struct lvs_action *d = opens ? mh_pick(key, &listed) : 0;
+    __u32 hv = 0, hh = 0;
+    struct lvs_action *d = opens ? mh_pick(key, &listed, &hv, &hh) : 0;
     if (!d || d->method == FWD_NONE) {
         if (listed)
             *verdict = count(ST_PASS_MH_UNAVAILABLE, XDP_PASS);
@@ -483,7 +493,7 @@ static __always_inline struct lvs_action *decide(struct lvs_flow_key *key, __u8 
     fresh->bytes = len;
     /* NOEXIST: another CPU that scheduled the same tuple first keeps its entry (the same) */
     if (bpf_map_update_elem(&flows, key, fresh, BPF_NOEXIST) == 0)
-        report(key, NEW_SCHEDULED, fresh, fresh->last_seen_ns);
+        report(key, NEW_SCHEDULED, fresh, fresh->last_seen_ns, hv, hh);
     count(ST_MH_SCHEDULED, 0);
     return fresh;
 }
