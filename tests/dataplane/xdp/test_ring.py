@@ -16,6 +16,7 @@ from pylvs.core.director import Director
 from pylvs.core.schedulers._hash import hsiphash_u32
 from pylvs.core.schedulers.mh import HASH1
 from pylvs.core.table import IPVSTable
+from pylvs.dataplane.xdp import flows as flows_module
 from pylvs.dataplane.xdp.flows import HASH_CHECK, XdpFlowSink
 from pylvs.dataplane.xdp.loader import XDP_TX, XdpProgram, XdpUnavailable
 from pylvs.dataplane.xdp.maps import NEW_FLOW, NEW_SCHEDULED
@@ -187,3 +188,23 @@ def test_a_wrong_hash_from_the_program_stops_their_use(small: XdpProgram) -> Non
     assert sink.trust_hash
     sink._learn_hash(12345, hsiphash_u32(12345, *HASH1) ^ 1)  # the checked one is wrong
     assert not sink.trust_hash and sink.hash_mismatch == 1
+
+
+def test_lost_records_beyond_a_ticks_share_are_entered_by_the_next_ticks(
+        small: XdpProgram, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flows_module, "REPAIR_LIMIT", 50)
+    maps = MhMaps(small)
+    d, _key = director("192.168.168.100", SERVERS4)
+    fill(maps, d)
+    picked = syns(small, d, "192.168.168.100", 4, 300, seed=6)
+    lost = small.stats()["mh_queue_full"]
+    assert lost == 300 - HELD > 100
+    sink = XdpFlowSink(small, director=d)
+    sink.import_new()
+    entered = []
+    for _ in range(4):  # no packet moves meanwhile: the flows are older than every walk
+        sink.sync()
+        entered.append(sink.repaired)
+    assert entered == [50, 100, lost, lost]
+    check_table(d, "192.168.168.100", picked, TCP_S_SYN_RECV)
+    maps.clear()

@@ -98,6 +98,7 @@ class XdpFlowSink:
         self.trust_hash = True  # the records' client hashes go to the mh scheduler
         self.hash_mismatch = 0
         self._hash_seq = 0
+        self._walked_ns = 0  # when the last sync's walk of the map began
 
     @property
     def count(self) -> int:
@@ -296,16 +297,24 @@ class XdpFlowSink:
         """What every flow forwarded since the last call (rows for the forwarder's
         ``sync_flows``), read with batch lookups over the whole map; kernel-made flows this sink
         does not know (their record lost to a full ring, or still in it) are entered on the way,
-        ``REPAIR_LIMIT`` at most per call; flows whose entry has left the table are dropped."""
+        ``REPAIR_LIMIT`` at most per call; flows whose entry has left the table are dropped.
+        Entries with no packet since the previous walk began (their ``last_seen_ns``, on the
+        clock ``time.monotonic_ns`` reads) are passed over without a dictionary lookup: a flood's
+        half-open connections fill the map with flows that never move again. Every kernel-made
+        flow is looked at by at least one walk after it was made, and a walk that had more
+        unknown flows than it could enter makes the next one look at all."""
         self.import_new()
         rows: list[Row] = []
         flows = self._flows
         unknown: list[tuple[bytes, bytes]] = []
         ksz, vsz = KEY.size, ACTION.size
+        since, self._walked_ns = self._walked_ns, time.monotonic_ns()
         token: bytes | None = None
         while True:
             kb, vb, n, token = self.program.flows_batch(token, ksz, vsz, _BATCH)
             for i, (flags, last, packets, nbytes) in enumerate(SYNC_FIELDS.iter_unpack(vb)):
+                if last < since:
+                    continue
                 key = kb[i * ksz:(i + 1) * ksz]
                 flow = flows.get(key)
                 if flow is None:
@@ -319,6 +328,8 @@ class XdpFlowSink:
                     rows.append((flow.conn, flow.direction, dp, db, flow.seen))
             if token is None or not n:
                 break
+        if len(unknown) >= REPAIR_LIMIT:
+            self._walked_ns = 0  # more than this walk could enter: the next looks at all
         self._repair(unknown)
         dead = [key for key, flow in flows.items() if getattr(flow.conn, "bucket", None) is None]
         for key in dead:
