@@ -27,10 +27,13 @@ table for good.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import ipaddress
 import logging
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +79,23 @@ class _Flow:
     packets: int = 0  # as read at the last sync
     nbytes: int = 0
     seen: float = 0.0
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector held off while connections are entered in bulk. Why: each
+    entry allocates a few container objects, so a batch of thousands runs dozens of collections,
+    and the older generations' grow with the table: entering cost 7 µs a connection at 40,000
+    entries and 11 µs at 240,000, against a flat 6.5-7 µs with collection held off for the batch
+    (``BPF_PROG_TEST_RUN``, 40,000 per batch). The collector runs after, over the batch's
+    objects at once: nothing is lost by its waiting."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class XdpFlowSink:
@@ -185,11 +205,16 @@ class XdpFlowSink:
         d = self.director
         if d is None:
             return 0
+        recs = self.program.read_new_flows(NEW_FLOW.size, budget)
+        self.drained = len(recs) < budget
+        with _gc_paused():
+            n = self._enter_records(d, recs)
+        return n
+
+    def _enter_records(self, d: Director, recs: list[bytes]) -> int:
         n = 0
         flows = self._flows
         dests: dict[tuple[int, bytes, int, bytes, int], Any] = {}  # this call's server lookups
-        recs = self.program.read_new_flows(NEW_FLOW.size, budget)
-        self.drained = len(recs) < budget
         for rec in recs:
             key, addr, rport, kind, first_len, hash_in, h, ts = NEW_FLOW.unpack(rec)
             if kind == NEW_ACKED:
@@ -345,6 +370,11 @@ class XdpFlowSink:
         if d is None or not unknown:
             return
         dests: dict[tuple[int, bytes, int, bytes, int], Any] = {}
+        with _gc_paused():
+            self._repair_all(d, unknown, dests)
+
+    def _repair_all(self, d: Director, unknown: list[tuple[bytes, bytes]],
+                    dests: dict[tuple[int, bytes, int, bytes, int], Any]) -> None:
         for key, value in unknown:
             _flags, addr, rport, first_len, last, packets, nbytes = IMPORT_FIELDS.unpack(value)
             self.repaired += self._import(d, key, addr, rport, first_len, packets, nbytes,
