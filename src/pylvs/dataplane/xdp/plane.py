@@ -64,11 +64,12 @@ FLOWS = ("auto", "dr", "all")
 
 
 # kernel-scheduled connections are entered in the table this often, besides before each batch
-# of frames and at each tick (a flood the program forwards alone wakes no ring), for at most
-# IMPORT_SLICE seconds each (≈ 11-15 µs a connection): a backlog takes at most 70 % of the
-# core's loop, frames going up keep the rest; before a batch of frames only IMPORT_DRAIN
-# records are read (a FIN going up ends a connection older than most: its record, the ring
-# being in order, is among the first)
+# of frames and at each tick (a flood the program forwards alone wakes no ring), and while the
+# ring holds a backlog as often as the loop comes round, for at most IMPORT_SLICE seconds at a
+# time (≈ 7-10 µs a connection): between slices the loop polls the rings without waiting and
+# other tasks run, so frames going up are never held longer than a slice; before a batch of
+# frames only IMPORT_DRAIN records are read (a FIN going up ends a connection older than most:
+# its record, the ring being in order, is among the first)
 IMPORT_INTERVAL = 0.1
 IMPORT_SLICE = 0.07
 IMPORT_DRAIN = 1024
@@ -200,18 +201,22 @@ class XdpDataPlane(PacketDataPlane):
         if getattr(self, "mh", None) is not None:
             self.refresh_mh()
 
+    def backlog(self) -> bool:
+        """Whether the last read of the program's ring left records in it."""
+        return self.split is not None and not self.split.xdp.drained
+
     def import_due(self) -> int:
-        """Enter the program's new connections (``IMPORT_SLICE`` of them at most) if
-        ``IMPORT_INTERVAL`` has passed."""
+        """Enter the program's new connections (for ``IMPORT_SLICE`` at most) if the ring
+        holds a backlog or ``IMPORT_INTERVAL`` has passed."""
         now = time.monotonic()
         if (self.mh is None or not self.mh.live or self.split is None
-                or now - self._imported_at < IMPORT_INTERVAL):
+                or (not self.backlog() and now - self._imported_at < IMPORT_INTERVAL)):
             return 0
         self._imported_at = now
         return self.split.xdp.import_for(IMPORT_SLICE)
 
     def poll_once(self, timeout: float) -> int:
-        n = super().poll_once(min(timeout, IMPORT_INTERVAL))
+        n = super().poll_once(min(timeout, 0.0 if self.backlog() else IMPORT_INTERVAL))
         self.import_due()
         return n
 
@@ -220,8 +225,8 @@ class XdpDataPlane(PacketDataPlane):
         self._importer = asyncio.create_task(self._import_loop())
 
     async def _import_loop(self) -> None:
-        while True:
-            await asyncio.sleep(IMPORT_INTERVAL)
+        while True:  # a backlog: the next slice once the other tasks had their turn
+            await asyncio.sleep(0.0 if self.backlog() else IMPORT_INTERVAL)
             self.import_due()
 
     async def stop(self) -> None:
