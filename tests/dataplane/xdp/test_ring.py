@@ -13,8 +13,7 @@ import pytest
 
 from pylvs.core.conntrack import TCP_S_ESTABLISHED, TCP_S_SYN_RECV
 from pylvs.core.director import Director
-from pylvs.core.schedulers._hash import hsiphash_u32
-from pylvs.core.schedulers.mh import HASH1
+from pylvs.core.schedulers.mh import HASH1, hashkey
 from pylvs.core.table import IPVSTable
 from pylvs.dataplane.xdp import flows as flows_module
 from pylvs.dataplane.xdp.flows import HASH_CHECK, XdpFlowSink
@@ -101,7 +100,7 @@ def test_records_are_whole_and_in_order(small: XdpProgram) -> None:
         assert rs_mac(addr[:4]) == picked[(caddr, cport)] and port == (80).to_bytes(2, "big")
         assert first_len == 20 + 20 + 5 and ts > 0  # IP + TCP + "hello"
         # the client's value as ip_vs_mh hashes it (no mh-port: the address) and its hash
-        assert hash_in == int.from_bytes(caddr, "big") and h == hsiphash_u32(hash_in, *HASH1)
+        assert hash_in == int.from_bytes(caddr, "big") and h == hashkey(caddr, 0, HASH1)
     # each ACK record comes after its flow's record
     seen = set()
     for key, *_rest in recs:
@@ -183,10 +182,14 @@ def test_a_sync_reads_every_flow_across_batches() -> None:
 
 def test_a_wrong_hash_from_the_program_stops_their_use(small: XdpProgram) -> None:
     sink = XdpFlowSink(small, director=Director(IPVSTable()))
+
+    def right(v: int) -> int:
+        return hashkey(v.to_bytes(4, "big"), 0, HASH1)
+
     for v in range(1, HASH_CHECK):  # unchecked ones are taken as they come
-        sink._learn_hash(v, hsiphash_u32(v, *HASH1))
+        sink._learn_hash(v, right(v))
     assert sink.trust_hash
-    sink._learn_hash(12345, hsiphash_u32(12345, *HASH1) ^ 1)  # the checked one is wrong
+    sink._learn_hash(12345, right(12345) ^ 1)  # the checked one is wrong
     assert not sink.trust_hash and sink.hash_mismatch == 1
 
 

@@ -65,14 +65,19 @@ def _client_hash(v: int) -> int:
     return h
 
 
-def remember_client_hash(v: int, h: int) -> None:
+def remember_client_hash(v: int, h: int, verify: bool = False) -> bool:
     """A client's hash ``h`` of ``v`` computed elsewhere with the same function (the XDP
     program hashes each client it schedules as ip_vs_mh does), remembered as if computed here,
     so entering that connection does not hash it again in Python (≈ 4 µs). The caller vouches
-    for the value (the XDP plane checks a sample of them against ``hsiphash_u32``)."""
+    for the value, or passes ``verify`` (the XDP plane does for a sample) to have it computed
+    here too and remembered only if the same. Returns whether it was remembered."""
+    v &= _M32
+    if verify and hsiphash_u32(v, HASH1[0], HASH1[1]) != h:
+        return False
     if len(_CACHE) >= _CACHE_MAX:
         _CACHE.clear()
-    _CACHE[v & _M32] = h & _M32
+    _CACHE[v] = h & _M32
+    return True
 
 
 def _unavailable(d: RealServer) -> bool:

@@ -39,8 +39,7 @@ from typing import Any
 
 from pylvs.core.conntrack import TCP_S_SYN_RECV, UDP_S_NORMAL
 from pylvs.core.director import DIR_INPUT, Director
-from pylvs.core.schedulers._hash import hsiphash_u32
-from pylvs.core.schedulers.mh import HASH1, remember_client_hash
+from pylvs.core.schedulers.mh import remember_client_hash
 from pylvs.core.sync import SyncConn, apply
 from pylvs.dataplane.xdp.loader import XdpProgram
 from pylvs.dataplane.xdp.maps import (
@@ -233,13 +232,11 @@ class XdpFlowSink:
         checked against the Python ``hsiphash``: a mismatch (a program that hashes otherwise)
         stops the use of its hashes for good, with one warning, and is counted."""
         self._hash_seq += 1
-        if not self._hash_seq % HASH_CHECK and hsiphash_u32(hash_in, *HASH1) != h:
+        if not remember_client_hash(hash_in, h, verify=not self._hash_seq % HASH_CHECK):
             self.trust_hash = False
             self.hash_mismatch += 1
-            log.warning("xdp: the program's mh hash of %#x is %#x, not %#x: not used any more",
-                        hash_in, h, hsiphash_u32(hash_in, *HASH1))
-            return
-        remember_client_hash(hash_in, h)
+            log.warning("xdp: the program's mh hash of %#x is %#x, not the scheduler's: its "
+                        "hashes are not used any more", hash_in, h)
 
     def import_for(self, seconds: float, chunk: int = 2048) -> int:
         """``import_new`` a chunk at a time until the ring is empty or ``seconds`` have
