@@ -4,7 +4,7 @@ A ``ClientConnection`` feeds bytes to httptools, which calls back with the parts
 complete request heads queue up and are answered strictly in order (pipelining). The common
 requests, a body-less one proxied over a warm keepalive connection or a small file (see
 ``files``), are answered from those callbacks alone (``proxying.try_fast_proxy``,
-``static.try_static``); anything else (bodies, retries, errors, large files) starts the
+``static.send_cached``); anything else (bodies, retries, errors, large files) starts the
 connection's task, which then answers the queue through ``routing``. Bodies stream both ways:
 request bodies through a bounded ``request.BodyReader`` that pauses the client socket past a
 high-water mark, response bodies from the upstream straight to the client socket with the
@@ -36,7 +36,7 @@ from pylvs.l7.location import ListenGroup
 from pylvs.l7.proxying import try_fast_proxy
 from pylvs.l7.request import BODY_HIGH_WATER, BodyReader, Refused, Request, TooLarge
 from pylvs.l7.routing import handle, route
-from pylvs.l7.static import cached_path, send_cached, try_static
+from pylvs.l7.static import cached_path, send_cached
 from pylvs.l7.stats import ACCEPTS, ACTIVE, HANDLED, READING, REQUESTS, WRITING
 from pylvs.l7.worker import Sink, Worker
 
@@ -119,6 +119,8 @@ class ClientConnection(asyncio.Protocol):
         # parser would refuse anything after it)
         self._cacheable = True
         self._heads = group.heads
+        self._seen = group.seen
+        self._keep = False  # the read being parsed was seen before (``ListenGroup.seen``)
         self._tpl: dict[str, object] | None = None  # the head just parsed, as the cache keeps it
         # the upstream request head last made for a known head (``proxying.try_fast_proxy``)
         self.up_known: object | None = None
@@ -187,13 +189,20 @@ class ClientConnection(asyncio.Protocol):
         # keep-alive client repeats its request): then it is answered from what its first
         # parse left (``ListenGroup.heads``) without httptools, its callbacks or routing.
         fresh = None
-        if self.current is None and not self._in_head and self._cacheable:
-            if len(data) <= HEAD_KEY_MAX:
-                tpl = self._heads.get(data)
-                if tpl is not None and self._bad is None:
+        if (self.current is None and not self._in_head and self._cacheable
+                and len(data) <= HEAD_KEY_MAX):
+            tpl = self._heads.get(data)
+            if tpl is not None:
+                if self._bad is None:
                     self._known_head(tpl)
                     return
-            fresh = data
+            elif data in self._seen:
+                fresh = data  # seen before: what it parses to is worth keeping
+            else:
+                seen = self._seen
+                if len(seen) >= HEADS_MAX:
+                    seen.clear()
+                seen.add(data)
         if self._bad is not None:
             return
         if self._in_head or self.current is None:  # head bytes: their line ends are checked
@@ -206,6 +215,7 @@ class ClientConnection(asyncio.Protocol):
             # escapes by at most that read): bounds what httptools buffers for one header.
             self._head_bytes += len(data)
         self._tpl = None
+        self._keep = fresh is not None
         before = self.requests
         try:
             self.parser.feed_data(data)
@@ -388,7 +398,7 @@ class ClientConnection(asyncio.Protocol):
             exp = hmap.get(b"expect")
             if exp is not None and exp.lower() == b"100-continue" and req.version == "1.1":
                 req.expect_continue = True
-        elif req.keep_alive and req.routed < 0 and req.head_size <= HEAD_KEY_MAX:
+        elif self._keep and req.keep_alive and req.routed < 0:
             # what this head parsed to, for data_received to keep if the read was this head alone
             # (built without deletions: a dict never deleted from is copied whole, not key
             # by key, in _known_head)
@@ -650,7 +660,10 @@ class ClientConnection(asyncio.Protocol):
         if code or loc is None or loc.rewrites or req.redirect or req.returned:
             return False
         if loc.proxy_pass is None:
-            return loc.try_files is None and try_static(self, req, loc)
+            if loc.try_files is not None:
+                return False
+            path = cached_path(req, loc)
+            return path is not None and send_cached(self, req, loc, path)
         return try_fast_proxy(self, req, loc)
 
     def complete(self, req: Request) -> None:

@@ -192,6 +192,9 @@ class ListenGroup:
         # answered without being parsed and routed again (``connection``). Bounded: cleared
         # when full; a reload makes new groups, so no entry outlives its configuration.
         self.heads: dict[bytes, dict[str, object]] = {}
+        # reads seen once at a request's start: a head is kept only when it comes again, so a
+        # stream of heads that never repeat costs a set insertion each, not a kept copy
+        self.seen: set[bytes] = set()
 
     def select(self, host: str) -> Server:
         if len(self.servers) == 1:

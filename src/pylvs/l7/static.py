@@ -62,12 +62,6 @@ def cached_path(req: Request, loc: Location) -> str | None:
     return loc.root + uri if alias is None else alias + uri[len(loc.pattern):]
 
 
-def try_static(conn: Connection, req: Request, loc: Location) -> bool:
-    """A small file answered at once from the file cache, if ``cached_path`` allows."""
-    path = cached_path(req, loc)
-    return path is not None and send_cached(conn, req, loc, path)
-
-
 def send_cached(conn: Connection, req: Request, loc: Location, path: str) -> bool:
     """The file at ``path`` (``cached_path``) answered from the file cache; False if it is not
     a small file there (the task's path then answers, with the right error if any)."""
