@@ -42,9 +42,10 @@ send.bind(("vb", 0))
 got = []
 
 def take(f):
-    if f[6:12] == SRC:  # not the kernel's own chatter on a new link
-        v6 = f[12] == 0x86
-        l4 = 54 if v6 else 34
+    v6 = f[12] == 0x86
+    l4 = 54 if v6 else 34
+    # not the kernel's own chatter on a new link, nor the filler
+    if f[6:12] == SRC and not 9000 <= (f[l4] << 8 | f[l4 + 1]) < 9500:
         got.append((v6, f[l4] << 8 | f[l4 + 1], f[l4 + 13], ring.fast.rx_meta & offload.META_CSUM_OK))
 
 def read(wait):
@@ -59,8 +60,11 @@ def read(wait):
 SYN, ACK, SYNACK = codec.TCP_SYN, codec.TCP_ACK, codec.TCP_SYN | codec.TCP_ACK
 res = {}
 
-def phase(name, frames):
-    for f in frames:
+FILL = [seg(9000 + i, ACK) for i in range(30)]
+
+def phase(name, frames, fill=True):
+    # the filler behind: the blocks holding the frames are full (a flood's)
+    for f in frames + (FILL if fill else []):
         send.send(f)
     res[name] = read(1.5)
     res[name + "_shed"], res[name + "_retried"] = ring.syn_shed, ring.syn_retried
@@ -69,6 +73,8 @@ def phase(name, frames):
 
 SCRIPT = COMMON + r"""
 syns = [seg(1000 + i, SYN) for i in range(20)]
+# 0. five SYNs alone, read 1.5 s late: no flood around them (a reader woken late), kept
+phase("lone", [seg(500 + i, SYN) for i in range(5)], fill=False)
 # 1. everything waited 1.5 s (more than syn_max_lag): the SYNs are shed, nothing else is
 phase("late", syns + [seg(2000 + i, SYN, bad=True) for i in range(5)]
       + [seg(3000 + i, SYN, v6=True) for i in range(5)] + [seg(4000 + i, SYNACK) for i in range(5)]
@@ -85,12 +91,12 @@ print(json.dumps(res))
 ring.close()
 """
 
-# A ring of 8 blocks of 4 KiB (25 frames of this size each): five SYNs are shed; their
+# The same ring: five SYNs are shed; their
 # retransmissions then come first in a ring more than three quarters full of ACKs: shed again.
 HALF_SCRIPT = COMMON + r"""
 syns = [seg(1000 + i, SYN) for i in range(5)]
 phase("first", syns)
-phase("full", syns + [seg(5000 + i, ACK) for i in range(170)])
+phase("full", syns + [seg(5000 + i, ACK) for i in range(170)], fill=False)
 print(json.dumps(res))
 ring.close()
 """
@@ -114,8 +120,14 @@ def _run(script: str, ring: str) -> Any:
                             f"RING = {ring}\n" + script)
 
 
+# A ring of 8 blocks of 4 KiB (25 frames of this size each; three quarters full: six)
+SMALL = "{'block_size': 4096, 'block_nr': 8}"
+
+
 def test_late_syns_are_shed_in_c_and_everything_else_reaches_python() -> None:
-    res = _run(SCRIPT, "{}")
+    res = _run(SCRIPT, SMALL)
+    # 0: late but no backlog: kept
+    assert res["lone_shed"] == 0 and [x[1] for x in res["lone"]] == [500 + i for i in range(5)], res
     syn, ack, synack = 0x02, 0x10, 0x12
     # 1: 20 + 5 bad + 5 IPv6 SYNs shed; the SYN-ACKs and ACKs all reached Python
     assert res["late_shed"] == 30 and res["late_retried"] == 0, res
@@ -135,7 +147,7 @@ def test_late_syns_are_shed_in_c_and_everything_else_reaches_python() -> None:
 def test_a_retransmission_is_shed_when_the_ring_is_nearly_full() -> None:
     """A flood that sends its SYNs again looks like retrying clients: retransmissions pass
     only while the ring is less than three quarters full, so they cannot fill it."""
-    res = _run(HALF_SCRIPT, "{'block_size': 4096, 'block_nr': 8}")
+    res = _run(HALF_SCRIPT, SMALL)
     assert res["first_shed"] == 5 and res["first_retried"] == 0, res
     # behind them 170 ACKs took 7 of the 8 blocks: shed again, and every ACK read
     assert res["full_shed"] == 10 and res["full_retried"] == 0, res

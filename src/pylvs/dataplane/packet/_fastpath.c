@@ -231,8 +231,21 @@ typedef struct {
  * retransmissions in its backlog through. */
 #define RETRY_LAG_FACTOR 4
 
+/* Whether the block n blocks ahead of the reader is handed over already: the ring holds
+ * at least n blocks of frames. */
+static inline int ring_ahead(const RingObject *r, uint32_t n)
+{
+    const uint8_t *b = r->base + (size_t)((r->rx_cur + n) % r->block_nr) * r->block_size;
+    return __atomic_load_n((const uint32_t *)(b + 8), __ATOMIC_ACQUIRE) & TP_STATUS_USER;
+}
+
+/* Frames a block must hold for its late SYNs to be shed: the kernel hands a block over
+ * 2 ms after its first frame, so 8 means 4,000 frames/s or more arriving. A trickle read
+ * late (a reader woken late, as after a link flap: one frame a block) sheds nothing. */
+#define SHED_MIN_FRAMES 8
+
 /* Shed this connection-opening SYN? Only when it waited in the ring longer than
- * syn_max_lag: the reader is behind (a flood arrives faster than the interpreter schedules
+ * syn_max_lag among a flood's frames (SHED_MIN_FRAMES): the reader is behind (a flood arrives faster than the interpreter schedules
  * new connections). Dropping it here costs nanoseconds, so the reader catches up and every
  * other frame (the packets of connections already made) is read without that wait, instead
  * of the kernel dropping whatever arrives once the ring is full. A client sends its SYN again
@@ -242,11 +255,11 @@ typedef struct {
  * so real clients get in on their first retry while the flood's share is what the
  * interpreter can take. */
 static int ring_shed(RingObject *r, const uint8_t *hdr, const uint8_t *frame, size_t l4,
-                     long long now)
+                     long long now, uint32_t block_frames)
 {
     long long lag = ring_lag(hdr, now);
-    if (lag <= r->syn_max_lag)
-        return 0;
+    if (lag <= r->syn_max_lag || block_frames < SHED_MIN_FRAMES)
+        return 0;  /* fresh, or late without a flood around it (a reader woken late): kept */
     if (r->shed_seen == NULL) {
         r->shed_seen = PyMem_Calloc(SHED_SLOTS, sizeof(uint16_t));
         if (r->shed_seen == NULL)
@@ -255,11 +268,8 @@ static int ring_shed(RingObject *r, const uint8_t *hdr, const uint8_t *frame, si
     uint64_t h = syn_hash(frame, l4);
     uint16_t *slot = &r->shed_seen[h & (SHED_SLOTS - 1)];
     uint16_t fp = (uint16_t)(h >> 48) | 1;
-    /* three quarters full: the block that far ahead of the reader is handed over already */
-    const uint8_t *ahead = r->base + (size_t)((r->rx_cur + r->block_nr * 3 / 4) % r->block_nr)
-        * r->block_size;
-    int full = __atomic_load_n((const uint32_t *)(ahead + 8), __ATOMIC_ACQUIRE) & TP_STATUS_USER;
-    if (*slot == fp && lag <= RETRY_LAG_FACTOR * r->syn_max_lag && !full) {
+    if (*slot == fp && lag <= RETRY_LAG_FACTOR * r->syn_max_lag
+            && !ring_ahead(r, r->block_nr * 3 / 4)) {
         *slot = 0;  /* one pass per shed SYN */
         r->syn_retried++;
         return 0;
@@ -1087,7 +1097,7 @@ static PyObject *Ring_receive(RingObject *r, PyObject *args)
                 /* a connection-opening SYN: shed when the reader is behind, else its
                  * checksum is checked here (the new-connection path's first question) */
                 size_t l4 = o == NULL && !(meta >> 8) ? syn_l4(frame, snap) : 0;
-                if (l4 && max_lag && ring_shed(r, hdr, frame, l4, now)) {
+                if (l4 && max_lag && ring_shed(r, hdr, frame, l4, now, num)) {
                     /* shed, counted */
                 } else if (o == NULL) {
                     if (l4 && !(meta & META_CSUM_OK) && frame[12] == 8

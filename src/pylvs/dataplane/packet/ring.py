@@ -31,8 +31,9 @@ same C object, so the reader position and the TX slots have one owner. Without i
 below does the same work, frame by frame.
 
 Overload (C ring only): a connection-opening TCP SYN (SYN without ACK, RST or FIN) that waited
-in the ring longer than ``syn_max_lag`` seconds is dropped in C and counted (``syn_shed``)
-instead of being handed to Python. Why: when a flood arrives faster than the interpreter
+in the ring longer than ``syn_max_lag`` seconds among a flood's frames (its ring block holds 8
+or more: a trickle read late, as after a link flap, sheds nothing) is dropped in C and counted
+(``syn_shed``) instead of being handed to Python. Why: when a flood arrives faster than the interpreter
 schedules new connections, the ring fills and the kernel then drops whatever comes next, the
 packets of live connections among them, while every frame still read waits up to a whole ring
 (about a second) behind the flood. Kernel IPVS never queues; shedding only stale SYNs keeps the
