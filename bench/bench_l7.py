@@ -8,7 +8,10 @@ What this is for: the layer-7 tier's two targets, measured in one run.
    wrk and the backends (one nginx with two ``server`` blocks answering "dynamic page 1"/"2")
    are pinned to CPU 1. Both front ends read the very same nginx.conf file, one after the other
    on the same port, in rounds that alternate who goes first; each keeps its best round.
-   Target: pylvs >= 0.5x nginx's requests/s.
+   Each kind runs twice: as wrk sends it by default (one request head repeated on every
+   connection) and with "heads vary" (a Lua script gives every request its own query string).
+   ``pylvs http`` answers a head it has seen before on the same socket from what its first parse
+   left (``l7.connection``), which nginx does not; the varied rows show the speed without that.
 2. Integrity: a mixed load for ``--mixed`` seconds per front end (small and 1 MiB static files,
    sized and chunked downloads, chunked and sized uploads echoed back, keep-alive runs of 1-20
    requests per connection) from an asyncio client that compares every body byte for byte.
@@ -197,10 +200,28 @@ def front_argv(name: str, conf: Path, tmp: Path) -> list[str]:
     return [PY, "-m", "pylvs.cli.main", "http", "-c", str(conf)]
 
 
-def run_wrk(url: str, duration: int, connections: int) -> WrkResult:
+# Every request a new query string, so no two request heads are alike: what a front end gains
+# from clients repeating one head (wrk's default, pollers, keep-alive API clients) is not in it.
+VARY_LUA = """\
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, wrk.path .. "?v=" .. n)
+end
+"""
+
+# (label, path, heads vary): the seed's two kinds of request, each as wrk sends it by default
+# (one head repeated) and with every head different
+REQUESTS = (("proxy *.jsp", "/index.jsp", False), ("static", "/index.html", False),
+            ("proxy *.jsp, heads vary", "/index.jsp", True),
+            ("static, heads vary", "/index.html", True))
+
+
+def run_wrk(url: str, duration: int, connections: int, script: Path | None = None) -> WrkResult:
+    extra = ["-s", str(script)] if script is not None else []
     out = subprocess.run(
         ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s",
-         "--timeout", "5s", "--latency", url],
+         "--timeout", "5s", "--latency", *extra, url],
         capture_output=True, text=True, timeout=duration + 60).stdout
     res = WrkResult()
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -376,6 +397,8 @@ def main() -> int:
             (html / name).write_bytes(data)
             (html / name).chmod(0o644)
         port, app1, app2 = free_port(), free_port(), free_port()
+        vary = tmp / "vary.lua"
+        vary.write_text(VARY_LUA)
         conf = tmp / "nginx.conf"
         conf.write_text(FRONT_CONF.format(tmp=tmp, port=port, app1=app1, app2=app2))
         (tmp / "backend.conf").write_text(BACKEND_CONF.format(tmp=tmp, app1=app1, app2=app2))
@@ -396,12 +419,12 @@ def main() -> int:
                     argv = front_argv(name, conf, tmp)
                     with process(argv, tmp / f"{name}.log", FRONT_CPU) as front:
                         wait_port(port)
-                        for label, path in (("proxy *.jsp", "/index.jsp"),
-                                            ("static", "/index.html")):
-                            run_wrk(f"http://127.0.0.1:{port}{path}", 1, args.connections)  # warm-up
+                        for label, path, varied in REQUESTS:
+                            script = vary if varied else None
+                            url = f"http://127.0.0.1:{port}{path}"
+                            run_wrk(url, 1, args.connections, script)  # warm-up
                             cpu0 = session_cpu_seconds(front.pid)
-                            r = run_wrk(f"http://127.0.0.1:{port}{path}", args.duration,
-                                        args.connections)
+                            r = run_wrk(url, args.duration, args.connections, script)
                             cpu = session_cpu_seconds(front.pid) - cpu0
                             r.cpu_us_per_req = cpu * 1e6 / r.requests if r.requests else 0.0
                             best = throughput[name].get(label)
@@ -450,7 +473,7 @@ def render(throughput: dict[str, dict[str, WrkResult]], mixed: dict[str, MixedRe
           "| request | server | req/s | p50 ms | p99 ms | CPU us/req | errors | req/s pylvs/nginx "
           "| CPU/req nginx/pylvs |",
           "|---|---|---:|---:|---:|---:|---|---:|---:|"]
-    for label in ("proxy *.jsp", "static"):
+    for label, _path, _varied in REQUESTS:
         base = throughput["nginx"][label]
         for name in ("nginx", "pylvs"):
             r = throughput[name][label]
