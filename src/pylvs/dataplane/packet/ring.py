@@ -156,7 +156,12 @@ class PacketRing:
     # milliseconds; the ring's slack against a reader that is not scheduled is about
     # block_nr x block_timeout_ms (16 blocks of 256 KiB held 32 ms, 128 of 64 KiB hold 256 ms).
     # Blocks of 128 KiB: a GSO super-frame (up to 64 KiB) must fit one block whole.
-    def __init__(self, ifname: str, block_size: int = 1 << 17, block_nr: int = 64,
+    # 128 of them (16 MiB, about 100 k small frames): with stale SYNs shed (see "Overload") a
+    # flood no longer keeps the ring full, and its depth is how far a reader that stops for a
+    # while (a GC pause: 100-200 ms with a full connection table; not being scheduled) can
+    # fall behind without the kernel dropping frames. 64 blocks lost 2-3 % of a 210 k SYNs/s
+    # flood that way, the retransmissions of shed SYNs among them (BENCHMARKS.md).
+    def __init__(self, ifname: str, block_size: int = 1 << 17, block_nr: int = 128,
                  frame_size: int = 2048, tx_frames: int = 1024, block_timeout_ms: int = 2,
                  qdisc_bypass: bool = False, protocol: int = ETH_P_ALL, fast: bool = False,
                  vnet: bool = True, syn_max_lag: float = 0.0) -> None:
