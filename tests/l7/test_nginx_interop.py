@@ -230,6 +230,18 @@ http {{
         location = /r500 {{ error_page 500 /b.txt; return 500; }}
         location /lf/ {{ proxy_pass http://127.0.0.1:{lf}/; }}
         location /echo/ {{ proxy_pass http://127.0.0.1:{app}/; }}
+        # auto_redirect: a proxied location's name without its slash is a 301 to the name
+        location /app/ {{ proxy_pass http://127.0.0.1:{app}/; }}
+        location = /ex/ {{ proxy_pass http://127.0.0.1:{app}/; }}
+        location ~ ^/rx$ {{ return 200 "regex\\n"; }}
+        location ^~ /rx/ {{ proxy_pass http://127.0.0.1:{app}/; }}
+        location /both/ {{ proxy_pass http://127.0.0.1:{app}/; }}
+        location = /both {{ return 200 "exact both\\n"; }}
+        location /p/ {{ proxy_pass http://127.0.0.1:{app}/; }}
+        location /p {{ return 200 "prefix p\\n"; }}
+        location /outer/ {{ location /outer/in/ {{ proxy_pass http://127.0.0.1:{app}/; }} }}
+        location /files/ {{ }}
+        location = /rw {{ rewrite ^ /app last; }}
     }}
 }}
 """
@@ -265,6 +277,25 @@ EDGE_REQUESTS: list[bytes] = [
     b"GET /r404 HTTP/1.1\r\n" + _H + b"\r\n",
     b"GET /r500 HTTP/1.1\r\n" + _H + b"\r\n",
     b"HEAD /r500 HTTP/1.1\r\n" + _H + b"\r\n",
+    # auto_redirect (proxied "/app/": "/app" is a 301 to it), and where it does not apply
+    b"GET /app HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /app?x=1&y HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /ex HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /rx HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /both HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /p HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /outer/in HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /files HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /x/../app HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /rw?a=b HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GET /APP HTTP/1.1\r\n" + _H + b"\r\n",
+    # methods llhttp does not know and nginx accepts (proxied, a file's 405), and ones it refuses
+    b"FOO /host HTTP/1.1\r\n" + _H + b"\r\n",
+    b"PURGE_X-Y /echo/m HTTP/1.1\r\n" + _H + b"Content-Length: 3\r\n\r\nabc",
+    b"GETX /b.txt HTTP/1.1\r\n" + _H + b"\r\n",
+    b"GETX /app HTTP/1.1\r\n" + _H + b"\r\n",
+    b"foo /host HTTP/1.1\r\n" + _H + b"\r\n",
+    b"F0O /host HTTP/1.1\r\n" + _H + b"\r\n",
     # malformed requests
     b"G@T /host HTTP/1.1\r\n" + _H + b"\r\n",
     b"GET /host HTTP/2.0\r\n" + _H + b"\r\n",
@@ -343,6 +374,45 @@ def test_http_edges_answered_as_nginx(prepared: tuple[Stack, str, dict[str, int]
     (stack.tmp / "html" / "b.txt").write_text("b file\n")
     fmt = {"lf": stack.upstream(_bare_lf_upstream), "app": ports["app1"]}
     _compare(stack, nginx_bin, EDGE_CONF, "edge", EDGE_REQUESTS, **fmt)
+
+
+# (the edge file's main and http settings, its own pid and log)
+ROOT_VARS_CONF = EDGE_CONF.partition("    server {{")[0].replace("-edge", "-rootvars") + """\
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        root {tmp}/sites/$host;
+        location = /dr {{ return 200 "dr=$document_root\\n"; }}
+        location ~ ^/al/([a-z.]+)/(.+)$ {{ alias {tmp}/sites/$1/$2; }}
+        location = /al-dr {{ alias {tmp}/sites; return 200 "dr=$document_root\\n"; }}
+        location /tf/ {{ try_files $uri /index.html =404; }}
+        location /deeper/ {{ root {tmp}/sites/$host/$host; }}
+    }}
+}}
+"""
+
+
+def _site_request(host: str, path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+
+
+def test_variables_in_root_answered_as_nginx(prepared: tuple[Stack, str, dict[str, int]],
+                                             nginx_bin: str) -> None:
+    """``root /srv/$host``: the path is made per request, for files, index files, try_files
+    and $document_root, as nginx makes it."""
+    stack, _, _ = prepared
+    sites = stack.tmp / "sites"
+    for host, name, text in (("a.test", "index.html", "site a\n"), ("b.test", "x.txt", "b x\n"),
+                             ("a.test", "a.test/deeper/d.txt", "deeper a\n")):
+        (sites / host / name).parent.mkdir(parents=True, exist_ok=True)
+        (sites / host / name).write_text(text)
+    requests = [_site_request(h, p) for h, p in (
+        ("a.test", "/index.html"), ("a.test", "/"), ("a.test", "/missing"), ("a.test", "/dr"),
+        ("b.test", "/x.txt"), ("b.test", "/index.html"), ("B.Test.", "/x.txt"),
+        ("c.test", "/x.txt"), ("c.test", "/"), ("localhost", "/al/b.test/x.txt"),
+        ("a.test", "/al-dr"), ("a.test", "/tf/none"), ("b.test", "/tf/none"),
+        ("a.test", "/deeper/d.txt"), ("b.test", "/deeper/d.txt"))]
+    _compare(stack, nginx_bin, ROOT_VARS_CONF, "rootvars", requests)
 
 
 # -- `-t` on files nginx refuses: the same [emerg] words and FILE:LINE, never a traceback ------

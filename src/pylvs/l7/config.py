@@ -540,6 +540,7 @@ class _Builder:
             alias=s.get("alias"),
             alias_template=template(s["alias"], d) if "$" in s.get("alias", "") else None,
             alias_prefix=s.get("alias_at", -1),
+            root_template=template(s["root"], d) if "$" in s.get("root", "") else None,
             try_files=s.get("try_files"),
             error_pages=s.get("error_pages", ()),
             captures=captures,
@@ -549,6 +550,8 @@ class _Builder:
             keepalive_time=float(s.get("keepalive_time", 3600.0)),
             gzip=gzip_of(s),
             stub_status=s.get("stub_status", False),
+            auto_redirect=(pp is not None and not in_if and modifier in ("", "=", "^~")
+                           and pattern.endswith("/")),
             file=d.file,
             line=d.line,
         )

@@ -42,6 +42,7 @@ from pylvs.l7.worker import Sink, Worker
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+_OTHER_METHOD = re.compile(rb"([A-Z_-]{1,32}) ")
 
 
 def _crlf(data: bytes) -> bytes:
@@ -115,6 +116,7 @@ class ClientConnection(asyncio.Protocol):
         self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True,
                                              lenient_version=True)
         self._tail_cr = False  # the last head bytes read ended in CR
+        self._method: bytes | None = None  # a method llhttp does not know (_other_method)
         # heads may be taken from ListenGroup.heads (not after a request that closes: the
         # parser would refuse anything after it)
         self._cacheable = True
@@ -217,8 +219,12 @@ class ClientConnection(asyncio.Protocol):
         self._tpl = None
         self._keep = fresh is not None
         before = self.requests
+        at_start = self.current is None and not self._in_head
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserInvalidMethodError as e:
+            if not (at_start and self.requests == before and self._other_method(data)):
+                self._reject(400, f"client sent invalid request: {e}")
         except httptools.HttpParserUpgrade as e:
             self._reject(400, "upgrade is not supported")
             del e
@@ -245,6 +251,32 @@ class ClientConnection(asyncio.Protocol):
                     heads.clear()
                 heads[data] = self._tpl
         self._tpl = None
+
+    def _other_method(self, data: bytes) -> bool:
+        """A request whose method llhttp does not know but nginx accepts (capital letters,
+        "_" and "-": ``PURGE``-like extensions it proxies and answers 405 for files): parsed
+        again by a new parser as if it were a GET, its own method kept for the request
+        (``on_headers_complete``). False, with the connection unchanged, if it is not one."""
+        m = _OTHER_METHOD.match(data)
+        if m is None:
+            return False
+        # undo on_message_begin for the refused start (its request is counted again)
+        self.current = None
+        self._in_head = False
+        self._st[self._sb + REQUESTS] -= 1
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True,
+                                             lenient_version=True)
+        self._method = m.group(1)
+        self._cacheable = False  # (known heads are fed to no parser: keep this one simple)
+        try:
+            self.parser.feed_data(b"GET" + data[len(self._method):])
+        except httptools.HttpParserUpgrade:
+            self._reject(400, "upgrade is not supported")
+        except httptools.HttpParserError as e:
+            if self._bad is None:
+                self._reject(400, f"client sent invalid request: {e}")
+        return True
 
     def _known_head(self, tpl: dict[str, object]) -> None:
         """A read that is exactly a head parsed before (``data_received``): the request from
@@ -367,6 +399,8 @@ class ClientConnection(asyncio.Protocol):
         self._head_bytes = 0
         req.start = time.monotonic()
         method = p.get_method()
+        if self._method is not None:  # (``_other_method``)
+            method, self._method = self._method, None
         req.raw_method = method
         req.method = _METHODS.get(method) or method.decode("ascii", "replace")
         version = p.get_http_version()

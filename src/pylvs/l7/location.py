@@ -87,16 +87,33 @@ def normalize(path: str) -> str:
     return "/" + "/".join(out)
 
 
+def is_auto_redirect(loc: Location, uri: str) -> bool:
+    """Whether ``LocationMatcher.match`` chose ``loc`` for ``uri`` as nginx's auto_redirect
+    (the URI is the location's name without its final slash: no other match gives a URI
+    shorter than the location's name)."""
+    return loc.auto_redirect and len(uri) + 1 == len(loc.pattern)
+
+
 class _Level:
     """The locations of one level: exact map, prefixes longest first, regexes in order."""
 
-    __slots__ = ("exact", "prefixes", "regexes")
+    __slots__ = ("exact", "prefixes", "redirects", "regexes")
 
     def __init__(self, locations: Sequence[Location]) -> None:
         self.exact = {loc.pattern: loc for loc in locations if loc.modifier == "="}
         self.prefixes = sorted((loc for loc in locations if loc.modifier in ("", "^~")),
                                key=lambda loc: len(loc.pattern), reverse=True)
         self.regexes = [loc for loc in locations if loc.regex is not None]
+        # nginx's auto_redirect: "/app" where "/app/" is proxied and no location is named
+        # "/app" itself (an exact location of that name wins first; a prefix of that name
+        # is the longest match); it beats shorter prefixes and every regex
+        named = {loc.pattern for loc in self.prefixes}
+        self.redirects: dict[str, Location] = {}
+        for loc in sorted((x for x in locations if x.auto_redirect),
+                          key=lambda x: x.modifier != "="):  # an exact one first
+            key = loc.pattern[:-1]
+            if key not in named:
+                self.redirects.setdefault(key, loc)
 
 
 class LocationMatcher:
@@ -138,6 +155,10 @@ class LocationMatcher:
         exact = level.exact.get(uri)
         if exact is not None:
             return exact, True
+        if level.redirects:
+            redirect = level.redirects.get(uri)
+            if redirect is not None:  # (the caller answers 301: ``is_auto_redirect``)
+                return redirect, True
         best: Location | None = None
         for loc in level.prefixes:
             if uri.startswith(loc.pattern):

@@ -195,6 +195,7 @@ class Location:
     # nearest enclosing regex location's
     captures: re.Pattern[str] | None = None
     alias_template: Template | None = None  # an alias with variables (captures), expanded
+    root_template: Template | None = None  # a root with variables ($host...), per request
     alias_prefix: int = -1  # how much of the URI an inherited alias replaces (-1: pattern)
     proxy_url: Template | None = None  # proxy_pass with variables: the URL, per request
     proxy_intercept_errors: bool = False
@@ -202,6 +203,9 @@ class Location:
     keepalive_time: float = 3600.0
     gzip: Gzip | None = None  # None: gzip off
     stub_status: bool = False
+    # a prefix or exact location ending in "/" whose own handler is proxy_pass: its name
+    # without the slash is answered with a 301 to the name (nginx's auto_redirect)
+    auto_redirect: bool = False
     file: str = ""
     line: int = 0
 

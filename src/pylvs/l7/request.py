@@ -23,6 +23,7 @@ from pylvs import __version__ as _pkg_version
 from pylvs.l7.balancer import Peer
 from pylvs.l7.config import Location, Return, Server
 from pylvs.l7.status import Clock
+from pylvs.l7.variables import expand
 
 BODY_HIGH_WATER = 256 * 1024
 FILE_CHUNK = 256 * 1024
@@ -288,6 +289,16 @@ def getter(name: str) -> Callable[[Request], str]:
     return lambda r: r.variable(name)
 
 
+def _document_root(r: Request) -> str:
+    """$document_root: the alias or root, with its variables expanded for this request."""
+    loc = r.location
+    if loc is None:
+        return ""
+    if loc.alias is not None:
+        return loc.alias if loc.alias_template is None else expand(loc.alias_template, r.variable)
+    return loc.root if loc.root_template is None else expand(loc.root_template, r.variable)
+
+
 def _xff(r: Request) -> str:
     xff = r.header(b"x-forwarded-for")
     return f"{xff}, {r.conn.remote_addr}" if xff else r.conn.remote_addr
@@ -350,6 +361,6 @@ VARIABLES: dict[str, Callable[[Request], str]] = {
     "content_type": lambda r: r.header(b"content-type"),
     "pid": lambda r: str(os.getpid()),
     "hostname": lambda r: os.uname().nodename,
-    "document_root": lambda r: (r.location.alias or r.location.root) if r.location else "",
+    "document_root": lambda r: _document_root(r),
     "nginx_version": lambda r: _pkg_version,
 }

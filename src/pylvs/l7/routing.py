@@ -19,7 +19,7 @@ import os
 
 from pylvs.l7 import proxying, rewrite
 from pylvs.l7.config import Location, Return, Server
-from pylvs.l7.location import BadURI, host_of, normalize
+from pylvs.l7.location import BadURI, host_of, is_auto_redirect, normalize
 from pylvs.l7.reply import respond, response_head
 from pylvs.l7.request import Request
 from pylvs.l7.static import file_path, serve_file
@@ -130,7 +130,14 @@ def route(conn: Connection, req: Request) -> int:
         conn.app.error("error", f"client intended to send too large body: "
                                 f"{req.content_length} bytes", conn, req)
         return 413
+    if loc.auto_redirect and req.redirect is None and is_auto_redirect(loc, req.uri):
+        req.redirect = (301, _slashed(req))
     return 0
+
+
+def _slashed(req: Request) -> str:
+    """nginx's auto_redirect target: the URI with its slash, then the arguments."""
+    return req.uri + "/" + (f"?{req.args}" if req.args else "")
 
 
 async def handle(conn: Connection, req: Request) -> bool:
@@ -157,6 +164,11 @@ async def redirect_internally(conn: Connection, req: Request, server: Server, ur
     """An internal redirect: choose the location for ``uri`` again and run it."""
     nloc = conn.group.matchers[id(server)].match(uri)
     req.location = nloc
+    if nloc.auto_redirect and is_auto_redirect(nloc, uri):
+        req.uri = uri
+        req.redirect = (301, _slashed(req))
+        rewrite_redirect(conn, req, nloc)
+        return
     if nloc.captures is not None:
         _capture(req, nloc)
     await dispatch(conn, req, nloc, server, depth + 1)

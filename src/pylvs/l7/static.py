@@ -32,6 +32,8 @@ def file_path(loc: Location, uri: str, req: Request | None = None) -> str:
     location inheriting an alias replaces its parent's part). In a regex location the alias,
     with the regex's captures substituted, is the whole path."""
     if loc.alias is None:
+        if loc.root_template is not None and req is not None:
+            return expand(loc.root_template, req.variable) + uri
         return loc.root + uri
     alias = loc.alias
     if loc.alias_template is not None and req is not None:
@@ -59,6 +61,8 @@ def cached_path(req: Request, loc: Location) -> str | None:
     alias = loc.alias
     if alias is not None and (loc.alias_template is not None or loc.alias_prefix != len(loc.pattern)):
         return None  # captures or an inherited alias: file_path, on the task's path
+    if alias is None and loc.root_template is not None:
+        return None  # a root with variables: file_path, per request
     return loc.root + uri if alias is None else alias + uri[len(loc.pattern):]
 
 
