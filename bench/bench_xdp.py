@@ -43,8 +43,10 @@ Rows:
   on the peer; for XDP_TX on this kernel GRO is not enough, see ``Bench.set_peer_napi``), and
   ``kernel-napi`` (the reference again in that set-up), ``xdp-dr-native``, ``xdp-nat-native``
   run;
-- ``xdp-syn``: every frame a TCP SYN from a new client port to a DR service under the XDP plane
-  (generic): the program passes them up, the Python core schedules each one;
+- ``xdp-syn``: every frame a TCP SYN of a tuple never seen before (``many_frames``) to a DR
+  service under the XDP plane (generic): the program passes them up, the Python core schedules
+  each one (until 2026-12-07 13:00 UTC this row's SYNs came from one address's 64,000 ports,
+  which repeat within a row above 32 k/s: half its SYNs were then retransmissions);
 - ``xdp-syn-mh``: every frame a TCP SYN of a tuple never seen before (``many_frames``) to an
   ``mh`` DR service: the program schedules each one from the Maglev table the core filled and
   forwards it; the director ticks once a second as the daemon does, entering what it can of
@@ -432,8 +434,10 @@ class Bench:
             b0 = prog_runtime(prog)
             s0, p0 = self.clock.snapshot(), task_cpu_ns(dpid) if dpid else 0
             t0 = time.monotonic()
+            # SYN rows: tuples that never repeat (one address's 64,000 ports would repeat within
+            # a row above 32 k/s, and a repeated SYN is a retransmission, not a new connection)
             sent = self.gens(dst_mac, dst_ip, 9 if plane in ("kernel", "direct") else 80, rate,
-                             secs, syn, many=mh)
+                             secs, syn, many=syn)
             time.sleep(0.3)
             wall = time.monotonic() - t0
             s1, p1 = self.clock.snapshot(), task_cpu_ns(dpid) if dpid else 0
