@@ -292,6 +292,7 @@ class _Builder:
         block = self.expand(d.block, UPSTREAM)
         servers: list[UpstreamServer] = []
         keepalive, ka_requests, ka_timeout = 0, 1000, 60.0
+        method: dict[str, Any] = {}
         for s in block:
             if s.name == "keepalive":
                 keepalive = int_value(s.args[0], s)
@@ -303,15 +304,23 @@ class _Builder:
             elif s.name == "keepalive_timeout":
                 ka_timeout = time_value(s.args[0], s)
             elif s.name == "server":
-                servers.extend(self._upstream_server(s))
+                servers.extend(self._upstream_server(s, method.get("method", "round_robin")))
+            elif s.name in ("least_conn", "ip_hash", "hash", "random"):
+                method = _balancing(s)
+                # nginx's method takes the place of the block's keepalive wrapper: a keepalive
+                # line before it has no effect (nginx warns "load balancing method redefined")
+                keepalive = 0
         if not servers:
             raise ConfigError("no servers are inside upstream", d.file, d.line)
         if all(s.backup for s in servers):
             raise ConfigError("no servers are inside upstream", d.file, d.line)
         self.upstreams[name] = UpstreamConfig(name, tuple(servers), keepalive, ka_timeout,
-                                              ka_requests)
+                                              ka_requests, **method)
 
-    def _upstream_server(self, d: Directive) -> list[UpstreamServer]:
+    def _upstream_server(self, d: Directive, method: str = "round_robin") -> list[UpstreamServer]:
+        """A ``server`` line of an upstream block; ``method`` is the balancing method read so
+        far (nginx checks the line's parameters against it: only round robin and least_conn
+        have backup servers)."""
         text = d.args[0]
         host, port = _host_port(text, d, "upstream", 80)
         opts: dict[str, Any] = {}
@@ -330,12 +339,15 @@ class _Builder:
                 except ConfigError:
                     raise ConfigError(f'invalid parameter "{a}"', d.file, d.line) from None
             elif a == "backup":
+                if method not in ("least_conn", "round_robin"):
+                    raise ConfigError('balancing method does not support parameter "backup"',
+                                      d.file, d.line)
                 opts["backup"] = True
             elif a == "down":
                 opts["down"] = True
             else:
                 raise ConfigError(f'invalid parameter "{a}"', d.file, d.line)
-        return [UpstreamServer(addr, port, **opts)
+        return [UpstreamServer(addr, port, name=text, **opts)
                 for addr in _resolve(host, port, d, "upstream", text)]
 
     def _server(self, d: Directive, http: dict[str, Any]) -> Server:
@@ -586,3 +598,20 @@ class _Builder:
 def load(path: str) -> Config:
     """Read and check an nginx-syntax configuration; raises ConfigError with file:line."""
     return _Builder(path).build()
+
+
+def _balancing(d: Directive) -> dict[str, Any]:
+    """An upstream's ``least_conn``, ``ip_hash``, ``hash KEY [consistent]`` or ``random [two
+    [least_conn]]`` line as ``UpstreamConfig`` fields, refused in nginx's words."""
+    if d.name == "hash":
+        key = template(d.args[0], d)
+        if len(d.args) == 2 and d.args[1] != "consistent":
+            raise ConfigError(f'invalid parameter "{d.args[1]}"', d.file, d.line)
+        return {"method": "hash", "hash_key": key, "consistent": len(d.args) == 2}
+    if d.name == "random":
+        if d.args and d.args[0] != "two":
+            raise ConfigError(f'invalid parameter "{d.args[0]}"', d.file, d.line)
+        if len(d.args) == 2 and d.args[1] != "least_conn":
+            raise ConfigError(f'invalid parameter "{d.args[1]}"', d.file, d.line)
+        return {"method": "random", "two": bool(d.args)}
+    return {"method": d.name}

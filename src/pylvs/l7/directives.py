@@ -206,6 +206,11 @@ structural("keepalive", (UPSTREAM,), 1, 1)
 structural("server@upstream", (UPSTREAM,), 1, -1)
 structural("keepalive_requests@upstream", (UPSTREAM,), 1, 1)
 structural("keepalive_timeout@upstream", (UPSTREAM,), 1, 1)
+# The balancing methods (nginx's upstream modules; config reads them, balancer runs them).
+structural("least_conn", (UPSTREAM,), 0, 0)
+structural("ip_hash", (UPSTREAM,), 0, 0)
+structural("hash", (UPSTREAM,), 1, 2)
+structural("random", (UPSTREAM,), 0, 2)
 # The rewrite module: read in order into a level's script by config (see rewrite_of).
 structural("rewrite", SCRIPT, 2, 3)
 structural("return", SCRIPT, 1, 2)

@@ -69,6 +69,7 @@ class UpstreamServer:
     fail_timeout: float = 10.0
     backup: bool = False
     down: bool = False
+    name: str = ""  # the address as the server line wrote it (``hash ... consistent`` hashes it)
 
     @property
     def address(self) -> str:
@@ -83,6 +84,11 @@ class UpstreamConfig:
     keepalive_timeout: float = 60.0
     keepalive_requests: int = 1000
     implicit: bool = False  # made from ``proxy_pass http://host:port`` without an upstream block
+    # the load-balancing method: "round_robin", "least_conn", "ip_hash", "hash", "random"
+    method: str = "round_robin"
+    hash_key: Template = ()  # ``hash KEY``: the key, with variables
+    consistent: bool = False  # ``hash KEY consistent``
+    two: bool = False  # ``random two``
     tls: ProxyTls | None = None  # ``proxy_pass https://``: the pool's connections speak TLS
 
 

@@ -337,10 +337,13 @@ def try_fast_proxy(client: Connection, req: Request, loc: Location) -> bool:
         return False
     pool = client.app.pools[pp.upstream]
     now = req.start  # the head's arrival, read in this same callback: no clock read here
-    peer = pool.balancer.get(_NOTHING_TRIED, now)
+    balancer = pool.balancer
+    peer = balancer.get(_NOTHING_TRIED, now, balance_key(pool, req) if balancer.keyed else b"")
     conn = pool.take(peer) if peer is not None else None
     if conn is None:
         req.preset_peer = (peer,)  # the balancer's choice stands for the task's first try
+        if peer is not None:
+            balancer.free(peer)  # the task counts it again when it starts the try
         return False
     req.proxy_host = pp.proxy_host
     att = ProxyAttempt(client, req, loc, pool, conn, False)
@@ -370,6 +373,7 @@ def finish_fast(att: ProxyAttempt, result: str) -> None:
     assert peer is not None
     client.sink = None
     client.fast = False
+    pool.balancer.free(peer)  # this try is over, whatever the task does next
     req.upstream_addr = peer.address
     # _timed, inline (the one try of a fast exchange): $upstream_*_time and the metrics' time
     start = att.t_start
@@ -505,11 +509,14 @@ async def run(client: Connection, req: Request, loc: Location) -> None:
             tries.record(req)
             await client.respond_error(req, _bad_gateway(kind0))
             return
+    key = balance_key(pool, req) if balancer.keyed else b""
     while True:
         if preset is not None:
             peer, preset = preset[0], None
+            if peer is not None:
+                peer.conns += 1  # the fast path's choice, counted from now (free below)
         else:
-            peer = balancer.get(tries.tried, time.monotonic())
+            peer = balancer.get(tries.tried, time.monotonic(), key)
         if peer is None:
             client.app.error("error", "no live upstreams while connecting to upstream", client,
                              req, f"http://{pp.proxy_host}{req.target}")
@@ -518,19 +525,22 @@ async def run(client: Connection, req: Request, loc: Location) -> None:
             await client.respond_error(req, _bad_gateway(tries.last_kind))
             return
         tries.add(peer)
-        conn = pool.take(peer)
-        fresh_retry = conn is not None
-        tries.connect_time = 0.0
-        if conn is None:
-            got = await _connect(client, req, loc, pool, peer, tries)
-            if isinstance(got, str):
-                if got == "retry":
-                    continue
+        try:
+            conn = pool.take(peer)
+            fresh_retry = conn is not None
+            tries.connect_time = 0.0
+            if conn is None:
+                got = await _connect(client, req, loc, pool, peer, tries)
+                if isinstance(got, str):
+                    if got == "retry":
+                        continue
+                    return
+                conn = got
+            att, result = await _exchange(client, req, loc, pool, conn, tries)
+            if not await _settle(client, req, peer, att, result, tries, fresh_retry):
                 return
-            conn = got
-        att, result = await _exchange(client, req, loc, pool, conn, tries)
-        if not await _settle(client, req, peer, att, result, tries, fresh_retry):
-            return
+        finally:
+            balancer.free(peer)  # the try is over: least_conn counts it no more
 
 
 async def _connect(client: Connection, req: Request, loc: Location, pool: UpstreamPool,
@@ -732,6 +742,20 @@ async def _dynamic(client: Connection, req: Request, url_t: Template) -> ProxyPa
         return None
     key = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return ProxyPass(key, uri, hostport)
+
+
+def balance_key(pool: UpstreamPool, req: Request) -> bytes:
+    """What a hashing method hashes for ``req``: ip_hash the client's address (the first
+    three bytes of IPv4, all 16 of IPv6, three zero bytes for a unix socket), hash its key
+    expanded (bytes as received: the request's strings are latin-1)."""
+    cfg = pool.config
+    if cfg.method == "ip_hash":
+        try:
+            ip = ipaddress.ip_address(req.conn.remote_addr)
+        except ValueError:
+            return b"\0\0\0"
+        return ip.packed[:3] if ip.version == 4 else ip.packed
+    return expand(cfg.hash_key, req.variable).encode("latin-1", "replace")
 
 
 def _address_pool(client: Connection, key: str) -> UpstreamPool:

@@ -20,7 +20,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from pylvs.l7.balancer import Peer, RoundRobin
+from pylvs.l7.balancer import Peer, balancer_for
 from pylvs.l7.config import UpstreamConfig
 from pylvs.l7.message import ResponseHead, client_response_head
 from pylvs.l7.tls import sni_name, upstream_context
@@ -387,7 +387,7 @@ class UpstreamPool:
     def __init__(self, config: UpstreamConfig, loop: asyncio.AbstractEventLoop) -> None:
         self.config = config
         self.loop = loop
-        self.balancer = RoundRobin(config.servers)
+        self.balancer = balancer_for(config)  # the block's method (round robin by default)
         self._idle: dict[int, list[UpstreamConnection]] = {p.index: [] for p in self.balancer.peers}
         self._count = 0  # idle connections over all peers
         self._ssl: ssl.SSLContext | None = None
