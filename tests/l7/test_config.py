@@ -95,9 +95,10 @@ def test_seed_config_reads_as_nginx_merges_it(tmp_path: Path) -> None:
     assert jsp.root == str(tmp_path / "html")
     assert jsp.keepalive_timeout == 65
     names = [n.lower() for n, _ in jsp.proxy_set_header]
-    # its own proxy_set_header replace the inherited ones; nginx's defaults stay underneath
-    assert names == ["host", "connection", "x-real-ip", "x-forwarded-for"]
-    assert [n for n, _ in plain.proxy_set_header] == ["Host", "Connection", "X-Outer"]
+    # its own proxy_set_header replace the inherited ones; nginx's defaults it leaves follow
+    # them (nginx sends them in that order)
+    assert names == ["host", "x-real-ip", "x-forwarded-for", "connection"]
+    assert [n for n, _ in plain.proxy_set_header] == ["X-Outer", "Host", "Connection"]
     assert jsp.proxy_http_version == "1.0"
     assert jsp.proxy_next_upstream == frozenset({"error", "timeout"})
 

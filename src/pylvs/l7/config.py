@@ -42,6 +42,7 @@ from pylvs.l7.directives import (
     time_value,
 )
 from pylvs.l7.gzip import gzip_of
+from pylvs.l7.maps import Map, MapReader
 from pylvs.l7.model import (
     AccessLog,
     Config,
@@ -137,6 +138,7 @@ class _Builder:
         self.modules: list[str] = []  # load_module lines: noted at start, nothing is loaded
         self.scripts = ScriptReader(self.expand)
         self._undeclared: list[str] = []
+        self.maps: dict[str, Map] = {}  # the http block's map variables (the last of a name)
 
     def abspath(self, p: str) -> str:
         return p if os.path.isabs(p) else os.path.join(self.prefix, p)
@@ -280,6 +282,10 @@ class _Builder:
                         raise ConfigError('duplicate "log_format" name "combined"', d.file, d.line)
                     raise ConfigError(f'duplicate "log_format" name "{name}"', d.file, d.line)
                 self.log_formats[name] = template("".join(d.args[1:]), d)
+            elif d.name == "map":
+                m = MapReader(d, self.abspath, self.scripts.declare).read()
+                self.maps[m.name] = m
+                self.scripts.declared.add(m.name)
         settings = read_settings(self, {}, block, HTTP)
         servers = [self._server(d, settings) for d in block if d.name == "server"]
         return tuple(servers)
@@ -378,7 +384,7 @@ class _Builder:
             float(s.get("client_header_timeout", 60.0)),
             s.get("large_client_header_buffers", (4, 8192)),
             float(s.get("keepalive_timeout", 75.0)),
-            self.scripts.script(block, None), top, named, regexes, tls,
+            self.scripts.script(block, None), top, named, regexes, tls, self.maps or None,
         )
 
     def _locations(self, block: list[Directive], s: dict[str, Any], parent: Location | None,
@@ -522,9 +528,12 @@ class _Builder:
         default_headers = (("Host", template("$proxy_host", d)),
                            ("Connection", template("close", d)))
         headers: tuple[tuple[str, Template], ...] = s.get("proxy_set_header", ())
-        merged: dict[str, tuple[str, Template]] = {k.lower(): (k, v) for k, v in default_headers}
+        # as nginx merges them: the location's own lines first, then the defaults they leave
+        merged: dict[str, tuple[str, Template]] = {}
         for k, v in headers:
             merged[k.lower()] = (k, v)
+        for k, v in default_headers:
+            merged.setdefault(k.lower(), (k, v))
         return Location(
             modifier=modifier,
             pattern=pattern,

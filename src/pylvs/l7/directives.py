@@ -202,6 +202,7 @@ structural("include", ALL, 1, 1)
 structural("listen", (SERVER,), 1, -1)
 structural("server_name", (SERVER,), 1, -1)
 structural("log_format", (HTTP,), 2, -1)
+structural("map", (HTTP,), 2, 2, True)  # read by ``maps``
 structural("keepalive", (UPSTREAM,), 1, 1)
 structural("server@upstream", (UPSTREAM,), 1, -1)
 structural("keepalive_requests@upstream", (UPSTREAM,), 1, 1)

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pylvs.l7.variables import Template
+
+if TYPE_CHECKING:
+    from pylvs.l7.maps import Map
 
 DEFAULT_PROTOCOLS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")  # nginx 1.22's ssl_protocols
 DEFAULT_CIPHERS = "HIGH:!aNULL:!MD5"
@@ -239,6 +243,8 @@ class Server:
     named: dict[str, Location] | None = None  # "@name" -> named location
     name_regexes: tuple[re.Pattern[str], ...] = ()  # regex server_names, in order
     tls: ServerTls | None = None  # its ssl_* settings (used where a listen says ssl)
+    # the http block's ``map`` variables by name (one dict shared by every server)
+    maps: dict[str, Map] | None = None
 
 
 @dataclass(frozen=True)

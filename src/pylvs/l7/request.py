@@ -22,6 +22,7 @@ from typing import IO, Protocol
 from pylvs import __version__ as _pkg_version
 from pylvs.l7.balancer import Peer
 from pylvs.l7.config import Location, Return, Server
+from pylvs.l7.maps import Map, find
 from pylvs.l7.status import Clock
 from pylvs.l7.variables import expand
 
@@ -258,6 +259,11 @@ class Request:
             v = self.vars.get(name)
             if v is not None:
                 return v
+        srv = self.server
+        if srv is not None and srv.maps is not None:
+            mp = srv.maps.get(name)
+            if mp is not None:
+                return self._map(mp)
         if name.isdigit():
             m = self.captures
             n = int(name)
@@ -276,6 +282,16 @@ class Request:
                 if k == name[7:]:
                     return v
         return ""
+
+    def _map(self, mp: Map) -> str:
+        """A ``map`` variable: looked up the first time this request uses it and kept (in
+        ``vars``, where nginx keeps it too: a later ``set`` replaces it), unless volatile."""
+        v = find(mp, self)
+        if not mp.volatile:
+            if self.vars is None:
+                self.vars = {}
+            self.vars[mp.name] = v
+        return v
 
 
 def getter(name: str) -> Callable[[Request], str]:

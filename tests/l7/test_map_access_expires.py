@@ -1,0 +1,279 @@
+"""``map``, ``allow``/``deny`` and ``expires`` under pylvs http and real nginx 1.22: the same
+configuration, the same raw requests, the same answers (``_compare``), and the same ``-t``
+words for their misuse. Requests whose answer depends on a map or on the client's address are
+also repeated byte for byte on one connection and from other addresses (127.0.0.N), where the
+known-head fast paths of ``connection`` could otherwise answer from what another client got."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.l7.conftest import Client, Stack
+from tests.l7.test_nginx_interop import _compare, _emerg, _real_nginx, nginx_bin
+
+__all__ = ["nginx_bin"]  # the fixture, used by name
+
+_TEMPS = """
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+"""
+
+
+def _temps(stack: Stack) -> None:
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (stack.tmp / d).mkdir(exist_ok=True)
+
+
+class From(Client):
+    """A Client whose connection comes from ``source`` (another 127.0.0.0/8 address)."""
+
+    def __init__(self, port: int, source: str) -> None:
+        super().__init__(port)
+        self.sock.close()
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=self.timeout,
+                                             source_address=(source, 0))
+
+
+def _req(path: str, extra: str = "") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n".encode()
+
+
+# -- map ------------------------------------------------------------------------------------------
+
+MAP_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-map.pid;
+error_log {tmp}/error-map.log;
+events {{ worker_connections 64; }}
+http {{
+""" + _TEMPS + """
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' close; }}
+    map $arg_k $exact {{
+        default dflt;
+        foo exact-foo;
+        ~^fo regex-fo;
+        ~*^BA(?<tail>.*)$ "ci-$tail";
+        ~^(\\d+)-(\\d+)$ "$2-$1";
+        "" empty;
+        \\default escaped;
+    }}
+    map $arg_h $host_kind {{
+        hostnames;
+        default none;
+        example.com exact;
+        *.example.com star;
+        *.a.example.com longer;
+        .test.org dot;
+        www.example.* tail;
+        ~^www\\. regex;
+    }}
+    map $uri$arg_x $combo {{ default no; /m/combo1 yes; }}
+    map $exact $chained {{ default c0; exact-foo c1; }}
+    map $arg_e $emptyre {{ default d; ~^$ empty-regex; }}
+    map $arg_i $inc {{ default d; include {tmp}/map.inc; }}
+    map $src $nv {{ default none; a A; b B; }}
+    map $src $vv {{ volatile; default none; a A; b B; }}
+    map $remote_addr $from_two {{ default no; 127.0.0.2 yes; }}
+    map $http_x_who $who {{ default anon; alice A; bob B; }}
+    log_format mapfmt '$exact|$who|$connection_upgrade';
+    access_log {tmp}/map-{port}.log mapfmt;
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        root {tmp}/html;
+        location = /m/up {{ return 200 "$connection_upgrade\\n"; }}
+        location = /m/exact {{ return 200 "$exact tail=$tail 1=$1\\n"; }}
+        location = /m/host {{ return 200 "$host_kind\\n"; }}
+        location = /m/combo1 {{ return 200 "$combo\\n"; }}
+        location = /m/chain {{ return 200 "$chained $exact\\n"; }}
+        location = /m/empty {{ return 200 "$emptyre\\n"; }}
+        location = /m/inc {{ return 200 "$inc\\n"; }}
+        location = /m/vol {{
+            set $src a;
+            set $first "$nv/$vv";
+            set $src b;
+            return 200 "$first $nv/$vv\\n";
+        }}
+        location /m/if {{
+            if ($exact = exact-foo) {{ return 200 "if-yes\\n"; }}
+            return 200 "if-no\\n";
+        }}
+        location /m/hdr {{
+            add_header X-Map "$exact/$who";
+            proxy_set_header X-Who $who;
+            proxy_pass http://127.0.0.1:{app};
+        }}
+        location /m/file {{
+            if ($who = B) {{ return 403; }}
+            add_header X-Who $who;
+        }}
+        location /m/two {{
+            if ($from_two = yes) {{ return 200 "two\\n"; }}
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name other;
+        if ($who = B) {{ return 403; }}
+        location / {{ return 200 "other $who $from_two\n"; }}
+    }}
+}}
+"""
+
+MAP_REQUESTS = [
+    _req("/m/up"),
+    _req("/m/up", "Upgrade: websocket\r\n"),
+    _req("/m/exact?k=foo"),
+    _req("/m/exact?k=FOO"),
+    _req("/m/exact?k=fox"),
+    _req("/m/exact?k=bar"),
+    _req("/m/exact?k=BAzz"),
+    _req("/m/exact?k=12-34"),
+    _req("/m/exact?k="),
+    _req("/m/exact"),
+    _req("/m/exact?k=default"),
+    _req("/m/exact?k=zzz"),
+    *[_req(f"/m/host?h={h}") for h in (
+        "example.com", "EXAMPLE.com", "example.com.", "a.example.com", "b.a.example.com",
+        "test.org", "x.test.org", "www.example.net", "www.other.com", "other.com", "")],
+    _req("/m/combo1"),
+    _req("/m/combo1?x=1"),
+    _req("/m/chain?k=foo"),
+    _req("/m/chain?k=bar"),
+    _req("/m/empty"),
+    _req("/m/empty?e=x"),
+    _req("/m/inc?i=one"),
+    _req("/m/inc?i=TWO"),
+    _req("/m/inc?i=three"),
+    _req("/m/vol"),
+    _req("/m/if/x?k=foo"),
+    _req("/m/if/x?k=Foo"),
+    _req("/m/if/x?k=fox"),
+    _req("/m/hdr?echo=headers&k=foo", "X-Who: alice\r\n"),
+    _req("/m/file/f.txt", "X-Who: alice\r\n"),
+    _req("/m/file/f.txt", "X-Who: bob\r\n"),
+    _req("/m/file/f.txt"),
+    _req("/m/two/f.txt"),
+    b"GET /x HTTP/1.1\r\nHost: other\r\nX-Who: bob\r\nConnection: close\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: other\r\nX-Who: alice\r\nConnection: close\r\n\r\n",
+]
+
+
+def _map_files(stack: Stack) -> None:
+    _temps(stack)
+    (stack.tmp / "map.inc").write_text("one 1;\ntwo 2;\n")
+    for d in ("m/file", "m/two"):
+        (stack.tmp / "html" / d).mkdir(parents=True)
+        (stack.tmp / "html" / d / "f.txt").write_text(f"file of {d}\n")
+
+
+def test_map_answers_as_nginx(stack: Stack, nginx_bin: str) -> None:
+    """Exact keys (caseless) over regexes, regexes in order with their captures, hostnames'
+    priorities, ``default``/``\\default``/``""``, includes, chained maps, volatile, and map
+    variables in return, if, add_header, proxy_set_header and log_format."""
+    _map_files(stack)
+    app = stack.app("m")
+    _compare(stack, nginx_bin, MAP_CONF, "map", MAP_REQUESTS, app=app)
+    logs = sorted(stack.tmp.glob("map-*.log"))
+    assert len(logs) == 2
+    ours, theirs = (p.read_text().splitlines() for p in logs)
+    assert ours == theirs
+    assert "exact-foo|A|close" in ours  # (the log lines hold the map values)
+
+
+def _answers(client: Client, requests: list[bytes]) -> list[tuple[int, bytes, str | None]]:
+    out = []
+    for r in requests:
+        got = client.one(r)
+        out.append((got.status, got.body, got.headers.get("x-who")))
+    return out
+
+
+def test_map_values_with_the_same_head_again(stack: Stack, nginx_bin: str) -> None:
+    """A keep-alive client repeating its request, and others sending the very same bytes:
+    whatever pylvs keeps of a head must not keep a map's value. Where the source is a header
+    the heads differ; where it is $remote_addr (an if in the location, a server-level if on
+    a header) the bytes are the same from 127.0.0.1 and 127.0.0.2."""
+    _map_files(stack)
+    app = stack.app("m")
+    head = b"GET /m/two/f.txt HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    file_a = b"GET /m/file/f.txt HTTP/1.1\r\nHost: localhost\r\nX-Who: alice\r\n\r\n"
+    file_b = b"GET /m/file/f.txt HTTP/1.1\r\nHost: localhost\r\nX-Who: bob\r\n\r\n"
+    file_n = b"GET /m/file/f.txt HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    other = b"GET /x HTTP/1.1\r\nHost: other\r\n\r\n"
+    seq = [head, head, file_a, file_n, file_a, other, other, file_b]
+
+    def run(port: int) -> list[list[tuple[int, bytes, str | None]]]:
+        got = []
+        for source in ("127.0.0.1", "127.0.0.2", "127.0.0.1", "127.0.0.2"):
+            c = From(port, source)
+            got.append(_answers(c, seq))
+            c.close()
+        return got
+
+    ours = run(stack.proxy(MAP_CONF, app=app))
+    with _real_nginx(stack, nginx_bin, "map-again", MAP_CONF, app=app) as port:
+        theirs = run(port)
+    for a, b in zip(ours, theirs, strict=True):
+        assert [(s, body if s == 200 else b"", w) for s, body, w in a] == \
+            [(s, body if s == 200 else b"", w) for s, body, w in b]
+    assert ours[0][0][1] == b"file of m/two\n" and ours[1][0][1] == b"two\n"
+    assert ours[0][2][2] == "A" and ours[0][3][2] == "anon" and ours[0][7][0] == 403
+    assert ours[1][6][1] == b"other anon yes\n"
+
+
+_MAP_T = """events {{}}
+http {{
+    {http}
+    server {{ listen 127.0.0.1:8080; location / {{ return 200 "$mv"; }} }}
+}}
+"""
+
+MAP_REFUSED = {
+    "name": "map $uri mv { default 1; }",
+    "conflict": "map $uri $mv { a 1; A 2; }",
+    "three": "map $uri $mv { a 1 2; }",
+    "one": "map $uri $mv { a; }",
+    "defaults": "map $uri $mv { default 1; default 2; }",
+    "regex": "map $uri $mv { ~(a 1; }",
+    "args": "map $uri $mv $x { a 1; }",
+    "noblock": "map $uri $mv;",
+    "builtin": "map $uri $uri { a 1; }",
+    "unknown_value": "map $uri $mv { a $nope; }",
+    "unknown_source": "map $nope $mv { a 1; }",
+    "include": "map $uri $mv { include nofile; }",
+    "block": "map $uri $mv { a { } }",
+    "wildcard": "map $uri $mv { hostnames; a*b 1; }",
+    "star_dot": "map $uri $mv { hostnames; *.a.com 1; .a.com 2; }",
+    "dot_exact": "map $uri $mv { hostnames; .a.com 1; a.com 2; }",
+    "tails": "map $uri $mv { hostnames; a.* 1; a.* 2; }",
+    "in_server": "server { map $uri $x { a 1; } }",
+}
+
+
+def _t_both(tmp_path: Path, nginx_bin: str, text: str) -> tuple[str, str]:
+    path = tmp_path / "nginx.conf"
+    path.write_text(text)
+    theirs = subprocess.run([nginx_bin, "-t", "-p", str(tmp_path), "-c", str(path), "-g",
+                             f"pid {tmp_path}/n.pid; error_log {tmp_path}/e.log;"],
+                            capture_output=True, text=True, timeout=60)
+    ours = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert theirs.returncode == 1 and ours.returncode == 1, (theirs.stderr, ours.stderr)
+    assert "Traceback" not in ours.stderr
+    return _emerg(ours.stderr), _emerg(theirs.stderr)
+
+
+@pytest.mark.parametrize("name", sorted(MAP_REFUSED))
+def test_map_refused_as_nginx(tmp_path: Path, nginx_bin: str, name: str) -> None:
+    ours, theirs = _t_both(tmp_path, nginx_bin, _MAP_T.format(http=MAP_REFUSED[name]))
+    assert ours == theirs
