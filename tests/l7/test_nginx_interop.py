@@ -296,6 +296,8 @@ EDGE_REQUESTS: list[bytes] = [
     b"GETX /app HTTP/1.1\r\n" + _H + b"\r\n",
     b"foo /host HTTP/1.1\r\n" + _H + b"\r\n",
     b"F0O /host HTTP/1.1\r\n" + _H + b"\r\n",
+    b"PURG",  # a method's first letters: nginx waits for the rest
+    b"GET /host HTTP/1.1\r\n" + _H + b"\r\nPURGE_X-Y /echo/m HTTP/1.1\r\n" + _H + b"\r\n",
     # malformed requests
     b"G@T /host HTTP/1.1\r\n" + _H + b"\r\n",
     b"GET /host HTTP/2.0\r\n" + _H + b"\r\n",

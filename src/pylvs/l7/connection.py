@@ -38,11 +38,13 @@ from pylvs.l7.request import BODY_HIGH_WATER, BodyReader, Refused, Request, TooL
 from pylvs.l7.routing import handle, route
 from pylvs.l7.static import cached_path, send_cached
 from pylvs.l7.stats import ACCEPTS, ACTIVE, HANDLED, READING, REQUESTS, WRITING
+from pylvs.l7.tunnel import Tunnel
 from pylvs.l7.worker import Sink, Worker
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _OTHER_METHOD = re.compile(rb"([A-Z_-]{1,32}) ")
+_METHOD_PART = re.compile(rb"[A-Z_-]{1,32}")
 
 
 def _crlf(data: bytes) -> bytes:
@@ -56,6 +58,21 @@ def _crlf(data: bytes) -> bytes:
     m = _HEAD_END.search(data)
     end = m.end() if m else len(data)
     return _BARE_LF.sub(b"\r\n", data[:end]) + data[end:]
+
+
+def _after_heads(data: bytes, n: int) -> bytes | None:
+    """What follows the ``n``-th head end in ``data`` when the read held ``n`` complete
+    body-less requests before the one llhttp refused; None if bodies make that unknown."""
+    low = data.lower()
+    if b"content-length" in low or b"transfer-encoding" in low:
+        return None
+    pos = 0  # (a read that began inside a head: its end is the first one here too)
+    for _ in range(n):
+        pos = data.find(b"\r\n\r\n", pos)
+        if pos < 0:
+            return None
+        pos += 4
+    return data[pos:]
 
 
 HEADS_MAX = 1024  # heads a listening socket's cache holds (``ListenGroup.heads``)
@@ -117,6 +134,13 @@ class ClientConnection(asyncio.Protocol):
                                              lenient_version=True)
         self._tail_cr = False  # the last head bytes read ended in CR
         self._method: bytes | None = None  # a method llhttp does not know (_other_method)
+        # an Upgrade request was read: bytes after it wait (unparsed) for its answer, then go
+        # to the tunnel (101) or to a new parser (any other answer)
+        self._partial = b""  # the first letters of a method llhttp does not know
+        self._upgrade_wait = False
+        self._upgrade_read = False
+        self._upgrade_rest = b""
+        self._tunnel: Tunnel | None = None
         # heads may be taken from ListenGroup.heads (not after a request that closes: the
         # parser would refuse anything after it)
         self._cacheable = True
@@ -207,6 +231,18 @@ class ClientConnection(asyncio.Protocol):
                 seen.add(data)
         if self._bad is not None:
             return
+        if self._upgrade_wait:
+            if self._tunnel is not None:
+                self._tunnel.from_client(data)
+            else:
+                self._upgrade_rest += data
+                if len(self._upgrade_rest) > BODY_HIGH_WATER and not self._reading_paused \
+                        and self.transport is not None:
+                    self._reading_paused = True  # (until the answer: _end_upgrade_wait)
+                    self.transport.pause_reading()
+            return
+        if self._partial:  # (``_other_method``)
+            data, self._partial = self._partial + data, b""
         if self._in_head or self.current is None:  # head bytes: their line ends are checked
             nl = data.find(b"\n")
             if nl >= 0 and (data[nl - 1] != 13 if nl else not self._tail_cr):
@@ -223,11 +259,19 @@ class ClientConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserInvalidMethodError as e:
-            if not (at_start and self.requests == before and self._other_method(data)):
+            done = self.requests - before  # requests completed in this read before it
+            rest = (data if at_start else None) if done == 0 else _after_heads(data, done)
+            if rest is None or not self._other_method(rest):
                 self._reject(400, f"client sent invalid request: {e}")
         except httptools.HttpParserUpgrade as e:
-            self._reject(400, "upgrade is not supported")
-            del e
+            if self._upgrade_read and self.current is None:
+                self._upgrade_read = False
+                # what follows the head is the new protocol's (or, if the answer is not a
+                # 101, the next request's): it waits for the answer
+                self._upgrade_wait = True
+                self._upgrade_rest = data[e.args[0]:] if e.args else b""
+            else:
+                self._reject(400, "upgrade is not supported")
         except httptools.HttpParserError as e:
             if self._bad is None:
                 self._reject(400, f"client sent invalid request: {e}")
@@ -258,7 +302,8 @@ class ClientConnection(asyncio.Protocol):
         again by a new parser as if it were a GET, its own method kept for the request
         (``on_headers_complete``). False, with the connection unchanged, if it is not one."""
         m = _OTHER_METHOD.match(data)
-        if m is None:
+        part = m is None and _METHOD_PART.fullmatch(data) is not None
+        if m is None and not part:
             return False
         # undo on_message_begin for the refused start (its request is counted again)
         self.current = None
@@ -267,8 +312,11 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True,
                                              lenient_version=True)
-        self._method = m.group(1)
         self._cacheable = False  # (known heads are fed to no parser: keep this one simple)
+        if m is None:  # a method's first letters alone: nginx waits for the rest
+            self._partial = data
+            return True
+        self._method = m.group(1)
         try:
             self.parser.feed_data(b"GET" + data[len(self._method):])
         except httptools.HttpParserUpgrade:
@@ -295,6 +343,9 @@ class ClientConnection(asyncio.Protocol):
         self._tpl = None
 
     def eof_received(self) -> bool | None:
+        if self._tunnel is not None:  # either side's end ends an upgraded connection
+            self._tunnel.close("client")
+            return None
         self._eof = True
         if self.current is not None and self.current.body is not None:
             self.current.body.fail(ConnectionResetError("client closed the connection"))
@@ -426,6 +477,11 @@ class ClientConnection(asyncio.Protocol):
                     self._reject(400, "client sent invalid \"Content-Length\" header")
                     raise Refused
                 req.content_length = int(cl)
+        if b"upgrade" in hmap and p.should_upgrade() and method != b"CONNECT":
+            req.upgrade = True  # (never cached: the parser stops after its head)
+            self._upgrade_read = True  # (for data_received: it may be answered already)
+            self._cacheable = False
+            self._keep = False
         tpl: dict[str, object] | None = None
         if req.chunked or (req.content_length or 0) > 0:
             req.body = BodyReader(self, req)
@@ -648,6 +704,8 @@ class ClientConnection(asyncio.Protocol):
                 self.done_writing()
                 if not req.keep_alive or self.closed:
                     break
+                if req.upgrade:
+                    self._end_upgrade_wait()
                 if req.body is not None and not req.body.done:
                     break
             if self._bad is not None and drained and not self.closed:
@@ -698,6 +756,8 @@ class ClientConnection(asyncio.Protocol):
                 return False
             path = cached_path(req, loc)
             return path is not None and send_cached(self, req, loc, path)
+        if req.upgrade:
+            return False  # (the task proxies it: a 101 makes a tunnel)
         return try_fast_proxy(self, req, loc)
 
     def complete(self, req: Request) -> None:
@@ -716,6 +776,8 @@ class ClientConnection(asyncio.Protocol):
             if self.transport is not None and not self.closed:
                 self.transport.close()
             return
+        if req.upgrade:
+            self.loop.call_soon(self._end_upgrade_wait)
         if self.queue or self._bad is not None:
             self.wake_task()
         elif self._eof:
@@ -732,6 +794,34 @@ class ClientConnection(asyncio.Protocol):
                 self.arm_timer(self.group.servers[0].keepalive_timeout, "idle")
             if self._reading_paused:
                 self.update_reading()
+
+    def start_tunnel(self, tunnel: Tunnel) -> bytes:
+        """The upstream switched protocols: from now on this socket's bytes go to ``tunnel``
+        (``data_received``); what the client sent after its head so far is returned."""
+        self._tunnel = tunnel
+        self.disarm_timer("")
+        rest, self._upgrade_rest = self._upgrade_rest, b""
+        if self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        if self._eof:
+            self.loop.call_soon(tunnel.close, "client")
+        return rest
+
+    def _end_upgrade_wait(self) -> None:
+        """An Upgrade request was answered without switching: the bytes after it are the
+        next request's, read by a new parser (the old one stopped at the Upgrade)."""
+        if not self._upgrade_wait or self._tunnel is not None or self.closed:
+            return
+        self._upgrade_wait = False
+        rest, self._upgrade_rest = self._upgrade_rest, b""
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True,
+                                             lenient_version=True)
+        self._cacheable = True
+        self.update_reading()  # (the wait may have paused it)
+        if rest:
+            self.data_received(rest)
 
     def done_writing(self) -> None:
         if self._writing:

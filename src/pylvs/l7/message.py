@@ -58,6 +58,25 @@ def upstream_request_head(request_line: bytes, own: Iterable[bytes],
     return b"".join(lines)
 
 
+def switch_response_lines(head: bytes) -> tuple[bytes, bytes]:
+    """An upstream's ``101`` head as the client gets it, after nginx's status line, Server,
+    Date and its own ``Connection: upgrade``: (the reason phrase, the header lines). The
+    upstream's Upgrade header crosses (it names the protocol switched to); the other
+    hop-by-hop headers, Date, Server and X-Accel-* do not."""
+    lines = head.replace(b"\r\n", b"\n").split(b"\n")
+    reason = lines[0].split(b" ", 2)[2].strip() if lines[0].count(b" ") >= 2 else b""
+    out = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            continue
+        n = name.strip().lower()
+        if n in HOP_RESPONSE and n != b"upgrade":
+            continue
+        out.append(name.strip() + b": " + value.strip() + b"\r\n")
+    return reason, b"".join(out)
+
+
 def client_response_headers(
         headers: Sequence[tuple[bytes, bytes]]) -> tuple[list[bytes], int | None, bool]:
     """Upstream response headers as lines for the client, the Content-Length if valid, and

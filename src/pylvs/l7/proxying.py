@@ -25,12 +25,18 @@ import time
 from pylvs.l7 import gzip
 from pylvs.l7.balancer import Peer
 from pylvs.l7.config import Location, ProxyPass, UpstreamConfig, UpstreamServer
-from pylvs.l7.message import ResponseHead, response_framing, upstream_request_head
+from pylvs.l7.message import (
+    ResponseHead,
+    response_framing,
+    switch_response_lines,
+    upstream_request_head,
+)
 from pylvs.l7.model import Gzip
 from pylvs.l7.proxyplan import HeaderPlan, header_plan
 from pylvs.l7.reply import head_bytes
 from pylvs.l7.request import BodyReader, Request, TooLarge
 from pylvs.l7.status import status_line
+from pylvs.l7.tunnel import Tunnel
 from pylvs.l7.upstream import UpstreamConnection, UpstreamPool
 from pylvs.l7.variables import Template, expand
 from pylvs.l7.worker import Connection
@@ -61,6 +67,7 @@ class ProxyAttempt:
     t_start = 0.0  # when the request went to the upstream (set by whoever sends it)
     connect_time = 0.0  # what connecting took (0 on a kept-alive connection)
     gz: gzip.Compressor | None = None  # the response is compressed (gzip on)
+    upgrade = False  # the request asked to switch protocols: a 101 is final (``switched``)
 
     def __init__(self, client: Connection, req: Request, loc: Location,
                  pool: UpstreamPool, conn: UpstreamConnection, can_retry_status: bool) -> None:
@@ -230,6 +237,26 @@ class ProxyAttempt:
             self.req.bytes_sent += 5
         self.flush()
         self._finish("retry" if self.retry_status else "ok")
+
+    def switched(self, head: bytes) -> None:
+        """The upstream's 101 to a request that asked to switch: its head goes to the client
+        at once (nginx's: status line, Server, Date, ``Connection: upgrade``, then the
+        upstream's headers) and the attempt ends "upgraded"; the task joins the tunnel."""
+        req, client = self.req, self.client
+        self.t_head = time.monotonic()
+        req.upstream_status = "101"
+        req.status = 101
+        req.keep_alive = False
+        reason, lines = switch_response_lines(head)
+        out = b"".join((status_line(101, reason),
+                        client.clock.server_date[self.loc.server_tokens],
+                        b"Connection: upgrade\r\n", lines, b"\r\n"))
+        req.bytes_sent += len(out)
+        self.started = True
+        t = client.transport
+        if t is not None and not client.closed:
+            t.write(out)
+        self._finish("upgraded")
 
     def upstream_failed(self, kind: str, message: str) -> None:
         self.flush()
@@ -580,6 +607,7 @@ async def _exchange(client: Connection, req: Request, loc: Location, pool: Upstr
         and tries.in_time()
     att = ProxyAttempt(client, req, loc, pool, conn, can_retry_status)
     att.dyn = tries.dyn
+    att.upgrade = req.upgrade
     att.connect_time = tries.connect_time
     att.t_start = time.monotonic()
     client.sink = att
@@ -619,6 +647,11 @@ async def _settle(client: Connection, req: Request, peer: Peer, att: ProxyAttemp
             reusable = att.keep_alive and att.request_sent
         pool.release(conn, reusable)
         tries.record(req)
+        return False
+    if result == "upgraded":
+        balancer.succeeded(peer)
+        tries.record(req)
+        await _tunnel(client, req, att.loc, conn)
         return False
     if result == "retry" and att.intercepted:  # the location's error_page answers
         balancer.succeeded(peer)
@@ -679,6 +712,29 @@ async def _settle(client: Connection, req: Request, peer: Peer, att: ProxyAttemp
     tries.record(req, [*tries.statuses[:-1], str(_bad_gateway(kind))])
     await client.respond_error(req, _bad_gateway(kind))
     return False
+
+
+async def _tunnel(client: Connection, req: Request, loc: Location,
+                  conn: UpstreamConnection) -> None:
+    """Relay an upgraded connection until either side ends it or it is idle for
+    proxy_read_timeout (``tunnel``); the request is then logged with what was relayed."""
+    tunnel = Tunnel(client, conn, loc.proxy_read_timeout, client.loop)
+    client.sink = tunnel
+    early = client.start_tunnel(tunnel)  # what the client sent after its head
+    conn.attach(tunnel)
+    if early:
+        tunnel.from_client(early)
+    try:
+        why = await tunnel.done
+    finally:
+        client.sink = None
+        tunnel.close("client")
+    if why == "timeout":
+        client.app.error("error", "upstream timed out (110: Connection timed out) while "
+                         "proxying upgraded connection", client, req,
+                         f"http://{conn.peer.server.address}{req.target}")
+    req.body_bytes_sent += tunnel.to_client
+    req.bytes_sent += tunnel.to_client
 
 
 async def spool_chunked(client: Connection, req: Request) -> None:

@@ -212,6 +212,7 @@ class Request:
     error_location = b""  # "Location:" line of a return's redirect, kept by its error page
     returned: Return | None = None  # a server-level ``return`` answers (its script ran)
     vars: dict[str, str] | None = None  # ``set`` variables and named captures
+    upgrade = False  # the client asked to switch protocols (Upgrade; ``tunnel``)
     captures: re.Match[str] | None = None  # the last regex match: $1..$9
     # (connect, header, response) seconds of each upstream try, -1 where it had none
     upstream_times: list[tuple[float, float, float]] | None = None

@@ -15,6 +15,7 @@ Not for: choosing the peer (``balancer``) or the request side (``server``).
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from typing import Protocol, cast
 
@@ -24,6 +25,7 @@ from pylvs.l7.balancer import Peer, balancer_for
 from pylvs.l7.config import UpstreamConfig
 from pylvs.l7.message import ResponseHead, client_response_head
 from pylvs.l7.tls import sni_name, upstream_context
+from pylvs.l7.tunnel import Tunnel
 
 # Response heads seen lately, raw bytes -> what the client is sent. An upstream answers the same
 # page with the same head (only its Date changes, once a second), so most responses skip header
@@ -108,6 +110,26 @@ def _plain_framing(headers: list[tuple[bytes, bytes]]) -> bool:
     return lengths == 1
 
 
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+
+
+def split_switch(raw: bytes) -> tuple[bytes, bytes]:
+    """The ``101`` head in ``raw`` (after any other 1xx heads) and the bytes after it, which
+    belong to the switched protocol."""
+    pos = 0
+    while True:
+        m = _HEAD_END.search(raw, pos)
+        if m is None:
+            return raw[pos:], b""
+        if raw[pos + 9:pos + 12] == b"101":
+            return raw[pos:m.end()], raw[m.end():]
+        pos = m.end()
+
+
+class _Switched(Exception):
+    """Stops the response parser at a 101 head: what follows is not HTTP."""
+
+
 class ResponseSink(Protocol):
     head_only: bool
     upstream_paused: bool  # the client is not reading: the wait is the client's, not ours
@@ -118,6 +140,11 @@ class ResponseSink(Protocol):
     def response_complete(self) -> None: ...
     def flush(self) -> None: ...
     def upstream_failed(self, kind: str, message: str) -> None: ...
+
+    # the request asked to switch protocols: a 101 head goes to ``switched``, not skipped
+    upgrade: bool
+
+    def switched(self, head: bytes) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -147,6 +174,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._reading = False
         self.idle_since = 0.0
         self.connected: asyncio.Future[None] = self.loop.create_future()
+        # after a 101: bytes read before the tunnel is joined, then the tunnel (``tunnel``)
+        self._switch_buf: list[bytes] | None = None
+        self._tunnel: Tunnel | None = None
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -158,8 +188,13 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._last_read = self.loop.time()
         if self.sink is None:
-            # Nothing is expected between responses: the connection is not reusable.
-            self.close()
+            if self._tunnel is not None:
+                self._tunnel.from_upstream(data)
+            elif self._switch_buf is not None:
+                self._switch_buf.append(data)
+            else:
+                # Nothing is expected between responses: the connection is not reusable.
+                self.close()
             return
         self.got_response = True
         sink = self.sink
@@ -183,6 +218,8 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
+            if self._switch_buf is not None:
+                return  # (a 101 head: ``_switch``)
             sink = self.sink
             self.close()
             if sink is not None:
@@ -203,6 +240,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self._drain is not None and not self._drain.done():
             self._drain.set_exception(ConnectionResetError("upstream closed"))
         self.pool.forget(self)
+        if self._tunnel is not None:
+            self._tunnel.close("upstream")
         sink, self.sink = self.sink, None
         if sink is None:
             return
@@ -222,6 +261,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
         self._drain = None
+        if self._tunnel is not None:
+            self._tunnel.upstream_drained()
 
     # -- httptools callbacks ----------------------------------------------------------------
 
@@ -230,6 +271,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        if status == 101 and self.sink is not None and self.sink.upgrade:
+            self._switch()
+            raise _Switched
         if 100 <= status < 200:
             self._skip = True
             self._interim = True
@@ -267,6 +311,42 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser = response_parser(self)
             self.sink = None
             sink.response_complete()
+
+    def _switch(self) -> None:
+        """The upstream switched protocols for a request that asked to: the client gets the
+        101 head, this connection leaves HTTP (never reused) and what it reads is kept for the
+        tunnel the proxy joins next (``attach``)."""
+        sink = self.sink
+        assert sink is not None
+        raw, self._raw, self._want_head = self._raw, b"", False
+        head, rest = split_switch(raw)
+        self.sink = None
+        self._reading = False
+        self._cancel_timers()
+        self._switch_buf = [rest] if rest else []
+        sink.switched(head)
+
+    def attach(self, tunnel: Tunnel) -> None:
+        """Join ``tunnel``: what was read since the 101 goes first."""
+        self._tunnel = tunnel
+        buf, self._switch_buf = self._switch_buf or [], None
+        for data in buf:
+            tunnel.from_upstream(data)
+        if self.closed:
+            tunnel.close("upstream")
+
+    def write_blocked(self) -> bool:
+        return self._write_paused
+
+    def end(self) -> None:
+        """Close after what is buffered is sent (the tunnel's end; ``close`` aborts)."""
+        self._cancel_timers()
+        self.sink = None
+        if not self.closed:
+            self.closed = True
+            self.pool.forget(self)
+            if self.transport is not None:
+                self.transport.close()
 
     def on_body(self, data: bytes) -> None:
         if self._skip:

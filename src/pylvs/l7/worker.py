@@ -35,6 +35,7 @@ from pylvs.l7.stats import (
 )
 from pylvs.l7.status import Clock
 from pylvs.l7.syslogsink import LogSink, file_paths, open_error_log
+from pylvs.l7.tunnel import Tunnel
 from pylvs.l7.upstream import UpstreamPool
 
 
@@ -76,6 +77,8 @@ class Connection(RequestConn, Protocol):
     def complete(self, req: Request) -> None: ...
 
     def wake_task(self) -> None: ...
+
+    def start_tunnel(self, tunnel: Tunnel) -> bytes: ...
 
 
 class Worker:
