@@ -277,3 +277,120 @@ def _t_both(tmp_path: Path, nginx_bin: str, text: str) -> tuple[str, str]:
 def test_map_refused_as_nginx(tmp_path: Path, nginx_bin: str, name: str) -> None:
     ours, theirs = _t_both(tmp_path, nginx_bin, _MAP_T.format(http=MAP_REFUSED[name]))
     assert ours == theirs
+
+
+# -- allow / deny ---------------------------------------------------------------------------------
+
+ACCESS_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-acc.pid;
+error_log {tmp}/error-acc-{port}.log;
+events {{ worker_connections 64; }}
+http {{
+""" + _TEMPS + """
+    access_log off;
+    allow 127.0.0.3;
+    deny 127.0.0.4;
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        root {tmp}/html;
+        location /open/ {{ }}
+        location /a/ {{ allow 127.0.0.2; deny all; }}
+        location /net/ {{ deny 127.0.0.0/30; allow all; }}
+        location /ret/ {{ deny all; return 200 "ret\\n"; }}
+        location /if/ {{ deny all; if ($arg_x) {{ return 200 "if\\n"; }} }}
+        location /px/ {{ allow 127.0.0.2; deny all; proxy_pass http://127.0.0.1:{app}; }}
+        location /nest/ {{ deny 127.0.0.1; location /nest/in/ {{ allow all; }} }}
+        location /nest2/ {{ deny 127.0.0.1; location /nest2/in/ {{ }} }}
+        location /ep/ {{ deny all; error_page 403 /errors/forbidden.txt; }}
+        location /errors/ {{ }}
+        location /v6/ {{ deny ::1; allow 127.0.0.1/32; deny all; }}
+        location /tf/ {{ deny 127.0.0.2; try_files $uri /open/f.txt; }}
+    }}
+}}
+"""
+
+ACCESS_PATHS = ["/open/f.txt", "/a/f.txt", "/net/f.txt", "/ret/x", "/if/f.txt", "/if/f.txt?x=1",
+                "/px/x?echo=uri", "/nest/f.txt", "/nest/in/f.txt", "/nest2/in/f.txt", "/ep/f.txt",
+                "/v6/f.txt", "/tf/none"]
+
+
+def _access_files(stack: Stack) -> None:
+    _temps(stack)
+    html = stack.tmp / "html"
+    for f in ("open/f.txt", "a/f.txt", "net/f.txt", "if/f.txt", "nest/f.txt", "nest/in/f.txt",
+              "nest2/in/f.txt", "ep/f.txt", "errors/forbidden.txt", "v6/f.txt"):
+        (html / f).parent.mkdir(parents=True, exist_ok=True)
+        (html / f).write_text(f"file {f}\n")
+
+
+def test_access_answers_as_nginx(stack: Stack, nginx_bin: str) -> None:
+    """First matching rule decides, in order; a level without rules inherits its parent's
+    whole list; a return (also in an if) answers before deny; error_page 403 takes a denied
+    request; the IPv6 rule is not compared with an IPv4 client."""
+    _access_files(stack)
+    app = stack.app("acc")
+    _compare(stack, nginx_bin, ACCESS_CONF, "acc", [_req(p) for p in ACCESS_PATHS], app=app)
+
+
+def test_access_by_client_address_with_repeated_heads(stack: Stack, nginx_bin: str) -> None:
+    """Clients from 127.0.0.1-4 each send every head twice on one keep-alive connection (the
+    same bytes from every address, so pylvs's known-head caches see them all): the answers and
+    the "access forbidden by rule" lines in the error log are nginx's."""
+    _access_files(stack)
+    app = stack.app("acc")
+    heads = [f"GET {p} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode() for p in ACCESS_PATHS]
+
+    def run(port: int) -> list[tuple[str, str, int, bytes]]:
+        got = []
+        for n in (1, 2, 3, 4, 2, 1):
+            c = From(port, f"127.0.0.{n}")
+            for h in heads:
+                for _ in range(2):
+                    r = c.one(h)
+                    got.append((f"127.0.0.{n}", h.split(b" ")[1].decode(), r.status,
+                                r.body if r.status == 200 else b""))
+            c.close()
+        return got
+
+    ours_port = stack.proxy(ACCESS_CONF, app=app)
+    ours = run(ours_port)
+    with _real_nginx(stack, nginx_bin, "acc-again", ACCESS_CONF, app=app) as port:
+        theirs = run(port)
+        their_log = _forbidden(stack.tmp / f"error-acc-{port}.log")
+    assert ours == theirs
+    assert ("127.0.0.1", "/a/f.txt", 403, b"") in ours
+    assert ("127.0.0.2", "/a/f.txt", 200, b"file a/f.txt\n") in ours
+    ours_log = _forbidden(stack.tmp / f"error-acc-{ours_port}.log")
+    assert ours_log == their_log and len(ours_log) > 20
+
+
+def _forbidden(path: Path) -> list[str]:
+    """The "access forbidden by rule" lines of an error log, from the message on."""
+    out = []
+    for line in path.read_text().splitlines():
+        if "access forbidden by rule" in line:
+            out.append(line[line.index("[error]"):].split(" ", 2)[2].split(" ", 1)[1])
+    return out
+
+
+ACCESS_REFUSED = {
+    "short": "allow 1.2.3;",
+    "prefix": "allow 1.2.3.4/33;",
+    "name": "deny localhost;",
+    "v6_prefix": "deny ::1/129;",
+    "no_bits": "allow 1.2.3.4/;",
+    "octet": "allow 256.1.1.1;",
+    "scope": "allow fe80::1%eth0;",
+    "two": "allow 1.2.3.4 5;",
+    "none": "deny;",
+    "in_if": "server { location / { if ($uri) { deny all; } } }",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACCESS_REFUSED))
+def test_access_refused_as_nginx(tmp_path: Path, nginx_bin: str, name: str) -> None:
+    ours, theirs = _t_both(tmp_path, nginx_bin, _MAP_T.format(http=ACCESS_REFUSED[name]))
+    assert ours == theirs

@@ -573,6 +573,7 @@ class _Builder:
             stub_status=s.get("stub_status", False),
             auto_redirect=(pp is not None and not in_if and modifier in ("", "=", "^~")
                            and pattern.endswith("/")),
+            access=s.get("access", ()),
             file=d.file,
             line=d.line,
         )

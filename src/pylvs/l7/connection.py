@@ -31,6 +31,7 @@ from typing import cast
 import httptools
 
 from pylvs.l7 import errorpages
+from pylvs.l7.access import allowed
 from pylvs.l7.config import Location, Server
 from pylvs.l7.location import ListenGroup
 from pylvs.l7.proxying import try_fast_proxy
@@ -92,8 +93,8 @@ def _remember_route(tpl: dict[str, object], req: Request) -> None:
     tpl.update(routed=0, server=srv, location=loc, host=req.host, uri=req.uri, known=object())
     if req.args:
         tpl["args"] = req.args
-    if loc.rewrites or loc.stub_status:
-        pass
+    if loc.rewrites or loc.stub_status or loc.access:
+        pass  # (allow/deny: _try_fast checks each client before a fast answer)
     elif loc.proxy_pass is not None:
         tpl["fast_proxy"] = True
     elif loc.try_files is None:
@@ -751,6 +752,8 @@ class ClientConnection(asyncio.Protocol):
         loc = req.location
         if code or loc is None or loc.rewrites or req.redirect or req.returned:
             return False
+        if loc.access and not allowed(loc.access, self.remote_addr):
+            return False  # the task answers 403 (``routing.dispatch``)
         if loc.proxy_pass is None:
             if loc.try_files is not None:
                 return False

@@ -21,6 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pylvs.l7 import access
 from pylvs.l7.model import AccessLog, Return, Rewrite
 from pylvs.l7.syntax import ConfigError, Directive
 from pylvs.l7.variables import Template, compile_template
@@ -451,6 +452,21 @@ def _try_files(lv: Level, d: Directive) -> None:
     else:  # a URI, or "@name": a named location
         fallback = template(last, d)
     lv.s["try_files"] = (tuple(template(x, d) for x in a[:-1]), fallback)
+
+
+def _access(lv: Level, d: Directive) -> None:
+    """``allow``/``deny``: a level's own lines, in order, replace its parent's as a whole (the
+    first is met with "access" not yet in ``seen``)."""
+    rules = access.parse(d.args[0], d.name == "deny")
+    if rules is None:
+        raise ConfigError(f'invalid parameter "{d.args[0]}"', d.file, d.line)
+    own = lv.s["access"] if "access" in lv.seen else ()
+    lv.seen.add("access")
+    lv.s["access"] = (*own, *rules)
+
+
+setting("allow", HSL, 1, 1)(_access)
+setting("deny", HSL, 1, 1)(_access)
 
 
 def read_settings(reader: Reader, parent: dict[str, Any], block: list[Directive],

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from pylvs.l7.variables import Template
 
 if TYPE_CHECKING:
+    from pylvs.l7.access import Rule
     from pylvs.l7.maps import Map
 
 DEFAULT_PROTOCOLS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")  # nginx 1.22's ssl_protocols
@@ -216,6 +217,7 @@ class Location:
     # a prefix or exact location ending in "/" whose own handler is proxy_pass: its name
     # without the slash is answered with a 301 to the name (nginx's auto_redirect)
     auto_redirect: bool = False
+    access: tuple[Rule, ...] = ()  # allow/deny, in order (``access``)
     file: str = ""
     line: int = 0
 

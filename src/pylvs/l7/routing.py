@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from pylvs.l7 import proxying, rewrite
+from pylvs.l7 import access, proxying, rewrite
 from pylvs.l7.config import Location, Return, Server
 from pylvs.l7.location import BadURI, host_of, is_auto_redirect, normalize
 from pylvs.l7.reply import respond, response_head
@@ -217,6 +217,11 @@ async def dispatch(conn: Connection, req: Request, loc: Location, server: Server
                 return
             await redirect_internally(conn, req, server, req.uri, depth)
             return
+    if loc.access and not access.allowed(loc.access, conn.remote_addr):
+        # nginx's access phase: after the rewrite phase (a return above answered first)
+        conn.app.error("error", "access forbidden by rule", conn, req)
+        await conn.respond_error(req, 403)
+        return
     if loc.stub_status:
         await stub_status(conn, req)
     elif loc.try_files is not None:
