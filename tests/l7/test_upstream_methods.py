@@ -222,6 +222,8 @@ ACCEPTED = {
     "hash_empty_key": '  hash "";\n  server 127.0.0.1:1;',
     "redefined": "  least_conn;\n  ip_hash;\n  hash $uri consistent;\n  server 127.0.0.1:1;",
     "random_two_least_conn": "  random two least_conn;\n  server 127.0.0.1:1 weight=3;",
+    "keepalive_then_method": "  keepalive 4;\n  random;\n  server 127.0.0.1:1;",
+    "method_then_keepalive": "  random;\n  keepalive 4;\n  server 127.0.0.1:1;",
 }
 
 
@@ -252,10 +254,22 @@ def test_t_refuses_misused_methods_as_nginx(tmp_path: Path, nginx_bin: str, name
     assert _emerg(ours.stderr) == _emerg(theirs.stderr)
 
 
+def _warns(stderr: str) -> list[str]:
+    import re
+
+    return [re.sub(r"^.*\[warn\] (\d+#\d+: )?", "", x) for x in stderr.splitlines()
+            if "[warn]" in x]
+
+
 @pytest.mark.parametrize("name", sorted(ACCEPTED))
 def test_t_accepts_methods_as_nginx(tmp_path: Path, nginx_bin: str, name: str) -> None:
+    """Accepted, with nginx's warnings: a method after another one or after ``keepalive``
+    replaces it ("load balancing method redefined")."""
     theirs, ours = _t(nginx_bin, tmp_path, _UP.format(body=ACCEPTED[name]))
     assert theirs.returncode == 0 and ours.returncode == 0, (theirs.stderr, ours.stderr)
+    assert _warns(ours.stderr) == _warns(theirs.stderr)
+    if name == "redefined":
+        assert len(_warns(ours.stderr)) == 2
 
 
 # -- interop: the same server for the same client or key ------------------------------------------
@@ -468,3 +482,70 @@ def test_random_spreads_by_weight_and_avoids_down_and_failed(stack: Stack) -> No
     assert 2.0 < got["200 a"] / got["200 b"] < 4.5
     two = Counter(_get_from(port, "127.0.0.1", "/rnd2/x") for _ in range(60))
     assert set(two) == {"200 a", "200 b"}  # the refused one is retried elsewhere, then avoided
+
+
+# -- keepalive and a method: nginx's keepalive wraps the method read before it -------------------
+
+KA_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-ka.pid;
+error_log {tmp}/error-ka.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream before {{ keepalive 2; least_conn; server 127.0.0.1:{one}; }}
+    upstream after {{ least_conn; keepalive 2; server 127.0.0.1:{two}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        location /before/ {{ proxy_pass http://before; }}
+        location /after/ {{ proxy_pass http://after; }}
+    }}
+}}
+"""
+
+
+def test_keepalive_before_the_method_has_no_effect_as_in_nginx(stack: Stack,
+                                                               nginx_bin: str) -> None:
+    """nginx's ``keepalive`` wraps the balancing method set before it; a method after it takes
+    its place, so the upstream gets a new connection per request, in both."""
+    counts = {"one": 0, "two": 0}
+
+    def counting(name: str) -> int:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            counts[name] += 1
+            try:
+                while True:
+                    await reader.readuntil(b"\r\n\r\n")
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        return stack.upstream(handle)
+
+    ups = {n: counting(n) for n in counts}
+
+    def run(port: int) -> dict[str, int]:
+        counts.update(one=0, two=0)
+        for i in range(5):
+            assert _get_from(port, "127.0.0.1", f"/before/{i}") == "200 ok"
+            assert _get_from(port, "127.0.0.1", f"/after/{i}") == "200 ok"
+        return dict(counts)
+
+    ours = run(stack.proxy(KA_CONF, **ups))
+    port = free_port()
+    path = stack.tmp / "nginx-ka.conf"
+    path.write_text(KA_CONF.format(tmp=stack.tmp, port=port, **ups))
+    with running([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)], port):
+        theirs = run(port)
+    assert ours == theirs == {"one": 5, "two": 1}

@@ -151,6 +151,8 @@ def read_all(path: str, directives: str = "", prefix: str | None = None,
     from pylvs.l7.privileges import resolve, user_warning
 
     cfg = load(path)
+    for w in cfg.warnings:  # as nginx, while reading: before -t's verdict or the start
+        print(f"{PREFIX} [warn] {w}", file=sys.stderr)
     main = read_main(path, directives, prefix or DEFAULT_PREFIX)
     warning = user_warning(main.user, main.user_where)
     if warning:

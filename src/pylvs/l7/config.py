@@ -131,6 +131,7 @@ class _Builder:
         self.prefix = os.path.dirname(self.path)
         self.upstreams: dict[str, UpstreamConfig] = {}
         self.upstream_lines: dict[str, tuple[str, int]] = {}
+        self.warnings: list[str] = []  # nginx's [warn] lines, in the order it prints them
         self.log_formats: dict[str, Template] = {"combined": template(COMBINED, Directive("log_format", [], "", 0))}
         self.error_log_path: str | None = None
         self.error_level = "error"
@@ -312,6 +313,8 @@ class _Builder:
             elif s.name == "server":
                 servers.extend(self._upstream_server(s, method.get("method", "round_robin")))
             elif s.name in ("least_conn", "ip_hash", "hash", "random"):
+                if method or keepalive:
+                    self.warnings.append(f"load balancing method redefined in {s.file}:{s.line}")
                 method = _balancing(s)
                 # nginx's method takes the place of the block's keepalive wrapper: a keepalive
                 # line before it has no effect (nginx warns "load balancing method redefined")
@@ -606,8 +609,11 @@ class _Builder:
 
 
 def load(path: str) -> Config:
-    """Read and check an nginx-syntax configuration; raises ConfigError with file:line."""
-    return _Builder(path).build()
+    """Read and check an nginx-syntax configuration; raises ConfigError with file:line. The
+    warnings nginx prints for a file it accepts come with it (``Config.warnings``)."""
+    b = _Builder(path)
+    cfg = b.build()
+    return dataclasses.replace(cfg, warnings=tuple(b.warnings)) if b.warnings else cfg
 
 
 def _balancing(d: Directive) -> dict[str, Any]:

@@ -258,3 +258,4 @@ class Config:
     error_level: str
     worker_processes: int = 1
     modules: tuple[str, ...] = ()  # load_module paths: modules are built in here, none loaded
+    warnings: tuple[str, ...] = ()  # nginx's [warn] lines for the file ("... in FILE:LINE")
