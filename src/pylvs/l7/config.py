@@ -42,7 +42,8 @@ from pylvs.l7.directives import (
     time_value,
 )
 from pylvs.l7.gzip import gzip_of
-from pylvs.l7.maps import Map, MapReader
+from pylvs.l7.mapconf import MapReader
+from pylvs.l7.maps import Map
 from pylvs.l7.model import (
     AccessLog,
     Config,
@@ -520,7 +521,7 @@ class _Builder:
         ppd = s.get("proxy_pass")
         if isinstance(ppd, Directive):
             no_uri = own_proxy and (regex is not None or modifier == "@" or in_if)
-            if "$" in ppd.args[0]:  # the URL is made per request (proxying._dynamic)
+            if "$" in ppd.args[0]:  # the URL is made per request (proxytarget.dynamic_target)
                 proxy_url = template(ppd.args[0], ppd)
                 pp = ProxyPass("", None, "")
             else:

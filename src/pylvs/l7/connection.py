@@ -13,7 +13,11 @@ client's write flow control pausing the upstream. Every wait has nginx's timer
 keepalive_timeout; the proxy_* timers run in ``upstream``).
 
 This is the hot path's entry: what it does per request is kept to the callbacks themselves, and
-the rest is delegated to the modules named above with plain function calls.
+the rest is delegated to the modules named above with plain function calls. Over 800 lines,
+hot path kept whole: ``data_received``, the httptools callbacks and the known-head path share
+the connection's state attribute by attribute on every request; split into classes or modules,
+each request would pay the extra lookups and calls (the per-request cost is what the layer-7
+benchmark measures), so only the rare paths (upgrades, other methods) live here beside them.
 
 Not for: what a request gets (``routing``, ``static``, ``proxying``, ``errorpages``) or the
 listening sockets (``listen``).

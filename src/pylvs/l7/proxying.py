@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import os
 import re
 import tempfile
@@ -24,7 +23,7 @@ import time
 
 from pylvs.l7 import gzip
 from pylvs.l7.balancer import Peer
-from pylvs.l7.config import Location, ProxyPass, UpstreamConfig, UpstreamServer
+from pylvs.l7.config import Location, ProxyPass
 from pylvs.l7.message import (
     ResponseHead,
     response_framing,
@@ -33,12 +32,12 @@ from pylvs.l7.message import (
 )
 from pylvs.l7.model import Gzip
 from pylvs.l7.proxyplan import HeaderPlan, header_plan
+from pylvs.l7.proxytarget import address_pool, balance_key, dynamic_target
 from pylvs.l7.reply import head_bytes
 from pylvs.l7.request import BodyReader, Request, TooLarge
 from pylvs.l7.status import status_line
 from pylvs.l7.tunnel import Tunnel
 from pylvs.l7.upstream import UpstreamConnection, UpstreamPool
-from pylvs.l7.variables import Template, expand
 from pylvs.l7.worker import Connection
 
 _CTYPE = re.compile(rb"(?im)^content-type:[ \t]*([^\r\n]*)")
@@ -511,12 +510,12 @@ async def run(client: Connection, req: Request, loc: Location) -> None:
     assert pp is not None
     dyn: ProxyPass | None = None
     if loc.proxy_url is not None:
-        dyn = await _dynamic(client, req, loc.proxy_url)
+        dyn = await dynamic_target(client, req, loc.proxy_url)
         if dyn is None:
             return
         pp = dyn
     req.proxy_host = pp.proxy_host
-    pool = client.app.pools.get(pp.upstream) or _address_pool(client, pp.upstream)
+    pool = client.app.pools.get(pp.upstream) or address_pool(client, pp.upstream)
     balancer = pool.balancer
     tries = _Tries(req, loc, loc.proxy_next_upstream_tries or balancer.tries)
     tries.dyn = dyn
@@ -761,67 +760,3 @@ async def spool_chunked(client: Connection, req: Request) -> None:
 
 
 # -- proxy_pass with variables: the URL made per request, without a resolver --------------------
-
-# Pools made for literal addresses a variable named, kept for reuse; past this many the oldest
-# is closed (a variable must not grow the worker without bound).
-MAX_ADDRESS_POOLS = 64
-
-
-async def _dynamic(client: Connection, req: Request, url_t: Template) -> ProxyPass | None:
-    """The request's target as nginx's proxy module finds it: an upstream block named by the
-    host (with no port, or the same one), else a literal address; a host name would need a
-    ``resolver`` (nginx: 502, "no resolver defined"). None once the error is answered."""
-    url = expand(url_t, req.variable)
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.lower() != "http":
-        client.app.error("error", f'invalid URL prefix in "{url}"', client, req)
-        await client.respond_error(req, 500)
-        return None
-    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
-    hostport, uri = rest[:cut], rest[cut:] or None
-    upstreams = client.app.config.upstreams
-    named = upstreams.get(hostport)
-    if named is not None and (not named.implicit or ":" in hostport):
-        return ProxyPass(hostport, uri, hostport)
-    m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?|([^:\[\]]+)(?::(\d+))?", hostport)
-    host = (m.group(1) or m.group(3)) if m else ""
-    port = int(m.group(2) or m.group(4) or "80") if m else 0
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        client.app.error("error", f"no resolver defined to resolve {host}", client, req)
-        await client.respond_error(req, 502)
-        return None
-    if not 0 < port < 65536:
-        client.app.error("error", f'invalid port in upstream "{hostport}"', client, req)
-        await client.respond_error(req, 502)
-        return None
-    key = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return ProxyPass(key, uri, hostport)
-
-
-def balance_key(pool: UpstreamPool, req: Request) -> bytes:
-    """What a hashing method hashes for ``req``: ip_hash the client's address (the first
-    three bytes of IPv4, all 16 of IPv6, three zero bytes for a unix socket), hash its key
-    expanded (bytes as received: the request's strings are latin-1)."""
-    cfg = pool.config
-    if cfg.method == "ip_hash":
-        try:
-            ip = ipaddress.ip_address(req.conn.remote_addr)
-        except ValueError:
-            return b"\0\0\0"
-        return ip.packed[:3] if ip.version == 4 else ip.packed
-    return expand(cfg.hash_key, req.variable).encode("latin-1", "replace")
-
-
-def _address_pool(client: Connection, key: str) -> UpstreamPool:
-    """The pool of a literal address a variable named (made on first use)."""
-    host, _, port = key.rpartition(":")
-    cfg = UpstreamConfig(key, (UpstreamServer(host.strip("[]"), int(port)),), implicit=True)
-    pool = UpstreamPool(cfg, client.loop)
-    pools, configured = client.app.pools, client.app.config.upstreams
-    made = [k for k in pools if k not in configured]
-    if len(made) >= MAX_ADDRESS_POOLS:  # the oldest goes (its idle connections closed)
-        pools.pop(made[0]).close()
-    pools[key] = pool
-    return pool
