@@ -56,6 +56,7 @@ from pylvs.l7.model import (
     UpstreamConfig,
     UpstreamServer,
 )
+from pylvs.l7.proxyheaders import redirects_for
 from pylvs.l7.scriptconf import ScriptReader
 from pylvs.l7.syntax import ConfigError, Directive, printable, read_tree
 from pylvs.l7.syslogsink import is_syslog, parse_syslog
@@ -578,6 +579,10 @@ class _Builder:
             auto_redirect=(pp is not None and not in_if and modifier in ("", "=", "^~")
                            and pattern.endswith("/")),
             access=s.get("access", ()),
+            proxy_redirect=redirects_for(
+                s, ppd.args[0] if own_proxy and isinstance(ppd, Directive)
+                and "$" not in ppd.args[0] else None,
+                pattern if modifier in ("", "=", "^~") and not in_if else ""),
             file=d.file,
             line=d.line,
         )

@@ -113,7 +113,7 @@ class ResponseHead:
     byte-for-byte the same."""
 
     __slots__ = ("client_date", "client_head", "client_loc", "coded", "framed", "length", "lines",
-                 "reason", "status", "status_line", "status_text", "whole")
+                 "reason", "redirects", "status", "status_line", "status_text", "whole")
 
     def __init__(self, status: int, reason: bytes, lines: bytes, length: int | None, coded: bool,
                  framed: bool) -> None:
@@ -134,6 +134,9 @@ class ResponseHead:
         self.client_head = b""
         self.client_loc: object | None = None
         self.client_date: bytes | None = None
+        # a Location or Refresh line is among ``lines``: proxy_redirect may rewrite them, per
+        # request (``proxyheaders``), so the client's head is then never cached
+        self.redirects = False
 
 
 def client_response_head(status: int, reason: bytes,
@@ -146,7 +149,12 @@ def client_response_head(status: int, reason: bytes,
         if n == b"content-length" or (n == b"transfer-encoding" and b"chunked" in value.lower()):
             framed = True
             break
-    return ResponseHead(status, reason, b"".join(lines), length, coded, framed)
+    head = ResponseHead(status, reason, b"".join(lines), length, coded, framed)
+    for line in lines:
+        if line[:9].lower() == b"location:" or line[:8].lower() == b"refresh:":
+            head.redirects = True
+            break
+    return head
 
 
 def response_framing(status: int, head_only: bool, client_version: str, length: int | None,

@@ -18,6 +18,7 @@ from pylvs.l7.variables import Template
 if TYPE_CHECKING:
     from pylvs.l7.access import Rule
     from pylvs.l7.maps import Map
+    from pylvs.l7.proxyheaders import Redirect
 
 DEFAULT_PROTOCOLS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")  # nginx 1.22's ssl_protocols
 DEFAULT_CIPHERS = "HIGH:!aNULL:!MD5"
@@ -218,6 +219,9 @@ class Location:
     # without the slash is answered with a 301 to the name (nginx's auto_redirect)
     auto_redirect: bool = False
     access: tuple[Rule, ...] = ()  # allow/deny, in order (``access``)
+    # proxy_redirect's rules for Location and Refresh, in order (the implicit default
+    # included); () when off or nothing to rewrite (``proxyheaders``)
+    proxy_redirect: tuple[Redirect, ...] = ()
     file: str = ""
     line: int = 0
 

@@ -31,6 +31,7 @@ from pylvs.l7.message import (
     upstream_request_head,
 )
 from pylvs.l7.model import Gzip
+from pylvs.l7.proxyheaders import rewrite_lines
 from pylvs.l7.proxyplan import HeaderPlan, header_plan
 from pylvs.l7.proxytarget import address_pool, balance_key, dynamic_target
 from pylvs.l7.reply import head_bytes
@@ -99,6 +100,8 @@ class ProxyAttempt:
         chunked, has_body = response_framing(status, self.head_only, req.version, length,
                                              head.coded)
         lines = head.lines
+        if head.redirects and loc.proxy_redirect:
+            lines = rewrite_lines(lines, loc.proxy_redirect, req)
         if loc.gzip is not None and (has_body or self.head_only):
             lines, length, chunked = self._gzip(loc.gzip, status, lines, length, chunked)
         self.chunked = chunked and has_body
@@ -152,7 +155,7 @@ class ProxyAttempt:
             self.response_complete()
             return
         if (self.fast_peer is not None and req.keep_alive and not loc.add_header
-                and loc.gzip is None):
+                and loc.gzip is None and not (head.redirects and loc.proxy_redirect)):
             # the head response_head made: no retry, intercept or gzip on the fast path
             head.client_head, head.client_loc, head.client_date = self._out[0], loc, date
         if body:

@@ -1,0 +1,230 @@
+"""The upstream response's headers as nginx 1.22 rewrites them for the client, compared with
+real nginx: ``proxy_redirect`` (its implicit ``default`` too) on Location and Refresh,
+``proxy_hide_header``, ``proxy_pass_header`` and ``proxy_ignore_headers``."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.l7.conftest import Stack
+from tests.l7.test_nginx_interop import _SERVER, _compare, _emerg, nginx_bin
+
+__all__ = ["nginx_bin"]  # the fixture, used by name
+
+
+async def _scripted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An upstream answering each request with the header lines the client asked for in its
+    ``X-Set`` headers (one line each), and the request line it got in ``X-Got``."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    out = [f"X-Got: {lines[0]}"]
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.lower() == "x-set":
+            out.append(value.strip())
+    body = b"scripted\n"
+    writer.write(("HTTP/1.1 302 Found\r\nContent-Type: text/plain\r\n"
+                  f"Content-Length: {len(body)}\r\n" + "".join(x + "\r\n" for x in out)
+                  + "Connection: close\r\n\r\n").encode("latin-1") + body)
+    await writer.drain()
+    writer.close()
+
+
+def _req(path: str, *sets: str, host: str = "localhost", version: str = "1.1") -> bytes:
+    hdrs = "".join(f"X-Set: {s}\r\n" for s in sets)
+    hosts = f"Host: {host}\r\n" if host else ""
+    return f"GET {path} HTTP/{version}\r\n{hosts}{hdrs}Connection: close\r\n\r\n".encode(
+        "latin-1")
+
+
+REDIRECT_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-pr.pid;
+error_log {tmp}/error-pr.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        location /one/ {{ proxy_pass http://127.0.0.1:{up}/two/; }}
+        location /nouri/ {{ proxy_pass http://127.0.0.1:{up}; }}
+        location = /ex {{ proxy_pass http://127.0.0.1:{up}/two/ex; }}
+        location ~ ^/rx/ {{ proxy_pass http://127.0.0.1:{up}; }}
+        location /off/ {{ proxy_pass http://127.0.0.1:{up}/two/; proxy_redirect off; }}
+        location /str/ {{
+            proxy_pass http://127.0.0.1:{up}/two/;
+            proxy_redirect http://127.0.0.1:{up}/two/ /s/;
+            proxy_redirect /rel/ $scheme://$host:1234/r/;
+            proxy_redirect http://$host/ http://far/$host/;
+        }}
+        location /re/ {{
+            proxy_pass http://127.0.0.1:{up}/two/;
+            proxy_redirect ~^http://([^/:]+):\\d+/two/(?<rest>.*)$ http://$1/x/$rest;
+            proxy_redirect ~*/UP/(.*)$ /low/$1;
+            proxy_redirect default;
+        }}
+        location /nest/ {{
+            proxy_pass http://127.0.0.1:{up}/two/;
+            location /nest/in/ {{ proxy_pass http://127.0.0.1:{up}/three/; }}
+        }}
+        location /var/ {{ set $u 127.0.0.1:{up}; proxy_pass http://$u; }}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name inherit;
+        proxy_redirect http://127.0.0.1:{up}/ /inherited/;
+        location /one/ {{ proxy_pass http://127.0.0.1:{up}/two/; }}
+        location /own/ {{ proxy_pass http://127.0.0.1:{up}/two/; proxy_redirect default; }}
+    }}
+}}
+"""
+
+
+def _redirect_requests(up: int) -> list[bytes]:
+    u = f"http://127.0.0.1:{up}"
+    return [
+        # the implicit default: the proxy_pass URL becomes the location's name, made absolute
+        _req("/one/a", f"Location: {u}/two/x?y=1", f"Refresh: 5; url={u}/two/r"),
+        _req("/one/a", f"Location: {u}/two/x", host="Example.COM:8080"),
+        _req("/one/a", f"Location: {u}/two/x", host="", version="1.0"),
+        _req("/one/a", f"Location: {u}/twox", "Refresh: 3;URL=/two/q"),
+        _req("/one/a", "Location: /two/rel", f"Refresh: 0; URL={u}/two/up"),
+        _req("/one/a", f"Location: {u}/TWO/x", "Refresh: 7"),
+        _req("/one/a", "Location: other/x"),
+        _req("/nouri/a", f"Location: {u}/a/b", f"Refresh: 1; url={u}/c"),
+        _req("/nouri/a", f"Location: {u}"),
+        _req("/ex", f"Location: {u}/two/ex?q", f"Location: {u}/two/exy"),
+        _req("/rx/a", f"Location: {u}/rx/b"),
+        _req("/off/a", f"Location: {u}/two/x", f"Refresh: 5; url={u}/two/r"),
+        _req("/str/a", f"Location: {u}/two/x"),
+        _req("/str/a", "Location: /rel/p?q"),
+        _req("/str/a", "Location: http://localhost/z", host="localhost"),
+        _req("/str/a", f"Location: {u}/three/x"),
+        _req("/re/a", f"Location: {u}/two/deep/er"),
+        _req("/re/a", "Location: /up/Z", "Refresh: 2; url=http://h/Up/y"),
+        _req("/re/a", f"Location: {u}/three/x"),
+        _req("/nest/in/a", f"Location: {u}/three/x"),
+        _req("/nest/in/a", f"Location: {u}/two/x"),
+        _req("/var/a", f"Location: {u}/var/x"),
+        _req("/one/a", f"Location: {u}/two/x", host="inherit"),
+        _req("/one/a", f"Location: {u}/x", host="inherit"),
+        _req("/own/a", f"Location: {u}/two/x", host="inherit"),
+        _req("/own/a", f"Location: {u}/x", host="inherit"),
+    ]
+
+
+def _dirs(stack: Stack) -> None:
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (stack.tmp / d).mkdir(exist_ok=True)
+
+
+def test_proxy_redirect_as_nginx(stack: Stack, nginx_bin: str) -> None:
+    _dirs(stack)
+    up = stack.upstream(_scripted)
+    fmt: dict[str, Any] = {"up": up}
+    _compare(stack, nginx_bin, REDIRECT_CONF, "pr", _redirect_requests(up), **fmt)
+
+
+async def _kept_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An upstream keeping its connection, answering every request with the same head (a
+    Location under the proxy_pass URL): the head the proxy's caches know after the first."""
+    answer = b"HTTP/1.1 301 Moved\r\nLocation: http://kept/two/k\r\nContent-Length: 3\r\n\r\nabc"
+    try:
+        while True:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+
+
+CACHED_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-prk.pid;
+error_log {tmp}/error-prk.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream kept {{ server 127.0.0.1:{up}; keepalive 4; }}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        location /one/ {{ proxy_pass http://kept/two/; }}
+        location /v/ {{ proxy_pass http://kept/two/; proxy_redirect http://kept/two/ http://$host/v/; }}
+        location /off/ {{ proxy_pass http://kept/two/; proxy_redirect off; }}
+    }}
+}}
+"""
+
+
+def test_rewritten_heads_not_served_from_the_head_cache(stack: Stack, nginx_bin: str) -> None:
+    """The same upstream head, again and again over a kept-alive upstream connection, to
+    clients naming other hosts: each Location is made for its own request (a rewrite reads the
+    request, so the head caches of the fast path must not answer it)."""
+    _dirs(stack)
+    up = stack.upstream(_kept_alive)
+    reqs = [_req(p, host=h) for p in ("/one/a", "/v/a", "/off/a", "/one/b")
+            for h in ("a.example", "b.example", "a.example", "c.example:99")]
+    _compare(stack, nginx_bin, CACHED_CONF, "prk", reqs, up=up)
+    # and over one client connection, where the fast path answers
+    import socket
+
+    with socket.create_connection(("127.0.0.1", stack.port), 5) as s:
+        got = b""
+        for h in ("a.example", "b.example", "c.example"):
+            s.sendall(f"GET /v/x HTTP/1.1\r\nHost: {h}\r\n\r\n".encode())
+            while got.count(b"abc") < ("a.example", "b.example", "c.example").index(h) + 1:
+                got += s.recv(65536)
+    assert [x.split(b"\r\n")[0] for x in got.split(b"Location: ")[1:]] == [
+        b"http://a.example/v/k", b"http://b.example/v/k", b"http://c.example/v/k"]
+
+
+_PP = "proxy_pass http://127.0.0.1:9/two/;"
+REFUSED = {
+    "word": f"  location / {{ {_PP} proxy_redirect foo; }}",
+    "three": f"  location / {{ {_PP} proxy_redirect a b c; }}",
+    "default_first": f"  location / {{ proxy_redirect default; {_PP} }}",
+    "default_server": "  proxy_redirect default;",
+    "default_vars": "  location / { set $u 127.0.0.1; proxy_pass http://$u; "
+                    "proxy_redirect default; }",
+    "off_after": f"  location / {{ {_PP} proxy_redirect / /x/; proxy_redirect off; }}",
+    "after_off": f"  location / {{ {_PP} proxy_redirect off; proxy_redirect / /x/; }}",
+    "off_off": f"  location / {{ {_PP} proxy_redirect off; proxy_redirect off; }}",
+    "in_if": f"  location / {{ {_PP} if ($uri) {{ proxy_redirect off; }} }}",
+    "regex": f"  location / {{ {_PP} proxy_redirect ~(a /x/; }}",
+    "unknown_var": f"  location / {{ {_PP} proxy_redirect / /$nothing/; }}",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED))
+def test_t_refuses_proxy_redirect_as_nginx(tmp_path: Path, nginx_bin: str, name: str) -> None:
+    path = tmp_path / "nginx.conf"
+    path.write_text(_SERVER.format(http="", server=REFUSED[name]))
+    theirs = subprocess.run([nginx_bin, "-t", "-p", str(tmp_path), "-c", str(path), "-g",
+                             f"pid {tmp_path}/n.pid; error_log {tmp_path}/e.log;"],
+                            capture_output=True, text=True, timeout=60)
+    ours = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert theirs.returncode == 1 and ours.returncode == 1, (theirs.stderr, ours.stderr)
+    assert _emerg(ours.stderr) == _emerg(theirs.stderr)
