@@ -6,10 +6,14 @@ known-head fast paths of ``connection`` could otherwise answer from what another
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 import subprocess
 import sys
+from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -393,4 +397,154 @@ ACCESS_REFUSED = {
 @pytest.mark.parametrize("name", sorted(ACCESS_REFUSED))
 def test_access_refused_as_nginx(tmp_path: Path, nginx_bin: str, name: str) -> None:
     ours, theirs = _t_both(tmp_path, nginx_bin, _MAP_T.format(http=ACCESS_REFUSED[name]))
+    assert ours == theirs
+
+
+# -- expires --------------------------------------------------------------------------------------
+
+EXPIRES_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-exp.pid;
+error_log {tmp}/error-exp.log;
+events {{ worker_connections 64; }}
+http {{
+""" + _TEMPS + """
+    access_log off;
+    expires 1h;
+    upstream up {{ server 127.0.0.1:{up}; keepalive 4; }}
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        root {tmp}/html;
+        location /f/ {{ }}
+        location /off/ {{ expires off; }}
+        location /mod/ {{ expires modified 1d; }}
+        location = /neg {{ expires -10; return 200 "neg\\n"; }}
+        location = /epoch {{ expires epoch; return 200 "x\\n"; }}
+        location = /max {{ expires max; return 200 "x\\n"; }}
+        location = /modret {{ expires modified 1d; return 200 "x\\n"; }}
+        location = /at {{ expires @15h30m; return 200 "x\\n"; }}
+        location = /zero {{ expires 0; return 200 "x\\n"; }}
+        location = /r301 {{ return 301 /x; }}
+        location = /r302 {{ return 302 /x; }}
+        location = /c204 {{ return 204; }}
+        location = /r404 {{ return 404; }}
+        location = /e404 {{ return 404 "x"; }}
+        location = /missing {{ expires 2h; }}
+        location /if/ {{ if ($arg_x) {{ expires 3h; }} }}
+        location /px/ {{
+            expires 2d;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://up;
+        }}
+        location /pxmod/ {{
+            expires modified 1h;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://up;
+        }}
+        location /pxoff/ {{ expires off; proxy_pass http://up; }}
+    }}
+}}
+"""
+
+EXPIRES_PATHS = ["/f/a.txt", "/f/a.txt", "/f/a.txt", "/off/a.txt", "/mod/a.txt", "/mod/a.txt",
+                 "/neg", "/epoch", "/max", "/modret", "/at", "/zero", "/r301", "/r302", "/c204",
+                 "/r404", "/e404", "/missing", "/if/a.txt", "/if/a.txt?x=1", "/px/ok", "/px/ok",
+                 "/px/ok", "/px/404", "/pxmod/ok", "/pxmod/ok", "/pxoff/ok"]
+
+
+async def _upstream(reader: Any, writer: Any) -> None:
+    """An app server whose answers carry their own Cache-Control, Expires and Last-Modified."""
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        status = b"404 Not Found" if b" /px/404 " in head else b"200 OK"
+        writer.write(b"HTTP/1.1 " + status + b"\r\nCache-Control: private\r\n"
+                     b"Expires: Thu, 01 Jan 2099 00:00:00 GMT\r\n"
+                     b"Last-Modified: Wed, 01 Jan 2020 00:00:00 GMT\r\n"
+                     b"Content-Length: 3\r\n\r\nup\n")
+        await writer.drain()
+
+
+def _expiry(path: str, h: dict[str, str]) -> tuple[object, ...]:
+    """What a response says about expiry, independent of when it was sent: a fixed Expires as
+    it is, else its distance from Date, and Cache-Control's max-age checked against it."""
+    e, cc = h.get("expires"), h.get("cache-control")
+    if e is None:
+        return (None, cc)
+    exp = parsedate_to_datetime(e).timestamp()
+    delta = int(exp - parsedate_to_datetime(h["date"]).timestamp())
+    if not 1700000000 < exp < 4000000000 or e.startswith("Thu, 31 Dec 2037"):
+        return (e, cc)  # (max's max-age is a constant ten years, not the distance)
+    if cc is not None and cc.startswith("max-age="):
+        assert int(cc[8:]) == delta, (path, h)
+    if path == "/at":
+        return (e, cc is not None and cc.startswith("max-age="))
+    return ("date+", delta, cc if cc == "no-cache" else "max-age")
+
+
+def _expires_answers(port: int) -> list[tuple[object, ...]]:
+    c = Client(port)
+    out: list[tuple[object, ...]] = []
+    for p in EXPIRES_PATHS:
+        r = c.one(f"GET {p} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        h = dict(r.headers)
+        rest = sorted((k, v.replace(str(port), "PORT")) for k, v in h.items()
+                      if k not in ("date", "server", "expires", "cache-control")
+                      and not (k == "content-length" and r.status >= 300))
+        lines = sum(k.lower() in ("expires", "cache-control") for k, _ in r.raw_headers)
+        out.append((p, r.status, r.body if r.status < 300 else b"", rest, _expiry(p, h), lines))
+    c.close()
+    return out
+
+
+def test_expires_as_nginx(stack: Stack, nginx_bin: str) -> None:
+    """Expires and Cache-Control for files (also repeated: the cached fast path), returns,
+    redirects and proxied answers (replacing the app's own; ``modified`` counts from the app's
+    Last-Modified), none for 404s; inherited from http, off in a location, set in an if."""
+    _temps(stack)
+    html = stack.tmp / "html"
+    for d in ("f", "off", "mod", "if"):
+        (html / d).mkdir(parents=True)
+        (html / d / "a.txt").write_text(f"{d}\n")
+    os.utime(html / "mod" / "a.txt", (1577836800, 1577836800))  # 2020-01-01 00:00:00 UTC
+    up = stack.upstream(_upstream)
+    ours = _expires_answers(stack.proxy(EXPIRES_CONF, up=up))
+    with _real_nginx(stack, nginx_bin, "exp", EXPIRES_CONF, up=up) as port:
+        theirs = _expires_answers(port)
+    assert ours == theirs
+    got = {(a[0], str(a[4])) for a in ours}
+    assert ("/f/a.txt", "('date+', 3600, 'max-age')") in got
+    assert ("/px/ok", "('date+', 172800, 'max-age')") in got
+    assert ("/mod/a.txt", "('Thu, 02 Jan 2020 00:00:00 GMT', 'no-cache')") in got
+
+
+EXPIRES_REFUSED = {
+    "three": "expires 1h 2h;",
+    "modified_alone": "expires modified;",
+    "modified_max": "expires modified max;",
+    "modified_daily": "expires modified @1h;",
+    "daily_25h": "expires @25h;",
+    "unit": "expires 1x;",
+    "duplicate": "expires 1h; expires 2h;",
+    "none": "expires;",
+    "order": "expires 30m1h;",
+    "empty": 'expires "";',
+    "minus": "expires -;",
+    "ms": "expires 5ms;",
+    "at": "expires @;",
+    "huge": "expires 9999999999999999999;",
+    "in_server_if": "server { if ($uri) { expires 1h; } }",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPIRES_REFUSED))
+def test_expires_refused_as_nginx(tmp_path: Path, nginx_bin: str, name: str) -> None:
+    ours, theirs = _t_both(tmp_path, nginx_bin, _MAP_T.format(http=EXPIRES_REFUSED[name]))
     assert ours == theirs

@@ -41,6 +41,7 @@ from pylvs.l7.directives import (
     template,
     time_value,
 )
+from pylvs.l7.expires import Expires
 from pylvs.l7.gzip import gzip_of
 from pylvs.l7.mapconf import MapReader
 from pylvs.l7.maps import Map
@@ -81,6 +82,12 @@ MAX_INCLUDE_DEPTH = 32
 # Locations inside locations (nginx has no bound; the reader and the matcher recurse per level).
 MAX_LOCATION_DEPTH = 100
 
+
+
+def _expires(s: dict[str, Any]) -> Expires | None:
+    """A level's expires setting; ``off`` (constant) is no setting at all."""
+    e: Expires | None = s.get("expires")
+    return None if e is None or e.kind == "off" else e
 
 
 def _server_name(name: str, d: Directive) -> str:
@@ -579,6 +586,7 @@ class _Builder:
             auto_redirect=(pp is not None and not in_if and modifier in ("", "=", "^~")
                            and pattern.endswith("/")),
             access=s.get("access", ()),
+            expires=_expires(s),
             proxy_redirect=redirects_for(
                 s, ppd.args[0] if own_proxy and isinstance(ppd, Directive)
                 and "$" not in ppd.args[0] else None,

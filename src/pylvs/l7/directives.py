@@ -21,7 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pylvs.l7 import access
+from pylvs.l7 import access, expires
 from pylvs.l7.model import AccessLog, Return, Rewrite
 from pylvs.l7.syntax import ConfigError, Directive
 from pylvs.l7.variables import Template, compile_template
@@ -467,6 +467,21 @@ def _access(lv: Level, d: Directive) -> None:
 
 setting("allow", HSL, 1, 1)(_access)
 setting("deny", HSL, 1, 1)(_access)
+
+
+@setting("expires", (*HSL, LIF), 1, 2, once=True)
+def _expires(lv: Level, d: Directive) -> None:
+    """``expires [modified] TIME|epoch|max|off|@HhMm``; nginx's errors are "directive" ones
+    ("invalid value", the daily time's). A value with variables is refused (``expires``)."""
+    if len(d.args) == 2 and d.args[0] != "modified":
+        raise ConfigError(f'"{d.name}" directive invalid value', d.file, d.line)
+    value = d.args[-1]
+    if "$" in value:
+        raise ConfigError(f'variables in "{d.name}" are not supported', d.file, d.line)
+    parsed = expires.parse(value, len(d.args) == 2)
+    if isinstance(parsed, str):
+        raise ConfigError(f'"{d.name}" directive {parsed}', d.file, d.line)
+    lv.s[d.name] = parsed
 
 
 def read_settings(reader: Reader, parent: dict[str, Any], block: list[Directive],

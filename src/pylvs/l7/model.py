@@ -17,6 +17,7 @@ from pylvs.l7.variables import Template
 
 if TYPE_CHECKING:
     from pylvs.l7.access import Rule
+    from pylvs.l7.expires import Expires
     from pylvs.l7.maps import Map
     from pylvs.l7.proxyheaders import Redirect
 
@@ -219,6 +220,7 @@ class Location:
     # without the slash is answered with a 301 to the name (nginx's auto_redirect)
     auto_redirect: bool = False
     access: tuple[Rule, ...] = ()  # allow/deny, in order (``access``)
+    expires: Expires | None = None  # None: expires off (``expires``)
     # proxy_redirect's rules for Location and Refresh, in order (the implicit default
     # included); () when off or nothing to rewrite (``proxyheaders``)
     proxy_redirect: tuple[Redirect, ...] = ()

@@ -11,6 +11,7 @@ Not for: bodies that stream (``static`` sends files, ``proxying`` relays upstrea
 from __future__ import annotations
 
 from pylvs.l7 import gzip
+from pylvs.l7.expires import lines as expires_lines
 from pylvs.l7.request import Request
 from pylvs.l7.status import ADD_HEADER_STATUSES, CLOSING_STATUSES, status_line
 from pylvs.l7.variables import expand
@@ -35,6 +36,9 @@ def head_bytes(req: Request, status: int, line: bytes, lines: bytes, length: int
             and req.method != "HEAD":
         req.keep_alive = False
     req.status = status
+    if loc is not None and loc.expires is not None \
+            and (filter_status or status) in ADD_HEADER_STATUSES:
+        lines = expires_lines(loc.expires, req.conn.clock.sec, lines)
     out = [line, req.conn.clock.server_date[loc is None or loc.server_tokens], lines]
     if loc is not None and loc.add_header:
         for name, tmpl, always in loc.add_header:

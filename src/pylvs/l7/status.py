@@ -109,6 +109,11 @@ class Clock:
         # "Server:" and "Date:" lines of every response, by server_tokens (off, on)
         self.server_date = (b"", b"")
 
+    @property
+    def sec(self) -> int:
+        """The second the Date line shows (what ``expires`` counts from, as nginx does)."""
+        return self._sec
+
     def tick(self) -> None:
         now = time.time()
         sec = int(now)
