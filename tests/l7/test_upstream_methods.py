@@ -214,6 +214,9 @@ MISUSE = {
     "random_least_time": "  random two least_time;\n  server 127.0.0.1:1;",
     "random_four_args": "  random two least_conn x;\n  server 127.0.0.1:1;",
     "random_least_conn_alone": "  random least_conn;\n  server 127.0.0.1:1;",
+    "max_conns_word": "  least_conn;\n  server 127.0.0.1:1 max_conns=x;",
+    "max_conns_negative": "  server 127.0.0.1:1 max_conns=-1;",
+    "max_conns_empty": "  hash $uri;\n  server 127.0.0.1:1 max_conns=;",
     "ip_hash_outside": "  server 127.0.0.1:1;\n }\n server {\n  ip_hash;",
 }
 ACCEPTED = {
@@ -222,6 +225,7 @@ ACCEPTED = {
     "hash_empty_key": '  hash "";\n  server 127.0.0.1:1;',
     "redefined": "  least_conn;\n  ip_hash;\n  hash $uri consistent;\n  server 127.0.0.1:1;",
     "random_two_least_conn": "  random two least_conn;\n  server 127.0.0.1:1 weight=3;",
+    "max_conns_zero": "  ip_hash;\n  server 127.0.0.1:1 max_conns=0;",
     "keepalive_then_method": "  keepalive 4;\n  random;\n  server 127.0.0.1:1;",
     "method_then_keepalive": "  random;\n  keepalive 4;\n  server 127.0.0.1:1;",
 }
@@ -549,3 +553,78 @@ def test_keepalive_before_the_method_has_no_effect_as_in_nginx(stack: Stack,
     with running([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)], port):
         theirs = run(port)
     assert ours == theirs == {"one": 5, "two": 1}
+
+
+# -- max_conns: a server with that many requests in progress is passed over ---------------------
+
+MC_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-mc.pid;
+error_log {tmp}/error-mc.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream mc {{ server 127.0.0.1:{a} max_conns=1; server 127.0.0.1:{b}; }}
+    upstream mc1 {{ server 127.0.0.1:{c} max_conns=1; }}
+    upstream mcih {{ ip_hash; server 127.0.0.1:{a} max_conns=1; server 127.0.0.1:{b} max_conns=1;
+                    server 127.0.0.1:{c} max_conns=1; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /mc/ {{ proxy_pass http://mc; }}
+        location /mc1/ {{ proxy_pass http://mc1; }}
+        location /mcih/ {{ proxy_pass http://mcih; }}
+    }}
+}}
+"""
+
+
+def _max_conns_run(port: int) -> list[str]:
+    out: list[str] = []
+    slow: list[str] = []
+    held = []
+    for path, src in (("/mc/slow", "127.0.0.1"), ("/mc1/slow", "127.0.0.1"),
+                      ("/mcih/slow", "127.0.9.1")):
+        t = threading.Thread(target=lambda p=path, s=src: slow.append(_get_from(port, s, p)))
+        t.start()
+        held.append(t)
+        time.sleep(0.2)
+    out += [_get_from(port, "127.0.0.1", f"/mc/q{i}") for i in range(3)]
+    out.append(_get_from(port, "127.0.0.1", "/mc1/q").split()[0])  # 502 while c is full
+    # the same /24 as the slow one: its ip_hash server is full, the hash goes on
+    out += [_get_from(port, "127.0.9.2", f"/mcih/q{i}") for i in range(2)]
+    for t in held:
+        t.join(10)
+    out.append(_get_from(port, "127.0.0.1", "/mc1/q"))  # free again
+    return out + sorted(slow)
+
+
+def test_max_conns_passes_over_a_full_server_as_nginx(stack: Stack, nginx_bin: str) -> None:
+    apps = {n: _slow_app(stack, n) for n in "abc"}
+    ours = _max_conns_run(stack.proxy(MC_CONF, **apps))
+    port = free_port()
+    path = stack.tmp / "nginx-mc.conf"
+    path.write_text(MC_CONF.format(tmp=stack.tmp, port=port, **apps))
+    with running([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)], port):
+        theirs = _max_conns_run(port)
+    assert ours == theirs
+    assert ours[:4] == ["200 b", "200 b", "200 b", "502"]  # round robin alone: b, a, b
+    assert ours[6] == "200 c"
+
+
+def test_max_conns_in_the_balancer() -> None:
+    rr = RoundRobin([_srv(1, max_conns=1), _srv(2, max_conns=2)])
+    a, b = rr.peers
+    assert [rr.get(set(), 0.0) for _ in range(4)] == [a, b, b, None]
+    rr.free(b)
+    assert rr.get(set(), 0.0) is b
+    lc = LeastConn([_srv(1, max_conns=1), _srv(2, weight=5)])
+    x, y = lc.peers
+    assert lc.get(set(), 0.0) is y  # tie broken by weight: y
+    assert lc.get(set(), 0.0) is x  # none in progress beats y's 1 of weight 5
+    assert all(lc.get(set(), 0.0) is y for _ in range(5))  # x full

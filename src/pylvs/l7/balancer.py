@@ -4,8 +4,9 @@ Each pick adds every eligible peer's ``effective_weight`` to its ``current_weigh
 peer with the largest ``current_weight`` and subtracts the total from it: weights 2:1 give
 a, b, a, a, b, a... spread evenly rather than in bursts. A failure raises ``fails`` and lowers
 ``effective_weight`` by ``weight / max_fails`` (recovering by one per pick); a peer with
-``fails >= max_fails`` is skipped for ``fail_timeout``. Backup peers are tried only when no
-primary peer is eligible. When nothing is eligible nginx forgets all failures (so the next
+``fails >= max_fails`` is skipped for ``fail_timeout``, one with ``max_conns`` requests in
+progress (``conns``, counted from ``get`` to ``free``) until one ends. Backup peers are tried
+only when no primary peer is eligible. When nothing is eligible nginx forgets all failures (so the next
 request probes again) and answers 502; so does this.
 
 The other methods of an ``upstream {}`` block are nginx's modules of the same names, each a
@@ -44,6 +45,7 @@ class Peer:
         "fail_timeout",
         "fails",
         "index",
+        "max_conns",
         "max_fails",
         "server",
         "weight",
@@ -58,6 +60,7 @@ class Peer:
         self.current_weight = 0
         self.fails = 0
         self.max_fails = server.max_fails
+        self.max_conns = server.max_conns  # 0: no limit
         self.fail_timeout = server.fail_timeout
         self.accessed = 0.0
         self.checked = 0.0
@@ -94,7 +97,8 @@ class RoundRobin:
             if len(peers) == 1 and not self.backup and peers is self.primary:
                 # nginx's single-peer upstream ignores max_fails: there is nowhere else to go.
                 p = peers[0]
-                if not p.down and p.index not in tried:
+                if not p.down and p.index not in tried and not (
+                        p.max_conns and p.conns >= p.max_conns):
                     p.conns += 1
                     return p
             else:
@@ -104,6 +108,8 @@ class RoundRobin:
                     if p.down or p.index in tried:
                         continue
                     if p.max_fails and p.fails >= p.max_fails and now - p.checked <= p.fail_timeout:
+                        continue
+                    if p.max_conns and p.conns >= p.max_conns:
                         continue
                     p.current_weight += p.effective_weight
                     total += p.effective_weight
@@ -147,9 +153,11 @@ class RoundRobin:
         return RoundRobin.get(self, tried, now)
 
     def skipped(self, p: Peer, tried: Set[int], now: float) -> bool:
-        """Not eligible now: tried by this request, down, or failed within fail_timeout."""
+        """Not eligible now: tried by this request, down, failed within fail_timeout, or
+        at its max_conns."""
         return p.index in tried or p.down or bool(
-            p.max_fails and p.fails >= p.max_fails and now - p.checked <= p.fail_timeout)
+            p.max_fails and p.fails >= p.max_fails and now - p.checked <= p.fail_timeout) \
+            or bool(p.max_conns and p.conns >= p.max_conns)
 
     def chosen(self, p: Peer, now: float) -> Peer:
         if now - p.checked > p.fail_timeout:

@@ -351,6 +351,8 @@ class _Builder:
                 opts["weight"] = w
             elif key == "max_fails" and val.isdigit() and int(val) <= INT_MAX:
                 opts["max_fails"] = int(val)
+            elif key == "max_conns" and val.isdigit() and int(val) <= INT_MAX:
+                opts["max_conns"] = int(val)
             elif key == "fail_timeout" and val:
                 try:
                     opts["fail_timeout"] = time_value(val, d)

@@ -77,6 +77,7 @@ class UpstreamServer:
     backup: bool = False
     down: bool = False
     name: str = ""  # the address as the server line wrote it (``hash ... consistent`` hashes it)
+    max_conns: int = 0  # requests in progress at once from this worker (0: no limit)
 
     @property
     def address(self) -> str:
