@@ -548,3 +548,22 @@ EXPIRES_REFUSED = {
 def test_expires_refused_as_nginx(tmp_path: Path, nginx_bin: str, name: str) -> None:
     ours, theirs = _t_both(tmp_path, nginx_bin, _MAP_T.format(http=EXPIRES_REFUSED[name]))
     assert ours == theirs
+
+
+def test_access_low_bits_warned_as_nginx(tmp_path: Path, nginx_bin: str) -> None:
+    """A CIDR with bits past its prefix is accepted with nginx's [warn] line, each in order."""
+    path = tmp_path / "nginx.conf"
+    path.write_text("events {}\nhttp {\n  allow 10.1.1.1/8;\n  server { listen 127.0.0.1:8080;"
+                    " deny 2001:db8::1/32; allow 1.2.3.0/24; allow 010.1.1.1/08; }\n}\n")
+    theirs = subprocess.run([nginx_bin, "-t", "-p", str(tmp_path), "-c", str(path), "-g",
+                             f"pid {tmp_path}/n.pid; error_log {tmp_path}/e.log;"],
+                            capture_output=True, text=True, timeout=60)
+    ours = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert theirs.returncode == 0 and ours.returncode == 0, (theirs.stderr, ours.stderr)
+
+    def warns(err: str) -> list[str]:  # from the message on (nginx puts a pid before it)
+        return [x[x.index("low address"):] for x in err.splitlines() if "[warn]" in x]
+
+    assert warns(ours.stderr) == warns(theirs.stderr)
+    assert len(warns(ours.stderr)) == 3

@@ -53,6 +53,19 @@ def parse(value: str, deny: bool) -> tuple[Rule, ...] | None:
     return (Rule(deny, net),)
 
 
+def low_bits(value: str) -> bool:
+    """A CIDR with address bits past its prefix ("10.1.1.1/8"), which nginx warns about: "low
+    address bits of ... are meaningless"."""
+    rules = parse(value, False)
+    if not rules or rules[0].net is None or "/" not in value:
+        return False
+    net = rules[0].net
+    addr = value.partition("/")[0]
+    if net.version == 4:
+        addr = ".".join(str(int(o)) for o in addr.split("."))
+    return ipaddress.ip_address(addr) != net.network_address
+
+
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _ADDRS: dict[str, Address | None] = {}
 

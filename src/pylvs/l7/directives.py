@@ -41,6 +41,7 @@ class Reader(Protocol):
     """What a setting's parser may use of the configuration reader."""
 
     log_formats: dict[str, Template]
+    warnings: list[str]  # nginx's [warn] lines for the file, in order
 
     def abspath(self, path: str) -> str: ...
 
@@ -460,6 +461,9 @@ def _access(lv: Level, d: Directive) -> None:
     rules = access.parse(d.args[0], d.name == "deny")
     if rules is None:
         raise ConfigError(f'invalid parameter "{d.args[0]}"', d.file, d.line)
+    if access.low_bits(d.args[0]):
+        lv.reader.warnings.append(f"low address bits of {d.args[0]} are meaningless in "
+                                  f"{d.file}:{d.line}")
     own = lv.s["access"] if "access" in lv.seen else ()
     lv.seen.add("access")
     lv.s["access"] = (*own, *rules)
