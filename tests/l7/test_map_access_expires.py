@@ -567,3 +567,51 @@ def test_access_low_bits_warned_as_nginx(tmp_path: Path, nginx_bin: str) -> None
 
     assert warns(ours.stderr) == warns(theirs.stderr)
     assert len(warns(ours.stderr)) == 3
+
+
+CONN_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-conn.pid;
+error_log {tmp}/error-conn.log;
+events {{ worker_connections 64; }}
+http {{
+""" + _TEMPS + """
+    access_log off;
+    map $connection $parity {{ ~[02468]$ even; default odd; }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {tmp}/html;
+        location /p/ {{
+            add_header X-Conn $connection;
+            if ($parity = even) {{ return 200 "even\\n"; }}
+        }}
+    }}
+}}
+"""
+
+
+def test_map_of_connection_with_the_same_head_on_new_connections(stack: Stack,
+                                                                  nginx_bin: str) -> None:
+    """The very same bytes on successive connections: the answer follows each connection's
+    own $connection (through a map and an if), never what an earlier connection got."""
+    _temps(stack)
+    (stack.tmp / "html" / "p").mkdir(parents=True)
+    (stack.tmp / "html" / "p" / "f.txt").write_text("odd file\n")
+    head = b"GET /p/f.txt HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+    def run(port: int) -> set[str]:
+        seen = set()
+        for _ in range(6):
+            c = Client(port)
+            for _ in range(3):
+                r = c.one(head)
+                even = int(r.headers["x-conn"]) % 2 == 0
+                assert r.body == (b"even\n" if even else b"odd file\n"), (r.headers, r.body)
+                seen.add(r.body.decode())
+            c.close()
+        return seen
+
+    assert run(stack.proxy(CONN_CONF)) == {"even\n", "odd file\n"}
+    with _real_nginx(stack, nginx_bin, "conn", CONN_CONF) as port:
+        assert run(port) == {"even\n", "odd file\n"}
