@@ -57,7 +57,9 @@ from pylvs.l7.model import (
     UpstreamConfig,
     UpstreamServer,
 )
+from pylvs.l7.notmodified import IMS_DEFAULT
 from pylvs.l7.proxyheaders import redirects_for
+from pylvs.l7.realip import realip_of
 from pylvs.l7.scriptconf import ScriptReader
 from pylvs.l7.syntax import ConfigError, Directive, printable, read_tree
 from pylvs.l7.syslogsink import is_syslog, parse_syslog
@@ -588,6 +590,10 @@ class _Builder:
             auto_redirect=(pp is not None and not in_if and modifier in ("", "=", "^~")
                            and pattern.endswith("/")),
             access=s.get("access", ()),
+            internal=s.get("internal", False),
+            etag=s.get("etag", True),
+            if_modified_since=s.get("if_modified_since", IMS_DEFAULT),
+            realip=realip_of(s),
             expires=_expires(s),
             proxy_redirect=redirects_for(
                 s, ppd.args[0] if own_proxy and isinstance(ppd, Directive)

@@ -39,6 +39,7 @@ from pylvs.l7.access import allowed
 from pylvs.l7.config import Location, Server
 from pylvs.l7.location import ListenGroup
 from pylvs.l7.proxying import try_fast_proxy
+from pylvs.l7.realip import apply as apply_realip
 from pylvs.l7.request import BODY_HIGH_WATER, BodyReader, Refused, Request, TooLarge
 from pylvs.l7.routing import handle, route
 from pylvs.l7.static import cached_path, send_cached
@@ -90,6 +91,7 @@ def _remember_route(tpl: dict[str, object], req: Request) -> None:
     srv, loc = req.server, req.location
     if (srv is None or loc is None or srv.rewrites or srv.name_regexes
             or loc.captures is not None or req.redirect is not None or req.returned is not None
+            or loc.realip is not None  # (realip: route() reads each request's own header)
             or req.vars is not None or req.captures is not None
             or not cast(str, tpl["target"]).startswith("/")):
         return
@@ -756,7 +758,9 @@ class ClientConnection(asyncio.Protocol):
         loc = req.location
         if code or loc is None or loc.rewrites or req.redirect or req.returned:
             return False
-        if loc.access and not allowed(loc.access, self.remote_addr):
+        if loc.realip is not None and not req.real_addr:  # (``routing.dispatch``'s preaccess)
+            apply_realip(req, loc.realip, self.remote_addr)
+        if loc.access and not allowed(loc.access, req.real_addr or self.remote_addr):
             return False  # the task answers 403 (``routing.dispatch``)
         if loc.proxy_pass is None:
             if loc.try_files is not None:

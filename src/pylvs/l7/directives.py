@@ -441,6 +441,12 @@ def _error_page(lv: Level, d: Directive) -> None:
         lv.pages.append((int(c), template(target, d), response))
 
 
+@setting("internal", (LOCATION,), 0, 0, once=True)
+def _internal(lv: Level, d: Directive) -> None:
+    """Inherited by nested locations, as nginx merges it (the check is ``routing.route``'s)."""
+    lv.s["internal"] = True
+
+
 @setting("try_files", (SERVER, LOCATION), 2, -1, once=True)
 def _try_files(lv: Level, d: Directive) -> None:
     a = d.args

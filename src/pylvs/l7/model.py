@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pylvs.l7.expires import Expires
     from pylvs.l7.maps import Map
     from pylvs.l7.proxyheaders import Redirect
+    from pylvs.l7.realip import RealIp
 
 DEFAULT_PROTOCOLS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")  # nginx 1.22's ssl_protocols
 DEFAULT_CIPHERS = "HIGH:!aNULL:!MD5"
@@ -221,6 +222,10 @@ class Location:
     # without the slash is answered with a 301 to the name (nginx's auto_redirect)
     auto_redirect: bool = False
     access: tuple[Rule, ...] = ()  # allow/deny, in order (``access``)
+    internal: bool = False  # ``internal``: only internal redirects reach it (404 to clients)
+    etag: bool = True  # ``etag off``: files are sent without ETag
+    if_modified_since: str = "exact"  # "exact", "before" or "off" (``notmodified``)
+    realip: RealIp | None = None  # set_real_ip_from and its companions (``realip``)
     expires: Expires | None = None  # None: expires off (``expires``)
     # proxy_redirect's rules for Location and Refresh, in order (the implicit default
     # included); () when off or nothing to rewrite (``proxyheaders``)

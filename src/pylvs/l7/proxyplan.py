@@ -68,15 +68,21 @@ def _expander(tmpl: Template) -> Callable[[Request], bytes]:
     return value
 
 
+def _remote_addr(r: Request) -> bytes:
+    """$remote_addr: a realip address (``realip``), else the connection's."""
+    return r.real_addr.encode("latin-1") if r.real_addr else r.conn.remote_addr_b
+
+
 def _xff_bytes(r: Request) -> bytes:
     xff = r.hmap.get(b"x-forwarded-for")
-    return xff + b", " + r.conn.remote_addr_b if xff else r.conn.remote_addr_b
+    addr = r.real_addr.encode("latin-1") if r.real_addr else r.conn.remote_addr_b
+    return xff + b", " + addr if xff is not None else addr  # (an empty line counts)
 
 
 # Variables proxy_set_header uses most, as bytes straight from the request (no str round trip).
 BYTES_VARIABLES: dict[str, Callable[[Request], bytes]] = {
     "host": lambda r: r.host.encode("latin-1"),
-    "remote_addr": lambda r: r.conn.remote_addr_b,
+    "remote_addr": _remote_addr,
     "proxy_add_x_forwarded_for": _xff_bytes,
     "request_uri": lambda r: r.raw_target,
     "scheme": lambda r: r.conn.scheme.encode(),

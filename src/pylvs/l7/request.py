@@ -214,6 +214,13 @@ class Request:
     vars: dict[str, str] | None = None  # ``set`` variables and named captures
     upgrade = False  # the client asked to switch protocols (Upgrade; ``tunnel``)
     captures: re.Match[str] | None = None  # the last regex match: $1..$9
+    # a rewrite changed the URI (nginx's r->internal): an ``internal`` location may answer
+    # (``routing.route``; after an internal redirect the check is not made again)
+    internal = False
+    # the client's address from a trusted proxy's header (``realip``; "": the connection's)
+    # and its port there (0: none given, $remote_port is then empty)
+    real_addr = ""
+    real_port = 0
     # (connect, header, response) seconds of each upstream try, -1 where it had none
     upstream_times: list[tuple[float, float, float]] | None = None
 
@@ -317,8 +324,18 @@ def _document_root(r: Request) -> str:
 
 
 def _xff(r: Request) -> str:
-    xff = r.header(b"x-forwarded-for")
-    return f"{xff}, {r.conn.remote_addr}" if xff else r.conn.remote_addr
+    """$proxy_add_x_forwarded_for: the header's lines, then the client (a realip one); an
+    empty X-Forwarded-For line still counts, as in nginx."""
+    addr = r.real_addr or r.conn.remote_addr
+    xff = r.hmap.get(b"x-forwarded-for")
+    return f"{xff.decode('latin-1')}, {addr}" if xff is not None else addr
+
+
+def _remote_port(r: Request) -> str:
+    """$remote_port: the connection's, or the port a realip header gave ("" without)."""
+    if r.real_addr:
+        return str(r.real_port) if r.real_port else ""
+    return str(r.conn.remote_port)
 
 
 def _times(r: Request, which: int) -> str:
@@ -336,7 +353,9 @@ def _request_line(r: Request) -> str:
 
 VARIABLES: dict[str, Callable[[Request], str]] = {
     "host": lambda r: r.host,
-    "remote_addr": lambda r: r.conn.remote_addr,
+    "remote_addr": lambda r: r.real_addr or r.conn.remote_addr,
+    "realip_remote_addr": lambda r: r.conn.remote_addr,
+    "realip_remote_port": lambda r: str(r.conn.remote_port),
     "proxy_add_x_forwarded_for": _xff,
     "proxy_host": lambda r: r.proxy_host,
     "request_uri": lambda r: r.target,
@@ -356,7 +375,7 @@ VARIABLES: dict[str, Callable[[Request], str]] = {
     "is_args": lambda r: "?" if r.args else "",
     "request_method": lambda r: r.method,
     "server_protocol": lambda r: f"HTTP/{r.version}",
-    "remote_port": lambda r: str(r.conn.remote_port),
+    "remote_port": _remote_port,
     "server_addr": lambda r: r.conn.local_addr,
     "server_port": lambda r: str(r.conn.local_port),
     "server_name": lambda r: r.server.server_names[0] if r.server else "",

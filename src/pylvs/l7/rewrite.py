@@ -86,6 +86,7 @@ class State(Protocol):
 
     uri: str
     args: str
+    internal: bool  # set once a rewrite changes the URI (nginx's r->internal)
 
     def variable(self, name: str) -> str: ...
 
@@ -138,7 +139,7 @@ def run_script(ops: tuple[Op, ...], st: State, test_file: FileTest) -> Outcome:
                     return Outcome(st.uri, st.args, "redirect", out.status, out.location,
                                    conf=conf)
                 st.uri, st.args = out.uri, out.args
-                changed = True
+                st.internal = changed = True  # an ``internal`` location may now answer
                 if out.action in ("last", "break"):
                     return Outcome(st.uri, st.args, out.action, conf=conf)
             elif isinstance(op, Return):

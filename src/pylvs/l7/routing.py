@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from pylvs.l7 import access, proxying, rewrite
+from pylvs.l7 import access, proxying, realip, rewrite
 from pylvs.l7.config import Location, Return, Server
 from pylvs.l7.location import BadURI, host_of, is_auto_redirect, normalize
 from pylvs.l7.reply import respond, response_head
@@ -29,6 +29,7 @@ from pylvs.l7.variables import expand
 from pylvs.l7.worker import Connection
 
 MAX_REDIRECTS = 10  # nginx's limit on internal redirects (rewrite cycles, try_files, index)
+INTERNAL_ONLY = Return(404, None)  # what a client's request for an ``internal`` location gets
 
 
 def test_file(kind: str, path: str) -> bool:
@@ -111,6 +112,9 @@ def route(conn: Connection, req: Request) -> int:
         req.uri = normalize(path)
     except BadURI:
         return 400
+    post_read = server.fallback.realip
+    if post_read is not None:  # nginx's post-read phase: the server's realip settings
+        realip.apply(req, post_read, conn.remote_addr)
     if server.rewrites:
         out = rewrite.run_script(server.rewrites, req, test_file)
         if out.action == "redirect":
@@ -124,6 +128,13 @@ def route(conn: Connection, req: Request) -> int:
         return 501
     loc = conn.group.matchers[id(server)].match(req.uri)
     req.location = loc
+    if loc.internal and not req.internal and req.redirect is None:
+        # nginx's find-config phase: a client's own URI gets 404 there, unlogged, before the
+        # location's script runs (answered as ``return 404`` would be: same page, error_page).
+        # Only this first match can be a client's: every later one follows an internal
+        # redirect (try_files, index, error_page, rewrite), which nginx lets in.
+        req.returned = INTERNAL_ONLY
+        return 0
     if loc.captures is not None:
         _capture(req, loc)
     if req.content_length is not None and req.content_length > loc.client_max_body_size > 0:
@@ -217,7 +228,9 @@ async def dispatch(conn: Connection, req: Request, loc: Location, server: Server
                 return
             await redirect_internally(conn, req, server, req.uri, depth)
             return
-    if loc.access and not access.allowed(loc.access, conn.remote_addr):
+    if loc.realip is not None and not req.real_addr:  # preaccess: the location's settings
+        realip.apply(req, loc.realip, conn.remote_addr)
+    if loc.access and not access.allowed(loc.access, req.real_addr or conn.remote_addr):
         # nginx's access phase: after the rewrite phase (a return above answered first)
         conn.app.error("error", "access forbidden by rule", conn, req)
         await conn.respond_error(req, 403)

@@ -19,6 +19,7 @@ from pylvs.l7.config import Location
 from pylvs.l7.files import etag as file_etag
 from pylvs.l7.files import http_date
 from pylvs.l7.message import single_range
+from pylvs.l7.notmodified import not_modified
 from pylvs.l7.reply import head_bytes, respond, response_head
 from pylvs.l7.request import FILE_CHUNK, Request
 from pylvs.l7.status import STATUS_200, content_type_line, error_page
@@ -77,7 +78,10 @@ def send_cached(conn: Connection, req: Request, loc: Location, path: str) -> boo
     if key is None or key[0] is not loc or key[1] != uri:
         ext = uri.rpartition("/")[2].rpartition(".")
         ctype = loc.types.get(ext[2].lower(), loc.default_type) if ext[1] else loc.default_type
-        f.lines = content_type_line(ctype) + f.validators + b"Accept-Ranges: bytes\r\n"
+        v = f.validators
+        if not loc.etag:  # (made once per location and URI: the answers after reuse it)
+            v = v[:v.find(b"ETag: ")]
+        f.lines = content_type_line(ctype) + v + b"Accept-Ranges: bytes\r\n"
         f.lines_for = (loc, uri)
         f.head_date = None
     conn.active = req
@@ -163,15 +167,11 @@ async def send_file(conn: Connection, req: Request, loc: Location, fd: int,
     size = st.st_size
     mtime = int(st.st_mtime)
     last_mod = http_date(mtime)
-    etag = file_etag(mtime, size)
-    inm = req.hmap.get(b"if-none-match")
-    ims = req.hmap.get(b"if-modified-since")
-    if req.error_status:  # an error page: its file, with the error's status, whole
-        inm = ims = None
-    if (inm is not None and (inm == etag or inm == b"*")) or \
-            (inm is None and ims is not None and ims == last_mod):
-        head = response_head(req, 304, [b"Last-Modified: " + last_mod + b"\r\n",
-                                        b"ETag: " + etag + b"\r\n"])
+    etag = file_etag(mtime, size) if loc.etag else None
+    etag_line = [b"ETag: " + etag + b"\r\n"] if etag is not None else []
+    # (an error page's file is sent whole, with the error's status)
+    if not req.error_status and not_modified(req.hmap, mtime, etag, loc.if_modified_since):
+        head = response_head(req, 304, [b"Last-Modified: " + last_mod + b"\r\n", *etag_line])
         conn.write(head)
         req.bytes_sent += len(head)
         return
@@ -179,8 +179,7 @@ async def send_file(conn: Connection, req: Request, loc: Location, fd: int,
     ctype = loc.types.get(ext[2].lower(), loc.default_type) if ext[1] else loc.default_type
     status, start, end = req.error_status or 200, 0, size
     hdrs = [b"Content-Type: " + ctype.encode() + b"\r\n",
-            b"Last-Modified: " + last_mod + b"\r\n",
-            b"ETag: " + etag + b"\r\n"]
+            b"Last-Modified: " + last_mod + b"\r\n", *etag_line]
     if status != 200:  # an error page's file: nginx drops Last-Modified, keeps a Location
         del hdrs[1]
         if req.error_location:

@@ -25,7 +25,7 @@ KNOWN = frozenset({
     "upstream_addr", "upstream_status", "upstream_response_time", "connection",
     "connection_requests", "content_length", "content_type", "pid", "hostname",
     "document_root", "nginx_version", "upstream_connect_time", "upstream_header_time",
-    "connection_time", "https", "ssl_server_name",
+    "connection_time", "https", "ssl_server_name", "realip_remote_addr", "realip_remote_port",
 })
 # Built-in variables ``set`` may assign (nginx's changeable ones); others are "duplicate".
 CHANGEABLE = frozenset({"args", "limit_rate"})

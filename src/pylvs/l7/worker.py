@@ -141,7 +141,8 @@ class Worker:
             parts.append(f"*{conn.serial} ")
         parts.append(message)
         if conn is not None:
-            parts.append(f", client: {conn.remote_addr}, server: "
+            client = (req.real_addr if req is not None else "") or conn.remote_addr
+            parts.append(f", client: {client}, server: "
                          f"{req.server.server_names[0] if req and req.server else ''}")
         if req is not None:
             parts.append(f', request: "{req.method} {req.target} HTTP/{req.version}"')

@@ -1,0 +1,224 @@
+"""nginx's realip module: behind a trusted proxy, the client address a request reports in a
+header (X-Real-IP, X-Forwarded-For or any other) stands for the connection's.
+
+Why per request, and twice: nginx runs the module in its post-read phase with the server's
+settings (before the server's rewrites and the choice of a location) and, if that set nothing,
+again in the preaccess phase with the location's (after the location's rewrites: a ``return``
+there still sees the connection's address). Once an address is set it stays for the request,
+internal redirects included, and it is the request's alone: it lives on the ``Request``
+(``real_addr``), never on the connection, so the next request on a keep-alive connection, or a
+head the fast paths know, starts from the connection's own address again. $remote_addr,
+$remote_port (the header's port, empty without one), $proxy_add_x_forwarded_for, the access
+log and the error log's "client:" then use it; $realip_remote_addr/_port keep the original.
+
+The address is taken as ngx_http_get_forwarded_addr takes it: only when the address in hand is
+trusted (``set_real_ip_from``), the last element of the value (after trailing commas and
+spaces); with ``real_ip_recursive on`` further left while each address found is trusted (an
+unparsable element then keeps the last good one), and over several X-Forwarded-For lines from
+the last. An element may carry a port ("1.2.3.4:80", "[::1]:80").
+
+Not for: ``real_ip_header proxy_protocol`` (accepted; PROXY protocol listeners do not exist
+here, so it never applies), or where the phases run (``routing``, ``connection._try_fast``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pylvs.l7.directives import HSL, Level, flag_value, setting
+from pylvs.l7.syntax import ConfigError, Directive
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class RealIp:
+    """A level's realip settings: the trusted networks (None: ``unix:``), the header's name
+    in lower case ("x-real-ip", "x-forwarded-for", "proxy_protocol" or another) and
+    ``real_ip_recursive``."""
+
+    trusted: tuple[Network | None, ...]
+    header: bytes = b"x-real-ip"
+    recursive: bool = False
+
+
+@setting("set_real_ip_from", HSL, 1, 1)
+def _set_real_ip_from(lv: Level, d: Directive) -> None:
+    """A level's own lines replace its parent's list as a whole, as nginx merges it."""
+    value = d.args[0]
+    nets: tuple[Network | None, ...] | None = _cidr(value)
+    if nets is None:  # nginx resolves a name when reading the file (every address it has)
+        try:
+            infos = socket.getaddrinfo(value, None, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError, ValueError):
+            raise ConfigError(f'host not found in set_real_ip_from "{value}"',
+                              d.file, d.line) from None
+        nets = tuple(dict.fromkeys(ipaddress.ip_network(str(i[4][0]).partition("%")[0])
+                                   for i in infos))
+    own = lv.s["real_ip_from"] if "real_ip_from" in lv.seen else ()
+    lv.seen.add("real_ip_from")
+    lv.s["real_ip_from"] = (*own, *nets)
+
+
+def _cidr(value: str) -> tuple[Network | None] | None:
+    """ngx_ptocidr: an address or a CIDR (low bits set are dropped, as nginx does after a
+    warning), (None,) for ``unix:``, None when it is neither (a name, then)."""
+    if value == "unix:":
+        return (None,)
+    addr, slash, bits = value.partition("/")
+    if (slash and not bits.isdigit()) or "%" in addr:
+        return None
+    if ":" not in addr:  # nginx reads each octet as a decimal number ("010" is 10)
+        octets = addr.split(".")
+        if len(octets) != 4 or not all(o.isdigit() and int(o) <= 255 for o in octets):
+            return None
+        addr = ".".join(str(int(o)) for o in octets)
+    try:
+        return (ipaddress.ip_network(f"{addr}/{int(bits)}" if slash else addr, strict=False),)
+    except ValueError:
+        return None
+
+
+@setting("real_ip_header", HSL, 1, 1)
+def _real_ip_header(lv: Level, d: Directive) -> None:
+    lv.s["real_ip_header"] = d.args[0].lower().encode("latin-1")
+
+
+@setting("real_ip_recursive", HSL, 1, 1, once=True)
+def _real_ip_recursive(lv: Level, d: Directive) -> None:
+    lv.s["real_ip_recursive"] = flag_value(d.args[0], d)
+
+
+def realip_of(s: dict[str, Any]) -> RealIp | None:
+    """A level's realip settings, None without ``set_real_ip_from`` (nothing is trusted)."""
+    trusted = s.get("real_ip_from")
+    if not trusted:
+        return None
+    return RealIp(trusted, s.get("real_ip_header", b"x-real-ip"),
+                  s.get("real_ip_recursive", False))
+
+
+class Req(Protocol):
+    """What the module reads and sets of a request (``request.Request``; not imported: the
+    configuration reader imports this module for its directives)."""
+
+    headers: list[tuple[bytes, bytes]]
+    real_addr: str
+    real_port: int
+
+
+_DECLINED, _OK, _DONE = 0, 1, 2
+
+
+def _parse_ip(text: bytes) -> Address | None:
+    """ngx_parse_addr: a dotted quad (decimal octets, empty ones 0, not 255.255.255.255) or
+    an IPv6 address."""
+    try:
+        s = text.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    parts = s.split(".")
+    if len(parts) == 4 and all(p.isdigit() or p == "" for p in parts) \
+            and all(int(p or 0) <= 255 for p in parts) and s != "255.255.255.255":
+        return ipaddress.IPv4Address(".".join(str(int(p or 0)) for p in parts))
+    if ":" not in s:
+        return None
+    try:
+        return ipaddress.IPv6Address(s)
+    except ValueError:
+        return None
+
+
+def _parse_addr_port(text: bytes) -> tuple[Address, int] | None:
+    """ngx_parse_addr_port: an address, or one with a port (1-65535) after its first colon
+    (an IPv6 address with a port in brackets)."""
+    ip = _parse_ip(text)
+    if ip is not None:
+        return ip, 0
+    if text[:1] == b"[":
+        close = text.find(b"]")
+        if close < 0 or close == len(text) - 1 or text[close + 1:close + 2] != b":":
+            return None
+        host, port = text[1:close], text[close + 2:]
+    else:
+        host, colon, port = text.partition(b":")
+        if not colon:
+            return None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        return None
+    ip = _parse_ip(host)
+    return (ip, int(port)) if ip is not None else None
+
+
+def _trusted(ip: Address, nets: tuple[Network | None, ...]) -> bool:
+    """ngx_cidr_match: a network of the address's own family holds it."""
+    return any(n is not None and n.version == ip.version and ip in n for n in nets)
+
+
+def _forwarded(addr: tuple[Address, int], value: bytes, nets: tuple[Network | None, ...],
+               recursive: bool) -> tuple[int, tuple[Address, int]]:
+    """ngx_http_get_forwarded_addr_internal: the status and the address it leaves."""
+    if not _trusted(addr[0], nets):
+        return _DECLINED, addr
+    end = len(value)
+    p = end - 1
+    while p > 0 and value[p] in b" ,":
+        p -= 1
+        end -= 1
+    while p > 0:
+        if value[p] in b" ,":
+            p += 1
+            break
+        p -= 1
+    got = _parse_addr_port(value[max(p, 0):end]) if end > 0 else None
+    if got is None:
+        return _DECLINED, addr
+    if recursive and p > 0:
+        rc, deeper = _forwarded(got, value[:p - 1], nets, True)
+        return (_DONE, got) if rc == _DECLINED else (rc, deeper)
+    return _OK, got
+
+
+def _text(ip: Address) -> str:
+    """The address as nginx prints it (an IPv4-mapped IPv6 one with its dotted tail)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return f"::ffff:{ip.ipv4_mapped}"
+    return str(ip)
+
+
+def apply(req: Req, conf: RealIp, remote_addr: str) -> None:
+    """Set ``req.real_addr`` (and ``real_port``) from the configured header when the
+    connection's address ``remote_addr`` is trusted; nothing when it is not, or when the
+    header is absent or holds no usable address."""
+    header = conf.header
+    if header == b"proxy_protocol":  # (no PROXY protocol listeners here)
+        return
+    if header == b"x-forwarded-for":
+        values = [v for k, v in req.headers if k.lower() == header]
+    else:  # nginx takes the first line of X-Real-IP or of another header
+        values = next(([v] for k, v in req.headers if k.lower() == header), [])
+    if not values:
+        return
+    try:
+        ip = ipaddress.ip_address(remote_addr)
+    except ValueError:  # not a TCP client: only ``unix:`` trusts it, and it has no address
+        return
+    addr: tuple[Address, int] = (ip, 0)
+    rc, found = _DECLINED, False
+    for value in reversed(values):
+        rc, addr = _forwarded(addr, value, conf.trusted, conf.recursive)
+        if not conf.recursive:
+            break
+        if rc == _DECLINED and found:
+            rc = _DONE
+            break
+        if rc != _OK:
+            break
+        found = True
+    if rc != _DECLINED:
+        req.real_addr = _text(addr[0])
+        req.real_port = addr[1]
