@@ -228,3 +228,93 @@ def test_t_refuses_proxy_redirect_as_nginx(tmp_path: Path, nginx_bin: str, name:
                           capture_output=True, text=True, timeout=60)
     assert theirs.returncode == 1 and ours.returncode == 1, (theirs.stderr, ours.stderr)
     assert _emerg(ours.stderr) == _emerg(theirs.stderr)
+
+
+HIDE_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-ph.pid;
+error_log {tmp}/error-ph.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        proxy_hide_header X-Server-Level;
+        location /plain/ {{ proxy_pass http://127.0.0.1:{up}/; }}
+        location /hide/ {{
+            proxy_pass http://127.0.0.1:{up}/;
+            proxy_hide_header x-secret;
+            proxy_hide_header ETag;
+        }}
+        location /pass/ {{
+            proxy_pass http://127.0.0.1:{up}/;
+            proxy_pass_header Server;
+            proxy_pass_header X-Pad;
+            proxy_pass_header X-Accel-Buffering;
+        }}
+        location /date/ {{ proxy_pass http://127.0.0.1:{up}/; proxy_pass_header date; }}
+        location /both/ {{
+            proxy_pass http://127.0.0.1:{up}/;
+            proxy_hide_header X-Both;
+            proxy_pass_header X-Both;
+            proxy_pass_header X-Accel-Expires;
+        }}
+        location /nest/ {{
+            proxy_pass http://127.0.0.1:{up}/;
+            proxy_pass_header X-Pad;
+            location /nest/in/ {{ proxy_pass http://127.0.0.1:{up}/; proxy_hide_header X-Own; }}
+        }}
+    }}
+}}
+"""
+
+_UP_HEADERS = ("Server: up/1", "Date: Thu, 01 Jan 2015 00:00:00 GMT", "X-Pad: pad",
+               "X-Accel-Buffering: no", "X-Accel-Expires: 0", "X-Secret: s", "x-SECRET: t",
+               "ETag: \"e\"", "X-Server-Level: sl", "X-Both: b", "X-Own: o", "X-Kept: k")
+
+
+def _hide_requests(up: int) -> list[bytes]:
+    return [_req(f"/{p}/a", *_UP_HEADERS)
+            for p in ("plain", "hide", "pass", "date", "both", "nest", "nest/in")]
+
+
+def _server_date(port: int, request: bytes) -> list[str]:
+    """The Server and Date lines of the answer (which the comparison of whole answers leaves
+    out), the proxy's own ones named as such."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), 5) as s:
+        s.sendall(request)
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            got = s.recv(65536)
+            if not got:
+                break
+            raw += got
+    out = []
+    for line in raw.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")[1:]:
+        name, _, value = line.partition(": ")
+        if name.lower() in ("server", "date"):
+            out.append(f"{name}: {value if value in _UP_HEADERS[0] + _UP_HEADERS[1] else 'OWN'}")
+    return sorted(out)
+
+
+def test_proxy_hide_and_pass_header_as_nginx(stack: Stack, nginx_bin: str) -> None:
+    _dirs(stack)
+    up = stack.upstream(_scripted)
+    reqs = _hide_requests(up)
+    _compare(stack, nginx_bin, HIDE_CONF, "ph", reqs, up=up)
+    ours = [_server_date(stack.port, r) for r in reqs]
+    from tests.l7.test_nginx_interop import _real_nginx
+
+    with _real_nginx(stack, nginx_bin, "ph2", HIDE_CONF, up=up) as port:
+        theirs = [_server_date(port, r) for r in reqs]
+    assert ours == theirs
+    assert ours[2] == ["Date: OWN", "Server: up/1"]  # the upstream's Server replaces nginx's

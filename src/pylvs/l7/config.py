@@ -58,7 +58,7 @@ from pylvs.l7.model import (
     UpstreamServer,
 )
 from pylvs.l7.notmodified import IMS_DEFAULT
-from pylvs.l7.proxyheaders import redirects_for
+from pylvs.l7.proxyheaders import header_filter_for, redirects_for
 from pylvs.l7.realip import realip_of
 from pylvs.l7.scriptconf import ScriptReader
 from pylvs.l7.syntax import ConfigError, Directive, printable, read_tree
@@ -599,6 +599,7 @@ class _Builder:
                 s, ppd.args[0] if own_proxy and isinstance(ppd, Directive)
                 and "$" not in ppd.args[0] else None,
                 pattern if modifier in ("", "=", "^~") and not in_if else ""),
+            proxy_headers=header_filter_for(s),
             file=d.file,
             line=d.line,
         )

@@ -1,5 +1,6 @@
 """What nginx's proxy module does to the upstream response's headers on their way to the client:
-``proxy_redirect`` rewrites Location and Refresh.
+``proxy_redirect`` rewrites Location and Refresh; ``proxy_hide_header`` and
+``proxy_pass_header`` change which headers cross.
 
 Why apart: these rules run on the proxy's hot path only when a head carries a header they act
 on (``message.ResponseHead.redirects``), and they read the request (``$host``, the Host a
@@ -23,7 +24,13 @@ nginx 1.22's semantics, as checked against it (tests/l7/test_proxy_headers.py):
   the local address, the port unless the scheme's default), as nginx's header filter does for
   its own redirects; only the last rewritten Location is, and an untouched one stays as it is.
 
-Not for: which headers cross at all (``message``), or the directive table (``directives``).
+- ``proxy_hide_header`` adds to the headers nginx hides by default (Date, Server, X-Pad,
+  X-Accel-*), ``proxy_pass_header`` takes names off the combined list (an upstream's Server or
+  Date then replaces nginx's own). Each list is a level's own lines or, without any, its
+  parent's (the two inherit apart).
+
+Not for: the hop-by-hop and framing headers no directive passes (``message``), or the
+directive table (``directives``).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pylvs.l7.directives import HSL, UNDECLARED, Level, pcre, setting, template
+from pylvs.l7.message import ResponseHead, connection_tokens
 from pylvs.l7.syntax import ConfigError, Directive
 from pylvs.l7.variables import Template, compile_template, expand, is_constant
 
@@ -196,3 +204,84 @@ def absolute(req: Request, path: str) -> bytes:
     scheme = conn.scheme
     port = "" if conn.local_port == (80 if scheme == "http" else 443) else f":{conn.local_port}"
     return f"{scheme}://{host}{port}{path}".encode("latin-1")
+
+
+# -- which headers cross: proxy_hide_header, proxy_pass_header ----------------------------------
+
+# nginx's proxy module hides these by default (ngx_http_proxy_hide_headers)
+DEFAULT_HIDDEN = frozenset({
+    b"date", b"server", b"x-pad", b"x-accel-expires", b"x-accel-redirect",
+    b"x-accel-limit-rate", b"x-accel-buffering", b"x-accel-charset",
+})
+# what crosses under no directive: hop-by-hop headers and the framing the proxy redoes
+_NEVER = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+    b"upgrade", b"content-length",
+})
+
+
+@dataclass(frozen=True)
+class HeaderFilter:
+    """A location's hidden response headers when its directives change nginx's defaults:
+    ``hidden`` the lower-cased names kept from the client, ``own`` nginx's own lines (Server,
+    Date) an upstream's passed header of that name replaces."""
+
+    hidden: frozenset[bytes]
+    own: frozenset[bytes]
+
+
+def _header_list(lv: Level, d: Directive) -> None:
+    """``proxy_hide_header`` / ``proxy_pass_header NAME``: a level's own lines replace the
+    inherited list as a whole."""
+    own = lv.s.get(d.name, ()) if d.name in lv.seen else ()
+    lv.seen.add(d.name)
+    lv.s[d.name] = (*own, d.args[0].lower().encode("latin-1"))
+
+
+setting("proxy_hide_header", HSL, 1, 1)(_header_list)
+setting("proxy_pass_header", HSL, 1, 1)(_header_list)
+
+
+def header_filter_for(s: dict[str, Any]) -> HeaderFilter | None:
+    """The location's filter; None when it hides what nginx hides by default (the response
+    head's own lines are then already right)."""
+    hide: tuple[bytes, ...] = s.get("proxy_hide_header", ())
+    passed: tuple[bytes, ...] = s.get("proxy_pass_header", ())
+    if not hide and not passed:
+        return None
+    hidden = (DEFAULT_HIDDEN | frozenset(hide)) - frozenset(passed)
+    return HeaderFilter(hidden, frozenset({b"server", b"date"}) - hidden)
+
+
+def filtered_lines(head: ResponseHead, hf: HeaderFilter) -> bytes:
+    """The upstream head's end-to-end lines as ``hf`` lets them cross (kept on the head for
+    the last filter it was made for: a head is mostly answered by one location)."""
+    done = head.filtered
+    if done is not None and done[0] is hf:
+        return done[1]
+    tokens: frozenset[bytes] = frozenset()
+    for name, value in head.headers:
+        if name.lower() == b"connection":
+            tokens = connection_tokens(value)
+    out = []
+    hidden = hf.hidden
+    for name, value in head.headers:
+        n = name.lower()
+        if n in _NEVER or n in tokens or n in hidden:
+            continue
+        out.append(name + b": " + value + b"\r\n")
+    lines = b"".join(out)
+    head.filtered = (hf, lines)
+    return lines
+
+
+def drop_own(out: bytes, head: ResponseHead, hf: HeaderFilter) -> bytes:
+    """A client head without nginx's own Server and Date lines where the upstream's passed
+    ones take their place (nginx's own come first, right after the status line)."""
+    names = {n.lower() for n, _ in head.headers} & hf.own
+    for name in (b"\r\nServer: ", b"\r\nDate: "):
+        if name[2:-2].lower() in names:
+            i = out.find(name)
+            if i >= 0:
+                out = out[:i] + out[out.find(b"\r\n", i + 2):]
+    return out

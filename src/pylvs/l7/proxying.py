@@ -31,7 +31,7 @@ from pylvs.l7.message import (
     upstream_request_head,
 )
 from pylvs.l7.model import Gzip
-from pylvs.l7.proxyheaders import rewrite_lines
+from pylvs.l7.proxyheaders import drop_own, filtered_lines, rewrite_lines
 from pylvs.l7.proxyplan import HeaderPlan, header_plan
 from pylvs.l7.proxytarget import address_pool, balance_key, dynamic_target
 from pylvs.l7.reply import head_bytes
@@ -99,7 +99,8 @@ class ProxyAttempt:
         length = head.length
         chunked, has_body = response_framing(status, self.head_only, req.version, length,
                                              head.coded)
-        lines = head.lines
+        hf = loc.proxy_headers
+        lines = head.lines if hf is None else filtered_lines(head, hf)
         if head.redirects and loc.proxy_redirect:
             lines = rewrite_lines(lines, loc.proxy_redirect, req)
         if loc.gzip is not None and (has_body or self.head_only):
@@ -110,6 +111,8 @@ class ProxyAttempt:
         if not line:
             line = head.status_line = status_line(status, head.reason)
         out = head_bytes(req, status, line, lines, length, chunked, relayed=True)
+        if hf is not None and hf.own:
+            out = drop_own(out, head, hf)
         self._out.append(out)
         req.bytes_sent += len(out)
         self.started = True
