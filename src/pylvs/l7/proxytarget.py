@@ -10,6 +10,7 @@ Not for: choosing among a pool's servers (``balancer``) or talking to them (``up
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -60,15 +61,22 @@ async def dynamic_target(client: Connection, req: Request, url_t: Template) -> P
 def balance_key(pool: UpstreamPool, req: Request) -> bytes:
     """What a hashing method hashes for ``req``: ip_hash the client's address (the first
     three bytes of IPv4, all 16 of IPv6, three zero bytes for a unix socket), hash its key
-    expanded (bytes as received: the request's strings are latin-1)."""
+    expanded (bytes as received: the request's strings are latin-1). The address is
+    $remote_addr's: nginx's realip module changes the address ip_hash sees too."""
     cfg = pool.config
     if cfg.method == "ip_hash":
-        try:
-            ip = ipaddress.ip_address(req.conn.remote_addr)
-        except ValueError:
-            return b"\0\0\0"
-        return ip.packed[:3] if ip.version == 4 else ip.packed
+        return _ip_key(req.variable("remote_addr"))
     return expand(cfg.hash_key, req.variable).encode("latin-1", "replace")
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_key(addr: str) -> bytes:
+    """ip_hash's bytes of an address (parsed once per address: clients come back)."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return b"\0\0\0"
+    return ip.packed[:3] if ip.version == 4 else ip.packed
 
 
 def address_pool(client: Connection, key: str) -> UpstreamPool:
