@@ -185,8 +185,13 @@ class LeastConn(RoundRobin):
             best: Peer | None = None
             many = False
             at = 0
-            for i, p in enumerate(peers):
-                if self.skipped(p, tried, now):
+            i = -1
+            for p in peers:  # self.skipped, inline: this runs for every proxied request
+                i += 1
+                if p.down or p.index in tried \
+                        or (p.max_fails and p.fails >= p.max_fails
+                            and now - p.checked <= p.fail_timeout) \
+                        or (p.max_conns and p.conns >= p.max_conns):
                     continue
                 if best is None or p.conns * best.weight < best.conns * p.weight:
                     best, many, at = p, False, i
@@ -196,8 +201,11 @@ class LeastConn(RoundRobin):
                 total = 0
                 if many:
                     for p in peers[at:]:
-                        if self.skipped(p, tried, now) \
-                                or p.conns * best.weight != best.conns * p.weight:
+                        if p.conns * best.weight != best.conns * p.weight or p.down \
+                                or p.index in tried \
+                                or (p.max_fails and p.fails >= p.max_fails
+                                    and now - p.checked <= p.fail_timeout) \
+                                or (p.max_conns and p.conns >= p.max_conns):
                             continue
                         p.current_weight += p.effective_weight
                         total += p.effective_weight
