@@ -143,7 +143,8 @@ def test_refused_where_nginx_refuses(tmp_path: Path, nginx_bin: str, name: str) 
 
 
 def test_accepted_where_nginx_accepts(tmp_path: Path, nginx_bin: str) -> None:
-    """Every level and value nginx takes, ``unix:`` and a name among the trusted."""
+    """Every level and value nginx takes, ``unix:`` and a name among the trusted; a CIDR
+    with bits past its prefix warned about as nginx warns."""
     body = """
     etag off; if_modified_since before;
     set_real_ip_from 10.0.0.0/8; set_real_ip_from unix:; set_real_ip_from localhost;
@@ -164,6 +165,11 @@ def test_accepted_where_nginx_accepts(tmp_path: Path, nginx_bin: str) -> None:
     ours = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert theirs.returncode == 0 and ours.returncode == 0, (theirs.stderr, ours.stderr)
+
+    def warns(err: str) -> list[str]:  # from the message on (nginx puts a pid before it)
+        return [x[x.index("low address"):] for x in err.splitlines() if "[warn]" in x]
+
+    assert warns(ours.stderr) == warns(theirs.stderr) and len(warns(ours.stderr)) == 1
 
 
 # -- etag and if_modified_since ----------------------------------------------------------------
@@ -319,6 +325,7 @@ http {{
         location /locrw {{ set_real_ip_from 127.0.0.2; rewrite ^ /show last; }}
         location /locs {{ set_real_ip_from 127.0.0.2; set $x 1; try_files /nope /show; }}
         location /show {{ return 200 "$remote_addr $realip_remote_addr [$remote_port]\\n"; }}
+        location /show-v6 {{ set_real_ip_from 127.0.0.2; try_files /nope /show; }}
         location /plain/ {{ set_real_ip_from 127.0.0.2; add_header X-Client "$remote_addr [$remote_port]"; }}
         location /deny/ {{ set_real_ip_from 127.0.0.2; deny 10.0.0.0/8; alias {tmp}/html/plain/; }}
         location /cf {{ set_real_ip_from 127.0.0.0/24; real_ip_header CF-Connecting-IP; try_files /nope /show; }}
@@ -349,6 +356,12 @@ for _src in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):
     REALIP_CASES.append((_src, "loc", "/loct", "X-Real-IP: 10.0.0.1\r\nX-Real-IP: 10.0.0.7\r\n"))
     REALIP_CASES.append((_src, "loc", "/cf", "X-Real-IP: 10.0.0.1\r\nCF-Connecting-IP: 10.3.3.3\r\n"
                          "cf-connecting-ip: 10.4.4.4\r\n"))
+
+# IPv6 addresses as nginx prints them (dotted IPv4 tails where it writes them) and a zone id
+for _v6 in ("::1.2.3.4", "::ffff:1.2.3.4", "::2", "::102:304", "::ffff:0:1.2.3.4", "::1", "::",
+            "::0.1.2.3", "1::", "fe80::1%eth0", "2001:db8:0:1:0:0:0:1", "2001:0:0:1:0:0:0:1",
+            "[::ffff:10.1.2.3]:8080", "0:0:0:0:0:0:0:7"):
+    REALIP_CASES.append(("127.0.0.2", "loc", "/show-v6", f"X-Real-IP: {_v6}\r\n"))
 
 
 def _answer(r: Response, ports: tuple[int, int], c: From) -> tuple[int, list[str], bytes]:

@@ -28,6 +28,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pylvs.l7.access import low_bits
 from pylvs.l7.directives import HSL, Level, flag_value, setting
 from pylvs.l7.syntax import ConfigError, Directive
 
@@ -51,6 +52,9 @@ def _set_real_ip_from(lv: Level, d: Directive) -> None:
     """A level's own lines replace its parent's list as a whole, as nginx merges it."""
     value = d.args[0]
     nets: tuple[Network | None, ...] | None = _cidr(value)
+    if nets is not None and low_bits(value):
+        lv.reader.warnings.append(f"low address bits of {value} are meaningless in "
+                                  f"{d.file}:{d.line}")
     if nets is None:  # nginx resolves a name when reading the file (every address it has)
         try:
             infos = socket.getaddrinfo(value, None, type=socket.SOCK_STREAM)
@@ -125,7 +129,7 @@ def _parse_ip(text: bytes) -> Address | None:
     if len(parts) == 4 and all(p.isdigit() or p == "" for p in parts) \
             and all(int(p or 0) <= 255 for p in parts) and s != "255.255.255.255":
         return ipaddress.IPv4Address(".".join(str(int(p or 0)) for p in parts))
-    if ":" not in s:
+    if ":" not in s or "%" in s:  # (Python takes a zone id, nginx does not)
         return None
     try:
         return ipaddress.IPv6Address(s)
@@ -184,9 +188,15 @@ def _forwarded(addr: tuple[Address, int], value: bytes, nets: tuple[Network | No
 
 
 def _text(ip: Address) -> str:
-    """The address as nginx prints it (an IPv4-mapped IPv6 one with its dotted tail)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return f"::ffff:{ip.ipv4_mapped}"
+    """The address as nginx prints it (ngx_inet6_ntop): IPv6 as Python compresses it, except
+    an IPv4-mapped or IPv4-compatible one, whose last 32 bits nginx writes dotted."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    b = ip.packed
+    lead = next((i for i in range(8) if b[2 * i] or b[2 * i + 1]), 8)  # leading zero groups
+    if (lead == 5 and b[10:12] == b"\xff\xff") or lead == 6 \
+            or (lead == 7 and b[14] != 0 and b[15] != 1):
+        return ("::ffff:" if lead == 5 else "::") + str(ipaddress.IPv4Address(b[12:]))
     return str(ip)
 
 
