@@ -141,7 +141,8 @@ def test_proxy_redirect_as_nginx(stack: Stack, nginx_bin: str) -> None:
 async def _kept_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """An upstream keeping its connection, answering every request with the same head (a
     Location under the proxy_pass URL): the head the proxy's caches know after the first."""
-    answer = b"HTTP/1.1 301 Moved\r\nLocation: http://kept/two/k\r\nContent-Length: 3\r\n\r\nabc"
+    answer = (b"HTTP/1.1 301 Moved\r\nLocation: http://kept/two/k\r\n"
+              b"Set-Cookie: s=1; domain=kept\r\nContent-Length: 3\r\n\r\nabc")
     try:
         while True:
             await reader.readuntil(b"\r\n\r\n")
@@ -173,6 +174,11 @@ http {{
         location /one/ {{ proxy_pass http://kept/two/; }}
         location /v/ {{ proxy_pass http://kept/two/; proxy_redirect http://kept/two/ http://$host/v/; }}
         location /off/ {{ proxy_pass http://kept/two/; proxy_redirect off; }}
+        location /ck/ {{
+            proxy_pass http://kept/two/;
+            proxy_redirect off;
+            proxy_cookie_domain kept $host;
+        }}
     }}
 }}
 """
@@ -184,20 +190,23 @@ def test_rewritten_heads_not_served_from_the_head_cache(stack: Stack, nginx_bin:
     request, so the head caches of the fast path must not answer it)."""
     _dirs(stack)
     up = stack.upstream(_kept_alive)
-    reqs = [_req(p, host=h) for p in ("/one/a", "/v/a", "/off/a", "/one/b")
+    reqs = [_req(p, host=h) for p in ("/one/a", "/v/a", "/off/a", "/one/b", "/ck/a")
             for h in ("a.example", "b.example", "a.example", "c.example:99")]
     _compare(stack, nginx_bin, CACHED_CONF, "prk", reqs, up=up)
     # and over one client connection, where the fast path answers
     import socket
 
-    with socket.create_connection(("127.0.0.1", stack.port), 5) as s:
-        got = b""
-        for h in ("a.example", "b.example", "c.example"):
-            s.sendall(f"GET /v/x HTTP/1.1\r\nHost: {h}\r\n\r\n".encode())
-            while got.count(b"abc") < ("a.example", "b.example", "c.example").index(h) + 1:
-                got += s.recv(65536)
-    assert [x.split(b"\r\n")[0] for x in got.split(b"Location: ")[1:]] == [
-        b"http://a.example/v/k", b"http://b.example/v/k", b"http://c.example/v/k"]
+    hosts = ("a.example", "b.example", "c.example")
+    for path, header, want in (("/v/x", b"Location: ", "http://{}/v/k"),
+                               ("/ck/x", b"Set-Cookie: ", "s=1; domain={}")):
+        with socket.create_connection(("127.0.0.1", stack.port), 5) as s:
+            got = b""
+            for n, h in enumerate(hosts):
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: {h}\r\n\r\n".encode())
+                while got.count(b"abc") < n + 1:
+                    got += s.recv(65536)
+        assert [x.split(b"\r\n")[0].decode() for x in got.split(header)[1:]] == [
+            want.format(h) for h in hosts]
 
 
 _PP = "proxy_pass http://127.0.0.1:9/two/;"
@@ -214,6 +223,15 @@ REFUSED = {
     "in_if": f"  location / {{ {_PP} if ($uri) {{ proxy_redirect off; }} }}",
     "regex": f"  location / {{ {_PP} proxy_redirect ~(a /x/; }}",
     "unknown_var": f"  location / {{ {_PP} proxy_redirect / /$nothing/; }}",
+    "cookie_word": "  proxy_cookie_path foo;",
+    "cookie_off_after": "  proxy_cookie_domain a b; proxy_cookie_domain off;",
+    "cookie_after_off": "  proxy_cookie_path off; proxy_cookie_path / /x/;",
+    "cookie_three": "  proxy_cookie_domain a b c;",
+    "cookie_regex": "  proxy_cookie_path ~*(x /;",
+    "ignore_word": "  proxy_ignore_headers Expires X-Nothing;",
+    "ignore_none": "  proxy_ignore_headers;",
+    "hide_two": "  proxy_hide_header a b;",
+    "pass_none": "  proxy_pass_header;",
 }
 
 
@@ -318,3 +336,62 @@ def test_proxy_hide_and_pass_header_as_nginx(stack: Stack, nginx_bin: str) -> No
         theirs = [_server_date(port, r) for r in reqs]
     assert ours == theirs
     assert ours[2] == ["Date: OWN", "Server: up/1"]  # the upstream's Server replaces nginx's
+
+
+COOKIE_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-pc.pid;
+error_log {tmp}/error-pc.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    proxy_cookie_domain up.internal $host;
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        proxy_ignore_headers X-Accel-Expires Expires Cache-Control Set-Cookie Vary;
+        location /plain/ {{ proxy_pass http://127.0.0.1:{up}/; }}
+        location /c/ {{
+            proxy_pass http://127.0.0.1:{up}/;
+            proxy_cookie_path /two/ /c/;
+            proxy_cookie_path ~*^/RX/(.*)$ /re/$1/$host;
+            proxy_cookie_domain .Example.ORG www.example.net;
+            proxy_cookie_domain ~^(.+)\\.test$ $1.$host;
+            proxy_ignore_headers x-accel-buffering;
+        }}
+        location /off/ {{ proxy_pass http://127.0.0.1:{up}/; proxy_cookie_domain off; }}
+    }}
+}}
+"""
+
+_COOKIES = (
+    "Set-Cookie: a=1; Domain=up.internal; Path=/two/x; HttpOnly",
+    "Set-Cookie: b=2;path=/two/;domain=.up.internal;  secure ;Max-Age=5",
+    "Set-Cookie: c=3; domain=example.org",
+    "Set-Cookie: d=4; Domain=.EXAMPLE.org; path=/rx/Deep",
+    "Set-Cookie: e=5; domain=shop.test; path=/TWO/",
+    "Set-Cookie: f; domain=up.internal",
+    "Set-Cookie: g=7; domain; path",
+    "Set-Cookie: h=8 ; Path = /two/ ; domain=up.internal ",
+    "Set-Cookie: i=9; expires=Thu, 01 Jan 2037 00:00:00 GMT; domain=xup.internal",
+    "Set-Cookie: j=10; path=/two/;",
+    "Set-Cookie: k=11;; path=/two/; a=b=c",
+    "Set-Cookie: =12; path=/two/",
+)
+
+
+def _cookie_requests(up: int) -> list[bytes]:
+    return [_req(f"/{p}/a", c, host=h) for p in ("plain", "c", "off")
+            for c in _COOKIES for h in ("localhost", "Other.Example")]
+
+
+def test_proxy_cookie_domain_and_path_as_nginx(stack: Stack, nginx_bin: str) -> None:
+    _dirs(stack)
+    up = stack.upstream(_scripted)
+    _compare(stack, nginx_bin, COOKIE_CONF, "pc", _cookie_requests(up), up=up)

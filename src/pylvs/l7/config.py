@@ -58,7 +58,7 @@ from pylvs.l7.model import (
     UpstreamServer,
 )
 from pylvs.l7.notmodified import IMS_DEFAULT
-from pylvs.l7.proxyheaders import header_filter_for, redirects_for
+from pylvs.l7.proxyheaders import cookie_rules_for, header_filter_for, redirects_for
 from pylvs.l7.realip import realip_of
 from pylvs.l7.scriptconf import ScriptReader
 from pylvs.l7.syntax import ConfigError, Directive, printable, read_tree
@@ -600,6 +600,7 @@ class _Builder:
                 and "$" not in ppd.args[0] else None,
                 pattern if modifier in ("", "=", "^~") and not in_if else ""),
             proxy_headers=header_filter_for(s),
+            proxy_cookies=cookie_rules_for(s),
             file=d.file,
             line=d.line,
         )

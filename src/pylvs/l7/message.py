@@ -112,9 +112,9 @@ class ResponseHead:
     only caches a value derived from it), so one instance answers every response whose head is
     byte-for-byte the same."""
 
-    __slots__ = ("client_date", "client_head", "client_loc", "coded", "filtered", "framed",
-                 "headers", "length", "lines", "reason", "redirects", "status", "status_line",
-                 "status_text", "whole")
+    __slots__ = ("client_date", "client_head", "client_loc", "coded", "cookies", "filtered",
+                 "framed", "headers", "length", "lines", "reason", "redirects", "status",
+                 "status_line", "status_text", "whole")
 
     def __init__(self, status: int, reason: bytes, lines: bytes, length: int | None, coded: bool,
                  framed: bool) -> None:
@@ -138,6 +138,7 @@ class ResponseHead:
         # a Location or Refresh line is among ``lines``: proxy_redirect may rewrite them, per
         # request (``proxyheaders``), so the client's head is then never cached
         self.redirects = False
+        self.cookies = False  # a Set-Cookie line: proxy_cookie_* may rewrite it, per request
         # the upstream's header fields as read, for a location whose proxy_hide_header or
         # proxy_pass_header changes what crosses, and the lines last made for one
         # (``proxyheaders.filtered_lines``)
@@ -160,7 +161,8 @@ def client_response_head(status: int, reason: bytes,
     for line in lines:
         if line[:9].lower() == b"location:" or line[:8].lower() == b"refresh:":
             head.redirects = True
-            break
+        elif line[:11].lower() == b"set-cookie:":
+            head.cookies = True
     return head
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from pylvs.l7.access import Rule
     from pylvs.l7.expires import Expires
     from pylvs.l7.maps import Map
-    from pylvs.l7.proxyheaders import HeaderFilter, Redirect
+    from pylvs.l7.proxyheaders import CookieRules, HeaderFilter, Redirect
     from pylvs.l7.realip import RealIp
 
 DEFAULT_PROTOCOLS = ("TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")  # nginx 1.22's ssl_protocols
@@ -232,6 +232,7 @@ class Location:
     proxy_redirect: tuple[Redirect, ...] = ()
     # proxy_hide_header/proxy_pass_header: None when nginx's default list applies
     proxy_headers: HeaderFilter | None = None
+    proxy_cookies: CookieRules | None = None  # proxy_cookie_domain/_path (None: none)
     file: str = ""
     line: int = 0
 

@@ -58,6 +58,7 @@ class Redirect:
     regex: re.Pattern[str] | None
     replacement: Template
     default: bool = False
+    domain: bool = False  # proxy_cookie_domain's string form: the whole domain, any case
 
 
 _DEFAULT = Redirect((), None, (), default=True)
@@ -178,7 +179,11 @@ def rewrite_lines(lines: bytes, rules: tuple[Redirect, ...], req: Request) -> by
 def _rewrite(value: str, prefix: int, rules: tuple[Redirect, ...], req: Request) -> str | None:
     rest = value[prefix:]
     for r in rules:
-        if r.regex is None:
+        if r.domain:  # a leading dot is kept and not compared
+            dot = 1 if rest[:1] == "." else 0
+            if rest[dot:].lower() == expand(r.prefix, req.variable).lower():
+                return value[:prefix + dot] + expand(r.replacement, req.variable)
+        elif r.regex is None:
             pattern = r.prefix[0] if len(r.prefix) == 1 and is_constant(r.prefix) \
                 else expand(r.prefix, req.variable)
             assert isinstance(pattern, str)
@@ -285,3 +290,115 @@ def drop_own(out: bytes, head: ResponseHead, hf: HeaderFilter) -> bytes:
             if i >= 0:
                 out = out[:i] + out[out.find(b"\r\n", i + 2):]
     return out
+
+
+# -- Set-Cookie: proxy_cookie_domain, proxy_cookie_path; proxy_ignore_headers -----------------
+
+
+def _cookie_rules(lv: Level, d: Directive) -> None:
+    """``proxy_cookie_domain`` / ``proxy_cookie_path``: ``off``, or ``FROM TO`` (``~`` / ``~*``
+    regexes); a level's own lines replace the inherited ones, as proxy_redirect's do."""
+    a = d.args
+    own = lv.s.get(d.name) if d.name in lv.seen else None
+    lv.seen.add(d.name)
+    if own == "off":
+        raise ConfigError(f'"{d.name}" directive is duplicate', d.file, d.line)
+    rules: tuple[Redirect, ...] = own if isinstance(own, tuple) else ()
+    if len(a) == 1:
+        if a[0] != "off":
+            raise ConfigError(f'invalid parameter "{a[0]}"', d.file, d.line)
+        if rules:
+            raise ConfigError(f'"{d.name}" directive is duplicate', d.file, d.line)
+        lv.s[d.name] = "off"
+        return
+    pattern, replacement = a
+    domain = d.name == "proxy_cookie_domain"
+    if pattern.startswith("~"):
+        caseless = pattern.startswith("~*")
+        regex = pcre(pattern[2 if caseless else 1:], d, re.IGNORECASE if caseless else 0)
+        names = {n.lower() for n in regex.groupindex}
+        repl = template(replacement, d) if not names else _with_names(replacement, names, d)
+        rule = Redirect((), regex, repl)
+    elif domain:  # nginx drops a leading dot of both
+        rule = Redirect(template(pattern.removeprefix("."), d), None,
+                        template(replacement.removeprefix("."), d), domain=True)
+    else:
+        rule = Redirect(template(pattern, d), None, template(replacement, d))
+    lv.s[d.name] = (*rules, rule)
+
+
+setting("proxy_cookie_domain", HSL, 1, 2)(_cookie_rules)
+setting("proxy_cookie_path", HSL, 1, 2)(_cookie_rules)
+
+
+@dataclass(frozen=True)
+class CookieRules:
+    """A location's Set-Cookie rewrites: for the domain= and the path= attribute."""
+
+    domains: tuple[Redirect, ...]
+    paths: tuple[Redirect, ...]
+
+
+def cookie_rules_for(s: dict[str, Any]) -> CookieRules | None:
+    domains, paths = s.get("proxy_cookie_domain"), s.get("proxy_cookie_path")
+    d = domains if isinstance(domains, tuple) else ()
+    p = paths if isinstance(paths, tuple) else ()
+    return CookieRules(d, p) if d or p else None
+
+
+def rewrite_cookie(value: str, rules: CookieRules, req: Request) -> str | None:
+    """A Set-Cookie value with its domain= and path= attributes rewritten (the first matching
+    rule each), re-joined as nginx joins it ("; " between attributes); None: unchanged."""
+    attrs: list[tuple[str, str | None]] = []
+    for part in value.split(";"):  # as nginx parses it: spaces around names and values go
+        key, eq, after = part.partition("=")
+        attrs.append((key.strip(" "), after.strip(" ") if eq else None))
+    if attrs[0][1] is None:
+        return None
+    changed = False
+    for i, (key, val) in enumerate(attrs[1:], 1):
+        if val is None:
+            continue
+        k = key.lower()
+        new = None
+        if k == "domain" and rules.domains:
+            new = _rewrite(val, 0, rules.domains, req)
+        elif k == "path" and rules.paths:
+            new = _rewrite(val, 0, rules.paths, req)
+        if new is not None:
+            attrs[i] = (key, new)
+            changed = True
+    if not changed:
+        return None
+    return "; ".join(k if v is None else f"{k}={v}" for k, v in attrs)
+
+
+def rewrite_cookies(lines: bytes, rules: CookieRules, req: Request) -> bytes:
+    """Header lines with each Set-Cookie rewritten by ``rewrite_cookie``."""
+    out = lines.split(b"\r\n")
+    for i, line in enumerate(out):
+        if line[:11].lower() != b"set-cookie:":
+            continue
+        name, _, value = line.partition(b": ")
+        new = rewrite_cookie(value.decode("latin-1"), rules, req)
+        if new is not None:
+            out[i] = name + b": " + new.encode("latin-1")
+    return b"\r\n".join(out)
+
+
+# nginx's proxy_ignore_headers values (ngx_http_upstream_ignore_headers_masks)
+_IGNORABLE = ("X-Accel-Redirect", "X-Accel-Expires", "X-Accel-Limit-Rate", "X-Accel-Buffering",
+              "X-Accel-Charset", "Expires", "Cache-Control", "Set-Cookie", "Vary")
+
+
+@setting("proxy_ignore_headers", HSL, 1, -1)
+def _proxy_ignore_headers(lv: Level, d: Directive) -> None:
+    """Checked as nginx checks it. What it could switch off is not done here in the first
+    place: X-Accel-Redirect is hidden and not followed, X-Accel-Limit-Rate, -Buffering and
+    -Charset are hidden (bodies stream unbuffered, unthrottled, without a charset filter), and
+    X-Accel-Expires, Expires, Cache-Control, Set-Cookie and Vary only matter to proxy_cache,
+    which pylvs does not have; so every value is accepted and the headers cross as before."""
+    known = {v.lower() for v in _IGNORABLE}
+    for v in d.args:
+        if v.lower() not in known:
+            raise ConfigError(f'invalid value "{v}"', d.file, d.line)

@@ -31,7 +31,7 @@ from pylvs.l7.message import (
     upstream_request_head,
 )
 from pylvs.l7.model import Gzip
-from pylvs.l7.proxyheaders import drop_own, filtered_lines, rewrite_lines
+from pylvs.l7.proxyheaders import drop_own, filtered_lines, rewrite_cookies, rewrite_lines
 from pylvs.l7.proxyplan import HeaderPlan, header_plan
 from pylvs.l7.proxytarget import address_pool, balance_key, dynamic_target
 from pylvs.l7.reply import head_bytes
@@ -103,6 +103,8 @@ class ProxyAttempt:
         lines = head.lines if hf is None else filtered_lines(head, hf)
         if head.redirects and loc.proxy_redirect:
             lines = rewrite_lines(lines, loc.proxy_redirect, req)
+        if head.cookies and loc.proxy_cookies is not None:
+            lines = rewrite_cookies(lines, loc.proxy_cookies, req)
         if loc.gzip is not None and (has_body or self.head_only):
             lines, length, chunked = self._gzip(loc.gzip, status, lines, length, chunked)
         self.chunked = chunked and has_body
@@ -158,7 +160,8 @@ class ProxyAttempt:
             self.response_complete()
             return
         if (self.fast_peer is not None and req.keep_alive and not loc.add_header
-                and loc.gzip is None and not (head.redirects and loc.proxy_redirect)):
+                and loc.gzip is None and not (head.redirects and loc.proxy_redirect)
+                and not (head.cookies and loc.proxy_cookies is not None)):
             # the head response_head made: no retry, intercept or gzip on the fast path
             head.client_head, head.client_loc, head.client_date = self._out[0], loc, date
         if body:
