@@ -31,10 +31,10 @@ def _req(path: str, extra: str = "", host: str = "localhost") -> bytes:
 
 def _files(stack: Stack) -> None:
     html = stack.tmp / "html"
-    for d in ("in/nest", "in-page", "err", "noetag", "before", "imsoff", "plain", "rx"):
+    for d in ("in/nest", "in-page", "err", "noetag", "before", "imsoff", "plain", "rx", "ix"):
         (html / d).mkdir(parents=True, exist_ok=True)
     for f in ("in/f.txt", "in/404.html", "noetag/f.txt", "before/f.txt", "imsoff/f.txt",
-              "plain/f.txt", "rx/f.txt"):
+              "plain/f.txt", "rx/f.txt", "ix/f.txt"):
         (html / f).write_text(f"file {f}\n")
         os.utime(html / f, (MTIME, MTIME))
 
@@ -65,19 +65,21 @@ http {{
         location /rw-break {{ rewrite ^ /in/f.txt break; }}
         location /err/ {{ error_page 404 /in/404.html; }}
         location /ret {{ error_page 418 = /in/f.txt; return 418; }}
+        location = /ix/ {{ index f.txt; }}
+        location /ix/ {{ internal; }}
     }}
 }}
 """
 
 INTERNAL_PATHS = ["/in/f.txt", "/in/", "/in/nest/x", "/ret-in/x", "/in-page/x", "/tf", "/tf-named",
                   "/rw", "/rw-break", "/err/nothing", "/ret", "/srv-rw", "/in/../in/f.txt",
-                  "/%69n/f.txt"]
+                  "/%69n/f.txt", "/ix/", "/ix/f.txt"]
 
 
 def test_internal_locations_as_nginx(stack: Stack, nginx_bin: str) -> None:
     """A client's URI matching an internal location (or one nested in it) gets nginx's 404,
     before the location's script and with its error_page; try_files, a named location's
-    rewrite, rewrite last/break, error_page and a server-level rewrite reach it."""
+    rewrite, rewrite last/break, error_page, index and a server-level rewrite reach it."""
     _files(stack)
     requests = [_req(p) for p in INTERNAL_PATHS]
     _compare(stack, nginx_bin, INTERNAL_CONF, "int", requests)
