@@ -628,3 +628,58 @@ def test_max_conns_in_the_balancer() -> None:
     assert lc.get(set(), 0.0) is y  # tie broken by weight: y
     assert lc.get(set(), 0.0) is x  # none in progress beats y's 1 of weight 5
     assert all(lc.get(set(), 0.0) is y for _ in range(5))  # x full
+
+
+# -- backup servers: least_conn's, and those a hashing method only reaches through round robin ---
+
+BACKUP_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-bk.pid;
+error_log {tmp}/error-bk.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream lcb {{ least_conn; server 127.0.0.1:{bad}; server 127.0.0.1:{bad2};
+                   server 127.0.0.1:{a} backup; server 127.0.0.1:{b} backup; }}
+    upstream ihb {{ server 127.0.0.1:{bad}; server 127.0.0.1:{bad2};
+                   server 127.0.0.1:{c} backup; ip_hash; }}
+    upstream hb {{ server 127.0.0.1:{bad2}; server 127.0.0.1:{bad};
+                  server 127.0.0.1:{d} backup; hash $request_uri consistent; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /lcb/ {{ proxy_pass http://lcb; }}
+        location /ihb/ {{ proxy_pass http://ihb; }}
+        location /hb/ {{ proxy_pass http://hb; }}
+    }}
+}}
+"""
+
+
+def test_backup_servers_answer_as_nginx(stack: Stack, nginx_bin: str) -> None:
+    """All primaries refused: least_conn goes to its backups (least connections among them);
+    ip_hash and hash, which accept a backup line only before them, reach it through round
+    robin once their own walk gives up."""
+    apps = _apps(stack)
+    bad, bad2 = free_port(), free_port()
+    reqs = [(src, f"/{loc}/{i}") for i, src in enumerate(SOURCES[:6])
+            for loc in ("lcb", "ihb", "hb")]
+
+    def run(port: int) -> list[str]:
+        return [_get_from(port, s, p) for s, p in reqs]
+
+    ours = run(stack.proxy(BACKUP_CONF, bad=bad, bad2=bad2, **apps))
+    port = free_port()
+    path = stack.tmp / "nginx-bk.conf"
+    path.write_text(BACKUP_CONF.format(tmp=stack.tmp, port=port, bad=bad, bad2=bad2, **apps))
+    with running([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)], port):
+        theirs = run(port)
+    assert ours == theirs
+    assert {a for (_, p), a in zip(reqs, ours, strict=True) if p.startswith("/lcb/")} == \
+        {"200 a", "200 b"}
+    assert {a for (_, p), a in zip(reqs, ours, strict=True) if p.startswith("/ihb/")} == {"200 c"}
