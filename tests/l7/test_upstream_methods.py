@@ -320,13 +320,14 @@ SOURCES = [f"127.{n}.{(n * 7) % 256}.{1 + n % 200}" for n in range(0, 250, 9)] +
     [f"127.0.0.{k}" for k in (1, 2, 3, 77, 200)]
 
 
-def _get_from(port: int, source: str, path: str) -> str:
-    """GET ``path`` over a connection from ``source``: status and body (the backend's name)."""
+def _get_from(port: int, source: str, path: str, extra: str = "") -> str:
+    """GET ``path`` over a connection from ``source`` (``extra``: header lines, each ending
+    in CRLF): status and the body's last word (the backend's name)."""
     with socket.socket() as s:
         s.settimeout(10)
         s.bind((source, 0))
         s.connect(("127.0.0.1", port))
-        s.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.0\r\nHost: localhost\r\n{extra}\r\n".encode())
         data = b""
         while chunk := s.recv(65536):
             data += chunk
@@ -683,3 +684,56 @@ def test_backup_servers_answer_as_nginx(stack: Stack, nginx_bin: str) -> None:
     assert {a for (_, p), a in zip(reqs, ours, strict=True) if p.startswith("/lcb/")} == \
         {"200 a", "200 b"}
     assert {a for (_, p), a in zip(reqs, ours, strict=True) if p.startswith("/ihb/")} == {"200 c"}
+
+
+# -- realip: the address it sets is the one ip_hash and $remote_addr hash -------------------------
+
+REALIP_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-ri.pid;
+error_log {tmp}/error-ri.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream iph {{ ip_hash; server 127.0.0.1:{a}; server 127.0.0.1:{b} weight=2;
+                   server 127.0.0.1:{c}; server 127.0.0.1:{d}; }}
+    upstream hsh {{ hash $remote_addr; server 127.0.0.1:{a}; server 127.0.0.1:{b};
+                   server 127.0.0.1:{c}; server 127.0.0.1:{d}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        set_real_ip_from 127.0.0.0/8;
+        real_ip_header X-Real-IP;
+        location /iph/ {{ proxy_pass http://iph; }}
+        location /hsh/ {{ proxy_pass http://hsh; }}
+    }}
+}}
+"""
+
+
+def test_ip_hash_hashes_the_realip_address_as_nginx(stack: Stack, nginx_bin: str) -> None:
+    """Behind a trusted proxy the address realip takes from X-Real-IP is the one ip_hash
+    hashes (its /24, or all 16 bytes of an IPv6 one) and $remote_addr is."""
+    apps = _apps(stack)
+    reals = [f"10.{n}.{n * 3 % 256}.9" for n in range(0, 256, 11)] + \
+        [f"2001:db8:{n:x}::{n + 1:x}" for n in range(0, 4000, 397)]
+    reqs = [(r, loc) for r in reals for loc in ("iph", "hsh")]
+
+    def run(port: int) -> list[str]:
+        return [_get_from(port, "127.0.0.1", f"/{loc}/x", f"X-Real-IP: {r}\r\n")
+                for r, loc in reqs]
+
+    ours = run(stack.proxy(REALIP_CONF, **apps))
+    port = free_port()
+    path = stack.tmp / "nginx-ri.conf"
+    path.write_text(REALIP_CONF.format(tmp=stack.tmp, port=port, **apps))
+    with running([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)], port):
+        theirs = run(port)
+    assert ours == theirs
+    for loc in ("iph", "hsh"):  # the header decided: not one server for all
+        assert len({a for (_, l), a in zip(reqs, ours, strict=True) if l == loc}) >= 3
