@@ -156,13 +156,12 @@ def client_response_head(status: int, reason: bytes,
         if n == b"content-length" or (n == b"transfer-encoding" and b"chunked" in value.lower()):
             framed = True
             break
-    head = ResponseHead(status, reason, b"".join(lines), length, coded, framed)
+    joined = b"".join(lines)
+    head = ResponseHead(status, reason, joined, length, coded, framed)
     head.headers = headers
-    for line in lines:
-        if line[:9].lower() == b"location:" or line[:8].lower() == b"refresh:":
-            head.redirects = True
-        elif line[:11].lower() == b"set-cookie:":
-            head.cookies = True
+    low = b"\n" + joined.lower()  # one search per name: cheaper than a look at each line
+    head.redirects = b"\nlocation:" in low or b"\nrefresh:" in low
+    head.cookies = b"\nset-cookie:" in low
     return head
 
 
