@@ -154,6 +154,24 @@ def test_consistent_hash_moves_only_the_keys_of_a_removed_server() -> None:
     assert 1.5 < c["127.0.0.1:1"] / c["127.0.0.1:2"] < 2.7
 
 
+def test_consistent_hash_points_hash_host_nul_port_as_written() -> None:
+    """nginx splits a server line's address at the last colon followed only by digits (none
+    for ``unix:``) and hashes HOST NUL PORT, then each point's 4 little-endian bytes after it."""
+    import zlib
+
+    from pylvs.l7.balancer import _chash_base
+
+    assert _chash_base("127.0.0.1:8080") == b"127.0.0.1\x008080"
+    assert _chash_base("[::1]:80") == b"[::1]\x0080"
+    assert _chash_base("backend.example") == b"backend.example\x00"
+    assert _chash_base("unix:/run/app.sock") == b"/run/app.sock\x00"
+    assert _chash_base("host:") == b"host\x00"
+    ring = ConsistentHash([_srv(8080)])
+    first = zlib.crc32(b"127.0.0.1\x008080" + bytes(4))
+    second = zlib.crc32(b"127.0.0.1\x008080" + first.to_bytes(4, "little"))
+    assert first in ring.hashes and second in ring.hashes and len(ring.hashes) == 160
+
+
 def test_random_is_weighted_and_two_takes_the_less_loaded() -> None:
     import random
 
@@ -736,4 +754,4 @@ def test_ip_hash_hashes_the_realip_address_as_nginx(stack: Stack, nginx_bin: str
         theirs = run(port)
     assert ours == theirs
     for loc in ("iph", "hsh"):  # the header decided: not one server for all
-        assert len({a for (_, l), a in zip(reqs, ours, strict=True) if l == loc}) >= 3
+        assert len({a for (_, at), a in zip(reqs, ours, strict=True) if at == loc}) >= 3
