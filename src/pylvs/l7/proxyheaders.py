@@ -1,12 +1,13 @@
 """What nginx's proxy module does to the upstream response's headers on their way to the client:
-``proxy_redirect`` rewrites Location and Refresh; ``proxy_hide_header`` and
-``proxy_pass_header`` change which headers cross.
+``proxy_redirect`` rewrites Location and Refresh, ``proxy_cookie_domain`` and
+``proxy_cookie_path`` Set-Cookie; ``proxy_hide_header`` and ``proxy_pass_header`` change which
+headers cross; ``proxy_ignore_headers`` is checked and has nothing to switch off here.
 
 Why apart: these rules run on the proxy's hot path only when a head carries a header they act
-on (``message.ResponseHead.redirects``), and they read the request (``$host``, the Host a
+on (``message.ResponseHead.redirects``, ``.cookies``), and they read the request (``$host``, the Host a
 relative Location is made absolute with), so what they make is never kept in the head caches
 made for every request alike (``upstream._HEADS``, ``ResponseHead.client_head``). Their
-directive rows live here with them.
+directive rows are in ``proxyheaderconf``.
 
 nginx 1.22's semantics, as checked against it (tests/l7/test_proxy_headers.py):
 
@@ -24,125 +25,73 @@ nginx 1.22's semantics, as checked against it (tests/l7/test_proxy_headers.py):
   the local address, the port unless the scheme's default), as nginx's header filter does for
   its own redirects; only the last rewritten Location is, and an untouched one stays as it is.
 
+- ``proxy_cookie_domain``: a string matches the whole domain= value in any case, a leading
+  dot of it kept and not compared (nginx drops a leading dot of both arguments);
+  ``proxy_cookie_path``: a string matches a prefix of path=, as proxy_redirect's do; regexes
+  as proxy_redirect's. A cookie rewritten is re-joined from its parts, spaces around names
+  and values dropped, "; " between them.
 - ``proxy_hide_header`` adds to the headers nginx hides by default (Date, Server, X-Pad,
   X-Accel-*), ``proxy_pass_header`` takes names off the combined list (an upstream's Server or
   Date then replaces nginx's own). Each list is a level's own lines or, without any, its
   parent's (the two inherit apart).
 
-Not for: the hop-by-hop and framing headers no directive passes (``message``), or the
-directive table (``directives``).
+Not for: the hop-by-hop and framing headers no directive passes (``message``), or reading the
+directives (``proxyheaderconf``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-from pylvs.l7.directives import HSL, UNDECLARED, Level, pcre, setting, template
 from pylvs.l7.message import ResponseHead, connection_tokens
-from pylvs.l7.syntax import ConfigError, Directive
-from pylvs.l7.variables import Template, compile_template, expand, is_constant
+from pylvs.l7.variables import Template, expand, is_constant
 
-if TYPE_CHECKING:  # request imports config, which reads these rows from here
-    from pylvs.l7.request import Request
+
+class _Conn(Protocol):
+    @property
+    def local_addr(self) -> str: ...
+    @property
+    def local_port(self) -> int: ...
+    @property
+    def scheme(self) -> str: ...
+
+
+class _Named(Protocol):
+    @property
+    def server_names(self) -> tuple[str, ...]: ...
+
+
+class Request(Protocol):
+    """What the rewrites read of a request (``request.Request``; not imported: request
+    imports config, which imports this module's types through ``proxyheaderconf``)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def hmap(self) -> Mapping[bytes, bytes]: ...
+    @property
+    def server(self) -> _Named | None: ...
+    @property
+    def conn(self) -> _Conn: ...
+    def variable(self, name: str) -> str: ...
+    def set_captures(self, m: re.Match[str]) -> None: ...
 
 
 @dataclass(frozen=True)
 class Redirect:
-    """One ``proxy_redirect`` rule: a prefix (a template) or a regex, and the replacement.
-    ``default`` is an unresolved ``proxy_redirect default`` (``redirects_for`` resolves it for
-    the location it was written in)."""
+    """One ``proxy_redirect`` (or ``proxy_cookie_*``) rule: a prefix (a template) or a regex,
+    and the replacement.
+    ``default`` is an unresolved ``proxy_redirect default`` (``proxyheaderconf.redirects_for``
+    resolves it for the location it was written in)."""
 
     prefix: Template
     regex: re.Pattern[str] | None
     replacement: Template
     default: bool = False
     domain: bool = False  # proxy_cookie_domain's string form: the whole domain, any case
-
-
-_DEFAULT = Redirect((), None, (), default=True)
-
-
-@setting("proxy_redirect", HSL, 1, 2)
-def _proxy_redirect(lv: Level, d: Directive) -> None:
-    """A level's own lines replace the inherited list as a whole (the first is met with
-    "proxy_redirect" not yet in ``seen``); ``off`` alone, and nothing after it."""
-    a = d.args
-    own = lv.s.get("proxy_redirect") if "proxy_redirect" in lv.seen else None
-    lv.seen.add("proxy_redirect")
-    if own == "off":
-        raise ConfigError('"proxy_redirect" directive is duplicate', d.file, d.line)
-    rules: tuple[Redirect, ...] = own if isinstance(own, tuple) else ()
-    if len(a) == 1:
-        if a[0] == "off":
-            if rules:
-                raise ConfigError('"proxy_redirect" directive is duplicate', d.file, d.line)
-            lv.s["proxy_redirect"] = "off"
-            return
-        if a[0] != "default":
-            raise ConfigError(f'invalid parameter "{a[0]}"', d.file, d.line)
-        pp = lv.s.get("proxy_pass") if "proxy_pass" in lv.seen else None
-        if isinstance(pp, Directive) and "$" in pp.args[0]:
-            raise ConfigError('"proxy_redirect default" cannot be used with "proxy_pass" '
-                              'directive with variables', d.file, d.line)
-        if pp is None:
-            raise ConfigError('"proxy_redirect default" should be placed after the '
-                              '"proxy_pass" directive', d.file, d.line)
-        lv.s["proxy_redirect"] = (*rules, _DEFAULT)
-        return
-    pattern, replacement = a
-    if pattern.startswith("~"):
-        caseless = pattern.startswith("~*")
-        regex = pcre(pattern[2 if caseless else 1:], d, re.IGNORECASE if caseless else 0)
-        names = {n.lower() for n in regex.groupindex}
-        # the regex's named captures are variables of the replacement (nginx declares them)
-        repl = template(replacement, d) if not names else _with_names(replacement, names, d)
-        rule = Redirect((), regex, repl)
-    else:
-        rule = Redirect(template(pattern, d), None, template(replacement, d))
-    lv.s["proxy_redirect"] = (*rules, rule)
-
-
-def _with_names(text: str, names: set[str], d: Directive) -> Template:
-    """``template`` where the regex's own named captures count as known variables."""
-    pending = UNDECLARED.get()
-
-    def unknown(name: str) -> None:
-        if name not in names and pending is not None:
-            pending.append(name)
-
-    try:
-        return compile_template(text, unknown)
-    except ValueError as e:
-        raise ConfigError(str(e), d.file, d.line) from None
-
-
-def redirects_for(s: dict[str, Any], url: str | None, name: str) -> tuple[Redirect, ...]:
-    """A location's proxy_redirect rules, as nginx merges them: its own or inherited list (or
-    none after ``off``), else, with its own ``proxy_pass`` ``url`` (None: none, or one with
-    variables), the implicit default. ``name`` is the location's name ("" for regex, named
-    and if locations). The resolved list is written back into ``s``: nested locations and if
-    blocks read from it inherit it as nginx's merge has them inherit the enclosing one's."""
-    rules = s.get("proxy_redirect")
-    if rules == "off":
-        return ()
-    if rules is None:
-        if url is None:
-            return ()
-        rules = (_DEFAULT,)
-    if url is not None and any(r.default for r in rules):
-        rules = tuple(_resolve(url, name) if r.default else r for r in rules)
-    s["proxy_redirect"] = rules
-    return tuple(r for r in rules if not r.default)
-
-
-def _resolve(url: str, name: str) -> Redirect:
-    """``proxy_redirect default`` for a proxy_pass URL in a location named ``name``."""
-    rest = url.split("://", 1)[1]
-    if "/" in rest and name:
-        return Redirect((url,), None, (name,))
-    return Redirect((url if "/" in rest else url + "/",), None, ("/",))
 
 
 def rewrite_lines(lines: bytes, rules: tuple[Redirect, ...], req: Request) -> bytes:
@@ -235,29 +184,6 @@ class HeaderFilter:
     own: frozenset[bytes]
 
 
-def _header_list(lv: Level, d: Directive) -> None:
-    """``proxy_hide_header`` / ``proxy_pass_header NAME``: a level's own lines replace the
-    inherited list as a whole."""
-    own = lv.s.get(d.name, ()) if d.name in lv.seen else ()
-    lv.seen.add(d.name)
-    lv.s[d.name] = (*own, d.args[0].lower().encode("latin-1"))
-
-
-setting("proxy_hide_header", HSL, 1, 1)(_header_list)
-setting("proxy_pass_header", HSL, 1, 1)(_header_list)
-
-
-def header_filter_for(s: dict[str, Any]) -> HeaderFilter | None:
-    """The location's filter; None when it hides what nginx hides by default (the response
-    head's own lines are then already right)."""
-    hide: tuple[bytes, ...] = s.get("proxy_hide_header", ())
-    passed: tuple[bytes, ...] = s.get("proxy_pass_header", ())
-    if not hide and not passed:
-        return None
-    hidden = (DEFAULT_HIDDEN | frozenset(hide)) - frozenset(passed)
-    return HeaderFilter(hidden, frozenset({b"server", b"date"}) - hidden)
-
-
 def filtered_lines(head: ResponseHead, hf: HeaderFilter) -> bytes:
     """The upstream head's end-to-end lines as ``hf`` lets them cross (kept on the head for
     the last filter it was made for: a head is mostly answered by one location)."""
@@ -292,43 +218,7 @@ def drop_own(out: bytes, head: ResponseHead, hf: HeaderFilter) -> bytes:
     return out
 
 
-# -- Set-Cookie: proxy_cookie_domain, proxy_cookie_path; proxy_ignore_headers -----------------
-
-
-def _cookie_rules(lv: Level, d: Directive) -> None:
-    """``proxy_cookie_domain`` / ``proxy_cookie_path``: ``off``, or ``FROM TO`` (``~`` / ``~*``
-    regexes); a level's own lines replace the inherited ones, as proxy_redirect's do."""
-    a = d.args
-    own = lv.s.get(d.name) if d.name in lv.seen else None
-    lv.seen.add(d.name)
-    if own == "off":
-        raise ConfigError(f'"{d.name}" directive is duplicate', d.file, d.line)
-    rules: tuple[Redirect, ...] = own if isinstance(own, tuple) else ()
-    if len(a) == 1:
-        if a[0] != "off":
-            raise ConfigError(f'invalid parameter "{a[0]}"', d.file, d.line)
-        if rules:
-            raise ConfigError(f'"{d.name}" directive is duplicate', d.file, d.line)
-        lv.s[d.name] = "off"
-        return
-    pattern, replacement = a
-    domain = d.name == "proxy_cookie_domain"
-    if pattern.startswith("~"):
-        caseless = pattern.startswith("~*")
-        regex = pcre(pattern[2 if caseless else 1:], d, re.IGNORECASE if caseless else 0)
-        names = {n.lower() for n in regex.groupindex}
-        repl = template(replacement, d) if not names else _with_names(replacement, names, d)
-        rule = Redirect((), regex, repl)
-    elif domain:  # nginx drops a leading dot of both
-        rule = Redirect(template(pattern.removeprefix("."), d), None,
-                        template(replacement.removeprefix("."), d), domain=True)
-    else:
-        rule = Redirect(template(pattern, d), None, template(replacement, d))
-    lv.s[d.name] = (*rules, rule)
-
-
-setting("proxy_cookie_domain", HSL, 1, 2)(_cookie_rules)
-setting("proxy_cookie_path", HSL, 1, 2)(_cookie_rules)
+# -- Set-Cookie: proxy_cookie_domain, proxy_cookie_path -----------------------------------------
 
 
 @dataclass(frozen=True)
@@ -337,13 +227,6 @@ class CookieRules:
 
     domains: tuple[Redirect, ...]
     paths: tuple[Redirect, ...]
-
-
-def cookie_rules_for(s: dict[str, Any]) -> CookieRules | None:
-    domains, paths = s.get("proxy_cookie_domain"), s.get("proxy_cookie_path")
-    d = domains if isinstance(domains, tuple) else ()
-    p = paths if isinstance(paths, tuple) else ()
-    return CookieRules(d, p) if d or p else None
 
 
 def rewrite_cookie(value: str, rules: CookieRules, req: Request) -> str | None:
@@ -384,21 +267,3 @@ def rewrite_cookies(lines: bytes, rules: CookieRules, req: Request) -> bytes:
         if new is not None:
             out[i] = name + b": " + new.encode("latin-1")
     return b"\r\n".join(out)
-
-
-# nginx's proxy_ignore_headers values (ngx_http_upstream_ignore_headers_masks)
-_IGNORABLE = ("X-Accel-Redirect", "X-Accel-Expires", "X-Accel-Limit-Rate", "X-Accel-Buffering",
-              "X-Accel-Charset", "Expires", "Cache-Control", "Set-Cookie", "Vary")
-
-
-@setting("proxy_ignore_headers", HSL, 1, -1)
-def _proxy_ignore_headers(lv: Level, d: Directive) -> None:
-    """Checked as nginx checks it. What it could switch off is not done here in the first
-    place: X-Accel-Redirect is hidden and not followed, X-Accel-Limit-Rate, -Buffering and
-    -Charset are hidden (bodies stream unbuffered, unthrottled, without a charset filter), and
-    X-Accel-Expires, Expires, Cache-Control, Set-Cookie and Vary only matter to proxy_cache,
-    which pylvs does not have; so every value is accepted and the headers cross as before."""
-    known = {v.lower() for v in _IGNORABLE}
-    for v in d.args:
-        if v.lower() not in known:
-            raise ConfigError(f'invalid value "{v}"', d.file, d.line)
