@@ -222,13 +222,27 @@ CONDITIONS = [
     "If-None-Match: ETAG\r\nIf-Modified-Since: Wed, 01 Jan 2020 03:04:05 GMT\r\n",
     f"If-None-Match: \"other\"\r\nIf-Modified-Since: {LAST_MOD}\r\n",
     f"If-None-Match: *\r\nIf-Modified-Since: {LAST_MOD}\r\n",
+    # preconditions (412 first: before If-None-Match and If-Modified-Since)
+    "If-Match: *\r\n",
+    "If-Match: ETAG\r\n",
+    "If-Match: W/ETAG\r\n",
+    "If-Match: \"x\"\r\n",
+    "If-Match: \"x\", ETAG\r\n",
+    f"If-Unmodified-Since: {LAST_MOD}\r\n",
+    "If-Unmodified-Since: Wed, 01 Jan 2020 03:04:05 GMT\r\n",
+    "If-Unmodified-Since: Fri, 03 Jan 2020 03:04:05 GMT\r\n",
+    "If-Unmodified-Since: junk\r\n",
+    f"If-Match: \"x\"\r\nIf-None-Match: ETAG\r\nIf-Modified-Since: {LAST_MOD}\r\n",
+    f"If-Unmodified-Since: {LAST_MOD}\r\nIf-None-Match: ETAG\r\n",
+    "If-Unmodified-Since: junk\r\nRange: bytes=99-\r\n",
 ]
 
 
 def test_etag_and_if_modified_since_as_nginx(stack: Stack, nginx_bin: str) -> None:
     """Each location's file with each condition: ETag present or not, 200 or 304 (``*``
     matches a file sent without ETag, a named tag does not; exact, before and off dates;
-    both conditions must agree), server-level settings inherited and overridden."""
+    both conditions must agree; If-Match and If-Unmodified-Since failing first with 412),
+    server-level settings inherited and overridden."""
     _files(stack)
     requests = []
     for path, host in (("/plain/f.txt", "localhost"), ("/noetag/f.txt", "localhost"),

@@ -1,14 +1,14 @@
-"""When a file answer is a 304: nginx's not-modified filter, with the ``etag`` and
+"""When a file answer is a 304 or a 412: nginx's not-modified filter, with the ``etag`` and
 ``if_modified_since`` directives that steer it.
 
 Why apart from ``static``: the rule is nginx's own and subtler than "the validator matches"
 (If-Modified-Since and If-None-Match must both agree when both are sent, ``*`` matches even a
 file sent without ETag, a listed tag may be weak, ``if_modified_since before`` accepts any
-later date), and the fast cached path never needs it: a request carrying either header leaves
-that path (``static.cached_path``), so these settings cost it nothing.
+later date; If-Unmodified-Since and If-Match, compared strictly, fail with 412 first), and
+the fast cached path never needs it: a request carrying any of these headers leaves that path
+(``static.cached_path``), so these settings cost it nothing.
 
-Not for: If-Match and If-Unmodified-Since (nginx's 412; not implemented here: such requests
-are answered in full).
+Not for: answers other than a file's 200 (nginx's filter lets them pass, and so does pylvs).
 """
 
 from __future__ import annotations
@@ -61,9 +61,9 @@ def _modified(ims: bytes, mtime: int, mode: str) -> bool:
     return mode == "exact" or t < mtime
 
 
-def _matches(header: bytes, etag: bytes | None) -> bool:
-    """nginx's ngx_http_test_if_match, weak comparison: ``*`` matches (even without an ETag),
-    else one of the comma-separated tags, with or without W/, must be the file's."""
+def _matches(header: bytes, etag: bytes | None, weak: bool = True) -> bool:
+    """nginx's ngx_http_test_if_match: ``*`` matches (even without an ETag), else one of the
+    comma-separated tags must be the file's (weak: with or without W/; strong: without)."""
     if header == b"*":
         return True
     if etag is None:
@@ -71,7 +71,7 @@ def _matches(header: bytes, etag: bytes | None) -> bool:
     n = len(etag)
     start, end = 0, len(header)
     while start < end:
-        if end - start > 2 and header[start:start + 2] == b"W/":
+        if weak and end - start > 2 and header[start:start + 2] == b"W/":
             start += 2
         if n > end - start:
             return False
@@ -98,3 +98,13 @@ def not_modified(hmap: dict[bytes, bytes], mtime: int, etag: bytes | None, mode:
     if ims is not None and _modified(ims, mtime, mode):
         return False
     return inm is None or _matches(inm, etag)
+
+
+def precondition_failed(hmap: dict[bytes, bytes], mtime: int, etag: bytes | None) -> bool:
+    """Whether a file answer of 200 becomes a 412: If-Unmodified-Since before the file's date
+    (or not a date), or an If-Match naming another tag (strong comparison)."""
+    ius = hmap.get(b"if-unmodified-since")
+    if ius is not None and http_time(ius) < mtime:
+        return True
+    im = hmap.get(b"if-match")
+    return im is not None and not _matches(im, etag, weak=False)

@@ -19,7 +19,7 @@ from pylvs.l7.config import Location
 from pylvs.l7.files import etag as file_etag
 from pylvs.l7.files import http_date
 from pylvs.l7.message import single_range
-from pylvs.l7.notmodified import not_modified
+from pylvs.l7.notmodified import not_modified, precondition_failed
 from pylvs.l7.reply import head_bytes, respond, response_head
 from pylvs.l7.request import FILE_CHUNK, Request
 from pylvs.l7.status import STATUS_200, content_type_line, error_page
@@ -44,6 +44,11 @@ def file_path(loc: Location, uri: str, req: Request | None = None) -> str:
     return alias + uri[loc.alias_prefix if loc.alias_prefix >= 0 else len(loc.pattern):]
 
 
+# A Range or a condition: the task's path answers (``send_file``, ``notmodified``).
+_NOT_CACHED = frozenset({b"range", b"if-none-match", b"if-modified-since", b"if-match",
+                         b"if-unmodified-since"})
+
+
 def cached_path(req: Request, loc: Location) -> str | None:
     """The file a request may be answered with at once from the file cache: GET or HEAD of a
     file, with no Range or condition (those, indexes and every error take the task's ordinary
@@ -56,8 +61,7 @@ def cached_path(req: Request, loc: Location) -> str | None:
         return None
     uri = req.uri
     hmap = req.hmap
-    if uri.endswith("/") or b"range" in hmap or b"if-none-match" in hmap \
-            or b"if-modified-since" in hmap:
+    if uri.endswith("/") or not _NOT_CACHED.isdisjoint(hmap):
         return None
     alias = loc.alias
     if alias is not None and (loc.alias_template is not None or loc.alias_prefix != len(loc.pattern)):
@@ -170,6 +174,9 @@ async def send_file(conn: Connection, req: Request, loc: Location, fd: int,
     etag = file_etag(mtime, size) if loc.etag else None
     etag_line = [b"ETag: " + etag + b"\r\n"] if etag is not None else []
     # (an error page's file is sent whole, with the error's status)
+    if not req.error_status and precondition_failed(req.hmap, mtime, etag):
+        await conn.respond_error(req, 412)
+        return
     if not req.error_status and not_modified(req.hmap, mtime, etag, loc.if_modified_since):
         head = response_head(req, 304, [b"Last-Modified: " + last_mod + b"\r\n", *etag_line])
         conn.write(head)
