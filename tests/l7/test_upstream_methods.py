@@ -755,3 +755,54 @@ def test_ip_hash_hashes_the_realip_address_as_nginx(stack: Stack, nginx_bin: str
     assert ours == theirs
     for loc in ("iph", "hsh"):  # the header decided: not one server for all
         assert len({a for (_, at), a in zip(reqs, ours, strict=True) if at == loc}) >= 3
+
+
+RANDOM_TWO_CONF = """
+user root;
+worker_processes 1;
+pid {tmp}/nginx-r2.pid;
+error_log {tmp}/error-r2.log;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream r2 {{ random two least_conn; server 127.0.0.1:{a}; server 127.0.0.1:{b}; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /r2/ {{ proxy_pass http://r2; }}
+    }}
+}}
+"""
+
+
+def test_random_two_avoids_the_busy_server_as_nginx(stack: Stack, nginx_bin: str) -> None:
+    """``random two`` with two servers draws both every time: while one holds a slow request
+    every other request goes to the other one, in nginx as here (plain random would mix)."""
+    apps = {n: _slow_app(stack, n) for n in "ab"}
+
+    def run(port: int) -> tuple[str, list[str]]:
+        slow: list[str] = []
+        t = threading.Thread(target=lambda: slow.append(_get_from(port, "127.0.0.1", "/r2/slow")))
+        t.start()
+        time.sleep(0.3)
+        quick = [_get_from(port, "127.0.0.1", f"/r2/q{i}") for i in range(8)]
+        t.join(10)
+        return slow[0], quick
+
+    for slow, quick in (run(stack.proxy(RANDOM_TWO_CONF, **apps)), _nginx_run(
+            stack, nginx_bin, RANDOM_TWO_CONF, "r2", apps, run)):
+        assert len(set(quick)) == 1 and slow not in quick, (slow, quick)
+
+
+def _nginx_run(stack: Stack, nginx_bin: str, conf: str, name: str, fmt: dict[str, int],
+               run: Any) -> Any:
+    """``run(port)`` against real nginx on ``conf``."""
+    port = free_port()
+    path = stack.tmp / f"nginx-{name}.conf"
+    path.write_text(conf.format(tmp=stack.tmp, port=port, **fmt))
+    with running([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)], port):
+        return run(port)
