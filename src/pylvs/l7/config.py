@@ -59,7 +59,7 @@ from pylvs.l7.model import (
 )
 from pylvs.l7.notmodified import IMS_DEFAULT
 from pylvs.l7.proxyheaderconf import cookie_rules_for, header_filter_for, redirects_for
-from pylvs.l7.realip import realip_of
+from pylvs.l7.realipconf import realip_of
 from pylvs.l7.scriptconf import ScriptReader
 from pylvs.l7.syntax import ConfigError, Directive, printable, read_tree
 from pylvs.l7.syslogsink import is_syslog, parse_syslog

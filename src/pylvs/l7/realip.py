@@ -24,13 +24,8 @@ here, so it never applies), or where the phases run (``routing``, ``connection._
 from __future__ import annotations
 
 import ipaddress
-import socket
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-from pylvs.l7.access import low_bits
-from pylvs.l7.directives import HSL, Level, flag_value, setting
-from pylvs.l7.syntax import ConfigError, Directive
+from typing import Protocol
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -47,68 +42,9 @@ class RealIp:
     recursive: bool = False
 
 
-@setting("set_real_ip_from", HSL, 1, 1)
-def _set_real_ip_from(lv: Level, d: Directive) -> None:
-    """A level's own lines replace its parent's list as a whole, as nginx merges it."""
-    value = d.args[0]
-    nets: tuple[Network | None, ...] | None = _cidr(value)
-    if nets is not None and low_bits(value):
-        lv.reader.warnings.append(f"low address bits of {value} are meaningless in "
-                                  f"{d.file}:{d.line}")
-    if nets is None:  # nginx resolves a name when reading the file (every address it has)
-        try:
-            infos = socket.getaddrinfo(value, None, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError, ValueError):
-            raise ConfigError(f'host not found in set_real_ip_from "{value}"',
-                              d.file, d.line) from None
-        nets = tuple(dict.fromkeys(ipaddress.ip_network(str(i[4][0]).partition("%")[0])
-                                   for i in infos))
-    own = lv.s["real_ip_from"] if "real_ip_from" in lv.seen else ()
-    lv.seen.add("real_ip_from")
-    lv.s["real_ip_from"] = (*own, *nets)
-
-
-def _cidr(value: str) -> tuple[Network | None] | None:
-    """ngx_ptocidr: an address or a CIDR (low bits set are dropped, as nginx does after a
-    warning), (None,) for ``unix:``, None when it is neither (a name, then)."""
-    if value == "unix:":
-        return (None,)
-    addr, slash, bits = value.partition("/")
-    if (slash and not bits.isdigit()) or "%" in addr:
-        return None
-    if ":" not in addr:  # nginx reads each octet as a decimal number ("010" is 10)
-        octets = addr.split(".")
-        if len(octets) != 4 or not all(o.isdigit() and int(o) <= 255 for o in octets):
-            return None
-        addr = ".".join(str(int(o)) for o in octets)
-    try:
-        return (ipaddress.ip_network(f"{addr}/{int(bits)}" if slash else addr, strict=False),)
-    except ValueError:
-        return None
-
-
-@setting("real_ip_header", HSL, 1, 1)
-def _real_ip_header(lv: Level, d: Directive) -> None:
-    lv.s["real_ip_header"] = d.args[0].lower().encode("latin-1")
-
-
-@setting("real_ip_recursive", HSL, 1, 1, once=True)
-def _real_ip_recursive(lv: Level, d: Directive) -> None:
-    lv.s["real_ip_recursive"] = flag_value(d.args[0], d)
-
-
-def realip_of(s: dict[str, Any]) -> RealIp | None:
-    """A level's realip settings, None without ``set_real_ip_from`` (nothing is trusted)."""
-    trusted = s.get("real_ip_from")
-    if not trusted:
-        return None
-    return RealIp(trusted, s.get("real_ip_header", b"x-real-ip"),
-                  s.get("real_ip_recursive", False))
-
-
 class Req(Protocol):
-    """What the module reads and sets of a request (``request.Request``; not imported: the
-    configuration reader imports this module for its directives)."""
+    """What the module reads and sets of a request (``request.Request``; not imported:
+    ``request`` is above this module)."""
 
     headers: list[tuple[bytes, bytes]]
     real_addr: str
