@@ -30,6 +30,24 @@ class Rule:
     net: Network | None
 
 
+def cidr(value: str) -> Network | None:
+    """ngx_ptocidr: an address or a CIDR as nginx reads it (each IPv4 octet in decimal, "010"
+    is 10; low bits set, "10.1.1.1/8", dropped as nginx does after a warning), None when it
+    is neither (``allow``/``deny``: "invalid parameter"; ``set_real_ip_from``: a host name)."""
+    addr, slash, bits = value.partition("/")
+    if (slash and not bits.isdigit()) or "%" in addr:
+        return None
+    if ":" not in addr:
+        octets = addr.split(".")
+        if len(octets) != 4 or not all(o.isdigit() and int(o) <= 255 for o in octets):
+            return None
+        addr = ".".join(str(int(o)) for o in octets)
+    try:
+        return ipaddress.ip_network(f"{addr}/{int(bits)}" if slash else addr, strict=False)
+    except ValueError:
+        return None
+
+
 def parse(value: str, deny: bool) -> tuple[Rule, ...] | None:
     """The rules of one ``allow``/``deny`` argument (``all``: one per family), None where
     nginx says "invalid parameter" (not an address, a CIDR or one of the two words)."""
@@ -38,19 +56,8 @@ def parse(value: str, deny: bool) -> tuple[Rule, ...] | None:
                 Rule(deny, ipaddress.ip_network("::/0")), Rule(deny, None))
     if value == "unix:":
         return (Rule(deny, None),)
-    addr, slash, bits = value.partition("/")
-    if (slash and not bits.isdigit()) or "%" in addr:
-        return None
-    if ":" not in addr:  # nginx reads each octet as a decimal number ("010" is 10)
-        octets = addr.split(".")
-        if len(octets) != 4 or not all(o.isdigit() and int(o) <= 255 for o in octets):
-            return None
-        addr = ".".join(str(int(o)) for o in octets)
-    try:  # low bits set ("10.1.1.1/8") are dropped, as nginx does after a warning
-        net = ipaddress.ip_network(f"{addr}/{int(bits)}" if slash else addr, strict=False)
-    except ValueError:
-        return None
-    return (Rule(deny, net),)
+    net = cidr(value)
+    return None if net is None else (Rule(deny, net),)
 
 
 def low_bits(value: str) -> bool:

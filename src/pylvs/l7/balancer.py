@@ -126,8 +126,7 @@ class RoundRobin:
             if peers is self.backup or not self.backup:
                 break
             peers = self.backup
-        for q in self.peers:
-            q.fails = 0
+        _fails_reset(self.peers)
         return None
 
     def failed(self, peer: Peer, now: float) -> None:
@@ -169,6 +168,24 @@ class RoundRobin:
 def _fails_reset(peers: Iterable[Peer]) -> None:
     for q in peers:
         q.fails = 0
+
+
+def _smooth(eligible: Iterable[Peer]) -> Peer | None:
+    """One pass of nginx's smooth weighted round robin over peers already found eligible
+    (``RoundRobin.get`` and ``LeastConn.get`` keep their own copy inline: they run for every
+    proxied request)."""
+    best: Peer | None = None
+    total = 0
+    for p in eligible:
+        p.current_weight += p.effective_weight
+        total += p.effective_weight
+        if p.effective_weight < p.weight:
+            p.effective_weight += 1
+        if best is None or p.current_weight > best.current_weight:
+            best = p
+    if best is not None:
+        best.current_weight -= total
+    return best
 
 
 class LeastConn(RoundRobin):
@@ -335,19 +352,9 @@ class ConsistentHash(RoundRobin):
         skips = 0
         while True:
             server = self.servers[at % n]
-            best: Peer | None = None
-            total = 0
-            for p in self.primary:
-                if self.skipped(p, tried, now) or (p.server.name or p.address) != server:
-                    continue
-                p.current_weight += p.effective_weight
-                total += p.effective_weight
-                if p.effective_weight < p.weight:
-                    p.effective_weight += 1
-                if best is None or p.current_weight > best.current_weight:
-                    best = p
+            best = _smooth(p for p in self.primary if not self.skipped(p, tried, now)
+                           and (p.server.name or p.address) == server)
             if best is not None:
-                best.current_weight -= total
                 return self.chosen(best, now)
             at += 1
             skips += 1

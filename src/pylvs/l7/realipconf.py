@@ -14,7 +14,7 @@ import ipaddress
 import socket
 from typing import Any
 
-from pylvs.l7.access import low_bits
+from pylvs.l7.access import cidr, low_bits
 from pylvs.l7.directives import HSL, Level, flag_value, setting
 from pylvs.l7.realip import Network, RealIp
 from pylvs.l7.syntax import ConfigError, Directive
@@ -42,22 +42,11 @@ def _set_real_ip_from(lv: Level, d: Directive) -> None:
 
 
 def _cidr(value: str) -> tuple[Network | None] | None:
-    """ngx_ptocidr: an address or a CIDR (low bits set are dropped, as nginx does after a
-    warning), (None,) for ``unix:``, None when it is neither (a name, then)."""
+    """(None,) for ``unix:``, else ``access.cidr``'s network; None for neither (a name)."""
     if value == "unix:":
         return (None,)
-    addr, slash, bits = value.partition("/")
-    if (slash and not bits.isdigit()) or "%" in addr:
-        return None
-    if ":" not in addr:  # nginx reads each octet as a decimal number ("010" is 10)
-        octets = addr.split(".")
-        if len(octets) != 4 or not all(o.isdigit() and int(o) <= 255 for o in octets):
-            return None
-        addr = ".".join(str(int(o)) for o in octets)
-    try:
-        return (ipaddress.ip_network(f"{addr}/{int(bits)}" if slash else addr, strict=False),)
-    except ValueError:
-        return None
+    net = cidr(value)
+    return None if net is None else (net,)
 
 
 @setting("real_ip_header", HSL, 1, 1)

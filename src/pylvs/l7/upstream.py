@@ -340,13 +340,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def end(self) -> None:
         """Close after what is buffered is sent (the tunnel's end; ``close`` aborts)."""
-        self._cancel_timers()
-        self.sink = None
-        if not self.closed:
-            self.closed = True
-            self.pool.forget(self)
-            if self.transport is not None:
-                self.transport.close()
+        self.close(graceful=True)
 
     def on_body(self, data: bytes) -> None:
         if self._skip:
@@ -446,14 +440,18 @@ class UpstreamConnection(asyncio.Protocol):
     def detach(self) -> None:
         self.sink = None
 
-    def close(self) -> None:
+    def close(self, graceful: bool = False) -> None:
+        """Leave the connection: aborted (buffered bytes dropped), or ``graceful``ly."""
         self._cancel_timers()
         self.sink = None
         if not self.closed:
             self.closed = True
             self.pool.forget(self)
             if self.transport is not None:
-                self.transport.abort()
+                if graceful:
+                    self.transport.close()
+                else:
+                    self.transport.abort()
 
 
 class UpstreamPool:
