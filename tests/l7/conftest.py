@@ -231,6 +231,19 @@ class Client:
         return False
 
 
+def interop_head(pid: str, error_log: str, access_log: str = "off") -> str:
+    """The main and http settings an nginx.conf compared with real nginx starts with (a
+    ``str.format`` template like the rest of such a file: ``{tmp}`` is the test's directory):
+    root as the user, one worker, and nginx's temp paths in the test's directory."""
+    return ("\nuser root;\nworker_processes 1;\n"
+            f"pid {pid};\nerror_log {error_log};\n"
+            "events {{ worker_connections 64; }}\nhttp {{\n"
+            f"    access_log {access_log};\n"
+            + "".join(f"    {kind}_temp_path {{tmp}}/{d};\n" for kind, d in (
+                ("client_body", "body"), ("proxy", "proxy"), ("fastcgi", "fastcgi"),
+                ("uwsgi", "uwsgi"), ("scgi", "scgi"))))
+
+
 def get(path: str, host: str = "localhost", extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import subprocess
-import sys
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.l7.conftest import Client, Stack
-from tests.l7.test_nginx_interop import _compare, _emerg, _real_nginx, nginx_bin
+from tests.l7.test_nginx_interop import _compare, _emerg, _real_nginx, nginx_bin, t_both
 
 __all__ = ["nginx_bin"]  # the fixture, used by name
 
@@ -265,13 +263,7 @@ MAP_REFUSED = {
 
 
 def _t_both(tmp_path: Path, nginx_bin: str, text: str) -> tuple[str, str]:
-    path = tmp_path / "nginx.conf"
-    path.write_text(text)
-    theirs = subprocess.run([nginx_bin, "-t", "-p", str(tmp_path), "-c", str(path), "-g",
-                             f"pid {tmp_path}/n.pid; error_log {tmp_path}/e.log;"],
-                            capture_output=True, text=True, timeout=60)
-    ours = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    theirs, ours = t_both(tmp_path, nginx_bin, text)
     assert theirs.returncode == 1 and ours.returncode == 1, (theirs.stderr, ours.stderr)
     assert "Traceback" not in ours.stderr
     return _emerg(ours.stderr), _emerg(theirs.stderr)
@@ -552,14 +544,10 @@ def test_expires_refused_as_nginx(tmp_path: Path, nginx_bin: str, name: str) -> 
 
 def test_access_low_bits_warned_as_nginx(tmp_path: Path, nginx_bin: str) -> None:
     """A CIDR with bits past its prefix is accepted with nginx's [warn] line, each in order."""
-    path = tmp_path / "nginx.conf"
-    path.write_text("events {}\nhttp {\n  allow 10.1.1.1/8;\n  server { listen 127.0.0.1:8080;"
-                    " deny 2001:db8::1/32; allow 1.2.3.0/24; allow 010.1.1.1/08; }\n}\n")
-    theirs = subprocess.run([nginx_bin, "-t", "-p", str(tmp_path), "-c", str(path), "-g",
-                             f"pid {tmp_path}/n.pid; error_log {tmp_path}/e.log;"],
-                            capture_output=True, text=True, timeout=60)
-    ours = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    theirs, ours = t_both(
+        tmp_path, nginx_bin,
+        "events {}\nhttp {\n  allow 10.1.1.1/8;\n  server { listen 127.0.0.1:8080;"
+        " deny 2001:db8::1/32; allow 1.2.3.0/24; allow 010.1.1.1/08; }\n}\n")
     assert theirs.returncode == 0 and ours.returncode == 0, (theirs.stderr, ours.stderr)
 
     def warns(err: str) -> list[str]:  # from the message on (nginx puts a pid before it)

@@ -7,8 +7,10 @@ import contextlib
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -490,17 +492,23 @@ def _emerg(stderr: str) -> str:
     return re.sub(r"^.*\[emerg\] (\d+#\d+: )?", "", line)
 
 
-@pytest.mark.parametrize("name", sorted(REFUSED_FILES))
-def test_t_refuses_as_nginx(tmp_path: Any, nginx_bin: str, name: str) -> None:
-    import sys
-
-    path = tmp_path / "nginx.conf"
-    path.write_text(REFUSED_FILES[name])
-    theirs = subprocess.run([nginx_bin, "-t", "-p", str(tmp_path), "-c", str(path), "-g",
-                             f"pid {tmp_path}/n.pid; error_log {tmp_path}/e.log;"],
+def t_both(tmp: Path, nginx_bin: str, text: str) -> tuple[subprocess.CompletedProcess[str],
+                                                          subprocess.CompletedProcess[str]]:
+    """``text`` as tmp/nginx.conf, checked with ``-t`` by real nginx and by pylvs http: their
+    two runs (nginx's pid and error log kept in ``tmp``)."""
+    path = tmp / "nginx.conf"
+    path.write_text(text)
+    theirs = subprocess.run([nginx_bin, "-t", "-p", str(tmp), "-c", str(path), "-g",
+                             f"pid {tmp}/n.pid; error_log {tmp}/e.log;"],
                             capture_output=True, text=True, timeout=60)
     ours = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(path)],
                           capture_output=True, text=True, timeout=60)
+    return theirs, ours
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_FILES))
+def test_t_refuses_as_nginx(tmp_path: Any, nginx_bin: str, name: str) -> None:
+    theirs, ours = t_both(tmp_path, nginx_bin, REFUSED_FILES[name])
     assert theirs.returncode == 1 and ours.returncode == 1, (theirs.stderr, ours.stderr)
     assert "Traceback" not in ours.stderr
     assert _emerg(ours.stderr) == _emerg(theirs.stderr)
@@ -510,7 +518,6 @@ def test_t_bounds_includes_and_nesting_without_traceback(tmp_path: Any) -> None:
     """Files real nginx 1.22 cannot check (an include loop crashes it) are refused with a
     FILE:LINE line; thousands of nested blocks are read without exhausting the stack, and
     locations nest at most 100 deep (nginx has no bound)."""
-    import sys
 
     def t(text: str, **files: str) -> str:
         for fname, body in files.items():

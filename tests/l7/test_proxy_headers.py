@@ -5,15 +5,13 @@ real nginx: ``proxy_redirect`` (its implicit ``default`` too) on Location and Re
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.l7.conftest import Stack
-from tests.l7.test_nginx_interop import _SERVER, _compare, _emerg, nginx_bin
+from tests.l7.conftest import Stack, interop_head
+from tests.l7.test_nginx_interop import _SERVER, _compare, _emerg, nginx_bin, t_both
 
 __all__ = ["nginx_bin"]  # the fixture, used by name
 
@@ -43,19 +41,7 @@ def _req(path: str, *sets: str, host: str = "localhost", version: str = "1.1") -
         "latin-1")
 
 
-REDIRECT_CONF = """
-user root;
-worker_processes 1;
-pid {tmp}/nginx-pr.pid;
-error_log {tmp}/error-pr.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+REDIRECT_CONF = interop_head("{tmp}/nginx-pr.pid", "{tmp}/error-pr.log") + """\
     server {{
         listen 127.0.0.1:{port};
         server_name localhost;
@@ -152,19 +138,7 @@ async def _kept_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         writer.close()
 
 
-CACHED_CONF = """
-user root;
-worker_processes 1;
-pid {tmp}/nginx-prk.pid;
-error_log {tmp}/error-prk.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+CACHED_CONF = interop_head("{tmp}/nginx-prk.pid", "{tmp}/error-prk.log") + """\
     upstream kept {{ server 127.0.0.1:{up}; keepalive 4; }}
     server {{
         listen 127.0.0.1:{port};
@@ -237,30 +211,12 @@ REFUSED = {
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_t_refuses_proxy_redirect_as_nginx(tmp_path: Path, nginx_bin: str, name: str) -> None:
-    path = tmp_path / "nginx.conf"
-    path.write_text(_SERVER.format(http="", server=REFUSED[name]))
-    theirs = subprocess.run([nginx_bin, "-t", "-p", str(tmp_path), "-c", str(path), "-g",
-                             f"pid {tmp_path}/n.pid; error_log {tmp_path}/e.log;"],
-                            capture_output=True, text=True, timeout=60)
-    ours = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    theirs, ours = t_both(tmp_path, nginx_bin, _SERVER.format(http="", server=REFUSED[name]))
     assert theirs.returncode == 1 and ours.returncode == 1, (theirs.stderr, ours.stderr)
     assert _emerg(ours.stderr) == _emerg(theirs.stderr)
 
 
-HIDE_CONF = """
-user root;
-worker_processes 1;
-pid {tmp}/nginx-ph.pid;
-error_log {tmp}/error-ph.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+HIDE_CONF = interop_head("{tmp}/nginx-ph.pid", "{tmp}/error-ph.log") + """\
     server {{
         listen 127.0.0.1:{port};
         server_name localhost;
@@ -338,19 +294,7 @@ def test_proxy_hide_and_pass_header_as_nginx(stack: Stack, nginx_bin: str) -> No
     assert ours[2] == ["Date: OWN", "Server: up/1"]  # the upstream's Server replaces nginx's
 
 
-COOKIE_CONF = """
-user root;
-worker_processes 1;
-pid {tmp}/nginx-pc.pid;
-error_log {tmp}/error-pc.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+COOKIE_CONF = interop_head("{tmp}/nginx-pc.pid", "{tmp}/error-pc.log") + """\
     proxy_cookie_domain up.internal $host;
     server {{
         listen 127.0.0.1:{port};

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.l7.conftest import Response, Stack
 from tests.l7.test_map_access_expires import _TEMPS, From
-from tests.l7.test_nginx_interop import _compare, _emerg, _real_nginx, nginx_bin
+from tests.l7.test_nginx_interop import _compare, _emerg, _real_nginx, nginx_bin, t_both
 
 __all__ = ["nginx_bin"]  # (the fixture, imported for the tests below)
 
@@ -133,13 +131,7 @@ REFUSED = {
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_refused_where_nginx_refuses(tmp_path: Path, nginx_bin: str, name: str) -> None:
     """Misuse of the new directives: ``pylvs http -t`` says what nginx -t says."""
-    path = tmp_path / "nginx.conf"
-    path.write_text(f"events {{}}\nhttp {{\n{REFUSED[name]}\n}}\n")
-    theirs = subprocess.run([nginx_bin, "-t", "-p", str(tmp_path), "-c", str(path), "-g",
-                             f"pid {tmp_path}/n.pid; error_log {tmp_path}/e.log;"],
-                            capture_output=True, text=True, timeout=60)
-    ours = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    theirs, ours = t_both(tmp_path, nginx_bin, f"events {{}}\nhttp {{\n{REFUSED[name]}\n}}\n")
     assert theirs.returncode == 1 and ours.returncode == 1, (theirs.stderr, ours.stderr)
     assert _emerg(ours.stderr) == _emerg(theirs.stderr)
 
@@ -159,13 +151,7 @@ def test_accepted_where_nginx_accepts(tmp_path: Path, nginx_bin: str) -> None:
         location / { internal; etag off; if_modified_since exact; real_ip_header CF-Connecting-IP;
                      real_ip_recursive off; set_real_ip_from 127.0.0.2; }
     }"""
-    path = tmp_path / "nginx.conf"
-    path.write_text(f"events {{}}\nhttp {{\n{body}\n}}\n")
-    theirs = subprocess.run([nginx_bin, "-t", "-p", str(tmp_path), "-c", str(path), "-g",
-                             f"pid {tmp_path}/n.pid; error_log {tmp_path}/e.log;"],
-                            capture_output=True, text=True, timeout=60)
-    ours = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    theirs, ours = t_both(tmp_path, nginx_bin, f"events {{}}\nhttp {{\n{body}\n}}\n")
     assert theirs.returncode == 0 and ours.returncode == 0, (theirs.stderr, ours.stderr)
 
     def warns(err: str) -> list[str]:  # from the message on (nginx puts a pid before it)

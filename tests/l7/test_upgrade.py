@@ -13,22 +13,11 @@ import socket
 import threading
 import time
 
-from tests.l7.conftest import Stack, wait_for
+from tests.l7.conftest import Stack, interop_head, wait_for
 from tests.l7.test_nginx_interop import _raw_answer, _real_nginx, nginx_bin  # noqa: F401
 
-CONF = """
-user root;
-worker_processes 1;
-pid {tmp}/nginx-upgrade.pid;
-error_log {tmp}/error-upgrade.log info;
-events {{ worker_connections 64; }}
-http {{
-    access_log {tmp}/access-upgrade.log;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+CONF = interop_head("{tmp}/nginx-upgrade.pid", "{tmp}/error-upgrade.log info",
+                    access_log="{tmp}/access-upgrade.log") + """\
     server {{
         listen 127.0.0.1:{port};
         server_name localhost;

@@ -13,7 +13,6 @@ import asyncio
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -33,8 +32,9 @@ from pylvs.l7.balancer import (
 )
 from pylvs.l7.config import load
 from pylvs.l7.model import UpstreamServer
-from tests.l7.conftest import Stack, free_port
+from tests.l7.conftest import Stack, free_port, interop_head
 from tests.l7.proc import running
+from tests.l7.test_nginx_interop import t_both
 
 
 @pytest.fixture
@@ -251,13 +251,7 @@ ACCEPTED = {
 
 def _t(nginx_bin: str, tmp: Path, text: str) -> tuple[subprocess.CompletedProcess[str],
                                                      subprocess.CompletedProcess[str]]:
-    path = tmp / "nginx.conf"
-    path.write_text(text)
-    theirs = subprocess.run([nginx_bin, "-t", "-p", str(tmp), "-c", str(path), "-g",
-                             f"pid {tmp}/n.pid; error_log {tmp}/e.log;"],
-                            capture_output=True, text=True, timeout=60)
-    ours = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    theirs, ours = t_both(tmp, nginx_bin, text)
     return theirs, ours
 
 
@@ -296,19 +290,7 @@ def test_t_accepts_methods_as_nginx(tmp_path: Path, nginx_bin: str, name: str) -
 
 # -- interop: the same server for the same client or key ------------------------------------------
 
-HASH_CONF = """
-user root;
-worker_processes 1;
-pid {tmp}/nginx-hash.pid;
-error_log {tmp}/error-hash.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+HASH_CONF = interop_head("{tmp}/nginx-hash.pid", "{tmp}/error-hash.log") + """\
     upstream iph {{ ip_hash; server 127.0.0.1:{a} weight=2; server 127.0.0.1:{b};
                    server 127.0.0.1:{c} weight=3; server 127.0.0.1:{d}; }}
     upstream iphfail {{ ip_hash; server 127.0.0.1:{a}; server 127.0.0.1:{b} down;
@@ -394,19 +376,7 @@ def test_hashed_methods_pick_the_servers_nginx_picks(stack: Stack, nginx_bin: st
 
 # -- least_conn: requests go to the servers with the fewest requests in progress ----------------
 
-LC_CONF = """
-user root;
-worker_processes 1;
-pid {tmp}/nginx-lc.pid;
-error_log {tmp}/error-lc.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+LC_CONF = interop_head("{tmp}/nginx-lc.pid", "{tmp}/error-lc.log") + """\
     upstream lc {{ least_conn; server 127.0.0.1:{a}; server 127.0.0.1:{b};
                   server 127.0.0.1:{c}; }}
     upstream lcw {{ least_conn; server 127.0.0.1:{a} weight=3; server 127.0.0.1:{b}; }}
@@ -509,19 +479,7 @@ def test_random_spreads_by_weight_and_avoids_down_and_failed(stack: Stack) -> No
 
 # -- keepalive and a method: nginx's keepalive wraps the method read before it -------------------
 
-KA_CONF = """
-user root;
-worker_processes 1;
-pid {tmp}/nginx-ka.pid;
-error_log {tmp}/error-ka.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+KA_CONF = interop_head("{tmp}/nginx-ka.pid", "{tmp}/error-ka.log") + """\
     upstream before {{ keepalive 2; least_conn; server 127.0.0.1:{one}; }}
     upstream after {{ least_conn; keepalive 2; server 127.0.0.1:{two}; }}
     server {{
@@ -576,19 +534,7 @@ def test_keepalive_before_the_method_has_no_effect_as_in_nginx(stack: Stack,
 
 # -- max_conns: a server with that many requests in progress is passed over ---------------------
 
-MC_CONF = """
-user root;
-worker_processes 1;
-pid {tmp}/nginx-mc.pid;
-error_log {tmp}/error-mc.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+MC_CONF = interop_head("{tmp}/nginx-mc.pid", "{tmp}/error-mc.log") + """\
     upstream mc {{ server 127.0.0.1:{a} max_conns=1; server 127.0.0.1:{b}; }}
     upstream mc1 {{ server 127.0.0.1:{c} max_conns=1; }}
     upstream mcih {{ ip_hash; server 127.0.0.1:{a} max_conns=1; server 127.0.0.1:{b} max_conns=1;
@@ -651,19 +597,7 @@ def test_max_conns_in_the_balancer() -> None:
 
 # -- backup servers: least_conn's, and those a hashing method only reaches through round robin ---
 
-BACKUP_CONF = """
-user root;
-worker_processes 1;
-pid {tmp}/nginx-bk.pid;
-error_log {tmp}/error-bk.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+BACKUP_CONF = interop_head("{tmp}/nginx-bk.pid", "{tmp}/error-bk.log") + """\
     upstream lcb {{ least_conn; server 127.0.0.1:{bad}; server 127.0.0.1:{bad2};
                    server 127.0.0.1:{a} backup; server 127.0.0.1:{b} backup; }}
     upstream ihb {{ server 127.0.0.1:{bad}; server 127.0.0.1:{bad2};
@@ -706,19 +640,7 @@ def test_backup_servers_answer_as_nginx(stack: Stack, nginx_bin: str) -> None:
 
 # -- realip: the address it sets is the one ip_hash and $remote_addr hash -------------------------
 
-REALIP_CONF = """
-user root;
-worker_processes 1;
-pid {tmp}/nginx-ri.pid;
-error_log {tmp}/error-ri.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+REALIP_CONF = interop_head("{tmp}/nginx-ri.pid", "{tmp}/error-ri.log") + """\
     upstream iph {{ ip_hash; server 127.0.0.1:{a}; server 127.0.0.1:{b} weight=2;
                    server 127.0.0.1:{c}; server 127.0.0.1:{d}; }}
     upstream hsh {{ hash $remote_addr; server 127.0.0.1:{a}; server 127.0.0.1:{b};
@@ -757,19 +679,7 @@ def test_ip_hash_hashes_the_realip_address_as_nginx(stack: Stack, nginx_bin: str
         assert len({a for (_, at), a in zip(reqs, ours, strict=True) if at == loc}) >= 3
 
 
-RANDOM_TWO_CONF = """
-user root;
-worker_processes 1;
-pid {tmp}/nginx-r2.pid;
-error_log {tmp}/error-r2.log;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {tmp}/body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+RANDOM_TWO_CONF = interop_head("{tmp}/nginx-r2.pid", "{tmp}/error-r2.log") + """\
     upstream r2 {{ random two least_conn; server 127.0.0.1:{a}; server 127.0.0.1:{b}; }}
     server {{
         listen 127.0.0.1:{port};
