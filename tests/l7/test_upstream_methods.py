@@ -10,7 +10,6 @@ its name; requests go one after another, so both proxies see the same history of
 from __future__ import annotations
 
 import asyncio
-import shutil
 import socket
 import subprocess
 import threading
@@ -34,15 +33,9 @@ from pylvs.l7.config import load
 from pylvs.l7.model import UpstreamServer
 from tests.l7.conftest import Stack, free_port, interop_head
 from tests.l7.proc import running
-from tests.l7.test_nginx_interop import t_both
+from tests.l7.test_nginx_interop import nginx_bin, t_both
 
-
-@pytest.fixture
-def nginx_bin() -> str:
-    path = shutil.which("nginx")
-    if path is None:
-        pytest.skip("needs nginx (Debian nginx-light)")
-    return path
+__all__ = ["nginx_bin"]  # the fixture, used by name
 
 
 def _srv(port: int, **kw: Any) -> UpstreamServer:

@@ -23,6 +23,16 @@ from pylvs.l7.variables import Template, compile_template
 _DEFAULT = Redirect((), None, (), default=True)
 
 
+def _regex_rule(pattern: str, replacement: str, d: Directive) -> Redirect:
+    """A ``~regex`` (``~*``: caseless) rule of proxy_redirect or proxy_cookie_*: the regex's
+    named captures are variables of the replacement (nginx declares them)."""
+    caseless = pattern.startswith("~*")
+    regex = pcre(pattern[2 if caseless else 1:], d, re.IGNORECASE if caseless else 0)
+    names = {n.lower() for n in regex.groupindex}
+    repl = template(replacement, d) if not names else _with_names(replacement, names, d)
+    return Redirect((), regex, repl)
+
+
 @setting("proxy_redirect", HSL, 1, 2)
 def _proxy_redirect(lv: Level, d: Directive) -> None:
     """A level's own lines replace the inherited list as a whole (the first is met with
@@ -52,12 +62,7 @@ def _proxy_redirect(lv: Level, d: Directive) -> None:
         return
     pattern, replacement = a
     if pattern.startswith("~"):
-        caseless = pattern.startswith("~*")
-        regex = pcre(pattern[2 if caseless else 1:], d, re.IGNORECASE if caseless else 0)
-        names = {n.lower() for n in regex.groupindex}
-        # the regex's named captures are variables of the replacement (nginx declares them)
-        repl = template(replacement, d) if not names else _with_names(replacement, names, d)
-        rule = Redirect((), regex, repl)
+        rule = _regex_rule(pattern, replacement, d)
     else:
         rule = Redirect(template(pattern, d), None, template(replacement, d))
     lv.s["proxy_redirect"] = (*rules, rule)
@@ -146,11 +151,7 @@ def _cookie_rules(lv: Level, d: Directive) -> None:
     pattern, replacement = a
     domain = d.name == "proxy_cookie_domain"
     if pattern.startswith("~"):
-        caseless = pattern.startswith("~*")
-        regex = pcre(pattern[2 if caseless else 1:], d, re.IGNORECASE if caseless else 0)
-        names = {n.lower() for n in regex.groupindex}
-        repl = template(replacement, d) if not names else _with_names(replacement, names, d)
-        rule = Redirect((), regex, repl)
+        rule = _regex_rule(pattern, replacement, d)
     elif domain:  # nginx drops a leading dot of both
         rule = Redirect(template(pattern.removeprefix("."), d), None,
                         template(replacement.removeprefix("."), d), domain=True)
