@@ -81,6 +81,16 @@ def _after_heads(data: bytes, n: int) -> bytes | None:
     return data[pos:]
 
 
+def _request_parser(callbacks: object) -> httptools.HttpRequestParser:
+    """An httptools request parser reading as nginx does: header lines may end in a bare LF
+    (the request line: see _crlf) and any HTTP/1.x version is read as 1.1 (HTTP/2.0 and up:
+    505). A connection makes a new one where llhttp cannot go on (``_other_method``,
+    ``_end_upgrade_wait``)."""
+    parser = httptools.HttpRequestParser(callbacks)
+    parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True, lenient_version=True)
+    return parser
+
+
 HEADS_MAX = 1024  # heads a listening socket's cache holds (``ListenGroup.heads``)
 HEAD_KEY_MAX = 2048  # longer reads are never looked up: hashing them would cost more
 
@@ -134,16 +144,12 @@ class ClientConnection(asyncio.Protocol):
         # returns, so a request a fast path answers within that callback costs no store
         self._wpub = 0
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        # as nginx: header lines may end in a bare LF (the request line: see _crlf)
-        # and, as nginx, any HTTP/1.x version is read as 1.1 (HTTP/2.0 and up: 505)
-        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True,
-                                             lenient_version=True)
+        self.parser = _request_parser(self)
         self._tail_cr = False  # the last head bytes read ended in CR
         self._method: bytes | None = None  # a method llhttp does not know (_other_method)
+        self._partial = b""  # the first letters of a method llhttp does not know
         # an Upgrade request was read: bytes after it wait (unparsed) for its answer, then go
         # to the tunnel (101) or to a new parser (any other answer)
-        self._partial = b""  # the first letters of a method llhttp does not know
         self._upgrade_wait = False
         self._upgrade_read = False
         self._upgrade_rest = b""
@@ -316,9 +322,7 @@ class ClientConnection(asyncio.Protocol):
         self.current = None
         self._in_head = False
         self._st[self._sb + REQUESTS] -= 1
-        self.parser = httptools.HttpRequestParser(self)
-        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True,
-                                             lenient_version=True)
+        self.parser = _request_parser(self)
         self._cacheable = False  # (known heads are fed to no parser: keep this one simple)
         if m is None:  # a method's first letters alone: nginx waits for the rest
             self._partial = data
@@ -826,9 +830,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self._upgrade_wait = False
         rest, self._upgrade_rest = self._upgrade_rest, b""
-        self.parser = httptools.HttpRequestParser(self)
-        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True,
-                                             lenient_version=True)
+        self.parser = _request_parser(self)
         self._cacheable = True
         self.update_reading()  # (the wait may have paused it)
         if rest:
