@@ -281,7 +281,7 @@ def test_at_the_limit_a_client_that_waited_past_the_queue_is_refused_and_counted
 def test_a_hung_server_with_a_deep_accept_queue_holds_no_more_than_its_share() -> None:
     """B's accept queue takes every connection (1024): rr keeps sending B half the clients until
     B holds its share of the relay limit (32 of 64); the rest go to A, and the server timeout
-    frees B's relays each second. A serves all along; nothing piles up."""
+    frees B's relays each second. A serves all along, from the first second; nothing piles up."""
     with cluster("deep", "connect=0.5 server=1 client=5 maxconn=64", {"A": 128, "B": 1024}) as c:
         os.kill(c.procs["B"].pid, signal.SIGSTOP)
         results: list[tuple[float, str | None]] = []
@@ -309,8 +309,14 @@ def test_a_hung_server_with_a_deep_accept_queue_holds_no_more_than_its_share() -
         served = sum(1 for _, got in results if got == "A")
         print(f"\nhung server, deep queue: {served} requests served by A in 6 s, "
               f"{len(results) - served} failed, peak relays {peak}; counters {counters}")
-        for second in range(1, 6):  # A answered in every second of the run
-            assert any(got == "A" for t, got in results if second <= t < second + 1), second
+        per_second = [
+            sum(1 for t, got in results if s <= t < s + 1 and got == "A") for s in range(6)
+        ]
+        print(f"served by A per second: {per_second}")
+        # A answered in every second of the run, the first too: B's share holds from the start,
+        # not from the first housekeeping tick (a loaded machine once saw all 48 clients on B
+        # until then and nothing served for a second).
+        assert all(per_second), per_second
         assert not any(got == "B" for _, got in results)
         assert served >= 100
         assert peak <= 64

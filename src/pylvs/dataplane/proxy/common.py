@@ -143,8 +143,8 @@ class ProxyContext:
     def update_shares(self) -> None:
         """Each real server's share of the relay limit: its weight over its service's total.
 
-        Recomputed once a second (housekeeping); a server added since has no share yet, i.e.
-        no cap. Servers of weight 0 get no new connections from the scheduler anyway."""
+        Recomputed when the plane starts, whenever a server is added, changed or deleted (the
+        plane follows the table), and once a second (housekeeping). Servers of weight 0 get no new connections from the scheduler anyway."""
         shares: dict[RealServer, int] = {}
         limit = self.max_tcp_relays
         for svc in self.director.table.services():

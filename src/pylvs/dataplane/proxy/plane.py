@@ -55,7 +55,7 @@ import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from pylvs.core.model import Protocol, ServiceKey, VirtualService
+from pylvs.core.model import Protocol, RealServer, ServiceKey, VirtualService
 from pylvs.core.table import TableListener
 from pylvs.dataplane.proxy.common import ProxyContext, ServiceEndpoint, ServiceLimits
 from pylvs.dataplane.proxy.engine import TcpEngine
@@ -142,6 +142,19 @@ class _Follower(TableListener):
 
     def service_deleted(self, svc: VirtualService) -> None:
         self.plane._close(svc.key)
+        self.plane._reshare()
+
+    # A server's share of the relay limit follows its weight and its service's servers at once:
+    # waiting for the next housekeeping tick would let a hung server added (or the whole table
+    # loaded) just before a burst take every relay until then.
+    def dest_added(self, svc: VirtualService, dest: RealServer) -> None:
+        self.plane._reshare()
+
+    def dest_changed(self, svc: VirtualService, dest: RealServer) -> None:
+        self.plane._reshare()
+
+    def dest_deleted(self, svc: VirtualService, dest: RealServer) -> None:
+        self.plane._reshare()
 
 
 class ProxyDataPlane:
@@ -211,6 +224,7 @@ class ProxyDataPlane:
         self.director.table.listeners.append(self._follower)
         for svc in list(self.director.table.services()):
             self._open(svc.key)
+        self.ctx.update_shares()
         self._housekeeping = loop.call_later(self.housekeeping_interval, self._housekeep)
 
     async def stop(self) -> None:
@@ -339,6 +353,10 @@ class ProxyDataPlane:
     def _skip(self, key: ServiceKey, why: str) -> None:
         self.skipped[key] = why
         log.warning("proxy: %s skipped: %s", key, why)
+
+    def _reshare(self) -> None:
+        if self.ctx is not None:
+            self.ctx.update_shares()
 
     def _close(self, key: ServiceKey) -> None:
         self.skipped.pop(key, None)
