@@ -300,11 +300,14 @@ class XdpFlowSink:
         by ``schedule`` itself when the scheduler still picks that server (every count as for
         a connection the core scheduled), else bound to that server as a sync backup binds an
         entry it is told about (the table changed between the program's pick and now: the
-        connection is where the program sent it)."""
+        connection is where the program sent it; or ``drop_packet`` started dropping before the
+        plane took the tables back: the SYN it would drop has already gone to the server, and
+        dropping the entry now would break the connection rather than make the client resend)."""
         if svc is None or dest is None:
             return None
         sched = svc.scheduler
-        if sched is not None and sched.schedule(caddr, cport, vaddr, vport, d.clock()) is dest:
+        if (sched is not None and not d.defense.drop_rate
+                and sched.schedule(caddr, cport, vaddr, vport, d.clock()) is dest):
             return d.schedule(proto, caddr, cport, vaddr, vport)
         state = TCP_S_SYN_RECV if proto == 6 else UDP_S_NORMAL
         conn = apply(d, SyncConn(proto, caddr, cport, vaddr, vport, dest.addr_packed, dest.port,

@@ -17,6 +17,12 @@ path up. A server that takes no new connection (weight 0, OVERLOAD) or whose nex
 forwarder does not know yet gets ``Method.NONE``: its clients go up, and the core applies
 mh-fallback or refuses, exactly as without the program (and learns the neighbour).
 
+While the core's flood defences are at work (``drop_packet`` dropping one new connection in
+``drop_rate``, or the connection table full, where the core frees room by ``drop_entry`` or
+refuses) no service is the program's (``held_by_core``): every new connection goes up, where
+the core drops, makes room or refuses it as IPVS does, instead of the program admitting
+connections the core would not. The plane checks this on each pass of its loop.
+
 How a table changes without a packet seeing half of it: each service's table and servers are
 written whole into a free one of the program's ``MH_TABLES`` tables, then the service's entry is
 switched to it in one map update; the old table is freed and only overwritten later.
@@ -28,6 +34,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from pylvs.core.director import Director
 from pylvs.core.model import DestFlags, ForwardingMethod, RealServer, TunnelType, VirtualService
 from pylvs.core.schedulers.mh import MH_PORT, MaglevHashing
 from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_TUN
@@ -189,6 +196,16 @@ class MhMaps:
 
     def clear(self) -> None:
         self.apply(())
+
+
+def held_by_core(director: Director) -> str | None:
+    """Why no service may be scheduled in the program now (None: those ``unsuitable`` allows
+    may): the checks ``Director.schedule`` makes before any scheduler, for every service."""
+    if director.defense.drop_rate:
+        return f"drop_packet is dropping 1 in {director.defense.drop_rate} new connections"
+    if director.connection_count >= director.max_connections:
+        return f"the connection table is full ({director.max_connections})"
+    return None
 
 
 def wanted_tables(services: Iterable[VirtualService], kinds: Iterable[int],

@@ -29,7 +29,8 @@ the program only, never to the IPv4-only C table.
 
 ``mh`` in the kernel: services whose whole decision is the Maglev table lookup get their table
 in the program's maps (``mhtables``), refreshed on every table change and each tick, and the
-program schedules their new connections itself; the plane enters those connections in the
+program schedules their new connections itself (none while the core's flood defences hold new
+connections: ``held_by_core``, checked on each pass of the loop); the plane enters those connections in the
 director's table from the program's ring of records (``XdpFlowSink.import_new``) before each
 batch of frames, every ``IMPORT_INTERVAL`` (for ``IMPORT_SLICE`` at most) and at each sync,
 where records lost to a full ring are repaired from the flow map.
@@ -53,7 +54,7 @@ from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, 
 from pylvs.dataplane.packet.ring import ArpSocket, PacketRing
 from pylvs.dataplane.xdp.flows import SplitFlowSink, XdpFlowSink
 from pylvs.dataplane.xdp.loader import XdpProgram, XdpUnavailable
-from pylvs.dataplane.xdp.mhtables import MhMaps, NextHop, wanted_tables
+from pylvs.dataplane.xdp.mhtables import MhMaps, NextHop, held_by_core, wanted_tables
 
 log = logging.getLogger("pylvs.dataplane.xdp")
 
@@ -109,6 +110,7 @@ class XdpDataPlane(PacketDataPlane):
         self.split: SplitFlowSink | None = None
         self.attach_modes: dict[str, str] = {}
         self.mh: MhMaps | None = None  # the Maglev tables the program schedules mh services from
+        self.mh_held: str | None = None  # why the core decides every new connection now
         self._imported_at = 0.0
         self._importer: asyncio.Task[None] | None = None
 
@@ -188,8 +190,20 @@ class XdpDataPlane(PacketDataPlane):
         whose table, servers or next hops changed)."""
         if self.mh is None or self.split is None:
             return
-        self.mh.apply(wanted_tables(self.director.table.services(), self.split.xdp_kinds,
-                                    self.next_hop))
+        held = held_by_core(self.director)
+        if held != self.mh_held:
+            if held:
+                log.info("xdp: new mh connections go to the core: %s", held)
+            else:
+                log.info("xdp: the program schedules mh services again")
+            self.mh_held = held
+        self.mh.apply([] if held else wanted_tables(
+            self.director.table.services(), self.split.xdp_kinds, self.next_hop))
+
+    def _hold_changed(self) -> bool:
+        """Did the core's defences start or stop holding new connections (``held_by_core``)
+        since the tables were last written? A few attribute reads: checked on every pass."""
+        return (held_by_core(self.director) is None) != (self.mh_held is None)
 
     def table_changed(self) -> None:
         # flows the program scheduled are entered first, so the flows the change clears
@@ -218,6 +232,8 @@ class XdpDataPlane(PacketDataPlane):
     def poll_once(self, timeout: float) -> int:
         n = super().poll_once(min(timeout, 0.0 if self.backlog() else IMPORT_INTERVAL))
         self.import_due()
+        if self.mh is not None and self._hold_changed():
+            self.refresh_mh()
         return n
 
     async def start(self) -> None:
@@ -228,6 +244,8 @@ class XdpDataPlane(PacketDataPlane):
         while True:  # a backlog: the next slice once the other tasks had their turn
             await asyncio.sleep(0.0 if self.backlog() else IMPORT_INTERVAL)
             self.import_due()
+            if self.mh is not None and self._hold_changed():
+                self.refresh_mh()
 
     async def stop(self) -> None:
         importer, self._importer = self._importer, None

@@ -1,0 +1,156 @@
+"""The XDP plane's mh tables over its life, each test a director process in a namespace of its own
+that opens the plane on a veth and runs SYNs through the program (BPF_PROG_TEST_RUN):
+
+- ``close`` enters the connections the program scheduled and the core has not read yet (a
+  planned restart saves its table right after): every one is in the core's table on the
+  program's server;
+- while the core's flood defences hold new connections (``drop_packet`` dropping, the table
+  full) the program schedules none: they go up, where the core drops, makes room or refuses
+  as IPVS does; the program takes them back once the defences let go."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from pylvs.dataplane.xdp.loader import XdpProgram, XdpUnavailable
+
+# an mh DR service of two real servers under the XDP plane on xr0 (argv[1]: max_connections)
+SETUP = r"""
+import ipaddress, json, sys
+from pylvs.core.director import Director
+from pylvs.core.model import DestSpec, ForwardingMethod, Protocol, ServiceKey, ServiceSpec
+from pylvs.core.table import IPVSTable
+from pylvs.dataplane.xdp.loader import XDP_PASS
+from pylvs.dataplane.xdp.plane import XdpDataPlane
+from tests.dataplane.xdp.frames import TCP_SYN, packet
+
+d = Director(IPVSTable(), max_connections=int(sys.argv[1]))
+key = ServiceKey.inet(Protocol.TCP, "10.77.0.100", 80)
+d.table.add_service(ServiceSpec(key, "mh"))
+for rip in ("10.77.0.10", "10.77.0.11"):
+    d.table.add_dest(key, DestSpec(ipaddress.ip_address(rip), 80, ForwardingMethod.DROUTE))
+plane = XdpDataPlane(d, interfaces=["xr0"])
+plane.open()
+"""
+
+SCRIPT = SETUP + r"""
+n = int(sys.argv[2])
+assert plane.mh is not None and len(plane.mh.live) == 1, "the service's table is not live"
+prog = plane.program
+assert prog is not None
+sent = {}
+for i in range(n):
+    caddr = str(ipaddress.IPv4Address(0x0A500000 + i))
+    verdict, out = prog.test_run(packet(caddr, "10.77.0.100", 1024 + i, 80, flags=TCP_SYN))
+    sent[caddr] = out[:6].hex()
+before = d.connection_count
+scheduled = prog.stats()["mh_scheduled"]
+plane.close()
+macs = {"10.77.0.10": "02bb00000010", "10.77.0.11": "02bb00000011"}
+right = 0
+for i, (caddr, mac) in enumerate(sent.items()):
+    conn = d.lookup(6, ipaddress.ip_address(caddr).packed, 1024 + i,
+                    ipaddress.ip_address("10.77.0.100").packed, 80)
+    right += conn is not None and macs[str(ipaddress.ip_address(conn.daddr))] == mac
+print(json.dumps({"before": before, "after": d.connection_count, "right": right,
+                  "scheduled": scheduled}))
+"""
+
+
+HELD = SETUP + r"""
+prog = plane.program
+port = [1024]
+
+def syns(n):
+    # n SYNs of new connections: how many the program scheduled, how many went up
+    before = prog.stats()["mh_scheduled"]
+    up = 0
+    for _ in range(n):
+        port[0] += 1
+        up += prog.test_run(packet("10.80.0.1", "10.77.0.100", port[0], 80,
+                                   flags=TCP_SYN))[0] == XDP_PASS
+    return prog.stats()["mh_scheduled"] - before, up
+
+out = {"open": syns(10)}
+d.table.set_sysctl({"drop_packet": 3, "am_droprate": 10})  # "always": 1 in 10 dropped
+plane.poll_once(0)
+out["drop_packet"] = syns(10) + (len(plane.mh.live), plane.mh_held)
+d.table.set_sysctl({"drop_packet": 0})
+plane.poll_once(0)
+out["drop_packet off"] = syns(20)
+plane.split.xdp.import_new()  # the core enters the 30 connections: 30 of 50
+out["entered"] = d.connection_count
+out["until full"] = syns(20)
+plane.split.xdp.import_new()
+plane.poll_once(0)
+out["full"] = syns(10) + (len(plane.mh.live), plane.mh_held)
+plane.close()
+print(json.dumps(out))
+"""
+
+
+def sh(*cmd: str) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def director_ns() -> Iterator[tuple[str, ...]]:
+    """A namespace with a veth (xr0, 10.77.0.1/24) whose real servers' MACs are known: the
+    command prefix that runs in it."""
+    try:
+        XdpProgram().close()
+    except XdpUnavailable as exc:
+        pytest.skip(str(exc))
+    ns = f"pylvs-xc-{uuid.uuid4().hex[:8]}"
+    sh("ip", "netns", "add", ns)
+    try:
+        run = ("ip", "netns", "exec", ns)
+        sh(*run, "ip", "link", "add", "xr0", "type", "veth", "peer", "name", "xr1")
+        sh(*run, "ip", "addr", "add", "10.77.0.1/24", "dev", "xr0")
+        for dev in ("xr0", "xr1", "lo"):
+            sh(*run, "ip", "link", "set", dev, "up")
+        for last in ("10", "11"):  # the real servers' MACs, known before the plane opens
+            sh(*run, "ip", "neigh", "replace", f"10.77.0.{last}", "lladdr",
+               f"02:bb:00:00:00:{last}", "dev", "xr0", "nud", "permanent")
+        yield run
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def run_script(run: tuple[str, ...], script: str, *args: str) -> dict[str, object]:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    out = subprocess.run([*run, sys.executable, "-c", script, *args], capture_output=True,
+                         text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_the_core_decides_while_its_flood_defences_hold_new_connections() -> None:
+    with director_ns() as run:
+        r = run_script(run, HELD, "50")
+    assert r["open"] == [10, 0]
+    # drop_packet dropping: every SYN goes up (the core drops 1 in 10), no table is live
+    assert r["drop_packet"] == [0, 10, 0, "drop_packet is dropping 1 in 10 new connections"], r
+    assert r["drop_packet off"] == [20, 0]
+    # the 10 the program forwarded before the plane saw drop_packet are entered, none dropped:
+    # their SYNs have gone to the server already
+    assert r["entered"] == 30
+    assert r["until full"] == [20, 0]
+    assert r["full"] == [0, 10, 0, "the connection table is full (50)"], r
+
+
+def test_close_enters_what_the_program_scheduled() -> None:
+    with director_ns() as run:
+        result = run_script(run, SCRIPT, "1000000", "3000")
+    assert result["scheduled"] == 3000
+    assert result["before"] == 0  # nothing read from the ring before the close
+    assert result["after"] == 3000 and result["right"] == 3000, result
