@@ -379,6 +379,17 @@ class Forwarder(NextHop):
         if conn is None:
             self.drop(Drop.TABLE_FULL if d.refused_full != refused else Drop.NO_SERVICE)
             return None
+        fwd = conn.dest.fwd
+        if flags & TCP_SYN and fwd in (_DROUTE, _MASQ):
+            # A new connection's SYN (a lookup just missed, so ``schedule`` made the entry):
+            # it is already in SYN_RECV, where a SYN leaves it, and has no flow to offer or
+            # take out, so of ``_input`` only the count and the rewrite remain. This is every
+            # new connection's first packet and a SYN flood's whole path.
+            d.account(conn, DIR_INPUT, 1, end - ETH_HLEN)
+            if fwd == _MASQ:
+                self._nat(frame, l4, proto, conn.vaddr, conn.vport, conn.daddr, conn.dport, 30,
+                          l4 + 2)
+            return self._send_to(frame, conn.daddr)
         return self._input(ifindex, frame, conn, proto, flags, l4, end)
 
     # -- fragments -----------------------------------------------------------------------------
