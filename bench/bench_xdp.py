@@ -47,6 +47,12 @@ Rows:
   service under the XDP plane (generic): the program passes them up, the Python core schedules
   each one (until 2026-12-07 13:00 UTC this row's SYNs came from one address's 64,000 ports,
   which repeat within a row above 32 k/s: half its SYNs were then retransmissions);
+- ``xdp-syn-sink``: ``xdp-syn`` with the real server replaced by a counting sink: an nftables
+  ``netdev`` ingress rule on rs1's eth0 drops the SYNs (its ``rx_packets`` still counts each,
+  at the veth). On veth the director's transmit runs the receiver's whole softirq inside the
+  director's ``send()``, so in ``xdp-syn`` the real server's TCP stack answering each SYN (and
+  the lab carrying that answer) is charged to the director; this row shows what the director
+  itself can decide and send, as it would to real servers on other machines;
 - ``xdp-syn-mh``: every frame a TCP SYN of a tuple never seen before (``many_frames``) to an
   ``mh`` DR service: the program schedules each one from the Maglev table the core filled and
   forwards it; the director ticks once a second as the daemon does, entering what it can of
@@ -55,7 +61,8 @@ Rows:
 After the flat-out rows, each forwarding row is paced at ``--target`` (0.95) x the rate kernel
 forwarding reached in the same set-up and its loss recorded (the issue's "no loss at >= 0.95x
 kernel forwarding"); ``xdp-syn`` is bisected over a ladder of SYN rates for the highest without
-loss (< 0.1 %), and so is ``xdp-syn-mh`` over ``--syn-mh-rates``. A paced rate the generator
+loss (< 0.1 %), and so are ``xdp-syn-sink`` (same ladder) and ``xdp-syn-mh`` (over
+``--syn-mh-rates``). A paced rate the generator
 cannot reach is reported as its limit, not a pass.
 
 Bounded: every row runs ``--seconds`` and stops itself; the lab is removed at the end, also on
@@ -373,6 +380,8 @@ class Bench:
                 argv.append("--syn")
                 argv[argv.index("--flows") + 1] = str(64000 // n)
             argvs = [[*argv, "--sport-base", str(1024 + k * (64000 // n))] for k in range(n)]
+        if self.args.pin:  # every generator on the last CPU, the director has the first
+            argvs = [["taskset", "-c", str((os.cpu_count() or 1) - 1), *a] for a in argvs]
         procs = [self.lab.popen("client", a, stdout=subprocess.PIPE, text=True) for a in argvs]
         sent = 0
         for p in procs:
@@ -386,8 +395,9 @@ class Bench:
         lab, secs = self.lab, self.args.seconds
         kind = name.split("-")
         plane = kind[0]  # direct, kernel, packet, xdp
-        syn = name in ("xdp-syn", "xdp-syn-mh")
+        syn = name.startswith("xdp-syn")
         mh = name == "xdp-syn-mh"
+        sink_drop = name == "xdp-syn-sink"
         mode = "nat" if "nat" in kind else "dr"
         director: subprocess.Popen[str] | None = None
         dpid = 0
@@ -409,6 +419,8 @@ class Bench:
             if mh:  # the director's kernel learns the server's MAC before the plane starts
                 argv += ["--sched", "mh"]
                 lab.run("director", [sys.executable, "-c", ARP_POKE, RS1], check=False)
+            if self.args.pin:
+                argv = ["taskset", "-c", "0", *argv]
             director = lab.popen("director", argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  text=True)
             assert director.stdout is not None and director.stdin is not None
@@ -422,6 +434,8 @@ class Bench:
                 self.gens(dst_mac.replace(":", ""), dst_ip, 80, 4000 * self.args.gens, 1.0)
                 time.sleep(0.3)
         dst_mac = dst_mac.replace(":", "")
+        if sink_drop:
+            self.sink_drop(True)
         try:
             if director is not None:
                 assert director.stdin is not None and director.stdout is not None
@@ -445,6 +459,8 @@ class Bench:
             c1 = (self.counter("client", "tx_packets"), self.counter(sink, "rx_packets"),
                   self.counter("director", "rx_packets"))
         finally:
+            if sink_drop:
+                self.sink_drop(False)
             stats: dict[str, Any] = {}
             if director is not None:
                 out, _ = director.communicate(timeout=60)  # closing stdin ends it
@@ -483,6 +499,16 @@ class Bench:
                 res["proc_us_per_entered"] = (stats.get("cpu_ns", 0) / 1e3 / entered
                                               if entered else 0.0)
         return res
+
+    def sink_drop(self, on: bool) -> None:
+        """rs1 as a counting sink: SYNs to the VIP dropped at its eth0's ingress hook (after
+        veth counted them in ``rx_packets``), so its TCP stack never answers them."""
+        script = "table netdev pylvs_bench_sink\ndelete table netdev pylvs_bench_sink\n"
+        if on:
+            script += ("table netdev pylvs_bench_sink {\n  chain in {\n"
+                       "    type filter hook ingress device eth0 priority 0; policy accept;\n"
+                       f"    ip daddr {VIP} tcp flags syn drop\n  }}\n}}\n")
+        self.lab.run("rs1", ["nft", "-f", "-"], input=script, check=True)
 
     def prog_id(self) -> int:
         """The id of the XDP program on the director's eth0 (0: none)."""
@@ -599,7 +625,8 @@ def main() -> int:
                    help="generator processes at once (default: one per core)")
     p.add_argument("--rows", default="",
                    help="rows to run (default: direct,kernel,packet-dr,packet-nat,"
-                        "xdp-dr-generic,xdp-nat-generic,xdp-syn,xdp-syn-mh, and with "
+                        "xdp-dr-generic,xdp-nat-generic,xdp-syn,xdp-syn-sink,xdp-syn-mh, and "
+                        "with "
                         "--native-peers also kernel-napi,xdp-dr-native,xdp-nat-native)")
     p.add_argument("--native-peers", action="store_true",
                    help="benchmark investigation only: the native rows (kernel-napi, "
@@ -614,6 +641,10 @@ def main() -> int:
     p.add_argument("--bridge-nf", choices=["on", "off"], default="off",
                    help="netfilter on the lab's bridges (off: a plain switch, as in the first "
                         "table of bench_packet)")
+    p.add_argument("--pin", action="store_true",
+                   help="the director process on CPU 0, the generators on the last CPU: the "
+                        "director's work on one core of its own (the frames' receive softirq "
+                        "runs where the generators send them)")
     p.add_argument("--check-xdp-trafficgen", action="store_true")
     p.add_argument("--json", default="", help="also write every row to this file")
     p.add_argument("--repeat", type=int, default=1_000_000,
@@ -630,7 +661,7 @@ def main() -> int:
     native = ("kernel-napi", "xdp-dr-native", "xdp-nat-native")
     if not args.rows:
         args.rows = ",".join(["direct", "kernel", "packet-dr", "packet-nat", "xdp-dr-generic",
-                              "xdp-nat-generic", "xdp-syn", "xdp-syn-mh"]
+                              "xdp-nat-generic", "xdp-syn", "xdp-syn-sink", "xdp-syn-mh"]
                              + (list(native) if args.native_peers else []))
     if not args.native_peers and any(n in native for n in args.rows.split(",")):
         print("bench_xdp: the native rows change hosts other than the director (XDP programs "
@@ -704,7 +735,8 @@ def main() -> int:
                           file=sys.stderr, flush=True)
         if gro and args.native_peers:
             b.set_peer_napi(False)
-        for syn_row, rates in (("xdp-syn", args.syn_rates), ("xdp-syn-mh", args.syn_mh_rates)):
+        for syn_row, rates in (("xdp-syn", args.syn_rates), ("xdp-syn-sink", args.syn_rates),
+                               ("xdp-syn-mh", args.syn_mh_rates)):
             if syn_row in names:
                 syn_best[syn_row] = no_loss_rate(b, syn_row, [int(x) for x in rates.split(",")],
                                                  args.seconds, paced)
