@@ -29,6 +29,25 @@ CONF = interop_head("{tmp}/nginx-upgrade.pid", "{tmp}/error-upgrade.log info",
             proxy_set_header Connection "upgrade";
             proxy_read_timeout {idle};
         }}
+        location /wsh/ {{
+            proxy_pass http://127.0.0.1:{up};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_hide_header X-Up;
+            proxy_pass_header Server;
+            proxy_redirect http://upstream/ /here/;
+            proxy_cookie_path /up/ /down/;
+            add_header X-Always a always;
+            add_header X-Not b;
+        }}
+        location /wsh-server-only/ {{
+            proxy_pass http://127.0.0.1:{up};
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_pass_header Server;
+        }}
         location /plain/ {{ proxy_pass http://127.0.0.1:{up}; }}
         location = /r {{ return 200 "ret\\n"; }}
     }}
@@ -42,7 +61,8 @@ def _upgrade_head(path: str, extra: str = "") -> bytes:
 
 
 async def _switching_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A 101 to a request with Upgrade, then every byte back prefixed per read ("echo:"), or
+    """A 101 to a request with Upgrade (with ``X-With-Server``, also Server, Location and
+    Set-Cookie lines), then every byte back prefixed per read ("echo:"), or
     with ``X-Sink`` the SHA-256 of what came, and ``X-Send: N`` N bytes of its own first. A
     request without Upgrade gets a 200 saying what it saw (the headers the proxy passed)."""
     try:
@@ -57,8 +77,11 @@ async def _switching_upstream(reader: asyncio.StreamReader, writer: asyncio.Stre
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
                 await writer.drain()
                 continue
+            extra = (b"Server: upsrv\r\nLocation: http://upstream/x\r\n"
+                     b"Set-Cookie: a=1; Path=/up/\r\n" if "x-with-server" in hdrs else b"")
             writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: abc=\r\nX-Up: 1\r\n\r\n")
+                         b"Connection: Upgrade\r\nSec-WebSocket-Accept: abc=\r\nX-Up: 1\r\n"
+                         + extra + b"\r\n")
             await writer.drain()
             if "x-send" in hdrs:
                 writer.write(bytes(range(256)) * (int(hdrs["x-send"]) // 256))
@@ -129,6 +152,43 @@ def test_a_101_and_what_surrounds_it_as_nginx(stack: Stack, nginx_bin: str) -> N
             s.sendall(b"hello")
             assert s.recv(100) == b"echo:hello"
             s.close()
+
+
+def _head_101(port: int, head: bytes) -> list[str]:
+    """A 101 head's lines in the order sent, the Date line's value, the front end's own Server
+    line and its port in URLs masked."""
+    s = socket.create_connection(("127.0.0.1", port), 5)
+    s.sendall(head)
+    raw = b""
+    deadline = time.monotonic() + 5
+    while b"\r\n\r\n" not in raw and time.monotonic() < deadline:
+        got = s.recv(65536)
+        if not got:
+            break
+        raw += got
+    s.close()
+    lines = raw.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    return [("Date: -" if ln.startswith("Date: ") else
+             "Server: (own)" if ln.startswith(("Server: nginx", "Server: pylvs")) else
+             ln.replace(f":{port}/", ":(port)/")) for ln in lines]
+
+
+def test_header_rules_apply_to_a_101_as_nginx(stack: Stack, nginx_bin: str) -> None:  # noqa: F811
+    """proxy_hide_header, proxy_pass_header, proxy_redirect, proxy_cookie_path and add_header
+    on a 101, with and without the upstream's own Server line: nginx's lines in nginx's order
+    (a Location it made absolute after Date, a passed Server in the upstream's place)."""
+    (stack.tmp / "html").mkdir()
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (stack.tmp / d).mkdir()
+    fmt = {"up": stack.upstream(_switching_upstream), "idle": "60s"}
+    asks = [_upgrade_head(path, extra) for path in ("/wsh/a", "/wsh-server-only/a", "/ws/a")
+            for extra in ("", "X-With-Server: 1\r\n")]
+    ours_port = stack.proxy(CONF, **fmt)
+    ours = [_head_101(ours_port, a) for a in asks]
+    with _real_nginx(stack, nginx_bin, "upgrade", CONF, **fmt) as port:
+        theirs = [_head_101(port, a) for a in asks]
+    for a, mine, real in zip(asks, ours, theirs, strict=True):
+        assert mine == real, a
 
 
 def _tunnel_stack(stack: Stack, idle: str = "60s") -> int:

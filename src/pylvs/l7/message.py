@@ -58,11 +58,20 @@ def upstream_request_head(request_line: bytes, own: Iterable[bytes],
     return b"".join(lines)
 
 
-def switch_response_lines(head: bytes) -> tuple[bytes, bytes]:
+# the hop-by-hop response headers no directive lets cross (a 101's Upgrade aside)
+_HOP_ONLY = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+})
+
+
+def switch_response_lines(head: bytes,
+                          hidden: frozenset[bytes] | None = None) -> tuple[bytes, bytes]:
     """An upstream's ``101`` head as the client gets it, after nginx's status line, Server,
     Date and its own ``Connection: upgrade``: (the reason phrase, the header lines). The
     upstream's Upgrade header crosses (it names the protocol switched to); the other
-    hop-by-hop headers, Date, Server and X-Accel-* do not."""
+    hop-by-hop headers do not, nor, by default, Date, Server and X-Accel-*; ``hidden``: the
+    location's set instead of that default (its proxy_hide_header and proxy_pass_header)."""
+    drop = HOP_RESPONSE if hidden is None else _HOP_ONLY | hidden
     lines = head.replace(b"\r\n", b"\n").split(b"\n")
     reason = lines[0].split(b" ", 2)[2].strip() if lines[0].count(b" ") >= 2 else b""
     out = []
@@ -71,7 +80,7 @@ def switch_response_lines(head: bytes) -> tuple[bytes, bytes]:
         if not sep:
             continue
         n = name.strip().lower()
-        if n in HOP_RESPONSE and n != b"upgrade":
+        if n in drop and n != b"upgrade":
             continue
         out.append(name.strip() + b": " + value.strip() + b"\r\n")
     return reason, b"".join(out)

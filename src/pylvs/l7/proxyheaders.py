@@ -42,7 +42,7 @@ directives (``proxyheaderconf``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -94,9 +94,12 @@ class Redirect:
     domain: bool = False  # proxy_cookie_domain's string form: the whole domain, any case
 
 
-def rewrite_lines(lines: bytes, rules: tuple[Redirect, ...], req: Request) -> bytes:
+def rewrite_lines(lines: bytes, rules: tuple[Redirect, ...], req: Request,
+                  hoist: list[bytes] | None = None) -> bytes:
     """Header lines (``Name: value\\r\\n`` each) with Location and Refresh values rewritten by
-    the first matching rule; the last rewritten Location starting with "/" made absolute."""
+    the first matching rule; the last rewritten Location starting with "/" made absolute, and
+    with ``hoist`` taken out of the lines into it (nginx's header filter writes a Location it
+    made absolute in its own place, after Date)."""
     out = lines.split(b"\r\n")
     last = -1
     for i, line in enumerate(out):
@@ -122,6 +125,8 @@ def rewrite_lines(lines: bytes, rules: tuple[Redirect, ...], req: Request) -> by
             last = i
     if last >= 0 and out[last][10:11] == b"/":
         out[last] = out[last][:10] + absolute(req, out[last][10:].decode("latin-1"))
+        if hoist is not None:
+            hoist.append(out.pop(last) + b"\r\n")
     return b"\r\n".join(out)
 
 
@@ -209,7 +214,11 @@ def filtered_lines(head: ResponseHead, hf: HeaderFilter) -> bytes:
 def drop_own(out: bytes, head: ResponseHead, hf: HeaderFilter) -> bytes:
     """A client head without nginx's own Server and Date lines where the upstream's passed
     ones take their place (nginx's own come first, right after the status line)."""
-    names = {n.lower() for n, _ in head.headers} & hf.own
+    return drop_own_lines(out, {n.lower() for n, _ in head.headers} & hf.own)
+
+
+def drop_own_lines(out: bytes, names: Set[bytes]) -> bytes:
+    """``out`` without nginx's own lines (Server, Date) of the lower-cased ``names``."""
     for name in (b"\r\nServer: ", b"\r\nDate: "):
         if name[2:-2].lower() in names:
             i = out.find(name)

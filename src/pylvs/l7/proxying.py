@@ -31,7 +31,13 @@ from pylvs.l7.message import (
     upstream_request_head,
 )
 from pylvs.l7.model import Gzip
-from pylvs.l7.proxyheaders import drop_own, filtered_lines, rewrite_cookies, rewrite_lines
+from pylvs.l7.proxyheaders import (
+    drop_own,
+    drop_own_lines,
+    filtered_lines,
+    rewrite_cookies,
+    rewrite_lines,
+)
 from pylvs.l7.proxyplan import HeaderPlan, header_plan
 from pylvs.l7.proxytarget import address_pool, balance_key, dynamic_target
 from pylvs.l7.reply import head_bytes
@@ -39,6 +45,7 @@ from pylvs.l7.request import BodyReader, Request, TooLarge
 from pylvs.l7.status import status_line
 from pylvs.l7.tunnel import Tunnel
 from pylvs.l7.upstream import UpstreamConnection, UpstreamPool
+from pylvs.l7.variables import expand
 from pylvs.l7.worker import Connection
 
 _CTYPE = re.compile(rb"(?im)^content-type:[ \t]*([^\r\n]*)")
@@ -248,17 +255,32 @@ class ProxyAttempt:
 
     def switched(self, head: bytes) -> None:
         """The upstream's 101 to a request that asked to switch: its head goes to the client
-        at once (nginx's: status line, Server, Date, ``Connection: upgrade``, then the
-        upstream's headers) and the attempt ends "upgraded"; the task joins the tunnel."""
-        req, client = self.req, self.client
+        at once (nginx's: status line, Server, Date, a Location it made absolute,
+        ``Connection: upgrade``, then the upstream's headers and ``add_header ... always``) and
+        the attempt ends "upgraded"; the task joins the tunnel. The location's header rules
+        apply as to any answer: proxy_hide_header and proxy_pass_header (a passed Server or
+        Date takes nginx's own line away, whether the upstream sent one or not), proxy_redirect
+        and proxy_cookie_*."""
+        req, client, loc = self.req, self.client, self.loc
         self.t_head = time.monotonic()
         req.upstream_status = "101"
         req.status = 101
         req.keep_alive = False
-        reason, lines = switch_response_lines(head)
-        out = b"".join((status_line(101, reason),
-                        client.clock.server_date[self.loc.server_tokens],
-                        b"Connection: upgrade\r\n", lines, b"\r\n"))
+        hf = loc.proxy_headers
+        reason, lines = switch_response_lines(head, hf.hidden if hf is not None else None)
+        hoisted: list[bytes] = []
+        if loc.proxy_redirect:
+            lines = rewrite_lines(lines, loc.proxy_redirect, req, hoisted)
+        if loc.proxy_cookies is not None:
+            lines = rewrite_cookies(lines, loc.proxy_cookies, req)
+        own = client.clock.server_date[loc.server_tokens]
+        if hf is not None and hf.own:
+            own = drop_own_lines(b"\r\n" + own, hf.own)[2:]
+        added = [f"{name}: {value}\r\n".encode("latin-1") for name, value in
+                 ((name, expand(tmpl, req.variable)) for name, tmpl, always in loc.add_header
+                  if always) if value]
+        out = b"".join((status_line(101, reason), own, *hoisted, b"Connection: upgrade\r\n",
+                        lines, *added, b"\r\n"))
         req.bytes_sent += len(out)
         self.started = True
         t = client.transport
