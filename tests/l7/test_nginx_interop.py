@@ -300,6 +300,14 @@ EDGE_REQUESTS: list[bytes] = [
     b"F0O /host HTTP/1.1\r\n" + _H + b"\r\n",
     b"PURG",  # a method's first letters: nginx waits for the rest
     b"GET /host HTTP/1.1\r\n" + _H + b"\r\nPURGE_X-Y /echo/m HTTP/1.1\r\n" + _H + b"\r\n",
+    # ... and behind requests with bodies, in the same read
+    b"POST /echo/a HTTP/1.1\r\n" + _H + b"Content-Length: 5\r\n\r\nhelloPURGE_X-Y /echo/m HTTP/1.1\r\n"
+    + _H + b"\r\n",
+    b"POST /echo/a HTTP/1.1\r\n" + _H + b"content-length:2\r\n\r\nhiGET /host HTTP/1.1\r\n" + _H
+    + b"\r\nFOO /host HTTP/1.1\r\n" + _H + b"Content-Length: 1\r\n\r\nzFOO /b.txt HTTP/1.1\r\n"
+    + _H + b"\r\n",
+    b"POST /echo/a HTTP/1.1\r\n" + _H + b"Transfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+    b"PURGE_X-Y /echo/m HTTP/1.1\r\n" + _H + b"\r\n",
     # malformed requests
     b"G@T /host HTTP/1.1\r\n" + _H + b"\r\n",
     b"GET /host HTTP/2.0\r\n" + _H + b"\r\n",

@@ -49,6 +49,7 @@ from pylvs.l7.worker import Sink, Worker
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*(\d+)[ \t]*\r\n")  # in a lower-cased head
 _OTHER_METHOD = re.compile(rb"([A-Z_-]{1,32}) ")
 _METHOD_PART = re.compile(rb"[A-Z_-]{1,32}")
 
@@ -66,19 +67,55 @@ def _crlf(data: bytes) -> bytes:
     return _BARE_LF.sub(b"\r\n", data[:end]) + data[end:]
 
 
-def _after_heads(data: bytes, n: int) -> bytes | None:
-    """What follows the ``n``-th head end in ``data`` when the read held ``n`` complete
-    body-less requests before the one llhttp refused; None if bodies make that unknown."""
+def _after_heads(data: bytes, n: int, at_start: bool) -> bytes | None:
+    """What follows the ``n``-th request in ``data`` when the read held ``n`` complete requests
+    before the one llhttp refused: past each head end and its body (Content-Length, or
+    chunked: llhttp accepted that framing, so it is walked without checks). None where that
+    is unknown: a body in a read that did not begin at a request's first byte (its head, or
+    its body's start, was in an earlier read)."""
     low = data.lower()
-    if b"content-length" in low or b"transfer-encoding" in low:
+    bodies = b"content-length" in low or b"transfer-encoding" in low
+    if bodies and not at_start:
         return None
     pos = 0  # (a read that began inside a head: its end is the first one here too)
     for _ in range(n):
-        pos = data.find(b"\r\n\r\n", pos)
-        if pos < 0:
+        end = data.find(b"\r\n\r\n", pos)
+        if end < 0:
             return None
-        pos += 4
-    return data[pos:]
+        head = low[pos:end + 2]
+        pos = end + 4
+        if bodies:
+            if b"\r\ntransfer-encoding" in head:
+                pos = _chunked_end(data, pos)
+                if pos < 0:
+                    return None
+            else:
+                m = _CONTENT_LENGTH.search(head)
+                if m is not None:
+                    pos += int(m.group(1))
+    return data[pos:] if pos <= len(data) else None
+
+
+def _chunked_end(data: bytes, pos: int) -> int:
+    """Where the chunked body starting at ``pos`` ends (after its trailer), or -1."""
+    while True:
+        eol = data.find(b"\r\n", pos)
+        if eol < 0:
+            return -1
+        try:
+            size = int(data[pos:eol].split(b";")[0].strip(), 16)
+        except ValueError:
+            return -1
+        pos = eol + 2
+        if size == 0:
+            while True:  # trailer lines, up to an empty one
+                eol = data.find(b"\r\n", pos)
+                if eol < 0:
+                    return -1
+                if eol == pos:
+                    return eol + 2
+                pos = eol + 2
+        pos += size + 2
 
 
 def _request_parser(callbacks: object) -> httptools.HttpRequestParser:
@@ -273,7 +310,8 @@ class ClientConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserInvalidMethodError as e:
             done = self.requests - before  # requests completed in this read before it
-            rest = (data if at_start else None) if done == 0 else _after_heads(data, done)
+            rest = (data if at_start else None) if done == 0 else \
+                _after_heads(data, done, at_start)
             if rest is None or not self._other_method(rest):
                 self._reject(400, f"client sent invalid request: {e}")
         except httptools.HttpParserUpgrade as e:
@@ -314,28 +352,39 @@ class ClientConnection(asyncio.Protocol):
         "_" and "-": ``PURGE``-like extensions it proxies and answers 405 for files): parsed
         again by a new parser as if it were a GET, its own method kept for the request
         (``on_headers_complete``). False, with the connection unchanged, if it is not one."""
-        m = _OTHER_METHOD.match(data)
-        part = m is None and _METHOD_PART.fullmatch(data) is not None
-        if m is None and not part:
-            return False
-        # undo on_message_begin for the refused start (its request is counted again)
-        self.current = None
-        self._in_head = False
-        self._st[self._sb + REQUESTS] -= 1
-        self.parser = _request_parser(self)
-        self._cacheable = False  # (known heads are fed to no parser: keep this one simple)
-        if m is None:  # a method's first letters alone: nginx waits for the rest
-            self._partial = data
-            return True
-        self._method = m.group(1)
-        try:
-            self.parser.feed_data(b"GET" + data[len(self._method):])
-        except httptools.HttpParserUpgrade:
-            self._reject(400, "upgrade is not supported")
-        except httptools.HttpParserError as e:
-            if self._bad is None:
+        while True:
+            m = _OTHER_METHOD.match(data)
+            part = m is None and _METHOD_PART.fullmatch(data) is not None
+            if m is None and not part:
+                return False
+            # undo on_message_begin for the refused start (its request is counted again)
+            self.current = None
+            self._in_head = False
+            self._st[self._sb + REQUESTS] -= 1
+            self.parser = _request_parser(self)
+            self._cacheable = False  # (known heads are fed to no parser: keep this one simple)
+            if m is None:  # a method's first letters alone: nginx waits for the rest
+                self._partial = data
+                return True
+            self._method = m.group(1)
+            fed = b"GET" + data[len(self._method):]
+            before = self.requests
+            try:
+                self.parser.feed_data(fed)
+            except httptools.HttpParserInvalidMethodError as e:
+                # another such method pipelined behind this request, in the same read
+                done = self.requests - before
+                rest = _after_heads(fed, done, True) if done else None
+                if rest is not None:
+                    data = rest
+                    continue
                 self._reject(400, f"client sent invalid request: {e}")
-        return True
+            except httptools.HttpParserUpgrade:
+                self._reject(400, "upgrade is not supported")
+            except httptools.HttpParserError as e:
+                if self._bad is None:
+                    self._reject(400, f"client sent invalid request: {e}")
+            return True
 
     def _known_head(self, tpl: dict[str, object]) -> None:
         """A read that is exactly a head parsed before (``data_received``): the request from
