@@ -1,9 +1,9 @@
 """The directives added to ``pylvs http`` (map, allow/deny, expires, the upstream methods, the
-proxy header rules, realip, internal, etag) never end ``-t`` in anything but nginx's one-line
-``[emerg]`` (a ``ConfigError``), whatever arguments they are given: random lines of those
-directives, each with arguments drawn from values near and past what it accepts, placed where
-the directive is allowed in an otherwise valid file (so most files get past the first line and
-the readers' deeper checks run)."""
+proxy header rules, realip, internal, etag, the redirect flags) never end ``-t`` in anything but
+nginx's one-line ``[emerg]`` (a ``ConfigError``), whatever arguments they are given: random
+lines of those directives, each with arguments drawn from values near and past what it accepts,
+placed where the directive is allowed in an otherwise valid file (so most files get past the
+first line and the readers' deeper checks run)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ _ROWS: dict[str, tuple[str, list[str], int]] = {
     "real_ip_header": ("hsl", ["X-Forwarded-For", "X-Real-IP", "proxy_protocol", "", "x y"], 1),
     "real_ip_recursive": ("hsl", ["on", "off", "1", ""], 1),
     "etag": ("hsl", ["on", "off", "x"], 1),
+    "absolute_redirect": ("hsl", ["on", "off", "x"], 1),
+    "port_in_redirect": ("hsl", ["on", "off", ""], 1),
+    "server_name_in_redirect": ("hsl", ["on", "off", "1"], 1),
     "if_modified_since": ("hsl", ["off", "exact", "before", "x"], 1),
     "root": ("hsl", ["/srv/$host", "$1", "/x", "", "$nosuch/y"], 1),
     "internal": ("l", ["", "x"], 0),

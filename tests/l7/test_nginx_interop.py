@@ -491,6 +491,13 @@ REFUSED_FILES = {
     "keepalive_time_word": _SERVER.format(http="", server="  keepalive_time x;"),
     "next_timeout_word": _SERVER.format(http="", server="  proxy_next_upstream_timeout x;"),
     "intercept_word": _SERVER.format(http="", server="  proxy_intercept_errors x;"),
+    "absolute_redirect_word": _SERVER.format(http="", server="  absolute_redirect x;"),
+    "port_in_redirect_twice": _SERVER.format(
+        http="port_in_redirect off;", server="  location / { port_in_redirect on; "
+                                             "port_in_redirect off; }"),
+    "server_name_in_redirect_main": "server_name_in_redirect on;\n" + _SERVER.format(
+        http="", server=""),
+    "absolute_redirect_args": _SERVER.format(http="", server="  absolute_redirect on off;"),
 }
 
 

@@ -22,6 +22,7 @@ import re
 import socket
 from typing import Any
 
+from pylvs.l7 import redirectconf  # noqa: F401  (its directive rows)
 from pylvs.l7.directives import (
     DIRECTIVES,
     EVENTS,
@@ -592,6 +593,9 @@ class _Builder:
             access=s.get("access", ()),
             internal=s.get("internal", False),
             etag=s.get("etag", True),
+            absolute_redirect=s.get("absolute_redirect", True),
+            server_name_in_redirect=s.get("server_name_in_redirect", False),
+            port_in_redirect=s.get("port_in_redirect", True),
             if_modified_since=s.get("if_modified_since", IMS_DEFAULT),
             realip=realip_of(s),
             expires=_expires(s),

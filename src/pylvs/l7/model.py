@@ -224,6 +224,10 @@ class Location:
     access: tuple[Rule, ...] = ()  # allow/deny, in order (``access``)
     internal: bool = False  # ``internal``: only internal redirects reach it (404 to clients)
     etag: bool = True  # ``etag off``: files are sent without ETag
+    # how a relative Location is made absolute (``redirect``)
+    absolute_redirect: bool = True
+    server_name_in_redirect: bool = False
+    port_in_redirect: bool = True
     if_modified_since: str = "exact"  # "exact", "before" or "off" (``notmodified``)
     realip: RealIp | None = None  # set_real_ip_from and its companions (``realip``)
     expires: Expires | None = None  # None: expires off (``expires``)

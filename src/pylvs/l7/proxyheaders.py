@@ -21,9 +21,9 @@ nginx 1.22's semantics, as checked against it (tests/l7/test_proxy_headers.py):
   ``~*``) searches the value, its captures become the request's ($1.., named ones), and the
   whole value becomes the replacement.
 - Refresh: the part after its first "url=" (any case) is rewritten the same way.
-- A rewritten Location starting with "/" is made absolute (scheme, the Host the client sent or
-  the local address, the port unless the scheme's default), as nginx's header filter does for
-  its own redirects; only the last rewritten Location is, and an untouched one stays as it is.
+- A rewritten Location starting with "/" is made absolute as nginx's header filter makes its
+  own redirects' (``redirect``: absolute_redirect, server_name_in_redirect, port_in_redirect);
+  only the last rewritten Location is, and an untouched one stays as it is.
 
 - ``proxy_cookie_domain``: a string matches the whole domain= value in any case, a leading
   dot of it kept and not compared (nginx drops a leading dot of both arguments);
@@ -42,40 +42,21 @@ directives (``proxyheaderconf``).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Set
+from collections.abc import Set
 from dataclasses import dataclass
 from typing import Protocol
 
+from pylvs.l7 import redirect
 from pylvs.l7.message import ResponseHead, connection_tokens
+from pylvs.l7.redirect import absolute
 from pylvs.l7.variables import Template, expand, is_constant
 
 
-class _Conn(Protocol):
-    @property
-    def local_addr(self) -> str: ...
-    @property
-    def local_port(self) -> int: ...
-    @property
-    def scheme(self) -> str: ...
-
-
-class _Named(Protocol):
-    @property
-    def server_names(self) -> tuple[str, ...]: ...
-
-
-class Request(Protocol):
+class Request(redirect.Request, Protocol):
     """What the rewrites read of a request (``request.Request``; not imported: request
-    imports config, which imports this module's types through ``proxyheaderconf``)."""
+    imports config, which imports this module's types through ``proxyheaderconf``): what
+    ``redirect`` reads, and the request's variables and captures."""
 
-    @property
-    def host(self) -> str: ...
-    @property
-    def hmap(self) -> Mapping[bytes, bytes]: ...
-    @property
-    def server(self) -> _Named | None: ...
-    @property
-    def conn(self) -> _Conn: ...
     def variable(self, name: str) -> str: ...
     def set_captures(self, m: re.Match[str]) -> None: ...
 
@@ -124,9 +105,12 @@ def rewrite_lines(lines: bytes, rules: tuple[Redirect, ...], req: Request,
         if n == b"location":
             last = i
     if last >= 0 and out[last][10:11] == b"/":
-        out[last] = out[last][:10] + absolute(req, out[last][10:].decode("latin-1"))
-        if hoist is not None:
-            hoist.append(out.pop(last) + b"\r\n")
+        path = out[last][10:].decode("latin-1")
+        url = absolute(req, path)
+        if url != path:  # (absolute_redirect off: it stays a path, in its place)
+            out[last] = out[last][:10] + url.encode("latin-1")
+            if hoist is not None:
+                hoist.append(out.pop(last) + b"\r\n")
     return b"\r\n".join(out)
 
 
@@ -150,19 +134,6 @@ def _rewrite(value: str, prefix: int, rules: tuple[Redirect, ...], req: Request)
                 req.set_captures(m)
                 return value[:prefix] + expand(r.replacement, req.variable)
     return None
-
-
-def absolute(req: Request, path: str) -> bytes:
-    """A path as nginx's header filter makes a Location absolute: the connection's scheme, the
-    host the client named (else the local address) and the port unless the scheme's own."""
-    conn = req.conn
-    host = req.host
-    if req.hmap.get(b"host") is None and req.server is not None \
-            and host == req.server.server_names[0]:
-        host = conn.local_addr  # nginx: no Host, no host in the URI
-    scheme = conn.scheme
-    port = "" if conn.local_port == (80 if scheme == "http" else 443) else f":{conn.local_port}"
-    return f"{scheme}://{host}{port}{path}".encode("latin-1")
 
 
 # -- which headers cross: proxy_hide_header, proxy_pass_header ----------------------------------

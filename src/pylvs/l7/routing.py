@@ -20,6 +20,7 @@ import os
 from pylvs.l7 import access, proxying, realip, rewrite
 from pylvs.l7.config import Location, Return, Server
 from pylvs.l7.location import BadURI, host_of, is_auto_redirect, normalize
+from pylvs.l7.redirect import absolute
 from pylvs.l7.reply import respond, response_head
 from pylvs.l7.request import Request
 from pylvs.l7.static import file_path, serve_file
@@ -311,21 +312,12 @@ async def try_files(conn: Connection, req: Request, loc: Location, server: Serve
     await redirect_internally(conn, req, server, path, depth)
 
 
-def absolute(conn: Connection, req: Request, target: str) -> str:
-    """A redirect's target as nginx sends it (absolute_redirect on): this server's scheme,
-    host and port before a path."""
-    scheme = conn.scheme
-    port = "" if conn.local_port == (80 if scheme == "http" else 443) \
-        else f":{conn.local_port}"
-    return f"{scheme}://{req.host}{port}{target}"
-
-
 def rewrite_redirect(conn: Connection, req: Request, loc: Location) -> None:
-    """A rewrite's redirect; a relative target is made absolute, as nginx does."""
+    """A rewrite's redirect (or auto_redirect's); a target starting with "/" is made absolute
+    as nginx's header filter makes it (``redirect``)."""
     assert req.redirect is not None
     status, target = req.redirect
-    if not target.startswith(("http://", "https://")):
-        target = absolute(conn, req, target)
+    target = absolute(req, target)
     respond(req, status, error_page(status, loc.server_tokens),
             [b"Location: " + target.encode("latin-1") + b"\r\n"])
 
@@ -341,9 +333,7 @@ async def return_(conn: Connection, req: Request, loc: Location, ret: Return) ->
         return
     text = expand(ret.text, req.variable) if ret.text is not None else None
     if code in REDIRECTS:
-        location = text or ""
-        if location.startswith("/"):
-            location = absolute(conn, req, location)
+        location = absolute(req, text or "")
         # the page may be an error_page's, which keeps the Location
         req.error_location = b"Location: " + location.encode("latin-1") + b"\r\n"
         await conn.respond_error(req, code)

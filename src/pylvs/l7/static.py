@@ -20,6 +20,7 @@ from pylvs.l7.files import etag as file_etag
 from pylvs.l7.files import http_date
 from pylvs.l7.message import single_range
 from pylvs.l7.notmodified import not_modified, precondition_failed
+from pylvs.l7.redirect import absolute
 from pylvs.l7.reply import head_bytes, respond, response_head
 from pylvs.l7.request import FILE_CHUNK, Request
 from pylvs.l7.status import STATUS_200, content_type_line, error_page
@@ -145,10 +146,7 @@ async def serve_file(conn: Connection, req: Request, loc: Location) -> None:
     st = os.fstat(fd)
     if stat.S_ISDIR(st.st_mode):
         os.close(fd)
-        scheme = conn.scheme
-        port = "" if conn.local_port == (80 if scheme == "http" else 443) \
-            else f":{conn.local_port}"
-        loc_hdr = f"{scheme}://{req.host}{port}{req.uri}/" + (f"?{req.args}" if req.args else "")
+        loc_hdr = absolute(req, f"{req.uri}/" + (f"?{req.args}" if req.args else ""))
         respond(req, 301, error_page(301, loc.server_tokens),
                 [b"Location: " + loc_hdr.encode("latin-1") + b"\r\n"])
         return
