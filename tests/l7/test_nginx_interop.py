@@ -498,6 +498,11 @@ REFUSED_FILES = {
     "server_name_in_redirect_main": "server_name_in_redirect on;\n" + _SERVER.format(
         http="", server=""),
     "absolute_redirect_args": _SERVER.format(http="", server="  absolute_redirect on off;"),
+    "satisfy_word": _SERVER.format(http="", server="  satisfy some;"),
+    "auth_basic_args": _SERVER.format(http="", server="  auth_basic a b;"),
+    "auth_basic_twice": _SERVER.format(http="auth_basic a;", server="  location / { "
+                                       "auth_basic_user_file /x; auth_basic_user_file /y; }"),
+    "auth_basic_main": "auth_basic a;\n" + _SERVER.format(http="", server=""),
 }
 
 

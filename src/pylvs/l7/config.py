@@ -22,7 +22,7 @@ import re
 import socket
 from typing import Any
 
-from pylvs.l7 import redirectconf  # noqa: F401  (its directive rows)
+from pylvs.l7 import authbasicconf, redirectconf  # noqa: F401  (their directive rows)
 from pylvs.l7.directives import (
     DIRECTIVES,
     EVENTS,
@@ -593,6 +593,9 @@ class _Builder:
             access=s.get("access", ()),
             internal=s.get("internal", False),
             etag=s.get("etag", True),
+            auth_basic=s.get("auth_basic"),
+            auth_basic_user_file=s.get("auth_basic_user_file"),
+            satisfy_any=s.get("satisfy_any", False),
             absolute_redirect=s.get("absolute_redirect", True),
             server_name_in_redirect=s.get("server_name_in_redirect", False),
             port_in_redirect=s.get("port_in_redirect", True),

@@ -146,7 +146,7 @@ def _remember_route(tpl: dict[str, object], req: Request) -> None:
     tpl.update(routed=0, server=srv, location=loc, host=req.host, uri=req.uri, known=object())
     if req.args:
         tpl["args"] = req.args
-    if loc.rewrites or loc.stub_status or loc.access:
+    if loc.rewrites or loc.stub_status or loc.access or loc.auth_basic is not None:
         pass  # (allow/deny: _try_fast checks each client before a fast answer)
     elif loc.proxy_pass is not None:
         tpl["fast_proxy"] = True
@@ -809,7 +809,8 @@ class ClientConnection(asyncio.Protocol):
             if tpl is not None and code == 0:
                 _remember_route(tpl, req)
         loc = req.location
-        if code or loc is None or loc.rewrites or req.redirect or req.returned:
+        if code or loc is None or loc.rewrites or req.redirect or req.returned \
+                or loc.auth_basic is not None:  # (auth_basic: ``routing.access_phase``)
             return False
         if loc.realip is not None and not req.real_addr:  # (``routing.dispatch``'s preaccess)
             apply_realip(req, loc.realip, self.remote_addr)

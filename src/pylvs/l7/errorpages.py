@@ -28,7 +28,7 @@ async def respond_error(conn: Connection, req: Request, status: int,
                 await _redirect(conn, req, status, target, response)
                 return
     page = error_page(status, loc.server_tokens if loc else True, text)
-    respond(req, status, page, [req.error_location] if req.error_location else None)
+    respond(req, status, page, [req.error_headers] if req.error_headers else None)
 
 
 async def _redirect(conn: Connection, req: Request, status: int, target_t: Template,

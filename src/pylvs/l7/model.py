@@ -224,6 +224,10 @@ class Location:
     access: tuple[Rule, ...] = ()  # allow/deny, in order (``access``)
     internal: bool = False  # ``internal``: only internal redirects reach it (404 to clients)
     etag: bool = True  # ``etag off``: files are sent without ETag
+    # auth_basic: the realm (None: off or unset) and the user file; satisfy any
+    auth_basic: Template | None = None
+    auth_basic_user_file: Template | None = None
+    satisfy_any: bool = False
     # how a relative Location is made absolute (``redirect``)
     absolute_redirect: bool = True
     server_name_in_redirect: bool = False

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import IO, Protocol
 
 from pylvs import __version__ as _pkg_version
+from pylvs.l7.authbasic import basic_credentials
 from pylvs.l7.balancer import Peer
 from pylvs.l7.config import Location, Return, Server
 from pylvs.l7.maps import Map, find
@@ -209,7 +210,7 @@ class Request:
     error_redirected = False  # an error_page redirect happened (one per request, as in nginx)
     error_status = 0  # the status an error page's file is sent with (0: its own)
     redirect: tuple[int, str] | None = None  # a rewrite's redirect: (status, location)
-    error_location = b""  # "Location:" line of a return's redirect, kept by its error page
+    error_headers = b""  # lines an error page keeps: a return's Location, auth_basic's challenge
     returned: Return | None = None  # a server-level ``return`` answers (its script ran)
     vars: dict[str, str] | None = None  # ``set`` variables and named captures
     upgrade = False  # the client asked to switch protocols (Upgrade; ``tunnel``)
@@ -323,6 +324,13 @@ def _document_root(r: Request) -> str:
     return loc.root if loc.root_template is None else expand(loc.root_template, r.variable)
 
 
+def _remote_user(r: Request) -> str:
+    """The user of a Basic Authorization header, whether or not the location asks for one
+    (nginx's $remote_user; "" when there is none nginx can read)."""
+    creds = basic_credentials(r.hmap.get(b"authorization"))
+    return creds[0].decode("latin-1") if creds is not None else ""
+
+
 def _xff(r: Request) -> str:
     """$proxy_add_x_forwarded_for: the header's lines, then the client (a realip one); an
     empty X-Forwarded-For line still counts, as in nginx."""
@@ -367,7 +375,7 @@ VARIABLES: dict[str, Callable[[Request], str]] = {
     "body_bytes_sent": lambda r: str(r.body_bytes_sent),
     "bytes_sent": lambda r: str(r.bytes_sent),
     "time_local": lambda r: r.conn.clock.local,
-    "remote_user": lambda r: "",
+    "remote_user": _remote_user,
     "uri": lambda r: r.uri,
     "document_uri": lambda r: r.uri,
     "args": lambda r: r.args,

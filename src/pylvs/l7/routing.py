@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from pylvs.l7 import access, proxying, realip, rewrite
+from pylvs.l7 import access, authbasic, proxying, realip, rewrite
 from pylvs.l7.config import Location, Return, Server
 from pylvs.l7.location import BadURI, host_of, is_auto_redirect, normalize
 from pylvs.l7.redirect import absolute
@@ -231,11 +231,12 @@ async def dispatch(conn: Connection, req: Request, loc: Location, server: Server
             return
     if loc.realip is not None and not req.real_addr:  # preaccess: the location's settings
         realip.apply(req, loc.realip, conn.remote_addr)
-    if loc.access and not access.allowed(loc.access, req.real_addr or conn.remote_addr):
+    if loc.access or loc.auth_basic is not None:
         # nginx's access phase: after the rewrite phase (a return above answered first)
-        conn.app.error("error", "access forbidden by rule", conn, req)
-        await conn.respond_error(req, 403)
-        return
+        code = access_phase(conn, req, loc)
+        if code:
+            await conn.respond_error(req, code)
+            return
     if loc.stub_status:
         await stub_status(conn, req)
     elif loc.try_files is not None:
@@ -244,6 +245,39 @@ async def dispatch(conn: Connection, req: Request, loc: Location, server: Server
         await proxying.run(conn, req, loc)
     else:
         await files(conn, req, loc, server, depth)
+
+
+def access_phase(conn: Connection, req: Request, loc: Location) -> int:
+    """nginx's access phase: ``allow``/``deny``, then ``auth_basic``; 0 admits, else the
+    status to answer. ``satisfy all``: the first refusal answers. ``satisfy any``: the first
+    admission admits; else 401 if auth_basic asked for credentials, 403 otherwise (nginx's
+    post-access phase), and a module not configured here neither admits nor refuses."""
+    any_ = loc.satisfy_any
+    code = 0
+    if loc.access:
+        if access.allowed(loc.access, req.real_addr or conn.remote_addr):
+            if any_:
+                return 0
+        elif any_:
+            code = 403
+        else:
+            conn.app.error("error", "access forbidden by rule", conn, req)
+            return 403
+    if loc.auth_basic is not None and loc.auth_basic_user_file is not None:
+        realm = expand(loc.auth_basic, req.variable)
+        if realm != "off":
+            got = authbasic.check(
+                realm, expand(loc.auth_basic_user_file, req.variable),
+                req.hmap.get(b"authorization"),
+                lambda level, message: conn.app.error(level, message, conn, req))
+            if got == 401:
+                req.error_headers += authbasic.challenge(realm)
+            if not any_ or got == 0 or got == 500:
+                return got
+            code = 401 if got == 401 or code == 401 else got
+    if code == 403:
+        conn.app.error("error", "access forbidden by rule", conn, req)
+    return code
 
 
 async def stub_status(conn: Connection, req: Request) -> None:
@@ -335,7 +369,7 @@ async def return_(conn: Connection, req: Request, loc: Location, ret: Return) ->
     if code in REDIRECTS:
         location = absolute(req, text or "")
         # the page may be an error_page's, which keeps the Location
-        req.error_location = b"Location: " + location.encode("latin-1") + b"\r\n"
+        req.error_headers = b"Location: " + location.encode("latin-1") + b"\r\n"
         await conn.respond_error(req, code)
     elif (code == 204 or code == 304) and text is None:
         # no body; nginx sends 304 with the default type and a zero length, 204 bare

@@ -187,8 +187,8 @@ async def send_file(conn: Connection, req: Request, loc: Location, fd: int,
             b"Last-Modified: " + last_mod + b"\r\n", *etag_line]
     if status != 200:  # an error page's file: nginx drops Last-Modified, keeps a Location
         del hdrs[1]
-        if req.error_location:
-            hdrs.append(req.error_location)
+        if req.error_headers:
+            hdrs.append(req.error_headers)
     g = loc.gzip
     if g is not None:
         zipped, vary = gzip.decide(req, g, status, ctype.encode("latin-1"), size, b"".join(hdrs))

@@ -82,7 +82,7 @@ def status_line(status: int, text: bytes = b"") -> bytes:
 STATUS_200 = status_line(200)
 
 # nginx's error pages say "302 Found" where its status line says "302 Moved Temporarily".
-_PAGE_TITLES = {302: "Found"}
+_PAGE_TITLES = {302: "Found", 401: "Authorization Required"}
 
 
 def error_page(code: int, tokens: bool, detail: str | None = None) -> bytes:
