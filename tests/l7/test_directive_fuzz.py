@@ -43,6 +43,7 @@ _ROWS: dict[str, tuple[str, list[str], int]] = {
     "auth_basic": ("hsl", ["realm", "off", "$host", "$nosuch", ""], 1),
     "auth_basic_user_file": ("hsl", ["/etc/nonexistent", "rel/file", "$host", ""], 1),
     "satisfy": ("hsl", ["all", "any", "x"], 1),
+    "gzip_static": ("hsl", ["on", "off", "always", "x"], 1),
     "if_modified_since": ("hsl", ["off", "exact", "before", "x"], 1),
     "root": ("hsl", ["/srv/$host", "$1", "/x", "", "$nosuch/y"], 1),
     "internal": ("l", ["", "x"], 0),

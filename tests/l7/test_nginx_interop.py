@@ -503,6 +503,7 @@ REFUSED_FILES = {
     "auth_basic_twice": _SERVER.format(http="auth_basic a;", server="  location / { "
                                        "auth_basic_user_file /x; auth_basic_user_file /y; }"),
     "auth_basic_main": "auth_basic a;\n" + _SERVER.format(http="", server=""),
+    "gzip_static_word": _SERVER.format(http="", server="  gzip_static yes;"),
 }
 
 
@@ -686,8 +687,9 @@ SCRIPT_REQUESTS = [
 
 
 def _compare(stack: Stack, nginx_bin: str, conf: str, name: str, requests: list[bytes],
-             **fmt: Any) -> None:
-    """Answers of pylvs http and real nginx to ``requests``, each on its own connection."""
+             **fmt: Any) -> list[tuple[list[str], bytes, bool]]:
+    """Answers of pylvs http and real nginx to ``requests``, each on its own connection, found
+    equal; pylvs' (``_raw_answer``'s form), for what a test checks beyond that."""
     ours_port = stack.proxy(conf, **fmt)
     ours = [_raw_answer(ours_port, r) for r in requests]
     with _real_nginx(stack, nginx_bin, name, conf, **fmt) as port:
@@ -695,6 +697,7 @@ def _compare(stack: Stack, nginx_bin: str, conf: str, name: str, requests: list[
     wrong = [(req[:80], a, b) for req, a, b in zip(requests, ours, theirs, strict=True)
              if a != b]
     assert not wrong, "\n".join(f"{r!r}\n  pylvs: {a}\n  nginx: {b}" for r, a, b in wrong)
+    return ours
 
 
 def test_script_and_nesting_answered_as_nginx(prepared: tuple[Stack, str, dict[str, int]],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.l7.conftest import Stack, interop_head
-from tests.l7.test_nginx_interop import _raw_answer, _real_nginx, nginx_bin  # noqa: F401
+from tests.l7.test_nginx_interop import _compare, nginx_bin  # noqa: F401
 
 CONF = interop_head("{tmp}/nginx-redir.pid", "{tmp}/error-redir.log") + """\
     server {{
@@ -83,14 +83,9 @@ def test_locations_as_nginx_writes_them(stack: Stack, nginx_bin: str) -> None:  
         (stack.tmp / d).mkdir()
     fmt = {"up": stack.upstream(_redirecting)}
     requests = _requests()
-    ours_port = stack.proxy(CONF, **fmt)
-    ours = [_raw_answer(ours_port, r)[0] for r in requests]  # (ports masked: "PORT")
-    with _real_nginx(stack, nginx_bin, "redir", CONF, **fmt) as port:
-        theirs = [_raw_answer(port, r)[0] for r in requests]
-    wrong = [(r, a, b) for r, a, b in zip(requests, ours, theirs, strict=True) if a != b]
-    assert not wrong, "\n".join(f"{r!r}\n  pylvs: {a}\n  nginx: {b}" for r, a, b in wrong)
+    ours = _compare(stack, nginx_bin, CONF, "redir", requests, **fmt)  # (ports masked: "PORT")
     # the cases are what they say: the default, each flag, and the untouched ones
-    locs = dict(zip(requests, ours, strict=True))
+    locs = dict(zip(requests, (a[0] for a in ours), strict=True))
 
     def location(path: str, host: str = "alias.test") -> str:
         head = locs[f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()]

@@ -43,7 +43,7 @@ from pylvs.l7.directives import (
     time_value,
 )
 from pylvs.l7.expires import Expires
-from pylvs.l7.gzip import gzip_of
+from pylvs.l7.gzip import gzip_of, gzip_static_of
 from pylvs.l7.mapconf import MapReader
 from pylvs.l7.maps import Map
 from pylvs.l7.model import (
@@ -587,6 +587,7 @@ class _Builder:
             proxy_next_upstream_timeout=float(s.get("proxy_next_upstream_timeout", 0.0)),
             keepalive_time=float(s.get("keepalive_time", 3600.0)),
             gzip=gzip_of(s),
+            gzip_static=gzip_static_of(s),
             stub_status=s.get("stub_status", False),
             auto_redirect=(pp is not None and not in_if and modifier in ("", "=", "^~")
                            and pattern.endswith("/")),

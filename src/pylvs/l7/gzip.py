@@ -112,10 +112,29 @@ def _gzip_http_version(lv: Level, d: Directive) -> None:
 ignored(HSL, "gzip_buffers")
 
 
+@setting("gzip_static", HSL, 1, 1)
+def _gzip_static(lv: Level, d: Directive) -> None:
+    if d.args[0] not in ("on", "off", "always"):  # nginx's enum slot
+        raise ConfigError(f'invalid value "{d.args[0]}"', d.file, d.line)
+    lv.s[d.name] = d.args[0]
+
+
 def gzip_of(s: dict[str, Any]) -> Gzip | None:
     """A level's gzip settings, None when gzip is off there."""
     if not s.get("gzip", False):
         return None
+    return _rules(s)
+
+
+def gzip_static_of(s: dict[str, Any]) -> tuple[bool, Gzip] | None:
+    """A level's gzip_static: (always, the gzip rules it checks a request with: nginx keeps
+    gzip_vary, gzip_http_version, gzip_proxied and gzip_disable in its core module, so they
+    apply with gzip off too), None when off."""
+    mode = s.get("gzip_static", "off")
+    return None if mode == "off" else (mode == "always", _rules(s))
+
+
+def _rules(s: dict[str, Any]) -> Gzip:
     msie6, regexes = s.get("gzip_disable", (False, ()))
     return Gzip(types=s.get("gzip_types", frozenset({"text/html"})),
                 min_length=s.get("gzip_min_length", 20),

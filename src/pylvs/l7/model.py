@@ -217,6 +217,8 @@ class Location:
     proxy_next_upstream_timeout: float = 0.0
     keepalive_time: float = 3600.0
     gzip: Gzip | None = None  # None: gzip off
+    # gzip_static: (always, the request-side gzip rules it checks), None when off
+    gzip_static: tuple[bool, Gzip] | None = None
     stub_status: bool = False
     # a prefix or exact location ending in "/" whose own handler is proxy_pass: its name
     # without the slash is answered with a 301 to the name (nginx's auto_redirect)

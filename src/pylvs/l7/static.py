@@ -11,6 +11,7 @@ location.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -19,6 +20,7 @@ from pylvs.l7.config import Location
 from pylvs.l7.files import etag as file_etag
 from pylvs.l7.files import http_date
 from pylvs.l7.message import single_range
+from pylvs.l7.model import Gzip
 from pylvs.l7.notmodified import not_modified, precondition_failed
 from pylvs.l7.redirect import absolute
 from pylvs.l7.reply import head_bytes, respond, response_head
@@ -58,7 +60,7 @@ def cached_path(req: Request, loc: Location) -> str | None:
     method = req.method
     if method != "GET" and method != "HEAD":
         return None
-    if loc.gzip is not None or loc.stub_status:
+    if loc.gzip is not None or loc.stub_status or loc.gzip_static is not None:
         return None
     uri = req.uri
     hmap = req.hmap
@@ -126,6 +128,11 @@ async def serve_file(conn: Connection, req: Request, loc: Location) -> None:
         await conn.respond_error(req, 405)
         return
     fpath = file_path(loc, req.uri, req)
+    vary = False
+    if loc.gzip_static is not None and req.method != "POST":
+        served, vary = await _gzip_static(conn, req, loc, fpath, *loc.gzip_static)
+        if served:
+            return
     try:
         fd = os.open(fpath, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -151,15 +158,52 @@ async def serve_file(conn: Connection, req: Request, loc: Location) -> None:
                 [b"Location: " + loc_hdr.encode("latin-1") + b"\r\n"])
         return
     try:
-        await send_file(conn, req, loc, fd, st)
+        await send_file(conn, req, loc, fd, st, vary=vary)
+    finally:
+        os.close(fd)
+
+
+async def _gzip_static(conn: Connection, req: Request, loc: Location, fpath: str,
+                       always: bool, rules: Gzip) -> tuple[bool, bool]:
+    """nginx's gzip_static handler: the file's ".gz" beside it, sent with Content-Encoding
+    when the client takes gzip (``always``: whatever it takes). (served, and whether the
+    answer, this one or the plain file's, gets ``Vary``: gzip_vary, with ``on``, once the .gz
+    exists.) Not served: no such .gz (or a directory), an open error (logged), or a client
+    that does not take gzip; then the plain file is answered as without it."""
+    ok = always or gzip.gzip_ok(req, rules, b"")
+    if not ok and not rules.vary:
+        return False, False
+    gz = fpath + ".gz"
+    try:
+        fd = os.open(gz, os.O_RDONLY | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return False, False
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            level = "error" if e.errno in (errno.EACCES, errno.EMLINK, errno.ELOOP) else "crit"
+            conn.app.error(level, f'open() "{gz}" failed ({e.errno}: {e.strerror})', conn, req)
+        return False, False
+    try:
+        vary = not always and rules.vary
+        st = os.fstat(fd)
+        if not ok or stat.S_ISDIR(st.st_mode):
+            return False, vary
+        if not stat.S_ISREG(st.st_mode):
+            conn.app.error("crit", f'"{gz}" is not a regular file', conn, req)
+            await conn.respond_error(req, 404)
+            return True, vary
+        await send_file(conn, req, loc, fd, st, vary=vary, encoded=True)
+        return True, vary
     finally:
         os.close(fd)
 
 
 async def send_file(conn: Connection, req: Request, loc: Location, fd: int,
-                    st: os.stat_result) -> None:
+                    st: os.stat_result, vary: bool = False, encoded: bool = False) -> None:
     """An open file with its validators: 304 for a matching condition, a single range as 206
-    (416 past the end), else the whole file, streamed in pieces under flow control."""
+    (416 past the end), else the whole file, streamed in pieces under flow control. ``vary``:
+    with ``Vary: Accept-Encoding``; ``encoded``: a gzip_static ".gz" (Content-Encoding: gzip,
+    the type of the URI's own extension, no ranges: nginx 1.22 sends it whole)."""
     if not stat.S_ISREG(st.st_mode):
         await conn.respond_error(req, 403)
         return
@@ -176,7 +220,8 @@ async def send_file(conn: Connection, req: Request, loc: Location, fd: int,
         await conn.respond_error(req, 412)
         return
     if not req.error_status and not_modified(req.hmap, mtime, etag, loc.if_modified_since):
-        head = response_head(req, 304, [b"Last-Modified: " + last_mod + b"\r\n", *etag_line])
+        head = response_head(req, 304, [b"Last-Modified: " + last_mod + b"\r\n", *etag_line,
+                                        *([gzip.VARY] if vary else [])])
         conn.write(head)
         req.bytes_sent += len(head)
         return
@@ -189,15 +234,21 @@ async def send_file(conn: Connection, req: Request, loc: Location, fd: int,
         del hdrs[1]
         if req.error_headers:
             hdrs.append(req.error_headers)
+    if encoded:
+        hdrs.append(gzip.ENCODING)
     g = loc.gzip
+    zipped = False
     if g is not None:
-        zipped, vary = gzip.decide(req, g, status, ctype.encode("latin-1"), size, b"".join(hdrs))
-        if vary:
-            hdrs.append(gzip.VARY)
-        if zipped:
-            await _send_gzipped(conn, req, loc, fd, size, status, hdrs, g.comp_level)
-            return
-    rng = req.hmap.get(b"range")
+        zipped, also = gzip.decide(req, g, status, ctype.encode("latin-1"), size,
+                                   b"".join(hdrs))
+        vary = vary or also
+    if vary:
+        hdrs.append(gzip.VARY)
+    if zipped:
+        assert g is not None
+        await _send_gzipped(conn, req, loc, fd, size, status, hdrs, g.comp_level)
+        return
+    rng = None if encoded else req.hmap.get(b"range")  # (nginx 1.22: a .gz is sent whole)
     if rng is not None and req.method == "GET" and not req.error_status:
         parsed = single_range(rng, size)
         if parsed is None:
@@ -208,7 +259,7 @@ async def send_file(conn: Connection, req: Request, loc: Location, fd: int,
         if parsed != (0, size):
             status, (start, end) = 206, parsed
             hdrs.append(b"Content-Range: bytes %d-%d/%d\r\n" % (start, end - 1, size))
-    if status == 200:
+    if status == 200 and not encoded:
         hdrs.append(b"Accept-Ranges: bytes\r\n")
     head = response_head(req, status, hdrs, length=end - start)
     req.bytes_sent += len(head)
