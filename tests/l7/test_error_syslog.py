@@ -305,12 +305,87 @@ def test_command_line_target_and_an_absent_syslogd() -> None:
                 assert not [m for m in li.got if "/lost" in m]
 
 
-def test_access_log_to_syslog_is_refused_not_written_to_a_file(tmp_path: Path) -> None:
-    conf = tmp_path / "n.conf"
-    conf.write_text("events {}\nhttp {\n  access_log syslog:server=unix:/dev/log;\n"
-                    "  server { listen 127.0.0.1:1; }\n}\n")
-    out = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(conf)],
-                         capture_output=True, text=True)
-    assert out.returncode == 1
-    assert f'"access_log" to syslog is not supported in {conf}:3' in out.stderr
-    assert "Traceback" not in out.stderr
+ACCESS_CONF = """
+pid {pid};
+worker_processes 1;
+error_log {tmp}/err.log;
+events {{}}
+http {{
+    access_log {target} combined;
+    server {{
+        listen 127.0.0.1:{port};
+        root {tmp}/www;
+    }}
+}}
+"""
+
+# the access log's line inside the datagram: combined, its time masked
+ACCESS = re.compile(r"<(\d+)>([A-Z][a-z]{2} [ 1-3]\d \d\d:\d\d:\d\d) (?:(\S+) )?(\w*): "
+                    r"(127\.0\.0\.1 - - )\[[^]]+\]( .*)")
+
+
+def _access_fields(datagram: str) -> tuple[str, ...]:
+    m = ACCESS.fullmatch(datagram)
+    assert m is not None, datagram
+    return (m.group(1), *m.group(3, 4, 5, 6))
+
+
+def test_access_log_datagrams_as_nginx_sends_them() -> None:
+    """Each request's combined line, one datagram at once, with the target's facility,
+    severity and tag (not a level of its own), over UDP and a unix socket."""
+    params = ",facility=local2,severity=notice,tag=acc"
+    with open_dir() as d:
+        for kind in ("udp", "unix"):
+            got: list[tuple[str, ...]] = []
+            for who in ("pylvs", "nginx"):
+                home = d / kind / who
+                (home / "www").mkdir(parents=True)
+                (home / "www" / "f.txt").write_text("file\n")
+                sock = d / kind / f"{who}.sock" if kind == "unix" else None
+                with listening(sock) as li:
+                    target = f"syslog:server={li.server}{params}"
+                    if who == "pylvs":
+                        h = Http(home, ACCESS_CONF, target=target)
+                        try:
+                            h.ready()
+                            assert _get(h.port, "/f.txt") == 200
+                            got.append(_access_fields(li.wait("/f.txt")))
+                        finally:
+                            h.close()
+                    else:
+                        binary = shutil.which("nginx")
+                        if binary is None:
+                            pytest.skip("needs nginx (Debian nginx-light) to compare")
+                        port = free_port()
+                        conf = home / "nginx.conf"
+                        conf.write_text("user root;\n" + ACCESS_CONF.format(
+                            pid=home / "nginx.pid", target=target, port=port, tmp=home))
+                        with running([binary, "-p", str(home), "-c", str(conf), "-e",
+                                      str(home / "e.log"), "-g", "daemon off;"], port,
+                                     stop=signal.SIGQUIT):
+                            assert _get(port, "/f.txt") == 200
+                            got.append(_access_fields(li.wait("/f.txt")))
+            ours, theirs = got
+            assert ours == theirs
+            assert ours[0] == str(18 * 8 + 5)  # local2.notice
+            assert ours[3] == "127.0.0.1 - - " and '"GET /f.txt HTTP/1.1" 200 5 ' in ours[4]
+
+
+@pytest.mark.parametrize("line", [
+    "access_log syslog:server=unix:/dev/log buffer=32k;",
+    "access_log syslog:server=127.0.0.1,severity=loud;",
+    "access_log syslog:tag=x;",
+])
+def test_bad_access_log_targets_get_nginx_messages(tmp_path: Path, line: str) -> None:
+    conf = tmp_path / "t.conf"
+    conf.write_text(f"events {{}}\nhttp {{\n  {line}\n}}\n")
+    ours = subprocess.run([sys.executable, "-m", "pylvs.cli.main", "http", "-t", "-c", str(conf)],
+                          capture_output=True, text=True, timeout=60)
+    assert ours.returncode == 1 and "Traceback" not in ours.stderr, ours.stderr
+    assert not list(tmp_path.glob("syslog*"))
+    nginx = shutil.which("nginx")
+    if nginx is not None:
+        theirs = subprocess.run([nginx, "-t", "-p", str(tmp_path), "-c", str(conf),
+                                 "-e", str(tmp_path / "e.log")],
+                                capture_output=True, text=True, timeout=60)
+        assert theirs.returncode == 1 and _emerg(theirs.stderr) == _emerg(ours.stderr)

@@ -4,6 +4,8 @@ Why its own module: a log line is built for every request, so each format is com
 (literal, variable getter) pairs and each file is flushed once per event-loop pass rather than
 per line; the rest of the server only says "log this request".
 
+A ``syslog:`` target gets each line as a datagram at once (``SyslogLog``, ``syslogsink``).
+
 Not for: the error log (``worker.Worker.error``) or the variables' values (``request``).
 """
 
@@ -16,6 +18,7 @@ from typing import IO
 
 from pylvs.l7.config import AccessLog, Server
 from pylvs.l7.request import Request, getter
+from pylvs.l7.syslogsink import is_syslog, syslog_writer
 from pylvs.l7.variables import Template
 
 
@@ -53,6 +56,26 @@ class LogFile:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.f.close()
+
+
+class SyslogLog:
+    """An access log sent to syslog: one datagram per line, at once, without its newline
+    (nginx's own: such a log cannot be buffered), with the target's severity."""
+
+    def __init__(self, target: str) -> None:
+        self.writer = syslog_writer(target, levels=False)
+
+    def write(self, line: str) -> None:
+        self.writer.send(line.rstrip("\n"))
+
+    def flush(self) -> None:
+        """Datagrams leave as they are written."""
+
+    def reopen(self) -> None:
+        """Nothing to reopen: the socket is kept (a failed send makes a new one)."""
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class LogPlan:
@@ -94,12 +117,13 @@ class AccessLogs:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self._files: dict[str, LogFile] = {}
+        self._files: dict[str, LogFile | SyslogLog] = {}
 
-    def file_for(self, al: AccessLog) -> LogFile:
+    def file_for(self, al: AccessLog) -> LogFile | SyslogLog:
         log = self._files.get(al.path)
         if log is None:
-            log = self._files[al.path] = LogFile(al.path, self.loop)
+            log = self._files[al.path] = (SyslogLog(al.path) if is_syslog(al.path)
+                                          else LogFile(al.path, self.loop))
         return log
 
     def request(self, req: Request) -> None:
@@ -117,7 +141,8 @@ class AccessLogs:
 
     @property
     def paths(self) -> list[str]:
-        return list(self._files)
+        """The files (what USR1 reopens and a binary upgrade hands on), not syslog targets."""
+        return [p for p in self._files if not is_syslog(p)]
 
     def reopen(self) -> None:
         for log in self._files.values():

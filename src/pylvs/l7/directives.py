@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from pylvs.l7 import access, expires
 from pylvs.l7.model import AccessLog, Return, Rewrite
 from pylvs.l7.syntax import ConfigError, Directive
+from pylvs.l7.syslogsink import is_syslog, parse_syslog
 from pylvs.l7.variables import Template, compile_template
 
 MAIN, EVENTS, HTTP, SERVER, LOCATION, UPSTREAM, TYPES = (
@@ -376,16 +377,21 @@ def _access_log(lv: Level, d: Directive) -> None:
         if len(a) > 1:
             raise ConfigError('invalid parameter "off"', d.file, d.line)
         return
-    if a[0].startswith("syslog:"):
-        # refused, not written to a file named "syslog:..." (only error_log goes to syslog)
-        raise ConfigError('"access_log" to syslog is not supported', d.file, d.line)
+    syslog = is_syslog(a[0])
+    if syslog:  # checked (and its host resolved) now, kept as written: ``accesslog`` sends
+        try:
+            parse_syslog(a[0])
+        except ValueError as e:
+            raise ConfigError(str(e), d.file, d.line) from None
     fmt_name = a[1] if len(a) > 1 else "combined"
     formats = lv.reader.log_formats
     if fmt_name not in formats:
         raise ConfigError(f'unknown log format "{fmt_name}"', d.file, d.line)
     if len(a) > 2 and not a[2].startswith(("buffer=", "flush=", "if=")):
         raise ConfigError(f'invalid parameter "{a[2]}"', d.file, d.line)
-    lv.logs.append(AccessLog(lv.reader.abspath(a[0]), formats[fmt_name]))
+    if syslog and len(a) > 2 and a[2].startswith(("buffer=", "flush=")):
+        raise ConfigError("logs to syslog cannot be buffered", d.file, d.line)
+    lv.logs.append(AccessLog(a[0] if syslog else lv.reader.abspath(a[0]), formats[fmt_name]))
 
 
 @setting("default_type", HSL, 1, 1, once=True)

@@ -20,8 +20,10 @@ nginx's are: a slow or absent syslog daemon never stalls a worker's event loop.
 Host names are resolved once, when the configuration is read (nginx: "host not found"); the
 forked workers reuse the address the master resolved.
 
-Not for: the access log's ``syslog:`` (not implemented), what the lines say (``process``,
-``worker``).
+The access log's ``syslog:`` targets use the same writer (``accesslog``) with ``levels`` off:
+every line has the target's ``severity=`` (default info), as nginx sends them.
+
+Not for: what the lines say (``process``, ``worker``, ``accesslog``).
 """
 
 from __future__ import annotations
@@ -183,10 +185,13 @@ def line_severity(line: str, default: int) -> int:
 
 
 class SyslogWriter:
-    """A write-only 'file' whose lines become syslog datagrams (one per line)."""
+    """A write-only 'file' whose lines become syslog datagrams (one per line). ``levels``: an
+    error log's lines carry their own severity (``[level]``); an access log's all have the
+    target's ``severity=``."""
 
-    def __init__(self, peer: SyslogPeer) -> None:
+    def __init__(self, peer: SyslogPeer, levels: bool = True) -> None:
         self.peer = peer
+        self.levels = levels
         self.hostname = socket.gethostname().lower()
         self.sock: socket.socket | None = None
 
@@ -201,7 +206,9 @@ class SyslogWriter:
         return sock
 
     def send(self, line: str) -> None:
-        head = header(self.peer, line_severity(line, self.peer.severity), self.hostname)
+        severity = line_severity(line, self.peer.severity) if self.levels \
+            else self.peer.severity
+        head = header(self.peer, severity, self.hostname)
         data = head.encode() + line.encode(errors="replace")[:MAX_LINE]
         try:
             if self.sock is None:
@@ -228,19 +235,25 @@ class SyslogWriter:
             self.sock = None
 
 
+def syslog_writer(target: str, levels: bool = True) -> SyslogWriter:
+    """A writer to the syslog ``target`` (resolved when the configuration was read; parsed
+    again if not: ``OSError`` if it no longer parses)."""
+    peer = _resolved.get(target)
+    if peer is None:
+        try:
+            peer = parse_syslog(target)
+        except ValueError as e:
+            raise OSError(str(e)) from None
+    return SyslogWriter(peer, levels)
+
+
 def open_error_log(target: str | None) -> LogSink:
     """The error log ``target`` names: stderr (None), a syslog peer, or a file opened for
     appending (``OSError`` as ``open``'s, also for a syslog target that no longer parses)."""
     if target is None:
         return sys.stderr
     if is_syslog(target):
-        peer = _resolved.get(target)
-        if peer is None:
-            try:
-                peer = parse_syslog(target)
-            except ValueError as e:
-                raise OSError(str(e)) from None
-        return SyslogWriter(peer)
+        return syslog_writer(target)
     return open(target, "a", buffering=1, encoding="utf-8")
 
 
