@@ -594,6 +594,7 @@ class _Builder:
             access=s.get("access", ()),
             internal=s.get("internal", False),
             etag=s.get("etag", True),
+            accel_ignored="x-accel-redirect" in s.get("proxy_ignore_headers", ()),
             auth_basic=s.get("auth_basic"),
             auth_basic_user_file=s.get("auth_basic_user_file"),
             satisfy_any=s.get("satisfy_any", False),

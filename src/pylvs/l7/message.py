@@ -121,9 +121,25 @@ class ResponseHead:
     only caches a value derived from it), so one instance answers every response whose head is
     byte-for-byte the same."""
 
-    __slots__ = ("client_date", "client_head", "client_loc", "coded", "cookies", "filtered",
-                 "framed", "headers", "length", "lines", "reason", "redirects", "status",
-                 "status_line", "status_text", "whole")
+    __slots__ = (
+        "accel",
+        "client_date",
+        "client_head",
+        "client_loc",
+        "coded",
+        "cookies",
+        "filtered",
+        "framed",
+        "headers",
+        "length",
+        "lines",
+        "reason",
+        "redirects",
+        "status",
+        "status_line",
+        "status_text",
+        "whole",
+    )
 
     def __init__(self, status: int, reason: bytes, lines: bytes, length: int | None, coded: bool,
                  framed: bool) -> None:
@@ -148,6 +164,7 @@ class ResponseHead:
         # request (``proxyheaders``), so the client's head is then never cached
         self.redirects = False
         self.cookies = False  # a Set-Cookie line: proxy_cookie_* may rewrite it, per request
+        self.accel: bytes | None = None  # an X-Accel-Redirect value: the task redirects
         # the upstream's header fields as read, for a location whose proxy_hide_header or
         # proxy_pass_header changes what crosses, and the lines last made for one
         # (``proxyheaders.filtered_lines``)
@@ -171,6 +188,9 @@ def client_response_head(status: int, reason: bytes,
     low = b"\n" + joined.lower()  # one search per name: cheaper than a look at each line
     head.redirects = b"\nlocation:" in low or b"\nrefresh:" in low
     head.cookies = b"\nset-cookie:" in low
+    for name, value in headers:  # (hidden from the client: not in ``joined``)
+        if len(name) == 16 and name.lower() == b"x-accel-redirect":
+            head.accel = value
     return head
 
 

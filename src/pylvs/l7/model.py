@@ -226,6 +226,7 @@ class Location:
     access: tuple[Rule, ...] = ()  # allow/deny, in order (``access``)
     internal: bool = False  # ``internal``: only internal redirects reach it (404 to clients)
     etag: bool = True  # ``etag off``: files are sent without ETag
+    accel_ignored: bool = False  # proxy_ignore_headers X-Accel-Redirect
     # auth_basic: the realm (None: off or unset) and the user file; satisfy any
     auth_basic: Template | None = None
     auth_basic_user_file: Template | None = None

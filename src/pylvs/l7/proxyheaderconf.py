@@ -178,12 +178,15 @@ _IGNORABLE = ("X-Accel-Redirect", "X-Accel-Expires", "X-Accel-Limit-Rate", "X-Ac
 
 @setting("proxy_ignore_headers", HSL, 1, -1)
 def _proxy_ignore_headers(lv: Level, d: Directive) -> None:
-    """Checked as nginx checks it. What it could switch off is not done here in the first
-    place: X-Accel-Redirect is hidden and not followed, X-Accel-Limit-Rate, -Buffering and
-    -Charset are hidden (bodies stream unbuffered, unthrottled, without a charset filter), and
-    X-Accel-Expires, Expires, Cache-Control, Set-Cookie and Vary only matter to proxy_cache,
-    which pylvs does not have; so every value is accepted and the headers cross as before."""
+    """Checked as nginx checks it. X-Accel-Redirect switches off following that header
+    (``accel``); the rest is not done here in the first place: X-Accel-Limit-Rate, -Buffering
+    and -Charset are hidden (bodies stream unbuffered, unthrottled, without a charset filter),
+    and X-Accel-Expires, Expires, Cache-Control, Set-Cookie and Vary only matter to
+    proxy_cache, which pylvs does not have. A level's lines replace its parent's set."""
     known = {v.lower() for v in _IGNORABLE}
     for v in d.args:
         if v.lower() not in known:
             raise ConfigError(f'invalid value "{v}"', d.file, d.line)
+    own = lv.s["proxy_ignore_headers"] if "proxy_ignore_headers" in lv.seen else frozenset()
+    lv.seen.add("proxy_ignore_headers")
+    lv.s["proxy_ignore_headers"] = own | {v.lower() for v in d.args}

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import os
 import re
-import tempfile
 import time
 
 from pylvs.l7 import gzip
@@ -41,7 +40,7 @@ from pylvs.l7.proxyheaders import (
 from pylvs.l7.proxyplan import HeaderPlan, header_plan
 from pylvs.l7.proxytarget import address_pool, balance_key, dynamic_target
 from pylvs.l7.reply import head_bytes
-from pylvs.l7.request import BodyReader, Request, TooLarge
+from pylvs.l7.request import Request, TooLarge, spool_chunked
 from pylvs.l7.status import status_line
 from pylvs.l7.tunnel import Tunnel
 from pylvs.l7.upstream import UpstreamConnection, UpstreamPool
@@ -91,6 +90,9 @@ class ProxyAttempt:
 
     def response_head(self, head: ResponseHead, keep_alive: bool, until_eof: bool) -> None:
         req, loc = self.req, self.loc
+        if head.accel is not None and not loc.accel_ignored:
+            self._accel(head)
+            return
         self.t_head = time.monotonic()
         self.keep_alive = keep_alive
         status = head.status
@@ -134,6 +136,9 @@ class ProxyAttempt:
         location and Date line it was made for: the next one with the same three is sent
         without ``response_head`` (made again near keepalive_requests/keepalive_time)."""
         req, loc, client = self.req, self.loc, self.client
+        if head.accel is not None and not loc.accel_ignored:
+            self._accel(head)
+            return
         date = client.clock.server_date[loc.server_tokens]
         if (head.client_date is date and head.client_loc is loc and self.fast_peer is not None
                 and req.keep_alive and req.seq < loc.keepalive_requests
@@ -207,6 +212,15 @@ class ProxyAttempt:
             self._out.append(data)
             self.req.bytes_sent += len(data)
         self.req.body_bytes_sent += len(data)
+
+    def _accel(self, head: ResponseHead) -> None:
+        """An X-Accel-Redirect answer: nothing of it reaches the client (its body, if any,
+        is not read: the connection is closed); the task follows it (``routing``)."""
+        self.t_head = time.monotonic()
+        self.req.upstream_status = head.status_text
+        self.req.accel = head
+        self.keep_alive = False
+        self._finish("accel")
 
     def _finish(self, result: str) -> None:
         if self.result:
@@ -447,6 +461,13 @@ def finish_fast(att: ProxyAttempt, result: str) -> None:
             client.app.upstream_done(pool.stat_base, peer.index, req.status, took)
         client.complete(req)
         return
+    if result == "accel":  # nothing was sent: the task follows it (``routing.handle``)
+        if pool.stat_base >= 0:
+            client.app.upstream_done(pool.stat_base, peer.index, int(req.upstream_status), took)
+        conn.close()
+        client.active = None
+        client.wake_task()
+        return
     client.app.upstream_done(pool.stat_base, peer.index, 0, 0.0)
     conn.close()
     if result == "client":
@@ -552,7 +573,7 @@ async def run(client: Connection, req: Request, loc: Location) -> None:
     tries.dyn = dyn
     if loc.proxy_http_version == "1.0" and req.body is not None and req.content_length is None:
         # An HTTP/1.0 upstream needs a length: spool the chunked body to a temp file first.
-        await spool_chunked(client, req)
+        await spool_chunked(client, req)  # (``request``)
     preset, req.preset_peer = req.preset_peer, None
     if req.fast_failed is not None:
         # the fast path's try failed before any byte reached the client: count it here
@@ -678,6 +699,11 @@ async def _settle(client: Connection, req: Request, peer: Peer, att: ProxyAttemp
         pool.release(conn, reusable)
         tries.record(req)
         return False
+    if result == "accel":  # the task follows it (``routing.dispatch``)
+        balancer.succeeded(peer)
+        conn.close()
+        tries.record(req)
+        return False
     if result == "upgraded":
         balancer.succeeded(peer)
         tries.record(req)
@@ -765,29 +791,6 @@ async def _tunnel(client: Connection, req: Request, loc: Location,
                          f"http://{conn.peer.server.address}{req.target}")
     req.body_bytes_sent += tunnel.to_client
     req.bytes_sent += tunnel.to_client
-
-
-async def spool_chunked(client: Connection, req: Request) -> None:
-    """Turn a chunked request body into a sized one through a temporary file (not memory)."""
-    assert req.body is not None
-    f = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the replacement reader
-    total = 0
-    while True:
-        data = await req.body.read()
-        if not data:
-            break
-        f.write(data)
-        total += len(data)
-    f.seek(0)
-    body = BodyReader(client, req)
-    body.received = total
-    body.done = True
-    body.spool = f
-    req.body = body if total else None
-    if not total:
-        f.close()
-    req.content_length = total
-    req.chunked = False
 
 
 # -- proxy_pass with variables: the URL made per request, without a resolver --------------------

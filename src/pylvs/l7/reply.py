@@ -36,6 +36,8 @@ def head_bytes(req: Request, status: int, line: bytes, lines: bytes, length: int
             and req.method != "HEAD":
         req.keep_alive = False
     req.status = status
+    if req.carried is not None:  # after an X-Accel-Redirect
+        lines = req.carried.apply(status, lines)
     if loc is not None and loc.expires is not None \
             and (filter_status or status) in ADD_HEADER_STATUSES:
         lines = expires_lines(loc.expires, req.conn.clock.sec, lines)

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import IO, Protocol
 
 from pylvs import __version__ as _pkg_version
+from pylvs.l7.accel import Carried
 from pylvs.l7.authbasic import basic_credentials
 from pylvs.l7.balancer import Peer
 from pylvs.l7.config import Location, Return, Server
@@ -211,6 +213,10 @@ class Request:
     error_status = 0  # the status an error page's file is sent with (0: its own)
     redirect: tuple[int, str] | None = None  # a rewrite's redirect: (status, location)
     error_headers = b""  # lines an error page keeps: a return's Location, auth_basic's challenge
+    # an upstream's X-Accel-Redirect answer (``message.ResponseHead``) for the task to follow,
+    # and what crosses to the answer that replaces it (``accel``)
+    accel: object | None = None
+    carried: Carried | None = None
     returned: Return | None = None  # a server-level ``return`` answers (its script ran)
     vars: dict[str, str] | None = None  # ``set`` variables and named captures
     upgrade = False  # the client asked to switch protocols (Upgrade; ``tunnel``)
@@ -408,3 +414,26 @@ VARIABLES: dict[str, Callable[[Request], str]] = {
     "document_root": lambda r: _document_root(r),
     "nginx_version": lambda r: _pkg_version,
 }
+
+
+async def spool_chunked(client: RequestConn, req: Request) -> None:
+    """Turn a chunked request body into a sized one through a temporary file (not memory)."""
+    assert req.body is not None
+    f = tempfile.TemporaryFile()  # noqa: SIM115 - handed to the replacement reader
+    total = 0
+    while True:
+        data = await req.body.read()
+        if not data:
+            break
+        f.write(data)
+        total += len(data)
+    f.seek(0)
+    body = BodyReader(client, req)
+    body.received = total
+    body.done = True
+    body.spool = f
+    req.body = body if total else None
+    if not total:
+        f.close()
+    req.content_length = total
+    req.chunked = False

@@ -18,8 +18,10 @@ from __future__ import annotations
 import os
 
 from pylvs.l7 import access, authbasic, proxying, realip, rewrite
+from pylvs.l7.accel import Carried, unsafe_uri
 from pylvs.l7.config import Location, Return, Server
 from pylvs.l7.location import BadURI, host_of, is_auto_redirect, normalize
+from pylvs.l7.message import ResponseHead
 from pylvs.l7.redirect import absolute
 from pylvs.l7.reply import respond, response_head
 from pylvs.l7.request import Request
@@ -160,6 +162,9 @@ async def handle(conn: Connection, req: Request) -> bool:
         await conn.respond_error(req, code)
         return False
     assert req.location is not None and req.server is not None
+    if req.accel is not None:  # the fast path's upstream answered with X-Accel-Redirect
+        await follow_accel(conn, req, req.server, 0)
+        return True
     if req.expect_continue:
         conn.maybe_continue(req)  # nginx answers Expect before reading or discarding the body
     if req.redirect is not None:
@@ -243,6 +248,8 @@ async def dispatch(conn: Connection, req: Request, loc: Location, server: Server
         await try_files(conn, req, loc, server, depth)
     elif loc.proxy_pass is not None:
         await proxying.run(conn, req, loc)
+        if req.accel is not None:
+            await follow_accel(conn, req, server, depth)
     else:
         await files(conn, req, loc, server, depth)
 
@@ -278,6 +285,35 @@ def access_phase(conn: Connection, req: Request, loc: Location) -> int:
     if code == 403:
         conn.app.error("error", "access forbidden by rule", conn, req)
     return code
+
+
+async def follow_accel(conn: Connection, req: Request, server: Server, depth: int) -> None:
+    """An upstream's X-Accel-Redirect (``accel``): a named location, or an internal redirect
+    to the URI it names as a GET (HEAD stays), with what crosses it kept on the request."""
+    head = req.accel
+    assert isinstance(head, ResponseHead) and head.accel is not None
+    req.accel = None
+    req.carried = Carried.of(head.headers)
+    if depth >= MAX_REDIRECTS:
+        conn.app.error("error", "rewrite or internal redirection cycle while processing "
+                       f'"{req.uri}"', conn, req)
+        await conn.respond_error(req, 500)
+        return
+    target = head.accel
+    if target.startswith(b"@"):
+        await named(conn, req, server, target.decode("latin-1"), depth)
+        return
+    parsed = unsafe_uri(target)
+    if parsed is None:
+        conn.app.error("error", f'unsafe URI "{target.decode("latin-1")}" was detected', conn,
+                       req)
+        await conn.respond_error(req, 404)
+        return
+    if req.method != "HEAD":
+        req.method = "GET"
+    req.uri, req.args = parsed
+    req.internal = True
+    await redirect_internally(conn, req, server, req.uri, depth)
 
 
 async def stub_status(conn: Connection, req: Request) -> None:
