@@ -244,6 +244,18 @@ def interop_head(pid: str, error_log: str, access_log: str = "off") -> str:
                 ("uwsgi", "uwsgi"), ("scgi", "scgi"))))
 
 
+def read_to_close(port: int, data: bytes) -> bytes:
+    """Send ``data`` on a new connection to 127.0.0.1:``port``; every byte until it closes."""
+    with socket.create_connection(("127.0.0.1", port), 5) as s:
+        s.sendall(data)
+        raw = b""
+        while True:
+            got = s.recv(65536)
+            if not got:
+                return raw
+            raw += got
+
+
 def get(path: str, host: str = "localhost", extra: str = "") -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
 

@@ -1,9 +1,10 @@
 """The directives added to ``pylvs http`` (map, allow/deny, expires, the upstream methods, the
-proxy header rules, realip, internal, etag, the redirect flags, auth_basic and satisfy) never
-end ``-t`` in anything but nginx's one-line ``[emerg]`` (a ``ConfigError``), whatever arguments
-they are given: random lines of those directives, each with arguments drawn from values near and
-past what it accepts, placed where the directive is allowed in an otherwise valid file (so most
-files get past the first line and the readers' deeper checks run)."""
+proxy header rules, realip, internal, etag, the redirect flags, auth_basic and satisfy,
+gzip_static, autoindex) never end ``-t`` in anything but nginx's one-line ``[emerg]`` (a
+``ConfigError``), whatever arguments they are given: random lines of those directives, each with
+arguments drawn from values near and past what it accepts, placed where the directive is allowed
+in an otherwise valid file (so most files get past the first line and the readers' deeper checks
+run)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ _ROWS: dict[str, tuple[str, list[str], int]] = {
     "auth_basic_user_file": ("hsl", ["/etc/nonexistent", "rel/file", "$host", ""], 1),
     "satisfy": ("hsl", ["all", "any", "x"], 1),
     "gzip_static": ("hsl", ["on", "off", "always", "x"], 1),
+    "autoindex": ("hsl", ["on", "off", "x"], 1),
+    "autoindex_format": ("hsl", ["html", "xml", "json", "jsonp", "x"], 1),
+    "autoindex_exact_size": ("hsl", ["on", "off", ""], 1),
+    "autoindex_localtime": ("hsl", ["on", "off", "1"], 1),
     "if_modified_since": ("hsl", ["off", "exact", "before", "x"], 1),
     "root": ("hsl", ["/srv/$host", "$1", "/x", "", "$nosuch/y"], 1),
     "internal": ("l", ["", "x"], 0),

@@ -504,6 +504,8 @@ REFUSED_FILES = {
                                        "auth_basic_user_file /x; auth_basic_user_file /y; }"),
     "auth_basic_main": "auth_basic a;\n" + _SERVER.format(http="", server=""),
     "gzip_static_word": _SERVER.format(http="", server="  gzip_static yes;"),
+    "autoindex_format_word": _SERVER.format(http="", server="  autoindex_format yaml;"),
+    "autoindex_twice": _SERVER.format(http="", server="  autoindex on; autoindex off;"),
 }
 
 

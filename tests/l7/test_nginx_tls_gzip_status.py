@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.l7.conftest import free_port
+from tests.l7.conftest import free_port, read_to_close
 from tests.l7.proc import running, wait_port
 
 PYLVS = [sys.executable, "-m", "pylvs.cli.main", "http"]
@@ -241,14 +241,7 @@ GZIP_REQUESTS = [
 def _raw(port: int, data: bytes) -> tuple[str, dict[str, str], bytes]:
     """One request on its own connection: status line, headers (Date/Server dropped), and the
     body de-chunked and gunzipped, error-page signature masked."""
-    with socket.create_connection(("127.0.0.1", port), 5) as s:
-        s.sendall(data + b"Connection: close\r\n\r\n")
-        raw = b""
-        while True:
-            got = s.recv(65536)
-            if not got:
-                break
-            raw += got
+    raw = read_to_close(port, data + b"Connection: close\r\n\r\n")
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     hdrs = {k.lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}

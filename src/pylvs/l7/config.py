@@ -23,6 +23,7 @@ import socket
 from typing import Any
 
 from pylvs.l7 import authbasicconf, redirectconf  # noqa: F401  (their directive rows)
+from pylvs.l7.autoindexconf import autoindex_of
 from pylvs.l7.directives import (
     DIRECTIVES,
     EVENTS,
@@ -595,6 +596,7 @@ class _Builder:
             internal=s.get("internal", False),
             etag=s.get("etag", True),
             accel_ignored="x-accel-redirect" in s.get("proxy_ignore_headers", ()),
+            autoindex=autoindex_of(s),
             auth_basic=s.get("auth_basic"),
             auth_basic_user_file=s.get("auth_basic_user_file"),
             satisfy_any=s.get("satisfy_any", False),

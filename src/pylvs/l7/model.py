@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pylvs.l7.autoindex import AutoIndex
 from pylvs.l7.variables import Template
 
 if TYPE_CHECKING:
@@ -227,6 +228,7 @@ class Location:
     internal: bool = False  # ``internal``: only internal redirects reach it (404 to clients)
     etag: bool = True  # ``etag off``: files are sent without ETag
     accel_ignored: bool = False  # proxy_ignore_headers X-Accel-Redirect
+    autoindex: AutoIndex | None = None  # None: autoindex off
     # auth_basic: the realm (None: off or unset) and the user file; satisfy any
     auth_basic: Template | None = None
     auth_basic_user_file: Template | None = None

@@ -15,9 +15,10 @@ serving a file (``static``) or proxying (``proxying``).
 
 from __future__ import annotations
 
+import errno
 import os
 
-from pylvs.l7 import access, authbasic, proxying, realip, rewrite
+from pylvs.l7 import access, authbasic, autoindex, proxying, realip, rewrite
 from pylvs.l7.accel import Carried, unsafe_uri
 from pylvs.l7.config import Location, Return, Server
 from pylvs.l7.location import BadURI, host_of, is_auto_redirect, normalize
@@ -338,12 +339,40 @@ async def files(conn: Connection, req: Request, loc: Location, server: Server,
             req.uri = candidate
             await redirect_internally(conn, req, server, candidate, depth)
             return
-    if os.path.isdir(file_path(loc, uri, req)):
-        conn.app.error("error", f'directory index of "{file_path(loc, uri, req)}" is forbidden',
-                       conn, req)
-        await conn.respond_error(req, 403)
-    else:
+    path = file_path(loc, uri, req)
+    if not os.path.isdir(path):
         await conn.respond_error(req, 404)
+    elif loc.autoindex is not None and req.method in ("GET", "HEAD"):
+        await _autoindex(conn, req, loc.autoindex, path)
+    else:
+        conn.app.error("error", f'directory index of "{path}" is forbidden', conn, req)
+        await conn.respond_error(req, 403)
+
+
+async def _autoindex(conn: Connection, req: Request, ai: autoindex.AutoIndex,
+                     path: str) -> None:
+    """nginx's autoindex answer to a GET or HEAD (other methods get the 403 of a directory
+    without an index, as nginx's): the listing, chunked (HTTP/1.0: until the close), no
+    validators; 403 if the directory may not be read, 500 if it cannot."""
+    try:
+        body = autoindex.listing(req.uri, path, ai)
+    except OSError as e:
+        conn.app.error("error", f'opendir() "{path}" failed ({e.errno}: {e.strerror})',
+                       conn, req)
+        await conn.respond_error(req, 403 if e.errno == errno.EACCES else 500)
+        return
+    chunked = req.version == "1.1" and req.method != "HEAD"
+    head = response_head(req, 200, [b"Content-Type: " + autoindex.CONTENT_TYPES[ai.format]
+                                    + b"\r\n"], chunked=chunked)
+    if req.method == "HEAD":
+        out = head
+    elif chunked:
+        out = head + b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    else:
+        out = head + body
+    conn.write(out)
+    req.bytes_sent += len(out)
+    req.body_bytes_sent += len(body) if req.method != "HEAD" else 0
 
 
 async def try_files(conn: Connection, req: Request, loc: Location, server: Server,
