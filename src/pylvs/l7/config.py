@@ -425,21 +425,26 @@ class _Builder:
 
     def _listen(self, d: Directive) -> Listen:
         text = d.args[0]
-        default = ssl = False
+        default = ssl = pp = False
         for a in d.args[1:]:
             if a in ("default_server", "default"):
                 default = True
             elif a == "ssl":
                 ssl = True
+            elif a == "proxy_protocol":
+                pp = True
             elif a in ("reuseport", "deferred", "bind") or a.startswith(("backlog=", "rcvbuf=", "sndbuf=")):
                 pass
             else:
                 raise ConfigError(f'invalid parameter "{a}"', d.file, d.line)
+        if ssl and pp:  # the PROXY header precedes the TLS handshake: not read that way here
+            raise ConfigError('"ssl" with "proxy_protocol" in "listen" is not supported',
+                              d.file, d.line)
         if text.isdigit():
             port = int(text)
             if not 0 < port < 65536:
                 raise ConfigError(f'invalid port in "{text}" of the "listen" directive', d.file, d.line)
-            return Listen("0.0.0.0", port, default, ssl)
+            return Listen("0.0.0.0", port, default, ssl, pp)
         if text.startswith("unix:"):
             raise ConfigError("unix sockets are not supported in \"listen\"", d.file, d.line)
         host, port = _host_port(text, d, "\"listen\" of", 80)
@@ -456,7 +461,7 @@ class _Builder:
                 except (OSError, UnicodeError, ValueError):
                     raise ConfigError(f'host not found in "{text}" of the "listen" directive',
                                       d.file, d.line) from None
-        return Listen(host, port, default, ssl)
+        return Listen(host, port, default, ssl, pp)
 
     def _location(self, d: Directive, outer: dict[str, Any], parent: Location | None,
                   every: list[Location], depth: int) -> Location:

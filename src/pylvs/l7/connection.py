@@ -39,6 +39,7 @@ from pylvs.l7.access import allowed
 from pylvs.l7.config import Location, Server
 from pylvs.l7.location import ListenGroup
 from pylvs.l7.proxying import try_fast_proxy
+from pylvs.l7.proxyprotocol import ProxyHeader
 from pylvs.l7.realip import apply as apply_realip
 from pylvs.l7.request import BODY_HIGH_WATER, BodyReader, Refused, Request, TooLarge
 from pylvs.l7.routing import handle, route
@@ -166,6 +167,7 @@ class ClientConnection(asyncio.Protocol):
 
     scheme = "http"  # "https" on a TLS listener (``listen``)
     ssl_server_name = ""
+    pp: ProxyHeader | None = None  # the PROXY header (``listen.ProxiedConnection``)
 
     def __init__(self, app: Worker, group: ListenGroup) -> None:
         self.app = app
@@ -813,7 +815,7 @@ class ClientConnection(asyncio.Protocol):
                 or loc.auth_basic is not None:  # (auth_basic: ``routing.access_phase``)
             return False
         if loc.realip is not None and not req.real_addr:  # (``routing.dispatch``'s preaccess)
-            apply_realip(req, loc.realip, self.remote_addr)
+            apply_realip(req, loc.realip, self.remote_addr, self.pp)
         if loc.access and not allowed(loc.access, req.real_addr or self.remote_addr):
             return False  # the task answers 403 (``routing.dispatch``)
         if loc.proxy_pass is None:

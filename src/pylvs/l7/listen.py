@@ -17,6 +17,7 @@ import socket
 import ssl
 import time
 
+from pylvs.l7 import proxyprotocol
 from pylvs.l7.config import Config, Server
 from pylvs.l7.connection import ClientConnection
 from pylvs.l7.location import ListenGroup
@@ -43,6 +44,30 @@ class TlsClientConnection(ClientConnection):
         obj = transport.get_extra_info("ssl_object")
         self.ssl_server_name = getattr(obj, "pylvs_sni", "") if obj is not None else ""
         super().connection_made(transport)
+
+
+class ProxiedConnection(ClientConnection):
+    """A connection of a ``listen ... proxy_protocol`` socket: the PROXY protocol header first
+    (``proxyprotocol``), then HTTP. As nginx 1.22, the header must be whole in the first read;
+    one that is not, or cannot be a header, closes the connection without an answer and logs
+    "broken header". A client that sends nothing meets the client_header_timeout."""
+
+    def data_received(self, data: bytes) -> None:
+        if self.pp is not None:
+            super().data_received(data)
+            return
+        try:
+            got = proxyprotocol.parse(data)
+            if got is None:
+                raise proxyprotocol.Broken(proxyprotocol.first_line(data))
+        except proxyprotocol.Broken as e:
+            self.app.error("error", f'broken header: "{e}" while reading PROXY protocol', self)
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.pp, used = got
+        if len(data) > used:
+            super().data_received(data[used:])
 
 
 def tls_context(group: ListenGroup) -> ssl.SSLContext:
@@ -106,7 +131,10 @@ class L7Server(Worker):
             sock = bound.get((host, port)) if bound is not None else None
             if sock is None:
                 sock = bind_listener(host, port)
-            kind = TlsClientConnection if tls else ClientConnection
+            proxied = any(lst.proxy_protocol for srv in servers for lst in srv.listens
+                          if (lst.host, lst.port) == (host, port))
+            kind = (TlsClientConnection if tls else
+                    ProxiedConnection if proxied else ClientConnection)
             s = await self.loop.create_server(
                 lambda g=group, k=kind: k(self, g),
                 sock=sock, backlog=511, ssl=ctx)

@@ -256,6 +256,7 @@ class Listen:
     port: int
     default_server: bool = False
     ssl: bool = False
+    proxy_protocol: bool = False  # the connections start with a PROXY protocol header
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,11 @@ spaces); with ``real_ip_recursive on`` further left while each address found is 
 unparsable element then keeps the last good one), and over several X-Forwarded-For lines from
 the last. An element may carry a port ("1.2.3.4:80", "[::1]:80").
 
-Not for: ``real_ip_header proxy_protocol`` (accepted; PROXY protocol listeners do not exist
-here, so it never applies), or where the phases run (``routing``, ``connection._try_fast``).
+``real_ip_header proxy_protocol`` takes the address (and port) of a ``listen ...
+proxy_protocol`` connection's header (``proxyprotocol``), trusted by the same rules.
+
+Not for: reading the PROXY header, or where the phases run (``routing``,
+``connection._try_fast``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import Protocol
+
+from pylvs.l7.proxyprotocol import ProxyHeader
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -136,14 +141,19 @@ def _text(ip: Address) -> str:
     return str(ip)
 
 
-def apply(req: Req, conf: RealIp, remote_addr: str) -> None:
+def apply(req: Req, conf: RealIp, remote_addr: str, proxied: ProxyHeader | None = None) -> None:
     """Set ``req.real_addr`` (and ``real_port``) from the configured header when the
     connection's address ``remote_addr`` is trusted; nothing when it is not, or when the
-    header is absent or holds no usable address."""
+    header is absent or holds no usable address. ``proxied``: the PROXY protocol header's
+    source address and port, for ``real_ip_header proxy_protocol``."""
     header = conf.header
-    if header == b"proxy_protocol":  # (no PROXY protocol listeners here)
-        return
-    if header == b"x-forwarded-for":
+    pp_port = -1
+    if header == b"proxy_protocol":
+        if proxied is None or not proxied.src_addr:
+            return  # not a proxy_protocol listener, or a header without addresses
+        values = [proxied.src_addr.encode()]
+        pp_port = proxied.src_port
+    elif header == b"x-forwarded-for":
         values = [v for k, v in req.headers if k.lower() == header]
     else:  # nginx takes the first line of X-Real-IP or of another header
         values = next(([v] for k, v in req.headers if k.lower() == header), [])
@@ -167,4 +177,4 @@ def apply(req: Req, conf: RealIp, remote_addr: str) -> None:
         found = True
     if rc != _DECLINED:
         req.real_addr = _text(addr[0])
-        req.real_port = addr[1]
+        req.real_port = addr[1] if pp_port < 0 else pp_port

@@ -26,6 +26,7 @@ from pylvs.l7.authbasic import basic_credentials
 from pylvs.l7.balancer import Peer
 from pylvs.l7.config import Location, Return, Server
 from pylvs.l7.maps import Map, find
+from pylvs.l7.proxyprotocol import ProxyHeader
 from pylvs.l7.status import Clock
 from pylvs.l7.variables import expand
 
@@ -55,6 +56,7 @@ class RequestConn(Protocol):
     local_port: int
     scheme: str  # "http", or "https" on a TLS listener
     ssl_server_name: str  # the name the TLS client sent (SNI), "" without
+    pp: ProxyHeader | None  # a ``listen ... proxy_protocol`` connection's PROXY header
     started: float  # time.monotonic() when the connection was accepted
 
     def write(self, data: bytes) -> None: ...
@@ -382,6 +384,12 @@ VARIABLES: dict[str, Callable[[Request], str]] = {
     "bytes_sent": lambda r: str(r.bytes_sent),
     "time_local": lambda r: r.conn.clock.local,
     "remote_user": _remote_user,
+    "proxy_protocol_addr": lambda r: r.conn.pp.src_addr if r.conn.pp else "",
+    "proxy_protocol_port": lambda r: str(r.conn.pp.src_port) if r.conn.pp and r.conn.pp.src_addr
+    else "",
+    "proxy_protocol_server_addr": lambda r: r.conn.pp.dst_addr if r.conn.pp else "",
+    "proxy_protocol_server_port": lambda r: str(r.conn.pp.dst_port)
+    if r.conn.pp and r.conn.pp.dst_addr else "",
     "uri": lambda r: r.uri,
     "document_uri": lambda r: r.uri,
     "args": lambda r: r.args,

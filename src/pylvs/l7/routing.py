@@ -118,7 +118,7 @@ def route(conn: Connection, req: Request) -> int:
         return 400
     post_read = server.fallback.realip
     if post_read is not None:  # nginx's post-read phase: the server's realip settings
-        realip.apply(req, post_read, conn.remote_addr)
+        realip.apply(req, post_read, conn.remote_addr, conn.pp)
     if server.rewrites:
         out = rewrite.run_script(server.rewrites, req, test_file)
         if out.action == "redirect":
@@ -236,7 +236,7 @@ async def dispatch(conn: Connection, req: Request, loc: Location, server: Server
             await redirect_internally(conn, req, server, req.uri, depth)
             return
     if loc.realip is not None and not req.real_addr:  # preaccess: the location's settings
-        realip.apply(req, loc.realip, conn.remote_addr)
+        realip.apply(req, loc.realip, conn.remote_addr, conn.pp)
     if loc.access or loc.auth_basic is not None:
         # nginx's access phase: after the rewrite phase (a return above answered first)
         code = access_phase(conn, req, loc)

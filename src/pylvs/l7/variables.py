@@ -26,6 +26,8 @@ KNOWN = frozenset({
     "connection_requests", "content_length", "content_type", "pid", "hostname",
     "document_root", "nginx_version", "upstream_connect_time", "upstream_header_time",
     "connection_time", "https", "ssl_server_name", "realip_remote_addr", "realip_remote_port",
+    "proxy_protocol_addr", "proxy_protocol_port", "proxy_protocol_server_addr",
+    "proxy_protocol_server_port",
 })
 # Built-in variables ``set`` may assign (nginx's changeable ones); others are "duplicate".
 CHANGEABLE = frozenset({"args", "limit_rate"})
