@@ -31,6 +31,8 @@ _ROWS: dict[str, tuple[str, list[str], int]] = {
     "proxy_pass_header": ("hsl", _TEXT, 1),
     "proxy_cookie_domain": ("hsl", _TEXT, 2),
     "proxy_cookie_path": ("hsl", _TEXT, 2),
+    "proxy_cookie_flags": ("hsl", ["off", "one", "~^a", "~(", "secure", "nosamesite",
+                                   "samesite=lax", "$host", ""], 5),
     "proxy_ignore_headers": ("hsl", ["X-Accel-Redirect", "Set-Cookie", "Vary", "x", ""], 3),
     # (only values read as addresses: anything else is a host name nginx resolves)
     "set_real_ip_from": ("hsl", ["unix:", "10.0.0.1", "10.0.0.1/8", "10.0.0.1/24", "::1",

@@ -202,6 +202,10 @@ REFUSED = {
     "cookie_after_off": "  proxy_cookie_path off; proxy_cookie_path / /x/;",
     "cookie_three": "  proxy_cookie_domain a b c;",
     "cookie_regex": "  proxy_cookie_path ~*(x /;",
+    "flags_one": "  proxy_cookie_flags one;",
+    "flags_six": "  proxy_cookie_flags one a b c d e;",
+    "flags_after_off": "  proxy_cookie_flags off; proxy_cookie_flags one secure;",
+    "flags_regex": "  proxy_cookie_flags ~( secure;",
     "ignore_word": "  proxy_ignore_headers Expires X-Nothing;",
     "ignore_none": "  proxy_ignore_headers;",
     "hide_two": "  proxy_hide_header a b;",
@@ -339,3 +343,55 @@ def test_proxy_cookie_domain_and_path_as_nginx(stack: Stack, nginx_bin: str) -> 
     _dirs(stack)
     up = stack.upstream(_scripted)
     _compare(stack, nginx_bin, COOKIE_CONF, "pc", _cookie_requests(up), up=up)
+
+
+FLAGS_CONF = interop_head("{tmp}/nginx-pf.pid", "{tmp}/error-pf.log") + """\
+    proxy_cookie_flags ~ secure;
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        location /plain/ {{ proxy_pass http://127.0.0.1:{up}/; proxy_cookie_flags off; }}
+        location /inherit/ {{ proxy_pass http://127.0.0.1:{up}/; }}
+        location /a/ {{
+            proxy_pass http://127.0.0.1:{up}/;
+            proxy_cookie_flags one httponly;
+            proxy_cookie_flags ~ nosecure samesite=strict;
+        }}
+        location /b/ {{
+            proxy_pass http://127.0.0.1:{up}/;
+            proxy_cookie_flags ~^t secure httponly samesite=lax;
+            proxy_cookie_path /up/ /down/;
+        }}
+        location /c/ {{
+            proxy_pass http://127.0.0.1:{up}/;
+            proxy_cookie_flags ~(?i)^x nohttponly nosamesite nosecure;
+            proxy_cookie_flags $arg_n samesite=none bogus;
+        }}
+    }}
+}}
+"""
+
+_FLAG_COOKIES = (
+    "Set-Cookie: one=1",
+    "Set-Cookie: one=1; HttpOnly",
+    "Set-Cookie: two=2;secure; Path=/",
+    "Set-Cookie: three=3; SameSite=None; Secure",
+    "Set-Cookie: tx=1;  path=/up/x ; httponly",
+    "Set-Cookie: X=1; HTTPONLY; samesite=lax; SECURE;Domain=d",
+    "Set-Cookie: noeq; Secure",
+    "Set-Cookie: e=; secure=1; samesite",
+    "Set-Cookie: f=f;samesite=Strict;samesite=Lax",
+    "Set-Cookie: x2=2; Max-Age=3;SameSite=Strict",
+    "Set-Cookie: var=1; SameSite=Lax",
+)
+
+
+def test_proxy_cookie_flags_as_nginx(stack: Stack, nginx_bin: str) -> None:
+    """Flags added where absent, kept as written where present, removed by no*, a SameSite of
+    another value replaced; the first rule naming the cookie (a name, a variable, a regex)
+    decides; ``off`` and inheritance; together with proxy_cookie_path."""
+    _dirs(stack)
+    up = stack.upstream(_scripted)
+    reqs = [_req(f"/{p}/a?n=var", c) for p in ("plain", "inherit", "a", "b", "c")
+            for c in _FLAG_COOKIES]
+    _compare(stack, nginx_bin, FLAGS_CONF, "pf", reqs, up=up)

@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from pylvs.l7.directives import HSL, UNDECLARED, Level, pcre, setting, template
-from pylvs.l7.proxyheaders import DEFAULT_HIDDEN, CookieRules, HeaderFilter, Redirect
+from pylvs.l7.proxyheaders import DEFAULT_HIDDEN, CookieRules, FlagRule, HeaderFilter, Redirect
 from pylvs.l7.syntax import ConfigError, Directive
 from pylvs.l7.variables import Template, compile_template
 
@@ -132,23 +132,33 @@ def header_filter_for(s: dict[str, Any]) -> HeaderFilter | None:
     return HeaderFilter(hidden, frozenset({b"server", b"date"}) - hidden)
 
 
-def _cookie_rules(lv: Level, d: Directive) -> None:
-    """``proxy_cookie_domain`` / ``proxy_cookie_path``: ``off``, or ``FROM TO`` (``~`` / ``~*``
-    regexes); a level's own lines replace the inherited ones, as proxy_redirect's do."""
+def _own_rules(lv: Level, d: Directive) -> tuple[Any, ...] | None:
+    """The rules ``d``'s directive has on this level so far, nginx's checks of ``off`` made:
+    None when ``d`` is the ``off`` line (then stored). A level's own lines replace the
+    inherited ones (the first is met with the name not yet in ``seen``)."""
     a = d.args
     own = lv.s.get(d.name) if d.name in lv.seen else None
     lv.seen.add(d.name)
     if own == "off":
         raise ConfigError(f'"{d.name}" directive is duplicate', d.file, d.line)
-    rules: tuple[Redirect, ...] = own if isinstance(own, tuple) else ()
+    rules: tuple[Any, ...] = own if isinstance(own, tuple) else ()
     if len(a) == 1:
         if a[0] != "off":
             raise ConfigError(f'invalid parameter "{a[0]}"', d.file, d.line)
         if rules:
             raise ConfigError(f'"{d.name}" directive is duplicate', d.file, d.line)
         lv.s[d.name] = "off"
+        return None
+    return rules
+
+
+def _cookie_rules(lv: Level, d: Directive) -> None:
+    """``proxy_cookie_domain`` / ``proxy_cookie_path``: ``off``, or ``FROM TO`` (``~`` / ``~*``
+    regexes); a level's own lines replace the inherited ones, as proxy_redirect's do."""
+    rules = _own_rules(lv, d)
+    if rules is None:
         return
-    pattern, replacement = a
+    pattern, replacement = d.args
     domain = d.name == "proxy_cookie_domain"
     if pattern.startswith("~"):
         rule = _regex_rule(pattern, replacement, d)
@@ -164,11 +174,28 @@ setting("proxy_cookie_domain", HSL, 1, 2)(_cookie_rules)
 setting("proxy_cookie_path", HSL, 1, 2)(_cookie_rules)
 
 
+@setting("proxy_cookie_flags", HSL, 1, 5)
+def _proxy_cookie_flags(lv: Level, d: Directive) -> None:
+    """``off``, or ``COOKIE FLAG...`` (``~regex`` for the cookie; up to four flags, which may
+    hold variables: nginx reads them per request and ignores what it does not know); a
+    level's own lines replace the inherited ones."""
+    rules = _own_rules(lv, d)
+    if rules is None:
+        return
+    name, *flags = d.args
+    regex = pcre(name[1:], d) if name.startswith("~") else None
+    rule = FlagRule(() if regex is not None else template(name, d), regex,
+                    tuple(template(f, d) for f in flags))
+    lv.s[d.name] = (*rules, rule)
+
+
 def cookie_rules_for(s: dict[str, Any]) -> CookieRules | None:
     domains, paths = s.get("proxy_cookie_domain"), s.get("proxy_cookie_path")
+    flags = s.get("proxy_cookie_flags")
     d = domains if isinstance(domains, tuple) else ()
     p = paths if isinstance(paths, tuple) else ()
-    return CookieRules(d, p) if d or p else None
+    f = flags if isinstance(flags, tuple) else ()
+    return CookieRules(d, p, f) if d or p or f else None
 
 
 # nginx's proxy_ignore_headers values (ngx_http_upstream_ignore_headers_masks)

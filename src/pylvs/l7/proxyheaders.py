@@ -202,23 +202,93 @@ def drop_own_lines(out: bytes, names: Set[bytes]) -> bytes:
 
 
 @dataclass(frozen=True)
+class FlagRule:
+    """One ``proxy_cookie_flags COOKIE FLAG...``: the cookie's name (a template) or a regex
+    searched in it, and its flags (templates, read per request as nginx reads them)."""
+
+    name: Template
+    regex: re.Pattern[str] | None
+    flags: tuple[Template, ...]
+
+
+@dataclass(frozen=True)
 class CookieRules:
-    """A location's Set-Cookie rewrites: for the domain= and the path= attribute."""
+    """A location's Set-Cookie rewrites: for the domain= and the path= attribute, and the
+    flags of ``proxy_cookie_flags``."""
 
     domains: tuple[Redirect, ...]
     paths: tuple[Redirect, ...]
+    flags: tuple[FlagRule, ...] = ()
+
+
+_SAMESITE = {"samesite=strict": "Strict", "samesite=lax": "Lax", "samesite=none": "None"}
+
+
+def _flag_rule(name: str, rules: tuple[FlagRule, ...], req: Request) -> FlagRule | None:
+    for r in rules:
+        if (r.regex.search(name) is not None if r.regex is not None
+                else expand(r.name, req.variable) == name):
+            return r
+    return None
+
+
+def _edit_flags(attrs: list[tuple[str, str | None]], rule: FlagRule, req: Request) -> None:
+    """nginx's proxy_cookie_flags on a parsed cookie: an attribute already as asked is kept
+    as written, one asked away is removed (nosecure, nohttponly, nosamesite), a SameSite of
+    another value is replaced; what is asked and absent is added, in the order Secure,
+    HttpOnly, SameSite. Unknown flags do nothing."""
+    secure: bool | None = None
+    httponly: bool | None = None
+    samesite: str | None = None  # "Strict", "Lax", "None", "off"
+    for t in rule.flags:
+        f = expand(t, req.variable).lower()
+        if f in ("secure", "nosecure"):
+            secure = f == "secure"
+        elif f in ("httponly", "nohttponly"):
+            httponly = f == "httponly"
+        elif f in _SAMESITE:
+            samesite = _SAMESITE[f]
+        elif f == "nosamesite":
+            samesite = "off"
+    out: list[tuple[str, str | None]] = [attrs[0]]
+    for key, val in attrs[1:]:
+        k = key.lower()
+        if k == "secure" and secure is not None:
+            if not secure:
+                continue
+            secure = None  # there already
+        elif k == "httponly" and httponly is not None:
+            if not httponly:
+                continue
+            httponly = None
+        elif k == "samesite" and samesite is not None:
+            if samesite == "off":
+                continue
+            if (val or "").lower() != samesite.lower():
+                key, val = "SameSite", samesite
+            samesite = None  # the first one decides; later ones stay as they are
+        out.append((key, val))
+    if secure:
+        out.append(("Secure", None))
+    if httponly:
+        out.append(("HttpOnly", None))
+    if samesite is not None and samesite != "off":
+        out.append(("SameSite", samesite))
+    attrs[:] = out
 
 
 def rewrite_cookie(value: str, rules: CookieRules, req: Request) -> str | None:
     """A Set-Cookie value with its domain= and path= attributes rewritten (the first matching
-    rule each), re-joined as nginx joins it ("; " between attributes); None: unchanged."""
+    rule each) and its flags edited (the first ``proxy_cookie_flags`` naming it), re-joined as
+    nginx joins it ("; " between attributes); None: unchanged."""
     attrs: list[tuple[str, str | None]] = []
     for part in value.split(";"):  # as nginx parses it: spaces around names and values go
         key, eq, after = part.partition("=")
         attrs.append((key.strip(" "), after.strip(" ") if eq else None))
     if attrs[0][1] is None:
         return None
-    changed = False
+    rule = _flag_rule(attrs[0][0], rules.flags, req) if rules.flags else None
+    changed = rule is not None  # (a cookie a flags rule names is re-joined, as nginx does)
     for i, (key, val) in enumerate(attrs[1:], 1):
         if val is None:
             continue
@@ -233,6 +303,8 @@ def rewrite_cookie(value: str, rules: CookieRules, req: Request) -> str | None:
             changed = True
     if not changed:
         return None
+    if rule is not None:
+        _edit_flags(attrs, rule, req)
     return "; ".join(k if v is None else f"{k}={v}" for k, v in attrs)
 
 
