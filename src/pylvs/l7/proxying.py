@@ -123,7 +123,7 @@ class ProxyAttempt:
             line = head.status_line = status_line(status, head.reason)
         out = head_bytes(req, status, line, lines, length, chunked, relayed=True)
         if hf is not None and hf.own:
-            out = drop_own(out, head, hf)
+            out = req.sent_head = drop_own(out, head, hf)
         self._out.append(out)
         req.bytes_sent += len(out)
         self.started = True
@@ -147,7 +147,7 @@ class ProxyAttempt:
             self.keep_alive = True
             req.upstream_status = head.status_text
             req.status = head.status
-            ch = head.client_head
+            ch = req.sent_head = head.client_head
             req.bytes_sent += len(ch) + len(body)
             req.body_bytes_sent += len(body)
             self.started = True
@@ -293,8 +293,8 @@ class ProxyAttempt:
         added = [f"{name}: {value}\r\n".encode("latin-1") for name, value in
                  ((name, expand(tmpl, req.variable)) for name, tmpl, always in loc.add_header
                   if always) if value]
-        out = b"".join((status_line(101, reason), own, *hoisted, b"Connection: upgrade\r\n",
-                        lines, *added, b"\r\n"))
+        out = req.sent_head = b"".join((status_line(101, reason), own, *hoisted,
+                                        b"Connection: upgrade\r\n", lines, *added, b"\r\n"))
         req.bytes_sent += len(out)
         self.started = True
         t = client.transport

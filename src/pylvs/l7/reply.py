@@ -53,7 +53,8 @@ def head_bytes(req: Request, status: int, line: bytes, lines: bytes, length: int
     elif chunked:
         out.append(b"Transfer-Encoding: chunked\r\n")
     out.append(b"Connection: keep-alive\r\n\r\n" if req.keep_alive else b"Connection: close\r\n\r\n")
-    return b"".join(out)
+    head = req.sent_head = b"".join(out)
+    return head
 
 
 def response_head(req: Request, status: int, headers: list[bytes], text: str | None = None,

@@ -215,6 +215,7 @@ class Request:
     error_status = 0  # the status an error page's file is sent with (0: its own)
     redirect: tuple[int, str] | None = None  # a rewrite's redirect: (status, location)
     error_headers = b""  # lines an error page keeps: a return's Location, auth_basic's challenge
+    sent_head = b""  # the response head as sent ($sent_http_*): ``reply.head_bytes`` and the fast paths
     # an upstream's X-Accel-Redirect answer (``message.ResponseHead``) for the task to follow,
     # and what crosses to the answer that replaces it (``accel``)
     accel: object | None = None
@@ -287,6 +288,8 @@ class Request:
             return (m.group(n) or "") if m is not None and n <= (m.re.groups or 0) else ""
         if name.startswith("http_"):
             return self.header(name[5:].replace("_", "-").encode())
+        if name.startswith("sent_http_"):
+            return sent_header(self.sent_head, name[10:])
         if name.startswith("arg_"):
             for pair in self.args.split("&"):
                 k, _, v = pair.partition("=")
@@ -319,7 +322,28 @@ def getter(name: str) -> Callable[[Request], str]:
     if name.startswith("http_"):
         key = name[5:].replace("_", "-").encode()
         return lambda r: r.header(key)
+    if name.startswith("sent_http_"):
+        field = name[10:]
+        return lambda r: sent_header(r.sent_head, field)
     return lambda r: r.variable(name)
+
+
+def sent_header(head: bytes, field: str) -> str:
+    """``$sent_http_NAME`` ("_" for "-", any case) from the response head sent: the first
+    line of that name, as nginx 1.22 gives it (Cache-Control's lines joined with ", ", as its
+    own variable does); "" before a head was sent or without such a line."""
+    if not head:
+        return ""
+    want = field.replace("_", "-").encode().lower() + b":"
+    values = []
+    for line in head.split(b"\r\n")[1:]:
+        if not line:
+            break
+        if line[:len(want)].lower() == want:
+            values.append(line[len(want):].strip(b" \t").decode("latin-1"))
+            if want != b"cache-control:":
+                break
+    return ", ".join(values)
 
 
 def _document_root(r: Request) -> str:

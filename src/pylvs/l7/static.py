@@ -98,7 +98,7 @@ def send_cached(conn: Connection, req: Request, loc: Location, path: str) -> boo
             and req.start - conn.started <= loc.keepalive_time - 0.002):
         # what head_bytes would make again: same lines and Date, kept alive, no add_header
         # (a head kept only then), and far from keepalive_requests and keepalive_time
-        head = f.head
+        head = req.sent_head = f.head
         req.status = 200
     else:
         head = head_bytes(req, 200, STATUS_200, f.lines, f.size, False)
