@@ -438,6 +438,21 @@ http {{
             proxy_pass http://up;
         }}
         location /pxoff/ {{ expires off; proxy_pass http://up; }}
+        # nginx's usual idiom: the expiry by the type of what is sent; and a value per request
+        location /bytype/ {{ alias {tmp}/html/f/; expires $by_type; }}
+        location /var/ {{ alias {tmp}/html/mod/; expires $arg_e; }}
+        location /varmod/ {{ alias {tmp}/html/mod/; expires modified $arg_e; }}
+        location /pxvar/ {{
+            expires $arg_e;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass http://up;
+        }}
+    }}
+    map $sent_http_content_type $by_type {{
+        default off;
+        text/plain 4h;
+        ~^text/html epoch;
     }}
 }}
 """
@@ -445,7 +460,12 @@ http {{
 EXPIRES_PATHS = ["/f/a.txt", "/f/a.txt", "/f/a.txt", "/off/a.txt", "/mod/a.txt", "/mod/a.txt",
                  "/neg", "/epoch", "/max", "/modret", "/at", "/zero", "/r301", "/r302", "/c204",
                  "/r404", "/e404", "/missing", "/if/a.txt", "/if/a.txt?x=1", "/px/ok", "/px/ok",
-                 "/px/ok", "/px/404", "/pxmod/ok", "/pxmod/ok", "/pxoff/ok"]
+                 "/px/ok", "/px/404", "/pxmod/ok", "/pxmod/ok", "/pxoff/ok",
+                 "/bytype/a.txt", "/bytype/a.txt", "/bytype/b.html", "/bytype/c.bin",
+                 "/var/a.txt?e=2h", "/var/a.txt?e=max", "/var/a.txt?e=bogus", "/var/a.txt",
+                 "/var/a.txt?e=epoch", "/var/a.txt?e=-5m", "/varmod/a.txt?e=1d",
+                 "/varmod/a.txt?e=epoch", "/varmod/a.txt?e=@1h", "/pxvar/ok?e=30m",
+                 "/pxvar/ok?e=30m", "/pxvar/ok?e=off", "/pxvar/ok?e=1h"]
 
 
 async def _upstream(reader: Any, writer: Any) -> None:
@@ -499,12 +519,16 @@ def _expires_answers(port: int) -> list[tuple[object, ...]]:
 def test_expires_as_nginx(stack: Stack, nginx_bin: str) -> None:
     """Expires and Cache-Control for files (also repeated: the cached fast path), returns,
     redirects and proxied answers (replacing the app's own; ``modified`` counts from the app's
-    Last-Modified), none for 404s; inherited from http, off in a location, set in an if."""
+    Last-Modified), none for 404s; inherited from http, off in a location, set in an if; a
+    value from a map of ``$sent_http_content_type`` and from an argument (read per response:
+    nothing for one that does not parse), on files and proxied answers alike."""
     _temps(stack)
     html = stack.tmp / "html"
     for d in ("f", "off", "mod", "if"):
         (html / d).mkdir(parents=True)
         (html / d / "a.txt").write_text(f"{d}\n")
+    (html / "f" / "b.html").write_text("<p>b</p>\n")
+    (html / "f" / "c.bin").write_bytes(b"\0")
     os.utime(html / "mod" / "a.txt", (1577836800, 1577836800))  # 2020-01-01 00:00:00 UTC
     up = stack.upstream(_upstream)
     ours = _expires_answers(stack.proxy(EXPIRES_CONF, up=up))
@@ -515,6 +539,9 @@ def test_expires_as_nginx(stack: Stack, nginx_bin: str) -> None:
     assert ("/f/a.txt", "('date+', 3600, 'max-age')") in got
     assert ("/px/ok", "('date+', 172800, 'max-age')") in got
     assert ("/mod/a.txt", "('Thu, 02 Jan 2020 00:00:00 GMT', 'no-cache')") in got
+    assert ("/bytype/a.txt", "('date+', 14400, 'max-age')") in got  # text/plain: 4h
+    assert ("/bytype/b.html", "('Thu, 01 Jan 1970 00:00:01 GMT', 'no-cache')") in got
+    assert ("/var/a.txt?e=bogus", "(None, None)") in got
 
 
 EXPIRES_REFUSED = {

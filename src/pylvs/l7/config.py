@@ -43,7 +43,7 @@ from pylvs.l7.directives import (
     template,
     time_value,
 )
-from pylvs.l7.expires import Expires
+from pylvs.l7.expires import Expires, ExpiresVar
 from pylvs.l7.gzip import gzip_of, gzip_static_of
 from pylvs.l7.mapconf import MapReader
 from pylvs.l7.maps import Map
@@ -88,10 +88,10 @@ MAX_LOCATION_DEPTH = 100
 
 
 
-def _expires(s: dict[str, Any]) -> Expires | None:
+def _expires(s: dict[str, Any]) -> Expires | ExpiresVar | None:
     """A level's expires setting; ``off`` (constant) is no setting at all."""
-    e: Expires | None = s.get("expires")
-    return None if e is None or e.kind == "off" else e
+    e: Expires | ExpiresVar | None = s.get("expires")
+    return None if e is None or (isinstance(e, Expires) and e.kind == "off") else e
 
 
 def _server_name(name: str, d: Directive) -> str:

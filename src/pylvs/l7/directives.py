@@ -488,12 +488,13 @@ setting("deny", HSL, 1, 1)(_access)
 @setting("expires", (*HSL, LIF), 1, 2, once=True)
 def _expires(lv: Level, d: Directive) -> None:
     """``expires [modified] TIME|epoch|max|off|@HhMm``; nginx's errors are "directive" ones
-    ("invalid value", the daily time's). A value with variables is refused (``expires``)."""
+    ("invalid value", the daily time's). A value with variables is read per response."""
     if len(d.args) == 2 and d.args[0] != "modified":
         raise ConfigError(f'"{d.name}" directive invalid value', d.file, d.line)
     value = d.args[-1]
-    if "$" in value:
-        raise ConfigError(f'variables in "{d.name}" are not supported', d.file, d.line)
+    if "$" in value:  # read per response (``expires.ExpiresVar``)
+        lv.s[d.name] = expires.ExpiresVar(template(value, d), len(d.args) == 2)
+        return
     parsed = expires.parse(value, len(d.args) == 2)
     if isinstance(parsed, str):
         raise ConfigError(f'"{d.name}" directive {parsed}', d.file, d.line)

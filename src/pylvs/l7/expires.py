@@ -9,9 +9,13 @@ an ``Expires`` or ``Cache-Control`` the response already has (a proxied one's): 
 handed in are returned without them. ``reply.head_bytes`` is the one caller, so files (cached
 or not), proxied responses and nginx's own pages all get them the same way.
 
-Not for: ``add_header`` (``reply``), which runs after it as in nginx. A value with variables
-(nginx reads it per request) is refused: the cached heads of files and proxied responses
-(``static.send_cached``, ``proxying``) are kept per second and location, not per request.
+A value with variables (``ExpiresVar``: ``expires $expires``, with a ``map`` of
+``$sent_http_content_type`` the usual way) is read per response, after the head's other lines
+are known (so ``$sent_http_*`` sees them); a value that does not parse then, or is empty,
+adds nothing, as nginx's. Such a location's answers are never served from the cached heads of
+files and proxied responses (``static.cached_path``, ``proxying``), which are per location.
+
+Not for: ``add_header`` (``reply``), which runs after it as in nginx.
 """
 
 from __future__ import annotations
@@ -28,6 +32,15 @@ _UNITS = {"y": 365 * 86400, "M": 30 * 86400, "w": 7 * 86400, "d": 86400, "h": 36
 _TIME = re.compile(r"(?:(\d+)y)?(?:(\d+)M)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?"
                    r"(?:(\d+)s?)?")
 _INT_MAX = (1 << 63) - 1
+
+
+@dataclass(frozen=True)
+class ExpiresVar:
+    """``expires [modified] VALUE`` whose value holds variables: ``value`` a template
+    (``variables.Template``), read per response."""
+
+    value: tuple[object, ...]
+    modified: bool
 
 
 @dataclass(frozen=True)

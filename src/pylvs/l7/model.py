@@ -18,7 +18,7 @@ from pylvs.l7.variables import Template
 
 if TYPE_CHECKING:
     from pylvs.l7.access import Rule
-    from pylvs.l7.expires import Expires
+    from pylvs.l7.expires import Expires, ExpiresVar
     from pylvs.l7.maps import Map
     from pylvs.l7.proxyheaders import CookieRules, HeaderFilter, Redirect
     from pylvs.l7.realip import RealIp
@@ -239,7 +239,7 @@ class Location:
     port_in_redirect: bool = True
     if_modified_since: str = "exact"  # "exact", "before" or "off" (``notmodified``)
     realip: RealIp | None = None  # set_real_ip_from and its companions (``realip``)
-    expires: Expires | None = None  # None: expires off (``expires``)
+    expires: Expires | ExpiresVar | None = None  # None: expires off (``expires``)
     # proxy_redirect's rules for Location and Refresh, in order (the implicit default
     # included); () when off or nothing to rewrite (``proxyheaders``)
     proxy_redirect: tuple[Redirect, ...] = ()

@@ -23,6 +23,7 @@ import time
 from pylvs.l7 import gzip
 from pylvs.l7.balancer import Peer
 from pylvs.l7.config import Location, ProxyPass
+from pylvs.l7.expires import ExpiresVar
 from pylvs.l7.message import (
     ResponseHead,
     response_framing,
@@ -173,7 +174,8 @@ class ProxyAttempt:
             return
         if (self.fast_peer is not None and req.keep_alive and not loc.add_header
                 and loc.gzip is None and not (head.redirects and loc.proxy_redirect)
-                and not (head.cookies and loc.proxy_cookies is not None)):
+                and not (head.cookies and loc.proxy_cookies is not None)
+                and not isinstance(loc.expires, ExpiresVar)):
             # the head response_head made: no retry, intercept or gzip on the fast path
             head.client_head, head.client_loc, head.client_date = self._out[0], loc, date
         if body:

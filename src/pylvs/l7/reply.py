@@ -10,11 +10,15 @@ Not for: bodies that stream (``static`` sends files, ``proxying`` relays upstrea
 
 from __future__ import annotations
 
+from typing import cast
+
 from pylvs.l7 import gzip
+from pylvs.l7.expires import Expires, ExpiresVar
 from pylvs.l7.expires import lines as expires_lines
+from pylvs.l7.expires import parse as parse_expires
 from pylvs.l7.request import Request
 from pylvs.l7.status import ADD_HEADER_STATUSES, CLOSING_STATUSES, status_line
-from pylvs.l7.variables import expand
+from pylvs.l7.variables import Template, expand
 
 
 def head_bytes(req: Request, status: int, line: bytes, lines: bytes, length: int | None,
@@ -40,7 +44,16 @@ def head_bytes(req: Request, status: int, line: bytes, lines: bytes, length: int
         lines = req.carried.apply(status, lines)
     if loc is not None and loc.expires is not None \
             and (filter_status or status) in ADD_HEADER_STATUSES:
-        lines = expires_lines(loc.expires, req.conn.clock.sec, lines)
+        exp: Expires | None
+        if isinstance(loc.expires, ExpiresVar):  # read now, the head's other lines known
+            req.sent_head = line + lines
+            got = parse_expires(expand(cast(Template, loc.expires.value), req.variable),
+                                loc.expires.modified)
+            exp = got if isinstance(got, Expires) else None  # (what does not parse: nothing)
+        else:
+            exp = loc.expires
+        if exp is not None:
+            lines = expires_lines(exp, req.conn.clock.sec, lines)
     out = [line, req.conn.clock.server_date[loc is None or loc.server_tokens], lines]
     if loc is not None and loc.add_header:
         for name, tmpl, always in loc.add_header:

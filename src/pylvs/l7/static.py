@@ -17,6 +17,7 @@ import stat
 
 from pylvs.l7 import gzip
 from pylvs.l7.config import Location
+from pylvs.l7.expires import ExpiresVar
 from pylvs.l7.files import etag as file_etag
 from pylvs.l7.files import http_date
 from pylvs.l7.message import single_range
@@ -60,7 +61,8 @@ def cached_path(req: Request, loc: Location) -> str | None:
     method = req.method
     if method != "GET" and method != "HEAD":
         return None
-    if loc.gzip is not None or loc.stub_status or loc.gzip_static is not None:
+    if loc.gzip is not None or loc.stub_status or loc.gzip_static is not None \
+            or isinstance(loc.expires, ExpiresVar):  # (its lines are read per response)
         return None
     uri = req.uri
     hmap = req.hmap
