@@ -113,6 +113,19 @@ def test_dont_release_vrrp_keeps_the_vip_on_stop(lab: Lab) -> None:
     assert lab.has_vip("a")  # keepalived -V: VIPs stay when the daemon stops
 
 
+def test_a_sigterm_as_soon_as_the_pid_file_exists_is_a_clean_stop(lab: Lab) -> None:
+    """From its pid file on, a SIGTERM stops pylvs keepalived cleanly (exit 0, pid file gone),
+    also before its event loop runs or its first VIP is up (CI once killed it in that
+    window: the signal's default action, exit -15)."""
+    pid = lab.tmp / "early.pid"
+    a = lab.pylvs("a", instance_conf(state="MASTER", prio=150, version=3, advert=0.2), "-P",
+                  "-p", str(pid))
+    assert wait_for(pid.exists, 15), a.logtext()[-2000:]
+    a.popen.send_signal(signal.SIGTERM)
+    assert a.popen.wait(10) == 0, a.logtext()[-2000:]
+    assert not pid.exists()
+
+
 def test_pid_files_name_this_process_and_go_on_exit(lab: Lab) -> None:
     pids = [lab.tmp / n for n in ("main.pid", "vrrp.pid", "check.pid")]
     a = lab.pylvs("a", instance_conf(state="MASTER", prio=150, version=3, advert=0.2), "-P",

@@ -16,6 +16,7 @@ import logging
 import logging.handlers
 import os
 import resource
+import signal
 import socket
 import sys
 from typing import TextIO
@@ -292,6 +293,10 @@ def run(args: argparse.Namespace) -> int:
     pidfiles = [f for f, on in ((args.pidfile, True), (args.vrrp_pidfile, run_vrrp),
                                 (args.checkers_pidfile, run_checkers)) if f and on]
     written = []
+    # from the first pid file on, a SIGTERM or SIGINT is a clean stop, also before the event
+    # loop's own handlers are in place (``KeepalivedDaemon.run`` looks at what came)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: daemon.early_signals.append(signum))
     try:
         for path in pidfiles:
             try:

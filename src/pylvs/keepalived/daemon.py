@@ -95,6 +95,7 @@ class _Rejected(Exception):
 class KeepalivedDaemon:
     def __init__(self, settings: DaemonSettings) -> None:
         self.settings = settings
+        self.early_signals: list[int] = []  # SIGTERM/SIGINT before the loop ran (``cli``)
         self.path = settings.path
         self.lvs: LVSRuntime | None = None
         self.cfg: K.KeepalivedConfig | None = None
@@ -119,6 +120,15 @@ class KeepalivedDaemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.done = asyncio.Event()
+        # Signals are handled from the start (the pid files exist already): a SIGTERM while the
+        # file is read or the first VIPs go up is a clean stop once the loop runs, not a kill
+        # by the default action; a SIGHUP then waits for the reloader.
+        self._reload_wanted, self._reload_idle = asyncio.Event(), asyncio.Event()
+        self._reload_idle.set()
+        self._install_signals(loop)
+        if self.early_signals:  # a stop asked before the loop ran (``cli``)
+            log.info("Received signal %s before startup", self.early_signals[0])
+            self.done.set()
         s = self.settings
         try:
             cfg, lvs = load(s.path, s.config_id, s.all_config)
@@ -153,9 +163,6 @@ class KeepalivedDaemon:
         for p in plans:
             back = min(age, 0.5 * p.router.adver_int)
             self.instances.start(p, started=loop.time() - back)
-        self._install_signals(loop)
-        self._reload_wanted, self._reload_idle = asyncio.Event(), asyncio.Event()
-        self._reload_idle.set()
         reloader = asyncio.create_task(self._reloader())
         self.tasks.append(asyncio.create_task(self.tracking.poll(self._tracking_tick)))
         if self.arbitrator is not None:
