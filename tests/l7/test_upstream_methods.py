@@ -32,8 +32,7 @@ from pylvs.l7.balancer import (
 from pylvs.l7.config import load
 from pylvs.l7.model import UpstreamServer
 from tests.l7.conftest import Stack, free_port, interop_head
-from tests.l7.proc import running
-from tests.l7.test_nginx_interop import nginx_bin, t_both
+from tests.l7.test_nginx_interop import _real_nginx, nginx_bin, t_both
 
 __all__ = ["nginx_bin"]  # the fixture, used by name
 
@@ -350,10 +349,7 @@ def test_hashed_methods_pick_the_servers_nginx_picks(stack: Stack, nginx_bin: st
     reqs = _hash_requests()
     ours_port = stack.proxy(HASH_CONF, bad=bad, **apps)
     ours = [_get_from(ours_port, s, p) for s, p in reqs]
-    port = free_port()
-    path = stack.tmp / "nginx-hash.conf"
-    path.write_text(HASH_CONF.format(tmp=stack.tmp, port=port, bad=bad, **apps))
-    with running([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)], port):
+    with _real_nginx(stack, nginx_bin, "hash", HASH_CONF, bad=bad, **apps) as port:
         theirs = [_get_from(port, s, p) for s, p in reqs]
     wrong = [(r, a, b) for r, a, b in zip(reqs, ours, theirs, strict=True) if a != b]
     assert not wrong, "\n".join(f"{r}: pylvs {a!r}, nginx {b!r}" for r, a, b in wrong)
@@ -429,10 +425,7 @@ def _least_conn_run(port: int) -> list[str]:
 def test_least_conn_sends_to_the_idle_servers_as_nginx(stack: Stack, nginx_bin: str) -> None:
     apps = {n: _slow_app(stack, n) for n in "abc"}
     ours = _least_conn_run(stack.proxy(LC_CONF, **apps))
-    port = free_port()
-    path = stack.tmp / "nginx-lc.conf"
-    path.write_text(LC_CONF.format(tmp=stack.tmp, port=port, **apps))
-    with running([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)], port):
+    with _real_nginx(stack, nginx_bin, "lc", LC_CONF, **apps) as port:
         theirs = _least_conn_run(port)
     assert ours == theirs
     # lc: the slow request holds "a" (first of three tied): the quick ones alternate b, c
@@ -517,10 +510,7 @@ def test_keepalive_before_the_method_has_no_effect_as_in_nginx(stack: Stack,
         return dict(counts)
 
     ours = run(stack.proxy(KA_CONF, **ups))
-    port = free_port()
-    path = stack.tmp / "nginx-ka.conf"
-    path.write_text(KA_CONF.format(tmp=stack.tmp, port=port, **ups))
-    with running([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)], port):
+    with _real_nginx(stack, nginx_bin, "ka", KA_CONF, **ups) as port:
         theirs = run(port)
     assert ours == theirs == {"one": 5, "two": 1}
 
@@ -565,10 +555,7 @@ def _max_conns_run(port: int) -> list[str]:
 def test_max_conns_passes_over_a_full_server_as_nginx(stack: Stack, nginx_bin: str) -> None:
     apps = {n: _slow_app(stack, n) for n in "abc"}
     ours = _max_conns_run(stack.proxy(MC_CONF, **apps))
-    port = free_port()
-    path = stack.tmp / "nginx-mc.conf"
-    path.write_text(MC_CONF.format(tmp=stack.tmp, port=port, **apps))
-    with running([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)], port):
+    with _real_nginx(stack, nginx_bin, "mc", MC_CONF, **apps) as port:
         theirs = _max_conns_run(port)
     assert ours == theirs
     assert ours[:4] == ["200 b", "200 b", "200 b", "502"]  # round robin alone: b, a, b
@@ -620,10 +607,7 @@ def test_backup_servers_answer_as_nginx(stack: Stack, nginx_bin: str) -> None:
         return [_get_from(port, s, p) for s, p in reqs]
 
     ours = run(stack.proxy(BACKUP_CONF, bad=bad, bad2=bad2, **apps))
-    port = free_port()
-    path = stack.tmp / "nginx-bk.conf"
-    path.write_text(BACKUP_CONF.format(tmp=stack.tmp, port=port, bad=bad, bad2=bad2, **apps))
-    with running([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)], port):
+    with _real_nginx(stack, nginx_bin, "bk", BACKUP_CONF, bad=bad, bad2=bad2, **apps) as port:
         theirs = run(port)
     assert ours == theirs
     assert {a for (_, p), a in zip(reqs, ours, strict=True) if p.startswith("/lcb/")} == \
@@ -662,10 +646,7 @@ def test_ip_hash_hashes_the_realip_address_as_nginx(stack: Stack, nginx_bin: str
                 for r, loc in reqs]
 
     ours = run(stack.proxy(REALIP_CONF, **apps))
-    port = free_port()
-    path = stack.tmp / "nginx-ri.conf"
-    path.write_text(REALIP_CONF.format(tmp=stack.tmp, port=port, **apps))
-    with running([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)], port):
+    with _real_nginx(stack, nginx_bin, "ri", REALIP_CONF, **apps) as port:
         theirs = run(port)
     assert ours == theirs
     for loc in ("iph", "hsh"):  # the header decided: not one server for all
@@ -704,8 +685,5 @@ def test_random_two_avoids_the_busy_server_as_nginx(stack: Stack, nginx_bin: str
 def _nginx_run(stack: Stack, nginx_bin: str, conf: str, name: str, fmt: dict[str, int],
                run: Any) -> Any:
     """``run(port)`` against real nginx on ``conf``."""
-    port = free_port()
-    path = stack.tmp / f"nginx-{name}.conf"
-    path.write_text(conf.format(tmp=stack.tmp, port=port, **fmt))
-    with running([nginx_bin, "-g", "daemon off;", "-p", str(stack.tmp), "-c", str(path)], port):
+    with _real_nginx(stack, nginx_bin, name, conf, **fmt) as port:
         return run(port)
