@@ -25,6 +25,8 @@ import re
 import time
 from dataclasses import dataclass
 
+from pylvs.l7.variables import Template
+
 MAX_LINES = b"Expires: Thu, 31 Dec 2037 23:55:55 GMT\r\nCache-Control: max-age=315360000\r\n"
 EPOCH_LINES = b"Expires: Thu, 01 Jan 1970 00:00:01 GMT\r\nCache-Control: no-cache\r\n"
 _UNITS = {"y": 365 * 86400, "M": 30 * 86400, "w": 7 * 86400, "d": 86400, "h": 3600, "m": 60,
@@ -36,10 +38,9 @@ _INT_MAX = (1 << 63) - 1
 
 @dataclass(frozen=True)
 class ExpiresVar:
-    """``expires [modified] VALUE`` whose value holds variables: ``value`` a template
-    (``variables.Template``), read per response."""
+    """``expires [modified] VALUE`` whose value holds variables, read per response."""
 
-    value: tuple[object, ...]
+    value: Template
     modified: bool
 
 

@@ -465,7 +465,8 @@ def finish_fast(att: ProxyAttempt, result: str) -> None:
         return
     if result == "accel":  # nothing was sent: the task follows it (``routing.handle``)
         if pool.stat_base >= 0:
-            client.app.upstream_done(pool.stat_base, peer.index, int(req.upstream_status), took)
+            assert req.accel is not None
+            client.app.upstream_done(pool.stat_base, peer.index, req.accel.status, took)
         conn.close()
         client.active = None
         client.wake_task()

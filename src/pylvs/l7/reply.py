@@ -10,15 +10,13 @@ Not for: bodies that stream (``static`` sends files, ``proxying`` relays upstrea
 
 from __future__ import annotations
 
-from typing import cast
-
 from pylvs.l7 import gzip
 from pylvs.l7.expires import Expires, ExpiresVar
 from pylvs.l7.expires import lines as expires_lines
 from pylvs.l7.expires import parse as parse_expires
 from pylvs.l7.request import Request
 from pylvs.l7.status import ADD_HEADER_STATUSES, CLOSING_STATUSES, status_line
-from pylvs.l7.variables import Template, expand
+from pylvs.l7.variables import expand
 
 
 def head_bytes(req: Request, status: int, line: bytes, lines: bytes, length: int | None,
@@ -47,8 +45,7 @@ def head_bytes(req: Request, status: int, line: bytes, lines: bytes, length: int
         exp: Expires | None
         if isinstance(loc.expires, ExpiresVar):  # read now, the head's other lines known
             req.sent_head = line + lines
-            got = parse_expires(expand(cast(Template, loc.expires.value), req.variable),
-                                loc.expires.modified)
+            got = parse_expires(expand(loc.expires.value, req.variable), loc.expires.modified)
             exp = got if isinstance(got, Expires) else None  # (what does not parse: nothing)
         else:
             exp = loc.expires

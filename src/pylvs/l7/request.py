@@ -26,6 +26,7 @@ from pylvs.l7.authbasic import basic_credentials
 from pylvs.l7.balancer import Peer
 from pylvs.l7.config import Location, Return, Server
 from pylvs.l7.maps import Map, find
+from pylvs.l7.message import ResponseHead
 from pylvs.l7.proxyprotocol import ProxyHeader
 from pylvs.l7.status import Clock
 from pylvs.l7.variables import expand
@@ -218,7 +219,7 @@ class Request:
     sent_head = b""  # the response head as sent ($sent_http_*): ``reply.head_bytes`` and the fast paths
     # an upstream's X-Accel-Redirect answer (``message.ResponseHead``) for the task to follow,
     # and what crosses to the answer that replaces it (``accel``)
-    accel: object | None = None
+    accel: ResponseHead | None = None
     carried: Carried | None = None
     returned: Return | None = None  # a server-level ``return`` answers (its script ran)
     vars: dict[str, str] | None = None  # ``set`` variables and named captures

@@ -22,7 +22,6 @@ from pylvs.l7 import access, authbasic, autoindex, proxying, realip, rewrite
 from pylvs.l7.accel import Carried, unsafe_uri
 from pylvs.l7.config import Location, Return, Server
 from pylvs.l7.location import BadURI, host_of, is_auto_redirect, normalize
-from pylvs.l7.message import ResponseHead
 from pylvs.l7.redirect import absolute
 from pylvs.l7.reply import respond, response_head
 from pylvs.l7.request import Request
@@ -169,7 +168,7 @@ async def handle(conn: Connection, req: Request) -> bool:
     if req.expect_continue:
         conn.maybe_continue(req)  # nginx answers Expect before reading or discarding the body
     if req.redirect is not None:
-        rewrite_redirect(conn, req, req.location)
+        rewrite_redirect(req, req.location)
     elif req.returned is not None:
         await return_(conn, req, req.location, req.returned)
     else:
@@ -185,7 +184,7 @@ async def redirect_internally(conn: Connection, req: Request, server: Server, ur
     if nloc.auto_redirect and is_auto_redirect(nloc, uri):
         req.uri = uri
         req.redirect = (301, _slashed(req))
-        rewrite_redirect(conn, req, nloc)
+        rewrite_redirect(req, nloc)
         return
     if nloc.captures is not None:
         _capture(req, nloc)
@@ -221,7 +220,7 @@ async def dispatch(conn: Connection, req: Request, loc: Location, server: Server
             loc = req.location = out.conf
         if out.action == "redirect":
             req.redirect = (out.status, out.location)
-            rewrite_redirect(conn, req, loc)
+            rewrite_redirect(req, loc)
             return
         if out.action == "return":
             assert out.ret is not None
@@ -292,7 +291,7 @@ async def follow_accel(conn: Connection, req: Request, server: Server, depth: in
     """An upstream's X-Accel-Redirect (``accel``): a named location, or an internal redirect
     to the URI it names as a GET (HEAD stays), with what crosses it kept on the request."""
     head = req.accel
-    assert isinstance(head, ResponseHead) and head.accel is not None
+    assert head is not None and head.accel is not None
     req.accel = None
     req.carried = Carried.of(head.headers)
     if depth >= MAX_REDIRECTS:
@@ -411,7 +410,7 @@ async def try_files(conn: Connection, req: Request, loc: Location, server: Serve
     await redirect_internally(conn, req, server, path, depth)
 
 
-def rewrite_redirect(conn: Connection, req: Request, loc: Location) -> None:
+def rewrite_redirect(req: Request, loc: Location) -> None:
     """A rewrite's redirect (or auto_redirect's); a target starting with "/" is made absolute
     as nginx's header filter makes it (``redirect``)."""
     assert req.redirect is not None
