@@ -202,7 +202,8 @@ class XdpDataPlane(PacketDataPlane):
 
     def _hold_changed(self) -> bool:
         """Did the core's defences start or stop holding new connections (``held_by_core``)
-        since the tables were last written? A few attribute reads: checked on every pass."""
+        since the tables were last written? Checked on every pass of the loop (a few attribute
+        reads, and one formatted reason while they hold)."""
         return (held_by_core(self.director) is None) != (self.mh_held is None)
 
     def table_changed(self) -> None:
@@ -221,7 +222,11 @@ class XdpDataPlane(PacketDataPlane):
 
     def import_due(self) -> int:
         """Enter the program's new connections (for ``IMPORT_SLICE`` at most) if the ring
-        holds a backlog or ``IMPORT_INTERVAL`` has passed."""
+        holds a backlog or ``IMPORT_INTERVAL`` has passed; first, take the Maglev tables out or
+        put them back if the core's defences started or stopped holding new connections. Run
+        on every pass of the loop, blocking (``poll_once``) or asyncio's (``_import_loop``)."""
+        if self.mh is not None and self._hold_changed():
+            self.refresh_mh()
         now = time.monotonic()
         if (self.mh is None or not self.mh.live or self.split is None
                 or (not self.backlog() and now - self._imported_at < IMPORT_INTERVAL)):
@@ -232,8 +237,6 @@ class XdpDataPlane(PacketDataPlane):
     def poll_once(self, timeout: float) -> int:
         n = super().poll_once(min(timeout, 0.0 if self.backlog() else IMPORT_INTERVAL))
         self.import_due()
-        if self.mh is not None and self._hold_changed():
-            self.refresh_mh()
         return n
 
     async def start(self) -> None:
@@ -244,8 +247,6 @@ class XdpDataPlane(PacketDataPlane):
         while True:  # a backlog: the next slice once the other tasks had their turn
             await asyncio.sleep(0.0 if self.backlog() else IMPORT_INTERVAL)
             self.import_due()
-            if self.mh is not None and self._hold_changed():
-                self.refresh_mh()
 
     async def stop(self) -> None:
         importer, self._importer = self._importer, None
