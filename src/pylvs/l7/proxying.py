@@ -40,12 +40,11 @@ from pylvs.l7.proxyheaders import (
 )
 from pylvs.l7.proxyplan import HeaderPlan, header_plan
 from pylvs.l7.proxytarget import address_pool, balance_key, dynamic_target
-from pylvs.l7.reply import head_bytes
+from pylvs.l7.reply import added_lines, head_bytes
 from pylvs.l7.request import Request, TooLarge, spool_chunked
 from pylvs.l7.status import status_line
 from pylvs.l7.tunnel import Tunnel
 from pylvs.l7.upstream import UpstreamConnection, UpstreamPool
-from pylvs.l7.variables import expand
 from pylvs.l7.worker import Connection
 
 _CTYPE = re.compile(rb"(?im)^content-type:[ \t]*([^\r\n]*)")
@@ -292,9 +291,7 @@ class ProxyAttempt:
         own = client.clock.server_date[loc.server_tokens]
         if hf is not None and hf.own:
             own = drop_own_lines(b"\r\n" + own, hf.own)[2:]
-        added = [f"{name}: {value}\r\n".encode("latin-1") for name, value in
-                 ((name, expand(tmpl, req.variable)) for name, tmpl, always in loc.add_header
-                  if always) if value]
+        added = added_lines(req, loc, 101)  # (only ``always`` ones for a 101)
         out = req.sent_head = b"".join((status_line(101, reason), own, *hoisted,
                                         b"Connection: upgrade\r\n", lines, *added, b"\r\n"))
         req.bytes_sent += len(out)

@@ -11,6 +11,7 @@ Not for: bodies that stream (``static`` sends files, ``proxying`` relays upstrea
 from __future__ import annotations
 
 from pylvs.l7 import gzip
+from pylvs.l7.config import Location
 from pylvs.l7.expires import Expires, ExpiresVar
 from pylvs.l7.expires import lines as expires_lines
 from pylvs.l7.expires import parse as parse_expires
@@ -53,11 +54,7 @@ def head_bytes(req: Request, status: int, line: bytes, lines: bytes, length: int
             lines = expires_lines(exp, req.conn.clock.sec, lines)
     out = [line, req.conn.clock.server_date[loc is None or loc.server_tokens], lines]
     if loc is not None and loc.add_header:
-        for name, tmpl, always in loc.add_header:
-            if always or (filter_status or status) in ADD_HEADER_STATUSES:
-                value = expand(tmpl, req.variable)
-                if value:
-                    out.append(f"{name}: {value}\r\n".encode("latin-1"))
+        out += added_lines(req, loc, filter_status or status)
     if length is not None:
         out.append(b"Content-Length: %d\r\n" % length)
     elif chunked:
@@ -65,6 +62,18 @@ def head_bytes(req: Request, status: int, line: bytes, lines: bytes, length: int
     out.append(b"Connection: keep-alive\r\n\r\n" if req.keep_alive else b"Connection: close\r\n\r\n")
     head = req.sent_head = b"".join(out)
     return head
+
+
+def added_lines(req: Request, loc: Location, status: int) -> list[bytes]:
+    """The location's ``add_header`` lines for an answer of ``status``: each one whose value is
+    not empty, for the statuses nginx adds them to, or for any with ``always``."""
+    out = []
+    for name, tmpl, always in loc.add_header:
+        if always or status in ADD_HEADER_STATUSES:
+            value = expand(tmpl, req.variable)
+            if value:
+                out.append(f"{name}: {value}\r\n".encode("latin-1"))
+    return out
 
 
 def response_head(req: Request, status: int, headers: list[bytes], text: str | None = None,
