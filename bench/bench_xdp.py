@@ -57,6 +57,10 @@ Rows:
   ``mh`` DR service: the program schedules each one from the Maglev table the core filled and
   forwards it; the director ticks once a second as the daemon does, entering what it can of
   those connections in its table (``new conns/s``: in the kernel, and entered by the core).
+- ``xdp-syn-mh-nat``: ``xdp-syn-mh`` to an ``mh`` NAT service (nat1): the program rewrites each
+  SYN to the server; nat1's SYN-ACKs come back through the director, where the core (having
+  entered the connection) rewrites each and sends it to the client (``replies/s``: the SYN-ACKs
+  the client received).
 
 After the flat-out rows, each forwarding row is paced at ``--target`` (0.95) x the rate kernel
 forwarding reached in the same set-up and its loss recorded (the issue's "no loss at >= 0.95x
@@ -96,6 +100,7 @@ GEN = os.path.join(BENCH, "bench_packet.py")
 VIP = "192.168.168.100"
 RS1 = "192.168.168.10"
 NAT1 = "10.168.0.10"
+CLIENT = "192.168.168.60"
 
 SOFTIRQ_BT = """
 tracepoint:irq:softirq_entry /args->vec == 2 || args->vec == 3/ { @s[cpu] = nsecs; }
@@ -270,6 +275,7 @@ def role_director(args: argparse.Namespace) -> None:
                 "cpu_ns": time.process_time_ns(), "wall_ns": time.monotonic_ns(),
                 "mh_services": x.get("mh_services", 0),
                 "ring_rx": desc["rx_frames"], "forwarded": desc["forwarded"],
+                "ring_drops": desc["rx_ring_drops"], "drops": sum(desc["drops"].values()),
                 "attached": x.get("attached", {})}
     try:
         print("ready", os.getpid(), flush=True)
@@ -396,7 +402,7 @@ class Bench:
         kind = name.split("-")
         plane = kind[0]  # direct, kernel, packet, xdp
         syn = name.startswith("xdp-syn")
-        mh = name == "xdp-syn-mh"
+        mh = name.startswith("xdp-syn-mh")
         sink_drop = name == "xdp-syn-sink"
         mode = "nat" if "nat" in kind else "dr"
         director: subprocess.Popen[str] | None = None
@@ -416,9 +422,15 @@ class Bench:
                 argv += ["--xdp-mode", kind[-1] if kind[-1] in ("generic", "native") else "generic"]
             if syn:
                 argv.append("--syn")
+            if syn and mode == "nat":
+                # the generator's sources (10.200/16) reached through the client, so that the
+                # core can send the server's SYN-ACKs back (the lab's director has no default)
+                lab.run("director", ["ip", "route", "replace", "default", "via", CLIENT],
+                        check=True)
             if mh:  # the director's kernel learns the server's MAC before the plane starts
                 argv += ["--sched", "mh"]
-                lab.run("director", [sys.executable, "-c", ARP_POKE, RS1], check=False)
+                lab.run("director", [sys.executable, "-c", ARP_POKE,
+                                     NAT1 if mode == "nat" else RS1], check=False)
             if self.args.pin:
                 argv = ["taskset", "-c", "0", *argv]
             director = lab.popen("director", argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -443,7 +455,7 @@ class Bench:
                 director.stdin.flush()
                 warm = json.loads(director.stdout.readline())
             c0 = (self.counter("client", "tx_packets"), self.counter(sink, "rx_packets"),
-                  self.counter("director", "rx_packets"))
+                  self.counter("director", "rx_packets"), self.counter("client", "rx_packets"))
             prog = self.prog_id() if plane == "xdp" else 0
             b0 = prog_runtime(prog)
             s0, p0 = self.clock.snapshot(), task_cpu_ns(dpid) if dpid else 0
@@ -457,16 +469,18 @@ class Bench:
             s1, p1 = self.clock.snapshot(), task_cpu_ns(dpid) if dpid else 0
             b1 = prog_runtime(prog)
             c1 = (self.counter("client", "tx_packets"), self.counter(sink, "rx_packets"),
-                  self.counter("director", "rx_packets"))
+                  self.counter("director", "rx_packets"), self.counter("client", "rx_packets"))
         finally:
             if sink_drop:
                 self.sink_drop(False)
+            if syn and mode == "nat":
+                lab.run("director", ["ip", "route", "del", "default", "via", CLIENT], check=False)
             stats: dict[str, Any] = {}
             if director is not None:
                 out, _ = director.communicate(timeout=60)  # closing stdin ends it
                 with contextlib.suppress(ValueError, IndexError):
                     stats = json.loads(out.strip().splitlines()[-1])
-        offered, fwd, at_dir = (c1[i] - c0[i] for i in range(3))
+        offered, fwd, at_dir, back = (c1[i] - c0[i] for i in range(4))
         soft = sum(s1.values()) - sum(s0.values())
         soft_in_dir = s1.get(dpid, 0) - s0.get(dpid, 0) if dpid else 0
         proc = p1 - p0
@@ -487,6 +501,8 @@ class Bench:
             res["warm_xdp_flows"] = warm.get("xdp_flows", 0)
             res["via_xdp"] = stats.get("xdp_fwd", 0) / fwd if fwd else 0.0
             res["conns_per_s"] = stats.get("conns", 0) / secs if syn else None
+            if syn and mode == "nat":  # the server's SYN-ACKs the core sent back to the client
+                res["replies_per_s"] = back / secs
             if mh:
                 res["mh_per_s"] = stats.get("mh_scheduled", 0) / secs
                 # the director process does little else in this row than entering the
@@ -601,6 +617,8 @@ def fmt_row(r: dict[str, Any], base_us: float, secs: float) -> str:
         conns = (f"{r['mh_per_s']:,.0f} in the kernel, {r.get('entered_per_s', 0):,.0f} entered"
                  f" ({r.get('proc_us_per_entered', 0):.1f} µs each), {r.get('lost', 0):,} lost"
                  f" from the ring, {r.get('repaired', 0):,} repaired")
+    if "replies_per_s" in r:
+        conns += f"; {r['replies_per_s']:,.0f} SYN-ACKs back to the client"
     rate = f"{r['rate']:,}" if r["rate"] else "flat out"
     if r["rate"] and r["offered"] < 0.9 * r["rate"] * secs:
         rate += f" (generator reached {r['pps_offered']:,.0f})"
@@ -625,7 +643,8 @@ def main() -> int:
                    help="generator processes at once (default: one per core)")
     p.add_argument("--rows", default="",
                    help="rows to run (default: direct,kernel,packet-dr,packet-nat,"
-                        "xdp-dr-generic,xdp-nat-generic,xdp-syn,xdp-syn-sink,xdp-syn-mh, and "
+                        "xdp-dr-generic,xdp-nat-generic,xdp-syn,xdp-syn-sink,xdp-syn-mh,"
+                        "xdp-syn-mh-nat, and "
                         "with "
                         "--native-peers also kernel-napi,xdp-dr-native,xdp-nat-native)")
     p.add_argument("--native-peers", action="store_true",
@@ -661,7 +680,8 @@ def main() -> int:
     native = ("kernel-napi", "xdp-dr-native", "xdp-nat-native")
     if not args.rows:
         args.rows = ",".join(["direct", "kernel", "packet-dr", "packet-nat", "xdp-dr-generic",
-                              "xdp-nat-generic", "xdp-syn", "xdp-syn-sink", "xdp-syn-mh"]
+                              "xdp-nat-generic", "xdp-syn", "xdp-syn-sink", "xdp-syn-mh",
+                              "xdp-syn-mh-nat"]
                              + (list(native) if args.native_peers else []))
     if not args.native_peers and any(n in native for n in args.rows.split(",")):
         print("bench_xdp: the native rows change hosts other than the director (XDP programs "
@@ -736,7 +756,8 @@ def main() -> int:
         if gro and args.native_peers:
             b.set_peer_napi(False)
         for syn_row, rates in (("xdp-syn", args.syn_rates), ("xdp-syn-sink", args.syn_rates),
-                               ("xdp-syn-mh", args.syn_mh_rates)):
+                               ("xdp-syn-mh", args.syn_mh_rates),
+                               ("xdp-syn-mh-nat", args.syn_mh_rates)):
             if syn_row in names:
                 syn_best[syn_row] = no_loss_rate(b, syn_row, [int(x) for x in rates.split(",")],
                                                  args.seconds, paced)

@@ -23,7 +23,7 @@ from pylvs.core.model import (
     ServiceSpec,
 )
 from pylvs.core.table import IPVSTable
-from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_TUN
+from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, FLOW_TUN
 from pylvs.dataplane.xdp.flows import XdpFlowSink
 from pylvs.dataplane.xdp.loader import XDP_PASS, XDP_TX, XdpProgram
 from pylvs.dataplane.xdp.maps import ACTION, KEY, NEW_FLOW, FlowKey, unpack_value
@@ -319,3 +319,47 @@ def test_tun_servers_get_the_slot_encapsulated_where_the_program_takes_tun(prog:
         # IPIP: outer source the director's, destination the server's, the SYN inside as sent
         assert out[14 + 9] == 4 and out[14 + 12:14 + 16] == ipaddress.ip_address("192.168.168.50").packed
         assert out[14 + 16:14 + 20] == want.addr_packed and out[34:] == frame[14:]
+
+
+@pytest.mark.parametrize("family,vip,servers", [(4, "192.168.168.100", SERVERS4),
+                                                (6, "2001:db8::100", SERVERS6)], ids=["v4", "v6"])
+@pytest.mark.parametrize("proto", [6, 17], ids=["tcp", "udp"])
+def test_nat_servers_get_the_destination_rewritten_where_the_program_takes_nat(
+        prog: XdpProgram, maps: MhMaps, family: int, vip: str, servers: list[tuple[str, int]],
+        proto: int) -> None:
+    """A NAT service's new connection: the frame the program sends is the client's with the
+    destination the scheduler's server and its port (8080, not the VIP's 80), every checksum
+    right (the expected frame is built from scratch), and the core enters a NAT connection."""
+    d = Director(IPVSTable())
+    key = ServiceKey.inet(Protocol(proto), vip, 80)
+    d.table.add_service(ServiceSpec(key, "mh"))
+    for ip, weight in servers:
+        d.table.add_dest(key, DestSpec(ipaddress.ip_address(ip), 8080, ForwardingMethod.MASQ,
+                                       weight))
+    svc = next(iter(d.table.services()))
+    assert svc.scheduler is not None
+    assert unsuitable(svc, KINDS) is not None  # where the program does not take NAT flows
+    nat = KINDS | {FLOW_NAT_DST, FLOW_NAT_SRC}
+    assert maps.apply(wanted_tables(d.table.services(), nat, resolve)) == 1 and maps.nat
+    vaddr = ipaddress.ip_address(vip).packed
+    sink = XdpFlowSink(prog, director=d)
+    picked = set()
+    flows = clients(family, 300, seed=17 + proto + family)
+    for caddr, cport in flows:
+        want = svc.scheduler.schedule(ipaddress.ip_address(caddr).packed, cport, vaddr, 80, 0.0)
+        assert want is not None
+        rs = str(want.addr)
+        verdict, out = prog.test_run(packet(caddr, vip, cport, 80, proto=proto, flags=TCP_SYN))
+        assert verdict == XDP_TX
+        assert out == packet(caddr, rs, cport, 8080, proto=proto, flags=TCP_SYN,
+                             dmac=rs_mac(want.addr_packed), smac=DIRECTOR_MAC)
+        picked.add(rs)
+    assert len(picked) == len(servers)
+    assert sink.import_new() == len(flows)
+    for caddr, cport in flows:
+        conn = d.lookup(proto, ipaddress.ip_address(caddr).packed, cport, vaddr, 80)
+        assert conn is not None and conn.dest.fwd is ForwardingMethod.MASQ
+        # the reply's lookup finds it: the core rewrites the server's answers back
+        assert d.lookup_reply(proto, conn.daddr, 8080, conn.caddr, cport) is conn
+    maps.clear()
+    assert not maps.nat

@@ -4,6 +4,8 @@ that opens the plane on a veth and runs SYNs through the program (BPF_PROG_TEST_
 - ``close`` enters the connections the program scheduled and the core has not read yet (a
   planned restart saves its table right after): every one is in the core's table on the
   program's server;
+- a NAT connection the program scheduled goes both ways, the server's replies through the
+  core (which enters the connection as soon as the first one comes) until the reply flow is in;
 - while the core's flood defences hold new connections (``drop_packet`` dropping, the table
   full) the program schedules none: they go up, where the core drops, makes room or refuses
   as IPVS does; the program takes them back once the defences let go."""
@@ -97,6 +99,63 @@ print(json.dumps(out))
 """
 
 
+# an mh NAT service (servers on port 8080) the program schedules (flows "all": the fixtures'
+# frames carry full checksums), one connection through it and back: the client's packets in the
+# program, the server's replies through the core until it installs the reply flow (sent with
+# redirects to xr0: BPF_PROG_TEST_RUN's frames come in on no interface)
+NAT = r"""
+import ipaddress, json, socket
+from pylvs.core.conntrack import TCP_S_ESTABLISHED
+from pylvs.core.director import Director
+from pylvs.core.model import DestSpec, ForwardingMethod, Protocol, ServiceKey, ServiceSpec
+from pylvs.core.table import IPVSTable
+from pylvs.dataplane.xdp.loader import XDP_PASS, XDP_REDIRECT
+from pylvs.dataplane.xdp.plane import XdpDataPlane
+from tests.dataplane.xdp.frames import TCP_ACK, TCP_PSH, TCP_SYN, packet
+
+d = Director(IPVSTable())
+key = ServiceKey.inet(Protocol.TCP, "10.77.0.100", 80)
+d.table.add_service(ServiceSpec(key, "mh"))
+for rip in ("10.77.0.10", "10.77.0.11"):
+    d.table.add_dest(key, DestSpec(ipaddress.ip_address(rip), 8080, ForwardingMethod.MASQ))
+plane = XdpDataPlane(d, interfaces=["xr0"], xdp_flows="all")
+plane.open()
+prog, fw = plane.program, plane.forwarder
+ifx = socket.if_nametoindex("xr0")
+mine = bytes.fromhex(open("/sys/class/net/xr0/address").read().strip().replace(":", ""))
+client, cport, vip = "10.77.0.50", 40000, "10.77.0.100"
+cmac = bytes.fromhex("02cc00000050")
+out = {"nat": plane.mh.nat, "live": len(plane.mh.live)}
+v, f = prog.test_run(packet(client, vip, cport, 80, flags=TCP_SYN, payload=b"", smac=cmac))
+rs = str(ipaddress.ip_address(bytes(f[30:34])))
+rmac = bytes.fromhex("02bb000000" + rs.rsplit(".", 1)[1])
+out["syn"] = [v == XDP_REDIRECT, f == packet(client, rs, cport, 8080, flags=TCP_SYN, payload=b"",
+                                       dmac=rmac, smac=mine)]
+out["entered before the reply"] = d.connection_count
+synack = packet(rs, client, 8080, cport, flags=TCP_SYN | TCP_ACK, payload=b"", smac=rmac)
+v, _ = prog.test_run(synack)
+res = fw.handle(ifx, bytearray(synack))
+out["synack"] = [v == XDP_PASS, res is not None and bytes(res[1]) == packet(
+    vip, client, 80, cport, flags=TCP_SYN | TCP_ACK, payload=b"", dmac=cmac, smac=mine)]
+ok = True
+for fl in (TCP_ACK, TCP_ACK | TCP_PSH):
+    v, f = prog.test_run(packet(client, vip, cport, 80, flags=fl, smac=cmac))
+    ok &= v == XDP_REDIRECT and f == packet(client, rs, cport, 8080, flags=fl, dmac=rmac, smac=mine)
+out["client in the program"] = ok
+plane.split.xdp.import_new()
+conn = d.lookup(6, ipaddress.ip_address(client).packed, cport, ipaddress.ip_address(vip).packed, 80)
+out["established"] = conn is not None and conn.state == TCP_S_ESTABLISHED
+reply = packet(rs, client, 8080, cport, smac=rmac)
+back = packet(vip, client, 80, cport, dmac=cmac, smac=mine)
+v, _ = prog.test_run(reply)
+res = fw.handle(ifx, bytearray(reply))
+v2, f2 = prog.test_run(reply)
+out["reply"] = [v == XDP_PASS, res is not None and bytes(res[1]) == back, v2 == XDP_REDIRECT, f2 == back]
+plane.close()
+print(json.dumps(out))
+"""
+
+
 def sh(*cmd: str) -> None:
     subprocess.run(cmd, check=True, capture_output=True)
 
@@ -120,6 +179,8 @@ def director_ns() -> Iterator[tuple[str, ...]]:
         for last in ("10", "11"):  # the real servers' MACs, known before the plane opens
             sh(*run, "ip", "neigh", "replace", f"10.77.0.{last}", "lladdr",
                f"02:bb:00:00:00:{last}", "dev", "xr0", "nud", "permanent")
+        sh(*run, "ip", "neigh", "replace", "10.77.0.50", "lladdr", "02:cc:00:00:00:50", "dev",
+           "xr0", "nud", "permanent")  # a client on the link (NAT replies go back to it)
         yield run
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -154,3 +215,18 @@ def test_close_enters_what_the_program_scheduled() -> None:
     assert result["scheduled"] == 3000
     assert result["before"] == 0  # nothing read from the ring before the close
     assert result["after"] == 3000 and result["right"] == 3000, result
+
+
+def test_a_nat_connection_the_program_scheduled_goes_both_ways() -> None:
+    """The client's packets never leave the program; the server's SYN-ACK, which reaches the
+    core before it read the program's record, finds its connection (the plane reads the ring
+    for it) and goes back rewritten; once established, the core's reply flow takes the rest."""
+    with director_ns() as run:
+        r = run_script(run, NAT)
+    assert r["nat"] is True and r["live"] == 1
+    assert r["syn"] == [True, True]
+    assert r["entered before the reply"] == 0
+    assert r["synack"] == [True, True], r
+    assert r["client in the program"] is True
+    assert r["established"] is True
+    assert r["reply"] == [True, True, True, True], r

@@ -194,6 +194,7 @@ class IPv6Path(NextHop):
         self.verify_new_checksums = verify_new_checksums
         self.vips: set[bytes] = set()  # IPv6 VIPs neighbour solicitations are answered for
         self.on_missing_neighbour: Callable[[bytes], None] | None = None
+        self.on_unknown_reply: Callable[[], bool] | None = None  # as the IPv4 Forwarder's
         self.forwarded = 0
         self.icmp_forwarded = 0
         self.nd_replies = 0
@@ -315,6 +316,11 @@ class IPv6Path(NextHop):
                 return None  # a DR/TUN server talking to its client: not ours to touch
             return self._output(frame, conn, proto, flags, l4, end)
         if d.find_service(proto, daddr, dport) is None:
+            late = self.on_unknown_reply
+            if late is not None and late():  # a NAT reply whose connection was not entered yet
+                conn = d.lookup_reply(proto, saddr, sport, daddr, dport)
+                if conn is not None and conn.dest.fwd == _MASQ:
+                    return self._output(frame, conn, proto, flags, l4, end)
             return None
         if proto == IPPROTO_TCP and (flags & (TCP_SYN | TCP_ACK)) != TCP_SYN:
             self.drop(Drop.NO_CONNECTION)

@@ -78,6 +78,7 @@ class _Flow:
     packets: int = 0  # as read at the last sync
     nbytes: int = 0
     seen: float = 0.0
+    kernel: bool = False  # the program made it (an mh service's new connection)
 
 
 @contextlib.contextmanager
@@ -172,10 +173,19 @@ class XdpFlowSink:
         return (flow.conn, flow.direction, dp, db, flow.seen)
 
     def remove(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int) -> Row | None:
+        """Take a flow out (its connection left the state flows are offered in). Kept: a flow
+        the program made for a TCP connection still opening (SYN_RECV), which a packet of the
+        handshake going through the core (the server's SYN-ACK of a NAT connection, a SYN
+        retransmitted) would otherwise take out, sending the rest of the handshake up too: the
+        program reports the handshake's ACK itself (``NEW_ACKED``)."""
         key = self.key(proto, saddr, sport, daddr, dport)
-        flow = self._flows.pop(key, None)
+        flow = self._flows.get(key)
         if flow is None:
             return None
+        conn = flow.conn
+        if flow.kernel and proto == 6 and conn.state == TCP_S_SYN_RECV and conn.bucket is not None:
+            return None
+        del self._flows[key]
         row = self._row(key, flow)
         self.program.flow_delete(key)
         return row if row is not None else (flow.conn, flow.direction, 0, 0, flow.seen)
@@ -275,7 +285,7 @@ class XdpFlowSink:
             return 0
         if conn is not old:
             d.account(conn, DIR_INPUT, 1, first_len)  # the packet that made the flow
-        self._flows[key] = _Flow(conn, DIR_INPUT, packets, nbytes, last / 1e9)
+        self._flows[key] = _Flow(conn, DIR_INPUT, packets, nbytes, last / 1e9, True)
         if packets > 1:  # what the flow forwarded since the first packet (TCP: the ACKs)
             d.account(conn, DIR_INPUT, packets - 1, nbytes - first_len)
             if proto == 6:

@@ -10,10 +10,14 @@ Which services (``unsuitable`` says why not): only those where a table lookup is
 the core's decision: scheduler ``mh`` with the kernel's table size, not persistent (``-p`` makes
 templates), not one-packet, no fwmark, a real port, no upper or lower connection threshold on
 any server (OVERLOAD depends on counts only the core keeps), every server's method one whose
-flows this plane gives the program (``kinds``: DR always, TUN (IPIP) where the plane trusts
-checksums) and of the service's family, and at most ``MH_DESTS_PER_TABLE - 1`` servers. NAT is
-not one: its replies need the reverse entry only the core installs. Everything else keeps the
-path up. A server that takes no new connection (weight 0, OVERLOAD) or whose next hop the
+flows this plane gives the program (``kinds``: DR always, TUN (IPIP) and NAT where the plane
+trusts checksums) and of the service's family, and at most ``MH_DESTS_PER_TABLE - 1`` servers.
+Everything else keeps the path up. A NAT connection the program schedules gets only its way in
+(destination rewritten to the server's address and port): the server's SYN-ACK goes up (SYN),
+where the core, having entered the connection from the program's record, rewrites it back and
+installs the reply flow once the connection is established, as for a connection it scheduled
+(a reply that comes before its record was read makes the plane read the ring first:
+``Forwarder.on_unknown_reply``). A server that takes no new connection (weight 0, OVERLOAD) or whose next hop the
 forwarder does not know yet gets ``Method.NONE``: its clients go up, and the core applies
 mh-fallback or refuses, exactly as without the program (and learns the neighbour).
 
@@ -37,7 +41,7 @@ from dataclasses import dataclass
 from pylvs.core.director import Director
 from pylvs.core.model import DestFlags, ForwardingMethod, RealServer, TunnelType, VirtualService
 from pylvs.core.schedulers.mh import MH_PORT, MaglevHashing
-from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_TUN
+from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_NAT_DST, FLOW_TUN
 from pylvs.dataplane.xdp.loader import XdpProgram
 from pylvs.dataplane.xdp.maps import (
     ACTION,
@@ -54,9 +58,11 @@ from pylvs.dataplane.xdp.maps import (
 log = logging.getLogger("pylvs.dataplane.xdp")
 
 # the flow kind each forwarding method's flows are (FLOW_*), for the methods the program can
-# schedule (NAT needs the reply entry the core installs)
-_KIND = {ForwardingMethod.DROUTE: FLOW_DR, ForwardingMethod.TUNNEL: FLOW_TUN}
-_METHOD = {ForwardingMethod.DROUTE: Method.DR, ForwardingMethod.TUNNEL: Method.TUN}
+# schedule (NAT: the way in; the core installs the reply's flow)
+_KIND = {ForwardingMethod.DROUTE: FLOW_DR, ForwardingMethod.TUNNEL: FLOW_TUN,
+         ForwardingMethod.MASQ: FLOW_NAT_DST}
+_METHOD = {ForwardingMethod.DROUTE: Method.DR, ForwardingMethod.TUNNEL: Method.TUN,
+           ForwardingMethod.MASQ: Method.NAT_IN}
 # the last server index of every table: Method.NONE, for empty slots
 NONE_INDEX = MH_DESTS_PER_TABLE - 1
 
@@ -83,6 +89,7 @@ class ServiceTable:
     flags: int               # SVC_F_*
     dests: tuple[bytes, ...]  # struct lvs_action per server, in list order
     slots: tuple[int, ...]   # per slot: index into dests, NONE_INDEX for none
+    nat: bool = False        # some server is NAT: its replies come back through the director
 
 
 def unsuitable(svc: VirtualService, kinds: Iterable[int]) -> str | None:
@@ -126,7 +133,8 @@ def dest_action(svc: VirtualService, d: RealServer, resolve: Resolve) -> bytes:
     """The action a slot naming ``d`` gives a new flow: the forwarding the core's flow for the
     connection would get; ``Method.NONE`` when ``d`` takes no new connection or its next hop
     is not known yet. Every action carries the server's address and port, by which the core
-    binds the connection it enters for the flow."""
+    binds the connection it enters for the flow (and which a NAT flow rewrites the destination
+    to)."""
     assert svc.key.addr is not None
     port = d.port or svc.key.port
     addr = pad16(d.addr_packed)
@@ -149,7 +157,8 @@ def service_table(svc: VirtualService, resolve: Resolve) -> ServiceTable:
     slots = tuple(NONE_INDEX if i < 0 else i for i in sched.table_indexes())
     flags = SVC_F_MH_PORT if svc.flags & MH_PORT else 0
     return ServiceTable(service_key(svc.key.protocol, svc.key.addr.packed, svc.key.port),
-                        flags, dests, slots)
+                        flags, dests, slots,
+                        any(d.fwd is ForwardingMethod.MASQ for d in svc.destinations))
 
 
 _NONE_ACTION = ACTION.pack(int(Method.NONE), 0, 0, 0, bytes(6), bytes(6), bytes(16), bytes(16),
@@ -165,6 +174,7 @@ class MhMaps:
         self.live: dict[bytes, tuple[int, ServiceTable]] = {}  # service key -> (table, content)
         self._free = list(range(MH_TABLES - 1, -1, -1))
         self.full = 0  # services left to the core because every table was taken
+        self.nat = False  # the program schedules NAT connections (whose replies the core sees)
 
     def apply(self, wanted: Iterable[ServiceTable]) -> int:
         """Make the maps hold exactly ``wanted``; the number of services rewritten."""
@@ -192,6 +202,7 @@ class MhMaps:
                 self._free.append(cur[0])
             self.live[key] = (table, t)
             written += 1
+        self.nat = any(t.nat for _table, t in self.live.values())
         return written
 
     def clear(self) -> None:

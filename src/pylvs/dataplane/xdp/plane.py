@@ -27,7 +27,8 @@ the program every kind anyway, for an operator who knows every sender computes f
 (``forward6.IPv6Path.flows``) is given the same sink, which sends IPv6 flows (16-byte keys) to
 the program only, never to the IPv4-only C table.
 
-``mh`` in the kernel: services whose whole decision is the Maglev table lookup get their table
+``mh`` in the kernel: services whose whole decision is the Maglev table lookup (DR, and TUN and
+NAT where the program takes those flows) get their table
 in the program's maps (``mhtables``), refreshed on every table change and each tick, and the
 program schedules their new connections itself (none while the core's flood defences hold new
 connections: ``held_by_core``, checked on each pass of the loop); the plane enters those connections in the
@@ -155,6 +156,7 @@ class XdpDataPlane(PacketDataPlane):
             self.split = split
             self.program = program
             self.mh = MhMaps(program)
+            fw.on_unknown_reply = fw.v6.on_unknown_reply = self._late_import
             self.refresh_mh()
             # next hops learned since (a server's MAC) reach the tables at the next tick
             self.director.before_tick.append(self.refresh_mh)
@@ -199,6 +201,16 @@ class XdpDataPlane(PacketDataPlane):
             self.mh_held = held
         self.mh.apply([] if held else wanted_tables(
             self.director.table.services(), self.split.xdp_kinds, self.next_hop))
+
+    def _late_import(self) -> bool:
+        """A packet of no known connection and to no service (the forwarder's
+        ``on_unknown_reply``): if the program schedules NAT connections, it may be the server's
+        reply to one whose record is still in the ring (a backlog), so the ring is read now
+        (``IMPORT_SLICE`` at most) rather than the reply lost. True if anything was entered."""
+        mh, split = self.mh, self.split
+        if mh is None or split is None or not mh.nat:
+            return False
+        return split.xdp.import_for(IMPORT_SLICE) > 0
 
     def _hold_changed(self) -> bool:
         """Did the core's defences start or stop holding new connections (``held_by_core``)
@@ -273,6 +285,8 @@ class XdpDataPlane(PacketDataPlane):
             self.mh.clear()
             self.mh = None
         fw = self.forwarder
+        if fw is not None:
+            fw.on_unknown_reply = fw.v6.on_unknown_reply = None
         if fw is not None and self.split is not None:
             fw.clear_flows()  # what the program forwarded still counts
             fw.v6.flows = None

@@ -22,7 +22,10 @@
  * to the `new_flows` ring so that the core enters the connection in its table (`-Lnc`, counts,
  * rates). A
  * slot whose server cannot take connections (weight 0) holds FWD_NONE: the packet goes up and
- * the core applies mh-fallback or refuses, exactly as it does without this program.
+ * the core applies mh-fallback or refuses, exactly as it does without this program. A NAT
+ * server's slot is the way in (FWD_NAT_IN to the server's address and port); the way back is
+ * the core's: the server's SYN-ACK goes up (SYN), and the core installs the reply's flow once
+ * the connection is established, as for a connection it scheduled.
  *
  * Forwarding methods, as kernel IPVS does them:
  *   DR   rewrite the Ethernet header only (the real server owns the VIP on lo);
