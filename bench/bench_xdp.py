@@ -57,10 +57,13 @@ Rows:
   ``mh`` DR service: the program schedules each one from the Maglev table the core filled and
   forwards it; the director ticks once a second as the daemon does, entering what it can of
   those connections in its table (``new conns/s``: in the kernel, and entered by the core).
-- ``xdp-syn-mh-nat``: ``xdp-syn-mh`` to an ``mh`` NAT service (nat1): the program rewrites each
-  SYN to the server; nat1's SYN-ACKs come back through the director, where the core (having
-  entered the connection) rewrites each and sends it to the client (``replies/s``: the SYN-ACKs
-  the client received).
+- ``xdp-syn-mh-nat``: ``xdp-syn-mh`` to an ``mh`` NAT service (nat1, a listener on port 80 that
+  never accepts: a SYN-ACK for every SYN, with a cookie once its queue is full): the program
+  rewrites each SYN to the server and makes the reply flow, by which nat1's SYN-ACK goes back
+  to the client from the program too (through the client, the director's default route for
+  the row); where the program does not know the way back yet (the gateway's MAC before the
+  core resolved it) the SYN-ACK goes through the core. ``SYN-ACKs back``: what the client
+  received (retransmissions included), and the share of connections the program answered.
 
 After the flat-out rows, each forwarding row is paced at ``--target`` (0.95) x the rate kernel
 forwarding reached in the same set-up and its loss recorded (the issue's "no loss at >= 0.95x
@@ -271,6 +274,7 @@ def role_director(args: argparse.Namespace) -> None:
                 "xdp_fwd": c.get("tx", 0) + c.get("redirect", 0),
                 "xdp_pass": sum(v for k, v in c.items() if k.startswith("pass")),
                 "mh_scheduled": c.get("mh_scheduled", 0), "mh_queue_full": c.get("mh_queue_full", 0),
+                "mh_reply": c.get("mh_reply", 0), "pass_control": c.get("pass_control", 0),
                 "imported": x.get("imported", 0), "repaired": x.get("repaired", 0),
                 "cpu_ns": time.process_time_ns(), "wall_ns": time.monotonic_ns(),
                 "mh_services": x.get("mh_services", 0),
@@ -406,6 +410,7 @@ class Bench:
         sink_drop = name == "xdp-syn-sink"
         mode = "nat" if "nat" in kind else "dr"
         director: subprocess.Popen[str] | None = None
+        listener: subprocess.Popen[str] | None = None
         dpid = 0
         forward = "1" if plane == "kernel" else "0"
         lab.run("director", ["sysctl", "-q", "-w", f"net.ipv4.ip_forward={forward}"], check=True)
@@ -424,9 +429,14 @@ class Bench:
                 argv.append("--syn")
             if syn and mode == "nat":
                 # the generator's sources (10.200/16) reached through the client, so that the
-                # core can send the server's SYN-ACKs back (the lab's director has no default)
+                # server's SYN-ACKs can go back (the lab's director has no default route), and
+                # a listener on nat1 so that there are SYN-ACKs (the lab runs no servers here)
                 lab.run("director", ["ip", "route", "replace", "default", "via", CLIENT],
                         check=True)
+                listener = lab.popen("nat1", [sys.executable, "-c", LISTENER],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                assert listener.stdout is not None
+                listener.stdout.readline()
             if mh:  # the director's kernel learns the server's MAC before the plane starts
                 argv += ["--sched", "mh"]
                 lab.run("director", [sys.executable, "-c", ARP_POKE,
@@ -475,6 +485,8 @@ class Bench:
                 self.sink_drop(False)
             if syn and mode == "nat":
                 lab.run("director", ["ip", "route", "del", "default", "via", CLIENT], check=False)
+            if listener is not None:
+                listener.communicate(timeout=10)  # closing stdin ends it
             stats: dict[str, Any] = {}
             if director is not None:
                 out, _ = director.communicate(timeout=60)  # closing stdin ends it
@@ -501,8 +513,11 @@ class Bench:
             res["warm_xdp_flows"] = warm.get("xdp_flows", 0)
             res["via_xdp"] = stats.get("xdp_fwd", 0) / fwd if fwd else 0.0
             res["conns_per_s"] = stats.get("conns", 0) / secs if syn else None
-            if syn and mode == "nat":  # the server's SYN-ACKs the core sent back to the client
+            if syn and mode == "nat":  # the server's SYN-ACKs that reached the client, and
+                # the share the program answered from the reply flows it made
                 res["replies_per_s"] = back / secs
+                res["reply_flows"] = (stats.get("mh_reply", 0) / stats["mh_scheduled"]
+                                      if stats.get("mh_scheduled") else 0.0)
             if mh:
                 res["mh_per_s"] = stats.get("mh_scheduled", 0) / secs
                 # the director process does little else in this row than entering the
@@ -560,6 +575,13 @@ class Bench:
 
 
 # one datagram to the address (port 9, discard) makes the kernel resolve its MAC
+# the NAT SYN rows' real server: a listener on port 80 (never accepting), so that nat1 answers
+# each SYN with a SYN-ACK (its SYN queue full, with a cookie) rather than a RST; ends with stdin
+LISTENER = ("import socket, sys\n"
+            "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            "s.bind(('0.0.0.0', 80)); s.listen(4096); print('listening', flush=True)\n"
+            "sys.stdin.read()\n")
+
 ARP_POKE = ("import socket, sys, time\n"
             "socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', (sys.argv[1], 9))\n"
             "time.sleep(0.5)\n")
@@ -618,7 +640,8 @@ def fmt_row(r: dict[str, Any], base_us: float, secs: float) -> str:
                  f" ({r.get('proc_us_per_entered', 0):.1f} µs each), {r.get('lost', 0):,} lost"
                  f" from the ring, {r.get('repaired', 0):,} repaired")
     if "replies_per_s" in r:
-        conns += f"; {r['replies_per_s']:,.0f} SYN-ACKs back to the client"
+        conns += (f"; {r['replies_per_s']:,.0f} SYN-ACKs back to the client/s, "
+                  f"{r['reply_flows']:.0%} of the connections answered by the program")
     rate = f"{r['rate']:,}" if r["rate"] else "flat out"
     if r["rate"] and r["offered"] < 0.9 * r["rate"] * secs:
         rate += f" (generator reached {r['pps_offered']:,.0f})"

@@ -23,12 +23,28 @@ from pylvs.core.model import (
     ServiceSpec,
 )
 from pylvs.core.table import IPVSTable
-from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, FLOW_TUN
+from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, FLOW_TUN, Forwarder
+from pylvs.dataplane.packet.interface import Interface
 from pylvs.dataplane.xdp.flows import XdpFlowSink
 from pylvs.dataplane.xdp.loader import XDP_PASS, XDP_TX, XdpProgram
 from pylvs.dataplane.xdp.maps import ACTION, KEY, NEW_FLOW, FlowKey, unpack_value
-from pylvs.dataplane.xdp.mhtables import MhMaps, NextHop, unsuitable, wanted_tables
-from tests.dataplane.xdp.frames import DIRECTOR_MAC, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, packet
+from pylvs.dataplane.xdp.mhtables import (
+    MhMaps,
+    NextHop,
+    reply_routes,
+    unsuitable,
+    wanted_tables,
+)
+from tests.dataplane.xdp.frames import (
+    CLIENT_MAC,
+    DIRECTOR_MAC,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_PSH,
+    TCP_RST,
+    TCP_SYN,
+    packet,
+)
 
 LO = 1
 MH_PORT = ServiceFlags.SCHED2
@@ -363,3 +379,82 @@ def test_nat_servers_get_the_destination_rewritten_where_the_program_takes_nat(
         assert d.lookup_reply(proto, conn.daddr, 8080, conn.caddr, cport) is conn
     maps.clear()
     assert not maps.nat
+
+
+GW_MAC = bytes.fromhex("02ee000000fe")
+
+
+@pytest.mark.parametrize("where", ["on-link", "gateway", "no-route"])
+@pytest.mark.parametrize("family,vip,client,rs", [
+    (4, "192.168.168.100", "192.168.168.60", "10.168.0.10"),
+    (6, "2001:db8::100", "2001:db8::60", "2001:db8:1::10"),
+], ids=["v4", "v6"])
+def test_a_nat_connection_scheduled_here_is_answered_from_here(
+        prog: XdpProgram, maps: MhMaps, where: str, family: int, vip: str, client: str,
+        rs: str) -> None:
+    """The program makes a NAT connection's reply flow with it where the core's routes say
+    where the client is (its network on the interface the SYN came in on: the SYN's source MAC;
+    else the default route's resolved gateway): the server's SYN-ACK and replies go back from
+    here, source the VIP again, and the core's entry stays SYN_RECV until the client's ACK.
+    With no route the reply flow is not made and the SYN-ACK goes up, as before."""
+    d = Director(IPVSTable())
+    key = ServiceKey.inet(Protocol.TCP, vip, 80)
+    d.table.add_service(ServiceSpec(key, "mh"))
+    d.table.add_dest(key, DestSpec(ipaddress.ip_address(rs), 8080, ForwardingMethod.MASQ))
+    maps.apply(wanted_tables(d.table.services(), KINDS | {FLOW_NAT_DST, FLOW_NAT_SRC}, resolve))
+    net = ipaddress.ip_network(f"{client}/{24 if family == 4 else 64}", strict=False)
+    mask = int(net.netmask)
+    lo = Interface(LO, "lo", DIRECTOR_MAC, b"", mtu=1500)
+    if where == "on-link":
+        if family == 4:
+            lo.networks.append((int(net.network_address), mask))
+        else:
+            lo.networks6.append((int(net.network_address), mask))
+    gw_ip = ipaddress.ip_address("192.168.168.1" if family == 4 else "2001:db8::1").packed
+    gw = (LO, gw_ip) if where == "gateway" else None
+    maps.set_hops(reply_routes([lo], gw if family == 4 else None, gw if family == 6 else None,
+                               {gw_ip: GW_MAC}))
+    cport = 40123
+    syn = packet(client, vip, cport, 80, flags=TCP_SYN, payload=b"")
+    verdict, out = prog.test_run(syn)
+    assert verdict == XDP_TX
+    assert out == packet(client, rs, cport, 8080, flags=TCP_SYN, payload=b"",
+                         dmac=rs_mac(ipaddress.ip_address(rs).packed), smac=DIRECTOR_MAC)
+    synack = packet(rs, client, 8080, cport, flags=TCP_SYN | TCP_ACK, payload=b"",
+                    smac=rs_mac(ipaddress.ip_address(rs).packed))
+    verdict, out = prog.test_run(synack)
+    if where == "no-route":
+        assert (verdict, out) == (XDP_PASS, synack)
+        return
+    back = GW_MAC if where == "gateway" else CLIENT_MAC
+    assert verdict == XDP_TX
+    assert out == packet(vip, client, 80, cport, flags=TCP_SYN | TCP_ACK, payload=b"",
+                         dmac=back, smac=DIRECTOR_MAC)
+    # the core enters the connection with both flows; the SYN-ACK leaves it in SYN_RECV
+    sink = XdpFlowSink(prog, director=d)
+    assert sink.import_new() == 1 and sink.count == 2
+    ca, va = ipaddress.ip_address(client).packed, ipaddress.ip_address(vip).packed
+    conn = d.lookup(6, ca, cport, va, 80)
+    assert conn is not None and conn.state == TCP_S_SYN_RECV
+    fw = Forwarder(d, [lo])
+    fw.flows = sink
+    assert fw.sync_flows() == 1  # the SYN-ACK, an output packet of the entry
+    assert conn.state == TCP_S_SYN_RECV and conn.dest.stats.outpkts == 1
+    # the handshake's ACK and the data in, a reply out: all here
+    for flags in (TCP_ACK, TCP_ACK | TCP_PSH):
+        assert prog.test_run(packet(client, vip, cport, 80, flags=flags))[0] == XDP_TX
+    verdict, out = prog.test_run(packet(rs, client, 8080, cport))
+    assert verdict == XDP_TX and out == packet(vip, client, 80, cport, dmac=back,
+                                               smac=DIRECTOR_MAC)
+    sink.import_new()
+    assert conn.state == TCP_S_ESTABLISHED
+    fw.sync_flows()
+    assert conn.dest.stats.inpkts == 3 and conn.dest.stats.outpkts == 2
+    # the server's FIN goes up: the core takes both flows out
+    fin = packet(rs, client, 8080, cport, flags=TCP_FIN | TCP_ACK)
+    assert prog.test_run(fin) == (XDP_PASS, fin)
+    d.tcp_packet(conn, 1, TCP_FIN | TCP_ACK)
+    for k in (FlowKey(6, client, cport, vip, 80), FlowKey(6, rs, 8080, client, cport)):
+        sink.remove(6, ipaddress.ip_address(k.saddr).packed, k.sport,
+                    ipaddress.ip_address(k.daddr).packed, k.dport)
+        assert prog.flow_get(k.pack(), ACTION.size) is None

@@ -151,6 +151,16 @@ v, _ = prog.test_run(reply)
 res = fw.handle(ifx, bytearray(reply))
 v2, f2 = prog.test_run(reply)
 out["reply"] = [v == XDP_PASS, res is not None and bytes(res[1]) == back, v2 == XDP_REDIRECT, f2 == back]
+# a client behind the default route (10.77.0.60, resolved): the program makes the reply flow
+# and the whole handshake stays in the kernel
+far, gmac = "10.99.0.7", bytes.fromhex("02cc00000060")
+v, f = prog.test_run(packet(far, vip, cport, 80, flags=TCP_SYN, payload=b"", smac=gmac))
+rs2 = str(ipaddress.ip_address(bytes(f[30:34])))
+rmac2 = bytes.fromhex("02bb000000" + rs2.rsplit(".", 1)[1])
+v2, f2 = prog.test_run(packet(rs2, far, 8080, cport, flags=TCP_SYN | TCP_ACK, payload=b"",
+                              smac=rmac2))
+out["far"] = [v == XDP_REDIRECT, v2 == XDP_REDIRECT, f2 == packet(
+    vip, far, 80, cport, flags=TCP_SYN | TCP_ACK, payload=b"", dmac=gmac, smac=mine)]
 plane.close()
 print(json.dumps(out))
 """
@@ -179,8 +189,10 @@ def director_ns() -> Iterator[tuple[str, ...]]:
         for last in ("10", "11"):  # the real servers' MACs, known before the plane opens
             sh(*run, "ip", "neigh", "replace", f"10.77.0.{last}", "lladdr",
                f"02:bb:00:00:00:{last}", "dev", "xr0", "nud", "permanent")
-        sh(*run, "ip", "neigh", "replace", "10.77.0.50", "lladdr", "02:cc:00:00:00:50", "dev",
-           "xr0", "nud", "permanent")  # a client on the link (NAT replies go back to it)
+        for last in ("50", "60"):  # a client on the link, the default route's gateway
+            sh(*run, "ip", "neigh", "replace", f"10.77.0.{last}", "lladdr",
+               f"02:cc:00:00:00:{last}", "dev", "xr0", "nud", "permanent")
+        sh(*run, "ip", "route", "add", "default", "via", "10.77.0.60")
         yield run
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -218,9 +230,12 @@ def test_close_enters_what_the_program_scheduled() -> None:
 
 
 def test_a_nat_connection_the_program_scheduled_goes_both_ways() -> None:
-    """The client's packets never leave the program; the server's SYN-ACK, which reaches the
-    core before it read the program's record, finds its connection (the plane reads the ring
-    for it) and goes back rewritten; once established, the core's reply flow takes the rest."""
+    """The client's packets never leave the program. Where the program cannot answer for the
+    connection (BPF_PROG_TEST_RUN's SYN comes in on lo, not on the client's link), the server's
+    SYN-ACK goes up, reaches the core before it read the program's record, finds its connection
+    (the plane reads the ring for it) and goes back rewritten; once established, the core's
+    reply flow takes the rest. A client behind the default route is answered by the program
+    (the reply flow it made with the connection, to the resolved gateway)."""
     with director_ns() as run:
         r = run_script(run, NAT)
     assert r["nat"] is True and r["live"] == 1
@@ -230,3 +245,4 @@ def test_a_nat_connection_the_program_scheduled_goes_both_ways() -> None:
     assert r["client in the program"] is True
     assert r["established"] is True
     assert r["reply"] == [True, True, True, True], r
+    assert r["far"] == [True, True, True], r

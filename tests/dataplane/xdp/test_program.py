@@ -20,6 +20,8 @@ from pylvs.dataplane.xdp.loader import (
 )
 from pylvs.dataplane.xdp.maps import (
     ACTION,
+    HOP,
+    HOP_KEY,
     KEY,
     SVC,
     SVC_KEY,
@@ -74,6 +76,8 @@ def test_layouts_match_the_object_btf() -> None:
     assert f"STRUCT 'lvs_action' size={ACTION.size} " in text
     assert f"STRUCT 'lvs_svc_key' size={SVC_KEY.size} " in text
     assert f"STRUCT 'lvs_svc' size={SVC.size} " in text
+    assert f"STRUCT 'lvs_hop_key' size={HOP_KEY.size} " in text
+    assert f"STRUCT 'lvs_hop' size={HOP.size} " in text
     assert "'first_len' type_id=" in text and "bits_offset=448" in text
     assert "'last_seen_ns' type_id=" in text and "bits_offset=512" in text
 

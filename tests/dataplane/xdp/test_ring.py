@@ -95,10 +95,10 @@ def test_records_are_whole_and_in_order(small: XdpProgram) -> None:
     assert len(recs) == 100  # a record when scheduled, one when the handshake's ACK passed
     scheduled = [r for r in recs if r[3] == NEW_SCHEDULED]
     assert len(scheduled) == 50
-    for key, addr, port, _kind, first_len, hash_in, h, ts in scheduled:
+    for key, addr, port, _kind, reply, first_len, hash_in, h, ts in scheduled:
         caddr, cport = key[8:12], int.from_bytes(key[4:6], "big")
         assert rs_mac(addr[:4]) == picked[(caddr, cport)] and port == (80).to_bytes(2, "big")
-        assert first_len == 20 + 20 + 5 and ts > 0  # IP + TCP + "hello"
+        assert first_len == 20 + 20 + 5 and ts > 0 and reply == 0  # IP + TCP + "hello"; DR
         # the client's value as ip_vs_mh hashes it (no mh-port: the address) and its hash
         assert hash_in == int.from_bytes(caddr, "big") and h == hashkey(caddr, 0, HASH1)
     # each ACK record comes after its flow's record

@@ -58,7 +58,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable
 
-from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, TCP_S_ESTABLISHED, Connection, Director
+from pylvs.core.director import (
+    DIR_INPUT,
+    DIR_OUTPUT,
+    TCP_S_ESTABLISHED,
+    TCP_S_SYN_RECV,
+    Connection,
+    Director,
+)
 from pylvs.core.model import ForwardingMethod
 from pylvs.dataplane.packet import codec, offload
 from pylvs.dataplane.packet.codec import (
@@ -653,7 +660,11 @@ class Forwarder(NextHop):
         for conn, direction, packets, nbytes, _seen in rows:
             d.account(conn, direction, packets, nbytes)
             if conn.ckey & 0xFF == IPPROTO_TCP:
-                d.tcp_packet(conn, direction, TCP_ACK)
+                # replies while the connection is still opening are the server's SYN-ACKs (only
+                # a NAT reply flow an XDP program made with the connection forwards those): an
+                # ACK would move the entry to ESTABLISHED, as no SYN-ACK does
+                opening = direction == DIR_OUTPUT and conn.state == TCP_S_SYN_RECV
+                d.tcp_packet(conn, direction, TCP_SYN | TCP_ACK if opening else TCP_ACK)
             else:
                 d.udp_packet(conn, direction)
             total += packets

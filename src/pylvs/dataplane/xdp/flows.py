@@ -38,13 +38,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pylvs.core.conntrack import TCP_S_SYN_RECV, UDP_S_NORMAL
-from pylvs.core.director import DIR_INPUT, Director
+from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, Director
 from pylvs.core.schedulers.mh import remember_client_hash
 from pylvs.core.sync import SyncConn, apply
 from pylvs.dataplane.xdp.loader import XdpProgram
 from pylvs.dataplane.xdp.maps import (
     ACTION,
     FLOW_F_KERNEL,
+    FLOW_F_REPLY,
     IMPORT_FIELDS,
     KEY,
     NEW_ACKED,
@@ -53,6 +54,7 @@ from pylvs.dataplane.xdp.maps import (
     pad16,
     unpack_counters,
     unpack_key,
+    unpack_value,
 )
 
 log = logging.getLogger("pylvs.dataplane.xdp")
@@ -225,7 +227,7 @@ class XdpFlowSink:
         flows = self._flows
         dests: dict[tuple[int, bytes, int, bytes, int], Any] = {}  # this call's server lookups
         for rec in recs:
-            key, addr, rport, kind, first_len, hash_in, h, ts = NEW_FLOW.unpack(rec)
+            key, addr, rport, kind, reply, first_len, hash_in, h, ts = NEW_FLOW.unpack(rec)
             if kind == NEW_ACKED:
                 flow = flows.get(key)
                 if flow is not None and flow.conn.bucket is not None:
@@ -233,7 +235,8 @@ class XdpFlowSink:
                 continue
             if self.trust_hash:
                 self._learn_hash(hash_in, h)
-            n += self._import(d, key, addr, rport, first_len, 1, first_len, ts, dests)
+            n += self._import(d, key, addr, rport, first_len, 1, first_len, ts, dests,
+                              bool(reply))
         return n
 
     def _learn_hash(self, hash_in: int, h: int) -> None:
@@ -260,9 +263,10 @@ class XdpFlowSink:
 
     def _import(self, d: Director, key: bytes, addr: bytes, rport: bytes, first_len: int,
                 packets: int, nbytes: int, last: int,
-                dests: dict[tuple[int, bytes, int, bytes, int], Any]) -> int:
+                dests: dict[tuple[int, bytes, int, bytes, int], Any], reply: bool = False) -> int:
         """Enter one kernel-made flow (``packets``/``nbytes`` it has forwarded so far, the
-        last at ``last`` ns) bound to the server at ``addr``/``rport``."""
+        last at ``last`` ns) bound to the server at ``addr``/``rport``; ``reply``: the program
+        made the NAT connection's reply flow with it, which becomes this sink's too."""
         if key in self._flows:
             return 0
         dport = int.from_bytes(rport, "big")
@@ -282,10 +286,15 @@ class XdpFlowSink:
             # packet goes up to it
             self.import_refused += 1
             self.program.flow_delete(key)
+            if reply:
+                self.program.flow_delete(self.key(proto, daddr, dport, caddr, cport))
             return 0
         if conn is not old:
             d.account(conn, DIR_INPUT, 1, first_len)  # the packet that made the flow
         self._flows[key] = _Flow(conn, DIR_INPUT, packets, nbytes, last / 1e9, True)
+        if reply:  # its packets (the SYN-ACK on) are read by the next sync
+            self._flows[self.key(proto, daddr, dport, caddr, cport)] = _Flow(
+                conn, DIR_OUTPUT, 0, 0, last / 1e9, True)
         if packets > 1:  # what the flow forwarded since the first packet (TCP: the ACKs)
             d.account(conn, DIR_INPUT, packets - 1, nbytes - first_len)
             if proto == 6:
@@ -353,7 +362,9 @@ class XdpFlowSink:
                 key = kb[i * ksz:(i + 1) * ksz]
                 flow = flows.get(key)
                 if flow is None:
-                    if flags & FLOW_F_KERNEL and len(unknown) < REPAIR_LIMIT:
+                    # a reply flow comes with its connection's way in
+                    if (flags & (FLOW_F_KERNEL | FLOW_F_REPLY) == FLOW_F_KERNEL
+                            and len(unknown) < REPAIR_LIMIT):
                         unknown.append((key, vb[i * vsz:(i + 1) * vsz]))
                     continue
                 dp = packets - flow.packets
@@ -387,8 +398,16 @@ class XdpFlowSink:
                     dests: dict[tuple[int, bytes, int, bytes, int], Any]) -> None:
         for key, value in unknown:
             _flags, addr, rport, first_len, last, packets, nbytes = IMPORT_FIELDS.unpack(value)
+            reply = False
+            if value[0] == Method.NAT_IN:  # did the program make its reply flow too?
+                proto, caddr, cport, _vaddr, _vport = unpack_key(key)
+                n = len(caddr)
+                back = self.program.flow_get(
+                    self.key(proto, addr[:n], int.from_bytes(rport, "big"), caddr, cport),
+                    ACTION.size)
+                reply = back is not None and bool(unpack_value(back).flags & FLOW_F_REPLY)
             self.repaired += self._import(d, key, addr, rport, first_len, packets, nbytes,
-                                          last, dests)
+                                          last, dests, reply)
 
 
 class SplitFlowSink:

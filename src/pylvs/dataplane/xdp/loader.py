@@ -208,6 +208,7 @@ class XdpProgram:
         self.slots_fd = self._map_fd(b"mh_slots")
         self.dests_fd = self._map_fd(b"mh_dests")
         self.new_flows_fd = self._map_fd(b"new_flows")
+        self.hops_fd = self._map_fd(b"reply_hops")
         self._ncpus = possible_cpus()
         self._get_buf: ctypes.Array[ctypes.c_char] | None = None  # reused: .raw copies out
         self._batch_keys: ctypes.Array[ctypes.c_char] | None = None
@@ -283,6 +284,14 @@ class XdpProgram:
 
     def service_delete(self, key: bytes) -> bool:
         rc: int = self._lib.bpf_map_delete_elem(self.services_fd, key)
+        return rc == 0
+
+    def hop_put(self, key: bytes, value: bytes) -> None:
+        if self._lib.bpf_map_update_elem(self.hops_fd, key, value, BPF_ANY):
+            raise _oserror("reply hop map update")
+
+    def hop_delete(self, key: bytes) -> bool:
+        rc: int = self._lib.bpf_map_delete_elem(self.hops_fd, key)
         return rc == 0
 
     def dest_put(self, index: int, value: bytes) -> None:

@@ -20,6 +20,7 @@ KEY = struct.Struct("=BBH2s2s16s16s")
 ACTION = struct.Struct("=BBHI6s6s16s16s2sHIIQQQ")
 ACTION_COUNTERS_OFFSET = 64  # where last_seen_ns, packets, bytes start
 FLOW_F_KERNEL = 1  # lvs_action.flags: the program scheduled the flow (from a Maglev table)
+FLOW_F_REPLY = 2   # ... and it is a NAT connection's reply direction (server -> client)
 
 # struct lvs_svc_key: family, proto, vport (be), vaddr[16]; struct lvs_svc: table, flags
 SVC_KEY = struct.Struct("=BB2s16s")
@@ -34,6 +35,7 @@ MH_DESTS_PER_TABLE = 256
 STAT_NAMES = (
     "rx", "tx", "redirect", "pass_no_flow", "pass_control", "pass_other",
     "drop_truncated", "aborted", "mh_scheduled", "pass_mh_unavailable", "mh_queue_full",
+    "mh_reply", "mh_no_reply_hop",
 )
 
 
@@ -118,14 +120,26 @@ class FlowValue:
 
 
 # struct lvs_new_flow, a record of the program's new_flows ring: the flow key (KEY, whole),
-# the server's address and port (be), kind (NEW_*), first_len, hash_in, hash, ts (ns)
-NEW_FLOW = struct.Struct("=40s16s2sBxIIIQ")
+# the server's address and port (be), kind (NEW_*), reply (a NAT reply flow was installed),
+# first_len, hash_in, hash, ts (ns)
+NEW_FLOW = struct.Struct("=40s16s2sBBIIIQ")
 NEW_SCHEDULED = 0  # the program scheduled the flow (its first packet)
 NEW_ACKED = 1      # the flow's first packet without SYN (the handshake's ACK) passed
 
 # what entering a kernel-made flow reads of struct lvs_action, in one unpack: flags, addr,
 # port (be), first_len, last_seen_ns, packets, bytes (the rest skipped)
 IMPORT_FIELDS = struct.Struct("=2xH16x16s16x2s2xI4xQQQ")
+
+
+# struct lvs_hop_key (prefixlen, family, addr[16], padding) and struct lvs_hop (ifindex, dmac,
+# smac, onlink): the reply_hops trie, where a NAT reply flow the program makes goes
+HOP_KEY = struct.Struct("=IB16s3x")
+HOP = struct.Struct("=I6s6sB3x")
+
+
+def hop_key(family: int, prefix: bytes, length: int) -> bytes:
+    """``struct lvs_hop_key`` of a route to ``prefix``/``length`` (0: the default route)."""
+    return HOP_KEY.pack(8 + length, family, pad16(prefix))
 
 
 def unpack_value(value: bytes) -> FlowValue:

@@ -17,7 +17,10 @@ Everything else keeps the path up. A NAT connection the program schedules gets o
 where the core, having entered the connection from the program's record, rewrites it back and
 installs the reply flow once the connection is established, as for a connection it scheduled
 (a reply that comes before its record was read makes the plane read the ring first:
-``Forwarder.on_unknown_reply``). A server that takes no new connection (weight 0, OVERLOAD) or whose next hop the
+``Forwarder.on_unknown_reply``). Where the program knows the way back to the client
+(``reply_routes``: the forwarder's on-link networks, whose clients' MACs are the ones their
+SYNs came from, and its default route's next hop once resolved) it installs the reply flow
+with the way in, and the handshake never leaves the kernel. A server that takes no new connection (weight 0, OVERLOAD) or whose next hop the
 forwarder does not know yet gets ``Method.NONE``: its clients go up, and the core applies
 mh-fallback or refuses, exactly as without the program (and learns the neighbour).
 
@@ -42,15 +45,18 @@ from pylvs.core.director import Director
 from pylvs.core.model import DestFlags, ForwardingMethod, RealServer, TunnelType, VirtualService
 from pylvs.core.schedulers.mh import MH_PORT, MaglevHashing
 from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_NAT_DST, FLOW_TUN
+from pylvs.dataplane.packet.interface import Interface
 from pylvs.dataplane.xdp.loader import XdpProgram
 from pylvs.dataplane.xdp.maps import (
     ACTION,
+    HOP,
     MH_DESTS_PER_TABLE,
     MH_TAB_SIZE,
     MH_TABLES,
     SVC,
     SVC_F_MH_PORT,
     Method,
+    hop_key,
     pad16,
     service_key,
 )
@@ -175,6 +181,7 @@ class MhMaps:
         self._free = list(range(MH_TABLES - 1, -1, -1))
         self.full = 0  # services left to the core because every table was taken
         self.nat = False  # the program schedules NAT connections (whose replies the core sees)
+        self.hops: dict[bytes, bytes] = {}  # reply_hops as written
 
     def apply(self, wanted: Iterable[ServiceTable]) -> int:
         """Make the maps hold exactly ``wanted``; the number of services rewritten."""
@@ -205,8 +212,59 @@ class MhMaps:
         self.nat = any(t.nat for _table, t in self.live.values())
         return written
 
+    def set_hops(self, wanted: dict[bytes, bytes]) -> int:
+        """Make ``reply_hops`` hold exactly ``wanted`` (``reply_routes``); entries written."""
+        for key in [k for k in self.hops if k not in wanted]:
+            self.program.hop_delete(key)
+            del self.hops[key]
+        written = 0
+        for key, value in wanted.items():
+            if self.hops.get(key) != value:
+                self.program.hop_put(key, value)
+                self.hops[key] = value
+                written += 1
+        return written
+
     def clear(self) -> None:
         self.apply(())
+        self.set_hops({})
+
+
+def _prefix_len(mask: int) -> int:
+    return bin(mask).count("1")
+
+
+def reply_routes(interfaces: Iterable[Interface], gateway: tuple[int, bytes] | None,
+                 gateway6: tuple[int, bytes] | None,
+                 neighbours: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """``reply_hops`` as the forwarder routes (``NextHop.route``): each on-link network of
+    each interface (the client's MAC: its SYN's source, on that interface), and each family's
+    default route whose next hop's MAC is known. Where two interfaces' networks overlap the
+    trie takes the longer prefix, the forwarder the first interface: such a client's replies
+    are left to the core (no entry)."""
+    out: dict[bytes, bytes] = {}
+    clash: set[bytes] = set()
+    by_index = {}
+    for iface in interfaces:
+        by_index[iface.ifindex] = iface
+        value = HOP.pack(iface.ifindex, bytes(6), iface.mac, 1)
+        nets = [(4, net.to_bytes(4, "big"), _prefix_len(mask)) for net, mask in iface.networks]
+        nets += [(6, net.to_bytes(16, "big"), _prefix_len(mask))
+                 for net, mask in iface.networks6]
+        for family, prefix, length in nets:
+            key = hop_key(family, prefix, length)
+            if key in out and out[key] != value:
+                clash.add(key)
+            out[key] = value
+    for key in clash:
+        del out[key]
+    for family, gw in ((4, gateway), (6, gateway6)):
+        if gw is None or gw[0] not in by_index:
+            continue
+        mac = neighbours.get(gw[1])
+        if mac is not None:
+            out[hop_key(family, b"", 0)] = HOP.pack(gw[0], bytes(mac), by_index[gw[0]].mac, 0)
+    return out
 
 
 def held_by_core(director: Director) -> str | None:

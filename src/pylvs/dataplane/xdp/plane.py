@@ -55,7 +55,13 @@ from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, 
 from pylvs.dataplane.packet.ring import ArpSocket, PacketRing
 from pylvs.dataplane.xdp.flows import SplitFlowSink, XdpFlowSink
 from pylvs.dataplane.xdp.loader import XdpProgram, XdpUnavailable
-from pylvs.dataplane.xdp.mhtables import MhMaps, NextHop, held_by_core, wanted_tables
+from pylvs.dataplane.xdp.mhtables import (
+    MhMaps,
+    NextHop,
+    held_by_core,
+    reply_routes,
+    wanted_tables,
+)
 
 log = logging.getLogger("pylvs.dataplane.xdp")
 
@@ -201,6 +207,10 @@ class XdpDataPlane(PacketDataPlane):
             self.mh_held = held
         self.mh.apply([] if held else wanted_tables(
             self.director.table.services(), self.split.xdp_kinds, self.next_hop))
+        fw = self.forwarder
+        if fw is not None:
+            self.mh.set_hops(reply_routes(fw.interfaces.values(), fw.gateway, fw.v6.gateway,
+                                          fw.neighbours))
 
     def _late_import(self) -> bool:
         """A packet of no known connection and to no service (the forwarder's

@@ -24,8 +24,14 @@
  * slot whose server cannot take connections (weight 0) holds FWD_NONE: the packet goes up and
  * the core applies mh-fallback or refuses, exactly as it does without this program. A NAT
  * server's slot is the way in (FWD_NAT_IN to the server's address and port); the way back is
- * the core's: the server's SYN-ACK goes up (SYN), and the core installs the reply's flow once
- * the connection is established, as for a connection it scheduled.
+ * installed with it, as the flow the core would install once the connection is established
+ * (FWD_NAT_OUT, source back to the VIP), marked FLOW_F_REPLY, when `reply_hops` (the core's
+ * routes: its on-link networks and its default route's next hop) names where the client is:
+ * an on-link client's MAC is the one its SYN came from, on that interface; an off-link
+ * client's is the gateway's the core resolved. The server's SYN-ACK then goes back from here
+ * (the one packet with SYN this program forwards: it changes nothing in the core's state, a
+ * SYN_RECV entry stays SYN_RECV), and the rest of the handshake too. With no hop the reply
+ * flow is not made and the SYN-ACK goes up, as for a flow the core scheduled.
  *
  * Forwarding methods, as kernel IPVS does them:
  *   DR   rewrite the Ethernet header only (the real server owns the VIP on lo);
@@ -63,6 +69,7 @@
 #define FWD_TUN 4
 
 #define FLOW_F_KERNEL 1   /* lvs_action.flags: this program scheduled the flow */
+#define FLOW_F_REPLY 2    /* ... and this is the NAT reply's (server -> client) direction */
 
 /* The kernel's Maglev table size (CONFIG_IP_VS_MH_TAB_INDEX 12) and how many tables fit. */
 #define MH_TAB_SIZE 4093
@@ -85,6 +92,8 @@ enum {
     ST_MH_SCHEDULED,  /* new connections scheduled here from the Maglev table */
     ST_PASS_MH_UNAVAILABLE,  /* their slot's server takes none: the core's (mh-fallback) */
     ST_MH_QUEUE_FULL, /* a record for the core the full ring refused (repaired later) */
+    ST_MH_REPLY,      /* NAT reply flows made with a connection scheduled here */
+    ST_MH_NO_REPLY_HOP, /* ... not made: reply_hops does not say where the client is */
     ST_MAX,
 };
 
@@ -170,6 +179,31 @@ struct {
     __type(value, struct lvs_action);
 } mh_dests SEC(".maps");
 
+/* Where a NAT connection's replies go, by the client's address (the core's routes, written
+ * by the core): key data is the family (4 or 6) then the address, so one trie holds both and a
+ * family's default route is the prefix of length 8. */
+struct lvs_hop_key {
+    __u32 prefixlen;
+    __u8 family;
+    __u8 addr[16];
+};
+
+struct lvs_hop {
+    __u32 ifindex;
+    __u8 dmac[6];      /* the gateway's (off-link); unused on-link */
+    __u8 smac[6];      /* the interface's */
+    __u8 onlink;       /* the client's MAC is its SYN's source, if it came in on ifindex */
+    __u8 pad[3];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+    __uint(max_entries, 1024);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct lvs_hop_key);
+    __type(value, struct lvs_hop);
+} reply_hops SEC(".maps");
+
 /* What the core must learn of the flows scheduled here, as complete records in a ring buffer
  * the core maps and reads in bulk (one parse over many records, no system call per flow; a
  * queue map cost the core a pop and a flow map read per connection): the flow key, the
@@ -185,7 +219,7 @@ struct lvs_new_flow {
     __be32 addr[4];    /* NEW_SCHEDULED: the server's address */
     __be16 port;       /* and port */
     __u8 kind;         /* NEW_* */
-    __u8 pad;
+    __u8 reply;        /* NEW_SCHEDULED: a NAT reply flow was installed with it */
     __u32 first_len;   /* NEW_SCHEDULED: the IP length of the packet that made the flow */
     __u32 hash_in;     /* NEW_SCHEDULED: the client's value ip_vs_mh hashes (address fold, */
     __u32 hash;        /* plus the port with mh-port) and its hsiphash: the core's mh need */
@@ -253,7 +287,7 @@ static __always_inline void touch(struct lvs_action *a, __u64 len)
 /* A record for the core (see new_flows); the ring full: counted, the core repairs it. */
 static __always_inline void report(const struct lvs_flow_key *key, __u8 kind,
                                    const struct lvs_action *a, __u64 now, __u32 hash_in,
-                                   __u32 hash)
+                                   __u32 hash, __u8 reply)
 {
     struct lvs_new_flow rec = {};
     __builtin_memcpy(&rec.key, key, sizeof(rec.key));
@@ -265,6 +299,7 @@ static __always_inline void report(const struct lvs_flow_key *key, __u8 kind,
         rec.first_len = a->first_len;
         rec.hash_in = hash_in;
         rec.hash = hash;
+        rec.reply = reply;
     }
     if (bpf_ringbuf_output(&new_flows, &rec, sizeof(rec), BPF_RB_NO_WAKEUP))
         count(ST_MH_QUEUE_FULL, 0);
@@ -449,32 +484,76 @@ static __always_inline struct lvs_action *mh_pick(const struct lvs_flow_key *key
     return bpf_map_lookup_elem(&mh_dests, dest);
 }
 
+/* A NAT connection scheduled here (`fwd`, the way in, just installed): its reply flow, if
+ * `reply_hops` says where the client is. 1 if installed. */
+static __always_inline int install_reply(const struct lvs_flow_key *key,
+                                         const struct lvs_action *fwd, __u32 ingress,
+                                         const __u8 *src_mac)
+{
+    struct lvs_hop_key hk = {};
+    hk.prefixlen = 8 + (key->family == 4 ? 32 : 128);
+    hk.family = key->family;
+    __builtin_memcpy(hk.addr, key->saddr, 16);
+    struct lvs_hop *hop = bpf_map_lookup_elem(&reply_hops, &hk);
+    if (!hop || (hop->onlink && hop->ifindex != ingress))
+        return count(ST_MH_NO_REPLY_HOP, 0);
+    struct lvs_flow_key rk = {};
+    rk.family = key->family;
+    rk.proto = key->proto;
+    rk.sport = fwd->port;
+    rk.dport = key->sport;
+    __builtin_memcpy(rk.saddr, fwd->addr, 16);
+    __builtin_memcpy(rk.daddr, key->saddr, 16);
+    struct lvs_action r = {};
+    r.method = FWD_NAT_OUT;
+    r.flags = FLOW_F_KERNEL | FLOW_F_REPLY;
+    r.ifindex = hop->ifindex;
+    __builtin_memcpy(r.dmac, hop->onlink ? src_mac : hop->dmac, 6);
+    __builtin_memcpy(r.smac, hop->smac, 6);
+    __builtin_memcpy(r.addr, key->daddr, 16);
+    r.port = key->dport;
+    if (bpf_map_update_elem(&flows, &rk, &r, BPF_ANY))
+        return 0;
+    return count(ST_MH_REPLY, 1);
+}
+
 /* What to do with the packet of `key`: its flow's action (counted), a new flow's (scheduled
- * here into `fresh`), or NULL with the verdict in *verdict. */
+ * here into `fresh`), or NULL with the verdict in *verdict. `ingress` and `src_mac`: where the
+ * packet came from (a NAT reply flow's way back to an on-link client). */
 static __always_inline struct lvs_action *decide(struct lvs_flow_key *key, __u8 tcp_flags,
                                                  __u32 len, struct lvs_action *fresh,
-                                                 int *verdict)
+                                                 int *verdict, __u32 ingress,
+                                                 const __u8 *src_mac)
 {
     int opens = 1;
+    int synack = 0;
     if (key->proto == IPPROTO_TCP_) {
         if (tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST | TCP_FLAG_ACK) || !(tcp_flags & TCP_FLAG_SYN))
             opens = 0;
-        if (!opens && tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST)) {
+        if (tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST)) {
             *verdict = count(ST_PASS_CONTROL, XDP_PASS);
             return 0;
         }
+        synack = !opens && tcp_flags & TCP_FLAG_SYN;
     }
     struct lvs_action *a = bpf_map_lookup_elem(&flows, key);
     if (a) {
-        if (key->proto == IPPROTO_TCP_ && opens) {  /* a SYN of a known flow: the core's */
+        /* a SYN of a known flow is the core's; so is a SYN-ACK, but on a NAT reply flow made
+         * here (the server answering a connection scheduled here: no state changes) */
+        if ((key->proto == IPPROTO_TCP_ && opens) || (synack && !(a->flags & FLOW_F_REPLY))) {
             *verdict = count(ST_PASS_CONTROL, XDP_PASS);
             return 0;
         }
         /* the first packet after a kernel-made TCP flow's SYN: the core's entry moves on */
-        if (a->flags & FLOW_F_KERNEL && key->proto == IPPROTO_TCP_ && a->packets == 1)
-            report(key, NEW_ACKED, a, bpf_ktime_get_ns(), 0, 0);
+        if ((a->flags & (FLOW_F_KERNEL | FLOW_F_REPLY)) == FLOW_F_KERNEL
+            && key->proto == IPPROTO_TCP_ && a->packets == 1)
+            report(key, NEW_ACKED, a, bpf_ktime_get_ns(), 0, 0, 0);
         touch(a, len);
         return a;
+    }
+    if (synack) {
+        *verdict = count(ST_PASS_CONTROL, XDP_PASS);
+        return 0;
     }
     int listed = 0;
     __u32 hv = 0, hh = 0;
@@ -495,8 +574,10 @@ static __always_inline struct lvs_action *decide(struct lvs_flow_key *key, __u8 
     fresh->packets = 1;
     fresh->bytes = len;
     /* NOEXIST: another CPU that scheduled the same tuple first keeps its entry (the same) */
-    if (bpf_map_update_elem(&flows, key, fresh, BPF_NOEXIST) == 0)
-        report(key, NEW_SCHEDULED, fresh, fresh->last_seen_ns, hv, hh);
+    if (bpf_map_update_elem(&flows, key, fresh, BPF_NOEXIST) == 0) {
+        __u8 reply = fresh->method == FWD_NAT_IN && install_reply(key, fresh, ingress, src_mac);
+        report(key, NEW_SCHEDULED, fresh, fresh->last_seen_ns, hv, hh, reply);
+    }
     count(ST_MH_SCHEDULED, 0);
     return fresh;
 }
@@ -505,7 +586,8 @@ static __always_inline struct lvs_action *decide(struct lvs_flow_key *key, __u8 
  * with the verdict in *verdict for what is not forwarded here. */
 static __always_inline struct lvs_action *classify(void *l4, void *end, struct lvs_flow_key *key,
                                                    __u32 len, struct l4_fields *f,
-                                                   struct lvs_action *fresh, int *verdict)
+                                                   struct lvs_action *fresh, int *verdict,
+                                                   struct xdp_md *ctx, const struct ethhdr *eth)
 {
     int r = l4_parse(l4, end, key->proto, key, f);
     if (r < 0) {
@@ -516,7 +598,7 @@ static __always_inline struct lvs_action *classify(void *l4, void *end, struct l
         *verdict = count(ST_PASS_OTHER, XDP_PASS);
         return 0;
     }
-    return decide(key, f->tcp_flags, len, fresh, verdict);
+    return decide(key, f->tcp_flags, len, fresh, verdict, ctx->ingress_ifindex, eth->h_source);
 }
 
 /* DR and NAT, both families (`words` address words, IPv4's header checksum or NULL): rewrite
@@ -556,7 +638,8 @@ static __always_inline int handle_ipv4(struct xdp_md *ctx, void *data, void *end
     struct l4_fields f = {};
     struct lvs_action fresh;
     int verdict = XDP_PASS;
-    struct lvs_action *a = classify((void *)(ip + 1), end, &key, tot, &f, &fresh, &verdict);
+    struct lvs_action *a = classify((void *)(ip + 1), end, &key, tot, &f, &fresh, &verdict, ctx,
+                                    eth);
     if (!a)
         return verdict;
     int sent = rewrite_send(ctx, eth, a, &f, key.proto, &ip->saddr, &ip->daddr, 1, &ip->check);
@@ -592,7 +675,7 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, void *data, void *end
     struct lvs_action fresh;
     int verdict = XDP_PASS;
     struct lvs_action *a = classify((void *)(ip6 + 1), end, &key, plen + sizeof(*ip6), &f,
-                                    &fresh, &verdict);
+                                    &fresh, &verdict, ctx, eth);
     if (!a)
         return verdict;
     int sent = rewrite_send(ctx, eth, a, &f, key.proto, ip6->saddr.in6_u.u6_addr32,
