@@ -1,8 +1,10 @@
 """pylvsd's table outlives the process: real pylvsd processes, real pylvsadm, SIGKILL and restart,
-writes that fail, rule files that cannot be read, and every signal sent while it serves."""
+writes that fail, rule files that cannot be read, and every signal sent while it serves or
+starts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -360,3 +362,45 @@ def test_restore_must_exist_and_restore_if_exists_may_be_missing(
     both = subprocess.run([PY, "-m", "pylvs.director.main", "--restore", "a", "--restore-if-exists",
                            "b"], capture_output=True, text=True, timeout=30)
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
+def test_signals_while_starting_are_acted_on_once_started(
+    tmp_path: Path, daemons: Callable[..., Pylvsd]
+) -> None:
+    """A stop (a supervisor's restart) or a HUP sent while pylvsd is still starting (a large
+    table to restore) is not the default action's death: the HUP is done once started, the
+    stop is a clean one (exit 0, table saved)."""
+    rules = tmp_path / "big.rules"
+    lines = []
+    for i in range(5000):
+        vip = f"10.78.{i // 250}.{i % 250 + 1}"
+        lines += [f"-A -t {vip}:80 -s rr", f"-a -t {vip}:80 -r 10.79.0.1:80 -m -w 1"]
+    rules.write_text("\n".join(lines) + "\n")
+    state = tmp_path / "state.rules"
+    d = daemons("--state-file", str(state), "--restore", str(rules))
+    d.proc = subprocess.Popen(d.args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    threading.Thread(target=d._drain, args=(d.proc,), daemon=True).start()
+    term = 1 << (signal.SIGTERM - 1)
+
+    def catches_term() -> bool:
+        assert d.proc is not None
+        with (contextlib.suppress(FileNotFoundError, ProcessLookupError),
+              open(f"/proc/{d.proc.pid}/status") as f):
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) & term)
+        return False
+
+    wait_for(catches_term, "pylvsd never caught SIGTERM", timeout=30)
+    # caught before the control socket exists: the handlers are in while the table is restored
+    assert not os.path.exists(d.sock)
+    d.signal(signal.SIGHUP)
+    d.signal(signal.SIGTERM)
+    assert d.proc.wait(60) == 0, d.log_text()
+    log = d.log_text()
+    # the HUP's re-read came after the start (the file unchanged: nothing to change; the loop
+    # runs the handlers at the start's end here, or while a data plane's start awaits, when
+    # they are held until it is done)
+    assert log.index("director ready") < log.index(f"SIGHUP: re-read {rules}: 0 changes")
+    assert "director stopped" in log
+    assert state.read_text().count("-A -t") == 5000

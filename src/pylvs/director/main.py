@@ -39,7 +39,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pylvs import __version__
@@ -434,14 +434,34 @@ class DirectorDaemon:
         are up, RELOADING=1/READY=1 around a SIGHUP, STOPPING=1 when a stop begins, and
         WATCHDOG=1 every half ``$WATCHDOG_USEC`` from this loop (``pylvs.service.sdnotify``).
         """
-        await self.start()
+        # The handlers go in before the start (restoring a large table, opening a data plane
+        # can take seconds), so that a stop sent meanwhile (a supervisor's restart) is a clean
+        # stop once started rather than the default action's death, and a HUP or a dump asked
+        # meanwhile is done once started, not on a half-built daemon.
+        starting = True
+        deferred: list[Callable[[], None]] = []
+
+        def once_started(action: Callable[[], None]) -> Callable[[], None]:
+            def act() -> None:
+                if not starting:
+                    action()
+                elif action not in deferred:
+                    log.info("still starting: done once started")
+                    deferred.append(action)
+
+            return act
+
         actions = {sig: self.request_stop for sig in signals.STOP_SIGNALS}
-        actions[signal.SIGHUP] = self._reload_notified
-        actions[signal.SIGUSR1] = self.dump_table
-        actions[signal.SIGUSR2] = self.dump_counters
+        actions[signal.SIGHUP] = once_started(self._reload_notified)
+        actions[signal.SIGUSR1] = once_started(self.dump_table)
+        actions[signal.SIGUSR2] = once_started(self.dump_counters)
+        signals.install(asyncio.get_running_loop(), actions)
+        await self.start()
+        starting = False
         try:
-            signals.install(asyncio.get_running_loop(), actions)
             self.service.ready(f"data plane {self.dataplane_name}, control socket {self.control_socket}")
+            for action in deferred:
+                action()
             self.service.start_watchdog()
             await self._stop.wait()
         finally:
