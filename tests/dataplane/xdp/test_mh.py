@@ -458,3 +458,40 @@ def test_a_nat_connection_scheduled_here_is_answered_from_here(
         sink.remove(6, ipaddress.ip_address(k.saddr).packed, k.sport,
                     ipaddress.ip_address(k.daddr).packed, k.dport)
         assert prog.flow_get(k.pack(), ACTION.size) is None
+
+
+def test_a_nat_connection_whose_record_was_lost_is_repaired_with_its_reply_flow(
+        prog: XdpProgram, maps: MhMaps) -> None:
+    """The ring's record lost (full ring): the sync enters the connection from the flow map,
+    and the reply flow the program made with it is the sink's too (both leave together)."""
+    d = Director(IPVSTable())
+    key = ServiceKey.inet(Protocol.TCP, "192.168.168.100", 80)
+    d.table.add_service(ServiceSpec(key, "mh"))
+    d.table.add_dest(key, DestSpec(ipaddress.ip_address("10.168.0.10"), 8080,
+                                   ForwardingMethod.MASQ))
+    maps.apply(wanted_tables(d.table.services(), KINDS | {FLOW_NAT_DST, FLOW_NAT_SRC}, resolve))
+    lo = Interface(LO, "lo", DIRECTOR_MAC, b"", mtu=1500)
+    lo.networks.append((int(ipaddress.ip_address("192.168.168.0")), 0xFFFFFF00))
+    maps.set_hops(reply_routes([lo], None, None, {}))
+    assert prog.test_run(packet("192.168.168.61", "192.168.168.100", 40200, 80,
+                                flags=TCP_SYN))[0] == XDP_TX
+    assert prog.stats()["mh_reply"] >= 1
+    while prog.read_new_flows(NEW_FLOW.size, 1 << 20):  # the record is lost
+        pass
+    sink = XdpFlowSink(prog, director=d)
+    sink.sync()
+    assert sink.repaired == 1 and sink.count == 2
+    conn = d.lookup(6, ipaddress.ip_address("192.168.168.61").packed, 40200,
+                    ipaddress.ip_address("192.168.168.100").packed, 80)
+    assert conn is not None and conn.state == TCP_S_SYN_RECV
+    # a RST leaves IPVS's SYN_RECV as it is (the flows stay); the client's FIN moves it on,
+    # and both flows leave with it
+    d.tcp_packet(conn, 0, TCP_RST)
+    assert conn.state == TCP_S_SYN_RECV
+    d.tcp_packet(conn, 0, TCP_FIN | TCP_ACK)
+    for k in (FlowKey(6, "192.168.168.61", 40200, "192.168.168.100", 80),
+              FlowKey(6, "10.168.0.10", 8080, "192.168.168.61", 40200)):
+        sink.remove(6, ipaddress.ip_address(k.saddr).packed, k.sport,
+                    ipaddress.ip_address(k.daddr).packed, k.dport)
+        assert prog.flow_get(k.pack(), ACTION.size) is None
+    assert sink.count == 0

@@ -19,7 +19,8 @@ key, the server, the first packet's length and time; a second record when the ha
 passes): ``import_new`` reads them in bulk from the mapped ring and enters each connection in
 the director's table, through ``Director.schedule`` when the scheduler still picks the
 program's server, else bound to that server as a sync backup binds an entry, and from then on
-the flow is one of this sink's like any other. A record the full ring refused is counted by the
+the flow is one of this sink's like any other (with a NAT connection's reply flow, when the
+program made one with it: the record says so). A record the full ring refused is counted by the
 program (``mh_queue_full``); the next ``sync``, which reads the whole flow map anyway, enters
 the kernel-made flows it does not know (``REPAIR_LIMIT`` per tick), so none stays out of the
 table for good.
