@@ -202,8 +202,9 @@ def program_alone(repeat: int) -> dict[str, tuple[int, float]]:
     kernel's mean ns per run: no veth, no skb, no bridge; what pylvs' program costs."""
     from bench_packet import CLIENT, _frames
 
-    from pylvs.dataplane.xdp.loader import XdpProgram, libbpf
+    from pylvs.dataplane.xdp.loader import XdpProgram
     from pylvs.dataplane.xdp.maps import FlowAction, FlowKey, Method
+    from pylvs.libbpf import libbpf
 
     mac_a, mac_b = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
     frame = _frames(mac_a, mac_b, VIP, 80, 1, False, 18)[0]

@@ -1,15 +1,11 @@
 """Loads the XDP program with libbpf, attaches it, and reads and writes its maps.
 
-Why libbpf through ctypes: libbpf (Debian's ``libbpf1``) is the loader the field uses; it does
-the ELF parsing, map creation, BTF and relocation work that must never be redone by hand, and
-ctypes reaches it without a second compiled extension. Only a dozen of its stable (versioned)
-entry points are used.
-
 The object file ``xdp_lb.bpf.o`` is compiled from ``xdp_lb.bpf.c`` by the package's build step
 (``setup.py``: clang -target bpf against vmlinux.h dumped from the running kernel's BTF with
-bpftool). A host without the object, without libbpf, or without the right to load BPF programs
-gets :class:`XdpUnavailable` with one line saying which; a program the verifier rejects gets
-:class:`XdpLoadError` carrying the last lines of the verifier's log.
+bpftool) and loaded through ``pylvs.libbpf``. A host without the object, without libbpf, or
+without the right to load BPF programs gets :class:`XdpUnavailable` with one line saying which;
+a program the verifier rejects gets :class:`XdpLoadError` carrying the last lines of the
+verifier's log.
 """
 
 from __future__ import annotations
@@ -23,10 +19,17 @@ import struct
 from pathlib import Path
 
 from pylvs.dataplane.xdp.maps import STAT_NAMES, sum_percpu
+from pylvs.libbpf import (
+    BPF_ANY,
+    BpfLoadError,
+    BpfObject,
+    BpfUnavailable,
+    object_file,
+    oserror,
+)
 
 OBJECT_NAME = "xdp_lb.bpf.o"
 PROGRAM_NAME = "xdp_lb"
-LOG_SIZE = 1 << 20
 RING_BYTES = 1 << 23  # the new_flows ring: ≈ 100 k records (80 bytes each with the header)
 # struct bpf_ringbuf_hdr's length word: the record is being written / was discarded
 _RB_BUSY = 1 << 31
@@ -43,10 +46,9 @@ VERDICTS = {XDP_ABORTED: "ABORTED", XDP_DROP: "DROP", XDP_PASS: "PASS", XDP_TX: 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
-BPF_ANY = 0
 
 
-class XdpUnavailable(OSError):
+class XdpUnavailable(BpfUnavailable):
     """The XDP plane cannot run on this host; the message says why in one line.
 
     An ``OSError``, as every other "this host cannot do it" failure of a data plane, so the
@@ -59,22 +61,6 @@ class XdpLoadError(XdpUnavailable):
     def __init__(self, message: str, log_tail: str = "") -> None:
         super().__init__(message + (f"; verifier says:\n{log_tail}" if log_tail else ""))
         self.log_tail = log_tail
-
-
-class _OpenOpts(ctypes.Structure):
-    # struct bpf_object_open_opts of libbpf 1.x, up to kernel_log_level.
-    _fields_ = [
-        ("sz", ctypes.c_size_t),
-        ("object_name", ctypes.c_char_p),
-        ("relaxed_maps", ctypes.c_bool),
-        ("pin_root_path", ctypes.c_char_p),
-        ("_stub", ctypes.c_uint32),
-        ("kconfig", ctypes.c_char_p),
-        ("btf_custom_path", ctypes.c_char_p),
-        ("kernel_log_buf", ctypes.c_char_p),
-        ("kernel_log_size", ctypes.c_size_t),
-        ("kernel_log_level", ctypes.c_uint32),
-    ]
 
 
 class _TestRunOpts(ctypes.Structure):
@@ -97,57 +83,11 @@ class _TestRunOpts(ctypes.Structure):
     ]
 
 
-_lib: ctypes.CDLL | None = None
-
-
-def libbpf() -> ctypes.CDLL:
-    global _lib
-    if _lib is None:
-        name = ctypes.util.find_library("bpf") or "libbpf.so.1"
-        try:
-            lib = ctypes.CDLL(name, use_errno=True)
-        except OSError:
-            raise XdpUnavailable("libbpf is not installed (Debian: apt-get install libbpf1)") from None
-        vp, cp, i, u32, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_size_t
-        for fname, res, args in [
-            ("bpf_object__open_file", vp, [cp, vp]),
-            ("bpf_object__load", i, [vp]),
-            ("bpf_object__close", None, [vp]),
-            ("bpf_object__find_program_by_name", vp, [vp, cp]),
-            ("bpf_object__find_map_by_name", vp, [vp, cp]),
-            ("bpf_program__fd", i, [vp]),
-            ("bpf_map__fd", i, [vp]),
-            ("bpf_xdp_attach", i, [i, i, u32, vp]),
-            ("bpf_xdp_detach", i, [i, u32, vp]),
-            ("bpf_prog_test_run_opts", i, [i, vp]),
-            ("bpf_map_update_elem", i, [i, vp, vp, ctypes.c_uint64]),
-            ("bpf_map_lookup_elem", i, [i, vp, vp]),
-            ("bpf_map_delete_elem", i, [i, vp]),
-            ("bpf_map_get_next_key", i, [i, vp, vp]),
-            ("bpf_map_lookup_and_delete_elem", i, [i, vp, vp]),
-            ("bpf_map_update_batch", i, [i, vp, vp, vp, vp]),
-            ("bpf_map_lookup_batch", i, [i, vp, vp, vp, vp, vp, vp]),
-            ("bpf_map__set_max_entries", i, [vp, u32]),
-        ]:
-            f = getattr(lib, fname)
-            f.restype, f.argtypes = res, args
-        del sz
-        # libbpf prints its own warnings on stderr; the loader reports failures itself, in
-        # one line with the verifier's words (kernel_log_buf), so libbpf is told to be quiet.
-        lib.libbpf_set_print.restype = ctypes.c_void_p
-        lib.libbpf_set_print.argtypes = [ctypes.c_void_p]
-        lib.libbpf_set_print(None)
-        _lib = lib
-    return _lib
-
-
 def object_path() -> Path:
-    path = Path(__file__).with_name(OBJECT_NAME)
-    if not path.exists():
-        raise XdpUnavailable(
-            f"the XDP program was not built ({path.name} missing): install clang, llvm, "
-            "libbpf-dev and bpftool, then reinstall pylvs")
-    return path
+    try:
+        return object_file(__file__, OBJECT_NAME, "XDP")
+    except BpfUnavailable as e:
+        raise XdpUnavailable(str(e)) from None
 
 
 def possible_cpus() -> int:
@@ -163,52 +103,34 @@ def possible_cpus() -> int:
     return count
 
 
-def _oserror(what: str) -> OSError:
-    err = ctypes.get_errno() or errno.EINVAL
-    return OSError(err, f"{what}: {os.strerror(err)}")
-
-
 class XdpProgram:
     """One loaded instance of the program with its maps (fresh maps per instance)."""
 
     def __init__(self, path: Path | None = None, ring_bytes: int = RING_BYTES) -> None:
-        lib = libbpf()
-        self._lib = lib
-        self._obj: int | None = None
         self.attached: dict[int, int] = {}
-        obj_path = path or object_path()
-        self._log = ctypes.create_string_buffer(LOG_SIZE)
-        opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts), kernel_log_buf=ctypes.cast(self._log, ctypes.c_char_p),
-                         kernel_log_size=LOG_SIZE, kernel_log_level=0)
-        obj = lib.bpf_object__open_file(str(obj_path).encode(), ctypes.byref(opts))
-        if not obj:
-            raise XdpUnavailable(f"{obj_path}: {os.strerror(ctypes.get_errno() or errno.EINVAL)}")
-        self._obj = obj
         self._rings: list[mmap.mmap] = []
+        self._obj: BpfObject | None = None
         page = mmap.PAGESIZE
         if ring_bytes < page or ring_bytes & (ring_bytes - 1):
-            self.close()
             raise ValueError(f"ring_bytes must be a power of 2 of at least a page, not {ring_bytes}")
-        ring_map = lib.bpf_object__find_map_by_name(obj, b"new_flows")
-        if ring_map:  # (an object without it fails its load below)
-            lib.bpf_map__set_max_entries(ring_map, ring_bytes)
-        rc = lib.bpf_object__load(obj)
-        if rc:
-            err = -rc if rc < 0 else (ctypes.get_errno() or errno.EINVAL)
-            tail = "\n".join(self._log.value.decode(errors="replace").strip().splitlines()[-8:])
-            self.close()
-            if err == errno.EPERM:
-                raise XdpUnavailable("not allowed to load BPF programs (needs root or CAP_BPF+CAP_NET_ADMIN)")
-            raise XdpLoadError(f"the kernel refused the XDP program: {os.strerror(err)}", tail)
-        prog = lib.bpf_object__find_program_by_name(obj, PROGRAM_NAME.encode())
-        self.prog_fd = lib.bpf_program__fd(prog)
-        self.flows_fd = self._map_fd(b"flows")
-        self.stats_fd = self._map_fd(b"stats")
-        self.services_fd = self._map_fd(b"mh_services")
-        self.slots_fd = self._map_fd(b"mh_slots")
-        self.dests_fd = self._map_fd(b"mh_dests")
-        self.new_flows_fd = self._map_fd(b"new_flows")
-        self.hops_fd = self._map_fd(b"reply_hops")
+        try:
+            obj = BpfObject(path or object_path(), {"new_flows": ring_bytes}, kind="XDP")
+        except BpfLoadError as e:
+            raise XdpLoadError(e.message, e.log_tail) from None
+        except XdpUnavailable:
+            raise
+        except BpfUnavailable as e:
+            raise XdpUnavailable(str(e)) from None
+        self._obj = obj
+        self._lib = obj.lib
+        self.prog_fd = obj.prog_fd(PROGRAM_NAME)
+        self.flows_fd = obj.map_fd("flows")
+        self.stats_fd = obj.map_fd("stats")
+        self.services_fd = obj.map_fd("mh_services")
+        self.slots_fd = obj.map_fd("mh_slots")
+        self.dests_fd = obj.map_fd("mh_dests")
+        self.new_flows_fd = obj.map_fd("new_flows")
+        self.hops_fd = obj.map_fd("reply_hops")
         self._ncpus = possible_cpus()
         self._get_buf: ctypes.Array[ctypes.c_char] | None = None  # reused: .raw copies out
         self._batch_keys: ctypes.Array[ctypes.c_char] | None = None
@@ -223,10 +145,6 @@ class XdpProgram:
                                mmap.PROT_READ, offset=page)
         self._rings.append(self._prod)
         self._data = page
-
-    def _map_fd(self, name: bytes) -> int:
-        fd: int = self._lib.bpf_map__fd(self._lib.bpf_object__find_map_by_name(self._obj, name))
-        return fd
 
     # -- attach -------------------------------------------------------------------------------
 
@@ -253,7 +171,7 @@ class XdpProgram:
     def flow_put(self, key: bytes, value: bytes) -> None:
         rc = self._lib.bpf_map_update_elem(self.flows_fd, key, value, BPF_ANY)
         if rc:
-            raise _oserror("flow map update")
+            raise oserror("flow map update")
 
     def flow_get(self, key: bytes, size: int) -> bytes | None:
         buf = self._get_buf
@@ -280,7 +198,7 @@ class XdpProgram:
 
     def service_put(self, key: bytes, value: bytes) -> None:
         if self._lib.bpf_map_update_elem(self.services_fd, key, value, BPF_ANY):
-            raise _oserror("mh service map update")
+            raise oserror("mh service map update")
 
     def service_delete(self, key: bytes) -> bool:
         rc: int = self._lib.bpf_map_delete_elem(self.services_fd, key)
@@ -288,7 +206,7 @@ class XdpProgram:
 
     def hop_put(self, key: bytes, value: bytes) -> None:
         if self._lib.bpf_map_update_elem(self.hops_fd, key, value, BPF_ANY):
-            raise _oserror("reply hop map update")
+            raise oserror("reply hop map update")
 
     def hop_delete(self, key: bytes) -> bool:
         rc: int = self._lib.bpf_map_delete_elem(self.hops_fd, key)
@@ -297,7 +215,7 @@ class XdpProgram:
     def dest_put(self, index: int, value: bytes) -> None:
         key = ctypes.c_uint32(index)
         if self._lib.bpf_map_update_elem(self.dests_fd, ctypes.byref(key), value, BPF_ANY):
-            raise _oserror("mh dest map update")
+            raise oserror("mh dest map update")
 
     def slots_put(self, first: int, dests: list[int]) -> None:
         """Slots ``first``.. of ``mh_slots`` <- ``dests`` (indexes into ``mh_dests``), in one
@@ -307,7 +225,7 @@ class XdpProgram:
         values = (ctypes.c_uint32 * n)(*dests)
         count = ctypes.c_uint32(n)
         if self._lib.bpf_map_update_batch(self.slots_fd, keys, values, ctypes.byref(count), None):
-            raise _oserror("mh slot map update")
+            raise oserror("mh slot map update")
 
     def read_new_flows(self, record_size: int, limit: int) -> list[bytes]:
         """Up to ``limit`` records the program wrote to the ``new_flows`` ring since the last
@@ -372,7 +290,7 @@ class XdpProgram:
         rc = self._lib.bpf_map_lookup_batch(self.flows_fd, in_token, out_token, keys, values,
                                             ctypes.byref(n), None)
         if rc and ctypes.get_errno() != errno.ENOENT:
-            raise _oserror("flow map batch lookup")
+            raise oserror("flow map batch lookup")
         got = n.value
         return (keys.raw[:got * key_size], values.raw[:got * value_size], got,
                 None if rc else out_token.raw)
@@ -408,8 +326,8 @@ class XdpProgram:
         for ring in getattr(self, "_rings", ()):
             ring.close()
         self._rings = []
-        if self._obj:
-            self._lib.bpf_object__close(self._obj)
+        if self._obj is not None:
+            self._obj.close()
             self._obj = None
 
     def __enter__(self) -> XdpProgram:
