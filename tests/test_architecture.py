@@ -21,7 +21,7 @@ TESTS = ROOT / "tests"
 # provided the module graph stays acyclic.
 LAYERS: list[set[str]] = [
     {"__init__", "core"},
-    {"ipvsadm", "config", "trackers", "bpf", "control", "netlink", "service"},
+    {"ipvsadm", "config", "trackers", "bpf", "libbpf", "control", "netlink", "service"},
     {"vrrp", "health", "dataplane", "l7", "hostsetup", "metrics"},
     {"director", "keepalived", "lab", "demo", "scaleout"},
     {"cli"},

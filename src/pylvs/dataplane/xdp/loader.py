@@ -55,12 +55,8 @@ class XdpUnavailable(BpfUnavailable):
     daemons report it the same way (one line, non-zero exit)."""
 
 
-class XdpLoadError(XdpUnavailable):
+class XdpLoadError(XdpUnavailable, BpfLoadError):
     """The kernel refused the program; ``log_tail`` holds the verifier's last lines."""
-
-    def __init__(self, message: str, log_tail: str = "") -> None:
-        super().__init__(message + (f"; verifier says:\n{log_tail}" if log_tail else ""))
-        self.log_tail = log_tail
 
 
 class _TestRunOpts(ctypes.Structure):
