@@ -11,7 +11,8 @@ all: test
 
 # The C hot path is compiled by pip install: the compiler and headers come first, and a changed
 # C file (or setup.py) reinstalls into the existing venv.
-$(STAMP): pyproject.toml setup.py src/pylvs/dataplane/packet/_fastpath.c src/pylvs/dataplane/xdp/xdp_lb.bpf.c
+$(STAMP): pyproject.toml setup.py src/pylvs/dataplane/packet/_fastpath.c src/pylvs/dataplane/xdp/xdp_lb.bpf.c \
+		src/pylvs/dataplane/proxy/relay_verdict.bpf.c
 	bash scripts/system-deps.sh build
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip

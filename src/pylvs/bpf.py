@@ -1,27 +1,14 @@
-"""The bpf(2) system call, its maps and a small assembler for eBPF programs, shared by every BPF
-user in pylvs (the proxy's in-kernel relay today, an XDP data plane later).
+"""The bpf(2) system call for what runs per connection: a map's elements read, written and
+deleted, a program attached to a map, and the socket cookie that keys socket maps.
 
-What this is for: creating maps, reading and writing their elements, loading a program and
-attaching it, with nothing but the standard library (``ctypes`` reaches the system call through
-libc, which has no wrapper for it). Programs are written with ``Assembler``: instructions, labels
-and jumps resolved to the kernel's slot offsets, plus ``ld_map_fd`` for the two-slot "load a
-map" instruction. Every encoding here is the kernel's stable user-space ABI
+What this is for: the proxy's in-kernel relay updates its maps on every hand-over, where one
+system call with preallocated argument buffers (no allocation, no library call per element) is
+the whole cost. Every encoding here is the kernel's stable user-space ABI
 (``include/uapi/linux/bpf.h``), so it does not change with the kernel version.
 
-What this is not for: deciding what a program does (its user owns that: see
-``pylvs.dataplane.proxy.sockmap``), BTF, CO-RE relocations or ELF objects.
-
-Why not clang and libbpf: the programs pylvs loads are a few dozen instructions each. Built here
-they need no compiler, no kernel headers and no loader library at install time (``pip install``
-stays pure Python, and the proxy's relay works on any host where the kernel allows it), and the
-exact bytecode is visible in review next to the code that reads its maps. A program that grows
-past what is comfortable to write this way (an XDP plane's parser, say) is the point to add an
-ELF loader and clang to the build; the map and system-call helpers here stay the same for it.
-
-Errors are ``OSError`` with the kernel's errno; a program the verifier refuses raises
-``VerifierError`` (an ``OSError``) whose message is the verifier's reason (the log's last line
-before its statistics), and whose
-``log`` attribute holds the whole log.
+What this is not for: programs. They are C compiled with clang by the package's build step and
+loaded with libbpf (``pylvs.libbpf``), which creates their maps; the descriptors it hands out
+are the ones used here. ``map_create`` remains for maps no program of ours owns (the tests').
 """
 
 from __future__ import annotations
@@ -35,22 +22,14 @@ import platform
 import socket
 import struct
 from _socket import socket as RawSocket
-from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = [
     "ATTR_SIZE",
-    "Assembler",
     "AttachType",
     "Bpf",
     "Cmd",
-    "Helper",
     "MapType",
-    "Op",
-    "ProgType",
-    "VerifierError",
-    "insn",
-    "ld_map_fd",
     "socket_cookie",
     "syscall_number",
 ]
@@ -77,7 +56,6 @@ class Cmd(enum.IntEnum):
     MAP_LOOKUP_ELEM = 1
     MAP_UPDATE_ELEM = 2
     MAP_DELETE_ELEM = 3
-    PROG_LOAD = 5
     PROG_ATTACH = 8
     PROG_DETACH = 9
 
@@ -94,129 +72,12 @@ class MapType(enum.IntEnum):
     XSKMAP = 17
 
 
-class ProgType(enum.IntEnum):
-    """enum bpf_prog_type (those pylvs uses or plans to)."""
-
-    SOCKET_FILTER = 1
-    XDP = 6
-    SK_SKB = 14
-
-
 class AttachType(enum.IntEnum):
     """enum bpf_attach_type (those pylvs uses)."""
 
     SK_SKB_STREAM_PARSER = 4
     SK_SKB_STREAM_VERDICT = 5
     SK_SKB_VERDICT = 38
-
-
-class Helper(enum.IntEnum):
-    """Helper function numbers (``BPF_FUNC_*``), the immediate of a ``CALL``."""
-
-    MAP_LOOKUP_ELEM = 1
-    MAP_UPDATE_ELEM = 2
-    MAP_DELETE_ELEM = 3
-    KTIME_GET_NS = 5
-    GET_SOCKET_COOKIE = 46
-    SK_REDIRECT_HASH = 72
-
-
-class Op(enum.IntEnum):
-    """The opcodes (class | size/source | operation) pylvs's programs use, by their usual names."""
-
-    MOV64_REG = 0xBF  # dst = src
-    MOV64_IMM = 0xB7  # dst = imm
-    ADD64_IMM = 0x07  # dst += imm
-    LDX_W = 0x61  # dst = *(u32 *)(src + off)
-    LDX_DW = 0x79  # dst = *(u64 *)(src + off)
-    STX_DW = 0x7B  # *(u64 *)(dst + off) = src
-    ATOMIC_DW = 0xDB  # with imm 0: *(u64 *)(dst + off) += src, atomically
-    LD_IMM64 = 0x18  # two slots; with src 1 (BPF_PSEUDO_MAP_FD) imm is a map's descriptor
-    JEQ_IMM = 0x15
-    JNE_IMM = 0x55
-    JEQ_REG = 0x1D
-    JNE_REG = 0x5D
-    JGE_REG = 0x3D
-    JGT_REG = 0x2D
-    JA = 0x05
-    CALL = 0x85
-    EXIT = 0x95
-
-
-_INSN = struct.Struct("<BBhi")
-_PSEUDO_MAP_FD = 1
-_JUMPS = frozenset(
-    {Op.JEQ_IMM, Op.JNE_IMM, Op.JEQ_REG, Op.JNE_REG, Op.JGE_REG, Op.JGT_REG, Op.JA}
-)
-
-
-def insn(op: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
-    """One 8-byte instruction: opcode, registers (dst low nibble, src high), offset, immediate."""
-    return _INSN.pack(op, (src << 4) | dst, off, imm)
-
-
-def ld_map_fd(dst: int, map_fd: int) -> bytes:
-    """``dst = &map``: the two-slot 64-bit load whose immediate the kernel turns into a map."""
-    return insn(Op.LD_IMM64, dst, _PSEUDO_MAP_FD, 0, map_fd) + insn(0)
-
-
-@dataclass
-class Assembler:
-    """Builds a program from instructions, labels and forward or backward jumps.
-
-    Jump offsets count 8-byte slots from the instruction after the jump, and a map load takes two
-    slots: ``program()`` resolves both, so a program reads as a list of steps with named targets.
-    """
-
-    _out: list[bytes] = field(default_factory=list)
-    _jumps: list[tuple[int, str]] = field(default_factory=list)
-    _labels: dict[str, int] = field(default_factory=dict)
-
-    def emit(self, code: bytes) -> None:
-        """Append one instruction (or a two-slot load)."""
-        self._out.append(code)
-
-    def op(self, op: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> None:
-        self.emit(insn(op, dst, src, off, imm))
-
-    def jump(self, op: int, dst: int, src: int, imm: int, target: str) -> None:
-        """A conditional (or ``JA``) jump to ``target``, a label placed before or after it."""
-        if op not in _JUMPS:
-            raise ValueError(f"opcode {op:#x} is not a jump")
-        self._jumps.append((len(self._out), target))
-        self.emit(insn(op, dst, src, 0, imm))
-
-    def label(self, name: str) -> None:
-        """Name the slot of the next instruction."""
-        if name in self._labels:
-            raise ValueError(f"label {name!r} placed twice")
-        self._labels[name] = self._slots()
-
-    def _slots(self) -> int:
-        return sum(len(b) // 8 for b in self._out)
-
-    def program(self) -> bytes:
-        """The bytecode, every jump resolved; ``KeyError`` names a label never placed."""
-        out = list(self._out)
-        slot_of: list[int] = []
-        n = 0
-        for b in out:
-            slot_of.append(n)
-            n += len(b) // 8
-        for index, name in self._jumps:
-            if name not in self._labels:
-                raise KeyError(f"jump to label {name!r}, which is never placed")
-            op, regs, _off, imm = _INSN.unpack(out[index])
-            out[index] = _INSN.pack(op, regs, self._labels[name] - slot_of[index] - 1, imm)
-        return b"".join(out)
-
-
-class VerifierError(OSError):
-    """The kernel refused a program; ``log`` is the verifier's whole log."""
-
-    def __init__(self, errno_: int, message: str, log: str) -> None:
-        super().__init__(errno_, message)
-        self.log = log
 
 
 def syscall_number(machine: str | None = None) -> int:
@@ -291,31 +152,6 @@ class Bpf:
         return self._value.raw[:value_size]
 
     # ---- programs --------------------------------------------------------------------------
-
-    def prog_load(self, kind: int, code: bytes, license: str = "GPL", log_size: int = 65536) -> int:
-        """Load (verify) a program; its descriptor, or ``VerifierError`` with the verifier's log.
-
-        The license matters: helpers such as ``sk_redirect_hash`` are GPL-only."""
-        if not code or len(code) % 8:
-            raise ValueError("a program is a non-empty sequence of 8-byte instructions")
-        buf = ctypes.create_string_buffer(code, len(code))
-        lic = ctypes.create_string_buffer(license.encode())
-        log = ctypes.create_string_buffer(log_size)
-        attr = ctypes.create_string_buffer(ATTR_SIZE)
-        struct.pack_into(
-            "<IIQQIIQ", attr, 0, kind, len(code) // 8, ctypes.addressof(buf),
-            ctypes.addressof(lic), 1, log_size, ctypes.addressof(log),
-        )
-        try:
-            return self.call(Cmd.PROG_LOAD, attr)
-        except OSError as e:
-            text = log.value.decode(errors="replace").strip()
-            # The log ends with the verifier's statistics ("processed N insns ..."): the reason
-            # is the last line before them.
-            lines = [ln for ln in text.splitlines() if not ln.startswith("processed ")]
-            raise VerifierError(
-                e.errno or 0, f"program refused: {lines[-1] if lines else e.strerror}", text,
-            ) from None
 
     def prog_attach(self, prog_fd: int, target_fd: int, attach_type: int) -> None:
         """Attach a program to a target (a socket map for the SK_SKB kinds)."""

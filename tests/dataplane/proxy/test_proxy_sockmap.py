@@ -283,3 +283,16 @@ async def test_ipv6_relays_are_handed_over_too(
     finally:
         srv.close()
 
+
+
+def test_a_host_without_the_relay_object_says_so_in_one_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay's object not built (no clang at install): one line naming what to install, an
+    OSError, which the engine logs once and relays in user space."""
+    from pylvs.dataplane.proxy import sockmap
+
+    monkeypatch.setattr(sockmap, "OBJECT_NAME", "missing_relay.bpf.o")
+    with pytest.raises(OSError) as info:
+        sockmap.SockmapRelay(16)
+    assert "\n" not in str(info.value)
+    assert "missing_relay.bpf.o missing" in str(info.value) and "clang" in str(info.value)

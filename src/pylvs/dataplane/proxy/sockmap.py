@@ -12,8 +12,9 @@ What this is not for: choosing a real server, accounting to the core or propagat
 (``relay`` and ``flow`` keep all of that), and it is optional: without CAP_BPF/CAP_NET_ADMIN, on a kernel
 without socket maps, or with ``PYLVS_PROXY_SOCKMAP=0``, relays stay in user space.
 
-The program is 40 instructions, assembled here with ``pylvs.bpf.Assembler`` (why not clang and
-libbpf: see ``pylvs.bpf``); the maps and the system call are ``pylvs.bpf``'s too.
+The program is C (``relay_verdict.bpf.c``, compiled with clang by the package's build step),
+loaded through ``pylvs.libbpf`` with its maps sized to the relay limit; the per-relay map updates
+are ``pylvs.bpf``'s system calls (one each, no allocation: they run for every hand-over).
 
 Ordering, the one subtle part. While the proxy still reads a socket itself (bytes that came before
 the hand-over), the kernel must not redirect newer bytes past them. So the program redirects only
@@ -33,26 +34,16 @@ byte redirected to it (``bytes_written``).
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import struct
 from _socket import socket as RawSocket
 
-from pylvs.bpf import (
-    Assembler,
-    AttachType,
-    Bpf,
-    Helper,
-    MapType,
-    Op,
-    ProgType,
-    ld_map_fd,
-    socket_cookie,
-)
+from pylvs.bpf import AttachType, Bpf, socket_cookie
+from pylvs.libbpf import BpfObject, object_file
 
-__all__ = ["SockmapRelay", "bytes_written", "socket_cookie", "verdict_program"]
+__all__ = ["SockmapRelay", "bytes_written", "socket_cookie"]
 
-_SK_PASS = 1
+OBJECT_NAME = "relay_verdict.bpf.o"
 _SO_RCVLOWAT = socket.SO_RCVLOWAT
 
 # struct tcp_info offsets (include/uapi/linux/tcp.h; the layout only ever grows at the end).
@@ -60,58 +51,6 @@ _TI_NOTSENT = 144
 _TI_BYTES_SENT = 200
 _TI_BYTES_RETRANS = 208
 _TI_SIZE = 216
-
-
-def verdict_program(link_fd: int, count_fd: int, sock_fd: int) -> bytes:
-    """The verdict: redirect to the peer when user space has caught up and the side is within its
-    credit, else pass and count.
-
-    Registers: r6 the context, r7 the peer-map value (peer cookie, taken, credit), r8 the
-    counter-map value (passed, redirected bytes, redirected segments), r9 the segment's length.
-    """
-    a = Assembler()
-    a.op(Op.MOV64_REG, 6, 1)
-    a.op(Op.LDX_W, 9, 6, 0)  # skb->len
-    # A FIN with no data: redirected, it would reach the peer's send side as an empty write,
-    # which the kernel takes as a broken pipe. Passed up, the proxy reads it as end of stream.
-    a.jump(Op.JEQ_IMM, 9, 0, 0, "pass")
-    a.op(Op.CALL, imm=Helper.GET_SOCKET_COOKIE)
-    a.op(Op.STX_DW, 10, 0, -8)
-    a.op(Op.MOV64_REG, 2, 10)
-    a.op(Op.ADD64_IMM, 2, imm=-8)
-    a.emit(ld_map_fd(1, link_fd))
-    a.op(Op.CALL, imm=Helper.MAP_LOOKUP_ELEM)
-    a.jump(Op.JEQ_IMM, 0, 0, 0, "pass")
-    a.op(Op.MOV64_REG, 7, 0)
-    a.op(Op.MOV64_REG, 2, 10)
-    a.op(Op.ADD64_IMM, 2, imm=-8)
-    a.emit(ld_map_fd(1, count_fd))
-    a.op(Op.CALL, imm=Helper.MAP_LOOKUP_ELEM)
-    a.jump(Op.JEQ_IMM, 0, 0, 0, "pass")
-    a.op(Op.MOV64_REG, 8, 0)
-    a.op(Op.LDX_DW, 3, 8, 0)  # passed
-    a.op(Op.LDX_DW, 4, 7, 8)  # taken
-    a.jump(Op.JNE_REG, 3, 4, 0, "count")
-    a.op(Op.LDX_DW, 3, 8, 8)  # redirected bytes
-    a.op(Op.LDX_DW, 4, 7, 16)  # credit
-    a.jump(Op.JGE_REG, 3, 4, 0, "count")
-    a.op(Op.MOV64_REG, 1, 6)
-    a.emit(ld_map_fd(2, sock_fd))
-    a.op(Op.MOV64_REG, 3, 7)  # the peer's cookie is the value's first field
-    a.op(Op.MOV64_IMM, 4, imm=0)  # to the peer's send side
-    a.op(Op.CALL, imm=Helper.SK_REDIRECT_HASH)
-    a.jump(Op.JNE_IMM, 0, 0, _SK_PASS, "count")  # the peer has left the map: hand it up instead
-    a.op(Op.ATOMIC_DW, 8, 9, 8, 0)  # redirected bytes += len
-    a.op(Op.MOV64_IMM, 1, imm=1)
-    a.op(Op.ATOMIC_DW, 8, 1, 16, 0)  # redirected segments += 1
-    a.op(Op.MOV64_IMM, 0, imm=_SK_PASS)
-    a.op(Op.EXIT)
-    a.label("count")
-    a.op(Op.ATOMIC_DW, 8, 9, 0, 0)  # passed += len
-    a.label("pass")
-    a.op(Op.MOV64_IMM, 0, imm=_SK_PASS)
-    a.op(Op.EXIT)
-    return a.program()
 
 
 def bytes_written(sock: RawSocket) -> int:
@@ -150,32 +89,26 @@ class SockmapRelay:
     def __init__(self, capacity: int, window: int = 4 << 20) -> None:
         self.window = window
         self.bpf = Bpf()
-        self.fds: list[int] = []
+        # BpfUnavailable (an OSError): not built, no libbpf, no privilege; the caller relays
+        # in user space
+        self.obj: BpfObject | None = BpfObject(
+            object_file(__file__, OBJECT_NAME, "in-kernel relay"),
+            {"sock_map": capacity, "link_map": capacity, "count_map": capacity},
+            kind="in-kernel relay")
         try:
-            self.sock_map = self._map(MapType.SOCKHASH, 8, 4, capacity)
-            self.link_map = self._map(MapType.HASH, 8, 24, capacity)
-            self.count_map = self._map(MapType.HASH, 8, 24, capacity)
-            prog = self.bpf.prog_load(
-                ProgType.SK_SKB, verdict_program(self.link_map, self.count_map, self.sock_map)
-            )
-            self.fds.append(prog)
-            self.bpf.prog_attach(prog, self.sock_map, AttachType.SK_SKB_VERDICT)
+            self.sock_map = self.obj.map_fd("sock_map")
+            self.link_map = self.obj.map_fd("link_map")
+            self.count_map = self.obj.map_fd("count_map")
+            self.bpf.prog_attach(self.obj.prog_fd("relay_verdict"), self.sock_map,
+                                 AttachType.SK_SKB_VERDICT)
         except OSError:
             self.close()
             raise
 
-    def _map(self, kind: int, key: int, value: int, entries: int) -> int:
-        fd = self.bpf.map_create(kind, key, value, entries)
-        self.fds.append(fd)
-        return fd
-
     def close(self) -> None:
-        for fd in self.fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.fds = []
+        if self.obj is not None:
+            self.obj.close()  # the maps and the program go with the object's descriptors
+            self.obj = None
 
     # ---- one relay -----------------------------------------------------------------------------
 
