@@ -460,10 +460,9 @@ def test_a_nat_connection_scheduled_here_is_answered_from_here(
         assert prog.flow_get(k.pack(), ACTION.size) is None
 
 
-def test_a_nat_connection_whose_record_was_lost_is_repaired_with_its_reply_flow(
-        prog: XdpProgram, maps: MhMaps) -> None:
-    """The ring's record lost (full ring): the sync enters the connection from the flow map,
-    and the reply flow the program made with it is the sink's too (both leave together)."""
+def nat_on_link(maps: MhMaps) -> Director:
+    """An mh NAT service (one server, 10.168.0.10:8080) in the program, whose clients on
+    192.168.168.0/24 (lo's network here) it answers itself."""
     d = Director(IPVSTable())
     key = ServiceKey.inet(Protocol.TCP, "192.168.168.100", 80)
     d.table.add_service(ServiceSpec(key, "mh"))
@@ -473,6 +472,14 @@ def test_a_nat_connection_whose_record_was_lost_is_repaired_with_its_reply_flow(
     lo = Interface(LO, "lo", DIRECTOR_MAC, b"", mtu=1500)
     lo.networks.append((int(ipaddress.ip_address("192.168.168.0")), 0xFFFFFF00))
     maps.set_hops(reply_routes([lo], None, None, {}))
+    return d
+
+
+def test_a_nat_connection_whose_record_was_lost_is_repaired_with_its_reply_flow(
+        prog: XdpProgram, maps: MhMaps) -> None:
+    """The ring's record lost (full ring): the sync enters the connection from the flow map,
+    and the reply flow the program made with it is the sink's too (both leave together)."""
+    d = nat_on_link(maps)
     assert prog.test_run(packet("192.168.168.61", "192.168.168.100", 40200, 80,
                                 flags=TCP_SYN))[0] == XDP_TX
     assert prog.stats()["mh_reply"] >= 1
@@ -495,3 +502,25 @@ def test_a_nat_connection_whose_record_was_lost_is_repaired_with_its_reply_flow(
                     ipaddress.ip_address(k.daddr).packed, k.dport)
         assert prog.flow_get(k.pack(), ACTION.size) is None
     assert sink.count == 0
+
+
+def test_a_reply_flow_whose_way_in_is_gone_is_removed(prog: XdpProgram, maps: MhMaps) -> None:
+    """The program made a NAT connection's two flows; the way in left the map before the core
+    read the record (evicted). The next sync finds the reply flow with no connection behind it
+    and removes it, rather than let it answer for a connection the core does not have; a reply
+    flow whose way in is still there waits for its repair instead."""
+    d = nat_on_link(maps)
+    for cport in (40300, 40301):
+        assert prog.test_run(packet("192.168.168.62", "192.168.168.100", cport, 80,
+                                    flags=TCP_SYN))[0] == XDP_TX
+    while prog.read_new_flows(NEW_FLOW.size, 1 << 20):  # both records lost
+        pass
+    gone = FlowKey(6, "192.168.168.62", 40300, "192.168.168.100", 80)
+    assert prog.flow_delete(gone.pack())  # its way in evicted
+    sink = XdpFlowSink(prog, director=d)
+    sink.sync()
+    assert sink.orphans == 1 and sink.repaired == 1 and sink.count == 2
+    assert prog.flow_get(FlowKey(6, "10.168.0.10", 8080, "192.168.168.62", 40300).pack(),
+                         ACTION.size) is None
+    assert prog.flow_get(FlowKey(6, "10.168.0.10", 8080, "192.168.168.62", 40301).pack(),
+                         ACTION.size) is not None

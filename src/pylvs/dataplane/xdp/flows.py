@@ -117,6 +117,7 @@ class XdpFlowSink:
         self.imported = 0
         self.import_refused = 0  # gone from the map, no such server any more, or table full
         self.repaired = 0  # entered by a sync from the flow map (their record was lost)
+        self.orphans = 0  # reply flows removed whose connection's way in was gone
         self.drained = True  # the last read emptied the ring
         self.trust_hash = True  # the records' client hashes go to the mh scheduler
         self.hash_mismatch = 0
@@ -352,6 +353,7 @@ class XdpFlowSink:
         rows: list[Row] = []
         flows = self._flows
         unknown: list[tuple[bytes, bytes]] = []
+        replies: list[tuple[bytes, bytes]] = []  # kernel-made reply flows this sink lacks
         ksz, vsz = KEY.size, ACTION.size
         since, self._walked_ns = self._walked_ns, time.monotonic_ns()
         token: bytes | None = None
@@ -364,8 +366,10 @@ class XdpFlowSink:
                 flow = flows.get(key)
                 if flow is None:
                     # a reply flow comes with its connection's way in
-                    if (flags & (FLOW_F_KERNEL | FLOW_F_REPLY) == FLOW_F_KERNEL
-                            and len(unknown) < REPAIR_LIMIT):
+                    if flags & FLOW_F_REPLY:
+                        if len(replies) < REPAIR_LIMIT:
+                            replies.append((key, vb[i * vsz:(i + 1) * vsz]))
+                    elif flags & FLOW_F_KERNEL and len(unknown) < REPAIR_LIMIT:
                         unknown.append((key, vb[i * vsz:(i + 1) * vsz]))
                     continue
                 dp = packets - flow.packets
@@ -378,11 +382,26 @@ class XdpFlowSink:
         if len(unknown) >= REPAIR_LIMIT:
             self._walked_ns = 0  # more than this walk could enter: the next looks at all
         self._repair(unknown)
+        self._drop_orphans(replies)
         dead = [key for key, flow in flows.items() if getattr(flow.conn, "bucket", None) is None]
         for key in dead:
             del flows[key]
             self.program.flow_delete(key)
         return rows
+
+    def _drop_orphans(self, replies: list[tuple[bytes, bytes]]) -> None:
+        """Remove the program's reply flows whose way in is neither this sink's (entered or
+        repaired) nor in the map any more (refused by the core after the program made them, or
+        evicted before the core read them): they would answer for a connection the core does
+        not have. A reply flow whose way in is still in the map waits for its repair."""
+        for key, value in replies:
+            proto, _rs, _rport, daddr, dport = unpack_key(key)
+            way_in = unpack_value(value)  # its address and port: the VIP's
+            n = len(daddr)
+            fkey = self.key(proto, daddr, dport, way_in.addr[:n], way_in.port)
+            if fkey not in self._flows and self.program.flow_get(fkey, ACTION.size) is None:
+                self.program.flow_delete(key)
+                self.orphans += 1
 
     def _repair(self, unknown: list[tuple[bytes, bytes]]) -> None:
         """Enter kernel-made flows the ring's records did not bring (the ring was full: the

@@ -324,6 +324,7 @@ class XdpDataPlane(PacketDataPlane):
             "mh_services": len(self.mh.live) if self.mh is not None else 0,
             "imported": self.split.xdp.imported if self.split is not None else 0,
             "repaired": self.split.xdp.repaired if self.split is not None else 0,
+            "orphan_replies": self.split.xdp.orphans if self.split is not None else 0,
             "import_refused": self.split.xdp.import_refused if self.split is not None else 0,
         }
         return info
