@@ -147,11 +147,14 @@ def main() -> None:
         for c in clients:
             c.close()
     finally:
+        stopping = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(30)
+            out["stop"] = f"exit {proc.returncode} after {time.monotonic() - stopping:.1f} s"
         except subprocess.TimeoutExpired:
             proc.kill()
+            out["stop"] = "still running 30 s after SIGTERM: killed"
         out["table_after_stop"] = sh("ipvsadm -Ln")
         log.close()
         out["log_tail"] = (tmp / "keepalived.log").read_text()[-2000:]

@@ -36,4 +36,5 @@ def test_sighup_changes_one_server_and_keeps_the_others_connections(guest: dict[
 
 def test_lvs_timeouts_apply_and_stop_takes_the_virtual_servers_out(guest: dict[str, Any]) -> None:
     assert guest["timeouts"] == "Timeout (tcp tcpfin udp): 1000 120 200"
-    assert "10.99.9.1:80" not in guest["table_after_stop"]  # keepalived removes its own at exit
+    # keepalived removes its own at exit
+    assert "10.99.9.1:80" not in guest["table_after_stop"], (guest["stop"], guest["log_tail"])
