@@ -221,3 +221,19 @@ def test_backup_gives_half_open_entries_up_for_synced_ones() -> None:
     stats = _deliver(sm, backup)
     assert (stats.created, stats.full) == (1, 0) and backup.connection_count == 5
     assert backup.defense.evicted_entries == 1
+
+
+def test_half_open_entries_learned_from_the_master_are_drop_entrys_too() -> None:
+    """A backup's SYN_RECV entries from sync messages are half-open entries of its table like
+    any other: a new connection on a full table takes the oldest one's place, as the kernel's
+    drop_entry sees every half-open entry whatever made it."""
+    backup, _clock = make_director(max_connections=3)
+    key = add_service(backup)
+    add_dest(backup, key, "192.168.168.11", fwd=ForwardingMethod.DROUTE)
+    for i in range(3):
+        assert sync.apply(backup, sync.SyncConn(6, ip(f"198.51.100.{i + 1}"), 1000, VIP, 80,
+                                                ip("192.168.168.11"), 80, 0x2, 3, 60)) is not None
+    assert backup.connection_count == 3 and len(backup.defense.half_open) == 3
+    assert backup.schedule(6, C, 43000, VIP, 80) is not None  # the oldest learned one gives way
+    assert backup.defense.evicted_entries == 1 and backup.connection_count == 3
+    assert backup.lookup(6, ip("198.51.100.1"), 1000, VIP, 80) is None

@@ -270,3 +270,18 @@ def test_the_file_format(tmp_path: Path) -> None:
     assert conn["control"] == template["id"] and conn["state_name"] == "ESTABLISHED"
     assert conn["caddr"] == "10.9.0.1" and conn["vaddr"] == VIP and conn["vport"] == 80
     assert conn["daddr"] in RIPS and conn["timeout"] == 900 and conn["expires"] == 900
+
+
+def test_restored_half_open_entries_are_drop_entrys_again(tmp_path: Path) -> None:
+    """SYN_RECV entries saved at a planned restart come back in drop_entry's queue: on a full
+    table a new connection takes the oldest one's place, as before the restart."""
+    old, _, _ = director()
+    for p in range(40001, 40004):
+        assert old.schedule(6, ip("10.9.0.5"), p, ip(VIP), 80) is not None  # SYN_RECV
+    new, _, _ = director()
+    new.max_connections = 3
+    r = roundtrip(old, new, tmp_path)
+    assert r.restored == 3 and len(new.defense.half_open) == 3
+    assert new.schedule(6, ip("10.9.0.6"), 41000, ip(VIP), 80) is not None
+    assert new.defense.evicted_entries == 1 and new.connection_count == 3
+    assert where(new, "10.9.0.5", 40001) is None  # the oldest gave way

@@ -245,6 +245,13 @@ class HalfOpen:
     def __len__(self) -> int:
         return len(self.queue)
 
+    def note(self, c: Connection) -> None:
+        """An entry that came in half-open otherwise than by a SYN the Director scheduled (a
+        sync message, a table restored at start, a connection an XDP program made): queued
+        too, as the kernel's drop_entry sees every half-open entry of its table."""
+        if _droppable(c):
+            self.queue.append(c)
+
     def pop_oldest(self) -> Connection | None:
         """The oldest entry still half-open and controlling nothing, taken off the queue."""
         q = self.queue

@@ -633,6 +633,7 @@ def apply(director: Director, e: SyncConn, stats: BackupStats | None = None) -> 
         bind_dest(cp, dest)
         _conns_changed(dest)
         table.insert(cp, now)
+        director.defense.half_open.note(cp)
         stats.created += 1
         return cp
     if cp.protocol == _IPPROTO_TCP and not cp.flags & CONN_F_TEMPLATE and cp.state != e.state:
@@ -648,9 +649,12 @@ def apply(director: Director, e: SyncConn, stats: BackupStats | None = None) -> 
             cp.flags &= ~CONN_F_INACTIVE
             bind_dest(cp, dest)
             _conns_changed(dest)
+    changed = cp.state != e.state
     cp.state = e.state
     cp.timeout = e.timeout or _default_timeout(director, e)
     table.arm(cp, now)
+    if changed:  # half-open now: drop_entry's too
+        director.defense.half_open.note(cp)
     stats.updated += 1
     return cp
 

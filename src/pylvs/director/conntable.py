@@ -284,6 +284,7 @@ def adopt(director: Director, entries: list[Entry], downtime: float) -> Restored
         if not table.adopt(conn, now, max(0.0, left), control):
             out.duplicate += 1
             continue
+        director.defense.half_open.note(conn)  # drop_entry's, as before the restart
         if template:
             templates[e.id] = conn
         out.restored += 1
