@@ -49,8 +49,11 @@ def main() -> None:
        " && ipvsadm -a -t 10.99.0.1:80 -r 192.168.50.3:80 -m -w 1 && ipvsadm --set 700 100 200")
     out["before"] = sh("ipvsadm -Sn")
 
+    # settings: one the host set itself (taken by the plane), one pylvsd was given (written)
+    sh("sysctl -qw net.ipv4.vs.am_droprate=20")
     director = Director()
     t = director.table
+    t.set_sysctl({"drop_entry": 3})  # as pylvsd --sysctl drop_entry=3 does before the start
     web = ServiceKey.inet(Protocol.TCP, "10.99.0.1", 80)
     dns = ServiceKey.inet(Protocol.UDP, "10.99.0.1", 53)
     t.add_service(ServiceSpec(web, "rr"))
@@ -66,6 +69,15 @@ def main() -> None:
     out["timeouts_adopted"] = [t.timeouts.tcp, t.timeouts.tcp_fin, t.timeouts.udp]
     out["kernel_after_start"] = canon(k)
     out["table_after_start"] = canon_table(director)
+    names = ("am_droprate", "drop_entry", "drop_packet", "sloppy_tcp", "secure_tcp")
+
+    def kernel_sysctls() -> dict[str, int]:
+        return {n: int(open(f"/proc/sys/net/ipv4/vs/{n}").read()) for n in names}
+
+    out["sysctl_kernel_after_start"] = kernel_sysctls()
+    out["sysctl_table_after_start"] = {n: t.get_sysctl()[n] for n in names}
+    t.set_sysctl({"sloppy_tcp": 1, "drop_packet": 3})  # pylvs sysctl -w, through the daemon
+    out["sysctl_kernel_after_set"] = kernel_sysctls()
 
     # One change, one request; nothing else touched.
     n0 = plane.requests_sent

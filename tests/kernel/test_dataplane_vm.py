@@ -62,3 +62,15 @@ def test_stop_leaves_the_kernel_table_in_place(guest: dict[str, Any]) -> None:
 
 def test_timeouts_set_in_the_table_reach_the_kernel(guest: dict[str, Any]) -> None:
     assert guest["kernel_timeouts"] == [901, 100, 200]
+
+
+def test_settings_the_kernel_has_are_the_kernels(guest: dict[str, Any]) -> None:
+    """drop_entry given before the start goes to the kernel; am_droprate, which nobody gave,
+    is taken from the kernel; a later write (sloppy_tcp, drop_packet) reaches the kernel at
+    once; the rest stay as the kernel has them (pylvs's own default secure_tcp 1 is not
+    pushed onto a host that left it at 0)."""
+    assert guest["sysctl_kernel_after_start"] == {
+        "am_droprate": 20, "drop_entry": 3, "drop_packet": 0, "sloppy_tcp": 0, "secure_tcp": 0}
+    assert guest["sysctl_table_after_start"] == guest["sysctl_kernel_after_start"]
+    assert guest["sysctl_kernel_after_set"] == {
+        "am_droprate": 20, "drop_entry": 3, "drop_packet": 3, "sloppy_tcp": 1, "secure_tcp": 0}

@@ -85,6 +85,9 @@ class TableListener:
     def dest_deleted(self, svc: VirtualService, dest: RealServer) -> None:
         pass
 
+    def sysctl_changed(self, values: dict[str, SysctlValue]) -> None:
+        """Settings were written through ``set_sysctl`` (the names given, their values now)."""
+
 
 class IPVSTable:
     """The director's table of virtual services. Not thread-safe: one event loop owns it."""
@@ -96,6 +99,7 @@ class IPVSTable:
         self.conn_tab_size = conn_tab_size
         self.total = Stats()
         self.listeners: list[TableListener] = []
+        self.sysctl_written: dict[str, SysctlValue] = {}  # set_sysctl's, since the start
         # Set by the connection table: returns the rows of ``ipvsadm -Lc``.
         self.connection_provider: Callable[[], list[ConnEntry]] | None = None
         # Set by the Director: its flood defences' settings (net.ipv4.vs.drop_entry, ...).
@@ -159,9 +163,17 @@ class IPVSTable:
         return dict(self.sysctl_provider.get_sysctl())
 
     def set_sysctl(self, values: dict[str, object]) -> None:
+        """Write settings (all checked before any is set); the data planes that mirror them
+        (the kernel's IPVS) are told, and ``sysctl_written`` keeps what was written, so that a
+        plane started later knows which settings were asked for and which are defaults."""
         if self.sysctl_provider is None:
             raise IPVSError(errno.EOPNOTSUPP, "this table has no connection table to defend")
         self.sysctl_provider.set_sysctl(values)
+        now = self.sysctl_provider.get_sysctl()
+        written = {name: now[name] for name in values if name in now}
+        self.sysctl_written.update(written)
+        for lst in self.listeners:
+            lst.sysctl_changed(written)
 
     def get_defense(self) -> dict[str, int]:
         """The defences' counters: entries dropped and evicted, packets dropped, the state."""

@@ -14,6 +14,11 @@ A request the kernel refuses (a scheduler it lacks, say) is logged, the kernel's
 service is re-read, and the difference is kept in ``out_of_sync`` (and in ``describe()``), so
 the daemon never believes in a kernel state that is not there.
 
+The settings the kernel has too (``KERNEL_SYSCTLS``: the flood defences and ``sloppy_*``) are
+the kernel's to apply, since it forwards: ``pylvs sysctl -w`` (and ``pylvsd --sysctl``) write
+``/proc/sys/net/ipv4/vs/NAME`` as well, and at start the settings nobody gave are taken from the
+kernel (as its timeouts are), so ``pylvs sysctl`` shows what the kernel does.
+
 What this is not for: forwarding packets itself or deciding anything: the scheduler that picks
 real servers here is the kernel's.
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from pylvs.core.api import IPVSError, ServiceStatus
@@ -36,13 +42,18 @@ from pylvs.core.model import (
     VirtualService,
 )
 from pylvs.core.stats import Stats, StatsSnapshot
-from pylvs.core.table import TableListener
+from pylvs.core.table import SysctlValue, TableListener
 from pylvs.netlink import ipvs as nl
 
 if TYPE_CHECKING:  # pragma: no cover
     from pylvs.core.director import Director
 
 log = logging.getLogger(__name__)
+
+# settings the kernel's IPVS has under /proc/sys/net/ipv4/vs with the same name and meaning
+KERNEL_SYSCTLS = ("am_droprate", "amemthresh", "drop_entry", "drop_packet", "secure_tcp",
+                  "sloppy_sctp", "sloppy_tcp")
+PROC_DIR = "/proc/sys/net/ipv4/vs"
 
 
 def _same_service(a: ServiceSpec, b: ServiceSpec) -> bool:
@@ -78,6 +89,9 @@ class _Mirror(TableListener):
     def dest_changed(self, svc: VirtualService, dest: RealServer) -> None:
         self.plane._send(nl.req_edit_dest(svc.key, dest.spec()), svc.key)
 
+    def sysctl_changed(self, values: dict[str, SysctlValue]) -> None:
+        self.plane.write_sysctls(values)
+
     def dest_deleted(self, svc: VirtualService, dest: RealServer) -> None:
         self.plane._send(nl.req_del_dest(svc.key, dest.addr, dest.port), svc.key)
 
@@ -95,6 +109,7 @@ class KernelDataPlane:
         flush_on_stop: bool = False,
         sync_interval: float = 2.0,
         kernel: nl.KernelIPVS | None = None,
+        proc_dir: str = PROC_DIR,
     ) -> None:
         self.director = director
         self.adopt = adopt
@@ -109,6 +124,8 @@ class KernelDataPlane:
         self._sync_task: asyncio.Task[None] | None = None
         self._last_conns: dict[int, int] = {}
         self._timeouts: Timeouts | None = None
+        self.proc_dir = proc_dir
+        self.sysctls_written: dict[str, int] = {}  # what this plane wrote to the kernel
 
     # ---- DataPlane -------------------------------------------------------------------------
 
@@ -134,6 +151,7 @@ class KernelDataPlane:
             "adopted": list(self.adopted),
             "refused": self.refused[-20:],
             "out_of_sync": dict(self.out_of_sync),
+            "sysctls_written": dict(self.sysctls_written),
         }
 
     # ---- synchronous core (usable without an event loop) -----------------------------------
@@ -156,6 +174,7 @@ class KernelDataPlane:
         else:
             self.kernel.set_timeouts(table.timeouts)
         self._timeouts = table.timeouts
+        self._start_sysctls()
         for svc in list(table.services()):
             ks = kernel_now.get(svc.key)
             if ks is None:
@@ -186,6 +205,60 @@ class KernelDataPlane:
         self._mirror = _Mirror(self)
         table.listeners.append(self._mirror)
         table.connection_provider = self.kernel.get_connections
+
+    # ---- the settings the kernel has too ------------------------------------------------------
+
+    def _read_sysctl(self, name: str) -> int | None:
+        try:
+            with open(os.path.join(self.proc_dir, name)) as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None  # a kernel without that setting (or without IPVS loaded)
+
+    def _start_sysctls(self) -> None:
+        """Settings given before the start (``pylvsd --sysctl``) go to the kernel; with
+        ``adopt`` the others are taken from it, as the kernel's timeouts are."""
+        table = self.director.table
+        if table.sysctl_provider is None:
+            return
+        asked = {n: v for n, v in table.sysctl_written.items() if n in KERNEL_SYSCTLS}
+        self.write_sysctls(asked)
+        if not self.adopt:
+            self.write_sysctls({n: v for n, v in table.get_sysctl().items()
+                                if n in KERNEL_SYSCTLS and n not in asked})
+            return
+        mine = table.get_sysctl()
+        theirs = {}
+        for name in KERNEL_SYSCTLS:
+            value = self._read_sysctl(name)
+            if name not in asked and value is not None and value != mine.get(name):
+                theirs[name] = value
+        for name, value in theirs.items():
+            try:  # past the table, so these count as the kernel's, not as asked for
+                table.sysctl_provider.set_sysctl({name: value})
+            except IPVSError as exc:
+                log.warning("kernel setting %s=%s not taken: %s", name, value, exc)
+        if theirs:
+            log.info("settings taken from the kernel: %s",
+                     " ".join(f"{k}={v}" for k, v in sorted(theirs.items())))
+
+    def write_sysctls(self, values: dict[str, SysctlValue]) -> None:
+        """Write the kernel's copy of each setting it has (``KERNEL_SYSCTLS``); one it
+        refuses is logged and kept in ``out_of_sync``."""
+        for name, value in values.items():
+            if name not in KERNEL_SYSCTLS or isinstance(value, list):
+                continue
+            path = os.path.join(self.proc_dir, name)
+            try:
+                with open(path, "w") as f:
+                    f.write(f"{value}\n")
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                log.warning("kernel setting %s=%s not written: %s", name, value, reason)
+                self.out_of_sync[f"sysctl {name}"] = reason
+                continue
+            self.sysctls_written[name] = value
+            self.out_of_sync.pop(f"sysctl {name}", None)
 
     def stop_sync(self) -> None:
         table = self.director.table
