@@ -72,7 +72,9 @@ def test_wheel_installs_every_command_with_its_data(tmp_path: Path) -> None:
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     for needed in ("setup.py", "pyproject.toml", "README.md", "src/pylvs/dataplane/packet/_fastpath.c",
-                   "src/pylvs/dataplane/xdp/xdp_lb.bpf.c", "src/pylvs/service/units/pylvsd.service",
+                   "src/pylvs/dataplane/xdp/xdp_lb.bpf.c",
+                   "src/pylvs/dataplane/proxy/relay_verdict.bpf.c",
+                   "src/pylvs/service/units/pylvsd.service",
                    "src/pylvs/service/units/pylvs-keepalived.service",
                    "src/pylvs/service/units/pylvs-http.service"):
         assert needed in names, f"{needed} missing from the sdist"
@@ -81,11 +83,13 @@ def test_wheel_installs_every_command_with_its_data(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as whl:
         files = set(whl.namelist())
     assert {"pylvs/service/units/pylvsd.service", "pylvs/service/units/pylvs-keepalived.service",
-            "pylvs/service/units/pylvs-http.service", "pylvs/dataplane/xdp/xdp_lb.bpf.c"} <= files
+            "pylvs/service/units/pylvs-http.service", "pylvs/dataplane/xdp/xdp_lb.bpf.c",
+            "pylvs/dataplane/proxy/relay_verdict.bpf.c"} <= files
     if shutil.which("cc") or shutil.which("gcc"):
         assert any(f.startswith("pylvs/dataplane/packet/_fastpath.") and f.endswith(".so") for f in files)
-    if can_build_xdp():
+    if can_build_xdp():  # the same toolchain builds both BPF objects
         assert "pylvs/dataplane/xdp/xdp_lb.bpf.o" in files
+        assert "pylvs/dataplane/proxy/relay_verdict.bpf.o" in files
 
     # a fresh virtualenv with nothing but the wheel and its dependencies
     made = run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
