@@ -20,6 +20,7 @@ from pylvs.core.model import ServiceKey
 from pylvs.core.table import IPVSTable
 from pylvs.dataplane.proxy import ProxyDataPlane
 from pylvs.health.checkers import interpret
+from pylvs.health.checkers.base import CheckResult
 from pylvs.health.manager import HealthManager
 
 
@@ -309,3 +310,26 @@ virtual_server {net}.100 80 {{
         await wait_for(lambda: dests(table, net, 80) == {f"{net}.10": 3}, timeout=5)
     finally:
         await mgr.stop()
+
+
+async def test_a_checker_stops_even_when_its_probe_swallows_the_cancellation(
+        pair: tuple[str, int, list[Backend]]) -> None:
+    """Python 3.11's asyncio.wait_for, which every probe's timeout is, returns the result and
+    drops a cancellation that comes as the probe finishes. A checker cancelled then (a stop, a
+    reload) must still end: before, its loop went on and the stop waited for ever."""
+    net, port, _backends = pair
+    entered = asyncio.Event()
+
+    async def swallowing(cfg: object) -> CheckResult:
+        entered.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            pass  # what wait_for does when the awaited call completed at the same moment
+        return CheckResult(True, "connected")
+
+    table = IPVSTable()
+    mgr = HealthManager(table, conf(net, port), probe=swallowing)
+    await mgr.start()
+    await asyncio.wait_for(entered.wait(), 10)
+    await asyncio.wait_for(mgr.stop(), 10)

@@ -31,7 +31,7 @@ def test_sighup_changes_one_server_and_keeps_the_others_connections(guest: dict[
     before = guest["conns_before"]
     assert before.count("10.99.9.11") == 2 and before.count("10.99.9.12") == 2  # rr
     assert guest["conns_after"] == before
-    assert guest["clients_alive"]
+    assert guest["clients_alive"], guest["log_tail"]
 
 
 def test_lvs_timeouts_apply_and_stop_takes_the_virtual_servers_out(guest: dict[str, Any]) -> None:

@@ -172,9 +172,8 @@ class HealthManager:
     async def _cancel_all(self) -> None:
         for t in self._tasks:
             t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        if self._tasks:  # (asyncio.wait: a cancellation of this call itself is not swallowed)
+            await asyncio.wait(self._tasks)
         self._tasks.clear()
 
     async def stop(self, remove_services: bool = False, announce: bool = False) -> None:
@@ -257,6 +256,12 @@ class HealthManager:
             except Exception as exc:  # a probe bug must not kill the checker loop
                 log.exception("checker %s crashed", chk.config.where)
                 res = CheckResult(False, f"internal error: {exc!r}")
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # stop or reload cancelled this checker while its probe finished: Python 3.11's
+                # asyncio.wait_for (every probe's timeout) then returns the result and drops
+                # the cancellation, and this loop would go on for ever (a stop that never ends)
+                raise asyncio.CancelledError
             old_weight = rs.weight
             first = chk.last_run is None
             changed = chk.result(res.ok, self.clock(), res.detail, res.weight)
