@@ -79,8 +79,6 @@ def libbpf() -> ctypes.CDLL:
             ("bpf_program__fd", i, [vp]),
             ("bpf_map__fd", i, [vp]),
             ("bpf_map__set_max_entries", i, [vp, u32]),
-            ("bpf_prog_attach", i, [i, i, ctypes.c_int, ctypes.c_uint]),
-            ("bpf_prog_detach2", i, [i, i, ctypes.c_int]),
             ("bpf_xdp_attach", i, [i, i, u32, vp]),
             ("bpf_xdp_detach", i, [i, u32, vp]),
             ("bpf_prog_test_run_opts", i, [i, vp]),

@@ -221,17 +221,16 @@ class KernelDataPlane:
         table = self.director.table
         if table.sysctl_provider is None:
             return
-        asked = {n: v for n, v in table.sysctl_written.items() if n in KERNEL_SYSCTLS}
-        self.write_sysctls(asked)
-        if not self.adopt:
-            self.write_sysctls({n: v for n, v in table.get_sysctl().items()
-                                if n in KERNEL_SYSCTLS and n not in asked})
-            return
+        asked = table.sysctl_written
+        self.write_sysctls(asked)  # (write_sysctls keeps to the names the kernel has)
         mine = table.get_sysctl()
+        if not self.adopt:
+            self.write_sysctls({n: v for n, v in mine.items() if n not in asked})
+            return
         theirs = {}
         for name in KERNEL_SYSCTLS:
-            value = self._read_sysctl(name)
-            if name not in asked and value is not None and value != mine.get(name):
+            value = None if name in asked else self._read_sysctl(name)
+            if value is not None and value != mine.get(name):
                 theirs[name] = value
         for name, value in theirs.items():
             try:  # past the table, so these count as the kernel's, not as asked for

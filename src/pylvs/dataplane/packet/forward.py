@@ -143,9 +143,7 @@ class Forwarder(NextHop):
         self.side_frames: list[Output] = []  # ARP requests/replies and ICMP made here
         # a second way to resolve (the driver asks the kernel too), called with the address
         self.on_missing_neighbour: Callable[[bytes], None] | None = None
-        # a packet to no service and of no known connection: may a connection be entered late
-        # (the driver imports what an XDP program scheduled; True: something was, look again)
-        self.on_unknown_reply: Callable[[], bool] | None = None
+        self.on_unknown_reply = None  # (NextHop._late_reply)
         self._route_cache: dict[bytes, tuple[Interface, bytes] | None] = {}
         # destination IP -> (out ifindex, dst MAC + src MAC): one lookup per forwarded frame
         self._l2: dict[bytes, tuple[int, bytes]] = {}
@@ -367,11 +365,9 @@ class Forwarder(NextHop):
                 return None  # a DR/TUN server talking to its client: not ours to touch
             return self._output(frame, conn, proto, flags, l4, end)
         if d.find_service(proto, daddr, dport) is None:
-            late = self.on_unknown_reply
-            if late is not None and late():  # a NAT reply whose connection was not entered yet
-                conn = d.lookup_reply(proto, saddr, sport, daddr, dport)
-                if conn is not None and conn.dest.fwd == _MASQ:
-                    return self._output(frame, conn, proto, flags, l4, end)
+            conn = self._late_reply(proto, saddr, sport, daddr, dport)  # a NAT reply, late
+            if conn is not None:
+                return self._output(frame, conn, proto, flags, l4, end)
             return None  # not for a virtual service: the local stack's business
         if proto == IPPROTO_TCP and not d.sysctls.tcp_opens(flags):
             self.drop(Drop.NO_CONNECTION)

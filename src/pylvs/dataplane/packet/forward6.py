@@ -115,6 +115,20 @@ class NextHop:
     gateway: tuple[int, bytes] | None  # the family's default route: (ifindex, next hop)
     drops: dict[str, int]
     forwarded: int
+    director: Director
+    # a packet to no service and of no known connection: may a connection be entered late
+    # (the driver imports what an XDP program scheduled; True: something was, look again)
+    on_unknown_reply: Callable[[], bool] | None
+
+    def _late_reply(self, proto: int, saddr: bytes, sport: int, daddr: bytes,
+                    dport: int) -> Connection | None:
+        """A packet to no service and of no known connection: a NAT reply whose connection
+        the driver enters only now (``on_unknown_reply``), or None."""
+        late = self.on_unknown_reply
+        if late is None or not late():
+            return None
+        conn = self.director.lookup_reply(proto, saddr, sport, daddr, dport)
+        return conn if conn is not None and conn.dest.fwd == _MASQ else None
 
     def route(self, ip: bytes) -> tuple[Interface, bytes] | None:
         """(out interface, next hop) for ``ip``: on-link first, else the default route."""
@@ -194,7 +208,7 @@ class IPv6Path(NextHop):
         self.verify_new_checksums = verify_new_checksums
         self.vips: set[bytes] = set()  # IPv6 VIPs neighbour solicitations are answered for
         self.on_missing_neighbour: Callable[[bytes], None] | None = None
-        self.on_unknown_reply: Callable[[], bool] | None = None  # as the IPv4 Forwarder's
+        self.on_unknown_reply = None
         self.forwarded = 0
         self.icmp_forwarded = 0
         self.nd_replies = 0
@@ -316,12 +330,8 @@ class IPv6Path(NextHop):
                 return None  # a DR/TUN server talking to its client: not ours to touch
             return self._output(frame, conn, proto, flags, l4, end)
         if d.find_service(proto, daddr, dport) is None:
-            late = self.on_unknown_reply
-            if late is not None and late():  # a NAT reply whose connection was not entered yet
-                conn = d.lookup_reply(proto, saddr, sport, daddr, dport)
-                if conn is not None and conn.dest.fwd == _MASQ:
-                    return self._output(frame, conn, proto, flags, l4, end)
-            return None
+            conn = self._late_reply(proto, saddr, sport, daddr, dport)
+            return None if conn is None else self._output(frame, conn, proto, flags, l4, end)
         if proto == IPPROTO_TCP and (flags & (TCP_SYN | TCP_ACK)) != TCP_SYN:
             self.drop(Drop.NO_CONNECTION)
             return None

@@ -17,6 +17,7 @@ import mmap
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 from pylvs.dataplane.xdp.maps import STAT_NAMES, sum_percpu
 from pylvs.libbpf import (
@@ -110,11 +111,10 @@ class XdpProgram:
         if ring_bytes < page or ring_bytes & (ring_bytes - 1):
             raise ValueError(f"ring_bytes must be a power of 2 of at least a page, not {ring_bytes}")
         try:
-            obj = BpfObject(path or object_path(), {"new_flows": ring_bytes}, kind="XDP")
+            obj = BpfObject(path or object_file(__file__, OBJECT_NAME, "XDP"),
+                            {"new_flows": ring_bytes}, kind="XDP")
         except BpfLoadError as e:
             raise XdpLoadError(e.message, e.log_tail) from None
-        except XdpUnavailable:
-            raise
         except BpfUnavailable as e:
             raise XdpUnavailable(str(e)) from None
         self._obj = obj
@@ -164,10 +164,16 @@ class XdpProgram:
 
     # -- maps ---------------------------------------------------------------------------------
 
+    def _update(self, fd: int, key: Any, value: bytes, what: str) -> None:
+        if self._lib.bpf_map_update_elem(fd, key, value, BPF_ANY):
+            raise oserror(f"{what} map update")
+
+    def _delete(self, fd: int, key: bytes) -> bool:
+        rc: int = self._lib.bpf_map_delete_elem(fd, key)
+        return rc == 0
+
     def flow_put(self, key: bytes, value: bytes) -> None:
-        rc = self._lib.bpf_map_update_elem(self.flows_fd, key, value, BPF_ANY)
-        if rc:
-            raise oserror("flow map update")
+        self._update(self.flows_fd, key, value, "flow")
 
     def flow_get(self, key: bytes, size: int) -> bytes | None:
         buf = self._get_buf
@@ -178,8 +184,7 @@ class XdpProgram:
         return buf.raw
 
     def flow_delete(self, key: bytes) -> bool:
-        rc: int = self._lib.bpf_map_delete_elem(self.flows_fd, key)
-        return rc == 0
+        return self._delete(self.flows_fd, key)
 
     def flow_keys(self, key_size: int) -> list[bytes]:
         keys: list[bytes] = []
@@ -193,25 +198,19 @@ class XdpProgram:
     # -- Maglev tables (kernel-scheduled mh services) -------------------------------------------
 
     def service_put(self, key: bytes, value: bytes) -> None:
-        if self._lib.bpf_map_update_elem(self.services_fd, key, value, BPF_ANY):
-            raise oserror("mh service map update")
+        self._update(self.services_fd, key, value, "mh service")
 
     def service_delete(self, key: bytes) -> bool:
-        rc: int = self._lib.bpf_map_delete_elem(self.services_fd, key)
-        return rc == 0
+        return self._delete(self.services_fd, key)
 
     def hop_put(self, key: bytes, value: bytes) -> None:
-        if self._lib.bpf_map_update_elem(self.hops_fd, key, value, BPF_ANY):
-            raise oserror("reply hop map update")
+        self._update(self.hops_fd, key, value, "reply hop")
 
     def hop_delete(self, key: bytes) -> bool:
-        rc: int = self._lib.bpf_map_delete_elem(self.hops_fd, key)
-        return rc == 0
+        return self._delete(self.hops_fd, key)
 
     def dest_put(self, index: int, value: bytes) -> None:
-        key = ctypes.c_uint32(index)
-        if self._lib.bpf_map_update_elem(self.dests_fd, ctypes.byref(key), value, BPF_ANY):
-            raise oserror("mh dest map update")
+        self._update(self.dests_fd, ctypes.byref(ctypes.c_uint32(index)), value, "mh dest")
 
     def slots_put(self, first: int, dests: list[int]) -> None:
         """Slots ``first``.. of ``mh_slots`` <- ``dests`` (indexes into ``mh_dests``), in one
