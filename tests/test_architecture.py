@@ -4,6 +4,10 @@
 - No import cycles between modules, counting every import in a file: at the top, inside a
   function (lazy) and under ``TYPE_CHECKING`` (a type-only cycle is still a design cycle).
 - No source file over 800 lines unless it says at the top why it is a hot path kept whole.
+- No ``asyncio.wait_for`` in the source: Python 3.11's returns the result and drops a
+  cancellation that arrives with it, so a loop around it cannot be stopped (a keepalived stop
+  that never ended, a reload that left old checkers and scripts running); ``asyncio.timeout``
+  lets the cancellation through.
 - No test imports a private name (``_x``) or private module of another subsystem.
 """
 
@@ -170,6 +174,13 @@ def test_no_oversized_source_files() -> None:
 
 def is_private(name: str) -> bool:
     return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def test_no_wait_for() -> None:
+    users = [str(p.relative_to(ROOT)) for p in SRC.rglob("*.py")
+             if any(isinstance(n, ast.Attribute) and n.attr == "wait_for"
+                    for n in ast.walk(ast.parse(p.read_text())))]
+    assert not users, f"asyncio.wait_for drops cancellations on Python 3.11; use asyncio.timeout: {users}"
 
 
 def test_tests_use_only_public_names_of_other_subsystems() -> None:

@@ -121,7 +121,8 @@ class ControlServer:
         try:
             while True:
                 try:
-                    line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
+                    async with asyncio.timeout(self.idle_timeout):
+                        line = await reader.readline()
                 except TimeoutError:
                     self.idle_closed += 1
                     break

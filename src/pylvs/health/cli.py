@@ -17,6 +17,11 @@ from pylvs.config.keepalived import CheckerConfig
 from pylvs.health.checkers.http import HttpOptions, UrlCheck, fetch_url
 
 
+async def _fetch(cfg: CheckerConfig, url: UrlCheck, timeout: float) -> tuple[int, bytes]:
+    async with asyncio.timeout(timeout):
+        return await fetch_url(cfg, url)
+
+
 def genhash(args: argparse.Namespace) -> int:
     try:
         addr = ipaddress.ip_address(args.server)
@@ -32,7 +37,7 @@ def genhash(args: argparse.Namespace) -> int:
     )
     url = UrlCheck(args.url)
     try:
-        status, body = asyncio.run(asyncio.wait_for(fetch_url(cfg, url), args.timeout))
+        status, body = asyncio.run(_fetch(cfg, url, args.timeout))
     except TimeoutError:
         print(f"genhash: no answer from {addr}:{port} in {args.timeout:g} s", file=sys.stderr)
         return 1

@@ -197,7 +197,8 @@ class HealthManager:
                         self.backend.del_service(spec.key)
         for t in list(self._scripts):
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(t, SCRIPT_TIMEOUT)
+                async with asyncio.timeout(SCRIPT_TIMEOUT):
+                    await t
 
     async def reload(self, config: LVSConfig) -> None:
         """Apply a new configuration: only what differs changes in the table."""
@@ -258,9 +259,10 @@ class HealthManager:
                 res = CheckResult(False, f"internal error: {exc!r}")
             task = asyncio.current_task()
             if task is not None and task.cancelling():
-                # stop or reload cancelled this checker while its probe finished: Python 3.11's
-                # asyncio.wait_for (every probe's timeout) then returns the result and drops
-                # the cancellation, and this loop would go on for ever (a stop that never ends)
+                # stop or reload cancelled this checker while its probe finished, and the probe
+                # dropped the cancellation (as Python 3.11's asyncio.wait_for does; pylvs's own
+                # probes time out with asyncio.timeout, which does not): without this the loop
+                # would go on for ever (a stop that never ends)
                 raise asyncio.CancelledError
             old_weight = rs.weight
             first = chk.last_run is None
@@ -317,7 +319,8 @@ class HealthManager:
             stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
         )
         try:
-            await asyncio.wait_for(proc.wait(), SCRIPT_TIMEOUT)
+            async with asyncio.timeout(SCRIPT_TIMEOUT):
+                await proc.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

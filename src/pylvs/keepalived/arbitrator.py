@@ -96,7 +96,8 @@ async def ping(host: str, seq: int, timeout: float) -> bool:
     loop.add_reader(s.fileno(), readable)
     try:
         s.sendto(body, (host, 0))
-        return await asyncio.wait_for(fut, timeout)
+        async with asyncio.timeout(timeout):
+            return await fut
     except (TimeoutError, OSError):
         return False
     finally:

@@ -191,7 +191,8 @@ class KeepalivedDaemon:
         log.info("Stopping")
         # a reload under way finishes first: a half-applied file would leave checkers behind
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._reload_idle.wait(), 60)
+            async with asyncio.timeout(60):
+                await self._reload_idle.wait()
         reloader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reloader

@@ -82,7 +82,8 @@ class SmtpAlerter:
 
     async def send(self, subject: str, body: str) -> bool:
         try:
-            await asyncio.wait_for(self._talk(subject, body), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self._talk(subject, body)
         except (OSError, TimeoutError, ValueError, asyncio.IncompleteReadError) as exc:
             self.failed += 1
             log.warning("SMTP alert to %s:%d not sent (%s): %s", *self.server, subject, exc or type(exc).__name__)

@@ -81,7 +81,8 @@ class Tracking:
                     *shlex.split(sc.script), stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
                 try:
-                    ok = await asyncio.wait_for(proc.wait(), timeout) == 0
+                    async with asyncio.timeout(timeout):
+                        ok = await proc.wait() == 0
                 except TimeoutError:
                     proc.kill()
                     await proc.wait()

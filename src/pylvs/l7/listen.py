@@ -185,5 +185,6 @@ class L7Server(Worker):
             c.abort()
         for s in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(s.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await s.wait_closed()
         self.close_resources()

@@ -367,14 +367,15 @@ async def _hold(vip: str, echo: int, http: int, seconds: float, interval: float,
         rng = random.Random(i)
         connected = False
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(vip, ECHO_PORT),
-                                                    timeout)
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(vip, ECHO_PORT)
             live["open"] += 1
             connected = True
             while time.monotonic() < end:
                 chunk = rng.randbytes(rng.randrange(1, 4000))
                 writer.write(chunk)
-                got = await asyncio.wait_for(reader.readexactly(len(chunk)), timeout)
+                async with asyncio.timeout(timeout):
+                    got = await reader.readexactly(len(chunk))
                 if got != chunk:
                     raise ValueError("echo differs")
                 result["bytes"] += len(chunk)
@@ -391,18 +392,21 @@ async def _hold(vip: str, echo: int, http: int, seconds: float, interval: float,
     async def one_http(i: int) -> None:
         connected = False
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(vip, 80), timeout)
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(vip, 80)
             live["open"] += 1
             connected = True
             server = None
             while time.monotonic() < end:
                 writer.write(f"GET /?c={i} HTTP/1.1\r\nHost: {vip}\r\n\r\n".encode())
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+                async with asyncio.timeout(timeout):
+                    head = await reader.readuntil(b"\r\n\r\n")
                 length = 0
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":", 1)[1])
-                body = await asyncio.wait_for(reader.readexactly(length), timeout)
+                async with asyncio.timeout(timeout):
+                    body = await reader.readexactly(length)
                 if not head.startswith(b"HTTP/1.1 200") or (server and body != server):
                     raise ValueError(f"answer changed: {head[:40]!r} {body!r}")
                 server = body  # the same real server for the whole connection
@@ -440,9 +444,11 @@ async def _churn(vip: str, rate: float, seconds: float, timeout: float) -> dict[
 
     async def one() -> None:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(vip, 80), timeout)
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(vip, 80)
             writer.write(f"GET / HTTP/1.1\r\nHost: {vip}\r\nConnection: close\r\n\r\n".encode())
-            data = await asyncio.wait_for(reader.read(), timeout)
+            async with asyncio.timeout(timeout):
+                data = await reader.read()
             writer.close()
             if not data.startswith(b"HTTP/1.1 200"):
                 raise ValueError(f"answer {data[:30]!r}")

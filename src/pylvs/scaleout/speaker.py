@@ -109,7 +109,8 @@ class Bird:
                 err = b""
                 if self.proc.stderr is not None:
                     with contextlib.suppress(Exception):
-                        err = await asyncio.wait_for(self.proc.stderr.read(), 1)
+                        async with asyncio.timeout(1):
+                            err = await self.proc.stderr.read()
                 raise SpeakerError("BIRD did not start: "
                                    + (err.decode(errors="replace").strip() or "no control socket"))
             await asyncio.sleep(0.02)
@@ -121,8 +122,8 @@ class Bird:
         return self.proc is not None and self.proc.returncode is None
 
     async def command(self, cmd: str) -> B.Reply:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(self.sock),
-                                                BIRD_TIMEOUT)
+        async with asyncio.timeout(BIRD_TIMEOUT):
+            reader, writer = await asyncio.open_unix_connection(self.sock)
         try:
             parser = B.ReplyReader()
 
@@ -134,10 +135,12 @@ class Bird:
                     r = parser.feed(line.decode(errors="replace"))
                     if r is not None:
                         return r
-            await asyncio.wait_for(read_reply(), BIRD_TIMEOUT)  # the greeting
+            async with asyncio.timeout(BIRD_TIMEOUT):  # the greeting
+                await read_reply()
             writer.write(cmd.encode() + b"\n")
             await writer.drain()
-            return await asyncio.wait_for(read_reply(), BIRD_TIMEOUT)
+            async with asyncio.timeout(BIRD_TIMEOUT):
+                return await read_reply()
         finally:
             writer.close()
             with contextlib.suppress(Exception):
@@ -148,7 +151,8 @@ class Bird:
             return
         self.proc.terminate()
         try:
-            await asyncio.wait_for(self.proc.wait(), 5)
+            async with asyncio.timeout(5):
+                await self.proc.wait()
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
@@ -266,7 +270,8 @@ class Speaker:
                     await self._sessions()
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval)
+                    async with asyncio.timeout(self.cfg.poll_interval):
+                        await self._wake.wait()
             await self._clean_stop()
         finally:
             server.close()
@@ -304,7 +309,8 @@ class Speaker:
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), 5)
+            async with asyncio.timeout(5):
+                line = await reader.readline()
             try:
                 req = json.loads(line)
                 op = req.get("op") if isinstance(req, dict) else None

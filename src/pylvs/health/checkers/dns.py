@@ -92,7 +92,8 @@ async def dns_check(cfg: CheckerConfig) -> CheckResult:
     )
     try:
         transport.sendto(dns_query(qid, opts.name, opts.type))
-        data = await asyncio.wait_for(fut, cfg.connect_timeout)
+        async with asyncio.timeout(cfg.connect_timeout):
+            data = await fut
     except TimeoutError:
         return CheckResult(False, "DNS_CHECK: no answer", reason="read timeout from socket")
     except OSError as exc:

@@ -210,7 +210,8 @@ async def http_check(cfg: CheckerConfig) -> CheckResult:
     urls = options(cfg).urls
     for url in urls:
         try:
-            status, body = await asyncio.wait_for(fetch_url(cfg, url), cfg.connect_timeout)
+            async with asyncio.timeout(cfg.connect_timeout):
+                status, body = await fetch_url(cfg, url)
         except TimeoutError:
             return CheckResult(False, f"{cfg.kind} {url.path}: timed out")
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ssl.SSLError) as exc:

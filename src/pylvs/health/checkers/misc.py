@@ -90,7 +90,8 @@ async def misc_check(cfg: CheckerConfig) -> CheckResult:
         stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        rc = await asyncio.wait_for(proc.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            rc = await proc.wait()
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)

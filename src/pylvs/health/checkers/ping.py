@@ -75,7 +75,8 @@ async def ping_check(cfg: CheckerConfig, raw: bool | None = None) -> CheckResult
             if left <= 0:
                 return CheckResult(False, f"PING_CHECK {cfg.connect_ip}: no echo reply")
             try:
-                data = await asyncio.wait_for(loop.sock_recv(sock, 65535), left)
+                async with asyncio.timeout(left):
+                    data = await loop.sock_recv(sock, 65535)
             except TimeoutError:
                 continue
             if raw and not v6:

@@ -94,7 +94,8 @@ async def smtp_check(cfg: CheckerConfig) -> CheckResult:
             writer.close()
 
     try:
-        return await asyncio.wait_for(talk(), cfg.connect_timeout)
+        async with asyncio.timeout(cfg.connect_timeout):
+            return await talk()
     except TimeoutError:
         return CheckResult(False, "SMTP_CHECK: timed out", reason=(
             f"Read timeout from server {server}" if connected else f"Connection timeout to server {server}"))

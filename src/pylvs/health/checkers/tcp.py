@@ -27,7 +27,8 @@ class TcpCheck(HealthChecker):
 
 async def tcp_check(cfg: CheckerConfig) -> CheckResult:
     try:
-        _, writer = await asyncio.wait_for(open_stream(cfg), cfg.connect_timeout)
+        async with asyncio.timeout(cfg.connect_timeout):
+            _, writer = await open_stream(cfg)
     except TimeoutError:
         return CheckResult(False, f"TCP connect to {cfg.connect_ip}:{cfg.connect_port} timed out")
     except OSError as exc:

@@ -93,7 +93,8 @@ async def udp_check(cfg: CheckerConfig) -> CheckResult:
         sock.connect((str(cfg.connect_ip), cfg.connect_port))
         await loop.sock_sendall(sock, payload)
         try:
-            data = await asyncio.wait_for(loop.sock_recv(sock, 65535), cfg.connect_timeout)
+            async with asyncio.timeout(cfg.connect_timeout):
+                data = await loop.sock_recv(sock, 65535)
         except TimeoutError:
             if opts.require_reply:
                 return CheckResult(False, f"UDP_CHECK {where}: no reply")
