@@ -53,6 +53,13 @@ Rows:
   director's ``send()``, so in ``xdp-syn`` the real server's TCP stack answering each SYN (and
   the lab carrying that answer) is charged to the director; this row shows what the director
   itself can decide and send, as it would to real servers on other machines;
+- ``xdp-hs-sink``: whole handshakes as the director sees them in DR: each connection's SYN
+  and, 4,096 connections later, its ACK (``handshake_frames``; the real server is the counting
+  sink, so no SYN-ACK). The core schedules the SYN and installs the flow with it, so the ACK
+  is the program's; ``new conns/s`` and ``µs per connection`` count SYN and ACK together, and
+  ``ACKs up`` is the share of ACKs the program sent up (``pass_no_flow``);
+- ``xdp-hs-sink-ack-up``: the same with the flow installed at the ACK, as before 2026-12-07
+  21:45 UTC (``XdpDataPlane(open_at_syn=False)``): every ACK goes up for a second pass;
 - ``xdp-syn-mh``: every frame a TCP SYN of a tuple never seen before (``many_frames``) to an
   ``mh`` DR service: the program schedules each one from the Maglev table the core filled and
   forwards it; the director ticks once a second as the daemon does, entering what it can of
@@ -248,7 +255,8 @@ def role_director(args: argparse.Namespace) -> None:
     plane: PacketDataPlane
     if args.plane == "xdp":
         # the generator writes full checksums, so every kind of flow may be the program's
-        plane = XdpDataPlane(d, xdp_mode=args.xdp_mode, xdp_flows="all", interfaces=["eth0", "eth1"])
+        plane = XdpDataPlane(d, xdp_mode=args.xdp_mode, xdp_flows="all", interfaces=["eth0", "eth1"],
+                             open_at_syn=not args.ack_up)
     else:
         plane = PacketDataPlane(d, interfaces=["eth0", "eth1"], fastpath=True)
     plane.open()
@@ -276,6 +284,7 @@ def role_director(args: argparse.Namespace) -> None:
                 "xdp_pass": sum(v for k, v in c.items() if k.startswith("pass")),
                 "mh_scheduled": c.get("mh_scheduled", 0), "mh_queue_full": c.get("mh_queue_full", 0),
                 "mh_reply": c.get("mh_reply", 0), "pass_control": c.get("pass_control", 0),
+                "pass_no_flow": c.get("pass_no_flow", 0), "opened": x.get("opened_at_syn", 0),
                 "imported": x.get("imported", 0), "repaired": x.get("repaired", 0),
                 "cpu_ns": time.process_time_ns(), "wall_ns": time.monotonic_ns(),
                 "mh_services": x.get("mh_services", 0),
@@ -303,8 +312,26 @@ def role_director(args: argparse.Namespace) -> None:
           flush=True)
 
 
+def handshake_frames(dst_mac: bytes, src_mac: bytes, dst_ip: str, dport: int, first: int,
+                     n: int, lag: int = 4096) -> list[bytes]:
+    """``n`` connections' SYN and handshake ACK (``n`` // 2 tuples of ``many_frames``), each ACK
+    ``lag`` tuples after its SYN (at 100 k frames/s, 80 ms: the SYN has been decided and its
+    flow installed, as a client's ACK comes after the server's SYN-ACK). The ACKs of the last
+    ``lag`` tuples close the list."""
+    tuples = n // 2
+    syns = many_frames(dst_mac, src_mac, dst_ip, dport, first, tuples)
+    acks = many_frames(dst_mac, src_mac, dst_ip, dport, first, tuples, flags=0x10)
+    out: list[bytes] = []
+    for i in range(tuples):
+        out.append(syns[i])
+        if i >= lag:
+            out.append(acks[i - lag])
+    out.extend(acks[max(0, tuples - lag):])
+    return out
+
+
 def many_frames(dst_mac: bytes, src_mac: bytes, dst_ip: str, dport: int, first: int,
-                n: int) -> list[bytes]:
+                n: int, flags: int = 0x02) -> list[bytes]:
     """``n`` TCP SYNs, each from a (source address, port) no other frame uses: tuple ``g``
     (from ``first``) comes from 10.200.0.0 + g // 60000 + 1, port 1024 + g % 60000. The
     AF_PACKET generator's frames come from one address and at most 64000 ports, so at the
@@ -315,7 +342,8 @@ def many_frames(dst_mac: bytes, src_mac: bytes, dst_ip: str, dport: int, first: 
 
     dst = socket.inet_aton(dst_ip)
     zero = bytes(4)
-    seg0 = bytearray(struct.pack("!HHIIBBHHH", 0, dport, 1, 0, 5 << 4, codec.TCP_SYN, 65535, 0, 0))
+    seg0 = bytearray(struct.pack("!HHIIBBHHH", 0, dport, 1 if flags == codec.TCP_SYN else 2,
+                                 0 if flags == codec.TCP_SYN else 1, 5 << 4, flags, 65535, 0, 0))
     ip0 = codec.ipv4_header(zero, dst, 6, len(seg0), ident=0)
     eth = codec.ethernet(dst_mac, src_mac, codec.ETH_P_IP)
     # sums with a zero source address and port: ~checksum gives them back
@@ -349,7 +377,8 @@ def role_gen_many(args: argparse.Namespace) -> None:
 
     def frames(dst_mac: bytes, src_mac: bytes, dst_ip: str, dport: int, n_flows: int,
                *_rest: object) -> list[bytes]:
-        return many_frames(dst_mac, src_mac, dst_ip, dport, g["first"], n_flows)
+        make = handshake_frames if g.get("handshake") else many_frames
+        return make(dst_mac, src_mac, dst_ip, dport, g["first"], n_flows)
 
     bench_packet._frames = frames  # type: ignore[assignment]
     bench_packet.role_gen(argparse.Namespace(
@@ -369,7 +398,7 @@ class Bench:
         return int(r.stdout)
 
     def gens(self, dst_mac: str, dst_ip: str, dport: int, rate: int, seconds: float,
-             syn: bool = False, many: bool = False) -> int:
+             syn: bool = False, many: bool = False, handshake: bool = False) -> int:
         """Run the generator processes at once; the frames they handed to the ring.
         ``many``: SYNs whose tuples never repeat (``many_frames``), disjoint per process."""
         n = self.args.gens
@@ -380,7 +409,8 @@ class Bench:
             per = int((rate // n if rate else 250_000) * seconds * 1.05) + 4096
             argvs = [[*self.me, "--role", "gen-many", "--gen", json.dumps(
                 {"dst_mac": dst_mac, "src_mac": src_mac, "dst_ip": dst_ip, "dport": dport,
-                 "first": k * per, "n": per, "seconds": seconds, "rate": rate // n})]
+                 "first": k * per, "n": per, "seconds": seconds, "rate": rate // n,
+                 "handshake": handshake})]
                 for k in range(n)]
         else:
             argv = [sys.executable, GEN, "--role", "gen", "--dst-mac", dst_mac,
@@ -406,9 +436,10 @@ class Bench:
         lab, secs = self.lab, self.args.seconds
         kind = name.split("-")
         plane = kind[0]  # direct, kernel, packet, xdp
-        syn = name.startswith("xdp-syn")
+        handshake = name.startswith("xdp-hs")
+        syn = name.startswith("xdp-syn") or handshake
         mh = name.startswith("xdp-syn-mh")
-        sink_drop = name == "xdp-syn-sink"
+        sink_drop = name in ("xdp-syn-sink", "xdp-hs-sink", "xdp-hs-sink-ack-up")
         mode = "nat" if "nat" in kind else "dr"
         director: subprocess.Popen[str] | None = None
         listener: subprocess.Popen[str] | None = None
@@ -428,6 +459,8 @@ class Bench:
                 argv += ["--xdp-mode", kind[-1] if kind[-1] in ("generic", "native") else "generic"]
             if syn:
                 argv.append("--syn")
+            if name.endswith("ack-up"):
+                argv.append("--ack-up")
             if syn and mode == "nat":
                 # the generator's sources (10.200/16) reached through the client, so that the
                 # server's SYN-ACKs can go back (the lab's director has no default route), and
@@ -474,7 +507,7 @@ class Bench:
             # SYN rows: tuples that never repeat (one address's 64,000 ports would repeat within
             # a row above 32 k/s, and a repeated SYN is a retransmission, not a new connection)
             sent = self.gens(dst_mac, dst_ip, 9 if plane in ("kernel", "direct") else 80, rate,
-                             secs, syn, many=syn)
+                             secs, syn, many=syn, handshake=handshake)
             time.sleep(0.3)
             wall = time.monotonic() - t0
             s1, p1 = self.clock.snapshot(), task_cpu_ns(dpid) if dpid else 0
@@ -514,6 +547,9 @@ class Bench:
             res["warm_xdp_flows"] = warm.get("xdp_flows", 0)
             res["via_xdp"] = stats.get("xdp_fwd", 0) / fwd if fwd else 0.0
             res["conns_per_s"] = stats.get("conns", 0) / secs if syn else None
+            if handshake:  # per connection (a SYN and its ACK), and the ACKs the core saw
+                res["acks_up"] = stats.get("pass_no_flow", 0) / max(1, offered // 2)
+                res["proc_us_per_conn"] = proc / 1e3 / max(1, offered // 2)
             if syn and mode == "nat":  # the server's SYN-ACKs that reached the client, and
                 # the share the program answered from the reply flows it made
                 res["replies_per_s"] = back / secs
@@ -533,13 +569,14 @@ class Bench:
         return res
 
     def sink_drop(self, on: bool) -> None:
-        """rs1 as a counting sink: SYNs to the VIP dropped at its eth0's ingress hook (after
-        veth counted them in ``rx_packets``), so its TCP stack never answers them."""
+        """rs1 as a counting sink: TCP to the VIP (SYNs, the handshake rows' ACKs) dropped at
+        its eth0's ingress hook (after veth counted them in ``rx_packets``), so its TCP stack
+        never answers them."""
         script = "table netdev pylvs_bench_sink\ndelete table netdev pylvs_bench_sink\n"
         if on:
             script += ("table netdev pylvs_bench_sink {\n  chain in {\n"
                        "    type filter hook ingress device eth0 priority 0; policy accept;\n"
-                       f"    ip daddr {VIP} tcp flags syn drop\n  }}\n}}\n")
+                       f"    ip daddr {VIP} ip protocol tcp drop\n  }}\n}}\n")
         self.lab.run("rs1", ["nft", "-f", "-"], input=script, check=True)
 
     def prog_id(self) -> int:
@@ -640,6 +677,9 @@ def fmt_row(r: dict[str, Any], base_us: float, secs: float) -> str:
         conns = (f"{r['mh_per_s']:,.0f} in the kernel, {r.get('entered_per_s', 0):,.0f} entered"
                  f" ({r.get('proc_us_per_entered', 0):.1f} µs each), {r.get('lost', 0):,} lost"
                  f" from the ring, {r.get('repaired', 0):,} repaired")
+    if "acks_up" in r:
+        conns += (f"; {r['acks_up']:.0%} of the ACKs up to the core, director process "
+                  f"{r['proc_us_per_conn']:.2f} µs per connection")
     if "replies_per_s" in r:
         conns += (f"; {r['replies_per_s']:,.0f} SYN-ACKs back to the client/s, "
                   f"{r['reply_flows']:.0%} of the connections answered by the program")
@@ -661,6 +701,7 @@ def main() -> int:
     p.add_argument("--xdp-mode", choices=["generic", "native"], default="generic")
     p.add_argument("--rip", default=RS1)
     p.add_argument("--syn", action="store_true")
+    p.add_argument("--ack-up", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--flows", type=int, default=1000)
     p.add_argument("--gens", type=int, default=os.cpu_count() or 1,
@@ -679,6 +720,8 @@ def main() -> int:
     p.add_argument("--target", type=float, default=0.95,
                    help="paced check at this fraction of kernel forwarding's rate (0: none)")
     p.add_argument("--syn-rates", default=",".join(str(r) for r in range(10_000, 150_001, 10_000)))
+    p.add_argument("--hs-rates", default=",".join(str(r) for r in range(20_000, 240_001, 20_000)),
+                   help="frames/s for the handshake rows (a SYN and an ACK per connection)")
     p.add_argument("--syn-mh-rates",
                    default=",".join(str(r) for r in range(50_000, 600_001, 50_000)))
     p.add_argument("--bridge-nf", choices=["on", "off"], default="off",
@@ -780,6 +823,8 @@ def main() -> int:
         if gro and args.native_peers:
             b.set_peer_napi(False)
         for syn_row, rates in (("xdp-syn", args.syn_rates), ("xdp-syn-sink", args.syn_rates),
+                               ("xdp-hs-sink", args.hs_rates),
+                               ("xdp-hs-sink-ack-up", args.hs_rates),
                                ("xdp-syn-mh", args.syn_mh_rates),
                                ("xdp-syn-mh-nat", args.syn_mh_rates)):
             if syn_row in names:
@@ -816,7 +861,9 @@ def main() -> int:
         print(f"XDP program alone (BPF_PROG_TEST_RUN x {args.repeat:,}), {name}: {ns:.0f} ns per "
               f"packet, verdict {['ABORTED', 'DROP', 'PASS', 'TX', 'REDIRECT'][verdict]}")
     for syn_row, (best, why) in syn_best.items():
-        print(f"{syn_row}: highest SYN rate with no loss: {best:,}/s" + (f" ({why})" if why else ""))
+        what = (f"frames (a SYN and an ACK per connection): {best:,}/s = {best // 2:,} "
+                f"connections/s" if syn_row.startswith("xdp-hs") else f"SYN rate: {best:,}/s")
+        print(f"{syn_row}: highest {what} with no loss" + (f" ({why})" if why else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"rows": rows, "paced": paced, "alone": alone, "syn_best": syn_best,

@@ -10,6 +10,7 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -155,3 +156,51 @@ def test_a_flow_survives_weight_zero(cluster: Cluster) -> None:
         assert set(c.curl_many(3)) == {"this is nginx1", "this is nginx2"} - {first}
     finally:
         ka.close()
+
+
+HOLD = (
+    "import socket, sys\n"
+    "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)\n"
+    "print('up', flush=True)\n"
+    "sys.stdin.readline()\n"
+)
+
+
+@pytest.fixture
+def dr_cluster() -> Iterator[Cluster]:
+    yield from xdp_cluster("dr")
+
+
+def test_a_new_connection_s_handshake_ack_stays_in_the_kernel(dr_cluster: Cluster) -> None:
+    """The core schedules a connection's SYN and installs its flow with it, so the client's
+    ACK that completes the handshake is forwarded by the program (not sent up for a second
+    pass through the core) and reported to the core, whose entry moves to ESTABLISHED."""
+    c = dr_cluster
+    c.service("rr")
+    c.curl_many(2)  # the servers' MACs are known: the next SYN's flow can name its next hop
+    before = xdp_counters(c)
+    opened = c.status()["dataplane"]["xdp"]["opened_at_syn"]
+    p = c.lab.popen("client", [sys.executable, "-c", HOLD, VIP, "80"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    c.procs.append(p)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "up"
+        established = ""
+        for _ in range(60):
+            conns = c.adm("-Lnc")
+            established = "\n".join(ln for ln in conns.splitlines() if "ESTABLISHED" in ln)
+            if established:
+                break
+            time.sleep(0.05)
+        assert established, conns
+        after = xdp_counters(c)
+        status = c.status()["dataplane"]["xdp"]
+    finally:
+        assert p.stdin is not None
+        p.stdin.close()
+        p.wait(10)
+    # the SYN went up (pass_control) and the ACK did not (pass_no_flow): the program sent it
+    assert after["pass_control"] - before["pass_control"] == 1, (before, after)
+    assert after["pass_no_flow"] == before["pass_no_flow"], (before, after)
+    assert xdp_forwarded(before, after) == 1, (before, after)
+    assert status["opened_at_syn"] == opened + 1, status

@@ -50,7 +50,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -241,6 +241,9 @@ class PacketDataPlane:
         # 0: never shed SYNs at the ring; None: PYLVS_SYN_MAX_LAG, else SYN_MAX_LAG
         self.syn_max_lag = syn_max_lag if syn_max_lag is not None else syn_max_lag_setting()
         self.flows: Any = None  # the _fastpath.FlowTable while open with the C hot path
+        # run after a drain's frames are decided and before they are sent (the XDP plane writes
+        # the flows its SYNs got, so each is in place before its handshake's ACK can return)
+        self.before_transmit: Callable[[], object] | None = None
         if isinstance(interfaces, str):
             interfaces = [i for i in interfaces.split(",") if i]
         self.interface_names = interfaces
@@ -471,6 +474,8 @@ class PacketDataPlane:
         # loop (control socket, timers) must still get its turn
         n = (ring.receive(on_frame, 8, self.flows) if isinstance(ring, PacketRing)
              else ring.receive(on_frame))
+        if self.before_transmit is not None:
+            self.before_transmit()
         for r in rings.values():
             r.flush()
         return n

@@ -50,6 +50,10 @@ IPv6 flows are offered to ``self.v6.flows`` only (the C flow table's keys are IP
 ``packet`` plane leaves it unset; the ``xdp`` plane gives it the sink it gives ``flows``);
 ``clear_flows`` and ``sync_flows`` cover that sink too.
 
+A sink that can take a TCP connection's way in at its SYN (``opens``, the ``xdp`` plane's) is
+given it as soon as the core has scheduled and forwarded that SYN (DR, NAT): the handshake's
+ACK then stays in the kernel with everything after it, instead of coming up for a second pass.
+
 What this is not for: sockets, rings, netlink (``ring``/``dataplane`` own those).
 """
 
@@ -144,6 +148,7 @@ class Forwarder(NextHop):
         # a second way to resolve (the driver asks the kernel too), called with the address
         self.on_missing_neighbour: Callable[[bytes], None] | None = None
         self.on_unknown_reply = None  # (NextHop._late_reply)
+        self.opens = None  # (NextHop._open)
         self._route_cache: dict[bytes, tuple[Interface, bytes] | None] = {}
         # destination IP -> (out ifindex, dst MAC + src MAC): one lookup per forwarded frame
         self._l2: dict[bytes, tuple[int, bytes]] = {}
@@ -400,7 +405,10 @@ class Forwarder(NextHop):
             if fwd == _MASQ:
                 self._nat(frame, l4, proto, conn.vaddr, conn.vport, conn.daddr, conn.dport, 30,
                           l4 + 2)
-            return self._send_to(frame, conn.daddr)
+            out = self._send_to(frame, conn.daddr)
+            if out is not None and self.opens is not None:
+                self._open(conn, proto, end - ETH_HLEN)
+            return out
         return self._input(ifindex, frame, conn, proto, flags, l4, end)
 
     # -- fragments -----------------------------------------------------------------------------

@@ -101,6 +101,15 @@ class FlowSink(Protocol):
     def sync(self) -> list[tuple[Any, int, int, int, float]]: ...
 
 
+class OpeningSink(Protocol):
+    """A flow table that can take a TCP connection's way in at its SYN (the XDP plane's):
+    see ``NextHop._open``."""
+
+    def open(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int, kind: int,
+             new_ip: bytes, new_port: int, out_ifindex: int, macs: bytes, conn: Any,
+             first_len: int) -> bool: ...
+
+
 class NextHop:
     """What the IPv4 ``Forwarder`` and ``IPv6Path`` share to send a frame: the drop counters,
     and the way from a destination address to an out interface and MACs: the next-hop cache
@@ -119,6 +128,26 @@ class NextHop:
     # a packet to no service and of no known connection: may a connection be entered late
     # (the driver imports what an XDP program scheduled; True: something was, look again)
     on_unknown_reply: Callable[[], bool] | None
+    # where a new TCP connection's flow goes at its SYN (None: at its ACK, through ``_offer``)
+    opens: OpeningSink | None
+
+    def _open(self, conn: Connection, proto: int, first_len: int) -> None:
+        """The SYN of ``conn``, which the core just scheduled, has been forwarded (DR, or NAT's
+        way in): install its flow now (``opens``) so that its handshake's ACK and what follows
+        stay where the flow is, rather than the ACK coming up for a second decision."""
+        opens = self.opens
+        hit = self._l2.get(conn.daddr)
+        if opens is None or hit is None or proto != IPPROTO_TCP:
+            return
+        fwd = conn.dest.fwd
+        if fwd == _DROUTE:
+            kind = FLOW_DR
+        elif fwd == _MASQ:
+            kind = FLOW_NAT_DST
+        else:
+            return  # a tunnel's flow needs its route's MTU: at the ACK, as before
+        opens.open(proto, conn.caddr, conn.cport, conn.vaddr, conn.vport, kind, conn.daddr,
+                   conn.dport, hit[0], hit[1], conn, first_len)
 
     def _late_reply(self, proto: int, saddr: bytes, sport: int, daddr: bytes,
                     dport: int) -> Connection | None:
@@ -209,6 +238,7 @@ class IPv6Path(NextHop):
         self.vips: set[bytes] = set()  # IPv6 VIPs neighbour solicitations are answered for
         self.on_missing_neighbour: Callable[[bytes], None] | None = None
         self.on_unknown_reply = None
+        self.opens = None
         self.forwarded = 0
         self.icmp_forwarded = 0
         self.nd_replies = 0
@@ -347,7 +377,10 @@ class IPv6Path(NextHop):
         if conn is None:
             self.drop(Drop.TABLE_FULL if d.refused_full != refused else Drop.NO_SERVICE)
             return None
-        return self._input(ifindex, frame, conn, proto, flags, l4, end)
+        out = self._input(ifindex, frame, conn, proto, flags, l4, end)
+        if out is not None and flags & TCP_SYN and self.opens is not None:
+            self._open(conn, proto, end - ETH_HLEN)
+        return out
 
     # -- client -> real server -----------------------------------------------------------------
     def _input(self, ifindex: int, frame: Frame, conn: Connection, proto: int, flags: int,

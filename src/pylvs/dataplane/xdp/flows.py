@@ -46,6 +46,7 @@ from pylvs.dataplane.xdp.loader import XdpProgram
 from pylvs.dataplane.xdp.maps import (
     ACTION,
     FLOW_F_KERNEL,
+    FLOW_F_OPENING,
     FLOW_F_REPLY,
     IMPORT_FIELDS,
     KEY,
@@ -65,9 +66,21 @@ IMPORT_BUDGET = 16384  # ring records read per call at most
 REPAIR_LIMIT = 8192  # kernel-made flows a sync enters from the flow map at most
 _BATCH = 4096  # flow map entries per batch lookup
 HASH_CHECK = 64  # one record's client hash in this many is checked in Python
+# ``open`` under a SYN flood: judged each OPEN_WINDOW seconds; when at least OPEN_JUDGE_MIN
+# flows were opened and fewer than OPEN_MIN_ACKED of them saw their ACK, one SYN in
+# OPEN_SAMPLE gets a flow (enough to see the flood end) until a window looks healthy again
+OPEN_WINDOW = 1.0
+OPEN_JUDGE_MIN = 256
+OPEN_MIN_ACKED = 0.25
+OPEN_SAMPLE = 16
 # what a sync reads of each struct lvs_action: flags, last_seen_ns, packets, bytes
 SYNC_FIELDS = struct.Struct("=2xH60xQQQ")
 
+# an IPv4 struct lvs_flow_key in one pack: family, proto, pad, ports (be), addresses padded
+_KEY4 = struct.Struct("!BBxxHH4s12x4s12x")
+# struct lvs_action from first_len on (the part that differs between a server's flows)
+_TAIL_AT = 56
+_TAIL = struct.Struct("=IIQQQ")
 # forward.FLOW_* kinds -> the program's methods
 _METHOD = {0: Method.DR, 1: Method.NAT_IN, 2: Method.NAT_OUT, 3: Method.TUN}
 
@@ -81,7 +94,10 @@ class _Flow:
     packets: int = 0  # as read at the last sync
     nbytes: int = 0
     seen: float = 0.0
-    kernel: bool = False  # the program made it (an mh service's new connection)
+    # made at the connection's first packet (by the program for an mh service, or by the core
+    # at the SYN): kept while the TCP handshake goes on (``remove``)
+    opening: bool = False
+    at_syn: bool = False  # installed by the core at the SYN (``open``): its ACK is counted
 
 
 @contextlib.contextmanager
@@ -123,6 +139,19 @@ class XdpFlowSink:
         self.hash_mismatch = 0
         self._hash_seq = 0
         self._walked_ns = 0  # when the last sync's walk of the map began
+        # flows installed at a SYN, written to the map in one batch by ``flush``
+        self._pending_keys: list[bytes] = []
+        self._pending_values: list[bytes] = []
+        self.opened = 0  # flows installed at a connection's SYN
+        self.open_kinds: frozenset[int] = frozenset()  # the kinds ``open`` takes
+        self.open_paused = False  # a SYN flood: one SYN in OPEN_SAMPLE gets a flow
+        self.open_sampled_out = 0  # SYNs without a flow because of that
+        self._win_start = time.monotonic()
+        self._win_opened = 0
+        self._win_acked = 0
+        self._sample = 0
+        self._heads: dict[tuple[int, bytes, int, int, bytes], bytes] = {}
+        self.open_skipped = 0  # SYNs whose flow was not installed (half the map is taken)
 
     @property
     def count(self) -> int:
@@ -146,6 +175,8 @@ class XdpFlowSink:
     def install(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int, kind: int,
                 new_ip: bytes, new_port: int, out_ifindex: int, macs: bytes, conn: Any,
                 direction: int, tun_src: bytes | None = None, mtu: int = 0) -> bool:
+        if self._pending_keys:
+            self.flush()  # an older pending write must not land over this one
         key = self.key(proto, saddr, sport, daddr, dport)
         if key not in self._flows and len(self._flows) >= self.limit:
             self.refused_full += 1
@@ -162,6 +193,103 @@ class XdpFlowSink:
             return False
         self._flows[key] = _Flow(conn, direction)
         return True
+
+    def open(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int, kind: int,
+             new_ip: bytes, new_port: int, out_ifindex: int, macs: bytes, conn: Any,
+             first_len: int) -> bool:
+        """Install a TCP connection's way in at its SYN, which the core has just scheduled and
+        forwarded (``kind`` DR or NAT's way in, if ``open_kinds`` has it), so that the
+        handshake's ACK and everything after it stay in the kernel: without this the ACK went
+        up too (a second pass through the core for every connection) and the flow was installed
+        only then. The flow counts the SYN (one packet of ``first_len``) and is marked
+        FLOW_F_OPENING: the program reports its next packet (``NEW_ACKED``), which moves the
+        entry on from SYN_RECV as that ACK would have. Written by the next ``flush`` (one
+        system call for a ring drain's SYNs).
+
+        A flood's SYNs would fill the map with flows of connections that never open and push
+        established flows out of it (LRU), so a SYN gets a flow only while the sink holds
+        fewer than half its limit; after that its ACK goes up and installs it as before.
+        And a flood's SYNs cost the core the flow's making (≈ 3 µs each, half a SYN's
+        decision) for nothing, so while few opened flows see their ACK (``_judge``) only a
+        sample of SYNs gets one.
+
+        This runs for every SYN the core schedules, a flood's too, so it is written for speed:
+        the IPv4 key in one pack, the value's fixed part made once per server and next hop."""
+        flows = self._flows
+        if kind not in self.open_kinds:
+            return False
+        if len(flows) >= self.limit >> 1:
+            self.open_skipped += 1
+            return False
+        if self.open_paused:
+            self._sample += 1
+            if self._sample % OPEN_SAMPLE:
+                self.open_sampled_out += 1
+                return False
+        if len(saddr) == 4:
+            key = _KEY4.pack(4, proto, sport, dport, saddr, daddr)
+        else:
+            key = self.key(proto, saddr, sport, daddr, dport)
+        if key in flows:
+            return False
+        where = (kind, new_ip, new_port, out_ifindex, macs)
+        head = self._heads.get(where)
+        if head is None:
+            if len(self._heads) >= 4096:
+                self._heads.clear()
+            method = _METHOD[kind]
+            head = self._heads[where] = ACTION.pack(
+                int(method), 0, FLOW_F_OPENING, out_ifindex, bytes(macs[:6]), bytes(macs[6:12]),
+                pad16(new_ip if method is not Method.DR else b""), pad16(b""),
+                new_port.to_bytes(2, "big"), 0, 0, 0, 0, 0, 0)[:_TAIL_AT]
+        self._pending_keys.append(key)
+        self._pending_values.append(head + _TAIL.pack(first_len, 0, 0, 1, first_len))
+        flows[key] = _Flow(conn, DIR_INPUT, 1, first_len, 0.0, True, True)
+        self._win_opened += 1
+        return True
+
+    def _judge(self, now: float) -> None:
+        """End an OPEN_WINDOW: did the flows opened at SYNs see their ACKs? A SYN flood's
+        never do; a client's do one round trip later (a window's first ACKs are the previous
+        window's SYNs', so steady traffic scores about 1)."""
+        opened, acked = self._win_opened, self._win_acked
+        self._win_start, self._win_opened, self._win_acked = now, 0, 0
+        if opened >= OPEN_JUDGE_MIN and acked < opened * OPEN_MIN_ACKED:
+            paused = True
+        elif opened == 0 or acked >= opened * OPEN_MIN_ACKED:
+            paused = False
+        else:
+            return  # too few to tell: as it was
+        if paused != self.open_paused:
+            self.open_paused = paused
+            if paused:
+                log.warning("xdp: %d of %d connections opened in the last %g s completed their "
+                            "handshake: a SYN flood? new connections get their flow at the ACK "
+                            "(one in %d at the SYN)", acked, opened, OPEN_WINDOW, OPEN_SAMPLE)
+            else:
+                log.info("xdp: handshakes complete again: new connections get their flow at "
+                         "the SYN")
+
+    def flush(self) -> int:
+        """Write the flows ``open`` installed since the last call (one batch update); a flow
+        the kernel did not take is forgotten (its ACK then goes up, as without it). Run by the
+        plane before it transmits what a ring drain decided, so that a SYN's flow is in the map
+        before its ACK can come back."""
+        now = time.monotonic()
+        if now - self._win_start >= OPEN_WINDOW:
+            self._judge(now)
+        keys = self._pending_keys
+        if not keys:
+            return 0
+        values = self._pending_values
+        self._pending_keys, self._pending_values = [], []
+        done = self.program.flows_put(b"".join(keys), b"".join(values), len(keys))
+        if done < len(keys):
+            for key in keys[done:]:
+                self._flows.pop(key, None)
+            self.refused_full += len(keys) - done
+        self.opened += done
+        return done
 
     def _row(self, key: bytes, flow: _Flow) -> Row | None:
         """What the flow forwarded since the last read, or None if nothing (or it is gone)."""
@@ -186,8 +314,10 @@ class XdpFlowSink:
         flow = self._flows.get(key)
         if flow is None:
             return None
+        if self._pending_keys:
+            self.flush()  # a pending flow must not be written after its removal
         conn = flow.conn
-        if flow.kernel and proto == 6 and conn.state == TCP_S_SYN_RECV and conn.bucket is not None:
+        if flow.opening and proto == 6 and conn.state == TCP_S_SYN_RECV and conn.bucket is not None:
             return None
         del self._flows[key]
         row = self._row(key, flow)
@@ -195,6 +325,7 @@ class XdpFlowSink:
         return row if row is not None else (flow.conn, flow.direction, 0, 0, flow.seen)
 
     def clear(self) -> list[Row]:
+        self.flush()
         rows = []
         for key, flow in self._flows.items():
             row = self._row(key, flow)
@@ -234,6 +365,8 @@ class XdpFlowSink:
                 flow = flows.get(key)
                 if flow is not None and flow.conn.bucket is not None:
                     d.tcp_packet(flow.conn, DIR_INPUT, _TCP_ACK)
+                    if flow.at_syn:
+                        self._win_acked += 1
                 continue
             if self.trust_hash:
                 self._learn_hash(hash_in, h)
@@ -349,6 +482,7 @@ class XdpFlowSink:
         half-open connections fill the map with flows that never move again. Every kernel-made
         flow is looked at by at least one walk after it was made, and a walk that had more
         unknown flows than it could enter makes the next one look at all."""
+        self.flush()
         self.import_new()
         rows: list[Row] = []
         flows = self._flows

@@ -175,6 +175,14 @@ class XdpProgram:
     def flow_put(self, key: bytes, value: bytes) -> None:
         self._update(self.flows_fd, key, value, "flow")
 
+    def flows_put(self, keys: bytes, values: bytes, count: int) -> int:
+        """``count`` flows (keys and values each packed end to end) in one BPF_MAP_UPDATE_BATCH
+        call; how many went in (all of them unless the kernel refused one: the rest are not
+        written)."""
+        n = ctypes.c_uint32(count)
+        self._lib.bpf_map_update_batch(self.flows_fd, keys, values, ctypes.byref(n), None)
+        return n.value
+
     def flow_get(self, key: bytes, size: int) -> bytes | None:
         buf = self._get_buf
         if buf is None or len(buf) != size:

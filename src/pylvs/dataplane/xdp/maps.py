@@ -21,6 +21,7 @@ ACTION = struct.Struct("=BBHI6s6s16s16s2sHIIQQQ")
 ACTION_COUNTERS_OFFSET = 64  # where last_seen_ns, packets, bytes start
 FLOW_F_KERNEL = 1  # lvs_action.flags: the program scheduled the flow (from a Maglev table)
 FLOW_F_REPLY = 2   # ... and it is a NAT connection's reply direction (server -> client)
+FLOW_F_OPENING = 4  # the core installed it at the connection's SYN (the program reports the ACK)
 
 # struct lvs_svc_key: family, proto, vport (be), vaddr[16]; struct lvs_svc: table, flags
 SVC_KEY = struct.Struct("=BB2s16s")

@@ -35,6 +35,12 @@ connections: ``held_by_core``, checked on each pass of the loop); the plane ente
 director's table from the program's ring of records (``XdpFlowSink.import_new``) before each
 batch of frames, every ``IMPORT_INTERVAL`` (for ``IMPORT_SLICE`` at most) and at each sync,
 where records lost to a full ring are repaired from the flow map.
+
+Connections the core schedules get their flow with their SYN (``forward6.NextHop._open``,
+``XdpFlowSink.open``): the flows of a ring drain's SYNs are written in one batch before the
+drain's frames are sent (``before_transmit``), so the handshake's ACK finds its flow and stays
+in the kernel; the program reports it (``NEW_ACKED``) and the import above moves the entry to
+ESTABLISHED. Before, every connection's ACK came up for a second pass through the core.
 """
 
 from __future__ import annotations
@@ -105,12 +111,16 @@ class XdpDataPlane(PacketDataPlane):
     name = "xdp"
 
     def __init__(self, director: Director, xdp_mode: str = "auto", xdp_flows: str = "auto",
-                 **options: Any) -> None:
+                 open_at_syn: bool = True, **options: Any) -> None:
+        """``open_at_syn``: a TCP connection's flow goes in with its SYN (the handshake's ACK
+        stays in the kernel); False installs it at the ACK, a second pass through the core per
+        connection (the benchmark's reference row)."""
         if xdp_mode not in MODES:
             raise ValueError(f"xdp mode must be one of {', '.join(MODES)}, not {xdp_mode!r}")
         if xdp_flows not in FLOWS:
             raise ValueError(f"xdp flows must be one of {', '.join(FLOWS)}, not {xdp_flows!r}")
         self.xdp_flows = xdp_flows
+        self.open_at_syn = open_at_syn
         super().__init__(director, **options)
         self.xdp_mode = xdp_mode
         self.program: XdpProgram | None = None
@@ -159,6 +169,11 @@ class XdpDataPlane(PacketDataPlane):
                 self.director.before_tick.append(fw.sync_flows)
             fw.flows = split
             fw.v6.flows = split  # IPv6 flows: the program's only (SplitFlowSink)
+            # a TCP connection's flow goes in at its SYN (written before the SYN is sent)
+            if self.open_at_syn:
+                xdp_sink.open_kinds = kinds & {FLOW_DR, FLOW_NAT_DST}
+                fw.opens = fw.v6.opens = xdp_sink
+                self.before_transmit = xdp_sink.flush
             self.split = split
             self.program = program
             self.mh = MhMaps(program)
@@ -250,7 +265,8 @@ class XdpDataPlane(PacketDataPlane):
         if self.mh is not None and self._hold_changed():
             self.refresh_mh()
         now = time.monotonic()
-        if (self.mh is None or not self.mh.live or self.split is None
+        if (self.split is None or not (self.split.xdp.opened or (self.mh is not None
+                                                                  and self.mh.live))
                 or (not self.backlog() and now - self._imported_at < IMPORT_INTERVAL)):
             return 0
         self._imported_at = now
@@ -280,7 +296,8 @@ class XdpDataPlane(PacketDataPlane):
 
     def _drain(self, ring: PacketRing | ArpSocket, fw: Any) -> int:
         # a frame going up may belong to a flow the program scheduled (a FIN): its entry first
-        if self.mh is not None and self.mh.live and self.split is not None:
+        if self.split is not None and (self.split.xdp.opened or (self.mh is not None
+                                                                  and self.mh.live)):
             self.split.xdp.import_new(IMPORT_DRAIN)
         return super()._drain(ring, fw)
 
@@ -297,6 +314,8 @@ class XdpDataPlane(PacketDataPlane):
         fw = self.forwarder
         if fw is not None:
             fw.on_unknown_reply = fw.v6.on_unknown_reply = None
+            fw.opens = fw.v6.opens = None
+        self.before_transmit = None
         if fw is not None and self.split is not None:
             fw.clear_flows()  # what the program forwarded still counts
             fw.v6.flows = None
@@ -326,6 +345,10 @@ class XdpDataPlane(PacketDataPlane):
             "repaired": self.split.xdp.repaired if self.split is not None else 0,
             "orphan_replies": self.split.xdp.orphans if self.split is not None else 0,
             "import_refused": self.split.xdp.import_refused if self.split is not None else 0,
+            "opened_at_syn": self.split.xdp.opened if self.split is not None else 0,
+            "open_skipped": self.split.xdp.open_skipped if self.split is not None else 0,
+            "open_paused": self.split.xdp.open_paused if self.split is not None else False,
+            "open_sampled_out": self.split.xdp.open_sampled_out if self.split is not None else 0,
         }
         return info
 

@@ -70,6 +70,8 @@
 
 #define FLOW_F_KERNEL 1   /* lvs_action.flags: this program scheduled the flow */
 #define FLOW_F_REPLY 2    /* ... and this is the NAT reply's (server -> client) direction */
+#define FLOW_F_OPENING 4  /* the core installed it at the connection's SYN (the handshake's
+                           * ACK and the rest stay here; the ACK is reported as NEW_ACKED) */
 
 /* The kernel's Maglev table size (CONFIG_IP_VS_MH_TAB_INDEX 12) and how many tables fit. */
 #define MH_TAB_SIZE 4093
@@ -544,8 +546,10 @@ static __always_inline struct lvs_action *decide(struct lvs_flow_key *key, __u8 
             *verdict = count(ST_PASS_CONTROL, XDP_PASS);
             return 0;
         }
-        /* the first packet after a kernel-made TCP flow's SYN: the core's entry moves on */
-        if ((a->flags & (FLOW_F_KERNEL | FLOW_F_REPLY)) == FLOW_F_KERNEL
+        /* the first packet after the SYN of a TCP flow made here or installed by the core
+         * at that SYN: the core's entry moves on */
+        if (((a->flags & (FLOW_F_KERNEL | FLOW_F_REPLY)) == FLOW_F_KERNEL
+             || a->flags & FLOW_F_OPENING)
             && key->proto == IPPROTO_TCP_ && a->packets == 1)
             report(key, NEW_ACKED, a, bpf_ktime_get_ns(), 0, 0, 0);
         touch(a, len);
