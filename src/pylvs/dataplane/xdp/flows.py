@@ -178,7 +178,13 @@ class XdpFlowSink:
         if self._pending_keys:
             self.flush()  # an older pending write must not land over this one
         key = self.key(proto, saddr, sport, daddr, dport)
-        if key not in self._flows and len(self._flows) >= self.limit:
+        prev = self._flows.get(key)
+        if prev is not None and prev.at_syn:
+            # a connection opened at its SYN whose ACK came up (it beat its flow to the map,
+            # or the program was not in its path): its handshake completed all the same, so
+            # a busy core is not taken for a SYN flood
+            self._win_acked += 1
+        elif prev is None and len(self._flows) >= self.limit:
             self.refused_full += 1
             return False
         method = _METHOD[kind]
@@ -249,9 +255,10 @@ class XdpFlowSink:
         return True
 
     def _judge(self, now: float) -> None:
-        """End an OPEN_WINDOW: did the flows opened at SYNs see their ACKs? A SYN flood's
-        never do; a client's do one round trip later (a window's first ACKs are the previous
-        window's SYNs', so steady traffic scores about 1)."""
+        """End an OPEN_WINDOW: did the flows opened at SYNs see their ACKs (reported by the
+        program, or come up to the core)? A SYN flood's never do; a client's do one round trip
+        later (a window's first ACKs are the previous window's SYNs', so steady traffic scores
+        about 1)."""
         opened, acked = self._win_opened, self._win_acked
         self._win_start, self._win_opened, self._win_acked = now, 0, 0
         if opened >= OPEN_JUDGE_MIN and acked < opened * OPEN_MIN_ACKED:
@@ -366,6 +373,7 @@ class XdpFlowSink:
                 if flow is not None and flow.conn.bucket is not None:
                     d.tcp_packet(flow.conn, DIR_INPUT, _TCP_ACK)
                     if flow.at_syn:
+                        flow.at_syn = False
                         self._win_acked += 1
                 continue
             if self.trust_hash:
