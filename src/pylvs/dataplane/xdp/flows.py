@@ -66,10 +66,13 @@ IMPORT_BUDGET = 16384  # ring records read per call at most
 REPAIR_LIMIT = 8192  # kernel-made flows a sync enters from the flow map at most
 _BATCH = 4096  # flow map entries per batch lookup
 HASH_CHECK = 64  # one record's client hash in this many is checked in Python
-# ``open`` under a SYN flood: judged each OPEN_WINDOW seconds; when at least OPEN_JUDGE_MIN
-# flows were opened and fewer than OPEN_MIN_ACKED of them saw their ACK, one SYN in
-# OPEN_SAMPLE gets a flow (enough to see the flood end) until a window looks healthy again
+# ``open`` under a SYN flood: judged each OPEN_WINDOW seconds; after OPEN_STRIKES windows in a
+# row where at least OPEN_JUDGE_MIN flows were opened and fewer than OPEN_MIN_ACKED of them saw
+# their ACK, one SYN in OPEN_SAMPLE gets a flow (enough to see the flood end) until a window
+# looks healthy again. Two windows, not one: traffic that starts late in a window has its
+# SYNs there and their ACKs in the next.
 OPEN_WINDOW = 1.0
+OPEN_STRIKES = 2
 OPEN_JUDGE_MIN = 256
 OPEN_MIN_ACKED = 0.25
 OPEN_SAMPLE = 16
@@ -150,6 +153,7 @@ class XdpFlowSink:
         self._win_opened = 0
         self._win_acked = 0
         self._sample = 0
+        self._strikes = 0  # windows in a row that looked like a flood
         self._heads: dict[tuple[int, bytes, int, int, bytes], bytes] = {}
         self.open_skipped = 0  # SYNs whose flow was not installed (half the map is taken)
 
@@ -262,8 +266,10 @@ class XdpFlowSink:
         opened, acked = self._win_opened, self._win_acked
         self._win_start, self._win_opened, self._win_acked = now, 0, 0
         if opened >= OPEN_JUDGE_MIN and acked < opened * OPEN_MIN_ACKED:
-            paused = True
+            self._strikes += 1
+            paused = self._strikes >= OPEN_STRIKES
         elif opened == 0 or acked >= opened * OPEN_MIN_ACKED:
+            self._strikes = 0
             paused = False
         else:
             return  # too few to tell: as it was
