@@ -69,9 +69,10 @@ HASH_CHECK = 64  # one record's client hash in this many is checked in Python
 # ``open`` under a SYN flood: judged each OPEN_WINDOW seconds; after OPEN_STRIKES windows in a
 # row where at least OPEN_JUDGE_MIN flows were opened and fewer than OPEN_MIN_ACKED of them saw
 # their ACK, one SYN in OPEN_SAMPLE gets a flow (enough to see the flood end) until a window
-# looks healthy again. Two windows, not one: traffic that starts late in a window has its
-# SYNs there and their ACKs in the next.
-OPEN_WINDOW = 1.0
+# looks healthy again: a flood is seen within half a second. Two windows, not one: traffic
+# that starts late in a window has its SYNs there and their ACKs in the next (and an ACK is
+# counted when the core imports its record, up to IMPORT_INTERVAL later).
+OPEN_WINDOW = 0.25
 OPEN_STRIKES = 2
 OPEN_JUDGE_MIN = 256
 OPEN_MIN_ACKED = 0.25
