@@ -137,9 +137,12 @@ def test_a_large_transfer_arrives_intact(cluster: Cluster) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == want.hexdigest()
     after = xdp_counters(c)
-    # A download: DR's client-to-server direction carries only the client's ACKs.
+    # A download: DR's client-to-server direction carries only the client's ACKs, as many as
+    # the client's stack sends (99 on a loaded CI machine, 196-240 on a quiet one: receive
+    # coalescing makes fewer, larger ACKed runs); the program must have sent them, not the core.
     if program_takes(c):
-        assert xdp_forwarded(before, after) > 100, (before, after)
+        up = sum(after[k] - before[k] for k in ("pass_no_flow", "pass_control"))
+        assert xdp_forwarded(before, after) >= max(20, 4 * up), (before, after)
 
 
 def test_a_flow_survives_weight_zero(cluster: Cluster) -> None:

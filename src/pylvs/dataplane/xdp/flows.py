@@ -24,6 +24,11 @@ program made one with it: the record says so). A record the full ring refused is
 program (``mh_queue_full``); the next ``sync``, which reads the whole flow map anyway, enters
 the kernel-made flows it does not know (``REPAIR_LIMIT`` per tick), so none stays out of the
 table for good.
+
+A TCP connection the core scheduled gets its way in at its SYN (``open``, written in one batch
+per ring drain by ``flush``), marked FLOW_F_OPENING, so that its handshake's ACK is forwarded
+by the program, which reports it with the same NEW_ACKED record; a SYN flood (few of the
+opened flows see an ACK) turns that down to a sample of SYNs (``_judge``).
 """
 
 from __future__ import annotations
