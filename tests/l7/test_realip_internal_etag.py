@@ -373,8 +373,8 @@ def _answer(r: Response, ports: tuple[int, int], c: From) -> tuple[int, list[str
     masks.append((str(c.sock.getsockname()[1]), "CPORT"))
 
     def masked(text: str) -> str:
-        for port, name in masks:
-            text = text.replace(port, name)
+        for port, name in masks:  # whole numbers only: one port may be part of another
+            text = re.sub(rf"(?<!\d){port}(?!\d)", name, text)
         return text
 
     heads = sorted(masked(f"{k.lower()}: {v}") for k, v in r.raw_headers
@@ -384,18 +384,29 @@ def _answer(r: Response, ports: tuple[int, int], c: From) -> tuple[int, list[str
     return r.status, heads, masked(body.decode("latin-1")).encode("latin-1")
 
 
+def _from(port: int, app: int, src: str) -> From:
+    """A connection from ``src`` whose own port is neither server's: the answers mask each
+    port by its number, and an ephemeral port equal to the listener's (a different address
+    may use it) made a client port read as the server's in one run of the two."""
+    while True:
+        c = From(port, src)
+        if c.sock.getsockname()[1] not in (port, app):
+            return c
+        c.close()
+
+
 def _realip_run(port: int, app: int, keep_alive: bool) -> list[tuple[int, list[str], bytes]]:
     """Every case, each on its own connection, or (keep_alive) all of one source's cases
     twice over on one connection: a request's real address must not outlive it."""
     out = []
     if not keep_alive:
         for src, host, path, extra in REALIP_CASES:
-            c = From(port, src)
+            c = _from(port, app, src)
             out.append(_answer(c.one(_req(path, extra, host)), (port, app), c))
             c.close()
         return out
     for src in ("127.0.0.2", "127.0.0.1", "127.0.0.3"):
-        c = From(port, src)
+        c = _from(port, app, src)
         for _ in range(2):
             for s, host, path, extra in REALIP_CASES:
                 if s == src:
