@@ -253,6 +253,13 @@ class XdpDataPlane(PacketDataPlane):
         if getattr(self, "mh", None) is not None:
             self.refresh_mh()
 
+    def _records_due(self) -> bool:
+        """Whether the program's ring may hold records: connections it schedules (live mh
+        tables) or the ACKs of flows opened at SYNs."""
+        split = self.split
+        return split is not None and bool(split.xdp.opened
+                                          or (self.mh is not None and self.mh.live))
+
     def backlog(self) -> bool:
         """Whether the last read of the program's ring left records in it."""
         return self.split is not None and not self.split.xdp.drained
@@ -265,8 +272,7 @@ class XdpDataPlane(PacketDataPlane):
         if self.mh is not None and self._hold_changed():
             self.refresh_mh()
         now = time.monotonic()
-        if (self.split is None or not (self.split.xdp.opened or (self.mh is not None
-                                                                  and self.mh.live))
+        if (self.split is None or not self._records_due()
                 or (not self.backlog() and now - self._imported_at < IMPORT_INTERVAL)):
             return 0
         self._imported_at = now
@@ -296,8 +302,7 @@ class XdpDataPlane(PacketDataPlane):
 
     def _drain(self, ring: PacketRing | ArpSocket, fw: Any) -> int:
         # a frame going up may belong to a flow the program scheduled (a FIN): its entry first
-        if self.split is not None and (self.split.xdp.opened or (self.mh is not None
-                                                                  and self.mh.live)):
+        if self.split is not None and self._records_due():
             self.split.xdp.import_new(IMPORT_DRAIN)
         return super()._drain(ring, fw)
 
