@@ -708,8 +708,8 @@ def main() -> int:
                    help="generator processes at once (default: one per core)")
     p.add_argument("--rows", default="",
                    help="rows to run (default: direct,kernel,packet-dr,packet-nat,"
-                        "xdp-dr-generic,xdp-nat-generic,xdp-syn,xdp-syn-sink,xdp-syn-mh,"
-                        "xdp-syn-mh-nat, and "
+                        "xdp-dr-generic,xdp-nat-generic,xdp-syn,xdp-syn-sink,xdp-hs-sink,"
+                        "xdp-hs-sink-ack-up,xdp-syn-mh,xdp-syn-mh-nat, and "
                         "with "
                         "--native-peers also kernel-napi,xdp-dr-native,xdp-nat-native)")
     p.add_argument("--native-peers", action="store_true",
@@ -747,8 +747,8 @@ def main() -> int:
     native = ("kernel-napi", "xdp-dr-native", "xdp-nat-native")
     if not args.rows:
         args.rows = ",".join(["direct", "kernel", "packet-dr", "packet-nat", "xdp-dr-generic",
-                              "xdp-nat-generic", "xdp-syn", "xdp-syn-sink", "xdp-syn-mh",
-                              "xdp-syn-mh-nat"]
+                              "xdp-nat-generic", "xdp-syn", "xdp-syn-sink", "xdp-hs-sink",
+                              "xdp-hs-sink-ack-up", "xdp-syn-mh", "xdp-syn-mh-nat"]
                              + (list(native) if args.native_peers else []))
     if not args.native_peers and any(n in native for n in args.rows.split(",")):
         print("bench_xdp: the native rows change hosts other than the director (XDP programs "
