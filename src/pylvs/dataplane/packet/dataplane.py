@@ -60,6 +60,7 @@ from pylvs.core.model import ForwardingMethod, RealServer, VirtualService
 from pylvs.core.table import TableListener
 from pylvs.dataplane.packet.codec6 import multicast_mac, solicited_node
 from pylvs.dataplane.packet.forward import Forwarder, Interface
+from pylvs.dataplane.packet.heap import FullCollections
 from pylvs.dataplane.packet.ring import ArpSocket, NdSocket, PacketRing, RxFrame, fastpath_wanted
 
 try:
@@ -271,6 +272,8 @@ class PacketDataPlane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self.ring_recoveries = 0
+        # the collector's full passes on a timer while open (heap.py: why)
+        self.collections = FullCollections()
 
     # -- set-up --------------------------------------------------------------------------------
     def open(self) -> None:
@@ -311,6 +314,8 @@ class PacketDataPlane:
             self.close()
             raise
         self.director.table.listeners.append(self._listener)
+        self.collections.start()
+        self.director.before_tick.append(self.collections.tick)
         self.table_changed()
 
     def _kick_kernel_arp(self, ip: bytes) -> None:
@@ -342,6 +347,9 @@ class PacketDataPlane:
             self._kick6 = None
         with contextlib.suppress(ValueError):
             self.director.table.listeners.remove(self._listener)
+        with contextlib.suppress(ValueError):
+            self.director.before_tick.remove(self.collections.tick)
+        self.collections.stop()
         if self.flows is not None:
             if self.forwarder is not None:
                 self.forwarder.clear_flows()  # what they forwarded still counts
@@ -586,4 +594,5 @@ class PacketDataPlane:
             # connection-opening SYNs shed at the ring: the reader was behind (ring.py)
             "syn_shed": sum(r.syn_shed for r in self.rings.values()),
             "syn_retried": sum(r.syn_retried for r in self.rings.values()),
+            "gc_full": self.collections.describe(),
         }

@@ -33,13 +33,10 @@ opened flows see an ACK) turns that down to a sample of SYNs (``_judge``).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import ipaddress
 import logging
 import struct
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +44,7 @@ from pylvs.core.conntrack import TCP_S_SYN_RECV, UDP_S_NORMAL
 from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, Director
 from pylvs.core.schedulers.mh import remember_client_hash
 from pylvs.core.sync import SyncConn, apply
+from pylvs.dataplane.packet.heap import collector_paused
 from pylvs.dataplane.xdp.loader import XdpProgram
 from pylvs.dataplane.xdp.maps import (
     ACTION,
@@ -107,23 +105,6 @@ class _Flow:
     # at the SYN): kept while the TCP handshake goes on (``remove``)
     opening: bool = False
     at_syn: bool = False  # installed by the core at the SYN (``open``): its ACK is counted
-
-
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """The cyclic garbage collector held off while connections are entered in bulk. Why: each
-    entry allocates a few container objects, so a batch of thousands runs dozens of collections,
-    and the older generations' grow with the table: entering cost 7 µs a connection at 40,000
-    entries and 11 µs at 240,000, against a flat 6.5-7 µs with collection held off for the batch
-    (``BPF_PROG_TEST_RUN``, 40,000 per batch). The collector runs after, over the batch's
-    objects at once: nothing is lost by its waiting."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class XdpFlowSink:
@@ -370,7 +351,7 @@ class XdpFlowSink:
             return 0
         recs = self.program.read_new_flows(NEW_FLOW.size, budget)
         self.drained = len(recs) < budget
-        with _gc_paused():
+        with collector_paused():
             n = self._enter_records(d, recs)
         return n
 
@@ -565,7 +546,7 @@ class XdpFlowSink:
         if d is None or not unknown:
             return
         dests: dict[tuple[int, bytes, int, bytes, int], Any] = {}
-        with _gc_paused():
+        with collector_paused():
             self._repair_all(d, unknown, dests)
 
     def _repair_all(self, d: Director, unknown: list[tuple[bytes, bytes]],
