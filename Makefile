@@ -57,6 +57,12 @@ bench-proxy: $(STAMP) sysdeps-bench
 bench-packet: $(STAMP) sysdeps-bench
 	$(PY) bench/bench_packet.py
 
+# What a frame costs the packet plane's sender on a veth: its TX ring (frames copied whole, or
+# the slot's page attached as before) against one send() per frame (about 30 s; root)
+.PHONY: bench-tx
+bench-tx: $(STAMP) sysdeps-bench
+	$(PY) bench/bench_tx.py
+
 # XDP plane vs kernel forwarding and the AF_PACKET plane, DR and NAT, generic and native attach
 # (about 3 minutes; root, bpftrace)
 .PHONY: bench-xdp

@@ -48,7 +48,19 @@ for i in range(3000):
 ring.flush()
 ring.queue(frame(9999, 4000))
 ring.flush()
-seen, big = 0, 0
+# the vnet header of a queued slot: hdr_len the whole frame (the kernel copies it whole into
+# its skb, ring.py _TX_VNET), or 0 with tx_linear off; the frame arrives the same either way
+from pylvs.dataplane.packet.ring import TPACKET3_HDRLEN, TP_STATUS_SEND_REQUEST
+hdr_len = {}
+for linear in (False, True):
+    ring.tx_linear = linear
+    ring.queue(frame(7000 + linear, 100))
+    for k in range(ring.tx_nr):
+        at = ring.rx_size + k * ring.frame_size
+        if struct.unpack_from("=I", ring.mm, at + 20)[0] == TP_STATUS_SEND_REQUEST:
+            hdr_len[linear] = struct.unpack_from("<H", ring.mm, at + TPACKET3_HDRLEN + 2)[0]
+    ring.flush()
+seen, big, hundred = 0, 0, []
 try:
     while True:
         data, addr = peer.recvfrom(9000)
@@ -56,6 +68,8 @@ try:
             continue  # our own sends, or the kernel's IPv6 chatter on a new link
         if len(data) == 4000:
             big += 1
+        elif len(data) == 100:
+            hundred.append(data == frame(struct.unpack_from("!H", data, 18)[0], 100))
         else:
             seen += 1
 except socket.timeout:
@@ -79,7 +93,8 @@ while time.monotonic() < deadline:
     time.sleep(0.05)
 print(json.dumps({"in": len(got), "in_ids": sorted(set(got)) == list(range(500)), "out": seen,
                   "big": big, "full": ring.tx_ring_full, "errors": ring.tx_errors,
-                  "raised": raised, "no_reread": len(seen_ids) == len(set(seen_ids))}))
+                  "raised": raised, "no_reread": len(seen_ids) == len(set(seen_ids)),
+                  "hdr_len": [hdr_len.get(False), hdr_len.get(True)], "hundred": sorted(hundred)}))
 ring.close()
 """
 
@@ -108,6 +123,7 @@ def test_ring_receives_and_sends_on_a_veth_pair(fast: bool) -> None:
     assert res["full"] == 0 and res["errors"] == 0
     assert res["out"] == 3000
     assert res["big"] == 1
+    assert res["hdr_len"] == [0, 100] and res["hundred"] == [True, True], res
     assert res["raised"] and res["no_reread"], res
 
 

@@ -211,6 +211,7 @@ typedef struct {
     uint32_t block_nr, frame_size, tx_nr, tx_max;
     uint32_t rx_cur, tx_cur, tx_pending;
     uint32_t vnet_len;       /* 10 with PACKET_VNET_HDR: a virtio_net_hdr precedes each frame */
+    int tx_linear;           /* 1 (the default): the kernel copies each TX frame whole */
     unsigned long rx_meta;   /* the verdict on the frame the callback is looking at */
     long long syn_max_lag;   /* ns; 0: never shed (see ring_shed) */
     uint16_t *shed_seen;     /* SHED_SLOTS fingerprints of shed SYNs, allocated at the first */
@@ -317,8 +318,16 @@ static int ring_tx2(RingObject *r, const uint8_t *data, uint32_t n, const uint8_
         }
     }
     uint8_t *dst = slot + TPACKET3_HDRLEN;
-    if (r->vnet_len) {  /* an all-zero virtio_net_hdr: a whole, checksummed frame */
+    if (r->vnet_len) {  /* a virtio_net_hdr: a whole, checksummed frame, no GSO ... */
         memset(dst, 0, r->vnet_len);
+        /* ... whose hdr_len (little-endian) is the whole frame: the kernel then copies it
+         * into the skb's linear part instead of attaching the ring's page as a fragment,
+         * which veth (and any device that hands the skb on) must copy into a page of its
+         * own (skb_copy_ubufs): a page allocated per frame (ring.py: _TX_VNET) */
+        if (r->tx_linear) {
+            dst[2] = (uint8_t)((n + n2) & 0xFF);
+            dst[3] = (uint8_t)((n + n2) >> 8);
+        }
         dst += r->vnet_len;
     }
     memcpy(dst, data, n);
@@ -391,6 +400,7 @@ static int Ring_init(RingObject *r, PyObject *args, PyObject *kw)
     r->tx_nr = tx_nr;
     r->vnet_len = vnet_len;
     r->tx_max = frame_size - TPACKET3_HDRLEN - vnet_len;
+    r->tx_linear = 1;
     r->rx_cur = r->tx_cur = r->tx_pending = 0;
     return 0;
 }
@@ -1194,6 +1204,23 @@ static int Ring_set_syn_max_lag(RingObject *r, PyObject *v, void *Py_UNUSED(c))
     return 0;
 }
 
+static PyObject *Ring_get_tx_linear(RingObject *r, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(r->tx_linear);
+}
+
+static int Ring_set_tx_linear(RingObject *r, PyObject *v, void *Py_UNUSED(c))
+{
+    int x = v != NULL ? PyObject_IsTrue(v) : -1;
+    if (x < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "tx_linear cannot be deleted");
+        return -1;
+    }
+    r->tx_linear = x;
+    return 0;
+}
+
 static PyObject *Ring_get_rx_meta(RingObject *r, void *Py_UNUSED(c))
 {
     return PyLong_FromUnsignedLong(r->rx_meta);
@@ -1220,6 +1247,9 @@ static PyGetSetDef Ring_getset[] = {
     {"syn_shed", (getter)Ring_get_syn_shed, NULL, "SYNs dropped at the ring: reader behind", NULL},
     {"syn_retried", (getter)Ring_get_syn_retried, NULL,
      "late SYNs let through: retransmissions of shed ones", NULL},
+    {"tx_linear", (getter)Ring_get_tx_linear, (setter)Ring_set_tx_linear,
+     "the kernel copies each TX frame whole into its skb (False: the slot's page attached)",
+     NULL},
     {"syn_max_lag", (getter)Ring_get_syn_max_lag, (setter)Ring_set_syn_max_lag,
      "seconds a connection-opening SYN may wait in the ring before it is shed (0: never)", NULL},
     {"rx_meta", (getter)Ring_get_rx_meta, NULL, "the current frame's checksum/GSO verdict", NULL},

@@ -16,8 +16,9 @@ received frame comes with the ``virtio_net_hdr`` its sender's stack left: a part
 at the frame, a checksum the device verified is marked good, and a TSO/GSO super-frame is
 flagged with its ``gso_size`` for the forwarder to cut (``offload``). Each frame's verdict is
 ``rx_meta`` while the callback runs. Frames the ring could not hold whole (``tp_snaplen <
-tp_len``) are dropped and counted (``rx_truncated``). TX slots carry an all-zero vnet header:
-the frames sent are whole and checksummed.
+tp_len``) are dropped and counted (``rx_truncated``). TX slots carry a vnet header that says
+the frame is whole and checksummed, and has the kernel copy all of it into its skb (``_TX_VNET``:
+why).
 
 The ring carries IPv4 and IPv6 (bound to every protocol, with a classic BPF filter that lets
 only those two through, IPv6 neighbour discovery excepted); ARP and neighbour discovery have
@@ -129,7 +130,14 @@ _PKT = struct.Struct("=IIIIIIHH")  # next_offset, sec, nsec, snaplen, len, statu
 _REQ3 = struct.Struct("=IIIIIII")
 _U32 = struct.Struct("=I")
 Frame = bytes | bytearray | memoryview
-_ZERO_VNET = bytes(VNET_HDR_LEN)
+# A TX slot's virtio_net_hdr: no checksum to complete, no GSO, and hdr_len (little-endian)
+# the whole frame. Why hdr_len: the kernel copies that many bytes into the skb's linear part
+# and attaches the rest of the slot as a page fragment; a device that hands the skb on (veth:
+# containers, the lab) must then copy that fragment into a page of its own
+# (``skb_copy_ubufs``), one page allocated per frame. Linear, a 64-byte frame cost the sender
+# 1.5-1.8 µs on a veth instead of 2.0, a 1,500-byte one 1.5-1.7 instead of 2.4-2.6 (300,000
+# frames, BENCHMARKS.md "Transmit"). A real NIC takes either.
+_TX_VNET = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 RxFrame = bytearray | memoryview  # what receive() hands out: writable
 _PKT_HOT = struct.Struct("=I8xIIIH")  # tp_next_offset, tp_snaplen, tp_len, tp_status, tp_mac
 _LEN_STATUS = struct.Struct("=II")  # tp_len, tp_status
@@ -177,6 +185,7 @@ class PacketRing:
                 self.sock.close()
                 raise
         self.vnet_len = 0  # VNET_HDR_LEN once the kernel accepted PACKET_VNET_HDR
+        self._tx_linear = True
         self.rx_meta = 0  # the verdict on the frame the callback is looking at (offload.META_*)
         self._rx_truncated = 0
         try:
@@ -378,6 +387,18 @@ class PacketRing:
         self._rx_cur = min(ready)[1]
         return True
 
+    @property
+    def tx_linear(self) -> bool:
+        """The kernel copies each TX frame whole into its skb (``_TX_VNET``); False, for
+        benchmarks only: the slot's page is attached as a fragment, as before."""
+        return self._tx_linear
+
+    @tx_linear.setter
+    def tx_linear(self, on: bool) -> None:
+        self._tx_linear = on
+        if self.fast is not None:
+            self.fast.tx_linear = on
+
     def queue(self, frame: Frame) -> None:
         """Put ``frame`` in the TX ring (sent by ``flush``, or every 64 frames). A frame bigger
         than a slot goes out by a plain ``send``; when the ring stays full it is dropped and
@@ -405,8 +426,8 @@ class PacketRing:
                 self._tx_ring_full += 1
                 return
         data = base + TPACKET3_HDRLEN
-        if self.vnet_len:  # an all-zero virtio_net_hdr: a whole, checksummed frame
-            self.view[data:data + self.vnet_len] = _ZERO_VNET
+        if self.vnet_len:  # a whole, checksummed frame, all of it in the skb's linear part
+            _TX_VNET.pack_into(mm, data, 0, 0, n if self._tx_linear else 0, 0, 0, 0)
             data += self.vnet_len
         self.view[data:data + n] = frame
         # tp_len and tp_status together: the kernel reads the slot only during send()
