@@ -227,6 +227,45 @@ def test_neighbour_change_clears_the_flows() -> None:
     assert flows.forward(frame) == 2 and frame[0:6] == b"\x02\0\0\0\0\x99"
 
 
+@pytest.mark.parametrize("fwd", [ForwardingMethod.DROUTE, ForwardingMethod.MASQ],
+                         ids=["dr", "nat"])
+def test_a_new_neighbour_leaves_the_flows_and_a_moved_one_clears_them(
+        fwd: ForwardingMethod) -> None:
+    """A neighbour we did not know (a new on-link client's SYN, its ARP, the kernel's table)
+    cannot be behind any flow: the flows stay. A known one whose MAC changed is."""
+    fw, d, flows = established(fwd)
+    installed = flows.count
+    assert installed >= 1
+    other = bytes([192, 168, 168, 61])  # on the client's LAN, never seen before
+    syn = tcp_frame(other, VIP, 41000, 80, b"", flags=SYN)
+    syn[0:6], syn[6:12] = DIR_MAC, b"\x02\0\0\0\0\x61"
+    assert fw.handle(2, syn) is not None
+    assert fw.neighbours[other] == b"\x02\0\0\0\0\x61"
+    fw.learn({bytes([192, 168, 168, 62]): b"\x02\0\0\0\0\x62"})
+    assert flows.count == installed
+    frame = client_tcp(ACK)
+    assert flows.forward(frame) >= 0  # still forwarded in C
+    # the same client from another MAC: it moved, so whatever went through it goes
+    moved = tcp_frame(other, VIP, 41001, 80, b"", flags=SYN)
+    moved[0:6], moved[6:12] = DIR_MAC, b"\x02\0\0\0\0\x63"
+    assert fw.handle(2, moved) is not None
+    assert flows.count == 0 and fw.neighbours[other] == b"\x02\0\0\0\0\x63"
+    assert d.connection_count == 3
+
+
+def test_many_next_hops_bound_the_cache_not_the_flows() -> None:
+    """NAT replies fill the next-hop cache with one entry per client; its bound empties the
+    cache only (until 2026-12-08 it took every flow with it)."""
+    fw, _d, flows = established(ForwardingMethod.DROUTE)
+    fw._l2.pop(RS1)
+    for i in range(65537):
+        fw._l2[i.to_bytes(4, "big")] = (2, bytes(12))
+    syn = tcp_frame(CLIENT, VIP, 42000, 80, b"", flags=SYN)
+    syn[0:6], syn[6:12] = DIR_MAC, CLIENT_MAC
+    assert fw.handle(2, syn) is not None  # RS1's next hop made again, past the bound
+    assert list(fw._l2) == [RS1] and flows.count == 1
+
+
 def test_sync_hands_counters_to_the_director_and_keeps_the_entry_alive() -> None:
     fw, d, flows = established(ForwardingMethod.MASQ)
     d.before_tick.append(fw.sync_flows)

@@ -165,12 +165,14 @@ class Forwarder(NextHop):
 
     # -- helpers -------------------------------------------------------------------------------
     def learn(self, entries: dict[bytes, bytes]) -> None:
-        """Neighbours found elsewhere (the kernel's table); changed ones replace ours."""
+        """Neighbours found elsewhere (the kernel's table); changed ones replace ours (new ones
+        are only added: see ``_learn``)."""
         changed = False
         for ip, mac in entries.items():
-            if self.neighbours.get(ip) != mac:
+            old = self.neighbours.get(ip)
+            if old != mac:
                 self.neighbours[ip] = mac
-                changed = True
+                changed = changed or old is not None
         if changed:
             self._l2_reset()
 
@@ -296,8 +298,7 @@ class Forwarder(NextHop):
             return
         if (spa != b"\0\0\0\0" and iface.on_link(int.from_bytes(spa, "big"))
                 and self.neighbours.get(spa) != sha):
-            self.neighbours[spa] = sha
-            self._l2_reset()
+            self._learn(spa, sha)
         if op == ARP_REQUEST and tpa in self.arp_vips:
             self.arp_replies += 1
             self.side_frames.append((ifindex, codec.arp_reply_for(info, iface.mac)))
@@ -385,8 +386,7 @@ class Forwarder(NextHop):
         if iface is not None and iface.on_link(int.from_bytes(saddr, "big")):
             mac = bytes(frame[6:12])
             if self.neighbours.get(saddr) != mac:
-                self.neighbours[saddr] = mac
-                self._l2_reset()
+                self._learn(saddr, mac)
         refused = d.refused_full
         if proto == IPPROTO_TCP and not flags & TCP_SYN:  # sloppy_tcp let it through
             conn = d.schedule_sloppy(proto, saddr, sport, daddr, dport, flags)

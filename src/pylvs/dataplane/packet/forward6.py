@@ -121,6 +121,7 @@ class NextHop:
     _l2: dict[bytes, tuple[int, bytes]]
     _route_cache: dict[bytes, tuple[Interface, bytes] | None]
     interfaces: dict[int, Interface]
+    neighbours: dict[bytes, bytes]  # IP -> MAC, both families (shared)
     gateway: tuple[int, bytes] | None  # the family's default route: (ifindex, next hop)
     drops: dict[str, int]
     forwarded: int
@@ -186,6 +187,19 @@ class NextHop:
     def _l2_reset(self) -> None:
         raise NotImplementedError
 
+    def _learn(self, ip: bytes, mac: bytes) -> None:
+        """A neighbour's MAC, as seen on the wire. One we did not know is only added: no
+        cached next hop and no flow can have been made through it. One that changed makes
+        them stale: every cached next hop and flow goes (``_l2_reset``). Until 2026-12-08 a
+        new one reset them too, so each new on-link client (the first SYN from an address of
+        the director's LAN) took every established flow out of the C table and the XDP
+        program."""
+        old = self.neighbours.get(ip)
+        if old != mac:
+            self.neighbours[ip] = mac
+            if old is not None:
+                self._l2_reset()
+
     def drop(self, reason: Drop) -> None:
         name = reason.name.lower()
         self.drops[name] = self.drops.get(name, 0) + 1
@@ -208,7 +222,9 @@ class NextHop:
             return None
         macs = mac + iface.mac
         if len(self._l2) > 65536:
-            self._l2_reset()
+            # a bound on the cache alone (NAT replies fill it with one entry per client):
+            # nothing changed, so the flows stay
+            self._l2.clear()
         self._l2[ip] = (iface.ifindex, macs)
         frame[0:12] = macs
         self.forwarded += 1
@@ -270,11 +286,6 @@ class IPv6Path(NextHop):
         self.nd_announced += len(out)
         self.vips = new
         return out
-
-    def _learn(self, ip: bytes, mac: bytes) -> None:
-        if self.neighbours.get(ip) != mac:
-            self.neighbours[ip] = mac
-            self.on_neighbour_change()
 
     def nd(self, ifindex: int, frame: Frame) -> None:
         """A neighbour solicitation or advertisement received on ``ifindex``: learn from it,
