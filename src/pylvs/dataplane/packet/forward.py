@@ -407,7 +407,7 @@ class Forwarder(NextHop):
                           l4 + 2)
             out = self._send_to(frame, conn.daddr)
             if out is not None and self.opens is not None:
-                self._open(conn, proto, end - ETH_HLEN)
+                self._open(conn, proto, end - ETH_HLEN, saddr, sport, daddr, dport)
             return out
         return self._input(ifindex, frame, conn, proto, flags, l4, end)
 

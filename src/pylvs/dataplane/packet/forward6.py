@@ -132,10 +132,14 @@ class NextHop:
     # where a new TCP connection's flow goes at its SYN (None: at its ACK, through ``_offer``)
     opens: OpeningSink | None
 
-    def _open(self, conn: Connection, proto: int, first_len: int) -> None:
+    def _open(self, conn: Connection, proto: int, first_len: int, saddr: bytes, sport: int,
+              daddr: bytes, dport: int) -> None:
         """The SYN of ``conn``, which the core just scheduled, has been forwarded (DR, or NAT's
         way in): install its flow now (``opens``) so that its handshake's ACK and what follows
-        stay where the flow is, rather than the ACK coming up for a second decision."""
+        stay where the flow is, rather than the ACK coming up for a second decision. The
+        flow's key is the SYN's own tuple (``saddr`` ... ``dport``, as received), which the
+        caller has at hand: cheaper than the entry's properties, on every new connection's
+        path."""
         opens = self.opens
         hit = self._l2.get(conn.daddr)
         if opens is None or hit is None or proto != IPPROTO_TCP:
@@ -147,8 +151,8 @@ class NextHop:
             kind = FLOW_NAT_DST
         else:
             return  # a tunnel's flow needs its route's MTU: at the ACK, as before
-        opens.open(proto, conn.caddr, conn.cport, conn.vaddr, conn.vport, kind, conn.daddr,
-                   conn.dport, hit[0], hit[1], conn, first_len)
+        opens.open(proto, saddr, sport, daddr, dport, kind, conn.daddr, conn.dport, hit[0],
+                   hit[1], conn, first_len)
 
     def _late_reply(self, proto: int, saddr: bytes, sport: int, daddr: bytes,
                     dport: int) -> Connection | None:
@@ -390,7 +394,7 @@ class IPv6Path(NextHop):
             return None
         out = self._input(ifindex, frame, conn, proto, flags, l4, end)
         if out is not None and flags & TCP_SYN and self.opens is not None:
-            self._open(conn, proto, end - ETH_HLEN)
+            self._open(conn, proto, end - ETH_HLEN, saddr, sport, daddr, dport)
         return out
 
     # -- client -> real server -----------------------------------------------------------------
