@@ -79,6 +79,14 @@ loss (< 0.1 %), and so are ``xdp-syn-sink`` (same ladder) and ``xdp-syn-mh`` (ov
 ``--syn-mh-rates``). A paced rate the generator
 cannot reach is reported as its limit, not a pass.
 
+The director on a core of its own (``--pin --rps-peers``, benchmark investigation only): on veth
+a sender's ``send()`` runs the receiver's softirq (the lab's bridge, the real server's receive)
+inside the call, so the director's process time carries the lab's share of every frame it
+transmits. ``--pin`` puts the director on the first CPU and the generators on the last;
+``--rps-peers`` sets RPS on the bridge ports facing the director so that share runs on the last
+CPU, as it would on the switch and the servers of a real network. It changes hosts other than
+the director and is off by default; rows run so are not the default lab's figures.
+
 Bounded: every row runs ``--seconds`` and stops itself; the lab is removed at the end, also on
 failure. Needs root, bpftrace (tracefs is mounted if it is not) and the XDP object built.
 """
@@ -731,6 +739,13 @@ def main() -> int:
                    help="the director process on CPU 0, the generators on the last CPU: the "
                         "director's work on one core of its own (the frames' receive softirq "
                         "runs where the generators send them)")
+    p.add_argument("--rps-peers", action="store_true",
+                   help="benchmark investigation only, with --pin: RPS on the lab bridge's "
+                        "ports facing the director sends what the director transmits to the "
+                        "last CPU, so the lab's share of each frame (the bridge, the real "
+                        "server's receive) runs there, as it would on other machines, and not "
+                        "inside the director's send() on its own core; changes hosts other "
+                        "than the director, off by default")
     p.add_argument("--check-xdp-trafficgen", action="store_true")
     p.add_argument("--json", default="", help="also write every row to this file")
     p.add_argument("--repeat", type=int, default=1_000_000,
@@ -753,6 +768,10 @@ def main() -> int:
     if not args.native_peers and any(n in native for n in args.rows.split(",")):
         print("bench_xdp: the native rows change hosts other than the director (XDP programs "
               "on the lab bridge's ports); run them only with --native-peers", file=sys.stderr)
+        return 2
+    if args.rps_peers and not args.pin:
+        print("bench_xdp: --rps-peers moves the lab's work off the director's core: it needs "
+              "--pin (the director on the first CPU)", file=sys.stderr)
         return 2
     if os.geteuid() != 0:
         print("bench_xdp: needs root (network namespaces, XDP, bpftrace)", file=sys.stderr)
@@ -782,6 +801,11 @@ def main() -> int:
         lab.run("lan", ["sysctl", "-q", "-w", f"net.bridge.bridge-nf-call-iptables={nf}",
                         f"net.bridge.bridge-nf-call-ip6tables={nf}",
                         f"net.bridge.bridge-nf-call-arptables={nf}"], check=False)
+        if args.rps_peers:
+            last = f"{1 << (os.cpu_count() or 1) - 1:x}"
+            for port in ("director0", "director1"):
+                lab.run("lan", ["sh", "-c", f"echo {last} > /sys/class/net/{port}/queues/rx-0/"
+                                            "rps_cpus"], check=True)
         if args.check_xdp_trafficgen:
             tg = check_trafficgen(lab)
             print(f"xdp-trafficgen: {tg}", file=sys.stderr)

@@ -207,6 +207,13 @@ class Director:
         self, protocol: int, vaddr: bytes, vport: int, fwmark: int = 0,
     ) -> VirtualService | None:
         """ip_vs_service_find: the fwmark service first, then exact port, then port 0."""
+        if not fwmark:  # the cached answer without a second call: asked for every new packet
+            try:
+                plan = self._services.by_addr[(protocol, vaddr, vport)]
+            except KeyError:
+                pass
+            else:
+                return plan.svc if plan is not None else None
         plan = self._plan(protocol, vaddr, vport, fwmark)
         return plan.svc if plan is not None else None
 
