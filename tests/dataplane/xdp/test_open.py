@@ -17,7 +17,7 @@ from pylvs.dataplane.packet import codec
 from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, FLOW_TUN
 from pylvs.dataplane.xdp.flows import SplitFlowSink, XdpFlowSink
 from pylvs.dataplane.xdp.loader import XDP_PASS, XDP_REDIRECT, XdpProgram
-from pylvs.dataplane.xdp.maps import ACTION, FLOW_F_OPENING, KEY, NEW_FLOW, unpack_value
+from pylvs.dataplane.xdp.maps import ACTION, FLOW_F_OPENING, KEY, NEW_FLOW, Method, unpack_value
 from tests.dataplane.packet import test_forward as v4
 from tests.dataplane.packet import test_forward6 as v6
 
@@ -44,7 +44,7 @@ def forwarder(prog: XdpProgram, fwd: ForwardingMethod, family: int = 4,
     sink = XdpFlowSink(prog, limit, d)
     split = SplitFlowSink(sink, None, ALL)
     fw.flows = fw.v6.flows = split
-    sink.open_kinds = frozenset({FLOW_DR, FLOW_NAT_DST})
+    sink.open_kinds = frozenset({FLOW_DR, FLOW_NAT_DST, FLOW_TUN})  # as the plane's, given all
     fw.opens = fw.v6.opens = sink
     return fw, d, sink
 
@@ -95,6 +95,44 @@ def test_the_handshake_ack_and_the_data_stay_in_the_program(prog: XdpProgram,
     assert prog.test_run(bytes(fin))[0] == XDP_PASS
     assert fw.handle(2, fin) is not None
     assert prog.flow_keys(KEY.size) == [] and sink.count == 0
+
+
+@pytest.mark.parametrize("family", [4, 6], ids=["v4", "v6"])
+def test_a_tunnel_s_handshake_ack_is_encapsulated_by_the_program(prog: XdpProgram,
+                                                                 family: int) -> None:
+    """TUN: the flow goes in at the SYN too, with the outer header's source and the egress
+    MTU the core's tunnel path used; the program encapsulates the ACK (IPIP, or
+    IPv6-in-IPv6) exactly as the core encapsulated the SYN, and reports it."""
+    fw, d, sink = forwarder(prog, ForwardingMethod.TUNNEL, family)
+    client = client4 if family == 4 else client6
+    caddr, vaddr = (v4.CLIENT, v4.VIP) if family == 4 else (v6.CLIENT, v6.VIP)
+    syn = fw.handle(2, client(codec.TCP_SYN))
+    assert syn is not None
+    assert sink.flush() == 1 and sink.opened == 1
+    (key,) = prog.flow_keys(KEY.size)
+    value = prog.flow_get(key, ACTION.size)
+    assert value is not None
+    action = unpack_value(value)
+    assert action.flags == FLOW_F_OPENING and action.method == Method.TUN
+    syn_out = bytes(syn[1])
+    conn = d.lookup(6, caddr, 40000, vaddr, 80)
+    assert conn is not None and conn.state == TCP_S_SYN_RECV
+    ack = bytes(client(codec.TCP_ACK))
+    verdict, out = prog.test_run(ack)
+    assert verdict == XDP_REDIRECT
+    if family == 4:
+        # the outer header as the core wrote the SYN's (but its IP ID, a counter of each);
+        # the inner packet the client's ACK, whole
+        assert out[0:14] == syn_out[0:14] and out[23] == codec.IPPROTO_IPIP
+        assert out[26:34] == syn_out[26:34] and out[34:] == ack[14:]
+        assert not int.from_bytes(out[14:34], "big") % 0xFFFF  # a valid outer checksum
+    else:
+        assert out[0:14] == syn_out[0:14] and out[20] == 41  # IPv6-in-IPv6
+        assert out[22:54] == syn_out[22:54] and out[54:] == ack[14:]
+    recs = prog.read_new_flows(NEW_FLOW.size, 10)
+    assert len(recs) == 1
+    sink._enter_records(d, recs)
+    assert conn.state == TCP_S_ESTABLISHED
 
 
 def test_a_retransmitted_syn_keeps_the_flow(prog: XdpProgram) -> None:

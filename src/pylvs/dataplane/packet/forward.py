@@ -409,7 +409,10 @@ class Forwarder(NextHop):
             if out is not None and self.opens is not None:
                 self._open(conn, proto, end - ETH_HLEN, saddr, sport, daddr, dport)
             return out
-        return self._input(ifindex, frame, conn, proto, flags, l4, end)
+        out = self._input(ifindex, frame, conn, proto, flags, l4, end)
+        if out is not None and flags & TCP_SYN and self.opens is not None:  # a tunnel's SYN
+            self._open(conn, proto, end - ETH_HLEN, saddr, sport, daddr, dport)
+        return out
 
     # -- fragments -----------------------------------------------------------------------------
     def _fragment(self, ifindex: int, frame: Frame, end: int) -> Output | None:

@@ -107,7 +107,7 @@ class OpeningSink(Protocol):
 
     def open(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int, kind: int,
              new_ip: bytes, new_port: int, out_ifindex: int, macs: bytes, conn: Any,
-             first_len: int) -> bool: ...
+             first_len: int, tun_src: bytes | None = None, mtu: int = 0) -> bool: ...
 
 
 class NextHop:
@@ -134,8 +134,8 @@ class NextHop:
 
     def _open(self, conn: Connection, proto: int, first_len: int, saddr: bytes, sport: int,
               daddr: bytes, dport: int) -> None:
-        """The SYN of ``conn``, which the core just scheduled, has been forwarded (DR, or NAT's
-        way in): install its flow now (``opens``) so that its handshake's ACK and what follows
+        """The SYN of ``conn``, which the core just scheduled, has been forwarded (DR, NAT's
+        way in, or a tunnel): install its flow now (``opens``) so that its handshake's ACK and what follows
         stay where the flow is, rather than the ACK coming up for a second decision. The
         flow's key is the SYN's own tuple (``saddr`` ... ``dport``, as received), which the
         caller has at hand: cheaper than the entry's properties, on every new connection's
@@ -146,13 +146,23 @@ class NextHop:
             return
         fwd = conn.dest.fwd
         if fwd == _DROUTE:
-            kind = FLOW_DR
+            opens.open(proto, saddr, sport, daddr, dport, FLOW_DR, conn.daddr, conn.dport,
+                       hit[0], hit[1], conn, first_len)
         elif fwd == _MASQ:
-            kind = FLOW_NAT_DST
-        else:
-            return  # a tunnel's flow needs its route's MTU: at the ACK, as before
-        opens.open(proto, saddr, sport, daddr, dport, kind, conn.daddr, conn.dport, hit[0],
-                   hit[1], conn, first_len)
+            opens.open(proto, saddr, sport, daddr, dport, FLOW_NAT_DST, conn.daddr, conn.dport,
+                       hit[0], hit[1], conn, first_len)
+        elif fwd == _TUNNEL:
+            # the outer header's source and the egress MTU, as the tunnel path wrote and
+            # checked them (IPIP: the interface's address; IPv6-in-IPv6: its global one, else
+            # its link-local one)
+            r = self.route(conn.daddr)
+            if r is None:
+                return
+            iface = r[0]
+            src = iface.addr if len(conn.daddr) == 4 else (iface.addr6 or iface.ll6)
+            if src:
+                opens.open(proto, saddr, sport, daddr, dport, FLOW_TUN, conn.daddr, 0, hit[0],
+                           hit[1], conn, first_len, src, iface.mtu)
 
     def _late_reply(self, proto: int, saddr: bytes, sport: int, daddr: bytes,
                     dport: int) -> Connection | None:

@@ -141,7 +141,7 @@ class XdpFlowSink:
         self._win_acked = 0
         self._sample = 0
         self._strikes = 0  # windows in a row that looked like a flood
-        self._heads: dict[tuple[int, bytes, int, int, bytes], bytes] = {}
+        self._heads: dict[tuple[int, bytes, int, int, bytes, bytes | None, int], bytes] = {}
         self.open_skipped = 0  # SYNs whose flow was not installed (half the map is taken)
 
     @property
@@ -193,9 +193,10 @@ class XdpFlowSink:
 
     def open(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int, kind: int,
              new_ip: bytes, new_port: int, out_ifindex: int, macs: bytes, conn: Any,
-             first_len: int) -> bool:
+             first_len: int, tun_src: bytes | None = None, mtu: int = 0) -> bool:
         """Install a TCP connection's way in at its SYN, which the core has just scheduled and
-        forwarded (``kind`` DR or NAT's way in, if ``open_kinds`` has it), so that the
+        forwarded (``kind`` DR, NAT's way in or TUN, with the tunnel's outer source and the
+        egress MTU, if ``open_kinds`` has it), so that the
         handshake's ACK and everything after it stay in the kernel: without this the ACK went
         up too (a second pass through the core for every connection) and the flow was installed
         only then. The flow counts the SYN (one packet of ``first_len``) and is marked
@@ -229,16 +230,18 @@ class XdpFlowSink:
             key = self.key(proto, saddr, sport, daddr, dport)
         if key in flows:
             return False
-        where = (kind, new_ip, new_port, out_ifindex, macs)
+        where = (kind, new_ip, new_port, out_ifindex, macs, tun_src, mtu)
         head = self._heads.get(where)
         if head is None:
             if len(self._heads) >= 4096:
                 self._heads.clear()
             method = _METHOD[kind]
+            tun_family = (4 if len(new_ip) == 4 else 6) if method is Method.TUN else 0
             head = self._heads[where] = ACTION.pack(
-                int(method), 0, FLOW_F_OPENING, out_ifindex, bytes(macs[:6]), bytes(macs[6:12]),
-                pad16(new_ip if method is not Method.DR else b""), pad16(b""),
-                new_port.to_bytes(2, "big"), 0, 0, 0, 0, 0, 0)[:_TAIL_AT]
+                int(method), tun_family, FLOW_F_OPENING, out_ifindex, bytes(macs[:6]),
+                bytes(macs[6:12]), pad16(new_ip if method is not Method.DR else b""),
+                pad16(tun_src or b""), new_port.to_bytes(2, "big"), mtu, 0, 0, 0, 0,
+                0)[:_TAIL_AT]
         self._pending_keys.append(key)
         self._pending_values.append(head + _TAIL.pack(first_len, 0, 0, 1, first_len))
         flows[key] = _Flow(conn, DIR_INPUT, 1, first_len, 0.0, True, True)

@@ -171,7 +171,7 @@ class XdpDataPlane(PacketDataPlane):
             fw.v6.flows = split  # IPv6 flows: the program's only (SplitFlowSink)
             # a TCP connection's flow goes in at its SYN (written before the SYN is sent)
             if self.open_at_syn:
-                xdp_sink.open_kinds = kinds & {FLOW_DR, FLOW_NAT_DST}
+                xdp_sink.open_kinds = kinds & {FLOW_DR, FLOW_NAT_DST, FLOW_TUN}
                 fw.opens = fw.v6.opens = xdp_sink
                 self.before_transmit = xdp_sink.flush
             self.split = split
