@@ -31,7 +31,7 @@ from tests.dataplane.packet.test_ipv6_traffic import (
     expected_digest,
     service6,
 )
-from tests.dataplane.xdp.test_lab import xdp_counters, xdp_forwarded, xdp_ready
+from tests.dataplane.xdp.test_lab import one_handshake, xdp_counters, xdp_forwarded, xdp_ready
 from tests.lab.conftest import lab_id
 
 
@@ -149,6 +149,27 @@ def test_a_download_arrives_byte_for_byte(cluster6: Cluster) -> None:
     else:
         assert xdp_forwarded(before, after) == 0, (before, after)
     assert_no_checksum_errors(c)
+
+
+def test_an_ipv6_handshake_ack_stays_in_the_kernel_where_the_program_takes_the_flow(
+        cluster6: Cluster) -> None:
+    """IPv6: the core schedules the SYN and, where the flow is the program's (DR here), installs
+    it with the SYN, so the client's ACK is forwarded by the program and reported, and the
+    entry is ESTABLISHED; NAT and TUN (the Python path's in generic mode) take the ACK up."""
+    c = cluster6
+    service6(c)
+    assert sorted(curl6(c) for _ in range(2)) == sorted(NGINX)  # next hops known
+    before, after, opened = one_handshake(c, VIP6)
+    # the SYN, and in NAT the server's SYN-ACK, which comes back through the director
+    handshake = 2 if c.mode == "nat" else 1
+    assert after["pass_control"] - before["pass_control"] == handshake, (before, after)
+    if program_takes(c):
+        assert after["pass_no_flow"] == before["pass_no_flow"], (before, after)
+        assert xdp_forwarded(before, after) == 1, (before, after)
+        assert opened == 1
+    else:
+        assert after["pass_no_flow"] - before["pass_no_flow"] == 1, (before, after)
+        assert opened == 0
 
 
 def test_mh_over_ipv6_is_scheduled_in_the_program_where_it_may_be(cluster6: Cluster) -> None:
