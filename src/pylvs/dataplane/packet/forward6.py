@@ -135,11 +135,11 @@ class NextHop:
     def _open(self, conn: Connection, proto: int, first_len: int, saddr: bytes, sport: int,
               daddr: bytes, dport: int) -> None:
         """The SYN of ``conn``, which the core just scheduled, has been forwarded (DR, NAT's
-        way in, or a tunnel): install its flow now (``opens``) so that its handshake's ACK and what follows
-        stay where the flow is, rather than the ACK coming up for a second decision. The
-        flow's key is the SYN's own tuple (``saddr`` ... ``dport``, as received), which the
-        caller has at hand: cheaper than the entry's properties, on every new connection's
-        path."""
+        way in, or a tunnel): install its flow now (``opens``) so that its handshake's ACK and
+        what follows stay where the flow is, rather than the ACK coming up for a second
+        decision. The flow's key is the SYN's own tuple (``saddr`` ... ``dport``, as
+        received), which the caller has at hand: cheaper than the entry's properties, on every
+        new connection's path."""
         opens = self.opens
         hit = self._l2.get(conn.daddr)
         if opens is None or hit is None or proto != IPPROTO_TCP:
