@@ -330,6 +330,60 @@ def test_every_signal_while_serving_keeps_the_table(
     assert "received SIGQUIT" in d.log_text() and "director stopped" in d.log_text()
 
 
+def test_hups_are_counted_in_the_metrics(tmp_path: Path, daemons: Callable[..., Pylvsd]) -> None:
+    """pylvs_config_reloads_total counts SIGHUP re-reads of the rule file, applied or refused;
+    pylvs_config_reload_failures_total the refused ones; the last success is a timestamp (the
+    load at start counts as one)."""
+    import re
+    import socket
+    import urllib.request
+
+    rules = tmp_path / "ipvsadm.rules"
+    rules.write_text("-A -t 10.77.9.1:80 -s rr\n")
+    with socket.socket() as s:  # a free port for the metrics listener
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = daemons("--no-state-file", "--restore", str(rules), "--metrics-address",
+                f"127.0.0.1:{port}")
+    assert d.start() is None
+
+    def scrape() -> dict[str, float]:
+        body = ""
+        for _ in range(50):  # the listener's thread may still be starting
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    body = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        return {m[1]: float(m[2]) for m in re.finditer(
+            r"^(pylvs_config_\w+?)(?:_total)? ([0-9.e+]+)$", body, re.M)}
+
+    def series(name: str) -> float | None:
+        return scrape().get(name)
+
+    first = scrape()
+    assert first["pylvs_config_reloads"] == 0 and first["pylvs_config_reload_failures"] == 0
+    started = first["pylvs_config_last_reload_success_timestamp_seconds"]
+    assert abs(started - time.time()) < 60
+    rules.write_text("-A -t 10.77.9.1:80 -s rr\n-a -t 10.77.9.1:80 -r nonsense..\n")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: series("pylvs_config_reloads") == 1, "a refused HUP not counted")
+    after_bad = scrape()
+    assert after_bad["pylvs_config_reload_failures"] == 1
+    assert after_bad["pylvs_config_last_reload_success_timestamp_seconds"] == started
+    time.sleep(0.05)
+    rules.write_text("-A -t 10.77.9.1:80 -s wrr\n")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: series("pylvs_config_reloads") == 2, "an applied HUP not counted")
+    after_good = scrape()
+    assert after_good["pylvs_config_reload_failures"] == 1
+    assert after_good["pylvs_config_last_reload_success_timestamp_seconds"] > started
+    assert adm(d.sock, "-Sn").stdout == "-A -t 10.77.9.1:80 -s wrr\n"
+    d.signal(signal.SIGTERM)
+    assert d.proc is not None and d.proc.wait(15) == 0
+
+
 def test_hup_without_a_restore_file_is_logged_and_changes_nothing(
     tmp_path: Path, daemons: Callable[..., Pylvsd]
 ) -> None:

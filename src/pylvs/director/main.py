@@ -150,6 +150,10 @@ class DirectorDaemon:
         if self.sysctls:  # every one checked before any is set (the core's own rule)
             self.director.table.set_sysctl(dict(self.sysctls))
         self.dataplane: DataPlane | None = None
+        # SIGHUP re-reads of the --restore file, for the metrics (pylvs_config_reloads...)
+        self.reloads = 0  # completed: applied or rejected
+        self.reload_failures = 0  # rejected: the running table was kept
+        self.last_reload_success: float | None = None  # wall clock of the last table loaded
         # With a state file, the control socket changes the table only through DurableTable.
         self.durable = DurableTable(self.director.table, state_file) if state_file else None
         # The per-service proxy timeouts the restore or state file gave (pylvs.director.proxyopts)
@@ -238,6 +242,7 @@ class DirectorDaemon:
             table, self.file_timeouts = loaded
             changes = sync_table(self.director.table, table)
             log.info("restored the table from %s (%d changes)", path, changes)
+            self.last_reload_success = time.time()
             break
         if self.durable is not None:
             try:
@@ -288,14 +293,23 @@ class DirectorDaemon:
         if not path:
             log.info("SIGHUP: no --restore file was given; nothing to re-read, still running")
             return
+        applied = self._reload_from(path)
+        self.reloads += 1
+        if applied:
+            self.last_reload_success = time.time()
+        else:
+            self.reload_failures += 1
+
+    def _reload_from(self, path: str) -> bool:
+        """The table becomes the file's; False (logged) when it is refused and kept as it was."""
         try:
             loaded = load_restore(path)
         except (StateError, RestoreError, DirectiveError) as exc:
             log.error("SIGHUP: %s; the running table is kept", exc)
-            return
+            return False
         if loaded is None:
             log.error("SIGHUP: %s does not exist; the running table is kept", path)
-            return
+            return False
         table, timeouts = loaded
         if self.durable is not None:
             live = live_directives(self.dataplane)
@@ -305,11 +319,12 @@ class DirectorDaemon:
             except OSError as exc:
                 log.error("SIGHUP: cannot save the table to %s: %s; the running table is kept",
                           self.durable.path, exc.strerror or exc)
-                return
+                return False
         changes = sync_table(self.director.table, table)
         changes += apply_directives(self.dataplane, timeouts, self.file_timeouts)
         self.file_timeouts = timeouts
         log.info("SIGHUP: re-read %s: %d changes", path, changes)
+        return True
 
     def _timeout_lines(self) -> list[str]:
         """The ``# pylvs-proxy:`` lines saved with the table: the proxy plane's live per-service

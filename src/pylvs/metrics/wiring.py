@@ -15,7 +15,7 @@ from pylvs.core.api import IPVSBackend
 from pylvs.core.director import Director
 from pylvs.core.table import IPVSTable
 from pylvs.metrics.server import ObservabilityServer, from_args, observe_op
-from pylvs.metrics.sources import Describable, Sources
+from pylvs.metrics.sources import Describable, ReloadCounts, Sources
 
 
 class ServesControl(Protocol):
@@ -32,6 +32,9 @@ class DirectorLike(Protocol):
     dataplane_name: str
     control_socket: str
     server: Any
+    reloads: int  # SIGHUP re-reads of its rule file, applied or rejected
+    reload_failures: int
+    last_reload_success: float | None
 
 
 def kernel_backend() -> Any:
@@ -51,9 +54,15 @@ def kernel_backend() -> Any:
 
 
 def director_sources(daemon: DirectorLike, name: str = "pylvsd") -> Sources:
-    """The table (the kernel's when the kernel forwards) and the data plane of a director."""
+    """The table (the kernel's when the kernel forwards), the data plane of a director, and its
+    SIGHUP reloads."""
+
+    def reloads() -> ReloadCounts:
+        return ReloadCounts(daemon.reloads, daemon.reload_failures, daemon.last_reload_success)
+
     if daemon.dataplane_name == "kernel":
-        return Sources(name, backend=kernel_backend(), dataplane=lambda: daemon.dataplane)
+        return Sources(name, backend=kernel_backend(), dataplane=lambda: daemon.dataplane,
+                       reloads=reloads)
 
     def table() -> IPVSTable:
         return daemon.director.table
@@ -61,7 +70,7 @@ def director_sources(daemon: DirectorLike, name: str = "pylvsd") -> Sources:
     def plane() -> Describable | None:
         return daemon.dataplane  # type: ignore[no-any-return]
 
-    return Sources(name, table=table, dataplane=plane)
+    return Sources(name, table=table, dataplane=plane, reloads=reloads)
 
 
 def observe_director(daemon: DirectorLike, args: argparse.Namespace) -> ObservabilityServer | None:
