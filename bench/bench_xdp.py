@@ -58,6 +58,9 @@ Rows:
   sink, so no SYN-ACK). The core schedules the SYN and installs the flow with it, so the ACK
   is the program's; ``new conns/s`` and ``µs per connection`` count SYN and ACK together, and
   ``ACKs up`` is the share of ACKs the program sent up (``pass_no_flow``);
+- ``packet-hs-sink``, ``packet-hs-sink-ack-up``: the same two through the packet plane (no
+  XDP), whose C table gets the flow at the SYN (since 2026-12-08) or at the ACK (``ACKs up``:
+  what its Python path forwarded beyond the SYNs);
 - ``xdp-hs-sink-ack-up``: the same with the flow installed at the ACK, as before 2026-12-07
   21:45 UTC (``XdpDataPlane(open_at_syn=False)``): every ACK goes up for a second pass;
 - ``xdp-syn-mh``: every frame a TCP SYN of a tuple never seen before (``many_frames``) to an
@@ -266,7 +269,8 @@ def role_director(args: argparse.Namespace) -> None:
         plane = XdpDataPlane(d, xdp_mode=args.xdp_mode, xdp_flows="all", interfaces=["eth0", "eth1"],
                              open_at_syn=not args.ack_up)
     else:
-        plane = PacketDataPlane(d, interfaces=["eth0", "eth1"], fastpath=True)
+        plane = PacketDataPlane(d, interfaces=["eth0", "eth1"], fastpath=True,
+                                open_at_syn=not args.ack_up)
     plane.open()
     stdin = sys.stdin.fileno()
     # mh in the kernel: the director ticks as the daemon does (each second: flow sync, which
@@ -297,6 +301,7 @@ def role_director(args: argparse.Namespace) -> None:
                 "cpu_ns": time.process_time_ns(), "wall_ns": time.monotonic_ns(),
                 "mh_services": x.get("mh_services", 0),
                 "ring_rx": desc["rx_frames"], "forwarded": desc["forwarded"],
+                "fast": desc["fast_frames"],
                 "ring_drops": desc["rx_ring_drops"], "drops": sum(desc["drops"].values()),
                 "attached": x.get("attached", {})}
     try:
@@ -444,10 +449,11 @@ class Bench:
         lab, secs = self.lab, self.args.seconds
         kind = name.split("-")
         plane = kind[0]  # direct, kernel, packet, xdp
-        handshake = name.startswith("xdp-hs")
+        handshake = "-hs-" in name
         syn = name.startswith("xdp-syn") or handshake
         mh = name.startswith("xdp-syn-mh")
-        sink_drop = name in ("xdp-syn-sink", "xdp-hs-sink", "xdp-hs-sink-ack-up")
+        sink_drop = name in ("xdp-syn-sink", "xdp-hs-sink", "xdp-hs-sink-ack-up",
+                             "packet-hs-sink", "packet-hs-sink-ack-up")
         mode = "nat" if "nat" in kind else "dr"
         director: subprocess.Popen[str] | None = None
         listener: subprocess.Popen[str] | None = None
@@ -556,7 +562,10 @@ class Bench:
             res["via_xdp"] = stats.get("xdp_fwd", 0) / fwd if fwd else 0.0
             res["conns_per_s"] = stats.get("conns", 0) / secs if syn else None
             if handshake:  # per connection (a SYN and its ACK), and the ACKs the core saw
-                res["acks_up"] = stats.get("pass_no_flow", 0) / max(1, offered // 2)
+                # (the packet plane's: what its Python path forwarded beyond the SYNs)
+                up = (stats.get("pass_no_flow", 0) if plane == "xdp" else
+                      stats.get("forwarded", 0) - stats.get("fast", 0) - stats.get("conns", 0))
+                res["acks_up"] = max(0, up) / max(1, offered // 2)
                 res["proc_us_per_conn"] = proc / 1e3 / max(1, offered // 2)
             if syn and mode == "nat":  # the server's SYN-ACKs that reached the client, and
                 # the share the program answered from the reply flows it made
@@ -717,7 +726,8 @@ def main() -> int:
     p.add_argument("--rows", default="",
                    help="rows to run (default: direct,kernel,packet-dr,packet-nat,"
                         "xdp-dr-generic,xdp-nat-generic,xdp-syn,xdp-syn-sink,xdp-hs-sink,"
-                        "xdp-hs-sink-ack-up,xdp-syn-mh,xdp-syn-mh-nat, and "
+                        "xdp-hs-sink-ack-up,packet-hs-sink,packet-hs-sink-ack-up,xdp-syn-mh,"
+                        "xdp-syn-mh-nat, and "
                         "with "
                         "--native-peers also kernel-napi,xdp-dr-native,xdp-nat-native)")
     p.add_argument("--native-peers", action="store_true",
@@ -763,7 +773,8 @@ def main() -> int:
     if not args.rows:
         args.rows = ",".join(["direct", "kernel", "packet-dr", "packet-nat", "xdp-dr-generic",
                               "xdp-nat-generic", "xdp-syn", "xdp-syn-sink", "xdp-hs-sink",
-                              "xdp-hs-sink-ack-up", "xdp-syn-mh", "xdp-syn-mh-nat"]
+                              "xdp-hs-sink-ack-up", "packet-hs-sink", "packet-hs-sink-ack-up",
+                              "xdp-syn-mh", "xdp-syn-mh-nat"]
                              + (list(native) if args.native_peers else []))
     if not args.native_peers and any(n in native for n in args.rows.split(",")):
         print("bench_xdp: the native rows change hosts other than the director (XDP programs "
@@ -832,7 +843,8 @@ def main() -> int:
         if args.target:
             for g in (False, True):
                 todo = [r["name"] for r in rows if r["napi"] == g and r["name"].split("-")[0]
-                        in ("packet", "xdp") and not r["name"].startswith("xdp-syn")]
+                        in ("packet", "xdp") and not r["name"].startswith("xdp-syn")
+                        and "-hs-" not in r["name"]]
                 if not todo or g not in kernel_rate:
                     continue
                 if args.native_peers:
@@ -849,6 +861,8 @@ def main() -> int:
         for syn_row, rates in (("xdp-syn", args.syn_rates), ("xdp-syn-sink", args.syn_rates),
                                ("xdp-hs-sink", args.hs_rates),
                                ("xdp-hs-sink-ack-up", args.hs_rates),
+                               ("packet-hs-sink", args.hs_rates),
+                               ("packet-hs-sink-ack-up", args.hs_rates),
                                ("xdp-syn-mh", args.syn_mh_rates),
                                ("xdp-syn-mh-nat", args.syn_mh_rates)):
             if syn_row in names:
@@ -886,7 +900,7 @@ def main() -> int:
               f"packet, verdict {['ABORTED', 'DROP', 'PASS', 'TX', 'REDIRECT'][verdict]}")
     for syn_row, (best, why) in syn_best.items():
         what = (f"frames (a SYN and an ACK per connection): {best:,}/s = {best // 2:,} "
-                f"connections/s" if syn_row.startswith("xdp-hs") else f"SYN rate: {best:,}/s")
+                f"connections/s" if "-hs-" in syn_row else f"SYN rate: {best:,}/s")
         print(f"{syn_row}: highest {what} with no loss" + (f" ({why})" if why else ""))
     if args.json:
         with open(args.json, "w") as f:

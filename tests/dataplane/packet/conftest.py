@@ -18,7 +18,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +236,48 @@ def run_in_namespace(prefix: str, setup: list[list[str]], script: str) -> Any:
         return json.loads(r.stdout)
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+HOLD = (
+    "import socket, sys\n"
+    "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)\n"
+    "print('up', flush=True)\n"
+    "sys.stdin.readline()\n"
+)
+
+
+def one_handshake(c: Cluster, vip: str, counters: Callable[[Cluster], dict[str, int]],
+                  opened_at_syn: Callable[[Cluster], int]) -> tuple[dict[str, int],
+                                                                     dict[str, int], int]:
+    """Open one TCP connection to ``vip``:80 from the client and hold it until ``-Lnc`` lists it
+    ESTABLISHED: the plane's ``counters`` before and after, and how many more flows it opened
+    at a SYN meanwhile. Call it once the servers' next hops are known."""
+    # earlier connections' last segments (a client's final ACK, after its FIN took the flow
+    # out, goes up with no flow) must not land in the window measured
+    before = counters(c)
+    for _ in range(20):
+        time.sleep(0.3)
+        settled, before = before, counters(c)
+        if settled == before:
+            break
+    opened = opened_at_syn(c)
+    p = c.lab.popen("client", [sys.executable, "-c", HOLD, vip, "80"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    c.procs.append(p)
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "up"
+        established = ""
+        for _ in range(60):
+            conns = c.adm("-Lnc")
+            established = "\n".join(ln for ln in conns.splitlines() if "ESTABLISHED" in ln)
+            if established:
+                break
+            time.sleep(0.05)
+        assert established, conns
+        after = counters(c)
+        opened = opened_at_syn(c) - opened
+    finally:
+        assert p.stdin is not None
+        p.stdin.close()
+        p.wait(10)
+    return before, after, opened

@@ -12,7 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.dataplane.packet.conftest import VIP, Cluster, cluster_fixture, tcp_frames
+from tests.dataplane.packet.conftest import (
+    VIP,
+    Cluster,
+    cluster_fixture,
+    one_handshake,
+    tcp_frames,
+)
 
 NGINX = ("this is nginx1", "this is nginx2")
 
@@ -38,6 +44,30 @@ def test_rr_alternates_rs1_rs2(cluster: Cluster) -> None:
     assert plane["name"] == "packet"
     assert plane["firewall"] == "on"
     assert plane["forwarded"] >= 6 * 5  # at least SYN, ACK, request, FIN, ACK per connection
+
+
+def c_frames(c: Cluster) -> dict[str, int]:
+    return {"fast_frames": c.status()["dataplane"]["fast_frames"]}
+
+
+def opened_at_syn(c: Cluster) -> int:
+    return int(c.status()["dataplane"].get("opened_at_syn", 0))
+
+
+def test_a_handshake_ack_is_forwarded_in_c(cluster: Cluster) -> None:
+    """With the C hot path a connection's flow goes in at its SYN, so the handshake's ACK is
+    forwarded by the C ring walk (no second pass through the Python core) and reported: the
+    entry is ESTABLISHED. The pure-Python path has no such table."""
+    cluster.service("rr")
+    cluster.curl_many(2)  # the servers' MACs are known
+    c_path = cluster.status()["dataplane"]["fastpath"] == "on"
+    before, after, opened = one_handshake(cluster, VIP, c_frames, opened_at_syn)
+    if c_path:
+        assert opened == 1
+        # the ACK (the SYN, and in NAT the server's SYN-ACK, go through the Python core)
+        assert after["fast_frames"] - before["fast_frames"] == 1, (before, after)
+    else:
+        assert opened == 0 and after == before
 
 
 def test_replies_take_the_right_path(cluster: Cluster) -> None:

@@ -10,13 +10,12 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from pylvs.lab import Lab
-from tests.dataplane.packet.conftest import VIP, Cluster
+from tests.dataplane.packet.conftest import VIP, Cluster, one_handshake
 from tests.lab.conftest import lab_id, need_root
 
 
@@ -59,6 +58,10 @@ def xdp_counters(c: Cluster) -> dict[str, int]:
     assert xdp["attached"], status
     counters: dict[str, int] = xdp["counters"]
     return counters
+
+
+def opened_at_syn(c: Cluster) -> int:
+    return int(c.status()["dataplane"]["xdp"]["opened_at_syn"])
 
 
 def program_takes(c: Cluster) -> bool:
@@ -161,52 +164,9 @@ def test_a_flow_survives_weight_zero(cluster: Cluster) -> None:
         ka.close()
 
 
-HOLD = (
-    "import socket, sys\n"
-    "s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)\n"
-    "print('up', flush=True)\n"
-    "sys.stdin.readline()\n"
-)
-
-
 @pytest.fixture
 def dr_cluster() -> Iterator[Cluster]:
     yield from xdp_cluster("dr")
-
-
-def one_handshake(c: Cluster, vip: str) -> tuple[dict[str, int], dict[str, int], int]:
-    """Open one TCP connection to ``vip``:80 from the client and hold it until ``-Lnc`` lists it
-    ESTABLISHED: the program's counters before and after, and how many more flows the core
-    opened at a SYN meanwhile. Call it once the servers' next hops are known."""
-    # earlier connections' last segments (a client's final ACK, after its FIN took the flow
-    # out, goes up with no flow) must not land in the window measured
-    before = xdp_counters(c)
-    for _ in range(20):
-        time.sleep(0.3)
-        settled, before = before, xdp_counters(c)
-        if settled == before:
-            break
-    opened = c.status()["dataplane"]["xdp"]["opened_at_syn"]
-    p = c.lab.popen("client", [sys.executable, "-c", HOLD, vip, "80"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    c.procs.append(p)
-    try:
-        assert p.stdout is not None and p.stdout.readline().strip() == "up"
-        established = ""
-        for _ in range(60):
-            conns = c.adm("-Lnc")
-            established = "\n".join(ln for ln in conns.splitlines() if "ESTABLISHED" in ln)
-            if established:
-                break
-            time.sleep(0.05)
-        assert established, conns
-        after = xdp_counters(c)
-        opened = c.status()["dataplane"]["xdp"]["opened_at_syn"] - opened
-    finally:
-        assert p.stdin is not None
-        p.stdin.close()
-        p.wait(10)
-    return before, after, opened
 
 
 def test_a_new_connection_s_handshake_ack_stays_in_the_kernel(dr_cluster: Cluster) -> None:
@@ -216,7 +176,7 @@ def test_a_new_connection_s_handshake_ack_stays_in_the_kernel(dr_cluster: Cluste
     c = dr_cluster
     c.service("rr")
     c.curl_many(2)  # the servers' MACs are known: the next SYN's flow can name its next hop
-    before, after, opened = one_handshake(c, VIP)
+    before, after, opened = one_handshake(c, VIP, xdp_counters, opened_at_syn)
     # the SYN went up (pass_control) and the ACK did not (pass_no_flow): the program sent it
     assert after["pass_control"] - before["pass_control"] == 1, (before, after)
     assert after["pass_no_flow"] == before["pass_no_flow"], (before, after)

@@ -19,7 +19,7 @@ import pytest
 
 from pylvs.lab import Lab
 from pylvs.lab.lvs import SETUP
-from tests.dataplane.packet.conftest import Cluster, KeepAlive
+from tests.dataplane.packet.conftest import Cluster, KeepAlive, one_handshake
 from tests.dataplane.packet.test_ipv6_traffic import (
     CLIENT6,
     MB,
@@ -31,7 +31,12 @@ from tests.dataplane.packet.test_ipv6_traffic import (
     expected_digest,
     service6,
 )
-from tests.dataplane.xdp.test_lab import one_handshake, xdp_counters, xdp_forwarded, xdp_ready
+from tests.dataplane.xdp.test_lab import (
+    opened_at_syn,
+    xdp_counters,
+    xdp_forwarded,
+    xdp_ready,
+)
 from tests.lab.conftest import lab_id
 
 
@@ -159,7 +164,7 @@ def test_an_ipv6_handshake_ack_stays_in_the_kernel_where_the_program_takes_the_f
     c = cluster6
     service6(c)
     assert sorted(curl6(c) for _ in range(2)) == sorted(NGINX)  # next hops known
-    before, after, opened = one_handshake(c, VIP6)
+    before, after, opened = one_handshake(c, VIP6, xdp_counters, opened_at_syn)
     # the SYN, and in NAT the server's SYN-ACK, which comes back through the director
     handshake = 2 if c.mode == "nat" else 1
     assert after["pass_control"] - before["pass_control"] == handshake, (before, after)

@@ -466,6 +466,8 @@ typedef struct {
     uint16_t sport, dport;
     uint8_t proto, used, kind, out;
     uint8_t touched, direction;
+    uint8_t opening;           /* installed at the connection's SYN; its first packet (the
+                                * handshake's ACK) is reported in `acked` */
     uint8_t macs[12];          /* destination MAC + source MAC of the out interface */
     uint32_t new_ip;           /* NAT: the address written (wire order) */
     uint16_t new_port;         /* NAT: the port written (wire order) */
@@ -489,6 +491,8 @@ typedef struct {
     double now;
     uint16_t ident;            /* TUN: the outer headers' IP ID, shared with forward.py */
     unsigned long long forwarded, full_refused;
+    PyObject *acked;           /* a list: the connections whose opening flow forwarded its
+                                * first packet, in order, until the Python side takes them */
 } FlowTableObject;
 
 static PyTypeObject FlowTableType;
@@ -579,6 +583,8 @@ static int FlowTable_init(FlowTableObject *t, PyObject *args, PyObject *kw)
     t->mask = cap - 1;
     t->limit = limit;
     t->count = 0;
+    if (t->acked == NULL && (t->acked = PyList_New(0)) == NULL)
+        return -1;
     return 0;
 }
 
@@ -590,6 +596,7 @@ static void FlowTable_dealloc(FlowTableObject *t)
     }
     for (int i = 0; i < t->nrings; i++)
         Py_CLEAR(t->rings[i]);
+    Py_CLEAR(t->acked);
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
@@ -706,6 +713,11 @@ static void fast_rewrite(const flow_t *f, uint8_t *p)
 
 static inline void flow_count(FlowTableObject *t, flow_t *f, uint32_t ip_len)
 {
+    if (f->opening) {  /* the handshake's ACK: the core's entry moves on (forward.py) */
+        f->opening = 0;
+        if (t->acked == NULL || PyList_Append(t->acked, f->conn) < 0)
+            PyErr_Clear();  /* the next sync's ACK moves it on all the same */
+    }
     f->pkts++;
     f->bytes += ip_len;
     f->touched = 1;
@@ -785,12 +797,13 @@ static PyObject *FlowTable_install(FlowTableObject *t, PyObject *args, PyObject 
 {
     static char *kwlist[] = {"proto", "saddr", "sport", "daddr", "dport", "kind", "new_ip",
                              "new_port", "out_ifindex", "macs", "conn", "direction", "tun_src",
-                             "mtu", NULL};
-    int proto, sport, dport, kind, new_port, out_ifindex, direction, mtu = 0;
+                             "mtu", "opening", NULL};
+    int proto, sport, dport, kind, new_port, out_ifindex, direction, mtu = 0, opening = 0;
     PyObject *saddr, *daddr, *new_ip, *macs, *conn, *tun_src = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOiOiiOiiOOi|Oi", kwlist, &proto, &saddr, &sport,
-                                     &daddr, &dport, &kind, &new_ip, &new_port, &out_ifindex,
-                                     &macs, &conn, &direction, &tun_src, &mtu))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "iOiOiiOiiOOi|Oip", kwlist, &proto, &saddr,
+                                     &sport, &daddr, &dport, &kind, &new_ip, &new_port,
+                                     &out_ifindex, &macs, &conn, &direction, &tun_src, &mtu,
+                                     &opening))
         return NULL;
     if (proto != 6 && proto != 17) {
         PyErr_SetString(PyExc_ValueError, "install: TCP or UDP only");
@@ -862,6 +875,7 @@ static PyObject *FlowTable_install(FlowTableObject *t, PyObject *args, PyObject 
     f->new_port = np;
     f->tun_src = tsrc;
     f->mtu = (uint16_t)mtu;
+    f->opening = (uint8_t)opening;
     if (kind == KIND_NAT_DST || kind == KIND_NAT_SRC) {
         const uint8_t *o4 = (const uint8_t *)(kind == KIND_NAT_DST ? &d : &s);
         const uint8_t *n4 = (const uint8_t *)&nip;
@@ -1298,6 +1312,14 @@ static PyObject *FlowTable_get_limit(FlowTableObject *t, void *Py_UNUSED(c))
     return PyLong_FromUnsignedLong(t->limit);
 }
 
+static PyObject *FlowTable_get_acked(FlowTableObject *t, void *Py_UNUSED(c))
+{
+    if (t->acked == NULL)
+        return PyList_New(0);
+    Py_INCREF(t->acked);
+    return t->acked;
+}
+
 static PyObject *FlowTable_get_ident(FlowTableObject *t, void *Py_UNUSED(c))
 {
     return PyLong_FromLong(t->ident);
@@ -1319,6 +1341,9 @@ static PyGetSetDef FlowTable_getset[] = {
     {"ident", (getter)FlowTable_get_ident, (setter)FlowTable_set_ident,
      "IP ID of the last outer IPIP header (shared with the Python path)", NULL},
     {"count", (getter)FlowTable_len_get, NULL, "flows installed", NULL},
+    {"acked", (getter)FlowTable_get_acked, NULL,
+     "the list the connections of opening flows go to when their first packet is forwarded "
+     "(the same list each time: empty it in place)", NULL},
     {"forwarded", (getter)FlowTable_get_forwarded, NULL, "frames forwarded by flows", NULL},
     {"refused_full", (getter)FlowTable_get_refused, NULL, "installs refused: table full", NULL},
     {"limit", (getter)FlowTable_get_limit, NULL, "the most flows held", NULL},
@@ -1329,7 +1354,7 @@ static PyMethodDef FlowTable_methods[] = {
     {"attach", (PyCFunction)FlowTable_attach, METH_O, "attach(ring): an interface to send on"},
     {"install", (PyCFunction)(void (*)(void))FlowTable_install, METH_VARARGS | METH_KEYWORDS,
      "install(proto, saddr, sport, daddr, dport, kind, new_ip, new_port, out_ifindex, macs, "
-     "conn, direction) -> bool"},
+     "conn, direction, tun_src=None, mtu=0, opening=False) -> bool"},
     {"remove", (PyCFunction)FlowTable_remove, METH_VARARGS,
      "remove(proto, saddr, sport, daddr, dport) -> the flow's unsynced row, or None"},
     {"clear", (PyCFunction)FlowTable_clear, METH_NOARGS,

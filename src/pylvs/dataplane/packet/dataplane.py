@@ -61,6 +61,7 @@ from pylvs.core.table import TableListener
 from pylvs.dataplane.packet.codec6 import multicast_mac, solicited_node
 from pylvs.dataplane.packet.forward import Forwarder, Interface
 from pylvs.dataplane.packet.heap import FullCollections
+from pylvs.dataplane.packet.opening import CFlowOpener
 from pylvs.dataplane.packet.ring import ArpSocket, NdSocket, PacketRing, RxFrame, fastpath_wanted
 
 try:
@@ -235,13 +236,20 @@ class PacketDataPlane:
     def __init__(self, director: Director, interfaces: str | list[str] | None = None,
                  firewall: bool = True, offloads_off: bool = False, answer_arp: bool = True,
                  verify_new_checksums: bool = True, fastpath: bool | None = None,
-                 flow_limit: int = FLOW_LIMIT, syn_max_lag: float | None = None) -> None:
+                 flow_limit: int = FLOW_LIMIT, syn_max_lag: float | None = None,
+                 open_at_syn: bool = True) -> None:
+        """``open_at_syn``: a TCP connection's flow goes in the C table with its SYN (the
+        handshake's ACK is forwarded in C); False installs it at the ACK, a second pass through
+        the core per connection (the benchmark's reference row)."""
         self.director = director
+        self.open_at_syn = open_at_syn
         self.fastpath = fastpath_wanted(fastpath)
         self.flow_limit = flow_limit
         # 0: never shed SYNs at the ring; None: PYLVS_SYN_MAX_LAG, else SYN_MAX_LAG
         self.syn_max_lag = syn_max_lag if syn_max_lag is not None else syn_max_lag_setting()
         self.flows: Any = None  # the _fastpath.FlowTable while open with the C hot path
+        # gives a TCP connection's flow in the C table at its SYN (opening.py), with the table
+        self.opener: CFlowOpener | None = None
         # run after a drain's frames are decided and before they are sent (the XDP plane writes
         # the flows its SYNs got, so each is in place before its handshake's ACK can return)
         self.before_transmit: Callable[[], object] | None = None
@@ -307,6 +315,9 @@ class PacketDataPlane:
                     self.flows.attach(r.fast)
                 fw.flows = self.flows
                 self.director.before_tick.append(fw.sync_flows)
+                if self.open_at_syn:
+                    self.opener = fw.opens = CFlowOpener(self.flows, self.director)
+                    self.before_transmit = self.opener.tick
             self.rings_by_fd = {r.fileno(): r for r in self.rings.values()}
             self.rings_by_fd.update({a.fileno(): a for a in self.arp_socks})
             self.rings_by_fd.update({s.fileno(): s for s in self.nd_socks.values()})
@@ -350,6 +361,12 @@ class PacketDataPlane:
         with contextlib.suppress(ValueError):
             self.director.before_tick.remove(self.collections.tick)
         self.collections.stop()
+        if self.opener is not None:
+            self.opener.take_acked()  # the handshakes C saw complete
+            self.opener = None
+            self.before_transmit = None
+            if self.forwarder is not None:
+                self.forwarder.opens = None
         if self.flows is not None:
             if self.forwarder is not None:
                 self.forwarder.clear_flows()  # what they forwarded still counts
@@ -466,8 +483,14 @@ class PacketDataPlane:
         # less per frame); 1 back means bigger than a slot, which PacketRing sends otherwise
         queue_of: dict[int, Any] = {idx: (r.fast.queue if r.fast is not None else r.queue)
                                     for idx, r in rings.items()}
+        # connections whose handshake's ACK C forwarded (an opening flow's first packet): their
+        # entries move on before any later frame of this drain is decided (a FIN)
+        opener = self.opener
+        acked: list[Any] = opener.acked if opener is not None else []
 
         def on_frame(frame: RxFrame) -> None:
+            if acked:
+                opener.take_acked()  # type: ignore[union-attr]
             out = handle(ifindex, frame, meta_of.rx_meta)
             if out is not None and queue_of[out[0]](out[1]) == 1:
                 rings[out[0]].queue(out[1])
@@ -595,4 +618,6 @@ class PacketDataPlane:
             "syn_shed": sum(r.syn_shed for r in self.rings.values()),
             "syn_retried": sum(r.syn_retried for r in self.rings.values()),
             "gc_full": self.collections.describe(),
+            # flows the C table got at a connection's SYN (opening.py)
+            **(self.opener.describe_opening() if self.opener is not None else {}),
         }

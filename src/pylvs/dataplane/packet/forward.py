@@ -612,6 +612,8 @@ class Forwarder(NextHop):
         if len(caddr) != 4:
             return
         if not stable:
+            if self._still_opening(conn, proto):
+                return
             d = self.director
             for row in (flows.remove(proto, caddr, cport, conn.vaddr, conn.vport),
                         flows.remove(proto, conn.daddr, conn.dport, caddr, cport)):

@@ -42,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from pylvs.core.conntrack import TCP_S_SYN_RECV
 from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, TCP_S_ESTABLISHED, Connection, Director
 from pylvs.core.model import ForwardingMethod
 from pylvs.dataplane.packet import codec6
@@ -163,6 +164,15 @@ class NextHop:
             if src:
                 opens.open(proto, saddr, sport, daddr, dport, FLOW_TUN, conn.daddr, 0, hit[0],
                            hit[1], conn, first_len, src, iface.mtu)
+
+    def _still_opening(self, conn: Connection, proto: int) -> bool:
+        """A TCP connection in its handshake whose flows were made at its SYN (``_open``):
+        they stay when a packet of that handshake passes through the core (a retransmitted
+        SYN, a NAT server's SYN-ACK), for the table that holds them to forward and report
+        the ACK. (With ``opens`` set, a connection in SYN_RECV has no other flow: the rest
+        are installed once it is ESTABLISHED.)"""
+        return (self.opens is not None and proto == IPPROTO_TCP and conn.bucket is not None
+                and conn.state == TCP_S_SYN_RECV)
 
     def _late_reply(self, proto: int, saddr: bytes, sport: int, daddr: bytes,
                     dport: int) -> Connection | None:
@@ -496,6 +506,8 @@ class IPv6Path(NextHop):
         if len(caddr) != 16 or len(conn.daddr) != 16:
             return
         if not stable:
+            if self._still_opening(conn, proto):
+                return
             d = self.director
             for row in (flows.remove(proto, caddr, cport, conn.vaddr, conn.vport),
                         flows.remove(proto, conn.daddr, conn.dport, caddr, cport)):

@@ -45,6 +45,7 @@ from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, Director
 from pylvs.core.schedulers.mh import remember_client_hash
 from pylvs.core.sync import SyncConn, apply
 from pylvs.dataplane.packet.heap import collector_paused
+from pylvs.dataplane.packet.opening import OpenGuard
 from pylvs.dataplane.xdp.loader import XdpProgram
 from pylvs.dataplane.xdp.maps import (
     ACTION,
@@ -69,17 +70,6 @@ IMPORT_BUDGET = 16384  # ring records read per call at most
 REPAIR_LIMIT = 8192  # kernel-made flows a sync enters from the flow map at most
 _BATCH = 4096  # flow map entries per batch lookup
 HASH_CHECK = 64  # one record's client hash in this many is checked in Python
-# ``open`` under a SYN flood: judged each OPEN_WINDOW seconds; after OPEN_STRIKES windows in a
-# row where at least OPEN_JUDGE_MIN flows were opened and fewer than OPEN_MIN_ACKED of them saw
-# their ACK, one SYN in OPEN_SAMPLE gets a flow (enough to see the flood end) until a window
-# looks healthy again: a flood is seen within half a second. Two windows, not one: traffic
-# that starts late in a window has its SYNs there and their ACKs in the next (and an ACK is
-# counted when the core imports its record, up to IMPORT_INTERVAL later).
-OPEN_WINDOW = 0.25
-OPEN_STRIKES = 2
-OPEN_JUDGE_MIN = 256
-OPEN_MIN_ACKED = 0.25
-OPEN_SAMPLE = 16
 # what a sync reads of each struct lvs_action: flags, last_seen_ns, packets, bytes
 SYNC_FIELDS = struct.Struct("=2xH60xQQQ")
 
@@ -107,11 +97,16 @@ class _Flow:
     at_syn: bool = False  # installed by the core at the SYN (``open``): its ACK is counted
 
 
-class XdpFlowSink:
-    """Installs, reads back and removes flows in the program's LRU map."""
+class XdpFlowSink(OpenGuard):
+    """Installs, reads back and removes flows in the program's LRU map. Which SYNs get their
+    flow (``open``) is ``OpenGuard``'s policy; an ACK is counted when the core imports its
+    record, up to IMPORT_INTERVAL after the program saw it."""
+
+    guard_name = "xdp"
 
     def __init__(self, program: XdpProgram, limit: int = 1 << 20,
                  director: Director | None = None) -> None:
+        super().__init__()
         self.program = program
         self.limit = limit
         self.ident = 0  # the forwarder's outer IPIP ID sequence (the program picks its own)
@@ -132,17 +127,8 @@ class XdpFlowSink:
         # flows installed at a SYN, written to the map in one batch by ``flush``
         self._pending_keys: list[bytes] = []
         self._pending_values: list[bytes] = []
-        self.opened = 0  # flows installed at a connection's SYN
         self.open_kinds: frozenset[int] = frozenset()  # the kinds ``open`` takes
-        self.open_paused = False  # a SYN flood: one SYN in OPEN_SAMPLE gets a flow
-        self.open_sampled_out = 0  # SYNs without a flow because of that
-        self._win_start = time.monotonic()
-        self._win_opened = 0
-        self._win_acked = 0
-        self._sample = 0
-        self._strikes = 0  # windows in a row that looked like a flood
         self._heads: dict[tuple[int, bytes, int, int, bytes, bytes | None, int], bytes] = {}
-        self.open_skipped = 0  # SYNs whose flow was not installed (half the map is taken)
 
     @property
     def count(self) -> int:
@@ -213,16 +199,8 @@ class XdpFlowSink:
         This runs for every SYN the core schedules, a flood's too, so it is written for speed:
         the IPv4 key in one pack, the value's fixed part made once per server and next hop."""
         flows = self._flows
-        if kind not in self.open_kinds:
+        if kind not in self.open_kinds or not self._admit(len(flows), self.limit):
             return False
-        if len(flows) >= self.limit >> 1:
-            self.open_skipped += 1
-            return False
-        if self.open_paused:
-            self._sample += 1
-            if self._sample % OPEN_SAMPLE:
-                self.open_sampled_out += 1
-                return False
         if len(saddr) == 4:
             key = _KEY4.pack(4, proto, sport, dport, saddr, daddr)
         else:
@@ -247,39 +225,12 @@ class XdpFlowSink:
         self._win_opened += 1
         return True
 
-    def _judge(self, now: float) -> None:
-        """End an OPEN_WINDOW: did the flows opened at SYNs see their ACKs (reported by the
-        program, or come up to the core)? A SYN flood's never do; a client's do one round trip
-        later (a window's first ACKs are the previous window's SYNs', so steady traffic scores
-        about 1)."""
-        opened, acked = self._win_opened, self._win_acked
-        self._win_start, self._win_opened, self._win_acked = now, 0, 0
-        if opened >= OPEN_JUDGE_MIN and acked < opened * OPEN_MIN_ACKED:
-            self._strikes += 1
-            paused = self._strikes >= OPEN_STRIKES
-        elif opened == 0 or acked >= opened * OPEN_MIN_ACKED:
-            self._strikes = 0
-            paused = False
-        else:
-            return  # too few to tell: as it was
-        if paused != self.open_paused:
-            self.open_paused = paused
-            if paused:
-                log.warning("xdp: %d of %d connections opened in the last %g s completed their "
-                            "handshake: a SYN flood? new connections get their flow at the ACK "
-                            "(one in %d at the SYN)", acked, opened, OPEN_WINDOW, OPEN_SAMPLE)
-            else:
-                log.info("xdp: handshakes complete again: new connections get their flow at "
-                         "the SYN")
-
     def flush(self) -> int:
         """Write the flows ``open`` installed since the last call (one batch update); a flow
         the kernel did not take is forgotten (its ACK then goes up, as without it). Run by the
         plane before it transmits what a ring drain decided, so that a SYN's flow is in the map
         before its ACK can come back."""
-        now = time.monotonic()
-        if now - self._win_start >= OPEN_WINDOW:
-            self._judge(now)
+        self._tick()
         keys = self._pending_keys
         if not keys:
             return 0

@@ -120,8 +120,7 @@ class XdpDataPlane(PacketDataPlane):
         if xdp_flows not in FLOWS:
             raise ValueError(f"xdp flows must be one of {', '.join(FLOWS)}, not {xdp_flows!r}")
         self.xdp_flows = xdp_flows
-        self.open_at_syn = open_at_syn
-        super().__init__(director, **options)
+        super().__init__(director, open_at_syn=open_at_syn, **options)
         self.xdp_mode = xdp_mode
         self.program: XdpProgram | None = None
         self.split: SplitFlowSink | None = None
@@ -170,6 +169,9 @@ class XdpDataPlane(PacketDataPlane):
             fw.flows = split
             fw.v6.flows = split  # IPv6 flows: the program's only (SplitFlowSink)
             # a TCP connection's flow goes in at its SYN (written before the SYN is sent)
+            # (the packet plane's C table gets no flow at the SYN here: the program's are)
+            self.opener = fw.opens = None
+            self.before_transmit = None
             if self.open_at_syn:
                 xdp_sink.open_kinds = kinds & {FLOW_DR, FLOW_NAT_DST, FLOW_TUN}
                 fw.opens = fw.v6.opens = xdp_sink
