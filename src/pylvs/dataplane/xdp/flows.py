@@ -45,7 +45,7 @@ from pylvs.core.director import DIR_INPUT, DIR_OUTPUT, Director
 from pylvs.core.schedulers.mh import remember_client_hash
 from pylvs.core.sync import SyncConn, apply
 from pylvs.dataplane.packet.heap import collector_paused
-from pylvs.dataplane.packet.opening import OpenGuard
+from pylvs.dataplane.packet.opening import CFlowOpener, OpenGuard
 from pylvs.dataplane.xdp.loader import XdpProgram
 from pylvs.dataplane.xdp.maps import (
     ACTION,
@@ -586,3 +586,32 @@ class SplitFlowSink:
         if self.other is not None:
             rows.extend(self.other.sync())
         return rows
+
+
+class SplitOpener:
+    """The forwarder's ``opens`` in the XDP plane: a SYN's flow goes where the connection's
+    flows go (``SplitFlowSink``'s rule): the kinds the program takes to the program
+    (``XdpFlowSink.open``), the others (NAT and TUN in generic mode) to the C table
+    (``opening.CFlowOpener``, IPv4 only), so that those handshakes' ACKs stay out of the Python
+    core too."""
+
+    def __init__(self, xdp: XdpFlowSink, other: CFlowOpener | None,
+                 xdp_kinds: frozenset[int]) -> None:
+        self.xdp = xdp
+        self.other = other
+        self.xdp_kinds = xdp_kinds
+
+    def open(self, proto: int, saddr: bytes, sport: int, daddr: bytes, dport: int, kind: int,
+             new_ip: bytes, new_port: int, out_ifindex: int, macs: bytes, conn: Any,
+             first_len: int, tun_src: bytes | None = None, mtu: int = 0) -> bool:
+        target: Any = self.xdp if kind in self.xdp_kinds else self.other
+        if target is None:
+            return False
+        return bool(target.open(proto, saddr, sport, daddr, dport, kind, new_ip, new_port,
+                                out_ifindex, macs, conn, first_len, tun_src, mtu))
+
+    def before_transmit(self) -> None:
+        """A drain's SYN flows written to the program; the C table's flood guard judged."""
+        self.xdp.flush()
+        if self.other is not None:
+            self.other.tick()

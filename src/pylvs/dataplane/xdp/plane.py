@@ -59,7 +59,7 @@ from pylvs.core.director import Director
 from pylvs.dataplane.packet.dataplane import PacketDataPlane
 from pylvs.dataplane.packet.forward import FLOW_DR, FLOW_NAT_DST, FLOW_NAT_SRC, FLOW_TUN
 from pylvs.dataplane.packet.ring import ArpSocket, PacketRing
-from pylvs.dataplane.xdp.flows import SplitFlowSink, XdpFlowSink
+from pylvs.dataplane.xdp.flows import SplitFlowSink, SplitOpener, XdpFlowSink
 from pylvs.dataplane.xdp.loader import XdpProgram, XdpUnavailable
 from pylvs.dataplane.xdp.mhtables import (
     MhMaps,
@@ -168,14 +168,13 @@ class XdpDataPlane(PacketDataPlane):
                 self.director.before_tick.append(fw.sync_flows)
             fw.flows = split
             fw.v6.flows = split  # IPv6 flows: the program's only (SplitFlowSink)
-            # a TCP connection's flow goes in at its SYN (written before the SYN is sent)
-            # (the packet plane's C table gets no flow at the SYN here: the program's are)
-            self.opener = fw.opens = None
-            self.before_transmit = None
+            # a TCP connection's flow goes in at its SYN (the program's written before the SYN
+            # is sent), to the program or, for the kinds it does not take, to the C table
             if self.open_at_syn:
                 xdp_sink.open_kinds = kinds & {FLOW_DR, FLOW_NAT_DST, FLOW_TUN}
-                fw.opens = fw.v6.opens = xdp_sink
-                self.before_transmit = xdp_sink.flush
+                opens = SplitOpener(xdp_sink, self.opener, kinds)
+                fw.opens = fw.v6.opens = opens
+                self.before_transmit = opens.before_transmit
             self.split = split
             self.program = program
             self.mh = MhMaps(program)
