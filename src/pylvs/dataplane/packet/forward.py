@@ -296,8 +296,7 @@ class Forwarder(NextHop):
         iface = self.interfaces.get(ifindex)
         if iface is None:
             return
-        if (spa != b"\0\0\0\0" and iface.on_link(int.from_bytes(spa, "big"))
-                and self.neighbours.get(spa) != sha):
+        if spa != b"\0\0\0\0" and iface.on_link(int.from_bytes(spa, "big")):
             self._learn(spa, sha)
         if op == ARP_REQUEST and tpa in self.arp_vips:
             self.arp_replies += 1

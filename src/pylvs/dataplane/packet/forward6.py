@@ -146,12 +146,11 @@ class NextHop:
         if opens is None or hit is None or proto != IPPROTO_TCP:
             return
         fwd = conn.dest.fwd
+        new_port, tun_src, mtu = conn.dport, None, 0
         if fwd == _DROUTE:
-            opens.open(proto, saddr, sport, daddr, dport, FLOW_DR, conn.daddr, conn.dport,
-                       hit[0], hit[1], conn, first_len)
+            kind = FLOW_DR
         elif fwd == _MASQ:
-            opens.open(proto, saddr, sport, daddr, dport, FLOW_NAT_DST, conn.daddr, conn.dport,
-                       hit[0], hit[1], conn, first_len)
+            kind = FLOW_NAT_DST
         elif fwd == _TUNNEL:
             # the outer header's source and the egress MTU, as the tunnel path wrote and
             # checked them (IPIP: the interface's address; IPv6-in-IPv6: its global one, else
@@ -160,10 +159,14 @@ class NextHop:
             if r is None:
                 return
             iface = r[0]
-            src = iface.addr if len(conn.daddr) == 4 else (iface.addr6 or iface.ll6)
-            if src:
-                opens.open(proto, saddr, sport, daddr, dport, FLOW_TUN, conn.daddr, 0, hit[0],
-                           hit[1], conn, first_len, src, iface.mtu)
+            tun_src = iface.addr if len(conn.daddr) == 4 else (iface.addr6 or iface.ll6)
+            if not tun_src:
+                return
+            kind, new_port, mtu = FLOW_TUN, 0, iface.mtu
+        else:
+            return
+        opens.open(proto, saddr, sport, daddr, dport, kind, conn.daddr, new_port, hit[0], hit[1],
+                   conn, first_len, tun_src, mtu)
 
     def _still_opening(self, conn: Connection, proto: int) -> bool:
         """A TCP connection in its handshake whose flows were made at its SYN (``_open``):

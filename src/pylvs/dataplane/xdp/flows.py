@@ -184,10 +184,10 @@ class XdpFlowSink(OpenGuard):
         forwarded (``kind`` DR, NAT's way in or TUN, with the tunnel's outer source and the
         egress MTU, if ``open_kinds`` has it), so that the handshake's ACK and everything after
         it stay in the kernel: without this the ACK went up too (a second pass through the core
-        for every connection) and the flow was installed only then. The flow counts the SYN (one packet of ``first_len``) and is marked
-        FLOW_F_OPENING: the program reports its next packet (``NEW_ACKED``), which moves the
-        entry on from SYN_RECV as that ACK would have. Written by the next ``flush`` (one
-        system call for a ring drain's SYNs).
+        for every connection) and the flow was installed only then. The flow counts the SYN
+        (one packet of ``first_len``) and is marked FLOW_F_OPENING: the program reports its
+        next packet (``NEW_ACKED``), which moves the entry on from SYN_RECV as that ACK would
+        have. Written by the next ``flush`` (one system call for a ring drain's SYNs).
 
         A flood's SYNs would fill the map with flows of connections that never open and push
         established flows out of it (LRU), so a SYN gets a flow only while the sink holds
