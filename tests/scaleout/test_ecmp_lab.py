@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -85,9 +86,11 @@ def test_one_next_hop_per_healthy_director_and_each_way_of_losing_it(
     assert ecmp.wait_next_hops({d2, d3}, timeout=5) < 3
     _weights(ecmp, 1, 1)
     ecmp.wait_next_hops({d1, d2, d3}, timeout=10)
+    # the speaker polls while the weights change one service at a time: its withdraw names the
+    # services that had lost quorum at that poll (port 80 first, 9000 too if both had)
     log = ecmp.log_text("dir1-scaleout.log")
-    assert "withdraw 10.171.0.100/32: no quorum (no real server with weight > 0) for TCP " \
-        "10.171.0.100:80, TCP 10.171.0.100:9000" in log
+    assert re.search(r"withdraw 10\.171\.0\.100/32: no quorum \(no real server with weight > 0\) "
+                     r"for TCP 10\.171\.0\.100:80(, TCP 10\.171\.0\.100:9000)?$", log, re.M), log
     # drain and resume
     r = _scaleout(ecmp, 2, "drain")
     assert r.returncode == 0 and "draining: yes" in r.stdout and "announced: nothing" in r.stdout
