@@ -397,7 +397,7 @@ def role_gen_many(args: argparse.Namespace) -> None:
     bench_packet.role_gen(argparse.Namespace(
         dst_mac=g["dst_mac"], src_mac=g["src_mac"], dst_ip=g["dst_ip"], dport=g["dport"],
         flows=g["n"], syn=True, payload=0, partial=False, sport_base=1024,
-        seconds=g["seconds"], rate=g["rate"]))
+        seconds=g["seconds"], rate=g["rate"], py_loop=g.get("py_loop", False)))
 
 
 class Bench:
@@ -423,13 +423,15 @@ class Bench:
             argvs = [[*self.me, "--role", "gen-many", "--gen", json.dumps(
                 {"dst_mac": dst_mac, "src_mac": src_mac, "dst_ip": dst_ip, "dport": dport,
                  "first": k * per, "n": per, "seconds": seconds, "rate": rate // n,
-                 "handshake": handshake})]
+                 "handshake": handshake, "py_loop": self.args.py_gen})]
                 for k in range(n)]
         else:
             argv = [sys.executable, GEN, "--role", "gen", "--dst-mac", dst_mac,
                     "--src-mac", src_mac, "--dst-ip", dst_ip,
                     "--dport", str(dport), "--seconds", str(seconds), "--rate", str(rate // n),
                     "--flows", str(64000 if syn else self.args.flows), "--payload", "18"]
+            if self.args.py_gen:
+                argv.append("--py-loop")
             if syn:  # disjoint source ports: every SYN of every generator is a new connection
                 argv.append("--syn")
                 argv[argv.index("--flows") + 1] = str(64000 // n)
@@ -756,6 +758,9 @@ def main() -> int:
                         "server's receive) runs there, as it would on other machines, and not "
                         "inside the director's send() on its own core; changes hosts other "
                         "than the director, off by default")
+    p.add_argument("--py-gen", action="store_true",
+                   help="the generators fill their TX rings from Python, as before 2026-12-08 "
+                        "(by default the packet plane's C ring queue() does)")
     p.add_argument("--check-xdp-trafficgen", action="store_true")
     p.add_argument("--json", default="", help="also write every row to this file")
     p.add_argument("--repeat", type=int, default=1_000_000,
