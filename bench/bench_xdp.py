@@ -4,10 +4,16 @@ under the XDP plane (issue #19, item 6).
 
 Generator: xdp-tools' ``xdp-trafficgen`` was tried first and does not run on this kernel (xdp-tools
 1.3.1, Debian 12's package, fails to load its object: ``tp_xdp_redirect_map_err`` names a
-tracepoint newer kernels no longer have), so the generator is ``bench_packet.py``'s AF_PACKET TX
-ring generator (raw pre-built 64-byte UDP frames, or TCP SYNs from new ports), run as
-``--gens`` processes in the client namespace at once (one per core by default). Its limit is its
-own: a Python loop filling ring slots, ≈ 100-250 k frames/s per process on this machine.
+tracepoint newer kernels no longer have); the same technique by hand (an XDP program run by
+``BPF_PROG_TEST_RUN`` with ``BPF_F_TEST_XDP_LIVE_FRAMES``) is refused here with EPERM, and the
+kernel has no pktgen. So the generator is ``bench_packet.py``'s AF_PACKET TX ring generator
+(raw pre-built 64-byte UDP frames, or TCP SYNs from new ports), run as ``--gens`` processes in
+the client namespace at once (one per core by default), each queueing its frames through the
+packet plane's C TX ring (``--py-gen``: the Python slot loop used until 2026-12-08, about a
+third slower). On veth a sender's ``send()`` carries each frame through the lab (bridge,
+director's receive and, in softirq, its forwarding) on the sender's CPU, so a flat-out row's
+rate is what two cores running the whole path reach: for kernel forwarding and the XDP rows,
+the rate at which their per-packet cost fills the CPUs, not a generator ceiling.
 ``--check-xdp-trafficgen`` repeats the attempt and prints the loader's error.
 
 What each row measures (``--seconds`` per row, flat out unless paced):
@@ -27,6 +33,13 @@ What each row measures (``--seconds`` per row, flat out unless paced):
   the row minus it: the director's own receive, decision and transmit plus the second pass over
   the lab's bridge that forwarding adds (charged to the director here, as in ``bench_packet.py``).
   Other work on the machine adds its own network softirq (noise, reported with the load average).
+- ``director NAPI µs/packet`` (rows whose director interfaces have NAPI: the native rows): the
+  time in the NAPI polls of the director's own interfaces (eth0, eth1) per forwarded packet, from
+  the ``napi:napi_poll`` tracepoint (a poll's time runs from the NET_RX softirq's start or the
+  previous poll's end on that CPU to its end; kprobes and fentry are not available here). In
+  native mode the director's whole work on a packet (receive, the program, ``XDP_TX`` or the
+  redirect's transmit) is in those polls; on veth that includes turning the sender's skb into
+  an XDP buffer, which a NIC's driver does not do;
 - ``XDP program ns/run``: the XDP program's own run time per packet, as the kernel counts it with
   ``kernel.bpf_stats_enabled=1`` (set for the run, restored after; it adds two clock reads per
   run): the share of the director's cost that is pylvs' program, without veth's and the skb's.
@@ -128,8 +141,17 @@ tracepoint:irq:softirq_entry /args->vec == 2 || args->vec == 3/ { @s[cpu] = nsec
 tracepoint:irq:softirq_exit /(args->vec == 2 || args->vec == 3) && @s[cpu]/ {
   @t[pid] = sum(nsecs - @s[cpu]); delete(@s[cpu]);
 }
-interval:ms:100 { print(@t); }
+tracepoint:irq:softirq_entry /args->vec == 3/ { @l[cpu] = nsecs; }
+tracepoint:napi:napi_poll /@l[cpu]/ {
+  @np[str(args->dev_name)] = sum(nsecs - @l[cpu]); @nw[str(args->dev_name)] = sum(args->work);
+  @l[cpu] = nsecs;
+}
+tracepoint:irq:softirq_exit /args->vec == 3/ { delete(@l[cpu]); }
+interval:ms:100 { print(@np); print(@nw); print(@t); }
 """
+# the director's interfaces in the lab: their NAPI polls (native XDP: the program's receive,
+# verdict and XDP_TX or redirect, all in the poll) are the director's whole work per packet
+DIRECTOR_NAPI = ("eth0", "eth1")
 
 
 class SoftirqClock:
@@ -144,6 +166,12 @@ class SoftirqClock:
         self.proc = subprocess.Popen(["bpftrace", "-f", "json", "-e", SOFTIRQ_BT],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.latest: tuple[float, dict[int, int]] = (0.0, {})
+        # NAPI poll nanoseconds and packets per device name, of the reading ``latest`` holds:
+        # a poll's time is from the NET_RX softirq's start or the previous poll's end on that
+        # CPU to its own end (the napi_poll tracepoint fires as each poll returns)
+        self.napi: tuple[dict[str, int], dict[str, int]] = ({}, {})
+        self._np: dict[str, int] = {}
+        self._nw: dict[str, int] = {}
         self.cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
         self.snapshot(timeout=30)  # attached
@@ -153,19 +181,34 @@ class SoftirqClock:
         for line in self.proc.stdout:
             with contextlib.suppress(ValueError, KeyError):
                 msg = json.loads(line)
-                if msg.get("type") == "map":
+                if msg.get("type") != "map":
+                    continue
+                if "@np" in msg["data"]:
+                    self._np = {k: int(v) for k, v in msg["data"]["@np"].items()}
+                elif "@nw" in msg["data"]:
+                    self._nw = {k: int(v) for k, v in msg["data"]["@nw"].items()}
+                else:  # @t comes last in each interval's print
                     data = {int(k): int(v) for k, v in msg["data"]["@t"].items()}
                     with self.cond:
                         self.latest = (time.monotonic(), data)
+                        self.napi = (self._np, self._nw)
                         self.cond.notify_all()
 
     def snapshot(self, timeout: float = 5.0) -> dict[int, int]:
-        """The first reading taken after this call."""
+        """The first reading taken after this call (its NAPI figures in ``napi_at_snapshot``)."""
         asked = time.monotonic()
         with self.cond:
             if not self.cond.wait_for(lambda: self.latest[0] > asked, timeout):
                 raise RuntimeError("bpftrace gives no softirq readings")
+            self.napi_at_snapshot = self.napi
             return dict(self.latest[1])
+
+    def director_napi(self) -> tuple[int, int]:
+        """Nanoseconds and packets of the director interfaces' NAPI polls at the last
+        snapshot."""
+        ns, work = self.napi_at_snapshot
+        return (sum(ns.get(d, 0) for d in DIRECTOR_NAPI),
+                sum(work.get(d, 0) for d in DIRECTOR_NAPI))
 
     def close(self) -> None:
         self.proc.terminate()
@@ -519,6 +562,7 @@ class Bench:
             prog = self.prog_id() if plane == "xdp" else 0
             b0 = prog_runtime(prog)
             s0, p0 = self.clock.snapshot(), task_cpu_ns(dpid) if dpid else 0
+            n0 = self.clock.director_napi()
             t0 = time.monotonic()
             # SYN rows: tuples that never repeat (one address's 64,000 ports would repeat within
             # a row above 32 k/s, and a repeated SYN is a retransmission, not a new connection)
@@ -527,6 +571,7 @@ class Bench:
             time.sleep(0.3)
             wall = time.monotonic() - t0
             s1, p1 = self.clock.snapshot(), task_cpu_ns(dpid) if dpid else 0
+            n1 = self.clock.director_napi()
             b1 = prog_runtime(prog)
             c1 = (self.counter("client", "tx_packets"), self.counter(sink, "rx_packets"),
                   self.counter("director", "rx_packets"), self.counter("client", "rx_packets"))
@@ -558,6 +603,9 @@ class Bench:
         }
         if prog and b1[1] > b0[1]:
             res["prog_ns_per_run"] = (b1[0] - b0[0]) / (b1[1] - b0[1])
+        if n1[1] - n0[1] >= fwd // 2 > 0:  # the director's interfaces had NAPI (native XDP)
+            res["napi_us_per_packet"] = (n1[0] - n0[0]) / 1e3 / fwd
+            res["napi_packets"] = n1[1] - n0[1]
         if stats:
             res["director"] = stats
             res["warm_xdp_flows"] = warm.get("xdp_flows", 0)
@@ -613,12 +661,11 @@ class Bench:
         fills after 256 frames and every later one is an ``xdp_tx_error``. So the native rows
         get an XDP program that passes everything on both peers (benchmark set-up only)."""
         for port in ("director0", "director1"):
+            # (off first: ip refuses to attach over a program already there)
+            self.lab.run("lan", ["ip", "link", "set", "dev", port, "xdpdrv", "off"], check=False)
             if on:
                 self.lab.run("lan", ["ip", "link", "set", "dev", port, "xdpdrv", "obj",
                                      self.pass_obj(), "sec", "xdp"], check=True)
-            else:
-                self.lab.run("lan", ["ip", "link", "set", "dev", port, "xdpdrv", "off"],
-                             check=False)
 
     def pass_obj(self) -> str:
         path = os.path.join(self.tmp, "xdp_pass.o")
@@ -706,8 +753,10 @@ def fmt_row(r: dict[str, Any], base_us: float, secs: float) -> str:
     if r["rate"] and r["offered"] < 0.9 * r["rate"] * secs:
         rate += f" (generator reached {r['pps_offered']:,.0f})"
     prog = f"{r['prog_ns_per_run']:.0f}" if "prog_ns_per_run" in r else ""
+    napi = f"{r['napi_us_per_packet']:.2f}" if "napi_us_per_packet" in r else ""
     return (f"| {r['name']} | {rate} | {r['pps_offered']:,.0f} | {r['pps']:,.0f} | {r['loss']:.2%} "
-            f"| {cpu:.2f} | {net} | {r['proc_us_per_packet']:.2f} | {prog} | {via} | {conns} |")
+            f"| {cpu:.2f} | {net} | {r['proc_us_per_packet']:.2f} | {napi} | {prog} | {via} "
+            f"| {conns} |")
 
 
 def main() -> int:
@@ -892,8 +941,9 @@ def main() -> int:
     if tg:
         print(f"xdp-trafficgen: {tg}")
     print("\n| row | paced at | offered/s | forwarded/s | loss | director CPU µs/pkt | net of "
-          "`direct` | director process µs/pkt | XDP program ns/run | via XDP | new conns/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "`direct` | director process µs/pkt | director NAPI µs/pkt | XDP program ns/run | "
+          "via XDP | new conns/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows + paced:
         print(fmt_row(r, base, args.seconds))
     for g, krate in sorted(kernel_rate.items()):
