@@ -549,8 +549,15 @@ class Bench:
                 self.gens(dst_mac.replace(":", ""), dst_ip, 80, 4000 * self.args.gens, 1.0)
                 time.sleep(0.3)
         dst_mac = dst_mac.replace(":", "")
+        # the UDP rows' sink drops the frames once counted: otherwise nat1 (the kernel and NAT
+        # rows' sink) routes an ICMP port unreachable for each (perf: __icmp_send and its route
+        # lookups), work the `direct` row's rs1 does not do and "net of direct" would charge
+        # to those rows' director
+        udp_sink = "" if syn or not self.args.sink_drop_udp else sink
         if sink_drop:
             self.sink_drop(True)
+        if udp_sink:
+            self.sink_drop(True, udp_sink, "ip protocol udp udp dport { 9, 80 }")
         try:
             if director is not None:
                 assert director.stdin is not None and director.stdout is not None
@@ -578,6 +585,8 @@ class Bench:
         finally:
             if sink_drop:
                 self.sink_drop(False)
+            if udp_sink:
+                self.sink_drop(False, udp_sink)
             if syn and mode == "nat":
                 lab.run("director", ["ip", "route", "del", "default", "via", CLIENT], check=False)
             if listener is not None:
@@ -635,16 +644,17 @@ class Bench:
                                               if entered else 0.0)
         return res
 
-    def sink_drop(self, on: bool) -> None:
-        """rs1 as a counting sink: TCP to the VIP (SYNs, the handshake rows' ACKs) dropped at
-        its eth0's ingress hook (after veth counted them in ``rx_packets``), so its TCP stack
-        never answers them."""
+    def sink_drop(self, on: bool, host: str = "rs1", rule: str = f"ip daddr {VIP} ip protocol tcp"
+                  ) -> None:
+        """``host`` as a counting sink: what ``rule`` matches (by default TCP to the VIP: SYNs,
+        the handshake rows' ACKs) dropped at its eth0's ingress hook, after veth counted it in
+        ``rx_packets``, so its stack never answers."""
         script = "table netdev pylvs_bench_sink\ndelete table netdev pylvs_bench_sink\n"
         if on:
             script += ("table netdev pylvs_bench_sink {\n  chain in {\n"
                        "    type filter hook ingress device eth0 priority 0; policy accept;\n"
-                       f"    ip daddr {VIP} ip protocol tcp drop\n  }}\n}}\n")
-        self.lab.run("rs1", ["nft", "-f", "-"], input=script, check=True)
+                       f"    {rule} drop\n  }}\n}}\n")
+        self.lab.run(host, ["nft", "-f", "-"], input=script, check=True)
 
     def prog_id(self) -> int:
         """The id of the XDP program on the director's eth0 (0: none)."""
@@ -807,6 +817,9 @@ def main() -> int:
                         "server's receive) runs there, as it would on other machines, and not "
                         "inside the director's send() on its own core; changes hosts other "
                         "than the director, off by default")
+    p.add_argument("--no-sink-drop-udp", dest="sink_drop_udp", action="store_false",
+                   help="let the UDP rows' sink's stack see the frames (and answer each with an "
+                        "ICMP port unreachable, as before 2026-12-08)")
     p.add_argument("--py-gen", action="store_true",
                    help="the generators fill their TX rings from Python, as before 2026-12-08 "
                         "(by default the packet plane's C ring queue() does)")
