@@ -55,7 +55,15 @@ Rows:
   lab's bridge-side peers of the director's veths (native XDP_TX and redirect on veth need NAPI
   on the peer; for XDP_TX on this kernel GRO is not enough, see ``Bench.set_peer_napi``), and
   ``kernel-napi`` (the reference again in that set-up), ``xdp-dr-native``, ``xdp-nat-native``
-  run;
+  run; and the wire rows: on veth a frame the bridge hands on is an skb, which the director's
+  veth must copy into an XDP buffer before the program sees it (``veth_convert_skb_to_xdp_buff``,
+  work a NIC's driver does not do: its frames are in its ring's pages already). In
+  ``xdp-dr-wire`` and ``xdp-nat-wire`` an XDP program on the client's bridge port (client0)
+  redirects the generator's frames straight into the director's veth, so they arrive as XDP
+  frames; ``kernel-wire`` is kernel forwarding fed the same way (GRO on the director's eth0 for
+  that row, which gives it the NAPI an arriving XDP frame needs), their reference. Their
+  ``net of direct`` is negative (the frames skip the bridge's skb) and meaningless; their
+  ``director NAPI µs/pkt`` is the director's whole work per packet as a NIC would have it;
 - ``xdp-syn``: every frame a TCP SYN of a tuple never seen before (``many_frames``) to a DR
   service under the XDP plane (generic): the program passes them up, the Python core schedules
   each one (until 2026-12-07 13:00 UTC this row's SYNs came from one address's 64,000 ports,
@@ -515,7 +523,7 @@ class Bench:
             argv = [*self.me, "--role", "director", "--plane", plane, "--mode", mode,
                     "--rip", NAT1 if mode == "nat" else RS1]
             if plane == "xdp":
-                argv += ["--xdp-mode", kind[-1] if kind[-1] in ("generic", "native") else "generic"]
+                argv += ["--xdp-mode", "native" if kind[-1] in ("native", "wire") else "generic"]
             if syn:
                 argv.append("--syn")
             if name.endswith("ack-up"):
@@ -558,6 +566,11 @@ class Bench:
             self.sink_drop(True)
         if udp_sink:
             self.sink_drop(True, udp_sink, "ip protocol udp udp dport { 9, 80 }")
+        wire = kind[-1] == "wire"
+        if wire:
+            if plane == "kernel":  # NAPI on the director's eth0 (GRO): XDP frames can arrive
+                lab.run("director", ["ethtool", "-K", "eth0", "gro", "on"], check=True)
+            self.set_wire(True)
         try:
             if director is not None:
                 assert director.stdin is not None and director.stdout is not None
@@ -587,6 +600,10 @@ class Bench:
                 self.sink_drop(False)
             if udp_sink:
                 self.sink_drop(False, udp_sink)
+            if wire:
+                self.set_wire(False)
+                if plane == "kernel":
+                    lab.run("director", ["ethtool", "-K", "eth0", "gro", "off"], check=False)
             if syn and mode == "nat":
                 lab.run("director", ["ip", "route", "del", "default", "via", CLIENT], check=False)
             if listener is not None:
@@ -677,6 +694,28 @@ class Bench:
                 self.lab.run("lan", ["ip", "link", "set", "dev", port, "xdpdrv", "obj",
                                      self.pass_obj(), "sec", "xdp"], check=True)
 
+    def set_wire(self, on: bool) -> None:
+        """The wire rows' set-up (with ``set_peer_napi(True)``): ``WIRE_PROGRAM`` on client0,
+        redirecting the generator's frames into director0, whose peer is the director's eth0;
+        benchmark set-up only, removed after the row."""
+        self.lab.run("lan", ["ip", "link", "set", "dev", "client0", "xdpdrv", "off"], check=False)
+        if not on:
+            return
+        mac = bytes.fromhex(self.lab.mac("director").replace(":", ""))
+        ifindex = int(self.lab.run("lan", ["cat", "/sys/class/net/director0/ifindex"],
+                                   check=True).stdout)
+        src = os.path.join(self.tmp, "xdp_wire.c")
+        obj = os.path.join(self.tmp, "xdp_wire.o")
+        with open(src, "w") as f:
+            f.write(WIRE_PROGRAM % {"ifindex": ifindex, "mac_test": " || ".join(
+                f"d[{i}] != {b}" for i, b in enumerate(mac))})
+        arch = subprocess.run(["gcc", "-dumpmachine"], capture_output=True, text=True,
+                              check=False).stdout.strip() or "x86_64-linux-gnu"
+        subprocess.run(["clang", "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}", "-c",
+                        src, "-o", obj], check=True)
+        self.lab.run("lan", ["ip", "link", "set", "dev", "client0", "xdpdrv", "obj", obj,
+                             "sec", "xdp"], check=True)
+
     def pass_obj(self) -> str:
         path = os.path.join(self.tmp, "xdp_pass.o")
         if not os.path.exists(path):
@@ -699,6 +738,24 @@ LISTENER = ("import socket, sys\n"
 ARP_POKE = ("import socket, sys, time\n"
             "socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', (sys.argv[1], 9))\n"
             "time.sleep(0.5)\n")
+
+# the wire rows' program on the client's bridge port (client0): every frame addressed to the
+# director's MAC redirected straight into the director's veth (ndo_xdp_xmit), so it arrives there
+# as an XDP frame, as a NIC's driver hands its ring's buffers to XDP, and not as an skb that
+# veth must first copy into an XDP buffer; anything else (ARP) goes on to the bridge
+WIRE_PROGRAM = """#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+SEC("xdp") int xdp_wire(struct xdp_md *ctx)
+{
+    unsigned char *d = (unsigned char *)(long)ctx->data;
+    if (d + 14 > (unsigned char *)(long)ctx->data_end)
+        return XDP_PASS;
+    if (%(mac_test)s)
+        return XDP_PASS;
+    return bpf_redirect(%(ifindex)d, 0);
+}
+char LICENSE[] SEC("license") = "GPL";
+"""
 
 PASS_PROGRAM = """struct xdp_md;
 __attribute__((section("xdp"), used)) int xdp_pass(struct xdp_md *ctx) { return 2; /* PASS */ }
@@ -789,8 +846,8 @@ def main() -> int:
                         "xdp-dr-generic,xdp-nat-generic,xdp-syn,xdp-syn-sink,xdp-hs-sink,"
                         "xdp-hs-sink-ack-up,packet-hs-sink,packet-hs-sink-ack-up,xdp-syn-mh,"
                         "xdp-syn-mh-nat, and "
-                        "with "
-                        "--native-peers also kernel-napi,xdp-dr-native,xdp-nat-native)")
+                        "with --native-peers also kernel-napi,xdp-dr-native,xdp-nat-native,"
+                        "kernel-wire,xdp-dr-wire,xdp-nat-wire)")
     p.add_argument("--native-peers", action="store_true",
                    help="benchmark investigation only: the native rows (kernel-napi, "
                         "xdp-*-native) attach a pass-through XDP program to the lab's "
@@ -836,7 +893,8 @@ def main() -> int:
     if args.role == "gen-many":
         role_gen_many(args)
         return 0
-    native = ("kernel-napi", "xdp-dr-native", "xdp-nat-native")
+    native = ("kernel-napi", "xdp-dr-native", "xdp-nat-native", "kernel-wire", "xdp-dr-wire",
+              "xdp-nat-wire")
     if not args.rows:
         args.rows = ",".join(["direct", "kernel", "packet-dr", "packet-nat", "xdp-dr-generic",
                               "xdp-nat-generic", "xdp-syn", "xdp-syn-sink", "xdp-hs-sink",
@@ -895,27 +953,30 @@ def main() -> int:
         b = Bench(lab, args, clock)
         names = [n for n in args.rows.split(",") if n]
         gro = False
-        kernel_rate: dict[bool, float] = {}
+        # each row's set-up group, whose kernel row is its reference: False (the lab as it is),
+        # True (pass programs on the director's peers), "wire" (and frames arriving as XDP
+        # frames)
+        kernel_rate: dict[bool | str, float] = {}
         for name in names:
-            if (name.endswith("-native") or name == "kernel-napi") and not gro:
+            if name in native and not gro:
                 b.set_peer_napi(True)  # only with --native-peers (checked above)
                 gro = True
             r = b.row(name)
-            r["napi"] = gro
+            r["napi"] = "wire" if name.endswith("-wire") else gro
             rows.append(r)
             if name.startswith("kernel"):
-                kernel_rate[gro] = r["pps"]
+                kernel_rate[r["napi"]] = r["pps"]
             print(json.dumps({k: v for k, v in r.items() if k != "director"}), file=sys.stderr,
                   flush=True)
         if args.target:
-            for g in (False, True):
+            for g in (False, True, "wire"):
                 todo = [r["name"] for r in rows if r["napi"] == g and r["name"].split("-")[0]
                         in ("packet", "xdp") and not r["name"].startswith("xdp-syn")
                         and "-hs-" not in r["name"]]
                 if not todo or g not in kernel_rate:
                     continue
                 if args.native_peers:
-                    b.set_peer_napi(g)
+                    b.set_peer_napi(bool(g))
                 rate = int(args.target * kernel_rate[g])
                 for name in todo:
                     r = b.row(name, rate)
@@ -959,8 +1020,9 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows + paced:
         print(fmt_row(r, base, args.seconds))
-    for g, krate in sorted(kernel_rate.items()):
-        setup = " (XDP pass programs on the director's peers)" if g else ""
+    for g, krate in kernel_rate.items():
+        setup = {False: "", True: " (XDP pass programs on the director's peers)",
+                 "wire": " (frames arriving as XDP frames, GRO on the director's eth0)"}[g]
         print(f"kernel forwarding{setup}: {krate:,.0f}/s; "
               f"target {args.target:g}x = {args.target * krate:,.0f}/s")
     for name, (verdict, ns) in alone.items():
