@@ -5,7 +5,9 @@ pure-Python path (``fastpath=False``).
 
 Set-up: the namespace lab. The client namespace is the load generator: it pre-builds UDP (or
 TCP SYN) frames addressed to the director's MAC and pushes them through an AF_PACKET TX ring as
-fast as it can for ``--seconds``. The director forwards them:
+fast as it can for ``--seconds`` (queued through the packet plane's own C ring, one Python call
+per frame; ``--py-loop``: the slot loop in Python used until 2026-12-08, a third slower). The
+director forwards them:
 - ``kernel``: plain Linux IP forwarding (ip_forward=1) from the LAN to nat1 on the back network,
   no pylvs at all: the reference;
 - ``dr``: pylvs packet plane, UDP service VIP:80 -> rs1, MAC rewrite only;
