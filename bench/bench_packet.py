@@ -163,8 +163,9 @@ def role_gen(args: argparse.Namespace) -> None:
 def _send_c(fast: Any, frames: list[bytes], seconds: float, rate: int) -> int:
     """The generator's loop on the packet plane's own C TX ring (``_fastpath.Ring.queue``, the
     frame copied into a slot in C, a ``send()`` per 64): a Python call per frame instead of
-    the slot bookkeeping above, several times the frames per second. A full ring is retried
-    after a kick, never dropped here, so ``sent`` is what the kernel took."""
+    the slot bookkeeping above (the lab's ``direct`` row: 397 k -> 529 k frames/s, where the
+    kernel's share of each send then sets the limit). A full ring is retried after a kick,
+    never dropped here, so ``sent`` is what the kernel took."""
     queue, flush = fast.queue, fast.flush
     nflows = len(frames)
     sent = i = 0
