@@ -164,6 +164,7 @@ class DirectorDaemon:
             self.durable if self.durable is not None else self.director.table, control_socket,
             extra={
                 "status": self._status,
+                "get_connections": self._get_connections,
                 "get_daemons": self._get_daemons,
                 "start_daemon": self._start_daemon,
                 "stop_daemon": self._stop_daemon,
@@ -185,6 +186,14 @@ class DirectorDaemon:
     def _sync_backend(self) -> Any:
         kernel = getattr(self.dataplane, "kernel", None)
         return kernel if kernel is not None else self.sync
+
+    def _get_connections(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """``-Lnc``: what the data plane forwarded on its own since it last reported (a
+        handshake's ACK) entered first, so the listing is the table as of the request."""
+        refresh = getattr(self.dataplane, "refresh_table", None)
+        if refresh is not None:
+            refresh()
+        return [c.to_wire() for c in self.server.backend.get_connections()]
 
     def _get_daemons(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         return [P.daemon_to_wire(d) for d in self._sync_backend().get_daemons()]
