@@ -187,13 +187,13 @@ class DirectorDaemon:
         kernel = getattr(self.dataplane, "kernel", None)
         return kernel if kernel is not None else self.sync
 
-    def _get_connections(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+    def _get_connections(self, args: dict[str, Any]) -> Any:
         """``-Lnc``: what the data plane forwarded on its own since it last reported (a
         handshake's ACK) entered first, so the listing is the table as of the request."""
         refresh = getattr(self.dataplane, "refresh_table", None)
         if refresh is not None:
             refresh()
-        return [c.to_wire() for c in self.server.backend.get_connections()]
+        return P.OPERATIONS["get_connections"](self.server.backend, args)
 
     def _get_daemons(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         return [P.daemon_to_wire(d) for d in self._sync_backend().get_daemons()]

@@ -349,13 +349,6 @@ class PacketDataPlane:
         if self.forwarder is not None:
             self.forwarder.learn(kernel_neighbours())
 
-    def refresh_table(self) -> None:
-        """Before the table is listed (``-Lnc``): the handshakes whose ACK the C table
-        forwarded since the last drain move their entries on now, as IPVS's table would show
-        them the moment the ACK passed, not at the next frame the Python path handles."""
-        if self.opener is not None and self.opener.acked:
-            self.opener.take_acked()
-
     def close(self) -> None:
         if self._kick is not None:
             self._kick.close()

@@ -265,28 +265,28 @@ class XdpDataPlane(PacketDataPlane):
         """Whether the last read of the program's ring left records in it."""
         return self.split is not None and not self.split.xdp.drained
 
-    def import_due(self) -> int:
+    def import_due(self, at_once: bool = False) -> int:
         """Enter the program's new connections (for ``IMPORT_SLICE`` at most) if the ring
         holds a backlog or ``IMPORT_INTERVAL`` has passed; first, take the Maglev tables out or
         put them back if the core's defences started or stopped holding new connections. Run
-        on every pass of the loop, blocking (``poll_once``) or asyncio's (``_import_loop``)."""
+        on every pass of the loop, blocking (``poll_once``) or asyncio's (``_import_loop``);
+        ``at_once``: whether or not the interval has passed (a listing)."""
         if self.mh is not None and self._hold_changed():
             self.refresh_mh()
         now = time.monotonic()
         if (self.split is None or not self._records_due()
-                or (not self.backlog() and now - self._imported_at < IMPORT_INTERVAL)):
+                or (not at_once and not self.backlog()
+                    and now - self._imported_at < IMPORT_INTERVAL)):
             return 0
         self._imported_at = now
         return self.split.xdp.import_for(IMPORT_SLICE)
 
     def refresh_table(self) -> None:
-        """Before the table is listed: the program's records so far entered (for
-        ``IMPORT_SLICE`` at most), so a connection whose handshake ACK the program forwarded
-        is listed ESTABLISHED at once, not after the next ``IMPORT_INTERVAL``."""
-        super().refresh_table()
-        if self.split is not None and self._records_due():
-            self._imported_at = time.monotonic()
-            self.split.xdp.import_for(IMPORT_SLICE)
+        """Before the table is listed (``-Lnc``): the program's records so far entered, so a
+        connection whose handshake ACK the program forwarded is listed ESTABLISHED at once,
+        as IPVS's table would show it, not after the next ``IMPORT_INTERVAL``. (The C table's
+        handshakes need nothing: each drain that forwards one moves its entry on.)"""
+        self.import_due(at_once=True)
 
     def poll_once(self, timeout: float) -> int:
         n = super().poll_once(min(timeout, 0.0 if self.backlog() else IMPORT_INTERVAL))
