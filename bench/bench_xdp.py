@@ -60,8 +60,9 @@ Rows:
   work a NIC's driver does not do: its frames are in its ring's pages already). In
   ``xdp-dr-wire`` and ``xdp-nat-wire`` an XDP program on the client's bridge port (client0)
   redirects the generator's frames straight into the director's veth, so they arrive as XDP
-  frames; ``kernel-wire`` is kernel forwarding fed the same way (GRO on the director's eth0 for
-  that row, which gives it the NAPI an arriving XDP frame needs), their reference. Their
+  frames. Kernel forwarding cannot be fed that way without switching the director's GRO on (the
+  NAPI an arriving XDP frame needs), which the bench does not do: the director's interfaces stay
+  as a fresh host has them, so the wire rows have no kernel reference and are not paced. Their
   ``net of direct`` is negative (the frames skip the bridge's skb) and meaningless; their
   ``director NAPI µs/pkt`` is the director's whole work per packet as a NIC would have it;
 - ``xdp-syn``: every frame a TCP SYN of a tuple never seen before (``many_frames``) to a DR
@@ -568,8 +569,6 @@ class Bench:
             self.sink_drop(True, udp_sink, "ip protocol udp udp dport { 9, 80 }")
         wire = kind[-1] == "wire"
         if wire:
-            if plane == "kernel":  # NAPI on the director's eth0 (GRO): XDP frames can arrive
-                lab.run("director", ["ethtool", "-K", "eth0", "gro", "on"], check=True)
             self.set_wire(True)
         try:
             if director is not None:
@@ -602,8 +601,6 @@ class Bench:
                 self.sink_drop(False, udp_sink)
             if wire:
                 self.set_wire(False)
-                if plane == "kernel":
-                    lab.run("director", ["ethtool", "-K", "eth0", "gro", "off"], check=False)
             if syn and mode == "nat":
                 lab.run("director", ["ip", "route", "del", "default", "via", CLIENT], check=False)
             if listener is not None:
@@ -847,7 +844,7 @@ def main() -> int:
                         "xdp-hs-sink-ack-up,packet-hs-sink,packet-hs-sink-ack-up,xdp-syn-mh,"
                         "xdp-syn-mh-nat, and "
                         "with --native-peers also kernel-napi,xdp-dr-native,xdp-nat-native,"
-                        "kernel-wire,xdp-dr-wire,xdp-nat-wire)")
+                        "xdp-dr-wire,xdp-nat-wire)")
     p.add_argument("--native-peers", action="store_true",
                    help="benchmark investigation only: the native rows (kernel-napi, "
                         "xdp-*-native) attach a pass-through XDP program to the lab's "
@@ -893,8 +890,7 @@ def main() -> int:
     if args.role == "gen-many":
         role_gen_many(args)
         return 0
-    native = ("kernel-napi", "xdp-dr-native", "xdp-nat-native", "kernel-wire", "xdp-dr-wire",
-              "xdp-nat-wire")
+    native = ("kernel-napi", "xdp-dr-native", "xdp-nat-native", "xdp-dr-wire", "xdp-nat-wire")
     if not args.rows:
         args.rows = ",".join(["direct", "kernel", "packet-dr", "packet-nat", "xdp-dr-generic",
                               "xdp-nat-generic", "xdp-syn", "xdp-syn-sink", "xdp-hs-sink",
@@ -953,30 +949,28 @@ def main() -> int:
         b = Bench(lab, args, clock)
         names = [n for n in args.rows.split(",") if n]
         gro = False
-        # each row's set-up group, whose kernel row is its reference: False (the lab as it is),
-        # True (pass programs on the director's peers), "wire" (and frames arriving as XDP
-        # frames)
-        kernel_rate: dict[bool | str, float] = {}
+        kernel_rate: dict[bool, float] = {}
         for name in names:
             if name in native and not gro:
                 b.set_peer_napi(True)  # only with --native-peers (checked above)
                 gro = True
             r = b.row(name)
-            r["napi"] = "wire" if name.endswith("-wire") else gro
+            r["napi"] = gro
             rows.append(r)
             if name.startswith("kernel"):
-                kernel_rate[r["napi"]] = r["pps"]
+                kernel_rate[gro] = r["pps"]
             print(json.dumps({k: v for k, v in r.items() if k != "director"}), file=sys.stderr,
                   flush=True)
         if args.target:
-            for g in (False, True, "wire"):
+            for g in (False, True):
+                # (the wire rows have no kernel reference fed their way: not paced)
                 todo = [r["name"] for r in rows if r["napi"] == g and r["name"].split("-")[0]
                         in ("packet", "xdp") and not r["name"].startswith("xdp-syn")
-                        and "-hs-" not in r["name"]]
+                        and "-hs-" not in r["name"] and not r["name"].endswith("-wire")]
                 if not todo or g not in kernel_rate:
                     continue
                 if args.native_peers:
-                    b.set_peer_napi(bool(g))
+                    b.set_peer_napi(g)
                 rate = int(args.target * kernel_rate[g])
                 for name in todo:
                     r = b.row(name, rate)
@@ -1020,9 +1014,8 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows + paced:
         print(fmt_row(r, base, args.seconds))
-    for g, krate in kernel_rate.items():
-        setup = {False: "", True: " (XDP pass programs on the director's peers)",
-                 "wire": " (frames arriving as XDP frames, GRO on the director's eth0)"}[g]
+    for g, krate in sorted(kernel_rate.items()):
+        setup = " (XDP pass programs on the director's peers)" if g else ""
         print(f"kernel forwarding{setup}: {krate:,.0f}/s; "
               f"target {args.target:g}x = {args.target * krate:,.0f}/s")
     for name, (verdict, ns) in alone.items():

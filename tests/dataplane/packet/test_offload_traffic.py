@@ -1,8 +1,7 @@
 """Real traffic through the packet plane with every client and real server at the kernel's
 offload defaults (TX checksum offload, TSO/GSO on their veths): frames reach the director with
 partial checksums and as super-frames. DR, NAT and TUN, TCP (curl, 100 MB each way checked byte
-for byte) and UDP; the receiving kernels' checksum-error counters must stay at zero. ``nat/gro``
-runs it all again with GRO switched on at the director, as on a host with a real NIC."""
+for byte) and UDP; the receiving kernels' checksum-error counters must stay at zero."""
 
 from __future__ import annotations
 
@@ -62,23 +61,10 @@ def expected_digest() -> str:
     return h.hexdigest()
 
 
-def director_gro_on(c: Cluster) -> None:
-    """GRO on the director's interfaces, as a real NIC has it by default (veth's default is
-    off): frames then reach its rings as coalesced super-frames, and over veth through NAPI."""
-    if shutil.which("ethtool") is None:
-        pytest.skip("needs ethtool")
-    for ifname in ("eth0", "eth1"):
-        c.lab.run("director", ["ethtool", "-K", ifname, "gro", "on"], timeout=10, check=True)
-        k = c.lab.run("director", ["ethtool", "-k", ifname], timeout=10).stdout
-        assert "generic-receive-offload: on" in k, k
-
-
-@pytest.fixture(scope="module", params=["dr", "nat", "tun", "nat/python", "nat/gro"])
+@pytest.fixture(scope="module", params=["dr", "nat", "tun", "nat/python"])
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     mode, _, path = request.param.partition("/")
     for c in cluster_fixture(mode, fastpath=path != "python"):
-        if path == "gro":
-            director_gro_on(c)
         servers = c.real_servers
         for h in servers:
             p = c.lab.popen(h, [sys.executable, "-c", SERVER, str(PORT), str(MB)],

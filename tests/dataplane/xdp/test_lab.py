@@ -241,30 +241,3 @@ def test_a_connection_is_listed_established_once_its_handshake_is_done(cluster: 
             assert p.stdin is not None
             p.stdin.close()
             p.wait(10)
-
-
-@pytest.mark.parametrize("mode", ["dr", "nat"])
-def test_a_large_upload_arrives_intact_with_gro_on_the_director(mode: str) -> None:
-    """GRO switched on at the director, as a real NIC has it: the client's upload reaches the
-    director's interface coalesced (and over veth through NAPI), so in generic mode the
-    program runs on super-frames; DR forwards them in the program, NAT's go through the C
-    table's segmenting ring walk. Every byte arrives, no receiver counts a checksum error."""
-    from tests.dataplane.packet import test_offload_traffic as up
-
-    for c in xdp_cluster(mode):
-        up.director_gro_on(c)
-        for h in c.real_servers:
-            p = c.lab.popen(h, [sys.executable, "-c", up.SERVER, str(up.PORT), str(up.MB)],
-                            stdout=subprocess.PIPE, text=True)
-            c.procs.append(p)
-            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        up.offload_service(c)
-        before = xdp_counters(c)
-        r = c.lab.run("client", [sys.executable, "-c", up.CLIENT, VIP, str(up.PORT), "U",
-                                 str(up.MB)], timeout=300)
-        assert r.returncode == 0, r.stderr + c.director_log()[-2000:]
-        assert r.stdout.strip() == up.expected_digest()
-        up.assert_no_checksum_errors(c)
-        after = xdp_counters(c)
-        if program_takes(c):  # the upload's data went through the program, not the core
-            assert xdp_forwarded(before, after) > 100, (before, after)
