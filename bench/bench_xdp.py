@@ -179,6 +179,7 @@ class SoftirqClock:
         # a poll's time is from the NET_RX softirq's start or the previous poll's end on that
         # CPU to its own end (the napi_poll tracepoint fires as each poll returns)
         self.napi: tuple[dict[str, int], dict[str, int]] = ({}, {})
+        self.napi_at_snapshot = self.napi  # ``napi`` as the last ``snapshot`` returned it
         self._np: dict[str, int] = {}
         self._nw: dict[str, int] = {}
         self.cond = threading.Condition()
